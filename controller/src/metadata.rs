@@ -1,0 +1,594 @@
+//! The replicated metadata: commands that go through the Raft log and the deterministic state
+//! they build.
+//!
+//! Owns: brokers, topics (name, id, configs), partitions (leader, leader epoch, log start, end
+//! offset), the object index (which byte range of which object holds which offsets), the
+//! idempotent-producer state of every partition and producer-id allocation.
+//!
+//! Invariants, enforced here where commands apply so every replica reaches the same state:
+//! * offsets are gapless per partition: an object commit must start exactly at the partition's
+//!   end offset, otherwise the whole commit is rejected;
+//! * one writer per leader epoch: a commit carrying a leader epoch other than the partition's
+//!   current one is rejected (`Fenced`), so a deposed leader can never append;
+//! * `apply` does no I/O and reads no clock: time comes in inside the command.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub type BrokerId = i32;
+
+/// How many recent batches per producer and partition are remembered for duplicate detection.
+/// Kafka's `max.in.flight.requests.per.connection` limit for idempotence is 5.
+pub const PRODUCER_BATCH_WINDOW: usize = 5;
+
+/// A change to the metadata, replicated through Raft and applied in log order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Command {
+    /// The first command of every cluster's log: fixes the cluster id.
+    InitCluster { cluster_id: String },
+    RegisterBroker(BrokerRegistration),
+    CreateTopic(CreateTopic),
+    DeleteTopic { name: String },
+    CreatePartitions { name: String, total_count: i32 },
+    /// Replaces the topic's explicitly set configs with `configs`.
+    SetTopicConfigs { name: String, configs: BTreeMap<String, String> },
+    CommitObject(ObjectCommit),
+    /// Advances a partition's log start offset (DeleteRecords, retention).
+    AdvanceLogStart { topic_id: Uuid, partition: i32, offset: i64 },
+    /// Allocates one producer id (InitProducerId for an idempotent producer).
+    AllocateProducerId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BrokerRegistration {
+    pub broker_id: BrokerId,
+    pub incarnation: Uuid,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CreateTopic {
+    pub name: String,
+    pub topic_id: Uuid,
+    pub partitions: i32,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The index entries of one object written by one broker: committed atomically.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ObjectCommit {
+    pub key: String,
+    pub broker_id: BrokerId,
+    pub size_bytes: u64,
+    pub partitions: Vec<PartitionAppend>,
+}
+
+/// One partition's contiguous run of batches inside an object.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PartitionAppend {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// Byte position of the run inside the object.
+    pub position: u64,
+    pub len: u64,
+    pub max_timestamp: i64,
+    /// Idempotent batches in this run, in offset order.
+    pub producer_batches: Vec<ProducerBatch>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProducerBatch {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub first_sequence: i32,
+    pub last_sequence: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+/// What applying a command produced.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum CommandResult {
+    Ok,
+    TopicCreated { topic_id: Uuid },
+    ProducerId(i64),
+    Rejected(Rejection),
+}
+
+/// Why a command was refused. Deterministic: every replica refuses the same commands.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, thiserror::Error)]
+pub enum Rejection {
+    #[error("topic {0} already exists")]
+    TopicExists(String),
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    #[error("unknown topic id {0}")]
+    UnknownTopicId(Uuid),
+    #[error("unknown partition {topic}-{partition}")]
+    UnknownPartition { topic: String, partition: i32 },
+    #[error("invalid partition count: {0}")]
+    InvalidPartitions(String),
+    #[error("no live broker to lead partitions")]
+    NoBrokers,
+    #[error("leader epoch {got} of {topic}-{partition} is stale (current {current})")]
+    Fenced { topic: String, partition: i32, got: i32, current: i32 },
+    #[error("commit for {topic}-{partition} starts at {got}, log ends at {expected}")]
+    OffsetGap { topic: String, partition: i32, got: i64, expected: i64 },
+    #[error("offset {offset} out of range for {topic}-{partition}")]
+    OffsetOutOfRange { topic: String, partition: i32, offset: i64 },
+}
+
+/// Where one committed run of batches lives.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Chunk {
+    pub object: Arc<str>,
+    pub position: u64,
+    pub len: u64,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+}
+
+/// Duplicate-detection state of one producer on one partition.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProducerEntry {
+    pub epoch: i16,
+    /// The last [`PRODUCER_BATCH_WINDOW`] batches, oldest first.
+    pub batches: VecDeque<ProducerBatch>,
+}
+
+/// The state of the idempotent producers of one partition.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProducerStates {
+    pub producers: BTreeMap<i64, ProducerEntry>,
+}
+
+/// Outcome of checking an idempotent batch against [`ProducerStates`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// Append it.
+    Accept,
+    /// Already appended: answer with the original offsets.
+    Duplicate { base_offset: i64, last_offset: i64 },
+    OutOfOrder,
+    /// The producer epoch is older than the one seen.
+    Fenced,
+}
+
+impl ProducerStates {
+    /// Checks batch `(pid, epoch, first_seq..=last_seq)` the way Kafka's ProducerStateManager does.
+    pub fn check(&self, pid: i64, epoch: i16, first_seq: i32, last_seq: i32) -> SequenceCheck {
+        let Some(entry) = self.producers.get(&pid) else {
+            // Unknown producer (new, or its state was removed): accept any sequence, as Kafka
+            // does since KIP-360 when the producer state is gone.
+            return SequenceCheck::Accept;
+        };
+        if epoch < entry.epoch {
+            return SequenceCheck::Fenced;
+        }
+        if epoch > entry.epoch {
+            // A bumped epoch must restart at sequence 0.
+            return if first_seq == 0 { SequenceCheck::Accept } else { SequenceCheck::OutOfOrder };
+        }
+        if let Some(dup) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_sequence == first_seq && b.last_sequence == last_seq)
+        {
+            return SequenceCheck::Duplicate { base_offset: dup.base_offset, last_offset: dup.last_offset };
+        }
+        match entry.batches.back() {
+            Some(last) if next_sequence(last.last_sequence) != first_seq => SequenceCheck::OutOfOrder,
+            _ => SequenceCheck::Accept,
+        }
+    }
+
+    /// Records an appended batch.
+    pub fn record(&mut self, batch: ProducerBatch) {
+        let entry = self.producers.entry(batch.producer_id).or_default();
+        if batch.producer_epoch != entry.epoch {
+            entry.epoch = batch.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.batches.push_back(batch);
+        while entry.batches.len() > PRODUCER_BATCH_WINDOW {
+            entry.batches.pop_front();
+        }
+    }
+}
+
+/// Sequence numbers wrap at i32::MAX to 0 (Kafka's DefaultRecordBatch.incrementSequence).
+pub fn next_sequence(seq: i32) -> i32 {
+    if seq == i32::MAX { 0 } else { seq + 1 }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PartitionState {
+    pub leader: BrokerId,
+    pub leader_epoch: i32,
+    pub log_start_offset: i64,
+    /// The high watermark: one past the last committed offset.
+    pub end_offset: i64,
+    /// Committed chunks by base offset.
+    pub chunks: BTreeMap<i64, Chunk>,
+    /// (leader epoch, start offset) in increasing order, for OffsetForLeaderEpoch.
+    pub epoch_starts: Vec<(i32, i64)>,
+    pub producers: ProducerStates,
+}
+
+impl PartitionState {
+    fn new(leader: BrokerId) -> Self {
+        Self {
+            leader,
+            leader_epoch: 0,
+            log_start_offset: 0,
+            end_offset: 0,
+            chunks: BTreeMap::new(),
+            epoch_starts: vec![(0, 0)],
+            producers: ProducerStates::default(),
+        }
+    }
+
+    /// The chunk that holds `offset`, if it is committed and not deleted.
+    pub fn chunk_for(&self, offset: i64) -> Option<&Chunk> {
+        if offset < self.log_start_offset || offset >= self.end_offset {
+            return None;
+        }
+        self.chunks.range(..=offset).next_back().map(|(_, c)| c).filter(|c| c.last_offset >= offset)
+    }
+
+    /// Bytes of committed data still referenced (an upper bound of the retained log size).
+    pub fn size_bytes(&self) -> u64 {
+        self.chunks.values().map(|c| c.len).sum()
+    }
+
+    /// Answer to OffsetForLeaderEpoch: (epoch, end offset) of the largest epoch <= `epoch`.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let idx = self.epoch_starts.iter().rposition(|(e, _)| *e <= epoch)?;
+        let (found, _) = self.epoch_starts[idx];
+        let end = self.epoch_starts.get(idx + 1).map(|(_, start)| *start).unwrap_or(self.end_offset);
+        Some((found, end))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TopicState {
+    pub name: String,
+    pub topic_id: Uuid,
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ObjectInfo {
+    pub broker_id: BrokerId,
+    pub size_bytes: u64,
+    /// How many chunks still point into this object; 0 means garbage.
+    pub live_chunks: u64,
+}
+
+/// The whole replicated metadata. Cloned only for snapshots.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MetadataState {
+    pub cluster_id: String,
+    pub brokers: BTreeMap<BrokerId, BrokerRegistration>,
+    pub topics: BTreeMap<String, TopicState>,
+    pub topic_names: BTreeMap<Uuid, String>,
+    pub objects: BTreeMap<Arc<str>, ObjectInfo>,
+    pub next_producer_id: i64,
+}
+
+impl MetadataState {
+    pub fn new(cluster_id: String) -> Self {
+        Self { cluster_id, ..Self::default() }
+    }
+
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicState> {
+        self.topic_names.get(id).and_then(|n| self.topics.get(n))
+    }
+
+    pub fn partition(&self, topic_id: &Uuid, partition: i32) -> Option<&PartitionState> {
+        let t = self.topic_by_id(topic_id)?;
+        usize::try_from(partition).ok().and_then(|p| t.partitions.get(p))
+    }
+
+    /// Applies one command. Deterministic; never panics on any command content.
+    pub fn apply(&mut self, cmd: &Command) -> CommandResult {
+        match self.try_apply(cmd) {
+            Ok(r) => r,
+            Err(rejection) => CommandResult::Rejected(rejection),
+        }
+    }
+
+    fn try_apply(&mut self, cmd: &Command) -> Result<CommandResult, Rejection> {
+        match cmd {
+            Command::InitCluster { cluster_id } => {
+                if self.cluster_id.is_empty() {
+                    self.cluster_id = cluster_id.clone();
+                }
+                Ok(CommandResult::Ok)
+            }
+            Command::RegisterBroker(reg) => {
+                self.brokers.insert(reg.broker_id, reg.clone());
+                Ok(CommandResult::Ok)
+            }
+            Command::CreateTopic(ct) => self.create_topic(ct),
+            Command::DeleteTopic { name } => {
+                let topic = self.topics.remove(name).ok_or_else(|| Rejection::UnknownTopic(name.clone()))?;
+                self.topic_names.remove(&topic.topic_id);
+                for p in &topic.partitions {
+                    for c in p.chunks.values() {
+                        self.release_chunk(&c.object);
+                    }
+                }
+                Ok(CommandResult::Ok)
+            }
+            Command::CreatePartitions { name, total_count } => {
+                let leaders = self.leader_order()?;
+                let topic = self.topics.get_mut(name).ok_or_else(|| Rejection::UnknownTopic(name.clone()))?;
+                let current = topic.partitions.len() as i32;
+                if *total_count <= current {
+                    return Err(Rejection::InvalidPartitions(format!(
+                        "topic {name} has {current} partitions, cannot change to {total_count}"
+                    )));
+                }
+                for p in current..*total_count {
+                    topic.partitions.push(PartitionState::new(leaders[p as usize % leaders.len()]));
+                }
+                Ok(CommandResult::Ok)
+            }
+            Command::SetTopicConfigs { name, configs } => {
+                let topic = self.topics.get_mut(name).ok_or_else(|| Rejection::UnknownTopic(name.clone()))?;
+                topic.configs = configs.clone();
+                Ok(CommandResult::Ok)
+            }
+            Command::CommitObject(commit) => self.commit_object(commit),
+            Command::AdvanceLogStart { topic_id, partition, offset } => {
+                let (name, p) = self.partition_mut(topic_id, *partition)?;
+                if *offset < 0 || *offset > p.end_offset {
+                    return Err(Rejection::OffsetOutOfRange { topic: name, partition: *partition, offset: *offset });
+                }
+                if *offset <= p.log_start_offset {
+                    return Ok(CommandResult::Ok);
+                }
+                p.log_start_offset = *offset;
+                // Drop chunks entirely below the new start.
+                let dead: Vec<i64> =
+                    p.chunks.iter().filter(|(_, c)| c.last_offset < *offset).map(|(b, _)| *b).collect();
+                let mut released = Vec::new();
+                for b in dead {
+                    if let Some(c) = p.chunks.remove(&b) {
+                        released.push(c.object);
+                    }
+                }
+                for o in released {
+                    self.release_chunk(&o);
+                }
+                Ok(CommandResult::Ok)
+            }
+            Command::AllocateProducerId => {
+                let id = self.next_producer_id;
+                self.next_producer_id += 1;
+                Ok(CommandResult::ProducerId(id))
+            }
+        }
+    }
+
+    /// Brokers in leader-assignment order. Placement is deterministic: round robin by broker id.
+    fn leader_order(&self) -> Result<Vec<BrokerId>, Rejection> {
+        let ids: Vec<BrokerId> = self.brokers.keys().copied().collect();
+        if ids.is_empty() { Err(Rejection::NoBrokers) } else { Ok(ids) }
+    }
+
+    fn create_topic(&mut self, ct: &CreateTopic) -> Result<CommandResult, Rejection> {
+        if self.topics.contains_key(&ct.name) {
+            return Err(Rejection::TopicExists(ct.name.clone()));
+        }
+        if ct.partitions <= 0 {
+            return Err(Rejection::InvalidPartitions(format!("{} partitions", ct.partitions)));
+        }
+        let leaders = self.leader_order()?;
+        // Spread the first partition of successive topics over brokers too.
+        let offset = self.topics.len();
+        let partitions = (0..ct.partitions as usize)
+            .map(|p| PartitionState::new(leaders[(p + offset) % leaders.len()]))
+            .collect();
+        self.topic_names.insert(ct.topic_id, ct.name.clone());
+        self.topics.insert(
+            ct.name.clone(),
+            TopicState { name: ct.name.clone(), topic_id: ct.topic_id, configs: ct.configs.clone(), partitions },
+        );
+        Ok(CommandResult::TopicCreated { topic_id: ct.topic_id })
+    }
+
+    fn partition_mut(&mut self, topic_id: &Uuid, partition: i32) -> Result<(String, &mut PartitionState), Rejection> {
+        let name = self.topic_names.get(topic_id).ok_or(Rejection::UnknownTopicId(*topic_id))?.clone();
+        let topic = self.topics.get_mut(&name).ok_or(Rejection::UnknownTopicId(*topic_id))?;
+        let p = usize::try_from(partition)
+            .ok()
+            .and_then(|i| topic.partitions.get_mut(i))
+            .ok_or_else(|| Rejection::UnknownPartition { topic: name.clone(), partition })?;
+        Ok((name, p))
+    }
+
+    fn commit_object(&mut self, commit: &ObjectCommit) -> Result<CommandResult, Rejection> {
+        // Validate every run first so the commit applies atomically or not at all.
+        for run in &commit.partitions {
+            let (name, p) = self.partition_mut(&run.topic_id, run.partition)?;
+            if run.leader_epoch != p.leader_epoch {
+                return Err(Rejection::Fenced {
+                    topic: name,
+                    partition: run.partition,
+                    got: run.leader_epoch,
+                    current: p.leader_epoch,
+                });
+            }
+            if run.base_offset != p.end_offset || run.last_offset < run.base_offset {
+                return Err(Rejection::OffsetGap {
+                    topic: name,
+                    partition: run.partition,
+                    got: run.base_offset,
+                    expected: p.end_offset,
+                });
+            }
+        }
+        // A partition may appear at most once per object; a repeat would fail the gap check
+        // above only if runs overlapped, so check explicitly.
+        let mut seen = std::collections::BTreeSet::new();
+        for run in &commit.partitions {
+            if !seen.insert((run.topic_id, run.partition)) {
+                let name = self.topic_names.get(&run.topic_id).cloned().unwrap_or_default();
+                return Err(Rejection::OffsetGap {
+                    topic: name,
+                    partition: run.partition,
+                    got: run.base_offset,
+                    expected: run.base_offset,
+                });
+            }
+        }
+        let object: Arc<str> = Arc::from(commit.key.as_str());
+        for run in &commit.partitions {
+            let (_, p) = self.partition_mut(&run.topic_id, run.partition)?;
+            p.chunks.insert(
+                run.base_offset,
+                Chunk {
+                    object: object.clone(),
+                    position: run.position,
+                    len: run.len,
+                    base_offset: run.base_offset,
+                    last_offset: run.last_offset,
+                    max_timestamp: run.max_timestamp,
+                },
+            );
+            p.end_offset = run.last_offset + 1;
+            for b in &run.producer_batches {
+                p.producers.record(*b);
+            }
+        }
+        self.objects.insert(
+            object,
+            ObjectInfo {
+                broker_id: commit.broker_id,
+                size_bytes: commit.size_bytes,
+                live_chunks: commit.partitions.len() as u64,
+            },
+        );
+        Ok(CommandResult::Ok)
+    }
+
+    fn release_chunk(&mut self, object: &Arc<str>) {
+        if let Some(info) = self.objects.get_mut(object) {
+            info.live_chunks = info.live_chunks.saturating_sub(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_with_topic() -> (MetadataState, Uuid) {
+        let mut s = MetadataState::new("c".into());
+        s.apply(&Command::RegisterBroker(BrokerRegistration {
+            broker_id: 1,
+            incarnation: Uuid::nil(),
+            host: "h".into(),
+            port: 1,
+            rack: None,
+        }));
+        let id = Uuid::from_u128(7);
+        let r = s.apply(&Command::CreateTopic(CreateTopic {
+            name: "t".into(),
+            topic_id: id,
+            partitions: 2,
+            configs: BTreeMap::new(),
+        }));
+        assert_eq!(r, CommandResult::TopicCreated { topic_id: id });
+        (s, id)
+    }
+
+    fn append(id: Uuid, base: i64, last: i64, epoch: i32) -> Command {
+        Command::CommitObject(ObjectCommit {
+            key: format!("o{base}"),
+            broker_id: 1,
+            size_bytes: 10,
+            partitions: vec![PartitionAppend {
+                topic_id: id,
+                partition: 0,
+                leader_epoch: epoch,
+                base_offset: base,
+                last_offset: last,
+                position: 0,
+                len: 10,
+                max_timestamp: 0,
+                producer_batches: vec![],
+            }],
+        })
+    }
+
+    #[test]
+    fn commits_must_be_gapless_and_from_current_epoch() {
+        let (mut s, id) = state_with_topic();
+        assert_eq!(s.apply(&append(id, 0, 9, 0)), CommandResult::Ok);
+        assert!(matches!(s.apply(&append(id, 11, 12, 0)), CommandResult::Rejected(Rejection::OffsetGap { .. })));
+        assert!(matches!(s.apply(&append(id, 10, 12, 1)), CommandResult::Rejected(Rejection::Fenced { .. })));
+        assert_eq!(s.apply(&append(id, 10, 12, 0)), CommandResult::Ok);
+        let p = s.partition(&id, 0).expect("partition");
+        assert_eq!(p.end_offset, 13);
+        assert_eq!(p.chunk_for(11).map(|c| c.base_offset), Some(10));
+        assert_eq!(p.chunk_for(13), None);
+    }
+
+    #[test]
+    fn log_start_releases_chunks() {
+        let (mut s, id) = state_with_topic();
+        s.apply(&append(id, 0, 9, 0));
+        s.apply(&append(id, 10, 19, 0));
+        s.apply(&Command::AdvanceLogStart { topic_id: id, partition: 0, offset: 12 });
+        let p = s.partition(&id, 0).expect("partition");
+        assert_eq!(p.log_start_offset, 12);
+        assert_eq!(p.chunks.len(), 1);
+        assert_eq!(s.objects[&Arc::<str>::from("o0")].live_chunks, 0);
+        assert!(matches!(
+            s.apply(&Command::AdvanceLogStart { topic_id: id, partition: 0, offset: 21 }),
+            CommandResult::Rejected(Rejection::OffsetOutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn producer_sequences() {
+        let mut ps = ProducerStates::default();
+        assert_eq!(ps.check(1, 0, 0, 4), SequenceCheck::Accept);
+        ps.record(ProducerBatch {
+            producer_id: 1,
+            producer_epoch: 0,
+            first_sequence: 0,
+            last_sequence: 4,
+            base_offset: 100,
+            last_offset: 104,
+        });
+        assert_eq!(ps.check(1, 0, 0, 4), SequenceCheck::Duplicate { base_offset: 100, last_offset: 104 });
+        assert_eq!(ps.check(1, 0, 6, 7), SequenceCheck::OutOfOrder);
+        assert_eq!(ps.check(1, 0, 5, 7), SequenceCheck::Accept);
+        assert_eq!(ps.check(1, -1, 5, 7), SequenceCheck::Fenced);
+        assert_eq!(ps.check(1, 1, 5, 7), SequenceCheck::OutOfOrder);
+        assert_eq!(ps.check(1, 1, 0, 7), SequenceCheck::Accept);
+    }
+
+    #[test]
+    fn offset_for_leader_epoch() {
+        let (mut s, id) = state_with_topic();
+        s.apply(&append(id, 0, 9, 0));
+        let p = s.partition(&id, 0).expect("partition");
+        assert_eq!(p.end_offset_for_epoch(0), Some((0, 10)));
+        assert_eq!(p.end_offset_for_epoch(5), Some((0, 10)));
+    }
+}

@@ -1,0 +1,313 @@
+//! openraft wiring: a running controller node and the read handle brokers use.
+//!
+//! * [`log_store`] (+ [`segments`]): the durable Raft log and vote under `<data_dir>/log/`.
+//! * [`state_machine`]: applies commands to [`MetadataState`], snapshots under
+//!   `<data_dir>/snapshots/`.
+//! * [`network`]: RPCs between voters (single-voter only for now, see its docs).
+//! * [`proposer`]: batches concurrent submits into one Raft entry (group commit).
+//! * [`Controller`]: starts openraft over those, submits commands, stops it.
+//! * [`MetadataHandle`]: the applied state plus a watch of the applied log index.
+//!
+//! Invariants:
+//! * [`Controller::submit`] returns only after the command is committed (fsynced in the Raft log
+//!   of a quorum) and applied, so a broker that acknowledged on it never loses the command;
+//! * when [`Controller::start_single`] returns, the node is leader and has applied its whole log,
+//!   so the handle reflects every committed command;
+//! * one task owns the stop sequence (Raft core, then the log writer thread); every
+//!   [`Controller::shutdown`] call and the caller's cancellation token just trigger and await it.
+
+mod fs;
+mod log_store;
+mod network;
+mod proposer;
+mod segments;
+mod state_machine;
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openraft::error::{Fatal, RaftError};
+use openraft::metrics::WaitError;
+use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ControllerError;
+use crate::metadata::{Command, CommandResult, MetadataState};
+use log_store::{LogStore, WriterDone};
+use network::SingleVoterNetwork;
+use proposer::{CommandBatch, Proposal};
+use state_machine::StateMachine;
+
+openraft::declare_raft_types!(
+    /// The openraft type configuration of the metadata log.
+    pub(crate) TypeConfig:
+        D = CommandBatch,
+        R = Vec<CommandResult>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// How long [`Controller::start_single`] waits for the node to become leader. A lone voter needs
+/// one election timeout; the rest is slack for a slow disk replaying a long log.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Configuration of one controller node.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// This node's Raft id; must never change for a given `data_dir`.
+    pub node_id: u64,
+    /// Raft log, vote and snapshots live under this directory.
+    pub data_dir: PathBuf,
+    /// Used only when initializing a brand-new cluster.
+    pub cluster_id: String,
+    /// Build a snapshot and purge the log after this many applied entries. Default 10 000:
+    /// larger keeps more log in memory and replays longer on restart; smaller snapshots (a
+    /// full serialization of the metadata) more often.
+    pub snapshot_every_entries: u64,
+}
+
+impl ControllerConfig {
+    pub fn new(node_id: u64, data_dir: PathBuf, cluster_id: String) -> Self {
+        Self {
+            node_id,
+            data_dir,
+            cluster_id,
+            snapshot_every_entries: 10_000,
+        }
+    }
+
+    fn raft_config(&self) -> Result<openraft::Config, ControllerError> {
+        if self.snapshot_every_entries == 0 {
+            return Err(ControllerError::Raft(
+                "snapshot_every_entries must be at least 1".into(),
+            ));
+        }
+        openraft::Config {
+            cluster_name: "skiff".into(),
+            // Followers notice a dead leader within 300-600 ms; heartbeats well below that.
+            heartbeat_interval: 150,
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
+            // Keep a short tail after a snapshot so a follower slightly behind catches up from
+            // the log instead of needing the whole snapshot.
+            max_in_snapshot_log_to_keep: 64.min(self.snapshot_every_entries),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ControllerError::Raft(format!("invalid raft config: {e}")))
+    }
+}
+
+/// The read side of the metadata: the applied state and the applied log index.
+#[derive(Clone)]
+pub struct MetadataHandle {
+    state: Arc<RwLock<MetadataState>>,
+    applied: watch::Receiver<u64>,
+}
+
+impl MetadataHandle {
+    /// Reads the applied state under a (std, non-async) read lock; never hold it across
+    /// `.await` (`f` cannot, being synchronous).
+    pub fn read<R>(&self, f: impl FnOnce(&MetadataState) -> R) -> R {
+        // Apply never panics, so a poisoned lock still guards a whole state.
+        let guard = self.state.read().unwrap_or_else(|e| e.into_inner());
+        f(&guard)
+    }
+
+    /// A watch of the last applied log index; it changes after every applied batch (brokers use
+    /// it to wake long polls).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
+    }
+}
+
+/// A running controller node.
+#[derive(Clone)]
+pub struct Controller {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: u64,
+    raft: Raft<TypeConfig>,
+    metadata: MetadataHandle,
+    /// Commands waiting for the proposer task.
+    proposals: mpsc::Sender<Proposal>,
+    /// Cancelled to stop; a child of the token given at start.
+    stop: CancellationToken,
+    /// `Some(result)` once the stop sequence has finished.
+    stopped: watch::Receiver<Option<Result<(), String>>>,
+}
+
+impl Controller {
+    /// Starts a single-voter controller (the `skiff dev` mode).
+    ///
+    /// On first start (empty `data_dir`) it initializes the membership with itself as the only
+    /// voter and submits `Command::InitCluster` once elected; on restart it recovers log, vote
+    /// and the last snapshot and replays. Returns once this node is leader and has applied
+    /// everything in its log.
+    pub async fn start_single(
+        config: ControllerConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Controller, ControllerError> {
+        let raft_config = Arc::new(config.raft_config()?);
+        let (log, writer_done) = LogStore::open(&config.data_dir.join("log"))?;
+        let (sm, parts) = match StateMachine::open(&config.data_dir.join("snapshots")) {
+            Ok(sm) => sm,
+            Err(e) => {
+                drop(log);
+                writer_done.wait().await;
+                return Err(e);
+            }
+        };
+        let pristine = log.is_pristine() && sm.is_pristine();
+        let metadata = MetadataHandle {
+            state: parts.state,
+            applied: parts.applied,
+        };
+
+        let raft = match Raft::new(config.node_id, raft_config, SingleVoterNetwork, log, sm).await {
+            Ok(raft) => raft,
+            Err(e) => {
+                // Raft::new consumed the log store; its writer exits once the store is dropped.
+                writer_done.wait().await;
+                return Err(ControllerError::Raft(format!("starting raft: {e}")));
+            }
+        };
+
+        let stop = shutdown.child_token();
+        let (stopped_tx, stopped) = watch::channel(None);
+        let (proposals, proposals_rx) = mpsc::channel(proposer::QUEUE);
+        let proposer = tokio::spawn(proposer::run(raft.clone(), proposals_rx, stop.clone()));
+        // Owned through `stopped`: it reports its end there and every shutdown call awaits it.
+        tokio::spawn(stop_when_cancelled(
+            raft.clone(),
+            stop.clone(),
+            proposer,
+            writer_done,
+            stopped_tx,
+        ));
+        let inner = Inner {
+            node_id: config.node_id,
+            raft,
+            metadata,
+            proposals,
+            stop,
+            stopped,
+        };
+        let controller = Controller { inner: Arc::new(inner) };
+
+        match controller.become_ready(&config, pristine).await {
+            Ok(()) => Ok(controller),
+            Err(e) => {
+                tracing::error!(error = %e, "controller failed to start");
+                if let Err(stop_err) = controller.shutdown().await {
+                    tracing::error!(error = %stop_err, "stopping the controller after a failed start");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn become_ready(&self, config: &ControllerConfig, pristine: bool) -> Result<(), ControllerError> {
+        let raft = &self.inner.raft;
+        if pristine {
+            tracing::info!(node_id = config.node_id, "initializing a new single-voter controller");
+            let members = std::collections::BTreeMap::from([(config.node_id, BasicNode::default())]);
+            raft.initialize(members)
+                .await
+                .map_err(|e| ControllerError::Raft(format!("initialize: {e}")))?;
+        }
+        // A restarted lone voter whose vote was committed resumes as leader at once; otherwise
+        // it elects itself after one election timeout.
+        let wait = raft.wait(Some(START_TIMEOUT));
+        let leader = wait.state(ServerState::Leader, "controller start");
+        tokio::select! {
+            r = leader => r.map_err(|e| match e {
+                WaitError::ShuttingDown => ControllerError::Closed,
+                WaitError::Timeout(..) => ControllerError::Raft(format!("not leader after {START_TIMEOUT:?}")),
+            })?,
+            () = self.inner.stop.cancelled() => return Err(ControllerError::Closed),
+        };
+        // Waits until everything up to this term's first entry is applied: the whole log.
+        raft.ensure_linearizable().await.map_err(|e| match e {
+            RaftError::Fatal(Fatal::Stopped) => ControllerError::Closed,
+            e => ControllerError::Raft(format!("catching up: {e}")),
+        })?;
+        // Checked on every start, not only the first: a crash between initialize and the commit
+        // of InitCluster must not leave a cluster without an id.
+        if self.metadata().read(|s| s.cluster_id.is_empty()) {
+            self.submit(Command::InitCluster {
+                cluster_id: config.cluster_id.clone(),
+            })
+            .await?;
+        }
+        let applied = *self.inner.metadata.applied.borrow();
+        tracing::info!(node_id = config.node_id, applied, "controller ready");
+        Ok(())
+    }
+
+    /// Proposes a command, waits until it is committed and applied, returns apply's result.
+    pub async fn submit(&self, cmd: Command) -> Result<CommandResult, ControllerError> {
+        if self.inner.stop.is_cancelled() {
+            return Err(ControllerError::Closed);
+        }
+        let (reply, result) = oneshot::channel();
+        self.inner
+            .proposals
+            .send(Proposal { cmd, reply })
+            .await
+            .map_err(|_| ControllerError::Closed)?;
+        // A dropped reply means the proposer stopped before the command was proposed.
+        result.await.map_err(|_| ControllerError::Closed)?
+    }
+
+    pub fn metadata(&self) -> MetadataHandle {
+        self.inner.metadata.clone()
+    }
+
+    /// This node's Raft id.
+    pub fn node_id(&self) -> u64 {
+        self.inner.node_id
+    }
+
+    /// Stops Raft gracefully and waits until the log files are flushed and closed. Idempotent;
+    /// cancelling the token given at start does the same.
+    pub async fn shutdown(&self) -> Result<(), ControllerError> {
+        self.inner.stop.cancel();
+        let mut stopped = self.inner.stopped.clone();
+        match stopped.wait_for(Option::is_some).await {
+            Ok(result) => result.clone().unwrap_or(Ok(())).map_err(ControllerError::Raft),
+            // The stop task is gone without reporting (it panicked); nothing left to wait for.
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// The stop sequence: proposer, Raft core (which drops the log store), then the log writer
+/// thread.
+async fn stop_when_cancelled(
+    raft: Raft<TypeConfig>,
+    stop: CancellationToken,
+    proposer: tokio::task::JoinHandle<()>,
+    writer_done: WriterDone,
+    stopped: watch::Sender<Option<Result<(), String>>>,
+) {
+    stop.cancelled().await;
+    tracing::info!("stopping controller");
+    if let Err(e) = proposer.await {
+        tracing::error!(error = %e, "controller proposer task failed");
+    }
+    let result = raft.shutdown().await.map_err(|e| format!("raft core: {e}"));
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "raft core stopped abnormally");
+    }
+    // The writer finishes queued writes and exits once the core has dropped the log store.
+    drop(raft);
+    writer_done.wait().await;
+    tracing::info!("controller stopped");
+    stopped.send_replace(Some(result));
+}

@@ -1,0 +1,154 @@
+//! The broker: everything a Kafka handler needs besides protocol types.
+//!
+//! * [`wal`]: the write path (offsets, write-ahead buffer, flushes, commits).
+//! * [`read`]: the read path (tail cache, block cache, object storage).
+//! * [`batch`]: record-batch bytes (validation, in-place offset assignment).
+//! * [`topic_config`]: known topic configs, defaults and validation.
+//!
+//! The broker itself holds no durable state: topics, offsets, the object index and producer
+//! state all live in the controller's metadata, read through [`MetadataHandle`].
+
+pub mod batch;
+pub mod read;
+pub mod topic_config;
+pub mod wal;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use skiff_controller::metadata::{Command, CommandResult, CreateTopic, Rejection};
+use skiff_controller::{Controller, ControllerError, MetadataHandle};
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+use read::Reader;
+use wal::Wal;
+
+/// Settings handlers consult.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    pub node_id: i32,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub rack: Option<String>,
+    pub auto_create_topics: bool,
+    pub num_partitions: i32,
+    pub message_max_bytes: i32,
+    pub socket_request_max_bytes: usize,
+    pub flush_bytes: usize,
+    pub flush_interval_ms: u64,
+}
+
+/// A source of wall-clock time, injected so tests can control it.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// One broker's shared state.
+pub struct Broker {
+    pub settings: BrokerSettings,
+    pub controller: Controller,
+    pub metadata: MetadataHandle,
+    pub wal: Arc<Wal>,
+    pub reader: Reader,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Why a topic could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateTopicError {
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("Topic '{0}' already exists.")]
+    Exists(String),
+    #[error("controller unavailable: {0}")]
+    Controller(#[from] ControllerError),
+    #[error("{0}")]
+    Rejected(Rejection),
+}
+
+/// Kafka's topic name rule: 1-249 chars of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("Topic name is illegal, it can't be empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err("Topic name cannot be \".\" or \"..\"".into());
+    }
+    if name.len() > 249 {
+        return Err(format!("Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return Err(format!(
+            "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+impl Broker {
+    /// Validates and (unless `validate_only`) creates a topic through the controller.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Uuid, CreateTopicError> {
+        validate_topic_name(name).map_err(CreateTopicError::InvalidName)?;
+        let partitions = if partitions == -1 { self.settings.num_partitions } else { partitions };
+        if partitions <= 0 {
+            return Err(CreateTopicError::InvalidPartitions(format!(
+                "Number of partitions was set to an invalid non-positive value: {partitions}"
+            )));
+        }
+        for (k, v) in &configs {
+            topic_config::validate(k, v).map_err(CreateTopicError::InvalidConfig)?;
+        }
+        if self.metadata.read(|m| m.topics.contains_key(name)) {
+            return Err(CreateTopicError::Exists(name.to_string()));
+        }
+        let topic_id = Uuid::new_v4();
+        if validate_only {
+            return Ok(topic_id);
+        }
+        let cmd = Command::CreateTopic(CreateTopic { name: name.to_string(), topic_id, partitions, configs });
+        match self.controller.submit(cmd).await? {
+            CommandResult::TopicCreated { topic_id } => Ok(topic_id),
+            CommandResult::Rejected(Rejection::TopicExists(n)) => Err(CreateTopicError::Exists(n)),
+            CommandResult::Rejected(r) => Err(CreateTopicError::Rejected(r)),
+            other => Err(CreateTopicError::Rejected(Rejection::InvalidPartitions(format!("unexpected result {other:?}")))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("orders.v1_x-y").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a b").is_err());
+        assert!(validate_topic_name(&"a".repeat(250)).is_err());
+    }
+}

@@ -1,0 +1,529 @@
+//! The write path: offset assignment, the broker-wide write-ahead buffer, flushes to object
+//! storage and in-order commits to the controller.
+//!
+//! ```text
+//! produce ──append()──▶ open flush (all partitions) ──flusher──▶ PUT object (≤ N concurrent)
+//!                                                              │
+//!          ack ◀── waiters ◀── committer (in flush order) ◀────┘ CommitObject → controller
+//! ```
+//!
+//! Invariants:
+//! * Offsets are assigned under one lock together with the append to the open flush, so the
+//!   order of batches in the buffer is the order of their offsets.
+//! * Commits apply strictly in flush order. A flush that fails (PUT or commit) fails every later
+//!   flush of the same generation too, and bumps the generation: partition writers then reload
+//!   their next offset and producer state from the committed metadata ("rewind"), so offsets
+//!   stay gapless and nothing unacknowledged is half-visible.
+//! * Acknowledgement happens only after the object is stored AND its index entries are applied
+//!   by the controller.
+//! * Bytes accepted but not yet acknowledged are bounded by a semaphore (back-pressure).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use skiff_controller::metadata::{
+    Command, CommandResult, ObjectCommit, PartitionAppend, ProducerBatch, ProducerStates, Rejection, SequenceCheck,
+};
+use skiff_controller::{Controller, MetadataHandle};
+use skiff_storage::{ObjectStorage, WalObjectBuilder};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use super::batch::{self, BatchHeader};
+use super::read::TailCache;
+use crate::metrics::Metrics;
+
+/// A partition by topic id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionKey {
+    pub topic_id: Uuid,
+    pub partition: i32,
+}
+
+/// Why an append was refused or failed. The handler maps these to Kafka error codes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    #[error("unknown topic or partition")]
+    UnknownPartition,
+    #[error("this broker does not lead the partition")]
+    NotLeader,
+    #[error("out of order sequence number")]
+    OutOfOrderSequence,
+    #[error("producer epoch is fenced")]
+    ProducerFenced,
+    #[error("write to object storage failed: {0}")]
+    Storage(String),
+    #[error("commit was rejected: {0}")]
+    Rejected(String),
+    #[error("broker is shutting down")]
+    ShuttingDown,
+}
+
+/// The result of an accepted append, known before it is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub log_append_time: i64,
+    /// True if every batch was a duplicate of an already appended one (nothing new written).
+    pub duplicate: bool,
+}
+
+/// Flush thresholds and limits.
+#[derive(Debug, Clone)]
+pub struct WalSettings {
+    pub broker_id: i32,
+    pub flush_bytes: usize,
+    pub flush_interval: Duration,
+    pub buffer_max_bytes: usize,
+    pub max_inflight_flushes: usize,
+}
+
+struct PartitionWriter {
+    /// The generation in which `next_offset` and `producers` were last known good.
+    generation: u64,
+    leader_epoch: i32,
+    next_offset: i64,
+    producers: ProducerStates,
+}
+
+#[derive(Default)]
+struct Run {
+    leader_epoch: i32,
+    base_offset: i64,
+    last_offset: i64,
+    max_timestamp: i64,
+    pieces: Vec<Bytes>,
+    producer_batches: Vec<ProducerBatch>,
+}
+
+struct OpenFlush {
+    generation: u64,
+    bytes: usize,
+    opened_at: Option<Instant>,
+    runs: BTreeMap<PartitionKey, Run>,
+    waiters: Vec<oneshot::Sender<Result<(), AppendError>>>,
+    permits: Vec<OwnedSemaphorePermit>,
+}
+
+impl OpenFlush {
+    fn new(generation: u64) -> Self {
+        Self { generation, bytes: 0, opened_at: None, runs: BTreeMap::new(), waiters: Vec::new(), permits: Vec::new() }
+    }
+    fn fail(self, err: AppendError) {
+        for w in self.waiters {
+            let _ = w.send(Err(err.clone()));
+        }
+    }
+}
+
+struct WriterState {
+    generation: u64,
+    writers: HashMap<PartitionKey, PartitionWriter>,
+    open: OpenFlush,
+    closed: bool,
+}
+
+/// A flush on its way to object storage and the controller.
+struct PendingFlush {
+    seq: u64,
+    generation: u64,
+    key: String,
+    size_bytes: u64,
+    commit: Vec<PartitionAppend>,
+    upload: JoinHandle<Result<(), String>>,
+    waiters: Vec<oneshot::Sender<Result<(), AppendError>>>,
+    _permits: Vec<OwnedSemaphorePermit>,
+    _inflight: OwnedSemaphorePermit,
+    opened_at: Option<Instant>,
+}
+
+/// The broker's write-ahead buffer and flush pipeline.
+pub struct Wal {
+    settings: WalSettings,
+    incarnation: String,
+    state: Mutex<WriterState>,
+    buffer_bytes: Arc<Semaphore>,
+    flush_now: Notify,
+    metadata: MetadataHandle,
+    tail: TailCache,
+    metrics: Arc<Metrics>,
+}
+
+/// Handles of the WAL's tasks, joined on shutdown.
+pub struct WalTasks {
+    flusher: JoinHandle<()>,
+    committer: JoinHandle<()>,
+}
+
+impl WalTasks {
+    pub async fn join(self) {
+        let _ = self.flusher.await;
+        let _ = self.committer.await;
+    }
+}
+
+impl Wal {
+    /// Creates the WAL and starts its flusher and committer. They stop when `shutdown` fires,
+    /// after flushing and committing everything accepted before.
+    pub fn start(
+        settings: WalSettings,
+        incarnation: Uuid,
+        controller: Controller,
+        storage: ObjectStorage,
+        tail: TailCache,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> (Arc<Wal>, WalTasks) {
+        let buffer_bytes = Arc::new(Semaphore::new(settings.buffer_max_bytes));
+        let wal = Arc::new(Wal {
+            incarnation: incarnation.simple().to_string(),
+            metadata: controller.metadata(),
+            state: Mutex::new(WriterState {
+                generation: 0,
+                writers: HashMap::new(),
+                open: OpenFlush::new(0),
+                closed: false,
+            }),
+            buffer_bytes,
+            flush_now: Notify::new(),
+            tail,
+            metrics,
+            settings,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let flusher = tokio::spawn(wal.clone().run_flusher(storage, tx, shutdown));
+        let committer = tokio::spawn(wal.clone().run_committer(controller, rx));
+        (wal, WalTasks { flusher, committer })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriterState> {
+        // A panic while holding this lock is a bug; recover the data rather than cascade.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends the validated batches in `records` to partition `key`. Waits for buffer space
+    /// (back-pressure), assigns offsets, and returns the offsets plus a receiver that resolves
+    /// when the data is durable and committed.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn append(
+        &self,
+        key: PartitionKey,
+        records: &Bytes,
+        headers: &[BatchHeader],
+        log_append_time: Option<i64>,
+    ) -> Result<(Appended, Option<oneshot::Receiver<Result<(), AppendError>>>), AppendError> {
+        let size = records.len();
+        let permit = self
+            .buffer_bytes
+            .clone()
+            .acquire_many_owned(size.min(self.settings.buffer_max_bytes).min(u32::MAX as usize) as u32)
+            .await
+            .map_err(|_| AppendError::ShuttingDown)?;
+        let mut data = batch::to_mut(records);
+        let (tx, rx) = oneshot::channel();
+        let mut st = self.lock();
+        if st.closed {
+            return Err(AppendError::ShuttingDown);
+        }
+        let generation = st.generation;
+        // Load or rewind this partition's writer from the committed metadata.
+        let needs_load = st.writers.get(&key).is_none_or(|w| w.generation != generation);
+        if needs_load {
+            let loaded = self.metadata.read(|m| {
+                m.partition(&key.topic_id, key.partition).map(|p| (p.leader, p.leader_epoch, p.end_offset, p.producers.clone()))
+            });
+            let Some((leader, leader_epoch, end_offset, producers)) = loaded else {
+                return Err(AppendError::UnknownPartition);
+            };
+            if leader != self.settings.broker_id {
+                return Err(AppendError::NotLeader);
+            }
+            st.writers.insert(key, PartitionWriter { generation, leader_epoch, next_offset: end_offset, producers });
+        }
+        let state = &mut *st;
+        let writer = state.writers.get_mut(&key).expect("writer loaded above");
+        // Idempotence checks for every batch before anything is appended.
+        let mut duplicate_of = None;
+        let mut simulated = writer.producers.clone();
+        let mut next = writer.next_offset;
+        for h in headers {
+            if !h.is_idempotent() {
+                next += i64::from(h.last_offset_delta) + 1;
+                continue;
+            }
+            match simulated.check(h.producer_id, h.producer_epoch, h.base_sequence, h.last_sequence()) {
+                SequenceCheck::Accept => {
+                    let last = next + i64::from(h.last_offset_delta);
+                    simulated.record(ProducerBatch {
+                        producer_id: h.producer_id,
+                        producer_epoch: h.producer_epoch,
+                        first_sequence: h.base_sequence,
+                        last_sequence: h.last_sequence(),
+                        base_offset: next,
+                        last_offset: last,
+                    });
+                    next = last + 1;
+                }
+                SequenceCheck::Duplicate { base_offset, .. } if headers.len() == 1 => {
+                    duplicate_of = Some(base_offset);
+                }
+                SequenceCheck::Duplicate { .. } | SequenceCheck::OutOfOrder => {
+                    return Err(AppendError::OutOfOrderSequence);
+                }
+                SequenceCheck::Fenced => return Err(AppendError::ProducerFenced),
+            }
+        }
+        if let Some(base_offset) = duplicate_of {
+            drop(permit);
+            // Only a committed original may be acknowledged again; one still in flight could
+            // yet fail, so the producer must retry until it is settled.
+            let committed_end = self.metadata.read(|m| m.partition(&key.topic_id, key.partition).map(|p| p.end_offset));
+            if committed_end.is_some_and(|end| base_offset < end) {
+                return Ok((Appended { base_offset, log_append_time: -1, duplicate: true }, None));
+            }
+            return Err(AppendError::Storage("the original of this duplicate batch is not yet durable; retry".into()));
+        }
+        let base_offset = writer.next_offset;
+        let mut pos = 0;
+        let mut offset = base_offset;
+        let mut max_timestamp = i64::MIN;
+        for h in headers {
+            let b = &mut data[pos..pos + h.size];
+            batch::assign(b, offset, writer.leader_epoch);
+            if let Some(now) = log_append_time {
+                batch::set_log_append_time(b, h.size, now);
+            }
+            max_timestamp = max_timestamp.max(log_append_time.unwrap_or(h.max_timestamp));
+            offset += i64::from(h.last_offset_delta) + 1;
+            pos += h.size;
+        }
+        let last_offset = offset - 1;
+        writer.next_offset = offset;
+        writer.producers = simulated;
+        let producer_batches: Vec<ProducerBatch> = {
+            let mut v = Vec::new();
+            let mut o = base_offset;
+            for h in headers {
+                let last = o + i64::from(h.last_offset_delta);
+                if h.is_idempotent() {
+                    v.push(ProducerBatch {
+                        producer_id: h.producer_id,
+                        producer_epoch: h.producer_epoch,
+                        first_sequence: h.base_sequence,
+                        last_sequence: h.last_sequence(),
+                        base_offset: o,
+                        last_offset: last,
+                    });
+                }
+                o = last + 1;
+            }
+            v
+        };
+        let leader_epoch = writer.leader_epoch;
+        let open = &mut state.open;
+        if open.opened_at.is_none() {
+            open.opened_at = Some(Instant::now());
+        }
+        let run = open.runs.entry(key).or_insert_with(|| Run { leader_epoch, base_offset, ..Run::default() });
+        run.last_offset = last_offset;
+        run.max_timestamp = run.max_timestamp.max(max_timestamp);
+        run.pieces.push(data.freeze());
+        run.producer_batches.extend(producer_batches);
+        open.bytes += size;
+        open.waiters.push(tx);
+        open.permits.push(permit);
+        let full = open.bytes >= self.settings.flush_bytes;
+        drop(st);
+        if full {
+            self.flush_now.notify_one();
+        }
+        Ok((Appended { base_offset, log_append_time: log_append_time.unwrap_or(-1), duplicate: false }, Some(rx)))
+    }
+
+    /// Bytes currently buffered or in flight (for metrics).
+    pub fn buffered_bytes(&self) -> usize {
+        self.settings.buffer_max_bytes - self.buffer_bytes.available_permits()
+    }
+
+    /// Fails the open flush and bumps the generation so every partition rewinds to the
+    /// committed end before its next append.
+    fn rewind(&self, reason: &AppendError) -> u64 {
+        let mut st = self.lock();
+        st.generation += 1;
+        let generation = st.generation;
+        let open = std::mem::replace(&mut st.open, OpenFlush::new(generation));
+        drop(st);
+        open.fail(reason.clone());
+        generation
+    }
+
+    async fn run_flusher(
+        self: Arc<Self>,
+        storage: ObjectStorage,
+        tx: mpsc::UnboundedSender<PendingFlush>,
+        shutdown: CancellationToken,
+    ) {
+        let inflight = Arc::new(Semaphore::new(self.settings.max_inflight_flushes));
+        let mut seq: u64 = 0;
+        loop {
+            let deadline = self.lock().open.opened_at.map(|t| t + self.settings.flush_interval);
+            let stopping = shutdown.is_cancelled();
+            if !stopping {
+                let sleep = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = self.flush_now.notified() => {}
+                    _ = sleep => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+            let Ok(slot) = inflight.clone().acquire_owned().await else { return };
+            let taken = {
+                let mut st = self.lock();
+                let due = st.open.opened_at.is_some_and(|t| t + self.settings.flush_interval <= Instant::now());
+                if st.open.runs.is_empty() || !(due || stopping || st.open.bytes >= self.settings.flush_bytes) {
+                    None
+                } else {
+                    let generation = st.generation;
+                    Some(std::mem::replace(&mut st.open, OpenFlush::new(generation)))
+                }
+            };
+            let Some(open) = taken else {
+                if stopping {
+                    // Nothing left: close for good so late appends fail instead of hanging.
+                    let mut st = self.lock();
+                    if st.open.runs.is_empty() {
+                        st.closed = true;
+                        info!("write-ahead buffer drained");
+                        return;
+                    }
+                }
+                continue;
+            };
+            seq += 1;
+            let reason = if open.bytes >= self.settings.flush_bytes {
+                "size"
+            } else if stopping {
+                "shutdown"
+            } else {
+                "interval"
+            };
+            self.metrics.flush(reason, open.bytes);
+            let pending = self.build_flush(&storage, seq, open, slot);
+            if tx.send(pending).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn build_flush(&self, storage: &ObjectStorage, seq: u64, open: OpenFlush, slot: OwnedSemaphorePermit) -> PendingFlush {
+        let mut builder = WalObjectBuilder::new();
+        for (key, run) in &open.runs {
+            builder
+                .add_section(*key.topic_id.as_bytes(), key.partition, run.base_offset, run.last_offset, run.max_timestamp, &run.pieces)
+                .expect("invariant: one run per partition, base_offset <= last_offset");
+        }
+        let (object, sections) = builder.finish();
+        let key = storage.wal_key(self.settings.broker_id, &self.incarnation, seq);
+        let object_key: Arc<str> = Arc::from(key.as_str());
+        let mut commit = Vec::with_capacity(open.runs.len());
+        for ((pkey, run), section) in open.runs.into_iter().zip(sections) {
+            // Serve tailing readers from memory; harmless if the commit fails (never referenced).
+            self.tail.insert(object_key.clone(), section.position, object.slice(section.position as usize..(section.position + section.len) as usize));
+            commit.push(PartitionAppend {
+                topic_id: pkey.topic_id,
+                partition: pkey.partition,
+                leader_epoch: run.leader_epoch,
+                base_offset: run.base_offset,
+                last_offset: run.last_offset,
+                position: section.position,
+                len: section.len,
+                max_timestamp: run.max_timestamp,
+                producer_batches: run.producer_batches,
+            });
+        }
+        let size_bytes = object.len() as u64;
+        let upload = {
+            let storage = storage.clone();
+            let key = key.clone();
+            let metrics = self.metrics.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let r = storage.put_new(&key, object).await.map_err(|e| e.to_string());
+                metrics.put_latency(started.elapsed());
+                r
+            })
+        };
+        PendingFlush {
+            seq,
+            generation: open.generation,
+            key,
+            size_bytes,
+            commit,
+            upload,
+            waiters: open.waiters,
+            _permits: open.permits,
+            _inflight: slot,
+            opened_at: open.opened_at,
+        }
+    }
+
+    async fn run_committer(self: Arc<Self>, controller: Controller, mut rx: mpsc::UnboundedReceiver<PendingFlush>) {
+        while let Some(flush) = rx.recv().await {
+            let current = self.lock().generation;
+            let uploaded = match flush.upload.await {
+                Ok(r) => r,
+                Err(e) => Err(format!("upload task failed: {e}")),
+            };
+            let result = if flush.generation != current {
+                Err(AppendError::Storage("an earlier flush failed; retry".into()))
+            } else if let Err(e) = uploaded {
+                warn!(key = %flush.key, error = %e, "flush upload failed; failing its requests and rewinding");
+                Err(AppendError::Storage(e))
+            } else {
+                let cmd = Command::CommitObject(ObjectCommit {
+                    key: flush.key.clone(),
+                    broker_id: self.settings.broker_id,
+                    size_bytes: flush.size_bytes,
+                    partitions: flush.commit,
+                });
+                match controller.submit(cmd).await {
+                    Ok(CommandResult::Rejected(Rejection::Fenced { .. })) => Err(AppendError::NotLeader),
+                    Ok(CommandResult::Rejected(r)) => Err(AppendError::Rejected(r.to_string())),
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(AppendError::Storage(format!("controller commit failed: {e}"))),
+                }
+            };
+            match result {
+                Ok(()) => {
+                    debug!(seq = flush.seq, key = %flush.key, bytes = flush.size_bytes, "flush committed");
+                    if let Some(t) = flush.opened_at {
+                        self.metrics.commit_latency(t.elapsed());
+                    }
+                    for w in flush.waiters {
+                        let _ = w.send(Ok(()));
+                    }
+                }
+                Err(err) => {
+                    if flush.generation == current {
+                        warn!(seq = flush.seq, key = %flush.key, error = %err, "flush failed; partitions rewind to the committed end");
+                        self.rewind(&err);
+                    }
+                    for w in flush.waiters {
+                        let _ = w.send(Err(err.clone()));
+                    }
+                }
+            }
+        }
+    }
+}

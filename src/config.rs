@@ -1,0 +1,236 @@
+//! Configuration: file → `SKIFF_*` environment → flags, validated at start-up.
+//!
+//! Every field documents its default and its trade-off. `Config::validate` reports all problems
+//! at once; `Config::redacted` is what gets logged.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of a Skiff process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory for the controller's Raft log and snapshots (and, by default, objects).
+    /// Default `./skiff-data`.
+    pub data_dir: PathBuf,
+    /// Where Kafka clients connect. Default `127.0.0.1:9092`. Port 0 picks a free port.
+    pub kafka_listen: String,
+    /// Address advertised to clients in Metadata; default: the bound Kafka listener address.
+    pub kafka_advertise: Option<String>,
+    /// HTTP listener for `/metrics` and `/health`. Default `127.0.0.1:9644`.
+    pub http_listen: String,
+    /// Object storage URL: `file:///abs/dir`, `memory://`, `s3://bucket/prefix`.
+    /// Default `file://<data_dir>/objects`.
+    pub storage: Option<String>,
+    /// S3 endpoint override (MinIO etc.); otherwise `AWS_ENDPOINT` / AWS defaults.
+    pub s3_endpoint: Option<String>,
+    /// S3 region; otherwise `AWS_REGION` / `AWS_DEFAULT_REGION`.
+    pub s3_region: Option<String>,
+    /// Use path-style S3 URLs (MinIO needs this). Default: true when an endpoint is set.
+    pub s3_path_style: Option<bool>,
+    pub broker: BrokerConfig,
+}
+
+/// Broker behaviour.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This broker's id. Default 1.
+    pub node_id: i32,
+    /// Rack reported in Metadata. Default none.
+    pub rack: Option<String>,
+    /// Flush the write-ahead buffer when it holds this many bytes. Default 4 MiB: larger objects
+    /// mean fewer PUTs (cost: S3 charges per request) but more memory per flush.
+    pub flush_bytes: usize,
+    /// Flush at the latest this long after the first byte arrived. Default 5 ms for `file://`
+    /// and `memory://`, 250 ms for `s3://` (at ~4 PUTs/s per broker S3 request cost stays low;
+    /// produce latency is bounded below by this).
+    pub flush_interval_ms: Option<u64>,
+    /// Bytes of produce data accepted but not yet acknowledged; producers wait beyond it.
+    /// Default 64 MiB.
+    pub buffer_max_bytes: usize,
+    /// Concurrent object uploads (their commits still apply in order). Default 4.
+    pub max_inflight_flushes: usize,
+    /// Tail cache: recently committed data served to tailing consumers. Default 256 MiB.
+    pub tail_cache_bytes: u64,
+    /// Block cache for reads from objects (catch-up consumers). Default 256 MiB.
+    pub block_cache_bytes: u64,
+    /// `socket.request.max.bytes`: larger frames close the connection. Default 100 MiB.
+    pub socket_request_max_bytes: usize,
+    /// Maximum concurrent client connections. Default 10,000.
+    pub max_connections: usize,
+    /// Requests read ahead per connection while earlier ones are still being answered. Default 32.
+    pub max_inflight_requests_per_connection: usize,
+    /// `auto.create.topics.enable`. Default true.
+    pub auto_create_topics: bool,
+    /// `num.partitions` for auto-created topics and CreateTopics with -1. Default 1.
+    pub num_partitions: i32,
+    /// `message.max.bytes`: the broker default of the topic config `max.message.bytes`.
+    /// Default 1048588 (Kafka's).
+    pub message_max_bytes: i32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./skiff-data"),
+            kafka_listen: "127.0.0.1:9092".into(),
+            kafka_advertise: None,
+            http_listen: "127.0.0.1:9644".into(),
+            storage: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_path_style: None,
+            broker: BrokerConfig::default(),
+        }
+    }
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            rack: None,
+            flush_bytes: 4 * 1024 * 1024,
+            flush_interval_ms: None,
+            buffer_max_bytes: 64 * 1024 * 1024,
+            max_inflight_flushes: 4,
+            tail_cache_bytes: 256 * 1024 * 1024,
+            block_cache_bytes: 256 * 1024 * 1024,
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            max_connections: 10_000,
+            max_inflight_requests_per_connection: 32,
+            auto_create_topics: true,
+            num_partitions: 1,
+            message_max_bytes: 1_048_588,
+        }
+    }
+}
+
+impl Config {
+    /// Parses a TOML config file.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The object storage URL in effect.
+    pub fn storage_url(&self) -> String {
+        match &self.storage {
+            Some(url) => url.clone(),
+            None => {
+                let dir = std::path::absolute(self.data_dir.join("objects"))
+                    .unwrap_or_else(|_| self.data_dir.join("objects"));
+                format!("file://{}", dir.display())
+            }
+        }
+    }
+
+    /// The flush interval in effect (per-backend default).
+    pub fn flush_interval(&self) -> Duration {
+        let ms = self.broker.flush_interval_ms.unwrap_or_else(|| {
+            if self.storage_url().starts_with("s3://") { 250 } else { 5 }
+        });
+        Duration::from_millis(ms)
+    }
+
+    /// Checks every field; returns all problems at once.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        for (name, addr) in [("kafka_listen", &self.kafka_listen), ("http_listen", &self.http_listen)] {
+            if addr.parse::<SocketAddr>().is_err() {
+                problems.push(format!("{name}: `{addr}` is not HOST:PORT with an IP address"));
+            }
+        }
+        if let Some(adv) = &self.kafka_advertise {
+            match adv.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+                _ => problems.push(format!("kafka_advertise: `{adv}` is not HOST:PORT")),
+            }
+        }
+        let url = self.storage_url();
+        if !(url.starts_with("file://") || url.starts_with("memory://") || url.starts_with("s3://")) {
+            problems.push(format!("storage: `{url}` must start with file://, memory:// or s3://"));
+        }
+        let b = &self.broker;
+        if b.node_id < 0 {
+            problems.push(format!("broker.node_id: {} must be >= 0", b.node_id));
+        }
+        if b.flush_bytes == 0 {
+            problems.push("broker.flush_bytes must be > 0".into());
+        }
+        if b.buffer_max_bytes < b.flush_bytes {
+            problems.push(format!(
+                "broker.buffer_max_bytes ({}) must be >= broker.flush_bytes ({})",
+                b.buffer_max_bytes, b.flush_bytes
+            ));
+        }
+        if b.max_inflight_flushes == 0 {
+            problems.push("broker.max_inflight_flushes must be > 0".into());
+        }
+        if b.socket_request_max_bytes < 1024 {
+            problems.push("broker.socket_request_max_bytes must be >= 1024".into());
+        }
+        if b.max_connections == 0 || b.max_inflight_requests_per_connection == 0 {
+            problems.push("broker.max_connections and max_inflight_requests_per_connection must be > 0".into());
+        }
+        if b.num_partitions <= 0 {
+            problems.push(format!("broker.num_partitions: {} must be > 0", b.num_partitions));
+        }
+        if b.message_max_bytes <= 0 {
+            problems.push("broker.message_max_bytes must be > 0".into());
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+
+    /// The config as logged: credentials never appear in it (they come from the environment),
+    /// but a URL could carry user info, so strip it.
+    pub fn redacted(&self) -> String {
+        let mut c = self.clone();
+        if let Some(url) = &c.storage
+            && let Some((scheme, rest)) = url.split_once("://")
+            && let Some((_, host)) = rest.split_once('@')
+        {
+            c.storage = Some(format!("{scheme}://***@{host}"));
+        }
+        format!("{c:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(Config::default().validate().is_ok());
+        assert_eq!(Config::default().flush_interval(), Duration::from_millis(5));
+    }
+
+    #[test]
+    fn reports_all_problems() {
+        let mut c = Config::default();
+        c.kafka_listen = "nope".into();
+        c.storage = Some("ftp://x".into());
+        c.broker.num_partitions = 0;
+        let problems = c.validate().expect_err("invalid");
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn toml_round_trip() {
+        let c = Config::from_toml("data_dir = \"/tmp/x\"\n[broker]\nnum_partitions = 3\n").expect("parse");
+        assert_eq!(c.broker.num_partitions, 3);
+        assert!(Config::from_toml("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn s3_default_interval() {
+        let c = Config { storage: Some("s3://b/p".into()), ..Config::default() };
+        assert_eq!(c.flush_interval(), Duration::from_millis(250));
+        let r = Config { storage: Some("s3://user:pw@b/p".into()), ..Config::default() }.redacted();
+        assert!(!r.contains("pw"));
+    }
+}

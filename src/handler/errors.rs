@@ -1,0 +1,68 @@
+//! The one place where Skiff's errors become Kafka error codes.
+
+use kafka_protocol::ResponseError;
+use skiff_controller::metadata::Rejection;
+use skiff_controller::{ControllerError, ErrorKind};
+
+use crate::broker::CreateTopicError;
+use crate::broker::batch::BatchError;
+use crate::broker::wal::AppendError;
+
+pub const NONE: i16 = 0;
+
+pub fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+pub fn batch(e: &BatchError) -> i16 {
+    match e {
+        BatchError::Corrupt(_) => code(ResponseError::CorruptMessage),
+        BatchError::UnsupportedMagic(_) => code(ResponseError::UnsupportedForMessageFormat),
+        BatchError::TooLarge { .. } => code(ResponseError::MessageTooLarge),
+        BatchError::Invalid(_) => code(ResponseError::InvalidRecord),
+    }
+}
+
+pub fn append(e: &AppendError) -> i16 {
+    match e {
+        AppendError::UnknownPartition => code(ResponseError::UnknownTopicOrPartition),
+        AppendError::NotLeader => code(ResponseError::NotLeaderOrFollower),
+        AppendError::OutOfOrderSequence => code(ResponseError::OutOfOrderSequenceNumber),
+        AppendError::ProducerFenced => code(ResponseError::InvalidProducerEpoch),
+        // Retriable: the producer retries and the rewind guarantees no gap.
+        AppendError::Storage(_) | AppendError::Rejected(_) => code(ResponseError::KafkaStorageError),
+        AppendError::ShuttingDown => code(ResponseError::NotLeaderOrFollower),
+    }
+}
+
+pub fn controller(e: &ControllerError) -> i16 {
+    match e.kind() {
+        ErrorKind::Retriable | ErrorKind::Closed => code(ResponseError::NotController),
+        _ => code(ResponseError::UnknownServerError),
+    }
+}
+
+pub fn create_topic(e: &CreateTopicError) -> i16 {
+    match e {
+        CreateTopicError::InvalidName(_) => code(ResponseError::InvalidTopicException),
+        CreateTopicError::InvalidPartitions(_) => code(ResponseError::InvalidPartitions),
+        CreateTopicError::InvalidConfig(_) => code(ResponseError::InvalidConfig),
+        CreateTopicError::Exists(_) => code(ResponseError::TopicAlreadyExists),
+        CreateTopicError::Controller(c) => controller(c),
+        CreateTopicError::Rejected(r) => rejection(r),
+    }
+}
+
+pub fn rejection(r: &Rejection) -> i16 {
+    match r {
+        Rejection::TopicExists(_) => code(ResponseError::TopicAlreadyExists),
+        Rejection::UnknownTopic(_) | Rejection::UnknownTopicId(_) | Rejection::UnknownPartition { .. } => {
+            code(ResponseError::UnknownTopicOrPartition)
+        }
+        Rejection::InvalidPartitions(_) => code(ResponseError::InvalidPartitions),
+        Rejection::NoBrokers => code(ResponseError::BrokerNotAvailable),
+        Rejection::Fenced { .. } => code(ResponseError::NotLeaderOrFollower),
+        Rejection::OffsetGap { .. } => code(ResponseError::KafkaStorageError),
+        Rejection::OffsetOutOfRange { .. } => code(ResponseError::OffsetOutOfRange),
+    }
+}

@@ -1,0 +1,163 @@
+//! Fetch: committed data only, long-polled.
+//!
+//! A fetch is answered when it has `min_bytes` of data, when any partition has an error, or at
+//! `max_wait_ms`; commits wake it through the metadata watch. Limits: `partition_max_bytes`
+//! and the response `max_bytes`, always at least one whole batch for a partition with data
+//! (KIP-74). Both isolation levels read up to the high watermark, which is also the last stable
+//! offset until transactions exist. Fetch sessions are not kept (session id 0), so clients send
+//! full fetches.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKind};
+use skiff_controller::metadata::Chunk;
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::Handled;
+use super::errors::{self, code};
+use crate::broker::{Broker, batch};
+
+/// Upper bound on how long a fetch may park, whatever the client asks.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
+
+pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Handled {
+    let broker = broker.clone();
+    Handled::Deferred(async move { ResponseKind::Fetch(fetch(&broker, &req, version).await) }.boxed())
+}
+
+async fn fetch(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> FetchResponse {
+    let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let deadline = Instant::now() + wait;
+    let mut watch = broker.metadata.subscribe();
+    loop {
+        watch.borrow_and_update();
+        let (response, bytes, has_error) = build(broker, req, version).await;
+        if bytes >= req.min_bytes.max(0) as usize || has_error || Instant::now() >= deadline {
+            broker.metrics.fetched_bytes.fetch_add(bytes as u64, Relaxed);
+            return response;
+        }
+        // Woken by the next apply (a commit), or the deadline; a closed watch means shutdown.
+        if let Ok(Err(_)) = tokio::time::timeout_at(deadline, watch.changed()).await {
+            return response;
+        }
+    }
+}
+
+/// What to read for one partition, decided under the metadata lock.
+enum Plan {
+    Error(i16),
+    Read { hwm: i64, log_start: i64, chunks: Vec<Chunk> },
+}
+
+fn plan(broker: &Broker, topic: &str, partition: i32, offset: i64, current_epoch: i32, max_bytes: usize) -> Plan {
+    broker.metadata.read(|m| {
+        let Some(t) = m.topics.get(topic) else {
+            return Plan::Error(code(ResponseError::UnknownTopicOrPartition));
+        };
+        let Some(p) = usize::try_from(partition).ok().and_then(|i| t.partitions.get(i)) else {
+            return Plan::Error(code(ResponseError::UnknownTopicOrPartition));
+        };
+        if current_epoch >= 0 && current_epoch != p.leader_epoch {
+            return Plan::Error(code(if current_epoch < p.leader_epoch {
+                ResponseError::FencedLeaderEpoch
+            } else {
+                ResponseError::UnknownLeaderEpoch
+            }));
+        }
+        if offset < p.log_start_offset || offset > p.end_offset {
+            return Plan::Error(code(ResponseError::OffsetOutOfRange));
+        }
+        let mut chunks = Vec::new();
+        let mut planned = 0usize;
+        let mut next = offset;
+        while next < p.end_offset && (chunks.is_empty() || planned < max_bytes) {
+            let Some(c) = p.chunk_for(next) else { break };
+            planned += c.len as usize;
+            next = c.last_offset + 1;
+            chunks.push(c.clone());
+        }
+        Plan::Read { hwm: p.end_offset, log_start: p.log_start_offset, chunks }
+    })
+}
+
+async fn build(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+    let response_max = if version >= 3 && req.max_bytes > 0 { req.max_bytes as usize } else { usize::MAX };
+    let mut total = 0usize;
+    let mut has_error = false;
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let name = t.topic.0.to_string();
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let base = PartitionData::default()
+                .with_partition_index(p.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_preferred_read_replica(BrokerId(-1))
+                .with_aborted_transactions(if req.isolation_level == 1 { Some(Vec::new()) } else { None });
+            let max = (p.partition_max_bytes.max(0) as usize).min(response_max.saturating_sub(total));
+            let data = match plan(broker, &name, p.partition, p.fetch_offset, p.current_leader_epoch, max) {
+                Plan::Error(e) => {
+                    has_error = true;
+                    base.with_error_code(e)
+                }
+                Plan::Read { hwm, log_start, chunks } => {
+                    let base = base.with_high_watermark(hwm).with_last_stable_offset(hwm).with_log_start_offset(log_start);
+                    if total >= response_max || chunks.is_empty() {
+                        base.with_records(Some(Bytes::new()))
+                    } else {
+                        match read(broker, &chunks, p.fetch_offset, max).await {
+                            Ok(records) => {
+                                total += records.len();
+                                base.with_records(Some(records))
+                            }
+                            Err(e) => {
+                                warn!(topic = %name, partition = p.partition, error = %e, "fetch read failed");
+                                has_error = true;
+                                base.with_error_code(code(ResponseError::KafkaStorageError))
+                            }
+                        }
+                    }
+                }
+            };
+            partitions.push(data);
+        }
+        topics.push(FetchableTopicResponse::default().with_topic(t.topic.clone()).with_topic_id(t.topic_id).with_partitions(partitions));
+    }
+    let response = FetchResponse::default().with_error_code(errors::NONE).with_session_id(0).with_responses(topics);
+    (response, total, has_error)
+}
+
+/// Reads the planned chunks and cuts them to whole batches from `offset` within `max_bytes`.
+async fn read(broker: &Broker, chunks: &[Chunk], offset: i64, max_bytes: usize) -> Result<Bytes, String> {
+    let mut parts = Vec::with_capacity(chunks.len());
+    for c in chunks {
+        parts.push(broker.reader.chunk(c).await.map_err(|e| e.to_string())?);
+    }
+    let first = match parts.first() {
+        Some(f) => batch::slice_from_offset(f, offset).unwrap_or_default(),
+        None => return Ok(Bytes::new()),
+    };
+    let joined = if parts.len() == 1 {
+        first
+    } else {
+        let mut buf = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+        buf.extend_from_slice(&first);
+        for p in &parts[1..] {
+            if buf.len() >= max_bytes {
+                break;
+            }
+            buf.extend_from_slice(p);
+        }
+        buf.freeze()
+    };
+    Ok(batch::whole_batches_within(&joined, max_bytes))
+}

@@ -1,0 +1,158 @@
+//! ListOffsets (earliest, latest, max timestamp, by timestamp exact to the record) and
+//! OffsetForLeaderEpoch.
+//!
+//! By-timestamp lookups use the index's per-chunk max timestamp to find the first candidate
+//! chunk, then the batch headers, then decode only that one batch's records (decompressing if
+//! needed) to find the exact first record with `timestamp >= T`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
+use kafka_protocol::records::RecordBatchDecoder;
+use skiff_controller::metadata::Chunk;
+use tracing::warn;
+
+use super::errors::{self, code};
+use crate::broker::{Broker, batch};
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+pub async fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let base = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            let r = match lookup(broker, &name, p.partition_index, p.current_leader_epoch, p.timestamp).await {
+                Ok((offset, timestamp, epoch)) => base
+                    .with_error_code(errors::NONE)
+                    .with_offset(offset)
+                    .with_timestamp(timestamp)
+                    .with_leader_epoch(epoch),
+                Err(e) => base.with_error_code(e).with_offset(-1).with_timestamp(-1).with_leader_epoch(-1),
+            };
+            parts.push(r);
+        }
+        topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(parts));
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// (offset, timestamp, leader epoch) for one partition and target.
+async fn lookup(broker: &Broker, topic: &str, partition: i32, current_epoch: i32, target: i64) -> Result<(i64, i64, i32), i16> {
+    let snapshot = broker.metadata.read(|m| {
+        let p = m.topics.get(topic).and_then(|t| usize::try_from(partition).ok().and_then(|i| t.partitions.get(i)))?;
+        let candidates: Vec<Chunk> = match target {
+            LATEST | EARLIEST => Vec::new(),
+            MAX_TIMESTAMP => {
+                // The first chunk holding the largest timestamp.
+                let mut best: Option<&Chunk> = None;
+                for c in p.chunks.values() {
+                    if best.is_none_or(|b| c.max_timestamp > b.max_timestamp) {
+                        best = Some(c);
+                    }
+                }
+                best.cloned().into_iter().collect()
+            }
+            t => p.chunks.values().filter(|c| c.max_timestamp >= t).take(1).cloned().collect(),
+        };
+        Some((p.leader_epoch, p.log_start_offset, p.end_offset, candidates))
+    });
+    let Some((epoch, log_start, end, candidates)) = snapshot else {
+        return Err(code(ResponseError::UnknownTopicOrPartition));
+    };
+    if current_epoch >= 0 && current_epoch != epoch {
+        return Err(code(if current_epoch < epoch { ResponseError::FencedLeaderEpoch } else { ResponseError::UnknownLeaderEpoch }));
+    }
+    match target {
+        LATEST => return Ok((end, -1, epoch)),
+        EARLIEST => return Ok((log_start, -1, epoch)),
+        t if t < MAX_TIMESTAMP => return Err(code(ResponseError::InvalidRequest)),
+        _ => {}
+    }
+    let Some(chunk) = candidates.into_iter().next() else {
+        return Ok((-1, -1, epoch));
+    };
+    let data = broker.reader.chunk(&chunk).await.map_err(|e| {
+        warn!(topic, partition, error = %e, "ListOffsets read failed");
+        code(ResponseError::KafkaStorageError)
+    })?;
+    let want = if target == MAX_TIMESTAMP { chunk.max_timestamp } else { target };
+    match find_in_chunk(data, want, log_start).await {
+        Some((offset, ts)) => Ok((offset, ts, epoch)),
+        // The chunk's batches all precede the log start: nothing at or after `target`.
+        None => Ok((-1, -1, epoch)),
+    }
+}
+
+/// The first record at or after `log_start` with timestamp >= `target`, as (offset, timestamp).
+async fn find_in_chunk(data: Bytes, target: i64, log_start: i64) -> Option<(i64, i64)> {
+    // Decoding may decompress: keep it off the async workers and contain any decoder panic.
+    tokio::task::spawn_blocking(move || {
+        std::panic::catch_unwind(|| {
+            let mut pos = 0;
+            while pos < data.len() {
+                let h = batch::parse_header(&data[pos..]).ok()?;
+                if h.max_timestamp >= target && h.last_offset() >= log_start {
+                    if h.is_log_append_time() {
+                        return Some((h.base_offset.max(log_start), h.max_timestamp));
+                    }
+                    let mut one = data.slice(pos..pos + h.size);
+                    let set = RecordBatchDecoder::decode(&mut one).ok()?;
+                    if let Some(r) = set.records.iter().find(|r| r.offset >= log_start && r.timestamp >= target) {
+                        return Some((r.offset, r.timestamp));
+                    }
+                }
+                pos += h.size;
+            }
+            None
+        })
+        .ok()
+        .flatten()
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+pub fn offset_for_leader_epoch(broker: &Broker, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+    let topics = broker.metadata.read(|m| {
+        req.topics
+            .iter()
+            .map(|t| {
+                let topic = m.topics.get(t.topic.0.as_str());
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let base = EpochEndOffset::default().with_partition(p.partition);
+                        let Some(state) = topic.and_then(|t| usize::try_from(p.partition).ok().and_then(|i| t.partitions.get(i))) else {
+                            return base.with_error_code(code(ResponseError::UnknownTopicOrPartition)).with_leader_epoch(-1).with_end_offset(-1);
+                        };
+                        if p.current_leader_epoch >= 0 && p.current_leader_epoch != state.leader_epoch {
+                            let e = if p.current_leader_epoch < state.leader_epoch {
+                                ResponseError::FencedLeaderEpoch
+                            } else {
+                                ResponseError::UnknownLeaderEpoch
+                            };
+                            return base.with_error_code(code(e)).with_leader_epoch(-1).with_end_offset(-1);
+                        }
+                        match state.end_offset_for_epoch(p.leader_epoch) {
+                            Some((epoch, end)) => base.with_error_code(errors::NONE).with_leader_epoch(epoch).with_end_offset(end),
+                            None => base.with_error_code(errors::NONE).with_leader_epoch(-1).with_end_offset(-1),
+                        }
+                    })
+                    .collect();
+                OffsetForLeaderTopicResult::default().with_topic(t.topic.clone()).with_partitions(partitions)
+            })
+            .collect()
+    });
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
+}

@@ -1,0 +1,106 @@
+//! Metadata: brokers, topics and partition leaders; auto-creates topics when allowed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use skiff_controller::metadata::{MetadataState, TopicState};
+use tracing::info;
+
+use super::errors::{self, code};
+use crate::broker::{Broker, validate_topic_name};
+
+/// "Authorized operations" were not requested or are not computed (Kafka's INT32_MIN).
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+    // v0 uses an empty list for "all topics"; v1+ uses null.
+    let requested: Option<Vec<String>> = match &req.topics {
+        None => None,
+        Some(t) if t.is_empty() && version == 0 => None,
+        Some(t) => Some(t.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect()),
+    };
+    // Auto-create (v4+ asks explicitly; before that it is implied).
+    let allow_create = broker.settings.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    let mut create_errors: BTreeMap<String, i16> = BTreeMap::new();
+    if let Some(names) = &requested {
+        for name in names {
+            if validate_topic_name(name).is_err() {
+                create_errors.insert(name.clone(), code(ResponseError::InvalidTopicException));
+                continue;
+            }
+            if allow_create && !broker.metadata.read(|m| m.topics.contains_key(name)) {
+                match broker.create_topic(name, -1, BTreeMap::new(), false).await {
+                    Ok(_) => info!(topic = %name, "auto-created topic"),
+                    Err(crate::broker::CreateTopicError::Exists(_)) => {}
+                    Err(e) => {
+                        create_errors.insert(name.clone(), errors::create_topic(&e));
+                    }
+                }
+            }
+        }
+    }
+    let s = &broker.settings;
+    let broker_entry = MetadataResponseBroker::default()
+        .with_node_id(BrokerId(s.node_id))
+        .with_host(StrBytes::from_string(s.advertised_host.clone()))
+        .with_port(s.advertised_port)
+        .with_rack(s.rack.clone().map(StrBytes::from_string));
+    let topics = broker.metadata.read(|m| {
+        let names: Vec<String> = match &requested {
+            None => m.topics.keys().cloned().collect(),
+            Some(n) => n.clone(),
+        };
+        names
+            .into_iter()
+            .map(|name| {
+                if let Some(err) = create_errors.get(&name) {
+                    return MetadataResponseTopic::default()
+                        .with_error_code(*err)
+                        .with_name(Some(TopicName(StrBytes::from_string(name))))
+                        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+                }
+                match m.topics.get(&name) {
+                    Some(t) => topic_entry(m, t),
+                    None => MetadataResponseTopic::default()
+                        .with_error_code(code(ResponseError::UnknownTopicOrPartition))
+                        .with_name(Some(TopicName(StrBytes::from_string(name))))
+                        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    let cluster_id = broker.metadata.read(|m| m.cluster_id.clone());
+    MetadataResponse::default()
+        .with_brokers(vec![broker_entry])
+        .with_cluster_id(Some(StrBytes::from_string(cluster_id)))
+        .with_controller_id(BrokerId(s.node_id))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+fn topic_entry(_m: &MetadataState, t: &TopicState) -> MetadataResponseTopic {
+    let partitions = t
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            MetadataResponsePartition::default()
+                .with_error_code(errors::NONE)
+                .with_partition_index(i as i32)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(vec![BrokerId(p.leader)])
+                .with_isr_nodes(vec![BrokerId(p.leader)])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_error_code(errors::NONE)
+        .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
+        .with_topic_id(t.topic_id)
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}

@@ -1,0 +1,70 @@
+//! Kafka request handlers: one file per API. Each decodes nothing itself (the protocol module
+//! did), calls the broker / controller, and builds the response. Error codes are chosen in
+//! [`errors`], the one place that maps Skiff errors to Kafka's.
+//!
+//! Handlers run in request order on a connection up to their first await point that must wait
+//! for durability or data ([`Handled::Deferred`]), so produce requests on one connection are
+//! appended in the order they were sent (idempotent sequences depend on it) while acks and long
+//! polls overlap.
+
+pub mod admin;
+pub mod api_versions;
+pub mod configs;
+pub mod errors;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use kafka_protocol::messages::{RequestKind, ResponseKind};
+
+use crate::broker::Broker;
+use crate::protocol::Request;
+
+/// What a handler produced.
+pub enum Handled {
+    /// The response, ready now.
+    Ready(ResponseKind),
+    /// The response, once this future completes (durability, long poll).
+    Deferred(BoxFuture<'static, ResponseKind>),
+    /// No response at all (produce with acks=0).
+    NoResponse,
+}
+
+/// Runs the handler for one decoded request.
+pub async fn handle(broker: &Arc<Broker>, request: Request) -> Handled {
+    let v = request.version;
+    match request.body {
+        RequestKind::ApiVersions(r) => Handled::Ready(ResponseKind::ApiVersions(api_versions::handle(&r, v))),
+        RequestKind::Metadata(r) => Handled::Ready(ResponseKind::Metadata(metadata::handle(broker, r, v).await)),
+        RequestKind::Produce(r) => produce::handle(broker, r, v).await,
+        RequestKind::Fetch(r) => fetch::handle(broker, r, v),
+        RequestKind::ListOffsets(r) => Handled::Ready(ResponseKind::ListOffsets(list_offsets::handle(broker, r, v).await)),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            Handled::Ready(ResponseKind::OffsetForLeaderEpoch(list_offsets::offset_for_leader_epoch(broker, r)))
+        }
+        RequestKind::CreateTopics(r) => Handled::Ready(ResponseKind::CreateTopics(admin::create_topics(broker, r, v).await)),
+        RequestKind::DeleteTopics(r) => Handled::Ready(ResponseKind::DeleteTopics(admin::delete_topics(broker, r, v).await)),
+        RequestKind::CreatePartitions(r) => {
+            Handled::Ready(ResponseKind::CreatePartitions(admin::create_partitions(broker, r).await))
+        }
+        RequestKind::DeleteRecords(r) => Handled::Ready(ResponseKind::DeleteRecords(admin::delete_records(broker, r).await)),
+        RequestKind::InitProducerId(r) => Handled::Ready(ResponseKind::InitProducerId(admin::init_producer_id(broker, r).await)),
+        RequestKind::DescribeCluster(r) => Handled::Ready(ResponseKind::DescribeCluster(admin::describe_cluster(broker, r))),
+        RequestKind::DescribeConfigs(r) => {
+            Handled::Ready(ResponseKind::DescribeConfigs(configs::describe_configs(broker, r, v)))
+        }
+        RequestKind::AlterConfigs(r) => Handled::Ready(ResponseKind::AlterConfigs(configs::alter_configs(broker, r).await)),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            Handled::Ready(ResponseKind::IncrementalAlterConfigs(configs::incremental_alter_configs(broker, r).await))
+        }
+        // `protocol::decode_request` only lets advertised APIs through.
+        other => {
+            tracing::warn!(request = ?std::mem::discriminant(&other), "request for an API that is not advertised");
+            Handled::NoResponse
+        }
+    }
+}

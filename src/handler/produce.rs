@@ -1,0 +1,150 @@
+//! Produce: validate each partition's batches, append them (offsets assigned now, in request
+//! order), then answer once every append is durable and committed. acks=0 gets no answer.
+//!
+//! A bad partition fails alone: CORRUPT_MESSAGE / MESSAGE_TOO_LARGE / INVALID_RECORD for that
+//! partition, nothing of it stored, the other partitions of the request unaffected.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use super::Handled;
+use super::errors::{self, code};
+use crate::broker::wal::{AppendError, PartitionKey};
+use crate::broker::{Broker, batch, topic_config};
+
+type Ack = oneshot::Receiver<Result<(), AppendError>>;
+
+struct PartitionOutcome {
+    response: PartitionProduceResponse,
+    ack: Option<Ack>,
+}
+
+pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Handled {
+    if req.transactional_id.is_some() {
+        // InitProducerId refuses transactional ids, so this is a misbehaving client.
+        debug!("transactional produce refused");
+    }
+    let acks = req.acks;
+    let mut topics: Vec<(TopicProduceResponse, Vec<PartitionOutcome>)> = Vec::with_capacity(req.topic_data.len());
+    for topic in req.topic_data {
+        let name = topic.name.0.to_string();
+        let found = broker.metadata.read(|m| m.topics.get(&name).map(|t| (t.topic_id, t.configs.clone(), t.partitions.len())));
+        let mut outcomes = Vec::with_capacity(topic.partition_data.len());
+        for p in topic.partition_data {
+            let outcome = match &found {
+                None => error(p.index, code(ResponseError::UnknownTopicOrPartition), None),
+                Some((_, _, count)) if p.index < 0 || p.index as usize >= *count => {
+                    error(p.index, code(ResponseError::UnknownTopicOrPartition), None)
+                }
+                Some((topic_id, configs, _)) => {
+                    append_partition(broker, &name, *topic_id, configs, p.index, p.records.unwrap_or_default()).await
+                }
+            };
+            outcomes.push(outcome);
+        }
+        topics.push((TopicProduceResponse::default().with_name(topic.name).with_topic_id(topic.topic_id), outcomes));
+    }
+    if acks == 0 {
+        // No answer, but the data is still written: failures are only logged.
+        for (_, outcomes) in topics {
+            for o in outcomes {
+                if let Some(ack) = o.ack {
+                    tokio::spawn(async move {
+                        if let Ok(Err(e)) = ack.await {
+                            warn!(error = %e, "acks=0 produce failed");
+                        }
+                    });
+                }
+            }
+        }
+        return Handled::NoResponse;
+    }
+    Handled::Deferred(
+        async move {
+            let mut responses = Vec::with_capacity(topics.len());
+            for (topic, outcomes) in topics {
+                let mut parts = Vec::with_capacity(outcomes.len());
+                for o in outcomes {
+                    let mut r = o.response;
+                    if let Some(ack) = o.ack {
+                        let result = ack.await.unwrap_or(Err(AppendError::ShuttingDown));
+                        if let Err(e) = result {
+                            r = r.with_error_code(errors::append(&e)).with_error_message(Some(StrBytes::from_string(e.to_string())))
+                                .with_base_offset(-1);
+                        }
+                    }
+                    parts.push(r);
+                }
+                responses.push(topic.with_partition_responses(parts));
+            }
+            ResponseKind::Produce(ProduceResponse::default().with_responses(responses))
+        }
+        .boxed(),
+    )
+}
+
+fn error(index: i32, error_code: i16, message: Option<String>) -> PartitionOutcome {
+    PartitionOutcome {
+        response: PartitionProduceResponse::default()
+            .with_index(index)
+            .with_error_code(error_code)
+            .with_base_offset(-1)
+            .with_log_append_time_ms(-1)
+            .with_log_start_offset(-1)
+            .with_error_message(message.map(StrBytes::from_string)),
+        ack: None,
+    }
+}
+
+async fn append_partition(
+    broker: &Arc<Broker>,
+    topic: &str,
+    topic_id: Uuid,
+    configs: &std::collections::BTreeMap<String, String>,
+    partition: i32,
+    records: Bytes,
+) -> PartitionOutcome {
+    let max = topic_config::max_message_bytes(configs, broker.settings.message_max_bytes);
+    let headers = match batch::validate_produce(&records, max) {
+        Ok(h) => h,
+        Err(e) => {
+            warn!(topic, partition, error = %e, "produce refused");
+            return error(partition, errors::batch(&e), Some(e.to_string()));
+        }
+    };
+    let log_append_time = topic_config::log_append_time(configs).then(|| broker.clock.now_ms());
+    let key = PartitionKey { topic_id, partition };
+    match broker.wal.append(key, &records, &headers, log_append_time).await {
+        Ok((appended, ack)) => {
+            broker.metrics.produced_bytes.fetch_add(records.len() as u64, Relaxed);
+            broker.metrics.produced_batches.fetch_add(headers.len() as u64, Relaxed);
+            let log_start = broker
+                .metadata
+                .read(|m| m.partition(&topic_id, partition).map(|p| p.log_start_offset))
+                .unwrap_or(-1);
+            PartitionOutcome {
+                response: PartitionProduceResponse::default()
+                    .with_index(partition)
+                    .with_error_code(errors::NONE)
+                    .with_base_offset(appended.base_offset)
+                    .with_log_append_time_ms(appended.log_append_time)
+                    .with_log_start_offset(log_start),
+                ack,
+            }
+        }
+        Err(e) => {
+            debug!(topic, partition, error = %e, "append refused");
+            error(partition, errors::append(&e), Some(e.to_string()))
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Skiff: a Kafka-compatible streaming service whose brokers are stateless.
+//!
+//! Layers, outside in (see docs/architecture.md):
+//!
+//! * [`server`] accepts connections, [`connection`] turns bytes into frames and keeps responses
+//!   in request order; no Kafka semantics there.
+//! * [`protocol`] decodes frames into requests and encodes responses (pure, no I/O), and lists
+//!   the advertised API versions.
+//! * [`handler`] has one module per Kafka API: request → broker/controller → response, and
+//!   the one mapping of errors to Kafka error codes.
+//! * [`broker`] owns the write path ([`broker::wal`]: offsets, write-ahead buffer, flushes,
+//!   commits) and the read path ([`broker::read`]: tail cache, block cache, ranged GETs).
+//! * `skiff-storage` (crate) owns object storage: backends by URL, the WAL object format,
+//!   caches. `skiff-controller` (crate) owns the Raft metadata quorum and the metadata state.
+//! * [`node`] wires a process together and shuts it down in order; [`config`] is its input.
+
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod handler;
+pub mod http;
+pub mod metrics;
+pub mod node;
+pub mod protocol;
+pub mod server;

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds the go-franz compat client into the cache (idempotent; Go's module and build caches make
+# re-runs cheap). Needs Go >= 1.26 and the Go module proxy.
+set -euo pipefail
+cd "$(dirname "$0")"
+out="${SKIFF_CACHE:-$HOME/.cache/skiff}/compat/go-franz"
+mkdir -p "$out"
+GOFLAGS=-mod=mod go build -o "$out/client" .
+echo "built $out/client"
