@@ -71,6 +71,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, lim
         let slot = match protocol::decode_request(frame) {
             Ok(request) => {
                 let (api_key, version, correlation_id) = (request.api_key, request.version, request.header.correlation_id);
+                tracing::trace!(%peer, ?api_key, version, correlation_id, "request");
                 match handler::handle(&broker, request).await {
                     Handled::Ready(body) => ready(encode(api_key, version, correlation_id, &body, peer)),
                     Handled::Deferred(fut) => fut.map(move |body| encode(api_key, version, correlation_id, &body, peer)).boxed(),

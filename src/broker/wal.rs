@@ -327,7 +327,9 @@ impl Wal {
         };
         let leader_epoch = writer.leader_epoch;
         let open = &mut state.open;
-        if open.opened_at.is_none() {
+        // The first byte of a flush starts its interval: wake the flusher to arm the timer.
+        let first = open.opened_at.is_none();
+        if first {
             open.opened_at = Some(Instant::now());
         }
         let run = open.runs.entry(key).or_insert_with(|| Run { leader_epoch, base_offset, ..Run::default() });
@@ -340,7 +342,7 @@ impl Wal {
         open.permits.push(permit);
         let full = open.bytes >= self.settings.flush_bytes;
         drop(st);
-        if full {
+        if full || first {
             self.flush_now.notify_one();
         }
         Ok((Appended { base_offset, log_append_time: log_append_time.unwrap_or(-1), duplicate: false }, Some(rx)))

@@ -214,7 +214,7 @@ pub async fn init_producer_id(broker: &Arc<Broker>, req: InitProducerIdRequest) 
     }
 }
 
-pub fn describe_cluster(broker: &Arc<Broker>, _req: DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn describe_cluster(broker: &Arc<Broker>, req: DescribeClusterRequest) -> DescribeClusterResponse {
     let s = &broker.settings;
     let cluster_id = broker.metadata.read(|m| m.cluster_id.clone());
     let me = DescribeClusterBroker::default()
@@ -228,5 +228,9 @@ pub fn describe_cluster(broker: &Arc<Broker>, _req: DescribeClusterRequest) -> D
         .with_cluster_id(StrBytes::from_string(cluster_id))
         .with_controller_id(BrokerId(s.node_id))
         .with_brokers(vec![me])
-        .with_cluster_authorized_operations(i32::MIN)
+        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
+            super::metadata::CLUSTER_OPERATIONS_ALL
+        } else {
+            i32::MIN
+        })
 }

@@ -23,7 +23,7 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-pub async fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+pub async fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
@@ -31,11 +31,12 @@ pub async fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, _version: i16
         for p in t.partitions {
             let base = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
             let r = match lookup(broker, &name, p.partition_index, p.current_leader_epoch, p.timestamp).await {
+                // leader_epoch exists from v4 on; older versions must leave it at its default.
                 Ok((offset, timestamp, epoch)) => base
                     .with_error_code(errors::NONE)
                     .with_offset(offset)
                     .with_timestamp(timestamp)
-                    .with_leader_epoch(epoch),
+                    .with_leader_epoch(if version >= 4 { epoch } else { -1 }),
                 Err(e) => base.with_error_code(e).with_offset(-1).with_timestamp(-1).with_leader_epoch(-1),
             };
             parts.push(r);

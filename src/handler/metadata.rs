@@ -13,8 +13,13 @@ use tracing::info;
 use super::errors::{self, code};
 use crate::broker::{Broker, validate_topic_name};
 
-/// "Authorized operations" were not requested or are not computed (Kafka's INT32_MIN).
+/// "Authorized operations" were not requested (Kafka's INT32_MIN).
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+/// Without an authorizer every operation is allowed: READ, WRITE, CREATE, DELETE, ALTER,
+/// DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS (AclOperation codes 3-8, 10, 11) as a bit field.
+pub const TOPIC_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+/// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
+pub const CLUSTER_OPERATIONS_ALL: i32 = (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
 pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
     // v0 uses an empty list for "all topics"; v1+ uses null.
@@ -49,6 +54,9 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
         .with_host(StrBytes::from_string(s.advertised_host.clone()))
         .with_port(s.advertised_port)
         .with_rack(s.rack.clone().map(StrBytes::from_string));
+    let topic_ops = if version >= 8 && req.include_topic_authorized_operations { TOPIC_OPERATIONS_ALL } else { AUTHORIZED_OPERATIONS_OMITTED };
+    let cluster_ops =
+        if (8..=10).contains(&version) && req.include_cluster_authorized_operations { CLUSTER_OPERATIONS_ALL } else { AUTHORIZED_OPERATIONS_OMITTED };
     let topics = broker.metadata.read(|m| {
         let names: Vec<String> = match &requested {
             None => m.topics.keys().cloned().collect(),
@@ -64,7 +72,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
                         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
                 }
                 match m.topics.get(&name) {
-                    Some(t) => topic_entry(m, t),
+                    Some(t) => topic_entry(m, t, topic_ops),
                     None => MetadataResponseTopic::default()
                         .with_error_code(code(ResponseError::UnknownTopicOrPartition))
                         .with_name(Some(TopicName(StrBytes::from_string(name))))
@@ -79,10 +87,10 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
         .with_cluster_id(Some(StrBytes::from_string(cluster_id)))
         .with_controller_id(BrokerId(s.node_id))
         .with_topics(topics)
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(cluster_ops)
 }
 
-fn topic_entry(_m: &MetadataState, t: &TopicState) -> MetadataResponseTopic {
+fn topic_entry(_m: &MetadataState, t: &TopicState, authorized_operations: i32) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()
@@ -102,5 +110,5 @@ fn topic_entry(_m: &MetadataState, t: &TopicState) -> MetadataResponseTopic {
         .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
         .with_topic_id(t.topic_id)
         .with_partitions(partitions)
-        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_topic_authorized_operations(authorized_operations)
 }

@@ -215,7 +215,8 @@ impl ObjectStorage {
         self.child_key(&format!("wal/{broker_id}/{incarnation}-{seq:020}"))
     }
 
-    /// `<prefix>/wal/<broker_id>/`: where one broker's WAL objects live, for listing.
+    /// `wal/<broker_id>`: where one broker's WAL objects live, relative to the storage
+    /// prefix, as [`ObjectStorage::list`] takes it.
     pub fn wal_dir(&self, broker_id: i32) -> String {
         format!("wal/{broker_id}")
     }

@@ -3,7 +3,7 @@
 //! * [`log_store`] (+ [`segments`]): the durable Raft log and vote under `<data_dir>/log/`.
 //! * [`state_machine`]: applies commands to [`MetadataState`], snapshots under
 //!   `<data_dir>/snapshots/`.
-//! * [`network`]: RPCs between voters (single-voter only for now, see its docs).
+//! * [`network`]: RPCs between voters over TCP.
 //! * [`proposer`]: batches concurrent submits into one Raft entry (group commit).
 //! * [`Controller`]: starts openraft over those, submits commands, stops it.
 //! * [`MetadataHandle`]: the applied state plus a watch of the applied log index.
@@ -12,7 +12,8 @@
 //! * [`Controller::submit`] returns only after the command is committed (fsynced in the Raft log
 //!   of a quorum) and applied, so a broker that acknowledged on it never loses the command;
 //! * when [`Controller::start_single`] returns, the node is leader and has applied its whole log,
-//!   so the handle reflects every committed command;
+//!   so the handle reflects every committed command (the same holds for [`Controller::start`]
+//!   when it returns on the leader);
 //! * one task owns the stop sequence (Raft core, then the log writer thread); every
 //!   [`Controller::shutdown`] call and the caller's cancellation token just trigger and await it.
 
@@ -23,6 +24,7 @@ mod proposer;
 mod segments;
 mod state_machine;
 
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -30,14 +32,15 @@ use std::time::Duration;
 
 use openraft::error::{Fatal, RaftError};
 use openraft::metrics::WaitError;
-use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, Raft, SnapshotPolicy};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ControllerError;
 use crate::metadata::{Command, CommandResult, MetadataState};
 use log_store::{LogStore, WriterDone};
-use network::SingleVoterNetwork;
+use network::TcpNetwork;
 use proposer::{CommandBatch, Proposal};
 use state_machine::StateMachine;
 
@@ -49,8 +52,8 @@ openraft::declare_raft_types!(
         SnapshotData = Cursor<Vec<u8>>,
 );
 
-/// How long [`Controller::start_single`] waits for the node to become leader. A lone voter needs
-/// one election timeout; the rest is slack for a slow disk replaying a long log.
+/// How long starting waits for a leader to be known. An election takes about one election
+/// timeout; the rest is slack for a slow disk replaying a long log.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Configuration of one controller node.
@@ -153,6 +156,44 @@ impl Controller {
         config: ControllerConfig,
         shutdown: CancellationToken,
     ) -> Result<Controller, ControllerError> {
+        let voters = BTreeMap::from([(config.node_id, String::new())]);
+        let (controller, pristine) = Self::launch(&config, None, shutdown).await?;
+        controller.finish_start(&config, &voters, pristine).await?;
+        Ok(controller)
+    }
+
+    /// Starts one voter of a multi-voter quorum. `voters` maps every voter's id (this node's
+    /// included) to its `host:port` peer address; `listener` accepts the other voters' RPCs.
+    ///
+    /// On first start of a fresh cluster the voter with the lowest id initializes the
+    /// membership; the others wait to hear from a leader. Returns once a leader is known; if it
+    /// is this node, also once it has applied its whole log (and the cluster id is set). On a
+    /// follower the [`MetadataHandle`] catches up asynchronously: watch [`MetadataHandle::subscribe`].
+    pub async fn start(
+        config: ControllerConfig,
+        voters: BTreeMap<u64, String>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<Controller, ControllerError> {
+        if !voters.contains_key(&config.node_id) {
+            return Err(ControllerError::Raft(format!(
+                "node {} is not among the voters {:?}",
+                config.node_id,
+                voters.keys().collect::<Vec<_>>()
+            )));
+        }
+        let (controller, pristine) = Self::launch(&config, Some(listener), shutdown).await?;
+        controller.finish_start(&config, &voters, pristine).await?;
+        Ok(controller)
+    }
+
+    /// Opens storage, starts openraft, the proposer, the peer listener (if any) and the stop
+    /// task. Returns whether the storage was pristine.
+    async fn launch(
+        config: &ControllerConfig,
+        listener: Option<TcpListener>,
+        shutdown: CancellationToken,
+    ) -> Result<(Controller, bool), ControllerError> {
         let raft_config = Arc::new(config.raft_config()?);
         let (log, writer_done) = LogStore::open(&config.data_dir.join("log"))?;
         let (sm, parts) = match StateMachine::open(&config.data_dir.join("snapshots")) {
@@ -169,7 +210,10 @@ impl Controller {
             applied: parts.applied,
         };
 
-        let raft = match Raft::new(config.node_id, raft_config, SingleVoterNetwork, log, sm).await {
+        let network = TcpNetwork {
+            node_id: config.node_id,
+        };
+        let raft = match Raft::new(config.node_id, raft_config, network, log, sm).await {
             Ok(raft) => raft,
             Err(e) => {
                 // Raft::new consumed the log store; its writer exits once the store is dropped.
@@ -181,12 +225,15 @@ impl Controller {
         let stop = shutdown.child_token();
         let (stopped_tx, stopped) = watch::channel(None);
         let (proposals, proposals_rx) = mpsc::channel(proposer::QUEUE);
-        let proposer = tokio::spawn(proposer::run(raft.clone(), proposals_rx, stop.clone()));
+        let mut tasks = vec![tokio::spawn(proposer::run(raft.clone(), proposals_rx, stop.clone()))];
+        if let Some(listener) = listener {
+            tasks.push(tokio::spawn(network::serve(listener, raft.clone(), stop.clone())));
+        }
         // Owned through `stopped`: it reports its end there and every shutdown call awaits it.
         tokio::spawn(stop_when_cancelled(
             raft.clone(),
             stop.clone(),
-            proposer,
+            tasks,
             writer_done,
             stopped_tx,
         ));
@@ -198,13 +245,21 @@ impl Controller {
             stop,
             stopped,
         };
-        let controller = Controller { inner: Arc::new(inner) };
+        Ok((Controller { inner: Arc::new(inner) }, pristine))
+    }
 
-        match controller.become_ready(&config, pristine).await {
-            Ok(()) => Ok(controller),
+    /// Waits for readiness; on failure stops everything `launch` started.
+    async fn finish_start(
+        &self,
+        config: &ControllerConfig,
+        voters: &BTreeMap<u64, String>,
+        pristine: bool,
+    ) -> Result<(), ControllerError> {
+        match self.become_ready(config, voters, pristine).await {
+            Ok(()) => Ok(()),
             Err(e) => {
                 tracing::error!(error = %e, "controller failed to start");
-                if let Err(stop_err) = controller.shutdown().await {
+                if let Err(stop_err) = self.shutdown().await {
                     tracing::error!(error = %stop_err, "stopping the controller after a failed start");
                 }
                 Err(e)
@@ -212,41 +267,53 @@ impl Controller {
         }
     }
 
-    async fn become_ready(&self, config: &ControllerConfig, pristine: bool) -> Result<(), ControllerError> {
+    async fn become_ready(
+        &self,
+        config: &ControllerConfig,
+        voters: &BTreeMap<u64, String>,
+        pristine: bool,
+    ) -> Result<(), ControllerError> {
         let raft = &self.inner.raft;
-        if pristine {
-            tracing::info!(node_id = config.node_id, "initializing a new single-voter controller");
-            let members = std::collections::BTreeMap::from([(config.node_id, BasicNode::default())]);
+        // Exactly one voter initializes a fresh cluster, so two can never disagree on the first
+        // membership.
+        if pristine && voters.keys().next() == Some(&config.node_id) {
+            tracing::info!(node_id = config.node_id, voters = ?voters, "initializing a new controller quorum");
+            let members: BTreeMap<u64, BasicNode> = voters
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+                .collect();
             raft.initialize(members)
                 .await
                 .map_err(|e| ControllerError::Raft(format!("initialize: {e}")))?;
         }
         // A restarted lone voter whose vote was committed resumes as leader at once; otherwise
-        // it elects itself after one election timeout.
+        // an election takes one election timeout.
         let wait = raft.wait(Some(START_TIMEOUT));
-        let leader = wait.state(ServerState::Leader, "controller start");
-        tokio::select! {
+        let leader = wait.metrics(|m| m.current_leader.is_some(), "controller start: leader known");
+        let metrics = tokio::select! {
             r = leader => r.map_err(|e| match e {
                 WaitError::ShuttingDown => ControllerError::Closed,
-                WaitError::Timeout(..) => ControllerError::Raft(format!("not leader after {START_TIMEOUT:?}")),
+                WaitError::Timeout(..) => ControllerError::Raft(format!("no leader after {START_TIMEOUT:?}")),
             })?,
             () = self.inner.stop.cancelled() => return Err(ControllerError::Closed),
         };
-        // Waits until everything up to this term's first entry is applied: the whole log.
-        raft.ensure_linearizable().await.map_err(|e| match e {
-            RaftError::Fatal(Fatal::Stopped) => ControllerError::Closed,
-            e => ControllerError::Raft(format!("catching up: {e}")),
-        })?;
-        // Checked on every start, not only the first: a crash between initialize and the commit
-        // of InitCluster must not leave a cluster without an id.
-        if self.metadata().read(|s| s.cluster_id.is_empty()) {
-            self.submit(Command::InitCluster {
-                cluster_id: config.cluster_id.clone(),
-            })
-            .await?;
+        if metrics.current_leader == Some(config.node_id) {
+            // Waits until everything up to this term's first entry is applied: the whole log.
+            raft.ensure_linearizable().await.map_err(|e| match e {
+                RaftError::Fatal(Fatal::Stopped) => ControllerError::Closed,
+                e => ControllerError::Raft(format!("catching up: {e}")),
+            })?;
+            // Checked on every start, not only the first: a crash between initialize and the
+            // commit of InitCluster must not leave a cluster without an id.
+            if self.metadata().read(|s| s.cluster_id.is_empty()) {
+                self.submit(Command::InitCluster {
+                    cluster_id: config.cluster_id.clone(),
+                })
+                .await?;
+            }
         }
         let applied = *self.inner.metadata.applied.borrow();
-        tracing::info!(node_id = config.node_id, applied, "controller ready");
+        tracing::info!(node_id = config.node_id, leader = ?metrics.current_leader, applied, "controller ready");
         Ok(())
     }
 
@@ -287,19 +354,21 @@ impl Controller {
     }
 }
 
-/// The stop sequence: proposer, Raft core (which drops the log store), then the log writer
-/// thread.
+/// The stop sequence: proposer and peer listener, Raft core (which drops the log store), then
+/// the log writer thread.
 async fn stop_when_cancelled(
     raft: Raft<TypeConfig>,
     stop: CancellationToken,
-    proposer: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     writer_done: WriterDone,
     stopped: watch::Sender<Option<Result<(), String>>>,
 ) {
     stop.cancelled().await;
     tracing::info!("stopping controller");
-    if let Err(e) = proposer.await {
-        tracing::error!(error = %e, "controller proposer task failed");
+    for task in tasks {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "controller task failed");
+        }
     }
     let result = raft.shutdown().await.map_err(|e| format!("raft core: {e}"));
     if let Err(e) = &result {

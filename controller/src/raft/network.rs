@@ -1,77 +1,255 @@
-//! openraft's network between voters.
+//! openraft's network between voters: length-prefixed serde_json RPCs over TCP.
 //!
-//! Single-voter mode (`skiff dev`, [`super::Controller::start_single`]) never sends an RPC: a
-//! lone voter elects itself and commits on its own fsync. The factory below therefore answers
-//! every RPC with `Unreachable`, which openraft treats as a retriable, transient failure (it backs
-//! off and retries), so a stray call can never corrupt state.
+//! Frame: `u32 big-endian body length | JSON body`. A connection carries one request at a time,
+//! each answered by one response frame; openraft keeps one client per target (replication
+//! stream), so requests to a peer are already sequential. Snapshots travel as openraft's
+//! chunked `InstallSnapshot` requests, so no frame needs to hold a whole snapshot.
 //!
-//! TODO(#4): multi-voter quorums: length-prefixed serde_json RPCs (AppendEntries, Vote,
-//! InstallSnapshot) over tokio TCP between `controller_listen` addresses.
+//! Invariants:
+//! * bytes from the network are never trusted: frames above [`MAX_FRAME_BYTES`] and bodies that
+//!   do not decode close the connection, nothing panics;
+//! * a connection that failed mid-call is dropped and redialled on the next call, so a response
+//!   can never be matched to the wrong request;
+//! * failures map to openraft's retriable errors (`Unreachable` when the peer cannot be dialled,
+//!   `Network` for a broken exchange, `Timeout` past the RPC's deadline); a peer's own refusal
+//!   arrives as `RemoteError`.
+//!
+//! A single voter never sends RPCs; its membership carries no address and it runs no listener.
 
-use openraft::BasicNode;
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use std::io;
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
+use openraft::{BasicNode, Raft};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::raft::TypeConfig;
 
 type NodeId = u64;
 
-#[derive(Debug, thiserror::Error)]
-#[error("controller networking to node {0} is not available in single-voter mode")]
-struct NoNetwork(NodeId);
+/// Larger than any AppendEntries batch or snapshot chunk openraft sends (chunks default to
+/// 3 MiB); anything above is a corrupt or hostile length.
+const MAX_FRAME_BYTES: usize = 64 << 20;
 
-/// Creates [`Disconnected`] clients.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SingleVoterNetwork;
+#[derive(Serialize, Deserialize)]
+enum Request {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+}
 
-/// A client to a peer that cannot be reached.
-#[derive(Debug)]
-pub(crate) struct Disconnected {
+#[derive(Serialize, Deserialize)]
+enum Response {
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+}
+
+async fn write_frame(stream: &mut TcpStream, body: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|l| *l as usize <= MAX_FRAME_BYTES)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    stream.write_all(&len.to_be_bytes()).await?;
+    stream.write_all(body).await?;
+    stream.flush().await
+}
+
+async fn read_frame(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+    let len = stream.read_u32().await? as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes"),
+        ));
+    }
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+/// Creates [`Peer`] clients from the addresses in the membership.
+#[derive(Debug, Clone)]
+pub(crate) struct TcpNetwork {
+    /// This node's id, for error reports.
+    pub(crate) node_id: NodeId,
+}
+
+impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        Peer {
+            id: self.node_id,
+            target,
+            addr: node.addr.clone(),
+            conn: None,
+        }
+    }
+}
+
+/// A client to one peer, with a lazily (re)dialled connection.
+pub(crate) struct Peer {
+    id: NodeId,
     target: NodeId,
+    addr: String,
+    conn: Option<TcpStream>,
 }
 
-impl Disconnected {
-    fn unreachable<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
-        tracing::debug!(target = self.target, "raft RPC to a peer in single-voter mode");
-        RPCError::Unreachable(Unreachable::new(&NoNetwork(self.target)))
+/// How one exchange failed, before it is typed for the RPC at hand.
+enum CallError {
+    Unreachable(io::Error),
+    Network(io::Error),
+    Timeout(Duration),
+}
+
+impl Peer {
+    async fn call(&mut self, req: &Request, ttl: Duration) -> Result<Response, CallError> {
+        let body = serde_json::to_vec(req).map_err(|e| CallError::Network(io::Error::other(e)))?;
+        match tokio::time::timeout(ttl, self.exchange(&body)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(e)
+            }
+            Err(_) => {
+                // The response may still arrive later on this connection: never reuse it.
+                self.conn = None;
+                Err(CallError::Timeout(ttl))
+            }
+        }
+    }
+
+    async fn exchange(&mut self, body: &[u8]) -> Result<Response, CallError> {
+        let stream = match &mut self.conn {
+            Some(s) => s,
+            None => {
+                let s = TcpStream::connect(&self.addr).await.map_err(CallError::Unreachable)?;
+                s.set_nodelay(true).map_err(CallError::Unreachable)?;
+                self.conn.insert(s)
+            }
+        };
+        write_frame(stream, body).await.map_err(CallError::Network)?;
+        let resp = read_frame(stream).await.map_err(CallError::Network)?;
+        serde_json::from_slice(&resp).map_err(|e| CallError::Network(io::Error::new(io::ErrorKind::InvalidData, e)))
+    }
+
+    fn rpc_error<E: std::error::Error>(&self, e: CallError, action: RPCTypes) -> RPCError<NodeId, BasicNode, E> {
+        match e {
+            CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Network(e) => RPCError::Network(NetworkError::new(&e)),
+            CallError::Timeout(timeout) => RPCError::Timeout(Timeout {
+                action,
+                id: self.id,
+                target: self.target,
+                timeout,
+            }),
+        }
+    }
+
+    fn mismatch<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
+        let e = io::Error::new(io::ErrorKind::InvalidData, "response does not match the request");
+        RPCError::Network(NetworkError::new(&e))
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for SingleVoterNetwork {
-    type Network = Disconnected;
-
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Self::Network {
-        Disconnected { target }
-    }
-}
-
-impl RaftNetwork<TypeConfig> for Disconnected {
+impl RaftNetwork<TypeConfig> for Peer {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(self.unreachable())
+        match self.call(&Request::AppendEntries(rpc), option.hard_ttl()).await {
+            Ok(Response::AppendEntries(r)) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(_) => Err(self.mismatch()),
+            Err(e) => Err(self.rpc_error(e, RPCTypes::AppendEntries)),
+        }
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
     {
-        Err(self.unreachable())
+        match self.call(&Request::InstallSnapshot(rpc), option.hard_ttl()).await {
+            Ok(Response::InstallSnapshot(r)) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(_) => Err(self.mismatch()),
+            Err(e) => Err(self.rpc_error(e, RPCTypes::InstallSnapshot)),
+        }
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(self.unreachable())
+        match self.call(&Request::Vote(rpc), option.hard_ttl()).await {
+            Ok(Response::Vote(r)) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(_) => Err(self.mismatch()),
+            Err(e) => Err(self.rpc_error(e, RPCTypes::Vote)),
+        }
+    }
+}
+
+/// Accepts peer connections on `listener` and hands their RPCs to `raft` until `stop`.
+pub(crate) async fn serve(listener: TcpListener, raft: Raft<TypeConfig>, stop: CancellationToken) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tracing::debug!(%peer, "controller peer connected");
+                    let raft = raft.clone();
+                    let stop = stop.clone();
+                    conns.spawn(async move {
+                        if let Err(e) = serve_connection(stream, raft, stop).await {
+                            tracing::debug!(%peer, error = %e, "controller peer connection closed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Usually fd exhaustion: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a controller peer failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            // Reap finished connections so the set does not grow.
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            () = stop.cancelled() => break,
+        }
+    }
+    conns.shutdown().await;
+    tracing::debug!("controller peer listener stopped");
+}
+
+async fn serve_connection(mut stream: TcpStream, raft: Raft<TypeConfig>, stop: CancellationToken) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    loop {
+        let body = tokio::select! {
+            body = read_frame(&mut stream) => match body {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            },
+            () = stop.cancelled() => return Ok(()),
+        };
+        let req: Request = serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let resp = match req {
+            Request::AppendEntries(r) => Response::AppendEntries(raft.append_entries(r).await),
+            Request::Vote(r) => Response::Vote(raft.vote(r).await),
+            Request::InstallSnapshot(r) => Response::InstallSnapshot(raft.install_snapshot(r).await),
+        };
+        let body = serde_json::to_vec(&resp).map_err(io::Error::other)?;
+        write_frame(&mut stream, &body).await?;
     }
 }
