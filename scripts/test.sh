@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need (client libraries,
+# cargo-fuzz), builds, and runs every suite. `.ci/run` calls exactly this.
+#
+#   scripts/test.sh            # everything (about 10-15 minutes when caches are warm)
+#
+# Caches live outside the clone so repeated runs are fast:
+#   SKIFF_CACHE       default ~/.cache/skiff   (client libraries, fuzz builds)
+#   CARGO_TARGET_DIR  default $SKIFF_CACHE/target
+#   SKIFF_FUZZ_SECONDS  seconds per fuzz target (default 30)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+export SKIFF_CACHE="${SKIFF_CACHE:-$HOME/.cache/skiff}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SKIFF_CACHE/target}"
+export CARGO_TERM_COLOR=never
+mkdir -p "$SKIFF_CACHE"
+
+step() { printf '\n=== %s (%s)\n' "$1" "$(date +%H:%M:%S)"; }
+
+step "toolchains"
+missing=0
+for tool in cargo go java mvn python3 node npm; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "missing required tool: $tool" >&2
+    missing=1
+  fi
+done
+[ "$missing" = 0 ] || { echo "install the missing toolchains (see README) and re-run" >&2; exit 1; }
+cargo --version; go version; java -version 2>&1 | head -1; python3 --version; node --version
+
+step "client libraries for the compat suites"
+tests/compat/setup.sh
+
+step "build"
+cargo build --workspace --all-targets --locked
+
+step "cargo test (unit, in-process, black-box, durability, six client families)"
+cargo test --workspace --locked -- --test-threads=4
+
+step "fuzz (bounded)"
+scripts/fuzz.sh "${SKIFF_FUZZ_SECONDS:-30}"
+
+step "done"
