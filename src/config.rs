@@ -31,7 +31,60 @@ pub struct Config {
     pub s3_region: Option<String>,
     /// Use path-style S3 URLs (MinIO needs this). Default: true when an endpoint is set.
     pub s3_path_style: Option<bool>,
+    /// Allow a plain `http://` S3 endpoint. Default: `AWS_ALLOW_HTTP`, else true when
+    /// `s3_endpoint` is an `http://` URL.
+    pub s3_allow_http: Option<bool>,
     pub broker: BrokerConfig,
+    /// Compaction, retention and garbage collection of stored objects.
+    pub lifecycle: LifecycleConfig,
+}
+
+/// Background work on stored objects (docs/configuration.md, `[lifecycle]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// Rewrite WAL chunks into per-partition segments. Default true.
+    pub compaction_enabled: bool,
+    /// How often the compactor looks for work. Default 30 s.
+    pub compaction_interval_ms: u64,
+    /// Compact a partition when it has this many eligible WAL chunks in a row. Default 64.
+    pub compaction_min_chunks: usize,
+    /// ... or this many bytes in them. Default 32 MiB.
+    pub compaction_min_bytes: u64,
+    /// ... or the oldest was first seen this long ago (frees WAL objects pinned by quiet
+    /// partitions). Default 10 min.
+    pub compaction_max_age_ms: u64,
+    /// A WAL chunk is eligible once first seen this long ago (keeps the hot tail, served from
+    /// the tail cache, out). Default 60 s.
+    pub compaction_min_age_ms: u64,
+    /// Largest segment (data bytes); also the memory one compaction holds. Default 64 MiB.
+    pub compaction_max_segment_bytes: u64,
+    /// Partitions compacted at once. Default 2.
+    pub compaction_concurrency: usize,
+    /// How often retention.ms / retention.bytes are enforced. Default 60 s.
+    pub retention_check_interval_ms: u64,
+    /// How often garbage collection runs (one LIST of wal/ and seg/ per run). Default 60 s.
+    pub gc_interval_ms: u64,
+    /// Unreferenced and orphaned objects are deleted only after this long. Default 5 min.
+    pub gc_grace_ms: u64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            compaction_enabled: true,
+            compaction_interval_ms: 30_000,
+            compaction_min_chunks: 64,
+            compaction_min_bytes: 32 * 1024 * 1024,
+            compaction_max_age_ms: 600_000,
+            compaction_min_age_ms: 60_000,
+            compaction_max_segment_bytes: 64 * 1024 * 1024,
+            compaction_concurrency: 2,
+            retention_check_interval_ms: 60_000,
+            gc_interval_ms: 60_000,
+            gc_grace_ms: 300_000,
+        }
+    }
 }
 
 /// Broker behaviour.
@@ -49,6 +102,10 @@ pub struct BrokerConfig {
     /// and `memory://`, 250 ms for `s3://` (at ~4 PUTs/s per broker S3 request cost stays low;
     /// produce latency is bounded below by this).
     pub flush_interval_ms: Option<u64>,
+    /// Flush as soon as no flush is in flight (group commit) rather than waiting for
+    /// `flush_interval_ms`. Default true for `file://` and `memory://` (latency), false for
+    /// `s3://` (every flush is a billed PUT; the interval batches them).
+    pub flush_when_idle: Option<bool>,
     /// Bytes of produce data accepted but not yet acknowledged; producers wait beyond it.
     /// Default 64 MiB.
     pub buffer_max_bytes: usize,
@@ -71,6 +128,11 @@ pub struct BrokerConfig {
     /// `message.max.bytes`: the broker default of the topic config `max.message.bytes`.
     /// Default 1048588 (Kafka's).
     pub message_max_bytes: i32,
+    /// Price of 1,000 PUT requests for the cost estimate in `/metrics`. Default 0.005 (AWS S3
+    /// Standard, us-east-1).
+    pub put_price_per_1000: f64,
+    /// Price of 1,000 GET requests for the cost estimate. Default 0.0004 (S3 Standard).
+    pub get_price_per_1000: f64,
 }
 
 impl Default for Config {
@@ -84,7 +146,9 @@ impl Default for Config {
             s3_endpoint: None,
             s3_region: None,
             s3_path_style: None,
+            s3_allow_http: None,
             broker: BrokerConfig::default(),
+            lifecycle: LifecycleConfig::default(),
         }
     }
 }
@@ -96,6 +160,7 @@ impl Default for BrokerConfig {
             rack: None,
             flush_bytes: 4 * 1024 * 1024,
             flush_interval_ms: None,
+            flush_when_idle: None,
             buffer_max_bytes: 64 * 1024 * 1024,
             max_inflight_flushes: 4,
             tail_cache_bytes: 256 * 1024 * 1024,
@@ -106,6 +171,8 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             num_partitions: 1,
             message_max_bytes: 1_048_588,
+            put_price_per_1000: 0.005,
+            get_price_per_1000: 0.0004,
         }
     }
 }
@@ -134,6 +201,11 @@ impl Config {
             if self.storage_url().starts_with("s3://") { 250 } else { 5 }
         });
         Duration::from_millis(ms)
+    }
+
+    /// Whether to flush whenever the pipeline is idle (per-backend default).
+    pub fn flush_when_idle(&self) -> bool {
+        self.broker.flush_when_idle.unwrap_or_else(|| !self.storage_url().starts_with("s3://"))
     }
 
     /// Checks every field; returns all problems at once.
@@ -179,8 +251,21 @@ impl Config {
         if b.num_partitions <= 0 {
             problems.push(format!("broker.num_partitions: {} must be > 0", b.num_partitions));
         }
+        if !(b.put_price_per_1000 >= 0.0 && b.get_price_per_1000 >= 0.0) {
+            problems.push("broker.put_price_per_1000 and get_price_per_1000 must be >= 0".into());
+        }
         if b.message_max_bytes <= 0 {
             problems.push("broker.message_max_bytes must be > 0".into());
+        }
+        let l = &self.lifecycle;
+        if l.compaction_interval_ms == 0 || l.retention_check_interval_ms == 0 || l.gc_interval_ms == 0 {
+            problems.push("lifecycle: compaction_interval_ms, retention_check_interval_ms and gc_interval_ms must be > 0".into());
+        }
+        if l.compaction_concurrency == 0 || l.compaction_min_chunks == 0 || l.compaction_max_segment_bytes == 0 {
+            problems.push("lifecycle: compaction_concurrency, compaction_min_chunks and compaction_max_segment_bytes must be > 0".into());
+        }
+        if l.gc_grace_ms < 1000 {
+            problems.push(format!("lifecycle.gc_grace_ms: {} must be >= 1000", l.gc_grace_ms));
         }
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
@@ -224,6 +309,12 @@ mod tests {
         let c = Config::from_toml("data_dir = \"/tmp/x\"\n[broker]\nnum_partitions = 3\n").expect("parse");
         assert_eq!(c.broker.num_partitions, 3);
         assert!(Config::from_toml("bogus = 1").is_err());
+        let c = Config::from_toml("[lifecycle]\ngc_grace_ms = 2000\ncompaction_enabled = false\n").expect("parse");
+        assert_eq!(c.lifecycle.gc_grace_ms, 2000);
+        assert!(!c.lifecycle.compaction_enabled);
+        assert_eq!(c.lifecycle.compaction_min_chunks, 64);
+        assert!(c.validate().is_ok());
+        assert!(Config::from_toml("[lifecycle]\ngc_grace_ms = 5\n").expect("parse").validate().is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
+use crate::metrics::Snapshot;
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     let (topics, partitions) = broker.metadata.read(|m| (m.topics.len(), m.topics.values().map(|t| t.partitions.len()).sum::<usize>()));
@@ -26,7 +27,15 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         ("skiff_objects", "Objects still referenced by the index.", objects as f64),
         ("skiff_object_bytes", "Bytes of objects still referenced by the index.", object_bytes as f64),
     ];
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], broker.metrics.render(&extra))
+    let topic_names = broker.metadata.read(|m| m.topic_names.iter().map(|(id, n)| (*id, n.clone())).collect());
+    let body = broker.metrics.render(&Snapshot {
+        gauges: &extra,
+        storage: broker.reader.storage.stats(),
+        blocks: broker.reader.blocks.stats(),
+        topic_names: &topic_names,
+        prices: broker.settings.prices,
+    });
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
 async fn health() -> &'static str {

@@ -50,6 +50,12 @@ struct DevArgs {
     /// S3 region. [default: AWS_REGION]
     #[arg(long, env = "SKIFF_S3_REGION")]
     s3_region: Option<String>,
+    /// Path-style S3 URLs (endpoint/bucket/key), as MinIO needs. [default: true when an endpoint is set]
+    #[arg(long, env = "SKIFF_S3_PATH_STYLE")]
+    s3_path_style: Option<bool>,
+    /// Allow a plain http:// S3 endpoint. [default: AWS_ALLOW_HTTP, else true for an http:// endpoint]
+    #[arg(long, env = "SKIFF_S3_ALLOW_HTTP")]
+    s3_allow_http: Option<bool>,
     /// Broker id. [default: 1]
     #[arg(long, env = "SKIFF_NODE_ID")]
     node_id: Option<i32>,
@@ -96,6 +102,12 @@ impl DevArgs {
         }
         if let Some(v) = self.s3_region {
             c.s3_region = Some(v);
+        }
+        if let Some(v) = self.s3_path_style {
+            c.s3_path_style = Some(v);
+        }
+        if let Some(v) = self.s3_allow_http {
+            c.s3_allow_http = Some(v);
         }
         if let Some(v) = self.node_id {
             c.broker.node_id = v;

@@ -1,43 +1,64 @@
 //! Process metrics, rendered as Prometheus text on the HTTP listener's `/metrics`.
 //!
-//! Lock-free counters and fixed-bucket histograms; recording is a few atomic adds.
+//! Lock-free counters and fixed-bucket histograms on the hot paths; the per-topic request
+//! attribution takes a short mutex once per flush and per object read.
+//!
+//! Object-storage cost is an estimate: each PUT is shared among the topics in the object by
+//! their bytes in it; each GET is charged to the topic whose chunk was read (one GET per block
+//! that missed the caches, approximated as the chunk's size over the block size). Prices per
+//! 1,000 requests are configurable (AWS S3 Standard by default).
 
+use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-const LATENCY_BUCKETS_MS: [f64; 14] =
-    [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0];
+use skiff_storage::LatencyHistogram;
+use skiff_storage::cache::BlockCacheStats;
+use skiff_storage::store::StorageStats;
+use uuid::Uuid;
 
-/// A latency histogram in milliseconds.
+/// Flush sizes, in bytes.
+const SIZE_BUCKETS: [u64; 9] = [16 << 10, 64 << 10, 256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 20, 16 << 20];
+
 #[derive(Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
+struct SizeHistogram {
+    buckets: [AtomicU64; SIZE_BUCKETS.len()],
     count: AtomicU64,
-    sum_us: AtomicU64,
+    sum: AtomicU64,
 }
 
-impl Histogram {
-    pub fn observe(&self, d: Duration) {
-        let ms = d.as_secs_f64() * 1000.0;
-        for (i, le) in LATENCY_BUCKETS_MS.iter().enumerate() {
-            if ms <= *le {
+impl SizeHistogram {
+    fn observe(&self, bytes: u64) {
+        for (i, le) in SIZE_BUCKETS.iter().enumerate() {
+            if bytes <= *le {
                 self.buckets[i].fetch_add(1, Relaxed);
             }
         }
         self.count.fetch_add(1, Relaxed);
-        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+        self.sum.fetch_add(bytes, Relaxed);
     }
+}
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (i, le) in LATENCY_BUCKETS_MS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {}", le / 1000.0, self.buckets[i].load(Relaxed));
-        }
-        let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_us.load(Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {count}");
+/// Requests attributed to one topic.
+#[derive(Debug, Default, Clone, Copy)]
+struct TopicRequests {
+    puts: f64,
+    gets: f64,
+}
+
+/// Object-storage prices in dollars per 1,000 requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Prices {
+    pub put_per_1000: f64,
+    pub get_per_1000: f64,
+}
+
+impl Default for Prices {
+    /// AWS S3 Standard (us-east-1): PUT/COPY/POST/LIST $0.005, GET $0.0004 per 1,000.
+    fn default() -> Self {
+        Self { put_per_1000: 0.005, get_per_1000: 0.0004 }
     }
 }
 
@@ -54,11 +75,29 @@ pub struct Metrics {
     flushes_size: AtomicU64,
     flushes_interval: AtomicU64,
     flushes_shutdown: AtomicU64,
-    flushed_bytes: AtomicU64,
+    flush_failures: AtomicU64,
+    flush_sizes: SizeHistogram,
     tail_hits: AtomicU64,
     tail_misses: AtomicU64,
-    put_latency: Histogram,
-    commit_latency: Histogram,
+    compactions: AtomicU64,
+    compactions_rejected: AtomicU64,
+    compacted_chunks: AtomicU64,
+    compacted_bytes: AtomicU64,
+    objects_deleted_unreferenced: AtomicU64,
+    objects_deleted_orphan: AtomicU64,
+    retention_advances: AtomicU64,
+    commit_latency: LatencyHistogram,
+    topic_requests: Mutex<HashMap<Uuid, TopicRequests>>,
+}
+
+/// What `/metrics` shows besides the counters kept here.
+pub struct Snapshot<'a> {
+    pub gauges: &'a [(&'a str, &'a str, f64)],
+    pub storage: &'a StorageStats,
+    pub blocks: &'a BlockCacheStats,
+    /// Topic id → name, for the per-topic cost.
+    pub topic_names: &'a HashMap<Uuid, String>,
+    pub prices: Prices,
 }
 
 impl Metrics {
@@ -69,10 +108,10 @@ impl Metrics {
             _ => &self.flushes_interval,
         }
         .fetch_add(1, Relaxed);
-        self.flushed_bytes.fetch_add(bytes as u64, Relaxed);
+        self.flush_sizes.observe(bytes as u64);
     }
-    pub fn put_latency(&self, d: Duration) {
-        self.put_latency.observe(d);
+    pub fn flush_failed(&self) {
+        self.flush_failures.fetch_add(1, Relaxed);
     }
     /// Time from the first byte entering a flush to its commit being applied.
     pub fn commit_latency(&self, d: Duration) {
@@ -81,33 +120,128 @@ impl Metrics {
     pub fn tail_read(&self, hit: bool) {
         if hit { &self.tail_hits } else { &self.tail_misses }.fetch_add(1, Relaxed);
     }
+    /// A committed compaction: `chunks` index entries rewritten into one segment of `bytes`.
+    pub fn compaction(&self, chunks: u64, bytes: u64) {
+        self.compactions.fetch_add(1, Relaxed);
+        self.compacted_chunks.fetch_add(chunks, Relaxed);
+        self.compacted_bytes.fetch_add(bytes, Relaxed);
+    }
+    /// A compaction whose index swap the controller rejected (its segment is deleted).
+    pub fn compaction_rejected(&self) {
+        self.compactions_rejected.fetch_add(1, Relaxed);
+    }
+    /// Objects deleted by garbage collection; `kind` is "unreferenced" or "orphan".
+    pub fn objects_deleted(&self, kind: &str, n: u64) {
+        if kind == "orphan" { &self.objects_deleted_orphan } else { &self.objects_deleted_unreferenced }.fetch_add(n, Relaxed);
+    }
+    /// A log start offset advanced by retention.
+    pub fn retention_advanced(&self) {
+        self.retention_advances.fetch_add(1, Relaxed);
+    }
 
-    /// Prometheus text exposition. `extra` adds gauges computed by the caller.
-    pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
-        let mut out = String::with_capacity(4096);
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    /// Shares one PUT among topics by their bytes in the object.
+    pub fn attribute_put(&self, topic_bytes: &[(Uuid, u64)]) {
+        let total: u64 = topic_bytes.iter().map(|(_, b)| b).sum();
+        if total == 0 {
+            return;
+        }
+        let mut map = self.topic_requests.lock().unwrap_or_else(|p| p.into_inner());
+        for (topic, bytes) in topic_bytes {
+            map.entry(*topic).or_default().puts += *bytes as f64 / total as f64;
+        }
+    }
+
+    /// Charges `gets` GET requests to `topic`.
+    pub fn attribute_gets(&self, topic: Uuid, gets: f64) {
+        let mut map = self.topic_requests.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(topic).or_default().gets += gets;
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self, s: &Snapshot<'_>) -> String {
+        let mut out = String::with_capacity(8192);
+        let help = |out: &mut String, name: &str, kind: &str, text: &str| {
+            let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} {kind}");
         };
-        counter(&mut out, "skiff_requests_total", "Kafka requests handled.", self.requests.load(Relaxed));
+        let counter = |out: &mut String, name: &str, text: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(&mut out, "skiff_requests_total", "Kafka requests received.", self.requests.load(Relaxed));
         counter(&mut out, "skiff_request_errors_total", "Frames refused (undecodable, unsupported).", self.request_errors.load(Relaxed));
         counter(&mut out, "skiff_connections_total", "Connections accepted.", self.connections_total.load(Relaxed));
         counter(&mut out, "skiff_produced_bytes_total", "Record-batch bytes accepted.", self.produced_bytes.load(Relaxed));
         counter(&mut out, "skiff_produced_batches_total", "Record batches accepted.", self.produced_batches.load(Relaxed));
         counter(&mut out, "skiff_fetched_bytes_total", "Record-batch bytes returned to consumers.", self.fetched_bytes.load(Relaxed));
-        counter(&mut out, "skiff_flushed_bytes_total", "Bytes flushed from the write-ahead buffer.", self.flushed_bytes.load(Relaxed));
-        let _ = writeln!(out, "# HELP skiff_flushes_total Write-ahead buffer flushes by reason.\n# TYPE skiff_flushes_total counter");
+        counter(&mut out, "skiff_flush_failures_total", "Flushes whose PUT or commit failed (their produces got a retriable error).", self.flush_failures.load(Relaxed));
+
+        help(&mut out, "skiff_flushes_total", "counter", "Write-ahead buffer flushes by reason.");
         let _ = writeln!(out, "skiff_flushes_total{{reason=\"size\"}} {}", self.flushes_size.load(Relaxed));
         let _ = writeln!(out, "skiff_flushes_total{{reason=\"interval\"}} {}", self.flushes_interval.load(Relaxed));
         let _ = writeln!(out, "skiff_flushes_total{{reason=\"shutdown\"}} {}", self.flushes_shutdown.load(Relaxed));
-        let _ = writeln!(out, "# HELP skiff_tail_cache_reads_total Chunk reads by tail-cache outcome.\n# TYPE skiff_tail_cache_reads_total counter");
-        let _ = writeln!(out, "skiff_tail_cache_reads_total{{result=\"hit\"}} {}", self.tail_hits.load(Relaxed));
-        let _ = writeln!(out, "skiff_tail_cache_reads_total{{result=\"miss\"}} {}", self.tail_misses.load(Relaxed));
-        let _ = writeln!(out, "# HELP skiff_connections_open Open client connections.\n# TYPE skiff_connections_open gauge\nskiff_connections_open {}", self.connections_open.load(Relaxed));
-        for (name, help, v) in extra {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+
+        help(&mut out, "skiff_flush_bytes", "histogram", "Bytes per flushed object.");
+        for (i, le) in SIZE_BUCKETS.iter().enumerate() {
+            let _ = writeln!(out, "skiff_flush_bytes_bucket{{le=\"{le}\"}} {}", self.flush_sizes.buckets[i].load(Relaxed));
         }
-        self.put_latency.render(&mut out, "skiff_object_put_seconds", "Object PUT latency (with retries).");
-        self.commit_latency.render(&mut out, "skiff_flush_commit_seconds", "First byte buffered to commit applied.");
+        let n = self.flush_sizes.count.load(Relaxed);
+        let _ = writeln!(out, "skiff_flush_bytes_bucket{{le=\"+Inf\"}} {n}\nskiff_flush_bytes_sum {}\nskiff_flush_bytes_count {n}", self.flush_sizes.sum.load(Relaxed));
+
+        help(&mut out, "skiff_flush_commit_seconds", "histogram", "First byte buffered to commit applied (produce latency floor).");
+        self.commit_latency.render(&mut out, "skiff_flush_commit_seconds", "");
+
+        // Object storage.
+        let st = s.storage;
+        help(&mut out, "skiff_object_requests_total", "counter", "Object-storage requests that succeeded, by operation.");
+        for (op, c) in [("put", &st.puts), ("get", &st.gets), ("head", &st.heads), ("delete", &st.deletes), ("list", &st.lists)] {
+            let _ = writeln!(out, "skiff_object_requests_total{{op=\"{op}\"}} {}", c.load(Relaxed));
+        }
+        help(&mut out, "skiff_object_bytes_total", "counter", "Bytes moved to and from object storage.");
+        let _ = writeln!(out, "skiff_object_bytes_total{{op=\"put\"}} {}", st.put_bytes.load(Relaxed));
+        let _ = writeln!(out, "skiff_object_bytes_total{{op=\"get\"}} {}", st.get_bytes.load(Relaxed));
+        counter(&mut out, "skiff_object_retries_total", "Object-storage attempts that failed retriably and were retried.", st.retries.load(Relaxed));
+        counter(&mut out, "skiff_object_failures_total", "Object-storage operations that failed after retries.", st.failures.load(Relaxed));
+        help(&mut out, "skiff_object_request_seconds", "histogram", "Object-storage operation latency, retries included.");
+        st.put_latency.render(&mut out, "skiff_object_request_seconds", "op=\"put\"");
+        st.get_latency.render(&mut out, "skiff_object_request_seconds", "op=\"get\"");
+        st.delete_latency.render(&mut out, "skiff_object_request_seconds", "op=\"delete\"");
+
+        // Caches.
+        help(&mut out, "skiff_cache_reads_total", "counter", "Cache lookups by cache and outcome.");
+        let _ = writeln!(out, "skiff_cache_reads_total{{cache=\"tail\",result=\"hit\"}} {}", self.tail_hits.load(Relaxed));
+        let _ = writeln!(out, "skiff_cache_reads_total{{cache=\"tail\",result=\"miss\"}} {}", self.tail_misses.load(Relaxed));
+        let _ = writeln!(out, "skiff_cache_reads_total{{cache=\"block\",result=\"hit\"}} {}", s.blocks.hits.load(Relaxed));
+        let _ = writeln!(out, "skiff_cache_reads_total{{cache=\"block\",result=\"miss\"}} {}", s.blocks.misses.load(Relaxed));
+        let ratio = |h: u64, m: u64| if h + m == 0 { 0.0 } else { h as f64 / (h + m) as f64 };
+        help(&mut out, "skiff_cache_hit_ratio", "gauge", "Hits over lookups since start.");
+        let _ = writeln!(out, "skiff_cache_hit_ratio{{cache=\"tail\"}} {}", ratio(self.tail_hits.load(Relaxed), self.tail_misses.load(Relaxed)));
+        let _ = writeln!(out, "skiff_cache_hit_ratio{{cache=\"block\"}} {}", ratio(s.blocks.hits.load(Relaxed), s.blocks.misses.load(Relaxed)));
+
+        // Estimated request cost per topic.
+        let map = self.topic_requests.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        help(&mut out, "skiff_topic_object_requests", "counter", "Object-storage requests attributed to a topic (PUTs shared by bytes).");
+        help(&mut out, "skiff_topic_object_cost_dollars", "counter", "Estimated object-storage request cost per topic.");
+        let mut rows: Vec<(&str, TopicRequests)> =
+            map.iter().map(|(id, r)| (s.topic_names.get(id).map(String::as_str).unwrap_or("(deleted)"), *r)).collect();
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, r) in rows {
+            let _ = writeln!(out, "skiff_topic_object_requests{{topic=\"{name}\",op=\"put\"}} {:.3}", r.puts);
+            let _ = writeln!(out, "skiff_topic_object_requests{{topic=\"{name}\",op=\"get\"}} {:.3}", r.gets);
+            let cost = r.puts * s.prices.put_per_1000 / 1000.0 + r.gets * s.prices.get_per_1000 / 1000.0;
+            let _ = writeln!(out, "skiff_topic_object_cost_dollars{{topic=\"{name}\"}} {cost:.9}");
+        }
+
+        counter(&mut out, "skiff_compactions_total", "Compactions committed (chunks rewritten into one segment).", self.compactions.load(Relaxed));
+        counter(&mut out, "skiff_compactions_rejected_total", "Compactions whose index swap was rejected (raced retention or another compactor).", self.compactions_rejected.load(Relaxed));
+        counter(&mut out, "skiff_compacted_chunks_total", "Index chunks replaced by compaction.", self.compacted_chunks.load(Relaxed));
+        counter(&mut out, "skiff_compacted_bytes_total", "Record-batch bytes rewritten by compaction.", self.compacted_bytes.load(Relaxed));
+        counter(&mut out, "skiff_retention_advances_total", "Log start offsets advanced by retention.ms / retention.bytes.", self.retention_advances.load(Relaxed));
+        let _ = writeln!(out, "# HELP skiff_objects_deleted_total Objects deleted by garbage collection.\n# TYPE skiff_objects_deleted_total counter");
+        let _ = writeln!(out, "skiff_objects_deleted_total{{reason=\"unreferenced\"}} {}", self.objects_deleted_unreferenced.load(Relaxed));
+        let _ = writeln!(out, "skiff_objects_deleted_total{{reason=\"orphan\"}} {}", self.objects_deleted_orphan.load(Relaxed));
+        let _ = writeln!(out, "# HELP skiff_connections_open Open client connections.\n# TYPE skiff_connections_open gauge\nskiff_connections_open {}", self.connections_open.load(Relaxed));
+        for (name, text, v) in s.gauges {
+            let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} gauge\n{name} {v}");
+        }
         out
     }
 }
@@ -117,13 +251,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_prometheus_text() {
+    fn renders_prometheus_text_with_costs() {
         let m = Metrics::default();
-        m.flush("size", 10);
-        m.put_latency(Duration::from_millis(3));
-        let text = m.render(&[("skiff_buffer_bytes", "Buffered bytes.", 5.0)]);
-        assert!(text.contains("skiff_flushes_total{reason=\"size\"} 1"));
-        assert!(text.contains("skiff_object_put_seconds_bucket{le=\"0.005\"} 1"));
+        m.flush("size", 3 << 20);
+        m.commit_latency(Duration::from_millis(3));
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        m.attribute_put(&[(a, 300), (b, 100)]);
+        m.attribute_put(&[(a, 10)]);
+        m.attribute_gets(b, 4.0);
+        let names: HashMap<Uuid, String> = [(a, "alpha".to_string()), (b, "beta".to_string())].into();
+        let storage = StorageStats::default();
+        let blocks = BlockCacheStats::default();
+        let text = m.render(&Snapshot {
+            gauges: &[("skiff_buffer_bytes", "Buffered bytes.", 5.0)],
+            storage: &storage,
+            blocks: &blocks,
+            topic_names: &names,
+            prices: Prices::default(),
+        });
+        assert!(text.contains("skiff_flushes_total{reason=\"size\"} 1"), "{text}");
+        assert!(text.contains("skiff_flush_bytes_bucket{le=\"4194304\"} 1"));
+        assert!(text.contains("skiff_flush_commit_seconds_bucket{le=\"0.005\"} 1"));
+        assert!(text.contains("skiff_topic_object_requests{topic=\"alpha\",op=\"put\"} 1.750"));
+        assert!(text.contains("skiff_topic_object_requests{topic=\"beta\",op=\"get\"} 4.000"));
+        // beta: 0.25 PUT * $0.005/1000 + 4 GET * $0.0004/1000
+        assert!(text.contains("skiff_topic_object_cost_dollars{topic=\"beta\"} 0.000002850"));
         assert!(text.contains("skiff_buffer_bytes 5"));
+        m.compaction(3, 100);
+        m.objects_deleted("orphan", 2);
+        m.objects_deleted("unreferenced", 1);
+        let text = m.render(&Snapshot {
+            gauges: &[],
+            storage: &storage,
+            blocks: &blocks,
+            topic_names: &names,
+            prices: Prices::default(),
+        });
+        assert!(text.contains("skiff_compactions_total 1"));
+        assert!(text.contains("skiff_compacted_bytes_total 100"));
+        assert!(text.contains("skiff_objects_deleted_total{reason=\"orphan\"} 2"));
+        assert!(text.contains("skiff_objects_deleted_total{reason=\"unreferenced\"} 1"));
     }
 }

@@ -1,9 +1,11 @@
 //! Wires a Skiff process together and stops it in order.
 //!
 //! Start: storage (checked) → controller (Raft log replayed) → Kafka listener bound → broker
-//! registered → write-ahead buffer → HTTP → serve.
+//! registered → write-ahead buffer → compaction, retention and GC tasks → HTTP → serve.
 //! Stop (the `shutdown` token): stop accepting → connections answer what they already read
-//! (produces are flushed and acknowledged) → drain the write-ahead buffer → stop Raft.
+//! (produces are flushed and acknowledged) → stop compaction, retention and GC (an interrupted
+//! compaction leaves at most an orphan for a later GC) → drain the write-ahead buffer → stop
+//! Raft.
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 use uuid::Uuid;
 
+use crate::broker::lifecycle::{Lifecycle, LifecycleSettings};
 use crate::broker::read::{Reader, TailCache};
 use crate::broker::wal::{Wal, WalSettings};
 use crate::broker::{Broker, BrokerSettings, SystemClock};
@@ -40,11 +43,21 @@ pub async fn run_dev(config: Config, shutdown: CancellationToken, on_ready: impl
         s3_endpoint: config.s3_endpoint.clone(),
         s3_region: config.s3_region.clone(),
         s3_path_style: config.s3_path_style,
-        s3_allow_http: None,
+        s3_allow_http: config.s3_allow_http,
     })
     .with_context(|| format!("opening object storage {url}"))?;
     storage.check().await.with_context(|| format!("object storage {url} is not usable"))?;
+    run_dev_with_storage(config, storage, shutdown, on_ready).await
+}
 
+/// [`run_dev`] with an already opened object storage (tests wrap it in fault injection).
+pub async fn run_dev_with_storage(
+    config: Config,
+    storage: skiff_storage::ObjectStorage,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(&Bound),
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let controller_token = CancellationToken::new();
     let cluster_id = Uuid::new_v4().simple().to_string();
     let controller = Controller::start_single(
@@ -107,6 +120,7 @@ async fn serve(
             flush_interval: config.flush_interval(),
             buffer_max_bytes: b.buffer_max_bytes,
             max_inflight_flushes: b.max_inflight_flushes,
+            flush_when_idle: config.flush_when_idle(),
         },
         incarnation,
         controller.clone(),
@@ -127,6 +141,7 @@ async fn serve(
             socket_request_max_bytes: b.socket_request_max_bytes,
             flush_bytes: b.flush_bytes,
             flush_interval_ms: config.flush_interval().as_millis() as u64,
+            prices: crate::metrics::Prices { put_per_1000: b.put_price_per_1000, get_per_1000: b.get_price_per_1000 },
         },
         metadata: controller.metadata(),
         controller,
@@ -136,6 +151,17 @@ async fn serve(
         clock: Arc::new(SystemClock),
     });
 
+    // Compaction, retention and GC: stopped with `shutdown`, joined before the WAL drains.
+    let lifecycle_token = shutdown.child_token();
+    let lifecycle = Lifecycle::new(
+        LifecycleSettings::from_config(b.node_id, &config.lifecycle),
+        broker.controller.clone(),
+        broker.reader.storage.clone(),
+        broker.metrics.clone(),
+        broker.clock.clone(),
+    );
+    let lifecycle_tasks = lifecycle.start(lifecycle_token.clone());
+
     let http_token = CancellationToken::new();
     let http = tokio::spawn(crate::http::run(http_listener, broker.clone(), http_token.clone()));
     info!(kafka = %bound.kafka, advertised = %format!("{host}:{port}"), http = %bound.http, storage = %config.storage_url(), "skiff is ready");
@@ -143,6 +169,9 @@ async fn serve(
 
     let limits = Limits { max_frame_bytes: b.socket_request_max_bytes, max_inflight: b.max_inflight_requests_per_connection };
     crate::server::run(kafka_listener, broker.clone(), limits, b.max_connections, shutdown).await;
+    info!("stopping compaction, retention and garbage collection");
+    lifecycle_token.cancel();
+    lifecycle_tasks.join().await;
     info!("draining the write-ahead buffer");
     wal_token.cancel();
     wal_tasks.join().await;

@@ -1,12 +1,17 @@
 //! Kafka wire protocol: request headers, decoding, response encoding and the advertised versions.
 //!
 //! Everything here is pure: bytes in, values out. Decoding never trusts the input: the fixed
-//! prefix is bounds-checked by hand and the generated decoders run under `catch_unwind`, so a
-//! garbage frame becomes a [`DecodeError`], never a crashed broker.
+//! prefix is bounds-checked by hand, every length prefix of the frame is checked against the
+//! bytes that follow it before the generated decoders see it ([`bounds`]: they would otherwise
+//! pre-allocate whatever an array length claims, and a refused allocation aborts), and the
+//! generated decoders run under `catch_unwind`, so a garbage frame becomes a [`DecodeError`],
+//! never a crashed broker.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
+
+mod bounds;
 
 /// One advertised API and the versions Skiff really implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +93,7 @@ pub fn decode_request(frame: Bytes) -> Result<Request, DecodeError> {
         return Err(DecodeError::UnsupportedVersion { api_key, version, correlation_id });
     }
     let header_version = api_key.request_header_version(version);
+    bounds::check_lengths(&frame, api_key, version, header_version).map_err(malformed)?;
     let result = std::panic::catch_unwind(move || {
         let mut buf = frame;
         let header = RequestHeader::decode(&mut buf, header_version).map_err(|e| e.to_string())?;

@@ -10,6 +10,10 @@
 //!   end offset, otherwise the whole commit is rejected;
 //! * one writer per leader epoch: a commit carrying a leader epoch other than the partition's
 //!   current one is rejected (`Fenced`), so a deposed leader can never append;
+//! * the object index changes only atomically: `ReplaceChunks` (compaction) swaps a contiguous
+//!   run of chunks for one segment chunk covering exactly the same offsets, or is rejected;
+//!   readers therefore never see a gap or a duplicate;
+//! * an object is forgotten (`ForgetObjects`) only while no chunk references it;
 //! * `apply` does no I/O and reads no clock: time comes in inside the command.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -40,6 +44,46 @@ pub enum Command {
     AdvanceLogStart { topic_id: Uuid, partition: i32, offset: i64 },
     /// Allocates one producer id (InitProducerId for an idempotent producer).
     AllocateProducerId,
+    /// Compaction: swaps a contiguous run of a partition's chunks for one chunk in a new
+    /// segment object, atomically. Rejected unless every replaced chunk is still exactly in the
+    /// index and the segment covers exactly their offsets and bytes.
+    ReplaceChunks(ChunkReplacement),
+    /// Garbage collection: drops objects (already deleted from storage) from the index. Keys
+    /// still referenced by a chunk, and unknown keys, are ignored.
+    ForgetObjects { keys: Vec<String> },
+}
+
+/// The index swap of one compaction.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChunkReplacement {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    /// The chunks being replaced, in offset order.
+    pub replaced: Vec<ReplacedChunk>,
+    /// The new segment object and the one chunk it holds.
+    pub segment: SegmentChunk,
+}
+
+/// Identifies one chunk exactly: where it starts and where its bytes are.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplacedChunk {
+    pub base_offset: i64,
+    pub object: String,
+    pub position: u64,
+}
+
+/// The single chunk of a new segment object.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SegmentChunk {
+    pub key: String,
+    pub broker_id: BrokerId,
+    /// Size of the whole segment object.
+    pub size_bytes: u64,
+    pub position: u64,
+    pub len: u64,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -124,6 +168,10 @@ pub enum Rejection {
     OffsetGap { topic: String, partition: i32, got: i64, expected: i64 },
     #[error("offset {offset} out of range for {topic}-{partition}")]
     OffsetOutOfRange { topic: String, partition: i32, offset: i64 },
+    /// A compaction's view of the index is out of date (or the replacement is malformed); its
+    /// segment is left unreferenced for garbage collection.
+    #[error("chunk replacement for {topic}-{partition} rejected: {reason}")]
+    StaleReplacement { topic: String, partition: i32, reason: String },
 }
 
 /// Where one committed run of batches lives.
@@ -379,7 +427,89 @@ impl MetadataState {
                 self.next_producer_id += 1;
                 Ok(CommandResult::ProducerId(id))
             }
+            Command::ReplaceChunks(r) => self.replace_chunks(r),
+            Command::ForgetObjects { keys } => {
+                for k in keys {
+                    if self.objects.get(k.as_str()).is_some_and(|o| o.live_chunks == 0) {
+                        self.objects.remove(k.as_str());
+                    }
+                }
+                Ok(CommandResult::Ok)
+            }
         }
+    }
+
+    fn replace_chunks(&mut self, r: &ChunkReplacement) -> Result<CommandResult, Rejection> {
+        let seg = &r.segment;
+        let key_taken = self.objects.contains_key(seg.key.as_str());
+        let (name, p) = self.partition_mut(&r.topic_id, r.partition)?;
+        let stale = |reason: String| Rejection::StaleReplacement { topic: name.clone(), partition: r.partition, reason };
+        let Some(first) = r.replaced.first() else {
+            return Err(stale("nothing to replace".into()));
+        };
+        if key_taken || seg.key.is_empty() {
+            return Err(stale(format!("segment key {:?} is already known", seg.key)));
+        }
+        // Every replaced chunk must still be in the index exactly as the compactor read it,
+        // and the run must be contiguous (chunks never overlap, so contiguous offsets mean
+        // consecutive index entries).
+        let mut expected_base = first.base_offset;
+        let mut total_len = 0u64;
+        let mut max_timestamp = i64::MIN;
+        let mut last_offset = first.base_offset;
+        for rc in &r.replaced {
+            if rc.base_offset != expected_base {
+                return Err(stale(format!("chunk at {} does not follow offset {}", rc.base_offset, expected_base - 1)));
+            }
+            let Some(c) = p.chunks.get(&rc.base_offset) else {
+                return Err(stale(format!("no chunk at offset {}", rc.base_offset)));
+            };
+            if *c.object != *rc.object || c.position != rc.position {
+                return Err(stale(format!("chunk at offset {} has moved", rc.base_offset)));
+            }
+            expected_base = c.last_offset + 1;
+            last_offset = c.last_offset;
+            total_len = total_len.saturating_add(c.len);
+            max_timestamp = max_timestamp.max(c.max_timestamp);
+        }
+        if seg.base_offset != first.base_offset || seg.last_offset != last_offset {
+            return Err(stale(format!(
+                "segment covers {}..={}, replaced chunks cover {}..={}",
+                seg.base_offset, seg.last_offset, first.base_offset, last_offset
+            )));
+        }
+        if seg.len != total_len || seg.max_timestamp != max_timestamp {
+            return Err(stale(format!(
+                "segment holds {} bytes (max timestamp {}), replaced chunks {} bytes (max timestamp {})",
+                seg.len, seg.max_timestamp, total_len, max_timestamp
+            )));
+        }
+        if seg.position.checked_add(seg.len).is_none_or(|end| end > seg.size_bytes) {
+            return Err(stale(format!("segment byte range {}+{} exceeds its object", seg.position, seg.len)));
+        }
+        let object: Arc<str> = Arc::from(seg.key.as_str());
+        let mut released = Vec::with_capacity(r.replaced.len());
+        for rc in &r.replaced {
+            if let Some(c) = p.chunks.remove(&rc.base_offset) {
+                released.push(c.object);
+            }
+        }
+        p.chunks.insert(
+            seg.base_offset,
+            Chunk {
+                object: object.clone(),
+                position: seg.position,
+                len: seg.len,
+                base_offset: seg.base_offset,
+                last_offset: seg.last_offset,
+                max_timestamp: seg.max_timestamp,
+            },
+        );
+        for o in released {
+            self.release_chunk(&o);
+        }
+        self.objects.insert(object, ObjectInfo { broker_id: seg.broker_id, size_bytes: seg.size_bytes, live_chunks: 1 });
+        Ok(CommandResult::Ok)
     }
 
     /// Brokers in leader-assignment order. Placement is deterministic: round robin by broker id.
@@ -561,6 +691,141 @@ mod tests {
             s.apply(&Command::AdvanceLogStart { topic_id: id, partition: 0, offset: 21 }),
             CommandResult::Rejected(Rejection::OffsetOutOfRange { .. })
         ));
+    }
+
+    fn rc(base: i64, object: &str) -> ReplacedChunk {
+        ReplacedChunk { base_offset: base, object: object.into(), position: 0 }
+    }
+
+    fn seg(key: &str, base: i64, last: i64, len: u64) -> SegmentChunk {
+        SegmentChunk {
+            key: key.into(),
+            broker_id: 1,
+            size_bytes: len + 100,
+            position: 5,
+            len,
+            base_offset: base,
+            last_offset: last,
+            max_timestamp: 0,
+        }
+    }
+
+    fn replace(id: Uuid, replaced: Vec<ReplacedChunk>, segment: SegmentChunk) -> Command {
+        Command::ReplaceChunks(ChunkReplacement { topic_id: id, partition: 0, replaced, segment })
+    }
+
+    fn three_chunks() -> (MetadataState, Uuid) {
+        let (mut s, id) = state_with_topic();
+        for (b, l) in [(0, 9), (10, 19), (20, 29)] {
+            assert_eq!(s.apply(&append(id, b, l, 0)), CommandResult::Ok);
+        }
+        (s, id)
+    }
+
+    fn stale(r: CommandResult) -> bool {
+        matches!(r, CommandResult::Rejected(Rejection::StaleReplacement { .. }))
+    }
+
+    #[test]
+    fn replace_chunks_swaps_atomically() {
+        let (mut s, id) = three_chunks();
+        let before = s.clone();
+        let cmd = replace(id, vec![rc(0, "o0"), rc(10, "o10")], seg("seg-a", 0, 19, 20));
+        // Deterministic: two replicas applying the same command reach the same state.
+        let mut replica = before.clone();
+        assert_eq!(s.apply(&cmd), CommandResult::Ok);
+        assert_eq!(replica.apply(&cmd), CommandResult::Ok);
+        assert_eq!(s, replica);
+        let p = s.partition(&id, 0).expect("partition");
+        assert_eq!(p.chunks.len(), 2);
+        // No gap, no duplicate: every offset maps to exactly one chunk.
+        for o in 0..30 {
+            let c = p.chunk_for(o).expect("covered");
+            assert!(c.base_offset <= o && o <= c.last_offset);
+        }
+        assert_eq!(&*p.chunk_for(15).expect("chunk").object, "seg-a");
+        assert_eq!(p.chunk_for(15).expect("chunk").position, 5);
+        assert_eq!(p.end_offset, 30, "end offset unchanged");
+        assert_eq!(p.size_bytes(), 30);
+        assert_eq!(s.objects[&Arc::<str>::from("o0")].live_chunks, 0);
+        assert_eq!(s.objects[&Arc::<str>::from("o10")].live_chunks, 0);
+        assert_eq!(s.objects[&Arc::<str>::from("o20")].live_chunks, 1);
+        assert_eq!(s.objects[&Arc::<str>::from("seg-a")].live_chunks, 1);
+        // Replaying the same swap is rejected (its chunks are gone) and changes nothing.
+        let after = s.clone();
+        assert!(stale(s.apply(&cmd)));
+        assert_eq!(s, after);
+        // Appends continue after a swap.
+        assert_eq!(s.apply(&append(id, 30, 31, 0)), CommandResult::Ok);
+    }
+
+    #[test]
+    fn replace_chunks_rejections() {
+        let (s0, id) = three_chunks();
+        let cases: Vec<(&str, Command)> = vec![
+            ("empty", replace(id, vec![], seg("x", 0, 9, 10))),
+            ("not contiguous", replace(id, vec![rc(0, "o0"), rc(20, "o20")], seg("x", 0, 29, 20))),
+            ("missing chunk", replace(id, vec![rc(5, "o0")], seg("x", 5, 9, 10))),
+            ("other object", replace(id, vec![rc(0, "o10")], seg("x", 0, 9, 10))),
+            ("other position", replace(id, vec![ReplacedChunk { base_offset: 0, object: "o0".into(), position: 3 }], seg("x", 0, 9, 10))),
+            ("wrong range", replace(id, vec![rc(0, "o0")], seg("x", 0, 8, 10))),
+            ("wrong base", replace(id, vec![rc(0, "o0")], seg("x", 1, 9, 10))),
+            ("wrong length", replace(id, vec![rc(0, "o0")], seg("x", 0, 9, 11))),
+            ("key reused", replace(id, vec![rc(0, "o0")], seg("o10", 0, 9, 10))),
+            ("range past object", replace(id, vec![rc(0, "o0")], SegmentChunk { size_bytes: 12, ..seg("x", 0, 9, 10) })),
+            ("timestamp", replace(id, vec![rc(0, "o0")], SegmentChunk { max_timestamp: 5, ..seg("x", 0, 9, 10) })),
+        ];
+        for (what, cmd) in cases {
+            let mut s = s0.clone();
+            assert!(stale(s.apply(&cmd)), "{what}");
+            assert_eq!(s, s0, "{what}: a rejected swap changes nothing");
+        }
+        let mut s = s0.clone();
+        let unknown = Command::ReplaceChunks(ChunkReplacement {
+            topic_id: Uuid::from_u128(99),
+            partition: 0,
+            replaced: vec![rc(0, "o0")],
+            segment: seg("x", 0, 9, 10),
+        });
+        assert!(matches!(s.apply(&unknown), CommandResult::Rejected(Rejection::UnknownTopicId(_))));
+        // Retention raced ahead of the compactor: the first chunk is gone.
+        s.apply(&Command::AdvanceLogStart { topic_id: id, partition: 0, offset: 10 });
+        assert!(stale(s.apply(&replace(id, vec![rc(0, "o0"), rc(10, "o10")], seg("x", 0, 19, 20)))));
+        // A compaction that raced a topic deletion is refused too.
+        let mut s = s0.clone();
+        s.apply(&Command::DeleteTopic { name: "t".into() });
+        assert!(matches!(
+            s.apply(&replace(id, vec![rc(0, "o0")], seg("x", 0, 9, 10))),
+            CommandResult::Rejected(Rejection::UnknownTopicId(_))
+        ));
+    }
+
+    #[test]
+    fn forget_objects_only_unreferenced() {
+        let (mut s, id) = three_chunks();
+        s.apply(&Command::AdvanceLogStart { topic_id: id, partition: 0, offset: 10 });
+        s.apply(&Command::ForgetObjects { keys: vec!["o0".into(), "o10".into(), "nope".into()] });
+        assert!(!s.objects.contains_key("o0"), "unreferenced object forgotten");
+        assert!(s.objects.contains_key("o10"), "referenced object kept");
+        assert!(s.objects.contains_key("o20"));
+        // A deleted topic releases all its objects.
+        s.apply(&Command::DeleteTopic { name: "t".into() });
+        assert!(s.objects.values().all(|o| o.live_chunks == 0));
+        s.apply(&Command::ForgetObjects { keys: vec!["o10".into(), "o20".into()] });
+        assert!(s.objects.is_empty());
+    }
+
+    #[test]
+    fn new_commands_survive_serde() {
+        let (_, id) = three_chunks();
+        for cmd in [
+            replace(id, vec![rc(0, "o0")], seg("x", 0, 9, 10)),
+            Command::ForgetObjects { keys: vec!["a".into()] },
+        ] {
+            let json = serde_json::to_string(&cmd).expect("serialize");
+            let back: Command = serde_json::from_str(&json).expect("deserialize");
+            assert_eq!(back, cmd);
+        }
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //! * [`read`]: the read path (tail cache, block cache, object storage).
 //! * [`batch`]: record-batch bytes (validation, in-place offset assignment).
 //! * [`topic_config`]: known topic configs, defaults and validation.
+//! * [`lifecycle`]: background compaction, retention and garbage collection of objects.
 //!
 //! The broker itself holds no durable state: topics, offsets, the object index and producer
 //! state all live in the controller's metadata, read through [`MetadataHandle`].
 
 pub mod batch;
+pub mod lifecycle;
 pub mod read;
 pub mod topic_config;
 pub mod wal;
@@ -37,6 +39,7 @@ pub struct BrokerSettings {
     pub socket_request_max_bytes: usize,
     pub flush_bytes: usize,
     pub flush_interval_ms: u64,
+    pub prices: crate::metrics::Prices,
 }
 
 /// A source of wall-clock time, injected so tests can control it.

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use moka::sync::Cache;
 use skiff_controller::metadata::Chunk;
 use skiff_storage::{BlockCache, ObjectStorage, StorageError};
+use uuid::Uuid;
 
 use crate::metrics::Metrics;
 
@@ -41,6 +42,9 @@ impl TailCache {
     }
 }
 
+/// Read-ahead GETs in flight at once across all consumers.
+const READ_AHEAD_CONCURRENCY: usize = 4;
+
 /// Reads committed chunks.
 #[derive(Clone)]
 pub struct Reader {
@@ -48,20 +52,44 @@ pub struct Reader {
     pub blocks: BlockCache,
     pub storage: ObjectStorage,
     metrics: Arc<Metrics>,
+    read_ahead: Arc<tokio::sync::Semaphore>,
 }
 
 impl Reader {
     pub fn new(tail: TailCache, blocks: BlockCache, storage: ObjectStorage, metrics: Arc<Metrics>) -> Self {
-        Self { tail, blocks, storage, metrics }
+        Self { tail, blocks, storage, metrics, read_ahead: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_CONCURRENCY)) }
     }
 
-    /// The bytes of one committed chunk (whole batches).
-    pub async fn chunk(&self, chunk: &Chunk) -> Result<Bytes, StorageError> {
+    /// Warms the block cache with the chunks a sequential consumer will ask for next. Runs in
+    /// the background, bounded; skipped when read-ahead is saturated (it is only a hint).
+    /// Concurrent reads of the same block coalesce with these GETs in the block cache.
+    pub fn read_ahead(&self, chunks: Vec<Chunk>) {
+        for chunk in chunks {
+            if self.tail.get(&chunk.object, chunk.position).is_some() {
+                continue;
+            }
+            let Ok(permit) = self.read_ahead.clone().try_acquire_owned() else { return };
+            let blocks = self.blocks.clone();
+            let storage = self.storage.clone();
+            tokio::spawn(async move {
+                let _ = blocks.read(&storage, &chunk.object, None, chunk.position..chunk.position + chunk.len).await;
+                drop(permit);
+            });
+        }
+    }
+
+    /// The bytes of one committed chunk (whole batches) of topic `topic_id`.
+    pub async fn chunk(&self, topic_id: Uuid, chunk: &Chunk) -> Result<Bytes, StorageError> {
         if let Some(b) = self.tail.get(&chunk.object, chunk.position) {
             self.metrics.tail_read(true);
             return Ok(b);
         }
         self.metrics.tail_read(false);
+        // Cost estimate: the blocks this chunk spans (some may be cached already).
+        let block = self.blocks.block_size_bytes().max(1);
+        let first = chunk.position / block;
+        let last = (chunk.position + chunk.len.max(1) - 1) / block;
+        self.metrics.attribute_gets(topic_id, (last - first + 1) as f64);
         self.blocks.read(&self.storage, &chunk.object, None, chunk.position..chunk.position + chunk.len).await
     }
 }

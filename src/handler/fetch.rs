@@ -24,6 +24,9 @@ use super::Handled;
 use super::errors::{self, code};
 use crate::broker::{Broker, batch};
 
+/// How far ahead of a catch-up consumer the block cache is warmed.
+const READ_AHEAD_BYTES: usize = 4 << 20;
+
 /// Upper bound on how long a fetch may park, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 
@@ -53,7 +56,7 @@ async fn fetch(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> FetchR
 /// What to read for one partition, decided under the metadata lock.
 enum Plan {
     Error(i16),
-    Read { hwm: i64, log_start: i64, chunks: Vec<Chunk> },
+    Read { topic_id: uuid::Uuid, hwm: i64, log_start: i64, chunks: Vec<Chunk>, ahead: Vec<Chunk> },
 }
 
 fn plan(broker: &Broker, topic: &str, partition: i32, offset: i64, current_epoch: i32, max_bytes: usize) -> Plan {
@@ -83,7 +86,16 @@ fn plan(broker: &Broker, topic: &str, partition: i32, offset: i64, current_epoch
             next = c.last_offset + 1;
             chunks.push(c.clone());
         }
-        Plan::Read { hwm: p.end_offset, log_start: p.log_start_offset, chunks }
+        // The chunks after these, for read-ahead (only used when reading from objects).
+        let mut ahead = Vec::new();
+        let mut ahead_bytes = 0usize;
+        while next < p.end_offset && ahead_bytes < READ_AHEAD_BYTES {
+            let Some(c) = p.chunk_for(next) else { break };
+            ahead_bytes += c.len as usize;
+            next = c.last_offset + 1;
+            ahead.push(c.clone());
+        }
+        Plan::Read { topic_id: t.topic_id, hwm: p.end_offset, log_start: p.log_start_offset, chunks, ahead }
     })
 }
 
@@ -109,13 +121,18 @@ async fn build(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetch
                     has_error = true;
                     base.with_error_code(e)
                 }
-                Plan::Read { hwm, log_start, chunks } => {
+                Plan::Read { topic_id, hwm, log_start, chunks, ahead } => {
                     let base = base.with_high_watermark(hwm).with_last_stable_offset(hwm).with_log_start_offset(log_start);
                     if total >= response_max || chunks.is_empty() {
                         base.with_records(Some(Bytes::new()))
                     } else {
-                        match read(broker, &chunks, p.fetch_offset, max).await {
+                        let cold = chunks.iter().any(|c| broker.reader.tail.get(&c.object, c.position).is_none());
+                        match read(broker, topic_id, &chunks, p.fetch_offset, max).await {
                             Ok(records) => {
+                                if cold {
+                                    // A catch-up reader: fetch what it will want next.
+                                    broker.reader.read_ahead(ahead);
+                                }
                                 total += records.len();
                                 base.with_records(Some(records))
                             }
@@ -137,10 +154,10 @@ async fn build(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetch
 }
 
 /// Reads the planned chunks and cuts them to whole batches from `offset` within `max_bytes`.
-async fn read(broker: &Broker, chunks: &[Chunk], offset: i64, max_bytes: usize) -> Result<Bytes, String> {
+async fn read(broker: &Broker, topic_id: uuid::Uuid, chunks: &[Chunk], offset: i64, max_bytes: usize) -> Result<Bytes, String> {
     let mut parts = Vec::with_capacity(chunks.len());
     for c in chunks {
-        parts.push(broker.reader.chunk(c).await.map_err(|e| e.to_string())?);
+        parts.push(broker.reader.chunk(topic_id, c).await.map_err(|e| e.to_string())?);
     }
     let first = match parts.first() {
         Some(f) => batch::slice_from_offset(f, offset).unwrap_or_default(),

@@ -64,9 +64,10 @@ async fn lookup(broker: &Broker, topic: &str, partition: i32, current_epoch: i32
             }
             t => p.chunks.values().filter(|c| c.max_timestamp >= t).take(1).cloned().collect(),
         };
-        Some((p.leader_epoch, p.log_start_offset, p.end_offset, candidates))
+        let topic_id = m.topics.get(topic).map(|t| t.topic_id).unwrap_or_default();
+        Some((topic_id, p.leader_epoch, p.log_start_offset, p.end_offset, candidates))
     });
-    let Some((epoch, log_start, end, candidates)) = snapshot else {
+    let Some((topic_id, epoch, log_start, end, candidates)) = snapshot else {
         return Err(code(ResponseError::UnknownTopicOrPartition));
     };
     if current_epoch >= 0 && current_epoch != epoch {
@@ -81,7 +82,7 @@ async fn lookup(broker: &Broker, topic: &str, partition: i32, current_epoch: i32
     let Some(chunk) = candidates.into_iter().next() else {
         return Ok((-1, -1, epoch));
     };
-    let data = broker.reader.chunk(&chunk).await.map_err(|e| {
+    let data = broker.reader.chunk(topic_id, &chunk).await.map_err(|e| {
         warn!(topic, partition, error = %e, "ListOffsets read failed");
         code(ResponseError::KafkaStorageError)
     })?;

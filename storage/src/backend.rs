@@ -38,7 +38,8 @@ pub struct StorageConfig {
     /// need. Default: `AWS_VIRTUAL_HOSTED_STYLE_REQUEST` from the environment, else path-style
     /// with an explicit endpoint and virtual-hosted style on AWS.
     pub s3_path_style: Option<bool>,
-    /// Allow plain `http://` endpoints. Default: `AWS_ALLOW_HTTP`, else false.
+    /// Allow plain `http://` endpoints. Default: `AWS_ALLOW_HTTP`, else true when the endpoint
+    /// is an explicit `http://` URL, else false.
     pub s3_allow_http: Option<bool>,
 }
 
@@ -164,8 +165,29 @@ fn s3(cfg: &StorageConfig, bucket: &str) -> object_store::Result<Arc<dyn ObjectS
     if let Some(path_style) = path_style {
         b = b.with_virtual_hosted_style_request(!path_style);
     }
-    if let Some(allow_http) = cfg.s3_allow_http {
+    let allow_http = match cfg.s3_allow_http {
+        Some(allow) => Some(allow),
+        // An explicit `http://` endpoint is an explicit choice of plain HTTP (local MinIO);
+        // without this object_store refuses it with a bare "URL scheme is not allowed".
+        None if !env_has("AWS_ALLOW_HTTP")
+            && endpoint
+                .as_deref()
+                .is_some_and(|e| e.trim().to_ascii_lowercase().starts_with("http://")) =>
+        {
+            Some(true)
+        }
+        None => None,
+    };
+    if let Some(allow_http) = allow_http {
         b = b.with_allow_http(allow_http);
+    }
+    #[cfg(feature = "aws-profile")]
+    if let Some(provider) = crate::aws_profile::provider_from_env() {
+        tracing::info!(
+            profile = provider.profile_name().unwrap_or("default"),
+            "S3 credentials: AWS profile through the AWS SDK chain (aws-profile feature)"
+        );
+        b = b.with_credentials(Arc::new(provider));
     }
     Ok(Arc::new(b.build()?))
 }

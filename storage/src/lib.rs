@@ -21,6 +21,8 @@
 //! - Bytes read back are untrusted: decoders bounds-check every length and report corruption
 //!   as [`ErrorKind::Corrupt`], never by panicking.
 
+#[cfg(feature = "aws-profile")]
+pub mod aws_profile;
 pub mod backend;
 pub mod cache;
 pub mod error;
@@ -28,7 +30,10 @@ pub mod fault;
 pub mod format;
 pub mod store;
 
+pub mod histogram;
+
 pub use backend::{StorageConfig, open};
+pub use histogram::LatencyHistogram;
 pub use cache::BlockCache;
 pub use error::{ErrorKind, Operation, StorageError};
 pub use fault::FaultInjectingStore;

@@ -90,6 +90,10 @@ pub struct StorageStats {
     pub retries: AtomicU64,
     /// Operations that returned an error to the caller.
     pub failures: AtomicU64,
+    /// Latency of whole operations, retries included.
+    pub put_latency: crate::histogram::LatencyHistogram,
+    pub get_latency: crate::histogram::LatencyHistogram,
+    pub delete_latency: crate::histogram::LatencyHistogram,
 }
 
 /// A plain copy of [`StorageStats`].
@@ -221,6 +225,31 @@ impl ObjectStorage {
         format!("wal/{broker_id}")
     }
 
+    /// Key of a compacted segment of partition `partition` of topic `topic_id` starting at
+    /// `base_offset`: `<prefix>/seg/<topic-id>/<partition>/<base_offset:020>-<unique>`. The
+    /// topic id is written as a hyphenated lowercase UUID; `unique` must be a path-safe token
+    /// without `/` that the writer never reuses (a fresh UUID), so that two compactions of the
+    /// same range never share a key.
+    pub fn seg_key(&self, topic_id: [u8; 16], partition: i32, base_offset: i64, unique: &str) -> String {
+        let hex: String = topic_id.iter().map(|b| format!("{b:02x}")).collect();
+        let uuid = format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
+        self.child_key(&format!("seg/{uuid}/{partition}/{base_offset:020}-{unique}"))
+    }
+
+    /// The top-level directories (relative to the storage prefix) holding data objects: WAL
+    /// objects and segments. Garbage collection lists these to find orphans.
+    pub const DATA_DIRS: [&'static str; 2] = ["wal", "seg"];
+
+    /// True if `key` (a full key) is a segment written by compaction rather than a WAL object.
+    pub fn is_segment_key(&self, key: &str) -> bool {
+        let rel = if self.prefix.as_ref().is_empty() {
+            Some(key)
+        } else {
+            key.strip_prefix(self.prefix.as_ref()).and_then(|r| r.strip_prefix('/'))
+        };
+        rel.is_some_and(|r| r.starts_with("seg/"))
+    }
+
     fn child_key(&self, rel: &str) -> String {
         if self.prefix.as_ref().is_empty() {
             rel.to_string()
@@ -260,7 +289,18 @@ impl ObjectStorage {
                 }),
             };
             let err = match result {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    let histogram = match op {
+                        Operation::Put => Some(&self.stats.put_latency),
+                        Operation::Get => Some(&self.stats.get_latency),
+                        Operation::Delete => Some(&self.stats.delete_latency),
+                        _ => None,
+                    };
+                    if let Some(h) = histogram {
+                        h.observe(start.elapsed());
+                    }
+                    return Ok(v);
+                }
                 Err(e) => e,
             };
             if err.kind() != ErrorKind::Retriable {
@@ -584,7 +624,15 @@ impl ObjectStorage {
         };
         match tokio::time::timeout(CHECK_TIMEOUT, self.inner.list_with_delimiter(prefix)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(StorageError::from_backend(Operation::Check, &key, e)),
+            Ok(Err(e)) => Err(match check_hint(&e) {
+                // A configuration problem: say which, in one line, without the XML body.
+                Some(hint) => StorageError::invalid(
+                    Operation::Check,
+                    &format!("{} prefix '{key}'", self.inner),
+                    hint,
+                ),
+                None => StorageError::from_backend(Operation::Check, &key, e),
+            }),
             Err(_) => Err(StorageError::Timeout {
                 operation: Operation::Check,
                 key,
@@ -592,6 +640,64 @@ impl ObjectStorage {
             }),
         }
     }
+}
+
+/// For [`ObjectStorage::check`]: a one-line explanation of the usual start-up mistakes (missing
+/// bucket, rejected credentials, no credentials, plain HTTP not allowed), recognised from the
+/// backend error's text; `None` for anything else.
+fn check_hint(err: &object_store::Error) -> Option<String> {
+    let mut text = err.to_string();
+    let mut next = std::error::Error::source(err);
+    while let Some(e) = next {
+        text.push_str(" | ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let len = text[start..].find(&format!("</{name}>"))?;
+        Some(text[start..start + len].to_string())
+    };
+    let code = tag("Code").unwrap_or_default();
+    let detail = match (tag("Code"), tag("Message")) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c,
+        _ => String::new(),
+    };
+    let status = |s: &str| text.contains(&format!("status code: {s}"));
+    if code == "NoSuchBucket" || (status("404") && text.contains("NoSuchBucket")) {
+        return Some(format!("the bucket does not exist; create it first ({detail})"));
+    }
+    if matches!(
+        code.as_str(),
+        "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "InvalidToken" | "ExpiredToken"
+    ) || status("401")
+        || status("403")
+        || matches!(err, object_store::Error::Unauthenticated { .. } | object_store::Error::PermissionDenied { .. })
+    {
+        let detail = if detail.is_empty() { err.to_string() } else { detail };
+        return Some(format!(
+            "the credentials were rejected or lack permission on the bucket; check \
+             AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) ({detail})"
+        ));
+    }
+    if text.contains("URL scheme is not allowed") {
+        return Some(
+            "the endpoint is plain http:// but HTTP is not allowed; set s3_allow_http = true \
+             (SKIFF_S3_ALLOW_HTTP / --s3-allow-http) or AWS_ALLOW_HTTP=true"
+                .into(),
+        );
+    }
+    if text.contains("169.254.169.254") || text.contains("169.254.170.2") {
+        return Some(
+            "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or \
+             AWS_PROFILE with the aws-profile feature); falling back to the instance metadata \
+             service failed"
+                .into(),
+        );
+    }
+    None
 }
 
 /// Puts `key` into a decode error (format functions do not know the key).
@@ -657,6 +763,23 @@ mod tests {
         );
         // Zero padding keeps lexicographic order equal to sequence order.
         assert!(s.wal_key(1, "i", 9) < s.wal_key(1, "i", 10));
+    }
+
+    #[test]
+    fn seg_keys() {
+        let s = ObjectStorage::new(Arc::new(InMemory::new()), "/cluster-a/");
+        let id = [0xab; 16];
+        let k = s.seg_key(id, 7, 42, "u1");
+        assert_eq!(
+            k,
+            "cluster-a/seg/abababab-abab-abab-abab-abababababab/7/00000000000000000042-u1"
+        );
+        assert!(s.is_segment_key(&k));
+        assert!(!s.is_segment_key(&s.wal_key(1, "i", 1)));
+        let s = ObjectStorage::new(Arc::new(InMemory::new()), "");
+        assert!(s.is_segment_key(&s.seg_key(id, 0, 0, "u")));
+        assert!(!s.is_segment_key(&s.wal_key(1, "i", 1)));
+        assert!(s.seg_key(id, 0, 9, "u") < s.seg_key(id, 0, 10, "u"));
     }
 
     #[tokio::test]

@@ -1,0 +1,129 @@
+//! Seed inputs for the fuzz targets in fuzz/ (fuzz/corpus/<target>/seed-*).
+//!
+//! Every run checks that the seeds are what they claim (the request frames decode, the record
+//! data validates); `SKIFF_WRITE_FUZZ_SEEDS=1 cargo test --test fuzz_seeds` (re)writes the
+//! files. They are small and committed.
+
+use std::path::PathBuf;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, FetchRequest, MetadataRequest, ProduceRequest, RequestHeader, TopicName,
+    fetch_request::{FetchPartition, FetchTopic},
+    metadata_request::MetadataRequestTopic,
+    produce_request::{PartitionProduceData, TopicProduceData},
+};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use skiff::broker::batch::validate_produce;
+use skiff::protocol::decode_request;
+
+fn frame<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Bytes {
+    let mut buf = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1)
+        .with_client_id(Some(StrBytes::from_static_str("seed")))
+        .encode(&mut buf, key.request_header_version(version))
+        .expect("header");
+    body.encode(&mut buf, version).expect("body");
+    buf.freeze()
+}
+
+fn batch(n: usize, compression: Compression, base: i64) -> Bytes {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: base + i as i64,
+            sequence: -1,
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(format!("value-{i}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
+        .expect("encode batch");
+    buf.freeze()
+}
+
+fn topic(name: &'static str) -> TopicName {
+    TopicName(StrBytes::from_static_str(name))
+}
+
+fn request_seeds() -> Vec<(&'static str, Bytes)> {
+    let produce = ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![
+        TopicProduceData::default().with_name(topic("orders")).with_partition_data(vec![
+            PartitionProduceData::default().with_index(0).with_records(Some(batch(3, Compression::None, 0))),
+        ]),
+    ]);
+    let fetch = FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(500)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default().with_topic(topic("orders")).with_partitions(vec![
+            FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(1 << 20),
+        ])]);
+    let metadata = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(topic("orders")))]));
+    let api_versions = ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("skiff-seed"))
+        .with_client_software_version(StrBytes::from_static_str("1.0"));
+    vec![
+        ("seed-api-versions-v3", frame(ApiKey::ApiVersions, 3, &api_versions)),
+        ("seed-metadata-v12", frame(ApiKey::Metadata, 12, &metadata)),
+        ("seed-metadata-v4", frame(ApiKey::Metadata, 4, &metadata)),
+        ("seed-produce-v9", frame(ApiKey::Produce, 9, &produce)),
+        ("seed-produce-v3", frame(ApiKey::Produce, 3, &produce)),
+        ("seed-fetch-v12", frame(ApiKey::Fetch, 12, &fetch)),
+    ]
+}
+
+/// record_batch inputs: 16 steering bytes (max batch bytes, offset, max bytes), then data.
+fn batch_seeds() -> Vec<(&'static str, Bytes)> {
+    let steer = |max_batch: u32, offset: i64, max_bytes: u32, data: &[Bytes]| {
+        let mut b = BytesMut::new();
+        b.put_u32(max_batch);
+        b.put_i64(offset);
+        b.put_u32(max_bytes);
+        for d in data {
+            b.extend_from_slice(d);
+        }
+        b.freeze()
+    };
+    let one = batch(3, Compression::None, 0);
+    let two = [batch(2, Compression::None, 0), batch(4, Compression::Gzip, 2)];
+    vec![
+        ("seed-one-batch", steer(1 << 20, 1, 1 << 20, &[one])),
+        ("seed-two-batches", steer(1 << 20, 3, 100, &two)),
+    ]
+}
+
+#[test]
+fn fuzz_seeds_are_valid() {
+    for (name, f) in request_seeds() {
+        decode_request(f).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    for (name, input) in batch_seeds() {
+        validate_produce(&input[16..], 1 << 20).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    if std::env::var_os("SKIFF_WRITE_FUZZ_SEEDS").is_some() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+        for (target, seeds) in [("request_decode", request_seeds()), ("record_batch", batch_seeds())] {
+            let dir = root.join(target);
+            std::fs::create_dir_all(&dir).expect("corpus dir");
+            for (name, bytes) in seeds {
+                std::fs::write(dir.join(name), &bytes).expect("write seed");
+            }
+        }
+    }
+}

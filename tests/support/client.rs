@@ -1,0 +1,381 @@
+//! A minimal Kafka client for black-box tests: one TCP connection, one request at a time, the
+//! `kafka-protocol` crate's encoders and decoders. It speaks exactly what the tests need and
+//! reports protocol-level results (error codes) rather than retrying.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::PartitionProduceResponse;
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest, ProduceRequest, RequestHeader,
+    ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Versions the tests speak (all within what Skiff advertises).
+pub const PRODUCE_VERSION: i16 = 9;
+pub const FETCH_VERSION: i16 = 12;
+pub const LIST_OFFSETS_VERSION: i16 = 7;
+pub const CREATE_TOPICS_VERSION: i16 = 7;
+pub const INIT_PRODUCER_ID_VERSION: i16 = 4;
+
+/// Bound on any single request round trip (long polls included).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// ListOffsets special timestamps.
+pub const LATEST: i64 = -1;
+pub const EARLIEST: i64 = -2;
+
+/// The identity of an idempotent batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Idempotence {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+/// One record to encode: key, value, headers and create time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestRecord {
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+    pub timestamp: i64,
+}
+
+impl TestRecord {
+    pub fn new(key: impl Into<Bytes>, value: impl Into<Bytes>, timestamp: i64) -> Self {
+        Self { key: Some(key.into()), value: Some(value.into()), headers: Vec::new(), timestamp }
+    }
+}
+
+/// A record read back, with its assigned offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedRecord {
+    pub offset: i64,
+    pub record: TestRecord,
+}
+
+/// Encodes `records` as exactly one v2 record batch.
+pub fn encode_batch(records: &[TestRecord], compression: Compression, idempotence: Option<Idempotence>) -> Bytes {
+    assert!(!records.is_empty(), "a batch needs at least one record");
+    let (producer_id, producer_epoch, base_sequence) = match idempotence {
+        Some(i) => (i.producer_id, i.producer_epoch, i.base_sequence),
+        None => (-1, -1, -1),
+    };
+    let encoded: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder splits batches where `offset - sequence` changes, so the sequence
+            // always advances with the offset; without idempotence the base stays -1.
+            sequence: base_sequence.wrapping_add(i as i32),
+            timestamp: r.timestamp,
+            key: r.key.clone(),
+            value: r.value.clone(),
+            headers: r.headers.iter().map(|(k, v)| (StrBytes::from_string(k.clone()), v.clone())).collect(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &encoded, &RecordEncodeOptions { version: 2, compression }).expect("encode batch");
+    let bytes = buf.freeze();
+    debug_assert_eq!(RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).map(|b| b.len()).ok(), Some(1));
+    bytes
+}
+
+/// Decodes every batch in a fetched `records` blob.
+pub fn decode_records(mut data: Bytes) -> anyhow::Result<Vec<FetchedRecord>> {
+    let mut out = Vec::new();
+    while data.has_remaining() {
+        let set = RecordBatchDecoder::decode(&mut data).context("decoding fetched record batch")?;
+        for r in set.records {
+            out.push(FetchedRecord {
+                offset: r.offset,
+                record: TestRecord {
+                    key: r.key,
+                    value: r.value,
+                    headers: r.headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                    timestamp: r.timestamp,
+                },
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// One connection to a broker.
+pub struct Client {
+    stream: TcpStream,
+    next_correlation_id: i32,
+}
+
+impl Client {
+    pub async fn connect(addr: &str) -> anyhow::Result<Self> {
+        let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
+            .await
+            .with_context(|| format!("connect to {addr} timed out"))?
+            .with_context(|| format!("connect to {addr}"))?;
+        stream.set_nodelay(true)?;
+        Ok(Self { stream, next_correlation_id: 1 })
+    }
+
+    /// Sends one typed request and decodes its response.
+    pub async fn send<R: Request>(&mut self, request: &R, version: i16) -> anyhow::Result<R::Response> {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("skiff-tests")));
+        let mut body = BytesMut::new();
+        header.encode(&mut body, R::header_version(version))?;
+        request.encode(&mut body, version)?;
+        self.write_frame(&body).await?;
+        let mut frame = tokio::time::timeout(REQUEST_TIMEOUT, self.read_frame())
+            .await
+            .with_context(|| format!("no response to API {} v{version} within {REQUEST_TIMEOUT:?}", R::KEY))??
+            .with_context(|| format!("connection closed before the response to API {} v{version}", R::KEY))?;
+        let response_header = ResponseHeader::decode(&mut frame, <R::Response as HeaderVersion>::header_version(version))?;
+        ensure!(
+            response_header.correlation_id == correlation_id,
+            "correlation id {} does not match request {correlation_id}",
+            response_header.correlation_id
+        );
+        let response = R::Response::decode(&mut frame, version)?;
+        ensure!(!frame.has_remaining(), "{} trailing bytes after API {} v{version} response", frame.remaining(), R::KEY);
+        Ok(response)
+    }
+
+    /// Writes `body` with its 4-byte size prefix.
+    pub async fn write_frame(&mut self, body: &[u8]) -> anyhow::Result<()> {
+        let mut buf = BytesMut::with_capacity(body.len() + 4);
+        buf.put_i32(i32::try_from(body.len())?);
+        buf.put_slice(body);
+        self.stream.write_all(&buf).await?;
+        Ok(())
+    }
+
+    /// Writes raw bytes (no size prefix added).
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Reads one response frame without its size prefix; `None` on a clean close (EOF or reset
+    /// before any byte of a frame).
+    pub async fn read_frame(&mut self) -> anyhow::Result<Option<Bytes>> {
+        let mut len = [0u8; 4];
+        match self.stream.read_exact(&mut len).await {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let len = i32::from_be_bytes(len);
+        ensure!((0..=256 << 20).contains(&len), "implausible response frame size {len}");
+        let mut buf = vec![0u8; len as usize];
+        self.stream.read_exact(&mut buf).await.context("reading response frame")?;
+        Ok(Some(Bytes::from(buf)))
+    }
+
+    /// True if the broker closed the connection within `within` (EOF or reset; any bytes read
+    /// first are returned as an error).
+    pub async fn closed_within(&mut self, within: Duration) -> anyhow::Result<bool> {
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(within, self.stream.read(&mut buf)).await {
+            Err(_) => Ok(false),
+            Ok(Ok(0)) => Ok(true),
+            Ok(Ok(n)) => bail!("expected the connection to close, got {n} bytes"),
+            Ok(Err(e)) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) => Ok(true),
+            Ok(Err(e)) => Err(e.into()),
+        }
+    }
+
+    /// CreateTopics for one topic; returns the topic's error code.
+    pub async fn create_topic(&mut self, name: &str, partitions: i32, configs: &[(&str, &str)]) -> anyhow::Result<i16> {
+        let topic = CreatableTopic::default()
+            .with_name(topic_name(name))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_string((*k).to_string()))
+                            .with_value(Some(StrBytes::from_string((*v).to_string())))
+                    })
+                    .collect(),
+            );
+        let req = CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(30_000);
+        let resp = self.send(&req, CREATE_TOPICS_VERSION).await?;
+        let t = resp.topics.first().context("CreateTopics response without topics")?;
+        Ok(t.error_code)
+    }
+
+    /// Creates a topic and fails unless that succeeded.
+    pub async fn create_topic_ok(&mut self, name: &str, partitions: i32) -> anyhow::Result<()> {
+        let code = self.create_topic(name, partitions, &[]).await?;
+        ensure!(code == 0, "CreateTopics {name} failed with error {code}");
+        Ok(())
+    }
+
+    /// Produce to several partitions of one topic in one request (acks=-1). Responses are in
+    /// request order of `batches`.
+    pub async fn produce_many(&mut self, topic: &str, batches: &[(i32, Bytes)]) -> anyhow::Result<Vec<PartitionProduceResponse>> {
+        let partition_data =
+            batches.iter().map(|(p, b)| PartitionProduceData::default().with_index(*p).with_records(Some(b.clone()))).collect();
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(partition_data)]);
+        let resp = self.send(&req, PRODUCE_VERSION).await?;
+        ensure!(resp.responses.len() == 1, "expected one topic in the produce response, got {}", resp.responses.len());
+        let parts = resp.responses.into_iter().next().expect("checked").partition_responses;
+        ensure!(parts.len() == batches.len(), "expected {} partition responses, got {}", batches.len(), parts.len());
+        for (r, (p, _)) in parts.iter().zip(batches) {
+            ensure!(r.index == *p, "partition response for {} where {p} was expected", r.index);
+        }
+        Ok(parts)
+    }
+
+    /// Produce one batch to one partition (acks=-1).
+    pub async fn produce(&mut self, topic: &str, partition: i32, batch: Bytes) -> anyhow::Result<PartitionProduceResponse> {
+        let mut r = self.produce_many(topic, &[(partition, batch)]).await?;
+        Ok(r.remove(0))
+    }
+
+    /// Produce and require success; returns the base offset.
+    pub async fn produce_ok(&mut self, topic: &str, partition: i32, batch: Bytes) -> anyhow::Result<i64> {
+        let r = self.produce(topic, partition, batch).await?;
+        ensure!(r.error_code == 0, "produce to {topic}/{partition} failed: error {} ({:?})", r.error_code, r.error_message);
+        Ok(r.base_offset)
+    }
+
+    /// One Fetch for one partition.
+    pub async fn fetch(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_wait_ms: i32,
+        min_bytes: i32,
+    ) -> anyhow::Result<PartitionData> {
+        let req = FetchRequest::default()
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(min_bytes)
+            .with_max_bytes(8 << 20)
+            .with_topics(vec![FetchTopic::default().with_topic(topic_name(topic)).with_partitions(vec![
+                FetchPartition::default().with_partition(partition).with_fetch_offset(offset).with_partition_max_bytes(4 << 20),
+            ])]);
+        let resp = self.send(&req, FETCH_VERSION).await?;
+        ensure!(resp.error_code == 0, "fetch failed: top-level error {}", resp.error_code);
+        let p = resp
+            .responses
+            .into_iter()
+            .next()
+            .and_then(|t| t.partitions.into_iter().next())
+            .context("fetch response without the partition")?;
+        Ok(p)
+    }
+
+    /// Every record of a partition from `from` up to the high watermark (at the first fetch).
+    pub async fn fetch_all(&mut self, topic: &str, partition: i32, from: i64) -> anyhow::Result<(Vec<FetchedRecord>, i64)> {
+        let mut out = Vec::new();
+        let mut next = from;
+        let mut hwm = None;
+        loop {
+            let p = self.fetch(topic, partition, next, 0, 0).await?;
+            ensure!(p.error_code == 0, "fetch {topic}/{partition} at {next}: error {}", p.error_code);
+            let end = *hwm.get_or_insert(p.high_watermark);
+            if next >= end {
+                return Ok((out, end));
+            }
+            let records = decode_records(p.records.unwrap_or_default())?;
+            let before = next;
+            for r in records {
+                // A fetch may start at the batch holding `next`; skip what precedes it.
+                if r.offset >= next && r.offset < end {
+                    next = r.offset + 1;
+                    out.push(r);
+                }
+            }
+            ensure!(next > before, "fetch {topic}/{partition} at {before} made no progress (hwm {end})");
+        }
+    }
+
+    /// ListOffsets for one partition: (error code, offset, timestamp).
+    pub async fn list_offset(&mut self, topic: &str, partition: i32, timestamp: i64) -> anyhow::Result<(i16, i64, i64)> {
+        let req = ListOffsetsRequest::default().with_replica_id((-1).into()).with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(timestamp)]),
+        ]);
+        let resp = self.send(&req, LIST_OFFSETS_VERSION).await?;
+        let p = resp
+            .topics
+            .into_iter()
+            .next()
+            .and_then(|t| t.partitions.into_iter().next())
+            .context("ListOffsets response without the partition")?;
+        Ok((p.error_code, p.offset, p.timestamp))
+    }
+
+    /// InitProducerId without a transactional id: (producer id, epoch).
+    pub async fn init_producer_id(&mut self) -> anyhow::Result<(i64, i16)> {
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000).with_producer_id((-1).into()).with_producer_epoch(-1);
+        let resp = self.send(&req, INIT_PRODUCER_ID_VERSION).await?;
+        ensure!(resp.error_code == 0, "InitProducerId failed: error {}", resp.error_code);
+        Ok((resp.producer_id.0, resp.producer_epoch))
+    }
+}
+
+pub fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+/// Encodes a request frame body (header + body, no size prefix) for an arbitrary API key and
+/// version, using `header_version` for the header layout.
+pub fn raw_request(api_key: i16, version: i16, correlation_id: i32, header_version: i16, body: &[u8]) -> Bytes {
+    let header = RequestHeader::default()
+        .with_request_api_key(api_key)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("skiff-tests")));
+    let mut buf = BytesMut::new();
+    header.encode(&mut buf, header_version).expect("encode header");
+    buf.put_slice(body);
+    buf.freeze()
+}
+
+/// The request header version of a known API key at `version`.
+pub fn request_header_version(api_key: ApiKey, version: i16) -> i16 {
+    api_key.request_header_version(version)
+}
