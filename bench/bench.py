@@ -28,14 +28,26 @@ PROFILES = {
         scale_partitions=[1, 100, 1000], scale_connections=[1, 16, 128], scale_seconds=5,
     ),
     "full": dict(
-        reps=3, seconds=5, sizes=[100, 1024, 16384], partitions=[1, 16, 256], producers=[1, 8],
+        reps=3, seconds=4, sizes=[100, 1024, 16384], partitions=[1, 16, 256], producers=[1, 8],
         fixed=[(100, 16), (1024, 16), (16384, 16)], consume=[(100, 16), (1024, 16), (16384, 16)],
-        e2e_sizes=[100, 1024, 16384], e2e_messages=1000, e2e_messages_slow=60,
-        scale_partitions=[1, 10, 100, 1000], scale_connections=[1, 4, 16, 64, 256], scale_seconds=6,
+        e2e_sizes=[100, 1024, 16384], e2e_messages=500, e2e_messages_slow=40,
+        scale_partitions=[1, 10, 100, 1000], scale_connections=[1, 4, 16, 64, 256], scale_seconds=5,
     ),
 }
 KEY_RANGE = 4096  # keyed records (round-robin keys) so every partition of a topic gets traffic
-SCALE_PARTITION_RATE = 5000  # records/s of 1 KiB for the partition-scaling runs (~5 MiB/s)
+LIVE = set()  # tool processes running now; killed (by process group) when we are stopped
+
+
+def _stop(signum, _frame):
+    for p in list(LIVE):
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    sys.exit(128 + signum)
+
+
+SCALE_PARTITION_RATE = 2000  # records/s of 1 KiB for the partition-scaling runs (~2 MiB/s, below every 1-partition peak)
 
 
 class Runner:
@@ -58,7 +70,9 @@ class Runner:
         f = open(os.path.join(self.raw, name + ".txt"), "w")
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
-        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True), f
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        LIVE.add(p)
+        return p, f
 
     def finish(self, procs, timeout):
         """Wait for (Popen, file) pairs; kill the process groups left at the deadline. Returns [(text, timed_out)]."""
@@ -77,6 +91,7 @@ class Runner:
                         break
                     except (subprocess.TimeoutExpired, ProcessLookupError):
                         pass
+            LIVE.discard(p)
             f.close()
             with open(f.name) as r:
                 out.append((r.read(), timed_out))
@@ -109,8 +124,13 @@ class Runner:
         s = {"cpu": parse.proc_cpu_seconds(self.a.pid)}
         m = self.scrape(self.a.metrics_url)
         if m:
-            s["puts"] = parse.prom_sum(m, "skiff_flushes_total")
-            s["flushed"] = m.get("skiff_flushed_bytes_total", 0.0)
+            if any(k.startswith("skiff_object_requests_total") for k in m):
+                s["puts"] = parse.prom_sum(m, "skiff_object_requests_total", op="put")
+                s["gets"] = parse.prom_sum(m, "skiff_object_requests_total", op="get")
+            else:  # older builds: one PUT per flush
+                s["puts"] = parse.prom_sum(m, "skiff_flushes_total")
+            s["commit_s"] = m.get("skiff_flush_commit_seconds_sum", 0.0)
+            s["commits"] = m.get("skiff_flush_commit_seconds_count", 0.0)
         mm = self.scrape(self.a.minio_metrics_url)
         if mm:
             s["s3_put"] = parse.prom_sum(mm, "minio_s3_requests_total", api="putobject")
@@ -138,15 +158,18 @@ class Runner:
         res["cpu_s"] = after["cpu"] - before["cpu"]
         res["load1"] = float(open("/proc/loadavg").read().split()[0])  # other work on a shared machine
         res["rss_max_mib"] = max(rss) / 1024 if rss else None
-        for k in ("puts", "flushed", "s3_put", "s3_get"):
+        for k in ("puts", "gets", "commit_s", "commits", "s3_put", "s3_get"):
             if k in before and k in after:
                 res[k] = after[k] - before[k]
+        if res.get("commits"):
+            res["flush_commit_avg_ms"] = 1000 * res["commit_s"] / res["commits"]
         b = res.get("bytes") or 0
         if b > 0:
             gb = b / 1e9
             res["cpu_s_per_gb"] = res["cpu_s"] / gb
             if "puts" in res:
                 res["puts_per_gb"] = res["puts"] / gb
+                res["object_requests_per_gb"] = (res["puts"] + res.get("gets", 0)) / gb
             if "s3_put" in res:
                 res["s3_requests_per_gb"] = (res["s3_put"] + res.get("s3_get", 0)) / gb
         return res
@@ -167,14 +190,13 @@ class Runner:
             "--record-key-range", KEY_RANGE, "--reporting-interval", 1000,
             "--command-property", "acks=all"])
 
-    def pilot(self, size):
-        """~4 s unthrottled run on a 16-partition topic: warms the broker up and estimates the rate."""
-        topic = f"pilot-{size}"
-        self.create_topics(16, [topic])
-        text, _ = self.run(self.pp_cmd(topic, 10**9, size, -1), f"pilot-{size}", 6)
+    def pilot(self, size, partitions):
+        """~4 s unthrottled run: warms the broker up and estimates the rate used to size the real runs."""
+        topic = f"pilot-{size}-{partitions}p"  # created up front by matrix()
+        text, _ = self.run(self.pp_cmd(topic, 10**9, size, -1), f"pilot-{size}-{partitions}p", 6.5)
         iv = parse.producer_perf_intervals(text)
         rate = max([i["records_per_s"] for i in iv[1:]] or [i["records_per_s"] for i in iv] or [1000.0])
-        print(f"[{self.a.target}] pilot {size} B: ~{rate:.0f} records/s", file=sys.stderr)
+        print(f"[{self.a.target}] pilot {size} B x {partitions} partitions: ~{rate:.0f} records/s", file=sys.stderr)
         return rate
 
     def produce(self, topic, size, producers, records_total, rate, name, timeout):
@@ -217,6 +239,8 @@ class Runner:
                 for prods in p["producers"]:
                     for rep in range(reps):
                         topics.setdefault(parts, []).append(f"p{size}-{parts}p-{prods}x-r{rep}")
+            for parts in p["partitions"]:
+                topics.setdefault(parts, []).append(f"pilot-{size}-{parts}p")
         for size, parts in p["fixed"]:
             for rep in range(reps):
                 topics.setdefault(parts, []).append(f"f{size}-{parts}p-r{rep}")
@@ -228,13 +252,13 @@ class Runner:
 
         peak = {}
         for size in p["sizes"]:
-            base = self.pilot(size)
             for parts in p["partitions"]:
+                base = self.pilot(size, parts)
                 for prods in p["producers"]:
                     key = (size, parts, prods)
                     rates = []
                     for rep in range(reps):
-                        est = self.rate_est.get(key, base)
+                        est = self.rate_est.get(key) or self.rate_est.get((size, parts, 1)) or base
                         records = max(1000, int(est * secs))
                         topic = f"p{size}-{parts}p-{prods}x-r{rep}"
                         r = self.measured(lambda: self.produce(topic, size, prods, records, -1, f"produce-{topic}",
@@ -307,6 +331,9 @@ class Runner:
             self.create_topics(parts, [name])
         self.create_topics(16, [f"sc{c}" for c in p["scale_connections"]])
         for parts, topic in names.items():
+            # Unmeasured warm-up: every partition gets written once (Kafka opens logs, Skiff loads
+            # partition writers) so the measured run sees a steady state.
+            self.run(self.pp_cmd(topic, max(2000, 4 * parts), 1024, -1), f"scale-partitions-{parts}-warmup", 90)
             rate = SCALE_PARTITION_RATE
             r = self.measured(lambda: self.produce(topic, 1024, 1, rate * secs, rate, f"scale-partitions-{parts}",
                                                    4 * secs + 60))
@@ -341,6 +368,8 @@ def main():
     ap.add_argument("--minio-metrics-url")
     ap.add_argument("--scaling", action="store_true")
     a = ap.parse_args()
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     r = Runner(a)
     r.matrix()
     if a.scaling:

@@ -138,9 +138,14 @@ stop_minio
 bench_target() {  # bench_target NAME BOOTSTRAP PID [extra bench.py args]
   local name="$1" bootstrap="$2" pid="$3"; shift 3
   log "$name: measuring (pid $pid, $bootstrap)"
-  (cd "$HERE" && timeout "$TARGET_TIMEOUT" "$PY" bench.py --target "$name" --bootstrap "$bootstrap" --pid "$pid" \
+  # In the background + wait, so a SIGTERM/SIGINT to this script is handled at once (the trap stops
+  # bench.py, which kills its tool JVMs, then the brokers).
+  (cd "$HERE" && exec timeout "$TARGET_TIMEOUT" "$PY" bench.py --target "$name" --bootstrap "$bootstrap" --pid "$pid" \
      --out "$OUT" --profile "$PROFILE" --libs "$LIBS" --benchtool "$BT" "$@") \
-     2> >(tee "$OUT/raw/$name.bench.log" >&2) || log "$name: bench.py failed or timed out (rc $?)"
+     2> >(tee "$OUT/raw/$name.bench.log" >&2) &
+  local bpid=$!
+  PIDS=("$bpid" "${PIDS[@]}")
+  wait "$bpid" || log "$name: bench.py failed or timed out (rc $?)"
 }
 
 start_skiff() {  # start_skiff NAME [extra skiff args]; sets SKIFF_PID SKIFF_BOOT SKIFF_HTTP
@@ -176,7 +181,7 @@ for target in $TARGETS; do
     *) log "unknown target $target" ;;
   esac
   du -sh "$WORK"/* 2>/dev/null | sed 's/^/  /' >&2 || true
-  rm -rf "$WORK/kafka" "$WORK/skiff-local" "$WORK/skiff-s3" "$WORK/minio"  # keep the disk from filling up
+  rm -rf "$WORK/kafka" "$WORK/kafka.conf" "$WORK/skiff-local" "$WORK/skiff-s3" "$WORK/minio"  # keep the disk from filling up
 done
 
 # ---- report --------------------------------------------------------------------------------

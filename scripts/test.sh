@@ -30,6 +30,11 @@ done
 [ "$missing" = 0 ] || { echo "install the missing toolchains (see README) and re-run" >&2; exit 1; }
 cargo --version; go version; java -version 2>&1 | head -1; python3 --version; node --version
 
+step "MinIO for the S3 tests (tests/minio.rs fails without it, in CI too)"
+minio_line="$(scripts/install-minio.sh | tail -1)"
+echo "$minio_line"
+export SKIFF_MINIO_BIN="${minio_line#minio: }"
+
 step "client libraries for the compat suites"
 tests/compat/setup.sh
 
@@ -38,6 +43,9 @@ cargo build --workspace --all-targets --locked
 
 step "cargo test (unit, in-process, black-box, durability, six client families)"
 cargo test --workspace --locked -- --test-threads=4
+
+step "storage with the aws-profile feature (AWS profiles and SSO)"
+cargo test -p skiff-storage --features aws-profile --locked --lib
 
 step "fuzz (bounded)"
 scripts/fuzz.sh "${SKIFF_FUZZ_SECONDS:-30}"

@@ -72,7 +72,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, lim
             Ok(request) => {
                 let (api_key, version, correlation_id) = (request.api_key, request.version, request.header.correlation_id);
                 tracing::trace!(%peer, ?api_key, version, correlation_id, "request");
-                match handler::handle(&broker, request).await {
+                match handler::handle(&broker, request, peer).await {
                     Handled::Ready(body) => ready(encode(api_key, version, correlation_id, &body, peer)),
                     Handled::Deferred(fut) => fut.map(move |body| encode(api_key, version, correlation_id, &body, peer)).boxed(),
                     Handled::NoResponse => continue,

@@ -12,11 +12,14 @@
 //!   commits) and the read path ([`broker::read`]: tail cache, block cache, ranged GETs).
 //! * `skiff-storage` (crate) owns object storage: backends by URL, the WAL object format,
 //!   caches. `skiff-controller` (crate) owns the Raft metadata quorum and the metadata state.
+//! * [`group`] coordinates consumer groups: a pure state machine per group and the task that
+//!   drives it; offsets and membership are stored through the controller.
 //! * [`node`] wires a process together and shuts it down in order; [`config`] is its input.
 
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod group;
 pub mod handler;
 pub mod http;
 pub mod metrics;

@@ -129,6 +129,16 @@ async fn serve(
         metrics.clone(),
         wal_token.clone(),
     );
+    // Consumer groups: stopped with `shutdown` so held joins are answered before connections
+    // drain.
+    let clock: Arc<dyn crate::broker::Clock> = Arc::new(SystemClock);
+    let groups_token = shutdown.child_token();
+    let (groups, groups_task) = crate::group::GroupCoordinator::start(
+        crate::group::GroupSettings::default(),
+        controller.clone(),
+        clock.clone(),
+        groups_token.clone(),
+    );
     let broker = Arc::new(Broker {
         settings: BrokerSettings {
             node_id: b.node_id,
@@ -148,7 +158,8 @@ async fn serve(
         wal,
         reader: Reader::new(tail, blocks, storage, metrics.clone()),
         metrics,
-        clock: Arc::new(SystemClock),
+        clock,
+        groups,
     });
 
     // Compaction, retention and GC: stopped with `shutdown`, joined before the WAL drains.
@@ -159,6 +170,7 @@ async fn serve(
         broker.reader.storage.clone(),
         broker.metrics.clone(),
         broker.clock.clone(),
+        Some(broker.reader.tail.clone()),
     );
     let lifecycle_tasks = lifecycle.start(lifecycle_token.clone());
 
@@ -169,6 +181,10 @@ async fn serve(
 
     let limits = Limits { max_frame_bytes: b.socket_request_max_bytes, max_inflight: b.max_inflight_requests_per_connection };
     crate::server::run(kafka_listener, broker.clone(), limits, b.max_connections, shutdown).await;
+    groups_token.cancel();
+    if let Err(e) = groups_task.await {
+        error!("group coordinator task failed: {e}");
+    }
     info!("stopping compaction, retention and garbage collection");
     lifecycle_token.cancel();
     lifecycle_tasks.join().await;

@@ -39,6 +39,18 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     ApiRange { key: ApiKey::CreatePartitions, min: 0, max: 3 },
     ApiRange { key: ApiKey::IncrementalAlterConfigs, min: 0, max: 1 },
     ApiRange { key: ApiKey::DescribeCluster, min: 0, max: 1 },
+    // Consumer groups (handler/groups.rs, handler/offsets.rs).
+    ApiRange { key: ApiKey::FindCoordinator, min: 0, max: 4 },
+    ApiRange { key: ApiKey::JoinGroup, min: 0, max: 9 },
+    ApiRange { key: ApiKey::SyncGroup, min: 0, max: 5 },
+    ApiRange { key: ApiKey::Heartbeat, min: 0, max: 4 },
+    ApiRange { key: ApiKey::LeaveGroup, min: 0, max: 5 },
+    ApiRange { key: ApiKey::OffsetCommit, min: 2, max: 8 },
+    ApiRange { key: ApiKey::OffsetFetch, min: 1, max: 8 },
+    ApiRange { key: ApiKey::DescribeGroups, min: 0, max: 5 },
+    ApiRange { key: ApiKey::ListGroups, min: 0, max: 4 },
+    ApiRange { key: ApiKey::DeleteGroups, min: 0, max: 2 },
+    ApiRange { key: ApiKey::OffsetDelete, min: 0, max: 0 },
 ];
 
 /// The advertised range of `key`, if Skiff serves it.

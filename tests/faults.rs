@@ -193,7 +193,7 @@ async fn slow_gets_fetch_correctly() {
         let reports = load::produce_while(specs, Duration::from_secs(3), || async {}).await?;
         let acked: Vec<_> = reports.iter().flat_map(|r| r.acked.iter().cloned()).collect();
         let gets_before = broker.fault.counts().gets;
-        broker.fault.set_get_latency(Duration::from_millis(150));
+        broker.fault.set_get_latency(Duration::from_millis(100));
         broker.fault.set_error_probability(0.2);
         let mut c = Client::connect(&broker.bootstrap).await?;
         let t = Instant::now();

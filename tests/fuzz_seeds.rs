@@ -36,6 +36,7 @@ fn batch(n: usize, compression: Compression, base: i64) -> Bytes {
         .map(|i| Record {
             transactional: false,
             control: false,
+            delete_horizon: false,
             partition_leader_epoch: 0,
             producer_id: -1,
             producer_epoch: -1,

@@ -1,5 +1,6 @@
 //! Skiff's controller: the metadata quorum.
 //!
+//! * [`groups`]: consumer-group offsets and membership (part of the metadata).
 //! * [`metadata`]: the commands and the deterministic state they build (pure, no I/O).
 //! * `raft`: openraft wiring: the durable log store, the state machine with snapshots and the
 //!   network between voters.
@@ -9,6 +10,7 @@
 //! Brokers submit commands ([`Controller::submit`]) and only treat them as done once applied.
 
 pub mod error;
+pub mod groups;
 pub mod metadata;
 mod raft;
 

@@ -51,6 +51,10 @@ pub enum Command {
     /// Garbage collection: drops objects (already deleted from storage) from the index. Keys
     /// still referenced by a chunk, and unknown keys, are ignored.
     ForgetObjects { keys: Vec<String> },
+    // ---- consumer groups (controller/src/groups.rs) ----
+    /// Offsets, membership and deletion of one consumer group.
+    Group(crate::groups::GroupCommand),
+    // ---- end consumer groups ----
 }
 
 /// The index swap of one compaction.
@@ -172,6 +176,11 @@ pub enum Rejection {
     /// segment is left unreferenced for garbage collection.
     #[error("chunk replacement for {topic}-{partition} rejected: {reason}")]
     StaleReplacement { topic: String, partition: i32, reason: String },
+    // ---- consumer groups (controller/src/groups.rs) ----
+    /// A group command from a coordinator whose shard epoch is no longer current.
+    #[error("coordinator epoch {got} for group {group} is stale (current {current})")]
+    StaleCoordinator { group: String, got: i32, current: i32 },
+    // ---- end consumer groups ----
 }
 
 /// Where one committed run of batches lives.
@@ -332,6 +341,11 @@ pub struct MetadataState {
     pub topic_names: BTreeMap<Uuid, String>,
     pub objects: BTreeMap<Arc<str>, ObjectInfo>,
     pub next_producer_id: i64,
+    // ---- consumer groups (controller/src/groups.rs) ----
+    /// Consumer-group offsets and membership. `default` keeps older snapshots readable.
+    #[serde(default)]
+    pub groups: crate::groups::GroupsState,
+    // ---- end consumer groups ----
 }
 
 impl MetadataState {
@@ -428,6 +442,7 @@ impl MetadataState {
                 Ok(CommandResult::ProducerId(id))
             }
             Command::ReplaceChunks(r) => self.replace_chunks(r),
+            Command::Group(g) => self.groups.apply(g), // consumer groups (groups.rs)
             Command::ForgetObjects { keys } => {
                 for k in keys {
                     if self.objects.get(k.as_str()).is_some_and(|o| o.live_chunks == 0) {

@@ -248,7 +248,8 @@ pub(crate) mod tests {
                 producer_epoch: if pid >= 0 { 0 } else { -1 },
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: if pid >= 0 { seq + i as i32 } else { -1 },
+                // The encoder keeps records in one batch while offset - sequence is constant.
+                sequence: if pid >= 0 { seq } else { -1 } + i as i32,
                 timestamp: ts + i as i64,
                 key: Some(Bytes::from(format!("k{i}"))),
                 value: Some(Bytes::from(vec![i as u8; 10 + i])),

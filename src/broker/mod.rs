@@ -68,6 +68,8 @@ pub struct Broker {
     pub reader: Reader,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
+    /// The consumer-group coordinator (every group while there is one broker).
+    pub groups: crate::group::GroupCoordinator,
 }
 
 /// Why a topic could not be created.

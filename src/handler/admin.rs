@@ -198,9 +198,12 @@ pub async fn delete_records(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> 
 
 pub async fn init_producer_id(broker: &Arc<Broker>, req: InitProducerIdRequest) -> InitProducerIdResponse {
     let base = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
-    if req.transactional_id.is_some() {
+    match &req.transactional_id {
+        None => {}
+        // Kafka's TransactionCoordinator refuses an empty transactional id the same way.
+        Some(id) if id.0.is_empty() => return base.with_error_code(code(ResponseError::InvalidRequest)),
         // Transactions are a later milestone; the client reports "not supported" clearly.
-        return base.with_error_code(code(ResponseError::UnsupportedVersion));
+        Some(_) => return base.with_error_code(code(ResponseError::UnsupportedVersion)),
     }
     // A fresh id per idempotent producer (also on KIP-360 re-initialisation): its sequence
     // state starts empty everywhere.

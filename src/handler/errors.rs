@@ -7,6 +7,7 @@ use skiff_controller::{ControllerError, ErrorKind};
 use crate::broker::CreateTopicError;
 use crate::broker::batch::BatchError;
 use crate::broker::wal::AppendError;
+use crate::group::GroupError;
 
 pub const NONE: i16 = 0;
 
@@ -64,5 +65,32 @@ pub fn rejection(r: &Rejection) -> i16 {
         Rejection::Fenced { .. } => code(ResponseError::NotLeaderOrFollower),
         Rejection::OffsetGap { .. } | Rejection::StaleReplacement { .. } => code(ResponseError::KafkaStorageError),
         Rejection::OffsetOutOfRange { .. } => code(ResponseError::OffsetOutOfRange),
+        Rejection::StaleCoordinator { .. } => code(ResponseError::NotCoordinator),
+    }
+}
+
+pub fn group(e: GroupError) -> i16 {
+    code(match e {
+        GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+        GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
+        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+        GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+        GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
+        GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+    })
+}
+
+/// Errors of group requests that reach the controller (offset commits, deletions).
+pub fn group_controller(e: &ControllerError) -> i16 {
+    match e.kind() {
+        // The coordinator cannot write right now: clients rediscover it and retry.
+        ErrorKind::Retriable | ErrorKind::Closed => code(ResponseError::NotCoordinator),
+        _ => code(ResponseError::UnknownServerError),
     }
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKind};
@@ -29,6 +29,10 @@ const READ_AHEAD_BYTES: usize = 4 << 20;
 
 /// Upper bound on how long a fetch may park, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
+/// Chunks of one partition read at once (each a different object when the data is still in
+/// small WAL objects): read one after the other, a catch-up fetch over hundreds of chunks took
+/// hundreds of GET latencies and could exceed the client's request timeout on every retry.
+const CHUNK_READ_CONCURRENCY: usize = 16;
 
 pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Handled {
     let broker = broker.clone();
@@ -155,10 +159,13 @@ async fn build(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetch
 
 /// Reads the planned chunks and cuts them to whole batches from `offset` within `max_bytes`.
 async fn read(broker: &Broker, topic_id: uuid::Uuid, chunks: &[Chunk], offset: i64, max_bytes: usize) -> Result<Bytes, String> {
-    let mut parts = Vec::with_capacity(chunks.len());
-    for c in chunks {
-        parts.push(broker.reader.chunk(topic_id, c).await.map_err(|e| e.to_string())?);
-    }
+    // The futures are built up front (lazily run) so no closure borrows across the stream.
+    let reads: Vec<_> = chunks.iter().map(|c| broker.reader.chunk(topic_id, c)).collect();
+    let parts: Vec<Bytes> = futures::stream::iter(reads)
+        .buffered(CHUNK_READ_CONCURRENCY)
+        .try_collect()
+        .await
+        .map_err(|e| e.to_string())?;
     let first = match parts.first() {
         Some(f) => batch::slice_from_offset(f, offset).unwrap_or_default(),
         None => return Ok(Bytes::new()),

@@ -12,10 +12,13 @@ pub mod api_versions;
 pub mod configs;
 pub mod errors;
 pub mod fetch;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offsets;
 pub mod produce;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -34,9 +37,10 @@ pub enum Handled {
     NoResponse,
 }
 
-/// Runs the handler for one decoded request.
-pub async fn handle(broker: &Arc<Broker>, request: Request) -> Handled {
+/// Runs the handler for one decoded request from `peer`.
+pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) -> Handled {
     let v = request.version;
+    let client_id = request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
     match request.body {
         RequestKind::ApiVersions(r) => Handled::Ready(ResponseKind::ApiVersions(api_versions::handle(&r, v))),
         RequestKind::Metadata(r) => Handled::Ready(ResponseKind::Metadata(metadata::handle(broker, r, v).await)),
@@ -61,6 +65,18 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Handled {
         RequestKind::IncrementalAlterConfigs(r) => {
             Handled::Ready(ResponseKind::IncrementalAlterConfigs(configs::incremental_alter_configs(broker, r).await))
         }
+        // Consumer groups (handler/groups.rs, handler/offsets.rs).
+        RequestKind::FindCoordinator(r) => Handled::Ready(ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v))),
+        RequestKind::JoinGroup(r) => groups::join_group(broker, r, v, peer, client_id).await,
+        RequestKind::SyncGroup(r) => groups::sync_group(broker, r, v).await,
+        RequestKind::Heartbeat(r) => Handled::Ready(ResponseKind::Heartbeat(groups::heartbeat(broker, r, v).await)),
+        RequestKind::LeaveGroup(r) => Handled::Ready(ResponseKind::LeaveGroup(groups::leave_group(broker, r, v).await)),
+        RequestKind::DescribeGroups(r) => Handled::Ready(ResponseKind::DescribeGroups(groups::describe_groups(broker, r, v).await)),
+        RequestKind::ListGroups(r) => Handled::Ready(ResponseKind::ListGroups(groups::list_groups(broker, r, v).await)),
+        RequestKind::DeleteGroups(r) => Handled::Ready(ResponseKind::DeleteGroups(groups::delete_groups(broker, r).await)),
+        RequestKind::OffsetCommit(r) => offsets::offset_commit(broker, r, v).await,
+        RequestKind::OffsetFetch(r) => offsets::offset_fetch(broker, r, v),
+        RequestKind::OffsetDelete(r) => Handled::Ready(ResponseKind::OffsetDelete(offsets::offset_delete(broker, r).await)),
         // `protocol::decode_request` only lets advertised APIs through.
         other => {
             tracing::warn!(request = ?std::mem::discriminant(&other), "request for an API that is not advertised");

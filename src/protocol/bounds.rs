@@ -119,6 +119,18 @@ const PARTITIONS_TOPIC: &[Field] = &[all(Kind::Str), all(I32), all(Kind::Structs
 const INCREMENTAL_CONFIG: &[Field] = &[all(Kind::Str), all(I8), all(Kind::Str)];
 const INCREMENTAL_RESOURCE: &[Field] = &[all(I8), all(Kind::Str), all(Kind::Structs(INCREMENTAL_CONFIG))];
 
+// Consumer groups.
+const JOIN_PROTOCOL: &[Field] = &[all(Kind::Str), all(Kind::Bytes)];
+const SYNC_ASSIGNMENT: &[Field] = &[all(Kind::Str), all(Kind::Bytes)];
+const LEAVE_MEMBER: &[Field] = &[all(Kind::Str), all(Kind::Str), from(5, Kind::Str)];
+const COMMIT_PARTITION: &[Field] = &[all(I32), all(I64), from(6, I32), all(Kind::Str)];
+const COMMIT_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Structs(COMMIT_PARTITION))];
+const FETCH_OFFSETS_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Int32s)];
+const FETCH_OFFSETS_GROUP: &[Field] =
+    &[all(Kind::Str), from(9, Kind::Str), from(9, I32), all(Kind::Structs(FETCH_OFFSETS_TOPIC))];
+const OFFSET_DELETE_PARTITION: &[Field] = &[all(I32)];
+const OFFSET_DELETE_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Structs(OFFSET_DELETE_PARTITION))];
+
 const SCHEMAS: &[Schema] = &[
     Schema {
         key: ApiKey::Produce,
@@ -199,10 +211,83 @@ const SCHEMAS: &[Schema] = &[
         fields: &[all(Kind::Structs(INCREMENTAL_RESOURCE)), all(BOOL)],
     },
     Schema { key: ApiKey::DescribeCluster, flexible: 0, fields: &[all(BOOL), from(1, I8), from(2, BOOL)] },
+    Schema {
+        key: ApiKey::FindCoordinator,
+        flexible: 3,
+        fields: &[until(3, Kind::Str), from(1, I8), from(4, Kind::Strs)],
+    },
+    Schema {
+        key: ApiKey::JoinGroup,
+        flexible: 6,
+        fields: &[
+            all(Kind::Str),
+            all(I32),
+            from(1, I32),
+            all(Kind::Str),
+            from(5, Kind::Str),
+            all(Kind::Str),
+            all(Kind::Structs(JOIN_PROTOCOL)),
+            from(8, Kind::Str),
+        ],
+    },
+    Schema {
+        key: ApiKey::SyncGroup,
+        flexible: 4,
+        fields: &[
+            all(Kind::Str),
+            all(I32),
+            all(Kind::Str),
+            from(3, Kind::Str),
+            from(5, Kind::Str),
+            from(5, Kind::Str),
+            all(Kind::Structs(SYNC_ASSIGNMENT)),
+        ],
+    },
+    Schema {
+        key: ApiKey::Heartbeat,
+        flexible: 4,
+        fields: &[all(Kind::Str), all(I32), all(Kind::Str), from(3, Kind::Str)],
+    },
+    Schema {
+        key: ApiKey::LeaveGroup,
+        flexible: 4,
+        fields: &[all(Kind::Str), until(2, Kind::Str), from(3, Kind::Structs(LEAVE_MEMBER))],
+    },
+    Schema {
+        key: ApiKey::OffsetCommit,
+        flexible: 8,
+        fields: &[
+            all(Kind::Str),
+            all(I32),
+            all(Kind::Str),
+            from(7, Kind::Str),
+            until(4, I64),
+            all(Kind::Structs(COMMIT_TOPIC)),
+        ],
+    },
+    Schema {
+        key: ApiKey::OffsetFetch,
+        flexible: 6,
+        fields: &[
+            until(7, Kind::Str),
+            until(7, Kind::Structs(FETCH_OFFSETS_TOPIC)),
+            from(8, Kind::Structs(FETCH_OFFSETS_GROUP)),
+            from(7, BOOL),
+        ],
+    },
+    Schema { key: ApiKey::DescribeGroups, flexible: 5, fields: &[all(Kind::Strs), from(3, BOOL)] },
+    Schema { key: ApiKey::ListGroups, flexible: 3, fields: &[from(4, Kind::Strs), from(5, Kind::Strs)] },
+    Schema { key: ApiKey::DeleteGroups, flexible: 2, fields: &[all(Kind::Strs)] },
+    Schema {
+        key: ApiKey::OffsetDelete,
+        flexible: i16::MAX,
+        fields: &[all(Kind::Str), all(Kind::Structs(OFFSET_DELETE_TOPIC))],
+    },
 ];
 
 /// Whether [`check_lengths`] knows the body layout of `key`.
-pub(super) fn has_schema(key: ApiKey) -> bool {
+#[cfg(test)]
+fn has_schema(key: ApiKey) -> bool {
     SCHEMAS.iter().any(|s| s.key == key)
 }
 
@@ -361,7 +446,9 @@ mod tests {
     /// (nested ones too) and non-empty strings, encoded as a frame with its header.
     fn populated(key: ApiKey, v: i16) -> Bytes {
         let mut body = BytesMut::new();
-        let two = |x| vec![x; 2];
+        fn two<T: Clone>(x: T) -> Vec<T> {
+            vec![x; 2]
+        }
         match key {
             ApiKey::Produce => {
                 use produce_request::*;
@@ -468,6 +555,103 @@ mod tests {
                 IncrementalAlterConfigsRequest::default().with_resources(two(r)).encode(&mut body, v)
             }
             ApiKey::DescribeCluster => DescribeClusterRequest::default().encode(&mut body, v),
+            ApiKey::FindCoordinator => {
+                let mut r = FindCoordinatorRequest::default();
+                if v <= 3 {
+                    r = r.with_key(s("group"));
+                } else {
+                    r = r.with_coordinator_keys(two(s("group")));
+                }
+                r.encode(&mut body, v)
+            }
+            ApiKey::JoinGroup => {
+                use join_group_request::*;
+                let p = JoinGroupRequestProtocol::default().with_name(s("range")).with_metadata(Bytes::from_static(b"meta"));
+                let mut r = JoinGroupRequest::default()
+                    .with_group_id(GroupId(s("g")))
+                    .with_member_id(s("m"))
+                    .with_protocol_type(s("consumer"))
+                    .with_protocols(two(p));
+                if v >= 5 {
+                    r = r.with_group_instance_id(Some(s("i")));
+                }
+                if v >= 8 {
+                    r = r.with_reason(Some(s("why")));
+                }
+                r.encode(&mut body, v)
+            }
+            ApiKey::SyncGroup => {
+                use sync_group_request::*;
+                let a = SyncGroupRequestAssignment::default().with_member_id(s("m")).with_assignment(Bytes::from_static(b"a"));
+                let mut r = SyncGroupRequest::default().with_group_id(GroupId(s("g"))).with_member_id(s("m")).with_assignments(two(a));
+                if v >= 3 {
+                    r = r.with_group_instance_id(Some(s("i")));
+                }
+                if v >= 5 {
+                    r = r.with_protocol_type(Some(s("consumer"))).with_protocol_name(Some(s("range")));
+                }
+                r.encode(&mut body, v)
+            }
+            ApiKey::Heartbeat => {
+                let mut r = HeartbeatRequest::default().with_group_id(GroupId(s("g"))).with_member_id(s("m"));
+                if v >= 3 {
+                    r = r.with_group_instance_id(Some(s("i")));
+                }
+                r.encode(&mut body, v)
+            }
+            ApiKey::LeaveGroup => {
+                use leave_group_request::*;
+                let mut r = LeaveGroupRequest::default().with_group_id(GroupId(s("g")));
+                if v <= 2 {
+                    r = r.with_member_id(s("m"));
+                } else {
+                    let mut m = MemberIdentity::default().with_member_id(s("m")).with_group_instance_id(Some(s("i")));
+                    if v >= 5 {
+                        m = m.with_reason(Some(s("bye")));
+                    }
+                    r = r.with_members(two(m));
+                }
+                r.encode(&mut body, v)
+            }
+            ApiKey::OffsetCommit => {
+                use offset_commit_request::*;
+                let p = OffsetCommitRequestPartition::default().with_committed_offset(5).with_committed_metadata(Some(s("md")));
+                let t = OffsetCommitRequestTopic::default().with_name(topic("oc")).with_partitions(two(p));
+                let mut r = OffsetCommitRequest::default().with_group_id(GroupId(s("g"))).with_member_id(s("m")).with_topics(two(t));
+                if v >= 7 {
+                    r = r.with_group_instance_id(Some(s("i")));
+                }
+                r.encode(&mut body, v)
+            }
+            ApiKey::OffsetFetch => {
+                use offset_fetch_request::*;
+                let mut r = OffsetFetchRequest::default();
+                if v <= 7 {
+                    let t = OffsetFetchRequestTopic::default().with_name(topic("of")).with_partition_indexes(vec![1, 2]);
+                    r = r.with_group_id(GroupId(s("g"))).with_topics(Some(two(t)));
+                } else {
+                    let t = OffsetFetchRequestTopics::default().with_name(topic("of")).with_partition_indexes(vec![1, 2]);
+                    let g = OffsetFetchRequestGroup::default().with_group_id(GroupId(s("g"))).with_topics(Some(two(t)));
+                    r = r.with_groups(two(g));
+                }
+                r.encode(&mut body, v)
+            }
+            ApiKey::DescribeGroups => DescribeGroupsRequest::default().with_groups(two(GroupId(s("g")))).encode(&mut body, v),
+            ApiKey::ListGroups => {
+                let mut r = ListGroupsRequest::default();
+                if v >= 4 {
+                    r = r.with_states_filter(two(s("Stable")));
+                }
+                r.encode(&mut body, v)
+            }
+            ApiKey::DeleteGroups => DeleteGroupsRequest::default().with_groups_names(two(GroupId(s("g")))).encode(&mut body, v),
+            ApiKey::OffsetDelete => {
+                use offset_delete_request::*;
+                let t = OffsetDeleteRequestTopic::default()
+                    .with_name(topic("od"))
+                    .with_partitions(two(OffsetDeleteRequestPartition::default().with_partition_index(1)));
+                OffsetDeleteRequest::default().with_group_id(GroupId(s("g"))).with_topics(two(t)).encode(&mut body, v)
+            }
             other => panic!("no populated request for {other:?}"),
         }
         .unwrap_or_else(|e| panic!("encode {key:?} v{v}: {e}"));

@@ -230,10 +230,25 @@ impl ObjectStorage {
     /// topic id is written as a hyphenated lowercase UUID; `unique` must be a path-safe token
     /// without `/` that the writer never reuses (a fresh UUID), so that two compactions of the
     /// same range never share a key.
-    pub fn seg_key(&self, topic_id: [u8; 16], partition: i32, base_offset: i64, unique: &str) -> String {
+    pub fn seg_key(
+        &self,
+        topic_id: [u8; 16],
+        partition: i32,
+        base_offset: i64,
+        unique: &str,
+    ) -> String {
         let hex: String = topic_id.iter().map(|b| format!("{b:02x}")).collect();
-        let uuid = format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
-        self.child_key(&format!("seg/{uuid}/{partition}/{base_offset:020}-{unique}"))
+        let uuid = format!(
+            "{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        );
+        self.child_key(&format!(
+            "seg/{uuid}/{partition}/{base_offset:020}-{unique}"
+        ))
     }
 
     /// The top-level directories (relative to the storage prefix) holding data objects: WAL
@@ -245,7 +260,8 @@ impl ObjectStorage {
         let rel = if self.prefix.as_ref().is_empty() {
             Some(key)
         } else {
-            key.strip_prefix(self.prefix.as_ref()).and_then(|r| r.strip_prefix('/'))
+            key.strip_prefix(self.prefix.as_ref())
+                .and_then(|r| r.strip_prefix('/'))
         };
         rel.is_some_and(|r| r.starts_with("seg/"))
     }

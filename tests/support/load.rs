@@ -77,7 +77,7 @@ pub async fn run_producer(spec: ProducerSpec, stop: Arc<AtomicBool>) -> (Produce
 }
 
 async fn produce_loop(spec: &ProducerSpec, stop: &AtomicBool, report: &mut ProducerReport) -> anyhow::Result<()> {
-    let mut conn: Option<Client> = None;
+    let mut conn: Option<Client>;
     let (producer_id, producer_epoch) = {
         let started = Instant::now();
         loop {

@@ -37,7 +37,7 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
 
 /**
  * Skiff client-compatibility scenario for the Apache Kafka Java client (see tests/compat/README.md).
- * Env: BOOTSTRAP, TOPIC, MODE=full|produce|verify, RECORDS (default 20000).
+ * Env: BOOTSTRAP, TOPIC, MODE=full|produce|verify|group, RECORDS (default 20000).
  * Last line on success: "compat java ok produced=N verified=N".
  */
 public final class Compat {
@@ -461,8 +461,8 @@ public final class Compat {
             return;
         }
         if (bootstrap == null || topic == null || records < 0
-                || !(mode.equals("full") || mode.equals("produce") || mode.equals("verify"))) {
-            System.err.println("compat " + CLIENT + ": FAIL: need BOOTSTRAP, TOPIC, MODE=full|produce|verify, RECORDS>=0");
+                || !(mode.equals("full") || mode.equals("produce") || mode.equals("verify") || mode.equals("group"))) {
+            System.err.println("compat " + CLIENT + ": FAIL: need BOOTSTRAP, TOPIC, MODE=full|produce|verify|group, RECORDS>=0");
             System.exit(2);
             return;
         }
@@ -472,6 +472,14 @@ public final class Compat {
         long verified;
         try {
             log("bootstrap=" + bootstrap + " topic=" + topic + " mode=" + mode + " records=" + records);
+            if (mode.equals("group")) {
+                long consumed = new GroupScenario(bootstrap, topic, records).run();
+                log(String.format("group scenario done in %.1f s", (System.nanoTime() - t0) / 1e9));
+                System.out.println("compat " + CLIENT + " ok produced=" + records + " verified=" + consumed);
+                System.out.flush();
+                System.exit(0);
+                return;
+            }
             if (!mode.equals("verify")) {
                 c.createTopic();
                 produced = c.produce();

@@ -1,0 +1,306 @@
+//! Durable consumer-group state: committed offsets and the membership of each group after its
+//! last completed rebalance, replicated through the metadata log.
+//!
+//! Owns: per group, the committed offsets (by topic name and partition, as the classic protocol
+//! names them) and the last stored membership (generation, protocol, leader, members with their
+//! subscription and assignment bytes); the coordinator shards and their epochs.
+//!
+//! The live group protocol (joins, heartbeats, timeouts) runs in the broker that coordinates the
+//! group (`src/group/` of the `skiff` crate); it writes here only what must survive that broker:
+//! offsets, and the membership after each rebalance. A new coordinator rebuilds its groups from
+//! this state.
+//!
+//! Placement: a group belongs to shard `java_string_hash(group_id) mod SHARD_COUNT`, exactly as
+//! Kafka places groups on `__consumer_offsets` partitions. Each shard will be assigned to a
+//! broker with an epoch, like a partition leader (the cluster milestone); every group command
+//! carries the epoch its coordinator holds and is refused when stale, so a deposed coordinator
+//! can never write. Until shards are assigned (single node), every shard has epoch 0.
+//!
+//! Invariants: apply is deterministic (timestamps come inside commands); a rejected command
+//! changes nothing.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metadata::{BrokerId, CommandResult, Rejection};
+
+/// Number of coordinator shards: Kafka's default `offsets.topic.num.partitions`. Fixed for the
+/// life of a cluster: changing it would move every group.
+pub const SHARD_COUNT: u32 = 50;
+
+/// Java's `String.hashCode` over UTF-16 code units: `s[0]*31^(n-1) + ... + s[n-1]`, wrapping.
+pub fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+}
+
+/// The shard of a group: `Utils.abs(groupId.hashCode) % 50` as in Kafka's
+/// `GroupCoordinator.partitionFor` (`Utils.abs` maps `i32::MIN` to 0 by masking the sign bit).
+pub fn shard_for(group_id: &str) -> u32 {
+    ((java_string_hash(group_id) & 0x7fff_ffff) as u32) % SHARD_COUNT
+}
+
+/// One group command: which group, the coordinator epoch its writer holds, and the change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GroupCommand {
+    pub group_id: String,
+    /// The epoch of the group's shard as the writing coordinator knows it.
+    pub coordinator_epoch: i32,
+    pub op: GroupOp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum GroupOp {
+    /// OffsetCommit: upserts each offset. Creates the group if it does not exist.
+    CommitOffsets { offsets: Vec<OffsetCommit> },
+    /// The membership after a completed rebalance (or an emptied group: no members).
+    StoreMembership(GroupMembership),
+    /// DeleteGroups: forgets the group, its membership and offsets.
+    DeleteGroup,
+    /// OffsetDelete: forgets these offsets; the group stays.
+    DeleteOffsets { partitions: Vec<(String, i32)> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OffsetCommit {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// -1 when the client did not send one.
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    /// Wall-clock time of the commit, from the coordinator.
+    pub commit_timestamp_ms: i64,
+}
+
+/// A committed offset as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_timestamp_ms: i64,
+}
+
+/// A group's membership as of its last completed rebalance.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GroupMembership {
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    /// The selected protocol (assignor), `None` while the group is empty.
+    pub protocol_name: Option<String>,
+    pub leader: Option<String>,
+    pub members: Vec<StoredMember>,
+    /// Wall-clock time of the store.
+    pub timestamp_ms: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StoredMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    /// The member's metadata for the selected protocol (opaque to Skiff).
+    pub subscription: Vec<u8>,
+    /// What the leader assigned to it (opaque to Skiff).
+    pub assignment: Vec<u8>,
+}
+
+/// Everything stored about one group.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StoredGroup {
+    /// Committed offsets by (topic, partition).
+    pub offsets: BTreeMap<String, BTreeMap<i32, CommittedOffset>>,
+    pub membership: Option<GroupMembership>,
+}
+
+/// Which broker coordinates a shard, at which epoch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShardAssignment {
+    pub broker_id: BrokerId,
+    pub epoch: i32,
+}
+
+/// All group state: part of [`crate::metadata::MetadataState`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GroupsState {
+    pub groups: BTreeMap<String, StoredGroup>,
+    /// Shard assignments; empty until the cluster milestone assigns shards (then every shard
+    /// is on the one broker, at epoch 0).
+    pub shards: BTreeMap<u32, ShardAssignment>,
+}
+
+impl GroupsState {
+    /// The current epoch of `shard` (0 while unassigned).
+    pub fn shard_epoch(&self, shard: u32) -> i32 {
+        self.shards.get(&shard).map_or(0, |s| s.epoch)
+    }
+
+    /// The broker coordinating `group_id`, if its shard is assigned.
+    pub fn coordinator(&self, group_id: &str) -> Option<&ShardAssignment> {
+        self.shards.get(&shard_for(group_id))
+    }
+
+    /// The committed offset of one partition.
+    pub fn offset(&self, group_id: &str, topic: &str, partition: i32) -> Option<&CommittedOffset> {
+        self.groups.get(group_id)?.offsets.get(topic)?.get(&partition)
+    }
+
+    /// Applies one group command. Deterministic; never panics.
+    pub fn apply(&mut self, cmd: &GroupCommand) -> Result<CommandResult, Rejection> {
+        let shard = shard_for(&cmd.group_id);
+        let current = self.shard_epoch(shard);
+        if cmd.coordinator_epoch != current {
+            return Err(Rejection::StaleCoordinator {
+                group: cmd.group_id.clone(),
+                got: cmd.coordinator_epoch,
+                current,
+            });
+        }
+        match &cmd.op {
+            GroupOp::CommitOffsets { offsets } => {
+                let group = self.groups.entry(cmd.group_id.clone()).or_default();
+                for o in offsets {
+                    group.offsets.entry(o.topic.clone()).or_default().insert(
+                        o.partition,
+                        CommittedOffset {
+                            offset: o.offset,
+                            leader_epoch: o.leader_epoch,
+                            metadata: o.metadata.clone(),
+                            commit_timestamp_ms: o.commit_timestamp_ms,
+                        },
+                    );
+                }
+            }
+            GroupOp::StoreMembership(m) => {
+                let group = self.groups.entry(cmd.group_id.clone()).or_default();
+                group.membership = Some(m.clone());
+            }
+            GroupOp::DeleteGroup => {
+                self.groups.remove(&cmd.group_id);
+            }
+            GroupOp::DeleteOffsets { partitions } => {
+                if let Some(group) = self.groups.get_mut(&cmd.group_id) {
+                    for (topic, p) in partitions {
+                        if let Some(t) = group.offsets.get_mut(topic) {
+                            t.remove(p);
+                            if t.is_empty() {
+                                group.offsets.remove(topic);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(CommandResult::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(group: &str, op: GroupOp) -> GroupCommand {
+        GroupCommand { group_id: group.into(), coordinator_epoch: 0, op }
+    }
+
+    fn commit(topic: &str, partition: i32, offset: i64, ts: i64) -> OffsetCommit {
+        OffsetCommit {
+            topic: topic.into(),
+            partition,
+            offset,
+            leader_epoch: 3,
+            metadata: Some("m".into()),
+            commit_timestamp_ms: ts,
+        }
+    }
+
+    #[test]
+    fn java_hash_matches_kafka() {
+        // Values from java.lang.String.hashCode.
+        assert_eq!(java_string_hash(""), 0);
+        assert_eq!(java_string_hash("a"), 97);
+        assert_eq!(java_string_hash("hello"), 99_162_322);
+        // Wraps like Java ints: "polygenelubricants".hashCode() == Integer.MIN_VALUE.
+        assert_eq!(java_string_hash("polygenelubricants"), i32::MIN);
+        assert_eq!(shard_for("polygenelubricants"), 0, "Utils.abs(MIN_VALUE) is 0");
+        // Non-BMP characters hash as two UTF-16 code units.
+        assert_eq!(java_string_hash("\u{1F600}"), 0xD83D * 31 + 0xDE00);
+        assert_eq!(shard_for("hello"), (99_162_322 % 50) as u32);
+        for g in ["", "g", "my-group", "\u{e9}t\u{e9}"] {
+            assert!(shard_for(g) < SHARD_COUNT);
+        }
+    }
+
+    #[test]
+    fn offsets_upsert_and_delete() {
+        let mut s = GroupsState::default();
+        let r = s.apply(&cmd("g", GroupOp::CommitOffsets { offsets: vec![commit("t", 0, 5, 1), commit("t", 1, 7, 1)] }));
+        assert_eq!(r, Ok(CommandResult::Ok));
+        s.apply(&cmd("g", GroupOp::CommitOffsets { offsets: vec![commit("t", 0, 9, 2)] })).expect("commit");
+        let o = s.offset("g", "t", 0).expect("offset");
+        assert_eq!((o.offset, o.leader_epoch, o.metadata.as_deref(), o.commit_timestamp_ms), (9, 3, Some("m"), 2));
+        assert_eq!(s.offset("g", "t", 1).map(|o| o.offset), Some(7));
+        assert_eq!(s.offset("g", "t", 2), None);
+        s.apply(&cmd("g", GroupOp::DeleteOffsets { partitions: vec![("t".into(), 0), ("x".into(), 0)] })).expect("delete");
+        assert_eq!(s.offset("g", "t", 0), None);
+        assert_eq!(s.offset("g", "t", 1).map(|o| o.offset), Some(7));
+        s.apply(&cmd("g", GroupOp::DeleteOffsets { partitions: vec![("t".into(), 1)] })).expect("delete");
+        assert!(s.groups["g"].offsets.is_empty(), "empty topics are dropped");
+        // Deleting offsets of an unknown group is a no-op.
+        s.apply(&cmd("nope", GroupOp::DeleteOffsets { partitions: vec![("t".into(), 1)] })).expect("delete");
+        assert!(!s.groups.contains_key("nope"));
+    }
+
+    #[test]
+    fn membership_and_delete_group() {
+        let mut s = GroupsState::default();
+        let m = GroupMembership {
+            generation: 4,
+            protocol_type: Some("consumer".into()),
+            protocol_name: Some("range".into()),
+            leader: Some("a".into()),
+            members: vec![StoredMember {
+                member_id: "a".into(),
+                group_instance_id: Some("i".into()),
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                rebalance_timeout_ms: 300_000,
+                session_timeout_ms: 45_000,
+                subscription: vec![1, 2],
+                assignment: vec![3],
+            }],
+            timestamp_ms: 10,
+        };
+        s.apply(&cmd("g", GroupOp::StoreMembership(m.clone()))).expect("store");
+        s.apply(&cmd("g", GroupOp::CommitOffsets { offsets: vec![commit("t", 0, 1, 1)] })).expect("commit");
+        assert_eq!(s.groups["g"].membership.as_ref(), Some(&m));
+        // Deterministic: a replica applying the same commands is identical, also after serde.
+        let json = serde_json::to_string(&s).expect("serialize");
+        let back: GroupsState = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, s);
+        s.apply(&cmd("g", GroupOp::DeleteGroup)).expect("delete");
+        assert!(s.groups.is_empty());
+    }
+
+    #[test]
+    fn stale_coordinator_epoch_is_rejected() {
+        let mut s = GroupsState::default();
+        let shard = shard_for("g");
+        s.shards.insert(shard, ShardAssignment { broker_id: 1, epoch: 2 });
+        let before = s.clone();
+        let stale = GroupCommand { group_id: "g".into(), coordinator_epoch: 1, op: GroupOp::DeleteGroup };
+        assert!(matches!(s.apply(&stale), Err(Rejection::StaleCoordinator { got: 1, current: 2, .. })));
+        assert_eq!(s, before);
+        let ok = GroupCommand {
+            group_id: "g".into(),
+            coordinator_epoch: 2,
+            op: GroupOp::CommitOffsets { offsets: vec![commit("t", 0, 1, 1)] },
+        };
+        assert_eq!(s.apply(&ok), Ok(CommandResult::Ok));
+        assert_eq!(s.coordinator("g").map(|a| a.broker_id), Some(1));
+    }
+}

@@ -1,0 +1,486 @@
+//! The group coordinator task: owns every group this broker coordinates, drives their state
+//! machines ([`super::state`]) with the clock, answers held requests, and persists through the
+//! controller.
+//!
+//! One task, one timer: handlers send closures over a bounded channel (`QUEUE`); the task runs
+//! each against its groups, then routes the resulting effects (held JoinGroup / SyncGroup
+//! answers, membership to persist) and re-arms a single sleep at the earliest group deadline.
+//! Deadlines live in a min-heap with lazy deletion, rebuilt when it holds more stale entries
+//! than live groups, so it stays bounded.
+//!
+//! Persistence: a membership store runs as a child task (at most one per group at a time; a
+//! newer snapshot queued behind it replaces an older queued one, so stores apply in order),
+//! and its result comes back to the group (`Group::persisted`). Offsets are committed by the
+//! OffsetCommit handler itself after [`GroupCoordinator::check_commit`].
+//!
+//! Groups are loaded lazily from the controller's metadata the first time they are touched
+//! (membership → Stable/Empty), which is also how a coordinator taking over a shard will
+//! rebuild them.
+//!
+//! Shutdown: the task stops on its token; held requests are dropped, and their handlers answer
+//! NOT_COORDINATOR so clients look for the coordinator again.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use skiff_controller::groups::{GroupCommand, GroupMembership, GroupOp, shard_for};
+use skiff_controller::metadata::{Command, CommandResult};
+use skiff_controller::{Controller, MetadataHandle};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::state::{
+    Effect, Group, GroupError, GroupSettings, GroupState, JoinRequest, JoinResponse, MemberDescription, Outcome,
+    SyncRequest, SyncResponse,
+};
+use crate::broker::Clock;
+
+/// Requests queued for the coordinator task before handlers wait (back-pressure).
+const QUEUE: usize = 1024;
+
+type Job = Box<dyn FnOnce(&mut Driver) + Send>;
+
+/// The handle handlers use. Cheap to clone.
+#[derive(Clone)]
+pub struct GroupCoordinator {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// A group as DescribeGroups reports it.
+#[derive(Debug, Clone)]
+pub struct GroupSummary {
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+}
+
+/// A group as ListGroups reports it.
+#[derive(Debug, Clone)]
+pub struct ListedGroup {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: GroupState,
+}
+
+impl GroupCoordinator {
+    /// Starts the coordinator task; it runs until `shutdown`.
+    pub fn start(
+        settings: GroupSettings,
+        controller: Controller,
+        clock: Arc<dyn Clock>,
+        shutdown: CancellationToken,
+    ) -> (GroupCoordinator, tokio::task::JoinHandle<()>) {
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        let driver = Driver {
+            settings,
+            metadata: controller.metadata(),
+            controller,
+            clock,
+            start: Instant::now(),
+            groups: HashMap::new(),
+            held_joins: HashMap::new(),
+            held_syncs: HashMap::new(),
+            timers: BinaryHeap::new(),
+            persisting: HashMap::new(),
+            stores: JoinSet::new(),
+        };
+        let task = tokio::spawn(driver.run(rx, shutdown));
+        (GroupCoordinator { jobs }, task)
+    }
+
+    /// Runs `f` on the coordinator task and returns its result; `None` if it has stopped.
+    async fn call<R: Send + 'static>(&self, f: impl FnOnce(&mut Driver) -> R + Send + 'static) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |d| {
+            let _ = tx.send(f(d));
+        });
+        self.jobs.send(job).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// JoinGroup: the answer, possibly after the join phase completes (the receiver fails if
+    /// the coordinator stops first).
+    pub async fn join(&self, group_id: String, req: JoinRequest) -> oneshot::Receiver<JoinResponse> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self
+            .jobs
+            .send(Box::new(move |d: &mut Driver| d.join(group_id, req, tx)))
+            .await;
+        rx
+    }
+
+    /// SyncGroup: the assignment, once the leader's is persisted.
+    pub async fn sync(&self, group_id: String, req: SyncRequest) -> oneshot::Receiver<SyncResponse> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self
+            .jobs
+            .send(Box::new(move |d: &mut Driver| d.sync(group_id, req, tx)))
+            .await;
+        rx
+    }
+
+    pub async fn heartbeat(&self, group_id: String, member_id: String, instance_id: Option<String>, generation: i32) -> Result<(), GroupError> {
+        self.call(move |d| {
+            let now = d.now();
+            let Some(g) = d.existing(&group_id, now) else { return Err(GroupError::UnknownMemberId) };
+            let r = g.heartbeat(now, &member_id, instance_id.as_deref(), generation);
+            d.after(&group_id, now);
+            r
+        })
+        .await
+        .unwrap_or(Err(GroupError::NotCoordinator))
+    }
+
+    /// LeaveGroup: a group-level error, or one result per member.
+    pub async fn leave(&self, group_id: String, members: Vec<(String, Option<String>)>) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        self.call(move |d| {
+            let now = d.now();
+            let Some(g) = d.existing(&group_id, now) else {
+                return Ok(vec![Err(GroupError::UnknownMemberId); members.len()]);
+            };
+            let r = g.leave(now, &members);
+            d.after(&group_id, now);
+            r
+        })
+        .await
+        .unwrap_or(Err(GroupError::NotCoordinator))
+    }
+
+    /// Whether an OffsetCommit may be applied (membership, generation, state).
+    pub async fn check_commit(&self, group_id: String, member_id: String, instance_id: Option<String>, generation: i32) -> Result<(), GroupError> {
+        self.call(move |d| {
+            let now = d.now();
+            match d.existing(&group_id, now) {
+                Some(g) => {
+                    let r = g.check_commit(now, &member_id, instance_id.as_deref(), generation);
+                    d.after(&group_id, now);
+                    r
+                }
+                // Kafka: a commit to an unknown group is allowed only outside group management.
+                None if generation < 0 && member_id.is_empty() && instance_id.is_none() => Ok(()),
+                None => Err(GroupError::IllegalGeneration),
+            }
+        })
+        .await
+        .unwrap_or(Err(GroupError::NotCoordinator))
+    }
+
+    /// DescribeGroups of one group; an unknown group is `Dead` with no members (as Kafka).
+    pub async fn describe(&self, group_id: String) -> Result<GroupSummary, GroupError> {
+        self.call(move |d| {
+            let now = d.now();
+            Ok(match d.existing(&group_id, now) {
+                Some(g) => GroupSummary {
+                    state: g.state(),
+                    protocol_type: g.protocol_type().unwrap_or_default().to_string(),
+                    protocol: if g.state() == GroupState::Stable { g.protocol().unwrap_or_default().to_string() } else { String::new() },
+                    members: g.describe(),
+                },
+                None => GroupSummary { state: GroupState::Dead, protocol_type: String::new(), protocol: String::new(), members: vec![] },
+            })
+        })
+        .await
+        .unwrap_or(Err(GroupError::NotCoordinator))
+    }
+
+    /// ListGroups: every group this broker coordinates, live or only stored.
+    pub async fn list(&self) -> Result<Vec<ListedGroup>, GroupError> {
+        self.call(move |d| {
+            let now = d.now();
+            let stored: Vec<String> = d.metadata.read(|m| m.groups.groups.keys().cloned().collect());
+            let mut ids: BTreeSet<String> = d.groups.keys().cloned().collect();
+            ids.extend(stored);
+            ids.into_iter()
+                .filter_map(|id| {
+                    let g = d.existing(&id, now)?;
+                    (g.state() != GroupState::Dead).then(|| ListedGroup {
+                        group_id: id.clone(),
+                        protocol_type: g.protocol_type().unwrap_or_default().to_string(),
+                        state: g.state(),
+                    })
+                })
+                .collect()
+        })
+        .await
+        .ok_or(GroupError::NotCoordinator)
+    }
+
+    /// DeleteGroups, step 1: the group must exist and have no members; it is marked Dead so
+    /// nobody joins while the deletion is stored.
+    pub async fn begin_delete(&self, group_id: String) -> Result<(), GroupError> {
+        self.call(move |d| {
+            let now = d.now();
+            match d.existing(&group_id, now) {
+                Some(g) if g.state() == GroupState::Dead => Err(GroupError::GroupIdNotFound),
+                Some(g) => g.mark_dead(),
+                None => Err(GroupError::GroupIdNotFound),
+            }
+        })
+        .await
+        .unwrap_or(Err(GroupError::NotCoordinator))
+    }
+
+    /// DeleteGroups, step 2: forget the group (`stored`) or bring it back.
+    pub async fn end_delete(&self, group_id: String, stored: bool) {
+        self.call(move |d| {
+            if stored {
+                d.groups.remove(&group_id);
+            } else if let Some(g) = d.groups.get_mut(&group_id) {
+                g.revive();
+            }
+        })
+        .await;
+    }
+
+    /// OffsetDelete: `Ok(None)` if every offset may go (the group is empty), `Ok(Some(t))` if
+    /// the offsets of topics `t` (subscribed by live consumers) must stay.
+    pub async fn offset_delete_check(&self, group_id: String) -> Result<Option<BTreeSet<String>>, GroupError> {
+        self.call(move |d| {
+            let now = d.now();
+            let Some(g) = d.existing(&group_id, now) else { return Err(GroupError::GroupIdNotFound) };
+            match g.state() {
+                GroupState::Dead => Err(GroupError::GroupIdNotFound),
+                GroupState::Empty => Ok(None),
+                _ => g.subscribed_topics().map(Some).ok_or(GroupError::NonEmptyGroup),
+            }
+        })
+        .await
+        .unwrap_or(Err(GroupError::NotCoordinator))
+    }
+
+    /// Whether `group_id` exists here (in memory or stored).
+    pub async fn exists(&self, group_id: String) -> bool {
+        self.call(move |d| {
+            let now = d.now();
+            d.existing(&group_id, now).is_some_and(|g| g.state() != GroupState::Dead)
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// The coordinator epoch to stamp on commands for `group_id` (its shard's epoch).
+    pub fn coordinator_epoch(metadata: &MetadataHandle, group_id: &str) -> i32 {
+        metadata.read(|m| m.groups.shard_epoch(shard_for(group_id)))
+    }
+}
+
+/// The state owned by the coordinator task.
+struct Driver {
+    settings: GroupSettings,
+    controller: Controller,
+    metadata: MetadataHandle,
+    clock: Arc<dyn Clock>,
+    start: Instant,
+    groups: HashMap<String, Group>,
+    held_joins: HashMap<(String, String), oneshot::Sender<JoinResponse>>,
+    held_syncs: HashMap<(String, String), oneshot::Sender<SyncResponse>>,
+    /// (deadline, group) min-heap; entries may be stale (checked against the group).
+    timers: BinaryHeap<Reverse<(u64, String)>>,
+    /// Groups with a membership store in flight, and the snapshot queued behind it.
+    persisting: HashMap<String, Option<GroupMembership>>,
+    stores: JoinSet<(String, i32, bool)>,
+}
+
+impl Driver {
+    async fn run(mut self, mut jobs: mpsc::Receiver<Job>, shutdown: CancellationToken) {
+        loop {
+            let next = self.timers.peek().map(|Reverse((t, _))| self.start + std::time::Duration::from_millis(*t));
+            tokio::select! {
+                job = jobs.recv() => match job {
+                    Some(job) => job(&mut self),
+                    None => break,
+                },
+                Some(done) = self.stores.join_next(), if !self.stores.is_empty() => match done {
+                    Ok((group_id, generation, ok)) => self.stored(group_id, generation, ok),
+                    Err(e) => warn!("group store task failed: {e}"),
+                },
+                () = sleep_until(next) => self.fire_timers(),
+                () = shutdown.cancelled() => break,
+            }
+        }
+        info!(groups = self.groups.len(), held = self.held_joins.len() + self.held_syncs.len(), "group coordinator stopping");
+        // Dropping the senders answers held requests with NOT_COORDINATOR.
+        self.held_joins.clear();
+        self.held_syncs.clear();
+        while self.stores.join_next().await.is_some() {}
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// The group if it exists in memory or in the stored metadata (loaded on first use).
+    fn existing(&mut self, group_id: &str, now: u64) -> Option<&mut Group> {
+        if !self.groups.contains_key(group_id) {
+            let stored = self.metadata.read(|m| m.groups.groups.get(group_id).map(|g| g.membership.clone()))?;
+            let g = match stored {
+                Some(m) => Group::load(group_id, self.settings, &m, now),
+                None => Group::new(group_id, self.settings),
+            };
+            self.groups.insert(group_id.to_string(), g);
+            self.arm(group_id);
+        }
+        self.groups.get_mut(group_id)
+    }
+
+    fn get_or_create(&mut self, group_id: &str, now: u64) -> &mut Group {
+        if self.existing(group_id, now).is_none() {
+            self.groups.insert(group_id.to_string(), Group::new(group_id, self.settings));
+        }
+        self.groups.get_mut(group_id).expect("just inserted")
+    }
+
+    fn join(&mut self, group_id: String, req: JoinRequest, reply: oneshot::Sender<JoinResponse>) {
+        let now = self.now();
+        let suffix = Uuid::new_v4().to_string();
+        let outcome = self.get_or_create(&group_id, now).join(now, req, &suffix);
+        match outcome {
+            Outcome::Now(r) => {
+                let _ = reply.send(r);
+            }
+            Outcome::Held { member_id } => {
+                // A retried join replaces the earlier one (whose client gave up on it).
+                self.held_joins.insert((group_id.clone(), member_id), reply);
+            }
+        }
+        self.after(&group_id, now);
+    }
+
+    fn sync(&mut self, group_id: String, req: SyncRequest, reply: oneshot::Sender<SyncResponse>) {
+        let now = self.now();
+        let Some(g) = self.existing(&group_id, now) else {
+            let _ = reply.send(SyncResponse::error(GroupError::UnknownMemberId));
+            return;
+        };
+        match g.sync(now, req) {
+            Outcome::Now(r) => {
+                let _ = reply.send(r);
+            }
+            Outcome::Held { member_id } => {
+                self.held_syncs.insert((group_id.clone(), member_id), reply);
+            }
+        }
+        self.after(&group_id, now);
+    }
+
+    /// Routes a group's effects and re-arms its timer.
+    fn after(&mut self, group_id: &str, now: u64) {
+        let Some(g) = self.groups.get_mut(group_id) else { return };
+        let effects = g.take_effects();
+        for e in effects {
+            match e {
+                Effect::Join { member_id, response } => {
+                    if let Some(tx) = self.held_joins.remove(&(group_id.to_string(), member_id)) {
+                        let _ = tx.send(response);
+                    }
+                }
+                Effect::Sync { member_id, response } => {
+                    if let Some(tx) = self.held_syncs.remove(&(group_id.to_string(), member_id)) {
+                        let _ = tx.send(response);
+                    }
+                }
+                Effect::Persist { mut membership, .. } => {
+                    membership.timestamp_ms = self.clock.now_ms();
+                    self.persist(group_id, membership);
+                }
+            }
+        }
+        let _ = now;
+        self.arm(group_id);
+    }
+
+    fn arm(&mut self, group_id: &str) {
+        if let Some(d) = self.groups.get(group_id).and_then(Group::next_deadline) {
+            self.timers.push(Reverse((d, group_id.to_string())));
+        }
+        // Bound the heap: stale entries beyond a few per group trigger a rebuild.
+        if self.timers.len() > 4 * self.groups.len() + 64 {
+            self.timers = self
+                .groups
+                .iter()
+                .filter_map(|(id, g)| g.next_deadline().map(|d| Reverse((d, id.clone()))))
+                .collect();
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.now();
+        let mut due = BTreeSet::new();
+        while let Some(Reverse((t, _))) = self.timers.peek() {
+            if *t > now {
+                break;
+            }
+            if let Some(Reverse((_, id))) = self.timers.pop() {
+                due.insert(id);
+            }
+        }
+        for id in due {
+            let Some(g) = self.groups.get_mut(&id) else { continue };
+            if g.next_deadline().is_some_and(|d| d <= now) {
+                g.tick(now);
+            }
+            self.after(&id, now);
+        }
+    }
+
+    fn persist(&mut self, group_id: &str, membership: GroupMembership) {
+        if let Some(queued) = self.persisting.get_mut(group_id) {
+            *queued = Some(membership);
+            return;
+        }
+        self.persisting.insert(group_id.to_string(), None);
+        self.spawn_store(group_id.to_string(), membership);
+    }
+
+    fn spawn_store(&mut self, group_id: String, membership: GroupMembership) {
+        let controller = self.controller.clone();
+        let epoch = GroupCoordinator::coordinator_epoch(&self.metadata, &group_id);
+        let generation = membership.generation;
+        self.stores.spawn(async move {
+            let cmd = Command::Group(GroupCommand {
+                group_id: group_id.clone(),
+                coordinator_epoch: epoch,
+                op: GroupOp::StoreMembership(membership),
+            });
+            let ok = match controller.submit(cmd).await {
+                Ok(CommandResult::Rejected(r)) => {
+                    warn!(group = %group_id, "storing group membership rejected: {r}");
+                    false
+                }
+                Ok(_) => true,
+                Err(e) => {
+                    warn!(group = %group_id, "storing group membership failed: {e}");
+                    false
+                }
+            };
+            (group_id, generation, ok)
+        });
+    }
+
+    fn stored(&mut self, group_id: String, generation: i32, ok: bool) {
+        let now = self.now();
+        match self.persisting.get_mut(&group_id).and_then(Option::take) {
+            Some(next) => self.spawn_store(group_id.clone(), next),
+            None => {
+                self.persisting.remove(&group_id);
+            }
+        }
+        if let Some(g) = self.groups.get_mut(&group_id) {
+            g.persisted(now, generation, ok);
+        }
+        self.after(&group_id, now);
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,18 @@
+//! Consumer-group coordinator (classic protocol: JoinGroup, SyncGroup, Heartbeat, LeaveGroup;
+//! offsets through the controller).
+//!
+//! * [`state`]: one group's state machine; pure (time and ids are passed in), unit-tested with
+//!   plain values.
+//! * [`coordinator`]: the task that owns the groups, runs their timers, answers held requests
+//!   and persists membership through the controller.
+//!
+//! Placement: a group lives on shard `java_string_hash(group) mod 50`
+//! (`skiff_controller::groups::shard_for`), as Kafka places it on a `__consumer_offsets`
+//! partition. With one broker every shard is here; shard assignment with epochs comes with the
+//! cluster milestone (see docs/architecture.md, "Consumer groups").
+
+pub mod coordinator;
+pub mod state;
+
+pub use coordinator::GroupCoordinator;
+pub use state::{GroupError, GroupSettings};

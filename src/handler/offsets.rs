@@ -1,0 +1,300 @@
+//! Committed consumer offsets: OffsetCommit, OffsetFetch, OffsetDelete.
+//!
+//! Offsets live in the controller's metadata (`skiff_controller::groups`). A commit is checked
+//! against the group's membership by the coordinator when it is admitted (so a LeaveGroup sent
+//! after it on the same connection cannot overtake it), then stored through the controller and
+//! answered once applied. OffsetFetch reads the applied metadata when its turn on the
+//! connection comes, so it sees every commit answered before it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use skiff_controller::groups::{GroupCommand, GroupOp, OffsetCommit};
+use skiff_controller::metadata::{Command, CommandResult, MetadataState};
+
+use super::Handled;
+use super::errors::{self, code};
+use super::groups::is_coordinator;
+use crate::broker::Broker;
+use crate::group::{GroupCoordinator, GroupError};
+
+/// Kafka's `offset.metadata.max.bytes` default.
+const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+
+fn partition_exists(m: &MetadataState, topic: &str, partition: i32) -> bool {
+    m.topics.get(topic).is_some_and(|t| partition >= 0 && (partition as usize) < t.partitions.len())
+}
+
+/// Submits a group command; the Kafka error code if it did not apply.
+async fn submit(broker: &Broker, group_id: &str, op: GroupOp) -> Result<(), i16> {
+    let cmd = Command::Group(GroupCommand {
+        group_id: group_id.to_string(),
+        coordinator_epoch: GroupCoordinator::coordinator_epoch(&broker.metadata, group_id),
+        op,
+    });
+    match broker.controller.submit(cmd).await {
+        Ok(CommandResult::Rejected(r)) => Err(errors::rejection(&r)),
+        Ok(_) => Ok(()),
+        Err(e) => Err(errors::group_controller(&e)),
+    }
+}
+
+pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, version: i16) -> Handled {
+    let group_id = req.group_id.0.to_string();
+    // Per partition: Some(error) decided now, None → goes to the controller.
+    let mut plan: Vec<(TopicName, Vec<(i32, Option<i16>)>)> = Vec::with_capacity(req.topics.len());
+    let mut offsets = Vec::new();
+    let now_ms = broker.clock.now_ms();
+    let group_error = if group_id.is_empty() {
+        Some(GroupError::InvalidGroupId)
+    } else if !is_coordinator(broker, &group_id) {
+        Some(GroupError::NotCoordinator)
+    } else {
+        let instance = if version >= 7 { req.group_instance_id.as_ref().map(|i| i.to_string()) } else { None };
+        broker
+            .groups
+            .check_commit(group_id.clone(), req.member_id.to_string(), instance, req.generation_id_or_member_epoch)
+            .await
+            .err()
+    };
+    broker.metadata.read(|m| {
+        for t in &req.topics {
+            let topic = t.name.0.to_string();
+            let mut parts = Vec::with_capacity(t.partitions.len());
+            for p in &t.partitions {
+                let metadata = p.committed_metadata.as_ref().map(|s| s.to_string()).unwrap_or_default();
+                let error = if let Some(e) = group_error {
+                    Some(errors::group(e))
+                } else if !partition_exists(m, &topic, p.partition_index) {
+                    Some(code(ResponseError::UnknownTopicOrPartition))
+                } else if metadata.len() > OFFSET_METADATA_MAX_BYTES {
+                    Some(code(ResponseError::OffsetMetadataTooLarge))
+                } else {
+                    offsets.push(OffsetCommit {
+                        topic: topic.clone(),
+                        partition: p.partition_index,
+                        offset: p.committed_offset,
+                        leader_epoch: if version >= 6 { p.committed_leader_epoch } else { -1 },
+                        metadata: Some(metadata),
+                        commit_timestamp_ms: now_ms,
+                    });
+                    None
+                };
+                parts.push((p.partition_index, error));
+            }
+            plan.push((t.name.clone(), parts));
+        }
+    });
+    let broker = broker.clone();
+    Handled::Deferred(
+        async move {
+            let stored = if offsets.is_empty() { Ok(()) } else { submit(&broker, &group_id, GroupOp::CommitOffsets { offsets }).await };
+            let topics = plan
+                .into_iter()
+                .map(|(name, parts)| {
+                    let partitions = parts
+                        .into_iter()
+                        .map(|(p, e)| {
+                            let e = e.unwrap_or_else(|| stored.err().unwrap_or(errors::NONE));
+                            OffsetCommitResponsePartition::default().with_partition_index(p).with_error_code(e)
+                        })
+                        .collect();
+                    OffsetCommitResponseTopic::default().with_name(name).with_partitions(partitions)
+                })
+                .collect();
+            ResponseKind::OffsetCommit(OffsetCommitResponse::default().with_topics(topics))
+        }
+        .boxed(),
+    )
+}
+
+/// One fetched offset: (partition, offset, leader epoch, metadata).
+type Fetched = (i32, i64, i32, String);
+
+/// Offsets of `group_id` for `topics` (None = every committed one), -1 where none is committed.
+fn fetch_offsets(m: &MetadataState, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, Vec<Fetched>)> {
+    let stored = m.groups.groups.get(group_id);
+    match topics {
+        Some(topics) => topics
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let parts = partitions
+                    .into_iter()
+                    .map(|p| match m.groups.offset(group_id, &topic, p) {
+                        Some(o) => (p, o.offset, o.leader_epoch, o.metadata.clone().unwrap_or_default()),
+                        None => (p, -1, -1, String::new()),
+                    })
+                    .collect();
+                (topic, parts)
+            })
+            .collect(),
+        None => stored
+            .map(|g| {
+                g.offsets
+                    .iter()
+                    .map(|(topic, parts)| {
+                        let parts = parts
+                            .iter()
+                            .map(|(p, o)| (*p, o.offset, o.leader_epoch, o.metadata.clone().unwrap_or_default()))
+                            .collect();
+                        (topic.clone(), parts)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+pub fn offset_fetch(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16) -> Handled {
+    let broker = broker.clone();
+    // Read when this request's turn comes, after earlier commits on the connection applied.
+    Handled::Deferred(async move { ResponseKind::OffsetFetch(offset_fetch_now(&broker, req, version)) }.boxed())
+}
+
+fn offset_fetch_now(broker: &Broker, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    if version >= 8 {
+        let groups = req
+            .groups
+            .into_iter()
+            .map(|g| {
+                let group_id = g.group_id.0.to_string();
+                let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+                if !is_coordinator(broker, &group_id) {
+                    return out.with_error_code(errors::group(GroupError::NotCoordinator));
+                }
+                let wanted = g.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+                let topics = broker
+                    .metadata
+                    .read(|m| fetch_offsets(m, &group_id, wanted))
+                    .into_iter()
+                    .map(|(topic, parts)| {
+                        let partitions = parts
+                            .into_iter()
+                            .map(|(p, offset, epoch, meta)| {
+                                OffsetFetchResponsePartitions::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(offset)
+                                    .with_committed_leader_epoch(epoch)
+                                    .with_metadata(Some(StrBytes::from_string(meta)))
+                            })
+                            .collect();
+                        OffsetFetchResponseTopics::default().with_name(TopicName(StrBytes::from_string(topic))).with_partitions(partitions)
+                    })
+                    .collect();
+                out.with_topics(topics)
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let group_id = req.group_id.0.to_string();
+    if !is_coordinator(broker, &group_id) {
+        let e = errors::group(GroupError::NotCoordinator);
+        // v0-1 carry errors per partition only.
+        return if version >= 2 {
+            OffsetFetchResponse::default().with_error_code(e)
+        } else {
+            let topics = req
+                .topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| {
+                    let partitions = t
+                        .partition_indexes
+                        .iter()
+                        .map(|p| OffsetFetchResponsePartition::default().with_partition_index(*p).with_committed_offset(-1).with_error_code(e))
+                        .collect();
+                    OffsetFetchResponseTopic::default().with_name(t.name).with_partitions(partitions)
+                })
+                .collect();
+            OffsetFetchResponse::default().with_topics(topics)
+        };
+    }
+    let wanted = req.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+    let topics = broker
+        .metadata
+        .read(|m| fetch_offsets(m, &group_id, wanted))
+        .into_iter()
+        .map(|(topic, parts)| {
+            let partitions = parts
+                .into_iter()
+                .map(|(p, offset, epoch, meta)| {
+                    OffsetFetchResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_committed_offset(offset)
+                        .with_committed_leader_epoch(if version >= 5 { epoch } else { -1 })
+                        .with_metadata(Some(StrBytes::from_string(meta)))
+                })
+                .collect();
+            OffsetFetchResponseTopic::default().with_name(TopicName(StrBytes::from_string(topic))).with_partitions(partitions)
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
+pub async fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let group_id = req.group_id.0.to_string();
+    let group_error = if group_id.is_empty() {
+        Some(GroupError::InvalidGroupId)
+    } else if !is_coordinator(broker, &group_id) {
+        Some(GroupError::NotCoordinator)
+    } else {
+        None
+    };
+    if let Some(e) = group_error {
+        return OffsetDeleteResponse::default().with_error_code(errors::group(e));
+    }
+    let subscribed = match broker.groups.offset_delete_check(group_id.clone()).await {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => return OffsetDeleteResponse::default().with_error_code(errors::group(e)),
+    };
+    let mut results: BTreeMap<usize, Vec<(i32, Option<i16>)>> = BTreeMap::new();
+    let mut delete = Vec::new();
+    broker.metadata.read(|m| {
+        for (i, t) in req.topics.iter().enumerate() {
+            let topic = t.name.0.to_string();
+            for p in &t.partitions {
+                let e = if !partition_exists(m, &topic, p.partition_index) {
+                    Some(code(ResponseError::UnknownTopicOrPartition))
+                } else if subscribed.contains(&topic) {
+                    Some(code(ResponseError::GroupSubscribedToTopic))
+                } else {
+                    delete.push((topic.clone(), p.partition_index));
+                    None
+                };
+                results.entry(i).or_default().push((p.partition_index, e));
+            }
+        }
+    });
+    let stored = if delete.is_empty() { Ok(()) } else { submit(broker, &group_id, GroupOp::DeleteOffsets { partitions: delete }).await };
+    if let Err(e) = stored {
+        return OffsetDeleteResponse::default().with_error_code(e);
+    }
+    let topics = req
+        .topics
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let partitions = results
+                .remove(&i)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(p, e)| OffsetDeleteResponsePartition::default().with_partition_index(p).with_error_code(e.unwrap_or(errors::NONE)))
+                .collect();
+            OffsetDeleteResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions)
+        })
+        .collect();
+    OffsetDeleteResponse::default().with_topics(topics)
+}
