@@ -183,8 +183,9 @@ class Runner:
         if to or '"created"' not in text:
             raise SystemExit(f"[{self.a.target}] topic creation failed:\n{text[-2000:]}")
 
-    def pp_cmd(self, topic, records, size, rate):
-        return self.java("org.apache.kafka.tools.ProducerPerformance", [
+    def pp_cmd(self, topic, records, size, rate, warmup=0):
+        extra = ["--warmup-records", warmup] if warmup else []
+        return self.java("org.apache.kafka.tools.ProducerPerformance", extra + [
             "--bootstrap-server", self.a.bootstrap, "--topic", topic, "--num-records", records,
             "--record-size", size, "--throughput", rate, "--key-distribution", "range",
             "--record-key-range", KEY_RANGE, "--reporting-interval", 1000,
@@ -199,10 +200,10 @@ class Runner:
         print(f"[{self.a.target}] pilot {size} B x {partitions} partitions: ~{rate:.0f} records/s", file=sys.stderr)
         return rate
 
-    def produce(self, topic, size, producers, records_total, rate, name, timeout):
+    def produce(self, topic, size, producers, records_total, rate, name, timeout, warmup=0):
         per = max(1, records_total // producers)
         per_rate = rate / producers if rate > 0 else -1
-        procs = [self.start(self.pp_cmd(topic, per, size, f"{per_rate:.0f}" if rate > 0 else -1),
+        procs = [self.start(self.pp_cmd(topic, per, size, f"{per_rate:.0f}" if rate > 0 else -1, warmup // producers),
                             f"{name}-{i}" if producers > 1 else name) for i in range(producers)]
         t0 = time.monotonic()
         outs = self.finish(procs, timeout)
@@ -227,6 +228,10 @@ class Runner:
             "complete": len(done) == producers,
             "wall_s": wall,
         }
+        for k in ("steady_p50_ms", "steady_p99_ms", "steady_p999_ms", "steady_max_ms"):
+            vals = [r[k] for r in done if k in r]
+            if vals:
+                agg[k] = max(vals)
         agg["bytes"] = agg["records"] * size
         return agg
 
@@ -279,8 +284,9 @@ class Runner:
             rate = max(1, int(pk * 0.5))
             for rep in range(reps):
                 topic = f"f{size}-{parts}p-r{rep}"
-                r = self.measured(lambda: self.produce(topic, size, 1, max(200, rate * secs), rate, f"fixed-{topic}",
-                                                       max(4 * secs + 30, 60)))
+                # the first 2 s (client JIT, connection set-up) are reported separately as warm-up
+                r = self.measured(lambda: self.produce(topic, size, 1, max(200, rate * (secs + 2)), rate,
+                                                       f"fixed-{topic}", max(4 * secs + 30, 60), warmup=min(rate * 2, 100000)))
                 self.log(dict(r, kind="produce", mode="fixed", rate=rate, size=size, partitions=parts, producers=1,
                               rep=rep, topic=topic))
 
@@ -335,8 +341,8 @@ class Runner:
             # partition writers) so the measured run sees a steady state.
             self.run(self.pp_cmd(topic, max(2000, 4 * parts), 1024, -1), f"scale-partitions-{parts}-warmup", 90)
             rate = SCALE_PARTITION_RATE
-            r = self.measured(lambda: self.produce(topic, 1024, 1, rate * secs, rate, f"scale-partitions-{parts}",
-                                                   4 * secs + 60))
+            r = self.measured(lambda: self.produce(topic, 1024, 1, rate * (secs + 2), rate, f"scale-partitions-{parts}",
+                                                   4 * secs + 60, warmup=rate * 2))
             self.log(dict(r, kind="scale_partitions", partitions=parts, rate=rate, size=1024))
         for conns in p["scale_connections"]:
             topic = f"sc{conns}"

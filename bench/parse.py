@@ -9,7 +9,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # "100000 records sent, 53248.1 records/sec (52.00 MB/sec), 345.67 ms avg latency, 700.00 ms max latency,
 #  345 ms 50th, 650 ms 95th, 690 ms 99th, 699 ms 99.9th."
 _PP_FINAL = re.compile(
-    r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\), ([\d.]+) ms avg latency, "
+    r"(\d+)( steady state)? records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\), ([\d.]+) ms avg latency, "
     r"([\d.]+) ms max latency, (\d+) ms 50th, (\d+) ms 95th, (\d+) ms 99th, (\d+) ms 99\.9th")
 # Interval line (no percentiles): "12345 records sent, 2469.0 records/sec (2.41 MB/sec), 5.1 ms avg latency, 40.0 ms max latency."
 _PP_INTERVAL = re.compile(
@@ -17,15 +17,24 @@ _PP_INTERVAL = re.compile(
 
 
 def producer_perf(text):
-    """Final summary of ProducerPerformance, or None. MB/sec is MiB/s (the tool divides by 1024*1024)."""
-    for line in reversed(text.splitlines()):
+    """Final summary of ProducerPerformance, or None. MB/sec is MiB/s (the tool divides by 1024*1024).
+    With --warmup-records the tool prints a second "N steady state records sent, ..." line; its
+    percentiles are returned as steady_p50_ms etc. (the first line covers all records)."""
+    out = None
+    for line in text.splitlines():
         m = _PP_FINAL.search(line)
-        if m:
-            g = m.groups()
-            return {"records": int(g[0]), "records_per_s": float(g[1]), "mb_per_s": float(g[2]),
-                    "avg_ms": float(g[3]), "max_ms": float(g[4]), "p50_ms": float(g[5]), "p95_ms": float(g[6]),
-                    "p99_ms": float(g[7]), "p999_ms": float(g[8]), "complete": True}
-    return None
+        if not m:
+            continue
+        g = m.groups()
+        if g[1]:  # steady state
+            if out:
+                out.update(steady_records=int(g[0]), steady_avg_ms=float(g[4]), steady_max_ms=float(g[5]),
+                           steady_p50_ms=float(g[6]), steady_p99_ms=float(g[8]), steady_p999_ms=float(g[9]))
+            continue
+        out = {"records": int(g[0]), "records_per_s": float(g[2]), "mb_per_s": float(g[3]),
+               "avg_ms": float(g[4]), "max_ms": float(g[5]), "p50_ms": float(g[6]), "p95_ms": float(g[7]),
+               "p99_ms": float(g[8]), "p999_ms": float(g[9]), "complete": True}
+    return out
 
 
 def producer_perf_intervals(text):

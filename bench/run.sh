@@ -38,6 +38,8 @@ stop_pid() {  # stop_pid PID: SIGTERM, wait up to 30 s, then SIGKILL
 }
 cleanup() {
   local rc=$?
+  # a Kafka broker whose start-up was interrupted is only known by its pid file
+  [[ -f "$WORK/kafka.conf/kafka.pid" ]] && PIDS+=("$(cat "$WORK/kafka.conf/kafka.pid")")
   for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
   [[ -z "${BENCH_WORK:-}" ]] && rm -rf "$WORK"
   exit "$rc"

@@ -6,12 +6,14 @@
 # Works on a stable toolchain: cargo-fuzz passes nightly-only flags (-Zsanitizer=address,
 # -Cpasses=sancov-module, ...), which RUSTC_BOOTSTRAP=1 lets stable rustc accept. The
 # AddressSanitizer runtime ships with the stable x86_64-unknown-linux-gnu std, so ASan works.
-# Set FUZZ_SANITIZER=none for a faster build/run without it.
+# Set FUZZ_SANITIZER=none for a faster build/run without it. Targets are built with debug
+# assertions (-a), so integer overflow and debug_assert! failures count as crashes too.
 #
 # Environment:
 #   FUZZ_SANITIZER   address (default) | none
 #   FUZZ_TARGETS     space-separated subset of targets (default: all of `cargo fuzz list`)
-#   CARGO_TARGET_DIR build directory (default /work/target-fuzz if /work exists, else fuzz/target)
+#   FUZZ_TARGET_DIR  build directory (default: $CARGO_TARGET_DIR, else fuzz/target); the
+#                    instrumented build lives under its x86_64-unknown-linux-gnu/ subdirectory
 #
 # Each target uses fuzz/corpus/<target>/ (committed seeds) as its read-only seed corpus and a
 # scratch working corpus under $CARGO_TARGET_DIR/fuzz-corpus/<target>/ that persists between
@@ -23,10 +25,7 @@ set -euo pipefail
 SECONDS_PER_TARGET="${1:-60}"
 SANITIZER="${FUZZ_SANITIZER:-address}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [[ -z "${CARGO_TARGET_DIR:-}" ]]; then
-  if [[ -d /work ]]; then CARGO_TARGET_DIR=/work/target-fuzz; else CARGO_TARGET_DIR="$ROOT/fuzz/target"; fi
-fi
-export CARGO_TARGET_DIR
+export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:-$ROOT/fuzz/target}}"
 export RUSTC_BOOTSTRAP=1
 
 if ! [[ "$SECONDS_PER_TARGET" =~ ^[0-9]+$ ]] || (( SECONDS_PER_TARGET < 1 )); then
@@ -48,7 +47,7 @@ fi
 
 echo "==> building ${targets[*]} (sanitizer: $SANITIZER)"
 mkdir -p "$CARGO_TARGET_DIR"
-if ! cargo fuzz build -O --sanitizer "$SANITIZER" >"$CARGO_TARGET_DIR/fuzz-build.log" 2>&1; then
+if ! cargo fuzz build -O -a --sanitizer "$SANITIZER" >"$CARGO_TARGET_DIR/fuzz-build.log" 2>&1; then
   tail -n 40 "$CARGO_TARGET_DIR/fuzz-build.log" >&2
   exit 1
 fi
@@ -64,7 +63,7 @@ for t in "${targets[@]}"; do
   set +e
   # Hard wall-clock bound on top of -max_total_time, in case a run hangs.
   timeout --kill-after=30 $((SECONDS_PER_TARGET + 120)) \
-    cargo fuzz run -O --sanitizer "$SANITIZER" "$t" "$work" "$seeds" -- \
+    cargo fuzz run -O -a --sanitizer "$SANITIZER" "$t" "$work" "$seeds" -- \
       -max_total_time="$SECONDS_PER_TARGET" \
       -rss_limit_mb=2048 \
       -malloc_limit_mb=512 \

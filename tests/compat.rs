@@ -51,6 +51,11 @@ fn compat_dir() -> PathBuf {
 /// Runs `tests/compat/<client>/run.sh` and asserts success and the `compat <client> ok` line.
 fn run_client(client: &str, broker: &SkiffProcess, topic: &str, mode: &str) {
     let records = std::env::var("RECORDS").unwrap_or_else(|_| "20000".into());
+    run_client_with(client, broker, topic, mode, &records);
+}
+
+/// [`run_client`] with an explicit record count.
+fn run_client_with(client: &str, broker: &SkiffProcess, topic: &str, mode: &str, records: &str) {
     let script = compat_dir().join(client).join("run.sh");
     assert!(script.exists(), "{} is missing", script.display());
     let logs = tempfile::Builder::new().prefix("skiff-compat-").tempdir().expect("temp dir");
@@ -61,7 +66,7 @@ fn run_client(client: &str, broker: &SkiffProcess, topic: &str, mode: &str) {
         .env("BOOTSTRAP", broker.bootstrap())
         .env("TOPIC", topic)
         .env("MODE", mode)
-        .env("RECORDS", &records)
+        .env("RECORDS", records)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).expect("stdout file"))
         .stderr(std::fs::File::create(&err_path).expect("stderr file"))
@@ -153,6 +158,45 @@ fn go_franz() {
 #[test]
 fn node_kafkajs() {
     full("node-kafkajs");
+}
+
+/// The group scenario (`MODE=group`, tests/compat/README.md): 3 members, one joins and one
+/// leaves midway, 60,000 records consumed exactly once with commits.
+fn group(client: &str) {
+    let _slot = Slot::acquire();
+    let broker = SkiffProcess::start();
+    let records = std::env::var("GROUP_RECORDS").unwrap_or_else(|_| "60000".into());
+    run_client_with(client, &broker, &format!("compat-group-{client}"), "group", &records);
+}
+
+#[test]
+fn group_java() {
+    group("java");
+}
+
+#[test]
+fn group_python_confluent() {
+    group("python-confluent");
+}
+
+#[test]
+fn group_python_kafka() {
+    group("python-kafka");
+}
+
+#[test]
+fn group_go_sarama() {
+    group("go-sarama");
+}
+
+#[test]
+fn group_go_franz() {
+    group("go-franz");
+}
+
+#[test]
+fn group_node_kafkajs() {
+    group("node-kafkajs");
 }
 
 #[test]

@@ -61,8 +61,10 @@ pub struct BatchHeader {
 }
 
 impl BatchHeader {
+    /// Saturating: the fields are raw wire values, and a corrupt header must not overflow (a
+    /// parsable header with `base_offset` near `i64::MAX` panicked debug and fuzz builds).
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.last_offset_delta)
+        self.base_offset.saturating_add(i64::from(self.last_offset_delta))
     }
     pub fn is_transactional(&self) -> bool {
         self.attributes & TRANSACTIONAL != 0
@@ -302,6 +304,24 @@ pub(crate) mod tests {
         let h = validate_produce(&m, 1 << 20).expect("valid")[0];
         assert!(h.is_log_append_time());
         assert_eq!(h.max_timestamp, 999);
+    }
+
+    #[test]
+    fn header_arithmetic_does_not_overflow_on_raw_values() {
+        // A parsable header with baseOffset = i64::MAX and lastOffsetDelta = 1.
+        let mut b = vec![0u8; HEADER_LEN];
+        b[0..8].copy_from_slice(&i64::MAX.to_be_bytes());
+        b[8..12].copy_from_slice(&((HEADER_LEN - LENGTH_END) as i32).to_be_bytes());
+        b[MAGIC] = 2;
+        b[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4].copy_from_slice(&1i32.to_be_bytes());
+        let h = parse_header(&b).expect("parsable");
+        assert_eq!(h.last_offset(), i64::MAX);
+        let data = Bytes::from(b);
+        assert_eq!(slice_from_offset(&data, i64::MAX).map(|s| s.len()), Some(HEADER_LEN));
+        b = data.to_vec();
+        b[0..8].copy_from_slice(&i64::MIN.to_be_bytes());
+        b[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4].copy_from_slice(&(-1i32).to_be_bytes());
+        assert_eq!(parse_header(&b).expect("parsable").last_offset(), i64::MIN);
     }
 
     #[test]

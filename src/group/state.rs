@@ -776,10 +776,9 @@ impl Group {
     // ---- internals ----
 
     fn validate_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), GroupError> {
-        if let Some(i) = instance_id {
-            if self.static_members.get(i).is_some_and(|id| id != member_id) {
-                return Err(GroupError::FencedInstanceId);
-            }
+        // The instance is registered under another member id: that one replaced this one.
+        if instance_id.and_then(|i| self.static_members.get(i)).is_some_and(|id| id != member_id) {
+            return Err(GroupError::FencedInstanceId);
         }
         if !self.members.contains_key(member_id) {
             return Err(GroupError::UnknownMemberId);
@@ -960,10 +959,10 @@ impl Group {
         if m.awaiting_sync {
             self.effects.push(Effect::Sync { member_id: m.id.clone(), response: SyncResponse::error(GroupError::UnknownMemberId) });
         }
-        if let Some(i) = &m.instance_id {
-            if self.static_members.get(i).is_some_and(|id| id == member_id) {
-                self.static_members.remove(i);
-            }
+        if let Some(i) = &m.instance_id
+            && self.static_members.get(i).is_some_and(|id| id == member_id)
+        {
+            self.static_members.remove(i);
         }
         self.pending_sync.remove(member_id);
         if self.leader.as_deref() == Some(member_id) {

@@ -31,6 +31,10 @@ use super::groups::is_coordinator;
 use crate::broker::Broker;
 use crate::group::{GroupCoordinator, GroupError};
 
+/// One topic of an OffsetCommit: per partition, the error decided when admitted, or `None` if
+/// the partition's offset goes to the controller.
+type TopicPlan = (TopicName, Vec<(i32, Option<i16>)>);
+
 /// Kafka's `offset.metadata.max.bytes` default.
 const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 
@@ -54,8 +58,7 @@ async fn submit(broker: &Broker, group_id: &str, op: GroupOp) -> Result<(), i16>
 
 pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, version: i16) -> Handled {
     let group_id = req.group_id.0.to_string();
-    // Per partition: Some(error) decided now, None → goes to the controller.
-    let mut plan: Vec<(TopicName, Vec<(i32, Option<i16>)>)> = Vec::with_capacity(req.topics.len());
+    let mut plan: Vec<TopicPlan> = Vec::with_capacity(req.topics.len());
     let mut offsets = Vec::new();
     let now_ms = broker.clock.now_ms();
     let group_error = if group_id.is_empty() {

@@ -124,13 +124,19 @@ func main() {
 		fatalf("BOOTSTRAP and TOPIC must be set")
 	}
 	bootstrap = strings.Split(os.Getenv("BOOTSTRAP"), ",")
-	if mode != "full" && mode != "produce" && mode != "verify" {
-		fatalf("MODE=%q: want full, produce or verify", mode)
+	if mode != "full" && mode != "produce" && mode != "verify" && mode != "group" {
+		fatalf("MODE=%q: want full, produce, verify or group", mode)
 	}
 	logf("bootstrap=%s topic=%s mode=%s records=%d", os.Getenv("BOOTSTRAP"), topic, mode, n)
 
 	ctx := context.Background()
 	start := time.Now()
+	if mode == "group" {
+		consumed := runGroup(ctx)
+		logf("group scenario: %.2fs", time.Since(start).Seconds())
+		fmt.Printf("compat %s ok produced=%d verified=%d\n", clientName, n, consumed)
+		return
+	}
 	produced := 0
 	if mode == "full" || mode == "produce" {
 		t := time.Now()

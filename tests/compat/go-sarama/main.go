@@ -121,13 +121,19 @@ func main() {
 	if bootstrap == "" || topic == "" {
 		fatalf("BOOTSTRAP and TOPIC must be set")
 	}
-	if mode != "full" && mode != "produce" && mode != "verify" {
-		fatalf("MODE=%q: want full, produce or verify", mode)
+	if mode != "full" && mode != "produce" && mode != "verify" && mode != "group" {
+		fatalf("MODE=%q: want full, produce, verify or group", mode)
 	}
 	addrs := strings.Split(bootstrap, ",")
 	logf("bootstrap=%s topic=%s mode=%s records=%d version=%s", bootstrap, topic, mode, n, kafkaVersion())
 
 	start := time.Now()
+	if mode == "group" {
+		consumed := runGroup(addrs, topic, n)
+		logf("group scenario: %.2fs", time.Since(start).Seconds())
+		fmt.Printf("compat %s ok produced=%d verified=%d\n", clientName, n, consumed)
+		return
+	}
 	produced := 0
 	if mode == "full" || mode == "produce" {
 		t := time.Now()

@@ -301,7 +301,7 @@ async function main() {
   const mode = process.env.MODE || 'full'
   const records = parseInt(process.env.RECORDS || '20000', 10)
   if (!topic) fail('TOPIC must be set')
-  if (!['full', 'produce', 'verify'].includes(mode)) fail(`MODE must be full, produce or verify, not ${mode}`)
+  if (!['full', 'produce', 'verify', 'group'].includes(mode)) fail(`MODE must be full, produce, verify or group, not ${mode}`)
   if (!(records >= 1)) fail('RECORDS must be >= 1')
 
   const kafka = new Kafka({
@@ -314,6 +314,13 @@ async function main() {
   log(`kafkajs ${kafkajsVersion} (codecs: none, gzip built in; snappy via kafkajs-snappy, lz4 via kafkajs-lz4, zstd via zstd-napi)`)
   log(`bootstrap=${bootstrap} topic=${topic} mode=${mode} records=${records}`)
   const t0 = Date.now()
+  if (mode === 'group') {
+    const consumed = await require('./group.js').runGroup(kafka, topic, records, log)
+    log(`group scenario ${((Date.now() - t0) / 1000).toFixed(2)}s`)
+    process.stdout.write(`compat ${CLIENT} ok produced=${records} verified=${consumed}\n`)
+    clearTimeout(watchdog)
+    process.exit(0)
+  }
   let produced = 0
   if (mode === 'full' || mode === 'produce') {
     await createTopic(kafka, topic)
