@@ -47,6 +47,9 @@ cargo test --workspace --locked -- --test-threads=4
 step "storage with the aws-profile feature (AWS profiles and SSO)"
 cargo test -p skiff-storage --features aws-profile --locked --lib
 
+step "type-check the Docker fallback of the MinIO test support (no Docker engine here)"
+cargo check --tests --features testcontainers --locked
+
 step "fuzz (bounded)"
 scripts/fuzz.sh "${SKIFF_FUZZ_SECONDS:-30}"
 

@@ -8,11 +8,11 @@
 //!    `scripts/install-minio.sh` puts it), started on 127.0.0.1 with an ephemeral port, a
 //!    temporary data directory, random credentials and the bucket created up front (a
 //!    directory `<data>/<bucket>` is a bucket to single-drive MinIO);
-//! 3. otherwise the test FAILS with what to do. It is never skipped, in CI or not.
-//!
-//! A Docker fallback (testcontainers' MinIO module) is deliberately not used: no Docker engine
-//! runs on the project's machines or in CI, and the crate would add minutes of compile time to
-//! every `cargo test`. `scripts/test.sh` installs the binary instead.
+//! 3. testcontainers' MinIO module when a Docker engine answers (`docker info`); it needs the
+//!    `testcontainers` cargo feature (`cargo test --features testcontainers`), which is off by
+//!    default because no Docker engine runs on the project's build machines and the crate adds
+//!    minutes of compile time (`scripts/test.sh` only type-checks it there);
+//! 4. otherwise the test FAILS with what to do. It is never skipped, in CI or not.
 //!
 //! Each test gets its own key prefix ([`Minio::unique_prefix`]) so tests share one MinIO.
 //! [`Minio::start_local`] starts a private MinIO that the test may stop, freeze and restart.
@@ -39,6 +39,10 @@ pub struct Minio {
     pub secret_key: String,
     pub bucket: String,
     local: Option<LocalMinio>,
+    /// Keeps a Docker container alive for the life of the test binary (testcontainers' reaper
+    /// removes it after the process exits).
+    #[allow(dead_code)]
+    container: Option<std::sync::Mutex<Box<dyn std::any::Any + Send>>>,
 }
 
 struct LocalMinio {
@@ -70,10 +74,47 @@ impl Minio {
                     secret_key: need("AWS_SECRET_ACCESS_KEY"),
                     bucket: std::env::var("SKIFF_TEST_S3_BUCKET").unwrap_or_else(|_| "skiff-test".into()),
                     local: None,
+                    container: None,
                 };
+            }
+            if find_binary().is_none() && docker_available() {
+                return Self::start_container();
             }
             Self::start_local()
         })
+    }
+
+    /// MinIO in Docker through testcontainers' MinIO module.
+    #[cfg(feature = "testcontainers")]
+    fn start_container() -> Minio {
+        use testcontainers_modules::minio::MinIO;
+        use testcontainers_modules::testcontainers::core::ExecCommand;
+        use testcontainers_modules::testcontainers::runners::SyncRunner;
+        let container = MinIO::default().start().unwrap_or_else(|e| panic!("starting MinIO in Docker: {e}"));
+        let port = container.get_host_port_ipv4(9000).unwrap_or_else(|e| panic!("MinIO container port: {e}"));
+        let bucket = "skiff-test".to_string();
+        // A directory under the data dir is a bucket to single-drive MinIO.
+        container
+            .exec(ExecCommand::new(["mkdir", "-p", &format!("/data/{bucket}")]))
+            .unwrap_or_else(|e| panic!("creating the bucket in the MinIO container: {e}"));
+        Minio {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            // The image's default root credentials.
+            access_key: "minioadmin".into(),
+            secret_key: "minioadmin".into(),
+            bucket,
+            local: None,
+            container: Some(std::sync::Mutex::new(Box::new(container))),
+        }
+    }
+
+    #[cfg(not(feature = "testcontainers"))]
+    fn start_container() -> Minio {
+        panic!(
+            "no `minio` binary, but a Docker engine answers: run the tests with \
+             `cargo test --features testcontainers` to use testcontainers' MinIO module, or {}",
+            missing_message()
+        )
     }
 
     /// A private MinIO process (for tests that stop or freeze it). Panics with instructions
@@ -90,6 +131,7 @@ impl Minio {
             secret_key: format!("secret{:016x}", (u64::from(rand_u32()) << 32) | u64::from(rand_u32())),
             bucket,
             local: Some(LocalMinio { bin, root, port, watchdog: None, starts: 0 }),
+            container: None,
         };
         m.launch();
         m
@@ -265,6 +307,16 @@ fn missing_message() -> String {
          at an S3-compatible store.",
         std::env::var("CI").unwrap_or_else(|_| "unset".into())
     )
+}
+
+/// True if a Docker engine answers.
+fn docker_available() -> bool {
+    Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// A port that was free a moment ago.
