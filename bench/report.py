@@ -234,6 +234,8 @@ class Report:
         self.table("End-to-end p99 (ms)", "e2e", ["size"], "p99_ms")
         self.md += ["## Resources", ""]
         self.table("Peak broker RSS over the whole run (VmHWM, MiB)", "target", [], "vm_hwm_mib")
+        self.table("Machine load average (1 min) during this target's unthrottled produce runs", "produce", [], "load1",
+                   mode="max", note="2 cores. Other engineers' builds share the machine; compare ratios only where loads are alike.")
         self.table("Skiff object PUTs per GB produced, unthrottled", "produce", K, "puts_per_gb", mode="max")
         self.table("Skiff flush→commit latency, average (ms), unthrottled", "produce", K, "flush_commit_avg_ms", mode="max",
                    note="From skiff_flush_commit_seconds: first byte buffered to commit applied (includes flush_interval_ms).")

@@ -102,7 +102,7 @@ rm -rf "$OUT"; mkdir -p "$OUT/raw"
 log "profile $PROFILE, results in $OUT, scratch $WORK"
 {
   echo "date: $(date -Is)"; echo "profile: $PROFILE"; echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) $(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l) changed files"
-  echo "skiff: $SKIFF_BIN"; echo "kafka libs: $LIBS"; echo "cpus: $(nproc)"; echo "kernel: $(uname -r)"
+  echo "skiff: $SKIFF_BIN (binary built $(date -r "$SKIFF_BIN" -Is))"; echo "kafka libs: $LIBS"; echo "cpus: $(nproc)"; echo "kernel: $(uname -r)"
   echo "java: $(java -version 2>&1 | head -1)"; echo "minio: $([[ $HAVE_MINIO == 1 ]] && "$MINIO_BIN" --version 2>/dev/null | head -1)"
   echo "load before start: $(cat /proc/loadavg)"
 } > "$OUT/environment.txt"

@@ -197,15 +197,22 @@ impl Config {
 
     /// The flush interval in effect (per-backend default).
     pub fn flush_interval(&self) -> Duration {
-        let ms = self.broker.flush_interval_ms.unwrap_or_else(|| {
-            if self.storage_url().starts_with("s3://") { 250 } else { 5 }
-        });
+        let ms = self.broker.flush_interval_ms.unwrap_or(if self.billed_per_request() { 250 } else { 5 });
         Duration::from_millis(ms)
     }
 
     /// Whether to flush whenever the pipeline is idle (per-backend default).
     pub fn flush_when_idle(&self) -> bool {
-        self.broker.flush_when_idle.unwrap_or_else(|| !self.storage_url().starts_with("s3://"))
+        self.broker.flush_when_idle.unwrap_or(!self.billed_per_request())
+    }
+
+    /// True for AWS S3 itself, where every PUT is billed: `s3://` without a custom endpoint
+    /// (neither `s3_endpoint` nor `AWS_ENDPOINT` / `AWS_ENDPOINT_URL`). A custom endpoint is
+    /// taken to be MinIO or another self-hosted store, tuned for latency like a local directory.
+    pub fn billed_per_request(&self) -> bool {
+        let custom_endpoint = self.s3_endpoint.is_some()
+            || ["AWS_ENDPOINT", "AWS_ENDPOINT_URL"].iter().any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty()));
+        self.storage_url().starts_with("s3://") && !custom_endpoint
     }
 
     /// Checks every field; returns all problems at once.
@@ -321,6 +328,10 @@ mod tests {
     fn s3_default_interval() {
         let c = Config { storage: Some("s3://b/p".into()), ..Config::default() };
         assert_eq!(c.flush_interval(), Duration::from_millis(250));
+        assert!(!c.flush_when_idle());
+        let minio = Config { s3_endpoint: Some("http://127.0.0.1:9000".into()), ..c };
+        assert_eq!(minio.flush_interval(), Duration::from_millis(5));
+        assert!(minio.flush_when_idle());
         let r = Config { storage: Some("s3://user:pw@b/p".into()), ..Config::default() }.redacted();
         assert!(!r.contains("pw"));
     }
