@@ -94,9 +94,21 @@ pub struct GcReport {
     pub orphans_deleted: u64,
 }
 
-/// WAL footers read during one compaction pass, by object key.
+/// WAL footers read during one compaction pass, by object key, and whole WAL objects: a pass
+/// usually rewrites several partitions' sections of the same object, so one GET of the object
+/// replaces one ranged GET per section (S3 bills per request). Objects are kept up to
+/// [`PASS_OBJECT_BYTES`] per pass; beyond that sections are read with ranged GETs.
 #[derive(Default)]
-struct Footers(Mutex<HashMap<Arc<str>, Arc<Vec<skiff_storage::SectionMeta>>>>);
+struct Footers(Mutex<HashMap<Arc<str>, Arc<Vec<skiff_storage::SectionMeta>>>>, Mutex<PassObjects>);
+
+#[derive(Default)]
+struct PassObjects {
+    bytes: usize,
+    objects: HashMap<Arc<str>, Bytes>,
+}
+
+/// Memory for whole WAL objects held during one compaction pass.
+const PASS_OBJECT_BYTES: usize = 64 << 20;
 
 /// One partition's run of chunks to rewrite, planned under the metadata lock.
 struct Candidate {
@@ -319,12 +331,31 @@ impl Lifecycle {
         // Read each chunk's section, located and checked through its object's footer.
         let mut parts: Vec<Bytes> = Vec::with_capacity(c.chunks.len());
         for chunk in &c.chunks {
+            // Recently flushed data is still in memory: no read at all.
+            if let Some(b) = self.tail.as_ref().and_then(|t| t.get(&chunk.object, chunk.position)) {
+                parts.push(b);
+                continue;
+            }
+            let size = *c.object_sizes.get(&chunk.object).ok_or_else(|| format!("{} is not indexed", chunk.object))?;
+            // Whole object once per pass (its footer comes with it), while the budget lasts.
+            let held = lock(&footers.1).objects.get(&chunk.object).cloned();
+            let whole = match held {
+                Some(o) => Some(o),
+                None if lock(&footers.1).bytes + size as usize <= PASS_OBJECT_BYTES => {
+                    let o = self.storage.get(&chunk.object).await.map_err(|e| e.to_string())?;
+                    let footer = skiff_storage::decode_footer(&o).map_err(|e| e.to_string())?;
+                    lock(&footers.0).insert(chunk.object.clone(), Arc::new(footer));
+                    let mut pass = lock(&footers.1);
+                    pass.bytes += o.len();
+                    pass.objects.insert(chunk.object.clone(), o.clone());
+                    Some(o)
+                }
+                None => None,
+            };
             let cached = lock(&footers.0).get(&chunk.object).cloned();
             let footer = match cached {
                 Some(f) => f,
                 None => {
-                    let size =
-                        *c.object_sizes.get(&chunk.object).ok_or_else(|| format!("{} is not indexed", chunk.object))?;
                     let f = Arc::new(self.storage.read_wal_footer(&chunk.object, size).await.map_err(|e| e.to_string())?);
                     lock(&footers.0).insert(chunk.object.clone(), f.clone());
                     f
@@ -342,9 +373,11 @@ impl Lifecycle {
             {
                 return Err(format!("{}: footer section {meta:?} does not match index chunk {chunk:?}", chunk.object));
             }
-            let bytes = match self.tail.as_ref().and_then(|t| t.get(&chunk.object, chunk.position)) {
-                Some(b) => b,
-                None => self.storage.get_range(&chunk.object, meta.byte_range()).await.map_err(|e| e.to_string())?,
+            let bytes = match &whole {
+                Some(o) if meta.position + meta.len <= o.len() as u64 => {
+                    o.slice(meta.position as usize..(meta.position + meta.len) as usize)
+                }
+                _ => self.storage.get_range(&chunk.object, meta.byte_range()).await.map_err(|e| e.to_string())?,
             };
             verify_section(&bytes, &meta).map_err(|e| e.to_string())?;
             parts.push(bytes);
