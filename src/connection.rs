@@ -41,13 +41,33 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, lim
     let (tx, mut rx) = mpsc::channel::<Slot>(limits.max_inflight);
     let write_task = tokio::spawn(async move {
         let mut writer = BufWriter::with_capacity(64 * 1024, writer);
-        while let Some(slot) = rx.recv().await {
-            let Some(frame) = slot.await else { break };
+        loop {
+            // Responses are written as soon as they are ready and flushed before any wait:
+            // batching happens only among answers that are already complete.
+            let mut slot = match rx.try_recv() {
+                Ok(slot) => slot,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if writer.flush().await.is_err() {
+                        break;
+                    }
+                    match rx.recv().await {
+                        Some(slot) => slot,
+                        None => break,
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            };
+            let frame = match (&mut slot).now_or_never() {
+                Some(frame) => frame,
+                None => {
+                    if writer.flush().await.is_err() {
+                        break;
+                    }
+                    slot.await
+                }
+            };
+            let Some(frame) = frame else { break };
             if writer.write_all(&frame).await.is_err() {
-                break;
-            }
-            // Flush when nothing else is ready, batching responses under load.
-            if rx.is_empty() && writer.flush().await.is_err() {
                 break;
             }
         }
