@@ -75,6 +75,7 @@ pub struct Metrics {
     flushes_size: AtomicU64,
     flushes_interval: AtomicU64,
     flushes_shutdown: AtomicU64,
+    flushes_idle: AtomicU64,
     flush_failures: AtomicU64,
     flush_sizes: SizeHistogram,
     tail_hits: AtomicU64,
@@ -105,6 +106,7 @@ impl Metrics {
         match reason {
             "size" => &self.flushes_size,
             "shutdown" => &self.flushes_shutdown,
+            "idle" => &self.flushes_idle,
             _ => &self.flushes_interval,
         }
         .fetch_add(1, Relaxed);
@@ -178,6 +180,7 @@ impl Metrics {
         let _ = writeln!(out, "skiff_flushes_total{{reason=\"size\"}} {}", self.flushes_size.load(Relaxed));
         let _ = writeln!(out, "skiff_flushes_total{{reason=\"interval\"}} {}", self.flushes_interval.load(Relaxed));
         let _ = writeln!(out, "skiff_flushes_total{{reason=\"shutdown\"}} {}", self.flushes_shutdown.load(Relaxed));
+        let _ = writeln!(out, "skiff_flushes_total{{reason=\"idle\"}} {}", self.flushes_idle.load(Relaxed));
 
         help(&mut out, "skiff_flush_bytes", "histogram", "Bytes per flushed object.");
         for (i, le) in SIZE_BUCKETS.iter().enumerate() {

@@ -419,12 +419,15 @@ impl Wal {
                 continue;
             };
             seq += 1;
+            let due = open.opened_at.is_some_and(|t| t + self.settings.flush_interval <= Instant::now());
             let reason = if open.bytes >= self.settings.flush_bytes {
                 "size"
             } else if stopping {
                 "shutdown"
-            } else {
+            } else if due {
                 "interval"
+            } else {
+                "idle"
             };
             self.metrics.flush(reason, open.bytes);
             let pending = self.build_flush(&storage, seq, open, slot);
