@@ -24,6 +24,9 @@ def load(d):
     for r in runs:  # derived here too, for records written before bench.py computed it
         if r.get("flush_commit_avg_ms") is None and r.get("commits"):
             r["flush_commit_avg_ms"] = 1000 * r["commit_s"] / r["commits"]
+        # Object PUTs per second: PUTs per GB of record values times GB/s of record values.
+        if r.get("puts_per_gb") is not None and r.get("mb_per_s"):
+            r["puts_per_s"] = r["puts_per_gb"] * r["mb_per_s"] * 1048576 / 1e9
     return runs
 
 
@@ -246,6 +249,8 @@ class Report:
         self.md += ["## Scaling", ""]
         self.table("Partition count: broker CPU s/GB at 2k records/s of 1 KiB", "scale_partitions", ["partitions"], "cpu_s_per_gb")
         self.table("Partition count: produce p99 (ms, steady state) at 2k records/s of 1 KiB", "scale_partitions", ["partitions"], "steady_p99_ms")
+        self.table("Partition count: Skiff object PUTs per second at 2k records/s of 1 KiB", "scale_partitions", ["partitions"], "puts_per_s",
+                   note="One object per flush across all partitions: the PUT rate should not grow with the partition count.")
         self.table("Partition count: produce p99 (ms, all records incl. warm-up) at 2k records/s of 1 KiB", "scale_partitions", ["partitions"], "p99_ms")
         self.table("Connections: unthrottled throughput (MiB/s), 1 KiB, 16 partitions", "scale_connections", ["connections"], "mb_per_s")
         self.table("Connections: broker RSS max during run (MiB)", "scale_connections", ["connections"], "rss_max_mib")
