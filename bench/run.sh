@@ -188,5 +188,6 @@ done
 
 # ---- report --------------------------------------------------------------------------------
 "$PY" "$HERE/report.py" "$OUT"
-cp "$OUT/results.md" "$HERE/results/LATEST.md"
+# Same table, with the plot links pointing into the run directory.
+sed -E "s#\]\(([^/)]+\.png)\)#](${OUT##*/}/\1)#g" "$OUT/results.md" > "$HERE/results/LATEST.md"
 log "done: $OUT/results.md"
