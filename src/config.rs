@@ -266,10 +266,15 @@ impl Config {
         }
         let l = &self.lifecycle;
         if l.compaction_interval_ms == 0 || l.retention_check_interval_ms == 0 || l.gc_interval_ms == 0 {
-            problems.push("lifecycle: compaction_interval_ms, retention_check_interval_ms and gc_interval_ms must be > 0".into());
+            problems.push(
+                "lifecycle: compaction_interval_ms, retention_check_interval_ms and gc_interval_ms must be > 0".into(),
+            );
         }
         if l.compaction_concurrency == 0 || l.compaction_min_chunks == 0 || l.compaction_max_segment_bytes == 0 {
-            problems.push("lifecycle: compaction_concurrency, compaction_min_chunks and compaction_max_segment_bytes must be > 0".into());
+            problems.push(
+                "lifecycle: compaction_concurrency, compaction_min_chunks and compaction_max_segment_bytes must be > 0"
+                    .into(),
+            );
         }
         if l.gc_grace_ms < 1000 {
             problems.push(format!("lifecycle.gc_grace_ms: {} must be >= 1000", l.gc_grace_ms));

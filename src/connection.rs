@@ -35,7 +35,13 @@ pub struct Limits {
     pub max_inflight: usize,
 }
 
-pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, limits: Limits, shutdown: CancellationToken) {
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Slot>(limits.max_inflight);
@@ -90,11 +96,14 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, lim
         broker.metrics.requests.fetch_add(1, Relaxed);
         let slot = match protocol::decode_request(frame) {
             Ok(request) => {
-                let (api_key, version, correlation_id) = (request.api_key, request.version, request.header.correlation_id);
+                let (api_key, version, correlation_id) =
+                    (request.api_key, request.version, request.header.correlation_id);
                 tracing::trace!(%peer, ?api_key, version, correlation_id, "request");
                 match handler::handle(&broker, request, peer).await {
                     Handled::Ready(body) => ready(encode(api_key, version, correlation_id, &body, peer)),
-                    Handled::Deferred(fut) => fut.map(move |body| encode(api_key, version, correlation_id, &body, peer)).boxed(),
+                    Handled::Deferred(fut) => {
+                        fut.map(move |body| encode(api_key, version, correlation_id, &body, peer)).boxed()
+                    }
                     Handled::NoResponse => continue,
                 }
             }
@@ -181,11 +190,7 @@ async fn read_frame<R: AsyncReadExt + Unpin>(reader: &mut R, max: usize) -> Resu
     while buf.len() < size {
         let want = size - buf.len();
         buf.reserve(want.min(STEP));
-        let n = (&mut *reader)
-            .take(want as u64)
-            .read_buf(&mut buf)
-            .await
-            .map_err(|e| format!("read failed: {e}"))?;
+        let n = (&mut *reader).take(want as u64).read_buf(&mut buf).await.map_err(|e| format!("read failed: {e}"))?;
         if n == 0 {
             return Err(format!("truncated frame: {} of {size} bytes", buf.len()));
         }

@@ -14,7 +14,8 @@ use crate::broker::Broker;
 use crate::metrics::Snapshot;
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
-    let (topics, partitions) = broker.metadata.read(|m| (m.topics.len(), m.topics.values().map(|t| t.partitions.len()).sum::<usize>()));
+    let (topics, partitions) =
+        broker.metadata.read(|m| (m.topics.len(), m.topics.values().map(|t| t.partitions.len()).sum::<usize>()));
     let (objects, object_bytes) = broker.metadata.read(|m| {
         let live = m.objects.values().filter(|o| o.live_chunks > 0);
         let (n, b) = live.fold((0u64, 0u64), |(n, b), o| (n + 1, b + o.size_bytes));

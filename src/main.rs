@@ -77,7 +77,8 @@ impl DevArgs {
     fn into_config(self) -> anyhow::Result<Config> {
         let mut c = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
                 Config::from_toml(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
             }
             None => Config::default(),

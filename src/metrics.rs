@@ -134,7 +134,8 @@ impl Metrics {
     }
     /// Objects deleted by garbage collection; `kind` is "unreferenced" or "orphan".
     pub fn objects_deleted(&self, kind: &str, n: u64) {
-        if kind == "orphan" { &self.objects_deleted_orphan } else { &self.objects_deleted_unreferenced }.fetch_add(n, Relaxed);
+        if kind == "orphan" { &self.objects_deleted_orphan } else { &self.objects_deleted_unreferenced }
+            .fetch_add(n, Relaxed);
     }
     /// A log start offset advanced by retention.
     pub fn retention_advanced(&self) {
@@ -169,12 +170,37 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} counter\n{name} {v}");
         };
         counter(&mut out, "skiff_requests_total", "Kafka requests received.", self.requests.load(Relaxed));
-        counter(&mut out, "skiff_request_errors_total", "Frames refused (undecodable, unsupported).", self.request_errors.load(Relaxed));
+        counter(
+            &mut out,
+            "skiff_request_errors_total",
+            "Frames refused (undecodable, unsupported).",
+            self.request_errors.load(Relaxed),
+        );
         counter(&mut out, "skiff_connections_total", "Connections accepted.", self.connections_total.load(Relaxed));
-        counter(&mut out, "skiff_produced_bytes_total", "Record-batch bytes accepted.", self.produced_bytes.load(Relaxed));
-        counter(&mut out, "skiff_produced_batches_total", "Record batches accepted.", self.produced_batches.load(Relaxed));
-        counter(&mut out, "skiff_fetched_bytes_total", "Record-batch bytes returned to consumers.", self.fetched_bytes.load(Relaxed));
-        counter(&mut out, "skiff_flush_failures_total", "Flushes whose PUT or commit failed (their produces got a retriable error).", self.flush_failures.load(Relaxed));
+        counter(
+            &mut out,
+            "skiff_produced_bytes_total",
+            "Record-batch bytes accepted.",
+            self.produced_bytes.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "skiff_produced_batches_total",
+            "Record batches accepted.",
+            self.produced_batches.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "skiff_fetched_bytes_total",
+            "Record-batch bytes returned to consumers.",
+            self.fetched_bytes.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "skiff_flush_failures_total",
+            "Flushes whose PUT or commit failed (their produces got a retriable error).",
+            self.flush_failures.load(Relaxed),
+        );
 
         help(&mut out, "skiff_flushes_total", "counter", "Write-ahead buffer flushes by reason.");
         let _ = writeln!(out, "skiff_flushes_total{{reason=\"size\"}} {}", self.flushes_size.load(Relaxed));
@@ -184,45 +210,105 @@ impl Metrics {
 
         help(&mut out, "skiff_flush_bytes", "histogram", "Bytes per flushed object.");
         for (i, le) in SIZE_BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "skiff_flush_bytes_bucket{{le=\"{le}\"}} {}", self.flush_sizes.buckets[i].load(Relaxed));
+            let _ =
+                writeln!(out, "skiff_flush_bytes_bucket{{le=\"{le}\"}} {}", self.flush_sizes.buckets[i].load(Relaxed));
         }
         let n = self.flush_sizes.count.load(Relaxed);
-        let _ = writeln!(out, "skiff_flush_bytes_bucket{{le=\"+Inf\"}} {n}\nskiff_flush_bytes_sum {}\nskiff_flush_bytes_count {n}", self.flush_sizes.sum.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "skiff_flush_bytes_bucket{{le=\"+Inf\"}} {n}\nskiff_flush_bytes_sum {}\nskiff_flush_bytes_count {n}",
+            self.flush_sizes.sum.load(Relaxed)
+        );
 
-        help(&mut out, "skiff_flush_commit_seconds", "histogram", "First byte buffered to commit applied (produce latency floor).");
+        help(
+            &mut out,
+            "skiff_flush_commit_seconds",
+            "histogram",
+            "First byte buffered to commit applied (produce latency floor).",
+        );
         self.commit_latency.render(&mut out, "skiff_flush_commit_seconds", "");
 
         // Object storage.
         let st = s.storage;
-        help(&mut out, "skiff_object_requests_total", "counter", "Object-storage requests that succeeded, by operation.");
-        for (op, c) in [("put", &st.puts), ("get", &st.gets), ("head", &st.heads), ("delete", &st.deletes), ("list", &st.lists)] {
+        help(
+            &mut out,
+            "skiff_object_requests_total",
+            "counter",
+            "Object-storage requests that succeeded, by operation.",
+        );
+        for (op, c) in
+            [("put", &st.puts), ("get", &st.gets), ("head", &st.heads), ("delete", &st.deletes), ("list", &st.lists)]
+        {
             let _ = writeln!(out, "skiff_object_requests_total{{op=\"{op}\"}} {}", c.load(Relaxed));
         }
         help(&mut out, "skiff_object_bytes_total", "counter", "Bytes moved to and from object storage.");
         let _ = writeln!(out, "skiff_object_bytes_total{{op=\"put\"}} {}", st.put_bytes.load(Relaxed));
         let _ = writeln!(out, "skiff_object_bytes_total{{op=\"get\"}} {}", st.get_bytes.load(Relaxed));
-        counter(&mut out, "skiff_object_retries_total", "Object-storage attempts that failed retriably and were retried.", st.retries.load(Relaxed));
-        counter(&mut out, "skiff_object_failures_total", "Object-storage operations that failed after retries.", st.failures.load(Relaxed));
-        help(&mut out, "skiff_object_request_seconds", "histogram", "Object-storage operation latency, retries included.");
+        counter(
+            &mut out,
+            "skiff_object_retries_total",
+            "Object-storage attempts that failed retriably and were retried.",
+            st.retries.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "skiff_object_failures_total",
+            "Object-storage operations that failed after retries.",
+            st.failures.load(Relaxed),
+        );
+        help(
+            &mut out,
+            "skiff_object_request_seconds",
+            "histogram",
+            "Object-storage operation latency, retries included.",
+        );
         st.put_latency.render(&mut out, "skiff_object_request_seconds", "op=\"put\"");
         st.get_latency.render(&mut out, "skiff_object_request_seconds", "op=\"get\"");
         st.delete_latency.render(&mut out, "skiff_object_request_seconds", "op=\"delete\"");
 
         // Caches.
         help(&mut out, "skiff_cache_reads_total", "counter", "Cache lookups by cache and outcome.");
-        let _ = writeln!(out, "skiff_cache_reads_total{{cache=\"tail\",result=\"hit\"}} {}", self.tail_hits.load(Relaxed));
-        let _ = writeln!(out, "skiff_cache_reads_total{{cache=\"tail\",result=\"miss\"}} {}", self.tail_misses.load(Relaxed));
-        let _ = writeln!(out, "skiff_cache_reads_total{{cache=\"block\",result=\"hit\"}} {}", s.blocks.hits.load(Relaxed));
-        let _ = writeln!(out, "skiff_cache_reads_total{{cache=\"block\",result=\"miss\"}} {}", s.blocks.misses.load(Relaxed));
+        let _ =
+            writeln!(out, "skiff_cache_reads_total{{cache=\"tail\",result=\"hit\"}} {}", self.tail_hits.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "skiff_cache_reads_total{{cache=\"tail\",result=\"miss\"}} {}",
+            self.tail_misses.load(Relaxed)
+        );
+        let _ =
+            writeln!(out, "skiff_cache_reads_total{{cache=\"block\",result=\"hit\"}} {}", s.blocks.hits.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "skiff_cache_reads_total{{cache=\"block\",result=\"miss\"}} {}",
+            s.blocks.misses.load(Relaxed)
+        );
         let ratio = |h: u64, m: u64| if h + m == 0 { 0.0 } else { h as f64 / (h + m) as f64 };
         help(&mut out, "skiff_cache_hit_ratio", "gauge", "Hits over lookups since start.");
-        let _ = writeln!(out, "skiff_cache_hit_ratio{{cache=\"tail\"}} {}", ratio(self.tail_hits.load(Relaxed), self.tail_misses.load(Relaxed)));
-        let _ = writeln!(out, "skiff_cache_hit_ratio{{cache=\"block\"}} {}", ratio(s.blocks.hits.load(Relaxed), s.blocks.misses.load(Relaxed)));
+        let _ = writeln!(
+            out,
+            "skiff_cache_hit_ratio{{cache=\"tail\"}} {}",
+            ratio(self.tail_hits.load(Relaxed), self.tail_misses.load(Relaxed))
+        );
+        let _ = writeln!(
+            out,
+            "skiff_cache_hit_ratio{{cache=\"block\"}} {}",
+            ratio(s.blocks.hits.load(Relaxed), s.blocks.misses.load(Relaxed))
+        );
 
         // Estimated request cost per topic.
         let map = self.topic_requests.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        help(&mut out, "skiff_topic_object_requests", "counter", "Object-storage requests attributed to a topic (PUTs shared by bytes).");
-        help(&mut out, "skiff_topic_object_cost_dollars", "counter", "Estimated object-storage request cost per topic.");
+        help(
+            &mut out,
+            "skiff_topic_object_requests",
+            "counter",
+            "Object-storage requests attributed to a topic (PUTs shared by bytes).",
+        );
+        help(
+            &mut out,
+            "skiff_topic_object_cost_dollars",
+            "counter",
+            "Estimated object-storage request cost per topic.",
+        );
         let mut rows: Vec<(&str, TopicRequests)> =
             map.iter().map(|(id, r)| (s.topic_names.get(id).map(String::as_str).unwrap_or("(deleted)"), *r)).collect();
         rows.sort_by(|a, b| a.0.cmp(b.0));
@@ -233,15 +319,55 @@ impl Metrics {
             let _ = writeln!(out, "skiff_topic_object_cost_dollars{{topic=\"{name}\"}} {cost:.9}");
         }
 
-        counter(&mut out, "skiff_compactions_total", "Compactions committed (chunks rewritten into one segment).", self.compactions.load(Relaxed));
-        counter(&mut out, "skiff_compactions_rejected_total", "Compactions whose index swap was rejected (raced retention or another compactor).", self.compactions_rejected.load(Relaxed));
-        counter(&mut out, "skiff_compacted_chunks_total", "Index chunks replaced by compaction.", self.compacted_chunks.load(Relaxed));
-        counter(&mut out, "skiff_compacted_bytes_total", "Record-batch bytes rewritten by compaction.", self.compacted_bytes.load(Relaxed));
-        counter(&mut out, "skiff_retention_advances_total", "Log start offsets advanced by retention.ms / retention.bytes.", self.retention_advances.load(Relaxed));
-        let _ = writeln!(out, "# HELP skiff_objects_deleted_total Objects deleted by garbage collection.\n# TYPE skiff_objects_deleted_total counter");
-        let _ = writeln!(out, "skiff_objects_deleted_total{{reason=\"unreferenced\"}} {}", self.objects_deleted_unreferenced.load(Relaxed));
-        let _ = writeln!(out, "skiff_objects_deleted_total{{reason=\"orphan\"}} {}", self.objects_deleted_orphan.load(Relaxed));
-        let _ = writeln!(out, "# HELP skiff_connections_open Open client connections.\n# TYPE skiff_connections_open gauge\nskiff_connections_open {}", self.connections_open.load(Relaxed));
+        counter(
+            &mut out,
+            "skiff_compactions_total",
+            "Compactions committed (chunks rewritten into one segment).",
+            self.compactions.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "skiff_compactions_rejected_total",
+            "Compactions whose index swap was rejected (raced retention or another compactor).",
+            self.compactions_rejected.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "skiff_compacted_chunks_total",
+            "Index chunks replaced by compaction.",
+            self.compacted_chunks.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "skiff_compacted_bytes_total",
+            "Record-batch bytes rewritten by compaction.",
+            self.compacted_bytes.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "skiff_retention_advances_total",
+            "Log start offsets advanced by retention.ms / retention.bytes.",
+            self.retention_advances.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP skiff_objects_deleted_total Objects deleted by garbage collection.\n# TYPE skiff_objects_deleted_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "skiff_objects_deleted_total{{reason=\"unreferenced\"}} {}",
+            self.objects_deleted_unreferenced.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "skiff_objects_deleted_total{{reason=\"orphan\"}} {}",
+            self.objects_deleted_orphan.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP skiff_connections_open Open client connections.\n# TYPE skiff_connections_open gauge\nskiff_connections_open {}",
+            self.connections_open.load(Relaxed)
+        );
         for (name, text, v) in s.gauges {
             let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} gauge\n{name} {v}");
         }

@@ -36,7 +36,8 @@ pub struct Bound {
 /// Runs `skiff dev`: one controller voter and one broker in this process, until `shutdown`.
 /// `on_ready` is called with the bound addresses once clients can connect.
 pub async fn run_dev(config: Config, shutdown: CancellationToken, on_ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let url = config.storage_url();
     let storage = skiff_storage::open(&StorageConfig {
         url: url.clone(),
@@ -57,7 +58,8 @@ pub async fn run_dev_with_storage(
     shutdown: CancellationToken,
     on_ready: impl FnOnce(&Bound),
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let controller_token = CancellationToken::new();
     let cluster_id = Uuid::new_v4().simple().to_string();
     let controller = Controller::start_single(
@@ -179,7 +181,8 @@ async fn serve(
     info!(kafka = %bound.kafka, advertised = %format!("{host}:{port}"), http = %bound.http, storage = %config.storage_url(), "skiff is ready");
     on_ready(&bound);
 
-    let limits = Limits { max_frame_bytes: b.socket_request_max_bytes, max_inflight: b.max_inflight_requests_per_connection };
+    let limits =
+        Limits { max_frame_bytes: b.socket_request_max_bytes, max_inflight: b.max_inflight_requests_per_connection };
     crate::server::run(kafka_listener, broker.clone(), limits, b.max_connections, shutdown).await;
     groups_token.cancel();
     if let Err(e) = groups_task.await {

@@ -19,7 +19,13 @@ use crate::connection::{self, Limits};
 /// How long shutdown waits for connections to finish their in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub async fn run(listener: TcpListener, broker: Arc<Broker>, limits: Limits, max_connections: usize, shutdown: CancellationToken) {
+pub async fn run(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    limits: Limits,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(max_connections));
     let tracker = TaskTracker::new();
     loop {

@@ -34,7 +34,11 @@ async fn bounded<F: Future<Output = anyhow::Result<()>>>(name: &str, broker: &Sk
 
 /// `n` records with keys `k<first+i>`, values `v<first+i>` and the given timestamps.
 fn records(first: usize, timestamps: &[i64]) -> Vec<TestRecord> {
-    timestamps.iter().enumerate().map(|(i, ts)| TestRecord::new(format!("k{}", first + i), format!("v{}", first + i), *ts)).collect()
+    timestamps
+        .iter()
+        .enumerate()
+        .map(|(i, ts)| TestRecord::new(format!("k{}", first + i), format!("v{}", first + i), *ts))
+        .collect()
 }
 
 fn plain(first: usize, n: usize) -> Bytes {
@@ -54,10 +58,18 @@ async fn corrupt_batch_fails_only_its_partition() {
         bad[last] ^= 0x01; // inside the CRC-covered records: the CRC no longer matches
         let r = c.produce_many("corrupt", &[(0, good), (1, bad.freeze())]).await?;
         ensure!(r[0].error_code == 0 && r[0].base_offset == 0, "good partition 0: {:?}", r[0]);
-        ensure!(r[1].error_code == CORRUPT_MESSAGE, "corrupt partition 1: expected error {CORRUPT_MESSAGE}, got {:?}", r[1]);
+        ensure!(
+            r[1].error_code == CORRUPT_MESSAGE,
+            "corrupt partition 1: expected error {CORRUPT_MESSAGE}, got {:?}",
+            r[1]
+        );
         let (p0, hwm0) = c.fetch_all("corrupt", 0, 0).await?;
         let (p1, hwm1) = c.fetch_all("corrupt", 1, 0).await?;
-        ensure!(hwm0 == 3 && p0.len() == 3, "partition 0 should hold the 3 good records: hwm {hwm0}, {} records", p0.len());
+        ensure!(
+            hwm0 == 3 && p0.len() == 3,
+            "partition 0 should hold the 3 good records: hwm {hwm0}, {} records",
+            p0.len()
+        );
         ensure!(hwm1 == 0 && p1.is_empty(), "partition 1 should hold nothing: hwm {hwm1}, {} records", p1.len());
         Ok(())
     })
@@ -73,7 +85,10 @@ async fn batch_over_max_message_bytes_is_refused() {
         ensure!(code == 0, "CreateTopics with max.message.bytes=1000: error {code}");
         let big = encode_batch(&[TestRecord::new("k", vec![7u8; 2000], 1)], Compression::None, None);
         let r = c.produce("small", 0, big).await?;
-        ensure!(r.error_code == MESSAGE_TOO_LARGE, "2 KB batch with max.message.bytes=1000: expected {MESSAGE_TOO_LARGE}, got {r:?}");
+        ensure!(
+            r.error_code == MESSAGE_TOO_LARGE,
+            "2 KB batch with max.message.bytes=1000: expected {MESSAGE_TOO_LARGE}, got {r:?}"
+        );
         let ok = c.produce_ok("small", 0, plain(0, 2)).await?;
         ensure!(ok == 0, "small batch after the refused one should start at 0, got {ok}");
         Ok(())
@@ -89,7 +104,10 @@ async fn invalid_topic_name_is_refused() {
         let too_long = "x".repeat(250);
         for name in ["bad name!", "a/b", "..", too_long.as_str()] {
             let code = c.create_topic(name, 1, &[]).await?;
-            ensure!(code == INVALID_TOPIC_EXCEPTION, "CreateTopics {name:?}: expected {INVALID_TOPIC_EXCEPTION}, got {code}");
+            ensure!(
+                code == INVALID_TOPIC_EXCEPTION,
+                "CreateTopics {name:?}: expected {INVALID_TOPIC_EXCEPTION}, got {code}"
+            );
         }
         Ok(())
     })
@@ -106,7 +124,10 @@ async fn unknown_api_key_is_answered_then_closed() {
         ensure!(frame.len() >= 6, "answer too short: {frame:?}");
         let correlation = i32::from_be_bytes(frame[0..4].try_into()?);
         let code = i16::from_be_bytes(frame[4..6].try_into()?);
-        ensure!(correlation == 77 && code == UNSUPPORTED_VERSION, "expected (77, {UNSUPPORTED_VERSION}), got ({correlation}, {code})");
+        ensure!(
+            correlation == 77 && code == UNSUPPORTED_VERSION,
+            "expected (77, {UNSUPPORTED_VERSION}), got ({correlation}, {code})"
+        );
         ensure!(c.closed_within(Duration::from_secs(5)).await?, "connection still open after the unknown API key");
         Ok(())
     })
@@ -127,10 +148,16 @@ async fn frame_over_socket_request_max_bytes_closes_connection() {
         frame.put_i32(4096);
         frame.put_slice(&raw_request(ApiKey::Metadata as i16, 12, 5, 2, &[]));
         c.write_raw(&frame).await?;
-        ensure!(c.closed_within(Duration::from_secs(5)).await?, "connection still open after a 4096-byte frame (limit 2048)");
+        ensure!(
+            c.closed_within(Duration::from_secs(5)).await?,
+            "connection still open after a 4096-byte frame (limit 2048)"
+        );
         // The broker is still fine for others.
         let mut other = Client::connect(broker.bootstrap()).await?;
-        ensure!(other.send(&ApiVersionsRequest::default(), 3).await?.error_code == 0, "broker unhealthy after the big frame");
+        ensure!(
+            other.send(&ApiVersionsRequest::default(), 3).await?.error_code == 0,
+            "broker unhealthy after the big frame"
+        );
         Ok(())
     })
     .await;
@@ -149,9 +176,14 @@ async fn api_versions_too_new_gets_v0_answer() {
         ensure!(header.correlation_id == 4242, "correlation id {}", header.correlation_id);
         let r = ApiVersionsResponse::decode(&mut frame, 0).context("the answer must be an ApiVersions v0 response")?;
         ensure!(r.error_code == UNSUPPORTED_VERSION, "expected error {UNSUPPORTED_VERSION}, got {}", r.error_code);
-        let produce = r.api_keys.iter().find(|k| k.api_key == ApiKey::Produce as i16).context("Produce missing from key list")?;
+        let produce =
+            r.api_keys.iter().find(|k| k.api_key == ApiKey::Produce as i16).context("Produce missing from key list")?;
         ensure!(produce.max_version >= 3, "Produce range {produce:?}");
-        let versions = r.api_keys.iter().find(|k| k.api_key == ApiKey::ApiVersions as i16).context("ApiVersions missing from key list")?;
+        let versions = r
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == ApiKey::ApiVersions as i16)
+            .context("ApiVersions missing from key list")?;
         // The client retries with a version from the list on the same connection.
         let retry = c.send(&ApiVersionsRequest::default(), versions.max_version.min(3)).await?;
         ensure!(retry.error_code == 0, "retry after the v0 answer: error {}", retry.error_code);
@@ -178,7 +210,8 @@ async fn idempotent_duplicate_gets_same_offset() {
         let n = c.produce_ok("idem", 0, next).await?;
         ensure!(n == 5, "{ctx}: next batch at {n}, expected 5");
         let (log, hwm) = c.fetch_all("idem", 0, 0).await?;
-        let keys: Vec<String> = log.iter().map(|r| String::from_utf8_lossy(r.record.key.as_deref().unwrap_or_default()).into()).collect();
+        let keys: Vec<String> =
+            log.iter().map(|r| String::from_utf8_lossy(r.record.key.as_deref().unwrap_or_default()).into()).collect();
         ensure!(hwm == 7 && keys == ["k0", "k1", "k10", "k11", "k12", "k20", "k21"], "{ctx}: log {keys:?} (hwm {hwm})");
         Ok(())
     })
@@ -196,7 +229,10 @@ async fn out_of_order_sequence_is_refused() {
         c.produce_ok("ooo", 0, encode_batch(&records(0, &[1, 2]), Compression::None, at(0))).await?;
         // Sequence 5 where 2 is expected.
         let r = c.produce("ooo", 0, encode_batch(&records(5, &[3]), Compression::None, at(5))).await?;
-        ensure!(r.error_code == OUT_OF_ORDER_SEQUENCE_NUMBER, "sequence gap: expected {OUT_OF_ORDER_SEQUENCE_NUMBER}, got {r:?}");
+        ensure!(
+            r.error_code == OUT_OF_ORDER_SEQUENCE_NUMBER,
+            "sequence gap: expected {OUT_OF_ORDER_SEQUENCE_NUMBER}, got {r:?}"
+        );
         let (log, hwm) = c.fetch_all("ooo", 0, 0).await?;
         ensure!(hwm == 2 && log.len() == 2, "the refused batch must not be stored: hwm {hwm}");
         // The expected sequence still works.
@@ -229,7 +265,10 @@ async fn producer_state_survives_restart() {
         let mut c = Client::connect(broker.bootstrap()).await?;
         let ctx = format!("producer {producer_id} epoch {producer_epoch} after SIGKILL + restart");
         let again = c.produce("idem-restart", 0, second).await?;
-        ensure!(again.error_code == 0 && again.base_offset == 3, "{ctx}: re-sent batch (seq 3-5) answered {again:?}, expected base offset 3");
+        ensure!(
+            again.error_code == 0 && again.base_offset == 3,
+            "{ctx}: re-sent batch (seq 3-5) answered {again:?}, expected base offset 3"
+        );
         let (_, hwm) = c.fetch_all("idem-restart", 0, 0).await?;
         ensure!(hwm == 6, "{ctx}: duplicate was appended again: hwm {hwm}, expected 6");
         let gap = c.produce("idem-restart", 0, encode_batch(&records(9, &[9]), Compression::None, at(9))).await?;
@@ -252,7 +291,10 @@ async fn long_poll_fetch_returns_early_on_produce() {
         let started = Instant::now();
         let idle = c.fetch("poll", 0, 0, 2000, 1).await?;
         let idle_time = started.elapsed();
-        ensure!(idle.error_code == 0 && idle.records.as_ref().is_none_or(|r| r.is_empty()), "idle poll returned {idle:?}");
+        ensure!(
+            idle.error_code == 0 && idle.records.as_ref().is_none_or(|r| r.is_empty()),
+            "idle poll returned {idle:?}"
+        );
         ensure!(idle_time >= Duration::from_millis(1800), "idle poll with max_wait 2000 returned after {idle_time:?}");
         // Data produced 300 ms into the poll ends it early.
         let poll = tokio::spawn(async move {
@@ -266,7 +308,10 @@ async fn long_poll_fetch_returns_early_on_produce() {
         let p = p?;
         let n = support::client::decode_records(p.records.unwrap_or_default())?.len();
         ensure!(n == 3, "long poll returned {n} records, expected 3");
-        ensure!(took < Duration::from_millis(1500), "long poll returned after {took:?}; it should end soon after the produce at 300 ms");
+        ensure!(
+            took < Duration::from_millis(1500),
+            "long poll returned after {took:?}; it should end soon after the produce at 300 ms"
+        );
         Ok(())
     })
     .await;
@@ -284,7 +329,10 @@ async fn list_offsets_by_timestamp_is_exact() {
         two.put_slice(&encode_batch(&records(5, &[2000, 2010, 2020, 2030, 2040]), Compression::Gzip, None));
         ensure!(c.produce_ok("times", 0, two.freeze()).await? == 0, "first produce not at 0");
         // A separate chunk with timestamps out of order: offsets 10-12.
-        ensure!(c.produce_ok("times", 0, encode_batch(&records(10, &[3000, 2500, 3100]), Compression::Lz4, None)).await? == 10);
+        ensure!(
+            c.produce_ok("times", 0, encode_batch(&records(10, &[3000, 2500, 3100]), Compression::Lz4, None)).await?
+                == 10
+        );
         let cases: &[(i64, i64, i64)] = &[
             // (query, expected offset, expected timestamp)
             (0, 0, 1000),
@@ -302,7 +350,10 @@ async fn list_offsets_by_timestamp_is_exact() {
         ];
         for &(query, offset, timestamp) in cases {
             let got = c.list_offset("times", 0, query).await?;
-            ensure!(got == (0, offset, timestamp), "ListOffsets timestamp {query}: expected (0, {offset}, {timestamp}), got {got:?}");
+            ensure!(
+                got == (0, offset, timestamp),
+                "ListOffsets timestamp {query}: expected (0, {offset}, {timestamp}), got {got:?}"
+            );
         }
         let latest = c.list_offset("times", 0, LATEST).await?;
         ensure!(latest.0 == 0 && latest.1 == 13, "latest: {latest:?}");

@@ -162,11 +162,7 @@ fn huge_array_prefixes_are_refused_without_allocating() {
             failures.push(format!("{name}: {:?} {line} {tail}", out.status));
             continue;
         }
-        let rss: u64 = line
-            .rsplit("peak_rss_kib=")
-            .next()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(u64::MAX);
+        let rss: u64 = line.rsplit("peak_rss_kib=").next().and_then(|v| v.trim().parse().ok()).unwrap_or(u64::MAX);
         if rss > 64 * 1024 {
             failures.push(format!("{name}: peak RSS {rss} KiB"));
         }

@@ -40,7 +40,14 @@ struct Outcome {
 
 /// Produces batches until the connection fails, an error response arrives, or `stop` is set.
 /// Record keys are unique: `c<cycle>-t<task>-b<batch>-r<record>`.
-async fn produce_until_failure(addr: String, topic: String, cycle: usize, task: usize, seed: u64, stop: Arc<AtomicBool>) -> Outcome {
+async fn produce_until_failure(
+    addr: String,
+    topic: String,
+    cycle: usize,
+    task: usize,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) -> Outcome {
     let mut out = Outcome::default();
     let mut rng = StdRng::seed_from_u64(seed ^ ((cycle as u64) << 40) ^ ((task as u64) << 32));
     let Ok(mut client) = Client::connect(&addr).await else {
@@ -61,7 +68,8 @@ async fn produce_until_failure(addr: String, topic: String, cycle: usize, task: 
                 r
             })
             .collect();
-        let compression = [Compression::None, Compression::None, Compression::Gzip, Compression::Lz4][rng.random_range(0..4)];
+        let compression =
+            [Compression::None, Compression::None, Compression::Gzip, Compression::Lz4][rng.random_range(0..4)];
         let batch = encode_batch(&records, compression, None);
         out.sent.extend(records.iter().cloned());
         let stopping_before = stop.load(Ordering::SeqCst);
@@ -110,17 +118,29 @@ async fn verify(addr: &str, topic: &str, ledger: &Ledger, ctx: &str) -> anyhow::
     let mut logs: BTreeMap<i32, Vec<TestRecord>> = BTreeMap::new();
     let mut ends = BTreeMap::new();
     for p in 0..PARTITIONS {
-        let (records, hwm) = client.fetch_all(topic, p, 0).await.with_context(|| format!("{ctx}: reading partition {p}"))?;
+        let (records, hwm) =
+            client.fetch_all(topic, p, 0).await.with_context(|| format!("{ctx}: reading partition {p}"))?;
         let (code, earliest, _) = client.list_offset(topic, p, EARLIEST).await?;
-        ensure!(code == 0 && earliest == 0, "{ctx}: partition {p} earliest offset {earliest} (error {code}), expected 0");
+        ensure!(
+            code == 0 && earliest == 0,
+            "{ctx}: partition {p} earliest offset {earliest} (error {code}), expected 0"
+        );
         let (code, latest, _) = client.list_offset(topic, p, LATEST).await?;
-        ensure!(code == 0 && latest == hwm, "{ctx}: partition {p} latest offset {latest} (error {code}) != fetch hwm {hwm}");
+        ensure!(
+            code == 0 && latest == hwm,
+            "{ctx}: partition {p} latest offset {latest} (error {code}) != fetch hwm {hwm}"
+        );
         // Gapless and increasing from 0 to the high watermark.
-        ensure!(records.len() as i64 == hwm, "{ctx}: partition {p} has {} records below hwm {hwm}: offsets have gaps", records.len());
+        ensure!(
+            records.len() as i64 == hwm,
+            "{ctx}: partition {p} has {} records below hwm {hwm}: offsets have gaps",
+            records.len()
+        );
         for (i, r) in records.iter().enumerate() {
             ensure!(r.offset == i as i64, "{ctx}: partition {p}: record #{i} has offset {} (gap or reorder)", r.offset);
             // Present records must be ones we sent, intact.
-            let key = r.record.key.clone().with_context(|| format!("{ctx}: partition {p} offset {i}: record without key"))?;
+            let key =
+                r.record.key.clone().with_context(|| format!("{ctx}: partition {p} offset {i}: record without key"))?;
             let sent = ledger
                 .sent
                 .get(&key)
@@ -177,7 +197,16 @@ async fn kill_cycles(broker: &mut SkiffProcess, seed: u64) -> anyhow::Result<()>
     for cycle in 0..3 {
         let stop = Arc::new(AtomicBool::new(false));
         let tasks: Vec<_> = (0..PRODUCERS)
-            .map(|task| tokio::spawn(produce_until_failure(broker.bootstrap().to_string(), topic.into(), cycle, task, seed, stop.clone())))
+            .map(|task| {
+                tokio::spawn(produce_until_failure(
+                    broker.bootstrap().to_string(),
+                    topic.into(),
+                    cycle,
+                    task,
+                    seed,
+                    stop.clone(),
+                ))
+            })
             .collect();
         let kill_after = Duration::from_millis(rng.random_range(1500..2500));
         tokio::time::sleep(kill_after).await;
@@ -186,7 +215,9 @@ async fn kill_cycles(broker: &mut SkiffProcess, seed: u64) -> anyhow::Result<()>
         stop.store(true, Ordering::SeqCst);
         let mut in_flight = 0;
         for t in tasks {
-            let o = tokio::time::timeout(Duration::from_secs(30), t).await.context("producer did not notice the kill")??;
+            let o = tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .context("producer did not notice the kill")??;
             ensure!(
                 o.errors.is_empty(),
                 "seed {seed} cycle {cycle}: produce answered with errors (partition, code, after kill): {:?}",
@@ -239,7 +270,16 @@ async fn graceful(broker: &mut SkiffProcess, seed: u64) -> anyhow::Result<()> {
     Client::connect(broker.bootstrap()).await?.create_topic_ok(topic, PARTITIONS).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..PRODUCERS)
-        .map(|task| tokio::spawn(produce_until_failure(broker.bootstrap().to_string(), topic.into(), 0, task, seed, stop.clone())))
+        .map(|task| {
+            tokio::spawn(produce_until_failure(
+                broker.bootstrap().to_string(),
+                topic.into(),
+                0,
+                task,
+                seed,
+                stop.clone(),
+            ))
+        })
         .collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // Producers keep sending while the broker stops; `stop` only labels what came after.
@@ -251,9 +291,13 @@ async fn graceful(broker: &mut SkiffProcess, seed: u64) -> anyhow::Result<()> {
     let mut ledger = Ledger::default();
     let (mut unanswered, mut answered_after, mut retriable) = (0, 0, 0);
     for t in tasks {
-        let o = tokio::time::timeout(Duration::from_secs(30), t).await.context("producer did not notice the stop")??;
+        let o =
+            tokio::time::timeout(Duration::from_secs(30), t).await.context("producer did not notice the stop")??;
         for (p, code, _) in &o.errors {
-            ensure!(RETRIABLE.contains(code), "seed {seed}: partition {p}: non-retriable error {code} during graceful shutdown");
+            ensure!(
+                RETRIABLE.contains(code),
+                "seed {seed}: partition {p}: non-retriable error {code} during graceful shutdown"
+            );
             retriable += 1;
         }
         unanswered += o.unanswered;

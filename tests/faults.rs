@@ -102,7 +102,11 @@ async fn random_errors_latency_and_lost_responses() {
         eprintln!("chaos: {v:?}, faults {counts:?}, client errors {errors:?}, transport {transport}");
         anyhow::ensure!(v.acked > 100, "too little progress under faults: {} records acknowledged", v.acked);
         anyhow::ensure!(counts.injected_errors > 0 && counts.lost_responses > 0, "no faults were injected: {counts:?}");
-        anyhow::ensure!(v.unacked_present == 0, "{} records present that no producer saw acknowledged", v.unacked_present);
+        anyhow::ensure!(
+            v.unacked_present == 0,
+            "{} records present that no producer saw acknowledged",
+            v.unacked_present
+        );
         broker.stop().await;
         anyhow::Ok(())
     };
@@ -165,7 +169,11 @@ async fn store_outage_then_recovery() {
         acked.push(load::Acked { partition: 0, offset, value: bytes::Bytes::from_static(b"after-outage") });
         let v = verify(&mut c, topic, 2, &acked).await?;
         eprintln!("outage: {v:?}");
-        anyhow::ensure!(v.unacked_present == 0, "{} records present that no producer saw acknowledged", v.unacked_present);
+        anyhow::ensure!(
+            v.unacked_present == 0,
+            "{} records present that no producer saw acknowledged",
+            v.unacked_present
+        );
         broker.stop().await;
         anyhow::Ok(())
     };

@@ -103,10 +103,7 @@ fn batch_seeds() -> Vec<(&'static str, Bytes)> {
     };
     let one = batch(3, Compression::None, 0);
     let two = [batch(2, Compression::None, 0), batch(4, Compression::Gzip, 2)];
-    vec![
-        ("seed-one-batch", steer(1 << 20, 1, 1 << 20, &[one])),
-        ("seed-two-batches", steer(1 << 20, 3, 100, &two)),
-    ]
+    vec![("seed-one-batch", steer(1 << 20, 1, 1 << 20, &[one])), ("seed-two-batches", steer(1 << 20, 3, 100, &two))]
 }
 
 #[test]

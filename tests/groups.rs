@@ -40,7 +40,8 @@ async fn bounded<F: std::future::Future<Output = anyhow::Result<()>>>(name: &str
 
 fn join_request(group_id: &str, member_id: &str, v: i16) -> JoinGroupRequest {
     use join_group_request::JoinGroupRequestProtocol;
-    let p = JoinGroupRequestProtocol::default().with_name(s("range")).with_metadata(Bytes::from_static(b"subscription"));
+    let p =
+        JoinGroupRequestProtocol::default().with_name(s("range")).with_metadata(Bytes::from_static(b"subscription"));
     JoinGroupRequest::default()
         .with_group_id(group(group_id))
         .with_session_timeout_ms(10_000)
@@ -81,7 +82,13 @@ async fn join_and_sync(c: &mut Client, group_id: &str, jv: i16, sv: i16) -> anyh
     Ok((member, r.generation_id))
 }
 
-fn commit_request(group_id: &str, member: &str, generation: i32, topic: &str, offsets: &[(i32, i64)]) -> OffsetCommitRequest {
+fn commit_request(
+    group_id: &str,
+    member: &str,
+    generation: i32,
+    topic: &str,
+    offsets: &[(i32, i64)],
+) -> OffsetCommitRequest {
     use offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
     let partitions = offsets
         .iter()
@@ -106,10 +113,18 @@ fn commit_errors(r: &OffsetCommitResponse) -> Vec<i16> {
 
 /// (partition, offset, leader epoch, metadata) for `group_id`'s committed offsets of `topic`,
 /// fetched with OffsetFetch `v`.
-async fn fetch_offsets(c: &mut Client, group_id: &str, topic: &str, partitions: &[i32], v: i16) -> anyhow::Result<Vec<(i32, i64, i32, String)>> {
+async fn fetch_offsets(
+    c: &mut Client,
+    group_id: &str,
+    topic: &str,
+    partitions: &[i32],
+    v: i16,
+) -> anyhow::Result<Vec<(i32, i64, i32, String)>> {
     if v >= 8 {
         use offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
-        let t = OffsetFetchRequestTopics::default().with_name(topic_name(topic)).with_partition_indexes(partitions.to_vec());
+        let t = OffsetFetchRequestTopics::default()
+            .with_name(topic_name(topic))
+            .with_partition_indexes(partitions.to_vec());
         let g = OffsetFetchRequestGroup::default().with_group_id(group(group_id)).with_topics(Some(vec![t]));
         let r = c.send(&OffsetFetchRequest::default().with_groups(vec![g]), v).await?;
         ensure!(r.groups.len() == 1 && r.groups[0].error_code == NONE, "OffsetFetch v{v}: {r:?}");
@@ -117,7 +132,14 @@ async fn fetch_offsets(c: &mut Client, group_id: &str, topic: &str, partitions: 
             .topics
             .iter()
             .flat_map(|t| t.partitions.iter())
-            .map(|p| (p.partition_index, p.committed_offset, p.committed_leader_epoch, p.metadata.as_deref().unwrap_or("").to_string()))
+            .map(|p| {
+                (
+                    p.partition_index,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.metadata.as_deref().unwrap_or("").to_string(),
+                )
+            })
             .collect());
     }
     use offset_fetch_request::OffsetFetchRequestTopic;
@@ -127,7 +149,14 @@ async fn fetch_offsets(c: &mut Client, group_id: &str, topic: &str, partitions: 
     Ok(r.topics
         .iter()
         .flat_map(|t| t.partitions.iter())
-        .map(|p| (p.partition_index, p.committed_offset, p.committed_leader_epoch, p.metadata.as_deref().unwrap_or("").to_string()))
+        .map(|p| {
+            (
+                p.partition_index,
+                p.committed_offset,
+                p.committed_leader_epoch,
+                p.metadata.as_deref().unwrap_or("").to_string(),
+            )
+        })
         .collect())
 }
 
@@ -142,12 +171,19 @@ async fn every_group_api_version_answers() {
             req = if v >= 4 { req.with_coordinator_keys(vec![s("g1"), s("g2")]) } else { req.with_key(s("g1")) };
             let r = c.send(&req, v).await?;
             if v >= 4 {
-                ensure!(r.coordinators.len() == 2 && r.coordinators.iter().all(|k| k.error_code == NONE && k.port > 0), "FindCoordinator v{v}: {r:?}");
+                ensure!(
+                    r.coordinators.len() == 2 && r.coordinators.iter().all(|k| k.error_code == NONE && k.port > 0),
+                    "FindCoordinator v{v}: {r:?}"
+                );
             } else {
                 ensure!(r.error_code == NONE && r.port > 0 && !r.host.is_empty(), "FindCoordinator v{v}: {r:?}");
             }
             if v >= 1 {
-                let txn = if v >= 4 { req.clone().with_key_type(1) } else { FindCoordinatorRequest::default().with_key(s("t")).with_key_type(1) };
+                let txn = if v >= 4 {
+                    req.clone().with_key_type(1)
+                } else {
+                    FindCoordinatorRequest::default().with_key(s("t")).with_key_type(1)
+                };
                 let r = c.send(&txn, v).await?;
                 let code = if v >= 4 { r.coordinators[0].error_code } else { r.error_code };
                 ensure!(code == COORDINATOR_NOT_AVAILABLE, "FindCoordinator v{v} for a transaction: {r:?}");
@@ -158,9 +194,13 @@ async fn every_group_api_version_answers() {
         for jv in 0..=9i16 {
             let g = format!("gv-join-{jv}");
             let sv = jv.min(5);
-            let (member, generation) = join_and_sync(&mut c, &g, jv, sv).await.with_context(|| format!("join v{jv}"))?;
+            let (member, generation) =
+                join_and_sync(&mut c, &g, jv, sv).await.with_context(|| format!("join v{jv}"))?;
             let hv = jv.min(4);
-            let hb = HeartbeatRequest::default().with_group_id(group(&g)).with_generation_id(generation).with_member_id(s(&member));
+            let hb = HeartbeatRequest::default()
+                .with_group_id(group(&g))
+                .with_generation_id(generation)
+                .with_member_id(s(&member));
             let r = c.send(&hb, hv).await?;
             ensure!(r.error_code == NONE, "Heartbeat v{hv}: {r:?}");
             let r = c.send(&hb.clone().with_generation_id(generation + 1), hv).await?;
@@ -173,12 +213,18 @@ async fn every_group_api_version_answers() {
             let fv = jv.clamp(1, 8);
             let got = fetch_offsets(&mut c, &g, "gv", &[0, 1, 2], fv).await?;
             let epoch = if fv >= 5 && cv >= 6 { 7 } else { -1 };
-            let want = vec![(0, 5, epoch, "meta-0".to_string()), (1, 6, epoch, "meta-1".to_string()), (2, -1, -1, String::new())];
+            let want = vec![
+                (0, 5, epoch, "meta-0".to_string()),
+                (1, 6, epoch, "meta-1".to_string()),
+                (2, -1, -1, String::new()),
+            ];
             ensure!(got == want, "OffsetFetch v{fv}: {got:?}, want {want:?}");
             let lv = jv.min(5);
             let leave = if lv >= 3 {
                 let m = leave_group_request::MemberIdentity::default().with_member_id(s(&member));
-                LeaveGroupRequest::default().with_group_id(group(&g)).with_members(vec![m, leave_group_request::MemberIdentity::default().with_member_id(s("nobody"))])
+                LeaveGroupRequest::default()
+                    .with_group_id(group(&g))
+                    .with_members(vec![m, leave_group_request::MemberIdentity::default().with_member_id(s("nobody"))])
             } else {
                 LeaveGroupRequest::default().with_group_id(group(&g)).with_member_id(s(&member))
             };
@@ -192,9 +238,16 @@ async fn every_group_api_version_answers() {
         }
         // Describe / list / delete at every version.
         for v in 0..=5 {
-            let req = DescribeGroupsRequest::default().with_groups(vec![group("gv-join-9"), group("no-such-group")]).with_include_authorized_operations(v >= 3);
+            let req = DescribeGroupsRequest::default()
+                .with_groups(vec![group("gv-join-9"), group("no-such-group")])
+                .with_include_authorized_operations(v >= 3);
             let r = c.send(&req, v).await?;
-            ensure!(r.groups.len() == 2 && r.groups[0].group_state.as_str() == "Empty" && r.groups[1].group_state.as_str() == "Dead", "DescribeGroups v{v}: {r:?}");
+            ensure!(
+                r.groups.len() == 2
+                    && r.groups[0].group_state.as_str() == "Empty"
+                    && r.groups[1].group_state.as_str() == "Dead",
+                "DescribeGroups v{v}: {r:?}"
+            );
         }
         for v in 0..=4 {
             let mut req = ListGroupsRequest::default();
@@ -204,16 +257,24 @@ async fn every_group_api_version_answers() {
             let r = c.send(&req, v).await?;
             ensure!(r.error_code == NONE && r.groups.len() == 10, "ListGroups v{v}: {} groups: {r:?}", r.groups.len());
         }
-        let r = c.send(&OffsetDeleteRequest::default().with_group_id(group("gv-join-0")).with_topics(vec![
-            offset_delete_request::OffsetDeleteRequestTopic::default()
-                .with_name(topic_name("gv"))
-                .with_partitions(vec![offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0)]),
-        ]), 0).await?;
+        let r = c
+            .send(
+                &OffsetDeleteRequest::default().with_group_id(group("gv-join-0")).with_topics(vec![
+                    offset_delete_request::OffsetDeleteRequestTopic::default()
+                        .with_name(topic_name("gv"))
+                        .with_partitions(vec![
+                            offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0),
+                        ]),
+                ]),
+                0,
+            )
+            .await?;
         ensure!(r.error_code == NONE && r.topics[0].partitions[0].error_code == NONE, "OffsetDelete: {r:?}");
         let got = fetch_offsets(&mut c, "gv-join-0", "gv", &[0, 1], 8).await?;
         ensure!(got[0].1 == -1 && got[1].1 == 6, "after OffsetDelete: {got:?}");
         for v in 0..=2 {
-            let req = DeleteGroupsRequest::default().with_groups_names(vec![group(&format!("gv-join-{v}")), group("no-such-group")]);
+            let req = DeleteGroupsRequest::default()
+                .with_groups_names(vec![group(&format!("gv-join-{v}")), group("no-such-group")]);
             let r = c.send(&req, v).await?;
             let codes: Vec<i16> = r.results.iter().map(|g| g.error_code).collect();
             ensure!(codes == vec![NONE, GROUP_ID_NOT_FOUND], "DeleteGroups v{v}: {r:?}");
@@ -233,10 +294,14 @@ async fn offsets_and_membership_survive_restart() {
         let r = c.send(&commit_request("simple", "", -1, "restart", &[(0, 10), (3, 13)]), 8).await.expect("commit");
         assert_eq!(commit_errors(&r), vec![NONE, NONE], "{r:?}");
         let (member, generation) = join_and_sync(&mut c, "managed", 9, 5).await.expect("join");
-        let r = c.send(&commit_request("managed", &member, generation, "restart", &[(1, 21), (2, 22)]), 8).await.expect("commit");
+        let r = c
+            .send(&commit_request("managed", &member, generation, "restart", &[(1, 21), (2, 22)]), 8)
+            .await
+            .expect("commit");
         assert_eq!(commit_errors(&r), vec![NONE, NONE], "{r:?}");
         // A live group cannot be deleted.
-        let r = c.send(&DeleteGroupsRequest::default().with_groups_names(vec![group("managed")]), 2).await.expect("delete");
+        let r =
+            c.send(&DeleteGroupsRequest::default().with_groups_names(vec![group("managed")]), 2).await.expect("delete");
         assert_eq!(r.results[0].error_code, NON_EMPTY_GROUP);
         (member, generation)
     };
@@ -248,12 +313,18 @@ async fn offsets_and_membership_survive_restart() {
         for v in [1, 5, 7, 8] {
             let got = fetch_offsets(&mut c, "simple", "restart", &[0, 1, 3], v).await?;
             let e = if v >= 5 { 7 } else { -1 };
-            ensure!(got == vec![(0, 10, e, "meta-0".into()), (1, -1, -1, String::new()), (3, 13, e, "meta-3".into())], "simple v{v}: {got:?}");
+            ensure!(
+                got == vec![(0, 10, e, "meta-0".into()), (1, -1, -1, String::new()), (3, 13, e, "meta-3".into())],
+                "simple v{v}: {got:?}"
+            );
             let got = fetch_offsets(&mut c, "managed", "restart", &[1, 2], v).await?;
             ensure!(got == vec![(1, 21, e, "meta-1".into()), (2, 22, e, "meta-2".into())], "managed v{v}: {got:?}");
         }
         // The member carries on at its generation: the membership was stored.
-        let hb = HeartbeatRequest::default().with_group_id(group("managed")).with_generation_id(generation).with_member_id(s(&member));
+        let hb = HeartbeatRequest::default()
+            .with_group_id(group("managed"))
+            .with_generation_id(generation)
+            .with_member_id(s(&member));
         let r = c.send(&hb, 4).await?;
         ensure!(r.error_code == NONE, "heartbeat after restart: {r:?}");
         let r = c.send(&DescribeGroupsRequest::default().with_groups(vec![group("managed")]), 5).await?;

@@ -46,12 +46,12 @@ fn skiff_must_fail(config: &str, env: Vec<(String, String)>) -> (String, Duratio
     let cfg = dir.path().join("skiff.toml");
     std::fs::write(&cfg, config).expect("write config");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
-    cmd.arg("dev")
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]);
+    cmd.arg("dev").arg("--config").arg(&cfg).arg("--data-dir").arg(dir.path().join("data")).args([
+        "--kafka-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ]);
     for (k, _) in std::env::vars_os() {
         if k.to_str().is_some_and(|k| k.starts_with("SKIFF_") || k.starts_with("AWS_")) {
             cmd.env_remove(k);
@@ -74,7 +74,10 @@ fn skiff_must_fail(config: &str, env: Vec<(String, String)>) -> (String, Duratio
     let out = child.wait_with_output().expect("output");
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!status.success(), "skiff started on a broken storage configuration\n{stderr}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("Kafka bootstrap"), "skiff printed its bootstrap line\n{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("Kafka bootstrap"),
+        "skiff printed its bootstrap line\n{stderr}"
+    );
     (stderr, started.elapsed())
 }
 
@@ -94,7 +97,8 @@ fn wrong_credentials_and_missing_bucket_fail_fast() {
     let (stderr, _) = skiff_must_fail(&minio.skiff_config(&prefix, ""), env);
     assert!(stderr.contains("credentials were rejected"), "unclear error for an unknown key id:\n{stderr}");
 
-    let config = minio.skiff_config(&prefix, "").replace(&format!("s3://{}/", minio.bucket), "s3://skiff-no-such-bucket/");
+    let config =
+        minio.skiff_config(&prefix, "").replace(&format!("s3://{}/", minio.bucket), "s3://skiff-no-such-bucket/");
     let (stderr, took) = skiff_must_fail(&config, minio.skiff_env());
     eprintln!("missing bucket: exited after {took:?}");
     assert!(took < Duration::from_secs(15), "took {took:?}");
@@ -245,7 +249,11 @@ fn minio_killed_restarted_and_frozen_under_load() {
     for h in handles {
         let (report, error) = rt.block_on(h).expect("producer task");
         if let Some(e) = error {
-            panic!("producer did not recover: {e:#}\n---- skiff ----\n{}\n---- MinIO ----\n{}", broker.stderr_tail(40), minio.log_tail(20));
+            panic!(
+                "producer did not recover: {e:#}\n---- skiff ----\n{}\n---- MinIO ----\n{}",
+                broker.stderr_tail(40),
+                minio.log_tail(20)
+            );
         }
         reports.push(report);
     }
@@ -261,6 +269,8 @@ fn minio_killed_restarted_and_frozen_under_load() {
             verify(&mut c, topic, 2, &acked).await
         })
         .unwrap_or_else(|e| panic!("{e:#}\n{}", broker.stderr_tail(40)));
-    eprintln!("MinIO kill/restart/freeze: {v:?}, client errors {errors:?}, transport {transport}, slowest ack {slowest:?}");
+    eprintln!(
+        "MinIO kill/restart/freeze: {v:?}, client errors {errors:?}, transport {transport}, slowest ack {slowest:?}"
+    );
     assert_eq!(v.unacked_present, 0, "records present that no producer saw acknowledged");
 }

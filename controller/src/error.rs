@@ -11,7 +11,11 @@ pub enum ControllerError {
     Closed,
     /// Local storage of the Raft log or snapshots failed.
     #[error("controller storage at {path}: {source}")]
-    Storage { path: String, #[source] source: std::io::Error },
+    Storage {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// Stored Raft data failed its checksum or could not be decoded.
     #[error("corrupt controller data in {path}: {reason}")]
     Corrupt { path: String, reason: String },

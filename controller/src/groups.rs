@@ -238,14 +238,16 @@ mod tests {
     #[test]
     fn offsets_upsert_and_delete() {
         let mut s = GroupsState::default();
-        let r = s.apply(&cmd("g", GroupOp::CommitOffsets { offsets: vec![commit("t", 0, 5, 1), commit("t", 1, 7, 1)] }));
+        let r =
+            s.apply(&cmd("g", GroupOp::CommitOffsets { offsets: vec![commit("t", 0, 5, 1), commit("t", 1, 7, 1)] }));
         assert_eq!(r, Ok(CommandResult::Ok));
         s.apply(&cmd("g", GroupOp::CommitOffsets { offsets: vec![commit("t", 0, 9, 2)] })).expect("commit");
         let o = s.offset("g", "t", 0).expect("offset");
         assert_eq!((o.offset, o.leader_epoch, o.metadata.as_deref(), o.commit_timestamp_ms), (9, 3, Some("m"), 2));
         assert_eq!(s.offset("g", "t", 1).map(|o| o.offset), Some(7));
         assert_eq!(s.offset("g", "t", 2), None);
-        s.apply(&cmd("g", GroupOp::DeleteOffsets { partitions: vec![("t".into(), 0), ("x".into(), 0)] })).expect("delete");
+        s.apply(&cmd("g", GroupOp::DeleteOffsets { partitions: vec![("t".into(), 0), ("x".into(), 0)] }))
+            .expect("delete");
         assert_eq!(s.offset("g", "t", 0), None);
         assert_eq!(s.offset("g", "t", 1).map(|o| o.offset), Some(7));
         s.apply(&cmd("g", GroupOp::DeleteOffsets { partitions: vec![("t".into(), 1)] })).expect("delete");

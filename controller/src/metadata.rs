@@ -32,16 +32,30 @@ pub const PRODUCER_BATCH_WINDOW: usize = 5;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum Command {
     /// The first command of every cluster's log: fixes the cluster id.
-    InitCluster { cluster_id: String },
+    InitCluster {
+        cluster_id: String,
+    },
     RegisterBroker(BrokerRegistration),
     CreateTopic(CreateTopic),
-    DeleteTopic { name: String },
-    CreatePartitions { name: String, total_count: i32 },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        total_count: i32,
+    },
     /// Replaces the topic's explicitly set configs with `configs`.
-    SetTopicConfigs { name: String, configs: BTreeMap<String, String> },
+    SetTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
     CommitObject(ObjectCommit),
     /// Advances a partition's log start offset (DeleteRecords, retention).
-    AdvanceLogStart { topic_id: Uuid, partition: i32, offset: i64 },
+    AdvanceLogStart {
+        topic_id: Uuid,
+        partition: i32,
+        offset: i64,
+    },
     /// Allocates one producer id (InitProducerId for an idempotent producer).
     AllocateProducerId,
     /// Compaction: swaps a contiguous run of a partition's chunks for one chunk in a new
@@ -50,7 +64,9 @@ pub enum Command {
     ReplaceChunks(ChunkReplacement),
     /// Garbage collection: drops objects (already deleted from storage) from the index. Keys
     /// still referenced by a chunk, and unknown keys, are ignored.
-    ForgetObjects { keys: Vec<String> },
+    ForgetObjects {
+        keys: Vec<String>,
+    },
     // ---- consumer groups (controller/src/groups.rs) ----
     /// Offsets, membership and deletion of one consumer group.
     Group(crate::groups::GroupCommand),
@@ -214,7 +230,10 @@ pub enum SequenceCheck {
     /// Append it.
     Accept,
     /// Already appended: answer with the original offsets.
-    Duplicate { base_offset: i64, last_offset: i64 },
+    Duplicate {
+        base_offset: i64,
+        last_offset: i64,
+    },
     OutOfOrder,
     /// The producer epoch is older than the one seen.
     Fenced,
@@ -235,11 +254,7 @@ impl ProducerStates {
             // A bumped epoch must restart at sequence 0.
             return if first_seq == 0 { SequenceCheck::Accept } else { SequenceCheck::OutOfOrder };
         }
-        if let Some(dup) = entry
-            .batches
-            .iter()
-            .find(|b| b.first_sequence == first_seq && b.last_sequence == last_seq)
-        {
+        if let Some(dup) = entry.batches.iter().find(|b| b.first_sequence == first_seq && b.last_sequence == last_seq) {
             return SequenceCheck::Duplicate { base_offset: dup.base_offset, last_offset: dup.last_offset };
         }
         match entry.batches.back() {
@@ -458,7 +473,8 @@ impl MetadataState {
         let seg = &r.segment;
         let key_taken = self.objects.contains_key(seg.key.as_str());
         let (name, p) = self.partition_mut(&r.topic_id, r.partition)?;
-        let stale = |reason: String| Rejection::StaleReplacement { topic: name.clone(), partition: r.partition, reason };
+        let stale =
+            |reason: String| Rejection::StaleReplacement { topic: name.clone(), partition: r.partition, reason };
         let Some(first) = r.replaced.first() else {
             return Err(stale("nothing to replace".into()));
         };
@@ -523,7 +539,8 @@ impl MetadataState {
         for o in released {
             self.release_chunk(&o);
         }
-        self.objects.insert(object, ObjectInfo { broker_id: seg.broker_id, size_bytes: seg.size_bytes, live_chunks: 1 });
+        self.objects
+            .insert(object, ObjectInfo { broker_id: seg.broker_id, size_bytes: seg.size_bytes, live_chunks: 1 });
         Ok(CommandResult::Ok)
     }
 
@@ -543,9 +560,8 @@ impl MetadataState {
         let leaders = self.leader_order()?;
         // Spread the first partition of successive topics over brokers too.
         let offset = self.topics.len();
-        let partitions = (0..ct.partitions as usize)
-            .map(|p| PartitionState::new(leaders[(p + offset) % leaders.len()]))
-            .collect();
+        let partitions =
+            (0..ct.partitions as usize).map(|p| PartitionState::new(leaders[(p + offset) % leaders.len()])).collect();
         self.topic_names.insert(ct.topic_id, ct.name.clone());
         self.topics.insert(
             ct.name.clone(),
@@ -782,12 +798,22 @@ mod tests {
             ("not contiguous", replace(id, vec![rc(0, "o0"), rc(20, "o20")], seg("x", 0, 29, 20))),
             ("missing chunk", replace(id, vec![rc(5, "o0")], seg("x", 5, 9, 10))),
             ("other object", replace(id, vec![rc(0, "o10")], seg("x", 0, 9, 10))),
-            ("other position", replace(id, vec![ReplacedChunk { base_offset: 0, object: "o0".into(), position: 3 }], seg("x", 0, 9, 10))),
+            (
+                "other position",
+                replace(
+                    id,
+                    vec![ReplacedChunk { base_offset: 0, object: "o0".into(), position: 3 }],
+                    seg("x", 0, 9, 10),
+                ),
+            ),
             ("wrong range", replace(id, vec![rc(0, "o0")], seg("x", 0, 8, 10))),
             ("wrong base", replace(id, vec![rc(0, "o0")], seg("x", 1, 9, 10))),
             ("wrong length", replace(id, vec![rc(0, "o0")], seg("x", 0, 9, 11))),
             ("key reused", replace(id, vec![rc(0, "o0")], seg("o10", 0, 9, 10))),
-            ("range past object", replace(id, vec![rc(0, "o0")], SegmentChunk { size_bytes: 12, ..seg("x", 0, 9, 10) })),
+            (
+                "range past object",
+                replace(id, vec![rc(0, "o0")], SegmentChunk { size_bytes: 12, ..seg("x", 0, 9, 10) }),
+            ),
             ("timestamp", replace(id, vec![rc(0, "o0")], SegmentChunk { max_timestamp: 5, ..seg("x", 0, 9, 10) })),
         ];
         for (what, cmd) in cases {
@@ -833,10 +859,9 @@ mod tests {
     #[test]
     fn new_commands_survive_serde() {
         let (_, id) = three_chunks();
-        for cmd in [
-            replace(id, vec![rc(0, "o0")], seg("x", 0, 9, 10)),
-            Command::ForgetObjects { keys: vec!["a".into()] },
-        ] {
+        for cmd in
+            [replace(id, vec![rc(0, "o0")], seg("x", 0, 9, 10)), Command::ForgetObjects { keys: vec!["a".into()] }]
+        {
             let json = serde_json::to_string(&cmd).expect("serialize");
             let back: Command = serde_json::from_str(&json).expect("deserialize");
             assert_eq!(back, cmd);

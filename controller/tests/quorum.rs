@@ -105,38 +105,25 @@ async fn three_voters_replicate_snapshot_and_fail_over() {
         partitions: 1,
         configs: BTreeMap::new(),
     });
-    assert!(matches!(
-        submit_anywhere(&[&n1, &n2], topic).await,
-        CommandResult::TopicCreated { .. }
-    ));
+    assert!(matches!(submit_anywhere(&[&n1, &n2], topic).await, CommandResult::TopicCreated { .. }));
     for _ in 0..100 {
         submit_anywhere(&[&n1, &n2], Command::AllocateProducerId).await;
     }
 
     // The third voter's log was purged on the others long ago: it must install a snapshot.
-    let n3 = Controller::start(config(3), voters.clone(), l3.expect("listener"), token.clone())
-        .await
-        .expect("node 3");
+    let n3 = Controller::start(config(3), voters.clone(), l3.expect("listener"), token.clone()).await.expect("node 3");
     let index = applied(&n1).max(applied(&n2));
     let states = converged(&[&n1, &n2, &n3], index).await;
     assert_eq!(states[0], states[1]);
     assert_eq!(states[0], states[2]);
     assert_eq!(states[0].cluster_id, "q");
-    assert!(
-        dirs[2].path().join("snapshots/current.json").exists(),
-        "node 3 installed a snapshot"
-    );
+    assert!(dirs[2].path().join("snapshots/current.json").exists(), "node 3 installed a snapshot");
 
     // Lose the leader; the other two elect a new one and keep committing.
     let nodes = [n1, n2, n3];
     let leader = leader_of(&nodes).await;
     nodes[leader].shutdown().await.expect("shutdown leader");
-    let rest: Vec<&Controller> = nodes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != leader)
-        .map(|(_, n)| n)
-        .collect();
+    let rest: Vec<&Controller> = nodes.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, n)| n).collect();
     let before = rest[0].metadata().read(|s| s.next_producer_id);
     for _ in 0..10 {
         submit_anywhere(&rest, Command::AllocateProducerId).await;

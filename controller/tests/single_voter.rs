@@ -26,9 +26,7 @@ fn config(dir: &Path) -> ControllerConfig {
 }
 
 async fn start(config: ControllerConfig) -> Controller {
-    Controller::start_single(config, CancellationToken::new())
-        .await
-        .expect("controller starts")
+    Controller::start_single(config, CancellationToken::new()).await.expect("controller starts")
 }
 
 /// Registers a broker and creates a 2-partition topic.
@@ -58,9 +56,7 @@ async fn setup_topic(c: &Controller) {
 
 /// Commits the next 10 offsets of partition 0 in a new object.
 async fn commit_next(c: &Controller) -> CommandResult {
-    let base = c
-        .metadata()
-        .read(|s| s.partition(&TOPIC_ID, 0).map(|p| p.end_offset).unwrap_or(0));
+    let base = c.metadata().read(|s| s.partition(&TOPIC_ID, 0).map(|p| p.end_offset).unwrap_or(0));
     c.submit(Command::CommitObject(ObjectCommit {
         key: format!("wal/1/{base}"),
         broker_id: 1,
@@ -107,10 +103,7 @@ async fn restart_recovers_committed_state() {
     }
     let mut applied = c.metadata().subscribe();
     let before_index = *applied.borrow_and_update();
-    assert_eq!(
-        c.submit(Command::AllocateProducerId).await.expect("pid"),
-        CommandResult::ProducerId(0)
-    );
+    assert_eq!(c.submit(Command::AllocateProducerId).await.expect("pid"), CommandResult::ProducerId(0));
     assert!(applied.has_changed().expect("watch open"), "apply wakes subscribers");
     assert!(*applied.borrow() > before_index);
 
@@ -118,17 +111,11 @@ async fn restart_recovers_committed_state() {
     assert_eq!(before.partition(&TOPIC_ID, 0).map(|p| p.end_offset), Some(50));
     c.shutdown().await.expect("shutdown");
     c.shutdown().await.expect("shutdown is idempotent");
-    assert!(matches!(
-        c.submit(Command::AllocateProducerId).await,
-        Err(ControllerError::Closed)
-    ));
+    assert!(matches!(c.submit(Command::AllocateProducerId).await, Err(ControllerError::Closed)));
 
     let c = start(config(dir.path())).await;
     assert_eq!(snapshot_of(&c), before, "state after restart");
-    assert_eq!(
-        c.submit(Command::AllocateProducerId).await.expect("pid"),
-        CommandResult::ProducerId(1)
-    );
+    assert_eq!(c.submit(Command::AllocateProducerId).await.expect("pid"), CommandResult::ProducerId(1));
     c.shutdown().await.expect("shutdown");
 }
 
@@ -137,15 +124,10 @@ async fn cancelling_the_token_stops_the_controller() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
     let token = CancellationToken::new();
-    let c = Controller::start_single(config(dir.path()), token.clone())
-        .await
-        .expect("start");
+    let c = Controller::start_single(config(dir.path()), token.clone()).await.expect("start");
     token.cancel();
     c.shutdown().await.expect("shutdown after cancel");
-    assert!(matches!(
-        c.submit(Command::AllocateProducerId).await,
-        Err(ControllerError::Closed)
-    ));
+    assert!(matches!(c.submit(Command::AllocateProducerId).await, Err(ControllerError::Closed)));
 }
 
 #[tokio::test]
@@ -173,10 +155,7 @@ async fn snapshots_purge_the_log_and_restore() {
     let before = snapshot_of(&c);
     c.shutdown().await.expect("shutdown");
 
-    assert!(
-        dir.path().join("snapshots/current.json").exists(),
-        "a snapshot was written"
-    );
+    assert!(dir.path().join("snapshots/current.json").exists(), "a snapshot was written");
     assert!(dir.path().join("log/purged.json").exists(), "the log was purged");
     let segments = segment_files(dir.path());
     assert!(segments.len() <= 2, "old segments deleted: {segments:?}");
@@ -210,22 +189,14 @@ async fn torn_writes_are_repaired_on_restart() {
     let c = start(config(dir.path())).await;
     assert_eq!(snapshot_of(&c), full, "garbage tail dropped, every record kept");
     c.shutdown().await.expect("shutdown");
-    assert_eq!(
-        std::fs::metadata(&segment).expect("stat").len(),
-        good_len as u64,
-        "tail truncated"
-    );
+    assert_eq!(std::fs::metadata(&segment).expect("stat").len(), good_len as u64, "tail truncated");
 
     // The last record cut short: recovery stops at the record before it.
     let bytes = std::fs::read(&segment).expect("read");
     std::fs::write(&segment, &bytes[..bytes.len() - 7]).expect("write");
     let c = start(config(dir.path())).await;
     assert_eq!(snapshot_of(&c), before_last, "recovered up to the last good record");
-    assert_eq!(
-        commit_next(&c).await,
-        CommandResult::Ok,
-        "the log accepts appends after repair"
-    );
+    assert_eq!(commit_next(&c).await, CommandResult::Ok, "the log accepts appends after repair");
     c.shutdown().await.expect("shutdown");
 }
 

@@ -15,9 +15,7 @@ fuzz_target!(|input: &[u8]| {
     // The first 16 bytes steer the limits and the offset; the rest is the record data.
     let Some((steer, records)) = input.split_first_chunk::<16>() else { return };
     let max_batch_bytes = u32::from_be_bytes([steer[0], steer[1], steer[2], steer[3]]) as usize;
-    let offset = i64::from_be_bytes([
-        steer[4], steer[5], steer[6], steer[7], steer[8], steer[9], steer[10], steer[11],
-    ]);
+    let offset = i64::from_be_bytes([steer[4], steer[5], steer[6], steer[7], steer[8], steer[9], steer[10], steer[11]]);
     let max_bytes = u32::from_be_bytes([steer[12], steer[13], steer[14], steer[15]]) as usize;
     let data = Bytes::copy_from_slice(records);
 

@@ -11,8 +11,8 @@
 #![no_main]
 
 use bytes::Bytes;
-use libfuzzer_sys::fuzz_target;
 use kafka_protocol::messages::ApiKey;
+use libfuzzer_sys::fuzz_target;
 use skiff::protocol::{SUPPORTED_APIS, decode_request, supported_range};
 
 fuzz_target!(|data: &[u8]| {

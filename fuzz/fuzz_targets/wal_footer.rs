@@ -8,9 +8,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use skiff_storage::format::{
-    FooterRead, WalObjectBuilder, decode_footer, read_footer_from_tail, validate_object,
-};
+use skiff_storage::format::{FooterRead, WalObjectBuilder, decode_footer, read_footer_from_tail, validate_object};
 
 fuzz_target!(|data: &[u8]| {
     let len = data.len() as u64;

@@ -235,9 +235,7 @@ pub fn to_mut(records: &Bytes) -> BytesMut {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
     /// Encodes `n` records as one v2 batch, as a client would.
     pub fn encode_batch(n: usize, compression: Compression, pid: i64, seq: i32, ts: i64) -> Bytes {

@@ -356,7 +356,8 @@ impl Lifecycle {
             let footer = match cached {
                 Some(f) => f,
                 None => {
-                    let f = Arc::new(self.storage.read_wal_footer(&chunk.object, size).await.map_err(|e| e.to_string())?);
+                    let f =
+                        Arc::new(self.storage.read_wal_footer(&chunk.object, size).await.map_err(|e| e.to_string())?);
                     lock(&footers.0).insert(chunk.object.clone(), f.clone());
                     f
                 }
@@ -393,7 +394,8 @@ impl Lifecycle {
         drop(parts);
         let (object, sections) = builder.finish();
         let section = sections[0];
-        let key = self.storage.seg_key(topic_bytes, c.partition, first.base_offset, &Uuid::new_v4().simple().to_string());
+        let key =
+            self.storage.seg_key(topic_bytes, c.partition, first.base_offset, &Uuid::new_v4().simple().to_string());
         let size_bytes = object.len() as u64;
         let started = std::time::Instant::now();
         self.storage.put_new(&key, object).await.map_err(|e| e.to_string())?;
@@ -408,7 +410,11 @@ impl Lifecycle {
             replaced: c
                 .chunks
                 .iter()
-                .map(|ch| ReplacedChunk { base_offset: ch.base_offset, object: ch.object.to_string(), position: ch.position })
+                .map(|ch| ReplacedChunk {
+                    base_offset: ch.base_offset,
+                    object: ch.object.to_string(),
+                    position: ch.position,
+                })
                 .collect(),
             segment: SegmentChunk {
                 key: key.clone(),
@@ -457,9 +463,14 @@ impl Lifecycle {
                     if p.leader != self.settings.broker_id {
                         continue;
                     }
-                    let start = retention_start(p.chunks.values(), p.log_start_offset, retention_ms, retention_bytes, now, |c| {
-                        seen.get(&c.object).copied()
-                    });
+                    let start = retention_start(
+                        p.chunks.values(),
+                        p.log_start_offset,
+                        retention_ms,
+                        retention_bytes,
+                        now,
+                        |c| seen.get(&c.object).copied(),
+                    );
                     if start > p.log_start_offset {
                         out.push((t.topic_id, idx as i32, start));
                     }
@@ -470,7 +481,9 @@ impl Lifecycle {
         let mut advanced = 0;
         for (topic_id, partition, offset) in advances {
             match self.controller.submit(Command::AdvanceLogStart { topic_id, partition, offset }).await {
-                Ok(CommandResult::Rejected(r)) => debug!(%topic_id, partition, reason = %r, "retention advance rejected"),
+                Ok(CommandResult::Rejected(r)) => {
+                    debug!(%topic_id, partition, reason = %r, "retention advance rejected")
+                }
                 Ok(_) => {
                     advanced += 1;
                     self.metrics.retention_advanced();
@@ -503,8 +516,9 @@ impl Lifecycle {
         let grace = self.settings.gc_grace_ms;
         let now = self.clock.now_ms();
         // 1. Unreferenced objects the index still lists.
-        let unreferenced: Vec<Arc<str>> =
-            self.metadata.read(|m| m.objects.iter().filter(|(_, o)| o.live_chunks == 0).map(|(k, _)| k.clone()).collect());
+        let unreferenced: Vec<Arc<str>> = self
+            .metadata
+            .read(|m| m.objects.iter().filter(|(_, o)| o.live_chunks == 0).map(|(k, _)| k.clone()).collect());
         let due: Vec<Arc<str>> = {
             let mut since = lock(&self.unreferenced_since);
             let current: HashSet<&Arc<str>> = unreferenced.iter().collect();
@@ -513,9 +527,9 @@ impl Lifecycle {
         };
         // Re-check under the lock right before deleting (an unreferenced object never becomes
         // referenced again; this only guards against a bug elsewhere).
-        let due: Vec<Arc<str>> = self.metadata.read(|m| {
-            due.into_iter().filter(|k| m.objects.get(k).is_some_and(|o| o.live_chunks == 0)).collect()
-        });
+        let due: Vec<Arc<str>> = self
+            .metadata
+            .read(|m| due.into_iter().filter(|k| m.objects.get(k).is_some_and(|o| o.live_chunks == 0)).collect());
         let deleted = self.delete_all(due.iter().map(|k| k.to_string()).collect()).await;
         report.unreferenced_deleted = deleted.len() as u64;
         self.metrics.objects_deleted("unreferenced", deleted.len() as u64);
@@ -830,8 +844,12 @@ mod tests {
             })
             .collect();
         let mut buf = bytes::BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-            .expect("encode");
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions { version: 2, compression: Compression::None },
+        )
+        .expect("encode");
         buf.freeze()
     }
 
@@ -852,7 +870,10 @@ mod tests {
         let (log_start, end, chunks) = h
             .controller
             .metadata()
-            .read(|m| m.partition(&topic_id, partition).map(|p| (p.log_start_offset, p.end_offset, p.chunks.values().cloned().collect::<Vec<_>>())))
+            .read(|m| {
+                m.partition(&topic_id, partition)
+                    .map(|p| (p.log_start_offset, p.end_offset, p.chunks.values().cloned().collect::<Vec<_>>()))
+            })
             .ok_or("no partition")?;
         let mut next = log_start;
         for c in chunks.iter().filter(|c| c.last_offset >= log_start) {
@@ -891,7 +912,12 @@ mod tests {
     /// Every object a chunk references exists in storage.
     async fn verify_references(h: &Harness) -> Result<(), String> {
         let referenced: HashSet<String> = h.controller.metadata().read(|m| {
-            m.topics.values().flat_map(|t| t.partitions.iter()).flat_map(|p| p.chunks.values()).map(|c| c.object.to_string()).collect()
+            m.topics
+                .values()
+                .flat_map(|t| t.partitions.iter())
+                .flat_map(|p| p.chunks.values())
+                .map(|c| c.object.to_string())
+                .collect()
         });
         let mut stored = HashSet::new();
         for dir in ObjectStorage::DATA_DIRS {
@@ -904,12 +930,20 @@ mod tests {
     }
 
     fn chunk(base: i64, last: i64, len: u64, ts: i64) -> Chunk {
-        Chunk { object: Arc::from(format!("o{base}").as_str()), position: 0, len, base_offset: base, last_offset: last, max_timestamp: ts }
+        Chunk {
+            object: Arc::from(format!("o{base}").as_str()),
+            position: 0,
+            len,
+            base_offset: base,
+            last_offset: last,
+            max_timestamp: ts,
+        }
     }
 
     #[test]
     fn retention_rules() {
-        let chunks = [chunk(0, 9, 100, 1000), chunk(10, 19, 100, 3000), chunk(20, 29, 100, 2000), chunk(30, 39, 100, 9000)];
+        let chunks =
+            [chunk(0, 9, 100, 1000), chunk(10, 19, 100, 3000), chunk(20, 29, 100, 2000), chunk(30, 39, 100, 9000)];
         let start = |ms, bytes, now| retention_start(chunks.iter(), 0, ms, bytes, now, |_| None);
         // Nothing configured.
         assert_eq!(start(-1, -1, 10_000), 0);
@@ -962,7 +996,8 @@ mod tests {
                 produce_recorded(&h, keys[1], &pb, 2, 1000, &mut b[0]),
             );
         }
-        let before: Vec<Chunk> = h.controller.metadata().read(|m| m.partition(&topic, 0).expect("p").chunks.values().cloned().collect());
+        let before: Vec<Chunk> =
+            h.controller.metadata().read(|m| m.partition(&topic, 0).expect("p").chunks.values().cloned().collect());
         assert!(before.len() >= 2, "{before:?}");
         let wal_objects = h.storage.list("wal").await.expect("list").len();
 
@@ -970,7 +1005,10 @@ mod tests {
         assert_eq!(report.segments, 2, "{report:?}");
         assert_eq!(report.rejected + report.failed, 0);
         for (p, e) in exp.iter().enumerate() {
-            let chunks: Vec<Chunk> = h.controller.metadata().read(|m| m.partition(&topic, p as i32).expect("p").chunks.values().cloned().collect());
+            let chunks: Vec<Chunk> = h
+                .controller
+                .metadata()
+                .read(|m| m.partition(&topic, p as i32).expect("p").chunks.values().cloned().collect());
             assert_eq!(chunks.len(), 1, "one segment per partition: {chunks:?}");
             assert!(h.storage.is_segment_key(&chunks[0].object), "{}", chunks[0].object);
             assert!(chunks[0].object.contains(&format!("/{p}/00000000000000000000-")));
@@ -1021,10 +1059,8 @@ mod tests {
         let mut exp = Expected::new();
         for r in 0..3 {
             let (pa, vb) = (format!("a{r}"), values("b", 1));
-            let (_, _) = tokio::join!(
-                produce_recorded(&h, key(0), &pa, 1, 0, &mut exp),
-                produce(&h.wal, key(1), &vb, 0),
-            );
+            let (_, _) =
+                tokio::join!(produce_recorded(&h, key(0), &pa, 1, 0, &mut exp), produce(&h.wal, key(1), &vb, 0),);
         }
         // Too young.
         assert_eq!(h.lifecycle.compact_once().await.segments, 0);
@@ -1051,12 +1087,14 @@ mod tests {
         for r in 0..8 {
             produce_recorded(&h, key, &format!("r{r}"), 1, 0, &mut exp).await;
         }
-        let chunk_len = h.controller.metadata().read(|m| m.partition(&topic, 0).expect("p").chunks.values().next().expect("c").len);
+        let chunk_len =
+            h.controller.metadata().read(|m| m.partition(&topic, 0).expect("p").chunks.values().next().expect("c").len);
         assert!(chunk_len <= 100, "test assumes small chunks, got {chunk_len}");
         let report = h.lifecycle.compact_once().await;
         assert!(report.segments >= 3, "{report:?}");
         assert_eq!(report.rejected + report.failed, 0, "{report:?}");
-        let chunks: Vec<Chunk> = h.controller.metadata().read(|m| m.partition(&topic, 0).expect("p").chunks.values().cloned().collect());
+        let chunks: Vec<Chunk> =
+            h.controller.metadata().read(|m| m.partition(&topic, 0).expect("p").chunks.values().cloned().collect());
         assert!(chunks.iter().all(|c| c.len <= 200 && h.storage.is_segment_key(&c.object)), "{chunks:?}");
         verify_partition(&h, topic, 0, &exp).await.expect("readable");
         h.stop().await;
@@ -1078,8 +1116,12 @@ mod tests {
         };
         assert_eq!(candidates.len(), 1);
         // Retention (DeleteRecords) removes the first chunk before the swap is committed.
-        let second = h.controller.metadata().read(|m| *m.partition(&topic, 0).expect("p").chunks.keys().nth(1).expect("chunk"));
-        h.controller.submit(Command::AdvanceLogStart { topic_id: topic, partition: 0, offset: second }).await.expect("advance");
+        let second =
+            h.controller.metadata().read(|m| *m.partition(&topic, 0).expect("p").chunks.keys().nth(1).expect("chunk"));
+        h.controller
+            .submit(Command::AdvanceLogStart { topic_id: topic, partition: 0, offset: second })
+            .await
+            .expect("advance");
         let r = h.lifecycle.compact(candidates.into_iter().next().expect("one"), &Footers::default()).await;
         assert_eq!(r, Ok(None), "rejected");
         assert!(h.storage.list("seg").await.expect("list").is_empty(), "rejected segment deleted");
@@ -1107,7 +1149,11 @@ mod tests {
             produce(&h.wal, z, &values(&format!("z{i}"), 2), 10_000).await.expect("ack");
             produce(&h.wal, f, &values(&format!("f{i}"), 2), 0).await.expect("ack");
         }
-        let log_start = |id: Uuid| h.controller.metadata().read(|m| m.partition(&id, 0).map(|p| (p.log_start_offset, p.end_offset)).expect("p"));
+        let log_start = |id: Uuid| {
+            h.controller
+                .metadata()
+                .read(|m| m.partition(&id, 0).map(|p| (p.log_start_offset, p.end_offset)).expect("p"))
+        };
         clock.set(4000);
         // timed: a (ts 1000) expired, b (ts 5000) not. sized: keeps only the last chunk.
         assert_eq!(h.lifecycle.enforce_retention_once().await, 2);
@@ -1143,7 +1189,10 @@ mod tests {
         for k in [&wal_orphan, &seg_orphan, &"meta/other".to_string()] {
             h.storage.put_new(k, Bytes::from_static(b"x")).await.expect("put");
         }
-        assert_eq!(h.controller.submit(Command::DeleteTopic { name: "gone".into() }).await.expect("delete"), CommandResult::Ok);
+        assert_eq!(
+            h.controller.submit(Command::DeleteTopic { name: "gone".into() }).await.expect("delete"),
+            CommandResult::Ok
+        );
         assert_eq!(h.lifecycle.collect_garbage_once().await, GcReport::default(), "within the grace period");
         clock.advance(h.lifecycle.settings.gc_grace_ms + 1);
         let r = h.lifecycle.collect_garbage_once().await;
@@ -1191,7 +1240,9 @@ mod tests {
                 let mut n = 0;
                 while tokio::time::Instant::now() < deadline {
                     let count = rng.random_range(1..5);
-                    let vals: Vec<Bytes> = (0..count).map(|j| Bytes::from(format!("{i}-{n}-{j}-{}", "x".repeat(rng.random_range(0..100))))).collect();
+                    let vals: Vec<Bytes> = (0..count)
+                        .map(|j| Bytes::from(format!("{i}-{n}-{j}-{}", "x".repeat(rng.random_range(0..100)))))
+                        .collect();
                     n += 1;
                     // Real timestamps: the default retention.ms (7 days) must not expire them.
                     let ts = super::super::SystemClock.now_ms();
@@ -1235,7 +1286,9 @@ mod tests {
 
         let exp = lock(&expected).clone();
         for key in &parts {
-            verify_partition(&h, key.topic_id, key.partition, &exp[key]).await.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            verify_partition(&h, key.topic_id, key.partition, &exp[key])
+                .await
+                .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         }
         verify_references(&h).await.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         let (segments, log_start) = h.controller.metadata().read(|m| {
@@ -1253,12 +1306,15 @@ mod tests {
         h.lifecycle.collect_garbage_once().await;
         clock.advance(60_000);
         h.lifecycle.collect_garbage_once().await;
-        let referenced: HashSet<String> = h.controller.metadata().read(|m| m.objects.keys().map(|k| k.to_string()).collect());
+        let referenced: HashSet<String> =
+            h.controller.metadata().read(|m| m.objects.keys().map(|k| k.to_string()).collect());
         let stored: HashSet<String> = h.storage.list("").await.expect("list").into_iter().map(|o| o.key).collect();
         assert_eq!(stored, referenced, "seed {seed}: no garbage left, nothing referenced missing");
         assert!(h.controller.metadata().read(|m| m.objects.values().all(|o| o.live_chunks > 0)));
         for key in &parts {
-            verify_partition(&h, key.topic_id, key.partition, &exp[key]).await.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            verify_partition(&h, key.topic_id, key.partition, &exp[key])
+                .await
+                .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         }
         match Arc::try_unwrap(h) {
             Ok(h) => h.stop().await,

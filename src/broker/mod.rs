@@ -52,10 +52,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
     }
 }
 
@@ -139,7 +136,9 @@ impl Broker {
             CommandResult::TopicCreated { topic_id } => Ok(topic_id),
             CommandResult::Rejected(Rejection::TopicExists(n)) => Err(CreateTopicError::Exists(n)),
             CommandResult::Rejected(r) => Err(CreateTopicError::Rejected(r)),
-            other => Err(CreateTopicError::Rejected(Rejection::InvalidPartitions(format!("unexpected result {other:?}")))),
+            other => {
+                Err(CreateTopicError::Rejected(Rejection::InvalidPartitions(format!("unexpected result {other:?}"))))
+            }
         }
     }
 }

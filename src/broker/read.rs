@@ -57,7 +57,13 @@ pub struct Reader {
 
 impl Reader {
     pub fn new(tail: TailCache, blocks: BlockCache, storage: ObjectStorage, metrics: Arc<Metrics>) -> Self {
-        Self { tail, blocks, storage, metrics, read_ahead: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_CONCURRENCY)) }
+        Self {
+            tail,
+            blocks,
+            storage,
+            metrics,
+            read_ahead: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_CONCURRENCY)),
+        }
     }
 
     /// Warms the block cache with the chunks a sequential consumer will ask for next. Runs in

@@ -10,8 +10,12 @@ use std::collections::BTreeMap;
 /// What a config key accepts.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
-    Long { min: i64 },
-    Int { min: i64 },
+    Long {
+        min: i64,
+    },
+    Int {
+        min: i64,
+    },
     Bool,
     Double,
     Choice(&'static [&'static str]),
@@ -123,7 +127,11 @@ pub fn config_type(k: &ConfigKey) -> i8 {
 }
 
 /// Effective value and whether it was set on the topic.
-pub fn effective(configs: &BTreeMap<String, String>, k: &ConfigKey, broker_message_max_bytes: i32) -> (Option<String>, bool) {
+pub fn effective(
+    configs: &BTreeMap<String, String>,
+    k: &ConfigKey,
+    broker_message_max_bytes: i32,
+) -> (Option<String>, bool) {
     if let Some(v) = configs.get(k.name) {
         return (Some(v.clone()), true);
     }

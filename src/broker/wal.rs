@@ -239,7 +239,8 @@ impl Wal {
         let needs_load = st.writers.get(&key).is_none_or(|w| w.generation != generation);
         if needs_load {
             let loaded = self.metadata.read(|m| {
-                m.partition(&key.topic_id, key.partition).map(|p| (p.leader, p.leader_epoch, p.end_offset, p.producers.clone()))
+                m.partition(&key.topic_id, key.partition)
+                    .map(|p| (p.leader, p.leader_epoch, p.end_offset, p.producers.clone()))
             });
             let Some((leader, leader_epoch, end_offset, producers)) = loaded else {
                 return Err(AppendError::UnknownPartition);
@@ -394,7 +395,8 @@ impl Wal {
             }
             // Group commit: with nothing in flight there is nothing to wait for, so flush now;
             // while a flush is in flight the next one fills up.
-            let idle = self.settings.flush_when_idle && inflight.available_permits() == self.settings.max_inflight_flushes;
+            let idle =
+                self.settings.flush_when_idle && inflight.available_permits() == self.settings.max_inflight_flushes;
             let Ok(slot) = inflight.clone().acquire_owned().await else { return };
             let taken = {
                 let mut st = self.lock();
@@ -437,11 +439,24 @@ impl Wal {
         }
     }
 
-    fn build_flush(&self, storage: &ObjectStorage, seq: u64, open: OpenFlush, slot: OwnedSemaphorePermit) -> PendingFlush {
+    fn build_flush(
+        &self,
+        storage: &ObjectStorage,
+        seq: u64,
+        open: OpenFlush,
+        slot: OwnedSemaphorePermit,
+    ) -> PendingFlush {
         let mut builder = WalObjectBuilder::new();
         for (key, run) in &open.runs {
             builder
-                .add_section(*key.topic_id.as_bytes(), key.partition, run.base_offset, run.last_offset, run.max_timestamp, &run.pieces)
+                .add_section(
+                    *key.topic_id.as_bytes(),
+                    key.partition,
+                    run.base_offset,
+                    run.last_offset,
+                    run.max_timestamp,
+                    &run.pieces,
+                )
                 .expect("invariant: one run per partition, base_offset <= last_offset");
         }
         let (object, sections) = builder.finish();
@@ -450,7 +465,11 @@ impl Wal {
         let mut commit = Vec::with_capacity(open.runs.len());
         for ((pkey, run), section) in open.runs.into_iter().zip(sections) {
             // Serve tailing readers from memory; harmless if the commit fails (never referenced).
-            self.tail.insert(object_key.clone(), section.position, object.slice(section.position as usize..(section.position + section.len) as usize));
+            self.tail.insert(
+                object_key.clone(),
+                section.position,
+                object.slice(section.position as usize..(section.position + section.len) as usize),
+            );
             commit.push(PartitionAppend {
                 topic_id: pkey.topic_id,
                 partition: pkey.partition,

@@ -108,24 +108,24 @@ impl GroupCoordinator {
     /// the coordinator stops first).
     pub async fn join(&self, group_id: String, req: JoinRequest) -> oneshot::Receiver<JoinResponse> {
         let (tx, rx) = oneshot::channel();
-        let _ = self
-            .jobs
-            .send(Box::new(move |d: &mut Driver| d.join(group_id, req, tx)))
-            .await;
+        let _ = self.jobs.send(Box::new(move |d: &mut Driver| d.join(group_id, req, tx))).await;
         rx
     }
 
     /// SyncGroup: the assignment, once the leader's is persisted.
     pub async fn sync(&self, group_id: String, req: SyncRequest) -> oneshot::Receiver<SyncResponse> {
         let (tx, rx) = oneshot::channel();
-        let _ = self
-            .jobs
-            .send(Box::new(move |d: &mut Driver| d.sync(group_id, req, tx)))
-            .await;
+        let _ = self.jobs.send(Box::new(move |d: &mut Driver| d.sync(group_id, req, tx))).await;
         rx
     }
 
-    pub async fn heartbeat(&self, group_id: String, member_id: String, instance_id: Option<String>, generation: i32) -> Result<(), GroupError> {
+    pub async fn heartbeat(
+        &self,
+        group_id: String,
+        member_id: String,
+        instance_id: Option<String>,
+        generation: i32,
+    ) -> Result<(), GroupError> {
         self.call(move |d| {
             let now = d.now();
             let Some(g) = d.existing(&group_id, now) else { return Err(GroupError::UnknownMemberId) };
@@ -138,7 +138,11 @@ impl GroupCoordinator {
     }
 
     /// LeaveGroup: a group-level error, or one result per member.
-    pub async fn leave(&self, group_id: String, members: Vec<(String, Option<String>)>) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+    pub async fn leave(
+        &self,
+        group_id: String,
+        members: Vec<(String, Option<String>)>,
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
         self.call(move |d| {
             let now = d.now();
             let Some(g) = d.existing(&group_id, now) else {
@@ -153,7 +157,13 @@ impl GroupCoordinator {
     }
 
     /// Whether an OffsetCommit may be applied (membership, generation, state).
-    pub async fn check_commit(&self, group_id: String, member_id: String, instance_id: Option<String>, generation: i32) -> Result<(), GroupError> {
+    pub async fn check_commit(
+        &self,
+        group_id: String,
+        member_id: String,
+        instance_id: Option<String>,
+        generation: i32,
+    ) -> Result<(), GroupError> {
         self.call(move |d| {
             let now = d.now();
             match d.existing(&group_id, now) {
@@ -179,10 +189,19 @@ impl GroupCoordinator {
                 Some(g) => GroupSummary {
                     state: g.state(),
                     protocol_type: g.protocol_type().unwrap_or_default().to_string(),
-                    protocol: if g.state() == GroupState::Stable { g.protocol().unwrap_or_default().to_string() } else { String::new() },
+                    protocol: if g.state() == GroupState::Stable {
+                        g.protocol().unwrap_or_default().to_string()
+                    } else {
+                        String::new()
+                    },
                     members: g.describe(),
                 },
-                None => GroupSummary { state: GroupState::Dead, protocol_type: String::new(), protocol: String::new(), members: vec![] },
+                None => GroupSummary {
+                    state: GroupState::Dead,
+                    protocol_type: String::new(),
+                    protocol: String::new(),
+                    members: vec![],
+                },
             })
         })
         .await
@@ -304,7 +323,11 @@ impl Driver {
                 () = shutdown.cancelled() => break,
             }
         }
-        info!(groups = self.groups.len(), held = self.held_joins.len() + self.held_syncs.len(), "group coordinator stopping");
+        info!(
+            groups = self.groups.len(),
+            held = self.held_joins.len() + self.held_syncs.len(),
+            "group coordinator stopping"
+        );
         // Dropping the senders answers held requests with NOT_COORDINATOR.
         self.held_joins.clear();
         self.held_syncs.clear();
@@ -401,11 +424,8 @@ impl Driver {
         }
         // Bound the heap: stale entries beyond a few per group trigger a rebuild.
         if self.timers.len() > 4 * self.groups.len() + 64 {
-            self.timers = self
-                .groups
-                .iter()
-                .filter_map(|(id, g)| g.next_deadline().map(|d| Reverse((d, id.clone()))))
-                .collect();
+            self.timers =
+                self.groups.iter().filter_map(|(id, g)| g.next_deadline().map(|d| Reverse((d, id.clone())))).collect();
         }
     }
 

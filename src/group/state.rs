@@ -168,7 +168,9 @@ impl SyncResponse {
 pub enum Outcome<T> {
     Now(T),
     /// Answered later by an [`Effect`] for this member id.
-    Held { member_id: String },
+    Held {
+        member_id: String,
+    },
 }
 
 /// Work for the driver.
@@ -361,7 +363,10 @@ impl Group {
         {
             return now_err(GroupError::InvalidSessionTimeout);
         }
-        if req.protocol_type.is_empty() || req.protocols.is_empty() || !self.supports(&req.protocol_type, &req.protocols) {
+        if req.protocol_type.is_empty()
+            || req.protocols.is_empty()
+            || !self.supports(&req.protocol_type, &req.protocols)
+        {
             return now_err(GroupError::InconsistentGroupProtocol);
         }
         if req.member_id.is_empty() {
@@ -428,7 +433,13 @@ impl Group {
 
     /// A static member restarted: it takes over its old member id's place (and assignment);
     /// requests still carrying the old id are fenced.
-    fn replace_static_member(&mut self, now: u64, old_id: String, new_id: String, req: JoinRequest) -> Outcome<JoinResponse> {
+    fn replace_static_member(
+        &mut self,
+        now: u64,
+        old_id: String,
+        new_id: String,
+        req: JoinRequest,
+    ) -> Outcome<JoinResponse> {
         let Some(mut m) = self.members.remove(&old_id) else {
             // Mapping without member cannot happen; treat as a new member.
             return self.add_member_and_rebalance(now, new_id, req);
@@ -440,7 +451,10 @@ impl Group {
             });
         }
         if m.awaiting_sync {
-            self.effects.push(Effect::Sync { member_id: old_id.clone(), response: SyncResponse::error(GroupError::FencedInstanceId) });
+            self.effects.push(Effect::Sync {
+                member_id: old_id.clone(),
+                response: SyncResponse::error(GroupError::FencedInstanceId),
+            });
         }
         let protocols_changed = m.protocols != req.protocols;
         m.id = new_id.clone();
@@ -602,7 +616,13 @@ impl Group {
     }
 
     /// Heartbeat.
-    pub fn heartbeat(&mut self, now: u64, member_id: &str, instance_id: Option<&str>, generation: i32) -> Result<(), GroupError> {
+    pub fn heartbeat(
+        &mut self,
+        now: u64,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), GroupError> {
         if self.state == GroupState::Dead {
             return Err(GroupError::CoordinatorNotAvailable);
         }
@@ -621,7 +641,11 @@ impl Group {
 
     /// LeaveGroup for each (member id, group instance id); one result per member. An empty
     /// member id with an instance id removes that static member (the admin API's way).
-    pub fn leave(&mut self, now: u64, members: &[(String, Option<String>)]) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+    pub fn leave(
+        &mut self,
+        now: u64,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
         if self.state == GroupState::Dead {
             return Err(GroupError::CoordinatorNotAvailable);
         }
@@ -655,7 +679,13 @@ impl Group {
     /// Whether an OffsetCommit from this member may be applied now (Kafka's
     /// `validateOffsetCommit` plus the state check). `generation < 0` with no member id is a
     /// "simple" commit, allowed only while the group has no members.
-    pub fn check_commit(&mut self, now: u64, member_id: &str, instance_id: Option<&str>, generation: i32) -> Result<(), GroupError> {
+    pub fn check_commit(
+        &mut self,
+        now: u64,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), GroupError> {
         if self.state == GroupState::Dead {
             return Err(GroupError::CoordinatorNotAvailable);
         }
@@ -957,7 +987,10 @@ impl Group {
             });
         }
         if m.awaiting_sync {
-            self.effects.push(Effect::Sync { member_id: m.id.clone(), response: SyncResponse::error(GroupError::UnknownMemberId) });
+            self.effects.push(Effect::Sync {
+                member_id: m.id.clone(),
+                response: SyncResponse::error(GroupError::UnknownMemberId),
+            });
         }
         if let Some(i) = &m.instance_id
             && self.static_members.get(i).is_some_and(|id| id == member_id)

@@ -31,19 +31,24 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
-        let base = CreatableTopicResult::default().with_name(t.name.clone()).with_num_partitions(-1).with_replication_factor(-1);
+        let base = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_num_partitions(-1)
+            .with_replication_factor(-1);
         // Replication is object storage's job: any requested factor is accepted and reported as 1.
         if t.replication_factor == 0 || t.replication_factor < -1 {
             results.push(
-                base.with_error_code(code(ResponseError::InvalidReplicationFactor))
-                    .with_error_message(msg("Replication factor must be larger than 0, or -1 to use the default value.")),
+                base.with_error_code(code(ResponseError::InvalidReplicationFactor)).with_error_message(msg(
+                    "Replication factor must be larger than 0, or -1 to use the default value.",
+                )),
             );
             continue;
         }
         if !t.assignments.is_empty() && t.num_partitions != -1 {
             results.push(
-                base.with_error_code(code(ResponseError::InvalidRequest))
-                    .with_error_message(msg("Both numPartitions or replicationFactor and replicasAssignments were set.")),
+                base.with_error_code(code(ResponseError::InvalidRequest)).with_error_message(msg(
+                    "Both numPartitions or replicationFactor and replicasAssignments were set.",
+                )),
             );
             continue;
         }
@@ -85,7 +90,9 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
                         .with_configs(entries),
                 );
             }
-            Err(e) => results.push(base.with_error_code(errors::create_topic(&e)).with_error_message(msg(e.to_string()))),
+            Err(e) => {
+                results.push(base.with_error_code(errors::create_topic(&e)).with_error_message(msg(e.to_string())))
+            }
         }
     }
     CreateTopicsResponse::default().with_topics(results)
@@ -113,7 +120,9 @@ pub async fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, versi
             continue;
         };
         let r = match broker.controller.submit(Command::DeleteTopic { name: topic.clone() }).await {
-            Ok(CommandResult::Rejected(r)) => base.with_error_code(errors::rejection(&r)).with_error_message(msg(r.to_string())),
+            Ok(CommandResult::Rejected(r)) => {
+                base.with_error_code(errors::rejection(&r)).with_error_message(msg(r.to_string()))
+            }
             Ok(_) => {
                 info!(topic = %topic, "deleted topic");
                 base.with_error_code(errors::NONE)
@@ -132,17 +141,24 @@ pub async fn create_partitions(broker: &Arc<Broker>, req: CreatePartitionsReques
         let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         let current = broker.metadata.read(|m| m.topics.get(&name).map(|t| t.partitions.len() as i32));
         let r = match current {
-            None => base.with_error_code(code(ResponseError::UnknownTopicOrPartition)).with_error_message(msg(format!("The topic '{name}' does not exist."))),
-            Some(c) if t.count <= c => base.with_error_code(code(ResponseError::InvalidPartitions)).with_error_message(msg(format!(
-                "Topic currently has {c} partitions, which is higher than the requested {}.",
-                t.count
-            ))),
+            None => base
+                .with_error_code(code(ResponseError::UnknownTopicOrPartition))
+                .with_error_message(msg(format!("The topic '{name}' does not exist."))),
+            Some(c) if t.count <= c => base.with_error_code(code(ResponseError::InvalidPartitions)).with_error_message(
+                msg(format!("Topic currently has {c} partitions, which is higher than the requested {}.", t.count)),
+            ),
             Some(_) if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) => base
                 .with_error_code(code(ResponseError::InvalidReplicaAssignment))
                 .with_error_message(msg("Skiff places partitions itself; manual assignments are not supported.")),
             Some(_) if req.validate_only => base.with_error_code(errors::NONE),
-            Some(_) => match broker.controller.submit(Command::CreatePartitions { name: name.clone(), total_count: t.count }).await {
-                Ok(CommandResult::Rejected(r)) => base.with_error_code(errors::rejection(&r)).with_error_message(msg(r.to_string())),
+            Some(_) => match broker
+                .controller
+                .submit(Command::CreatePartitions { name: name.clone(), total_count: t.count })
+                .await
+            {
+                Ok(CommandResult::Rejected(r)) => {
+                    base.with_error_code(errors::rejection(&r)).with_error_message(msg(r.to_string()))
+                }
                 Ok(_) => {
                     info!(topic = %name, count = t.count, "added partitions");
                     base.with_error_code(errors::NONE)
@@ -161,7 +177,8 @@ pub async fn delete_records(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> 
         let name = t.name.0.to_string();
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let base = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1);
+            let base =
+                DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1);
             let state = broker.metadata.read(|m| {
                 let t = m.topics.get(&name)?;
                 let part = usize::try_from(p.partition_index).ok().and_then(|i| t.partitions.get(i))?;
@@ -208,7 +225,9 @@ pub async fn init_producer_id(broker: &Arc<Broker>, req: InitProducerIdRequest) 
     // A fresh id per idempotent producer (also on KIP-360 re-initialisation): its sequence
     // state starts empty everywhere.
     match broker.controller.submit(Command::AllocateProducerId).await {
-        Ok(CommandResult::ProducerId(id)) => base.with_error_code(errors::NONE).with_producer_id(ProducerId(id)).with_producer_epoch(0),
+        Ok(CommandResult::ProducerId(id)) => {
+            base.with_error_code(errors::NONE).with_producer_id(ProducerId(id)).with_producer_epoch(0)
+        }
         Ok(other) => {
             tracing::error!(?other, "unexpected producer id allocation result");
             base.with_error_code(code(ResponseError::UnknownServerError))

@@ -5,10 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, alter_configs_response, incremental_alter_configs_response,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, alter_configs_response,
+    incremental_alter_configs_response,
 };
 use kafka_protocol::protocol::StrBytes;
 use skiff_controller::metadata::{Command, CommandResult};
@@ -34,7 +37,11 @@ pub struct ConfigEntry {
 }
 
 /// Every topic config with its effective value and source, optionally filtered by key.
-pub fn topic_config_entries(configs: &BTreeMap<String, String>, message_max_bytes: i32, keys: Option<&[String]>) -> Vec<ConfigEntry> {
+pub fn topic_config_entries(
+    configs: &BTreeMap<String, String>,
+    message_max_bytes: i32,
+    keys: Option<&[String]>,
+) -> Vec<ConfigEntry> {
     topic_config::TOPIC_CONFIGS
         .iter()
         .filter(|k| keys.is_none_or(|ks| ks.iter().any(|n| n == k.name)))
@@ -54,7 +61,12 @@ pub fn topic_config_entries(configs: &BTreeMap<String, String>, message_max_byte
 
 fn broker_entries(b: &Broker) -> Vec<ConfigEntry> {
     let s = &b.settings;
-    let e = |name: &str, value: String, config_type: i8| ConfigEntry { name: name.into(), value: Some(value), source: SOURCE_STATIC_BROKER, config_type };
+    let e = |name: &str, value: String, config_type: i8| ConfigEntry {
+        name: name.into(),
+        value: Some(value),
+        source: SOURCE_STATIC_BROKER,
+        config_type,
+    };
     vec![
         e("auto.create.topics.enable", s.auto_create_topics.to_string(), 1),
         e("broker.id", s.node_id.to_string(), 3),
@@ -73,8 +85,11 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
         .iter()
         .map(|r| {
             let name = r.resource_name.to_string();
-            let keys: Option<Vec<String>> = r.configuration_keys.as_ref().map(|ks| ks.iter().map(|k| k.to_string()).collect());
-            let base = DescribeConfigsResult::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
+            let keys: Option<Vec<String>> =
+                r.configuration_keys.as_ref().map(|ks| ks.iter().map(|k| k.to_string()).collect());
+            let base = DescribeConfigsResult::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
             let entries = match r.resource_type {
                 RESOURCE_TOPIC => {
                     let Some(configs) = broker.metadata.read(|m| m.topics.get(&name).map(|t| t.configs.clone())) else {
@@ -85,7 +100,10 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
                     topic_config_entries(&configs, broker.settings.message_max_bytes, keys.as_deref())
                 }
                 RESOURCE_BROKER if name.is_empty() || name == broker.settings.node_id.to_string() => {
-                    broker_entries(broker).into_iter().filter(|e| keys.as_ref().is_none_or(|ks| ks.contains(&e.name))).collect()
+                    broker_entries(broker)
+                        .into_iter()
+                        .filter(|e| keys.as_ref().is_none_or(|ks| ks.contains(&e.name)))
+                        .collect()
                 }
                 RESOURCE_BROKER => {
                     return base
@@ -102,10 +120,12 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
                 .into_iter()
                 .map(|e| {
                     let synonyms = if req.include_synonyms {
-                        vec![DescribeConfigsSynonym::default()
-                            .with_name(StrBytes::from_string(e.name.clone()))
-                            .with_value(e.value.clone().map(StrBytes::from_string))
-                            .with_source(e.source)]
+                        vec![
+                            DescribeConfigsSynonym::default()
+                                .with_name(StrBytes::from_string(e.name.clone()))
+                                .with_value(e.value.clone().map(StrBytes::from_string))
+                                .with_source(e.source),
+                        ]
                     } else {
                         Vec::new()
                     };
@@ -126,7 +146,12 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
 }
 
 /// Validates a complete new config set and stores it (unless `validate_only`).
-async fn store_topic_configs(broker: &Broker, topic: &str, configs: BTreeMap<String, String>, validate_only: bool) -> (i16, Option<String>) {
+async fn store_topic_configs(
+    broker: &Broker,
+    topic: &str,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> (i16, Option<String>) {
     if !broker.metadata.read(|m| m.topics.contains_key(topic)) {
         return (code(ResponseError::UnknownTopicOrPartition), Some(format!("Topic {topic} does not exist")));
     }
@@ -138,7 +163,8 @@ async fn store_topic_configs(broker: &Broker, topic: &str, configs: BTreeMap<Str
     if validate_only {
         return (errors::NONE, None);
     }
-    match broker.controller.submit(Command::SetTopicConfigs { name: topic.to_string(), configs: configs.clone() }).await {
+    match broker.controller.submit(Command::SetTopicConfigs { name: topic.to_string(), configs: configs.clone() }).await
+    {
         Ok(CommandResult::Rejected(r)) => (errors::rejection(&r), Some(r.to_string())),
         Ok(_) => {
             info!(topic, ?configs, "topic configs changed");
@@ -150,7 +176,10 @@ async fn store_topic_configs(broker: &Broker, topic: &str, configs: BTreeMap<Str
 
 fn unsupported_resource(resource_type: i8) -> (i16, Option<String>) {
     if resource_type == RESOURCE_BROKER {
-        (code(ResponseError::InvalidRequest), Some("Broker configs are static in Skiff (config file, SKIFF_* environment, flags)".into()))
+        (
+            code(ResponseError::InvalidRequest),
+            Some("Broker configs are static in Skiff (config file, SKIFF_* environment, flags)".into()),
+        )
     } else {
         (code(ResponseError::InvalidRequest), Some(format!("Unsupported resource type {resource_type}")))
     }
@@ -161,7 +190,11 @@ pub async fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> Al
     for r in req.resources {
         let (error, message) = if r.resource_type == RESOURCE_TOPIC {
             // AlterConfigs replaces the whole set.
-            let configs = r.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
+            let configs = r
+                .configs
+                .iter()
+                .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+                .collect();
             store_topic_configs(broker, r.resource_name.as_str(), configs, req.validate_only).await
         } else {
             unsupported_resource(r.resource_type)
@@ -177,7 +210,10 @@ pub async fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> Al
     AlterConfigsResponse::default().with_responses(responses)
 }
 
-pub async fn incremental_alter_configs(broker: &Arc<Broker>, req: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+pub async fn incremental_alter_configs(
+    broker: &Arc<Broker>,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         let (error, message) = if r.resource_type == RESOURCE_TOPIC {
@@ -225,7 +261,8 @@ fn apply_incremental(
                     return Err(format!("{name} is not a list config; APPEND/SUBTRACT need a list"));
                 }
                 let current = configs.get(&name).cloned().unwrap_or_default();
-                let mut items: Vec<String> = current.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+                let mut items: Vec<String> =
+                    current.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
                 for v in value.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     if op.config_operation == 2 {
                         if !items.iter().any(|i| i == v) {

@@ -126,7 +126,8 @@ async fn build(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetch
                     base.with_error_code(e)
                 }
                 Plan::Read { topic_id, hwm, log_start, chunks, ahead } => {
-                    let base = base.with_high_watermark(hwm).with_last_stable_offset(hwm).with_log_start_offset(log_start);
+                    let base =
+                        base.with_high_watermark(hwm).with_last_stable_offset(hwm).with_log_start_offset(log_start);
                     if total >= response_max || chunks.is_empty() {
                         base.with_records(Some(Bytes::new()))
                     } else {
@@ -151,21 +152,29 @@ async fn build(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetch
             };
             partitions.push(data);
         }
-        topics.push(FetchableTopicResponse::default().with_topic(t.topic.clone()).with_topic_id(t.topic_id).with_partitions(partitions));
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(t.topic.clone())
+                .with_topic_id(t.topic_id)
+                .with_partitions(partitions),
+        );
     }
     let response = FetchResponse::default().with_error_code(errors::NONE).with_session_id(0).with_responses(topics);
     (response, total, has_error)
 }
 
 /// Reads the planned chunks and cuts them to whole batches from `offset` within `max_bytes`.
-async fn read(broker: &Broker, topic_id: uuid::Uuid, chunks: &[Chunk], offset: i64, max_bytes: usize) -> Result<Bytes, String> {
+async fn read(
+    broker: &Broker,
+    topic_id: uuid::Uuid,
+    chunks: &[Chunk],
+    offset: i64,
+    max_bytes: usize,
+) -> Result<Bytes, String> {
     // The futures are built up front (lazily run) so no closure borrows across the stream.
     let reads: Vec<_> = chunks.iter().map(|c| broker.reader.chunk(topic_id, c)).collect();
-    let parts: Vec<Bytes> = futures::stream::iter(reads)
-        .buffered(CHUNK_READ_CONCURRENCY)
-        .try_collect()
-        .await
-        .map_err(|e| e.to_string())?;
+    let parts: Vec<Bytes> =
+        futures::stream::iter(reads).buffered(CHUNK_READ_CONCURRENCY).try_collect().await.map_err(|e| e.to_string())?;
     let first = match parts.first() {
         Some(f) => batch::slice_from_offset(f, offset).unwrap_or_default(),
         None => return Ok(Bytes::new()),

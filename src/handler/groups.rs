@@ -56,17 +56,22 @@ fn coordinator_for(broker: &Broker, key_type: i8, key: &str) -> Result<(i32, Str
         KEY_TYPE_GROUP => {
             let s = &broker.settings;
             let assigned = broker.metadata.read(|m| {
-                m.groups.coordinator(key).map(|a| m.brokers.get(&a.broker_id).map(|b| (b.broker_id, b.host.clone(), b.port)))
+                m.groups
+                    .coordinator(key)
+                    .map(|a| m.brokers.get(&a.broker_id).map(|b| (b.broker_id, b.host.clone(), b.port)))
             });
             match assigned {
                 None => Ok((s.node_id, s.advertised_host.clone(), s.advertised_port)),
                 Some(Some(b)) => Ok(b),
-                Some(None) => Err((code(ResponseError::CoordinatorNotAvailable), "coordinator broker is not registered".into())),
+                Some(None) => {
+                    Err((code(ResponseError::CoordinatorNotAvailable), "coordinator broker is not registered".into()))
+                }
             }
         }
-        KEY_TYPE_TRANSACTION => {
-            Err((code(ResponseError::CoordinatorNotAvailable), "transactions are not supported by this broker yet".into()))
-        }
+        KEY_TYPE_TRANSACTION => Err((
+            code(ResponseError::CoordinatorNotAvailable),
+            "transactions are not supported by this broker yet".into(),
+        )),
         other => Err((code(ResponseError::InvalidRequest), format!("unknown coordinator key type {other}"))),
     }
 }
@@ -81,7 +86,9 @@ pub fn find_coordinator(broker: &Arc<Broker>, req: FindCoordinatorRequest, versi
                 let c = Coordinator::default().with_key(key.clone());
                 match coordinator_for(broker, key_type, key) {
                     Ok((node, host, port)) => c.with_node_id(BrokerId(node)).with_host(s(host)).with_port(port),
-                    Err((e, msg)) => c.with_error_code(e).with_error_message(Some(s(msg))).with_node_id(BrokerId(-1)).with_port(-1),
+                    Err((e, msg)) => {
+                        c.with_error_code(e).with_error_message(Some(s(msg))).with_node_id(BrokerId(-1)).with_port(-1)
+                    }
                 }
             })
             .collect();
@@ -125,9 +132,17 @@ fn join_response(r: JoinResponse, version: i16) -> JoinGroupResponse {
         .with_members(members)
 }
 
-pub async fn join_group(broker: &Arc<Broker>, req: JoinGroupRequest, version: i16, peer: SocketAddr, client_id: String) -> Handled {
+pub async fn join_group(
+    broker: &Arc<Broker>,
+    req: JoinGroupRequest,
+    version: i16,
+    peer: SocketAddr,
+    client_id: String,
+) -> Handled {
     let group_id = req.group_id.0.to_string();
-    let error = |e: GroupError| Handled::Ready(ResponseKind::JoinGroup(join_response(JoinResponse::error(e, &req.member_id), version)));
+    let error = |e: GroupError| {
+        Handled::Ready(ResponseKind::JoinGroup(join_response(JoinResponse::error(e, &req.member_id), version)))
+    };
     if group_id.is_empty() {
         return error(GroupError::InvalidGroupId);
     }
@@ -158,8 +173,14 @@ pub async fn join_group(broker: &Arc<Broker>, req: JoinGroupRequest, version: i1
 }
 
 fn sync_response(r: SyncResponse, version: i16) -> SyncGroupResponse {
-    let resp = SyncGroupResponse::default().with_error_code(r.error.map_or(errors::NONE, errors::group)).with_assignment(r.assignment);
-    if version >= 5 { resp.with_protocol_type(r.protocol_type.map(s)).with_protocol_name(r.protocol_name.map(s)) } else { resp }
+    let resp = SyncGroupResponse::default()
+        .with_error_code(r.error.map_or(errors::NONE, errors::group))
+        .with_assignment(r.assignment);
+    if version >= 5 {
+        resp.with_protocol_type(r.protocol_type.map(s)).with_protocol_name(r.protocol_name.map(s))
+    } else {
+        resp
+    }
 }
 
 pub async fn sync_group(broker: &Arc<Broker>, req: SyncGroupRequest, version: i16) -> Handled {
@@ -205,7 +226,10 @@ pub async fn heartbeat(broker: &Arc<Broker>, req: HeartbeatRequest, version: i16
 pub async fn leave_group(broker: &Arc<Broker>, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
     let group_id = req.group_id.0.to_string();
     let members: Vec<(String, Option<String>)> = if version >= 3 {
-        req.members.iter().map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|i| i.to_string()))).collect()
+        req.members
+            .iter()
+            .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|i| i.to_string())))
+            .collect()
     } else {
         vec![(req.member_id.to_string(), None)]
     };
@@ -250,7 +274,11 @@ pub async fn describe_groups(broker: &Arc<Broker>, req: DescribeGroupsRequest, v
         let group_id = g.0.to_string();
         let mut d = DescribedGroup::default().with_group_id(g.clone());
         if version >= 3 {
-            d = d.with_authorized_operations(if req.include_authorized_operations { GROUP_OPERATIONS_ALL } else { i32::MIN });
+            d = d.with_authorized_operations(if req.include_authorized_operations {
+                GROUP_OPERATIONS_ALL
+            } else {
+                i32::MIN
+            });
         }
         if !is_coordinator(broker, &group_id) {
             groups.push(d.with_error_code(errors::group(GroupError::NotCoordinator)));
@@ -289,7 +317,8 @@ pub async fn list_groups(broker: &Arc<Broker>, req: ListGroupsRequest, version: 
         Ok(l) => l,
         Err(e) => return ListGroupsResponse::default().with_error_code(errors::group(e)),
     };
-    let filter: Vec<String> = if version >= 4 { req.states_filter.iter().map(|f| f.to_lowercase()).collect() } else { vec![] };
+    let filter: Vec<String> =
+        if version >= 4 { req.states_filter.iter().map(|f| f.to_lowercase()).collect() } else { vec![] };
     let groups = listed
         .into_iter()
         .filter(|g| is_coordinator(broker, &g.group_id))

@@ -11,7 +11,9 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
-use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
+use kafka_protocol::messages::{
+    ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+};
 use kafka_protocol::records::RecordBatchDecoder;
 use skiff_controller::metadata::Chunk;
 use tracing::warn;
@@ -47,7 +49,13 @@ pub async fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16)
 }
 
 /// (offset, timestamp, leader epoch) for one partition and target.
-async fn lookup(broker: &Broker, topic: &str, partition: i32, current_epoch: i32, target: i64) -> Result<(i64, i64, i32), i16> {
+async fn lookup(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    current_epoch: i32,
+    target: i64,
+) -> Result<(i64, i64, i32), i16> {
     let snapshot = broker.metadata.read(|m| {
         let p = m.topics.get(topic).and_then(|t| usize::try_from(partition).ok().and_then(|i| t.partitions.get(i)))?;
         let candidates: Vec<Chunk> = match target {
@@ -71,7 +79,11 @@ async fn lookup(broker: &Broker, topic: &str, partition: i32, current_epoch: i32
         return Err(code(ResponseError::UnknownTopicOrPartition));
     };
     if current_epoch >= 0 && current_epoch != epoch {
-        return Err(code(if current_epoch < epoch { ResponseError::FencedLeaderEpoch } else { ResponseError::UnknownLeaderEpoch }));
+        return Err(code(if current_epoch < epoch {
+            ResponseError::FencedLeaderEpoch
+        } else {
+            ResponseError::UnknownLeaderEpoch
+        }));
     }
     match target {
         LATEST => return Ok((end, -1, epoch)),
@@ -135,8 +147,13 @@ pub fn offset_for_leader_epoch(broker: &Broker, req: OffsetForLeaderEpochRequest
                     .iter()
                     .map(|p| {
                         let base = EpochEndOffset::default().with_partition(p.partition);
-                        let Some(state) = topic.and_then(|t| usize::try_from(p.partition).ok().and_then(|i| t.partitions.get(i))) else {
-                            return base.with_error_code(code(ResponseError::UnknownTopicOrPartition)).with_leader_epoch(-1).with_end_offset(-1);
+                        let Some(state) =
+                            topic.and_then(|t| usize::try_from(p.partition).ok().and_then(|i| t.partitions.get(i)))
+                        else {
+                            return base
+                                .with_error_code(code(ResponseError::UnknownTopicOrPartition))
+                                .with_leader_epoch(-1)
+                                .with_end_offset(-1);
                         };
                         if p.current_leader_epoch >= 0 && p.current_leader_epoch != state.leader_epoch {
                             let e = if p.current_leader_epoch < state.leader_epoch {
@@ -147,7 +164,9 @@ pub fn offset_for_leader_epoch(broker: &Broker, req: OffsetForLeaderEpochRequest
                             return base.with_error_code(code(e)).with_leader_epoch(-1).with_end_offset(-1);
                         }
                         match state.end_offset_for_epoch(p.leader_epoch) {
-                            Some((epoch, end)) => base.with_error_code(errors::NONE).with_leader_epoch(epoch).with_end_offset(end),
+                            Some((epoch, end)) => {
+                                base.with_error_code(errors::NONE).with_leader_epoch(epoch).with_end_offset(end)
+                            }
                             None => base.with_error_code(errors::NONE).with_leader_epoch(-1).with_end_offset(-1),
                         }
                     })

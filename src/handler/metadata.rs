@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use skiff_controller::metadata::{MetadataState, TopicState};
@@ -17,7 +19,8 @@ use crate::broker::{Broker, validate_topic_name};
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// Without an authorizer every operation is allowed: READ, WRITE, CREATE, DELETE, ALTER,
 /// DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS (AclOperation codes 3-8, 10, 11) as a bit field.
-pub const TOPIC_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+pub const TOPIC_OPERATIONS_ALL: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 /// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
 pub const CLUSTER_OPERATIONS_ALL: i32 = (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
@@ -54,9 +57,16 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
         .with_host(StrBytes::from_string(s.advertised_host.clone()))
         .with_port(s.advertised_port)
         .with_rack(s.rack.clone().map(StrBytes::from_string));
-    let topic_ops = if version >= 8 && req.include_topic_authorized_operations { TOPIC_OPERATIONS_ALL } else { AUTHORIZED_OPERATIONS_OMITTED };
-    let cluster_ops =
-        if (8..=10).contains(&version) && req.include_cluster_authorized_operations { CLUSTER_OPERATIONS_ALL } else { AUTHORIZED_OPERATIONS_OMITTED };
+    let topic_ops = if version >= 8 && req.include_topic_authorized_operations {
+        TOPIC_OPERATIONS_ALL
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
+    let cluster_ops = if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
+        CLUSTER_OPERATIONS_ALL
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
     let topics = broker.metadata.read(|m| {
         let names: Vec<String> = match &requested {
             None => m.topics.keys().cloned().collect(),

@@ -46,37 +46,59 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) ->
         RequestKind::Metadata(r) => Handled::Ready(ResponseKind::Metadata(metadata::handle(broker, r, v).await)),
         RequestKind::Produce(r) => produce::handle(broker, r, v).await,
         RequestKind::Fetch(r) => fetch::handle(broker, r, v),
-        RequestKind::ListOffsets(r) => Handled::Ready(ResponseKind::ListOffsets(list_offsets::handle(broker, r, v).await)),
+        RequestKind::ListOffsets(r) => {
+            Handled::Ready(ResponseKind::ListOffsets(list_offsets::handle(broker, r, v).await))
+        }
         RequestKind::OffsetForLeaderEpoch(r) => {
             Handled::Ready(ResponseKind::OffsetForLeaderEpoch(list_offsets::offset_for_leader_epoch(broker, r)))
         }
-        RequestKind::CreateTopics(r) => Handled::Ready(ResponseKind::CreateTopics(admin::create_topics(broker, r, v).await)),
-        RequestKind::DeleteTopics(r) => Handled::Ready(ResponseKind::DeleteTopics(admin::delete_topics(broker, r, v).await)),
+        RequestKind::CreateTopics(r) => {
+            Handled::Ready(ResponseKind::CreateTopics(admin::create_topics(broker, r, v).await))
+        }
+        RequestKind::DeleteTopics(r) => {
+            Handled::Ready(ResponseKind::DeleteTopics(admin::delete_topics(broker, r, v).await))
+        }
         RequestKind::CreatePartitions(r) => {
             Handled::Ready(ResponseKind::CreatePartitions(admin::create_partitions(broker, r).await))
         }
-        RequestKind::DeleteRecords(r) => Handled::Ready(ResponseKind::DeleteRecords(admin::delete_records(broker, r).await)),
-        RequestKind::InitProducerId(r) => Handled::Ready(ResponseKind::InitProducerId(admin::init_producer_id(broker, r).await)),
-        RequestKind::DescribeCluster(r) => Handled::Ready(ResponseKind::DescribeCluster(admin::describe_cluster(broker, r))),
+        RequestKind::DeleteRecords(r) => {
+            Handled::Ready(ResponseKind::DeleteRecords(admin::delete_records(broker, r).await))
+        }
+        RequestKind::InitProducerId(r) => {
+            Handled::Ready(ResponseKind::InitProducerId(admin::init_producer_id(broker, r).await))
+        }
+        RequestKind::DescribeCluster(r) => {
+            Handled::Ready(ResponseKind::DescribeCluster(admin::describe_cluster(broker, r)))
+        }
         RequestKind::DescribeConfigs(r) => {
             Handled::Ready(ResponseKind::DescribeConfigs(configs::describe_configs(broker, r, v)))
         }
-        RequestKind::AlterConfigs(r) => Handled::Ready(ResponseKind::AlterConfigs(configs::alter_configs(broker, r).await)),
+        RequestKind::AlterConfigs(r) => {
+            Handled::Ready(ResponseKind::AlterConfigs(configs::alter_configs(broker, r).await))
+        }
         RequestKind::IncrementalAlterConfigs(r) => {
             Handled::Ready(ResponseKind::IncrementalAlterConfigs(configs::incremental_alter_configs(broker, r).await))
         }
         // Consumer groups (handler/groups.rs, handler/offsets.rs).
-        RequestKind::FindCoordinator(r) => Handled::Ready(ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v))),
+        RequestKind::FindCoordinator(r) => {
+            Handled::Ready(ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v)))
+        }
         RequestKind::JoinGroup(r) => groups::join_group(broker, r, v, peer, client_id).await,
         RequestKind::SyncGroup(r) => groups::sync_group(broker, r, v).await,
         RequestKind::Heartbeat(r) => Handled::Ready(ResponseKind::Heartbeat(groups::heartbeat(broker, r, v).await)),
         RequestKind::LeaveGroup(r) => Handled::Ready(ResponseKind::LeaveGroup(groups::leave_group(broker, r, v).await)),
-        RequestKind::DescribeGroups(r) => Handled::Ready(ResponseKind::DescribeGroups(groups::describe_groups(broker, r, v).await)),
+        RequestKind::DescribeGroups(r) => {
+            Handled::Ready(ResponseKind::DescribeGroups(groups::describe_groups(broker, r, v).await))
+        }
         RequestKind::ListGroups(r) => Handled::Ready(ResponseKind::ListGroups(groups::list_groups(broker, r, v).await)),
-        RequestKind::DeleteGroups(r) => Handled::Ready(ResponseKind::DeleteGroups(groups::delete_groups(broker, r).await)),
+        RequestKind::DeleteGroups(r) => {
+            Handled::Ready(ResponseKind::DeleteGroups(groups::delete_groups(broker, r).await))
+        }
         RequestKind::OffsetCommit(r) => offsets::offset_commit(broker, r, v).await,
         RequestKind::OffsetFetch(r) => offsets::offset_fetch(broker, r, v),
-        RequestKind::OffsetDelete(r) => Handled::Ready(ResponseKind::OffsetDelete(offsets::offset_delete(broker, r).await)),
+        RequestKind::OffsetDelete(r) => {
+            Handled::Ready(ResponseKind::OffsetDelete(offsets::offset_delete(broker, r).await))
+        }
         // `protocol::decode_request` only lets advertised APIs through.
         other => {
             tracing::warn!(request = ?std::mem::discriminant(&other), "request for an API that is not advertised");

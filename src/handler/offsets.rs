@@ -104,7 +104,11 @@ pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, versi
     let broker = broker.clone();
     Handled::Deferred(
         async move {
-            let stored = if offsets.is_empty() { Ok(()) } else { submit(&broker, &group_id, GroupOp::CommitOffsets { offsets }).await };
+            let stored = if offsets.is_empty() {
+                Ok(())
+            } else {
+                submit(&broker, &group_id, GroupOp::CommitOffsets { offsets }).await
+            };
             let topics = plan
                 .into_iter()
                 .map(|(name, parts)| {
@@ -128,7 +132,11 @@ pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, versi
 type Fetched = (i32, i64, i32, String);
 
 /// Offsets of `group_id` for `topics` (None = every committed one), -1 where none is committed.
-fn fetch_offsets(m: &MetadataState, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, Vec<Fetched>)> {
+fn fetch_offsets(
+    m: &MetadataState,
+    group_id: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, Vec<Fetched>)> {
     let stored = m.groups.groups.get(group_id);
     match topics {
         Some(topics) => topics
@@ -178,7 +186,8 @@ fn offset_fetch_now(broker: &Broker, req: OffsetFetchRequest, version: i16) -> O
                 if !is_coordinator(broker, &group_id) {
                     return out.with_error_code(errors::group(GroupError::NotCoordinator));
                 }
-                let wanted = g.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+                let wanted =
+                    g.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
                 let topics = broker
                     .metadata
                     .read(|m| fetch_offsets(m, &group_id, wanted))
@@ -194,7 +203,9 @@ fn offset_fetch_now(broker: &Broker, req: OffsetFetchRequest, version: i16) -> O
                                     .with_metadata(Some(StrBytes::from_string(meta)))
                             })
                             .collect();
-                        OffsetFetchResponseTopics::default().with_name(TopicName(StrBytes::from_string(topic))).with_partitions(partitions)
+                        OffsetFetchResponseTopics::default()
+                            .with_name(TopicName(StrBytes::from_string(topic)))
+                            .with_partitions(partitions)
                     })
                     .collect();
                 out.with_topics(topics)
@@ -217,7 +228,12 @@ fn offset_fetch_now(broker: &Broker, req: OffsetFetchRequest, version: i16) -> O
                     let partitions = t
                         .partition_indexes
                         .iter()
-                        .map(|p| OffsetFetchResponsePartition::default().with_partition_index(*p).with_committed_offset(-1).with_error_code(e))
+                        .map(|p| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(*p)
+                                .with_committed_offset(-1)
+                                .with_error_code(e)
+                        })
                         .collect();
                     OffsetFetchResponseTopic::default().with_name(t.name).with_partitions(partitions)
                 })
@@ -241,7 +257,9 @@ fn offset_fetch_now(broker: &Broker, req: OffsetFetchRequest, version: i16) -> O
                         .with_metadata(Some(StrBytes::from_string(meta)))
                 })
                 .collect();
-            OffsetFetchResponseTopic::default().with_name(TopicName(StrBytes::from_string(topic))).with_partitions(partitions)
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_partitions(partitions)
         })
         .collect();
     OffsetFetchResponse::default().with_topics(topics)
@@ -281,7 +299,11 @@ pub async fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> Of
             }
         }
     });
-    let stored = if delete.is_empty() { Ok(()) } else { submit(broker, &group_id, GroupOp::DeleteOffsets { partitions: delete }).await };
+    let stored = if delete.is_empty() {
+        Ok(())
+    } else {
+        submit(broker, &group_id, GroupOp::DeleteOffsets { partitions: delete }).await
+    };
     if let Err(e) = stored {
         return OffsetDeleteResponse::default().with_error_code(e);
     }
@@ -294,7 +316,11 @@ pub async fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> Of
                 .remove(&i)
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(p, e)| OffsetDeleteResponsePartition::default().with_partition_index(p).with_error_code(e.unwrap_or(errors::NONE)))
+                .map(|(p, e)| {
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_error_code(e.unwrap_or(errors::NONE))
+                })
                 .collect();
             OffsetDeleteResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions)
         })

@@ -38,7 +38,8 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) ->
     let mut topics: Vec<(TopicProduceResponse, Vec<PartitionOutcome>)> = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
-        let found = broker.metadata.read(|m| m.topics.get(&name).map(|t| (t.topic_id, t.configs.clone(), t.partitions.len())));
+        let found =
+            broker.metadata.read(|m| m.topics.get(&name).map(|t| (t.topic_id, t.configs.clone(), t.partitions.len())));
         let mut outcomes = Vec::with_capacity(topic.partition_data.len());
         for p in topic.partition_data {
             let outcome = match &found {
@@ -79,7 +80,9 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) ->
                     if let Some(ack) = o.ack {
                         let result = ack.await.unwrap_or(Err(AppendError::ShuttingDown));
                         if let Err(e) = result {
-                            r = r.with_error_code(errors::append(&e)).with_error_message(Some(StrBytes::from_string(e.to_string())))
+                            r = r
+                                .with_error_code(errors::append(&e))
+                                .with_error_message(Some(StrBytes::from_string(e.to_string())))
                                 .with_base_offset(-1);
                         }
                     }
@@ -128,10 +131,8 @@ async fn append_partition(
         Ok((appended, ack)) => {
             broker.metrics.produced_bytes.fetch_add(records.len() as u64, Relaxed);
             broker.metrics.produced_batches.fetch_add(headers.len() as u64, Relaxed);
-            let log_start = broker
-                .metadata
-                .read(|m| m.partition(&topic_id, partition).map(|p| p.log_start_offset))
-                .unwrap_or(-1);
+            let log_start =
+                broker.metadata.read(|m| m.partition(&topic_id, partition).map(|p| p.log_start_offset)).unwrap_or(-1);
             PartitionOutcome {
                 response: PartitionProduceResponse::default()
                     .with_index(partition)

@@ -76,14 +76,9 @@ struct Schema {
 const PRODUCE_PARTITION: &[Field] = &[all(I32), all(Kind::Bytes)];
 const PRODUCE_TOPIC: &[Field] = &[until(12, Kind::Str), from(13, UUID), all(Kind::Structs(PRODUCE_PARTITION))];
 
-const FETCH_PARTITION: &[Field] =
-    &[all(I32), from(9, I32), all(I64), from(12, I32), from(5, I64), all(I32)];
+const FETCH_PARTITION: &[Field] = &[all(I32), from(9, I32), all(I64), from(12, I32), from(5, I64), all(I32)];
 const FETCH_TOPIC: &[Field] = &[until(12, Kind::Str), from(13, UUID), all(Kind::Structs(FETCH_PARTITION))];
-const FORGOTTEN_TOPIC: &[Field] = &[
-    Field { kind: Kind::Str, min: 7, max: 12 },
-    from(13, UUID),
-    from(7, Kind::Int32s),
-];
+const FORGOTTEN_TOPIC: &[Field] = &[Field { kind: Kind::Str, min: 7, max: 12 }, from(13, UUID), from(7, Kind::Int32s)];
 
 const LIST_OFFSETS_PARTITION: &[Field] = &[all(I32), from(4, I32), all(I64)];
 const LIST_OFFSETS_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Structs(LIST_OFFSETS_PARTITION))];
@@ -92,13 +87,8 @@ const METADATA_TOPIC: &[Field] = &[from(10, UUID), all(Kind::Str)];
 
 const CREATE_ASSIGNMENT: &[Field] = &[all(I32), all(Kind::Int32s)];
 const CREATE_CONFIG: &[Field] = &[all(Kind::Str), all(Kind::Str)];
-const CREATE_TOPIC: &[Field] = &[
-    all(Kind::Str),
-    all(I32),
-    all(I16),
-    all(Kind::Structs(CREATE_ASSIGNMENT)),
-    all(Kind::Structs(CREATE_CONFIG)),
-];
+const CREATE_TOPIC: &[Field] =
+    &[all(Kind::Str), all(I32), all(I16), all(Kind::Structs(CREATE_ASSIGNMENT)), all(Kind::Structs(CREATE_CONFIG))];
 
 const DELETE_TOPIC_STATE: &[Field] = &[from(6, Kind::Str), from(6, UUID)];
 
@@ -169,31 +159,19 @@ const SCHEMAS: &[Schema] = &[
         ],
     },
     Schema { key: ApiKey::ApiVersions, flexible: 3, fields: &[from(3, Kind::Str), from(3, Kind::Str)] },
-    Schema {
-        key: ApiKey::CreateTopics,
-        flexible: 5,
-        fields: &[all(Kind::Structs(CREATE_TOPIC)), all(I32), all(BOOL)],
-    },
+    Schema { key: ApiKey::CreateTopics, flexible: 5, fields: &[all(Kind::Structs(CREATE_TOPIC)), all(I32), all(BOOL)] },
     Schema {
         key: ApiKey::DeleteTopics,
         flexible: 4,
         fields: &[from(6, Kind::Structs(DELETE_TOPIC_STATE)), until(5, Kind::Strs), all(I32)],
     },
-    Schema {
-        key: ApiKey::DeleteRecords,
-        flexible: 2,
-        fields: &[all(Kind::Structs(DELETE_RECORDS_TOPIC)), all(I32)],
-    },
+    Schema { key: ApiKey::DeleteRecords, flexible: 2, fields: &[all(Kind::Structs(DELETE_RECORDS_TOPIC)), all(I32)] },
     Schema {
         key: ApiKey::InitProducerId,
         flexible: 2,
         fields: &[all(Kind::Str), all(I32), from(3, I64), from(3, I16)],
     },
-    Schema {
-        key: ApiKey::OffsetForLeaderEpoch,
-        flexible: 4,
-        fields: &[from(3, I32), all(Kind::Structs(EPOCH_TOPIC))],
-    },
+    Schema { key: ApiKey::OffsetForLeaderEpoch, flexible: 4, fields: &[from(3, I32), all(Kind::Structs(EPOCH_TOPIC))] },
     Schema {
         key: ApiKey::DescribeConfigs,
         flexible: 4,
@@ -296,10 +274,7 @@ fn has_schema(key: ApiKey) -> bool {
 /// body's tagged fields begin (the end of the body for non-flexible versions). Fails closed
 /// for an API without a schema.
 pub(super) fn check_lengths(frame: &[u8], key: ApiKey, version: i16, header_version: i16) -> Result<usize, String> {
-    let schema = SCHEMAS
-        .iter()
-        .find(|s| s.key == key)
-        .ok_or_else(|| format!("no length schema for {key:?}"))?;
+    let schema = SCHEMAS.iter().find(|s| s.key == key).ok_or_else(|| format!("no length schema for {key:?}"))?;
     let mut c = Cursor { buf: frame, pos: 0 };
     // Request header: key, version, correlation id, client id (a non-compact string even in
     // header v2), then tagged fields from v2.
@@ -452,7 +427,8 @@ mod tests {
         match key {
             ApiKey::Produce => {
                 use produce_request::*;
-                let part = PartitionProduceData::default().with_index(1).with_records(Some(Bytes::from_static(b"records")));
+                let part =
+                    PartitionProduceData::default().with_index(1).with_records(Some(Bytes::from_static(b"records")));
                 let mut t = TopicProduceData::default().with_partition_data(two(part));
                 t = if v <= 12 { t.with_name(topic("produce")) } else { t.with_topic_id(uuid::Uuid::from_u128(7)) };
                 ProduceRequest::default()
@@ -545,7 +521,10 @@ mod tests {
             ApiKey::CreatePartitions => {
                 use create_partitions_request::*;
                 let a = CreatePartitionsAssignment::default().with_broker_ids(vec![BrokerId(1), BrokerId(2)]);
-                let t = CreatePartitionsTopic::default().with_name(topic("cp")).with_count(3).with_assignments(Some(two(a)));
+                let t = CreatePartitionsTopic::default()
+                    .with_name(topic("cp"))
+                    .with_count(3)
+                    .with_assignments(Some(two(a)));
                 CreatePartitionsRequest::default().with_topics(two(t)).encode(&mut body, v)
             }
             ApiKey::IncrementalAlterConfigs => {
@@ -566,7 +545,9 @@ mod tests {
             }
             ApiKey::JoinGroup => {
                 use join_group_request::*;
-                let p = JoinGroupRequestProtocol::default().with_name(s("range")).with_metadata(Bytes::from_static(b"meta"));
+                let p = JoinGroupRequestProtocol::default()
+                    .with_name(s("range"))
+                    .with_metadata(Bytes::from_static(b"meta"));
                 let mut r = JoinGroupRequest::default()
                     .with_group_id(GroupId(s("g")))
                     .with_member_id(s("m"))
@@ -582,8 +563,13 @@ mod tests {
             }
             ApiKey::SyncGroup => {
                 use sync_group_request::*;
-                let a = SyncGroupRequestAssignment::default().with_member_id(s("m")).with_assignment(Bytes::from_static(b"a"));
-                let mut r = SyncGroupRequest::default().with_group_id(GroupId(s("g"))).with_member_id(s("m")).with_assignments(two(a));
+                let a = SyncGroupRequestAssignment::default()
+                    .with_member_id(s("m"))
+                    .with_assignment(Bytes::from_static(b"a"));
+                let mut r = SyncGroupRequest::default()
+                    .with_group_id(GroupId(s("g")))
+                    .with_member_id(s("m"))
+                    .with_assignments(two(a));
                 if v >= 3 {
                     r = r.with_group_instance_id(Some(s("i")));
                 }
@@ -615,9 +601,14 @@ mod tests {
             }
             ApiKey::OffsetCommit => {
                 use offset_commit_request::*;
-                let p = OffsetCommitRequestPartition::default().with_committed_offset(5).with_committed_metadata(Some(s("md")));
+                let p = OffsetCommitRequestPartition::default()
+                    .with_committed_offset(5)
+                    .with_committed_metadata(Some(s("md")));
                 let t = OffsetCommitRequestTopic::default().with_name(topic("oc")).with_partitions(two(p));
-                let mut r = OffsetCommitRequest::default().with_group_id(GroupId(s("g"))).with_member_id(s("m")).with_topics(two(t));
+                let mut r = OffsetCommitRequest::default()
+                    .with_group_id(GroupId(s("g")))
+                    .with_member_id(s("m"))
+                    .with_topics(two(t));
                 if v >= 7 {
                     r = r.with_group_instance_id(Some(s("i")));
                 }
@@ -627,16 +618,20 @@ mod tests {
                 use offset_fetch_request::*;
                 let mut r = OffsetFetchRequest::default();
                 if v <= 7 {
-                    let t = OffsetFetchRequestTopic::default().with_name(topic("of")).with_partition_indexes(vec![1, 2]);
+                    let t =
+                        OffsetFetchRequestTopic::default().with_name(topic("of")).with_partition_indexes(vec![1, 2]);
                     r = r.with_group_id(GroupId(s("g"))).with_topics(Some(two(t)));
                 } else {
-                    let t = OffsetFetchRequestTopics::default().with_name(topic("of")).with_partition_indexes(vec![1, 2]);
+                    let t =
+                        OffsetFetchRequestTopics::default().with_name(topic("of")).with_partition_indexes(vec![1, 2]);
                     let g = OffsetFetchRequestGroup::default().with_group_id(GroupId(s("g"))).with_topics(Some(two(t)));
                     r = r.with_groups(two(g));
                 }
                 r.encode(&mut body, v)
             }
-            ApiKey::DescribeGroups => DescribeGroupsRequest::default().with_groups(two(GroupId(s("g")))).encode(&mut body, v),
+            ApiKey::DescribeGroups => {
+                DescribeGroupsRequest::default().with_groups(two(GroupId(s("g")))).encode(&mut body, v)
+            }
             ApiKey::ListGroups => {
                 let mut r = ListGroupsRequest::default();
                 if v >= 4 {
@@ -644,7 +639,9 @@ mod tests {
                 }
                 r.encode(&mut body, v)
             }
-            ApiKey::DeleteGroups => DeleteGroupsRequest::default().with_groups_names(two(GroupId(s("g")))).encode(&mut body, v),
+            ApiKey::DeleteGroups => {
+                DeleteGroupsRequest::default().with_groups_names(two(GroupId(s("g")))).encode(&mut body, v)
+            }
             ApiKey::OffsetDelete => {
                 use offset_delete_request::*;
                 let t = OffsetDeleteRequestTopic::default()

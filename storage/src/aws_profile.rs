@@ -46,21 +46,16 @@ pub fn profile_selected(var: &dyn Fn(&str) -> Option<String>) -> bool {
             .map(std::path::PathBuf::from)
             .or_else(|| home.as_ref().map(|h| std::path::Path::new(h).join(".aws").join(default)))
     };
-    [
-        file("AWS_CONFIG_FILE", "config"),
-        file("AWS_SHARED_CREDENTIALS_FILE", "credentials"),
-    ]
-    .into_iter()
-    .flatten()
-    .any(|p| p.is_file())
+    [file("AWS_CONFIG_FILE", "config"), file("AWS_SHARED_CREDENTIALS_FILE", "credentials")]
+        .into_iter()
+        .flatten()
+        .any(|p| p.is_file())
 }
 
 /// The profile credential provider if the process environment selects it.
 pub fn provider_from_env() -> Option<ProfileCredentialProvider> {
     let var = |name: &str| std::env::var(name).ok();
-    profile_selected(&var).then(|| {
-        ProfileCredentialProvider::lazy(var("AWS_PROFILE").filter(|p| !p.is_empty()))
-    })
+    profile_selected(&var).then(|| ProfileCredentialProvider::lazy(var("AWS_PROFILE").filter(|p| !p.is_empty())))
 }
 
 enum Source {
@@ -87,9 +82,7 @@ pub struct ProfileCredentialProvider {
 impl std::fmt::Debug for ProfileCredentialProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print credentials.
-        f.debug_struct("ProfileCredentialProvider")
-            .field("profile", &self.profile_name())
-            .finish_non_exhaustive()
+        f.debug_struct("ProfileCredentialProvider").field("profile", &self.profile_name()).finish_non_exhaustive()
     }
 }
 
@@ -97,20 +90,14 @@ impl ProfileCredentialProvider {
     /// The AWS SDK default chain with `profile` (else `AWS_PROFILE`, else `default`).
     pub fn lazy(profile: Option<String>) -> Self {
         Self {
-            source: Source::Lazy {
-                profile,
-                chain: tokio::sync::OnceCell::new(),
-            },
+            source: Source::Lazy { profile, chain: tokio::sync::OnceCell::new() },
             cached: tokio::sync::Mutex::new(None),
         }
     }
 
     /// Any AWS SDK credentials provider (tests).
     pub fn from_provider(provider: impl ProvideCredentials + 'static) -> Self {
-        Self {
-            source: Source::Fixed(SharedCredentialsProvider::new(provider)),
-            cached: tokio::sync::Mutex::new(None),
-        }
+        Self { source: Source::Fixed(SharedCredentialsProvider::new(provider)), cached: tokio::sync::Mutex::new(None) }
     }
 
     pub fn profile_name(&self) -> Option<&str> {
@@ -131,8 +118,8 @@ impl ProfileCredentialProvider {
                             aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
                         ))
                         .build_https();
-                    let mut builder = DefaultCredentialsChain::builder()
-                        .configure(ProviderConfig::default().with_http_client(https));
+                    let mut builder =
+                        DefaultCredentialsChain::builder().configure(ProviderConfig::default().with_http_client(https));
                     if let Some(p) = profile {
                         builder = builder.profile_name(p);
                     }
@@ -144,9 +131,7 @@ impl ProfileCredentialProvider {
     }
 
     fn fresh(cached: &Cached, now: SystemTime) -> bool {
-        cached
-            .expiry
-            .is_none_or(|e| now + REFRESH_BEFORE_EXPIRY < e)
+        cached.expiry.is_none_or(|e| now + REFRESH_BEFORE_EXPIRY < e)
     }
 }
 
@@ -169,10 +154,7 @@ impl CredentialProvider for ProfileCredentialProvider {
                     secret_key: creds.secret_access_key().to_string(),
                     token: creds.session_token().map(str::to_string),
                 });
-                *cached = Some(Cached {
-                    credential: credential.clone(),
-                    expiry: creds.expiry(),
-                });
+                *cached = Some(Cached { credential: credential.clone(), expiry: creds.expiry() });
                 Ok(credential)
             }
             Err(e) => {
@@ -247,11 +229,8 @@ mod tests {
 
     fn provider(valid_for: Option<Duration>, fail_after_first: bool) -> (ProfileCredentialProvider, Arc<AtomicU32>) {
         let calls = Arc::new(AtomicU32::new(0));
-        let p = ProfileCredentialProvider::from_provider(Counting {
-            calls: calls.clone(),
-            valid_for,
-            fail_after_first,
-        });
+        let p =
+            ProfileCredentialProvider::from_provider(Counting { calls: calls.clone(), valid_for, fail_after_first });
         (p, calls)
     }
 
@@ -326,12 +305,7 @@ mod tests {
         .expect("write credentials");
         let exe = std::env::current_exe().expect("current exe");
         let mut cmd = std::process::Command::new(exe);
-        cmd.args([
-            "--exact",
-            "aws_profile::tests::child_reads_profile",
-            "--include-ignored",
-            "--nocapture",
-        ]);
+        cmd.args(["--exact", "aws_profile::tests::child_reads_profile", "--include-ignored", "--nocapture"]);
         for (k, _) in std::env::vars_os() {
             if k.to_str().is_some_and(|k| k.starts_with("AWS_")) {
                 cmd.env_remove(k);
@@ -344,11 +318,7 @@ mod tests {
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("SKIFF_AWS_PROFILE_CHILD", "1");
         let out = cmd.output().expect("run child");
-        let text = format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "child failed:\n{text}");
         assert!(text.contains("1 passed"), "child did not run:\n{text}");
     }

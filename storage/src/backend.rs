@@ -45,10 +45,7 @@ pub struct StorageConfig {
 
 impl StorageConfig {
     pub fn from_url(url: impl Into<String>) -> Self {
-        StorageConfig {
-            url: url.into(),
-            ..StorageConfig::default()
-        }
+        StorageConfig { url: url.into(), ..StorageConfig::default() }
     }
 }
 
@@ -61,46 +58,26 @@ fn invalid(url: &str, reason: impl Into<String>) -> StorageError {
 pub fn open(cfg: &StorageConfig) -> Result<ObjectStorage, StorageError> {
     let raw = cfg.url.trim();
     if raw.is_empty() {
-        return Err(invalid(
-            raw,
-            format!("empty storage URL; expected one of {ACCEPTED}"),
-        ));
+        return Err(invalid(raw, format!("empty storage URL; expected one of {ACCEPTED}")));
     }
-    let url = url::Url::parse(raw)
-        .map_err(|e| invalid(raw, format!("not a URL ({e}); expected one of {ACCEPTED}")))?;
+    let url = url::Url::parse(raw).map_err(|e| invalid(raw, format!("not a URL ({e}); expected one of {ACCEPTED}")))?;
     let has_s3_options = cfg.s3_endpoint.is_some()
         || cfg.s3_region.is_some()
         || cfg.s3_path_style.is_some()
         || cfg.s3_allow_http.is_some();
     if has_s3_options && url.scheme() != "s3" {
-        return Err(invalid(
-            raw,
-            "s3_* options are set but the URL is not s3://",
-        ));
+        return Err(invalid(raw, "s3_* options are set but the URL is not s3://"));
     }
     match url.scheme() {
         "file" => {
-            if url
-                .host_str()
-                .is_some_and(|h| !h.is_empty() && h != "localhost")
-            {
-                return Err(invalid(
-                    raw,
-                    "file URLs must be file:///absolute/path (no host)",
-                ));
+            if url.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
+                return Err(invalid(raw, "file URLs must be file:///absolute/path (no host)"));
             }
-            let dir = url
-                .to_file_path()
-                .map_err(|()| invalid(raw, "file URLs must be file:///absolute/path"))?;
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                invalid(
-                    raw,
-                    format!("cannot create directory {}: {e}", dir.display()),
-                )
-            })?;
-            let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| {
-                invalid(raw, format!("cannot use directory {}: {e}", dir.display()))
-            })?;
+            let dir = url.to_file_path().map_err(|()| invalid(raw, "file URLs must be file:///absolute/path"))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| invalid(raw, format!("cannot create directory {}: {e}", dir.display())))?;
+            let store = LocalFileSystem::new_with_prefix(&dir)
+                .map_err(|e| invalid(raw, format!("cannot use directory {}: {e}", dir.display())))?;
             Ok(ObjectStorage::new(Arc::new(store), ""))
         }
         "memory" => {
@@ -116,10 +93,7 @@ pub fn open(cfg: &StorageConfig) -> Result<ObjectStorage, StorageError> {
             let store = s3(cfg, bucket).map_err(|e| invalid(raw, e.to_string()))?;
             Ok(ObjectStorage::new(store, &prefix))
         }
-        other => Err(invalid(
-            raw,
-            format!("unsupported scheme '{other}'; expected one of {ACCEPTED}"),
-        )),
+        other => Err(invalid(raw, format!("unsupported scheme '{other}'; expected one of {ACCEPTED}"))),
     }
 }
 
@@ -127,13 +101,11 @@ fn s3(cfg: &StorageConfig, bucket: &str) -> object_store::Result<Arc<dyn ObjectS
     // Environment first (credentials, AWS_ENDPOINT, AWS_REGION, AWS_ALLOW_HTTP, ...), then our
     // defaults for keys the environment did not set, then explicit config.
     let env_has = |name: &str| std::env::var_os(name).is_some();
-    let mut b = AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .with_retry(RetryConfig {
-            max_retries: 0,
-            retry_timeout: S3_REQUEST_TIMEOUT,
-            ..RetryConfig::default()
-        });
+    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(RetryConfig {
+        max_retries: 0,
+        retry_timeout: S3_REQUEST_TIMEOUT,
+        ..RetryConfig::default()
+    });
     if !env_has("AWS_TIMEOUT") {
         b = b.with_config(
             AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
@@ -146,10 +118,7 @@ fn s3(cfg: &StorageConfig, bucket: &str) -> object_store::Result<Arc<dyn ObjectS
             format!("{}s", S3_CONNECT_TIMEOUT.as_secs()),
         );
     }
-    let endpoint = cfg
-        .s3_endpoint
-        .clone()
-        .or_else(|| b.get_config_value(&AmazonS3ConfigKey::Endpoint));
+    let endpoint = cfg.s3_endpoint.clone().or_else(|| b.get_config_value(&AmazonS3ConfigKey::Endpoint));
     if let Some(endpoint) = &cfg.s3_endpoint {
         b = b.with_endpoint(endpoint);
     }
@@ -170,9 +139,7 @@ fn s3(cfg: &StorageConfig, bucket: &str) -> object_store::Result<Arc<dyn ObjectS
         // An explicit `http://` endpoint is an explicit choice of plain HTTP (local MinIO);
         // without this object_store refuses it with a bare "URL scheme is not allowed".
         None if !env_has("AWS_ALLOW_HTTP")
-            && endpoint
-                .as_deref()
-                .is_some_and(|e| e.trim().to_ascii_lowercase().starts_with("http://")) =>
+            && endpoint.as_deref().is_some_and(|e| e.trim().to_ascii_lowercase().starts_with("http://")) =>
         {
             Some(true)
         }
@@ -207,20 +174,14 @@ mod tests {
         assert!(root.is_dir());
         storage.check().await.expect("check");
         let key = storage.wal_key(1, "inc", 0);
-        storage
-            .put_new(&key, Bytes::from_static(b"abc"))
-            .await
-            .expect("put");
+        storage.put_new(&key, Bytes::from_static(b"abc")).await.expect("put");
         assert!(root.join("wal/1").is_dir());
 
         let mem = open(&StorageConfig::from_url("memory://")).expect("open memory");
         assert_eq!(mem.prefix(), "");
         mem.check().await.expect("check");
         let mem = open(&StorageConfig::from_url("memory:///some/prefix")).expect("open memory");
-        assert_eq!(
-            mem.wal_key(2, "x", 5),
-            "some/prefix/wal/2/x-00000000000000000005"
-        );
+        assert_eq!(mem.wal_key(2, "x", 5), "some/prefix/wal/2/x-00000000000000000005");
     }
 
     #[test]
@@ -242,15 +203,9 @@ mod tests {
             let e = open(&StorageConfig::from_url(url)).expect_err(url);
             assert_eq!(e.kind(), ErrorKind::Invalid, "{url}");
             let msg = e.to_string();
-            assert!(
-                msg.contains("file:///") || msg.contains("s3://"),
-                "{url}: {msg}"
-            );
+            assert!(msg.contains("file:///") || msg.contains("s3://"), "{url}: {msg}");
         }
-        let cfg = StorageConfig {
-            s3_region: Some("x".into()),
-            ..StorageConfig::from_url("memory://")
-        };
+        let cfg = StorageConfig { s3_region: Some("x".into()), ..StorageConfig::from_url("memory://") };
         assert_eq!(open(&cfg).expect_err("s3 opts").kind(), ErrorKind::Invalid);
     }
 }

@@ -59,15 +59,9 @@ impl BlockCache {
         let block_size_bytes = block_size_bytes.clamp(1, u64::from(u32::MAX));
         let cache = Cache::builder()
             .max_capacity(capacity_bytes)
-            .weigher(|_key: &BlockKey, block: &Bytes| {
-                u32::try_from(block.len()).unwrap_or(u32::MAX)
-            })
+            .weigher(|_key: &BlockKey, block: &Bytes| u32::try_from(block.len()).unwrap_or(u32::MAX))
             .build();
-        BlockCache {
-            cache,
-            block_size_bytes,
-            stats: Arc::new(BlockCacheStats::default()),
-        }
+        BlockCache { cache, block_size_bytes, stats: Arc::new(BlockCacheStats::default()) }
     }
 
     /// A cache of `capacity_bytes` with 1 MiB blocks.
@@ -102,11 +96,7 @@ impl BlockCache {
         range: Range<u64>,
     ) -> Result<Bytes, StorageError> {
         if range.start > range.end {
-            return Err(StorageError::invalid(
-                Operation::Get,
-                key,
-                format!("inverted range {range:?}"),
-            ));
+            return Err(StorageError::invalid(Operation::Get, key, format!("inverted range {range:?}")));
         }
         if let Some(len) = object_len.filter(|len| range.end > *len) {
             return Err(StorageError::invalid(
@@ -167,10 +157,7 @@ impl BlockCache {
             return Err(StorageError::invalid(
                 Operation::Get,
                 &key,
-                format!(
-                    "range {range:?} extends past the end of the object (got {} bytes)",
-                    result.len()
-                ),
+                format!("range {range:?} extends past the end of the object (got {} bytes)", result.len()),
             ));
         }
         Ok(result)
@@ -216,10 +203,7 @@ mod tests {
     async fn setup(data_len: usize) -> (ObjectStorage, FaultInjectingStore, Bytes) {
         let faults = FaultInjectingStore::new(Arc::new(InMemory::new()), 7);
         let storage = ObjectStorage::new(Arc::new(faults.clone()), "p");
-        let data: Bytes = (0..data_len)
-            .map(|i| (i % 251) as u8)
-            .collect::<Vec<_>>()
-            .into();
+        let data: Bytes = (0..data_len).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
         storage.put_new("p/obj", data.clone()).await.expect("put");
         (storage, faults, data)
     }
@@ -237,27 +221,14 @@ mod tests {
             (Some(1000), 999..1000),
             (None, 5..5),
         ] {
-            let got = cache
-                .read(&storage, "p/obj", len, range.clone())
-                .await
-                .expect("read");
-            assert_eq!(
-                &got[..],
-                &data[range.start as usize..range.end as usize],
-                "{range:?}"
-            );
+            let got = cache.read(&storage, "p/obj", len, range.clone()).await.expect("read");
+            assert_eq!(&got[..], &data[range.start as usize..range.end as usize], "{range:?}");
         }
         // Everything was loaded by the first read.
         assert_eq!(faults.counts().gets, 16);
-        let e = cache
-            .read(&storage, "p/obj", Some(1000), 990..1001)
-            .await
-            .expect_err("past end");
+        let e = cache.read(&storage, "p/obj", Some(1000), 990..1001).await.expect_err("past end");
         assert_eq!(e.kind(), crate::ErrorKind::Invalid);
-        let e = cache
-            .read(&storage, "p/obj", None, 990..1001)
-            .await
-            .expect_err("past end");
+        let e = cache.read(&storage, "p/obj", None, 990..1001).await.expect_err("past end");
         assert_eq!(e.kind(), crate::ErrorKind::Invalid);
     }
 
@@ -272,24 +243,13 @@ mod tests {
             let storage = storage.clone();
             tokio::spawn(async move { cache.read(&storage, "p/obj", Some(100), i..i + 10).await })
         });
-        for (i, r) in futures::future::join_all(reads)
-            .await
-            .into_iter()
-            .enumerate()
-        {
+        for (i, r) in futures::future::join_all(reads).await.into_iter().enumerate() {
             let got = r.expect("join").expect("read");
             assert_eq!(&got[..], &data[i..i + 10]);
         }
-        assert_eq!(
-            faults.counts().gets - before,
-            1,
-            "16 concurrent misses, one GET"
-        );
+        assert_eq!(faults.counts().gets - before, 1, "16 concurrent misses, one GET");
         assert_eq!(cache.stats().fetches.load(Ordering::Relaxed), 1);
-        cache
-            .read(&storage, "p/obj", Some(100), 0..100)
-            .await
-            .expect("hit");
+        cache.read(&storage, "p/obj", Some(100), 0..100).await.expect("hit");
         assert!(cache.stats().hits.load(Ordering::Relaxed) >= 1);
         assert_eq!(faults.counts().gets - before, 1);
     }
@@ -300,16 +260,10 @@ mod tests {
         let storage = storage.with_retry(crate::RetryPolicy::no_retry());
         let cache = BlockCache::new(1 << 20, 1024);
         faults.set_down(true);
-        let e = cache
-            .read(&storage, "p/obj", Some(100), 0..10)
-            .await
-            .expect_err("down");
+        let e = cache.read(&storage, "p/obj", Some(100), 0..10).await.expect_err("down");
         assert!(e.is_retriable());
         faults.set_down(false);
-        let got = cache
-            .read(&storage, "p/obj", Some(100), 0..10)
-            .await
-            .expect("up again");
+        let got = cache.read(&storage, "p/obj", Some(100), 0..10).await.expect("up again");
         assert_eq!(&got[..], &data[..10]);
     }
 
@@ -317,10 +271,7 @@ mod tests {
     async fn capacity_is_bounded() {
         let (storage, _faults, _data) = setup(64 * 1024).await;
         let cache = BlockCache::new(8 * 1024, 1024);
-        cache
-            .read(&storage, "p/obj", Some(64 * 1024), 0..64 * 1024)
-            .await
-            .expect("read");
+        cache.read(&storage, "p/obj", Some(64 * 1024), 0..64 * 1024).await.expect("read");
         assert!(cache.weighted_size_bytes().await <= 8 * 1024);
     }
 }

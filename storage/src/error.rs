@@ -63,19 +63,11 @@ pub enum StorageError {
 
     /// One attempt took longer than its bound. The operation may or may not have happened.
     #[error("{operation} {key}: timed out after {timeout:?}")]
-    Timeout {
-        operation: Operation,
-        key: String,
-        timeout: Duration,
-    },
+    Timeout { operation: Operation, key: String, timeout: Duration },
 
     /// Bad configuration or bad arguments (URL, key, range); retrying will not help.
     #[error("{operation} {key}: invalid: {reason}")]
-    Invalid {
-        operation: Operation,
-        key: String,
-        reason: String,
-    },
+    Invalid { operation: Operation, key: String, reason: String },
 
     /// Bytes read from the object store failed validation (magic, version, bounds, CRC).
     #[error("corrupt object {key}: {reason}")]
@@ -121,28 +113,16 @@ impl StorageError {
         match classify(&source) {
             ErrorKind::NotFound => StorageError::NotFound { operation, key },
             ErrorKind::AlreadyExists => StorageError::AlreadyExists { operation, key },
-            kind => StorageError::Backend {
-                operation,
-                key,
-                kind,
-                source: Arc::new(source),
-            },
+            kind => StorageError::Backend { operation, key, kind, source: Arc::new(source) },
         }
     }
 
     pub(crate) fn invalid(operation: Operation, key: &str, reason: impl Into<String>) -> Self {
-        StorageError::Invalid {
-            operation,
-            key: key.to_string(),
-            reason: reason.into(),
-        }
+        StorageError::Invalid { operation, key: key.to_string(), reason: reason.into() }
     }
 
     pub(crate) fn corrupt(key: &str, reason: impl Into<String>) -> Self {
-        StorageError::Corrupt {
-            key: key.to_string(),
-            reason: reason.into(),
-        }
+        StorageError::Corrupt { key: key.to_string(), reason: reason.into() }
     }
 }
 
@@ -162,14 +142,9 @@ pub fn classify(err: &object_store::Error) -> ErrorKind {
         // `If-None-Match: *` with 412).
         E::AlreadyExists { .. } | E::Precondition { .. } => ErrorKind::AlreadyExists,
         E::Generic { .. } => {
-            let client_error = http_status_in(&err.to_string()).is_some_and(|status| {
-                (400..500).contains(&status) && status != 408 && status != 429
-            });
-            if client_error {
-                ErrorKind::Invalid
-            } else {
-                ErrorKind::Retriable
-            }
+            let client_error = http_status_in(&err.to_string())
+                .is_some_and(|status| (400..500).contains(&status) && status != 408 && status != 429);
+            if client_error { ErrorKind::Invalid } else { ErrorKind::Retriable }
         }
         E::JoinError { .. } => ErrorKind::Retriable,
         E::InvalidPath { .. }
@@ -194,38 +169,22 @@ mod tests {
     use super::*;
 
     fn generic(msg: &str) -> object_store::Error {
-        object_store::Error::Generic {
-            store: "test",
-            source: msg.to_string().into(),
-        }
+        object_store::Error::Generic { store: "test", source: msg.to_string().into() }
     }
 
     #[test]
     fn classify_backend_errors() {
         assert_eq!(classify(&generic("503 SlowDown")), ErrorKind::Retriable);
+        assert_eq!(classify(&generic("Server returned non-2xx status code: 400 Bad Request: x")), ErrorKind::Invalid);
         assert_eq!(
-            classify(&generic(
-                "Server returned non-2xx status code: 400 Bad Request: x"
-            )),
-            ErrorKind::Invalid
-        );
-        assert_eq!(
-            classify(&generic(
-                "Server returned non-2xx status code: 429 Too Many Requests"
-            )),
+            classify(&generic("Server returned non-2xx status code: 429 Too Many Requests")),
             ErrorKind::Retriable
         );
         assert_eq!(
-            classify(&object_store::Error::NotFound {
-                path: "k".into(),
-                source: "x".into()
-            }),
+            classify(&object_store::Error::NotFound { path: "k".into(), source: "x".into() }),
             ErrorKind::NotFound
         );
-        assert_eq!(
-            classify(&object_store::Error::NotImplemented),
-            ErrorKind::Internal
-        );
+        assert_eq!(classify(&object_store::Error::NotImplemented), ErrorKind::Internal);
         let e = StorageError::from_backend(Operation::Get, "a/b", generic("boom"));
         assert!(e.is_retriable());
         assert!(e.to_string().contains("GET a/b"), "{e}");

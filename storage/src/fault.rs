@@ -18,8 +18,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
-    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions,
+    PutPayload, PutResult,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -75,10 +75,7 @@ pub struct FaultInjectingStore {
 
 impl fmt::Debug for FaultInjectingStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FaultInjectingStore")
-            .field("inner", &self.inner)
-            .field("knobs", &self.knobs)
-            .finish()
+        f.debug_struct("FaultInjectingStore").field("inner", &self.inner).field("knobs", &self.knobs).finish()
     }
 }
 
@@ -111,40 +108,29 @@ impl FaultInjectingStore {
             injected_errors: AtomicU64::new(0),
             lost_responses: AtomicU64::new(0),
         };
-        FaultInjectingStore {
-            inner,
-            knobs: Arc::new(knobs),
-        }
+        FaultInjectingStore { inner, knobs: Arc::new(knobs) }
     }
 
     /// Latency added to every request before it reaches the inner store.
     pub fn set_latency(&self, latency: Duration) {
-        self.knobs
-            .latency_us
-            .store(duration_us(latency), Ordering::Relaxed);
+        self.knobs.latency_us.store(duration_us(latency), Ordering::Relaxed);
     }
 
     /// Extra latency for GETs (on top of `set_latency`).
     pub fn set_get_latency(&self, latency: Duration) {
-        self.knobs
-            .get_latency_us
-            .store(duration_us(latency), Ordering::Relaxed);
+        self.knobs.get_latency_us.store(duration_us(latency), Ordering::Relaxed);
     }
 
     /// Probability (0.0..=1.0) that a request fails with a retriable error without reaching
     /// the inner store.
     pub fn set_error_probability(&self, p: f64) {
-        self.knobs
-            .error_probability
-            .store(p.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+        self.knobs.error_probability.store(p.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
     }
 
     /// Probability that a PUT which succeeded in the inner store reports a retriable error
     /// anyway, as when the response is lost on the way back.
     pub fn set_lose_put_response_probability(&self, p: f64) {
-        self.knobs
-            .lose_put_response_probability
-            .store(p.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+        self.knobs.lose_put_response_probability.store(p.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
     }
 
     /// While down, every request fails with a retriable error.
@@ -184,20 +170,13 @@ impl FaultInjectingStore {
         if p <= 0.0 {
             return false;
         }
-        let mut rng = self
-            .knobs
-            .rng
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut rng = self.knobs.rng.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         rng.random::<f64>() < p
     }
 
     fn injected(&self, what: &str) -> object_store::Error {
         self.knobs.injected_errors.fetch_add(1, Ordering::Relaxed);
-        object_store::Error::Generic {
-            store: STORE,
-            source: format!("injected fault: {what}").into(),
-        }
+        object_store::Error::Generic { store: STORE, source: format!("injected fault: {what}").into() }
     }
 
     /// Counts the request, applies latency, and decides whether it fails before reaching the
@@ -255,11 +234,7 @@ impl ObjectStore for FaultInjectingStore {
         self.inner.put_multipart_opts(location, opts).await
     }
 
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
         self.before(Op::Get).await?;
         self.inner.get_opts(location, options).await
     }
@@ -338,11 +313,7 @@ mod tests {
         assert!(listed.len() == 1 && listed[0].is_err());
         s.heal();
         s.set_lose_put_response_probability(1.0);
-        assert!(
-            s.put(&Path::from("y"), PutPayload::from_static(b"y"))
-                .await
-                .is_err()
-        );
+        assert!(s.put(&Path::from("y"), PutPayload::from_static(b"y")).await.is_err());
         s.heal();
         assert!(s.head(&Path::from("y")).await.is_ok(), "the PUT landed");
         assert_eq!(s.counts().lost_responses, 1);

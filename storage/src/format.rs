@@ -84,11 +84,7 @@ impl WalObjectBuilder {
         let mut buf = BytesMut::with_capacity(capacity_bytes.max(MIN_OBJECT_LEN));
         buf.put_slice(&MAGIC);
         buf.put_u8(VERSION);
-        WalObjectBuilder {
-            buf,
-            sections: Vec::new(),
-            seen: HashSet::new(),
-        }
+        WalObjectBuilder { buf, sections: Vec::new(), seen: HashSet::new() }
     }
 
     /// Appends one partition's section: the concatenation of `parts` (Kafka record batches,
@@ -104,17 +100,14 @@ impl WalObjectBuilder {
         max_timestamp: i64,
         parts: &[Bytes],
     ) -> Result<&SectionMeta, StorageError> {
-        let invalid =
-            |reason: String| StorageError::invalid(Operation::Put, "<wal object>", reason);
+        let invalid = |reason: String| StorageError::invalid(Operation::Put, "<wal object>", reason);
         if base_offset < 0 || base_offset > last_offset {
             return Err(invalid(format!(
                 "section {partition}: offsets {base_offset}..={last_offset} are not a valid range"
             )));
         }
         if !self.seen.insert((topic_id, partition)) {
-            return Err(invalid(format!(
-                "section for partition {partition} added twice"
-            )));
+            return Err(invalid(format!("section for partition {partition} added twice")));
         }
         let position = self.buf.len() as u64;
         let mut crc = 0u32;
@@ -189,26 +182,17 @@ fn corrupt(reason: impl Into<String>) -> StorageError {
 /// section CRCs (see [`verify_section`]).
 pub fn decode_footer(object: &[u8]) -> Result<Vec<SectionMeta>, StorageError> {
     if object.len() < MIN_OBJECT_LEN {
-        return Err(corrupt(format!(
-            "{} bytes is shorter than the smallest WAL object",
-            object.len()
-        )));
+        return Err(corrupt(format!("{} bytes is shorter than the smallest WAL object", object.len())));
     }
     if object[..4] != MAGIC {
         return Err(corrupt("bad header magic"));
     }
     if object[4] != VERSION {
-        return Err(corrupt(format!(
-            "unsupported WAL format version {} (this build reads {VERSION})",
-            object[4]
-        )));
+        return Err(corrupt(format!("unsupported WAL format version {} (this build reads {VERSION})", object[4])));
     }
     match read_footer_from_tail(object, object.len() as u64)? {
         FooterRead::Complete(sections) => Ok(sections),
-        FooterRead::NeedTail(n) => Err(corrupt(format!(
-            "footer claims {n} bytes, object has {}",
-            object.len()
-        ))),
+        FooterRead::NeedTail(n) => Err(corrupt(format!("footer claims {n} bytes, object has {}", object.len()))),
     }
 }
 
@@ -227,14 +211,10 @@ pub enum FooterRead {
 pub fn read_footer_from_tail(tail: &[u8], object_len: u64) -> Result<FooterRead, StorageError> {
     let tail_len = tail.len() as u64;
     if tail_len > object_len {
-        return Err(corrupt(format!(
-            "tail of {tail_len} bytes is longer than the object ({object_len})"
-        )));
+        return Err(corrupt(format!("tail of {tail_len} bytes is longer than the object ({object_len})")));
     }
     if object_len < MIN_OBJECT_LEN as u64 {
-        return Err(corrupt(format!(
-            "{object_len} bytes is shorter than the smallest WAL object"
-        )));
+        return Err(corrupt(format!("{object_len} bytes is shorter than the smallest WAL object")));
     }
     if tail.len() < TRAILER_LEN {
         return Ok(FooterRead::NeedTail(TRAILER_LEN as u64));
@@ -247,9 +227,7 @@ pub fn read_footer_from_tail(tail: &[u8], object_len: u64) -> Result<FooterRead,
         return Err(corrupt("bad trailer magic"));
     }
     if version != VERSION {
-        return Err(corrupt(format!(
-            "unsupported WAL format version {version} (this build reads {VERSION})"
-        )));
+        return Err(corrupt(format!("unsupported WAL format version {version} (this build reads {VERSION})")));
     }
     let max_footer = object_len - (HEADER_LEN + TRAILER_LEN) as u64;
     if footer_len < FOOTER_FIXED_LEN as u64 || footer_len > max_footer {
@@ -264,9 +242,7 @@ pub fn read_footer_from_tail(tail: &[u8], object_len: u64) -> Result<FooterRead,
     let footer = &tail[footer_start_in_tail..tail.len() - TRAILER_LEN];
     let actual_crc = crc32c::crc32c(footer);
     if actual_crc != footer_crc {
-        return Err(corrupt(format!(
-            "footer CRC mismatch: stored {footer_crc:#010x}, computed {actual_crc:#010x}"
-        )));
+        return Err(corrupt(format!("footer CRC mismatch: stored {footer_crc:#010x}, computed {actual_crc:#010x}")));
     }
     let footer_pos = object_len - needed;
     decode_entries(footer, footer_pos).map(FooterRead::Complete)
@@ -277,10 +253,7 @@ fn decode_entries(footer: &[u8], footer_pos: u64) -> Result<Vec<SectionMeta>, St
     let count = be_u32(&footer[0..4]) as usize;
     let entries = &footer[FOOTER_FIXED_LEN..];
     if count.checked_mul(ENTRY_LEN) != Some(entries.len()) {
-        return Err(corrupt(format!(
-            "footer has {} entry bytes for {count} sections",
-            entries.len()
-        )));
+        return Err(corrupt(format!("footer has {} entry bytes for {count} sections", entries.len())));
     }
     let mut sections = Vec::with_capacity(count);
     let mut seen = HashSet::with_capacity(count);
@@ -299,40 +272,22 @@ fn decode_entries(footer: &[u8], footer_pos: u64) -> Result<Vec<SectionMeta>, St
             crc: be_u32(&e[60..64]),
         };
         if s.position != expected_pos {
-            return Err(corrupt(format!(
-                "section {i} at {} but previous section ends at {expected_pos}",
-                s.position
-            )));
+            return Err(corrupt(format!("section {i} at {} but previous section ends at {expected_pos}", s.position)));
         }
-        let end = s
-            .position
-            .checked_add(s.len)
-            .filter(|end| *end <= footer_pos)
-            .ok_or_else(|| {
-                corrupt(format!(
-                    "section {i} ({} bytes at {}) overruns the data area",
-                    s.len, s.position
-                ))
-            })?;
+        let end = s.position.checked_add(s.len).filter(|end| *end <= footer_pos).ok_or_else(|| {
+            corrupt(format!("section {i} ({} bytes at {}) overruns the data area", s.len, s.position))
+        })?;
         if s.base_offset < 0 || s.base_offset > s.last_offset {
-            return Err(corrupt(format!(
-                "section {i} has offsets {}..={}",
-                s.base_offset, s.last_offset
-            )));
+            return Err(corrupt(format!("section {i} has offsets {}..={}", s.base_offset, s.last_offset)));
         }
         if !seen.insert((s.topic_id, s.partition)) {
-            return Err(corrupt(format!(
-                "section {i} repeats partition {}",
-                s.partition
-            )));
+            return Err(corrupt(format!("section {i} repeats partition {}", s.partition)));
         }
         expected_pos = end;
         sections.push(s);
     }
     if expected_pos != footer_pos {
-        return Err(corrupt(format!(
-            "sections end at {expected_pos} but the footer starts at {footer_pos}"
-        )));
+        return Err(corrupt(format!("sections end at {expected_pos} but the footer starts at {footer_pos}")));
     }
     Ok(sections)
 }
@@ -394,17 +349,9 @@ mod tests {
 
     fn sample() -> (Bytes, Vec<SectionMeta>) {
         let mut b = WalObjectBuilder::new();
-        b.add_section(
-            topic(1),
-            0,
-            0,
-            2,
-            1000,
-            &[Bytes::from_static(b"abc"), Bytes::from_static(b"defg")],
-        )
-        .expect("valid");
-        b.add_section(topic(1), 1, 10, 10, 1001, &[Bytes::from_static(b"xyz")])
+        b.add_section(topic(1), 0, 0, 2, 1000, &[Bytes::from_static(b"abc"), Bytes::from_static(b"defg")])
             .expect("valid");
+        b.add_section(topic(1), 1, 10, 10, 1001, &[Bytes::from_static(b"xyz")]).expect("valid");
         b.add_section(topic(2), 0, 5, 9, -1, &[]).expect("valid");
         let expected_len = b.len_bytes();
         let (obj, metas) = b.finish();
@@ -418,10 +365,7 @@ mod tests {
         let decoded = decode_footer(&obj).expect("decodes");
         assert_eq!(decoded, metas);
         assert_eq!(decoded.len(), 3);
-        assert_eq!(
-            &obj[decoded[0].byte_range().start as usize..decoded[0].byte_range().end as usize],
-            b"abcdefg"
-        );
+        assert_eq!(&obj[decoded[0].byte_range().start as usize..decoded[0].byte_range().end as usize], b"abcdefg");
         assert_eq!(decoded[1].position, 12);
         assert_eq!(decoded[2].len, 0);
         for s in &decoded {
@@ -443,8 +387,7 @@ mod tests {
     #[test]
     fn golden_bytes() {
         let mut b = WalObjectBuilder::new();
-        b.add_section(topic(0xAB), 7, 1, 2, 3, &[Bytes::from_static(b"hi")])
-            .expect("valid");
+        b.add_section(topic(0xAB), 7, 1, 2, 3, &[Bytes::from_static(b"hi")]).expect("valid");
         let (obj, _) = b.finish();
         let mut want = Vec::new();
         want.extend_from_slice(b"SKFW\x01hi");
@@ -468,9 +411,7 @@ mod tests {
     fn builder_rejects_bad_sections() {
         let mut b = WalObjectBuilder::new();
         b.add_section(topic(1), 0, 0, 0, 0, &[]).expect("valid");
-        let dup = b
-            .add_section(topic(1), 0, 1, 1, 0, &[])
-            .expect_err("duplicate");
+        let dup = b.add_section(topic(1), 0, 1, 1, 0, &[]).expect_err("duplicate");
         assert_eq!(dup.kind(), ErrorKind::Invalid);
         assert!(b.add_section(topic(1), 1, 5, 4, 0, &[]).is_err());
         assert!(b.add_section(topic(1), 2, -1, 4, 0, &[]).is_err());
@@ -518,24 +459,15 @@ mod tests {
         let (obj, metas) = sample();
         let len = obj.len() as u64;
         // Too short: asks for the trailer, then for the whole footer.
-        assert_eq!(
-            read_footer_from_tail(&obj[obj.len() - 3..], len).expect("ok"),
-            FooterRead::NeedTail(13)
-        );
+        assert_eq!(read_footer_from_tail(&obj[obj.len() - 3..], len).expect("ok"), FooterRead::NeedTail(13));
         let need = match read_footer_from_tail(&obj[obj.len() - 13..], len).expect("ok") {
             FooterRead::NeedTail(n) => n,
             other => panic!("expected NeedTail, got {other:?}"),
         };
         assert_eq!(need, (4 + 3 * ENTRY_LEN + TRAILER_LEN) as u64);
         let tail = &obj[obj.len() - need as usize..];
-        assert_eq!(
-            read_footer_from_tail(tail, len).expect("ok"),
-            FooterRead::Complete(metas.clone())
-        );
-        assert_eq!(
-            read_footer_from_tail(&obj, len).expect("ok"),
-            FooterRead::Complete(metas)
-        );
+        assert_eq!(read_footer_from_tail(tail, len).expect("ok"), FooterRead::Complete(metas.clone()));
+        assert_eq!(read_footer_from_tail(&obj, len).expect("ok"), FooterRead::Complete(metas));
         // Wrong object length is detected by the tiling check.
         assert!(read_footer_from_tail(tail, len + 1).is_err());
     }
@@ -566,24 +498,11 @@ mod tests {
             if let Ok(sections) = validate_object(&bad) {
                 let mut b = WalObjectBuilder::new();
                 for s in &sections {
-                    let bytes = Bytes::copy_from_slice(
-                        &bad[s.position as usize..(s.position + s.len) as usize],
-                    );
-                    b.add_section(
-                        s.topic_id,
-                        s.partition,
-                        s.base_offset,
-                        s.last_offset,
-                        s.max_timestamp,
-                        &[bytes],
-                    )
-                    .expect("valid");
+                    let bytes = Bytes::copy_from_slice(&bad[s.position as usize..(s.position + s.len) as usize]);
+                    b.add_section(s.topic_id, s.partition, s.base_offset, s.last_offset, s.max_timestamp, &[bytes])
+                        .expect("valid");
                 }
-                assert_eq!(
-                    &b.finish().0[..],
-                    &bad[..],
-                    "case {case}: one encoding per object"
-                );
+                assert_eq!(&b.finish().0[..], &bad[..], "case {case}: one encoding per object");
             }
         }
     }

@@ -33,9 +33,9 @@ pub mod store;
 pub mod histogram;
 
 pub use backend::{StorageConfig, open};
-pub use histogram::LatencyHistogram;
 pub use cache::BlockCache;
 pub use error::{ErrorKind, Operation, StorageError};
 pub use fault::FaultInjectingStore;
 pub use format::{SectionMeta, WalObjectBuilder, decode_footer, verify_section};
+pub use histogram::LatencyHistogram;
 pub use store::{ObjectInfo, ObjectStorage, RetryPolicy, StorageStats};

@@ -60,17 +60,12 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// No retries at all: one attempt, bounded by `attempt_timeout`.
     pub fn no_retry() -> Self {
-        RetryPolicy {
-            max_elapsed: Duration::ZERO,
-            ..RetryPolicy::default()
-        }
+        RetryPolicy { max_elapsed: Duration::ZERO, ..RetryPolicy::default() }
     }
 
     fn backoff_ceiling(&self, retry: u32) -> Duration {
         let factor = 1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX);
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
+        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
     }
 }
 
@@ -230,25 +225,10 @@ impl ObjectStorage {
     /// topic id is written as a hyphenated lowercase UUID; `unique` must be a path-safe token
     /// without `/` that the writer never reuses (a fresh UUID), so that two compactions of the
     /// same range never share a key.
-    pub fn seg_key(
-        &self,
-        topic_id: [u8; 16],
-        partition: i32,
-        base_offset: i64,
-        unique: &str,
-    ) -> String {
+    pub fn seg_key(&self, topic_id: [u8; 16], partition: i32, base_offset: i64, unique: &str) -> String {
         let hex: String = topic_id.iter().map(|b| format!("{b:02x}")).collect();
-        let uuid = format!(
-            "{}-{}-{}-{}-{}",
-            &hex[0..8],
-            &hex[8..12],
-            &hex[12..16],
-            &hex[16..20],
-            &hex[20..32]
-        );
-        self.child_key(&format!(
-            "seg/{uuid}/{partition}/{base_offset:020}-{unique}"
-        ))
+        let uuid = format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
+        self.child_key(&format!("seg/{uuid}/{partition}/{base_offset:020}-{unique}"))
     }
 
     /// The top-level directories (relative to the storage prefix) holding data objects: WAL
@@ -260,18 +240,13 @@ impl ObjectStorage {
         let rel = if self.prefix.as_ref().is_empty() {
             Some(key)
         } else {
-            key.strip_prefix(self.prefix.as_ref())
-                .and_then(|r| r.strip_prefix('/'))
+            key.strip_prefix(self.prefix.as_ref()).and_then(|r| r.strip_prefix('/'))
         };
         rel.is_some_and(|r| r.starts_with("seg/"))
     }
 
     fn child_key(&self, rel: &str) -> String {
-        if self.prefix.as_ref().is_empty() {
-            rel.to_string()
-        } else {
-            format!("{}/{rel}", self.prefix.as_ref())
-        }
+        if self.prefix.as_ref().is_empty() { rel.to_string() } else { format!("{}/{rel}", self.prefix.as_ref()) }
     }
 
     fn path(&self, op: Operation, key: &str) -> Result<Path, StorageError> {
@@ -283,12 +258,7 @@ impl ObjectStorage {
 
     /// Runs `attempt(n)` until it succeeds, fails non-retriably, or the deadline passes.
     /// Each attempt is bounded by `attempt_timeout`.
-    async fn retrying<T, F, Fut>(
-        &self,
-        op: Operation,
-        key: &str,
-        mut attempt: F,
-    ) -> Result<T, StorageError>
+    async fn retrying<T, F, Fut>(&self, op: Operation, key: &str, mut attempt: F) -> Result<T, StorageError>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, StorageError>>,
@@ -369,23 +339,10 @@ impl ObjectStorage {
         Ok(())
     }
 
-    async fn put_attempt(
-        &self,
-        key: &str,
-        path: &Path,
-        bytes: Bytes,
-        attempt: u32,
-    ) -> Result<(), StorageError> {
+    async fn put_attempt(&self, key: &str, path: &Path, bytes: Bytes, attempt: u32) -> Result<(), StorageError> {
         if self.create_supported.load(Ordering::Relaxed) {
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..PutOptions::default()
-            };
-            match self
-                .inner
-                .put_opts(path, PutPayload::from(bytes.clone()), opts)
-                .await
-            {
+            let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+            match self.inner.put_opts(path, PutPayload::from(bytes.clone()), opts).await {
                 Ok(_) => return Ok(()),
                 Err(object_store::Error::NotImplemented) => {
                     if self.create_supported.swap(false, Ordering::Relaxed) {
@@ -409,10 +366,7 @@ impl ObjectStorage {
         match self.inner.head(path).await {
             Ok(_) if attempt > 0 => return self.confirm_own_put(key, path, &bytes).await,
             Ok(_) => {
-                return Err(StorageError::AlreadyExists {
-                    operation: Operation::Put,
-                    key: key.to_string(),
-                });
+                return Err(StorageError::AlreadyExists { operation: Operation::Put, key: key.to_string() });
             }
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(StorageError::from_backend(Operation::Head, key, e)),
@@ -425,12 +379,7 @@ impl ObjectStorage {
     }
 
     /// After AlreadyExists on a retry: is the stored object exactly what we tried to write?
-    async fn confirm_own_put(
-        &self,
-        key: &str,
-        path: &Path,
-        bytes: &Bytes,
-    ) -> Result<(), StorageError> {
+    async fn confirm_own_put(&self, key: &str, path: &Path, bytes: &Bytes) -> Result<(), StorageError> {
         let stored = self
             .inner
             .get(path)
@@ -440,10 +389,7 @@ impl ObjectStorage {
             .await
             .map_err(|e| StorageError::from_backend(Operation::Get, key, e))?;
         if stored == *bytes {
-            tracing::info!(
-                key,
-                "storage: PUT retry found our own earlier attempt; treating as success"
-            );
+            tracing::info!(key, "storage: PUT retry found our own earlier attempt; treating as success");
             Ok(())
         } else {
             tracing::error!(
@@ -452,28 +398,23 @@ impl ObjectStorage {
                 our_len = bytes.len(),
                 "storage: key already holds a different object"
             );
-            Err(StorageError::AlreadyExists {
-                operation: Operation::Put,
-                key: key.to_string(),
-            })
+            Err(StorageError::AlreadyExists { operation: Operation::Put, key: key.to_string() })
         }
     }
 
     /// Bytes `range` of `key`. The range must lie within the object: a range past its end is
     /// [`ErrorKind::Invalid`]. An empty range returns empty bytes without a request.
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError> {
-        let want = range.end.checked_sub(range.start).ok_or_else(|| {
-            StorageError::invalid(Operation::Get, key, format!("inverted range {range:?}"))
-        })?;
+        let want = range
+            .end
+            .checked_sub(range.start)
+            .ok_or_else(|| StorageError::invalid(Operation::Get, key, format!("inverted range {range:?}")))?;
         let bytes = self.get_range_clamped(key, range.clone()).await?;
         if bytes.len() as u64 != want {
             return Err(StorageError::invalid(
                 Operation::Get,
                 key,
-                format!(
-                    "range {range:?} extends past the end of the object (got {} bytes)",
-                    bytes.len()
-                ),
+                format!("range {range:?} extends past the end of the object (got {} bytes)", bytes.len()),
             ));
         }
         Ok(bytes)
@@ -481,11 +422,7 @@ impl ObjectStorage {
 
     /// Like `get_range` but a range ending past the object's end is cut short (the range must
     /// still start inside the object). Used by the block cache when the length is unknown.
-    pub(crate) async fn get_range_clamped(
-        &self,
-        key: &str,
-        range: Range<u64>,
-    ) -> Result<Bytes, StorageError> {
+    pub(crate) async fn get_range_clamped(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError> {
         if range.start >= range.end {
             return Ok(Bytes::new());
         }
@@ -514,15 +451,9 @@ impl ObjectStorage {
             .retrying(Operation::Get, key, |_| {
                 let path = path.clone();
                 async move {
-                    let result = self
-                        .inner
-                        .get(&path)
-                        .await
-                        .map_err(|e| StorageError::from_backend(Operation::Get, key, e))?;
-                    result
-                        .bytes()
-                        .await
-                        .map_err(|e| StorageError::from_backend(Operation::Get, key, e))
+                    let result =
+                        self.inner.get(&path).await.map_err(|e| StorageError::from_backend(Operation::Get, key, e))?;
+                    result.bytes().await.map_err(|e| StorageError::from_backend(Operation::Get, key, e))
                 }
             })
             .await?;
@@ -572,23 +503,14 @@ impl ObjectStorage {
     /// whole path segments: `wal/1` does not match `wal/10/...`.
     pub async fn list(&self, prefix_under: &str) -> Result<Vec<ObjectInfo>, StorageError> {
         let under = prefix_under.trim_matches('/');
-        let full = if under.is_empty() {
-            self.prefix.as_ref().to_string()
-        } else {
-            self.child_key(under)
-        };
-        let path = Path::parse(&full)
-            .map_err(|e| StorageError::invalid(Operation::List, &full, e.to_string()))?;
+        let full = if under.is_empty() { self.prefix.as_ref().to_string() } else { self.child_key(under) };
+        let path = Path::parse(&full).map_err(|e| StorageError::invalid(Operation::List, &full, e.to_string()))?;
         let mut items = self
             .retrying(Operation::List, &full, |_| {
                 let path = path.clone();
                 let full = full.clone();
                 async move {
-                    let prefix = if path.as_ref().is_empty() {
-                        None
-                    } else {
-                        Some(&path)
-                    };
+                    let prefix = if path.as_ref().is_empty() { None } else { Some(&path) };
                     self.inner
                         .list(prefix)
                         .map_ok(info)
@@ -605,24 +527,15 @@ impl ObjectStorage {
 
     /// Reads and validates only the footer of the WAL object `key` of size `object_len`, with
     /// one ranged GET of the tail (two if the footer is larger than the first guess).
-    pub async fn read_wal_footer(
-        &self,
-        key: &str,
-        object_len: u64,
-    ) -> Result<Vec<format::SectionMeta>, StorageError> {
+    pub async fn read_wal_footer(&self, key: &str, object_len: u64) -> Result<Vec<format::SectionMeta>, StorageError> {
         let mut tail_len = FOOTER_TAIL_GUESS_BYTES.min(object_len);
         loop {
-            let tail = self
-                .get_range(key, object_len - tail_len..object_len)
-                .await?;
+            let tail = self.get_range(key, object_len - tail_len..object_len).await?;
             match format::read_footer_from_tail(&tail, object_len).map_err(|e| rekey(e, key))? {
                 format::FooterRead::Complete(sections) => return Ok(sections),
                 format::FooterRead::NeedTail(n) if n > tail_len && n <= object_len => tail_len = n,
                 format::FooterRead::NeedTail(n) => {
-                    return Err(StorageError::corrupt(
-                        key,
-                        format!("footer claims {n} tail bytes"),
-                    ));
+                    return Err(StorageError::corrupt(key, format!("footer claims {n} tail bytes")));
                 }
             }
         }
@@ -633,27 +546,15 @@ impl ObjectStorage {
     /// not retried. Costs one LIST request.
     pub async fn check(&self) -> Result<(), StorageError> {
         let key = self.prefix.as_ref().to_string();
-        let prefix = if self.prefix.as_ref().is_empty() {
-            None
-        } else {
-            Some(&self.prefix)
-        };
+        let prefix = if self.prefix.as_ref().is_empty() { None } else { Some(&self.prefix) };
         match tokio::time::timeout(CHECK_TIMEOUT, self.inner.list_with_delimiter(prefix)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(match check_hint(&e) {
                 // A configuration problem: say which, in one line, without the XML body.
-                Some(hint) => StorageError::invalid(
-                    Operation::Check,
-                    &format!("{} prefix '{key}'", self.inner),
-                    hint,
-                ),
+                Some(hint) => StorageError::invalid(Operation::Check, &format!("{} prefix '{key}'", self.inner), hint),
                 None => StorageError::from_backend(Operation::Check, &key, e),
             }),
-            Err(_) => Err(StorageError::Timeout {
-                operation: Operation::Check,
-                key,
-                timeout: CHECK_TIMEOUT,
-            }),
+            Err(_) => Err(StorageError::Timeout { operation: Operation::Check, key, timeout: CHECK_TIMEOUT }),
         }
     }
 }
@@ -719,20 +620,13 @@ fn check_hint(err: &object_store::Error) -> Option<String> {
 /// Puts `key` into a decode error (format functions do not know the key).
 fn rekey(err: StorageError, key: &str) -> StorageError {
     match err {
-        StorageError::Corrupt { reason, .. } => StorageError::Corrupt {
-            key: key.to_string(),
-            reason,
-        },
+        StorageError::Corrupt { reason, .. } => StorageError::Corrupt { key: key.to_string(), reason },
         other => other,
     }
 }
 
 fn info(meta: object_store::ObjectMeta) -> ObjectInfo {
-    ObjectInfo {
-        key: meta.location.to_string(),
-        size: meta.size,
-        last_modified: SystemTime::from(meta.last_modified),
-    }
+    ObjectInfo { key: meta.location.to_string(), size: meta.size, last_modified: SystemTime::from(meta.last_modified) }
 }
 
 #[cfg(test)]
@@ -752,31 +646,18 @@ mod tests {
         }
     }
 
-    fn backends() -> Vec<(
-        &'static str,
-        Arc<dyn ObjectStore>,
-        Option<tempfile::TempDir>,
-    )> {
+    fn backends() -> Vec<(&'static str, Arc<dyn ObjectStore>, Option<tempfile::TempDir>)> {
         let dir = tempfile::tempdir().expect("tempdir");
         let local = LocalFileSystem::new_with_prefix(dir.path()).expect("local");
-        vec![
-            ("memory", Arc::new(InMemory::new()), None),
-            ("local", Arc::new(local), Some(dir)),
-        ]
+        vec![("memory", Arc::new(InMemory::new()), None), ("local", Arc::new(local), Some(dir))]
     }
 
     #[test]
     fn wal_keys() {
         let s = ObjectStorage::new(Arc::new(InMemory::new()), "/cluster-a/");
-        assert_eq!(
-            s.wal_key(3, "0f1e", 42),
-            "cluster-a/wal/3/0f1e-00000000000000000042"
-        );
+        assert_eq!(s.wal_key(3, "0f1e", 42), "cluster-a/wal/3/0f1e-00000000000000000042");
         let s = ObjectStorage::new(Arc::new(InMemory::new()), "");
-        assert_eq!(
-            s.wal_key(-1, "i", u64::MAX),
-            "wal/-1/i-18446744073709551615"
-        );
+        assert_eq!(s.wal_key(-1, "i", u64::MAX), "wal/-1/i-18446744073709551615");
         // Zero padding keeps lexicographic order equal to sequence order.
         assert!(s.wal_key(1, "i", 9) < s.wal_key(1, "i", 10));
     }
@@ -786,10 +667,7 @@ mod tests {
         let s = ObjectStorage::new(Arc::new(InMemory::new()), "/cluster-a/");
         let id = [0xab; 16];
         let k = s.seg_key(id, 7, 42, "u1");
-        assert_eq!(
-            k,
-            "cluster-a/seg/abababab-abab-abab-abab-abababababab/7/00000000000000000042-u1"
-        );
+        assert_eq!(k, "cluster-a/seg/abababab-abab-abab-abab-abababababab/7/00000000000000000042-u1");
         assert!(s.is_segment_key(&k));
         assert!(!s.is_segment_key(&s.wal_key(1, "i", 1)));
         let s = ObjectStorage::new(Arc::new(InMemory::new()), "");
@@ -805,34 +683,19 @@ mod tests {
             let k1 = s.wal_key(1, "inc", 1);
             let k2 = s.wal_key(1, "inc", 2);
             let k10 = s.wal_key(10, "inc", 1);
-            s.put_new(&k2, Bytes::from_static(b"second"))
-                .await
-                .expect(name);
-            s.put_new(&k1, Bytes::from_static(b"first!"))
-                .await
-                .expect(name);
-            s.put_new(&k10, Bytes::from_static(b"other"))
-                .await
-                .expect(name);
+            s.put_new(&k2, Bytes::from_static(b"second")).await.expect(name);
+            s.put_new(&k1, Bytes::from_static(b"first!")).await.expect(name);
+            s.put_new(&k10, Bytes::from_static(b"other")).await.expect(name);
 
             // Create-only: a second PUT of the key fails, even with the same bytes, and the
             // object is unchanged.
-            let e = s
-                .put_new(&k1, Bytes::from_static(b"XXXXXX"))
-                .await
-                .expect_err(name);
+            let e = s.put_new(&k1, Bytes::from_static(b"XXXXXX")).await.expect_err(name);
             assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{name}: {e}");
-            let e = s
-                .put_new(&k1, Bytes::from_static(b"first!"))
-                .await
-                .expect_err(name);
+            let e = s.put_new(&k1, Bytes::from_static(b"first!")).await.expect_err(name);
             assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{name}: {e}");
             assert_eq!(s.get(&k1).await.expect(name), Bytes::from_static(b"first!"));
 
-            assert_eq!(
-                s.get_range(&k1, 1..4).await.expect(name),
-                Bytes::from_static(b"irs")
-            );
+            assert_eq!(s.get_range(&k1, 1..4).await.expect(name), Bytes::from_static(b"irs"));
             assert_eq!(s.get_range(&k1, 3..3).await.expect(name), Bytes::new());
             let e = s.get_range(&k1, 3..7).await.expect_err(name);
             assert_eq!(e.kind(), ErrorKind::Invalid, "{name}: {e}");
@@ -841,28 +704,13 @@ mod tests {
             let e = s.get(&s.wal_key(1, "inc", 99)).await.expect_err(name);
             assert_eq!(e.kind(), ErrorKind::NotFound, "{name}: {e}");
 
-            let listed: Vec<String> = s
-                .list(&s.wal_dir(1))
-                .await
-                .expect(name)
-                .into_iter()
-                .map(|o| o.key)
-                .collect();
-            assert_eq!(
-                listed,
-                vec![k1.clone(), k2.clone()],
-                "{name}: wal/1 must not match wal/10"
-            );
+            let listed: Vec<String> = s.list(&s.wal_dir(1)).await.expect(name).into_iter().map(|o| o.key).collect();
+            assert_eq!(listed, vec![k1.clone(), k2.clone()], "{name}: wal/1 must not match wal/10");
             assert_eq!(s.list("").await.expect(name).len(), 3);
 
             s.delete(&k1).await.expect(name);
-            s.delete(&k1)
-                .await
-                .expect("deleting a missing object succeeds");
-            assert_eq!(
-                s.get(&k1).await.expect_err(name).kind(),
-                ErrorKind::NotFound
-            );
+            s.delete(&k1).await.expect("deleting a missing object succeeds");
+            assert_eq!(s.get(&k1).await.expect_err(name).kind(), ErrorKind::NotFound);
             s.check().await.expect(name);
 
             let snap = s.stats().snapshot();
@@ -872,10 +720,7 @@ mod tests {
 
             let e = s.put_new("", Bytes::new()).await.expect_err("empty key");
             assert_eq!(e.kind(), ErrorKind::Invalid);
-            let e = s
-                .put_new("a/../b", Bytes::new())
-                .await
-                .expect_err("bad key");
+            let e = s.put_new("a/../b", Bytes::new()).await.expect_err("bad key");
             assert_eq!(e.kind(), ErrorKind::Invalid);
         }
     }
@@ -885,21 +730,12 @@ mod tests {
         for seed in 0..8u64 {
             let faults = FaultInjectingStore::new(Arc::new(InMemory::new()), seed);
             faults.set_error_probability(0.5);
-            let s = ObjectStorage::new(Arc::new(faults.clone()), "")
-                .with_retry(fast_retry())
-                .with_jitter_seed(seed);
+            let s = ObjectStorage::new(Arc::new(faults.clone()), "").with_retry(fast_retry()).with_jitter_seed(seed);
             for i in 0..20 {
                 let key = s.wal_key(0, "inc", i);
                 let data = Bytes::from(format!("object {i}"));
-                s.put_new(&key, data.clone())
-                    .await
-                    .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-                assert_eq!(
-                    s.get(&key)
-                        .await
-                        .unwrap_or_else(|e| panic!("seed {seed}: {e}")),
-                    data
-                );
+                s.put_new(&key, data.clone()).await.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+                assert_eq!(s.get(&key).await.unwrap_or_else(|e| panic!("seed {seed}: {e}")), data);
             }
             assert!(faults.counts().injected_errors > 0, "seed {seed}");
             assert!(s.stats().snapshot().retries > 0, "seed {seed}");
@@ -916,9 +752,7 @@ mod tests {
             // The first PUT lands but its response is lost. The retry's PUT gets AlreadyExists
             // (an error, so there is no success response to lose) and finds our bytes.
             let data = Bytes::from_static(b"payload");
-            s.put_new(&key, data.clone())
-                .await
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            s.put_new(&key, data.clone()).await.unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(faults.counts().lost_responses, 1, "{name}");
             faults.heal();
             assert_eq!(s.get(&key).await.expect(name), data);
@@ -933,28 +767,14 @@ mod tests {
         let faults = FaultInjectingStore::new(inner.clone(), 0);
         let s = ObjectStorage::new(Arc::new(faults.clone()), "").with_retry(fast_retry());
         let key = s.wal_key(0, "inc", 0);
-        inner
-            .put(
-                &Path::from(key.as_str()),
-                PutPayload::from_static(b"someone else"),
-            )
-            .await
-            .expect("put");
+        inner.put(&Path::from(key.as_str()), PutPayload::from_static(b"someone else")).await.expect("put");
         // First attempt sees AlreadyExists directly: error.
-        let e = s
-            .put_new(&key, Bytes::from_static(b"ours"))
-            .await
-            .expect_err("exists");
+        let e = s.put_new(&key, Bytes::from_static(b"ours")).await.expect_err("exists");
         assert_eq!(e.kind(), ErrorKind::AlreadyExists);
         // Via a retry (first attempt fails with an injected error before reaching the store).
         let err = ObjectStorage::new(Arc::new(faults.clone()), "")
             .with_retry(fast_retry())
-            .put_attempt(
-                &key,
-                &Path::from(key.as_str()),
-                Bytes::from_static(b"ours"),
-                1,
-            )
+            .put_attempt(&key, &Path::from(key.as_str()), Bytes::from_static(b"ours"), 1)
             .await
             .expect_err("foreign bytes");
         assert_eq!(err.kind(), ErrorKind::AlreadyExists);
@@ -964,16 +784,10 @@ mod tests {
     async fn gives_up_at_the_deadline() {
         let faults = FaultInjectingStore::new(Arc::new(InMemory::new()), 0);
         faults.set_down(true);
-        let policy = RetryPolicy {
-            max_elapsed: Duration::from_millis(100),
-            ..fast_retry()
-        };
+        let policy = RetryPolicy { max_elapsed: Duration::from_millis(100), ..fast_retry() };
         let s = ObjectStorage::new(Arc::new(faults.clone()), "").with_retry(policy);
         let start = Instant::now();
-        let e = s
-            .put_new("k", Bytes::from_static(b"x"))
-            .await
-            .expect_err("down");
+        let e = s.put_new("k", Bytes::from_static(b"x")).await.expect_err("down");
         assert!(e.is_retriable(), "{e}");
         assert!(start.elapsed() < Duration::from_secs(2));
         assert!(faults.counts().puts > 1, "retried before giving up");
@@ -999,17 +813,13 @@ mod tests {
         let s = ObjectStorage::new(Arc::new(InMemory::new()), "").with_retry(fast_retry());
         let mut b = WalObjectBuilder::new();
         for p in 0..2000 {
-            b.add_section([7; 16], p, 0, 0, 0, &[Bytes::from_static(b"batch")])
-                .expect("valid");
+            b.add_section([7; 16], p, 0, 0, 0, &[Bytes::from_static(b"batch")]).expect("valid");
         }
         let (obj, metas) = b.finish();
         let key = s.wal_key(0, "inc", 0);
         s.put_new(&key, obj.clone()).await.expect("put");
         // The footer (~128 KiB) is larger than the first tail guess: two GETs.
-        let footer = s
-            .read_wal_footer(&key, obj.len() as u64)
-            .await
-            .expect("footer");
+        let footer = s.read_wal_footer(&key, obj.len() as u64).await.expect("footer");
         assert_eq!(footer, metas);
         let m = &metas[1234];
         let section = s.get_range(&key, m.byte_range()).await.expect("section");
@@ -1059,14 +869,10 @@ mod tests {
         fn list(
             &self,
             prefix: Option<&Path>,
-        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
-        {
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
             self.0.list(prefix)
         }
-        async fn list_with_delimiter(
-            &self,
-            prefix: Option<&Path>,
-        ) -> object_store::Result<object_store::ListResult> {
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<object_store::ListResult> {
             self.0.list_with_delimiter(prefix).await
         }
         async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
@@ -1079,13 +885,9 @@ mod tests {
 
     #[tokio::test]
     async fn falls_back_when_create_is_unsupported() {
-        let s =
-            ObjectStorage::new(Arc::new(NoCreate(InMemory::new())), "").with_retry(fast_retry());
+        let s = ObjectStorage::new(Arc::new(NoCreate(InMemory::new())), "").with_retry(fast_retry());
         s.put_new("a", Bytes::from_static(b"1")).await.expect("put");
-        let e = s
-            .put_new("a", Bytes::from_static(b"2"))
-            .await
-            .expect_err("exists");
+        let e = s.put_new("a", Bytes::from_static(b"2")).await.expect_err("exists");
         assert_eq!(e.kind(), ErrorKind::AlreadyExists);
         assert_eq!(s.get("a").await.expect("get"), Bytes::from_static(b"1"));
     }

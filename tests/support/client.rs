@@ -13,8 +13,8 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest, ProduceRequest, RequestHeader,
-    ResponseHeader, TopicName,
+    ApiKey, CreateTopicsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest, ProduceRequest,
+    RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
@@ -96,7 +96,8 @@ pub fn encode_batch(records: &[TestRecord], compression: Compression, idempotenc
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &encoded, &RecordEncodeOptions { version: 2, compression }).expect("encode batch");
+    RecordBatchEncoder::encode(&mut buf, &encoded, &RecordEncodeOptions { version: 2, compression })
+        .expect("encode batch");
     let bytes = buf.freeze();
     debug_assert_eq!(RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).map(|b| b.len()).ok(), Some(1));
     bytes
@@ -155,14 +156,20 @@ impl Client {
             .await
             .with_context(|| format!("no response to API {} v{version} within {REQUEST_TIMEOUT:?}", R::KEY))??
             .with_context(|| format!("connection closed before the response to API {} v{version}", R::KEY))?;
-        let response_header = ResponseHeader::decode(&mut frame, <R::Response as HeaderVersion>::header_version(version))?;
+        let response_header =
+            ResponseHeader::decode(&mut frame, <R::Response as HeaderVersion>::header_version(version))?;
         ensure!(
             response_header.correlation_id == correlation_id,
             "correlation id {} does not match request {correlation_id}",
             response_header.correlation_id
         );
         let response = R::Response::decode(&mut frame, version)?;
-        ensure!(!frame.has_remaining(), "{} trailing bytes after API {} v{version} response", frame.remaining(), R::KEY);
+        ensure!(
+            !frame.has_remaining(),
+            "{} trailing bytes after API {} v{version} response",
+            frame.remaining(),
+            R::KEY
+        );
         Ok(response)
     }
 
@@ -189,7 +196,9 @@ impl Client {
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                    std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::BrokenPipe
                 ) =>
             {
                 return Ok(None);
@@ -211,7 +220,9 @@ impl Client {
             Err(_) => Ok(false),
             Ok(Ok(0)) => Ok(true),
             Ok(Ok(n)) => bail!("expected the connection to close, got {n} bytes"),
-            Ok(Err(e)) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) => Ok(true),
+            Ok(Err(e)) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) => {
+                Ok(true)
+            }
             Ok(Err(e)) => Err(e.into()),
         }
     }
@@ -247,13 +258,18 @@ impl Client {
 
     /// Produce to several partitions of one topic in one request (acks=-1). Responses are in
     /// request order of `batches`.
-    pub async fn produce_many(&mut self, topic: &str, batches: &[(i32, Bytes)]) -> anyhow::Result<Vec<PartitionProduceResponse>> {
-        let partition_data =
-            batches.iter().map(|(p, b)| PartitionProduceData::default().with_index(*p).with_records(Some(b.clone()))).collect();
-        let req = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(30_000)
-            .with_topic_data(vec![TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(partition_data)]);
+    pub async fn produce_many(
+        &mut self,
+        topic: &str,
+        batches: &[(i32, Bytes)],
+    ) -> anyhow::Result<Vec<PartitionProduceResponse>> {
+        let partition_data = batches
+            .iter()
+            .map(|(p, b)| PartitionProduceData::default().with_index(*p).with_records(Some(b.clone())))
+            .collect();
+        let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![
+            TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(partition_data),
+        ]);
         let resp = self.send(&req, PRODUCE_VERSION).await?;
         ensure!(resp.responses.len() == 1, "expected one topic in the produce response, got {}", resp.responses.len());
         let parts = resp.responses.into_iter().next().expect("checked").partition_responses;
@@ -265,7 +281,12 @@ impl Client {
     }
 
     /// Produce one batch to one partition (acks=-1).
-    pub async fn produce(&mut self, topic: &str, partition: i32, batch: Bytes) -> anyhow::Result<PartitionProduceResponse> {
+    pub async fn produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+    ) -> anyhow::Result<PartitionProduceResponse> {
         let mut r = self.produce_many(topic, &[(partition, batch)]).await?;
         Ok(r.remove(0))
     }
@@ -273,7 +294,12 @@ impl Client {
     /// Produce and require success; returns the base offset.
     pub async fn produce_ok(&mut self, topic: &str, partition: i32, batch: Bytes) -> anyhow::Result<i64> {
         let r = self.produce(topic, partition, batch).await?;
-        ensure!(r.error_code == 0, "produce to {topic}/{partition} failed: error {} ({:?})", r.error_code, r.error_message);
+        ensure!(
+            r.error_code == 0,
+            "produce to {topic}/{partition} failed: error {} ({:?})",
+            r.error_code,
+            r.error_message
+        );
         Ok(r.base_offset)
     }
 
@@ -291,8 +317,11 @@ impl Client {
             .with_min_bytes(min_bytes)
             .with_max_bytes(8 << 20)
             .with_topics(vec![FetchTopic::default().with_topic(topic_name(topic)).with_partitions(vec![
-                FetchPartition::default().with_partition(partition).with_fetch_offset(offset).with_partition_max_bytes(4 << 20),
-            ])]);
+                    FetchPartition::default()
+                        .with_partition(partition)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(4 << 20),
+                ])]);
         let resp = self.send(&req, FETCH_VERSION).await?;
         ensure!(resp.error_code == 0, "fetch failed: top-level error {}", resp.error_code);
         let p = resp
@@ -305,7 +334,12 @@ impl Client {
     }
 
     /// Every record of a partition from `from` up to the high watermark (at the first fetch).
-    pub async fn fetch_all(&mut self, topic: &str, partition: i32, from: i64) -> anyhow::Result<(Vec<FetchedRecord>, i64)> {
+    pub async fn fetch_all(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+    ) -> anyhow::Result<(Vec<FetchedRecord>, i64)> {
         let mut out = Vec::new();
         let mut next = from;
         let mut hwm = None;
@@ -330,11 +364,16 @@ impl Client {
     }
 
     /// ListOffsets for one partition: (error code, offset, timestamp).
-    pub async fn list_offset(&mut self, topic: &str, partition: i32, timestamp: i64) -> anyhow::Result<(i16, i64, i64)> {
+    pub async fn list_offset(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> anyhow::Result<(i16, i64, i64)> {
         let req = ListOffsetsRequest::default().with_replica_id((-1).into()).with_topics(vec![
-            ListOffsetsTopic::default()
-                .with_name(topic_name(topic))
-                .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(timestamp)]),
+            ListOffsetsTopic::default().with_name(topic_name(topic)).with_partitions(vec![
+                ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(timestamp),
+            ]),
         ]);
         let resp = self.send(&req, LIST_OFFSETS_VERSION).await?;
         let p = resp
@@ -350,7 +389,9 @@ impl Client {
     pub async fn init_producer_id(&mut self) -> anyhow::Result<(i64, i16)> {
         let req = InitProducerIdRequest::default()
             .with_transactional_id(None)
-            .with_transaction_timeout_ms(60_000).with_producer_id((-1).into()).with_producer_epoch(-1);
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id((-1).into())
+            .with_producer_epoch(-1);
         let resp = self.send(&req, INIT_PRODUCER_ID_VERSION).await?;
         ensure!(resp.error_code == 0, "InitProducerId failed: error {}", resp.error_code);
         Ok((resp.producer_id.0, resp.producer_epoch))

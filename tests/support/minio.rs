@@ -20,8 +20,8 @@
 //! A started MinIO runs under a small shell watchdog that stops it (and removes its data
 //! directory) when the test process exits, however it exits.
 
-use std::net::{TcpListener, TcpStream};
 use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -273,7 +273,11 @@ impl Drop for Minio {
         }
         if let Some(l) = &self.local {
             if std::thread::panicking() {
-                eprintln!("---- MinIO log tail ----\n{}\n---- kept MinIO directory: {} ----", self.log_tail(30), l.root.display());
+                eprintln!(
+                    "---- MinIO log tail ----\n{}\n---- kept MinIO directory: {} ----",
+                    self.log_tail(30),
+                    l.root.display()
+                );
             } else {
                 let _ = std::fs::remove_dir_all(&l.root);
             }

@@ -67,7 +67,16 @@ impl SkiffProcess {
             std::fs::write(&path, text).expect("write config file");
             path
         });
-        let mut p = Self { dir: Some(dir), root, config, child: None, bootstrap: String::new(), http: String::new(), starts: 0, env };
+        let mut p = Self {
+            dir: Some(dir),
+            root,
+            config,
+            child: None,
+            bootstrap: String::new(),
+            http: String::new(),
+            starts: 0,
+            env,
+        };
         p.spawn();
         p
     }
@@ -138,10 +147,12 @@ impl SkiffProcess {
         self.starts += 1;
         let stderr = File::create(self.stderr_path()).expect("create stderr log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
-        cmd.arg("dev")
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(["--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]);
+        cmd.arg("dev").arg("--data-dir").arg(self.data_dir()).args([
+            "--kafka-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ]);
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
         }
@@ -250,7 +261,8 @@ pub fn seed() -> u64 {
     match std::env::var("SKIFF_TEST_SEED") {
         Ok(s) => s.parse().expect("SKIFF_TEST_SEED must be a u64"),
         Err(_) => {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
             (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
         }
     }

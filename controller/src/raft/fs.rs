@@ -13,17 +13,11 @@ use crate::error::ControllerError;
 
 /// Wraps an io error with the path it concerns.
 pub(crate) fn io_err(path: &Path, source: std::io::Error) -> ControllerError {
-    ControllerError::Storage {
-        path: path.display().to_string(),
-        source,
-    }
+    ControllerError::Storage { path: path.display().to_string(), source }
 }
 
 pub(crate) fn corrupt(path: &Path, reason: impl Into<String>) -> ControllerError {
-    ControllerError::Corrupt {
-        path: path.display().to_string(),
-        reason: reason.into(),
-    }
+    ControllerError::Corrupt { path: path.display().to_string(), reason: reason.into() }
 }
 
 /// Creates `dir` (and parents) if missing.
@@ -38,18 +32,12 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), ControllerError> {
 
 /// Replaces `path` with `bytes` atomically and durably (temp file + fsync + rename + dir fsync).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ControllerError> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| corrupt(path, "path has no parent directory"))?;
+    let dir = path.parent().ok_or_else(|| corrupt(path, "path has no parent directory"))?;
     let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| io_err(&tmp, e))?;
+    let mut file =
+        OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(|e| io_err(&tmp, e))?;
     file.write_all(bytes).map_err(|e| io_err(&tmp, e))?;
     file.sync_all().map_err(|e| io_err(&tmp, e))?;
     drop(file);
@@ -70,8 +58,6 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, ControllerEr
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, ControllerError> {
     match read_optional(path)? {
         None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| corrupt(path, e.to_string())),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| corrupt(path, e.to_string())),
     }
 }

@@ -61,22 +61,10 @@ impl RaftLogReader<TypeConfig> for LogReader {
 }
 
 enum WriteOp {
-    Append {
-        records: Vec<(u64, Vec<u8>)>,
-        flushed: LogFlushed<TypeConfig>,
-    },
-    Truncate {
-        from: u64,
-        done: oneshot::Sender<Result<(), ControllerError>>,
-    },
-    Purge {
-        upto: LogId<NodeId>,
-        done: oneshot::Sender<Result<(), ControllerError>>,
-    },
-    SaveVote {
-        vote: Vote<NodeId>,
-        done: oneshot::Sender<Result<(), ControllerError>>,
-    },
+    Append { records: Vec<(u64, Vec<u8>)>, flushed: LogFlushed<TypeConfig> },
+    Truncate { from: u64, done: oneshot::Sender<Result<(), ControllerError>> },
+    Purge { upto: LogId<NodeId>, done: oneshot::Sender<Result<(), ControllerError>> },
+    SaveVote { vote: Vote<NodeId>, done: oneshot::Sender<Result<(), ControllerError>> },
 }
 
 /// The log store handed to openraft.
@@ -124,10 +112,7 @@ impl LogStore {
         if let Some(first) = entries.keys().next() {
             let expected = purged_index.map_or(0, |p| p + 1);
             if *first > expected {
-                return Err(corrupt(
-                    dir,
-                    format!("log starts at {first}, expected {expected}: entries are missing"),
-                ));
+                return Err(corrupt(dir, format!("log starts at {first}, expected {expected}: entries are missing")));
             }
         }
         tracing::info!(
@@ -140,11 +125,7 @@ impl LogStore {
 
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let (done_tx, done_rx) = watch::channel(false);
-        let writer = Writer {
-            dir: dir.to_path_buf(),
-            segments,
-            failed: None,
-        };
+        let writer = Writer { dir: dir.to_path_buf(), segments, failed: None };
         std::thread::Builder::new()
             .name("skiff-raft-log".into())
             .spawn(move || {
@@ -153,14 +134,8 @@ impl LogStore {
             })
             .map_err(|e| crate::raft::fs::io_err(dir, e))?;
 
-        let store = LogStore {
-            reader: LogReader {
-                entries: Arc::new(Mutex::new(entries)),
-            },
-            last_purged,
-            vote,
-            ops: tx,
-        };
+        let store =
+            LogStore { reader: LogReader { entries: Arc::new(Mutex::new(entries)) }, last_purged, vote, ops: tx };
         Ok((store, WriterDone(done_rx)))
     }
 
@@ -197,10 +172,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let last = lock(&self.reader.entries).last_key_value().map(|(_, e)| e.log_id);
-        Ok(LogState {
-            last_purged_log_id: self.last_purged,
-            last_log_id: last.or(self.last_purged),
-        })
+        Ok(LogState { last_purged_log_id: self.last_purged, last_log_id: last.or(self.last_purged) })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -238,10 +210,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         self.ops
-            .send(WriteOp::Append {
-                records,
-                flushed: callback,
-            })
+            .send(WriteOp::Append { records, flushed: callback })
             .await
             .map_err(|_| write_err(&ControllerError::Closed))
     }
@@ -249,19 +218,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         tracing::debug!(%log_id, "truncating raft log");
         lock(&self.reader.entries).split_off(&log_id.index);
-        self.call(|done| WriteOp::Truncate {
-            from: log_id.index,
-            done,
-        })
-        .await
-        .map_err(|e| write_err(&e))
+        self.call(|done| WriteOp::Truncate { from: log_id.index, done }).await.map_err(|e| write_err(&e))
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         tracing::debug!(%log_id, "purging raft log");
-        self.call(|done| WriteOp::Purge { upto: log_id, done })
-            .await
-            .map_err(|e| write_err(&e))?;
+        self.call(|done| WriteOp::Purge { upto: log_id, done }).await.map_err(|e| write_err(&e))?;
         let mut cache = lock(&self.reader.entries);
         *cache = cache.split_off(&(log_id.index + 1));
         self.last_purged = Some(log_id);
@@ -301,18 +263,11 @@ impl Writer {
                             }
                         }
                     }
-                    tracing::trace!(
-                        entries = records.len(),
-                        appends = callbacks.len(),
-                        "raft log group commit"
-                    );
+                    tracing::trace!(entries = records.len(), appends = callbacks.len(), "raft log group commit");
                     let result = self.guarded(|w| w.segments.append(&records));
                     for cb in callbacks {
                         cb.log_io_completed(
-                            result
-                                .as_ref()
-                                .map(|_| ())
-                                .map_err(|e| std::io::Error::other(e.to_string())),
+                            result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())),
                         );
                     }
                 }
@@ -336,9 +291,7 @@ impl Writer {
 
     fn guarded(&mut self, f: impl FnOnce(&mut Self) -> Result<(), ControllerError>) -> Result<(), ControllerError> {
         if let Some(reason) = &self.failed {
-            return Err(ControllerError::Raft(format!(
-                "raft log unusable after an earlier write failure: {reason}"
-            )));
+            return Err(ControllerError::Raft(format!("raft log unusable after an earlier write failure: {reason}")));
         }
         let result = f(self);
         if let Err(e) = &result {

@@ -73,19 +73,12 @@ pub struct ControllerConfig {
 
 impl ControllerConfig {
     pub fn new(node_id: u64, data_dir: PathBuf, cluster_id: String) -> Self {
-        Self {
-            node_id,
-            data_dir,
-            cluster_id,
-            snapshot_every_entries: 10_000,
-        }
+        Self { node_id, data_dir, cluster_id, snapshot_every_entries: 10_000 }
     }
 
     fn raft_config(&self) -> Result<openraft::Config, ControllerError> {
         if self.snapshot_every_entries == 0 {
-            return Err(ControllerError::Raft(
-                "snapshot_every_entries must be at least 1".into(),
-            ));
+            return Err(ControllerError::Raft("snapshot_every_entries must be at least 1".into()));
         }
         openraft::Config {
             cluster_name: "skiff".into(),
@@ -205,14 +198,9 @@ impl Controller {
             }
         };
         let pristine = log.is_pristine() && sm.is_pristine();
-        let metadata = MetadataHandle {
-            state: parts.state,
-            applied: parts.applied,
-        };
+        let metadata = MetadataHandle { state: parts.state, applied: parts.applied };
 
-        let network = TcpNetwork {
-            node_id: config.node_id,
-        };
+        let network = TcpNetwork { node_id: config.node_id };
         let raft = match Raft::new(config.node_id, raft_config, network, log, sm).await {
             Ok(raft) => raft,
             Err(e) => {
@@ -230,21 +218,8 @@ impl Controller {
             tasks.push(tokio::spawn(network::serve(listener, raft.clone(), stop.clone())));
         }
         // Owned through `stopped`: it reports its end there and every shutdown call awaits it.
-        tokio::spawn(stop_when_cancelled(
-            raft.clone(),
-            stop.clone(),
-            tasks,
-            writer_done,
-            stopped_tx,
-        ));
-        let inner = Inner {
-            node_id: config.node_id,
-            raft,
-            metadata,
-            proposals,
-            stop,
-            stopped,
-        };
+        tokio::spawn(stop_when_cancelled(raft.clone(), stop.clone(), tasks, writer_done, stopped_tx));
+        let inner = Inner { node_id: config.node_id, raft, metadata, proposals, stop, stopped };
         Ok((Controller { inner: Arc::new(inner) }, pristine))
     }
 
@@ -278,13 +253,9 @@ impl Controller {
         // membership.
         if pristine && voters.keys().next() == Some(&config.node_id) {
             tracing::info!(node_id = config.node_id, voters = ?voters, "initializing a new controller quorum");
-            let members: BTreeMap<u64, BasicNode> = voters
-                .iter()
-                .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
-                .collect();
-            raft.initialize(members)
-                .await
-                .map_err(|e| ControllerError::Raft(format!("initialize: {e}")))?;
+            let members: BTreeMap<u64, BasicNode> =
+                voters.iter().map(|(id, addr)| (*id, BasicNode::new(addr.clone()))).collect();
+            raft.initialize(members).await.map_err(|e| ControllerError::Raft(format!("initialize: {e}")))?;
         }
         // A restarted lone voter whose vote was committed resumes as leader at once; otherwise
         // an election takes one election timeout.
@@ -306,10 +277,7 @@ impl Controller {
             // Checked on every start, not only the first: a crash between initialize and the
             // commit of InitCluster must not leave a cluster without an id.
             if self.metadata().read(|s| s.cluster_id.is_empty()) {
-                self.submit(Command::InitCluster {
-                    cluster_id: config.cluster_id.clone(),
-                })
-                .await?;
+                self.submit(Command::InitCluster { cluster_id: config.cluster_id.clone() }).await?;
             }
         }
         let applied = *self.inner.metadata.applied.borrow();
@@ -323,11 +291,7 @@ impl Controller {
             return Err(ControllerError::Closed);
         }
         let (reply, result) = oneshot::channel();
-        self.inner
-            .proposals
-            .send(Proposal { cmd, reply })
-            .await
-            .map_err(|_| ControllerError::Closed)?;
+        self.inner.proposals.send(Proposal { cmd, reply }).await.map_err(|_| ControllerError::Closed)?;
         // A dropped reply means the proposer stopped before the command was proposed.
         result.await.map_err(|_| ControllerError::Closed)?
     }

@@ -67,10 +67,7 @@ async fn write_frame(stream: &mut TcpStream, body: &[u8]) -> io::Result<()> {
 async fn read_frame(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
     let len = stream.read_u32().await? as usize;
     if len > MAX_FRAME_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes"),
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes")));
     }
     let mut body = vec![0; len];
     stream.read_exact(&mut body).await?;
@@ -88,12 +85,7 @@ impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
-        Peer {
-            id: self.node_id,
-            target,
-            addr: node.addr.clone(),
-            conn: None,
-        }
+        Peer { id: self.node_id, target, addr: node.addr.clone(), conn: None }
     }
 }
 
@@ -147,12 +139,9 @@ impl Peer {
         match e {
             CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
             CallError::Network(e) => RPCError::Network(NetworkError::new(&e)),
-            CallError::Timeout(timeout) => RPCError::Timeout(Timeout {
-                action,
-                id: self.id,
-                target: self.target,
-                timeout,
-            }),
+            CallError::Timeout(timeout) => {
+                RPCError::Timeout(Timeout { action, id: self.id, target: self.target, timeout })
+            }
         }
     }
 

@@ -107,12 +107,7 @@ impl SegmentLog {
             let path = segment_path(dir, seq);
             let buf = fs::read(&path).map_err(|e| io_err(&path, e))?;
             let mut pos = 0;
-            let mut seg = Segment {
-                seq,
-                path: path.clone(),
-                first_index: None,
-                last_index: None,
-            };
+            let mut seg = Segment { seq, path: path.clone(), first_index: None, last_index: None };
             while pos < buf.len() {
                 let Some((index, payload, next)) = decode_record(&buf, pos) else {
                     break;
@@ -120,10 +115,7 @@ impl SegmentLog {
                 if let Some(&(prev, _)) = records.last()
                     && prev + 1 != index
                 {
-                    return Err(corrupt(
-                        &path,
-                        format!("log index {index} at byte {pos} does not follow {prev}"),
-                    ));
+                    return Err(corrupt(&path, format!("log index {index} at byte {pos} does not follow {prev}")));
                 }
                 seg.first_index.get_or_insert(index);
                 seg.last_index = Some(index);
@@ -143,10 +135,7 @@ impl SegmentLog {
                     dropped_bytes = buf.len() - pos,
                     "truncating torn tail of the raft log"
                 );
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| io_err(&path, e))?;
+                let f = OpenOptions::new().write(true).open(&path).map_err(|e| io_err(&path, e))?;
                 f.set_len(pos as u64).map_err(|e| io_err(&path, e))?;
                 f.sync_all().map_err(|e| io_err(&path, e))?;
             }
@@ -158,28 +147,11 @@ impl SegmentLog {
             let path = segment_path(dir, 1);
             create_segment_file(&path)?;
             sync_dir(dir)?;
-            segments.push(Segment {
-                seq: 1,
-                path,
-                first_index: None,
-                last_index: None,
-            });
+            segments.push(Segment { seq: 1, path, first_index: None, last_index: None });
         }
         let active_path = &segments.last().expect("at least one segment exists").path;
-        let active = OpenOptions::new()
-            .append(true)
-            .open(active_path)
-            .map_err(|e| io_err(active_path, e))?;
-        Ok((
-            SegmentLog {
-                dir: dir.to_path_buf(),
-                segments,
-                active,
-                active_len,
-                locations,
-            },
-            records,
-        ))
+        let active = OpenOptions::new().append(true).open(active_path).map_err(|e| io_err(active_path, e))?;
+        Ok((SegmentLog { dir: dir.to_path_buf(), segments, active, active_len, locations }, records))
     }
 
     /// Writes `records` (consecutive indexes following the current last one) with a single write
@@ -192,10 +164,7 @@ impl SegmentLog {
         if let Some(last) = self.last_index()
             && first != last + 1
         {
-            return Err(corrupt(
-                &active_path,
-                format!("append of index {first} does not follow {last}"),
-            ));
+            return Err(corrupt(&active_path, format!("append of index {first} does not follow {last}")));
         }
         let mut buf = Vec::with_capacity(records.iter().map(|(_, p)| p.len() + HEADER_BYTES).sum());
         let seq = self.active_seq();
@@ -228,10 +197,7 @@ impl SegmentLog {
         sync_dir(&self.dir)?;
         let path = self.active_path().to_path_buf();
         // Reopen: the previous active handle may belong to a deleted file.
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|e| io_err(&path, e))?;
+        let file = OpenOptions::new().append(true).open(&path).map_err(|e| io_err(&path, e))?;
         file.set_len(offset).map_err(|e| io_err(&path, e))?;
         file.sync_all().map_err(|e| io_err(&path, e))?;
         self.active = file;
@@ -248,27 +214,15 @@ impl SegmentLog {
     /// Forgets every record with index <= `upto`: rolls to a new segment if the active one holds
     /// any of them, then deletes the segments holding nothing else.
     pub(crate) fn purge(&mut self, upto: u64) -> Result<(), ControllerError> {
-        let active_has_purged = self
-            .segments
-            .last()
-            .and_then(|s| s.first_index)
-            .is_some_and(|first| first <= upto);
+        let active_has_purged = self.segments.last().and_then(|s| s.first_index).is_some_and(|first| first <= upto);
         if active_has_purged {
             let seq = self.active_seq() + 1;
             let path = segment_path(&self.dir, seq);
             create_segment_file(&path)?;
             sync_dir(&self.dir)?;
-            self.active = OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .map_err(|e| io_err(&path, e))?;
+            self.active = OpenOptions::new().append(true).open(&path).map_err(|e| io_err(&path, e))?;
             self.active_len = 0;
-            self.segments.push(Segment {
-                seq,
-                path,
-                first_index: None,
-                last_index: None,
-            });
+            self.segments.push(Segment { seq, path, first_index: None, last_index: None });
         }
         let active_seq = self.active_seq();
         let mut kept = Vec::with_capacity(self.segments.len());
@@ -314,11 +268,7 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
 }
 
 fn create_segment_file(path: &Path) -> Result<(), ControllerError> {
-    let f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| io_err(path, e))?;
+    let f = OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| io_err(path, e))?;
     f.sync_all().map_err(|e| io_err(path, e))
 }
 
@@ -355,11 +305,7 @@ mod tests {
         assert_eq!(log.segment_count(), 1, "the newer segment held only truncated records");
         log.append(&recs(6..=7)).expect("append");
         log.purge(7).expect("purge");
-        assert_eq!(
-            log.segment_count(),
-            1,
-            "rolled, then the fully purged segment was deleted"
-        );
+        assert_eq!(log.segment_count(), 1, "rolled, then the fully purged segment was deleted");
         log.append(&recs(8..=9)).expect("append");
         drop(log);
 

@@ -120,18 +120,9 @@ impl StateMachine {
             last_applied,
             last_membership,
             applied_tx,
-            snapshots: Arc::new(SnapshotStore {
-                path,
-                current: Mutex::new(meta),
-            }),
+            snapshots: Arc::new(SnapshotStore { path, current: Mutex::new(meta) }),
         };
-        Ok((
-            sm,
-            StateMachineParts {
-                state,
-                applied: applied_rx,
-            },
-        ))
+        Ok((sm, StateMachineParts { state, applied: applied_rx }))
     }
 
     /// True when no snapshot exists and nothing was applied.
@@ -159,15 +150,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             Some(l) => format!("{}-{}", l.leader_id.term, l.index),
             None => "empty".to_string(),
         };
-        let meta = Meta {
-            last_log_id: self.last_applied,
-            last_membership: self.last_membership.clone(),
-            snapshot_id,
-        };
-        let file = SnapshotFile {
-            meta: meta.clone(),
-            state: std::mem::take(&mut self.state),
-        };
+        let meta = Meta { last_log_id: self.last_applied, last_membership: self.last_membership.clone(), snapshot_id };
+        let file = SnapshotFile { meta: meta.clone(), state: std::mem::take(&mut self.state) };
         let snapshots = self.snapshots.clone();
         // Serializing and fsyncing a large state is blocking work: keep it off the runtime.
         let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ControllerError> {
@@ -179,10 +163,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .map_err(|e| StorageIOError::<NodeId>::write_snapshot(None, AnyError::new(&e)))?
         .map_err(|e| snapshot_err(&e))?;
         tracing::info!(%meta, bytes = bytes.len(), "built metadata snapshot");
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(bytes)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
 }
 
@@ -245,10 +226,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let file: SnapshotFile = serde_json::from_slice(&bytes)
             .map_err(|e| StorageIOError::<NodeId>::read_snapshot(Some(meta.signature()), AnyError::new(&e)))?;
         // The leader's meta is authoritative; persist it with the state it came with.
-        let file = SnapshotFile {
-            meta: meta.clone(),
-            state: file.state,
-        };
+        let file = SnapshotFile { meta: meta.clone(), state: file.state };
         let snapshots = self.snapshots.clone();
         let file = tokio::task::spawn_blocking(move || -> Result<SnapshotFile, ControllerError> {
             let bytes = serde_json::to_vec(&file).map_err(|e| corrupt(&snapshots.path, e.to_string()))?;
@@ -273,9 +251,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| StorageIOError::<NodeId>::read_snapshot(None, AnyError::new(&e)))?
             .map_err(|e| StorageError::from(StorageIOError::<NodeId>::read_snapshot(None, AnyError::new(&e))))?;
-        Ok(current.map(|(meta, bytes)| Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(bytes)),
-        }))
+        Ok(current.map(|(meta, bytes)| Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
     }
 }

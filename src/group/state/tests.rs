@@ -29,7 +29,9 @@ fn static_req(member_id: &str, instance: &str) -> JoinRequest {
 
 /// Joins a new dynamic member through MEMBER_ID_REQUIRED; returns its id (the join is held).
 fn new_member(g: &mut Group, now: u64, client: &str) -> String {
-    let Outcome::Now(r) = g.join(now, join_req("", client, b"m"), &format!("{client}-uuid")) else { panic!("expected MEMBER_ID_REQUIRED") };
+    let Outcome::Now(r) = g.join(now, join_req("", client, b"m"), &format!("{client}-uuid")) else {
+        panic!("expected MEMBER_ID_REQUIRED")
+    };
     assert_eq!(r.error, Some(GroupError::MemberIdRequired));
     let id = r.member_id.clone();
     assert_eq!(id, format!("{client}-{client}-uuid"));
@@ -180,9 +182,15 @@ fn a_new_member_rebalances_a_stable_group() {
     assert_eq!(g.state(), GroupState::PreparingRebalance);
     // Old members learn about the rebalance from their heartbeats, then rejoin.
     assert_eq!(g.heartbeat(T0 + 1_100, &ids[0], None, 1), Err(GroupError::RebalanceInProgress));
-    assert_eq!(g.sync(T0 + 1_100, sync_req(&ids[1], 1, vec![])), Outcome::Now(SyncResponse::error(GroupError::RebalanceInProgress)));
+    assert_eq!(
+        g.sync(T0 + 1_100, sync_req(&ids[1], 1, vec![])),
+        Outcome::Now(SyncResponse::error(GroupError::RebalanceInProgress))
+    );
     for (i, id) in ids.iter().enumerate() {
-        assert_eq!(g.join(T0 + 1_200, join_req(id, &format!("c{i}"), b"m"), "-"), Outcome::Held { member_id: id.clone() });
+        assert_eq!(
+            g.join(T0 + 1_200, join_req(id, &format!("c{i}"), b"m"), "-"),
+            Outcome::Held { member_id: id.clone() }
+        );
     }
     let answered = joins(&g.take_effects());
     assert_eq!(answered.len(), 4, "completes as soon as every member rejoined, not at the timeout");
@@ -251,7 +259,10 @@ fn pending_member_ids_expire() {
     let Outcome::Now(r) = g.join(0, join_req("", "a", b"m"), "u") else { panic!() };
     assert_eq!(r.error, Some(GroupError::MemberIdRequired));
     g.tick(SESSION as u64);
-    assert_eq!(g.join(SESSION as u64 + 1, join_req(&r.member_id, "a", b"m"), "-"), Outcome::Now(JoinResponse::error(GroupError::UnknownMemberId, &r.member_id)));
+    assert_eq!(
+        g.join(SESSION as u64 + 1, join_req(&r.member_id, "a", b"m"), "-"),
+        Outcome::Now(JoinResponse::error(GroupError::UnknownMemberId, &r.member_id))
+    );
 }
 
 #[test]
@@ -295,20 +306,38 @@ fn protocol_checks() {
     let (mut g, ids) = stable_group(2);
     let mut other_type = join_req("", "x", b"m");
     other_type.protocol_type = "connect".into();
-    assert_eq!(g.join(1, other_type, "u"), Outcome::Now(JoinResponse::error(GroupError::InconsistentGroupProtocol, "")));
+    assert_eq!(
+        g.join(1, other_type, "u"),
+        Outcome::Now(JoinResponse::error(GroupError::InconsistentGroupProtocol, ""))
+    );
     let mut other_assignor = join_req("", "x", b"m");
     other_assignor.protocols = vec![("sticky".into(), Bytes::new())];
-    assert_eq!(g.join(1, other_assignor, "u"), Outcome::Now(JoinResponse::error(GroupError::InconsistentGroupProtocol, "")));
+    assert_eq!(
+        g.join(1, other_assignor, "u"),
+        Outcome::Now(JoinResponse::error(GroupError::InconsistentGroupProtocol, ""))
+    );
     let mut no_protocols = join_req("", "x", b"m");
     no_protocols.protocols.clear();
-    assert!(matches!(g.join(1, no_protocols, "u"), Outcome::Now(JoinResponse { error: Some(GroupError::InconsistentGroupProtocol), .. })));
+    assert!(matches!(
+        g.join(1, no_protocols, "u"),
+        Outcome::Now(JoinResponse { error: Some(GroupError::InconsistentGroupProtocol), .. })
+    ));
     let mut short_session = join_req("", "x", b"m");
     short_session.session_timeout_ms = 10;
-    assert!(matches!(g.join(1, short_session, "u"), Outcome::Now(JoinResponse { error: Some(GroupError::InvalidSessionTimeout), .. })));
+    assert!(matches!(
+        g.join(1, short_session, "u"),
+        Outcome::Now(JoinResponse { error: Some(GroupError::InvalidSessionTimeout), .. })
+    ));
     let sync = SyncRequest { protocol_name: Some("roundrobin".into()), ..sync_req(&ids[0], 1, vec![]) };
     assert_eq!(g.sync(1, sync), Outcome::Now(SyncResponse::error(GroupError::InconsistentGroupProtocol)));
-    assert_eq!(g.sync(1, sync_req(&ids[0], 7, vec![])), Outcome::Now(SyncResponse::error(GroupError::IllegalGeneration)));
-    assert_eq!(g.sync(1, sync_req("nobody", 1, vec![])), Outcome::Now(SyncResponse::error(GroupError::UnknownMemberId)));
+    assert_eq!(
+        g.sync(1, sync_req(&ids[0], 7, vec![])),
+        Outcome::Now(SyncResponse::error(GroupError::IllegalGeneration))
+    );
+    assert_eq!(
+        g.sync(1, sync_req("nobody", 1, vec![])),
+        Outcome::Now(SyncResponse::error(GroupError::UnknownMemberId))
+    );
 }
 
 #[test]
@@ -348,11 +377,19 @@ fn static_member_restart_takes_over_without_rebalance() {
     assert_eq!(g.state(), GroupState::Stable);
     assert_eq!(persists(&g.take_effects()).len(), 1, "the new member id is stored");
     // It gets its old assignment back.
-    let Outcome::Now(s) = g.sync(21, SyncRequest { group_instance_id: Some(follower_instance.into()), ..sync_req(&r.member_id, generation, vec![]) }) else { panic!() };
+    let Outcome::Now(s) = g.sync(
+        21,
+        SyncRequest { group_instance_id: Some(follower_instance.into()), ..sync_req(&r.member_id, generation, vec![]) },
+    ) else {
+        panic!()
+    };
     assert_eq!(s.assignment, Bytes::from(format!("assigned-{follower_old}")));
     // The old incarnation is fenced.
     assert_eq!(g.heartbeat(22, &follower_old, Some(follower_instance), generation), Err(GroupError::FencedInstanceId));
-    assert_eq!(g.check_commit(22, &follower_old, Some(follower_instance), generation), Err(GroupError::FencedInstanceId));
+    assert_eq!(
+        g.check_commit(22, &follower_old, Some(follower_instance), generation),
+        Err(GroupError::FencedInstanceId)
+    );
     // A static leader restart answers with the members and skip_assignment.
     let leader_instance = if leader == old { "inst-1" } else { "inst-2" };
     let Outcome::Now(r) = g.join(30, static_req("", leader_instance), "u4") else { panic!("no rebalance") };
@@ -425,7 +462,11 @@ fn offset_commit_checks() {
     assert_eq!(g.check_commit(0, "m", None, 1), Err(GroupError::UnknownMemberId));
     let a = new_member(&mut g, 0, "a");
     g.take_effects();
-    assert_eq!(g.check_commit(0, "", None, -1), Err(GroupError::UnknownMemberId), "only members commit to a live group");
+    assert_eq!(
+        g.check_commit(0, "", None, -1),
+        Err(GroupError::UnknownMemberId),
+        "only members commit to a live group"
+    );
     assert_eq!(g.check_commit(0, &a, None, 1), Err(GroupError::RebalanceInProgress), "awaiting sync");
     sync_all(&mut g, 0, std::slice::from_ref(&a));
     assert_eq!(g.check_commit(0, &a, None, 1), Ok(()));
@@ -441,7 +482,10 @@ fn dead_groups_refuse_everything() {
     assert_eq!(g.mark_dead(), Err(GroupError::NonEmptyGroup));
     g.leave(1, &[(ids[0].clone(), None)]).expect("ok");
     assert_eq!(g.mark_dead(), Ok(()));
-    assert!(matches!(g.join(2, join_req("", "a", b"m"), "u"), Outcome::Now(JoinResponse { error: Some(GroupError::CoordinatorNotAvailable), .. })));
+    assert!(matches!(
+        g.join(2, join_req("", "a", b"m"), "u"),
+        Outcome::Now(JoinResponse { error: Some(GroupError::CoordinatorNotAvailable), .. })
+    ));
     assert_eq!(g.heartbeat(2, &ids[0], None, 1), Err(GroupError::CoordinatorNotAvailable));
     g.revive();
     assert_eq!(g.state(), GroupState::Empty);
