@@ -11,13 +11,13 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use support::SkiffProcess;
 use support::client::Client;
+use support::compat::run_client;
 use support::load::{self, error_totals, verify};
 use support::minio::Minio;
 
@@ -103,53 +103,6 @@ fn wrong_credentials_and_missing_bucket_fail_fast() {
     eprintln!("missing bucket: exited after {took:?}");
     assert!(took < Duration::from_secs(15), "took {took:?}");
     assert!(stderr.contains("bucket does not exist"), "unclear error for a missing bucket:\n{stderr}");
-}
-
-/// Runs `tests/compat/<client>/run.sh` (the compat scenario) against `broker`.
-fn run_client(client: &str, broker: &SkiffProcess, topic: &str, mode: &str) {
-    let records = std::env::var("RECORDS").unwrap_or_else(|_| "20000".into());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat").join(client).join("run.sh");
-    let logs = tempfile::Builder::new().prefix("skiff-minio-compat-").tempdir().expect("temp dir");
-    let (out_path, err_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
-    let started = Instant::now();
-    let mut child = Command::new("bash")
-        .arg(&script)
-        .env("BOOTSTRAP", broker.bootstrap())
-        .env("TOPIC", topic)
-        .env("MODE", mode)
-        .env("RECORDS", &records)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
-        .spawn()
-        .expect("spawn run.sh");
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break Some(s);
-        }
-        if started.elapsed() > Duration::from_secs(270) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
-    let context = format!(
-        "client {client} on MinIO, MODE={mode}, after {:.1?}\n---- stdout ----\n{}\n---- stderr ----\n{}\n---- skiff ----\n{}",
-        started.elapsed(),
-        support::tail(&out_path, 20),
-        support::tail(&err_path, 40),
-        broker.stderr_tail(30)
-    );
-    let Some(status) = status else { panic!("timed out\n{context}") };
-    assert!(
-        status.success(),
-        "compat {client} failed: {status} (if it is not set up: tests/compat/setup.sh {client})\n{context}"
-    );
-    let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-    assert!(last.starts_with(&format!("compat {client} ok")), "unexpected last line {last:?}\n{context}");
-    eprintln!("{last} ({mode} on MinIO, {:.1?})", started.elapsed());
 }
 
 #[test]

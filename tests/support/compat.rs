@@ -1,0 +1,80 @@
+//! Runs the client compat programs (`tests/compat/<client>/run.sh`, scenario in
+//! `tests/compat/README.md`) against a broker and checks their verdict. Shared by the
+//! local-directory (`tests/compat.rs`) and MinIO (`tests/minio.rs`) suites.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::SkiffProcess;
+
+/// The programs' own watchdog fires at 240 s; this backstop is only for a wedged process.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(270);
+
+fn compat_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("compat")
+}
+
+/// Runs `tests/compat/<client>/run.sh` and asserts success and the `compat <client> ok` line.
+pub fn run_client(client: &str, broker: &SkiffProcess, topic: &str, mode: &str) {
+    let records = std::env::var("RECORDS").unwrap_or_else(|_| "20000".into());
+    run_client_with(client, broker, topic, mode, &records);
+}
+
+/// [`run_client`] with an explicit record count.
+pub fn run_client_with(client: &str, broker: &SkiffProcess, topic: &str, mode: &str, records: &str) {
+    let script = compat_dir().join(client).join("run.sh");
+    assert!(script.exists(), "{} is missing", script.display());
+    let logs = tempfile::Builder::new().prefix("skiff-compat-").tempdir().expect("temp dir");
+    let (out_path, err_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
+    let started = Instant::now();
+    let mut child = Command::new("bash")
+        .arg(&script)
+        .env("BOOTSTRAP", broker.bootstrap())
+        .env("TOPIC", topic)
+        .env("MODE", mode)
+        .env("RECORDS", records)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("spawn run.sh");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for run.sh") {
+            break Some(status);
+        }
+        if started.elapsed() > CLIENT_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = super::tail(&err_path, 40);
+    let context = format!(
+        "client {client}, MODE={mode}, TOPIC={topic}, RECORDS={records}, BOOTSTRAP={}, after {:.1?}\n\
+         ---- client stdout (tail) ----\n{}\n---- client stderr (tail) ----\n{stderr}\n---- skiff (tail) ----\n{}",
+        broker.bootstrap(),
+        started.elapsed(),
+        last_lines(&stdout, 20),
+        broker.stderr_tail(30),
+    );
+    let Some(status) = status else { panic!("compat {client} did not finish within {CLIENT_TIMEOUT:?}\n{context}") };
+    if !status.success() && (stderr.contains("setup.sh") || stdout.contains("setup.sh")) {
+        panic!(
+            "compat client `{client}` is not set up: run `tests/compat/setup.sh {client}` (or `tests/compat/setup.sh` for all) \
+             before `cargo test`\n{context}"
+        );
+    }
+    assert!(status.success(), "compat {client} failed: {status}\n{context}");
+    let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let expected = format!("compat {client} ok");
+    assert!(last.starts_with(&expected), "last stdout line is not `{expected} ...`: {last:?}\n{context}");
+    eprintln!("{last} ({mode}, {:.1?})", started.elapsed());
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
