@@ -2,6 +2,7 @@
 //! `kafka-protocol` crate's encoders and decoders. It speaks exactly what the tests need and
 //! reports protocol-level results (error codes) rather than retrying.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
@@ -10,11 +11,12 @@ use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableT
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest, ProduceRequest,
-    RequestHeader, ResponseHeader, TopicName,
+    ApiKey, CreateTopicsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest,
+    MetadataResponse, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
@@ -29,6 +31,7 @@ pub const FETCH_VERSION: i16 = 12;
 pub const LIST_OFFSETS_VERSION: i16 = 7;
 pub const CREATE_TOPICS_VERSION: i16 = 7;
 pub const INIT_PRODUCER_ID_VERSION: i16 = 4;
+pub const METADATA_VERSION: i16 = 12;
 
 /// Bound on any single request round trip (long polls included).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -103,6 +106,96 @@ pub fn encode_batch(records: &[TestRecord], compression: Compression, idempotenc
     bytes
 }
 
+/// One record batch read back, with the header fields the invariant checks need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedBatch {
+    pub base_offset: i64,
+    /// `base_offset + lastOffsetDelta`.
+    pub last_offset: i64,
+    /// Stamped by the leader that appended the batch.
+    pub partition_leader_epoch: i32,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records: Vec<FetchedRecord>,
+}
+
+/// Decodes every whole batch in a fetched `records` blob, keeping the batch headers. A
+/// truncated batch at the end (which a Kafka broker may send) is ignored.
+pub fn decode_batches(mut data: Bytes) -> anyhow::Result<Vec<FetchedBatch>> {
+    // baseOffset (8) + batchLength (4): the length counts the bytes after these 12.
+    const LOG_OVERHEAD: usize = 12;
+    const HEADER_BYTES: usize = 61;
+    let mut out = Vec::new();
+    while data.len() >= LOG_OVERHEAD {
+        let batch_length = i32::from_be_bytes(data[8..12].try_into().expect("4 bytes"));
+        ensure!(batch_length >= 0, "negative batch length {batch_length}");
+        let size = LOG_OVERHEAD + batch_length as usize;
+        if data.len() < size {
+            break;
+        }
+        ensure!(size >= HEADER_BYTES, "record batch of {size} bytes is shorter than its header");
+        let batch = data.split_to(size);
+        let last_offset_delta = i32::from_be_bytes(batch[23..27].try_into().expect("4 bytes"));
+        let info = RecordBatchDecoder::decode_batch_info(&mut batch.clone())
+            .context("decoding a record batch header")?
+            .into_iter()
+            .next()
+            .context("no batch header")?;
+        let records = decode_records(batch)?;
+        out.push(FetchedBatch {
+            base_offset: info.min_offset,
+            last_offset: info.min_offset + i64::from(last_offset_delta),
+            partition_leader_epoch: info.partition_leader_epoch,
+            producer_id: info.producer_id,
+            producer_epoch: info.producer_epoch,
+            base_sequence: info.base_sequence,
+            records,
+        });
+    }
+    Ok(out)
+}
+
+/// One partition's leader as a Metadata response names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionLeader {
+    pub partition: i32,
+    pub error_code: i16,
+    /// -1 when there is none.
+    pub leader_id: i32,
+    pub leader_epoch: i32,
+}
+
+/// A Metadata answer about one topic: every broker (id → `host:port`) and each partition's
+/// leader.
+#[derive(Debug, Clone, Default)]
+pub struct TopicMetadata {
+    pub brokers: BTreeMap<i32, String>,
+    pub error_code: i16,
+    pub partitions: Vec<PartitionLeader>,
+}
+
+impl TopicMetadata {
+    pub fn partition(&self, partition: i32) -> Option<&PartitionLeader> {
+        self.partitions.iter().find(|p| p.partition == partition)
+    }
+
+    /// The leader of `partition` and its address, if the partition has a leader that is listed
+    /// among the brokers.
+    pub fn leader(&self, partition: i32) -> Option<(i32, &str)> {
+        let p = self.partition(partition)?;
+        if p.error_code != 0 || p.leader_id < 0 {
+            return None;
+        }
+        self.brokers.get(&p.leader_id).map(|addr| (p.leader_id, addr.as_str()))
+    }
+
+    /// Partitions led by `broker`.
+    pub fn led_by(&self, broker: i32) -> Vec<i32> {
+        self.partitions.iter().filter(|p| p.error_code == 0 && p.leader_id == broker).map(|p| p.partition).collect()
+    }
+}
+
 /// Decodes every batch in a fetched `records` blob.
 pub fn decode_records(mut data: Bytes) -> anyhow::Result<Vec<FetchedRecord>> {
     let mut out = Vec::new();
@@ -127,6 +220,7 @@ pub fn decode_records(mut data: Bytes) -> anyhow::Result<Vec<FetchedRecord>> {
 pub struct Client {
     stream: TcpStream,
     next_correlation_id: i32,
+    request_timeout: Duration,
 }
 
 impl Client {
@@ -136,7 +230,13 @@ impl Client {
             .with_context(|| format!("connect to {addr} timed out"))?
             .with_context(|| format!("connect to {addr}"))?;
         stream.set_nodelay(true)?;
-        Ok(Self { stream, next_correlation_id: 1 })
+        Ok(Self { stream, next_correlation_id: 1, request_timeout: REQUEST_TIMEOUT })
+    }
+
+    /// Bounds each later round trip on this connection ([`REQUEST_TIMEOUT`] by default). Cluster
+    /// clients use a short one so that a frozen (SIGSTOP) broker does not hold them for long.
+    pub fn set_request_timeout(&mut self, timeout: Duration) {
+        self.request_timeout = timeout;
     }
 
     /// Sends one typed request and decodes its response.
@@ -152,9 +252,10 @@ impl Client {
         header.encode(&mut body, R::header_version(version))?;
         request.encode(&mut body, version)?;
         self.write_frame(&body).await?;
-        let mut frame = tokio::time::timeout(REQUEST_TIMEOUT, self.read_frame())
+        let timeout = self.request_timeout;
+        let mut frame = tokio::time::timeout(timeout, self.read_frame())
             .await
-            .with_context(|| format!("no response to API {} v{version} within {REQUEST_TIMEOUT:?}", R::KEY))??
+            .with_context(|| format!("no response to API {} v{version} within {timeout:?}", R::KEY))??
             .with_context(|| format!("connection closed before the response to API {} v{version}", R::KEY))?;
         let response_header =
             ResponseHeader::decode(&mut frame, <R::Response as HeaderVersion>::header_version(version))?;
@@ -361,6 +462,63 @@ impl Client {
             }
             ensure!(next > before, "fetch {topic}/{partition} at {before} made no progress (hwm {end})");
         }
+    }
+
+    /// Like [`Self::fetch_all`], keeping the record batches (whole batches, from the one that
+    /// holds `from`) up to the high watermark at the first fetch. Fails on any partition error.
+    pub async fn fetch_batches(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+    ) -> anyhow::Result<(Vec<FetchedBatch>, i64)> {
+        let mut out = Vec::new();
+        let mut next = from;
+        let mut hwm = None;
+        loop {
+            let p = self.fetch(topic, partition, next, 0, 0).await?;
+            ensure!(p.error_code == 0, "fetch {topic}/{partition} at {next}: error {}", p.error_code);
+            let end = *hwm.get_or_insert(p.high_watermark);
+            if next >= end {
+                return Ok((out, end));
+            }
+            let before = next;
+            for b in decode_batches(p.records.unwrap_or_default())? {
+                if b.last_offset >= next && b.base_offset < end {
+                    next = b.last_offset + 1;
+                    out.push(b);
+                }
+            }
+            ensure!(next > before, "fetch {topic}/{partition} at {before} made no progress (hwm {end})");
+        }
+    }
+
+    /// Metadata for `topics` (`None`: all topics), never creating topics.
+    pub async fn metadata(&mut self, topics: Option<&[&str]>) -> anyhow::Result<MetadataResponse> {
+        let req = MetadataRequest::default()
+            .with_topics(topics.map(|names| {
+                names.iter().map(|n| MetadataRequestTopic::default().with_name(Some(topic_name(n)))).collect()
+            }))
+            .with_allow_auto_topic_creation(false);
+        self.send(&req, METADATA_VERSION).await
+    }
+
+    /// Metadata for one topic, as brokers and partition leaders.
+    pub async fn topic_metadata(&mut self, topic: &str) -> anyhow::Result<TopicMetadata> {
+        let resp = self.metadata(Some(&[topic])).await?;
+        let brokers = resp.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port))).collect();
+        let t = resp.topics.into_iter().next().context("Metadata response without the topic")?;
+        let partitions = t
+            .partitions
+            .iter()
+            .map(|p| PartitionLeader {
+                partition: p.partition_index,
+                error_code: p.error_code,
+                leader_id: p.leader_id.0,
+                leader_epoch: p.leader_epoch,
+            })
+            .collect();
+        Ok(TopicMetadata { brokers, error_code: t.error_code, partitions })
     }
 
     /// ListOffsets for one partition: (error code, offset, timestamp).

@@ -1,5 +1,6 @@
-//! Black-box test support: a `skiff dev` child process ([`SkiffProcess`]) and a minimal Kafka
-//! client built on `kafka-protocol` ([`client`]).
+//! Black-box test support: a `skiff dev` child process ([`SkiffProcess`]), a multi-process
+//! cluster ([`cluster`]), a minimal Kafka client built on `kafka-protocol` ([`client`]), load
+//! ([`load`]) and the invariant checker ([`invariants`]).
 //!
 //! Every broker gets its own temporary data directory and ephemeral ports, so tests run in
 //! parallel. The broker's stderr goes to a file in that directory; if a test panics while a
@@ -8,7 +9,9 @@
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
 pub mod client;
+pub mod cluster;
 pub mod compat;
+pub mod invariants;
 pub mod load;
 pub mod minio;
 
