@@ -138,7 +138,7 @@ impl RemoteController {
         let idempotent = matches!(cmd, Command::RegisterBroker(_) | Command::FenceBroker { .. });
         let deadline = Instant::now() + SUBMIT_TIMEOUT;
         let req = Request::Broker(BrokerRequest::Submit(cmd));
-        let mut last_error = String::new();
+        let mut last_error;
         let (result, index) = loop {
             let outcome = self.call_leader(&req, SUBMIT_ATTEMPT_TIMEOUT).await;
             match outcome {

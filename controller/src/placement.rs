@@ -255,7 +255,8 @@ mod tests {
         }
         topic(&mut s, "t", 12);
         assert_eq!(leaders(&s), BTreeMap::from([(1, 4), (2, 4), (3, 4)]));
-        let epochs_before: Vec<i32> = s.topics["t"].partitions.iter().map(|p| p.leader_epoch).collect();
+        let before_fence: Vec<(i32, i32)> =
+            s.topics["t"].partitions.iter().map(|p| (p.leader, p.leader_epoch)).collect();
 
         // A stale fence (old incarnation) changes nothing.
         let before = s.clone();
@@ -265,8 +266,12 @@ mod tests {
         s.apply(&fence(2, 1));
         assert!(!s.is_live(2));
         assert_eq!(leaders(&s), BTreeMap::from([(1, 6), (3, 6)]));
-        for (p, before) in s.topics["t"].partitions.iter().zip(&epochs_before) {
-            assert_eq!(p.leader_epoch > *before, true, "moved partitions get a new epoch");
+        for (p, (leader, epoch)) in s.topics["t"].partitions.iter().zip(&before_fence) {
+            if *leader == 2 {
+                assert!(p.leader_epoch > *epoch, "moved partitions get a new epoch");
+            } else {
+                assert_eq!(p.leader_epoch, *epoch, "others keep theirs");
+            }
         }
         // Shards all on live brokers.
         assert!(s.groups.shards.values().all(|a| a.broker_id == 1 || a.broker_id == 3));
