@@ -14,6 +14,7 @@
 //!   snapshot from the leader replaces the whole state (then it jumps forward);
 //! * a snapshot file's state is exactly the state after applying `meta.last_log_id`.
 
+use std::collections::VecDeque;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::error::ControllerError;
-use crate::metadata::{CommandResult, MetadataState};
+use crate::metadata::{Command, CommandResult, MetadataState};
 use crate::raft::TypeConfig;
 use crate::raft::fs::{corrupt, create_dir, read_optional, write_atomic};
 
@@ -73,6 +74,51 @@ impl SnapshotStore {
     }
 }
 
+/// How many recently applied entries are kept for brokers replaying the log; a broker further
+/// behind gets the whole state instead.
+pub(crate) const JOURNAL_ENTRIES: usize = 20_000;
+
+/// Recently applied entries (their commands), contiguous by log index, ending at `last`.
+/// Changed only while the state's write lock is held, so a reader holding the state's read
+/// lock sees a journal that matches the state exactly.
+#[derive(Default)]
+pub(crate) struct Journal {
+    pub(crate) entries: VecDeque<(u64, Arc<Vec<Command>>)>,
+    /// The log index the state reflects.
+    pub(crate) last: u64,
+}
+
+impl Journal {
+    fn push(&mut self, index: u64, commands: Vec<Command>) {
+        if self.entries.back().is_some_and(|(i, _)| *i + 1 != index) {
+            // Not contiguous (cannot happen in log order): start over from here.
+            self.entries.clear();
+        }
+        self.entries.push_back((index, Arc::new(commands)));
+        while self.entries.len() > JOURNAL_ENTRIES {
+            self.entries.pop_front();
+        }
+        self.last = index;
+    }
+
+    /// The entries after `from`, at most `max`, if the journal still holds all of them.
+    pub(crate) fn since(&self, from: u64, max: usize) -> Option<Vec<(u64, Arc<Vec<Command>>)>> {
+        if from >= self.last {
+            return Some(Vec::new());
+        }
+        let first = self.entries.front()?.0;
+        if from + 1 < first {
+            return None;
+        }
+        let skip = (from + 1 - first) as usize;
+        Some(self.entries.iter().skip(skip).take(max).cloned().collect())
+    }
+}
+
+pub(crate) fn lock_journal(j: &Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
+    j.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The state machine handed to openraft.
 pub(crate) struct StateMachine {
     state: Arc<RwLock<MetadataState>>,
@@ -80,12 +126,14 @@ pub(crate) struct StateMachine {
     last_membership: StoredMembership<NodeId, BasicNode>,
     applied_tx: watch::Sender<u64>,
     snapshots: Arc<SnapshotStore>,
+    journal: Arc<Mutex<Journal>>,
 }
 
 /// What the rest of the controller needs to read the state machine.
 pub(crate) struct StateMachineParts {
     pub(crate) state: Arc<RwLock<MetadataState>>,
     pub(crate) applied: watch::Receiver<u64>,
+    pub(crate) journal: Arc<Mutex<Journal>>,
 }
 
 fn write_lock(state: &RwLock<MetadataState>) -> std::sync::RwLockWriteGuard<'_, MetadataState> {
@@ -115,14 +163,17 @@ impl StateMachine {
         let last_membership = meta.as_ref().map(|m| m.last_membership.clone()).unwrap_or_default();
         let (applied_tx, applied_rx) = watch::channel(last_applied.map_or(0, |l| l.index));
         let state = Arc::new(RwLock::new(state));
+        let journal =
+            Arc::new(Mutex::new(Journal { entries: VecDeque::new(), last: last_applied.map_or(0, |l| l.index) }));
         let sm = StateMachine {
             state: state.clone(),
             last_applied,
             last_membership,
             applied_tx,
             snapshots: Arc::new(SnapshotStore { path, current: Mutex::new(meta) }),
+            journal: journal.clone(),
         };
-        Ok((sm, StateMachineParts { state, applied: applied_rx }))
+        Ok((sm, StateMachineParts { state, applied: applied_rx, journal }))
     }
 
     /// True when no snapshot exists and nothing was applied.
@@ -184,18 +235,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut results = Vec::new();
         for entry in entries {
             self.last_applied = Some(entry.log_id);
-            let result = match entry.payload {
-                EntryPayload::Blank => Vec::new(),
-                EntryPayload::Normal(batch) => {
-                    // One lock per entry: readers see a batch entirely or not at all.
-                    let mut state = write_lock(&self.state);
-                    batch.0.iter().map(|cmd| state.apply(cmd)).collect()
-                }
+            // One lock per entry: readers see a batch entirely or not at all, and the journal
+            // always matches the state.
+            let mut state = write_lock(&self.state);
+            let (result, commands) = match entry.payload {
+                EntryPayload::Blank => (Vec::new(), Vec::new()),
+                EntryPayload::Normal(batch) => (batch.0.iter().map(|cmd| state.apply(cmd)).collect(), batch.0),
                 EntryPayload::Membership(m) => {
                     self.last_membership = StoredMembership::new(Some(entry.log_id), m);
-                    Vec::new()
+                    (Vec::new(), Vec::new())
                 }
             };
+            lock_journal(&self.journal).push(entry.log_id.index, commands);
+            drop(state);
             results.push(result);
         }
         if let Some(last) = self.last_applied {
@@ -238,7 +290,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(|e| snapshot_err(&e))?;
         tracing::info!(%meta, "installed metadata snapshot");
 
-        *write_lock(&self.state) = file.state;
+        {
+            let mut state = write_lock(&self.state);
+            *state = file.state;
+            let mut journal = lock_journal(&self.journal);
+            journal.entries.clear();
+            journal.last = meta.last_log_id.map_or(0, |l| l.index);
+        }
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
         self.applied_tx.send_replace(meta.last_log_id.map_or(0, |l| l.index));
