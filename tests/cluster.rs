@@ -20,9 +20,10 @@
 //!
 //! Profiles (`SKIFF_CLUSTER_PROFILE`):
 //! - `short` (default, part of `cargo test --workspace` / `scripts/test.sh`): 20 failover
-//!   kills, one rolling restart, 2 controller kills, 14 chaos steps; about 3-4 minutes.
-//! - `long`: 100 failover kills, 3 rolling restarts, 10 controller kills, 80 chaos steps:
-//!   `SKIFF_CLUSTER_PROFILE=long cargo test --release --test cluster -- --nocapture`
+//!   kills, 2 rolling restarts, 3 controller kills, 2 freezes, 30 chaos steps; 2-3 minutes.
+//! - `long`: 100 failover kills, 5 rolling restarts, 10 controller kills, 5 freezes, 150
+//!   chaos steps (10 minutes at most for the chaos):
+//!   `SKIFF_CLUSTER_PROFILE=long cargo test --test cluster -- --nocapture`
 //!
 //! Randomized choices (which broker to kill, the chaos schedule) come from one seed per test,
 //! printed at the start and again on failure; `SKIFF_TEST_SEED=<seed>` replays the same
@@ -54,6 +55,7 @@ struct Profile {
     failover_budget: Duration,
     rolling_rounds: usize,
     controller_kills: usize,
+    freezes: usize,
     chaos_steps: usize,
     chaos_budget: Duration,
 }
@@ -65,18 +67,20 @@ impl Profile {
                 name: "long",
                 failover_kills: 100,
                 failover_budget: Duration::from_secs(1200),
-                rolling_rounds: 3,
+                rolling_rounds: 5,
                 controller_kills: 10,
-                chaos_steps: 80,
+                freezes: 5,
+                chaos_steps: 150,
                 chaos_budget: Duration::from_secs(600),
             },
             Ok("short") | Err(_) => Profile {
                 name: "short",
                 failover_kills: 20,
                 failover_budget: Duration::from_secs(150),
-                rolling_rounds: 1,
-                controller_kills: 2,
-                chaos_steps: 14,
+                rolling_rounds: 2,
+                controller_kills: 3,
+                freezes: 2,
+                chaos_steps: 30,
                 chaos_budget: Duration::from_secs(60),
             },
             Ok(other) => panic!("SKIFF_CLUSTER_PROFILE must be short or long, not {other:?}"),
@@ -253,8 +257,14 @@ fn rolling_restart_under_load() {
                 cluster.log_tail(broker, 60)
             );
             cluster.start_node(broker);
-            let index = load.routing.ack_count();
-            ok(load.wait_all_acked(index, Duration::from_secs(30)));
+            // A broker that joins receives partitions.
+            assert!(
+                wait_leads_again(&cluster, topic, broker.id(), Duration::from_secs(10)),
+                "round {round}: restarted {broker} leads no partition after 10 s"
+            );
+            ok(load.wait_all_acked(load.routing.ack_count(), Duration::from_secs(30)));
+            // Some load on the new placement before the next broker goes.
+            std::thread::sleep(Duration::from_millis(500));
         }
     }
     // The longest time any partition went without an acknowledgement during the restarts.
@@ -335,8 +345,7 @@ fn frozen_broker_is_fenced_and_never_writes_in_a_stale_epoch() {
     let topic = "frozen";
     let session = Duration::from_millis(1000);
     let (mut cluster, load) = cluster_with_load(topic, |s| s.session_timeout = Some(session));
-    let rounds = if profile.name == "long" { 5 } else { 1 };
-    for round in 0..rounds {
+    for round in 0..profile.freezes {
         let md = ok(cluster.wait_leaders(topic, PARTITIONS, &[], Duration::from_secs(30)));
         let victim = *rng.pick(&leading_brokers(&cluster, &md));
         let moved = md.led_by(victim);
