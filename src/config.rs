@@ -57,11 +57,25 @@ pub struct ControllerSection {
     pub session_timeout_ms: u64,
     /// Snapshot the metadata and purge the Raft log after this many entries. Default 10,000.
     pub snapshot_every_entries: u64,
+    /// Copy every snapshot this controller builds to object storage (`storage`, under
+    /// `controller/snapshots/`), keeping the newest few. Default true when `storage` is set.
+    pub copy_snapshots: bool,
+    /// On a pristine data dir, start from the newest snapshot copy in object storage
+    /// (rebuilding a lost quorum, docs/cluster.md). Default false.
+    pub restore_from_storage: bool,
 }
 
 impl Default for ControllerSection {
     fn default() -> Self {
-        Self { node_id: 1, listen: None, voters: Vec::new(), session_timeout_ms: 1000, snapshot_every_entries: 10_000 }
+        Self {
+            node_id: 1,
+            listen: None,
+            voters: Vec::new(),
+            session_timeout_ms: 1000,
+            snapshot_every_entries: 10_000,
+            copy_snapshots: true,
+            restore_from_storage: false,
+        }
     }
 }
 

@@ -53,6 +53,13 @@ struct ClusterArgs {
     /// Heartbeat interval of a broker. [default: 200]
     #[arg(long, env = "SKIFF_HEARTBEAT_INTERVAL_MS")]
     heartbeat_interval_ms: Option<u64>,
+    /// Snapshot the metadata after this many Raft entries (controller role). [default: 10000]
+    #[arg(long, env = "SKIFF_SNAPSHOT_EVERY_ENTRIES")]
+    snapshot_every_entries: Option<u64>,
+    /// On an empty data dir, start from the newest controller snapshot copied to --storage
+    /// (rebuilding a lost quorum; see docs/cluster.md).
+    #[arg(long, env = "SKIFF_RESTORE_FROM_STORAGE")]
+    restore_from_storage: bool,
 }
 
 #[derive(Args, Debug)]
@@ -89,6 +96,12 @@ impl ClusterArgs {
         }
         if let Some(v) = self.heartbeat_interval_ms {
             c.broker.heartbeat_interval_ms = v;
+        }
+        if let Some(v) = self.snapshot_every_entries {
+            c.controller.snapshot_every_entries = v;
+        }
+        if self.restore_from_storage {
+            c.controller.restore_from_storage = true;
         }
         Ok(c)
     }

@@ -104,10 +104,26 @@ pub async fn run_node(
         );
         cc.session_timeout = Some(Duration::from_millis(config.controller.session_timeout_ms));
         cc.snapshot_every_entries = config.controller.snapshot_every_entries;
+        // Snapshot copies go to the object storage when one is configured for this node.
+        let snapshot_storage = match &config.storage {
+            Some(_) if config.controller.copy_snapshots || config.controller.restore_from_storage => {
+                let st = open_storage(&config)?;
+                st.check().await.with_context(|| format!("object storage {} is not usable", config.storage_url()))?;
+                Some(st)
+            }
+            _ => None,
+        };
+        if config.controller.restore_from_storage {
+            let st = snapshot_storage.as_ref().context("--restore-from-storage needs --storage")?;
+            restore_from_storage(st, &cc.data_dir).await?;
+        }
         info!(node_id = cc.node_id, listen = %listen, voters = ?voters, "starting controller");
         let c = Controller::start(cc, voters.clone(), listener, controller_token.clone())
             .await
             .context("starting the controller")?;
+        if let Some(st) = snapshot_storage.filter(|_| config.controller.copy_snapshots) {
+            tokio::spawn(copy_snapshots(c.clone(), st, config.controller.node_id, controller_token.clone()));
+        }
         controller = Some(c);
     }
     let result = if roles.broker {
@@ -412,4 +428,72 @@ async fn heartbeat_loop(
             }
         }
     }
+}
+
+/// Object-storage directory of controller snapshot copies.
+const SNAPSHOT_DIR: &str = "controller/snapshots";
+/// Copies kept per controller.
+const SNAPSHOT_COPIES_KEPT: usize = 3;
+
+/// Copies every snapshot `controller` builds to `storage` as
+/// `controller/snapshots/<index>-<term>-n<node>.json`, keeping this node's newest few.
+async fn copy_snapshots(
+    controller: Controller,
+    storage: skiff_storage::ObjectStorage,
+    node_id: u64,
+    stop: CancellationToken,
+) {
+    let mut built = controller.built_snapshots();
+    loop {
+        tokio::select! {
+            changed = built.changed() => if changed.is_err() { return },
+            () = stop.cancelled() => return,
+        }
+        let Some((name, bytes)) = built.borrow_and_update().clone() else { continue };
+        let key = storage.child_key(&format!("{SNAPSHOT_DIR}/{name}-n{node_id}.json"));
+        match storage.put_new(&key, bytes::Bytes::from(bytes.to_vec())).await {
+            Ok(()) => info!(key = %key, bytes = bytes.len(), "controller snapshot copied to object storage"),
+            Err(e) => {
+                warn!(key = %key, error = %e, "copying the controller snapshot failed; the next one will be tried");
+                continue;
+            }
+        }
+        // Keep this node's newest copies (names sort by log index).
+        let suffix = format!("-n{node_id}.json");
+        match storage.list(SNAPSHOT_DIR).await {
+            Ok(mut mine) => {
+                mine.retain(|o| o.key.ends_with(&suffix));
+                mine.sort_by(|a, b| a.key.cmp(&b.key));
+                let excess = mine.len().saturating_sub(SNAPSHOT_COPIES_KEPT);
+                for old in &mine[..excess] {
+                    if let Err(e) = storage.delete(&old.key).await {
+                        warn!(key = %old.key, error = %e, "deleting an old snapshot copy failed");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "listing snapshot copies failed"),
+        }
+    }
+}
+
+/// Seeds a pristine controller data dir with the newest snapshot copy in `storage`.
+async fn restore_from_storage(
+    storage: &skiff_storage::ObjectStorage,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let copies = storage.list(SNAPSHOT_DIR).await.context("listing controller snapshot copies")?;
+    let newest = copies
+        .iter()
+        .filter(|o| o.key.ends_with(".json"))
+        .max_by(|a, b| snapshot_name(&a.key).cmp(snapshot_name(&b.key)))
+        .context("no controller snapshot copy in object storage to restore from")?;
+    let bytes = storage.get(&newest.key).await.with_context(|| format!("reading {}", newest.key))?;
+    Controller::restore_snapshot(data_dir, &bytes).context("restoring the controller snapshot")?;
+    info!(key = %newest.key, bytes = bytes.len(), "controller restored from a snapshot copy in object storage");
+    Ok(())
+}
+
+/// The `<index>-<term>` part of a copy's key (sorts by log index).
+fn snapshot_name(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
 }

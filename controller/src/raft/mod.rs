@@ -142,6 +142,8 @@ pub struct Controller {
 
 struct Inner {
     node_id: u64,
+    /// Snapshots this node built: (name, bytes).
+    built: watch::Receiver<Option<(String, Arc<Vec<u8>>)>>,
     raft: Raft<TypeConfig>,
     metadata: MetadataHandle,
     /// Submits, the broker-facing RPCs and heartbeat bookkeeping.
@@ -246,7 +248,8 @@ impl Controller {
         }
         // Owned through `stopped`: it reports its end there and every shutdown call awaits it.
         tokio::spawn(stop_when_cancelled(raft.clone(), stop.clone(), tasks, writer_done, stopped_tx));
-        let inner = Inner { node_id: config.node_id, raft, metadata, service, stop, stopped };
+        let inner =
+            Inner { node_id: config.node_id, built: parts.built.clone(), raft, metadata, service, stop, stopped };
         Ok((Controller { inner: Arc::new(inner) }, pristine))
     }
 
@@ -414,6 +417,19 @@ impl Controller {
 
     pub fn metadata(&self) -> MetadataHandle {
         self.inner.metadata.clone()
+    }
+
+    /// Snapshots as this node builds them: `(name, bytes)`, the name sorting by log index.
+    /// The bytes are exactly the `current.json` file a restored controller starts from.
+    pub fn built_snapshots(&self) -> watch::Receiver<Option<(String, Arc<Vec<u8>>)>> {
+        self.inner.built.clone()
+    }
+
+    /// Installs `bytes` (a snapshot from [`Self::built_snapshots`], e.g. copied back from
+    /// object storage) as the snapshot of a pristine controller data dir, so the controller
+    /// starts from it. Refuses a data dir that already has a log or snapshot.
+    pub fn restore_snapshot(data_dir: &std::path::Path, bytes: &[u8]) -> Result<(), ControllerError> {
+        state_machine::restore(&data_dir.join("snapshots"), &data_dir.join("log"), bytes)
     }
 
     /// This node's Raft id.

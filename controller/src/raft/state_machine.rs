@@ -45,6 +45,8 @@ struct SnapshotFile {
 /// The snapshot directory and the metadata of the snapshot currently in it.
 struct SnapshotStore {
     path: PathBuf,
+    /// The latest locally built snapshot (name, file bytes), for copies to object storage.
+    built: watch::Sender<Option<(String, Arc<Vec<u8>>)>>,
     /// Guards replacing the file and reading it together with its meta.
     current: Mutex<Option<Meta>>,
 }
@@ -134,6 +136,7 @@ pub(crate) struct StateMachineParts {
     pub(crate) state: Arc<RwLock<MetadataState>>,
     pub(crate) applied: watch::Receiver<u64>,
     pub(crate) journal: Arc<Mutex<Journal>>,
+    pub(crate) built: watch::Receiver<Option<(String, Arc<Vec<u8>>)>>,
 }
 
 fn write_lock(state: &RwLock<MetadataState>) -> std::sync::RwLockWriteGuard<'_, MetadataState> {
@@ -163,6 +166,7 @@ impl StateMachine {
         let last_membership = meta.as_ref().map(|m| m.last_membership.clone()).unwrap_or_default();
         let (applied_tx, applied_rx) = watch::channel(last_applied.map_or(0, |l| l.index));
         let state = Arc::new(RwLock::new(state));
+        let (built_tx, built) = watch::channel(None);
         let journal =
             Arc::new(Mutex::new(Journal { entries: VecDeque::new(), last: last_applied.map_or(0, |l| l.index) }));
         let sm = StateMachine {
@@ -170,10 +174,10 @@ impl StateMachine {
             last_applied,
             last_membership,
             applied_tx,
-            snapshots: Arc::new(SnapshotStore { path, current: Mutex::new(meta) }),
+            snapshots: Arc::new(SnapshotStore { path, current: Mutex::new(meta), built: built_tx }),
             journal: journal.clone(),
         };
-        Ok((sm, StateMachineParts { state, applied: applied_rx, journal }))
+        Ok((sm, StateMachineParts { state, applied: applied_rx, journal, built }))
     }
 
     /// True when no snapshot exists and nothing was applied.
@@ -214,6 +218,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .map_err(|e| StorageIOError::<NodeId>::write_snapshot(None, AnyError::new(&e)))?
         .map_err(|e| snapshot_err(&e))?;
         tracing::info!(%meta, bytes = bytes.len(), "built metadata snapshot");
+        let name = match meta.last_log_id {
+            // Zero-padded so names sort by index.
+            Some(l) => format!("{:020}-{}", l.index, l.leader_id.term),
+            None => "00000000000000000000-0".to_string(),
+        };
+        self.snapshots.built.send_replace(Some((name, Arc::new(bytes.clone()))));
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
 }
@@ -311,4 +321,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| StorageError::from(StorageIOError::<NodeId>::read_snapshot(None, AnyError::new(&e))))?;
         Ok(current.map(|(meta, bytes)| Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
     }
+}
+
+/// Writes `bytes` as the snapshot of a pristine controller (rebuilding a cluster from the copy
+/// in object storage). Checked: the bytes must decode as a snapshot, and neither a snapshot
+/// nor a Raft log may exist yet.
+pub(crate) fn restore(dir: &Path, log_dir: &Path, bytes: &[u8]) -> Result<(), ControllerError> {
+    let path = dir.join("current.json");
+    let file: SnapshotFile =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(&path, format!("snapshot to restore: {e}")))?;
+    if read_optional(&path)?.is_some() {
+        return Err(corrupt(&path, "refusing to restore over an existing snapshot"));
+    }
+    let has_log = std::fs::read_dir(log_dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if has_log {
+        return Err(corrupt(log_dir, "refusing to restore into a controller that has a Raft log"));
+    }
+    create_dir(dir)?;
+    write_atomic(&path, bytes)?;
+    tracing::info!(meta = %file.meta, "restored a metadata snapshot from a copy");
+    Ok(())
 }
