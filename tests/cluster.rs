@@ -11,6 +11,8 @@
 //!   turn; clients see only retriable errors.
 //! - `controller_leader_sigkill_under_load`: SIGKILL the Raft leader; a new one is elected,
 //!   produce resumes, the old one restarts and catches up.
+//! - `wiped_controller_rejoins_from_a_snapshot`: a voter whose data directory was deleted
+//!   rejoins from the leader's snapshot and then carries commits.
 //! - `frozen_broker_is_fenced_and_never_writes_in_a_stale_epoch`: SIGSTOP a broker for longer
 //!   than the session timeout; its partitions move; after SIGCONT it must not append in its
 //!   old epoch (the checker proves it) and it serves again.
@@ -331,6 +333,62 @@ fn controller_leader_sigkill_under_load() {
     let (resume, _) = distribution("controller failover kill->every-partition-produced", &resumes);
     let outcome = ok(load.finish(&cluster));
     eprintln!("{election}\n{resume}\ncontroller_leader_sigkill_under_load: {}", outcome.describe());
+}
+
+/// A voter that lost its disk rejoins: SIGKILL controller 1 (the lowest id, which initializes
+/// a fresh quorum), delete its data directory, start it again: it must catch up from the
+/// leader's snapshot (snapshots every 50 entries here) without re-initializing. Then the leader
+/// is killed, so the rejoined voter is needed for every commit; nothing is lost.
+#[test]
+fn wiped_controller_rejoins_from_a_snapshot() {
+    let profile = Profile::from_env();
+    let _serial = one_at_a_time();
+    let _seed = Seed::new("wiped_controller_rejoins_from_a_snapshot", &profile);
+    let topic = "wiped";
+    let (mut cluster, load) =
+        cluster_with_load(topic, |s| s.controller_args = vec!["--snapshot-every-entries".into(), "50".into()]);
+    // Enough commits for several snapshots (and purged logs) on every voter.
+    ok(cluster.wait_controller_leader(Duration::from_secs(15), None));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster
+        .controller_leader()
+        .and_then(|l| cluster.raft_status(NodeRef::Controller(l)))
+        .is_none_or(|s| s.applied_index < 300)
+    {
+        assert!(Instant::now() < deadline, "fewer than 300 Raft entries applied within 30 s under load");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let wiped = NodeRef::Controller(1);
+    cluster.kill(wiped);
+    cluster.wipe(wiped);
+    let leader = ok(cluster.wait_controller_leader(Duration::from_secs(15), Some(1)));
+    cluster.start_node(wiped);
+    let caught_up = Instant::now();
+    let deadline = caught_up + Duration::from_secs(30);
+    loop {
+        let target = cluster.raft_status(NodeRef::Controller(leader)).map(|s| s.commit_index);
+        let status = cluster.raft_status(wiped);
+        if let (Some(t), Some(s)) = (target, status)
+            && s.applied_index >= t
+        {
+            cluster.event(format!("wiped controller 1 caught up after {} ms: {s:?}", ms(caught_up.elapsed())));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "wiped controller 1 did not catch up within 30 s ({status:?}, leader commit {target:?})\n{}",
+            cluster.log_tail(wiped, 60)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Now commits need the rejoined voter.
+    cluster.kill(NodeRef::Controller(leader));
+    ok(cluster.wait_controller_leader(Duration::from_secs(15), Some(leader)));
+    ok(load.wait_all_acked(load.routing.ack_count(), Duration::from_secs(30)));
+    cluster.start_node(NodeRef::Controller(leader));
+    ok(load.wait_all_acked(load.routing.ack_count(), Duration::from_secs(30)));
+    let outcome = ok(load.finish(&cluster));
+    eprintln!("wiped_controller_rejoins_from_a_snapshot: {}", outcome.describe());
 }
 
 /// (c) SIGSTOP a broker that leads partitions for longer than the session timeout: it is

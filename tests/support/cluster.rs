@@ -86,11 +86,20 @@ pub struct ClusterSpec {
     pub session_timeout: Option<Duration>,
     /// Extra flags for every broker.
     pub broker_args: Vec<String>,
+    /// Extra flags for every controller.
+    pub controller_args: Vec<String>,
 }
 
 impl ClusterSpec {
     pub fn new(name: &str, controllers: usize, brokers: usize) -> Self {
-        Self { name: name.to_string(), controllers, brokers, session_timeout: None, broker_args: Vec::new() }
+        Self {
+            name: name.to_string(),
+            controllers,
+            brokers,
+            session_timeout: None,
+            broker_args: Vec::new(),
+            controller_args: Vec::new(),
+        }
     }
 }
 
@@ -397,6 +406,17 @@ impl Cluster {
         self.await_ready(node);
     }
 
+    /// Deletes a node's data directory (Raft log, snapshots): a disk lost with the node. The
+    /// node must be down.
+    pub fn wipe(&mut self, node: NodeRef) {
+        assert_eq!(self.state(node), NodeState::Down, "wipe: {node} is not down");
+        let data = self.node(node).data_dir();
+        if data.exists() {
+            std::fs::remove_dir_all(&data).expect("remove data directory");
+        }
+        self.event(format!("wiped the data directory of {node}"));
+    }
+
     /// Terminates a running node gracefully (a stopped one is killed), then starts it again.
     pub fn restart(&mut self, node: NodeRef) {
         match self.state(node) {
@@ -590,6 +610,7 @@ impl Cluster {
                 if let Some(t) = self.spec.session_timeout {
                     cmd.args(["--session-timeout-ms", &t.as_millis().to_string()]);
                 }
+                cmd.args(&self.spec.controller_args);
             }
             NodeRef::Broker(id) => {
                 cmd.arg("broker").args(["--node-id", &id.to_string()]);
