@@ -58,6 +58,9 @@ struct Profile {
     rolling_rounds: usize,
     controller_kills: usize,
     freezes: usize,
+    /// The wiped voter's snapshot must reach this size first (openraft sends snapshots in
+    /// 3 MiB chunks: above that, more than one).
+    wipe_snapshot_bytes: u64,
     chaos_steps: usize,
     chaos_budget: Duration,
 }
@@ -72,6 +75,7 @@ impl Profile {
                 rolling_rounds: 5,
                 controller_kills: 10,
                 freezes: 5,
+                wipe_snapshot_bytes: 4 << 20,
                 chaos_steps: 150,
                 chaos_budget: Duration::from_secs(600),
             },
@@ -82,6 +86,7 @@ impl Profile {
                 rolling_rounds: 2,
                 controller_kills: 3,
                 freezes: 2,
+                wipe_snapshot_bytes: 0,
                 chaos_steps: 30,
                 chaos_budget: Duration::from_secs(60),
             },
@@ -232,7 +237,7 @@ fn broker_crash_failover() {
     let (kill_line, _) = distribution("failover kill->every-moved-partition-produced", &per_kill);
     eprintln!("{line}\n{kill_line} (profile {}, {} kills)", profile.name, per_kill.len());
     let outcome = ok(load.finish(&cluster));
-    eprintln!("broker_crash_failover: {}", outcome.describe());
+    eprintln!("broker_crash_failover: {}", outcome.describe(&cluster));
     assert!(p99 <= FAILOVER_P99_LIMIT, "{line}: p99 above {FAILOVER_P99_LIMIT:?} (target 2 s)");
     assert!(
         rebalances_on_join,
@@ -278,7 +283,7 @@ fn rolling_restart_under_load() {
     }
     let (line, _) = distribution("rolling restart: longest produce gap per partition", &gaps);
     let outcome = ok(load.finish(&cluster));
-    eprintln!("{line}\nrolling_restart_under_load: {}", outcome.describe());
+    eprintln!("{line}\nrolling_restart_under_load: {}", outcome.describe(&cluster));
 }
 
 /// (c) SIGKILL of the controller leader under load: a new leader is elected, brokers commit
@@ -332,8 +337,12 @@ fn controller_leader_sigkill_under_load() {
     let (election, _) = distribution("controller failover kill->new-leader", &elections);
     let (resume, _) = distribution("controller failover kill->every-partition-produced", &resumes);
     let outcome = ok(load.finish(&cluster));
-    eprintln!("{election}\n{resume}\ncontroller_leader_sigkill_under_load: {}", outcome.describe());
+    eprintln!("{election}\n{resume}\ncontroller_leader_sigkill_under_load: {}", outcome.describe(&cluster));
 }
+
+/// Idle topics of 1000 partitions each that give the metadata state (and so each snapshot) a
+/// realistic size.
+const BULK_TOPICS: usize = 3;
 
 /// A voter that lost its disk rejoins: SIGKILL controller 1 (the lowest id, which initializes
 /// a fresh quorum), delete its data directory, start it again: it must catch up from the
@@ -347,7 +356,11 @@ fn wiped_controller_rejoins_from_a_snapshot() {
     let topic = "wiped";
     let (mut cluster, load) =
         cluster_with_load(topic, |s| s.controller_args = vec!["--snapshot-every-entries".into(), "50".into()]);
-    // Enough commits for several snapshots (and purged logs) on every voter.
+    // Metadata of a realistic size (a snapshot of a few MB), and enough commits for several
+    // snapshots (and purged logs) on every voter.
+    for i in 0..BULK_TOPICS {
+        ok(cluster.create_topic(&format!("wiped-bulk-{i}"), 1000));
+    }
     ok(cluster.wait_controller_leader(Duration::from_secs(15), None));
     let deadline = Instant::now() + Duration::from_secs(30);
     while cluster
@@ -359,6 +372,15 @@ fn wiped_controller_rejoins_from_a_snapshot() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let wiped = NodeRef::Controller(1);
+    let snapshot = cluster.data_dir(wiped).join("controller/snapshots/current.json");
+    let snapshot_bytes = || std::fs::metadata(&snapshot).map(|m| m.len()).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while snapshot_bytes() < profile.wipe_snapshot_bytes {
+        assert!(Instant::now() < deadline, "snapshot still {} bytes after 300 s of load", snapshot_bytes());
+        ok(load.ensure_running());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    cluster.event(format!("controller 1's latest snapshot: {} bytes", snapshot_bytes()));
     cluster.kill(wiped);
     cluster.wipe(wiped);
     let leader = ok(cluster.wait_controller_leader(Duration::from_secs(15), Some(1)));
@@ -388,7 +410,7 @@ fn wiped_controller_rejoins_from_a_snapshot() {
     cluster.start_node(NodeRef::Controller(leader));
     ok(load.wait_all_acked(load.routing.ack_count(), Duration::from_secs(30)));
     let outcome = ok(load.finish(&cluster));
-    eprintln!("wiped_controller_rejoins_from_a_snapshot: {}", outcome.describe());
+    eprintln!("wiped_controller_rejoins_from_a_snapshot: {}", outcome.describe(&cluster));
 }
 
 /// (c) SIGSTOP a broker that leads partitions for longer than the session timeout: it is
@@ -434,7 +456,7 @@ fn frozen_broker_is_fenced_and_never_writes_in_a_stale_epoch() {
         ok(load.wait_all_acked(load.routing.ack_count(), Duration::from_secs(30)));
     }
     let outcome = ok(load.finish(&cluster));
-    eprintln!("frozen_broker_is_fenced_and_never_writes_in_a_stale_epoch: {}", outcome.describe());
+    eprintln!("frozen_broker_is_fenced_and_never_writes_in_a_stale_epoch: {}", outcome.describe(&cluster));
 }
 
 /// Which controller a chaos step acts on (the leader is resolved when the step runs).
@@ -594,7 +616,7 @@ fn seeded_chaos() {
     ok(cluster.wait_leaders(topic, PARTITIONS, &[], Duration::from_secs(30)));
     ok(load.wait_all_acked(load.routing.ack_count(), Duration::from_secs(60)));
     let outcome = ok(load.finish(&cluster));
-    eprintln!("seeded_chaos: {}", outcome.describe());
+    eprintln!("seeded_chaos: {}", outcome.describe(&cluster));
 }
 
 /// The checker is not vacuous: each invariant catches its violation on hand-made logs.

@@ -334,6 +334,11 @@ impl Cluster {
         &self.root
     }
 
+    /// A node's data directory (the same across restarts).
+    pub fn data_dir(&self, node: NodeRef) -> PathBuf {
+        self.node(node).data_dir()
+    }
+
     /// The last `lines` lines of a node's current (or last) run's stderr.
     pub fn log_tail(&self, node: NodeRef, lines: usize) -> String {
         tail(&self.node(node).stderr_path(), lines)
@@ -496,9 +501,14 @@ impl Cluster {
     pub fn create_topic(&mut self, topic: &str, partitions: i32) -> anyhow::Result<()> {
         let routing = self.routing();
         let t = topic.to_string();
-        self.block_on(async move { routing.connect_any().await?.create_topic_ok(&t, partitions).await })
-            .with_context(|| format!("creating {topic}"))?;
-        self.event(format!("created topic {topic} with {partitions} partitions"));
+        let started = Instant::now();
+        self.block_on(async move {
+            let mut c = routing.connect_any().await?;
+            c.set_request_timeout(Duration::from_secs(60));
+            c.create_topic_ok(&t, partitions).await
+        })
+        .with_context(|| format!("creating {topic}"))?;
+        self.event(format!("created topic {topic} with {partitions} partitions in {:?}", started.elapsed()));
         self.wait_topic_ready(topic, partitions, Duration::from_secs(30))
     }
 
@@ -815,17 +825,27 @@ impl Outcome {
         load::error_totals(&self.producers)
     }
 
-    /// One line for the test output.
-    pub fn describe(&self) -> String {
+    /// One line for the test output; the slowest acknowledgement is placed on the cluster's
+    /// timeline (seconds since it started).
+    pub fn describe(&self, cluster: &Cluster) -> String {
         let (errors, transport) = self.producer_errors();
-        let slowest = self.producers.iter().map(|r| r.slowest_ack).max().unwrap_or_default();
+        let slowest = self
+            .producers
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, r)| r.slowest_ack)
+            .map(|(i, r)| {
+                let at = r.slowest_ack_at.map(|t| t.saturating_duration_since(cluster.started).as_secs_f64());
+                format!("{:?} (producer {i}, answered at +{:.3}s)", r.slowest_ack, at.unwrap_or(-1.0))
+            })
+            .unwrap_or_default();
         let refreshes: u64 = self.producers.iter().map(|r| r.metadata_refreshes).sum();
         let fetch_errors = self.consumers.iter().fold(BTreeMap::<i16, u64>::new(), |mut m, c| {
             c.errors.iter().for_each(|(k, v)| *m.entry(*k).or_default() += v);
             m
         });
         format!(
-            "{}; producer errors {errors:?}, transport {transport}, leader look-ups {refreshes}, slowest ack {slowest:?}; consumer errors {fetch_errors:?}",
+            "{}; producer errors {errors:?}, transport {transport}, leader look-ups {refreshes}, slowest ack {slowest}; consumer errors {fetch_errors:?}",
             self.summary
         )
     }

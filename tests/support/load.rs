@@ -51,6 +51,8 @@ pub struct ProducerReport {
     /// Requests that got no answer (timeout, closed connection, refused connect).
     pub transport_errors: u64,
     pub slowest_ack: Duration,
+    /// When the slowest acknowledgement arrived.
+    pub slowest_ack_at: Option<Instant>,
     /// When the producer last got an acknowledgement.
     pub last_ack: Option<Instant>,
     /// Cluster mode: leader look-ups (after start, errors 5/6 and transport errors).
@@ -202,7 +204,10 @@ async fn produce_loop(spec: &ProducerSpec, stop: &AtomicBool, report: &mut Produ
                 }
             }
         };
-        report.slowest_ack = report.slowest_ack.max(started.elapsed());
+        if started.elapsed() > report.slowest_ack {
+            report.slowest_ack = started.elapsed();
+            report.slowest_ack_at = Some(Instant::now());
+        }
         report.last_ack = Some(Instant::now());
         for (i, v) in values.into_iter().enumerate() {
             report.acked.push(Acked { partition: spec.partition, offset: base_offset + i as i64, value: v });
