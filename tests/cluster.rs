@@ -151,12 +151,7 @@ fn cluster_with_load(name: &str, spec: impl FnOnce(&mut ClusterSpec)) -> (Cluste
 
 /// Running brokers that lead at least one partition in `md`.
 fn leading_brokers(cluster: &Cluster, md: &TopicMetadata) -> Vec<i32> {
-    cluster
-        .in_state(false, NodeState::Running)
-        .into_iter()
-        .map(NodeRef::id)
-        .filter(|b| !md.led_by(*b).is_empty())
-        .collect()
+    cluster.brokers_in(NodeState::Running).into_iter().map(NodeRef::id).filter(|b| !md.led_by(*b).is_empty()).collect()
 }
 
 /// Waits (bounded) until `broker` leads a partition again; false if it does not.

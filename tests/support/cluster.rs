@@ -285,10 +285,14 @@ impl Cluster {
         self.node(node).state()
     }
 
-    /// Nodes of one kind in `state`.
-    pub fn in_state(&self, controllers: bool, state: NodeState) -> Vec<NodeRef> {
-        let nodes = if controllers { &self.controllers } else { &self.brokers };
-        nodes.iter().filter(|n| n.state() == state).map(|n| n.node).collect()
+    /// Brokers in `state`.
+    pub fn brokers_in(&self, state: NodeState) -> Vec<NodeRef> {
+        self.brokers.iter().filter(|n| n.state() == state).map(|n| n.node).collect()
+    }
+
+    /// Controllers in `state`.
+    pub fn controllers_in(&self, state: NodeState) -> Vec<NodeRef> {
+        self.controllers.iter().filter(|n| n.state() == state).map(|n| n.node).collect()
     }
 
     /// The Kafka address of a started broker's current run.
@@ -517,7 +521,7 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         loop {
             let mut missing = Vec::new();
-            for b in self.in_state(false, NodeState::Running) {
+            for b in self.brokers_in(NodeState::Running) {
                 let Some(addr) = self.kafka_addr(b) else { continue };
                 let md = self.broker_metadata(&addr, topic);
                 match md {
@@ -568,7 +572,7 @@ impl Cluster {
         timeout: Duration,
     ) -> anyhow::Result<TopicMetadata> {
         let deadline = Instant::now() + timeout;
-        let running: BTreeSet<i32> = self.in_state(false, NodeState::Running).iter().map(|b| b.id()).collect();
+        let running: BTreeSet<i32> = self.brokers_in(NodeState::Running).iter().map(|b| b.id()).collect();
         loop {
             let md = self.metadata(topic);
             if let Ok(md) = &md {
