@@ -81,6 +81,14 @@ pub enum GroupError {
     NotCoordinator,
     NonEmptyGroup,
     GroupIdNotFound,
+    // Consumer-protocol groups (KIP-848, `consumer.rs`).
+    FencedMemberEpoch,
+    StaleMemberEpoch,
+    UnreleasedInstanceId,
+    UnsupportedAssignor,
+    InvalidRequest,
+    InvalidRegularExpression,
+    UnsupportedVersion,
 }
 
 /// A JoinGroup request, decoded.
