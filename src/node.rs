@@ -136,7 +136,7 @@ async fn serve(
     let clock: Arc<dyn crate::broker::Clock> = Arc::new(SystemClock);
     let groups_token = shutdown.child_token();
     let (groups, groups_task) = crate::group::GroupCoordinator::start(
-        crate::group::GroupSettings::default(),
+        config.groups.settings(),
         controller.clone(),
         clock.clone(),
         groups_token.clone(),

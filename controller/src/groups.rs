@@ -306,6 +306,29 @@ mod tests {
     }
 
     #[test]
+    fn a_group_is_classic_or_consumer_never_both() {
+        let mut s = GroupsState::default();
+        s.apply(&cmd("g", GroupOp::StoreMembership(GroupMembership { generation: 3, ..Default::default() })))
+            .expect("store");
+        let update = ConsumerGroupUpdate { group_epoch: 1, assignment_epoch: 1, ..Default::default() };
+        s.apply(&cmd("g", GroupOp::UpdateConsumerGroup(update))).expect("update");
+        assert_eq!(s.groups["g"].membership, None);
+        assert_eq!(s.groups["g"].consumer.as_ref().map(|c| c.group_epoch), Some(1));
+        s.apply(&cmd("g", GroupOp::StoreMembership(GroupMembership::default()))).expect("store");
+        assert!(s.groups["g"].consumer.is_none() && s.groups["g"].membership.is_some());
+    }
+
+    #[test]
+    fn snapshots_without_consumer_groups_still_load() {
+        // A StoredGroup as written before consumer groups existed.
+        let old = r#"{"groups":{"g":{"offsets":{},"membership":null}},"shards":{}}"#;
+        let s: GroupsState = serde_json::from_str(old).expect("old snapshot");
+        assert_eq!(s.groups["g"].consumer, None);
+        // And a classic group does not write the new field.
+        assert!(!serde_json::to_string(&s).expect("serialize").contains("consumer"));
+    }
+
+    #[test]
     fn stale_coordinator_epoch_is_rejected() {
         let mut s = GroupsState::default();
         let shard = shard_for("g");

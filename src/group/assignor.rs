@@ -220,10 +220,8 @@ mod tests {
         assert!(r.values().all(|a| count(a) == 4), "{r:?}");
 
         // A fourth member: each of the three gives up exactly one partition.
-        let mut four: Vec<MemberSpec> = three
-            .iter()
-            .map(|m| MemberSpec { current: r[&m.member_id].clone(), ..m.clone() })
-            .collect();
+        let mut four: Vec<MemberSpec> =
+            three.iter().map(|m| MemberSpec { current: r[&m.member_id].clone(), ..m.clone() }).collect();
         four.push(spec("d", &[1], &[]));
         let r2 = Assignor::Uniform.assign(&four, &topics);
         check_complete(&four, &topics, &r2);

@@ -158,7 +158,9 @@ pub fn validate(group_id: &str, req: &HeartbeatRequest, version: i16) -> Result<
                 return invalid("TopicPartitions must be empty when (re-)joining.");
             }
             if req.subscribed_topic_names.is_none() && req.subscribed_topic_regex.is_none() {
-                return invalid("Either SubscribedTopicNames or SubscribedTopicRegex must be non-null when (re-)joining.");
+                return invalid(
+                    "Either SubscribedTopicNames or SubscribedTopicRegex must be non-null when (re-)joining.",
+                );
             }
         }
         LEAVE_GROUP_STATIC_MEMBER_EPOCH if req.instance_id.is_none() => return invalid("InstanceId can't be null."),
@@ -607,9 +609,8 @@ impl ConsumerGroup {
         }
         updated.client_id = req.client_id.clone();
         updated.client_host = req.client_host.clone();
-        let subscription_changed = created
-            || updated.topic_names != existing.topic_names
-            || updated.regex_str() != existing.regex_str();
+        let subscription_changed =
+            created || updated.topic_names != existing.topic_names || updated.regex_str() != existing.regex_str();
 
         let assignor_before = self.preferred_assignor();
         if let Some(old_id) = &replaced {
@@ -689,7 +690,9 @@ impl ConsumerGroup {
                 if current != member_id {
                     return Err((
                         GroupError::FencedInstanceId,
-                        format!("Static member {member_id} with instance id {instance} was fenced by member {current}."),
+                        format!(
+                            "Static member {member_id} with instance id {instance} was fenced by member {current}."
+                        ),
                     ));
                 }
                 if req.member_epoch == LEAVE_GROUP_STATIC_MEMBER_EPOCH {
@@ -738,7 +741,10 @@ impl ConsumerGroup {
             .iter()
             .map(|tp| {
                 let held = tp.and_then(|(t, p)| {
-                    m.assigned.get(&t).and_then(|ps| ps.get(&p)).or_else(|| m.revoking.get(&t).and_then(|ps| ps.get(&p)))
+                    m.assigned
+                        .get(&t)
+                        .and_then(|ps| ps.get(&p))
+                        .or_else(|| m.revoking.get(&t).and_then(|ps| ps.get(&p)))
                 });
                 match held {
                     Some(since) if *since <= member_epoch => None,
@@ -908,7 +914,12 @@ impl ConsumerGroup {
             .values()
             .map(|m| MemberSpec {
                 member_id: m.id.clone(),
-                topics: self.subscribed_topics.iter().filter(|(name, _)| m.subscribes(name)).map(|(_, t)| t.topic_id).collect(),
+                topics: self
+                    .subscribed_topics
+                    .iter()
+                    .filter(|(name, _)| m.subscribes(name))
+                    .map(|(_, t)| t.topic_id)
+                    .collect(),
                 current: m.target.clone(),
             })
             .collect();

@@ -80,7 +80,13 @@ struct Client {
 
 impl Client {
     fn new(id: &str, topics: &[&str]) -> Self {
-        Self { id: id.into(), topics: topics.iter().map(|t| t.to_string()).collect(), epoch: 0, owned: Assignment::new(), full_next: false }
+        Self {
+            id: id.into(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            epoch: 0,
+            owned: Assignment::new(),
+            full_next: false,
+        }
     }
 
     fn request(&self) -> HeartbeatRequest {
@@ -88,8 +94,7 @@ impl Client {
         if self.epoch == 0 {
             join(&self.id, &topics)
         } else if self.full_next {
-            HeartbeatRequest { member_epoch: self.epoch, ..join(&self.id, &topics) }
-                .with_owned(&self.owned)
+            HeartbeatRequest { member_epoch: self.epoch, ..join(&self.id, &topics) }.with_owned(&self.owned)
         } else {
             heartbeat(&self.id, self.epoch, &self.owned)
         }
@@ -133,7 +138,12 @@ fn assert_disjoint(clients: &[Client]) {
 }
 
 /// Heartbeats every client until nothing changes; returns the rounds it took.
-fn settle(g: &mut ConsumerGroup, clients: &mut [Client], now: u64, topics: &BTreeMap<String, SubscribedTopic>) -> usize {
+fn settle(
+    g: &mut ConsumerGroup,
+    clients: &mut [Client],
+    now: u64,
+    topics: &BTreeMap<String, SubscribedTopic>,
+) -> usize {
     for round in 1..=20 {
         let before: Vec<(i32, Assignment)> = clients.iter().map(|c| (c.epoch, c.owned.clone())).collect();
         for c in clients.iter_mut() {
@@ -259,12 +269,18 @@ fn epochs_are_fenced_as_kafka_does() {
     let r = g.heartbeat(3, &heartbeat("a", 1, &a.owned), &topics, "x");
     assert_eq!((r.error, r.member_epoch), (None, 2));
     // The previous epoch with partitions it does not have is fenced, and so is an older one.
-    assert_eq!(err(g.heartbeat(4, &heartbeat("a", 1, &parts(T1, &[0, 1])), &topics, "x")), Some(GroupError::FencedMemberEpoch));
+    assert_eq!(
+        err(g.heartbeat(4, &heartbeat("a", 1, &parts(T1, &[0, 1])), &topics, "x")),
+        Some(GroupError::FencedMemberEpoch)
+    );
     // Rejoining with epoch 0 is always accepted and returns the full assignment.
     let r = g.heartbeat(5, &join("a", &["t"]), &topics, "x");
     assert_eq!((r.error, r.member_epoch, r.assignment.map(|a| count(&a))), (None, 2, Some(1)));
     // Unknown members.
-    assert_eq!(err(g.heartbeat(6, &heartbeat("zz", 2, &Assignment::new()), &topics, "x")), Some(GroupError::UnknownMemberId));
+    assert_eq!(
+        err(g.heartbeat(6, &heartbeat("zz", 2, &Assignment::new()), &topics, "x")),
+        Some(GroupError::UnknownMemberId)
+    );
 }
 
 #[test]
@@ -322,7 +338,15 @@ fn static_members_can_leave_and_come_back_without_a_rebalance() {
     // Let a1 revoke and settle.
     let mut a_owned = r.assignment.expect("assignment");
     for t in 1..5 {
-        let r = g.heartbeat(t, &HeartbeatRequest { instance_id: Some("inst".into()), ..heartbeat("a1", g.describe().members[0].member_epoch, &a_owned) }, &topics, "x");
+        let r = g.heartbeat(
+            t,
+            &HeartbeatRequest {
+                instance_id: Some("inst".into()),
+                ..heartbeat("a1", g.describe().members[0].member_epoch, &a_owned)
+            },
+            &topics,
+            "x",
+        );
         if let Some(a) = r.assignment {
             a_owned = a;
         }
@@ -333,7 +357,10 @@ fn static_members_can_leave_and_come_back_without_a_rebalance() {
     let epoch = g.group_epoch();
 
     // Another member id with the same instance while a1 is in: UNRELEASED_INSTANCE_ID.
-    assert_eq!(g.heartbeat(10, &stat("a2", 0), &topics, "x").error.map(|e| e.0), Some(GroupError::UnreleasedInstanceId));
+    assert_eq!(
+        g.heartbeat(10, &stat("a2", 0), &topics, "x").error.map(|e| e.0),
+        Some(GroupError::UnreleasedInstanceId)
+    );
     // a1 leaves temporarily: keeps its partitions, no epoch bump.
     let leave = HeartbeatRequest { member_epoch: LEAVE_GROUP_STATIC_MEMBER_EPOCH, ..stat("a1", 2) };
     let r = g.heartbeat(11, &leave, &topics, "x");
@@ -412,16 +439,34 @@ fn requests_are_validated_as_kafka_does() {
     assert_eq!(code(validate("", &ok, 1)), Some(GroupError::InvalidRequest));
     assert_eq!(code(validate("g", &join("", &["t"]), 1)), Some(GroupError::InvalidRequest), "v1 needs a member id");
     assert_eq!(code(validate("g", &join("", &["t"]), 0)), None, "v0 gets one");
-    assert_eq!(code(validate("g", &HeartbeatRequest { rebalance_timeout_ms: -1, ..ok.clone() }, 1)), Some(GroupError::InvalidRequest));
-    assert_eq!(code(validate("g", &HeartbeatRequest { owned: None, ..ok.clone() }, 1)), Some(GroupError::InvalidRequest));
-    assert_eq!(code(validate("g", &HeartbeatRequest { subscribed_topic_names: None, ..ok.clone() }, 1)), Some(GroupError::InvalidRequest));
-    assert_eq!(code(validate("g", &HeartbeatRequest { member_epoch: -2, ..ok.clone() }, 1)), Some(GroupError::InvalidRequest));
-    assert_eq!(code(validate("g", &HeartbeatRequest { member_epoch: -3, ..ok.clone() }, 1)), Some(GroupError::InvalidRequest));
+    assert_eq!(
+        code(validate("g", &HeartbeatRequest { rebalance_timeout_ms: -1, ..ok.clone() }, 1)),
+        Some(GroupError::InvalidRequest)
+    );
+    assert_eq!(
+        code(validate("g", &HeartbeatRequest { owned: None, ..ok.clone() }, 1)),
+        Some(GroupError::InvalidRequest)
+    );
+    assert_eq!(
+        code(validate("g", &HeartbeatRequest { subscribed_topic_names: None, ..ok.clone() }, 1)),
+        Some(GroupError::InvalidRequest)
+    );
+    assert_eq!(
+        code(validate("g", &HeartbeatRequest { member_epoch: -2, ..ok.clone() }, 1)),
+        Some(GroupError::InvalidRequest)
+    );
+    assert_eq!(
+        code(validate("g", &HeartbeatRequest { member_epoch: -3, ..ok.clone() }, 1)),
+        Some(GroupError::InvalidRequest)
+    );
     assert_eq!(
         code(validate("g", &HeartbeatRequest { server_assignor: Some("sticky".into()), ..ok.clone() }, 1)),
         Some(GroupError::UnsupportedAssignor)
     );
-    assert_eq!(code(validate("g", &HeartbeatRequest { instance_id: Some(String::new()), ..ok }, 1)), Some(GroupError::InvalidRequest));
+    assert_eq!(
+        code(validate("g", &HeartbeatRequest { instance_id: Some(String::new()), ..ok }, 1)),
+        Some(GroupError::InvalidRequest)
+    );
 }
 
 #[test]
@@ -439,12 +484,14 @@ fn offset_commits_and_fetches_check_member_epochs() {
     clients.push(Client::new("b", &["t"]));
     settle(&mut g, &mut clients, 1, &topics);
     assert_eq!(clients[0].epoch, 2);
-    let held: Vec<Option<(Uuid, i32)>> =
-        clients[0].owned[&tid(T1)].iter().map(|p| Some((tid(T1), *p))).collect();
+    let held: Vec<Option<(Uuid, i32)>> = clients[0].owned[&tid(T1)].iter().map(|p| Some((tid(T1), *p))).collect();
     let b_part = *clients[1].owned[&tid(T1)].iter().next().expect("b has one");
     // Epoch 1 is still fine for partitions a held since epoch 1, not for b's.
     assert_eq!(g.validate_commit("a", 1, 9, &held), Ok(vec![None; held.len()]));
-    assert_eq!(g.validate_commit("a", 1, 9, &[Some((tid(T1), b_part)), None]), Ok(vec![Some(GroupError::StaleMemberEpoch); 2]));
+    assert_eq!(
+        g.validate_commit("a", 1, 9, &[Some((tid(T1), b_part)), None]),
+        Ok(vec![Some(GroupError::StaleMemberEpoch); 2])
+    );
     // b got its partitions at epoch 2: an epoch-1 commit is stale.
     assert_eq!(g.validate_commit("b", 2, 9, &[Some((tid(T1), b_part))]), Ok(vec![None]));
     // Fetches.
@@ -520,7 +567,8 @@ fn randomized_reconciliation_never_double_assigns() {
                 }
                 8..11 if !clients.is_empty() => {
                     let c = clients.remove(rng.random_range(0..clients.len()));
-                    let leave = HeartbeatRequest { member_epoch: LEAVE_GROUP_MEMBER_EPOCH, ..heartbeat(&c.id, 0, &c.owned) };
+                    let leave =
+                        HeartbeatRequest { member_epoch: LEAVE_GROUP_MEMBER_EPOCH, ..heartbeat(&c.id, 0, &c.owned) };
                     let _ = g.heartbeat(now, &leave, &topics, "x");
                 }
                 11..13 if !clients.is_empty() => {
