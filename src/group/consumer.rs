@@ -978,9 +978,9 @@ impl ConsumerGroup {
             let current = m.assigned.get(&t).cloned().unwrap_or_default();
             for (p, since) in current {
                 if target.contains(&p) {
-                    assigned.entry(t).or_insert_with(BTreeMap::new).insert(p, since);
+                    assigned.entry(t).or_default().insert(p, since);
                 } else {
-                    revoking.entry(t).or_insert_with(BTreeMap::new).insert(p, since);
+                    revoking.entry(t).or_default().insert(p, since);
                 }
             }
             for p in target {
@@ -990,7 +990,7 @@ impl ConsumerGroup {
                 if self.owners.get(&(t, p)).is_some_and(|o| *o != m.id) {
                     unreleased = true;
                 } else {
-                    pending.entry(t).or_insert_with(BTreeMap::new).insert(p, target_epoch);
+                    pending.entry(t).or_default().insert(p, target_epoch);
                 }
             }
         }

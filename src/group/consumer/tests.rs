@@ -333,8 +333,8 @@ fn static_members_can_leave_and_come_back_without_a_rebalance() {
     };
     let r = g.heartbeat(0, &stat("a1", 0), &topics, "x");
     assert_eq!(r.member_epoch, 1);
-    let mut b = vec![Client::new("b", &["t"])];
-    b[0].beat(&mut g, 0, &topics);
+    let mut b = Client::new("b", &["t"]);
+    b.beat(&mut g, 0, &topics);
     // Let a1 revoke and settle.
     let mut a_owned = r.assignment.expect("assignment");
     for t in 1..5 {
@@ -350,7 +350,7 @@ fn static_members_can_leave_and_come_back_without_a_rebalance() {
         if let Some(a) = r.assignment {
             a_owned = a;
         }
-        b[0].beat(&mut g, t, &topics);
+        b.beat(&mut g, t, &topics);
     }
     assert_eq!(count(&a_owned), 2);
     assert_eq!(g.state(), ConsumerGroupState::Stable);

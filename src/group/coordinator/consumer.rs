@@ -199,7 +199,7 @@ impl Driver {
     /// Expires sessions and rebalance timeouts due by `now`, and stores what changed.
     pub(super) fn consumer_tick(&mut self, group_id: &str, now: u64) {
         let Some(g) = self.consumer.groups.get_mut(group_id) else { return };
-        if !g.next_deadline().is_some_and(|d| d <= now) {
+        if g.next_deadline().is_none_or(|d| d > now) {
             return;
         }
         g.tick(now);
