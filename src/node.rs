@@ -143,10 +143,10 @@ pub async fn run_node(
         let _ = http.await;
         Ok(())
     };
-    if let Some(c) = controller {
-        if let Err(e) = c.shutdown().await {
-            error!("controller shutdown: {e}");
-        }
+    if let Some(c) = controller
+        && let Err(e) = c.shutdown().await
+    {
+        error!("controller shutdown: {e}");
     }
     controller_token.cancel();
     result
