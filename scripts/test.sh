@@ -41,6 +41,9 @@ tests/compat/setup.sh
 step "build"
 cargo build --workspace --all-targets --locked
 
+step "deploy: validate docker-compose.yml (no Docker engine here)"
+deploy/validate.sh
+
 step "cargo test (unit, in-process, black-box, durability, six client families)"
 cargo test --workspace --locked -- --test-threads=4
 

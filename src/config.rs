@@ -35,6 +35,8 @@ pub struct Config {
     /// `s3_endpoint` is an `http://` URL.
     pub s3_allow_http: Option<bool>,
     pub broker: BrokerConfig,
+    /// The controller role (`skiff controller` / `skiff node --roles controller,...`).
+    pub controller: ControllerSection,
     /// Compaction, retention and garbage collection of stored objects.
     pub lifecycle: LifecycleConfig,
     /// Consumer groups (both protocols).
@@ -97,6 +99,63 @@ impl GroupsConfig {
                     .unwrap_or(defaults.default_assignor),
             },
         }
+    }
+}
+
+/// The controller role (docs/configuration.md, `[controller]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControllerSection {
+    /// This controller's Raft id (`--node-id` sets it together with `broker.node_id`). Default 1.
+    pub node_id: u64,
+    /// Where voters and brokers reach this controller, HOST:PORT. Required for the role.
+    pub listen: Option<String>,
+    /// Every voter as `ID=HOST:PORT` (this one included); identical on every controller.
+    pub voters: Vec<String>,
+    /// Fence a broker that sent no heartbeat for this long. Default 1000 ms: five missed
+    /// heartbeats at the default 200 ms interval, so one slow heartbeat never fences (no
+    /// flapping), while a dead broker's partitions move within about a second and a half.
+    pub session_timeout_ms: u64,
+    /// Snapshot the metadata and purge the Raft log after this many entries. Default 10,000.
+    pub snapshot_every_entries: u64,
+    /// Copy every snapshot this controller builds to object storage (`storage`, under
+    /// `controller/snapshots/`), keeping the newest few. Default true when `storage` is set.
+    pub copy_snapshots: bool,
+    /// On a pristine data dir, start from the newest snapshot copy in object storage
+    /// (rebuilding a lost quorum, docs/cluster.md). Default false.
+    pub restore_from_storage: bool,
+}
+
+impl Default for ControllerSection {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            listen: None,
+            voters: Vec::new(),
+            session_timeout_ms: 1000,
+            snapshot_every_entries: 10_000,
+            copy_snapshots: true,
+            restore_from_storage: false,
+        }
+    }
+}
+
+impl ControllerSection {
+    /// The voters as id → address; errors name the bad entry.
+    pub fn voter_map(&self) -> Result<std::collections::BTreeMap<u64, String>, String> {
+        let mut out = std::collections::BTreeMap::new();
+        for v in &self.voters {
+            let (id, addr) = v.split_once('=').ok_or_else(|| format!("voter `{v}` is not ID=HOST:PORT"))?;
+            let id: u64 = id.trim().parse().map_err(|_| format!("voter `{v}`: id is not a number"))?;
+            let addr = addr.trim();
+            if addr.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+                return Err(format!("voter `{v}`: address is not HOST:PORT"));
+            }
+            if out.insert(id, addr.to_string()).is_some() {
+                return Err(format!("voter id {id} appears twice"));
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -194,6 +253,12 @@ pub struct BrokerConfig {
     pub put_price_per_1000: f64,
     /// Price of 1,000 GET requests for the cost estimate. Default 0.0004 (S3 Standard).
     pub get_price_per_1000: f64,
+    /// Controllers to reach, HOST:PORT each (any of them; the leader is found by asking).
+    /// Required for `skiff broker`; a node that is also a controller defaults to the voters.
+    pub controllers: Vec<String>,
+    /// How often the broker heartbeats to the controller leader. Default 200 ms (the session
+    /// timeout is 5× that by default).
+    pub heartbeat_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -209,6 +274,7 @@ impl Default for Config {
             s3_path_style: None,
             s3_allow_http: None,
             broker: BrokerConfig::default(),
+            controller: ControllerSection::default(),
             lifecycle: LifecycleConfig::default(),
             groups: GroupsConfig::default(),
         }
@@ -235,6 +301,8 @@ impl Default for BrokerConfig {
             message_max_bytes: 1_048_588,
             put_price_per_1000: 0.005,
             get_price_per_1000: 0.0004,
+            controllers: Vec::new(),
+            heartbeat_interval_ms: 200,
         }
     }
 }
@@ -325,6 +393,22 @@ impl Config {
         }
         if b.message_max_bytes <= 0 {
             problems.push("broker.message_max_bytes must be > 0".into());
+        }
+        if b.heartbeat_interval_ms == 0 {
+            problems.push("broker.heartbeat_interval_ms must be > 0".into());
+        }
+        let c = &self.controller;
+        if let Err(e) = c.voter_map() {
+            problems.push(format!("controller.voters: {e}"));
+        }
+        if c.session_timeout_ms < 2 * b.heartbeat_interval_ms {
+            problems.push(format!(
+                "controller.session_timeout_ms ({}) must be at least twice broker.heartbeat_interval_ms ({})",
+                c.session_timeout_ms, b.heartbeat_interval_ms
+            ));
+        }
+        if c.snapshot_every_entries == 0 {
+            problems.push("controller.snapshot_every_entries must be > 0".into());
         }
         let l = &self.lifecycle;
         if l.compaction_interval_ms == 0 || l.retention_check_interval_ms == 0 || l.gc_interval_ms == 0 {

@@ -13,7 +13,26 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::Broker;
 use crate::metrics::Snapshot;
 
-async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+/// What this process runs: a broker, a controller, or both.
+#[derive(Clone)]
+pub struct Roles {
+    pub broker: Option<Arc<Broker>>,
+    pub controller: Option<skiff_controller::Controller>,
+}
+
+async fn metrics(State(roles): State<Roles>) -> impl IntoResponse {
+    let mut body = String::new();
+    if let Some(broker) = &roles.broker {
+        body.push_str(&broker_metrics(broker));
+    }
+    if let Some(controller) = &roles.controller {
+        body.push_str(&controller.metrics_text());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+fn broker_metrics(broker: &Broker) -> String {
+    let me = broker.settings.node_id;
     let (topics, partitions) =
         broker.metadata.read(|m| (m.topics.len(), m.topics.values().map(|t| t.partitions.len()).sum::<usize>()));
     let (objects, object_bytes) = broker.metadata.read(|m| {
@@ -21,7 +40,20 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         let (n, b) = live.fold((0u64, 0u64), |(n, b), o| (n + 1, b + o.size_bytes));
         (n, b)
     });
+    let (led, fenced, applied) = broker.metadata.read(|m| {
+        let led = m.topics.values().flat_map(|t| &t.partitions).filter(|p| p.leader == me).count();
+        (led, m.brokers.get(&me).is_none_or(|b| b.fenced), broker.metadata.applied_index())
+    });
+    let shards = broker.metadata.read(|m| m.groups.shards.values().filter(|s| s.broker_id == me).count());
     let extra = [
+        ("skiff_partitions_led", "Partitions this broker leads.", led as f64),
+        ("skiff_coordinator_shards", "Consumer-group coordinator shards this broker owns.", shards as f64),
+        (
+            "skiff_broker_fenced",
+            "1 while this broker is fenced (not live) in its metadata image.",
+            f64::from(u8::from(fenced)),
+        ),
+        ("skiff_metadata_applied_index", "Metadata log index this broker's image has applied.", applied as f64),
         ("skiff_buffer_bytes", "Produce bytes accepted and not yet acknowledged.", broker.wal.buffered_bytes() as f64),
         ("skiff_topics", "Topics.", topics as f64),
         ("skiff_partitions", "Partitions.", partitions as f64),
@@ -29,21 +61,20 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         ("skiff_object_bytes", "Bytes of objects still referenced by the index.", object_bytes as f64),
     ];
     let topic_names = broker.metadata.read(|m| m.topic_names.iter().map(|(id, n)| (*id, n.clone())).collect());
-    let body = broker.metrics.render(&Snapshot {
+    broker.metrics.render(&Snapshot {
         gauges: &extra,
         storage: broker.reader.storage.stats(),
         blocks: broker.reader.blocks.stats(),
         topic_names: &topic_names,
         prices: broker.settings.prices,
-    });
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+    })
 }
 
 async fn health() -> &'static str {
     "ok\n"
 }
 
-pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: CancellationToken) -> std::io::Result<()> {
-    let app = Router::new().route("/metrics", get(metrics)).route("/health", get(health)).with_state(broker);
+pub async fn run(listener: TcpListener, roles: Roles, shutdown: CancellationToken) -> std::io::Result<()> {
+    let app = Router::new().route("/metrics", get(metrics)).route("/health", get(health)).with_state(roles);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }

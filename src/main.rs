@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use skiff::config::Config;
+use skiff::node::Roles;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -21,6 +22,89 @@ enum Commands {
     /// One process: a single-voter controller and one broker, objects in a local directory by
     /// default. Needs nothing else installed.
     Dev(DevArgs),
+    /// A controller: one voter of the metadata quorum (Raft). Brokers connect to it.
+    Controller(ClusterArgs),
+    /// A broker: serves Kafka clients, keeps no durable state; needs --controllers and --storage.
+    Broker(ClusterArgs),
+    /// A cluster node with the roles given by --roles (e.g. controller,broker).
+    Node(NodeArgs),
+}
+
+/// Flags of cluster roles: everything `skiff dev` takes, plus the cluster's own.
+#[derive(Args, Debug)]
+struct ClusterArgs {
+    #[command(flatten)]
+    common: DevArgs,
+    /// Controller listener HOST:PORT for voters and brokers (controller role).
+    #[arg(long, env = "SKIFF_CONTROLLER_LISTEN")]
+    controller_listen: Option<String>,
+    /// Every voter as ID=HOST:PORT, comma-separated, identical on every controller (controller role).
+    #[arg(long, env = "SKIFF_VOTERS", value_delimiter = ',')]
+    voters: Vec<String>,
+    /// Controllers to reach, HOST:PORT comma-separated (broker role). [default: the voters]
+    #[arg(long, env = "SKIFF_CONTROLLERS", value_delimiter = ',')]
+    controllers: Vec<String>,
+    /// Rack of this broker, used to spread partitions and reported in Metadata.
+    #[arg(long, env = "SKIFF_RACK")]
+    rack: Option<String>,
+    /// Fence a broker after this long without a heartbeat (controller role). [default: 1000]
+    #[arg(long, env = "SKIFF_SESSION_TIMEOUT_MS")]
+    session_timeout_ms: Option<u64>,
+    /// Heartbeat interval of a broker. [default: 200]
+    #[arg(long, env = "SKIFF_HEARTBEAT_INTERVAL_MS")]
+    heartbeat_interval_ms: Option<u64>,
+    /// Snapshot the metadata after this many Raft entries (controller role). [default: 10000]
+    #[arg(long, env = "SKIFF_SNAPSHOT_EVERY_ENTRIES")]
+    snapshot_every_entries: Option<u64>,
+    /// On an empty data dir, start from the newest controller snapshot copied to --storage
+    /// (rebuilding a lost quorum; see docs/cluster.md).
+    #[arg(long, env = "SKIFF_RESTORE_FROM_STORAGE")]
+    restore_from_storage: bool,
+}
+
+#[derive(Args, Debug)]
+struct NodeArgs {
+    /// Roles to run: controller, broker, or both (comma-separated).
+    #[arg(long, env = "SKIFF_ROLES", value_delimiter = ',', required = true)]
+    roles: Vec<String>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+impl ClusterArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let node_id = self.common.node_id;
+        let mut c = self.common.into_config()?;
+        if let Some(id) = node_id {
+            anyhow::ensure!(id >= 0, "--node-id must be >= 0");
+            c.controller.node_id = id as u64;
+        }
+        if let Some(v) = self.controller_listen {
+            c.controller.listen = Some(v);
+        }
+        if !self.voters.is_empty() {
+            c.controller.voters = self.voters;
+        }
+        if !self.controllers.is_empty() {
+            c.broker.controllers = self.controllers;
+        }
+        if let Some(v) = self.rack {
+            c.broker.rack = Some(v);
+        }
+        if let Some(v) = self.session_timeout_ms {
+            c.controller.session_timeout_ms = v;
+        }
+        if let Some(v) = self.heartbeat_interval_ms {
+            c.broker.heartbeat_interval_ms = v;
+        }
+        if let Some(v) = self.snapshot_every_entries {
+            c.controller.snapshot_every_entries = v;
+        }
+        if self.restore_from_storage {
+            c.controller.restore_from_storage = true;
+        }
+        Ok(c)
+    }
 }
 
 /// Flags override `SKIFF_*` environment variables, which override the config file.
@@ -162,8 +246,22 @@ async fn signalled() {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
-    let Commands::Dev(args) = cli.command;
-    let config = args.into_config()?;
+    let (config, roles) = match cli.command {
+        Commands::Dev(args) => (args.into_config()?, None),
+        Commands::Controller(args) => (args.into_config()?, Some(Roles { controller: true, broker: false })),
+        Commands::Broker(args) => (args.into_config()?, Some(Roles { controller: false, broker: true })),
+        Commands::Node(args) => {
+            let mut roles = Roles { controller: false, broker: false };
+            for r in &args.roles {
+                match r.trim() {
+                    "controller" => roles.controller = true,
+                    "broker" => roles.broker = true,
+                    other => anyhow::bail!("unknown role `{other}` (expected controller, broker)"),
+                }
+            }
+            (args.cluster.into_config()?, Some(roles))
+        }
+    };
     if let Err(problems) = config.validate() {
         anyhow::bail!("invalid configuration:\n  {}", problems.join("\n  "));
     }
@@ -177,12 +275,29 @@ fn main() -> anyhow::Result<()> {
             info!("signal received: shutting down (in-flight produces are answered first)");
             token.cancel();
         });
-        skiff::node::run_dev(config, shutdown, |bound| {
-            // The one line tools and tests wait for.
-            println!("Kafka bootstrap: {}", bound.kafka);
-            println!("HTTP: http://{}/metrics", bound.http);
-            let _ = std::io::stdout().flush();
-        })
-        .await
+        match roles {
+            None => {
+                skiff::node::run_dev(config, shutdown, |bound| {
+                    // The one line tools and tests wait for.
+                    println!("Kafka bootstrap: {}", bound.kafka);
+                    println!("HTTP: http://{}/metrics", bound.http);
+                    let _ = std::io::stdout().flush();
+                })
+                .await
+            }
+            Some(roles) => {
+                skiff::node::run_node(config, roles, shutdown, |bound| {
+                    if let Some(c) = bound.controller {
+                        println!("Controller: {c}");
+                    }
+                    if let Some(k) = bound.kafka {
+                        println!("Kafka bootstrap: {k}");
+                    }
+                    println!("HTTP: http://{}/metrics", bound.http);
+                    let _ = std::io::stdout().flush();
+                })
+                .await
+            }
+        }
     })
 }

@@ -1,21 +1,30 @@
 //! Wires a Skiff process together and stops it in order.
 //!
+//! Roles: `skiff dev` runs a single-voter controller and a broker in one process (the broker
+//! uses the controller's state directly); `skiff controller` / `skiff broker` / `skiff node
+//! --roles controller,broker` run cluster members, whose brokers reach the controller quorum
+//! over TCP and replay its log into a local image (`skiff_controller::client`).
+//!
 //! Start: storage (checked) → controller (Raft log replayed) → Kafka listener bound → broker
-//! registered → write-ahead buffer → compaction, retention and GC tasks → HTTP → serve.
-//! Stop (the `shutdown` token): stop accepting → connections answer what they already read
-//! (produces are flushed and acknowledged) → stop compaction, retention and GC (an interrupted
-//! compaction leaves at most an orphan for a later GC) → drain the write-ahead buffer → stop
-//! Raft.
+//! registered → write-ahead buffer → compaction, retention and GC tasks → heartbeats → HTTP →
+//! serve.
+//! Stop (the `shutdown` token): a cluster broker first hands its partitions and coordinator
+//! shards off (controlled shutdown: clients get NOT_LEADER_OR_FOLLOWER and move on) → stop
+//! accepting → connections answer what they already read (produces are flushed and
+//! acknowledged or refused) → stop compaction, retention and GC (an interrupted compaction
+//! leaves at most an orphan for a later GC) → drain the write-ahead buffer → stop Raft.
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use std::time::Duration;
+
 use skiff_controller::metadata::{BrokerRegistration, Command, CommandResult};
-use skiff_controller::{Controller, ControllerConfig};
+use skiff_controller::{Controller, ControllerConfig, ControllerHandle, RemoteController};
 use skiff_storage::{BlockCache, StorageConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::broker::lifecycle::{Lifecycle, LifecycleSettings};
@@ -33,20 +42,152 @@ pub struct Bound {
     pub http: std::net::SocketAddr,
 }
 
-/// Runs `skiff dev`: one controller voter and one broker in this process, until `shutdown`.
-/// `on_ready` is called with the bound addresses once clients can connect.
-pub async fn run_dev(config: Config, shutdown: CancellationToken, on_ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+/// Which roles a cluster node runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    pub controller: bool,
+    pub broker: bool,
+}
+
+/// Addresses a started cluster node listens on.
+#[derive(Debug, Clone)]
+pub struct NodeBound {
+    pub kafka: Option<std::net::SocketAddr>,
+    pub http: std::net::SocketAddr,
+    pub controller: Option<std::net::SocketAddr>,
+}
+
+/// How long a broker waits for the controller quorum at start (a fresh quorum elects its
+/// first leader once a majority of voters is up).
+const CONTROLLERS_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a controlled shutdown may wait for the controller before the broker stops anyway
+/// (its session then times out instead).
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn open_storage(config: &Config) -> anyhow::Result<skiff_storage::ObjectStorage> {
     let url = config.storage_url();
-    let storage = skiff_storage::open(&StorageConfig {
+    skiff_storage::open(&StorageConfig {
         url: url.clone(),
         s3_endpoint: config.s3_endpoint.clone(),
         s3_region: config.s3_region.clone(),
         s3_path_style: config.s3_path_style,
         s3_allow_http: config.s3_allow_http,
     })
-    .with_context(|| format!("opening object storage {url}"))?;
+    .with_context(|| format!("opening object storage {url}"))
+}
+
+/// Runs a cluster node with `roles` until `shutdown`. `on_ready` gets the bound addresses once
+/// every role is serving.
+pub async fn run_node(
+    config: Config,
+    roles: Roles,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(&NodeBound),
+) -> anyhow::Result<()> {
+    anyhow::ensure!(roles.controller || roles.broker, "a node needs at least one role (controller, broker)");
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let voters = config.controller.voter_map().map_err(|e| anyhow::anyhow!("controller.voters: {e}"))?;
+    let controller_token = CancellationToken::new();
+    let mut controller = None;
+    let mut controller_addr = None;
+    if roles.controller {
+        let listen = config.controller.listen.clone().context("the controller role needs --controller-listen")?;
+        anyhow::ensure!(!voters.is_empty(), "the controller role needs --voters ID=HOST:PORT,...");
+        let listener =
+            TcpListener::bind(&listen).await.with_context(|| format!("binding the controller listener {listen}"))?;
+        controller_addr = Some(listener.local_addr()?);
+        let mut cc = ControllerConfig::new(
+            config.controller.node_id,
+            config.data_dir.join("controller"),
+            Uuid::new_v4().simple().to_string(),
+        );
+        cc.session_timeout = Some(Duration::from_millis(config.controller.session_timeout_ms));
+        cc.snapshot_every_entries = config.controller.snapshot_every_entries;
+        // Snapshot copies go to the object storage when one is configured for this node.
+        let snapshot_storage = match &config.storage {
+            Some(_) if config.controller.copy_snapshots || config.controller.restore_from_storage => {
+                let st = open_storage(&config)?;
+                st.check().await.with_context(|| format!("object storage {} is not usable", config.storage_url()))?;
+                Some(st)
+            }
+            _ => None,
+        };
+        if config.controller.restore_from_storage {
+            let st = snapshot_storage.as_ref().context("--restore-from-storage needs --storage")?;
+            restore_from_storage(st, &cc.data_dir).await?;
+        }
+        info!(node_id = cc.node_id, listen = %listen, voters = ?voters, "starting controller");
+        let c = Controller::start(cc, voters.clone(), listener, controller_token.clone())
+            .await
+            .context("starting the controller")?;
+        if let Some(st) = snapshot_storage.filter(|_| config.controller.copy_snapshots) {
+            tokio::spawn(copy_snapshots(c.clone(), st, config.controller.node_id, controller_token.clone()));
+        }
+        controller = Some(c);
+    }
+    let result = if roles.broker {
+        run_cluster_broker(&config, &voters, controller.clone(), controller_addr, shutdown, on_ready).await
+    } else {
+        let http_listener = TcpListener::bind(&config.http_listen)
+            .await
+            .with_context(|| format!("binding the HTTP listener {}", config.http_listen))?;
+        let http_addr = http_listener.local_addr()?;
+        let http_token = CancellationToken::new();
+        let roles = crate::http::Roles { broker: None, controller: controller.clone() };
+        let http = tokio::spawn(crate::http::run(http_listener, roles, http_token.clone()));
+        info!(controller = ?controller_addr, http = %http_addr, "controller is ready");
+        on_ready(&NodeBound { kafka: None, http: http_addr, controller: controller_addr });
+        shutdown.cancelled().await;
+        http_token.cancel();
+        let _ = http.await;
+        Ok(())
+    };
+    if let Some(c) = controller
+        && let Err(e) = c.shutdown().await
+    {
+        error!("controller shutdown: {e}");
+    }
+    controller_token.cancel();
+    result
+}
+
+async fn run_cluster_broker(
+    config: &Config,
+    voters: &std::collections::BTreeMap<u64, String>,
+    local: Option<Controller>,
+    controller_addr: Option<std::net::SocketAddr>,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(&NodeBound),
+) -> anyhow::Result<()> {
+    let storage = open_storage(config)?;
+    storage.check().await.with_context(|| format!("object storage {} is not usable", config.storage_url()))?;
+    let addrs = if config.broker.controllers.is_empty() {
+        voters.values().cloned().collect()
+    } else {
+        config.broker.controllers.clone()
+    };
+    anyhow::ensure!(!addrs.is_empty(), "the broker role needs --controllers HOST:PORT,...");
+    let replay_token = CancellationToken::new();
+    info!(controllers = ?addrs, "connecting to the controller quorum");
+    let remote = RemoteController::connect(addrs, CONTROLLERS_START_TIMEOUT, replay_token.clone())
+        .await
+        .context("reaching the controller quorum")?;
+    let result = serve(config, ControllerHandle::Remote(remote), local, storage, shutdown, |b| {
+        on_ready(&NodeBound { kafka: Some(b.kafka), http: b.http, controller: controller_addr })
+    })
+    .await;
+    replay_token.cancel();
+    result
+}
+
+/// Runs `skiff dev`: one controller voter and one broker in this process, until `shutdown`.
+/// `on_ready` is called with the bound addresses once clients can connect.
+pub async fn run_dev(config: Config, shutdown: CancellationToken, on_ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let url = config.storage_url();
+    let storage = open_storage(&config)?;
     storage.check().await.with_context(|| format!("object storage {url} is not usable"))?;
     run_dev_with_storage(config, storage, shutdown, on_ready).await
 }
@@ -69,7 +210,8 @@ pub async fn run_dev_with_storage(
     .await
     .context("starting the controller")?;
 
-    let result = serve(&config, controller.clone(), storage, shutdown, on_ready).await;
+    let handle = ControllerHandle::Local(controller.clone());
+    let result = serve(&config, handle, Some(controller.clone()), storage, shutdown, on_ready).await;
     if let Err(e) = controller.shutdown().await {
         error!("controller shutdown: {e}");
     }
@@ -79,7 +221,8 @@ pub async fn run_dev_with_storage(
 
 async fn serve(
     config: &Config,
-    controller: Controller,
+    controller: ControllerHandle,
+    local: Option<Controller>,
     storage: skiff_storage::ObjectStorage,
     shutdown: CancellationToken,
     on_ready: impl FnOnce(&Bound),
@@ -106,10 +249,28 @@ async fn serve(
         host: host.clone(),
         port,
         rack: b.rack.clone(),
+        fenced: false,
     });
-    if let CommandResult::Rejected(r) = controller.submit(registration).await.context("registering the broker")? {
+    if let CommandResult::Rejected(r) =
+        controller.submit(registration.clone()).await.context("registering the broker")?
+    {
         anyhow::bail!("broker registration rejected: {r}");
     }
+    info!(broker_id = b.node_id, %incarnation, "broker registered");
+    // Heartbeats keep the session alive; a broker that learns it was fenced (e.g. it was
+    // paused past the session timeout) registers again and gets partitions back.
+    let heartbeat_token = CancellationToken::new();
+    let heartbeat = match &controller {
+        ControllerHandle::Remote(remote) => Some(tokio::spawn(heartbeat_loop(
+            remote.clone(),
+            b.node_id,
+            incarnation,
+            registration.clone(),
+            Duration::from_millis(b.heartbeat_interval_ms),
+            heartbeat_token.clone(),
+        ))),
+        ControllerHandle::Local(_) => None,
+    };
 
     let metrics = Arc::new(Metrics::default());
     let tail = TailCache::new(b.tail_cache_bytes);
@@ -177,13 +338,41 @@ async fn serve(
     let lifecycle_tasks = lifecycle.start(lifecycle_token.clone());
 
     let http_token = CancellationToken::new();
-    let http = tokio::spawn(crate::http::run(http_listener, broker.clone(), http_token.clone()));
+    let roles = crate::http::Roles { broker: Some(broker.clone()), controller: local };
+    let http = tokio::spawn(crate::http::run(http_listener, roles, http_token.clone()));
     info!(kafka = %bound.kafka, advertised = %format!("{host}:{port}"), http = %bound.http, storage = %config.storage_url(), "skiff is ready");
     on_ready(&bound);
 
     let limits =
         Limits { max_frame_bytes: b.socket_request_max_bytes, max_inflight: b.max_inflight_requests_per_connection };
-    crate::server::run(kafka_listener, broker.clone(), limits, b.max_connections, shutdown).await;
+    // The server stops after the controlled shutdown, so clients are told where partitions
+    // went (NOT_LEADER_OR_FOLLOWER, then Metadata) while this broker still answers.
+    let server_token = CancellationToken::new();
+    let handoff = {
+        let controller = broker.controller.clone();
+        let server_token = server_token.clone();
+        let shutdown = shutdown.clone();
+        let node_id = b.node_id;
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            if let ControllerHandle::Remote(_) = &controller {
+                info!("controlled shutdown: handing partitions and coordinator shards to other brokers");
+                let cmd = Command::FenceBroker { broker_id: node_id, incarnation, controlled: true };
+                match tokio::time::timeout(CONTROLLED_SHUTDOWN_TIMEOUT, controller.submit(cmd)).await {
+                    Ok(Ok(_)) => info!("controlled shutdown: partitions handed off"),
+                    Ok(Err(e)) => warn!(error = %e, "controlled shutdown failed; the session will time out instead"),
+                    Err(_) => warn!("controlled shutdown timed out; the session will time out instead"),
+                }
+            }
+            server_token.cancel();
+        })
+    };
+    crate::server::run(kafka_listener, broker.clone(), limits, b.max_connections, server_token).await;
+    let _ = handoff.await;
+    heartbeat_token.cancel();
+    if let Some(h) = heartbeat {
+        let _ = h.await;
+    }
     groups_token.cancel();
     if let Err(e) = groups_task.await {
         error!("group coordinator task failed: {e}");
@@ -198,4 +387,113 @@ async fn serve(
     let _ = http.await;
     info!("broker stopped");
     Ok(())
+}
+
+/// Heartbeats every `interval` until `stop`; registers again when the controller says this
+/// incarnation is fenced.
+async fn heartbeat_loop(
+    remote: RemoteController,
+    broker_id: i32,
+    incarnation: Uuid,
+    registration: Command,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        match remote.heartbeat(broker_id, incarnation).await {
+            Ok(false) => {
+                if failing {
+                    info!("controller reachable again");
+                    failing = false;
+                }
+            }
+            Ok(true) => {
+                warn!("this broker was fenced (session expired); registering again");
+                if let Err(e) = remote.submit(registration.clone()).await {
+                    warn!(error = %e, "registering again failed; will retry");
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    warn!(error = %e, "heartbeat failed; retrying");
+                    failing = true;
+                }
+            }
+        }
+    }
+}
+
+/// Object-storage directory of controller snapshot copies.
+const SNAPSHOT_DIR: &str = "controller/snapshots";
+/// Copies kept per controller.
+const SNAPSHOT_COPIES_KEPT: usize = 3;
+
+/// Copies every snapshot `controller` builds to `storage` as
+/// `controller/snapshots/<index>-<term>-n<node>.json`, keeping this node's newest few.
+async fn copy_snapshots(
+    controller: Controller,
+    storage: skiff_storage::ObjectStorage,
+    node_id: u64,
+    stop: CancellationToken,
+) {
+    let mut built = controller.built_snapshots();
+    loop {
+        tokio::select! {
+            changed = built.changed() => if changed.is_err() { return },
+            () = stop.cancelled() => return,
+        }
+        let Some((name, bytes)) = built.borrow_and_update().clone() else { continue };
+        let key = storage.child_key(&format!("{SNAPSHOT_DIR}/{name}-n{node_id}.json"));
+        match storage.put_new(&key, bytes::Bytes::from(bytes.to_vec())).await {
+            Ok(()) => info!(key = %key, bytes = bytes.len(), "controller snapshot copied to object storage"),
+            Err(e) => {
+                warn!(key = %key, error = %e, "copying the controller snapshot failed; the next one will be tried");
+                continue;
+            }
+        }
+        // Keep this node's newest copies (names sort by log index).
+        let suffix = format!("-n{node_id}.json");
+        match storage.list(SNAPSHOT_DIR).await {
+            Ok(mut mine) => {
+                mine.retain(|o| o.key.ends_with(&suffix));
+                mine.sort_by(|a, b| a.key.cmp(&b.key));
+                let excess = mine.len().saturating_sub(SNAPSHOT_COPIES_KEPT);
+                for old in &mine[..excess] {
+                    if let Err(e) = storage.delete(&old.key).await {
+                        warn!(key = %old.key, error = %e, "deleting an old snapshot copy failed");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "listing snapshot copies failed"),
+        }
+    }
+}
+
+/// Seeds a pristine controller data dir with the newest snapshot copy in `storage`.
+async fn restore_from_storage(
+    storage: &skiff_storage::ObjectStorage,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let copies = storage.list(SNAPSHOT_DIR).await.context("listing controller snapshot copies")?;
+    let newest = copies
+        .iter()
+        .filter(|o| o.key.ends_with(".json"))
+        .max_by(|a, b| snapshot_name(&a.key).cmp(snapshot_name(&b.key)))
+        .context("no controller snapshot copy in object storage to restore from")?;
+    let bytes = storage.get(&newest.key).await.with_context(|| format!("reading {}", newest.key))?;
+    Controller::restore_snapshot(data_dir, &bytes).context("restoring the controller snapshot")?;
+    info!(key = %newest.key, bytes = bytes.len(), "controller restored from a snapshot copy in object storage");
+    Ok(())
+}
+
+/// The `<index>-<term>` part of a copy's key (sorts by log index).
+fn snapshot_name(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
 }

@@ -9,10 +9,40 @@
 //!
 //! Brokers submit commands ([`Controller::submit`]) and only treat them as done once applied.
 
+pub mod client;
 pub mod error;
 pub mod groups;
 pub mod metadata;
+pub mod placement;
 mod raft;
 
+pub use client::RemoteController;
 pub use error::{ControllerError, ErrorKind};
 pub use raft::{Controller, ControllerConfig, MetadataHandle};
+
+use metadata::{Command, CommandResult};
+
+/// What a broker talks to: the controller in its own process (`skiff dev`) or a remote quorum.
+#[derive(Clone)]
+pub enum ControllerHandle {
+    Local(Controller),
+    Remote(RemoteController),
+}
+
+impl ControllerHandle {
+    /// Submits a command; returns once it is committed and visible in [`Self::metadata`].
+    pub async fn submit(&self, cmd: Command) -> Result<CommandResult, ControllerError> {
+        match self {
+            ControllerHandle::Local(c) => c.submit(cmd).await,
+            ControllerHandle::Remote(r) => r.submit(cmd).await,
+        }
+    }
+
+    /// The applied metadata (the controller's own state, or the broker's replayed image).
+    pub fn metadata(&self) -> MetadataHandle {
+        match self {
+            ControllerHandle::Local(c) => c.metadata(),
+            ControllerHandle::Remote(r) => r.metadata(),
+        }
+    }
+}

@@ -35,7 +35,17 @@ pub enum Command {
     InitCluster {
         cluster_id: String,
     },
+    /// A broker process announces itself (start-up, or after it learned it was fenced); it is
+    /// live until fenced. See `placement.rs`.
     RegisterBroker(BrokerRegistration),
+    /// The controller leader saw no heartbeat from this incarnation for a session timeout, or
+    /// the broker asked for a controlled shutdown: it is fenced and its partitions and
+    /// coordinator shards move to live brokers in new epochs.
+    FenceBroker {
+        broker_id: BrokerId,
+        incarnation: Uuid,
+        controlled: bool,
+    },
     CreateTopic(CreateTopic),
     DeleteTopic {
         name: String,
@@ -113,6 +123,9 @@ pub struct BrokerRegistration {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    /// Set by `FenceBroker`; a fenced broker leads nothing until it registers again.
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -393,10 +406,8 @@ impl MetadataState {
                 }
                 Ok(CommandResult::Ok)
             }
-            Command::RegisterBroker(reg) => {
-                self.brokers.insert(reg.broker_id, reg.clone());
-                Ok(CommandResult::Ok)
-            }
+            Command::RegisterBroker(reg) => self.register_broker(reg),
+            Command::FenceBroker { broker_id, incarnation, .. } => self.fence_broker(*broker_id, *incarnation),
             Command::CreateTopic(ct) => self.create_topic(ct),
             Command::DeleteTopic { name } => {
                 let topic = self.topics.remove(name).ok_or_else(|| Rejection::UnknownTopic(name.clone()))?;
@@ -409,17 +420,17 @@ impl MetadataState {
                 Ok(CommandResult::Ok)
             }
             Command::CreatePartitions { name, total_count } => {
-                let leaders = self.leader_order()?;
-                let topic = self.topics.get_mut(name).ok_or_else(|| Rejection::UnknownTopic(name.clone()))?;
-                let current = topic.partitions.len() as i32;
+                let current =
+                    self.topics.get(name).ok_or_else(|| Rejection::UnknownTopic(name.clone()))?.partitions.len() as i32;
                 if *total_count <= current {
                     return Err(Rejection::InvalidPartitions(format!(
                         "topic {name} has {current} partitions, cannot change to {total_count}"
                     )));
                 }
-                for p in current..*total_count {
-                    topic.partitions.push(PartitionState::new(leaders[p as usize % leaders.len()]));
+                if self.live_brokers().is_empty() {
+                    return Err(Rejection::NoBrokers);
                 }
+                self.add_partitions(name, (*total_count - current) as usize);
                 Ok(CommandResult::Ok)
             }
             Command::SetTopicConfigs { name, configs } => {
@@ -544,12 +555,6 @@ impl MetadataState {
         Ok(CommandResult::Ok)
     }
 
-    /// Brokers in leader-assignment order. Placement is deterministic: round robin by broker id.
-    fn leader_order(&self) -> Result<Vec<BrokerId>, Rejection> {
-        let ids: Vec<BrokerId> = self.brokers.keys().copied().collect();
-        if ids.is_empty() { Err(Rejection::NoBrokers) } else { Ok(ids) }
-    }
-
     fn create_topic(&mut self, ct: &CreateTopic) -> Result<CommandResult, Rejection> {
         if self.topics.contains_key(&ct.name) {
             return Err(Rejection::TopicExists(ct.name.clone()));
@@ -557,17 +562,32 @@ impl MetadataState {
         if ct.partitions <= 0 {
             return Err(Rejection::InvalidPartitions(format!("{} partitions", ct.partitions)));
         }
-        let leaders = self.leader_order()?;
-        // Spread the first partition of successive topics over brokers too.
-        let offset = self.topics.len();
-        let partitions =
-            (0..ct.partitions as usize).map(|p| PartitionState::new(leaders[(p + offset) % leaders.len()])).collect();
+        if self.live_brokers().is_empty() {
+            return Err(Rejection::NoBrokers);
+        }
         self.topic_names.insert(ct.topic_id, ct.name.clone());
         self.topics.insert(
             ct.name.clone(),
-            TopicState { name: ct.name.clone(), topic_id: ct.topic_id, configs: ct.configs.clone(), partitions },
+            TopicState {
+                name: ct.name.clone(),
+                topic_id: ct.topic_id,
+                configs: ct.configs.clone(),
+                partitions: Vec::new(),
+            },
         );
+        self.add_partitions(&ct.name, ct.partitions as usize);
         Ok(CommandResult::TopicCreated { topic_id: ct.topic_id })
+    }
+
+    /// Appends `count` partitions to topic `name`, each placed by `pick_leader` (which sees the
+    /// ones placed before it).
+    fn add_partitions(&mut self, name: &str, count: usize) {
+        for _ in 0..count {
+            let leader = self.pick_leader(Some(name)).unwrap_or(crate::placement::NO_LEADER);
+            if let Some(t) = self.topics.get_mut(name) {
+                t.partitions.push(PartitionState::new(leader));
+            }
+        }
     }
 
     fn partition_mut(&mut self, topic_id: &Uuid, partition: i32) -> Result<(String, &mut PartitionState), Rejection> {
@@ -664,6 +684,7 @@ mod tests {
             host: "h".into(),
             port: 1,
             rack: None,
+            fenced: false,
         }));
         let id = Uuid::from_u128(7);
         let r = s.apply(&Command::CreateTopic(CreateTopic {

@@ -96,6 +96,7 @@ async fn three_voters_replicate_snapshot_and_fail_over() {
             host: "h".into(),
             port: 1,
             rack: None,
+            fenced: false,
         }),
     )
     .await;

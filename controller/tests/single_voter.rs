@@ -38,6 +38,7 @@ async fn setup_topic(c: &Controller) {
             host: "localhost".into(),
             port: 9092,
             rack: None,
+            fenced: false,
         }))
         .await
         .expect("register");

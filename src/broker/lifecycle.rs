@@ -35,7 +35,7 @@ use futures::StreamExt;
 use skiff_controller::metadata::{
     Chunk, ChunkReplacement, Command, CommandResult, MetadataState, ReplacedChunk, SegmentChunk,
 };
-use skiff_controller::{Controller, MetadataHandle};
+use skiff_controller::{ControllerHandle, MetadataHandle};
 use skiff_storage::{ObjectStorage, WalObjectBuilder, verify_section};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -121,7 +121,7 @@ struct Candidate {
 /// The background worker shared by the compactor, retention and GC tasks.
 pub struct Lifecycle {
     settings: LifecycleSettings,
-    controller: Controller,
+    controller: ControllerHandle,
     metadata: MetadataHandle,
     storage: ObjectStorage,
     metrics: Arc<Metrics>,
@@ -163,7 +163,7 @@ fn topic_config_i64(configs: &std::collections::BTreeMap<String, String>, key: &
 impl Lifecycle {
     pub fn new(
         settings: LifecycleSettings,
-        controller: Controller,
+        controller: ControllerHandle,
         storage: ObjectStorage,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
@@ -500,10 +500,11 @@ impl Lifecycle {
 
     // ---------------------------------------------------------------- garbage collection
 
-    /// True if this broker is the one that collects garbage: the lowest registered broker id
-    /// (one collector per cluster keeps DELETEs and LISTs from multiplying).
+    /// True if this broker is the one that collects garbage: the lowest live broker id (one
+    /// collector per cluster keeps DELETEs and LISTs from multiplying; when it dies, the next
+    /// takes over once it is fenced).
     fn is_collector(&self) -> bool {
-        self.metadata.read(|m| m.brokers.keys().next().is_none_or(|id| *id == self.settings.broker_id))
+        self.metadata.read(|m| m.live_brokers().first().is_none_or(|id| *id == self.settings.broker_id))
     }
 
     /// One GC pass: deletes objects unreferenced for the grace period (then forgets them in
@@ -692,8 +693,8 @@ mod tests {
     };
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
-    use skiff_controller::ControllerConfig;
     use skiff_controller::metadata::{BrokerRegistration, CreateTopic};
+    use skiff_controller::{Controller, ControllerConfig};
     use skiff_storage::StorageConfig;
 
     use super::*;
@@ -751,7 +752,8 @@ mod tests {
 
     struct Harness {
         _dir: tempfile::TempDir,
-        controller: Controller,
+        controller: ControllerHandle,
+        local: Controller,
         storage: ObjectStorage,
         wal: Arc<Wal>,
         wal_tasks: Option<WalTasks>,
@@ -768,12 +770,15 @@ mod tests {
             )
             .await
             .expect("controller");
+            let local = controller.clone();
+            let controller = ControllerHandle::Local(controller);
             let reg = Command::RegisterBroker(BrokerRegistration {
                 broker_id: 1,
                 incarnation: Uuid::new_v4(),
                 host: "127.0.0.1".into(),
                 port: 9092,
                 rack: None,
+                fenced: false,
             });
             assert_eq!(controller.submit(reg).await.expect("register"), CommandResult::Ok);
             let storage = skiff_storage::open(&StorageConfig::from_url("memory://")).expect("memory storage");
@@ -799,7 +804,7 @@ mod tests {
                 wal_token.clone(),
             );
             let lifecycle = Lifecycle::new(s, controller.clone(), storage.clone(), metrics, clock.clone(), Some(tail));
-            Self { _dir: dir, controller, storage, wal, wal_tasks: Some(wal_tasks), wal_token, lifecycle }
+            Self { _dir: dir, controller, local, storage, wal, wal_tasks: Some(wal_tasks), wal_token, lifecycle }
         }
 
         async fn create_topic(&self, name: &str, partitions: i32, configs: &[(&str, &str)]) -> Uuid {
@@ -819,7 +824,7 @@ mod tests {
             if let Some(t) = self.wal_tasks.take() {
                 t.join().await;
             }
-            let _ = self.controller.shutdown().await;
+            let _ = self.local.shutdown().await;
         }
     }
 

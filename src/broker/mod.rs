@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use skiff_controller::metadata::{Command, CommandResult, CreateTopic, Rejection};
-use skiff_controller::{Controller, ControllerError, MetadataHandle};
+use skiff_controller::{ControllerError, ControllerHandle, MetadataHandle};
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
@@ -59,7 +59,7 @@ impl Clock for SystemClock {
 /// One broker's shared state.
 pub struct Broker {
     pub settings: BrokerSettings,
-    pub controller: Controller,
+    pub controller: ControllerHandle,
     pub metadata: MetadataHandle,
     pub wal: Arc<Wal>,
     pub reader: Reader,

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use skiff_controller::metadata::{
     Command, CommandResult, ObjectCommit, PartitionAppend, ProducerBatch, ProducerStates, Rejection, SequenceCheck,
 };
-use skiff_controller::{Controller, MetadataHandle};
+use skiff_controller::{ControllerHandle, MetadataHandle};
 use skiff_storage::{ObjectStorage, WalObjectBuilder};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -177,7 +177,7 @@ impl Wal {
     pub fn start(
         settings: WalSettings,
         incarnation: Uuid,
-        controller: Controller,
+        controller: ControllerHandle,
         storage: ObjectStorage,
         tail: TailCache,
         metrics: Arc<Metrics>,
@@ -235,8 +235,29 @@ impl Wal {
             return Err(AppendError::ShuttingDown);
         }
         let generation = st.generation;
+        // Leadership as the metadata says now: a partition that moved away is refused at once,
+        // and one that came (back) in a new epoch starts from the committed end.
+        let current =
+            self.metadata.read(|m| m.partition(&key.topic_id, key.partition).map(|p| (p.leader, p.leader_epoch)));
+        let Some((leader, epoch)) = current else {
+            return Err(AppendError::UnknownPartition);
+        };
+        if leader != self.settings.broker_id {
+            return Err(AppendError::NotLeader);
+        }
+        let epoch_changed = st.writers.get(&key).is_some_and(|w| w.leader_epoch != epoch);
+        if epoch_changed && st.open.runs.contains_key(&key) {
+            // Buffered batches of the old epoch can never commit; fail them (and everything
+            // else unflushed: the flush is one object) so the new epoch starts clean.
+            st.generation += 1;
+            let generation = st.generation;
+            let open = std::mem::replace(&mut st.open, OpenFlush::new(generation));
+            drop(st);
+            open.fail(AppendError::NotLeader);
+            return Err(AppendError::NotLeader);
+        }
         // Load or rewind this partition's writer from the committed metadata.
-        let needs_load = st.writers.get(&key).is_none_or(|w| w.generation != generation);
+        let needs_load = epoch_changed || st.writers.get(&key).is_none_or(|w| w.generation != generation);
         if needs_load {
             let loaded = self.metadata.read(|m| {
                 m.partition(&key.topic_id, key.partition)
@@ -502,7 +523,11 @@ impl Wal {
         }
     }
 
-    async fn run_committer(self: Arc<Self>, controller: Controller, mut rx: mpsc::UnboundedReceiver<PendingFlush>) {
+    async fn run_committer(
+        self: Arc<Self>,
+        controller: ControllerHandle,
+        mut rx: mpsc::UnboundedReceiver<PendingFlush>,
+    ) {
         while let Some(flush) = rx.recv().await {
             let current = self.lock().generation;
             let uploaded = match flush.upload.await {

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use skiff_controller::groups::{GroupCommand, GroupMembership, GroupOp, shard_for};
 use skiff_controller::metadata::{Command, CommandResult};
-use skiff_controller::{Controller, MetadataHandle};
+use skiff_controller::{ControllerHandle, MetadataHandle};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -77,7 +77,7 @@ impl GroupCoordinator {
     /// Starts the coordinator task; it runs until `shutdown`.
     pub fn start(
         settings: GroupSettings,
-        controller: Controller,
+        controller: ControllerHandle,
         clock: Arc<dyn Clock>,
         shutdown: CancellationToken,
     ) -> (GroupCoordinator, tokio::task::JoinHandle<()>) {
@@ -89,6 +89,7 @@ impl GroupCoordinator {
             clock,
             start: Instant::now(),
             groups: HashMap::new(),
+            loaded_at: HashMap::new(),
             held_joins: HashMap::new(),
             held_syncs: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -245,7 +246,7 @@ impl GroupCoordinator {
         self.call(move |d| {
             if stored {
                 d.groups.remove(&group_id);
-                d.consumer.groups.remove(&group_id);
+                d.forget_consumer_group(&group_id, "The group was deleted.");
             } else if let Some(g) = d.groups.get_mut(&group_id) {
                 g.revive();
             }
@@ -292,11 +293,14 @@ impl GroupCoordinator {
 /// The state owned by the coordinator task.
 struct Driver {
     settings: GroupSettings,
-    controller: Controller,
+    controller: ControllerHandle,
     metadata: MetadataHandle,
     clock: Arc<dyn Clock>,
     start: Instant,
     groups: HashMap<String, Group>,
+    /// The shard epoch each in-memory group was loaded at; a group whose shard moved away and
+    /// back (new epoch) is reloaded from the stored state, which its other coordinator changed.
+    loaded_at: HashMap<String, i32>,
     held_joins: HashMap<(String, String), oneshot::Sender<JoinResponse>>,
     held_syncs: HashMap<(String, String), oneshot::Sender<SyncResponse>>,
     /// (deadline, group) min-heap; entries may be stale (checked against the group).
@@ -348,6 +352,7 @@ impl Driver {
 
     /// The group if it exists in memory or in the stored metadata (loaded on first use).
     fn existing(&mut self, group_id: &str, now: u64) -> Option<&mut Group> {
+        let epoch = self.forget_if_moved(group_id);
         // A consumer-protocol group is no classic group (coordinator/consumer.rs).
         if self.consumer_group(group_id, now).is_some() {
             return None;
@@ -359,14 +364,33 @@ impl Driver {
                 None => Group::new(group_id, self.settings),
             };
             self.groups.insert(group_id.to_string(), g);
+            self.loaded_at.insert(group_id.to_string(), epoch);
             self.arm(group_id);
         }
         self.groups.get_mut(group_id)
     }
 
+    /// Forgets the in-memory classic group if its shard changed hands since it was loaded (its
+    /// other coordinator changed the stored state); returns the shard's current epoch.
+    fn forget_if_moved(&mut self, group_id: &str) -> i32 {
+        let epoch = GroupCoordinator::coordinator_epoch(&self.metadata, group_id);
+        if self.loaded_at.get(group_id).is_some_and(|e| *e != epoch) {
+            info!(group = group_id, epoch, "coordinator shard changed hands since the group was loaded; reloading it");
+            self.groups.remove(group_id);
+            self.loaded_at.remove(group_id);
+            self.persisting.remove(group_id);
+            // Dropping held requests answers them NOT_COORDINATOR.
+            self.held_joins.retain(|(g, _), _| g != group_id);
+            self.held_syncs.retain(|(g, _), _| g != group_id);
+        }
+        epoch
+    }
+
     fn get_or_create(&mut self, group_id: &str, now: u64) -> &mut Group {
         if self.existing(group_id, now).is_none() {
+            let epoch = GroupCoordinator::coordinator_epoch(&self.metadata, group_id);
             self.groups.insert(group_id.to_string(), Group::new(group_id, self.settings));
+            self.loaded_at.insert(group_id.to_string(), epoch);
         }
         self.groups.get_mut(group_id).expect("just inserted")
     }

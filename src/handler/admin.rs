@@ -239,17 +239,22 @@ pub async fn init_producer_id(broker: &Arc<Broker>, req: InitProducerIdRequest) 
 pub fn describe_cluster(broker: &Arc<Broker>, req: DescribeClusterRequest) -> DescribeClusterResponse {
     let s = &broker.settings;
     let cluster_id = broker.metadata.read(|m| m.cluster_id.clone());
-    let me = DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(s.node_id))
-        .with_host(StrBytes::from_string(s.advertised_host.clone()))
-        .with_port(s.advertised_port)
-        .with_rack(s.rack.clone().map(StrBytes::from_string));
+    let brokers = super::metadata::live_brokers(broker)
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(id))
+                .with_host(StrBytes::from_string(host))
+                .with_port(port)
+                .with_rack(rack.map(StrBytes::from_string))
+        })
+        .collect();
     DescribeClusterResponse::default()
         .with_error_code(errors::NONE)
         .with_endpoint_type(1)
         .with_cluster_id(StrBytes::from_string(cluster_id))
         .with_controller_id(BrokerId(s.node_id))
-        .with_brokers(vec![me])
+        .with_brokers(brokers)
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
             super::metadata::CLUSTER_OPERATIONS_ALL
         } else {

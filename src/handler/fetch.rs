@@ -71,6 +71,14 @@ fn plan(broker: &Broker, topic: &str, partition: i32, offset: i64, current_epoch
         let Some(p) = usize::try_from(partition).ok().and_then(|i| t.partitions.get(i)) else {
             return Plan::Error(code(ResponseError::UnknownTopicOrPartition));
         };
+        if p.leader != broker.settings.node_id {
+            // Another broker leads it (or none does): the client refreshes its metadata.
+            return Plan::Error(code(if p.leader < 0 {
+                ResponseError::LeaderNotAvailable
+            } else {
+                ResponseError::NotLeaderOrFollower
+            }));
+        }
         if current_epoch >= 0 && current_epoch != p.leader_epoch {
             return Plan::Error(code(if current_epoch < p.leader_epoch {
                 ResponseError::FencedLeaderEpoch

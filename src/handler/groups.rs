@@ -44,8 +44,8 @@ fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 
-/// Whether this broker coordinates `group_id`: its shard is assigned here, or shards are not
-/// assigned at all (a single broker holds them all).
+/// Whether this broker coordinates `group_id`: its shard is assigned here (by the controller,
+/// like a partition leader), or shards are not assigned at all (no broker registered yet).
 pub fn is_coordinator(broker: &Broker, group_id: &str) -> bool {
     broker.metadata.read(|m| m.groups.coordinator(group_id).is_none_or(|a| a.broker_id == broker.settings.node_id))
 }
@@ -56,16 +56,17 @@ fn coordinator_for(broker: &Broker, key_type: i8, key: &str) -> Result<(i32, Str
         KEY_TYPE_GROUP => {
             let s = &broker.settings;
             let assigned = broker.metadata.read(|m| {
-                m.groups
-                    .coordinator(key)
-                    .map(|a| m.brokers.get(&a.broker_id).map(|b| (b.broker_id, b.host.clone(), b.port)))
+                m.groups.coordinator(key).map(|a| {
+                    m.brokers.get(&a.broker_id).filter(|b| !b.fenced).map(|b| (b.broker_id, b.host.clone(), b.port))
+                })
             });
             match assigned {
                 None => Ok((s.node_id, s.advertised_host.clone(), s.advertised_port)),
                 Some(Some(b)) => Ok(b),
-                Some(None) => {
-                    Err((code(ResponseError::CoordinatorNotAvailable), "coordinator broker is not registered".into()))
-                }
+                Some(None) => Err((
+                    code(ResponseError::CoordinatorNotAvailable),
+                    "no live broker coordinates this group right now".into(),
+                )),
             }
         }
         KEY_TYPE_TRANSACTION => Err((

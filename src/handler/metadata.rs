@@ -52,11 +52,16 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
         }
     }
     let s = &broker.settings;
-    let broker_entry = MetadataResponseBroker::default()
-        .with_node_id(BrokerId(s.node_id))
-        .with_host(StrBytes::from_string(s.advertised_host.clone()))
-        .with_port(s.advertised_port)
-        .with_rack(s.rack.clone().map(StrBytes::from_string));
+    let brokers = live_brokers(broker)
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id))
+                .with_host(StrBytes::from_string(host))
+                .with_port(port)
+                .with_rack(rack.map(StrBytes::from_string))
+        })
+        .collect();
     let topic_ops = if version >= 8 && req.include_topic_authorized_operations {
         TOPIC_OPERATIONS_ALL
     } else {
@@ -93,11 +98,27 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
     });
     let cluster_id = broker.metadata.read(|m| m.cluster_id.clone());
     MetadataResponse::default()
-        .with_brokers(vec![broker_entry])
+        .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(cluster_id)))
         .with_controller_id(BrokerId(s.node_id))
         .with_topics(topics)
         .with_cluster_authorized_operations(cluster_ops)
+}
+
+/// (id, host, port, rack) of every live broker, this one always included (its own entry from
+/// its settings, in case its image has not yet applied its registration).
+pub fn live_brokers(broker: &Broker) -> Vec<(i32, String, i32, Option<String>)> {
+    let s = &broker.settings;
+    let mut out: Vec<_> = broker.metadata.read(|m| {
+        m.brokers
+            .values()
+            .filter(|b| !b.fenced && b.broker_id != s.node_id)
+            .map(|b| (b.broker_id, b.host.clone(), b.port, b.rack.clone()))
+            .collect()
+    });
+    out.push((s.node_id, s.advertised_host.clone(), s.advertised_port, s.rack.clone()));
+    out.sort_by_key(|b| b.0);
+    out
 }
 
 fn topic_entry(_m: &MetadataState, t: &TopicState, authorized_operations: i32) -> MetadataResponseTopic {
@@ -106,8 +127,9 @@ fn topic_entry(_m: &MetadataState, t: &TopicState, authorized_operations: i32) -
         .iter()
         .enumerate()
         .map(|(i, p)| {
+            let error = if p.leader < 0 { code(ResponseError::LeaderNotAvailable) } else { errors::NONE };
             MetadataResponsePartition::default()
-                .with_error_code(errors::NONE)
+                .with_error_code(error)
                 .with_partition_index(i as i32)
                 .with_leader_id(BrokerId(p.leader))
                 .with_leader_epoch(p.leader_epoch)

@@ -245,7 +245,9 @@ impl ObjectStorage {
         rel.is_some_and(|r| r.starts_with("seg/"))
     }
 
-    fn child_key(&self, rel: &str) -> String {
+    /// The full key of `rel` (a path relative to the storage prefix, e.g.
+    /// `controller/snapshots/x.json`), usable with `put_new`, `get`, `delete`.
+    pub fn child_key(&self, rel: &str) -> String {
         if self.prefix.as_ref().is_empty() { rel.to_string() } else { format!("{}/{rel}", self.prefix.as_ref()) }
     }
 

@@ -19,9 +19,10 @@
 
 mod fs;
 mod log_store;
-mod network;
+pub(crate) mod network;
 mod proposer;
 mod segments;
+pub(crate) mod service;
 mod state_machine;
 
 use std::collections::BTreeMap;
@@ -34,14 +35,15 @@ use openraft::error::{Fatal, RaftError};
 use openraft::metrics::WaitError;
 use openraft::{BasicNode, Raft, SnapshotPolicy};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ControllerError;
 use crate::metadata::{Command, CommandResult, MetadataState};
 use log_store::{LogStore, WriterDone};
 use network::TcpNetwork;
-use proposer::{CommandBatch, Proposal};
+use proposer::CommandBatch;
+use service::Service;
 use state_machine::StateMachine;
 
 openraft::declare_raft_types!(
@@ -69,11 +71,14 @@ pub struct ControllerConfig {
     /// larger keeps more log in memory and replays longer on restart; smaller snapshots (a
     /// full serialization of the metadata) more often.
     pub snapshot_every_entries: u64,
+    /// Fence a broker whose heartbeats stopped for this long (`None`: no fencing, for `skiff
+    /// dev` whose one broker lives in the same process).
+    pub session_timeout: Option<Duration>,
 }
 
 impl ControllerConfig {
     pub fn new(node_id: u64, data_dir: PathBuf, cluster_id: String) -> Self {
-        Self { node_id, data_dir, cluster_id, snapshot_every_entries: 10_000 }
+        Self { node_id, data_dir, cluster_id, snapshot_every_entries: 10_000, session_timeout: None }
     }
 
     fn raft_config(&self) -> Result<openraft::Config, ControllerError> {
@@ -105,6 +110,15 @@ pub struct MetadataHandle {
 }
 
 impl MetadataHandle {
+    pub(crate) fn new(state: Arc<RwLock<MetadataState>>, applied: watch::Receiver<u64>) -> Self {
+        Self { state, applied }
+    }
+
+    /// The last applied log index.
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
     /// Reads the applied state under a (std, non-async) read lock; never hold it across
     /// `.await` (`f` cannot, being synchronous).
     pub fn read<R>(&self, f: impl FnOnce(&MetadataState) -> R) -> R {
@@ -128,10 +142,12 @@ pub struct Controller {
 
 struct Inner {
     node_id: u64,
+    /// Snapshots this node built: (name, bytes).
+    built: watch::Receiver<Option<(String, Arc<Vec<u8>>)>>,
     raft: Raft<TypeConfig>,
     metadata: MetadataHandle,
-    /// Commands waiting for the proposer task.
-    proposals: mpsc::Sender<Proposal>,
+    /// Submits, the broker-facing RPCs and heartbeat bookkeeping.
+    service: Arc<Service>,
     /// Cancelled to stop; a child of the token given at start.
     stop: CancellationToken,
     /// `Some(result)` once the stop sequence has finished.
@@ -198,7 +214,7 @@ impl Controller {
             }
         };
         let pristine = log.is_pristine() && sm.is_pristine();
-        let metadata = MetadataHandle { state: parts.state, applied: parts.applied };
+        let metadata = MetadataHandle { state: parts.state.clone(), applied: parts.applied.clone() };
 
         let network = TcpNetwork { node_id: config.node_id };
         let raft = match Raft::new(config.node_id, raft_config, network, log, sm).await {
@@ -213,13 +229,27 @@ impl Controller {
         let stop = shutdown.child_token();
         let (stopped_tx, stopped) = watch::channel(None);
         let (proposals, proposals_rx) = mpsc::channel(proposer::QUEUE);
+        let service = Arc::new(Service {
+            node_id: config.node_id,
+            raft: raft.clone(),
+            proposals,
+            state: parts.state,
+            journal: parts.journal,
+            applied: parts.applied,
+            liveness: Default::default(),
+            fence_stats: Default::default(),
+        });
         let mut tasks = vec![tokio::spawn(proposer::run(raft.clone(), proposals_rx, stop.clone()))];
         if let Some(listener) = listener {
-            tasks.push(tokio::spawn(network::serve(listener, raft.clone(), stop.clone())));
+            tasks.push(tokio::spawn(network::serve(listener, service.clone(), stop.clone())));
+        }
+        if let Some(timeout) = config.session_timeout {
+            tasks.push(tokio::spawn(service::run_fencing(service.clone(), timeout, stop.clone())));
         }
         // Owned through `stopped`: it reports its end there and every shutdown call awaits it.
         tokio::spawn(stop_when_cancelled(raft.clone(), stop.clone(), tasks, writer_done, stopped_tx));
-        let inner = Inner { node_id: config.node_id, raft, metadata, proposals, stop, stopped };
+        let inner =
+            Inner { node_id: config.node_id, built: parts.built.clone(), raft, metadata, service, stop, stopped };
         Ok((Controller { inner: Arc::new(inner) }, pristine))
     }
 
@@ -290,14 +320,116 @@ impl Controller {
         if self.inner.stop.is_cancelled() {
             return Err(ControllerError::Closed);
         }
-        let (reply, result) = oneshot::channel();
-        self.inner.proposals.send(Proposal { cmd, reply }).await.map_err(|_| ControllerError::Closed)?;
         // A dropped reply means the proposer stopped before the command was proposed.
-        result.await.map_err(|_| ControllerError::Closed)?
+        self.inner.service.submit_indexed(cmd).await.map(|(result, _)| result)
+    }
+
+    /// Prometheus text for this controller node: Raft term, leader, log indexes, broker
+    /// sessions, partition leadership per broker, fencing counts and detection times.
+    pub fn metrics_text(&self) -> String {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::new();
+        let node = self.inner.node_id;
+        {
+            let metrics = self.inner.raft.metrics();
+            let m = metrics.borrow();
+            let is_leader = m.current_leader == Some(node);
+            let _ =
+                writeln!(out, "# TYPE skiff_raft_term gauge\nskiff_raft_term{{node=\"{node}\"}} {}", m.current_term);
+            let _ = writeln!(
+                out,
+                "# TYPE skiff_raft_leader_id gauge\nskiff_raft_leader_id{{node=\"{node}\"}} {}",
+                m.current_leader.map_or(-1, |l| l as i64)
+            );
+            let _ = writeln!(
+                out,
+                "# TYPE skiff_raft_is_leader gauge\nskiff_raft_is_leader{{node=\"{node}\"}} {}",
+                u8::from(is_leader)
+            );
+            let _ = writeln!(
+                out,
+                "# TYPE skiff_raft_last_log_index gauge\nskiff_raft_last_log_index{{node=\"{node}\"}} {}",
+                m.last_log_index.unwrap_or(0)
+            );
+            let _ = writeln!(
+                out,
+                "# TYPE skiff_raft_applied_index gauge\nskiff_raft_applied_index{{node=\"{node}\"}} {}",
+                m.last_applied.map_or(0, |l| l.index)
+            );
+            // The leader knows the commit index as what a quorum has matched; others report
+            // what they applied (committed by definition).
+            let commit = m
+                .replication
+                .as_ref()
+                .and_then(|r| {
+                    let mut matched: Vec<u64> = r.values().map(|l| l.map_or(0, |l| l.index)).collect();
+                    matched.sort_unstable();
+                    matched.get((matched.len().saturating_sub(1)) / 2).copied()
+                })
+                .unwrap_or_else(|| m.last_applied.map_or(0, |l| l.index));
+            let _ = writeln!(
+                out,
+                "# TYPE skiff_raft_commit_index gauge\nskiff_raft_commit_index{{node=\"{node}\"}} {commit}"
+            );
+        }
+        self.inner.metadata.read(|s| {
+            let _ = writeln!(out, "# TYPE skiff_cluster_broker_fenced gauge");
+            for b in s.brokers.values() {
+                let _ =
+                    writeln!(out, "skiff_cluster_broker_fenced{{broker=\"{}\"}} {}", b.broker_id, u8::from(b.fenced));
+            }
+            let mut led: std::collections::BTreeMap<i32, u64> = s.brokers.keys().map(|b| (*b, 0)).collect();
+            for t in s.topics.values() {
+                for p in &t.partitions {
+                    *led.entry(p.leader).or_default() += 1;
+                }
+            }
+            let _ = writeln!(out, "# TYPE skiff_cluster_partitions_led gauge");
+            for (b, n) in led {
+                let _ = writeln!(out, "skiff_cluster_partitions_led{{broker=\"{b}\"}} {n}");
+            }
+        });
+        let f = &self.inner.service.fence_stats;
+        let _ = writeln!(out, "# TYPE skiff_cluster_fences_total counter");
+        let _ = writeln!(
+            out,
+            "skiff_cluster_fences_total{{reason=\"session_timeout\"}} {}",
+            f.fenced_timeout.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "skiff_cluster_fences_total{{reason=\"controlled_shutdown\"}} {}",
+            f.fenced_controlled.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE skiff_cluster_fence_detect_ms_sum counter\nskiff_cluster_fence_detect_ms_sum {}",
+            f.detect_ms_sum.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE skiff_cluster_fence_detect_ms_max gauge\nskiff_cluster_fence_detect_ms_max {}",
+            f.detect_ms_max.load(Relaxed)
+        );
+        out
     }
 
     pub fn metadata(&self) -> MetadataHandle {
         self.inner.metadata.clone()
+    }
+
+    /// Snapshots as this node builds them: `(name, bytes)`, the name sorting by log index.
+    /// The bytes are exactly the `current.json` file a restored controller starts from.
+    pub fn built_snapshots(&self) -> watch::Receiver<Option<(String, Arc<Vec<u8>>)>> {
+        self.inner.built.clone()
+    }
+
+    /// Installs `bytes` (a snapshot from [`Self::built_snapshots`], e.g. copied back from
+    /// object storage) as the snapshot of a pristine controller data dir, so the controller
+    /// starts from it. Refuses a data dir that already has a log or snapshot.
+    pub fn restore_snapshot(data_dir: &std::path::Path, bytes: &[u8]) -> Result<(), ControllerError> {
+        state_machine::restore(&data_dir.join("snapshots"), &data_dir.join("log"), bytes)
     }
 
     /// This node's Raft id.

@@ -17,15 +17,16 @@
 //! A single voter never sends RPCs; its membership carries no address and it runs no listener.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::BasicNode;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
-use openraft::{BasicNode, Raft};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -33,6 +34,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::raft::TypeConfig;
+use crate::raft::service::{BrokerRequest, BrokerResponse, Service};
 
 type NodeId = u64;
 
@@ -41,20 +43,23 @@ type NodeId = u64;
 const MAX_FRAME_BYTES: usize = 64 << 20;
 
 #[derive(Serialize, Deserialize)]
-enum Request {
+pub(crate) enum Request {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// From a broker (`service.rs`).
+    Broker(BrokerRequest),
 }
 
 #[derive(Serialize, Deserialize)]
-enum Response {
+pub(crate) enum Response {
     AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    Broker(BrokerResponse),
 }
 
-async fn write_frame(stream: &mut TcpStream, body: &[u8]) -> io::Result<()> {
+pub(crate) async fn write_frame(stream: &mut TcpStream, body: &[u8]) -> io::Result<()> {
     let len = u32::try_from(body.len())
         .ok()
         .filter(|l| *l as usize <= MAX_FRAME_BYTES)
@@ -64,7 +69,7 @@ async fn write_frame(stream: &mut TcpStream, body: &[u8]) -> io::Result<()> {
     stream.flush().await
 }
 
-async fn read_frame(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+pub(crate) async fn read_frame(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
     let len = stream.read_u32().await? as usize;
     if len > MAX_FRAME_BYTES {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes")));
@@ -191,17 +196,17 @@ impl RaftNetwork<TypeConfig> for Peer {
 }
 
 /// Accepts peer connections on `listener` and hands their RPCs to `raft` until `stop`.
-pub(crate) async fn serve(listener: TcpListener, raft: Raft<TypeConfig>, stop: CancellationToken) {
+pub(crate) async fn serve(listener: TcpListener, service: Arc<Service>, stop: CancellationToken) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     tracing::debug!(%peer, "controller peer connected");
-                    let raft = raft.clone();
+                    let service = service.clone();
                     let stop = stop.clone();
                     conns.spawn(async move {
-                        if let Err(e) = serve_connection(stream, raft, stop).await {
+                        if let Err(e) = serve_connection(stream, service, stop).await {
                             tracing::debug!(%peer, error = %e, "controller peer connection closed");
                         }
                     });
@@ -221,7 +226,26 @@ pub(crate) async fn serve(listener: TcpListener, raft: Raft<TypeConfig>, stop: C
     tracing::debug!("controller peer listener stopped");
 }
 
-async fn serve_connection(mut stream: TcpStream, raft: Raft<TypeConfig>, stop: CancellationToken) -> io::Result<()> {
+async fn serve_connection(stream: TcpStream, service: Arc<Service>, stop: CancellationToken) -> io::Result<()> {
+    // The broker whose heartbeats arrive on this connection, if any: when the connection
+    // closes, its session is suspect (see `service::run_fencing`).
+    let mut heartbeats_from = None;
+    let result = serve_requests(stream, &service, &stop, &mut heartbeats_from).await;
+    if let Some((broker_id, incarnation)) = heartbeats_from
+        && !stop.is_cancelled()
+    {
+        service.liveness.connection_lost(broker_id, incarnation);
+    }
+    result
+}
+
+async fn serve_requests(
+    mut stream: TcpStream,
+    service: &Service,
+    stop: &CancellationToken,
+    heartbeats_from: &mut Option<(i32, uuid::Uuid)>,
+) -> io::Result<()> {
+    let raft = &service.raft;
     stream.set_nodelay(true)?;
     loop {
         let body = tokio::select! {
@@ -237,6 +261,16 @@ async fn serve_connection(mut stream: TcpStream, raft: Raft<TypeConfig>, stop: C
             Request::AppendEntries(r) => Response::AppendEntries(raft.append_entries(r).await),
             Request::Vote(r) => Response::Vote(raft.vote(r).await),
             Request::InstallSnapshot(r) => Response::InstallSnapshot(raft.install_snapshot(r).await),
+            Request::Broker(r) => {
+                if let BrokerRequest::Heartbeat { broker_id, incarnation } = &r {
+                    *heartbeats_from = Some((*broker_id, *incarnation));
+                }
+                // A long watch must not outlive a stop.
+                tokio::select! {
+                    resp = service.handle(r) => Response::Broker(resp),
+                    () = stop.cancelled() => return Ok(()),
+                }
+            }
         };
         let body = serde_json::to_vec(&resp).map_err(io::Error::other)?;
         write_frame(&mut stream, &body).await?;

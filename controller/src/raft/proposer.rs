@@ -41,7 +41,8 @@ pub(crate) struct CommandBatch(pub(crate) Vec<Command>);
 /// One queued command and where its result goes.
 pub(crate) struct Proposal {
     pub(crate) cmd: Command,
-    pub(crate) reply: oneshot::Sender<Result<CommandResult, ControllerError>>,
+    /// The command's result and the log index of the entry that carried it.
+    pub(crate) reply: oneshot::Sender<Result<(CommandResult, u64), ControllerError>>,
 }
 
 /// Runs until `stop` is cancelled: takes queued proposals, proposes them in batches.
@@ -80,8 +81,9 @@ pub(crate) async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Proposal>
             let _permit = permit;
             match response.await {
                 Ok(Ok(written)) if written.data.len() == n => {
+                    let index = written.log_id.index;
                     for (reply, result) in replies.into_iter().zip(written.data) {
-                        let _ = reply.send(Ok(result));
+                        let _ = reply.send(Ok((result, index)));
                     }
                 }
                 Ok(Ok(written)) => {

@@ -14,6 +14,7 @@
 //!   snapshot from the leader replaces the whole state (then it jumps forward);
 //! * a snapshot file's state is exactly the state after applying `meta.last_log_id`.
 
+use std::collections::VecDeque;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::error::ControllerError;
-use crate::metadata::{CommandResult, MetadataState};
+use crate::metadata::{Command, CommandResult, MetadataState};
 use crate::raft::TypeConfig;
 use crate::raft::fs::{corrupt, create_dir, read_optional, write_atomic};
 
@@ -44,6 +45,8 @@ struct SnapshotFile {
 /// The snapshot directory and the metadata of the snapshot currently in it.
 struct SnapshotStore {
     path: PathBuf,
+    /// The latest locally built snapshot (name, file bytes), for copies to object storage.
+    built: watch::Sender<Option<(String, Arc<Vec<u8>>)>>,
     /// Guards replacing the file and reading it together with its meta.
     current: Mutex<Option<Meta>>,
 }
@@ -73,6 +76,51 @@ impl SnapshotStore {
     }
 }
 
+/// How many recently applied entries are kept for brokers replaying the log; a broker further
+/// behind gets the whole state instead.
+pub(crate) const JOURNAL_ENTRIES: usize = 20_000;
+
+/// Recently applied entries (their commands), contiguous by log index, ending at `last`.
+/// Changed only while the state's write lock is held, so a reader holding the state's read
+/// lock sees a journal that matches the state exactly.
+#[derive(Default)]
+pub(crate) struct Journal {
+    pub(crate) entries: VecDeque<(u64, Arc<Vec<Command>>)>,
+    /// The log index the state reflects.
+    pub(crate) last: u64,
+}
+
+impl Journal {
+    fn push(&mut self, index: u64, commands: Vec<Command>) {
+        if self.entries.back().is_some_and(|(i, _)| *i + 1 != index) {
+            // Not contiguous (cannot happen in log order): start over from here.
+            self.entries.clear();
+        }
+        self.entries.push_back((index, Arc::new(commands)));
+        while self.entries.len() > JOURNAL_ENTRIES {
+            self.entries.pop_front();
+        }
+        self.last = index;
+    }
+
+    /// The entries after `from`, at most `max`, if the journal still holds all of them.
+    pub(crate) fn since(&self, from: u64, max: usize) -> Option<Vec<(u64, Arc<Vec<Command>>)>> {
+        if from >= self.last {
+            return Some(Vec::new());
+        }
+        let first = self.entries.front()?.0;
+        if from + 1 < first {
+            return None;
+        }
+        let skip = (from + 1 - first) as usize;
+        Some(self.entries.iter().skip(skip).take(max).cloned().collect())
+    }
+}
+
+pub(crate) fn lock_journal(j: &Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
+    j.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The state machine handed to openraft.
 pub(crate) struct StateMachine {
     state: Arc<RwLock<MetadataState>>,
@@ -80,12 +128,15 @@ pub(crate) struct StateMachine {
     last_membership: StoredMembership<NodeId, BasicNode>,
     applied_tx: watch::Sender<u64>,
     snapshots: Arc<SnapshotStore>,
+    journal: Arc<Mutex<Journal>>,
 }
 
 /// What the rest of the controller needs to read the state machine.
 pub(crate) struct StateMachineParts {
     pub(crate) state: Arc<RwLock<MetadataState>>,
     pub(crate) applied: watch::Receiver<u64>,
+    pub(crate) journal: Arc<Mutex<Journal>>,
+    pub(crate) built: watch::Receiver<Option<(String, Arc<Vec<u8>>)>>,
 }
 
 fn write_lock(state: &RwLock<MetadataState>) -> std::sync::RwLockWriteGuard<'_, MetadataState> {
@@ -115,14 +166,18 @@ impl StateMachine {
         let last_membership = meta.as_ref().map(|m| m.last_membership.clone()).unwrap_or_default();
         let (applied_tx, applied_rx) = watch::channel(last_applied.map_or(0, |l| l.index));
         let state = Arc::new(RwLock::new(state));
+        let (built_tx, built) = watch::channel(None);
+        let journal =
+            Arc::new(Mutex::new(Journal { entries: VecDeque::new(), last: last_applied.map_or(0, |l| l.index) }));
         let sm = StateMachine {
             state: state.clone(),
             last_applied,
             last_membership,
             applied_tx,
-            snapshots: Arc::new(SnapshotStore { path, current: Mutex::new(meta) }),
+            snapshots: Arc::new(SnapshotStore { path, current: Mutex::new(meta), built: built_tx }),
+            journal: journal.clone(),
         };
-        Ok((sm, StateMachineParts { state, applied: applied_rx }))
+        Ok((sm, StateMachineParts { state, applied: applied_rx, journal, built }))
     }
 
     /// True when no snapshot exists and nothing was applied.
@@ -163,6 +218,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .map_err(|e| StorageIOError::<NodeId>::write_snapshot(None, AnyError::new(&e)))?
         .map_err(|e| snapshot_err(&e))?;
         tracing::info!(%meta, bytes = bytes.len(), "built metadata snapshot");
+        let name = match meta.last_log_id {
+            // Zero-padded so names sort by index.
+            Some(l) => format!("{:020}-{}", l.index, l.leader_id.term),
+            None => "00000000000000000000-0".to_string(),
+        };
+        self.snapshots.built.send_replace(Some((name, Arc::new(bytes.clone()))));
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
 }
@@ -184,18 +245,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut results = Vec::new();
         for entry in entries {
             self.last_applied = Some(entry.log_id);
-            let result = match entry.payload {
-                EntryPayload::Blank => Vec::new(),
-                EntryPayload::Normal(batch) => {
-                    // One lock per entry: readers see a batch entirely or not at all.
-                    let mut state = write_lock(&self.state);
-                    batch.0.iter().map(|cmd| state.apply(cmd)).collect()
-                }
+            // One lock per entry: readers see a batch entirely or not at all, and the journal
+            // always matches the state.
+            let mut state = write_lock(&self.state);
+            let (result, commands) = match entry.payload {
+                EntryPayload::Blank => (Vec::new(), Vec::new()),
+                EntryPayload::Normal(batch) => (batch.0.iter().map(|cmd| state.apply(cmd)).collect(), batch.0),
                 EntryPayload::Membership(m) => {
                     self.last_membership = StoredMembership::new(Some(entry.log_id), m);
-                    Vec::new()
+                    (Vec::new(), Vec::new())
                 }
             };
+            lock_journal(&self.journal).push(entry.log_id.index, commands);
+            drop(state);
             results.push(result);
         }
         if let Some(last) = self.last_applied {
@@ -238,7 +300,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(|e| snapshot_err(&e))?;
         tracing::info!(%meta, "installed metadata snapshot");
 
-        *write_lock(&self.state) = file.state;
+        {
+            let mut state = write_lock(&self.state);
+            *state = file.state;
+            let mut journal = lock_journal(&self.journal);
+            journal.entries.clear();
+            journal.last = meta.last_log_id.map_or(0, |l| l.index);
+        }
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
         self.applied_tx.send_replace(meta.last_log_id.map_or(0, |l| l.index));
@@ -253,4 +321,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| StorageError::from(StorageIOError::<NodeId>::read_snapshot(None, AnyError::new(&e))))?;
         Ok(current.map(|(meta, bytes)| Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
     }
+}
+
+/// Writes `bytes` as the snapshot of a pristine controller (rebuilding a cluster from the copy
+/// in object storage). Checked: the bytes must decode as a snapshot, and neither a snapshot
+/// nor a Raft log may exist yet.
+pub(crate) fn restore(dir: &Path, log_dir: &Path, bytes: &[u8]) -> Result<(), ControllerError> {
+    let path = dir.join("current.json");
+    let file: SnapshotFile =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(&path, format!("snapshot to restore: {e}")))?;
+    if read_optional(&path)?.is_some() {
+        return Err(corrupt(&path, "refusing to restore over an existing snapshot"));
+    }
+    let has_log = std::fs::read_dir(log_dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if has_log {
+        return Err(corrupt(log_dir, "refusing to restore into a controller that has a Raft log"));
+    }
+    create_dir(dir)?;
+    write_atomic(&path, bytes)?;
+    tracing::info!(meta = %file.meta, "restored a metadata snapshot from a copy");
+    Ok(())
 }

@@ -35,6 +35,9 @@ use crate::group::state::{Group, GroupError, GroupState};
 #[derive(Default)]
 pub(super) struct ConsumerGroups {
     pub(super) groups: HashMap<String, ConsumerGroup>,
+    /// The shard epoch each in-memory group was loaded (or created) at: a group whose shard
+    /// changed hands since is reloaded from the stored state.
+    loaded_at: HashMap<String, i32>,
     pipelines: HashMap<String, Pipeline>,
     /// Stores in flight: (group, pipeline incarnation, version, applied).
     pub(super) stores: JoinSet<(String, u64, u64, bool)>,
@@ -161,6 +164,14 @@ impl Driver {
     /// The consumer group `group_id`, if the group is one: in memory, or stored as one and not
     /// live as a classic group (loaded on first use).
     pub(super) fn consumer_group(&mut self, group_id: &str, now: u64) -> Option<&mut ConsumerGroup> {
+        let epoch = self.forget_if_moved(group_id);
+        if self.consumer.loaded_at.get(group_id).is_some_and(|e| *e != epoch) {
+            info!(
+                group = group_id,
+                epoch, "coordinator shard changed hands since the consumer group was loaded; reloading it"
+            );
+            self.forget_consumer_group(group_id, "The coordinator moved.");
+        }
         if !self.consumer.groups.contains_key(group_id) {
             if self.groups.contains_key(group_id) {
                 return None;
@@ -169,9 +180,22 @@ impl Driver {
             let g = ConsumerGroup::load(group_id, self.settings.consumer, &stored, now);
             info!(group = %group_id, members = g.member_count(), epoch = g.group_epoch(), "loaded consumer group");
             self.consumer.groups.insert(group_id.to_string(), g);
+            self.consumer.loaded_at.insert(group_id.to_string(), epoch);
             self.arm(group_id);
         }
         self.consumer.groups.get_mut(group_id)
+    }
+
+    /// Drops a consumer group from memory (it reloads from the stored state when next touched);
+    /// heartbeats waiting for its stores get NOT_COORDINATOR.
+    pub(super) fn forget_consumer_group(&mut self, group_id: &str, why: &str) {
+        self.consumer.groups.remove(group_id);
+        self.consumer.loaded_at.remove(group_id);
+        if let Some(p) = self.consumer.pipelines.remove(group_id) {
+            for (_, _, tx) in p.waiting {
+                let _ = tx.send(HeartbeatResponse::error(GroupError::NotCoordinator, why));
+            }
+        }
     }
 
     /// Whether a classic JoinGroup may use `group_id`: yes if it is no consumer group, or an
@@ -184,8 +208,11 @@ impl Driver {
                 // stored after the first rebalance replaces the consumer state.
                 info!(group = %group_id, "converting the empty consumer group to a classic group");
                 self.consumer.groups.remove(group_id);
+                self.consumer.loaded_at.remove(group_id);
                 // Live as classic from now on, whatever is still stored.
+                let epoch = GroupCoordinator::coordinator_epoch(&self.metadata, group_id);
                 self.groups.insert(group_id.to_string(), Group::new(group_id, self.settings));
+                self.loaded_at.insert(group_id.to_string(), epoch);
                 true
             }
             Some(_) => false,
@@ -229,11 +256,18 @@ impl Driver {
                 let _ = reply.send(HeartbeatResponse::error(GroupError::GroupIdNotFound, message));
                 return;
             }
-            if classic.is_some() {
-                info!(group = %group_id, "converting the empty classic group to a consumer group");
-                self.groups.remove(&group_id);
+            if self.consumer.groups.contains_key(&group_id) {
+                // `existing` found it stored as a consumer group after all (its shard moved).
+            } else {
+                if classic.is_some() {
+                    info!(group = %group_id, "converting the empty classic group to a consumer group");
+                    self.groups.remove(&group_id);
+                    self.loaded_at.remove(&group_id);
+                }
+                let epoch = GroupCoordinator::coordinator_epoch(&self.metadata, &group_id);
+                self.consumer.groups.insert(group_id.clone(), ConsumerGroup::new(&group_id, self.settings.consumer));
+                self.consumer.loaded_at.insert(group_id.clone(), epoch);
             }
-            self.consumer.groups.insert(group_id.clone(), ConsumerGroup::new(&group_id, self.settings.consumer));
         }
         let fresh_id = Uuid::new_v4().to_string();
         let Some(g) = self.consumer.groups.get_mut(&group_id) else { return };
@@ -314,15 +348,7 @@ impl Driver {
             // Memory is ahead of the stored state: forget the group; it reloads from what was
             // stored. Waiting members learn nothing they could act on.
             warn!(group = %group_id, "dropping the consumer group from memory after a failed store");
-            if let Some(p) = self.consumer.pipelines.remove(&group_id) {
-                for (_, _, tx) in p.waiting {
-                    let _ = tx.send(HeartbeatResponse::error(
-                        GroupError::NotCoordinator,
-                        "The group state could not be stored.",
-                    ));
-                }
-            }
-            self.consumer.groups.remove(&group_id);
+            self.forget_consumer_group(&group_id, "The group state could not be stored.");
             return;
         }
         p.applied = version;

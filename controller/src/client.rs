@@ -1,0 +1,361 @@
+//! A broker's view of a remote controller quorum: submits commands to the Raft leader,
+//! replays the metadata log into a local image, and heartbeats.
+//!
+//! ```text
+//! broker ──Submit/Heartbeat──▶ controller leader (found by asking any controller)
+//!        ◀──Watch (long poll)── entries after the image's index, or the whole state
+//! ```
+//!
+//! Invariants:
+//! * the image is always the state after some prefix of the log: entries apply in index order,
+//!   each batch under one write lock, and a whole-state answer replaces it at once;
+//! * `submit` returns only after the command is committed and the local image has applied it
+//!   (read-your-writes for the broker's handlers);
+//! * a request that may have reached the leader is never silently re-sent, except for commands
+//!   that are idempotent by construction (registration, fencing); others report the failure
+//!   and the caller decides (the write path rewinds, handlers answer a retriable error);
+//! * every exchange has a deadline, so a stopped (SIGSTOP) controller costs at most one
+//!   timeout before the next controller is tried.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::error::ControllerError;
+use crate::metadata::{BrokerId, Command, CommandResult, MetadataState};
+use crate::raft::MetadataHandle;
+use crate::raft::network::{Request, Response, read_frame, write_frame};
+use crate::raft::service::{BrokerRequest, BrokerResponse, RpcError, WatchReply};
+
+/// Dialling a controller.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// One submit exchange (commit latency is milliseconds; this covers a slow fsync).
+const SUBMIT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A submit keeps looking for a leader this long (an election takes about a second).
+const SUBMIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the leader may hold a watch open, and the slack on top for the answer.
+const WATCH_WAIT: Duration = Duration::from_millis(1000);
+const WATCH_SLACK: Duration = Duration::from_millis(1000);
+/// One heartbeat exchange.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Pause after every controller was tried without finding a leader.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// After a submit, how long to wait for the image to apply it.
+const READ_YOUR_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle connections kept per controller.
+const POOL_PER_ADDR: usize = 16;
+
+/// How one exchange failed.
+#[derive(Debug)]
+enum CallError {
+    /// Nothing was sent (dial failed): safe to try elsewhere.
+    Unreachable(String),
+    /// Sent, but no answer: the request may or may not have taken effect.
+    Ambiguous(String),
+}
+
+/// A clonable handle to a remote controller quorum.
+#[derive(Clone)]
+pub struct RemoteController {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    addrs: Vec<String>,
+    /// The leader as last learned.
+    leader: Mutex<Option<String>>,
+    /// Rotates through `addrs` when no leader is known.
+    next: std::sync::atomic::AtomicUsize,
+    pool: Mutex<HashMap<String, Vec<TcpStream>>>,
+    /// The heartbeat's own connection (never pooled): the leader treats its closing as a sign
+    /// that this broker died, so it is closed only when an exchange on it fails.
+    heartbeat_conn: tokio::sync::Mutex<Option<(String, TcpStream)>>,
+    image: Arc<RwLock<MetadataState>>,
+    applied: watch::Sender<u64>,
+    metadata: MetadataHandle,
+}
+
+impl RemoteController {
+    /// Connects to the quorum at `addrs` (any of its controllers) and starts replaying the
+    /// metadata log into a local image; returns once the image holds an initialized cluster
+    /// (or fails after `timeout`). The replay stops with `stop`.
+    pub async fn connect(
+        addrs: Vec<String>,
+        timeout: Duration,
+        stop: CancellationToken,
+    ) -> Result<RemoteController, ControllerError> {
+        if addrs.is_empty() {
+            return Err(ControllerError::Raft("no controller addresses given".into()));
+        }
+        let image = Arc::new(RwLock::new(MetadataState::default()));
+        let (applied, applied_rx) = watch::channel(0);
+        let metadata = MetadataHandle::new(image.clone(), applied_rx);
+        let client = RemoteController {
+            inner: Arc::new(Inner {
+                addrs,
+                leader: Mutex::new(None),
+                next: Default::default(),
+                pool: Mutex::new(HashMap::new()),
+                heartbeat_conn: tokio::sync::Mutex::new(None),
+                image,
+                applied,
+                metadata,
+            }),
+        };
+        tokio::spawn(client.clone().replay(stop.clone()));
+        let mut applied = client.inner.metadata.subscribe();
+        let ready = async {
+            loop {
+                if client.inner.metadata.read(|m| !m.cluster_id.is_empty()) {
+                    return Ok(());
+                }
+                if applied.changed().await.is_err() {
+                    return Err(ControllerError::Closed);
+                }
+            }
+        };
+        tokio::select! {
+            r = tokio::time::timeout(timeout, ready) => match r {
+                Ok(r) => r?,
+                Err(_) => return Err(ControllerError::Raft(format!(
+                    "no metadata from the controllers {:?} within {timeout:?}", client.inner.addrs
+                ))),
+            },
+            () = stop.cancelled() => return Err(ControllerError::Closed),
+        }
+        Ok(client)
+    }
+
+    /// The local metadata image.
+    pub fn metadata(&self) -> MetadataHandle {
+        self.inner.metadata.clone()
+    }
+
+    /// Submits `cmd` to the leader; returns its result once the local image has applied it.
+    pub async fn submit(&self, cmd: Command) -> Result<CommandResult, ControllerError> {
+        let idempotent = matches!(cmd, Command::RegisterBroker(_) | Command::FenceBroker { .. });
+        let deadline = Instant::now() + SUBMIT_TIMEOUT;
+        let req = Request::Broker(BrokerRequest::Submit(cmd));
+        let mut last_error;
+        let (result, index) = loop {
+            let outcome = self.call_leader(&req, SUBMIT_ATTEMPT_TIMEOUT).await;
+            match outcome {
+                Ok(BrokerResponse::Submit(Ok(done))) => break done,
+                Ok(BrokerResponse::Submit(Err(RpcError::Failed(e)))) => return Err(ControllerError::Raft(e)),
+                Ok(BrokerResponse::Submit(Err(e @ (RpcError::NotLeader { .. } | RpcError::Closed)))) => {
+                    last_error = e.to_string();
+                }
+                Ok(_) => return Err(ControllerError::Raft("controller answered another request".into())),
+                Err(CallError::Unreachable(e)) => last_error = e,
+                Err(CallError::Ambiguous(e)) if !idempotent => {
+                    return Err(ControllerError::Raft(format!("outcome unknown, controller connection failed: {e}")));
+                }
+                Err(CallError::Ambiguous(e)) => last_error = e,
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(error = %last_error, "no controller leader accepted a command in time");
+                return Err(ControllerError::NotLeader { leader: None });
+            }
+        };
+        let mut applied = self.inner.metadata.subscribe();
+        let caught_up = tokio::time::timeout(READ_YOUR_WRITE_TIMEOUT, applied.wait_for(|a| *a >= index)).await;
+        if !matches!(caught_up, Ok(Ok(_))) {
+            tracing::warn!(index, "metadata image did not apply a submitted command in time");
+        }
+        Ok(result)
+    }
+
+    /// One heartbeat to the leader, on the heartbeat's own connection. `Ok(true)`: this
+    /// incarnation is fenced (or unknown) and must register again.
+    pub async fn heartbeat(&self, broker_id: BrokerId, incarnation: Uuid) -> Result<bool, ControllerError> {
+        let req = Request::Broker(BrokerRequest::Heartbeat { broker_id, incarnation });
+        let body = serde_json::to_vec(&req).map_err(|e| ControllerError::Raft(e.to_string()))?;
+        let target = self.target();
+        let mut conn = self.inner.heartbeat_conn.lock().await;
+        if conn.as_ref().is_some_and(|(addr, _)| *addr != target) {
+            *conn = None;
+        }
+        if conn.is_none() {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    *conn = Some((target.clone(), s));
+                }
+                Ok(Err(e)) => {
+                    drop(conn);
+                    self.forget(&target);
+                    return Err(ControllerError::Raft(format!("{target}: {e}")));
+                }
+                Err(_) => {
+                    drop(conn);
+                    self.forget(&target);
+                    return Err(ControllerError::Raft(format!("{target}: connect timed out")));
+                }
+            }
+        }
+        let Some((_, stream)) = conn.as_mut() else {
+            return Err(ControllerError::Raft("heartbeat connection missing".into()));
+        };
+        let exchange = async {
+            write_frame(stream, &body).await?;
+            read_frame(stream).await
+        };
+        let answer = match tokio::time::timeout(HEARTBEAT_TIMEOUT, exchange).await {
+            Ok(Ok(bytes)) => serde_json::from_slice::<Response>(&bytes).ok(),
+            _ => None,
+        };
+        let Some(Response::Broker(BrokerResponse::Heartbeat(answer))) = answer else {
+            *conn = None;
+            drop(conn);
+            self.forget(&target);
+            return Err(ControllerError::Raft(format!("{target}: heartbeat got no valid answer")));
+        };
+        drop(conn);
+        match answer {
+            Ok(r) => {
+                *self.inner.leader.lock().unwrap_or_else(|e| e.into_inner()) = Some(target);
+                Ok(r.fenced)
+            }
+            Err(RpcError::NotLeader { leader }) => {
+                let known = leader.filter(|l| *l != target);
+                if known.is_none() {
+                    self.rotate();
+                }
+                *self.inner.leader.lock().unwrap_or_else(|e| e.into_inner()) = known;
+                Err(ControllerError::NotLeader { leader: None })
+            }
+            Err(e) => Err(ControllerError::Raft(e.to_string())),
+        }
+    }
+
+    /// One exchange with the leader as known (or the next controller in turn). Learns the
+    /// leader from `NotLeader` answers; forgets it when it does not answer.
+    async fn call_leader(&self, req: &Request, timeout: Duration) -> Result<BrokerResponse, CallError> {
+        let target = self.target();
+        let result = self.exchange(&target, req, timeout).await;
+        match &result {
+            Ok(BrokerResponse::Submit(Err(RpcError::NotLeader { leader })))
+            | Ok(BrokerResponse::Watch(Err(RpcError::NotLeader { leader })))
+            | Ok(BrokerResponse::Heartbeat(Err(RpcError::NotLeader { leader }))) => {
+                let known = leader.clone().filter(|l| *l != target);
+                if known.is_none() {
+                    self.rotate();
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                *self.inner.leader.lock().unwrap_or_else(|e| e.into_inner()) = known;
+            }
+            Ok(_) => *self.inner.leader.lock().unwrap_or_else(|e| e.into_inner()) = Some(target),
+            Err(_) => {
+                self.forget(&target);
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+        result
+    }
+
+    fn target(&self) -> String {
+        if let Some(l) = self.inner.leader.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return l;
+        }
+        let i = self.inner.next.load(std::sync::atomic::Ordering::Relaxed);
+        self.inner.addrs[i % self.inner.addrs.len()].clone()
+    }
+
+    fn rotate(&self) {
+        self.inner.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn forget(&self, target: &str) {
+        let mut leader = self.inner.leader.lock().unwrap_or_else(|e| e.into_inner());
+        if leader.as_deref() == Some(target) {
+            *leader = None;
+        }
+        drop(leader);
+        // Move past the failed controller when rotating.
+        let i = self.inner.next.load(std::sync::atomic::Ordering::Relaxed);
+        if self.inner.addrs[i % self.inner.addrs.len()] == target {
+            self.rotate();
+        }
+        self.inner.pool.lock().unwrap_or_else(|e| e.into_inner()).remove(target);
+    }
+
+    async fn exchange(&self, addr: &str, req: &Request, timeout: Duration) -> Result<BrokerResponse, CallError> {
+        let body = serde_json::to_vec(req).map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let pooled = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner()).get_mut(addr).and_then(Vec::pop);
+        let mut stream = match pooled {
+            Some(s) => s,
+            None => match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    s
+                }
+                Ok(Err(e)) => return Err(CallError::Unreachable(format!("{addr}: {e}"))),
+                Err(_) => return Err(CallError::Unreachable(format!("{addr}: connect timed out"))),
+            },
+        };
+        let exchange = async {
+            write_frame(&mut stream, &body).await?;
+            read_frame(&mut stream).await
+        };
+        let bytes = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return Err(CallError::Ambiguous(format!("{addr}: {e}"))),
+            Err(_) => return Err(CallError::Ambiguous(format!("{addr}: no answer within {timeout:?}"))),
+        };
+        let resp: Response =
+            serde_json::from_slice(&bytes).map_err(|e| CallError::Ambiguous(format!("{addr}: bad answer: {e}")))?;
+        let Response::Broker(resp) = resp else {
+            return Err(CallError::Ambiguous(format!("{addr}: answered a peer request")));
+        };
+        let mut pool = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = pool.entry(addr.to_string()).or_default();
+        if idle.len() < POOL_PER_ADDR {
+            idle.push(stream);
+        }
+        Ok(resp)
+    }
+
+    /// Replays the leader's log into the image until `stop`.
+    async fn replay(self, stop: CancellationToken) {
+        loop {
+            let from = *self.inner.applied.borrow();
+            let req = Request::Broker(BrokerRequest::Watch { from, wait_ms: WATCH_WAIT.as_millis() as u64 });
+            let outcome = tokio::select! {
+                r = self.call_leader(&req, WATCH_WAIT + WATCH_SLACK) => r,
+                () = stop.cancelled() => return,
+            };
+            match outcome {
+                Ok(BrokerResponse::Watch(Ok(WatchReply::Entries(entries)))) => {
+                    let Some(last) = entries.last().map(|(i, _)| *i) else { continue };
+                    if entries.first().is_some_and(|(i, _)| *i != from + 1) {
+                        tracing::warn!(from, "metadata entries do not follow the image; asking again");
+                        continue;
+                    }
+                    {
+                        let mut image = self.inner.image.write().unwrap_or_else(|e| e.into_inner());
+                        for (_, commands) in &entries {
+                            for cmd in commands.iter() {
+                                image.apply(cmd);
+                            }
+                        }
+                    }
+                    self.inner.applied.send_replace(last);
+                }
+                Ok(BrokerResponse::Watch(Ok(WatchReply::Snapshot { index, state }))) => {
+                    tracing::info!(index, from, "metadata image replaced by the controller's whole state");
+                    *self.inner.image.write().unwrap_or_else(|e| e.into_inner()) = *state;
+                    self.inner.applied.send_replace(index);
+                }
+                Ok(_) | Err(_) => {
+                    // call_leader already paused and moved on; nothing else to do.
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The controller's broker-facing service, on the same listener and framing as the Raft RPCs
+//! (`network.rs`): brokers submit commands, replay the metadata log (`Watch`) and heartbeat.
+//! Plus the leader's fencing loop, which turns missed heartbeats into `FenceBroker` commands.
+//!
+//! Invariants:
+//! * `Submit` answers only after the command is committed and applied on the leader, with the
+//!   log index that carried it: the broker waits until its own image has applied that index, so
+//!   it reads its own writes;
+//! * `Watch` returns a contiguous run of applied entries after the broker's index, or the whole
+//!   state with the index it reflects (when the journal no longer reaches back that far): the
+//!   broker's image is always exactly some prefix of the log;
+//! * only the Raft leader answers `Watch` and `Heartbeat` (others say who leads), and only the
+//!   leader fences; a new leader gives every broker a full session timeout before fencing it;
+//! * a fence names the broker's incarnation, so a late fence can never hit a re-registered
+//!   process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use openraft::Raft;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::error::ControllerError;
+use crate::metadata::{BrokerId, Command, CommandResult, MetadataState};
+use crate::raft::TypeConfig;
+use crate::raft::proposer::Proposal;
+use crate::raft::state_machine::{Journal, lock_journal};
+
+/// At most this many entries per `Watch` answer.
+const WATCH_MAX_ENTRIES: usize = 2_000;
+/// Upper bound on how long a `Watch` is held open waiting for news.
+const WATCH_MAX_WAIT: Duration = Duration::from_secs(5);
+/// How often the leader checks sessions.
+const FENCE_TICK: Duration = Duration::from_millis(50);
+
+/// A broker's request.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum BrokerRequest {
+    Submit(Command),
+    /// Entries applied after `from`, waiting up to `wait_ms` for some.
+    Watch {
+        from: u64,
+        wait_ms: u64,
+    },
+    Heartbeat {
+        broker_id: BrokerId,
+        incarnation: Uuid,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum BrokerResponse {
+    /// The command's result and the log index that carried it.
+    Submit(Result<(CommandResult, u64), RpcError>),
+    Watch(Result<WatchReply, RpcError>),
+    Heartbeat(Result<HeartbeatReply, RpcError>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum WatchReply {
+    /// Contiguous entries (index, commands), possibly none (nothing new within the wait).
+    Entries(Vec<(u64, Arc<Vec<Command>>)>),
+    /// The whole state as of `index`.
+    Snapshot { index: u64, state: Box<MetadataState> },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct HeartbeatReply {
+    /// The broker is not (or no longer) a live registered incarnation: it must register again.
+    pub(crate) fenced: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+pub(crate) enum RpcError {
+    #[error("not the controller leader (leader at {leader:?})")]
+    NotLeader { leader: Option<String> },
+    #[error("controller closed")]
+    Closed,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Last heartbeat per broker incarnation, on the leader, and which brokers' heartbeat
+/// connection closed since their last beat.
+#[derive(Default)]
+pub(crate) struct Liveness {
+    seen: Mutex<HashMap<BrokerId, (Uuid, Instant)>>,
+    /// Heartbeat connection closed (process gone, or connection reset) at this time, with no
+    /// beat since.
+    lost: Mutex<HashMap<BrokerId, (Uuid, Instant)>>,
+}
+
+impl Liveness {
+    fn beat(&self, broker_id: BrokerId, incarnation: Uuid) {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(broker_id, (incarnation, Instant::now()));
+        self.lost.lock().unwrap_or_else(|e| e.into_inner()).remove(&broker_id);
+    }
+
+    /// The connection `broker_id` heartbeats on closed. A crashed process's sockets are closed
+    /// by its kernel at once, so this is usually the first sign of a crash.
+    pub(crate) fn connection_lost(&self, broker_id: BrokerId, incarnation: Uuid) {
+        self.lost.lock().unwrap_or_else(|e| e.into_inner()).insert(broker_id, (incarnation, Instant::now()));
+    }
+
+    fn lost_since(&self, broker_id: BrokerId, incarnation: Uuid) -> Option<Instant> {
+        let lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+        lost.get(&broker_id).filter(|(i, _)| *i == incarnation).map(|(_, t)| *t)
+    }
+
+    fn last(&self, broker_id: BrokerId, incarnation: Uuid) -> Option<Instant> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(&broker_id).filter(|(i, _)| *i == incarnation).map(|(_, t)| *t)
+    }
+}
+
+/// Counters for `/metrics` on a controller.
+#[derive(Default)]
+pub(crate) struct FenceStats {
+    pub(crate) fenced_timeout: std::sync::atomic::AtomicU64,
+    pub(crate) fenced_controlled: std::sync::atomic::AtomicU64,
+    /// Sum and max of (fence committed − last heartbeat), in ms, for timeouts.
+    pub(crate) detect_ms_sum: std::sync::atomic::AtomicU64,
+    pub(crate) detect_ms_max: std::sync::atomic::AtomicU64,
+}
+
+/// What the service needs from a running controller.
+pub(crate) struct Service {
+    pub(crate) node_id: u64,
+    pub(crate) raft: Raft<TypeConfig>,
+    pub(crate) proposals: mpsc::Sender<Proposal>,
+    pub(crate) state: Arc<RwLock<MetadataState>>,
+    pub(crate) journal: Arc<Mutex<Journal>>,
+    pub(crate) applied: watch::Receiver<u64>,
+    pub(crate) liveness: Liveness,
+    pub(crate) fence_stats: FenceStats,
+}
+
+impl Service {
+    pub(crate) async fn handle(&self, req: BrokerRequest) -> BrokerResponse {
+        match req {
+            BrokerRequest::Submit(cmd) => BrokerResponse::Submit(self.submit(cmd).await),
+            BrokerRequest::Watch { from, wait_ms } => BrokerResponse::Watch(self.watch(from, wait_ms).await),
+            BrokerRequest::Heartbeat { broker_id, incarnation } => {
+                BrokerResponse::Heartbeat(self.heartbeat(broker_id, incarnation))
+            }
+        }
+    }
+
+    /// The current leader's id and address as this node knows them.
+    pub(crate) fn leader(&self) -> (Option<u64>, Option<String>) {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let addr = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
+        (m.current_leader, addr)
+    }
+
+    fn check_leader(&self) -> Result<(), RpcError> {
+        match self.leader() {
+            (Some(id), _) if id == self.node_id => Ok(()),
+            (_, addr) => Err(RpcError::NotLeader { leader: addr }),
+        }
+    }
+
+    pub(crate) async fn submit_indexed(&self, cmd: Command) -> Result<(CommandResult, u64), ControllerError> {
+        let (reply, result) = oneshot::channel();
+        self.proposals.send(Proposal { cmd, reply }).await.map_err(|_| ControllerError::Closed)?;
+        result.await.map_err(|_| ControllerError::Closed)?
+    }
+
+    async fn submit(&self, cmd: Command) -> Result<(CommandResult, u64), RpcError> {
+        // A registration starts the session: without this the fencing loop could see a
+        // registered broker that never beat and fence it at once.
+        if let Command::RegisterBroker(reg) = &cmd {
+            self.liveness.beat(reg.broker_id, reg.incarnation);
+        }
+        let controlled = matches!(cmd, Command::FenceBroker { controlled: true, .. });
+        let result = self.submit_indexed(cmd).await.map_err(|e| match e {
+            ControllerError::NotLeader { .. } => RpcError::NotLeader { leader: self.leader().1 },
+            ControllerError::Closed => RpcError::Closed,
+            e => RpcError::Failed(e.to_string()),
+        });
+        if controlled && result.is_ok() {
+            self.fence_stats.fenced_controlled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn watch(&self, from: u64, wait_ms: u64) -> Result<WatchReply, RpcError> {
+        self.check_leader()?;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms).min(WATCH_MAX_WAIT);
+        let mut applied = self.applied.clone();
+        loop {
+            applied.borrow_and_update();
+            {
+                // State lock first, then the journal: the same order apply uses.
+                let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+                let journal = lock_journal(&self.journal);
+                match journal.since(from, WATCH_MAX_ENTRIES) {
+                    Some(entries) if !entries.is_empty() => return Ok(WatchReply::Entries(entries)),
+                    Some(_) => {}
+                    None => {
+                        return Ok(WatchReply::Snapshot { index: journal.last, state: Box::new(state.clone()) });
+                    }
+                }
+            }
+            tokio::select! {
+                changed = applied.changed() => if changed.is_err() { return Err(RpcError::Closed) },
+                () = tokio::time::sleep_until(deadline) => return Ok(WatchReply::Entries(Vec::new())),
+            }
+        }
+    }
+
+    fn heartbeat(&self, broker_id: BrokerId, incarnation: Uuid) -> Result<HeartbeatReply, RpcError> {
+        self.check_leader()?;
+        self.liveness.beat(broker_id, incarnation);
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let live = state.brokers.get(&broker_id).is_some_and(|b| b.incarnation == incarnation && !b.fenced);
+        Ok(HeartbeatReply { fenced: !live })
+    }
+}
+
+/// The leader's fencing loop: fences every live broker whose last heartbeat (or this node's
+/// election, whichever is later) is older than `session_timeout`, or whose heartbeat
+/// connection closed and who has not heartbeated again within half the session timeout (a
+/// live broker reconnects and beats within one heartbeat interval; a crashed one never does,
+/// so crashes are detected in about half the time of silent failures). Runs until `stop`.
+pub(crate) async fn run_fencing(service: Arc<Service>, session_timeout: Duration, stop: CancellationToken) {
+    let mut leader_since: Option<Instant> = None;
+    // Fences proposed and when, so a slow commit is not proposed again every tick.
+    let mut proposed: HashMap<(BrokerId, Uuid), Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(FENCE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => break,
+        }
+        if service.leader().0 != Some(service.node_id) {
+            leader_since = None;
+            proposed.clear();
+            continue;
+        }
+        let since = *leader_since.get_or_insert_with(Instant::now);
+        let live: Vec<(BrokerId, Uuid)> = {
+            let state = service.state.read().unwrap_or_else(|e| e.into_inner());
+            state.brokers.values().filter(|b| !b.fenced).map(|b| (b.broker_id, b.incarnation)).collect()
+        };
+        proposed.retain(|k, _| live.contains(k));
+        for (broker_id, incarnation) in live {
+            let last = service.liveness.last(broker_id, incarnation);
+            let seen = last.map_or(since, |l| l.max(since));
+            let lost = service.liveness.lost_since(broker_id, incarnation);
+            let expired = seen.elapsed() > session_timeout;
+            let disconnected = lost.is_some_and(|t| t.elapsed() > session_timeout / 2);
+            if !expired && !disconnected {
+                continue;
+            }
+            if proposed.get(&(broker_id, incarnation)).is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+                continue;
+            }
+            proposed.insert((broker_id, incarnation), Instant::now());
+            tracing::warn!(
+                broker_id,
+                %incarnation,
+                silent_ms = seen.elapsed().as_millis() as u64,
+                connection_lost = disconnected,
+                "broker session expired: fencing it and moving its partitions"
+            );
+            let service = service.clone();
+            tokio::spawn(async move {
+                let cmd = Command::FenceBroker { broker_id, incarnation, controlled: false };
+                match service.submit_indexed(cmd).await {
+                    Ok(_) => {
+                        // From the last heartbeat to the committed fence.
+                        let detect = seen.elapsed().as_millis() as u64;
+                        let stats = &service.fence_stats;
+                        use std::sync::atomic::Ordering::Relaxed;
+                        stats.fenced_timeout.fetch_add(1, Relaxed);
+                        stats.detect_ms_sum.fetch_add(detect, Relaxed);
+                        stats.detect_ms_max.fetch_max(detect, Relaxed);
+                        tracing::info!(broker_id, detect_ms = detect, "broker fenced");
+                    }
+                    Err(e) => tracing::warn!(broker_id, error = %e, "fencing failed; will retry"),
+                }
+            });
+        }
+    }
+}
