@@ -19,7 +19,7 @@ import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 
 /**
  * MODE=failover-consume (tests/cluster_groups.rs): one group member (group GROUP, default
- * TOPIC-failover) consumes everything already in TOPIC, committing synchronously after every
+ * TOPIC-failover; GROUP_PROTOCOL classic or consumer) consumes everything already in TOPIC, committing synchronously after every
  * poll, slowly enough (POLL_PAUSE_MS) that the test can kill the group's coordinator midway.
  * Prints to stdout:
  *   progress consumed=N                    (every 1,000 records)
@@ -48,6 +48,8 @@ final class FailoverConsume {
         props.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false);
         props.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
         props.put(ConsumerConfig.MAX_POLL_RECORDS_CONFIG, 100);
+        // classic (default) or consumer (KIP-848).
+        props.put("group.protocol", Compat.env("GROUP_PROTOCOL", "classic"));
         props.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
         props.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
         try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(props)) {
