@@ -39,6 +39,67 @@ pub struct Config {
     pub controller: ControllerSection,
     /// Compaction, retention and garbage collection of stored objects.
     pub lifecycle: LifecycleConfig,
+    /// Consumer groups (both protocols).
+    pub groups: GroupsConfig,
+}
+
+/// Consumer groups (docs/configuration.md, `[groups]`); Kafka's `group.*` broker configs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupsConfig {
+    /// `group.min.session.timeout.ms` (classic protocol). Default 6000.
+    pub min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms` (classic protocol). Default 1800000.
+    pub max_session_timeout_ms: i32,
+    /// `group.initial.rebalance.delay.ms` (classic protocol): the first rebalance of an empty
+    /// group waits this long for more members. Default 3000.
+    pub initial_rebalance_delay_ms: u64,
+    /// `group.consumer.session.timeout.ms` (KIP-848 consumer protocol): a member that does
+    /// not heartbeat for this long is removed and its partitions reassigned. Default 45000:
+    /// shorter detects dead consumers sooner but fences slow ones.
+    pub consumer_session_timeout_ms: i32,
+    /// `group.consumer.heartbeat.interval.ms`: how often members heartbeat. Members learn of
+    /// a rebalance at their next heartbeat, so a rebalance takes about one or two intervals;
+    /// shorter is faster but costs a request (and on change a metadata-log write) more often.
+    /// Default 5000.
+    pub consumer_heartbeat_interval_ms: i32,
+    /// The server-side assignor of groups whose members ask for none: `uniform` (default,
+    /// sticky and balanced) or `range` (contiguous ranges per topic). Members choose with
+    /// `group.remote.assignor`.
+    pub consumer_default_assignor: String,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        let classic = crate::group::GroupSettings::default();
+        let consumer = crate::group::consumer::ConsumerSettings::default();
+        Self {
+            min_session_timeout_ms: classic.min_session_timeout_ms,
+            max_session_timeout_ms: classic.max_session_timeout_ms,
+            initial_rebalance_delay_ms: classic.initial_rebalance_delay_ms,
+            consumer_session_timeout_ms: consumer.session_timeout_ms,
+            consumer_heartbeat_interval_ms: consumer.heartbeat_interval_ms,
+            consumer_default_assignor: consumer.default_assignor.name().to_string(),
+        }
+    }
+}
+
+impl GroupsConfig {
+    /// The coordinator's settings (call after [`Config::validate`]).
+    pub fn settings(&self) -> crate::group::GroupSettings {
+        let defaults = crate::group::consumer::ConsumerSettings::default();
+        crate::group::GroupSettings {
+            min_session_timeout_ms: self.min_session_timeout_ms,
+            max_session_timeout_ms: self.max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.initial_rebalance_delay_ms,
+            consumer: crate::group::consumer::ConsumerSettings {
+                session_timeout_ms: self.consumer_session_timeout_ms,
+                heartbeat_interval_ms: self.consumer_heartbeat_interval_ms,
+                default_assignor: crate::group::assignor::Assignor::from_name(&self.consumer_default_assignor)
+                    .unwrap_or(defaults.default_assignor),
+            },
+        }
+    }
 }
 
 /// The controller role (docs/configuration.md, `[controller]`).
@@ -215,6 +276,7 @@ impl Default for Config {
             broker: BrokerConfig::default(),
             controller: ControllerSection::default(),
             lifecycle: LifecycleConfig::default(),
+            groups: GroupsConfig::default(),
         }
     }
 }
@@ -363,6 +425,19 @@ impl Config {
         if l.gc_grace_ms < 1000 {
             problems.push(format!("lifecycle.gc_grace_ms: {} must be >= 1000", l.gc_grace_ms));
         }
+        let g = &self.groups;
+        if g.min_session_timeout_ms <= 0 || g.min_session_timeout_ms > g.max_session_timeout_ms {
+            problems.push("groups: need 0 < min_session_timeout_ms <= max_session_timeout_ms".into());
+        }
+        if g.consumer_heartbeat_interval_ms <= 0 || g.consumer_heartbeat_interval_ms >= g.consumer_session_timeout_ms {
+            problems.push("groups: need 0 < consumer_heartbeat_interval_ms < consumer_session_timeout_ms".into());
+        }
+        if crate::group::assignor::Assignor::from_name(&g.consumer_default_assignor).is_none() {
+            problems.push(format!(
+                "groups.consumer_default_assignor: `{}` is not `uniform` or `range`",
+                g.consumer_default_assignor
+            ));
+        }
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
 
@@ -411,6 +486,18 @@ mod tests {
         assert_eq!(c.lifecycle.compaction_min_chunks, 64);
         assert!(c.validate().is_ok());
         assert!(Config::from_toml("[lifecycle]\ngc_grace_ms = 5\n").expect("parse").validate().is_err());
+        let c = Config::from_toml(
+            "[groups]\nconsumer_heartbeat_interval_ms = 500\nconsumer_default_assignor = \"range\"\n",
+        )
+        .expect("parse");
+        assert!(c.validate().is_ok());
+        let settings = c.groups.settings();
+        assert_eq!(settings.consumer.heartbeat_interval_ms, 500);
+        assert_eq!(settings.consumer.session_timeout_ms, 45_000);
+        assert_eq!(settings.consumer.default_assignor, crate::group::assignor::Assignor::Range);
+        assert!(
+            Config::from_toml("[groups]\nconsumer_default_assignor = \"sticky\"\n").expect("parse").validate().is_err()
+        );
     }
 
     #[test]

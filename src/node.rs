@@ -143,10 +143,10 @@ pub async fn run_node(
         let _ = http.await;
         Ok(())
     };
-    if let Some(c) = controller {
-        if let Err(e) = c.shutdown().await {
-            error!("controller shutdown: {e}");
-        }
+    if let Some(c) = controller
+        && let Err(e) = c.shutdown().await
+    {
+        error!("controller shutdown: {e}");
     }
     controller_token.cancel();
     result
@@ -297,7 +297,7 @@ async fn serve(
     let clock: Arc<dyn crate::broker::Clock> = Arc::new(SystemClock);
     let groups_token = shutdown.child_token();
     let (groups, groups_task) = crate::group::GroupCoordinator::start(
-        crate::group::GroupSettings::default(),
+        config.groups.settings(),
         controller.clone(),
         clock.clone(),
         groups_token.clone(),

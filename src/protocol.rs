@@ -45,12 +45,17 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     ApiRange { key: ApiKey::SyncGroup, min: 0, max: 5 },
     ApiRange { key: ApiKey::Heartbeat, min: 0, max: 4 },
     ApiRange { key: ApiKey::LeaveGroup, min: 0, max: 5 },
-    ApiRange { key: ApiKey::OffsetCommit, min: 2, max: 8 },
-    ApiRange { key: ApiKey::OffsetFetch, min: 1, max: 8 },
+    // OffsetCommit / OffsetFetch v10 (topic ids) are beyond kafka-protocol 0.18's request
+    // decoders; clients use v9 with names.
+    ApiRange { key: ApiKey::OffsetCommit, min: 2, max: 9 },
+    ApiRange { key: ApiKey::OffsetFetch, min: 1, max: 9 },
     ApiRange { key: ApiKey::DescribeGroups, min: 0, max: 5 },
-    ApiRange { key: ApiKey::ListGroups, min: 0, max: 4 },
+    ApiRange { key: ApiKey::ListGroups, min: 0, max: 5 },
     ApiRange { key: ApiKey::DeleteGroups, min: 0, max: 2 },
     ApiRange { key: ApiKey::OffsetDelete, min: 0, max: 0 },
+    // KIP-848 consumer groups (handler/consumer_group.rs).
+    ApiRange { key: ApiKey::ConsumerGroupHeartbeat, min: 0, max: 1 },
+    ApiRange { key: ApiKey::ConsumerGroupDescribe, min: 0, max: 1 },
 ];
 
 /// The advertised range of `key`, if Skiff serves it.

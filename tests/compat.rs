@@ -11,7 +11,7 @@ mod support;
 use std::sync::{Condvar, Mutex};
 
 use support::SkiffProcess;
-use support::compat::{run_client, run_client_with};
+use support::compat::{run_client, run_client_env, run_client_with};
 
 const MAX_CONCURRENT_CLIENTS: usize = 2;
 
@@ -101,6 +101,27 @@ fn group(client: &str) {
 #[test]
 fn group_java() {
     group("java");
+}
+
+/// The group scenario with the KIP-848 consumer protocol (`group.protocol=consumer`):
+/// server-side assignment, default (`uniform`) and `range` assignors.
+fn group_consumer_protocol(client: &str, assignor: &str) {
+    let _slot = Slot::acquire();
+    let broker = SkiffProcess::start();
+    let records = std::env::var("GROUP_RECORDS").unwrap_or_else(|_| "60000".into());
+    let topic = format!("compat-group-848-{client}-{}", if assignor.is_empty() { "default" } else { assignor });
+    let env = [("GROUP_PROTOCOL", "consumer"), ("GROUP_REMOTE_ASSIGNOR", assignor)];
+    run_client_env(client, &broker, &topic, "group", &records, &env);
+}
+
+#[test]
+fn group_java_consumer_protocol() {
+    group_consumer_protocol("java", "");
+}
+
+#[test]
+fn group_java_consumer_protocol_range() {
+    group_consumer_protocol("java", "range");
 }
 
 #[test]

@@ -8,9 +8,12 @@ use std::path::PathBuf;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, FetchRequest, MetadataRequest, ProduceRequest, RequestHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, FetchRequest, GroupId,
+    MetadataRequest, OffsetCommitRequest, ProduceRequest, RequestHeader, TopicName,
+    consumer_group_heartbeat_request::TopicPartitions,
     fetch_request::{FetchPartition, FetchTopic},
     metadata_request::MetadataRequestTopic,
+    offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
     produce_request::{PartitionProduceData, TopicProduceData},
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
@@ -79,8 +82,32 @@ fn request_seeds() -> Vec<(&'static str, Bytes)> {
     let api_versions = ApiVersionsRequest::default()
         .with_client_software_name(StrBytes::from_static_str("skiff-seed"))
         .with_client_software_version(StrBytes::from_static_str("1.0"));
+    let heartbeat = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("orders-group")))
+        .with_member_id(StrBytes::from_static_str("m-1"))
+        .with_member_epoch(3)
+        .with_rebalance_timeout_ms(300_000)
+        .with_subscribed_topic_names(Some(vec![topic("orders")]))
+        .with_subscribed_topic_regex(Some(StrBytes::from_static_str("ord.*")))
+        .with_server_assignor(Some(StrBytes::from_static_str("uniform")))
+        .with_topic_partitions(Some(vec![
+            TopicPartitions::default().with_topic_id(uuid::Uuid::from_u128(7)).with_partitions(vec![0, 1]),
+        ]));
+    let describe = ConsumerGroupDescribeRequest::default()
+        .with_group_ids(vec![GroupId(StrBytes::from_static_str("orders-group"))])
+        .with_include_authorized_operations(true);
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("orders-group")))
+        .with_generation_id_or_member_epoch(3)
+        .with_member_id(StrBytes::from_static_str("m-1"))
+        .with_topics(vec![OffsetCommitRequestTopic::default().with_name(topic("orders")).with_partitions(vec![
+            OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(42),
+        ])]);
     vec![
         ("seed-api-versions-v3", frame(ApiKey::ApiVersions, 3, &api_versions)),
+        ("seed-consumer-group-heartbeat-v1", frame(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat)),
+        ("seed-consumer-group-describe-v1", frame(ApiKey::ConsumerGroupDescribe, 1, &describe)),
+        ("seed-offset-commit-v9", frame(ApiKey::OffsetCommit, 9, &commit)),
         ("seed-metadata-v12", frame(ApiKey::Metadata, 12, &metadata)),
         ("seed-metadata-v4", frame(ApiKey::Metadata, 4, &metadata)),
         ("seed-produce-v9", frame(ApiKey::Produce, 9, &produce)),

@@ -205,12 +205,12 @@ async fn every_group_api_version_answers() {
             ensure!(r.error_code == NONE, "Heartbeat v{hv}: {r:?}");
             let r = c.send(&hb.clone().with_generation_id(generation + 1), hv).await?;
             ensure!(r.error_code == ILLEGAL_GENERATION, "Heartbeat v{hv} with a wrong generation: {r:?}");
-            let cv = jv.clamp(2, 8);
+            let cv = jv.clamp(2, 9);
             let r = c.send(&commit_request(&g, &member, generation, "gv", &[(0, 5), (1, 6)]), cv).await?;
             ensure!(commit_errors(&r) == vec![NONE, NONE], "OffsetCommit v{cv}: {r:?}");
             let r = c.send(&commit_request(&g, "stranger", generation, "gv", &[(0, 9)]), cv).await?;
             ensure!(commit_errors(&r) == vec![UNKNOWN_MEMBER_ID], "OffsetCommit v{cv} from a non-member: {r:?}");
-            let fv = jv.clamp(1, 8);
+            let fv = jv.clamp(1, 9);
             let got = fetch_offsets(&mut c, &g, "gv", &[0, 1, 2], fv).await?;
             let epoch = if fv >= 5 && cv >= 6 { 7 } else { -1 };
             let want = vec![
@@ -249,7 +249,7 @@ async fn every_group_api_version_answers() {
                 "DescribeGroups v{v}: {r:?}"
             );
         }
-        for v in 0..=4 {
+        for v in 0..=5 {
             let mut req = ListGroupsRequest::default();
             if v >= 4 {
                 req = req.with_states_filter(vec![s("Empty")]);

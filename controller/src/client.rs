@@ -73,6 +73,9 @@ struct Inner {
     /// Rotates through `addrs` when no leader is known.
     next: std::sync::atomic::AtomicUsize,
     pool: Mutex<HashMap<String, Vec<TcpStream>>>,
+    /// The heartbeat's own connection (never pooled): the leader treats its closing as a sign
+    /// that this broker died, so it is closed only when an exchange on it fails.
+    heartbeat_conn: tokio::sync::Mutex<Option<(String, TcpStream)>>,
     image: Arc<RwLock<MetadataState>>,
     applied: watch::Sender<u64>,
     metadata: MetadataHandle,
@@ -99,6 +102,7 @@ impl RemoteController {
                 leader: Mutex::new(None),
                 next: Default::default(),
                 pool: Mutex::new(HashMap::new()),
+                heartbeat_conn: tokio::sync::Mutex::new(None),
                 image,
                 applied,
                 metadata,
@@ -167,15 +171,66 @@ impl RemoteController {
         Ok(result)
     }
 
-    /// One heartbeat to the leader. `Ok(true)`: this incarnation is fenced (or unknown) and
-    /// must register again.
+    /// One heartbeat to the leader, on the heartbeat's own connection. `Ok(true)`: this
+    /// incarnation is fenced (or unknown) and must register again.
     pub async fn heartbeat(&self, broker_id: BrokerId, incarnation: Uuid) -> Result<bool, ControllerError> {
         let req = Request::Broker(BrokerRequest::Heartbeat { broker_id, incarnation });
-        match self.call_leader(&req, HEARTBEAT_TIMEOUT).await {
-            Ok(BrokerResponse::Heartbeat(Ok(r))) => Ok(r.fenced),
-            Ok(BrokerResponse::Heartbeat(Err(e))) => Err(ControllerError::Raft(e.to_string())),
-            Ok(_) => Err(ControllerError::Raft("controller answered another request".into())),
-            Err(e) => Err(ControllerError::Raft(format!("{e:?}"))),
+        let body = serde_json::to_vec(&req).map_err(|e| ControllerError::Raft(e.to_string()))?;
+        let target = self.target();
+        let mut conn = self.inner.heartbeat_conn.lock().await;
+        if conn.as_ref().is_some_and(|(addr, _)| *addr != target) {
+            *conn = None;
+        }
+        if conn.is_none() {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    *conn = Some((target.clone(), s));
+                }
+                Ok(Err(e)) => {
+                    drop(conn);
+                    self.forget(&target);
+                    return Err(ControllerError::Raft(format!("{target}: {e}")));
+                }
+                Err(_) => {
+                    drop(conn);
+                    self.forget(&target);
+                    return Err(ControllerError::Raft(format!("{target}: connect timed out")));
+                }
+            }
+        }
+        let Some((_, stream)) = conn.as_mut() else {
+            return Err(ControllerError::Raft("heartbeat connection missing".into()));
+        };
+        let exchange = async {
+            write_frame(stream, &body).await?;
+            read_frame(stream).await
+        };
+        let answer = match tokio::time::timeout(HEARTBEAT_TIMEOUT, exchange).await {
+            Ok(Ok(bytes)) => serde_json::from_slice::<Response>(&bytes).ok(),
+            _ => None,
+        };
+        let Some(Response::Broker(BrokerResponse::Heartbeat(answer))) = answer else {
+            *conn = None;
+            drop(conn);
+            self.forget(&target);
+            return Err(ControllerError::Raft(format!("{target}: heartbeat got no valid answer")));
+        };
+        drop(conn);
+        match answer {
+            Ok(r) => {
+                *self.inner.leader.lock().unwrap_or_else(|e| e.into_inner()) = Some(target);
+                Ok(r.fenced)
+            }
+            Err(RpcError::NotLeader { leader }) => {
+                let known = leader.filter(|l| *l != target);
+                if known.is_none() {
+                    self.rotate();
+                }
+                *self.inner.leader.lock().unwrap_or_else(|e| e.into_inner()) = known;
+                Err(ControllerError::NotLeader { leader: None })
+            }
+            Err(e) => Err(ControllerError::Raft(e.to_string())),
         }
     }
 

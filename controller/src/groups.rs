@@ -25,6 +25,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::metadata::{BrokerId, CommandResult, Rejection};
 
+pub mod consumer;
+
+pub use consumer::{ConsumerGroupUpdate, StoredConsumerGroup};
+
 /// Number of coordinator shards: Kafka's default `offsets.topic.num.partitions`. Fixed for the
 /// life of a cluster: changing it would move every group.
 pub const SHARD_COUNT: u32 = 50;
@@ -59,6 +63,9 @@ pub enum GroupOp {
     DeleteGroup,
     /// OffsetDelete: forgets these offsets; the group stays.
     DeleteOffsets { partitions: Vec<(String, i32)> },
+    /// A change to a consumer-protocol (KIP-848) group (`groups/consumer.rs`). Makes the group a
+    /// consumer group: a stored classic membership is dropped.
+    UpdateConsumerGroup(ConsumerGroupUpdate),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -115,6 +122,10 @@ pub struct StoredGroup {
     /// Committed offsets by (topic, partition).
     pub offsets: BTreeMap<String, BTreeMap<i32, CommittedOffset>>,
     pub membership: Option<GroupMembership>,
+    /// The consumer-protocol (KIP-848) state, if this is a consumer group. `default` keeps
+    /// older snapshots readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<StoredConsumerGroup>,
 }
 
 /// Which broker coordinates a shard, at which epoch.
@@ -178,6 +189,12 @@ impl GroupsState {
             GroupOp::StoreMembership(m) => {
                 let group = self.groups.entry(cmd.group_id.clone()).or_default();
                 group.membership = Some(m.clone());
+                group.consumer = None;
+            }
+            GroupOp::UpdateConsumerGroup(u) => {
+                let group = self.groups.entry(cmd.group_id.clone()).or_default();
+                group.membership = None;
+                group.consumer.get_or_insert_default().apply(u);
             }
             GroupOp::DeleteGroup => {
                 self.groups.remove(&cmd.group_id);
@@ -286,6 +303,29 @@ mod tests {
         assert_eq!(back, s);
         s.apply(&cmd("g", GroupOp::DeleteGroup)).expect("delete");
         assert!(s.groups.is_empty());
+    }
+
+    #[test]
+    fn a_group_is_classic_or_consumer_never_both() {
+        let mut s = GroupsState::default();
+        s.apply(&cmd("g", GroupOp::StoreMembership(GroupMembership { generation: 3, ..Default::default() })))
+            .expect("store");
+        let update = ConsumerGroupUpdate { group_epoch: 1, assignment_epoch: 1, ..Default::default() };
+        s.apply(&cmd("g", GroupOp::UpdateConsumerGroup(update))).expect("update");
+        assert_eq!(s.groups["g"].membership, None);
+        assert_eq!(s.groups["g"].consumer.as_ref().map(|c| c.group_epoch), Some(1));
+        s.apply(&cmd("g", GroupOp::StoreMembership(GroupMembership::default()))).expect("store");
+        assert!(s.groups["g"].consumer.is_none() && s.groups["g"].membership.is_some());
+    }
+
+    #[test]
+    fn snapshots_without_consumer_groups_still_load() {
+        // A StoredGroup as written before consumer groups existed.
+        let old = r#"{"groups":{"g":{"offsets":{},"membership":null}},"shards":{}}"#;
+        let s: GroupsState = serde_json::from_str(old).expect("old snapshot");
+        assert_eq!(s.groups["g"].consumer, None);
+        // And a classic group does not write the new field.
+        assert!(!serde_json::to_string(&s).expect("serialize").contains("consumer"));
     }
 
     #[test]

@@ -40,6 +40,8 @@ use super::state::{
 };
 use crate::broker::Clock;
 
+mod consumer;
+
 /// Requests queued for the coordinator task before handlers wait (back-pressure).
 const QUEUE: usize = 1024;
 
@@ -65,7 +67,10 @@ pub struct GroupSummary {
 pub struct ListedGroup {
     pub group_id: String,
     pub protocol_type: String,
-    pub state: GroupState,
+    /// Kafka's state name (classic: `GroupState::name`; consumer: `ConsumerGroupState::name`).
+    pub state: &'static str,
+    /// `classic` or `consumer` (ListGroups v5).
+    pub group_type: &'static str,
 }
 
 impl GroupCoordinator {
@@ -90,6 +95,7 @@ impl GroupCoordinator {
             timers: BinaryHeap::new(),
             persisting: HashMap::new(),
             stores: JoinSet::new(),
+            consumer: consumer::ConsumerGroups::default(),
         };
         let task = tokio::spawn(driver.run(rx, shutdown));
         (GroupCoordinator { jobs }, task)
@@ -157,31 +163,6 @@ impl GroupCoordinator {
         .unwrap_or(Err(GroupError::NotCoordinator))
     }
 
-    /// Whether an OffsetCommit may be applied (membership, generation, state).
-    pub async fn check_commit(
-        &self,
-        group_id: String,
-        member_id: String,
-        instance_id: Option<String>,
-        generation: i32,
-    ) -> Result<(), GroupError> {
-        self.call(move |d| {
-            let now = d.now();
-            match d.existing(&group_id, now) {
-                Some(g) => {
-                    let r = g.check_commit(now, &member_id, instance_id.as_deref(), generation);
-                    d.after(&group_id, now);
-                    r
-                }
-                // Kafka: a commit to an unknown group is allowed only outside group management.
-                None if generation < 0 && member_id.is_empty() && instance_id.is_none() => Ok(()),
-                None => Err(GroupError::IllegalGeneration),
-            }
-        })
-        .await
-        .unwrap_or(Err(GroupError::NotCoordinator))
-    }
-
     /// DescribeGroups of one group; an unknown group is `Dead` with no members (as Kafka).
     pub async fn describe(&self, group_id: String) -> Result<GroupSummary, GroupError> {
         self.call(move |d| {
@@ -215,14 +196,24 @@ impl GroupCoordinator {
             let now = d.now();
             let stored: Vec<String> = d.metadata.read(|m| m.groups.groups.keys().cloned().collect());
             let mut ids: BTreeSet<String> = d.groups.keys().cloned().collect();
+            ids.extend(d.consumer.groups.keys().cloned());
             ids.extend(stored);
             ids.into_iter()
                 .filter_map(|id| {
+                    if let Some(g) = d.consumer_group(&id, now) {
+                        return Some(ListedGroup {
+                            group_id: id.clone(),
+                            protocol_type: "consumer".into(),
+                            state: g.state().name(),
+                            group_type: "consumer",
+                        });
+                    }
                     let g = d.existing(&id, now)?;
                     (g.state() != GroupState::Dead).then(|| ListedGroup {
                         group_id: id.clone(),
                         protocol_type: g.protocol_type().unwrap_or_default().to_string(),
-                        state: g.state(),
+                        state: g.state().name(),
+                        group_type: "classic",
                     })
                 })
                 .collect()
@@ -236,6 +227,10 @@ impl GroupCoordinator {
     pub async fn begin_delete(&self, group_id: String) -> Result<(), GroupError> {
         self.call(move |d| {
             let now = d.now();
+            if let Some(g) = d.consumer_group(&group_id, now) {
+                // An empty consumer group is deleted by forgetting it (end_delete).
+                return if g.is_empty() { Ok(()) } else { Err(GroupError::NonEmptyGroup) };
+            }
             match d.existing(&group_id, now) {
                 Some(g) if g.state() == GroupState::Dead => Err(GroupError::GroupIdNotFound),
                 Some(g) => g.mark_dead(),
@@ -251,6 +246,7 @@ impl GroupCoordinator {
         self.call(move |d| {
             if stored {
                 d.groups.remove(&group_id);
+                d.forget_consumer_group(&group_id, "The group was deleted.");
             } else if let Some(g) = d.groups.get_mut(&group_id) {
                 g.revive();
             }
@@ -263,6 +259,9 @@ impl GroupCoordinator {
     pub async fn offset_delete_check(&self, group_id: String) -> Result<Option<BTreeSet<String>>, GroupError> {
         self.call(move |d| {
             let now = d.now();
+            if let Some(g) = d.consumer_group(&group_id, now) {
+                return Ok((!g.is_empty()).then(|| g.subscribed_topic_names()));
+            }
             let Some(g) = d.existing(&group_id, now) else { return Err(GroupError::GroupIdNotFound) };
             match g.state() {
                 GroupState::Dead => Err(GroupError::GroupIdNotFound),
@@ -278,7 +277,8 @@ impl GroupCoordinator {
     pub async fn exists(&self, group_id: String) -> bool {
         self.call(move |d| {
             let now = d.now();
-            d.existing(&group_id, now).is_some_and(|g| g.state() != GroupState::Dead)
+            d.consumer_group(&group_id, now).is_some()
+                || d.existing(&group_id, now).is_some_and(|g| g.state() != GroupState::Dead)
         })
         .await
         .unwrap_or(false)
@@ -308,6 +308,8 @@ struct Driver {
     /// Groups with a membership store in flight, and the snapshot queued behind it.
     persisting: HashMap<String, Option<GroupMembership>>,
     stores: JoinSet<(String, i32, bool)>,
+    /// Consumer-protocol (KIP-848) groups (`coordinator/consumer.rs`).
+    consumer: consumer::ConsumerGroups,
 }
 
 impl Driver {
@@ -323,6 +325,10 @@ impl Driver {
                     Ok((group_id, generation, ok)) => self.stored(group_id, generation, ok),
                     Err(e) => warn!("group store task failed: {e}"),
                 },
+                Some(done) = self.consumer.stores.join_next(), if !self.consumer.stores.is_empty() => match done {
+                    Ok((group_id, incarnation, version, ok)) => self.consumer_stored(group_id, incarnation, version, ok),
+                    Err(e) => warn!("consumer group store task failed: {e}"),
+                },
                 () = sleep_until(next) => self.fire_timers(),
                 () = shutdown.cancelled() => break,
             }
@@ -335,7 +341,9 @@ impl Driver {
         // Dropping the senders answers held requests with NOT_COORDINATOR.
         self.held_joins.clear();
         self.held_syncs.clear();
+        self.consumer.groups.clear();
         while self.stores.join_next().await.is_some() {}
+        while self.consumer.stores.join_next().await.is_some() {}
     }
 
     fn now(&self) -> u64 {
@@ -344,15 +352,10 @@ impl Driver {
 
     /// The group if it exists in memory or in the stored metadata (loaded on first use).
     fn existing(&mut self, group_id: &str, now: u64) -> Option<&mut Group> {
-        let epoch = GroupCoordinator::coordinator_epoch(&self.metadata, group_id);
-        if self.loaded_at.get(group_id).is_some_and(|e| *e != epoch) {
-            info!(group = group_id, epoch, "coordinator shard changed hands since the group was loaded; reloading it");
-            self.groups.remove(group_id);
-            self.loaded_at.remove(group_id);
-            self.persisting.remove(group_id);
-            // Dropping held requests answers them NOT_COORDINATOR.
-            self.held_joins.retain(|(g, _), _| g != group_id);
-            self.held_syncs.retain(|(g, _), _| g != group_id);
+        let epoch = self.forget_if_moved(group_id);
+        // A consumer-protocol group is no classic group (coordinator/consumer.rs).
+        if self.consumer_group(group_id, now).is_some() {
+            return None;
         }
         if !self.groups.contains_key(group_id) {
             let stored = self.metadata.read(|m| m.groups.groups.get(group_id).map(|g| g.membership.clone()))?;
@@ -367,6 +370,22 @@ impl Driver {
         self.groups.get_mut(group_id)
     }
 
+    /// Forgets the in-memory classic group if its shard changed hands since it was loaded (its
+    /// other coordinator changed the stored state); returns the shard's current epoch.
+    fn forget_if_moved(&mut self, group_id: &str) -> i32 {
+        let epoch = GroupCoordinator::coordinator_epoch(&self.metadata, group_id);
+        if self.loaded_at.get(group_id).is_some_and(|e| *e != epoch) {
+            info!(group = group_id, epoch, "coordinator shard changed hands since the group was loaded; reloading it");
+            self.groups.remove(group_id);
+            self.loaded_at.remove(group_id);
+            self.persisting.remove(group_id);
+            // Dropping held requests answers them NOT_COORDINATOR.
+            self.held_joins.retain(|(g, _), _| g != group_id);
+            self.held_syncs.retain(|(g, _), _| g != group_id);
+        }
+        epoch
+    }
+
     fn get_or_create(&mut self, group_id: &str, now: u64) -> &mut Group {
         if self.existing(group_id, now).is_none() {
             let epoch = GroupCoordinator::coordinator_epoch(&self.metadata, group_id);
@@ -378,6 +397,10 @@ impl Driver {
 
     fn join(&mut self, group_id: String, req: JoinRequest, reply: oneshot::Sender<JoinResponse>) {
         let now = self.now();
+        if !self.release_empty_consumer_group(&group_id, now) {
+            let _ = reply.send(JoinResponse::error(GroupError::InconsistentGroupProtocol, &req.member_id));
+            return;
+        }
         let suffix = Uuid::new_v4().to_string();
         let outcome = self.get_or_create(&group_id, now).join(now, req, &suffix);
         match outcome {
@@ -411,8 +434,7 @@ impl Driver {
 
     /// Routes a group's effects and re-arms its timer.
     fn after(&mut self, group_id: &str, now: u64) {
-        let Some(g) = self.groups.get_mut(group_id) else { return };
-        let effects = g.take_effects();
+        let effects = self.groups.get_mut(group_id).map(Group::take_effects).unwrap_or_default();
         for e in effects {
             match e {
                 Effect::Join { member_id, response } => {
@@ -436,13 +458,15 @@ impl Driver {
     }
 
     fn arm(&mut self, group_id: &str) {
-        if let Some(d) = self.groups.get(group_id).and_then(Group::next_deadline) {
+        let classic = self.groups.get(group_id).and_then(Group::next_deadline);
+        if let Some(d) = classic.into_iter().chain(self.consumer_deadline(group_id)).min() {
             self.timers.push(Reverse((d, group_id.to_string())));
         }
         // Bound the heap: stale entries beyond a few per group trigger a rebuild.
-        if self.timers.len() > 4 * self.groups.len() + 64 {
-            self.timers =
-                self.groups.iter().filter_map(|(id, g)| g.next_deadline().map(|d| Reverse((d, id.clone())))).collect();
+        if self.timers.len() > 4 * (self.groups.len() + self.consumer.groups.len()) + 64 {
+            let classic = self.groups.iter().filter_map(|(id, g)| g.next_deadline().map(|d| (d, id)));
+            let consumer = self.consumer.groups.iter().filter_map(|(id, g)| g.next_deadline().map(|d| (d, id)));
+            self.timers = classic.chain(consumer).map(|(d, id)| Reverse((d, id.clone()))).collect();
         }
     }
 
@@ -458,10 +482,12 @@ impl Driver {
             }
         }
         for id in due {
-            let Some(g) = self.groups.get_mut(&id) else { continue };
-            if g.next_deadline().is_some_and(|d| d <= now) {
+            if let Some(g) = self.groups.get_mut(&id)
+                && g.next_deadline().is_some_and(|d| d <= now)
+            {
                 g.tick(now);
             }
+            self.consumer_tick(&id, now);
             self.after(&id, now);
         }
     }

@@ -11,6 +11,8 @@
 //! partition. With one broker every shard is here; shard assignment with epochs comes with the
 //! cluster milestone (see docs/architecture.md, "Consumer groups").
 
+pub mod assignor;
+pub mod consumer;
 pub mod coordinator;
 pub mod state;
 

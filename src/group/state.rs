@@ -36,11 +36,18 @@ pub struct GroupSettings {
     /// of an empty group waits for more members, so a starting fleet needs one rebalance, not
     /// one per member. Extended by each new member up to the rebalance timeout.
     pub initial_rebalance_delay_ms: u64,
+    /// Consumer-protocol (KIP-848) groups: `group.consumer.*` (`consumer.rs`).
+    pub consumer: super::consumer::ConsumerSettings,
 }
 
 impl Default for GroupSettings {
     fn default() -> Self {
-        Self { min_session_timeout_ms: 6_000, max_session_timeout_ms: 1_800_000, initial_rebalance_delay_ms: 3_000 }
+        Self {
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+            consumer: Default::default(),
+        }
     }
 }
 
@@ -81,6 +88,14 @@ pub enum GroupError {
     NotCoordinator,
     NonEmptyGroup,
     GroupIdNotFound,
+    // Consumer-protocol groups (KIP-848, `consumer.rs`).
+    FencedMemberEpoch,
+    StaleMemberEpoch,
+    UnreleasedInstanceId,
+    UnsupportedAssignor,
+    InvalidRequest,
+    InvalidRegularExpression,
+    UnsupportedVersion,
 }
 
 /// A JoinGroup request, decoded.

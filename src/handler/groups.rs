@@ -38,7 +38,7 @@ const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// Group operations without an authorizer: READ, DELETE, DESCRIBE (AclOperation 3, 6, 8).
-const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+pub(super) const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -318,15 +318,24 @@ pub async fn list_groups(broker: &Arc<Broker>, req: ListGroupsRequest, version: 
         Ok(l) => l,
         Err(e) => return ListGroupsResponse::default().with_error_code(errors::group(e)),
     };
-    let filter: Vec<String> =
-        if version >= 4 { req.states_filter.iter().map(|f| f.to_lowercase()).collect() } else { vec![] };
+    let lower = |v: &[StrBytes]| -> Vec<String> { v.iter().map(|f| f.to_lowercase()).collect() };
+    let states = if version >= 4 { lower(&req.states_filter) } else { vec![] };
+    let types = if version >= 5 { lower(&req.types_filter) } else { vec![] };
     let groups = listed
         .into_iter()
         .filter(|g| is_coordinator(broker, &g.group_id))
-        .filter(|g| filter.is_empty() || filter.contains(&g.state.name().to_lowercase()))
+        .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
+        .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
         .map(|g| {
-            let l = ListedGroup::default().with_group_id(GroupId(s(g.group_id))).with_protocol_type(s(g.protocol_type));
-            if version >= 4 { l.with_group_state(s(g.state.name())) } else { l }
+            let mut l =
+                ListedGroup::default().with_group_id(GroupId(s(g.group_id))).with_protocol_type(s(g.protocol_type));
+            if version >= 4 {
+                l = l.with_group_state(s(g.state));
+            }
+            if version >= 5 {
+                l = l.with_group_type(s(g.group_type));
+            }
+            l
         })
         .collect();
     ListGroupsResponse::default().with_groups(groups)

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod api_versions;
 pub mod configs;
+pub mod consumer_group;
 pub mod errors;
 pub mod fetch;
 pub mod groups;
@@ -98,6 +99,11 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) ->
         RequestKind::OffsetFetch(r) => offsets::offset_fetch(broker, r, v),
         RequestKind::OffsetDelete(r) => {
             Handled::Ready(ResponseKind::OffsetDelete(offsets::offset_delete(broker, r).await))
+        }
+        // KIP-848 consumer groups (handler/consumer_group.rs).
+        RequestKind::ConsumerGroupHeartbeat(r) => consumer_group::heartbeat(broker, r, v, peer, client_id).await,
+        RequestKind::ConsumerGroupDescribe(r) => {
+            Handled::Ready(ResponseKind::ConsumerGroupDescribe(consumer_group::describe(broker, r, v).await))
         }
         // `protocol::decode_request` only lets advertised APIs through.
         other => {

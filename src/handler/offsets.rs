@@ -61,24 +61,43 @@ pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, versi
     let mut plan: Vec<TopicPlan> = Vec::with_capacity(req.topics.len());
     let mut offsets = Vec::new();
     let now_ms = broker.clock.now_ms();
-    let group_error = if group_id.is_empty() {
-        Some(GroupError::InvalidGroupId)
+    // Checked against the group (classic: member and generation; consumer: member and member
+    // epoch, per partition) when admitted.
+    let verdicts: Result<Vec<Option<GroupError>>, GroupError> = if group_id.is_empty() {
+        Err(GroupError::InvalidGroupId)
     } else if !is_coordinator(broker, &group_id) {
-        Some(GroupError::NotCoordinator)
+        Err(GroupError::NotCoordinator)
     } else {
         let instance = if version >= 7 { req.group_instance_id.as_ref().map(|i| i.to_string()) } else { None };
+        let partitions = req
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), p.partition_index)))
+            .collect();
         broker
             .groups
-            .check_commit(group_id.clone(), req.member_id.to_string(), instance, req.generation_id_or_member_epoch)
+            .check_offset_commit(
+                group_id.clone(),
+                req.member_id.to_string(),
+                instance,
+                req.generation_id_or_member_epoch,
+                version,
+                partitions,
+            )
             .await
-            .err()
     };
+    let mut verdict = 0usize;
     broker.metadata.read(|m| {
         for t in &req.topics {
             let topic = t.name.0.to_string();
             let mut parts = Vec::with_capacity(t.partitions.len());
             for p in &t.partitions {
                 let metadata = p.committed_metadata.as_ref().map(|s| s.to_string()).unwrap_or_default();
+                let group_error = match &verdicts {
+                    Err(e) => Some(*e),
+                    Ok(v) => v.get(verdict).copied().flatten(),
+                };
+                verdict += 1;
                 let error = if let Some(e) = group_error {
                     Some(errors::group(e))
                 } else if !partition_exists(m, &topic, p.partition_index) {
@@ -172,45 +191,51 @@ fn fetch_offsets(
 pub fn offset_fetch(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16) -> Handled {
     let broker = broker.clone();
     // Read when this request's turn comes, after earlier commits on the connection applied.
-    Handled::Deferred(async move { ResponseKind::OffsetFetch(offset_fetch_now(&broker, req, version)) }.boxed())
+    Handled::Deferred(async move { ResponseKind::OffsetFetch(offset_fetch_now(&broker, req, version).await) }.boxed())
 }
 
-fn offset_fetch_now(broker: &Broker, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+async fn offset_fetch_now(broker: &Broker, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
     if version >= 8 {
-        let groups = req
-            .groups
-            .into_iter()
-            .map(|g| {
-                let group_id = g.group_id.0.to_string();
-                let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                if !is_coordinator(broker, &group_id) {
-                    return out.with_error_code(errors::group(GroupError::NotCoordinator));
+        let mut groups = Vec::with_capacity(req.groups.len());
+        for g in req.groups {
+            let group_id = g.group_id.0.to_string();
+            let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+            if !is_coordinator(broker, &group_id) {
+                groups.push(out.with_error_code(errors::group(GroupError::NotCoordinator)));
+                continue;
+            }
+            // v9: a member of a consumer-protocol group must name its current epoch.
+            if version >= 9 {
+                let member = g.member_id.as_ref().map(|m| m.to_string());
+                if let Err(e) = broker.groups.check_offset_fetch(group_id.clone(), member, g.member_epoch).await {
+                    groups.push(out.with_error_code(errors::group(e)));
+                    continue;
                 }
-                let wanted =
-                    g.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
-                let topics = broker
-                    .metadata
-                    .read(|m| fetch_offsets(m, &group_id, wanted))
-                    .into_iter()
-                    .map(|(topic, parts)| {
-                        let partitions = parts
-                            .into_iter()
-                            .map(|(p, offset, epoch, meta)| {
-                                OffsetFetchResponsePartitions::default()
-                                    .with_partition_index(p)
-                                    .with_committed_offset(offset)
-                                    .with_committed_leader_epoch(epoch)
-                                    .with_metadata(Some(StrBytes::from_string(meta)))
-                            })
-                            .collect();
-                        OffsetFetchResponseTopics::default()
-                            .with_name(TopicName(StrBytes::from_string(topic)))
-                            .with_partitions(partitions)
-                    })
-                    .collect();
-                out.with_topics(topics)
-            })
-            .collect();
+            }
+            let wanted =
+                g.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+            let topics = broker
+                .metadata
+                .read(|m| fetch_offsets(m, &group_id, wanted))
+                .into_iter()
+                .map(|(topic, parts)| {
+                    let partitions = parts
+                        .into_iter()
+                        .map(|(p, offset, epoch, meta)| {
+                            OffsetFetchResponsePartitions::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(offset)
+                                .with_committed_leader_epoch(epoch)
+                                .with_metadata(Some(StrBytes::from_string(meta)))
+                        })
+                        .collect();
+                    OffsetFetchResponseTopics::default()
+                        .with_name(TopicName(StrBytes::from_string(topic)))
+                        .with_partitions(partitions)
+                })
+                .collect();
+            groups.push(out.with_topics(topics));
+        }
         return OffsetFetchResponse::default().with_groups(groups);
     }
     let group_id = req.group_id.0.to_string();

@@ -119,6 +119,7 @@ const FETCH_OFFSETS_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Int32s)];
 const FETCH_OFFSETS_GROUP: &[Field] =
     &[all(Kind::Str), from(9, Kind::Str), from(9, I32), all(Kind::Structs(FETCH_OFFSETS_TOPIC))];
 const OFFSET_DELETE_PARTITION: &[Field] = &[all(I32)];
+const CONSUMER_HEARTBEAT_OWNED: &[Field] = &[all(UUID), all(Kind::Int32s)];
 const OFFSET_DELETE_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Structs(OFFSET_DELETE_PARTITION))];
 
 const SCHEMAS: &[Schema] = &[
@@ -261,6 +262,23 @@ const SCHEMAS: &[Schema] = &[
         flexible: i16::MAX,
         fields: &[all(Kind::Str), all(Kind::Structs(OFFSET_DELETE_TOPIC))],
     },
+    Schema {
+        key: ApiKey::ConsumerGroupHeartbeat,
+        flexible: 0,
+        fields: &[
+            all(Kind::Str),
+            all(Kind::Str),
+            all(I32),
+            all(Kind::Str),
+            all(Kind::Str),
+            all(I32),
+            all(Kind::Strs),
+            from(1, Kind::Str),
+            all(Kind::Str),
+            all(Kind::Structs(CONSUMER_HEARTBEAT_OWNED)),
+        ],
+    },
+    Schema { key: ApiKey::ConsumerGroupDescribe, flexible: 0, fields: &[all(Kind::Strs), all(BOOL)] },
 ];
 
 /// Whether [`check_lengths`] knows the body layout of `key`.
@@ -624,7 +642,11 @@ mod tests {
                 } else {
                     let t =
                         OffsetFetchRequestTopics::default().with_name(topic("of")).with_partition_indexes(vec![1, 2]);
-                    let g = OffsetFetchRequestGroup::default().with_group_id(GroupId(s("g"))).with_topics(Some(two(t)));
+                    let mut g =
+                        OffsetFetchRequestGroup::default().with_group_id(GroupId(s("g"))).with_topics(Some(two(t)));
+                    if v >= 9 {
+                        g = g.with_member_id(Some(s("m"))).with_member_epoch(3);
+                    }
                     r = r.with_groups(two(g));
                 }
                 r.encode(&mut body, v)
@@ -636,6 +658,9 @@ mod tests {
                 let mut r = ListGroupsRequest::default();
                 if v >= 4 {
                     r = r.with_states_filter(two(s("Stable")));
+                }
+                if v >= 5 {
+                    r = r.with_types_filter(two(s("consumer")));
                 }
                 r.encode(&mut body, v)
             }
@@ -649,6 +674,28 @@ mod tests {
                     .with_partitions(two(OffsetDeleteRequestPartition::default().with_partition_index(1)));
                 OffsetDeleteRequest::default().with_group_id(GroupId(s("g"))).with_topics(two(t)).encode(&mut body, v)
             }
+            ApiKey::ConsumerGroupHeartbeat => {
+                use consumer_group_heartbeat_request::*;
+                let owned =
+                    TopicPartitions::default().with_topic_id(uuid::Uuid::from_u128(9)).with_partitions(vec![1, 2]);
+                let mut r = ConsumerGroupHeartbeatRequest::default()
+                    .with_group_id(GroupId(s("g")))
+                    .with_member_id(s("m"))
+                    .with_member_epoch(4)
+                    .with_instance_id(Some(s("i")))
+                    .with_rack_id(Some(s("r")))
+                    .with_subscribed_topic_names(Some(two(topic("t"))))
+                    .with_server_assignor(Some(s("uniform")))
+                    .with_topic_partitions(Some(two(owned)));
+                if v >= 1 {
+                    r = r.with_subscribed_topic_regex(Some(s("t.*")));
+                }
+                r.encode(&mut body, v)
+            }
+            ApiKey::ConsumerGroupDescribe => ConsumerGroupDescribeRequest::default()
+                .with_group_ids(two(GroupId(s("g"))))
+                .with_include_authorized_operations(true)
+                .encode(&mut body, v),
             other => panic!("no populated request for {other:?}"),
         }
         .unwrap_or_else(|e| panic!("encode {key:?} v{v}: {e}"));

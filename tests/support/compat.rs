@@ -23,6 +23,18 @@ pub fn run_client(client: &str, broker: &SkiffProcess, topic: &str, mode: &str) 
 
 /// [`run_client`] with an explicit record count.
 pub fn run_client_with(client: &str, broker: &SkiffProcess, topic: &str, mode: &str, records: &str) {
+    run_client_env(client, broker, topic, mode, records, &[]);
+}
+
+/// [`run_client_with`] with extra environment for the program (e.g. `GROUP_PROTOCOL`).
+pub fn run_client_env(
+    client: &str,
+    broker: &SkiffProcess,
+    topic: &str,
+    mode: &str,
+    records: &str,
+    env: &[(&str, &str)],
+) {
     let script = compat_dir().join(client).join("run.sh");
     assert!(script.exists(), "{} is missing", script.display());
     let logs = tempfile::Builder::new().prefix("skiff-compat-").tempdir().expect("temp dir");
@@ -34,6 +46,7 @@ pub fn run_client_with(client: &str, broker: &SkiffProcess, topic: &str, mode: &
         .env("TOPIC", topic)
         .env("MODE", mode)
         .env("RECORDS", records)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).expect("stdout file"))
         .stderr(std::fs::File::create(&err_path).expect("stderr file"))
@@ -53,7 +66,7 @@ pub fn run_client_with(client: &str, broker: &SkiffProcess, topic: &str, mode: &
     let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
     let stderr = super::tail(&err_path, 40);
     let context = format!(
-        "client {client}, MODE={mode}, TOPIC={topic}, RECORDS={records}, BOOTSTRAP={}, after {:.1?}\n\
+        "client {client}, MODE={mode}, TOPIC={topic}, RECORDS={records}, env {env:?}, BOOTSTRAP={}, after {:.1?}\n\
          ---- client stdout (tail) ----\n{}\n---- client stderr (tail) ----\n{stderr}\n---- skiff (tail) ----\n{}",
         broker.bootstrap(),
         started.elapsed(),

@@ -226,7 +226,25 @@ pub(crate) async fn serve(listener: TcpListener, service: Arc<Service>, stop: Ca
     tracing::debug!("controller peer listener stopped");
 }
 
-async fn serve_connection(mut stream: TcpStream, service: Arc<Service>, stop: CancellationToken) -> io::Result<()> {
+async fn serve_connection(stream: TcpStream, service: Arc<Service>, stop: CancellationToken) -> io::Result<()> {
+    // The broker whose heartbeats arrive on this connection, if any: when the connection
+    // closes, its session is suspect (see `service::run_fencing`).
+    let mut heartbeats_from = None;
+    let result = serve_requests(stream, &service, &stop, &mut heartbeats_from).await;
+    if let Some((broker_id, incarnation)) = heartbeats_from
+        && !stop.is_cancelled()
+    {
+        service.liveness.connection_lost(broker_id, incarnation);
+    }
+    result
+}
+
+async fn serve_requests(
+    mut stream: TcpStream,
+    service: &Service,
+    stop: &CancellationToken,
+    heartbeats_from: &mut Option<(i32, uuid::Uuid)>,
+) -> io::Result<()> {
     let raft = &service.raft;
     stream.set_nodelay(true)?;
     loop {
@@ -244,6 +262,9 @@ async fn serve_connection(mut stream: TcpStream, service: Arc<Service>, stop: Ca
             Request::Vote(r) => Response::Vote(raft.vote(r).await),
             Request::InstallSnapshot(r) => Response::InstallSnapshot(raft.install_snapshot(r).await),
             Request::Broker(r) => {
+                if let BrokerRequest::Heartbeat { broker_id, incarnation } = &r {
+                    *heartbeats_from = Some((*broker_id, *incarnation));
+                }
                 // A long watch must not outlive a stop.
                 tokio::select! {
                     resp = service.handle(r) => Response::Broker(resp),

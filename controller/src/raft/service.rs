@@ -84,15 +84,31 @@ pub(crate) enum RpcError {
     Failed(String),
 }
 
-/// Last heartbeat per broker incarnation, on the leader.
+/// Last heartbeat per broker incarnation, on the leader, and which brokers' heartbeat
+/// connection closed since their last beat.
 #[derive(Default)]
 pub(crate) struct Liveness {
     seen: Mutex<HashMap<BrokerId, (Uuid, Instant)>>,
+    /// Heartbeat connection closed (process gone, or connection reset) at this time, with no
+    /// beat since.
+    lost: Mutex<HashMap<BrokerId, (Uuid, Instant)>>,
 }
 
 impl Liveness {
     fn beat(&self, broker_id: BrokerId, incarnation: Uuid) {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(broker_id, (incarnation, Instant::now()));
+        self.lost.lock().unwrap_or_else(|e| e.into_inner()).remove(&broker_id);
+    }
+
+    /// The connection `broker_id` heartbeats on closed. A crashed process's sockets are closed
+    /// by its kernel at once, so this is usually the first sign of a crash.
+    pub(crate) fn connection_lost(&self, broker_id: BrokerId, incarnation: Uuid) {
+        self.lost.lock().unwrap_or_else(|e| e.into_inner()).insert(broker_id, (incarnation, Instant::now()));
+    }
+
+    fn lost_since(&self, broker_id: BrokerId, incarnation: Uuid) -> Option<Instant> {
+        let lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+        lost.get(&broker_id).filter(|(i, _)| *i == incarnation).map(|(_, t)| *t)
     }
 
     fn last(&self, broker_id: BrokerId, incarnation: Uuid) -> Option<Instant> {
@@ -208,7 +224,10 @@ impl Service {
 }
 
 /// The leader's fencing loop: fences every live broker whose last heartbeat (or this node's
-/// election, whichever is later) is older than `session_timeout`. Runs until `stop`.
+/// election, whichever is later) is older than `session_timeout`, or whose heartbeat
+/// connection closed and who has not heartbeated again within half the session timeout (a
+/// live broker reconnects and beats within one heartbeat interval; a crashed one never does,
+/// so crashes are detected in about half the time of silent failures). Runs until `stop`.
 pub(crate) async fn run_fencing(service: Arc<Service>, session_timeout: Duration, stop: CancellationToken) {
     let mut leader_since: Option<Instant> = None;
     // Fences proposed and when, so a slow commit is not proposed again every tick.
@@ -234,7 +253,10 @@ pub(crate) async fn run_fencing(service: Arc<Service>, session_timeout: Duration
         for (broker_id, incarnation) in live {
             let last = service.liveness.last(broker_id, incarnation);
             let seen = last.map_or(since, |l| l.max(since));
-            if seen.elapsed() <= session_timeout {
+            let lost = service.liveness.lost_since(broker_id, incarnation);
+            let expired = seen.elapsed() > session_timeout;
+            let disconnected = lost.is_some_and(|t| t.elapsed() > session_timeout / 2);
+            if !expired && !disconnected {
                 continue;
             }
             if proposed.get(&(broker_id, incarnation)).is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
@@ -245,6 +267,7 @@ pub(crate) async fn run_fencing(service: Arc<Service>, session_timeout: Duration
                 broker_id,
                 %incarnation,
                 silent_ms = seen.elapsed().as_millis() as u64,
+                connection_lost = disconnected,
                 "broker session expired: fencing it and moving its partitions"
             );
             let service = service.clone();

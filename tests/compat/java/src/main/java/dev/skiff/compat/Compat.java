@@ -461,7 +461,8 @@ public final class Compat {
             return;
         }
         if (bootstrap == null || topic == null || records < 0
-                || !(mode.equals("full") || mode.equals("produce") || mode.equals("verify") || mode.equals("group"))) {
+                || !(mode.equals("full") || mode.equals("produce") || mode.equals("verify") || mode.equals("group")
+                        || mode.equals("failover-consume"))) {
             System.err.println("compat " + CLIENT + ": FAIL: need BOOTSTRAP, TOPIC, MODE=full|produce|verify|group, RECORDS>=0");
             System.exit(2);
             return;
@@ -472,6 +473,10 @@ public final class Compat {
         long verified;
         try {
             log("bootstrap=" + bootstrap + " topic=" + topic + " mode=" + mode + " records=" + records);
+            if (mode.equals("failover-consume")) {
+                System.exit(new FailoverConsume(bootstrap, topic).run());
+                return;
+            }
             if (mode.equals("group")) {
                 long consumed = new GroupScenario(bootstrap, topic, records).run();
                 log(String.format("group scenario done in %.1f s", (System.nanoTime() - t0) / 1e9));

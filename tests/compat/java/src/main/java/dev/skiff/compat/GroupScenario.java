@@ -4,6 +4,7 @@ import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Collection;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
@@ -36,6 +37,8 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  * MODE=group (tests/compat/README.md, "Group scenario"): three group members on a 12-partition
  * topic consume RECORDS records exactly once in aggregate with synchronous commits, while a
  * fourth member joins after the first third and the first member leaves after the second.
+ * GROUP_PROTOCOL=consumer runs the members with the KIP-848 protocol (server-side assignment;
+ * GROUP_REMOTE_ASSIGNOR picks the assignor), otherwise the classic one.
  */
 final class GroupScenario {
     static final int PARTITIONS = 12;
@@ -43,6 +46,8 @@ final class GroupScenario {
     final String topic;
     final String group;
     final int records;
+    final String protocol = Compat.env("GROUP_PROTOCOL", "classic");
+    final String remoteAssignor = Compat.env("GROUP_REMOTE_ASSIGNOR", "");
     final Map<Integer, Integer> seen = new ConcurrentHashMap<>();
     final AtomicLong duplicates = new AtomicLong();
     final AtomicReference<Throwable> failure = new AtomicReference<>();
@@ -80,16 +85,26 @@ final class GroupScenario {
             props.put(ConsumerConfig.MAX_POLL_RECORDS_CONFIG, 200);
             props.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
             props.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+            props.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, protocol);
+            if (!remoteAssignor.isEmpty()) {
+                props.put(ConsumerConfig.GROUP_REMOTE_ASSIGNOR_CONFIG, remoteAssignor);
+            }
             try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(props)) {
                 consumer.subscribe(List.of(topic), new ConsumerRebalanceListener() {
+                    // Eager (classic default) assignors revoke everything and then assign the
+                    // whole new set; the consumer protocol revokes and adds only what changes.
                     public void onPartitionsRevoked(Collection<TopicPartition> parts) {
                         // Everything processed is committed before the partitions move.
                         consumer.commitSync();
-                        assigned = Set.of();
+                        Set<TopicPartition> left = new HashSet<>(assigned);
+                        left.removeAll(parts);
+                        assigned = Set.copyOf(left);
                     }
 
                     public void onPartitionsAssigned(Collection<TopicPartition> parts) {
-                        assigned = Set.copyOf(parts);
+                        Set<TopicPartition> now = new HashSet<>(assigned);
+                        now.addAll(parts);
+                        assigned = Set.copyOf(now);
                         if (firstAssignedAt == 0 && !parts.isEmpty()) {
                             firstAssignedAt = System.nanoTime();
                         }
@@ -164,6 +179,7 @@ final class GroupScenario {
     }
 
     long run() throws Exception {
+        log("group protocol " + protocol + (remoteAssignor.isEmpty() ? "" : ", remote assignor " + remoteAssignor));
         createTopic();
         Properties pp = new Properties();
         pp.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
