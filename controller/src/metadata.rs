@@ -310,7 +310,7 @@ pub struct PartitionState {
 }
 
 impl PartitionState {
-    fn new(leader: BrokerId) -> Self {
+    pub(crate) fn new(leader: BrokerId) -> Self {
         Self {
             leader,
             leader_epoch: 0,
@@ -577,17 +577,6 @@ impl MetadataState {
         );
         self.add_partitions(&ct.name, ct.partitions as usize);
         Ok(CommandResult::TopicCreated { topic_id: ct.topic_id })
-    }
-
-    /// Appends `count` partitions to topic `name`, each placed by `pick_leader` (which sees the
-    /// ones placed before it).
-    fn add_partitions(&mut self, name: &str, count: usize) {
-        for _ in 0..count {
-            let leader = self.pick_leader(Some(name)).unwrap_or(crate::placement::NO_LEADER);
-            if let Some(t) = self.topics.get_mut(name) {
-                t.partitions.push(PartitionState::new(leader));
-            }
-        }
     }
 
     fn partition_mut(&mut self, topic_id: &Uuid, partition: i32) -> Result<(String, &mut PartitionState), Rejection> {

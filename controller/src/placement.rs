@@ -20,7 +20,9 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use crate::groups::{SHARD_COUNT, ShardAssignment};
-use crate::metadata::{BrokerId, BrokerRegistration, CommandResult, MetadataState, PartitionState, Rejection};
+use crate::metadata::{
+    BrokerId, BrokerRegistration, CommandResult, MetadataState, PartitionState, Rejection, TopicState,
+};
 
 /// No leader (Kafka's `-1`).
 pub const NO_LEADER: BrokerId = -1;
@@ -62,17 +64,7 @@ impl MetadataState {
             // Already fenced, re-registered since, or unknown: nothing to do.
             _ => return Ok(CommandResult::Ok),
         }
-        for name in self.topics.keys().cloned().collect::<Vec<_>>() {
-            let count = self.topics[&name].partitions.len();
-            for i in 0..count {
-                if self.topics[&name].partitions[i].leader == broker_id {
-                    let to = self.pick_leader(Some(&name)).unwrap_or(NO_LEADER);
-                    if let Some(p) = self.topics.get_mut(&name).and_then(|t| t.partitions.get_mut(i)) {
-                        change_leader(p, to);
-                    }
-                }
-            }
-        }
+        self.reassign_partitions(|leader| leader == broker_id);
         for shard in 0..SHARD_COUNT {
             if self.groups.shards.get(&shard).is_some_and(|s| s.broker_id == broker_id) {
                 let to = self.pick_coordinator().unwrap_or(NO_LEADER);
@@ -82,27 +74,34 @@ impl MetadataState {
         Ok(CommandResult::Ok)
     }
 
-    /// Leader for a new partition of `topic` (or a moved one), `None` without live brokers.
-    pub(crate) fn pick_leader(&self, topic: Option<&str>) -> Option<BrokerId> {
-        let live = self.live_brokers();
-        let mut load: BTreeMap<BrokerId, usize> = live.iter().map(|b| (*b, 0)).collect();
-        let mut topic_on_rack: BTreeMap<Option<&str>, usize> = BTreeMap::new();
-        let rack_of = |b: BrokerId| self.brokers.get(&b).and_then(|r| r.rack.as_deref());
-        for t in self.topics.values() {
-            for p in &t.partitions {
-                if let Some(n) = load.get_mut(&p.leader) {
-                    *n += 1;
-                    if Some(t.name.as_str()) == topic {
-                        *topic_on_rack.entry(rack_of(p.leader)).or_default() += 1;
-                    }
-                }
+    /// Moves every partition whose leader matches `moving` to a broker picked by [`Loads`].
+    /// One pass over the partitions plus O(live brokers) per move.
+    fn reassign_partitions(&mut self, moving: impl Fn(BrokerId) -> bool) {
+        let mut loads = Loads::new(self);
+        for t in self.topics.values_mut() {
+            if !t.partitions.iter().any(|p| moving(p.leader)) {
+                continue;
+            }
+            let mut on_rack = loads.topic_on_rack(t);
+            for p in t.partitions.iter_mut().filter(|p| moving(p.leader)) {
+                let to = loads.pick(&on_rack).unwrap_or(NO_LEADER);
+                change_leader(p, to);
+                loads.placed(to, &mut on_rack);
             }
         }
-        let racks_given = live.iter().any(|b| rack_of(*b).is_some());
-        live.into_iter().min_by_key(|b| {
-            let rack_load = if racks_given { topic_on_rack.get(&rack_of(*b)).copied().unwrap_or(0) } else { 0 };
-            (rack_load, load[b], *b)
-        })
+    }
+
+    /// Appends `count` partitions to topic `name`, each placed by [`Loads::pick`] (which sees
+    /// the ones placed before it).
+    pub(crate) fn add_partitions(&mut self, name: &str, count: usize) {
+        let mut loads = Loads::new(self);
+        let Some(t) = self.topics.get_mut(name) else { return };
+        let mut on_rack = loads.topic_on_rack(t);
+        for _ in 0..count {
+            let leader = loads.pick(&on_rack).unwrap_or(NO_LEADER);
+            t.partitions.push(PartitionState::new(leader));
+            loads.placed(leader, &mut on_rack);
+        }
     }
 
     fn pick_coordinator(&self) -> Option<BrokerId> {
@@ -117,47 +116,44 @@ impl MetadataState {
     }
 
     /// Gives leaderless partitions and shards a leader, then evens out leader counts (at most one
-    /// apart). Bounded: every move lowers the spread.
+    /// apart). Bounded: every move lowers the spread; one pass over the partitions plus
+    /// O(live brokers) per move.
     pub(crate) fn rebalance(&mut self) {
         let live = self.live_brokers();
         if live.is_empty() {
             return;
         }
         // Leaderless (or led by a fenced broker, which cannot happen but is cheap to repair).
-        for name in self.topics.keys().cloned().collect::<Vec<_>>() {
-            for i in 0..self.topics[&name].partitions.len() {
-                let leader = self.topics[&name].partitions[i].leader;
-                if !self.is_live(leader) {
-                    let to = self.pick_leader(Some(&name)).unwrap_or(NO_LEADER);
-                    if let Some(p) = self.topics.get_mut(&name).and_then(|t| t.partitions.get_mut(i)) {
-                        change_leader(p, to);
-                    }
+        let live_set: std::collections::BTreeSet<BrokerId> = live.iter().copied().collect();
+        self.reassign_partitions(|leader| !live_set.contains(&leader));
+        // Partitions each live broker leads, in (topic name, index) order.
+        let mut led: BTreeMap<BrokerId, Vec<(String, usize)>> = live.iter().map(|b| (*b, Vec::new())).collect();
+        for (name, t) in &self.topics {
+            for (i, p) in t.partitions.iter().enumerate() {
+                if let Some(v) = led.get_mut(&p.leader) {
+                    v.push((name.clone(), i));
                 }
             }
         }
-        let total: usize = self.topics.values().map(|t| t.partitions.len()).sum();
-        for _ in 0..total {
-            let mut load: BTreeMap<BrokerId, usize> = live.iter().map(|b| (*b, 0)).collect();
-            for t in self.topics.values() {
-                for p in &t.partitions {
-                    if let Some(n) = load.get_mut(&p.leader) {
-                        *n += 1;
-                    }
-                }
-            }
-            let Some((&max_b, &max)) = load.iter().max_by_key(|(b, n)| (**n, std::cmp::Reverse(**b))) else { break };
-            let Some((&min_b, &min)) = load.iter().min_by_key(|(b, n)| (**n, **b)) else { break };
+        loop {
+            let Some((&max_b, max)) =
+                led.iter().map(|(b, v)| (b, v.len())).max_by_key(|(b, n)| (*n, std::cmp::Reverse(**b)))
+            else {
+                break;
+            };
+            let Some((&min_b, min)) = led.iter().map(|(b, v)| (b, v.len())).min_by_key(|(b, n)| (*n, **b)) else {
+                break;
+            };
             if max <= min + 1 {
                 break;
             }
             // Move the last partition (in name, index order) the busiest broker leads.
-            let victim =
-                self.topics.iter().rev().find_map(|(name, t)| {
-                    t.partitions.iter().rposition(|p| p.leader == max_b).map(|i| (name.clone(), i))
-                });
-            let Some((name, i)) = victim else { break };
+            let Some((name, i)) = led.get_mut(&max_b).and_then(Vec::pop) else { break };
             if let Some(p) = self.topics.get_mut(&name).and_then(|t| t.partitions.get_mut(i)) {
                 change_leader(p, min_b);
+            }
+            if let Some(v) = led.get_mut(&min_b) {
+                v.push((name, i));
             }
         }
         // Coordinator shards: all assigned, then evened out the same way.
@@ -185,6 +181,75 @@ impl MetadataState {
                 break;
             };
             move_shard(&mut self.groups.shards, shard, min_b);
+        }
+    }
+}
+
+/// Leader counts of the live brokers and their racks, computed once per placement operation
+/// and updated as partitions are placed.
+struct Loads {
+    /// Partitions led, per live broker.
+    led: BTreeMap<BrokerId, usize>,
+    rack: BTreeMap<BrokerId, Option<String>>,
+    racks_given: bool,
+}
+
+impl Loads {
+    fn new(state: &MetadataState) -> Self {
+        let mut led: BTreeMap<BrokerId, usize> = BTreeMap::new();
+        let mut rack = BTreeMap::new();
+        for b in state.brokers.values().filter(|b| !b.fenced) {
+            led.insert(b.broker_id, 0);
+            rack.insert(b.broker_id, b.rack.clone());
+        }
+        for t in state.topics.values() {
+            for p in &t.partitions {
+                if let Some(n) = led.get_mut(&p.leader) {
+                    *n += 1;
+                }
+            }
+        }
+        let racks_given = rack.values().any(Option::is_some);
+        Self { led, rack, racks_given }
+    }
+
+    /// Partitions of topic `t` per rack of their (live) leader.
+    fn topic_on_rack(&self, t: &TopicState) -> BTreeMap<Option<String>, usize> {
+        let mut out = BTreeMap::new();
+        if self.racks_given {
+            for p in &t.partitions {
+                if let Some(r) = self.rack.get(&p.leader) {
+                    *out.entry(r.clone()).or_default() += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// The live broker with the fewest of this topic's partitions on its rack (racks given),
+    /// then the fewest partitions, then the lowest id.
+    fn pick(&self, on_rack: &BTreeMap<Option<String>, usize>) -> Option<BrokerId> {
+        self.led
+            .iter()
+            .min_by_key(|(b, n)| {
+                let rack_load = if self.racks_given {
+                    self.rack.get(b).and_then(|r| on_rack.get(r)).copied().unwrap_or(0)
+                } else {
+                    0
+                };
+                (rack_load, **n, **b)
+            })
+            .map(|(b, _)| *b)
+    }
+
+    fn placed(&mut self, b: BrokerId, on_rack: &mut BTreeMap<Option<String>, usize>) {
+        if let Some(n) = self.led.get_mut(&b) {
+            *n += 1;
+            if self.racks_given
+                && let Some(r) = self.rack.get(&b)
+            {
+                *on_rack.entry(r.clone()).or_default() += 1;
+            }
         }
     }
 }
@@ -226,7 +291,7 @@ mod tests {
     fn topic(s: &mut MetadataState, name: &str, partitions: i32) {
         let r = s.apply(&Command::CreateTopic(CreateTopic {
             name: name.into(),
-            topic_id: Uuid::from_u128(name.len() as u128 * 1000 + partitions as u128),
+            topic_id: Uuid::from_u128(name.bytes().fold(partitions as u128, |h, b| h * 131 + u128::from(b))),
             partitions,
             configs: BTreeMap::new(),
         }));
@@ -305,6 +370,26 @@ mod tests {
         assert_eq!(s.topics["t"].partitions[0].leader_epoch, e0 + 1);
         // Empty epochs do not pile up in the history.
         assert_eq!(s.topics["t"].partitions[0].epoch_starts.len(), 1);
+    }
+
+    #[test]
+    fn placement_scales_linearly() {
+        // 3 brokers, 20 topics × 1,000 partitions, then fence and re-register one broker:
+        // quadratic placement took seconds here (found by tests/cluster.rs).
+        let mut s = MetadataState::new("c".into());
+        for id in 1..=3 {
+            s.apply(&reg(id, 1, None));
+        }
+        let started = std::time::Instant::now();
+        for i in 0..20 {
+            topic(&mut s, &format!("big{i:02}"), 1000);
+        }
+        s.apply(&fence(2, 1));
+        s.apply(&reg(2, 2, None));
+        let l = leaders(&s);
+        assert!(l.values().max().copied().unwrap_or(0) - l.values().min().copied().unwrap_or(0) <= 1, "{l:?}");
+        // Generous bound (debug build, shared machine); the quadratic version needed minutes.
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
     }
 
     #[test]

@@ -95,6 +95,11 @@ impl ControllerConfig {
             // Keep a short tail after a snapshot so a follower slightly behind catches up from
             // the log instead of needing the whole snapshot.
             max_in_snapshot_log_to_keep: 64.min(self.snapshot_every_entries),
+            // Snapshots travel as JSON in chunks; openraft's defaults (3 MiB chunks, 200 ms per
+            // chunk) can never deliver a multi-MB metadata snapshot, leaving a wiped or lagging
+            // voter behind for good (found by tests/cluster.rs). Small chunks, generous timeout.
+            install_snapshot_timeout: 10_000,
+            snapshot_max_chunk_size: 256 * 1024,
             ..Default::default()
         }
         .validate()
@@ -300,10 +305,17 @@ impl Controller {
         };
         if metrics.current_leader == Some(config.node_id) {
             // Waits until everything up to this term's first entry is applied: the whole log.
-            raft.ensure_linearizable().await.map_err(|e| match e {
-                RaftError::Fatal(Fatal::Stopped) => ControllerError::Closed,
-                e => ControllerError::Raft(format!("catching up: {e}")),
-            })?;
+            match raft.ensure_linearizable().await {
+                Ok(_) => {}
+                Err(RaftError::Fatal(Fatal::Stopped)) => return Err(ControllerError::Closed),
+                // A restarted ex-leader resumes leadership from its committed vote, then meets
+                // a higher term and steps down: it is a follower now, which is a fine start.
+                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_))) => {
+                    tracing::info!(node_id = config.node_id, "stepped down while starting; following the new leader");
+                    return Ok(());
+                }
+                Err(e) => return Err(ControllerError::Raft(format!("catching up: {e}"))),
+            }
             // Checked on every start, not only the first: a crash between initialize and the
             // commit of InitCluster must not leave a cluster without an id.
             if self.metadata().read(|s| s.cluster_id.is_empty()) {
