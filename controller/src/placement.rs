@@ -135,18 +135,12 @@ impl MetadataState {
                 }
             }
         }
-        loop {
-            let Some((&max_b, max)) =
-                led.iter().map(|(b, v)| (b, v.len())).max_by_key(|(b, n)| (*n, std::cmp::Reverse(**b)))
-            else {
-                break;
-            };
-            let Some((&min_b, min)) = led.iter().map(|(b, v)| (b, v.len())).min_by_key(|(b, n)| (*n, **b)) else {
-                break;
-            };
-            if max <= min + 1 {
-                break;
-            }
+        let busiest = |led: &BTreeMap<BrokerId, Vec<(String, usize)>>| {
+            let max = led.iter().max_by_key(|(b, v)| (v.len(), std::cmp::Reverse(**b)))?;
+            let min = led.iter().min_by_key(|(b, v)| (v.len(), **b))?;
+            (max.1.len() > min.1.len() + 1).then_some((*max.0, *min.0))
+        };
+        while let Some((max_b, min_b)) = busiest(&led) {
             // Move the last partition (in name, index order) the busiest broker leads.
             let Some((name, i)) = led.get_mut(&max_b).and_then(Vec::pop) else { break };
             if let Some(p) = self.topics.get_mut(&name).and_then(|t| t.partitions.get_mut(i)) {
