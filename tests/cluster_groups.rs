@@ -107,7 +107,9 @@ async fn committed_and_ends(
         // Any broker answers ListOffsets from its metadata image.
         let first = bootstrap.split(',').next().context("empty bootstrap")?;
         let mut c = Client::connect(first).await?;
-        ends.push(c.list_offset(topic, p, LATEST).await?);
+        let (error, offset, _) = c.list_offset(topic, p, LATEST).await?;
+        ensure!(error == 0, "ListOffsets {topic}-{p}: error {error}");
+        ends.push(offset);
     }
     Ok((committed, ends))
 }

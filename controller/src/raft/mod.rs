@@ -180,9 +180,11 @@ impl Controller {
     /// included) to its `host:port` peer address; `listener` accepts the other voters' RPCs.
     ///
     /// On first start of a fresh cluster the voter with the lowest id initializes the
-    /// membership; the others wait to hear from a leader. Returns once a leader is known; if it
-    /// is this node, also once it has applied its whole log (and the cluster id is set). On a
-    /// follower the [`MetadataHandle`] catches up asynchronously: watch [`MetadataHandle::subscribe`].
+    /// membership; the others wait to hear from a leader. Returns once Raft runs and the
+    /// listener serves: the election happens in the background as soon as a majority of voters
+    /// is up, so voters can be (re)started in any order, one at a time. Whichever node leads
+    /// first sets the cluster id. The [`MetadataHandle`] catches up asynchronously: watch
+    /// [`MetadataHandle::subscribe`].
     pub async fn start(
         config: ControllerConfig,
         voters: BTreeMap<u64, String>,
@@ -197,8 +199,47 @@ impl Controller {
             )));
         }
         let (controller, pristine) = Self::launch(&config, Some(listener), shutdown).await?;
-        controller.finish_start(&config, &voters, pristine).await?;
+        // Exactly one voter initializes a fresh cluster, so two can never disagree on the first
+        // membership.
+        if pristine && voters.keys().next() == Some(&config.node_id) {
+            tracing::info!(node_id = config.node_id, voters = ?voters, "initializing a new controller quorum");
+            let members: BTreeMap<u64, BasicNode> =
+                voters.iter().map(|(id, addr)| (*id, BasicNode::new(addr.clone()))).collect();
+            if let Err(e) = controller.inner.raft.initialize(members).await {
+                let _ = controller.shutdown().await;
+                return Err(ControllerError::Raft(format!("initialize: {e}")));
+            }
+        }
+        tokio::spawn(controller.clone().set_cluster_id_when_leading(config.cluster_id.clone()));
+        tracing::info!(node_id = config.node_id, "controller started; electing or following a leader");
         Ok(controller)
+    }
+
+    /// Background duty of a multi-voter controller: when this node leads and has applied its
+    /// whole log, submit `InitCluster` if no cluster id is set (a crash between initialize and
+    /// that commit must not leave a cluster without an id). Ends once an id is set or on stop.
+    async fn set_cluster_id_when_leading(self, cluster_id: String) {
+        let raft = self.inner.raft.clone();
+        let mut metrics = raft.metrics();
+        loop {
+            if !self.metadata().read(|s| s.cluster_id.is_empty()) || self.inner.stop.is_cancelled() {
+                return;
+            }
+            let leading = metrics.borrow_and_update().current_leader == Some(self.inner.node_id);
+            if leading && raft.ensure_linearizable().await.is_ok() && self.metadata().read(|s| s.cluster_id.is_empty())
+            {
+                match self.submit(Command::InitCluster { cluster_id: cluster_id.clone() }).await {
+                    Ok(_) => tracing::info!(cluster_id = %cluster_id, "cluster id set"),
+                    Err(e) => tracing::warn!(error = %e, "setting the cluster id failed; will retry"),
+                }
+                continue;
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                () = self.inner.stop.cancelled() => return,
+            }
+        }
     }
 
     /// Opens storage, starts openraft, the proposer, the peer listener (if any) and the stop
