@@ -27,6 +27,11 @@ async fn metrics(State(roles): State<Roles>) -> impl IntoResponse {
     }
     if let Some(controller) = &roles.controller {
         body.push_str(&controller.metrics_text());
+        let copies = crate::node::SNAPSHOT_COPIES.load(std::sync::atomic::Ordering::Relaxed);
+        body.push_str(&format!(
+            "# HELP skiff_controller_snapshot_copies_total Controller snapshots copied to object storage.\n\
+             # TYPE skiff_controller_snapshot_copies_total counter\nskiff_controller_snapshot_copies_total {copies}\n"
+        ));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -430,6 +430,9 @@ async fn heartbeat_loop(
     }
 }
 
+/// Snapshot copies written to object storage by this process (for `/metrics`).
+pub static SNAPSHOT_COPIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Object-storage directory of controller snapshot copies.
 const SNAPSHOT_DIR: &str = "controller/snapshots";
 /// Copies kept per controller.
@@ -452,7 +455,10 @@ async fn copy_snapshots(
         let Some((name, bytes)) = built.borrow_and_update().clone() else { continue };
         let key = storage.child_key(&format!("{SNAPSHOT_DIR}/{name}-n{node_id}.json"));
         match storage.put_new(&key, bytes::Bytes::from(bytes.to_vec())).await {
-            Ok(()) => info!(key = %key, bytes = bytes.len(), "controller snapshot copied to object storage"),
+            Ok(()) => {
+                SNAPSHOT_COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                info!(key = %key, bytes = bytes.len(), "controller snapshot copied to object storage")
+            }
             Err(e) => {
                 warn!(key = %key, error = %e, "copying the controller snapshot failed; the next one will be tried");
                 continue;

@@ -10,7 +10,9 @@
 //! * a registration with a new incarnation bumps the epochs of what the broker still leads: the
 //!   previous process's in-flight commits are then refused;
 //! * placement picks, for each partition, the live broker with the fewest partitions of that
-//!   topic on its rack (racks given), then the fewest partitions overall, then the lowest id;
+//!   topic on its rack (racks given), then the fewest partitions overall, then the least load
+//!   (records retained in the partitions it leads: a proxy for traffic that every replica
+//!   computes identically), then the lowest id;
 //! * a broker that registers gets partitions moved to it until leader counts differ by at most
 //!   one; moving a partition copies no data (all of it is in object storage);
 //! * with no live broker a partition has leader `-1` (clients see LEADER_NOT_AVAILABLE).
@@ -86,7 +88,7 @@ impl MetadataState {
             for p in t.partitions.iter_mut().filter(|p| moving(p.leader)) {
                 let to = loads.pick(&on_rack).unwrap_or(NO_LEADER);
                 change_leader(p, to);
-                loads.placed(to, &mut on_rack);
+                loads.placed(to, &mut on_rack, retained(p));
             }
         }
     }
@@ -100,7 +102,7 @@ impl MetadataState {
         for _ in 0..count {
             let leader = loads.pick(&on_rack).unwrap_or(NO_LEADER);
             t.partitions.push(PartitionState::new(leader));
-            loads.placed(leader, &mut on_rack);
+            loads.placed(leader, &mut on_rack, 0);
         }
     }
 
@@ -184,6 +186,8 @@ impl MetadataState {
 struct Loads {
     /// Partitions led, per live broker.
     led: BTreeMap<BrokerId, usize>,
+    /// Records retained in the partitions each live broker leads.
+    records: BTreeMap<BrokerId, i64>,
     rack: BTreeMap<BrokerId, Option<String>>,
     racks_given: bool,
 }
@@ -196,15 +200,19 @@ impl Loads {
             led.insert(b.broker_id, 0);
             rack.insert(b.broker_id, b.rack.clone());
         }
+        let mut records: BTreeMap<BrokerId, i64> = led.keys().map(|b| (*b, 0)).collect();
         for t in state.topics.values() {
             for p in &t.partitions {
                 if let Some(n) = led.get_mut(&p.leader) {
                     *n += 1;
                 }
+                if let Some(r) = records.get_mut(&p.leader) {
+                    *r = r.saturating_add(retained(p));
+                }
             }
         }
         let racks_given = rack.values().any(Option::is_some);
-        Self { led, rack, racks_given }
+        Self { led, records, rack, racks_given }
     }
 
     /// Partitions of topic `t` per rack of their (live) leader.
@@ -221,7 +229,7 @@ impl Loads {
     }
 
     /// The live broker with the fewest of this topic's partitions on its rack (racks given),
-    /// then the fewest partitions, then the lowest id.
+    /// then the fewest partitions, then the fewest retained records, then the lowest id.
     fn pick(&self, on_rack: &BTreeMap<Option<String>, usize>) -> Option<BrokerId> {
         self.led
             .iter()
@@ -231,14 +239,17 @@ impl Loads {
                 } else {
                     0
                 };
-                (rack_load, **n, **b)
+                (rack_load, **n, self.records.get(b).copied().unwrap_or(0), **b)
             })
             .map(|(b, _)| *b)
     }
 
-    fn placed(&mut self, b: BrokerId, on_rack: &mut BTreeMap<Option<String>, usize>) {
+    fn placed(&mut self, b: BrokerId, on_rack: &mut BTreeMap<Option<String>, usize>, records: i64) {
         if let Some(n) = self.led.get_mut(&b) {
             *n += 1;
+            if let Some(r) = self.records.get_mut(&b) {
+                *r = r.saturating_add(records);
+            }
             if self.racks_given
                 && let Some(r) = self.rack.get(&b)
             {
@@ -246,6 +257,11 @@ impl Loads {
             }
         }
     }
+}
+
+/// Records a partition retains: its load proxy.
+fn retained(p: &PartitionState) -> i64 {
+    (p.end_offset - p.log_start_offset).max(0)
 }
 
 /// Hands `p` to `to` in a new leader epoch. Epochs without records are not kept in the epoch
@@ -384,6 +400,21 @@ mod tests {
         assert!(l.values().max().copied().unwrap_or(0) - l.values().min().copied().unwrap_or(0) <= 1, "{l:?}");
         // Generous bound (debug build, shared machine); the quadratic version needed minutes.
         assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn ties_go_to_the_least_loaded_broker() {
+        let mut s = MetadataState::new("c".into());
+        s.apply(&reg(1, 1, None));
+        s.apply(&reg(2, 1, None));
+        topic(&mut s, "busy", 2);
+        // Broker 1 leads busy-0; give it many records.
+        let p0 = &mut s.topics.get_mut("busy").expect("topic").partitions[0];
+        assert_eq!(p0.leader, 1);
+        p0.end_offset = 1_000_000;
+        // Counts tie (1 each): the next partition goes to the broker with fewer records.
+        topic(&mut s, "next", 1);
+        assert_eq!(s.topics["next"].partitions[0].leader, 2);
     }
 
     #[test]

@@ -295,6 +295,18 @@ impl Cluster {
         self.controllers.iter().filter(|n| n.state() == state).map(|n| n.node).collect()
     }
 
+    /// The HTTP base URL (`http://host:port`) of a started node's current run.
+    pub fn http_base(&self, node: NodeRef) -> Option<String> {
+        let n = self.node(node);
+        n.child.as_ref().and(n.http.clone())
+    }
+
+    /// Extra flags for every controller start from now on.
+    pub fn set_controller_args(&mut self, args: Vec<String>) {
+        self.event(format!("controller flags from now on: {args:?}"));
+        self.spec.controller_args = args;
+    }
+
     /// The Kafka address of a started broker's current run.
     pub fn kafka_addr(&self, broker: NodeRef) -> Option<String> {
         let n = self.node(broker);
