@@ -118,6 +118,9 @@ pub struct ControllerSection {
     pub session_timeout_ms: u64,
     /// Snapshot the metadata and purge the Raft log after this many entries. Default 10,000.
     pub snapshot_every_entries: u64,
+    /// Raft log entries kept after a snapshot, so a voter that fell behind (or took seconds to
+    /// install a large snapshot) catches up from the log. Default 10,000.
+    pub log_kept_after_snapshot: u64,
     /// Copy every snapshot this controller builds to object storage (`storage`, under
     /// `controller/snapshots/`), keeping the newest few. Default true when `storage` is set.
     pub copy_snapshots: bool,
@@ -134,6 +137,7 @@ impl Default for ControllerSection {
             voters: Vec::new(),
             session_timeout_ms: 1000,
             snapshot_every_entries: 10_000,
+            log_kept_after_snapshot: 10_000,
             copy_snapshots: true,
             restore_from_storage: false,
         }

@@ -56,6 +56,9 @@ struct ClusterArgs {
     /// Snapshot the metadata after this many Raft entries (controller role). [default: 10000]
     #[arg(long, env = "SKIFF_SNAPSHOT_EVERY_ENTRIES")]
     snapshot_every_entries: Option<u64>,
+    /// Raft log entries kept after a snapshot (controller role). [default: 10000]
+    #[arg(long, env = "SKIFF_LOG_KEPT_AFTER_SNAPSHOT")]
+    log_kept_after_snapshot: Option<u64>,
     /// On an empty data dir, start from the newest controller snapshot copied to --storage
     /// (rebuilding a lost quorum; see docs/cluster.md).
     #[arg(long, env = "SKIFF_RESTORE_FROM_STORAGE")]
@@ -99,6 +102,9 @@ impl ClusterArgs {
         }
         if let Some(v) = self.snapshot_every_entries {
             c.controller.snapshot_every_entries = v;
+        }
+        if let Some(v) = self.log_kept_after_snapshot {
+            c.controller.log_kept_after_snapshot = v;
         }
         if self.restore_from_storage {
             c.controller.restore_from_storage = true;

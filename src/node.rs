@@ -104,6 +104,7 @@ pub async fn run_node(
         );
         cc.session_timeout = Some(Duration::from_millis(config.controller.session_timeout_ms));
         cc.snapshot_every_entries = config.controller.snapshot_every_entries;
+        cc.log_kept_after_snapshot = config.controller.log_kept_after_snapshot;
         // Snapshot copies go to the object storage when one is configured for this node.
         let snapshot_storage = match &config.storage {
             Some(_) if config.controller.copy_snapshots || config.controller.restore_from_storage => {

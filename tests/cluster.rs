@@ -341,7 +341,9 @@ const BULK_TOPICS: usize = 3;
 
 /// A voter that lost its disk rejoins: SIGKILL controller 1 (the lowest id, which initializes
 /// a fresh quorum), delete its data directory, start it again: it must catch up from the
-/// leader's snapshot (snapshots every 50 entries here) without re-initializing. Then the leader
+/// leader's snapshot (snapshots every 50 entries here, 1,000 log entries kept after one, and
+/// over 1,100 entries applied first, so the log it would need is purged) without
+/// re-initializing. Then the leader
 /// is killed, so the rejoined voter is needed for every commit; nothing is lost.
 #[test]
 fn wiped_controller_rejoins_from_a_snapshot() {
@@ -349,21 +351,23 @@ fn wiped_controller_rejoins_from_a_snapshot() {
     let _serial = one_at_a_time();
     let _seed = Seed::new("wiped_controller_rejoins_from_a_snapshot", &profile);
     let topic = "wiped";
-    let (mut cluster, load) =
-        cluster_with_load(topic, |s| s.controller_args = vec!["--snapshot-every-entries".into(), "50".into()]);
+    let (mut cluster, load) = cluster_with_load(topic, |s| {
+        s.controller_args =
+            ["--snapshot-every-entries", "50", "--log-kept-after-snapshot", "1000"].map(String::from).to_vec()
+    });
     // Metadata of a realistic size (a snapshot of a few MB), and enough commits for several
     // snapshots (and purged logs) on every voter.
     for i in 0..BULK_TOPICS {
         ok(cluster.create_topic(&format!("wiped-bulk-{i}"), 1000));
     }
     ok(cluster.wait_controller_leader(Duration::from_secs(15), None));
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while cluster
         .controller_leader()
         .and_then(|l| cluster.raft_status(NodeRef::Controller(l)))
-        .is_none_or(|s| s.applied_index < 300)
+        .is_none_or(|s| s.applied_index < 1_100)
     {
-        assert!(Instant::now() < deadline, "fewer than 300 Raft entries applied within 30 s under load");
+        assert!(Instant::now() < deadline, "fewer than 1,100 Raft entries applied within 60 s under load");
         std::thread::sleep(Duration::from_millis(100));
     }
     let wiped = NodeRef::Controller(1);

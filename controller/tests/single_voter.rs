@@ -137,6 +137,7 @@ async fn snapshots_purge_the_log_and_restore() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(dir.path());
     cfg.snapshot_every_entries = 50;
+    cfg.log_kept_after_snapshot = 10;
     let c = start(cfg.clone()).await;
     setup_topic(&c).await;
     for i in 0..400 {

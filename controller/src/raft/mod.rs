@@ -74,11 +74,24 @@ pub struct ControllerConfig {
     /// Fence a broker whose heartbeats stopped for this long (`None`: no fencing, for `skiff
     /// dev` whose one broker lives in the same process).
     pub session_timeout: Option<Duration>,
+    /// Log entries kept after a snapshot. Default 10,000: a voter that falls behind (or spent
+    /// seconds installing a multi-MB snapshot while the leader moved on) catches up from the
+    /// log instead of needing another snapshot, which could otherwise repeat forever when
+    /// snapshots are built faster than they install (found by tests/cluster.rs). Costs memory
+    /// (entries are a few hundred bytes) and replay time on restart.
+    pub log_kept_after_snapshot: u64,
 }
 
 impl ControllerConfig {
     pub fn new(node_id: u64, data_dir: PathBuf, cluster_id: String) -> Self {
-        Self { node_id, data_dir, cluster_id, snapshot_every_entries: 10_000, session_timeout: None }
+        Self {
+            node_id,
+            data_dir,
+            cluster_id,
+            snapshot_every_entries: 10_000,
+            session_timeout: None,
+            log_kept_after_snapshot: 10_000,
+        }
     }
 
     fn raft_config(&self) -> Result<openraft::Config, ControllerError> {
@@ -92,9 +105,7 @@ impl ControllerConfig {
             election_timeout_min: 300,
             election_timeout_max: 600,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
-            // Keep a short tail after a snapshot so a follower slightly behind catches up from
-            // the log instead of needing the whole snapshot.
-            max_in_snapshot_log_to_keep: 64.min(self.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: self.log_kept_after_snapshot,
             // Snapshots travel as JSON in chunks; openraft's defaults (3 MiB chunks, 200 ms per
             // chunk) can never deliver a multi-MB metadata snapshot, leaving a wiped or lagging
             // voter behind for good (found by tests/cluster.rs). Small chunks, generous timeout.
