@@ -130,10 +130,16 @@ async fn produce_loop(spec: &ProducerSpec, stop: &AtomicBool, report: &mut Produ
                 Bytes::from(v)
             })
             .collect();
+        // Wall-clock create times: time-based retention (7 days by default, measured from the
+        // records' timestamps as in Kafka) must not delete the test's records mid-run.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(1_700_000_000_000);
         let records: Vec<TestRecord> = values
             .iter()
             .enumerate()
-            .map(|(i, v)| TestRecord::new(format!("k{}-{i}", spec.id), v.clone(), 1_700_000_000_000 + batch_no as i64))
+            .map(|(i, v)| TestRecord::new(format!("k{}-{i}", spec.id), v.clone(), now_ms))
             .collect();
         let batch = encode_batch(
             &records,

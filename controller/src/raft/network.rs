@@ -262,14 +262,21 @@ async fn serve_requests(
             Request::Vote(r) => Response::Vote(raft.vote(r).await),
             Request::InstallSnapshot(r) => Response::InstallSnapshot(raft.install_snapshot(r).await),
             Request::Broker(r) => {
-                if let BrokerRequest::Heartbeat { broker_id, incarnation } = &r {
-                    *heartbeats_from = Some((*broker_id, *incarnation));
-                }
+                let beat = match &r {
+                    BrokerRequest::Heartbeat { broker_id, incarnation } => Some((*broker_id, *incarnation)),
+                    _ => None,
+                };
                 // A long watch must not outlive a stop.
-                tokio::select! {
-                    resp = service.handle(r) => Response::Broker(resp),
+                let resp = tokio::select! {
+                    resp = service.handle(r) => resp,
                     () = stop.cancelled() => return Ok(()),
+                };
+                // Only a heartbeat this node accepted as leader ties the connection to the
+                // broker's session (a follower's refusal says nothing about the broker).
+                if beat.is_some() && matches!(resp, BrokerResponse::Heartbeat(Ok(_))) {
+                    *heartbeats_from = beat;
                 }
+                Response::Broker(resp)
             }
         };
         let body = serde_json::to_vec(&resp).map_err(io::Error::other)?;

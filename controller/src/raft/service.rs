@@ -255,7 +255,8 @@ pub(crate) async fn run_fencing(service: Arc<Service>, session_timeout: Duration
             let seen = last.map_or(since, |l| l.max(since));
             let lost = service.liveness.lost_since(broker_id, incarnation);
             let expired = seen.elapsed() > session_timeout;
-            let disconnected = lost.is_some_and(|t| t.elapsed() > session_timeout / 2);
+            // Only a loss seen while this node led counts (it was leading when it heard beats).
+            let disconnected = lost.is_some_and(|t| t > since && t.elapsed() > session_timeout / 2);
             if !expired && !disconnected {
                 continue;
             }

@@ -142,7 +142,10 @@ public final class Compat {
         props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, 30_000);
         try (Admin admin = Admin.create(props)) {
             try {
-                admin.createTopics(List.of(new NewTopic(topic, PARTITIONS, (short) 1))).all().get(60, TimeUnit.SECONDS);
+                // retention.ms=-1: the scenario's create times are in 2023, so the broker's default
+                // 7-day time retention would delete the records at its first retention check.
+                NewTopic t = new NewTopic(topic, PARTITIONS, (short) 1).configs(java.util.Map.of("retention.ms", "-1"));
+                admin.createTopics(List.of(t)).all().get(60, TimeUnit.SECONDS);
             } catch (ExecutionException e) {
                 throw fatal("create topic '" + topic + "' failed", unwrap(e));
             }
