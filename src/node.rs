@@ -64,16 +64,20 @@ const CONTROLLERS_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// (its session then times out instead).
 const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn open_storage(config: &Config) -> anyhow::Result<skiff_storage::ObjectStorage> {
+/// Opens the configured object storage and checks it is usable (fails start-up fast on wrong
+/// credentials or a missing bucket).
+async fn open_storage(config: &Config) -> anyhow::Result<skiff_storage::ObjectStorage> {
     let url = config.storage_url();
-    skiff_storage::open(&StorageConfig {
+    let storage = skiff_storage::open(&StorageConfig {
         url: url.clone(),
         s3_endpoint: config.s3_endpoint.clone(),
         s3_region: config.s3_region.clone(),
         s3_path_style: config.s3_path_style,
         s3_allow_http: config.s3_allow_http,
     })
-    .with_context(|| format!("opening object storage {url}"))
+    .with_context(|| format!("opening object storage {url}"))?;
+    storage.check().await.with_context(|| format!("object storage {url} is not usable"))?;
+    Ok(storage)
 }
 
 /// Runs a cluster node with `roles` until `shutdown`. `on_ready` gets the bound addresses once
@@ -88,6 +92,12 @@ pub async fn run_node(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let voters = config.controller.voter_map().map_err(|e| anyhow::anyhow!("controller.voters: {e}"))?;
+    // One storage for both roles: the broker's objects, the controller's snapshot copies (only
+    // when storage is configured explicitly for it).
+    let controller_uses_storage = roles.controller
+        && config.storage.is_some()
+        && (config.controller.copy_snapshots || config.controller.restore_from_storage);
+    let storage = if roles.broker || controller_uses_storage { Some(open_storage(&config).await?) } else { None };
     let controller_token = CancellationToken::new();
     let mut controller = None;
     let mut controller_addr = None;
@@ -105,15 +115,7 @@ pub async fn run_node(
         cc.session_timeout = Some(Duration::from_millis(config.controller.session_timeout_ms));
         cc.snapshot_every_entries = config.controller.snapshot_every_entries;
         cc.log_kept_after_snapshot = config.controller.log_kept_after_snapshot;
-        // Snapshot copies go to the object storage when one is configured for this node.
-        let snapshot_storage = match &config.storage {
-            Some(_) if config.controller.copy_snapshots || config.controller.restore_from_storage => {
-                let st = open_storage(&config)?;
-                st.check().await.with_context(|| format!("object storage {} is not usable", config.storage_url()))?;
-                Some(st)
-            }
-            _ => None,
-        };
+        let snapshot_storage = storage.clone().filter(|_| controller_uses_storage);
         if config.controller.restore_from_storage {
             let st = snapshot_storage.as_ref().context("--restore-from-storage needs --storage")?;
             restore_from_storage(st, &cc.data_dir).await?;
@@ -128,7 +130,8 @@ pub async fn run_node(
         controller = Some(c);
     }
     let result = if roles.broker {
-        run_cluster_broker(&config, &voters, controller.clone(), controller_addr, shutdown, on_ready).await
+        let storage = storage.context("the broker role opened its storage above")?;
+        run_cluster_broker(&config, &voters, storage, controller.clone(), controller_addr, shutdown, on_ready).await
     } else {
         let http_listener = TcpListener::bind(&config.http_listen)
             .await
@@ -156,13 +159,12 @@ pub async fn run_node(
 async fn run_cluster_broker(
     config: &Config,
     voters: &std::collections::BTreeMap<u64, String>,
+    storage: skiff_storage::ObjectStorage,
     local: Option<Controller>,
     controller_addr: Option<std::net::SocketAddr>,
     shutdown: CancellationToken,
     on_ready: impl FnOnce(&NodeBound),
 ) -> anyhow::Result<()> {
-    let storage = open_storage(config)?;
-    storage.check().await.with_context(|| format!("object storage {} is not usable", config.storage_url()))?;
     let addrs = if config.broker.controllers.is_empty() {
         voters.values().cloned().collect()
     } else {
@@ -187,9 +189,7 @@ async fn run_cluster_broker(
 pub async fn run_dev(config: Config, shutdown: CancellationToken, on_ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let url = config.storage_url();
-    let storage = open_storage(&config)?;
-    storage.check().await.with_context(|| format!("object storage {url} is not usable"))?;
+    let storage = open_storage(&config).await?;
     run_dev_with_storage(config, storage, shutdown, on_ready).await
 }
 

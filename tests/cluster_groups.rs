@@ -26,37 +26,14 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use support::client::{Client, LATEST, topic_name};
 use support::cluster::{Cluster, ClusterSpec};
+use support::compat;
 
 const RECORDS: u32 = 12_000;
 const MAX_POLL_RECORDS: u64 = 100;
 const CONSUME_TIMEOUT: Duration = Duration::from_secs(180);
 
-fn compat_run_sh() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/java/run.sh")
-}
-
 fn now_ms() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
-}
-
-/// Runs the Java program in `mode` to completion; returns its stdout.
-fn java(bootstrap: &str, topic: &str, mode: &str, records: u32) -> anyhow::Result<String> {
-    let out = Command::new("bash")
-        .arg(compat_run_sh())
-        .env("BOOTSTRAP", bootstrap)
-        .env("TOPIC", topic)
-        .env("MODE", mode)
-        .env("RECORDS", records.to_string())
-        .output()
-        .context("running tests/compat/java/run.sh")?;
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    ensure!(
-        out.status.success(),
-        "java {mode} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(stdout)
 }
 
 /// The broker id FindCoordinator names for `group`.
@@ -128,7 +105,7 @@ fn consume_through_coordinator_kill(cluster: &mut Cluster, topic: &str, group: &
     cluster.event(format!("group {group} ({protocol}) is coordinated by {victim}"));
 
     let mut child = Command::new("bash")
-        .arg(compat_run_sh())
+        .arg(compat::run_sh("java"))
         .env("BOOTSTRAP", &bootstrap)
         .env("TOPIC", topic)
         .env("GROUP", group)
@@ -218,7 +195,7 @@ fn groups_survive_coordinator_kill_and_offsets_survive_full_restart() {
     let runs = [("groups-classic", "classic"), ("groups-consumer", "consumer")];
     for (topic, protocol) in runs {
         // MODE=produce creates the topic (3 partitions), produces RECORDS and verifies them.
-        java(&cluster.bootstrap(), topic, "produce", RECORDS).expect("produce with the Java client");
+        compat::run_java(&cluster.bootstrap(), topic, "produce", RECORDS).expect("produce with the Java client");
         consume_through_coordinator_kill(&mut cluster, topic, &format!("{topic}-failover"), protocol);
         // The killed broker comes back before the next round.
         cluster.heal();

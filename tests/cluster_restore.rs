@@ -7,33 +7,12 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, ensure};
 use support::cluster::{Cluster, ClusterSpec, http_get, prometheus_value};
+use support::compat;
 
 const RECORDS: u32 = 3_000;
-
-fn java(bootstrap: &str, topic: &str, mode: &str) -> anyhow::Result<()> {
-    let run = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/java/run.sh");
-    let out = Command::new("bash")
-        .arg(run)
-        .env("BOOTSTRAP", bootstrap)
-        .env("TOPIC", topic)
-        .env("MODE", mode)
-        .env("RECORDS", RECORDS.to_string())
-        .output()
-        .context("running tests/compat/java/run.sh")?;
-    ensure!(
-        out.status.success(),
-        "java {mode} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
 
 #[test]
 fn controller_rebuilt_from_snapshot_copies_in_the_bucket() {
@@ -51,7 +30,7 @@ fn controller_rebuilt_from_snapshot_copies_in_the_bucket() {
             .unwrap_or(0.0)
     };
 
-    java(&cluster.bootstrap(), "restore", "produce").expect("produce");
+    compat::run_java(&cluster.bootstrap(), "restore", "produce", RECORDS).expect("produce");
     // Every record is committed now; more metadata entries make the controller snapshot (every
     // 20 entries) at least twice after them, and copy each snapshot to the bucket.
     let before = copies(&cluster);
@@ -74,5 +53,6 @@ fn controller_rebuilt_from_snapshot_copies_in_the_bucket() {
     cluster.start_node(controller);
     cluster.start_node(broker);
 
-    java(&cluster.bootstrap(), "restore", "verify").expect("every record readable after the rebuild");
+    compat::run_java(&cluster.bootstrap(), "restore", "verify", RECORDS)
+        .expect("every record readable after the rebuild");
 }

@@ -175,46 +175,35 @@ impl RemoteController {
     /// incarnation is fenced (or unknown) and must register again.
     pub async fn heartbeat(&self, broker_id: BrokerId, incarnation: Uuid) -> Result<bool, ControllerError> {
         let req = Request::Broker(BrokerRequest::Heartbeat { broker_id, incarnation });
-        let body = serde_json::to_vec(&req).map_err(|e| ControllerError::Raft(e.to_string()))?;
         let target = self.target();
         let mut conn = self.inner.heartbeat_conn.lock().await;
         if conn.as_ref().is_some_and(|(addr, _)| *addr != target) {
             *conn = None;
         }
-        if conn.is_none() {
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target)).await {
-                Ok(Ok(s)) => {
-                    let _ = s.set_nodelay(true);
-                    *conn = Some((target.clone(), s));
+        let answer = match conn.as_mut() {
+            Some((_, stream)) => round_trip(stream, &target, &req, HEARTBEAT_TIMEOUT).await,
+            None => match dial(&target).await {
+                Ok(mut stream) => {
+                    let answer = round_trip(&mut stream, &target, &req, HEARTBEAT_TIMEOUT).await;
+                    *conn = Some((target.clone(), stream));
+                    answer
                 }
-                Ok(Err(e)) => {
-                    drop(conn);
-                    self.forget(&target);
-                    return Err(ControllerError::Raft(format!("{target}: {e}")));
-                }
-                Err(_) => {
-                    drop(conn);
-                    self.forget(&target);
-                    return Err(ControllerError::Raft(format!("{target}: connect timed out")));
-                }
+                Err(e) => Err(e),
+            },
+        };
+        let answer = match answer {
+            Ok(BrokerResponse::Heartbeat(answer)) => answer,
+            other => {
+                // The stream may hold a late answer: drop it; the next beat dials again.
+                *conn = None;
+                drop(conn);
+                self.forget(&target);
+                let why = match other {
+                    Err(CallError::Unreachable(e) | CallError::Ambiguous(e)) => e,
+                    Ok(_) => format!("{target}: answered another request"),
+                };
+                return Err(ControllerError::Raft(why));
             }
-        }
-        let Some((_, stream)) = conn.as_mut() else {
-            return Err(ControllerError::Raft("heartbeat connection missing".into()));
-        };
-        let exchange = async {
-            write_frame(stream, &body).await?;
-            read_frame(stream).await
-        };
-        let answer = match tokio::time::timeout(HEARTBEAT_TIMEOUT, exchange).await {
-            Ok(Ok(bytes)) => serde_json::from_slice::<Response>(&bytes).ok(),
-            _ => None,
-        };
-        let Some(Response::Broker(BrokerResponse::Heartbeat(answer))) = answer else {
-            *conn = None;
-            drop(conn);
-            self.forget(&target);
-            return Err(ControllerError::Raft(format!("{target}: heartbeat got no valid answer")));
         };
         drop(conn);
         match answer {
@@ -286,33 +275,12 @@ impl RemoteController {
     }
 
     async fn exchange(&self, addr: &str, req: &Request, timeout: Duration) -> Result<BrokerResponse, CallError> {
-        let body = serde_json::to_vec(req).map_err(|e| CallError::Unreachable(e.to_string()))?;
         let pooled = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner()).get_mut(addr).and_then(Vec::pop);
         let mut stream = match pooled {
             Some(s) => s,
-            None => match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => {
-                    let _ = s.set_nodelay(true);
-                    s
-                }
-                Ok(Err(e)) => return Err(CallError::Unreachable(format!("{addr}: {e}"))),
-                Err(_) => return Err(CallError::Unreachable(format!("{addr}: connect timed out"))),
-            },
+            None => dial(addr).await?,
         };
-        let exchange = async {
-            write_frame(&mut stream, &body).await?;
-            read_frame(&mut stream).await
-        };
-        let bytes = match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => return Err(CallError::Ambiguous(format!("{addr}: {e}"))),
-            Err(_) => return Err(CallError::Ambiguous(format!("{addr}: no answer within {timeout:?}"))),
-        };
-        let resp: Response =
-            serde_json::from_slice(&bytes).map_err(|e| CallError::Ambiguous(format!("{addr}: bad answer: {e}")))?;
-        let Response::Broker(resp) = resp else {
-            return Err(CallError::Ambiguous(format!("{addr}: answered a peer request")));
-        };
+        let resp = round_trip(&mut stream, addr, req, timeout).await?;
         let mut pool = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
         let idle = pool.entry(addr.to_string()).or_default();
         if idle.len() < POOL_PER_ADDR {
@@ -357,5 +325,42 @@ impl RemoteController {
                 }
             }
         }
+    }
+}
+
+/// Dials a controller (nothing sent yet, so a failure is safe to retry elsewhere).
+async fn dial(addr: &str) -> Result<TcpStream, CallError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(CallError::Unreachable(format!("{addr}: {e}"))),
+        Err(_) => Err(CallError::Unreachable(format!("{addr}: connect timed out"))),
+    }
+}
+
+/// Sends `req` on `stream` and reads the broker-service answer within `timeout`. Any failure
+/// after sending is ambiguous; the caller must not reuse the stream then.
+async fn round_trip(
+    stream: &mut TcpStream,
+    addr: &str,
+    req: &Request,
+    timeout: Duration,
+) -> Result<BrokerResponse, CallError> {
+    let body = serde_json::to_vec(req).map_err(|e| CallError::Unreachable(e.to_string()))?;
+    let exchange = async {
+        write_frame(stream, &body).await?;
+        read_frame(stream).await
+    };
+    let bytes = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return Err(CallError::Ambiguous(format!("{addr}: {e}"))),
+        Err(_) => return Err(CallError::Ambiguous(format!("{addr}: no answer within {timeout:?}"))),
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(Response::Broker(resp)) => Ok(resp),
+        Ok(_) => Err(CallError::Ambiguous(format!("{addr}: answered a peer request"))),
+        Err(e) => Err(CallError::Ambiguous(format!("{addr}: bad answer: {e}"))),
     }
 }

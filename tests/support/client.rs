@@ -441,27 +441,11 @@ impl Client {
         partition: i32,
         from: i64,
     ) -> anyhow::Result<(Vec<FetchedRecord>, i64)> {
-        let mut out = Vec::new();
-        let mut next = from;
-        let mut hwm = None;
-        loop {
-            let p = self.fetch(topic, partition, next, 0, 0).await?;
-            ensure!(p.error_code == 0, "fetch {topic}/{partition} at {next}: error {}", p.error_code);
-            let end = *hwm.get_or_insert(p.high_watermark);
-            if next >= end {
-                return Ok((out, end));
-            }
-            let records = decode_records(p.records.unwrap_or_default())?;
-            let before = next;
-            for r in records {
-                // A fetch may start at the batch holding `next`; skip what precedes it.
-                if r.offset >= next && r.offset < end {
-                    next = r.offset + 1;
-                    out.push(r);
-                }
-            }
-            ensure!(next > before, "fetch {topic}/{partition} at {before} made no progress (hwm {end})");
-        }
+        let (batches, end) = self.fetch_batches(topic, partition, from).await?;
+        // Whole batches come back: drop records before `from` and at or past the high watermark.
+        let records =
+            batches.into_iter().flat_map(|b| b.records).filter(|r| r.offset >= from && r.offset < end).collect();
+        Ok((records, end))
     }
 
     /// Like [`Self::fetch_all`], keeping the record batches (whole batches, from the one that

@@ -149,19 +149,9 @@ impl Node {
 
     /// Waits up to `timeout` for the process to exit; `None` if it is still running.
     fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    self.child = None;
-                    self.stopped = false;
-                    return Some(status);
-                }
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-                _ => return None,
-            }
-        }
+        let status = super::wait_child(&mut self.child, timeout)?;
+        self.stopped = false;
+        Some(status)
     }
 
     fn kill(&mut self) -> Option<ExitStatus> {

@@ -15,6 +15,33 @@ fn compat_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("compat")
 }
 
+/// `tests/compat/<client>/run.sh`.
+pub fn run_sh(client: &str) -> PathBuf {
+    compat_dir().join(client).join("run.sh")
+}
+
+/// Runs the Java program in `mode` against `bootstrap` (any cluster) to completion; returns
+/// its stdout, or an error with both outputs when it fails.
+pub fn run_java(bootstrap: &str, topic: &str, mode: &str, records: u32) -> anyhow::Result<String> {
+    let out = Command::new("bash")
+        .arg(run_sh("java"))
+        .env("BOOTSTRAP", bootstrap)
+        .env("TOPIC", topic)
+        .env("MODE", mode)
+        .env("RECORDS", records.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| anyhow::anyhow!("running tests/compat/java/run.sh: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    anyhow::ensure!(
+        out.status.success(),
+        "java {mode} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}
+
 /// Runs `tests/compat/<client>/run.sh` and asserts success and the `compat <client> ok` line.
 pub fn run_client(client: &str, broker: &SkiffProcess, topic: &str, mode: &str) {
     let records = std::env::var("RECORDS").unwrap_or_else(|_| "20000".into());
@@ -35,7 +62,7 @@ pub fn run_client_env(
     records: &str,
     env: &[(&str, &str)],
 ) {
-    let script = compat_dir().join(client).join("run.sh");
+    let script = run_sh(client);
     assert!(script.exists(), "{} is missing", script.display());
     let logs = tempfile::Builder::new().prefix("skiff-compat-").tempdir().expect("temp dir");
     let (out_path, err_path) = (logs.path().join("stdout"), logs.path().join("stderr"));

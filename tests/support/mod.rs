@@ -215,18 +215,7 @@ impl SkiffProcess {
 
     /// Waits up to `timeout` for the child to exit; `None` if it is still running.
     fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    self.child = None;
-                    return Some(status);
-                }
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-                _ => return None,
-            }
-        }
+        wait_child(&mut self.child, timeout)
     }
 }
 
@@ -243,6 +232,23 @@ impl Drop for SkiffProcess {
 }
 
 /// Sends a signal by name (`TERM`, `KILL`) with kill(1): no unsafe code, no extra crates.
+/// Waits up to `timeout` for `child` to exit and clears it; `None` (child kept) if it is still
+/// running or there is none.
+pub fn wait_child(child: &mut Option<Child>, timeout: Duration) -> Option<ExitStatus> {
+    let running = child.as_mut()?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match running.try_wait() {
+            Ok(Some(status)) => {
+                *child = None;
+                return Some(status);
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => return None,
+        }
+    }
+}
+
 fn signal(pid: u32, name: &str) {
     let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("run kill(1)");
     assert!(status.success(), "kill -{name} {pid} failed: {status}");

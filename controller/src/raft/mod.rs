@@ -210,16 +210,9 @@ impl Controller {
             )));
         }
         let (controller, pristine) = Self::launch(&config, Some(listener), shutdown).await?;
-        // Exactly one voter initializes a fresh cluster, so two can never disagree on the first
-        // membership.
-        if pristine && voters.keys().next() == Some(&config.node_id) {
-            tracing::info!(node_id = config.node_id, voters = ?voters, "initializing a new controller quorum");
-            let members: BTreeMap<u64, BasicNode> =
-                voters.iter().map(|(id, addr)| (*id, BasicNode::new(addr.clone()))).collect();
-            if let Err(e) = controller.inner.raft.initialize(members).await {
-                let _ = controller.shutdown().await;
-                return Err(ControllerError::Raft(format!("initialize: {e}")));
-            }
+        if let Err(e) = controller.initialize_if_first(&config, &voters, pristine).await {
+            let _ = controller.shutdown().await;
+            return Err(e);
         }
         tokio::spawn(controller.clone().set_cluster_id_when_leading(config.cluster_id.clone()));
         tracing::info!(node_id = config.node_id, "controller started; electing or following a leader");
@@ -329,6 +322,23 @@ impl Controller {
         }
     }
 
+    /// Exactly one voter (the lowest id) initializes a fresh cluster, so two can never disagree
+    /// on the first membership.
+    async fn initialize_if_first(
+        &self,
+        config: &ControllerConfig,
+        voters: &BTreeMap<u64, String>,
+        pristine: bool,
+    ) -> Result<(), ControllerError> {
+        if pristine && voters.keys().next() == Some(&config.node_id) {
+            tracing::info!(node_id = config.node_id, voters = ?voters, "initializing a new controller quorum");
+            let members: BTreeMap<u64, BasicNode> =
+                voters.iter().map(|(id, addr)| (*id, BasicNode::new(addr.clone()))).collect();
+            self.inner.raft.initialize(members).await.map_err(|e| ControllerError::Raft(format!("initialize: {e}")))?;
+        }
+        Ok(())
+    }
+
     async fn become_ready(
         &self,
         config: &ControllerConfig,
@@ -336,14 +346,7 @@ impl Controller {
         pristine: bool,
     ) -> Result<(), ControllerError> {
         let raft = &self.inner.raft;
-        // Exactly one voter initializes a fresh cluster, so two can never disagree on the first
-        // membership.
-        if pristine && voters.keys().next() == Some(&config.node_id) {
-            tracing::info!(node_id = config.node_id, voters = ?voters, "initializing a new controller quorum");
-            let members: BTreeMap<u64, BasicNode> =
-                voters.iter().map(|(id, addr)| (*id, BasicNode::new(addr.clone()))).collect();
-            raft.initialize(members).await.map_err(|e| ControllerError::Raft(format!("initialize: {e}")))?;
-        }
+        self.initialize_if_first(config, voters, pristine).await?;
         // A restarted lone voter whose vote was committed resumes as leader at once; otherwise
         // an election takes one election timeout.
         let wait = raft.wait(Some(START_TIMEOUT));
@@ -357,17 +360,10 @@ impl Controller {
         };
         if metrics.current_leader == Some(config.node_id) {
             // Waits until everything up to this term's first entry is applied: the whole log.
-            match raft.ensure_linearizable().await {
-                Ok(_) => {}
-                Err(RaftError::Fatal(Fatal::Stopped)) => return Err(ControllerError::Closed),
-                // A restarted ex-leader resumes leadership from its committed vote, then meets
-                // a higher term and steps down: it is a follower now, which is a fine start.
-                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_))) => {
-                    tracing::info!(node_id = config.node_id, "stepped down while starting; following the new leader");
-                    return Ok(());
-                }
-                Err(e) => return Err(ControllerError::Raft(format!("catching up: {e}"))),
-            }
+            raft.ensure_linearizable().await.map_err(|e| match e {
+                RaftError::Fatal(Fatal::Stopped) => ControllerError::Closed,
+                e => ControllerError::Raft(format!("catching up: {e}")),
+            })?;
             // Checked on every start, not only the first: a crash between initialize and the
             // commit of InitCluster must not leave a cluster without an id.
             if self.metadata().read(|s| s.cluster_id.is_empty()) {
@@ -391,36 +387,13 @@ impl Controller {
     /// Prometheus text for this controller node: Raft term, leader, log indexes, broker
     /// sessions, partition leadership per broker, fencing counts and detection times.
     pub fn metrics_text(&self) -> String {
-        use std::fmt::Write;
         use std::sync::atomic::Ordering::Relaxed;
         let mut out = String::new();
-        let node = self.inner.node_id;
+        let node = format!("node=\"{}\"", self.inner.node_id);
         {
             let metrics = self.inner.raft.metrics();
             let m = metrics.borrow();
-            let is_leader = m.current_leader == Some(node);
-            let _ =
-                writeln!(out, "# TYPE skiff_raft_term gauge\nskiff_raft_term{{node=\"{node}\"}} {}", m.current_term);
-            let _ = writeln!(
-                out,
-                "# TYPE skiff_raft_leader_id gauge\nskiff_raft_leader_id{{node=\"{node}\"}} {}",
-                m.current_leader.map_or(-1, |l| l as i64)
-            );
-            let _ = writeln!(
-                out,
-                "# TYPE skiff_raft_is_leader gauge\nskiff_raft_is_leader{{node=\"{node}\"}} {}",
-                u8::from(is_leader)
-            );
-            let _ = writeln!(
-                out,
-                "# TYPE skiff_raft_last_log_index gauge\nskiff_raft_last_log_index{{node=\"{node}\"}} {}",
-                m.last_log_index.unwrap_or(0)
-            );
-            let _ = writeln!(
-                out,
-                "# TYPE skiff_raft_applied_index gauge\nskiff_raft_applied_index{{node=\"{node}\"}} {}",
-                m.last_applied.map_or(0, |l| l.index)
-            );
+            let applied = m.last_applied.map_or(0, |l| l.index);
             // The leader knows the commit index as what a quorum has matched; others report
             // what they applied (committed by definition).
             let commit = m
@@ -431,51 +404,34 @@ impl Controller {
                     matched.sort_unstable();
                     matched.get((matched.len().saturating_sub(1)) / 2).copied()
                 })
-                .unwrap_or_else(|| m.last_applied.map_or(0, |l| l.index));
-            let _ = writeln!(
-                out,
-                "# TYPE skiff_raft_commit_index gauge\nskiff_raft_commit_index{{node=\"{node}\"}} {commit}"
-            );
+                .unwrap_or(applied);
+            let leader = m.current_leader.map_or(-1, |l| l as i64);
+            let is_leader = u8::from(m.current_leader == Some(self.inner.node_id));
+            metric(&mut out, "skiff_raft_term", "gauge", [(node.as_str(), m.current_term)]);
+            metric(&mut out, "skiff_raft_leader_id", "gauge", [(node.as_str(), leader)]);
+            metric(&mut out, "skiff_raft_is_leader", "gauge", [(node.as_str(), is_leader)]);
+            metric(&mut out, "skiff_raft_last_log_index", "gauge", [(node.as_str(), m.last_log_index.unwrap_or(0))]);
+            metric(&mut out, "skiff_raft_applied_index", "gauge", [(node.as_str(), applied)]);
+            metric(&mut out, "skiff_raft_commit_index", "gauge", [(node.as_str(), commit)]);
         }
         self.inner.metadata.read(|s| {
-            let _ = writeln!(out, "# TYPE skiff_cluster_broker_fenced gauge");
-            for b in s.brokers.values() {
-                let _ =
-                    writeln!(out, "skiff_cluster_broker_fenced{{broker=\"{}\"}} {}", b.broker_id, u8::from(b.fenced));
+            let fenced = s.brokers.values().map(|b| (format!("broker=\"{}\"", b.broker_id), u8::from(b.fenced)));
+            metric(&mut out, "skiff_cluster_broker_fenced", "gauge", fenced);
+            let mut led: BTreeMap<i32, u64> = s.brokers.keys().map(|b| (*b, 0)).collect();
+            for p in s.topics.values().flat_map(|t| &t.partitions) {
+                *led.entry(p.leader).or_default() += 1;
             }
-            let mut led: std::collections::BTreeMap<i32, u64> = s.brokers.keys().map(|b| (*b, 0)).collect();
-            for t in s.topics.values() {
-                for p in &t.partitions {
-                    *led.entry(p.leader).or_default() += 1;
-                }
-            }
-            let _ = writeln!(out, "# TYPE skiff_cluster_partitions_led gauge");
-            for (b, n) in led {
-                let _ = writeln!(out, "skiff_cluster_partitions_led{{broker=\"{b}\"}} {n}");
-            }
+            let led = led.into_iter().map(|(b, n)| (format!("broker=\"{b}\""), n));
+            metric(&mut out, "skiff_cluster_partitions_led", "gauge", led);
         });
         let f = &self.inner.service.fence_stats;
-        let _ = writeln!(out, "# TYPE skiff_cluster_fences_total counter");
-        let _ = writeln!(
-            out,
-            "skiff_cluster_fences_total{{reason=\"session_timeout\"}} {}",
-            f.fenced_timeout.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "skiff_cluster_fences_total{{reason=\"controlled_shutdown\"}} {}",
-            f.fenced_controlled.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE skiff_cluster_fence_detect_ms_sum counter\nskiff_cluster_fence_detect_ms_sum {}",
-            f.detect_ms_sum.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE skiff_cluster_fence_detect_ms_max gauge\nskiff_cluster_fence_detect_ms_max {}",
-            f.detect_ms_max.load(Relaxed)
-        );
+        let fences = [
+            ("reason=\"session_timeout\"", f.fenced_timeout.load(Relaxed)),
+            ("reason=\"controlled_shutdown\"", f.fenced_controlled.load(Relaxed)),
+        ];
+        metric(&mut out, "skiff_cluster_fences_total", "counter", fences);
+        metric(&mut out, "skiff_cluster_fence_detect_ms_sum", "counter", [("", f.detect_ms_sum.load(Relaxed))]);
+        metric(&mut out, "skiff_cluster_fence_detect_ms_max", "gauge", [("", f.detect_ms_max.load(Relaxed))]);
         out
     }
 
@@ -510,6 +466,26 @@ impl Controller {
             Ok(result) => result.clone().unwrap_or(Ok(())).map_err(ControllerError::Raft),
             // The stop task is gone without reporting (it panicked); nothing left to wait for.
             Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Appends one Prometheus metric: its TYPE line and one sample per `(labels, value)`; empty
+/// labels print the bare name.
+fn metric<L: AsRef<str>, V: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    samples: impl IntoIterator<Item = (L, V)>,
+) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let labels = labels.as_ref();
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
         }
     }
 }
