@@ -38,6 +38,9 @@ export SKIFF_MINIO_BIN="${minio_line#minio: }"
 step "client libraries for the compat suites"
 tests/compat/setup.sh
 
+step "Apache Kafka's tools for the admin-tool tests (Maven Central)"
+bench/kafka/setup.sh
+
 step "build"
 cargo build --workspace --all-targets --locked
 
