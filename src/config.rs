@@ -471,9 +471,7 @@ mod tests {
 
     #[test]
     fn reports_all_problems() {
-        let mut c = Config::default();
-        c.kafka_listen = "nope".into();
-        c.storage = Some("ftp://x".into());
+        let mut c = Config { kafka_listen: "nope".into(), storage: Some("ftp://x".into()), ..Default::default() };
         c.broker.num_partitions = 0;
         let problems = c.validate().expect_err("invalid");
         assert_eq!(problems.len(), 3, "{problems:?}");

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
+use crate::handler::not_served::Asker;
 use crate::handler::{self, Handled, api_versions};
 use crate::protocol::{self, DecodeError};
 
@@ -94,6 +95,7 @@ pub async fn serve(
             }
         };
         broker.metrics.requests.fetch_add(1, Relaxed);
+        let raw = frame.clone();
         let slot = match protocol::decode_request(frame) {
             Ok(request) => {
                 let (api_key, version, correlation_id) =
@@ -109,11 +111,11 @@ pub async fn serve(
             }
             Err(e) => {
                 broker.metrics.request_errors.fetch_add(1, Relaxed);
-                let (answer, close) = refuse(&e, peer);
-                if let Some(a) = answer {
-                    if tx.send(ready(Some(a))).await.is_err() {
-                        break;
-                    }
+                let (answer, close) = refuse(&broker, &e, peer, &raw);
+                if let Some(a) = answer
+                    && tx.send(ready(Some(a))).await.is_err()
+                {
+                    break;
                 }
                 if close {
                     let _ = tx.send(ready(None)).await;
@@ -145,9 +147,14 @@ fn encode(api_key: ApiKey, version: i16, correlation_id: i32, body: &ResponseKin
     }
 }
 
-/// The answer to an undecodable request and whether to close afterwards.
-fn refuse(e: &DecodeError, peer: SocketAddr) -> (Option<Bytes>, bool) {
+/// The answer to an undecodable request and whether to close afterwards. An API or version we do
+/// not serve is logged once per client (handler/not_served.rs); a malformed frame every time.
+fn refuse(broker: &Broker, e: &DecodeError, peer: SocketAddr, frame: &[u8]) -> (Option<Bytes>, bool) {
     let unsupported = ResponseError::UnsupportedVersion.code();
+    let not_served = |feature: String, why: String| {
+        let asker = Asker { client_id: protocol::peek_client_id(frame).unwrap_or_default(), ip: peer.ip() };
+        broker.not_served.report(broker.clock.now_ms(), &asker, &feature, &why);
+    };
     match e {
         // KIP-511: a too-new ApiVersions gets a v0 answer with the error and our key list, so
         // the client can retry with a version we know.
@@ -157,11 +164,26 @@ fn refuse(e: &DecodeError, peer: SocketAddr) -> (Option<Bytes>, bool) {
             (protocol::encode_response(ApiKey::ApiVersions, 0, *correlation_id, &body).ok(), false)
         }
         DecodeError::UnsupportedVersion { api_key, version, correlation_id } => {
-            warn!(%peer, ?api_key, version, "unsupported API version; answering UNSUPPORTED_VERSION and closing");
+            let served = match protocol::supported_range(*api_key) {
+                Some(_) if protocol::is_refused_version(*api_key, *version) => {
+                    "this version is advertised but refused, as Kafka 4 refuses it (KIP-896)".to_string()
+                }
+                Some(r) => format!("Skiff serves versions {}-{}", r.min, r.max),
+                None => "Skiff does not serve this API".to_string(),
+            };
+            not_served(
+                format!("{api_key:?} v{version}"),
+                format!("{api_key:?} v{version}: {served}; answered UNSUPPORTED_VERSION and closed the connection"),
+            );
             (Some(protocol::encode_bare_error(*correlation_id, unsupported)), true)
         }
-        DecodeError::UnknownApiKey { api_key, correlation_id, .. } => {
-            warn!(%peer, api_key, "unknown API key; answering UNSUPPORTED_VERSION and closing");
+        DecodeError::UnknownApiKey { api_key, version, correlation_id } => {
+            not_served(
+                format!("API key {api_key}"),
+                format!(
+                    "unknown API key {api_key} (v{version}); answered UNSUPPORTED_VERSION and closed the connection"
+                ),
+            );
             (Some(protocol::encode_bare_error(*correlation_id, unsupported)), true)
         }
         DecodeError::Malformed { .. } | DecodeError::TooShort(_) => {

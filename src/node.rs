@@ -324,6 +324,7 @@ async fn serve(
         metrics,
         clock,
         groups,
+        not_served: Default::default(),
     });
 
     // Compaction, retention and GC: stopped with `shutdown`, joined before the WAL drains.

@@ -124,6 +124,15 @@ pub fn decode_request(frame: Bytes) -> Result<Request, DecodeError> {
     }
 }
 
+/// The client id of a request frame (header v1+: a nullable int16 string after the correlation
+/// id), best effort and bounds-checked, for saying who sent a frame that cannot be decoded.
+pub fn peek_client_id(frame: &[u8]) -> Option<String> {
+    let len = i16::from_be_bytes([*frame.get(8)?, *frame.get(9)?]);
+    let len = usize::try_from(len).ok()?;
+    let bytes = frame.get(10..10usize.checked_add(len)?)?;
+    Some(String::from_utf8_lossy(bytes).into_owned())
+}
+
 /// Encodes a response frame including its 4-byte size prefix. ApiVersions always uses response
 /// header v0 (KIP-511).
 pub fn encode_response(

@@ -36,9 +36,14 @@ fuzz_target!(|input: &[u8]| {
         assert!(h.last_offset() >= offset);
     }
 
-    let prefix = whole_batches_within(&data, max_bytes);
-    assert!(prefix.len() <= data.len());
-    assert_eq!(&data[..prefix.len()], &prefix[..]);
-    let again = whole_batches_within(&prefix, max_bytes);
-    assert_eq!(again.len(), prefix.len());
+    for min_one in [true, false] {
+        let prefix = whole_batches_within(&data, max_bytes, min_one);
+        assert!(prefix.len() <= data.len());
+        assert_eq!(&data[..prefix.len()], &prefix[..]);
+        if !min_one {
+            assert!(prefix.len() <= max_bytes, "without min_one the limit is hard");
+        }
+        let again = whole_batches_within(&prefix, max_bytes, min_one);
+        assert_eq!(again.len(), prefix.len());
+    }
 });

@@ -212,14 +212,16 @@ pub fn slice_from_offset(data: &Bytes, offset: i64) -> Option<Bytes> {
     None
 }
 
-/// The longest prefix of whole batches of `data` within `max_bytes`, but at least the first
-/// batch (KIP-74: a consumer must always make progress).
-pub fn whole_batches_within(data: &Bytes, max_bytes: usize) -> Bytes {
+/// The longest prefix of whole batches of `data` within `max_bytes`. With `min_one` the first
+/// batch is kept even when it alone exceeds `max_bytes` (KIP-74: Kafka's `minOneMessage`, granted
+/// only to the first partition of a fetch response that returns data, so a consumer always makes
+/// progress while the response as a whole stays within the request's limits).
+pub fn whole_batches_within(data: &Bytes, max_bytes: usize, min_one: bool) -> Bytes {
     let mut end = 0;
     while end < data.len() {
         let Some((_, size)) = peek_batch(&data[end..]) else { break };
         let next = end.saturating_add(size);
-        if next > data.len() || (end > 0 && next > max_bytes) {
+        if next > data.len() || ((end > 0 || !min_one) && next > max_bytes) {
             break;
         }
         end = next;
@@ -334,8 +336,11 @@ pub(crate) mod tests {
         let from7 = slice_from_offset(&all, 7).expect("slice");
         assert_eq!(parse_header(&from7).expect("h").base_offset, 5);
         assert!(slice_from_offset(&all, 15).is_none());
-        let one = whole_batches_within(&all, 1);
-        assert_eq!(one.len(), parse_header(&all).expect("h").size);
-        assert_eq!(whole_batches_within(&all, usize::MAX).len(), all.len());
+        let first = parse_header(&all).expect("h").size;
+        assert_eq!(whole_batches_within(&all, 1, true).len(), first, "min_one keeps an oversized first batch");
+        assert!(whole_batches_within(&all, 1, false).is_empty(), "without min_one nothing exceeds the limit");
+        assert_eq!(whole_batches_within(&all, first * 2, false).len(), first * 2);
+        assert_eq!(whole_batches_within(&all, first * 2 + 1, true).len(), first * 2, "whole batches only");
+        assert_eq!(whole_batches_within(&all, usize::MAX, false).len(), all.len());
     }
 }

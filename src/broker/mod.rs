@@ -67,6 +67,8 @@ pub struct Broker {
     pub clock: Arc<dyn Clock>,
     /// The consumer-group coordinator (every group while there is one broker).
     pub groups: crate::group::GroupCoordinator,
+    /// Refusals of what Skiff does not serve, logged once per client.
+    pub not_served: crate::handler::not_served::NotServed,
 }
 
 /// Why a topic could not be created.

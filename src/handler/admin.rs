@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use super::configs::topic_config_entries;
 use super::errors::{self, code};
+use super::not_served::Asker;
 use crate::broker::Broker;
 
 fn msg(s: impl Into<String>) -> Option<StrBytes> {
@@ -213,14 +214,27 @@ pub async fn delete_records(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> 
     DeleteRecordsResponse::default().with_topics(topics)
 }
 
-pub async fn init_producer_id(broker: &Arc<Broker>, req: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn init_producer_id(
+    broker: &Arc<Broker>,
+    req: InitProducerIdRequest,
+    asker: &Asker,
+) -> InitProducerIdResponse {
     let base = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
     match &req.transactional_id {
         None => {}
         // Kafka's TransactionCoordinator refuses an empty transactional id the same way.
         Some(id) if id.0.is_empty() => return base.with_error_code(code(ResponseError::InvalidRequest)),
-        // Transactions are a later milestone; the client reports "not supported" clearly.
-        Some(_) => return base.with_error_code(code(ResponseError::UnsupportedVersion)),
+        // Transactions are not built yet: a non-retriable answer (the response has no message
+        // field), and the reason in our log.
+        Some(id) => {
+            broker.not_served.report(
+                broker.clock.now_ms(),
+                asker,
+                "transactions",
+                &format!("InitProducerId for transactional id {:?}: transactions are not supported by Skiff yet; answered UNSUPPORTED_VERSION", id.0.as_str()),
+            );
+            return base.with_error_code(code(ResponseError::UnsupportedVersion));
+        }
     }
     // A fresh id per idempotent producer (also on KIP-360 re-initialisation): its sequence
     // state starts empty everywhere.

@@ -1,9 +1,11 @@
 //! Fetch: committed data only, long-polled.
 //!
 //! A fetch is answered when it has `min_bytes` of data, when any partition has an error, or at
-//! `max_wait_ms`; commits wake it through the metadata watch. Limits: `partition_max_bytes`
-//! and the response `max_bytes`, always at least one whole batch for a partition with data
-//! (KIP-74). Both isolation levels read up to the high watermark, which is also the last stable
+//! `max_wait_ms`; commits wake it through the metadata watch. Limits (KIP-74, as Kafka's
+//! `ReplicaManager.readFromLog`): each partition gets at most `partition_max_bytes` and the whole
+//! response at most `max_bytes`, in whole batches; only the first partition of the response that
+//! returns data may exceed both, by its first batch alone, so a consumer always makes progress.
+//! A later partition whose next batch does not fit returns no records this time. Both isolation levels read up to the high watermark, which is also the last stable
 //! offset until transactions exist. Fetch sessions are not kept (session id 0), so clients send
 //! full fetches.
 
@@ -136,11 +138,13 @@ async fn build(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetch
                 Plan::Read { topic_id, hwm, log_start, chunks, ahead } => {
                     let base =
                         base.with_high_watermark(hwm).with_last_stable_offset(hwm).with_log_start_offset(log_start);
+                    // Kafka's `minOneMessage`: until some partition returned data.
+                    let min_one = total == 0;
                     if total >= response_max || chunks.is_empty() {
                         base.with_records(Some(Bytes::new()))
                     } else {
                         let cold = chunks.iter().any(|c| broker.reader.tail.get(&c.object, c.position).is_none());
-                        match read(broker, topic_id, &chunks, p.fetch_offset, max).await {
+                        match read(broker, topic_id, &chunks, p.fetch_offset, max, min_one).await {
                             Ok(records) => {
                                 if cold {
                                     // A catch-up reader: fetch what it will want next.
@@ -171,13 +175,15 @@ async fn build(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetch
     (response, total, has_error)
 }
 
-/// Reads the planned chunks and cuts them to whole batches from `offset` within `max_bytes`.
+/// Reads the planned chunks and cuts them to whole batches from `offset` within `max_bytes`
+/// (the first batch regardless of the limit when `min_one`).
 async fn read(
     broker: &Broker,
     topic_id: uuid::Uuid,
     chunks: &[Chunk],
     offset: i64,
     max_bytes: usize,
+    min_one: bool,
 ) -> Result<Bytes, String> {
     // The futures are built up front (lazily run) so no closure borrows across the stream.
     let reads: Vec<_> = chunks.iter().map(|c| broker.reader.chunk(topic_id, c)).collect();
@@ -200,5 +206,5 @@ async fn read(
         }
         buf.freeze()
     };
-    Ok(batch::whole_batches_within(&joined, max_bytes))
+    Ok(batch::whole_batches_within(&joined, max_bytes, min_one))
 }

@@ -29,6 +29,7 @@ use tracing::info;
 
 use super::Handled;
 use super::errors::{self, code};
+use super::not_served::Asker;
 use crate::broker::Broker;
 use crate::group::GroupCoordinator;
 use crate::group::state::{GroupError, JoinRequest, JoinResponse, SyncRequest, SyncResponse};
@@ -69,16 +70,36 @@ fn coordinator_for(broker: &Broker, key_type: i8, key: &str) -> Result<(i32, Str
                 )),
             }
         }
+        // Not built yet: a non-retriable answer (COORDINATOR_NOT_AVAILABLE made clients retry
+        // until their own timeout), as Redpanda answers with transactions disabled.
         KEY_TYPE_TRANSACTION => Err((
-            code(ResponseError::CoordinatorNotAvailable),
-            "transactions are not supported by this broker yet".into(),
+            code(ResponseError::UnsupportedVersion),
+            "transactions are not supported by Skiff yet (no transaction coordinator)".into(),
         )),
         other => Err((code(ResponseError::InvalidRequest), format!("unknown coordinator key type {other}"))),
     }
 }
 
-pub fn find_coordinator(broker: &Arc<Broker>, req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+pub fn find_coordinator(
+    broker: &Arc<Broker>,
+    req: FindCoordinatorRequest,
+    version: i16,
+    asker: &Asker,
+) -> FindCoordinatorResponse {
     let key_type = if version >= 1 { req.key_type } else { KEY_TYPE_GROUP };
+    if key_type == KEY_TYPE_TRANSACTION {
+        let ids: Vec<&str> = if version >= 4 {
+            req.coordinator_keys.iter().map(|k| k.as_str()).collect()
+        } else {
+            vec![req.key.as_str()]
+        };
+        broker.not_served.report(
+            broker.clock.now_ms(),
+            asker,
+            "transactions",
+            &format!("FindCoordinator for transactional ids {ids:?}: transactions are not supported by Skiff yet; answered UNSUPPORTED_VERSION"),
+        );
+    }
     if version >= 4 {
         let coordinators = req
             .coordinator_keys

@@ -16,6 +16,7 @@ pub mod fetch;
 pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod not_served;
 pub mod offsets;
 pub mod produce;
 
@@ -28,7 +29,9 @@ use kafka_protocol::messages::{RequestKind, ResponseKind};
 use crate::broker::Broker;
 use crate::protocol::Request;
 
-/// What a handler produced.
+/// What a handler produced. Not boxed: each value is built once and moved once per request, and
+/// `Ready` is the common case, so a box would add an allocation to most requests.
+#[allow(clippy::large_enum_variant)]
 pub enum Handled {
     /// The response, ready now.
     Ready(ResponseKind),
@@ -42,6 +45,7 @@ pub enum Handled {
 pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) -> Handled {
     let v = request.version;
     let client_id = request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+    let asker = not_served::Asker { client_id: client_id.clone(), ip: peer.ip() };
     match request.body {
         RequestKind::ApiVersions(r) => Handled::Ready(ResponseKind::ApiVersions(api_versions::handle(&r, v))),
         RequestKind::Metadata(r) => Handled::Ready(ResponseKind::Metadata(metadata::handle(broker, r, v).await)),
@@ -66,7 +70,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) ->
             Handled::Ready(ResponseKind::DeleteRecords(admin::delete_records(broker, r).await))
         }
         RequestKind::InitProducerId(r) => {
-            Handled::Ready(ResponseKind::InitProducerId(admin::init_producer_id(broker, r).await))
+            Handled::Ready(ResponseKind::InitProducerId(admin::init_producer_id(broker, r, &asker).await))
         }
         RequestKind::DescribeCluster(r) => {
             Handled::Ready(ResponseKind::DescribeCluster(admin::describe_cluster(broker, r)))
@@ -82,7 +86,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) ->
         }
         // Consumer groups (handler/groups.rs, handler/offsets.rs).
         RequestKind::FindCoordinator(r) => {
-            Handled::Ready(ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v)))
+            Handled::Ready(ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v, &asker)))
         }
         RequestKind::JoinGroup(r) => groups::join_group(broker, r, v, peer, client_id).await,
         RequestKind::SyncGroup(r) => groups::sync_group(broker, r, v).await,

@@ -221,6 +221,7 @@ pub struct Client {
     stream: TcpStream,
     next_correlation_id: i32,
     request_timeout: Duration,
+    client_id: StrBytes,
 }
 
 impl Client {
@@ -230,13 +231,23 @@ impl Client {
             .with_context(|| format!("connect to {addr} timed out"))?
             .with_context(|| format!("connect to {addr}"))?;
         stream.set_nodelay(true)?;
-        Ok(Self { stream, next_correlation_id: 1, request_timeout: REQUEST_TIMEOUT })
+        Ok(Self {
+            stream,
+            next_correlation_id: 1,
+            request_timeout: REQUEST_TIMEOUT,
+            client_id: StrBytes::from_static_str("skiff-tests"),
+        })
     }
 
     /// Bounds each later round trip on this connection ([`REQUEST_TIMEOUT`] by default). Cluster
     /// clients use a short one so that a frozen (SIGSTOP) broker does not hold them for long.
     pub fn set_request_timeout(&mut self, timeout: Duration) {
         self.request_timeout = timeout;
+    }
+
+    /// The client id in later request headers ("skiff-tests" by default).
+    pub fn set_client_id(&mut self, client_id: &str) {
+        self.client_id = StrBytes::from_string(client_id.to_string());
     }
 
     /// Sends one typed request and decodes its response.
@@ -247,7 +258,7 @@ impl Client {
             .with_request_api_key(R::KEY)
             .with_request_api_version(version)
             .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("skiff-tests")));
+            .with_client_id(Some(self.client_id.clone()));
         let mut body = BytesMut::new();
         header.encode(&mut body, R::header_version(version))?;
         request.encode(&mut body, version)?;
