@@ -15,7 +15,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use support::SkiffProcess;
 use support::client::{Client, TestRecord, encode_batch, topic_name};
-use support::cluster::{Cluster, ClusterSpec};
+use support::cluster::{Cluster, ClusterSpec, NodeRef};
 use support::kafka_cli::{self, CONFIG_COMMAND, TOPIC_COMMAND};
 
 fn s(v: &str) -> StrBytes {
@@ -81,9 +81,9 @@ async fn wait_leaders(addr: &str, topic: &str, expected: &[i32]) -> anyhow::Resu
 fn kafka_topics_replica_assignment_picks_the_leaders() -> anyhow::Result<()> {
     // 1 controller, brokers 2, 3 and 4. On an empty cluster placement alone would lead the
     // partitions of a new topic from brokers 2, 3, ... in turn.
-    let cluster = Cluster::start(ClusterSpec::new("admin-assign", 1, 3));
+    let mut cluster = Cluster::start(ClusterSpec::new("admin-assign", 1, 3));
     let bootstrap = cluster.bootstrap();
-    let first = bootstrap.split(',').next().context("bootstrap")?.to_string();
+    let first = cluster.kafka_addr(NodeRef::Broker(3)).context("broker 3 address")?;
     let topics = |extra: &[&str]| args(&["--bootstrap-server", &bootstrap], extra);
 
     // Create: the first listed broker of each partition leads, replicas are as listed.
@@ -117,6 +117,14 @@ fn kafka_topics_replica_assignment_picks_the_leaders() -> anyhow::Result<()> {
         "{refused}"
     );
     assert_eq!(cluster.block_on(leaders_and_replicas(&first, "assigned"))?.len(), 3);
+
+    // The preferred replica goes: the next listed broker leads. It comes back: it leads again
+    // (Kafka's auto leader rebalance), with no data copied.
+    let broker2 = cluster.kafka_addr(NodeRef::Broker(2)).context("broker 2 address")?;
+    cluster.terminate(NodeRef::Broker(4));
+    cluster.block_on(wait_leaders(&broker2, "assigned", &[2, 3, 3]))?;
+    cluster.start_node(NodeRef::Broker(4));
+    cluster.block_on(wait_leaders(&broker2, "assigned", &[4, 4, 3]))?;
     Ok(())
 }
 
