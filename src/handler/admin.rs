@@ -150,12 +150,12 @@ pub async fn create_partitions(broker: &Arc<Broker>, req: CreatePartitionsReques
             t.assignments.as_ref().map(|a| a.iter().map(|a| a.broker_ids.iter().map(|b| b.0).collect()).collect());
         // Kafka's checks and messages (ReplicationControlManager.createPartitions).
         let refused = match current {
-            None => Some((ResponseError::UnknownTopicOrPartition, format!("The topic '{name}' does not exist."))),
+            None => Some((code(ResponseError::UnknownTopicOrPartition), format!("The topic '{name}' does not exist."))),
             Some(c) if t.count == c => {
-                Some((ResponseError::InvalidPartitions, format!("Topic already has {c} partition(s).")))
+                Some((code(ResponseError::InvalidPartitions), format!("Topic already has {c} partition(s).")))
             }
             Some(c) if t.count < c => Some((
-                ResponseError::InvalidPartitions,
+                code(ResponseError::InvalidPartitions),
                 format!("The topic {name} currently has {c} partition(s); {} would not be an increase.", t.count),
             )),
             Some(_) => match &assignments {
@@ -164,12 +164,12 @@ pub async fn create_partitions(broker: &Arc<Broker>, req: CreatePartitionsReques
                     .metadata
                     .read(|m| m.validate_new_partition_assignments(&name, t.count, a))
                     .err()
-                    .map(|r| (ResponseError::InvalidReplicaAssignment, r.to_string())),
+                    .map(|r| (errors::rejection(&r), r.to_string())),
                 None => None,
             },
         };
         let r = match refused {
-            Some((error, message)) => base.with_error_code(code(error)).with_error_message(msg(message)),
+            Some((error, message)) => base.with_error_code(error).with_error_message(msg(message)),
             None if req.validate_only => base.with_error_code(errors::NONE),
             None => match broker
                 .controller
