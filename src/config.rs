@@ -63,6 +63,16 @@ pub struct GroupsConfig {
     /// shorter is faster but costs a request (and on change a metadata-log write) more often.
     /// Default 5000.
     pub consumer_heartbeat_interval_ms: i32,
+    /// `group.consumer.min.session.timeout.ms` / `group.consumer.max.session.timeout.ms`: the
+    /// range a group's own `consumer.session.timeout.ms` (a group config) must lie in. Default
+    /// Kafka's 45000 / 60000, widened to include `consumer_session_timeout_ms`.
+    pub consumer_min_session_timeout_ms: Option<i32>,
+    pub consumer_max_session_timeout_ms: Option<i32>,
+    /// `group.consumer.min.heartbeat.interval.ms` / `group.consumer.max.heartbeat.interval.ms`:
+    /// the range of a group's `consumer.heartbeat.interval.ms`. Default Kafka's 5000 / 15000,
+    /// widened to include `consumer_heartbeat_interval_ms`.
+    pub consumer_min_heartbeat_interval_ms: Option<i32>,
+    pub consumer_max_heartbeat_interval_ms: Option<i32>,
     /// The server-side assignor of groups whose members ask for none: `uniform` (default,
     /// sticky and balanced) or `range` (contiguous ranges per topic). Members choose with
     /// `group.remote.assignor`.
@@ -79,12 +89,29 @@ impl Default for GroupsConfig {
             initial_rebalance_delay_ms: classic.initial_rebalance_delay_ms,
             consumer_session_timeout_ms: consumer.session_timeout_ms,
             consumer_heartbeat_interval_ms: consumer.heartbeat_interval_ms,
+            consumer_min_session_timeout_ms: None,
+            consumer_max_session_timeout_ms: None,
+            consumer_min_heartbeat_interval_ms: None,
+            consumer_max_heartbeat_interval_ms: None,
             consumer_default_assignor: consumer.default_assignor.name().to_string(),
         }
     }
 }
 
 impl GroupsConfig {
+    /// The `group.consumer.*` values group configs default to and must lie within.
+    pub fn bounds(&self) -> crate::group::group_config::GroupBounds {
+        let (session, heartbeat) = (self.consumer_session_timeout_ms, self.consumer_heartbeat_interval_ms);
+        crate::group::group_config::GroupBounds {
+            session_timeout_ms: session,
+            heartbeat_interval_ms: heartbeat,
+            min_session_timeout_ms: self.consumer_min_session_timeout_ms.unwrap_or(session.min(45_000)),
+            max_session_timeout_ms: self.consumer_max_session_timeout_ms.unwrap_or(session.max(60_000)),
+            min_heartbeat_interval_ms: self.consumer_min_heartbeat_interval_ms.unwrap_or(heartbeat.min(5_000)),
+            max_heartbeat_interval_ms: self.consumer_max_heartbeat_interval_ms.unwrap_or(heartbeat.max(15_000)),
+        }
+    }
+
     /// The coordinator's settings (call after [`Config::validate`]).
     pub fn settings(&self) -> crate::group::GroupSettings {
         let defaults = crate::group::consumer::ConsumerSettings::default();
@@ -435,6 +462,16 @@ impl Config {
         }
         if g.consumer_heartbeat_interval_ms <= 0 || g.consumer_heartbeat_interval_ms >= g.consumer_session_timeout_ms {
             problems.push("groups: need 0 < consumer_heartbeat_interval_ms < consumer_session_timeout_ms".into());
+        }
+        let bounds = g.bounds();
+        if !(bounds.min_session_timeout_ms <= g.consumer_session_timeout_ms
+            && g.consumer_session_timeout_ms <= bounds.max_session_timeout_ms
+            && bounds.min_heartbeat_interval_ms <= g.consumer_heartbeat_interval_ms
+            && g.consumer_heartbeat_interval_ms <= bounds.max_heartbeat_interval_ms)
+        {
+            problems.push(format!(
+                "groups: the consumer session timeout and heartbeat interval must lie within their min/max ({bounds:?})"
+            ));
         }
         if crate::group::assignor::Assignor::from_name(&g.consumer_default_assignor).is_none() {
             problems.push(format!(

@@ -316,6 +316,7 @@ async fn serve(
             flush_bytes: b.flush_bytes,
             flush_interval_ms: config.flush_interval().as_millis() as u64,
             prices: crate::metrics::Prices { put_per_1000: b.put_price_per_1000, get_per_1000: b.get_price_per_1000 },
+            group_bounds: config.groups.bounds(),
         },
         metadata: controller.metadata(),
         controller,

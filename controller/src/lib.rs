@@ -1,6 +1,7 @@
 //! Skiff's controller: the metadata quorum.
 //!
 //! * [`groups`]: consumer-group offsets and membership (part of the metadata).
+//! * [`configs`]: dynamic broker configs and consumer-group configs (part of the metadata).
 //! * [`metadata`]: the commands and the deterministic state they build (pure, no I/O).
 //! * `raft`: openraft wiring: the durable log store, the state machine with snapshots and the
 //!   network between voters.
@@ -10,6 +11,7 @@
 //! Brokers submit commands ([`Controller::submit`]) and only treat them as done once applied.
 
 pub mod client;
+pub mod configs;
 pub mod error;
 pub mod groups;
 pub mod metadata;

@@ -53,6 +53,10 @@ pub enum Command {
     CreatePartitions {
         name: String,
         total_count: i32,
+        /// Replica lists of the new partitions (CreatePartitions `assignments`); empty: placed by
+        /// `placement.rs`. The first live broker of a list leads (see `placement.rs`).
+        #[serde(default)]
+        assignments: Vec<Vec<BrokerId>>,
     },
     /// Replaces the topic's explicitly set configs with `configs`.
     SetTopicConfigs {
@@ -81,6 +85,9 @@ pub enum Command {
     /// Offsets, membership and deletion of one consumer group.
     Group(crate::groups::GroupCommand),
     // ---- end consumer groups ----
+    /// Replaces the dynamic configs of a broker, of the cluster default, or of a consumer group
+    /// (`configs.rs`).
+    SetConfigs(crate::configs::ConfigChange),
 }
 
 /// The index swap of one compaction.
@@ -134,6 +141,10 @@ pub struct CreateTopic {
     pub topic_id: Uuid,
     pub partitions: i32,
     pub configs: BTreeMap<String, String>,
+    /// Manual replica lists, one per partition (CreateTopics `assignments`, then `partitions`
+    /// equals their count); empty: placed by `placement.rs`.
+    #[serde(default)]
+    pub assignments: Vec<Vec<BrokerId>>,
 }
 
 /// The index entries of one object written by one broker: committed atomically.
@@ -195,6 +206,9 @@ pub enum Rejection {
     InvalidPartitions(String),
     #[error("no live broker to lead partitions")]
     NoBrokers,
+    /// A manual replica assignment Kafka's controller would refuse (its message).
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
     #[error("leader epoch {got} of {topic}-{partition} is stale (current {current})")]
     Fenced { topic: String, partition: i32, got: i32, current: i32 },
     #[error("commit for {topic}-{partition} starts at {got}, log ends at {expected}")]
@@ -307,6 +321,11 @@ pub struct PartitionState {
     /// (leader epoch, start offset) in increasing order, for OffsetForLeaderEpoch.
     pub epoch_starts: Vec<(i32, i64)>,
     pub producers: ProducerStates,
+    /// The replica list of a manual assignment, preferred leader first; empty when placement
+    /// chose the leader. Every broker can serve any partition (the data is in object storage),
+    /// so the list only says who should lead: see `placement.rs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<BrokerId>,
 }
 
 impl PartitionState {
@@ -319,6 +338,7 @@ impl PartitionState {
             chunks: BTreeMap::new(),
             epoch_starts: vec![(0, 0)],
             producers: ProducerStates::default(),
+            replicas: Vec::new(),
         }
     }
 
@@ -374,6 +394,10 @@ pub struct MetadataState {
     #[serde(default)]
     pub groups: crate::groups::GroupsState,
     // ---- end consumer groups ----
+    /// Dynamic broker configs and consumer-group configs (`configs.rs`). `default` keeps older
+    /// snapshots readable.
+    #[serde(default)]
+    pub configs: crate::configs::ConfigsState,
 }
 
 impl MetadataState {
@@ -419,7 +443,7 @@ impl MetadataState {
                 }
                 Ok(CommandResult::Ok)
             }
-            Command::CreatePartitions { name, total_count } => {
+            Command::CreatePartitions { name, total_count, assignments } => {
                 let current =
                     self.topics.get(name).ok_or_else(|| Rejection::UnknownTopic(name.clone()))?.partitions.len() as i32;
                 if *total_count <= current {
@@ -430,7 +454,10 @@ impl MetadataState {
                 if self.live_brokers().is_empty() {
                     return Err(Rejection::NoBrokers);
                 }
-                self.add_partitions(name, (*total_count - current) as usize);
+                if !assignments.is_empty() {
+                    self.validate_new_partition_assignments(name, *total_count, assignments)?;
+                }
+                self.add_partitions(name, (*total_count - current) as usize, assignments);
                 Ok(CommandResult::Ok)
             }
             Command::SetTopicConfigs { name, configs } => {
@@ -469,6 +496,7 @@ impl MetadataState {
             }
             Command::ReplaceChunks(r) => self.replace_chunks(r),
             Command::Group(g) => self.groups.apply(g), // consumer groups (groups.rs)
+            Command::SetConfigs(change) => self.configs.apply(change),
             Command::ForgetObjects { keys } => {
                 for k in keys {
                     if self.objects.get(k.as_str()).is_some_and(|o| o.live_chunks == 0) {
@@ -565,6 +593,16 @@ impl MetadataState {
         if self.live_brokers().is_empty() {
             return Err(Rejection::NoBrokers);
         }
+        if !ct.assignments.is_empty() {
+            if ct.assignments.len() != ct.partitions as usize {
+                return Err(Rejection::InvalidPartitions(format!(
+                    "{} partitions but {} assignments",
+                    ct.partitions,
+                    ct.assignments.len()
+                )));
+            }
+            self.validate_topic_assignments(&ct.assignments)?;
+        }
         self.topic_names.insert(ct.topic_id, ct.name.clone());
         self.topics.insert(
             ct.name.clone(),
@@ -575,7 +613,7 @@ impl MetadataState {
                 partitions: Vec::new(),
             },
         );
-        self.add_partitions(&ct.name, ct.partitions as usize);
+        self.add_partitions(&ct.name, ct.partitions as usize, &ct.assignments);
         Ok(CommandResult::TopicCreated { topic_id: ct.topic_id })
     }
 
@@ -681,6 +719,7 @@ mod tests {
             topic_id: id,
             partitions: 2,
             configs: BTreeMap::new(),
+            assignments: Vec::new(),
         }));
         assert_eq!(r, CommandResult::TopicCreated { topic_id: id });
         (s, id)

@@ -15,7 +15,14 @@
 //!   computes identically), then the lowest id;
 //! * a broker that registers gets partitions moved to it until leader counts differ by at most
 //!   one; moving a partition copies no data (all of it is in object storage);
-//! * with no live broker a partition has leader `-1` (clients see LEADER_NOT_AVAILABLE).
+//! * with no live broker a partition has leader `-1` (clients see LEADER_NOT_AVAILABLE);
+//! * a partition with a manual assignment (CreateTopics / CreatePartitions `assignments`, kept
+//!   in `PartitionState::replicas`) is led by its preferred replica (the first listed) whenever
+//!   that broker is live, else by another live listed broker, else (unlike Kafka, which would
+//!   leave it offline: no data lives on brokers here) by any live broker. Leadership moves back
+//!   to the preferred replica as soon as it registers again, as Kafka's
+//!   `auto.leader.rebalance.enable` does (without its delay and imbalance threshold: a move
+//!   copies no data). Evening out leader counts never moves such a partition.
 
 use std::collections::BTreeMap;
 
@@ -86,24 +93,122 @@ impl MetadataState {
             }
             let mut on_rack = loads.topic_on_rack(t);
             for p in t.partitions.iter_mut().filter(|p| moving(p.leader)) {
-                let to = loads.pick(&on_rack).unwrap_or(NO_LEADER);
+                let to = preferred_leader(&p.replicas, NO_LEADER, |b| loads.is_live(b))
+                    .or_else(|| loads.pick(&on_rack))
+                    .unwrap_or(NO_LEADER);
                 change_leader(p, to);
                 loads.placed(to, &mut on_rack, retained(p));
             }
         }
     }
 
-    /// Appends `count` partitions to topic `name`, each placed by [`Loads::pick`] (which sees
-    /// the ones placed before it).
-    pub(crate) fn add_partitions(&mut self, name: &str, count: usize) {
+    /// Appends `count` partitions to topic `name`: the i-th led as its manual replica list
+    /// `assignments[i]` says (if given), the others placed by [`Loads::pick`] (which sees the
+    /// ones placed before it).
+    pub(crate) fn add_partitions(&mut self, name: &str, count: usize, assignments: &[Vec<BrokerId>]) {
         let mut loads = Loads::new(self);
         let Some(t) = self.topics.get_mut(name) else { return };
         let mut on_rack = loads.topic_on_rack(t);
-        for _ in 0..count {
-            let leader = loads.pick(&on_rack).unwrap_or(NO_LEADER);
-            t.partitions.push(PartitionState::new(leader));
+        for i in 0..count {
+            let replicas = assignments.get(i).cloned().unwrap_or_default();
+            let leader = preferred_leader(&replicas, NO_LEADER, |b| loads.is_live(b))
+                .or_else(|| loads.pick(&on_rack))
+                .unwrap_or(NO_LEADER);
+            let mut p = PartitionState::new(leader);
+            p.replicas = replicas;
+            t.partitions.push(p);
             loads.placed(leader, &mut on_rack, 0);
         }
+    }
+
+    /// Kafka's checks of the `assignments` of a CreateTopics topic (one replica list per
+    /// partition, in partition order), with its messages (`ReplicationControlManager`).
+    pub fn validate_topic_assignments(&self, assignments: &[Vec<BrokerId>]) -> Result<(), Rejection> {
+        let mut replication_factor = None;
+        for (partition, replicas) in assignments.iter().enumerate() {
+            self.validate_replica_list(replicas, replication_factor)?;
+            replication_factor = Some(replicas.len());
+            self.require_a_live_replica(replicas, partition)?;
+        }
+        Ok(())
+    }
+
+    /// Kafka's checks of the `assignments` of a CreatePartitions topic growing to
+    /// `total_count`: one list per new partition, each as long as the topic's existing ones.
+    pub fn validate_new_partition_assignments(
+        &self,
+        name: &str,
+        total_count: i32,
+        assignments: &[Vec<BrokerId>],
+    ) -> Result<(), Rejection> {
+        let t = self.topics.get(name).ok_or_else(|| Rejection::UnknownTopic(name.to_string()))?;
+        let current = t.partitions.len();
+        let additional = usize::try_from(total_count).unwrap_or(0).saturating_sub(current);
+        if assignments.len() != additional {
+            return Err(Rejection::InvalidReplicaAssignment(format!(
+                "Attempted to add {additional} additional partition(s), but only {} assignment(s) were specified.",
+                assignments.len()
+            )));
+        }
+        let replication_factor = t.partitions.first().map(replication_factor);
+        for (i, replicas) in assignments.iter().enumerate() {
+            self.validate_replica_list(replicas, replication_factor)?;
+            self.require_a_live_replica(replicas, current + i)?;
+        }
+        Ok(())
+    }
+
+    /// `validateManualPartitionAssignment`: non-empty, registered brokers, no repeats, the
+    /// same length as the other lists.
+    fn validate_replica_list(&self, replicas: &[BrokerId], replication_factor: Option<usize>) -> Result<(), Rejection> {
+        let invalid = |m: String| Err(Rejection::InvalidReplicaAssignment(m));
+        if replicas.is_empty() {
+            return invalid("The manual partition assignment includes an empty replica list.".into());
+        }
+        let mut sorted = replicas.to_vec();
+        sorted.sort_unstable();
+        for (i, b) in sorted.iter().enumerate() {
+            if !self.brokers.contains_key(b) {
+                return invalid(format!(
+                    "The manual partition assignment includes broker {b}, but no such broker is registered."
+                ));
+            }
+            if i > 0 && sorted[i - 1] == *b {
+                return invalid(format!("The manual partition assignment includes the broker {b} more than once."));
+            }
+        }
+        match replication_factor {
+            Some(rf) if rf != sorted.len() => invalid(format!(
+                "The manual partition assignment includes a partition with {} replica(s), but this is not consistent \
+                 with previous partitions, which have {rf} replica(s).",
+                sorted.len()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn require_a_live_replica(&self, replicas: &[BrokerId], partition: usize) -> Result<(), Rejection> {
+        if replicas.iter().any(|b| self.is_live(*b)) {
+            return Ok(());
+        }
+        Err(Rejection::InvalidReplicaAssignment(format!(
+            "All brokers specified in the manual partition assignment for partition {partition} are fenced or in \
+             controlled shutdown."
+        )))
+    }
+
+    /// The replicas and in-sync replicas Metadata reports for `p`: its manual replica list, or
+    /// just its leader (a factor of 1: the data is in object storage, not on brokers). The
+    /// in-sync ones are the live listed brokers: any of them can lead without losing data.
+    pub fn reported_replicas(&self, p: &PartitionState) -> (Vec<BrokerId>, Vec<BrokerId>) {
+        if p.replicas.is_empty() {
+            return (vec![p.leader], vec![p.leader]);
+        }
+        let mut isr: Vec<BrokerId> = p.replicas.iter().copied().filter(|b| self.is_live(*b)).collect();
+        if p.leader >= 0 && !isr.contains(&p.leader) {
+            isr.insert(0, p.leader);
+        }
+        (p.replicas.clone(), isr)
     }
 
     fn pick_coordinator(&self) -> Option<BrokerId> {
@@ -128,19 +233,37 @@ impl MetadataState {
         // Leaderless (or led by a fenced broker, which cannot happen but is cheap to repair).
         let live_set: std::collections::BTreeSet<BrokerId> = live.iter().copied().collect();
         self.reassign_partitions(|leader| !live_set.contains(&leader));
-        // Partitions each live broker leads, in (topic name, index) order.
+        // Manually assigned partitions go back to their preferred replica.
+        for t in self.topics.values_mut() {
+            for p in t.partitions.iter_mut().filter(|p| !p.replicas.is_empty()) {
+                if let Some(to) = preferred_leader(&p.replicas, p.leader, |b| live_set.contains(&b))
+                    && to != p.leader
+                {
+                    change_leader(p, to);
+                }
+            }
+        }
+        // Partitions each live broker leads, in (topic name, index) order: the movable ones
+        // (placed by Skiff) listed, the manually assigned ones only counted.
         let mut led: BTreeMap<BrokerId, Vec<(String, usize)>> = live.iter().map(|b| (*b, Vec::new())).collect();
+        let mut pinned: BTreeMap<BrokerId, usize> = live.iter().map(|b| (*b, 0)).collect();
         for (name, t) in &self.topics {
             for (i, p) in t.partitions.iter().enumerate() {
-                if let Some(v) = led.get_mut(&p.leader) {
+                if !p.replicas.is_empty() {
+                    if let Some(n) = pinned.get_mut(&p.leader) {
+                        *n += 1;
+                    }
+                } else if let Some(v) = led.get_mut(&p.leader) {
                     v.push((name.clone(), i));
                 }
             }
         }
+        // A busiest broker that leads only pinned partitions ends the evening out.
         let busiest = |led: &BTreeMap<BrokerId, Vec<(String, usize)>>| {
-            let max = led.iter().max_by_key(|(b, v)| (v.len(), std::cmp::Reverse(**b)))?;
-            let min = led.iter().min_by_key(|(b, v)| (v.len(), **b))?;
-            (max.1.len() > min.1.len() + 1).then_some((*max.0, *min.0))
+            let count = |b: &BrokerId, v: &Vec<(String, usize)>| v.len() + pinned.get(b).copied().unwrap_or(0);
+            let max = led.iter().max_by_key(|(b, v)| (count(b, v), std::cmp::Reverse(**b)))?;
+            let min = led.iter().min_by_key(|(b, v)| (count(b, v), **b))?;
+            (count(max.0, max.1) > count(min.0, min.1) + 1).then_some((*max.0, *min.0))
         };
         while let Some((max_b, min_b)) = busiest(&led) {
             // Move the last partition (in name, index order) the busiest broker leads.
@@ -244,6 +367,10 @@ impl Loads {
             .map(|(b, _)| *b)
     }
 
+    fn is_live(&self, b: BrokerId) -> bool {
+        self.led.contains_key(&b)
+    }
+
     fn placed(&mut self, b: BrokerId, on_rack: &mut BTreeMap<Option<String>, usize>, records: i64) {
         if let Some(n) = self.led.get_mut(&b) {
             *n += 1;
@@ -257,6 +384,26 @@ impl Loads {
             }
         }
     }
+}
+
+/// Who should lead a partition with manual replica list `replicas` (preferred first) now led
+/// by `current`: the preferred replica if live, else `current` if it is a live listed broker
+/// (Kafka only moves a valid leader to the preferred replica), else the first live listed one.
+/// `None`: no list, or no listed broker is live (placement picks).
+fn preferred_leader(replicas: &[BrokerId], current: BrokerId, is_live: impl Fn(BrokerId) -> bool) -> Option<BrokerId> {
+    let first = *replicas.first()?;
+    if is_live(first) {
+        return Some(first);
+    }
+    if is_live(current) && replicas.contains(&current) {
+        return Some(current);
+    }
+    replicas.iter().copied().find(|b| is_live(*b))
+}
+
+/// The replication factor Kafka tools see: the manual list's length, else 1.
+fn replication_factor(p: &PartitionState) -> usize {
+    p.replicas.len().max(1)
 }
 
 /// Records a partition retains: its load proxy.
@@ -304,6 +451,7 @@ mod tests {
             topic_id: Uuid::from_u128(name.bytes().fold(partitions as u128, |h, b| h * 131 + u128::from(b))),
             partitions,
             configs: BTreeMap::new(),
+            assignments: Vec::new(),
         }));
         assert!(matches!(r, CommandResult::TopicCreated { .. }), "{r:?}");
     }
@@ -415,6 +563,75 @@ mod tests {
         // Counts tie (1 each): the next partition goes to the broker with fewer records.
         topic(&mut s, "next", 1);
         assert_eq!(s.topics["next"].partitions[0].leader, 2);
+    }
+
+    fn leaders_of(s: &MetadataState, topic: &str) -> Vec<BrokerId> {
+        s.topics[topic].partitions.iter().map(|p| p.leader).collect()
+    }
+
+    fn refused(r: CommandResult, message: &str) {
+        match r {
+            CommandResult::Rejected(Rejection::InvalidReplicaAssignment(m)) => assert!(m.contains(message), "{m}"),
+            other => panic!("expected INVALID_REPLICA_ASSIGNMENT ({message}), got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn manual_assignments_are_led_by_the_preferred_replica() {
+        let mut s = MetadataState::new("c".into());
+        for id in 1..=3 {
+            s.apply(&reg(id, 1, None));
+        }
+        let create = |assignments: Vec<Vec<BrokerId>>| {
+            Command::CreateTopic(CreateTopic {
+                name: "m".into(),
+                topic_id: Uuid::from_u128(5),
+                partitions: assignments.len() as i32,
+                configs: BTreeMap::new(),
+                assignments,
+            })
+        };
+        refused(s.apply(&create(vec![vec![3, 7], vec![1, 2]])), "includes broker 7, but no such broker is registered.");
+        refused(s.apply(&create(vec![vec![3, 3], vec![1, 2]])), "includes the broker 3 more than once.");
+        refused(
+            s.apply(&create(vec![vec![3, 1], vec![1]])),
+            "a partition with 1 replica(s), but this is not consistent with previous partitions, which have 2 replica(s).",
+        );
+        refused(s.apply(&create(vec![vec![], vec![1]])), "includes an empty replica list.");
+        assert!(s.topics.is_empty(), "refused creations change nothing");
+        // Placement alone would give 1 and 2: the first listed broker leads.
+        assert!(matches!(s.apply(&create(vec![vec![3, 1], vec![3, 2]])), CommandResult::TopicCreated { .. }));
+        assert_eq!(leaders_of(&s, "m"), vec![3, 3]);
+        assert_eq!(s.reported_replicas(&s.topics["m"].partitions[0]), (vec![3, 1], vec![3, 1]));
+        // Evening out leader counts does not move them.
+        s.apply(&reg(4, 1, None));
+        assert_eq!(leaders_of(&s, "m"), vec![3, 3]);
+        // The preferred replica goes: the next listed one leads; it comes back: it leads again.
+        s.apply(&fence(3, 1));
+        assert_eq!(leaders_of(&s, "m"), vec![1, 2]);
+        assert_eq!(s.reported_replicas(&s.topics["m"].partitions[0]), (vec![3, 1], vec![1]));
+        s.apply(&reg(3, 2, None));
+        assert_eq!(leaders_of(&s, "m"), vec![3, 3]);
+        // CreatePartitions: one list per new partition, as long as the existing ones.
+        let grow = |total_count: i32, assignments: Vec<Vec<BrokerId>>| Command::CreatePartitions {
+            name: "m".into(),
+            total_count,
+            assignments,
+        };
+        refused(
+            s.apply(&grow(3, vec![vec![2, 1], vec![1, 2]])),
+            "Attempted to add 1 additional partition(s), but only 2 assignment(s) were specified.",
+        );
+        refused(s.apply(&grow(3, vec![vec![2]])), "not consistent with previous partitions, which have 2 replica(s).");
+        assert_eq!(s.apply(&grow(3, vec![vec![2, 1]])), CommandResult::Ok);
+        assert_eq!(leaders_of(&s, "m"), vec![3, 3, 2]);
+        s.apply(&fence(1, 1));
+        s.apply(&fence(2, 1));
+        refused(s.apply(&grow(4, vec![vec![1, 2]])), "for partition 3 are fenced or in controlled shutdown.");
+        // No listed broker live: any live broker leads (the data is in object storage).
+        assert!(s.is_live(leaders_of(&s, "m")[2]));
+        s.apply(&fence(3, 2));
+        assert_eq!(leaders_of(&s, "m"), vec![4, 4, 4]);
     }
 
     #[test]

@@ -107,6 +107,7 @@ async fn three_voters_replicate_snapshot_and_fail_over() {
         topic_id: Uuid::from_u128(1),
         partitions: 1,
         configs: BTreeMap::new(),
+        assignments: Vec::new(),
     });
     assert!(matches!(submit_anywhere(&[&n1, &n2], topic).await, CommandResult::TopicCreated { .. }));
     for _ in 0..100 {

@@ -49,6 +49,7 @@ async fn setup_topic(c: &Controller) {
             topic_id: TOPIC_ID,
             partitions: 2,
             configs: BTreeMap::new(),
+            assignments: Vec::new(),
         }))
         .await
         .expect("create topic");

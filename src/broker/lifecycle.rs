@@ -156,10 +156,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn topic_config_i64(configs: &std::collections::BTreeMap<String, String>, key: &str, default: i64) -> i64 {
-    configs.get(key).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(default)
-}
-
 impl Lifecycle {
     pub fn new(
         settings: LifecycleSettings,
@@ -456,9 +452,15 @@ impl Lifecycle {
         let seen = lock(&self.first_seen).clone();
         let advances: Vec<(Uuid, i32, i64)> = self.metadata.read(|m| {
             let mut out = Vec::new();
+            // Topic configs over the dynamic broker defaults (`log.retention.ms`, ...).
+            let defaults = super::dynamic_config::BrokerDefaults::new(
+                &m.configs,
+                self.settings.broker_id,
+                super::dynamic_config::KAFKA_MESSAGE_MAX_BYTES,
+            );
             for t in m.topics.values() {
-                let retention_ms = topic_config_i64(&t.configs, "retention.ms", DEFAULT_RETENTION_MS);
-                let retention_bytes = topic_config_i64(&t.configs, "retention.bytes", -1);
+                let retention_ms = defaults.value_i64(&t.configs, "retention.ms", DEFAULT_RETENTION_MS);
+                let retention_bytes = defaults.value_i64(&t.configs, "retention.bytes", -1);
                 for (idx, p) in t.partitions.iter().enumerate() {
                     if p.leader != self.settings.broker_id {
                         continue;
@@ -812,7 +814,13 @@ mod tests {
             let configs = configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             let r = self
                 .controller
-                .submit(Command::CreateTopic(CreateTopic { name: name.into(), topic_id, partitions, configs }))
+                .submit(Command::CreateTopic(CreateTopic {
+                    name: name.into(),
+                    topic_id,
+                    partitions,
+                    configs,
+                    assignments: Vec::new(),
+                }))
                 .await
                 .expect("create topic");
             assert_eq!(r, CommandResult::TopicCreated { topic_id });

@@ -4,12 +4,14 @@
 //! * [`read`]: the read path (tail cache, block cache, object storage).
 //! * [`batch`]: record-batch bytes (validation, in-place offset assignment).
 //! * [`topic_config`]: known topic configs, defaults and validation.
+//! * [`dynamic_config`]: dynamic broker configs (topic defaults changed without a restart).
 //! * [`lifecycle`]: background compaction, retention and garbage collection of objects.
 //!
 //! The broker itself holds no durable state: topics, offsets, the object index and producer
 //! state all live in the controller's metadata, read through [`MetadataHandle`].
 
 pub mod batch;
+pub mod dynamic_config;
 pub mod lifecycle;
 pub mod read;
 pub mod topic_config;
@@ -18,7 +20,7 @@ pub mod wal;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use skiff_controller::metadata::{Command, CommandResult, CreateTopic, Rejection};
+use skiff_controller::metadata::{Command, CommandResult, CreateTopic, MetadataState, Rejection};
 use skiff_controller::{ControllerError, ControllerHandle, MetadataHandle};
 use uuid::Uuid;
 
@@ -40,6 +42,8 @@ pub struct BrokerSettings {
     pub flush_bytes: usize,
     pub flush_interval_ms: u64,
     pub prices: crate::metrics::Prices,
+    /// The static `group.consumer.*` settings group configs default to and are bounded by.
+    pub group_bounds: crate::group::group_config::GroupBounds,
 }
 
 /// A source of wall-clock time, injected so tests can control it.
@@ -108,12 +112,30 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
 }
 
 impl Broker {
+    /// The dynamic broker configs as this broker sees them in metadata `m`.
+    pub fn defaults<'a>(&self, m: &'a MetadataState) -> dynamic_config::BrokerDefaults<'a> {
+        dynamic_config::BrokerDefaults::new(&m.configs, self.settings.node_id, self.settings.message_max_bytes)
+    }
+
     /// Validates and (unless `validate_only`) creates a topic through the controller.
     pub async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
         configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Uuid, CreateTopicError> {
+        self.create_topic_assigned(name, partitions, configs, Vec::new(), validate_only).await
+    }
+
+    /// [`Self::create_topic`] with manual replica lists, one per partition (`partitions` is
+    /// then their count); empty: placed by the controller.
+    pub async fn create_topic_assigned(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        assignments: Vec<Vec<i32>>,
         validate_only: bool,
     ) -> Result<Uuid, CreateTopicError> {
         validate_topic_name(name).map_err(CreateTopicError::InvalidName)?;
@@ -131,9 +153,12 @@ impl Broker {
         }
         let topic_id = Uuid::new_v4();
         if validate_only {
+            // The controller checks the assignment again when it applies the creation.
+            self.metadata.read(|m| m.validate_topic_assignments(&assignments)).map_err(CreateTopicError::Rejected)?;
             return Ok(topic_id);
         }
-        let cmd = Command::CreateTopic(CreateTopic { name: name.to_string(), topic_id, partitions, configs });
+        let cmd =
+            Command::CreateTopic(CreateTopic { name: name.to_string(), topic_id, partitions, configs, assignments });
         match self.controller.submit(cmd).await? {
             CommandResult::TopicCreated { topic_id } => Ok(topic_id),
             CommandResult::Rejected(Rejection::TopicExists(n)) => Err(CreateTopicError::Exists(n)),

@@ -80,6 +80,17 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     let Some(k) = lookup(name) else {
         return Err(format!("Unknown topic config name: {name}"));
     };
+    validate_value(k, name, value)
+}
+
+/// Kafka's default of `k`, as DescribeConfigs renders it.
+pub fn default_value(k: &ConfigKey) -> Option<&'static str> {
+    k.default
+}
+
+/// Checks a value for `k` set under the name `name` (the topic config's, or its broker
+/// synonym's, `src/broker/dynamic_config.rs`).
+pub fn validate_value(k: &ConfigKey, name: &str, value: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("Invalid value {value} for configuration {name}: {why}"));
     match k.kind {
         Kind::Long { min } | Kind::Int { min } => match value.trim().parse::<i64>() {

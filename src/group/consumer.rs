@@ -422,6 +422,11 @@ impl ConsumerGroup {
     pub fn id(&self) -> &str {
         &self.id
     }
+    /// Replaces the settings (the group's configs changed); sessions already running keep
+    /// their deadlines until the member's next heartbeat.
+    pub fn set_settings(&mut self, settings: ConsumerSettings) {
+        self.settings = settings;
+    }
     pub fn group_epoch(&self) -> i32 {
         self.group_epoch
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -36,8 +37,18 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
             .with_name(t.name.clone())
             .with_num_partitions(-1)
             .with_replication_factor(-1);
-        // Replication is object storage's job: any requested factor is accepted and reported as 1.
-        if t.replication_factor == 0 || t.replication_factor < -1 {
+        // Manual replica lists: Kafka's checks (ReplicationControlManager.createTopic) here, the
+        // broker ids against the registered brokers where the controller applies the creation.
+        let assignments = match manual_assignments(&t) {
+            Ok(a) => a,
+            Err((error, message)) => {
+                results.push(base.with_error_code(code(error)).with_error_message(msg(message)));
+                continue;
+            }
+        };
+        // Replication is object storage's job: any requested factor is accepted and reported as 1
+        // (a manual assignment's factor is its lists' length).
+        if assignments.is_empty() && (t.replication_factor == 0 || t.replication_factor < -1) {
             results.push(
                 base.with_error_code(code(ResponseError::InvalidReplicationFactor)).with_error_message(msg(
                     "Replication factor must be larger than 0, or -1 to use the default value.",
@@ -45,22 +56,15 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
             );
             continue;
         }
-        if !t.assignments.is_empty() && t.num_partitions != -1 {
-            results.push(
-                base.with_error_code(code(ResponseError::InvalidRequest)).with_error_message(msg(
-                    "Both numPartitions or replicationFactor and replicasAssignments were set.",
-                )),
-            );
-            continue;
-        }
-        let partitions = if t.assignments.is_empty() { t.num_partitions } else { t.assignments.len() as i32 };
+        let partitions = if assignments.is_empty() { t.num_partitions } else { assignments.len() as i32 };
+        let replication_factor = assignments.first().map_or(1, |a| a.len() as i16);
         let mut configs = BTreeMap::new();
         for c in &t.configs {
             if let Some(v) = &c.value {
                 configs.insert(c.name.to_string(), v.to_string());
             }
         }
-        match broker.create_topic(&name, partitions, configs.clone(), req.validate_only).await {
+        match broker.create_topic_assigned(&name, partitions, configs.clone(), assignments, req.validate_only).await {
             Ok(topic_id) => {
                 if !req.validate_only {
                     info!(topic = %name, partitions, "created topic");
@@ -68,7 +72,9 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
                 let count = if partitions == -1 { broker.settings.num_partitions } else { partitions };
                 let entries = if version >= 5 {
                     Some(
-                        topic_config_entries(&configs, broker.settings.message_max_bytes, None)
+                        broker
+                            .metadata
+                            .read(|m| topic_config_entries(&configs, &broker.defaults(m), None))
                             .into_iter()
                             .map(|e| {
                                 CreatableTopicConfigs::default()
@@ -87,7 +93,7 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
                     base.with_error_code(errors::NONE)
                         .with_topic_id(if req.validate_only { Uuid::nil() } else { topic_id })
                         .with_num_partitions(count)
-                        .with_replication_factor(1)
+                        .with_replication_factor(replication_factor)
                         .with_configs(entries),
                 );
             }
@@ -141,20 +147,38 @@ pub async fn create_partitions(broker: &Arc<Broker>, req: CreatePartitionsReques
         let name = t.name.0.to_string();
         let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         let current = broker.metadata.read(|m| m.topics.get(&name).map(|t| t.partitions.len() as i32));
-        let r = match current {
-            None => base
-                .with_error_code(code(ResponseError::UnknownTopicOrPartition))
-                .with_error_message(msg(format!("The topic '{name}' does not exist."))),
-            Some(c) if t.count <= c => base.with_error_code(code(ResponseError::InvalidPartitions)).with_error_message(
-                msg(format!("Topic currently has {c} partitions, which is higher than the requested {}.", t.count)),
-            ),
-            Some(_) if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) => base
-                .with_error_code(code(ResponseError::InvalidReplicaAssignment))
-                .with_error_message(msg("Skiff places partitions itself; manual assignments are not supported.")),
-            Some(_) if req.validate_only => base.with_error_code(errors::NONE),
-            Some(_) => match broker
+        let assignments: Option<Vec<Vec<i32>>> =
+            t.assignments.as_ref().map(|a| a.iter().map(|a| a.broker_ids.iter().map(|b| b.0).collect()).collect());
+        // Kafka's checks and messages (ReplicationControlManager.createPartitions).
+        let refused = match current {
+            None => Some((code(ResponseError::UnknownTopicOrPartition), format!("The topic '{name}' does not exist."))),
+            Some(c) if t.count == c => {
+                Some((code(ResponseError::InvalidPartitions), format!("Topic already has {c} partition(s).")))
+            }
+            Some(c) if t.count < c => Some((
+                code(ResponseError::InvalidPartitions),
+                format!("The topic {name} currently has {c} partition(s); {} would not be an increase.", t.count),
+            )),
+            Some(_) => match &assignments {
+                // The controller checks the lists again when it applies the change.
+                Some(a) => broker
+                    .metadata
+                    .read(|m| m.validate_new_partition_assignments(&name, t.count, a))
+                    .err()
+                    .map(|r| (errors::rejection(&r), r.to_string())),
+                None => None,
+            },
+        };
+        let r = match refused {
+            Some((error, message)) => base.with_error_code(error).with_error_message(msg(message)),
+            None if req.validate_only => base.with_error_code(errors::NONE),
+            None => match broker
                 .controller
-                .submit(Command::CreatePartitions { name: name.clone(), total_count: t.count })
+                .submit(Command::CreatePartitions {
+                    name: name.clone(),
+                    total_count: t.count,
+                    assignments: assignments.unwrap_or_default(),
+                })
                 .await
             {
                 Ok(CommandResult::Rejected(r)) => {
@@ -170,6 +194,44 @@ pub async fn create_partitions(broker: &Arc<Broker>, req: CreatePartitionsReques
         results.push(r);
     }
     CreatePartitionsResponse::default().with_results(results)
+}
+
+/// The `assignments` of a CreateTopics topic as replica lists in partition order, or Kafka's
+/// error for them: both a manual assignment and a partition count or replication factor,
+/// a partition listed twice, or partitions that are not 0, 1, 2, ...
+fn manual_assignments(t: &CreatableTopic) -> Result<Vec<Vec<i32>>, (ResponseError, String)> {
+    if t.assignments.is_empty() {
+        return Ok(Vec::new());
+    }
+    if t.replication_factor != -1 {
+        return Err((
+            ResponseError::InvalidRequest,
+            "A manual partition assignment was specified, but replication factor was not set to -1.".into(),
+        ));
+    }
+    if t.num_partitions != -1 {
+        return Err((
+            ResponseError::InvalidRequest,
+            "A manual partition assignment was specified, but numPartitions was not set to -1.".into(),
+        ));
+    }
+    let mut by_partition = BTreeMap::new();
+    for a in t.assignments.iter() {
+        let replicas: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+        if by_partition.insert(a.partition_index, replicas).is_some() {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                format!("Found multiple manual partition assignments for partition {}", a.partition_index),
+            ));
+        }
+    }
+    if by_partition.keys().enumerate().any(|(i, p)| i64::from(*p) != i as i64) {
+        return Err((
+            ResponseError::InvalidReplicaAssignment,
+            "partitions should be a consecutive 0-based integer sequence".into(),
+        ));
+    }
+    Ok(by_partition.into_values().collect())
 }
 
 pub async fn delete_records(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {

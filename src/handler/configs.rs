@@ -1,5 +1,6 @@
-//! DescribeConfigs / AlterConfigs / IncrementalAlterConfigs for topics (and a read-only view of
-//! the broker's own settings).
+//! DescribeConfigs / AlterConfigs / IncrementalAlterConfigs for topics, brokers (the dynamic
+//! broker configs of `broker/dynamic_config.rs`, per broker id or the cluster default `""`)
+//! and consumer groups (`group/group_config.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,19 +15,26 @@ use kafka_protocol::messages::{
     incremental_alter_configs_response,
 };
 use kafka_protocol::protocol::StrBytes;
+use skiff_controller::configs::{ConfigChange, ConfigResource};
 use skiff_controller::metadata::{Command, CommandResult};
 use tracing::info;
 
 use super::errors::{self, code};
+use crate::broker::dynamic_config::{
+    self, BrokerDefaults, SOURCE_DEFAULT, SOURCE_DYNAMIC_DEFAULT_BROKER, SOURCE_GROUP, SOURCE_STATIC_BROKER, Synonym,
+};
 use crate::broker::{Broker, topic_config};
+use crate::group::group_config;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_GROUP: i8 = 32;
 
-/// Kafka's ConfigSource values.
-const SOURCE_DYNAMIC_TOPIC: i8 = 1;
-const SOURCE_STATIC_BROKER: i8 = 4;
-const SOURCE_DEFAULT: i8 = 5;
+/// Kafka's ConfigType codes (DescribeConfigs v3+).
+const TYPE_BOOLEAN: i8 = 1;
+const TYPE_INT: i8 = 3;
+const TYPE_LONG: i8 = 5;
+const TYPE_SHORT: i8 = 4;
 
 /// One config as described.
 pub struct ConfigEntry {
@@ -34,49 +42,118 @@ pub struct ConfigEntry {
     pub value: Option<String>,
     pub source: i8,
     pub config_type: i8,
+    pub read_only: bool,
+    /// The values it falls back to, most important first (itself included).
+    pub synonyms: Vec<Synonym>,
 }
 
 /// Every topic config with its effective value and source, optionally filtered by key.
 pub fn topic_config_entries(
     configs: &BTreeMap<String, String>,
-    message_max_bytes: i32,
+    defaults: &BrokerDefaults<'_>,
     keys: Option<&[String]>,
 ) -> Vec<ConfigEntry> {
     topic_config::TOPIC_CONFIGS
         .iter()
         .filter(|k| keys.is_none_or(|ks| ks.iter().any(|n| n == k.name)))
         .map(|k| {
-            let (value, set) = topic_config::effective(configs, k, message_max_bytes);
-            let source = if set {
-                SOURCE_DYNAMIC_TOPIC
-            } else if k.name == "max.message.bytes" && message_max_bytes != 1_048_588 {
-                SOURCE_STATIC_BROKER
-            } else {
-                SOURCE_DEFAULT
-            };
-            ConfigEntry { name: k.name.to_string(), value, source, config_type: topic_config::config_type(k) }
+            let (value, source, synonyms) = defaults.resolve(configs, k);
+            ConfigEntry {
+                name: k.name.to_string(),
+                value,
+                source,
+                config_type: topic_config::config_type(k),
+                read_only: false,
+                synonyms,
+            }
         })
         .collect()
 }
 
-fn broker_entries(b: &Broker) -> Vec<ConfigEntry> {
+/// A broker's configs: `per_broker` false is the cluster-default resource (`""`), which
+/// describes only the dynamic defaults set, as Kafka does.
+fn broker_entries(
+    b: &Broker,
+    defaults: &BrokerDefaults<'_>,
+    cluster: Option<&BTreeMap<String, String>>,
+    per_broker: bool,
+) -> Vec<ConfigEntry> {
+    if !per_broker {
+        return cluster
+            .into_iter()
+            .flatten()
+            .map(|(name, value)| ConfigEntry {
+                name: name.clone(),
+                value: Some(value.clone()),
+                source: SOURCE_DYNAMIC_DEFAULT_BROKER,
+                config_type: dynamic_config::topic_key(name).map_or(0, topic_config::config_type),
+                read_only: false,
+                synonyms: vec![(name.clone(), Some(value.clone()), SOURCE_DYNAMIC_DEFAULT_BROKER)],
+            })
+            .collect();
+    }
     let s = &b.settings;
-    let e = |name: &str, value: String, config_type: i8| ConfigEntry {
+    let fixed = |name: &str, value: String, config_type: i8| ConfigEntry {
         name: name.into(),
-        value: Some(value),
+        value: Some(value.clone()),
         source: SOURCE_STATIC_BROKER,
         config_type,
+        read_only: true,
+        synonyms: vec![(name.into(), Some(value), SOURCE_STATIC_BROKER)],
     };
-    vec![
-        e("auto.create.topics.enable", s.auto_create_topics.to_string(), 1),
-        e("broker.id", s.node_id.to_string(), 3),
-        e("message.max.bytes", s.message_max_bytes.to_string(), 3),
-        e("num.partitions", s.num_partitions.to_string(), 3),
-        e("socket.request.max.bytes", s.socket_request_max_bytes.to_string(), 3),
-        e("default.replication.factor", "1".into(), 4),
-        e("skiff.flush.bytes", s.flush_bytes.to_string(), 3),
-        e("skiff.flush.interval.ms", s.flush_interval_ms.to_string(), 5),
-    ]
+    let g = &s.group_bounds;
+    let mut out = vec![
+        fixed("auto.create.topics.enable", s.auto_create_topics.to_string(), TYPE_BOOLEAN),
+        fixed("broker.id", s.node_id.to_string(), TYPE_INT),
+        fixed("default.replication.factor", "1".into(), TYPE_SHORT),
+        fixed("group.consumer.heartbeat.interval.ms", g.heartbeat_interval_ms.to_string(), TYPE_INT),
+        fixed("group.consumer.max.heartbeat.interval.ms", g.max_heartbeat_interval_ms.to_string(), TYPE_INT),
+        fixed("group.consumer.max.session.timeout.ms", g.max_session_timeout_ms.to_string(), TYPE_INT),
+        fixed("group.consumer.min.heartbeat.interval.ms", g.min_heartbeat_interval_ms.to_string(), TYPE_INT),
+        fixed("group.consumer.min.session.timeout.ms", g.min_session_timeout_ms.to_string(), TYPE_INT),
+        fixed("group.consumer.session.timeout.ms", g.session_timeout_ms.to_string(), TYPE_INT),
+        fixed("num.partitions", s.num_partitions.to_string(), TYPE_INT),
+        fixed("socket.request.max.bytes", s.socket_request_max_bytes.to_string(), TYPE_INT),
+        fixed("skiff.flush.bytes", s.flush_bytes.to_string(), TYPE_INT),
+        fixed("skiff.flush.interval.ms", s.flush_interval_ms.to_string(), TYPE_LONG),
+    ];
+    for (name, _) in dynamic_config::SYNONYMS {
+        let Some((value, source, synonyms)) = defaults.broker_value(name) else { continue };
+        out.push(ConfigEntry {
+            name: name.to_string(),
+            value: Some(value),
+            source,
+            config_type: dynamic_config::topic_key(name).map_or(0, topic_config::config_type),
+            read_only: false,
+            synonyms,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Every group config with its value: the group's own (GROUP_CONFIG) or the broker's default.
+fn group_entries(b: &Broker, set: Option<&BTreeMap<String, String>>) -> Vec<ConfigEntry> {
+    group_config::entries(&b.settings.group_bounds, set)
+        .into_iter()
+        .map(|(name, value, own)| {
+            // Not set on the group: the broker's `group.consumer.*` static config.
+            let (source, synonym) =
+                if own { (SOURCE_GROUP, name.to_string()) } else { (SOURCE_DEFAULT, format!("group.{name}")) };
+            ConfigEntry {
+                name: name.to_string(),
+                value: Some(value.clone()),
+                source,
+                config_type: TYPE_INT,
+                read_only: false,
+                synonyms: vec![(synonym, Some(value), source)],
+            }
+        })
+        .collect()
+}
+
+fn failed(error: ResponseError, message: String) -> (i16, Option<String>) {
+    (code(error), Some(message))
 }
 
 pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
@@ -90,49 +167,50 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
             let base = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
-            let entries = match r.resource_type {
-                RESOURCE_TOPIC => {
-                    let Some(configs) = broker.metadata.read(|m| m.topics.get(&name).map(|t| t.configs.clone())) else {
-                        return base
-                            .with_error_code(code(ResponseError::UnknownTopicOrPartition))
-                            .with_error_message(Some(StrBytes::from_string(format!("Topic {name} does not exist"))));
-                    };
-                    topic_config_entries(&configs, broker.settings.message_max_bytes, keys.as_deref())
+            let entries = broker.metadata.read(|m| {
+                let defaults = broker.defaults(m);
+                match r.resource_type {
+                    RESOURCE_TOPIC => match m.topics.get(&name) {
+                        Some(t) => Ok(topic_config_entries(&t.configs, &defaults, keys.as_deref())),
+                        None => {
+                            Err(failed(ResponseError::UnknownTopicOrPartition, format!("Topic {name} does not exist")))
+                        }
+                    },
+                    RESOURCE_BROKER if name.is_empty() || name == broker.settings.node_id.to_string() => {
+                        Ok(broker_entries(broker, &defaults, m.configs.brokers.get(""), !name.is_empty()))
+                    }
+                    RESOURCE_BROKER => Err(failed(ResponseError::InvalidRequest, format!("Unknown broker {name}"))),
+                    RESOURCE_GROUP => Ok(group_entries(broker, m.configs.group(&name))),
+                    other => Err(failed(ResponseError::InvalidRequest, format!("Unsupported resource type {other}"))),
                 }
-                RESOURCE_BROKER if name.is_empty() || name == broker.settings.node_id.to_string() => {
-                    broker_entries(broker)
-                        .into_iter()
-                        .filter(|e| keys.as_ref().is_none_or(|ks| ks.contains(&e.name)))
-                        .collect()
-                }
-                RESOURCE_BROKER => {
-                    return base
-                        .with_error_code(code(ResponseError::InvalidRequest))
-                        .with_error_message(Some(StrBytes::from_string(format!("Unknown broker {name}"))));
-                }
-                other => {
-                    return base
-                        .with_error_code(code(ResponseError::InvalidRequest))
-                        .with_error_message(Some(StrBytes::from_string(format!("Unsupported resource type {other}"))));
+            });
+            let entries = match entries {
+                Ok(e) => e,
+                Err((error, message)) => {
+                    return base.with_error_code(error).with_error_message(message.map(StrBytes::from_string));
                 }
             };
             let configs = entries
                 .into_iter()
+                .filter(|e| keys.as_ref().is_none_or(|ks| ks.contains(&e.name)))
                 .map(|e| {
                     let synonyms = if req.include_synonyms {
-                        vec![
-                            DescribeConfigsSynonym::default()
-                                .with_name(StrBytes::from_string(e.name.clone()))
-                                .with_value(e.value.clone().map(StrBytes::from_string))
-                                .with_source(e.source),
-                        ]
+                        e.synonyms
+                            .into_iter()
+                            .map(|(name, value, source)| {
+                                DescribeConfigsSynonym::default()
+                                    .with_name(StrBytes::from_string(name))
+                                    .with_value(value.map(StrBytes::from_string))
+                                    .with_source(source)
+                            })
+                            .collect()
                     } else {
                         Vec::new()
                     };
                     DescribeConfigsResourceResult::default()
                         .with_name(StrBytes::from_string(e.name))
                         .with_value(e.value.map(StrBytes::from_string))
-                        .with_read_only(r.resource_type == RESOURCE_BROKER)
+                        .with_read_only(e.read_only)
                         .with_config_source(e.source)
                         .with_is_sensitive(false)
                         .with_synonyms(synonyms)
@@ -145,7 +223,7 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
     DescribeConfigsResponse::default().with_results(results)
 }
 
-/// Validates a complete new config set and stores it (unless `validate_only`).
+/// Validates a topic's complete new config set and stores it (unless `validate_only`).
 async fn store_topic_configs(
     broker: &Broker,
     topic: &str,
@@ -153,11 +231,11 @@ async fn store_topic_configs(
     validate_only: bool,
 ) -> (i16, Option<String>) {
     if !broker.metadata.read(|m| m.topics.contains_key(topic)) {
-        return (code(ResponseError::UnknownTopicOrPartition), Some(format!("Topic {topic} does not exist")));
+        return failed(ResponseError::UnknownTopicOrPartition, format!("Topic {topic} does not exist"));
     }
     for (k, v) in &configs {
         if let Err(e) = topic_config::validate(k, v) {
-            return (code(ResponseError::InvalidConfig), Some(e));
+            return failed(ResponseError::InvalidConfig, e);
         }
     }
     if validate_only {
@@ -174,30 +252,74 @@ async fn store_topic_configs(
     }
 }
 
-fn unsupported_resource(resource_type: i8) -> (i16, Option<String>) {
-    if resource_type == RESOURCE_BROKER {
-        (
-            code(ResponseError::InvalidRequest),
-            Some("Broker configs are static in Skiff (config file, SKIFF_* environment, flags)".into()),
-        )
-    } else {
-        (code(ResponseError::InvalidRequest), Some(format!("Unsupported resource type {resource_type}")))
+/// The broker or group resource a request names, or its error.
+fn other_resource(resource_type: i8, name: &str) -> Result<ConfigResource, (i16, Option<String>)> {
+    match resource_type {
+        RESOURCE_BROKER if dynamic_config::valid_resource_name(name) => Ok(ConfigResource::Broker(name.to_string())),
+        RESOURCE_BROKER => Err(failed(ResponseError::InvalidRequest, format!("Invalid broker id {name}"))),
+        RESOURCE_GROUP if !name.is_empty() => Ok(ConfigResource::Group(name.to_string())),
+        RESOURCE_GROUP => Err(failed(ResponseError::InvalidRequest, "Group id must not be empty".into())),
+        other => Err(failed(ResponseError::InvalidRequest, format!("Unsupported resource type {other}"))),
+    }
+}
+
+/// The stored configs of a broker or group resource.
+fn current_configs(broker: &Broker, resource: &ConfigResource) -> BTreeMap<String, String> {
+    broker.metadata.read(|m| {
+        match resource {
+            ConfigResource::Broker(name) => m.configs.brokers.get(name),
+            ConfigResource::Group(id) => m.configs.group(id),
+        }
+        .cloned()
+        .unwrap_or_default()
+    })
+}
+
+/// Validates a broker or group resource's complete new config set (Kafka: INVALID_REQUEST for
+/// brokers, KAFKA-13609; INVALID_CONFIG for groups) and stores it (unless `validate_only`).
+async fn store_configs(
+    broker: &Broker,
+    resource: ConfigResource,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> (i16, Option<String>) {
+    let checked = match &resource {
+        ConfigResource::Broker(_) => {
+            dynamic_config::validate(&configs).map_err(|m| failed(ResponseError::InvalidRequest, m))
+        }
+        ConfigResource::Group(_) => group_config::validate(&broker.settings.group_bounds, &configs)
+            .map_err(|m| failed(ResponseError::InvalidConfig, m)),
+    };
+    if let Err(e) = checked {
+        return e;
+    }
+    if validate_only {
+        return (errors::NONE, None);
+    }
+    let change = ConfigChange { resource: resource.clone(), configs: configs.clone() };
+    match broker.controller.submit(Command::SetConfigs(change)).await {
+        Ok(CommandResult::Rejected(r)) => (errors::rejection(&r), Some(r.to_string())),
+        Ok(_) => {
+            info!(?resource, ?configs, "dynamic configs changed");
+            (errors::NONE, None)
+        }
+        Err(e) => (errors::controller(&e), Some(e.to_string())),
     }
 }
 
 pub async fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
+        // AlterConfigs replaces the whole set.
+        let configs: BTreeMap<String, String> =
+            r.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
         let (error, message) = if r.resource_type == RESOURCE_TOPIC {
-            // AlterConfigs replaces the whole set.
-            let configs = r
-                .configs
-                .iter()
-                .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
-                .collect();
             store_topic_configs(broker, r.resource_name.as_str(), configs, req.validate_only).await
         } else {
-            unsupported_resource(r.resource_type)
+            match other_resource(r.resource_type, r.resource_name.as_str()) {
+                Ok(resource) => store_configs(broker, resource, configs, req.validate_only).await,
+                Err(e) => e,
+            }
         };
         responses.push(
             alter_configs_response::AlterConfigsResourceResponse::default()
@@ -216,17 +338,28 @@ pub async fn incremental_alter_configs(
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
+        let name = r.resource_name.to_string();
         let (error, message) = if r.resource_type == RESOURCE_TOPIC {
-            let name = r.resource_name.to_string();
             match broker.metadata.read(|m| m.topics.get(&name).map(|t| t.configs.clone())) {
-                None => (code(ResponseError::UnknownTopicOrPartition), Some(format!("Topic {name} does not exist"))),
-                Some(mut configs) => match apply_incremental(&mut configs, &r.configs) {
-                    Err(e) => (code(ResponseError::InvalidConfig), Some(e)),
+                None => failed(ResponseError::UnknownTopicOrPartition, format!("Topic {name} does not exist")),
+                Some(mut configs) => match apply_incremental(&mut configs, &r.configs, topic_list_config) {
+                    Err(e) => failed(ResponseError::InvalidConfig, e),
                     Ok(()) => store_topic_configs(broker, &name, configs, req.validate_only).await,
                 },
             }
         } else {
-            unsupported_resource(r.resource_type)
+            match other_resource(r.resource_type, &name) {
+                Err(e) => e,
+                Ok(resource) => {
+                    let mut configs = current_configs(broker, &resource);
+                    let is_list =
+                        |n: &str| Ok(dynamic_config::topic_key(n).is_some_and(|k| topic_config::config_type(k) == 7));
+                    match apply_incremental(&mut configs, &r.configs, is_list) {
+                        Err(e) => failed(ResponseError::InvalidConfig, e),
+                        Ok(()) => store_configs(broker, resource, configs, req.validate_only).await,
+                    }
+                }
+            }
         };
         responses.push(
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()
@@ -239,10 +372,17 @@ pub async fn incremental_alter_configs(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
+/// Whether topic config `name` is a list (APPEND / SUBTRACT apply to lists only).
+fn topic_list_config(name: &str) -> Result<bool, String> {
+    let key = topic_config::lookup(name).ok_or_else(|| format!("Unknown topic config name: {name}"))?;
+    Ok(topic_config::config_type(key) == 7)
+}
+
 /// SET = 0, DELETE = 1, APPEND = 2, SUBTRACT = 3 (list configs only).
 fn apply_incremental(
     configs: &mut BTreeMap<String, String>,
     ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+    is_list: impl Fn(&str) -> Result<bool, String>,
 ) -> Result<(), String> {
     for op in ops {
         let name = op.name.to_string();
@@ -256,9 +396,9 @@ fn apply_incremental(
                 configs.remove(&name);
             }
             2 | 3 => {
-                let key = topic_config::lookup(&name).ok_or_else(|| format!("Unknown topic config name: {name}"))?;
-                if topic_config::config_type(key) != 7 {
-                    return Err(format!("{name} is not a list config; APPEND/SUBTRACT need a list"));
+                if !is_list(&name)? {
+                    let op = if op.config_operation == 2 { "append" } else { "subtract" };
+                    return Err(format!("Config value {op} is not allowed for config key: {name}"));
                 }
                 let current = configs.get(&name).cloned().unwrap_or_default();
                 let mut items: Vec<String> =

@@ -62,6 +62,7 @@ pub fn rejection(r: &Rejection) -> i16 {
         }
         Rejection::InvalidPartitions(_) => code(ResponseError::InvalidPartitions),
         Rejection::NoBrokers => code(ResponseError::BrokerNotAvailable),
+        Rejection::InvalidReplicaAssignment(_) => code(ResponseError::InvalidReplicaAssignment),
         Rejection::Fenced { .. } => code(ResponseError::NotLeaderOrFollower),
         Rejection::OffsetGap { .. } | Rejection::StaleReplacement { .. } => code(ResponseError::KafkaStorageError),
         Rejection::OffsetOutOfRange { .. } => code(ResponseError::OffsetOutOfRange),

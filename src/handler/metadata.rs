@@ -121,20 +121,21 @@ pub fn live_brokers(broker: &Broker) -> Vec<(i32, String, i32, Option<String>)> 
     out
 }
 
-fn topic_entry(_m: &MetadataState, t: &TopicState, authorized_operations: i32) -> MetadataResponseTopic {
+fn topic_entry(m: &MetadataState, t: &TopicState, authorized_operations: i32) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()
         .enumerate()
         .map(|(i, p)| {
+            let (replicas, isr) = m.reported_replicas(p);
             let error = if p.leader < 0 { code(ResponseError::LeaderNotAvailable) } else { errors::NONE };
             MetadataResponsePartition::default()
                 .with_error_code(error)
                 .with_partition_index(i as i32)
                 .with_leader_id(BrokerId(p.leader))
                 .with_leader_epoch(p.leader_epoch)
-                .with_replica_nodes(vec![BrokerId(p.leader)])
-                .with_isr_nodes(vec![BrokerId(p.leader)])
+                .with_replica_nodes(replicas.into_iter().map(BrokerId).collect())
+                .with_isr_nodes(isr.into_iter().map(BrokerId).collect())
         })
         .collect();
     MetadataResponseTopic::default()

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::Handled;
 use super::errors::{self, code};
 use crate::broker::wal::{AppendError, PartitionKey};
-use crate::broker::{Broker, batch, topic_config};
+use crate::broker::{Broker, batch};
 
 type Ack = oneshot::Receiver<Result<(), AppendError>>;
 
@@ -117,7 +117,11 @@ async fn append_partition(
     partition: i32,
     records: Bytes,
 ) -> PartitionOutcome {
-    let max = topic_config::max_message_bytes(configs, broker.settings.message_max_bytes);
+    // The topic's configs over the dynamic broker defaults (`broker/dynamic_config.rs`).
+    let (max, log_append_time) = broker.metadata.read(|m| {
+        let defaults = broker.defaults(m);
+        (defaults.max_message_bytes(configs), defaults.log_append_time(configs))
+    });
     let headers = match batch::validate_produce(&records, max) {
         Ok(h) => h,
         Err(e) => {
@@ -125,7 +129,7 @@ async fn append_partition(
             return error(partition, errors::batch(&e), Some(e.to_string()));
         }
     };
-    let log_append_time = topic_config::log_append_time(configs).then(|| broker.clock.now_ms());
+    let log_append_time = log_append_time.then(|| broker.clock.now_ms());
     let key = PartitionKey { topic_id, partition };
     match broker.wal.append(key, &records, &headers, log_append_time).await {
         Ok((appended, ack)) => {

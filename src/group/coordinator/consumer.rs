@@ -271,7 +271,11 @@ impl Driver {
         }
         let fresh_id = Uuid::new_v4().to_string();
         let Some(g) = self.consumer.groups.get_mut(&group_id) else { return };
-        let response = self.metadata.read(|m| g.heartbeat(now, &req, &MetadataTopics(m), &fresh_id));
+        let response = self.metadata.read(|m| {
+            // The group's own configs (a change applies from this heartbeat on).
+            g.set_settings(crate::group::group_config::effective(self.settings.consumer, m.configs.group(&group_id)));
+            g.heartbeat(now, &req, &MetadataTopics(m), &fresh_id)
+        });
         if let Some(update) = g.take_update() {
             self.consumer_persist(&group_id, update);
         }

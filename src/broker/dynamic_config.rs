@@ -1,0 +1,235 @@
+//! Dynamic broker configs (Kafka's `BROKER` config resource, `DynamicBrokerConfig`): which
+//! broker configs change without a restart, how a change is validated, and the value a broker
+//! sees.
+//!
+//! Dynamic are exactly the broker synonyms of the topic configs Skiff knows (Kafka's
+//! `DynamicLogConfig`: `log.retention.ms` is the broker default of `retention.ms`, and so on),
+//! settable per broker (resource name: its id) or cluster-wide (resource name `""`); Kafka
+//! allows both levels for all of them. They live in the controller
+//! (`skiff_controller::configs`), so every broker sees a change at its next metadata apply.
+//! For a topic key the precedence is Kafka's:
+//!
+//! ```text
+//! topic config ─▶ this broker's dynamic value ─▶ the cluster's dynamic default
+//!              ─▶ the static config (`message.max.bytes` only) ─▶ Kafka's default
+//! ```
+//!
+//! Skiff enforces `message.max.bytes`, `log.message.timestamp.type`, `log.retention.ms` and
+//! `log.retention.bytes`; the others are stored and reported, as their topic configs are.
+//! Every other broker config is static (config file, `SKIFF_*` environment, flags), as are the
+//! ones Kafka marks static (`auto.create.topics.enable`, `num.partitions`, the
+//! `group.consumer.*` defaults, ...): an alter naming one is refused as Kafka refuses it,
+//! INVALID_REQUEST "Cannot update these configs dynamically: Set(...)". So is `log.cleaner.*`
+//! (Skiff has no log cleaner yet).
+
+use std::collections::BTreeMap;
+
+use skiff_controller::configs::ConfigsState;
+
+use super::topic_config::{self, ConfigKey};
+
+/// DescribeConfigs `ConfigSource` values (DescribeConfigsResponse.json).
+pub const SOURCE_TOPIC: i8 = 1;
+pub const SOURCE_DYNAMIC_BROKER: i8 = 2;
+pub const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
+pub const SOURCE_STATIC_BROKER: i8 = 4;
+pub const SOURCE_DEFAULT: i8 = 5;
+pub const SOURCE_GROUP: i8 = 8;
+
+/// Kafka's default of `message.max.bytes` (and so of the topic's `max.message.bytes`).
+pub const KAFKA_MESSAGE_MAX_BYTES: i32 = 1_048_588;
+
+/// (broker config, the topic config it is the default of): Kafka's
+/// `ServerTopicConfigSynonyms.TOPIC_CONFIG_SYNONYMS` for the topic configs Skiff knows, without
+/// the log cleaner's.
+pub const SYNONYMS: &[(&str, &str)] = &[
+    ("compression.gzip.level", "compression.gzip.level"),
+    ("compression.lz4.level", "compression.lz4.level"),
+    ("compression.type", "compression.type"),
+    ("compression.zstd.level", "compression.zstd.level"),
+    ("log.cleanup.policy", "cleanup.policy"),
+    ("log.flush.interval.messages", "flush.messages"),
+    ("log.flush.interval.ms", "flush.ms"),
+    ("log.index.interval.bytes", "index.interval.bytes"),
+    ("log.index.size.max.bytes", "segment.index.bytes"),
+    ("log.local.retention.bytes", "local.retention.bytes"),
+    ("log.local.retention.ms", "local.retention.ms"),
+    ("log.message.timestamp.after.max.ms", "message.timestamp.after.max.ms"),
+    ("log.message.timestamp.before.max.ms", "message.timestamp.before.max.ms"),
+    ("log.message.timestamp.type", "message.timestamp.type"),
+    ("log.preallocate", "preallocate"),
+    ("log.retention.bytes", "retention.bytes"),
+    ("log.retention.ms", "retention.ms"),
+    ("log.roll.jitter.ms", "segment.jitter.ms"),
+    ("log.roll.ms", "segment.ms"),
+    ("log.segment.bytes", "segment.bytes"),
+    ("log.segment.delete.delay.ms", "file.delete.delay.ms"),
+    ("message.max.bytes", "max.message.bytes"),
+    ("min.insync.replicas", "min.insync.replicas"),
+    ("unclean.leader.election.enable", "unclean.leader.election.enable"),
+];
+
+/// The topic config a dynamic broker config is the default of.
+pub fn topic_key(broker_key: &str) -> Option<&'static ConfigKey> {
+    SYNONYMS.iter().find(|(b, _)| *b == broker_key).and_then(|(_, t)| topic_config::lookup(t))
+}
+
+/// The broker config that is the default of topic config `topic_key`.
+pub fn broker_key(topic_key: &str) -> Option<&'static str> {
+    SYNONYMS.iter().find(|(_, t)| *t == topic_key).map(|(b, _)| *b)
+}
+
+/// One value in a precedence chain: (config name, value, source).
+pub type Synonym = (String, Option<String>, i8);
+
+/// The dynamic broker configs as one broker sees them, plus its static `message.max.bytes`.
+pub struct BrokerDefaults<'a> {
+    configs: &'a ConfigsState,
+    broker_id: i32,
+    static_message_max_bytes: i32,
+}
+
+impl<'a> BrokerDefaults<'a> {
+    pub fn new(configs: &'a ConfigsState, broker_id: i32, static_message_max_bytes: i32) -> Self {
+        Self { configs, broker_id, static_message_max_bytes }
+    }
+
+    /// The chain of values topic config `k` falls back to when a topic does not set it, most
+    /// important first; never empty (it ends with Kafka's default, if there is one).
+    pub fn chain(&self, k: &ConfigKey) -> Vec<Synonym> {
+        let mut out = Vec::new();
+        if let Some(b) = broker_key(k.name) {
+            let per_broker = self.configs.brokers.get(&self.broker_id.to_string()).and_then(|c| c.get(b));
+            if let Some(v) = per_broker {
+                out.push((b.to_string(), Some(v.clone()), SOURCE_DYNAMIC_BROKER));
+            }
+            if let Some(v) = self.configs.brokers.get("").and_then(|c| c.get(b)) {
+                out.push((b.to_string(), Some(v.clone()), SOURCE_DYNAMIC_DEFAULT_BROKER));
+            }
+            if b == "message.max.bytes" && self.static_message_max_bytes != KAFKA_MESSAGE_MAX_BYTES {
+                out.push((b.to_string(), Some(self.static_message_max_bytes.to_string()), SOURCE_STATIC_BROKER));
+            }
+        }
+        let default_name = broker_key(k.name).unwrap_or(k.name);
+        out.push((default_name.to_string(), topic_config::default_value(k).map(str::to_string), SOURCE_DEFAULT));
+        out
+    }
+
+    /// Value and source of topic config `k` for a topic with `configs`, and the synonyms in
+    /// precedence order (the topic's own value first, if set).
+    pub fn resolve(&self, configs: &BTreeMap<String, String>, k: &ConfigKey) -> (Option<String>, i8, Vec<Synonym>) {
+        let mut chain = self.chain(k);
+        if let Some(v) = configs.get(k.name) {
+            chain.insert(0, (k.name.to_string(), Some(v.clone()), SOURCE_TOPIC));
+        }
+        let (_, value, source) = chain[0].clone();
+        (value, source, chain)
+    }
+
+    /// The value of topic config `name` in effect for a topic with `configs`.
+    pub fn value(&self, configs: &BTreeMap<String, String>, name: &str) -> Option<String> {
+        match configs.get(name) {
+            Some(v) => Some(v.clone()),
+            None => topic_config::lookup(name).and_then(|k| self.chain(k).swap_remove(0).1),
+        }
+    }
+
+    /// [`Self::value`] as a number; `default` if unset or unparsable.
+    pub fn value_i64(&self, configs: &BTreeMap<String, String>, name: &str, default: i64) -> i64 {
+        self.value(configs, name).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+    }
+
+    /// `max.message.bytes` in effect for a topic with `configs`.
+    pub fn max_message_bytes(&self, configs: &BTreeMap<String, String>) -> usize {
+        self.value_i64(configs, "max.message.bytes", i64::from(self.static_message_max_bytes))
+            .clamp(0, i64::from(i32::MAX)) as usize
+    }
+
+    /// True if a topic with `configs` stamps batches with the broker's clock.
+    pub fn log_append_time(&self, configs: &BTreeMap<String, String>) -> bool {
+        self.value(configs, "message.timestamp.type").is_some_and(|v| v == "LogAppendTime")
+    }
+
+    /// Value and source of dynamic broker config `broker_key` as this broker sees it.
+    pub fn broker_value(&self, broker_key: &str) -> Option<(String, i8, Vec<Synonym>)> {
+        let k = topic_key(broker_key)?;
+        let chain = self.chain(k);
+        let (_, value, source) = chain[0].clone();
+        Some((value.unwrap_or_default(), source, chain))
+    }
+}
+
+/// Checks a dynamic broker config change (the resource's complete new set) the way Kafka's
+/// `DynamicBrokerConfig.validateConfigs` does; the error is Kafka's INVALID_REQUEST message.
+pub fn validate(configs: &BTreeMap<String, String>) -> Result<(), String> {
+    let not_dynamic: Vec<&str> = configs.keys().map(String::as_str).filter(|k| topic_key(k).is_none()).collect();
+    if !not_dynamic.is_empty() {
+        return Err(format!("Cannot update these configs dynamically: Set({})", not_dynamic.join(", ")));
+    }
+    for (name, value) in configs {
+        if let Some(k) = topic_key(name) {
+            topic_config::validate_value(k, name, value)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is a broker resource name: `""` (the cluster default) or a broker id.
+pub fn valid_resource_name(name: &str) -> bool {
+    name.is_empty() || name.parse::<i32>().is_ok_and(|id| id >= 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn every_synonym_names_a_known_topic_config() {
+        for (b, t) in SYNONYMS {
+            assert!(topic_config::lookup(t).is_some(), "{b} -> {t}");
+        }
+    }
+
+    #[test]
+    fn precedence_topic_then_broker_then_cluster_then_static_then_default() {
+        let mut state = ConfigsState::default();
+        let d = BrokerDefaults::new(&state, 1, 2000);
+        assert_eq!(d.max_message_bytes(&BTreeMap::new()), 2000);
+        assert_eq!(d.value(&BTreeMap::new(), "retention.ms").as_deref(), Some("604800000"));
+        state.brokers.insert(String::new(), map(&[("log.retention.ms", "1000"), ("message.max.bytes", "300")]));
+        state.brokers.insert("1".into(), map(&[("message.max.bytes", "100")]));
+        let d = BrokerDefaults::new(&state, 1, 2000);
+        assert_eq!(d.max_message_bytes(&BTreeMap::new()), 100);
+        assert_eq!(BrokerDefaults::new(&state, 2, 2000).max_message_bytes(&BTreeMap::new()), 300);
+        assert_eq!(d.max_message_bytes(&map(&[("max.message.bytes", "7")])), 7);
+        let k = topic_config::lookup("retention.ms").expect("known");
+        let (value, source, synonyms) = d.resolve(&BTreeMap::new(), k);
+        assert_eq!((value.as_deref(), source), (Some("1000"), SOURCE_DYNAMIC_DEFAULT_BROKER));
+        assert_eq!(
+            synonyms.iter().map(|s| s.2).collect::<Vec<_>>(),
+            vec![SOURCE_DYNAMIC_DEFAULT_BROKER, SOURCE_DEFAULT]
+        );
+        let (_, source, _) = d.resolve(&BTreeMap::new(), topic_config::lookup("max.message.bytes").expect("known"));
+        assert_eq!(source, SOURCE_DYNAMIC_BROKER);
+        assert_eq!(
+            d.broker_value("log.retention.ms").map(|v| (v.0, v.1)),
+            Some(("1000".into(), SOURCE_DYNAMIC_DEFAULT_BROKER))
+        );
+    }
+
+    #[test]
+    fn static_and_unknown_configs_are_refused_by_name() {
+        assert!(validate(&map(&[("log.retention.ms", "5000"), ("message.max.bytes", "2000")])).is_ok());
+        assert_eq!(
+            validate(&map(&[("auto.create.topics.enable", "false"), ("log.retention.ms", "5")])),
+            Err("Cannot update these configs dynamically: Set(auto.create.topics.enable)".into())
+        );
+        assert!(validate(&map(&[("log.cleaner.delete.retention.ms", "5")])).is_err());
+        assert!(validate(&map(&[("log.retention.ms", "soon")])).expect_err("bad").contains("log.retention.ms"));
+        assert!(valid_resource_name("") && valid_resource_name("3") && !valid_resource_name("x"));
+    }
+}
