@@ -28,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::error::ControllerError;
-use crate::metadata::{BrokerId, Command, CommandResult, MetadataState};
+use crate::image::MetadataImage;
+use crate::metadata::{BrokerId, Command, CommandResult};
 use crate::raft::MetadataHandle;
 use crate::raft::network::{Request, Response, read_frame, write_frame};
 use crate::raft::service::{BrokerRequest, BrokerResponse, RpcError, WatchReply};
@@ -76,7 +77,7 @@ struct Inner {
     /// The heartbeat's own connection (never pooled): the leader treats its closing as a sign
     /// that this broker died, so it is closed only when an exchange on it fails.
     heartbeat_conn: tokio::sync::Mutex<Option<(String, TcpStream)>>,
-    image: Arc<RwLock<MetadataState>>,
+    image: Arc<RwLock<MetadataImage>>,
     applied: watch::Sender<u64>,
     metadata: MetadataHandle,
 }
@@ -91,9 +92,9 @@ impl RemoteController {
         stop: CancellationToken,
     ) -> Result<RemoteController, ControllerError> {
         if addrs.is_empty() {
-            return Err(ControllerError::Raft("no controller addresses given".into()));
+            return Err(ControllerError::Unavailable { reason: "no controller addresses given".into() });
         }
-        let image = Arc::new(RwLock::new(MetadataState::default()));
+        let image = Arc::new(RwLock::new(MetadataImage::default()));
         let (applied, applied_rx) = watch::channel(0);
         let metadata = MetadataHandle::new(image.clone(), applied_rx);
         let client = RemoteController {
@@ -112,7 +113,7 @@ impl RemoteController {
         let mut applied = client.inner.metadata.subscribe();
         let ready = async {
             loop {
-                if client.inner.metadata.read(|m| !m.cluster_id.is_empty()) {
+                if client.inner.metadata.read(|m| !m.cluster_id().is_empty()) {
                     return Ok(());
                 }
                 if applied.changed().await.is_err() {
@@ -123,9 +124,9 @@ impl RemoteController {
         tokio::select! {
             r = tokio::time::timeout(timeout, ready) => match r {
                 Ok(r) => r?,
-                Err(_) => return Err(ControllerError::Raft(format!(
+                Err(_) => return Err(ControllerError::Unavailable { reason: format!(
                     "no metadata from the controllers {:?} within {timeout:?}", client.inner.addrs
-                ))),
+                ) }),
             },
             () = stop.cancelled() => return Err(ControllerError::Closed),
         }
@@ -151,10 +152,12 @@ impl RemoteController {
                 Ok(BrokerResponse::Submit(Err(e @ (RpcError::NotLeader { .. } | RpcError::Closed)))) => {
                     last_error = e.to_string();
                 }
-                Ok(_) => return Err(ControllerError::Raft("controller answered another request".into())),
+                Ok(_) => return Err(ControllerError::Unexpected("controller answered another request".into())),
                 Err(CallError::Unreachable(e)) => last_error = e,
                 Err(CallError::Ambiguous(e)) if !idempotent => {
-                    return Err(ControllerError::Raft(format!("outcome unknown, controller connection failed: {e}")));
+                    return Err(ControllerError::Unavailable {
+                        reason: format!("outcome unknown, controller connection failed: {e}"),
+                    });
                 }
                 Err(CallError::Ambiguous(e)) => last_error = e,
             }
@@ -202,7 +205,7 @@ impl RemoteController {
                     Err(CallError::Unreachable(e) | CallError::Ambiguous(e)) => e,
                     Ok(_) => format!("{target}: answered another request"),
                 };
-                return Err(ControllerError::Raft(why));
+                return Err(ControllerError::Unavailable { reason: why });
             }
         };
         drop(conn);
@@ -309,7 +312,7 @@ impl RemoteController {
                         let mut image = self.inner.image.write().unwrap_or_else(|e| e.into_inner());
                         for (_, commands) in &entries {
                             for cmd in commands.iter() {
-                                image.apply(cmd);
+                                image.state.apply(cmd);
                             }
                         }
                     }
@@ -317,7 +320,7 @@ impl RemoteController {
                 }
                 Ok(BrokerResponse::Watch(Ok(WatchReply::Snapshot { index, state }))) => {
                     tracing::info!(index, from, "metadata image replaced by the controller's whole state");
-                    *self.inner.image.write().unwrap_or_else(|e| e.into_inner()) = *state;
+                    *self.inner.image.write().unwrap_or_else(|e| e.into_inner()) = MetadataImage::new(*state);
                     self.inner.applied.send_replace(index);
                 }
                 Ok(_) | Err(_) => {

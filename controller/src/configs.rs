@@ -34,10 +34,10 @@ pub struct ConfigChange {
 pub struct ConfigsState {
     /// By resource name: `""` is the cluster default, otherwise a broker id.
     #[serde(default)]
-    pub brokers: BTreeMap<String, BTreeMap<String, String>>,
+    pub(crate) brokers: BTreeMap<String, BTreeMap<String, String>>,
     /// By group id.
     #[serde(default)]
-    pub groups: BTreeMap<String, BTreeMap<String, String>>,
+    pub(crate) groups: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl ConfigsState {
@@ -61,6 +61,11 @@ impl ConfigsState {
             return Some((v, true));
         }
         self.brokers.get("").and_then(|c| c.get(name)).map(|v| (v.as_str(), false))
+    }
+
+    /// The configs set on broker resource `name` (a broker id, or `""` for the cluster default).
+    pub fn broker(&self, name: &str) -> Option<&BTreeMap<String, String>> {
+        self.brokers.get(name)
     }
 
     /// The configs set on `group_id` (empty if none).

@@ -1,4 +1,7 @@
-//! The controller's error type.
+//! The controller's error type: one enum for everything a broker can get back from the
+//! controller (transport, Raft, and the deterministic refusals of `apply`), with a `kind()`.
+
+use crate::metadata::Rejection;
 
 /// What went wrong talking to or running the controller.
 #[derive(Debug, thiserror::Error)]
@@ -19,15 +22,35 @@ pub enum ControllerError {
     /// Stored Raft data failed its checksum or could not be decoded.
     #[error("corrupt controller data in {path}: {reason}")]
     Corrupt { path: String, reason: String },
-    /// Anything else from openraft.
+    /// The controller could not be reached, or answered with a failure; whether a submitted
+    /// command applied is unknown.
+    #[error("controller unavailable: {reason}")]
+    Unavailable { reason: String },
+    /// The controller applied the command's log entry and refused it: deterministic, every
+    /// replica refuses it the same way, nothing changed.
+    #[error("{0}")]
+    Rejected(#[from] Rejection),
+    /// The answer did not fit the command (a bug on one side of the boundary).
+    #[error("unexpected controller answer: {0}")]
+    Unexpected(String),
+    /// An error inside openraft (configuration, storage, state machine).
     #[error("raft: {0}")]
     Raft(String),
 }
 
-/// Coarse classes callers act on.
+/// Coarse classes callers act on; `src/handler/errors.rs` maps them to Kafka error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
+    /// Try again (possibly elsewhere): nothing was applied, or the state moved on meanwhile.
     Retriable,
+    /// A newer epoch owns the partition or coordinator shard: the writer is deposed.
+    Fenced,
+    /// The topic, partition or group does not exist.
+    NotFound,
+    /// The request can never succeed as made.
+    Invalid,
+    /// No controller answered, or no broker can take the work.
+    Unavailable,
     Closed,
     Corrupt,
     Internal,
@@ -39,7 +62,37 @@ impl ControllerError {
             ControllerError::NotLeader { .. } => ErrorKind::Retriable,
             ControllerError::Closed => ErrorKind::Closed,
             ControllerError::Corrupt { .. } => ErrorKind::Corrupt,
-            ControllerError::Storage { .. } | ControllerError::Raft(_) => ErrorKind::Internal,
+            ControllerError::Unavailable { .. } => ErrorKind::Unavailable,
+            ControllerError::Rejected(r) => r.kind(),
+            ControllerError::Storage { .. } | ControllerError::Raft(_) | ControllerError::Unexpected(_) => {
+                ErrorKind::Internal
+            }
+        }
+    }
+
+    /// The controller's refusal, if that is what this is.
+    pub fn rejection(&self) -> Option<&Rejection> {
+        match self {
+            ControllerError::Rejected(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+impl Rejection {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Rejection::UnknownTopic(_) | Rejection::UnknownTopicId(_) | Rejection::UnknownPartition { .. } => {
+                ErrorKind::NotFound
+            }
+            Rejection::TopicExists(_)
+            | Rejection::InvalidPartitions(_)
+            | Rejection::InvalidReplicaAssignment(_)
+            | Rejection::OffsetOutOfRange { .. } => ErrorKind::Invalid,
+            Rejection::NoBrokers => ErrorKind::Unavailable,
+            Rejection::Fenced { .. } | Rejection::StaleCoordinator { .. } => ErrorKind::Fenced,
+            // The index moved on under the writer (a racing append, compaction or retention).
+            Rejection::OffsetGap { .. } | Rejection::StaleReplacement { .. } => ErrorKind::Retriable,
         }
     }
 }

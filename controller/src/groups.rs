@@ -120,28 +120,28 @@ pub struct StoredMember {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct StoredGroup {
     /// Committed offsets by (topic, partition).
-    pub offsets: BTreeMap<String, BTreeMap<i32, CommittedOffset>>,
-    pub membership: Option<GroupMembership>,
+    pub(crate) offsets: BTreeMap<String, BTreeMap<i32, CommittedOffset>>,
+    pub(crate) membership: Option<GroupMembership>,
     /// The consumer-protocol (KIP-848) state, if this is a consumer group. `default` keeps
     /// older snapshots readable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consumer: Option<StoredConsumerGroup>,
+    pub(crate) consumer: Option<StoredConsumerGroup>,
 }
 
 /// Which broker coordinates a shard, at which epoch.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ShardAssignment {
-    pub broker_id: BrokerId,
-    pub epoch: i32,
+    pub(crate) broker_id: BrokerId,
+    pub(crate) epoch: i32,
 }
 
 /// All group state: part of [`crate::metadata::MetadataState`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct GroupsState {
-    pub groups: BTreeMap<String, StoredGroup>,
+    pub(crate) groups: BTreeMap<String, StoredGroup>,
     /// Shard assignments; empty until the cluster milestone assigns shards (then every shard
     /// is on the one broker, at epoch 0).
-    pub shards: BTreeMap<u32, ShardAssignment>,
+    pub(crate) shards: BTreeMap<u32, ShardAssignment>,
 }
 
 impl GroupsState {

@@ -5,15 +5,21 @@
 //! * [`metadata`]: the commands and the deterministic state they build (pure, no I/O).
 //! * `raft`: openraft wiring: the durable log store, the state machine with snapshots and the
 //!   network between voters.
-//! * [`Controller`]: a running controller node, and [`MetadataHandle`], the read side brokers
-//!   use: the applied [`metadata::MetadataState`] plus a watch of the applied log index.
+//! * [`Controller`]: a running controller node, and [`MetadataHandle`]: the applied
+//!   [`image::MetadataImage`] plus a watch of the applied log index.
 //!
-//! Brokers submit commands ([`Controller::submit`]) and only treat them as done once applied.
+//! The boundary brokers see (`docs/rfcs/0001-broker-controller-boundary.md`): the read side is
+//! [`image`] (typed questions about the applied metadata; the state's fields are private to this
+//! crate), the write side is [`intent`] (one [`ControllerHandle`] method per intent, typed
+//! results, one [`ControllerError`] with a [`ErrorKind`]). Brokers only treat a write as done
+//! once it is applied.
 
 pub mod client;
 pub mod configs;
 pub mod error;
 pub mod groups;
+pub mod image;
+pub mod intent;
 pub mod metadata;
 pub mod placement;
 mod raft;
@@ -33,7 +39,8 @@ pub enum ControllerHandle {
 
 impl ControllerHandle {
     /// Submits a command; returns once it is committed and visible in [`Self::metadata`].
-    pub async fn submit(&self, cmd: Command) -> Result<CommandResult, ControllerError> {
+    /// Brokers use the typed intents in [`intent`] instead.
+    pub(crate) async fn submit(&self, cmd: Command) -> Result<CommandResult, ControllerError> {
         match self {
             ControllerHandle::Local(c) => c.submit(cmd).await,
             ControllerHandle::Remote(r) => r.submit(cmd).await,

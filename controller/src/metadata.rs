@@ -311,21 +311,21 @@ pub fn next_sequence(seq: i32) -> i32 {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PartitionState {
-    pub leader: BrokerId,
-    pub leader_epoch: i32,
-    pub log_start_offset: i64,
+    pub(crate) leader: BrokerId,
+    pub(crate) leader_epoch: i32,
+    pub(crate) log_start_offset: i64,
     /// The high watermark: one past the last committed offset.
-    pub end_offset: i64,
+    pub(crate) end_offset: i64,
     /// Committed chunks by base offset.
-    pub chunks: BTreeMap<i64, Chunk>,
+    pub(crate) chunks: BTreeMap<i64, Chunk>,
     /// (leader epoch, start offset) in increasing order, for OffsetForLeaderEpoch.
-    pub epoch_starts: Vec<(i32, i64)>,
-    pub producers: ProducerStates,
+    pub(crate) epoch_starts: Vec<(i32, i64)>,
+    pub(crate) producers: ProducerStates,
     /// The replica list of a manual assignment, preferred leader first; empty when placement
     /// chose the leader. Every broker can serve any partition (the data is in object storage),
     /// so the list only says who should lead: see `placement.rs`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub replicas: Vec<BrokerId>,
+    pub(crate) replicas: Vec<BrokerId>,
 }
 
 impl PartitionState {
@@ -366,38 +366,38 @@ impl PartitionState {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TopicState {
-    pub name: String,
-    pub topic_id: Uuid,
-    pub configs: BTreeMap<String, String>,
-    pub partitions: Vec<PartitionState>,
+    pub(crate) name: String,
+    pub(crate) topic_id: Uuid,
+    pub(crate) configs: BTreeMap<String, String>,
+    pub(crate) partitions: Vec<PartitionState>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ObjectInfo {
-    pub broker_id: BrokerId,
-    pub size_bytes: u64,
+    pub(crate) broker_id: BrokerId,
+    pub(crate) size_bytes: u64,
     /// How many chunks still point into this object; 0 means garbage.
-    pub live_chunks: u64,
+    pub(crate) live_chunks: u64,
 }
 
 /// The whole replicated metadata. Cloned only for snapshots.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct MetadataState {
-    pub cluster_id: String,
-    pub brokers: BTreeMap<BrokerId, BrokerRegistration>,
-    pub topics: BTreeMap<String, TopicState>,
-    pub topic_names: BTreeMap<Uuid, String>,
-    pub objects: BTreeMap<Arc<str>, ObjectInfo>,
-    pub next_producer_id: i64,
+    pub(crate) cluster_id: String,
+    pub(crate) brokers: BTreeMap<BrokerId, BrokerRegistration>,
+    pub(crate) topics: BTreeMap<String, TopicState>,
+    pub(crate) topic_names: BTreeMap<Uuid, String>,
+    pub(crate) objects: BTreeMap<Arc<str>, ObjectInfo>,
+    pub(crate) next_producer_id: i64,
     // ---- consumer groups (controller/src/groups.rs) ----
     /// Consumer-group offsets and membership. `default` keeps older snapshots readable.
     #[serde(default)]
-    pub groups: crate::groups::GroupsState,
+    pub(crate) groups: crate::groups::GroupsState,
     // ---- end consumer groups ----
     /// Dynamic broker configs and consumer-group configs (`configs.rs`). `default` keeps older
     /// snapshots readable.
     #[serde(default)]
-    pub configs: crate::configs::ConfigsState,
+    pub(crate) configs: crate::configs::ConfigsState,
 }
 
 impl MetadataState {

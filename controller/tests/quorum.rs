@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use skiff_controller::metadata::{BrokerRegistration, Command, CommandResult, CreateTopic, MetadataState};
+use skiff_controller::metadata::{BrokerRegistration, Command, CommandResult, CreateTopic};
+use skiff_controller::image::MetadataImage;
 use skiff_controller::{Controller, ControllerConfig, ControllerError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +35,7 @@ async fn submit_anywhere(nodes: &[&Controller], cmd: Command) -> CommandResult {
 }
 
 /// Waits until every node has applied at least `index`, then returns their states.
-async fn converged(nodes: &[&Controller], index: u64) -> Vec<MetadataState> {
+async fn converged(nodes: &[&Controller], index: u64) -> Vec<MetadataImage> {
     for c in nodes {
         let mut applied = c.metadata().subscribe();
         tokio::time::timeout(Duration::from_secs(15), applied.wait_for(|i| *i >= index))
@@ -120,7 +121,7 @@ async fn three_voters_replicate_snapshot_and_fail_over() {
     let states = converged(&[&n1, &n2, &n3], index).await;
     assert_eq!(states[0], states[1]);
     assert_eq!(states[0], states[2]);
-    assert_eq!(states[0].cluster_id, "q");
+    assert_eq!(states[0].cluster_id(), "q");
     assert!(dirs[2].path().join("snapshots/current.json").exists(), "node 3 installed a snapshot");
 
     // Lose the leader; the other two elect a new one and keep committing.
@@ -128,14 +129,14 @@ async fn three_voters_replicate_snapshot_and_fail_over() {
     let leader = leader_of(&nodes).await;
     nodes[leader].shutdown().await.expect("shutdown leader");
     let rest: Vec<&Controller> = nodes.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, n)| n).collect();
-    let before = rest[0].metadata().read(|s| s.next_producer_id);
+    let before = rest[0].metadata().read(|s| s.next_producer_id());
     for _ in 0..10 {
         submit_anywhere(&rest, Command::AllocateProducerId).await;
     }
     let index = rest.iter().map(|n| applied(n)).max().expect("nodes");
     let states = converged(&rest, index).await;
     assert_eq!(states[0], states[1]);
-    assert!(states[0].next_producer_id >= before + 10);
+    assert!(states[0].next_producer_id() >= before + 10);
 
     token.cancel();
     for n in &nodes {

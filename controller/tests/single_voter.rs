@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use skiff_controller::metadata::{
-    BrokerRegistration, Command, CommandResult, CreateTopic, MetadataState, ObjectCommit, PartitionAppend,
+    BrokerRegistration, Command, CommandResult, CreateTopic, ObjectCommit, PartitionAppend,
 };
+use skiff_controller::image::MetadataImage;
 use skiff_controller::{Controller, ControllerConfig, ControllerError};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -58,7 +59,7 @@ async fn setup_topic(c: &Controller) {
 
 /// Commits the next 10 offsets of partition 0 in a new object.
 async fn commit_next(c: &Controller) -> CommandResult {
-    let base = c.metadata().read(|s| s.partition(&TOPIC_ID, 0).map(|p| p.end_offset).unwrap_or(0));
+    let base = c.metadata().read(|s| s.partition(&TOPIC_ID, 0).map(|p| p.high_watermark()).unwrap_or(0));
     c.submit(Command::CommitObject(ObjectCommit {
         key: format!("wal/1/{base}"),
         broker_id: 1,
@@ -79,7 +80,7 @@ async fn commit_next(c: &Controller) -> CommandResult {
     .expect("commit")
 }
 
-fn snapshot_of(c: &Controller) -> MetadataState {
+fn snapshot_of(c: &Controller) -> MetadataImage {
     c.metadata().read(|s| s.clone())
 }
 
@@ -98,7 +99,7 @@ async fn restart_recovers_committed_state() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
     let c = start(config(dir.path())).await;
-    assert_eq!(c.metadata().read(|s| s.cluster_id.clone()), "test-cluster");
+    assert_eq!(c.metadata().read(|s| s.cluster_id().to_string()), "test-cluster");
     setup_topic(&c).await;
     for _ in 0..5 {
         assert_eq!(commit_next(&c).await, CommandResult::Ok);
@@ -110,7 +111,7 @@ async fn restart_recovers_committed_state() {
     assert!(*applied.borrow() > before_index);
 
     let before = snapshot_of(&c);
-    assert_eq!(before.partition(&TOPIC_ID, 0).map(|p| p.end_offset), Some(50));
+    assert_eq!(before.partition(&TOPIC_ID, 0).map(|p| p.high_watermark()), Some(50));
     c.shutdown().await.expect("shutdown");
     c.shutdown().await.expect("shutdown is idempotent");
     assert!(matches!(c.submit(Command::AllocateProducerId).await, Err(ControllerError::Closed)));

@@ -39,7 +39,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ControllerError;
-use crate::metadata::{Command, CommandResult, MetadataState};
+use crate::image::MetadataImage;
+use crate::metadata::{Command, CommandResult};
 use log_store::{LogStore, WriterDone};
 use network::TcpNetwork;
 use proposer::CommandBatch;
@@ -121,12 +122,12 @@ impl ControllerConfig {
 /// The read side of the metadata: the applied state and the applied log index.
 #[derive(Clone)]
 pub struct MetadataHandle {
-    state: Arc<RwLock<MetadataState>>,
+    state: Arc<RwLock<MetadataImage>>,
     applied: watch::Receiver<u64>,
 }
 
 impl MetadataHandle {
-    pub(crate) fn new(state: Arc<RwLock<MetadataState>>, applied: watch::Receiver<u64>) -> Self {
+    pub(crate) fn new(state: Arc<RwLock<MetadataImage>>, applied: watch::Receiver<u64>) -> Self {
         Self { state, applied }
     }
 
@@ -135,9 +136,9 @@ impl MetadataHandle {
         *self.applied.borrow()
     }
 
-    /// Reads the applied state under a (std, non-async) read lock; never hold it across
-    /// `.await` (`f` cannot, being synchronous).
-    pub fn read<R>(&self, f: impl FnOnce(&MetadataState) -> R) -> R {
+    /// Reads the applied metadata image under a (std, non-async) read lock; never hold it
+    /// across `.await` (`f` cannot, being synchronous).
+    pub fn read<R>(&self, f: impl FnOnce(&MetadataImage) -> R) -> R {
         // Apply never panics, so a poisoned lock still guards a whole state.
         let guard = self.state.read().unwrap_or_else(|e| e.into_inner());
         f(&guard)
@@ -226,11 +227,11 @@ impl Controller {
         let raft = self.inner.raft.clone();
         let mut metrics = raft.metrics();
         loop {
-            if !self.metadata().read(|s| s.cluster_id.is_empty()) || self.inner.stop.is_cancelled() {
+            if !self.metadata().read(|s| s.cluster_id().is_empty()) || self.inner.stop.is_cancelled() {
                 return;
             }
             let leading = metrics.borrow_and_update().current_leader == Some(self.inner.node_id);
-            if leading && raft.ensure_linearizable().await.is_ok() && self.metadata().read(|s| s.cluster_id.is_empty())
+            if leading && raft.ensure_linearizable().await.is_ok() && self.metadata().read(|s| s.cluster_id().is_empty())
             {
                 match self.submit(Command::InitCluster { cluster_id: cluster_id.clone() }).await {
                     Ok(_) => tracing::info!(cluster_id = %cluster_id, "cluster id set"),
@@ -366,7 +367,7 @@ impl Controller {
             })?;
             // Checked on every start, not only the first: a crash between initialize and the
             // commit of InitCluster must not leave a cluster without an id.
-            if self.metadata().read(|s| s.cluster_id.is_empty()) {
+            if self.metadata().read(|s| s.cluster_id().is_empty()) {
                 self.submit(Command::InitCluster { cluster_id: config.cluster_id.clone() }).await?;
             }
         }
@@ -414,7 +415,9 @@ impl Controller {
             metric(&mut out, "skiff_raft_applied_index", "gauge", [(node.as_str(), applied)]);
             metric(&mut out, "skiff_raft_commit_index", "gauge", [(node.as_str(), commit)]);
         }
-        self.inner.metadata.read(|s| {
+        self.inner.metadata.read(|image| {
+            // Inside the crate: the metrics read the raw state the image wraps.
+            let s = &image.state;
             let fenced = s.brokers.values().map(|b| (format!("broker=\"{}\"", b.broker_id), u8::from(b.fenced)));
             metric(&mut out, "skiff_cluster_broker_fenced", "gauge", fenced);
             let mut led: BTreeMap<i32, u64> = s.brokers.keys().map(|b| (*b, 0)).collect();

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::error::ControllerError;
+use crate::image::MetadataImage;
 use crate::metadata::{BrokerId, Command, CommandResult, MetadataState};
 use crate::raft::TypeConfig;
 use crate::raft::proposer::Proposal;
@@ -132,7 +133,7 @@ pub(crate) struct Service {
     pub(crate) node_id: u64,
     pub(crate) raft: Raft<TypeConfig>,
     pub(crate) proposals: mpsc::Sender<Proposal>,
-    pub(crate) state: Arc<RwLock<MetadataState>>,
+    pub(crate) state: Arc<RwLock<MetadataImage>>,
     pub(crate) journal: Arc<Mutex<Journal>>,
     pub(crate) applied: watch::Receiver<u64>,
     pub(crate) liveness: Liveness,
@@ -203,7 +204,7 @@ impl Service {
                     Some(entries) if !entries.is_empty() => return Ok(WatchReply::Entries(entries)),
                     Some(_) => {}
                     None => {
-                        return Ok(WatchReply::Snapshot { index: journal.last, state: Box::new(state.clone()) });
+                        return Ok(WatchReply::Snapshot { index: journal.last, state: Box::new(state.state.clone()) });
                     }
                 }
             }
@@ -218,7 +219,7 @@ impl Service {
         self.check_leader()?;
         self.liveness.beat(broker_id, incarnation);
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let live = state.brokers.get(&broker_id).is_some_and(|b| b.incarnation == incarnation && !b.fenced);
+        let live = state.state.brokers.get(&broker_id).is_some_and(|b| b.incarnation == incarnation && !b.fenced);
         Ok(HeartbeatReply { fenced: !live })
     }
 }
@@ -247,7 +248,7 @@ pub(crate) async fn run_fencing(service: Arc<Service>, session_timeout: Duration
         let since = *leader_since.get_or_insert_with(Instant::now);
         let live: Vec<(BrokerId, Uuid)> = {
             let state = service.state.read().unwrap_or_else(|e| e.into_inner());
-            state.brokers.values().filter(|b| !b.fenced).map(|b| (b.broker_id, b.incarnation)).collect()
+            state.state.brokers.values().filter(|b| !b.fenced).map(|b| (b.broker_id, b.incarnation)).collect()
         };
         proposed.retain(|k, _| live.contains(k));
         for (broker_id, incarnation) in live {

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::error::ControllerError;
+use crate::image::MetadataImage;
 use crate::metadata::{Command, CommandResult, MetadataState};
 use crate::raft::TypeConfig;
 use crate::raft::fs::{corrupt, create_dir, read_optional, write_atomic};
@@ -123,7 +124,7 @@ pub(crate) fn lock_journal(j: &Mutex<Journal>) -> std::sync::MutexGuard<'_, Jour
 
 /// The state machine handed to openraft.
 pub(crate) struct StateMachine {
-    state: Arc<RwLock<MetadataState>>,
+    state: Arc<RwLock<MetadataImage>>,
     last_applied: Option<LogId<NodeId>>,
     last_membership: StoredMembership<NodeId, BasicNode>,
     applied_tx: watch::Sender<u64>,
@@ -133,18 +134,18 @@ pub(crate) struct StateMachine {
 
 /// What the rest of the controller needs to read the state machine.
 pub(crate) struct StateMachineParts {
-    pub(crate) state: Arc<RwLock<MetadataState>>,
+    pub(crate) state: Arc<RwLock<MetadataImage>>,
     pub(crate) applied: watch::Receiver<u64>,
     pub(crate) journal: Arc<Mutex<Journal>>,
     pub(crate) built: watch::Receiver<Option<(String, Arc<Vec<u8>>)>>,
 }
 
-fn write_lock(state: &RwLock<MetadataState>) -> std::sync::RwLockWriteGuard<'_, MetadataState> {
+fn write_lock(state: &RwLock<MetadataImage>) -> std::sync::RwLockWriteGuard<'_, MetadataImage> {
     // `MetadataState::apply` never panics, so a poisoned lock cannot hold a torn state.
     state.write().unwrap_or_else(|e| e.into_inner())
 }
 
-fn read_lock(state: &RwLock<MetadataState>) -> std::sync::RwLockReadGuard<'_, MetadataState> {
+fn read_lock(state: &RwLock<MetadataImage>) -> std::sync::RwLockReadGuard<'_, MetadataImage> {
     state.read().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -165,7 +166,7 @@ impl StateMachine {
         let last_applied = meta.as_ref().and_then(|m| m.last_log_id);
         let last_membership = meta.as_ref().map(|m| m.last_membership.clone()).unwrap_or_default();
         let (applied_tx, applied_rx) = watch::channel(last_applied.map_or(0, |l| l.index));
-        let state = Arc::new(RwLock::new(state));
+        let state = Arc::new(RwLock::new(MetadataImage::new(state)));
         let (built_tx, built) = watch::channel(None);
         let journal =
             Arc::new(Mutex::new(Journal { entries: VecDeque::new(), last: last_applied.map_or(0, |l| l.index) }));
@@ -250,7 +251,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut state = write_lock(&self.state);
             let (result, commands) = match entry.payload {
                 EntryPayload::Blank => (Vec::new(), Vec::new()),
-                EntryPayload::Normal(batch) => (batch.0.iter().map(|cmd| state.apply(cmd)).collect(), batch.0),
+                EntryPayload::Normal(batch) => (batch.0.iter().map(|cmd| state.state.apply(cmd)).collect(), batch.0),
                 EntryPayload::Membership(m) => {
                     self.last_membership = StoredMembership::new(Some(entry.log_id), m);
                     (Vec::new(), Vec::new())
@@ -268,7 +269,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
-            state: read_lock(&self.state).clone(),
+            state: read_lock(&self.state).state.clone(),
             last_applied: self.last_applied,
             last_membership: self.last_membership.clone(),
             snapshots: self.snapshots.clone(),
@@ -302,7 +303,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
         {
             let mut state = write_lock(&self.state);
-            *state = file.state;
+            state.state = file.state;
             let mut journal = lock_journal(&self.journal);
             journal.entries.clear();
             journal.last = meta.last_log_id.map_or(0, |l| l.index);

@@ -1,0 +1,383 @@
+//! The read side of the broker/controller boundary: a typed, read-only image of the applied
+//! metadata (see `docs/rfcs/0001-broker-controller-boundary.md`).
+//!
+//! ```text
+//!  handlers, group coordinator, partition log
+//!        │ MetadataHandle::read(|image| ..)       (std read lock, never across .await)
+//!        ▼
+//!  MetadataImage ── TopicView ── PartitionView ── chunks, offsets, epochs
+//!        │ (private)
+//!        ▼
+//!  MetadataState: the Raft state machine's data (fields private to this crate)
+//! ```
+//!
+//! Brokers ask questions ("which chunks hold offsets from 42 on, up to 1 MiB?", "which broker
+//! coordinates group g?") and get values back; they never see how the controller stores its
+//! state, so the controller can change its layout without touching a handler.
+//!
+//! Invariants: everything here is a pure function of the applied state; nothing here mutates
+//! it. A view borrows the state under the read lock the closure runs in, so one closure sees one
+//! consistent state (a fetch plan holds either the chunks before a compaction swap or the
+//! segment after it, never a mix).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::configs::ConfigsState;
+use crate::groups::{CommittedOffset, GroupMembership, StoredConsumerGroup, shard_for};
+use crate::metadata::{BrokerId, Chunk, MetadataState, PartitionState, ProducerStates, Rejection, TopicState};
+
+/// The applied metadata as brokers see it. Held behind the lock [`crate::MetadataHandle`]
+/// reads; equality and clones compare and copy the whole state (tests compare replicas).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetadataImage {
+    pub(crate) state: MetadataState,
+}
+
+/// A live broker's listener, as Metadata and FindCoordinator report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerEndpoint {
+    pub broker_id: BrokerId,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+/// Which broker coordinates a group's shard, at which epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coordinator {
+    pub broker_id: BrokerId,
+    pub epoch: i32,
+}
+
+/// Why a request's `current_leader_epoch` does not match the partition's (Kafka's
+/// `FENCED_LEADER_EPOCH` / `UNKNOWN_LEADER_EPOCH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochMismatch {
+    /// The client's epoch is older than the partition's: it talks to a deposed leader.
+    Fenced,
+    /// The client's epoch is newer: this broker has not applied that leadership yet.
+    Unknown,
+}
+
+/// An object in the index and how many chunks still point into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedObject {
+    pub key: Arc<str>,
+    pub size_bytes: u64,
+    /// 0: no chunk references it any more (garbage once its grace period ends).
+    pub live_chunks: u64,
+}
+
+impl MetadataImage {
+    pub(crate) fn new(state: MetadataState) -> Self {
+        Self { state }
+    }
+
+    /// The cluster id fixed by the first command of the log ("" before that).
+    pub fn cluster_id(&self) -> &str {
+        &self.state.cluster_id
+    }
+
+    /// The next producer id InitProducerId would allocate.
+    pub fn next_producer_id(&self) -> i64 {
+        self.state.next_producer_id
+    }
+
+    // ---- topics and partitions ----
+
+    pub fn topic(&self, name: &str) -> Option<TopicView<'_>> {
+        self.state.topics.get(name).map(TopicView)
+    }
+
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<TopicView<'_>> {
+        self.state.topic_by_id(id).map(TopicView)
+    }
+
+    pub fn topic_exists(&self, name: &str) -> bool {
+        self.state.topics.contains_key(name)
+    }
+
+    /// Every topic, by name.
+    pub fn topics(&self) -> impl Iterator<Item = TopicView<'_>> {
+        self.state.topics.values().map(TopicView)
+    }
+
+    /// (topic id, name) of every topic.
+    pub fn topic_names(&self) -> impl Iterator<Item = (Uuid, &str)> {
+        self.state.topic_names.iter().map(|(id, n)| (*id, n.as_str()))
+    }
+
+    pub fn partition(&self, topic_id: &Uuid, partition: i32) -> Option<PartitionView<'_>> {
+        self.topic_by_id(topic_id)?.partition(partition)
+    }
+
+    /// A partition by topic name; `None` if the topic or the index does not exist.
+    pub fn partition_by_name(&self, topic: &str, partition: i32) -> Option<PartitionView<'_>> {
+        self.topic(topic)?.partition(partition)
+    }
+
+    /// The replicas and in-sync replicas Metadata reports for a partition (see `placement.rs`).
+    pub fn reported_replicas(&self, p: PartitionView<'_>) -> (Vec<BrokerId>, Vec<BrokerId>) {
+        self.state.reported_replicas(p.state)
+    }
+
+    /// Kafka's checks of CreateTopics `assignments`, as the controller will apply them.
+    pub fn validate_topic_assignments(&self, assignments: &[Vec<BrokerId>]) -> Result<(), Rejection> {
+        self.state.validate_topic_assignments(assignments)
+    }
+
+    /// Kafka's checks of CreatePartitions `assignments`, as the controller will apply them.
+    pub fn validate_new_partition_assignments(
+        &self,
+        name: &str,
+        total_count: i32,
+        assignments: &[Vec<BrokerId>],
+    ) -> Result<(), Rejection> {
+        self.state.validate_new_partition_assignments(name, total_count, assignments)
+    }
+
+    // ---- brokers ----
+
+    /// Live (registered, unfenced) broker ids in order.
+    pub fn live_brokers(&self) -> Vec<BrokerId> {
+        self.state.live_brokers()
+    }
+
+    pub fn is_live(&self, broker_id: BrokerId) -> bool {
+        self.state.is_live(broker_id)
+    }
+
+    /// The listener of a live broker.
+    pub fn live_broker(&self, broker_id: BrokerId) -> Option<BrokerEndpoint> {
+        self.state.brokers.get(&broker_id).filter(|b| !b.fenced).map(|b| BrokerEndpoint {
+            broker_id: b.broker_id,
+            host: b.host.clone(),
+            port: b.port,
+            rack: b.rack.clone(),
+        })
+    }
+
+    /// The listeners of every live broker, by id.
+    pub fn live_broker_endpoints(&self) -> Vec<BrokerEndpoint> {
+        self.state.live_brokers().into_iter().filter_map(|id| self.live_broker(id)).collect()
+    }
+
+    /// Registered brokers that are fenced.
+    pub fn fenced_broker_count(&self) -> usize {
+        self.state.brokers.values().filter(|b| b.fenced).count()
+    }
+
+    // ---- consumer groups ----
+
+    /// The broker coordinating `group_id`, once its shard is assigned.
+    pub fn coordinator(&self, group_id: &str) -> Option<Coordinator> {
+        self.state.groups.coordinator(group_id).map(|a| Coordinator { broker_id: a.broker_id, epoch: a.epoch })
+    }
+
+    /// The epoch of `group_id`'s shard (0 while unassigned): what its group writes must carry.
+    pub fn coordinator_epoch(&self, group_id: &str) -> i32 {
+        self.state.groups.shard_epoch(shard_for(group_id))
+    }
+
+    /// How many coordinator shards `broker_id` holds.
+    pub fn shards_of(&self, broker_id: BrokerId) -> usize {
+        self.state.groups.shards.values().filter(|s| s.broker_id == broker_id).count()
+    }
+
+    /// Ids of every stored group.
+    pub fn group_ids(&self) -> impl Iterator<Item = &str> {
+        self.state.groups.groups.keys().map(String::as_str)
+    }
+
+    pub fn group_exists(&self, group_id: &str) -> bool {
+        self.state.groups.groups.contains_key(group_id)
+    }
+
+    /// A classic group's membership as of its last completed rebalance.
+    pub fn group_membership(&self, group_id: &str) -> Option<&GroupMembership> {
+        self.state.groups.groups.get(group_id)?.membership.as_ref()
+    }
+
+    /// A consumer-protocol (KIP-848) group as stored.
+    pub fn consumer_group(&self, group_id: &str) -> Option<&StoredConsumerGroup> {
+        self.state.groups.groups.get(group_id)?.consumer.as_ref()
+    }
+
+    /// The committed offset of one partition.
+    pub fn committed_offset(&self, group_id: &str, topic: &str, partition: i32) -> Option<&CommittedOffset> {
+        self.state.groups.offset(group_id, topic, partition)
+    }
+
+    /// Every committed offset of a group: (topic, partition, offset), by topic then partition.
+    pub fn committed_offsets(&self, group_id: &str) -> impl Iterator<Item = (&str, i32, &CommittedOffset)> {
+        self.state
+            .groups
+            .groups
+            .get(group_id)
+            .into_iter()
+            .flat_map(|g| g.offsets.iter())
+            .flat_map(|(t, parts)| parts.iter().map(move |(p, o)| (t.as_str(), *p, o)))
+    }
+
+    // ---- dynamic configs ----
+
+    /// Dynamic broker and group configs (read through their methods).
+    pub fn dynamic_configs(&self) -> &ConfigsState {
+        &self.state.configs
+    }
+
+    // ---- the object index (background work, metrics) ----
+
+    /// Every object in the index, by key.
+    pub fn objects(&self) -> impl Iterator<Item = IndexedObject> + '_ {
+        self.state.objects.iter().map(|(k, o)| IndexedObject {
+            key: k.clone(),
+            size_bytes: o.size_bytes,
+            live_chunks: o.live_chunks,
+        })
+    }
+
+    /// The object `key`, if indexed.
+    pub fn object(&self, key: &str) -> Option<IndexedObject> {
+        self.state.objects.get_key_value(key).map(|(k, o)| IndexedObject {
+            key: k.clone(),
+            size_bytes: o.size_bytes,
+            live_chunks: o.live_chunks,
+        })
+    }
+}
+
+/// One topic in the image.
+#[derive(Clone, Copy)]
+pub struct TopicView<'a>(&'a TopicState);
+
+impl<'a> TopicView<'a> {
+    pub fn name(&self) -> &'a str {
+        &self.0.name
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.0.topic_id
+    }
+
+    /// The configs set on the topic (defaults are the broker's business).
+    pub fn configs(&self) -> &'a BTreeMap<String, String> {
+        &self.0.configs
+    }
+
+    pub fn partition_count(&self) -> usize {
+        self.0.partitions.len()
+    }
+
+    pub fn partition(&self, index: i32) -> Option<PartitionView<'a>> {
+        let state = usize::try_from(index).ok().and_then(|i| self.0.partitions.get(i))?;
+        Some(PartitionView { index, state })
+    }
+
+    /// Every partition in index order.
+    pub fn partitions(&self) -> impl Iterator<Item = PartitionView<'a>> + 'a {
+        self.0.partitions.iter().enumerate().map(|(i, state)| PartitionView { index: i as i32, state })
+    }
+}
+
+/// One partition in the image: its leadership, its offsets and its chunk index.
+#[derive(Clone, Copy)]
+pub struct PartitionView<'a> {
+    index: i32,
+    state: &'a PartitionState,
+}
+
+impl<'a> PartitionView<'a> {
+    pub fn index(&self) -> i32 {
+        self.index
+    }
+
+    /// The leading broker, or -1 when none is live.
+    pub fn leader(&self) -> BrokerId {
+        self.state.leader
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.state.leader_epoch
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.state.log_start_offset
+    }
+
+    /// One past the last committed offset (the end offset of the log).
+    pub fn high_watermark(&self) -> i64 {
+        self.state.end_offset
+    }
+
+    /// Idempotent-producer state as committed.
+    pub fn producers(&self) -> &'a ProducerStates {
+        &self.state.producers
+    }
+
+    /// Bytes of committed data still referenced (an upper bound of the retained log size).
+    pub fn size_bytes(&self) -> u64 {
+        self.state.size_bytes()
+    }
+
+    /// Kafka's check of a request's `current_leader_epoch` (-1: the client does not know one).
+    pub fn check_leader_epoch(&self, current_leader_epoch: i32) -> Result<(), EpochMismatch> {
+        let epoch = self.state.leader_epoch;
+        if current_leader_epoch < 0 || current_leader_epoch == epoch {
+            Ok(())
+        } else if current_leader_epoch < epoch {
+            Err(EpochMismatch::Fenced)
+        } else {
+            Err(EpochMismatch::Unknown)
+        }
+    }
+
+    /// The chunk that holds `offset`, if it is committed and not deleted.
+    pub fn chunk_for(&self, offset: i64) -> Option<&'a Chunk> {
+        self.state.chunk_for(offset)
+    }
+
+    /// The chunks holding `from` onwards, consecutive, until they hold at least `max_bytes`
+    /// (always at least one when `from` is committed) or the committed data ends.
+    pub fn chunks_from(&self, from: i64, max_bytes: usize) -> Vec<Chunk> {
+        let mut chunks = Vec::new();
+        let mut bytes = 0usize;
+        let mut next = from;
+        while next < self.state.end_offset && (chunks.is_empty() || bytes < max_bytes) {
+            let Some(c) = self.state.chunk_for(next) else { break };
+            bytes = bytes.saturating_add(c.len as usize);
+            next = c.last_offset + 1;
+            chunks.push(c.clone());
+        }
+        chunks
+    }
+
+    /// Every committed chunk, in offset order.
+    pub fn chunks(&self) -> impl Iterator<Item = &'a Chunk> + 'a {
+        self.state.chunks.values()
+    }
+
+    /// The first chunk whose max timestamp reaches `timestamp` (ListOffsets by time).
+    pub fn chunk_for_timestamp(&self, timestamp: i64) -> Option<&'a Chunk> {
+        self.state.chunks.values().find(|c| c.max_timestamp >= timestamp)
+    }
+
+    /// The first chunk holding the partition's largest timestamp (ListOffsets MAX_TIMESTAMP).
+    pub fn chunk_with_max_timestamp(&self) -> Option<&'a Chunk> {
+        let mut best: Option<&Chunk> = None;
+        for c in self.state.chunks.values() {
+            if best.is_none_or(|b| c.max_timestamp > b.max_timestamp) {
+                best = Some(c);
+            }
+        }
+        best
+    }
+
+    /// OffsetForLeaderEpoch: (epoch, end offset) of the largest epoch <= `epoch`.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.state.end_offset_for_epoch(epoch)
+    }
+}
