@@ -39,17 +39,17 @@ async fn metrics(State(roles): State<Roles>) -> impl IntoResponse {
 fn broker_metrics(broker: &Broker) -> String {
     let me = broker.settings.node_id;
     let (topics, partitions) =
-        broker.metadata.read(|m| (m.topics.len(), m.topics.values().map(|t| t.partitions.len()).sum::<usize>()));
+        broker.metadata.read(|m| (m.topics().count(), m.topics().map(|t| t.partition_count()).sum::<usize>()));
     let (objects, object_bytes) = broker.metadata.read(|m| {
-        let live = m.objects.values().filter(|o| o.live_chunks > 0);
+        let live = m.objects().filter(|o| o.live_chunks > 0);
         let (n, b) = live.fold((0u64, 0u64), |(n, b), o| (n + 1, b + o.size_bytes));
         (n, b)
     });
     let (led, fenced, applied) = broker.metadata.read(|m| {
-        let led = m.topics.values().flat_map(|t| &t.partitions).filter(|p| p.leader == me).count();
-        (led, m.brokers.get(&me).is_none_or(|b| b.fenced), broker.metadata.applied_index())
+        let led = m.topics().flat_map(|t| t.partitions()).filter(|p| p.leader() == me).count();
+        (led, !m.is_live(me), broker.metadata.applied_index())
     });
-    let shards = broker.metadata.read(|m| m.groups.shards.values().filter(|s| s.broker_id == me).count());
+    let shards = broker.metadata.read(|m| m.shards_of(me));
     let extra = [
         ("skiff_partitions_led", "Partitions this broker leads.", led as f64),
         ("skiff_coordinator_shards", "Consumer-group coordinator shards this broker owns.", shards as f64),
@@ -65,7 +65,7 @@ fn broker_metrics(broker: &Broker) -> String {
         ("skiff_objects", "Objects still referenced by the index.", objects as f64),
         ("skiff_object_bytes", "Bytes of objects still referenced by the index.", object_bytes as f64),
     ];
-    let topic_names = broker.metadata.read(|m| m.topic_names.iter().map(|(id, n)| (*id, n.clone())).collect());
+    let topic_names = broker.metadata.read(|m| m.topic_names().map(|(id, n)| (id, n.to_string())).collect());
     broker.metrics.render(&Snapshot {
         gauges: &extra,
         storage: broker.reader.storage.stats(),

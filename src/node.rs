@@ -19,7 +19,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use std::time::Duration;
 
-use skiff_controller::metadata::{BrokerRegistration, Command, CommandResult};
+use skiff_controller::intent::BrokerRegistration;
 use skiff_controller::{Controller, ControllerConfig, ControllerHandle, RemoteController};
 use skiff_storage::{BlockCache, StorageConfig};
 use tokio::net::TcpListener;
@@ -244,19 +244,15 @@ async fn serve(
         None => (bound.kafka.ip().to_string(), i32::from(bound.kafka.port())),
     };
     let incarnation = Uuid::new_v4();
-    let registration = Command::RegisterBroker(BrokerRegistration {
+    let registration = BrokerRegistration {
         broker_id: b.node_id,
         incarnation,
         host: host.clone(),
         port,
         rack: b.rack.clone(),
         fenced: false,
-    });
-    if let CommandResult::Rejected(r) =
-        controller.submit(registration.clone()).await.context("registering the broker")?
-    {
-        anyhow::bail!("broker registration rejected: {r}");
-    }
+    };
+    controller.register_broker(registration.clone()).await.context("registering the broker")?;
     info!(broker_id = b.node_id, %incarnation, "broker registered");
     // Heartbeats keep the session alive; a broker that learns it was fenced (e.g. it was
     // paused past the session timeout) registers again and gets partitions back.
@@ -360,8 +356,8 @@ async fn serve(
             shutdown.cancelled().await;
             if let ControllerHandle::Remote(_) = &controller {
                 info!("controlled shutdown: handing partitions and coordinator shards to other brokers");
-                let cmd = Command::FenceBroker { broker_id: node_id, incarnation, controlled: true };
-                match tokio::time::timeout(CONTROLLED_SHUTDOWN_TIMEOUT, controller.submit(cmd)).await {
+                let handoff = controller.controlled_shutdown(node_id, incarnation);
+                match tokio::time::timeout(CONTROLLED_SHUTDOWN_TIMEOUT, handoff).await {
                     Ok(Ok(_)) => info!("controlled shutdown: partitions handed off"),
                     Ok(Err(e)) => warn!(error = %e, "controlled shutdown failed; the session will time out instead"),
                     Err(_) => warn!("controlled shutdown timed out; the session will time out instead"),
@@ -398,7 +394,7 @@ async fn heartbeat_loop(
     remote: RemoteController,
     broker_id: i32,
     incarnation: Uuid,
-    registration: Command,
+    registration: BrokerRegistration,
     interval: Duration,
     stop: CancellationToken,
 ) {
@@ -419,7 +415,7 @@ async fn heartbeat_loop(
             }
             Ok(true) => {
                 warn!("this broker was fenced (session expired); registering again");
-                if let Err(e) = remote.submit(registration.clone()).await {
+                if let Err(e) = ControllerHandle::Remote(remote.clone()).register_broker(registration.clone()).await {
                     warn!(error = %e, "registering again failed; will retry");
                 }
             }

@@ -25,9 +25,13 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::configs::ConfigsState;
-use crate::groups::{CommittedOffset, GroupMembership, StoredConsumerGroup, shard_for};
-use crate::metadata::{BrokerId, Chunk, MetadataState, PartitionState, ProducerStates, Rejection, TopicState};
+use crate::groups::shard_for;
+use crate::metadata::{MetadataState, PartitionState, TopicState};
+
+// The values the image hands out: copies or read-only borrows, never the state itself.
+pub use crate::configs::ConfigsState;
+pub use crate::groups::{CommittedOffset, GroupMembership, StoredConsumerGroup, StoredMember};
+pub use crate::metadata::{BrokerId, Chunk, ProducerStates, Rejection, SequenceCheck, next_sequence};
 
 /// The applied metadata as brokers see it. Held behind the lock [`crate::MetadataHandle`]
 /// reads; equality and clones compare and copy the whole state (tests compare replicas).
@@ -278,7 +282,7 @@ impl<'a> TopicView<'a> {
     }
 
     /// Every partition in index order.
-    pub fn partitions(&self) -> impl Iterator<Item = PartitionView<'a>> + 'a {
+    pub fn partitions(self) -> impl Iterator<Item = PartitionView<'a>> + 'a {
         self.0.partitions.iter().enumerate().map(|(i, state)| PartitionView { index: i as i32, state })
     }
 }
@@ -356,7 +360,7 @@ impl<'a> PartitionView<'a> {
     }
 
     /// Every committed chunk, in offset order.
-    pub fn chunks(&self) -> impl Iterator<Item = &'a Chunk> + 'a {
+    pub fn chunks(self) -> impl Iterator<Item = &'a Chunk> + 'a {
         self.state.chunks.values()
     }
 

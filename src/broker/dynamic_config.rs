@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use skiff_controller::configs::ConfigsState;
+use skiff_controller::image::ConfigsState;
 
 use super::topic_config::{self, ConfigKey};
 
@@ -99,11 +99,11 @@ impl<'a> BrokerDefaults<'a> {
     pub fn chain(&self, k: &ConfigKey) -> Vec<Synonym> {
         let mut out = Vec::new();
         if let Some(b) = broker_key(k.name) {
-            let per_broker = self.configs.brokers.get(&self.broker_id.to_string()).and_then(|c| c.get(b));
+            let per_broker = self.configs.broker(&self.broker_id.to_string()).and_then(|c| c.get(b));
             if let Some(v) = per_broker {
                 out.push((b.to_string(), Some(v.clone()), SOURCE_DYNAMIC_BROKER));
             }
-            if let Some(v) = self.configs.brokers.get("").and_then(|c| c.get(b)) {
+            if let Some(v) = self.configs.broker("").and_then(|c| c.get(b)) {
                 out.push((b.to_string(), Some(v.clone()), SOURCE_DYNAMIC_DEFAULT_BROKER));
             }
             if b == "message.max.bytes" && self.static_message_max_bytes != KAFKA_MESSAGE_MAX_BYTES {

@@ -32,10 +32,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use skiff_controller::metadata::{
-    Chunk, ChunkReplacement, Command, CommandResult, MetadataState, ReplacedChunk, SegmentChunk,
-};
-use skiff_controller::{ControllerHandle, MetadataHandle};
+use skiff_controller::image::{Chunk, MetadataImage};
+use skiff_controller::intent::{ChunkReplacement, ReplacedChunk, SegmentChunk};
+use skiff_controller::{ControllerError, ControllerHandle, MetadataHandle};
 use skiff_storage::{ObjectStorage, WalObjectBuilder, verify_section};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -226,7 +225,7 @@ impl Lifecycle {
 
     /// Records when each indexed object was first seen; forgets objects no longer indexed.
     fn observe_objects(&self, now: i64) {
-        let keys: Vec<Arc<str>> = self.metadata.read(|m| m.objects.keys().cloned().collect());
+        let keys: Vec<Arc<str>> = self.metadata.read(|m| m.objects().map(|o| o.key).collect());
         let mut seen = lock(&self.first_seen);
         let present: HashSet<&Arc<str>> = keys.iter().collect();
         seen.retain(|k, _| present.contains(k));
@@ -271,12 +270,12 @@ impl Lifecycle {
         report
     }
 
-    fn plan_compaction(&self, m: &MetadataState, seen: &HashMap<Arc<str>, i64>, now: i64) -> Vec<Candidate> {
+    fn plan_compaction(&self, m: &MetadataImage, seen: &HashMap<Arc<str>, i64>, now: i64) -> Vec<Candidate> {
         let s = &self.settings;
         let mut out = Vec::new();
-        for t in m.topics.values() {
-            for (idx, p) in t.partitions.iter().enumerate() {
-                if p.leader != s.broker_id {
+        for t in m.topics() {
+            for p in t.partitions() {
+                if p.leader() != s.broker_id {
                     continue;
                 }
                 let age = |c: &Chunk| seen.get(&c.object).map_or(0, |t| now - t);
@@ -284,7 +283,7 @@ impl Lifecycle {
                 // Runs of consecutive eligible chunks, each capped at the segment size; every
                 // run that is due becomes one segment (several per pass if a partition is busy).
                 let mut runs: Vec<(Vec<Chunk>, u64)> = vec![(Vec::new(), 0)];
-                for c in p.chunks.values() {
+                for c in p.chunks() {
                     let (run, bytes) = runs.last_mut().expect("never empty");
                     if !eligible(c) {
                         if !run.is_empty() {
@@ -305,15 +304,15 @@ impl Lifecycle {
                         || bytes >= s.compaction_min_bytes
                         || oldest >= s.compaction_max_age_ms;
                     // A lone chunk that is the only live chunk of its object gains nothing.
-                    let lone = run.len() == 1 && m.objects.get(&run[0].object).is_some_and(|o| o.live_chunks <= 1);
+                    let lone = run.len() == 1 && m.object(&run[0].object).is_some_and(|o| o.live_chunks <= 1);
                     if !due || lone {
                         continue;
                     }
                     let object_sizes = run
                         .iter()
-                        .filter_map(|c| m.objects.get(&c.object).map(|o| (c.object.clone(), o.size_bytes)))
+                        .filter_map(|c| m.object(&c.object).map(|o| (c.object.clone(), o.size_bytes)))
                         .collect();
-                    out.push(Candidate { topic_id: t.topic_id, partition: idx as i32, chunks: run, object_sizes });
+                    out.push(Candidate { topic_id: t.id(), partition: p.index(), chunks: run, object_sizes });
                 }
             }
         }
@@ -400,7 +399,7 @@ impl Lifecycle {
             let _ = self.storage.delete(&key).await;
             return Err(format!("segment {key} took longer than half the GC grace period to store; abandoned"));
         }
-        let cmd = Command::ReplaceChunks(ChunkReplacement {
+        let replacement = ChunkReplacement {
             topic_id: c.topic_id,
             partition: c.partition,
             replaced: c
@@ -422,16 +421,16 @@ impl Lifecycle {
                 last_offset: last.last_offset,
                 max_timestamp,
             },
-        });
-        match self.controller.submit(cmd).await {
-            Ok(CommandResult::Rejected(r)) => {
+        };
+        match self.controller.replace_chunks(replacement).await {
+            Err(ControllerError::Rejected(r)) => {
                 debug!(%key, reason = %r, "compaction swap rejected; deleting its segment");
                 self.metrics.compaction_rejected();
                 // Never referenced: safe to delete now (GC would find it as an orphan anyway).
                 let _ = self.storage.delete(&key).await;
                 Ok(None)
             }
-            Ok(_) => {
+            Ok(()) => {
                 self.metrics.compaction(c.chunks.len() as u64, data_len);
                 debug!(%key, chunks = c.chunks.len(), bytes = data_len, "compacted");
                 Ok(Some((c.chunks.len() as u64, data_len)))
@@ -454,27 +453,27 @@ impl Lifecycle {
             let mut out = Vec::new();
             // Topic configs over the dynamic broker defaults (`log.retention.ms`, ...).
             let defaults = super::dynamic_config::BrokerDefaults::new(
-                &m.configs,
+                m.dynamic_configs(),
                 self.settings.broker_id,
                 super::dynamic_config::KAFKA_MESSAGE_MAX_BYTES,
             );
-            for t in m.topics.values() {
-                let retention_ms = defaults.value_i64(&t.configs, "retention.ms", DEFAULT_RETENTION_MS);
-                let retention_bytes = defaults.value_i64(&t.configs, "retention.bytes", -1);
-                for (idx, p) in t.partitions.iter().enumerate() {
-                    if p.leader != self.settings.broker_id {
+            for t in m.topics() {
+                let retention_ms = defaults.value_i64(t.configs(), "retention.ms", DEFAULT_RETENTION_MS);
+                let retention_bytes = defaults.value_i64(t.configs(), "retention.bytes", -1);
+                for p in t.partitions() {
+                    if p.leader() != self.settings.broker_id {
                         continue;
                     }
                     let start = retention_start(
-                        p.chunks.values(),
-                        p.log_start_offset,
+                        p.chunks(),
+                        p.log_start_offset(),
                         retention_ms,
                         retention_bytes,
                         now,
                         |c| seen.get(&c.object).copied(),
                     );
-                    if start > p.log_start_offset {
-                        out.push((t.topic_id, idx as i32, start));
+                    if start > p.log_start_offset() {
+                        out.push((t.id(), p.index(), start));
                     }
                 }
             }
@@ -482,11 +481,11 @@ impl Lifecycle {
         });
         let mut advanced = 0;
         for (topic_id, partition, offset) in advances {
-            match self.controller.submit(Command::AdvanceLogStart { topic_id, partition, offset }).await {
-                Ok(CommandResult::Rejected(r)) => {
+            match self.controller.advance_log_start(topic_id, partition, offset).await {
+                Err(ControllerError::Rejected(r)) => {
                     debug!(%topic_id, partition, reason = %r, "retention advance rejected")
                 }
-                Ok(_) => {
+                Ok(()) => {
                     advanced += 1;
                     self.metrics.retention_advanced();
                     debug!(%topic_id, partition, offset, "retention advanced the log start");
@@ -521,7 +520,7 @@ impl Lifecycle {
         // 1. Unreferenced objects the index still lists.
         let unreferenced: Vec<Arc<str>> = self
             .metadata
-            .read(|m| m.objects.iter().filter(|(_, o)| o.live_chunks == 0).map(|(k, _)| k.clone()).collect());
+            .read(|m| m.objects().filter(|o| o.live_chunks == 0).map(|o| o.key).collect());
         let due: Vec<Arc<str>> = {
             let mut since = lock(&self.unreferenced_since);
             let current: HashSet<&Arc<str>> = unreferenced.iter().collect();
@@ -532,12 +531,12 @@ impl Lifecycle {
         // referenced again; this only guards against a bug elsewhere).
         let due: Vec<Arc<str>> = self
             .metadata
-            .read(|m| due.into_iter().filter(|k| m.objects.get(k).is_some_and(|o| o.live_chunks == 0)).collect());
+            .read(|m| due.into_iter().filter(|k| m.object(k).is_some_and(|o| o.live_chunks == 0)).collect());
         let deleted = self.delete_all(due.iter().map(|k| k.to_string()).collect()).await;
         report.unreferenced_deleted = deleted.len() as u64;
         self.metrics.objects_deleted("unreferenced", deleted.len() as u64);
         for keys in deleted.chunks(FORGET_BATCH) {
-            if let Err(e) = self.controller.submit(Command::ForgetObjects { keys: keys.to_vec() }).await {
+            if let Err(e) = self.controller.forget_objects(keys.to_vec()).await {
                 warn!(error = %e, "gc: forgetting deleted objects failed; will retry");
                 return report;
             }
@@ -563,7 +562,7 @@ impl Lifecycle {
         let orphans: Vec<String> = self.metadata.read(|m| {
             listed
                 .into_iter()
-                .filter(|o| !m.objects.contains_key(o.key.as_str()))
+                .filter(|o| m.object(o.key.as_str()).is_none())
                 .filter(|o| now - system_ms(o.last_modified) >= grace)
                 .map(|o| o.key)
                 .collect()

@@ -20,7 +20,8 @@ pub mod wal;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use skiff_controller::metadata::{Command, CommandResult, CreateTopic, MetadataState, Rejection};
+use skiff_controller::image::MetadataImage;
+use skiff_controller::intent::{CreateTopic, Rejection};
 use skiff_controller::{ControllerError, ControllerHandle, MetadataHandle};
 use uuid::Uuid;
 
@@ -113,8 +114,8 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
 
 impl Broker {
     /// The dynamic broker configs as this broker sees them in metadata `m`.
-    pub fn defaults<'a>(&self, m: &'a MetadataState) -> dynamic_config::BrokerDefaults<'a> {
-        dynamic_config::BrokerDefaults::new(&m.configs, self.settings.node_id, self.settings.message_max_bytes)
+    pub fn defaults<'a>(&self, m: &'a MetadataImage) -> dynamic_config::BrokerDefaults<'a> {
+        dynamic_config::BrokerDefaults::new(m.dynamic_configs(), self.settings.node_id, self.settings.message_max_bytes)
     }
 
     /// Validates and (unless `validate_only`) creates a topic through the controller.
@@ -148,7 +149,7 @@ impl Broker {
         for (k, v) in &configs {
             topic_config::validate(k, v).map_err(CreateTopicError::InvalidConfig)?;
         }
-        if self.metadata.read(|m| m.topics.contains_key(name)) {
+        if self.metadata.read(|m| m.topic_exists(name)) {
             return Err(CreateTopicError::Exists(name.to_string()));
         }
         let topic_id = Uuid::new_v4();
@@ -157,15 +158,12 @@ impl Broker {
             self.metadata.read(|m| m.validate_topic_assignments(&assignments)).map_err(CreateTopicError::Rejected)?;
             return Ok(topic_id);
         }
-        let cmd =
-            Command::CreateTopic(CreateTopic { name: name.to_string(), topic_id, partitions, configs, assignments });
-        match self.controller.submit(cmd).await? {
-            CommandResult::TopicCreated { topic_id } => Ok(topic_id),
-            CommandResult::Rejected(Rejection::TopicExists(n)) => Err(CreateTopicError::Exists(n)),
-            CommandResult::Rejected(r) => Err(CreateTopicError::Rejected(r)),
-            other => {
-                Err(CreateTopicError::Rejected(Rejection::InvalidPartitions(format!("unexpected result {other:?}"))))
-            }
+        let topic = CreateTopic { name: name.to_string(), topic_id, partitions, configs, assignments };
+        match self.controller.create_topic(topic).await {
+            Ok(topic_id) => Ok(topic_id),
+            Err(ControllerError::Rejected(Rejection::TopicExists(n))) => Err(CreateTopicError::Exists(n)),
+            Err(ControllerError::Rejected(r)) => Err(CreateTopicError::Rejected(r)),
+            Err(e) => Err(CreateTopicError::Controller(e)),
         }
     }
 }

@@ -23,10 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use skiff_controller::metadata::{
-    Command, CommandResult, ObjectCommit, PartitionAppend, ProducerBatch, ProducerStates, Rejection, SequenceCheck,
-};
-use skiff_controller::{ControllerHandle, MetadataHandle};
+use skiff_controller::image::{ProducerStates, SequenceCheck};
+use skiff_controller::intent::{ObjectCommit, PartitionAppend, ProducerBatch};
+use skiff_controller::{ControllerError, ControllerHandle, ErrorKind, MetadataHandle};
 use skiff_storage::{ObjectStorage, WalObjectBuilder};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -238,7 +237,7 @@ impl Wal {
         // Leadership as the metadata says now: a partition that moved away is refused at once,
         // and one that came (back) in a new epoch starts from the committed end.
         let current =
-            self.metadata.read(|m| m.partition(&key.topic_id, key.partition).map(|p| (p.leader, p.leader_epoch)));
+            self.metadata.read(|m| m.partition(&key.topic_id, key.partition).map(|p| (p.leader(), p.leader_epoch())));
         let Some((leader, epoch)) = current else {
             return Err(AppendError::UnknownPartition);
         };
@@ -261,7 +260,7 @@ impl Wal {
         if needs_load {
             let loaded = self.metadata.read(|m| {
                 m.partition(&key.topic_id, key.partition)
-                    .map(|p| (p.leader, p.leader_epoch, p.end_offset, p.producers.clone()))
+                    .map(|p| (p.leader(), p.leader_epoch(), p.high_watermark(), p.producers().clone()))
             });
             let Some((leader, leader_epoch, end_offset, producers)) = loaded else {
                 return Err(AppendError::UnknownPartition);
@@ -308,7 +307,7 @@ impl Wal {
             drop(permit);
             // Only a committed original may be acknowledged again; one still in flight could
             // yet fail, so the producer must retry until it is settled.
-            let committed_end = self.metadata.read(|m| m.partition(&key.topic_id, key.partition).map(|p| p.end_offset));
+            let committed_end = self.metadata.read(|m| m.partition(&key.topic_id, key.partition).map(|p| p.high_watermark()));
             if committed_end.is_some_and(|end| base_offset < end) {
                 return Ok((Appended { base_offset, log_append_time: -1, duplicate: true }, None));
             }
@@ -548,16 +547,17 @@ impl Wal {
                     }
                 }
                 self.metrics.attribute_put(&topic_bytes);
-                let cmd = Command::CommitObject(ObjectCommit {
+                let commit = ObjectCommit {
                     key: flush.key.clone(),
                     broker_id: self.settings.broker_id,
                     size_bytes: flush.size_bytes,
                     partitions: flush.commit,
-                });
-                match controller.submit(cmd).await {
-                    Ok(CommandResult::Rejected(Rejection::Fenced { .. })) => Err(AppendError::NotLeader),
-                    Ok(CommandResult::Rejected(r)) => Err(AppendError::Rejected(r.to_string())),
-                    Ok(_) => Ok(()),
+                };
+                match controller.commit_object(commit).await {
+                    Ok(()) => Ok(()),
+                    // A newer leader epoch owns a partition of this object: this broker is deposed.
+                    Err(e) if e.kind() == ErrorKind::Fenced => Err(AppendError::NotLeader),
+                    Err(ControllerError::Rejected(r)) => Err(AppendError::Rejected(r.to_string())),
                     Err(e) => Err(AppendError::Storage(format!("controller commit failed: {e}"))),
                 }
             };

@@ -24,9 +24,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 
-use skiff_controller::groups::{GroupCommand, GroupMembership, GroupOp, shard_for};
-use skiff_controller::metadata::{Command, CommandResult};
-use skiff_controller::{ControllerHandle, MetadataHandle};
+use skiff_controller::intent::{GroupMembership, GroupOp};
+use skiff_controller::{ControllerError, ControllerHandle, MetadataHandle};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -194,7 +193,7 @@ impl GroupCoordinator {
     pub async fn list(&self) -> Result<Vec<ListedGroup>, GroupError> {
         self.call(move |d| {
             let now = d.now();
-            let stored: Vec<String> = d.metadata.read(|m| m.groups.groups.keys().cloned().collect());
+            let stored: Vec<String> = d.metadata.read(|m| m.group_ids().map(str::to_string).collect());
             let mut ids: BTreeSet<String> = d.groups.keys().cloned().collect();
             ids.extend(d.consumer.groups.keys().cloned());
             ids.extend(stored);
@@ -286,7 +285,7 @@ impl GroupCoordinator {
 
     /// The coordinator epoch to stamp on commands for `group_id` (its shard's epoch).
     pub fn coordinator_epoch(metadata: &MetadataHandle, group_id: &str) -> i32 {
-        metadata.read(|m| m.groups.shard_epoch(shard_for(group_id)))
+        metadata.read(|m| m.coordinator_epoch(group_id))
     }
 }
 
@@ -358,7 +357,7 @@ impl Driver {
             return None;
         }
         if !self.groups.contains_key(group_id) {
-            let stored = self.metadata.read(|m| m.groups.groups.get(group_id).map(|g| g.membership.clone()))?;
+            let stored = self.metadata.read(|m| m.group_exists(group_id).then(|| m.group_membership(group_id).cloned()))?;
             let g = match stored {
                 Some(m) => Group::load(group_id, self.settings, &m, now),
                 None => Group::new(group_id, self.settings),
@@ -506,17 +505,12 @@ impl Driver {
         let epoch = GroupCoordinator::coordinator_epoch(&self.metadata, &group_id);
         let generation = membership.generation;
         self.stores.spawn(async move {
-            let cmd = Command::Group(GroupCommand {
-                group_id: group_id.clone(),
-                coordinator_epoch: epoch,
-                op: GroupOp::StoreMembership(membership),
-            });
-            let ok = match controller.submit(cmd).await {
-                Ok(CommandResult::Rejected(r)) => {
+            let ok = match controller.store_group(group_id.clone(), epoch, GroupOp::StoreMembership(membership)).await {
+                Ok(()) => true,
+                Err(ControllerError::Rejected(r)) => {
                     warn!(group = %group_id, "storing group membership rejected: {r}");
                     false
                 }
-                Ok(_) => true,
                 Err(e) => {
                     warn!(group = %group_id, "storing group membership failed: {e}");
                     false

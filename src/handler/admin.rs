@@ -16,7 +16,6 @@ use kafka_protocol::messages::{
     DescribeClusterResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use skiff_controller::metadata::{Command, CommandResult};
 use tracing::info;
 use uuid::Uuid;
 
@@ -115,8 +114,8 @@ pub async fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, versi
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
         let resolved = match &name {
-            Some(n) => broker.metadata.read(|m| m.topics.get(n).map(|t| (t.name.clone(), t.topic_id))),
-            None => broker.metadata.read(|m| m.topic_by_id(&id).map(|t| (t.name.clone(), t.topic_id))),
+            Some(n) => broker.metadata.read(|m| m.topic(n).map(|t| (t.name().to_string(), t.id()))),
+            None => broker.metadata.read(|m| m.topic_by_id(&id).map(|t| (t.name().to_string(), t.id()))),
         };
         let base = DeletableTopicResult::default()
             .with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))))
@@ -126,11 +125,8 @@ pub async fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, versi
             responses.push(base.with_error_code(code(e)));
             continue;
         };
-        let r = match broker.controller.submit(Command::DeleteTopic { name: topic.clone() }).await {
-            Ok(CommandResult::Rejected(r)) => {
-                base.with_error_code(errors::rejection(&r)).with_error_message(msg(r.to_string()))
-            }
-            Ok(_) => {
+        let r = match broker.controller.delete_topic(&topic).await {
+            Ok(()) => {
                 info!(topic = %topic, "deleted topic");
                 base.with_error_code(errors::NONE)
             }
@@ -146,7 +142,7 @@ pub async fn create_partitions(broker: &Arc<Broker>, req: CreatePartitionsReques
     for t in req.topics {
         let name = t.name.0.to_string();
         let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-        let current = broker.metadata.read(|m| m.topics.get(&name).map(|t| t.partitions.len() as i32));
+        let current = broker.metadata.read(|m| m.topic(&name).map(|t| t.partition_count() as i32));
         let assignments: Option<Vec<Vec<i32>>> =
             t.assignments.as_ref().map(|a| a.iter().map(|a| a.broker_ids.iter().map(|b| b.0).collect()).collect());
         // Kafka's checks and messages (ReplicationControlManager.createPartitions).
@@ -172,19 +168,8 @@ pub async fn create_partitions(broker: &Arc<Broker>, req: CreatePartitionsReques
         let r = match refused {
             Some((error, message)) => base.with_error_code(error).with_error_message(msg(message)),
             None if req.validate_only => base.with_error_code(errors::NONE),
-            None => match broker
-                .controller
-                .submit(Command::CreatePartitions {
-                    name: name.clone(),
-                    total_count: t.count,
-                    assignments: assignments.unwrap_or_default(),
-                })
-                .await
-            {
-                Ok(CommandResult::Rejected(r)) => {
-                    base.with_error_code(errors::rejection(&r)).with_error_message(msg(r.to_string()))
-                }
-                Ok(_) => {
+            None => match broker.controller.create_partitions(&name, t.count, assignments.unwrap_or_default()).await {
+                Ok(()) => {
                     info!(topic = %name, count = t.count, "added partitions");
                     base.with_error_code(errors::NONE)
                 }
@@ -243,9 +228,9 @@ pub async fn delete_records(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> 
             let base =
                 DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1);
             let state = broker.metadata.read(|m| {
-                let t = m.topics.get(&name)?;
-                let part = usize::try_from(p.partition_index).ok().and_then(|i| t.partitions.get(i))?;
-                Some((t.topic_id, part.end_offset))
+                let t = m.topic(&name)?;
+                let part = t.partition(p.partition_index)?;
+                Some((t.id(), part.high_watermark()))
             });
             let Some((topic_id, end)) = state else {
                 parts.push(base.with_error_code(code(ResponseError::UnknownTopicOrPartition)));
@@ -257,13 +242,11 @@ pub async fn delete_records(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> 
                 parts.push(base.with_error_code(code(ResponseError::OffsetOutOfRange)));
                 continue;
             }
-            let cmd = Command::AdvanceLogStart { topic_id, partition: p.partition_index, offset };
-            let r = match broker.controller.submit(cmd).await {
-                Ok(CommandResult::Rejected(r)) => base.with_error_code(errors::rejection(&r)),
-                Ok(_) => {
+            let r = match broker.controller.advance_log_start(topic_id, p.partition_index, offset).await {
+                Ok(()) => {
                     let low = broker
                         .metadata
-                        .read(|m| m.partition(&topic_id, p.partition_index).map(|p| p.log_start_offset))
+                        .read(|m| m.partition(&topic_id, p.partition_index).map(|p| p.log_start_offset()))
                         .unwrap_or(offset);
                     base.with_error_code(errors::NONE).with_low_watermark(low)
                 }
@@ -300,21 +283,20 @@ pub async fn init_producer_id(
     }
     // A fresh id per idempotent producer (also on KIP-360 re-initialisation): its sequence
     // state starts empty everywhere.
-    match broker.controller.submit(Command::AllocateProducerId).await {
-        Ok(CommandResult::ProducerId(id)) => {
-            base.with_error_code(errors::NONE).with_producer_id(ProducerId(id)).with_producer_epoch(0)
+    match broker.controller.allocate_producer_id().await {
+        Ok(id) => base.with_error_code(errors::NONE).with_producer_id(ProducerId(id)).with_producer_epoch(0),
+        Err(e) => {
+            if e.kind() == skiff_controller::ErrorKind::Internal {
+                tracing::error!(error = %e, "producer id allocation failed");
+            }
+            base.with_error_code(errors::controller(&e))
         }
-        Ok(other) => {
-            tracing::error!(?other, "unexpected producer id allocation result");
-            base.with_error_code(code(ResponseError::UnknownServerError))
-        }
-        Err(e) => base.with_error_code(errors::controller(&e)),
     }
 }
 
 pub fn describe_cluster(broker: &Arc<Broker>, req: DescribeClusterRequest) -> DescribeClusterResponse {
     let s = &broker.settings;
-    let cluster_id = broker.metadata.read(|m| m.cluster_id.clone());
+    let cluster_id = broker.metadata.read(|m| m.cluster_id().to_string());
     let brokers = super::metadata::live_brokers(broker)
         .into_iter()
         .map(|(id, host, port, rack)| {

@@ -15,8 +15,7 @@ use kafka_protocol::messages::{
     incremental_alter_configs_response,
 };
 use kafka_protocol::protocol::StrBytes;
-use skiff_controller::configs::{ConfigChange, ConfigResource};
-use skiff_controller::metadata::{Command, CommandResult};
+use skiff_controller::intent::{ConfigChange, ConfigResource};
 use tracing::info;
 
 use super::errors::{self, code};
@@ -170,17 +169,17 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
             let entries = broker.metadata.read(|m| {
                 let defaults = broker.defaults(m);
                 match r.resource_type {
-                    RESOURCE_TOPIC => match m.topics.get(&name) {
-                        Some(t) => Ok(topic_config_entries(&t.configs, &defaults, keys.as_deref())),
+                    RESOURCE_TOPIC => match m.topic(&name) {
+                        Some(t) => Ok(topic_config_entries(t.configs(), &defaults, keys.as_deref())),
                         None => {
                             Err(failed(ResponseError::UnknownTopicOrPartition, format!("Topic {name} does not exist")))
                         }
                     },
                     RESOURCE_BROKER if name.is_empty() || name == broker.settings.node_id.to_string() => {
-                        Ok(broker_entries(broker, &defaults, m.configs.brokers.get(""), !name.is_empty()))
+                        Ok(broker_entries(broker, &defaults, m.dynamic_configs().broker(""), !name.is_empty()))
                     }
                     RESOURCE_BROKER => Err(failed(ResponseError::InvalidRequest, format!("Unknown broker {name}"))),
-                    RESOURCE_GROUP => Ok(group_entries(broker, m.configs.group(&name))),
+                    RESOURCE_GROUP => Ok(group_entries(broker, m.dynamic_configs().group(&name))),
                     other => Err(failed(ResponseError::InvalidRequest, format!("Unsupported resource type {other}"))),
                 }
             });
@@ -230,7 +229,7 @@ async fn store_topic_configs(
     configs: BTreeMap<String, String>,
     validate_only: bool,
 ) -> (i16, Option<String>) {
-    if !broker.metadata.read(|m| m.topics.contains_key(topic)) {
+    if !broker.metadata.read(|m| m.topic_exists(topic)) {
         return failed(ResponseError::UnknownTopicOrPartition, format!("Topic {topic} does not exist"));
     }
     for (k, v) in &configs {
@@ -241,10 +240,8 @@ async fn store_topic_configs(
     if validate_only {
         return (errors::NONE, None);
     }
-    match broker.controller.submit(Command::SetTopicConfigs { name: topic.to_string(), configs: configs.clone() }).await
-    {
-        Ok(CommandResult::Rejected(r)) => (errors::rejection(&r), Some(r.to_string())),
-        Ok(_) => {
+    match broker.controller.set_topic_configs(topic, configs.clone()).await {
+        Ok(()) => {
             info!(topic, ?configs, "topic configs changed");
             (errors::NONE, None)
         }
@@ -267,8 +264,8 @@ fn other_resource(resource_type: i8, name: &str) -> Result<ConfigResource, (i16,
 fn current_configs(broker: &Broker, resource: &ConfigResource) -> BTreeMap<String, String> {
     broker.metadata.read(|m| {
         match resource {
-            ConfigResource::Broker(name) => m.configs.brokers.get(name),
-            ConfigResource::Group(id) => m.configs.group(id),
+            ConfigResource::Broker(name) => m.dynamic_configs().broker(name),
+            ConfigResource::Group(id) => m.dynamic_configs().group(id),
         }
         .cloned()
         .unwrap_or_default()
@@ -297,9 +294,8 @@ async fn store_configs(
         return (errors::NONE, None);
     }
     let change = ConfigChange { resource: resource.clone(), configs: configs.clone() };
-    match broker.controller.submit(Command::SetConfigs(change)).await {
-        Ok(CommandResult::Rejected(r)) => (errors::rejection(&r), Some(r.to_string())),
-        Ok(_) => {
+    match broker.controller.set_configs(change).await {
+        Ok(()) => {
             info!(?resource, ?configs, "dynamic configs changed");
             (errors::NONE, None)
         }
@@ -340,7 +336,7 @@ pub async fn incremental_alter_configs(
     for r in req.resources {
         let name = r.resource_name.to_string();
         let (error, message) = if r.resource_type == RESOURCE_TOPIC {
-            match broker.metadata.read(|m| m.topics.get(&name).map(|t| t.configs.clone())) {
+            match broker.metadata.read(|m| m.topic(&name).map(|t| t.configs().clone())) {
                 None => failed(ResponseError::UnknownTopicOrPartition, format!("Topic {name} does not exist")),
                 Some(mut configs) => match apply_incremental(&mut configs, &r.configs, topic_list_config) {
                     Err(e) => failed(ResponseError::InvalidConfig, e),

@@ -118,7 +118,7 @@ pub async fn describe(
                     let tps = broker.metadata.read(|m| {
                         a.iter()
                             .map(|(t, ps)| {
-                                let name = m.topic_by_id(t).map(|t| t.name.clone()).unwrap_or_default();
+                                let name = m.topic_by_id(t).map(|t| t.name().to_string()).unwrap_or_default();
                                 DescribedTopicPartitions::default()
                                     .with_topic_id(*t)
                                     .with_topic_name(TopicName(s(name)))

@@ -1,7 +1,8 @@
 //! The one place where Skiff's errors become Kafka error codes.
 
 use kafka_protocol::ResponseError;
-use skiff_controller::metadata::Rejection;
+use skiff_controller::image::EpochMismatch;
+use skiff_controller::intent::Rejection;
 use skiff_controller::{ControllerError, ErrorKind};
 
 use crate::broker::CreateTopicError;
@@ -36,7 +37,20 @@ pub fn append(e: &AppendError) -> i16 {
     }
 }
 
+/// A request's `current_leader_epoch` that does not match the partition's.
+pub fn leader_epoch(e: EpochMismatch) -> i16 {
+    code(match e {
+        EpochMismatch::Fenced => ResponseError::FencedLeaderEpoch,
+        EpochMismatch::Unknown => ResponseError::UnknownLeaderEpoch,
+    })
+}
+
+/// Errors of topic and cluster requests that reach the controller: a refusal keeps its own
+/// code; a controller that cannot answer now is NOT_CONTROLLER (clients retry).
 pub fn controller(e: &ControllerError) -> i16 {
+    if let Some(r) = e.rejection() {
+        return rejection(r);
+    }
     match e.kind() {
         ErrorKind::Retriable | ErrorKind::Closed => code(ResponseError::NotController),
         _ => code(ResponseError::UnknownServerError),
@@ -94,8 +108,12 @@ pub fn group(e: GroupError) -> i16 {
     })
 }
 
-/// Errors of group requests that reach the controller (offset commits, deletions).
+/// Errors of group requests that reach the controller (offset commits, deletions): a refusal
+/// keeps its own code (a stale coordinator epoch: NOT_COORDINATOR).
 pub fn group_controller(e: &ControllerError) -> i16 {
+    if let Some(r) = e.rejection() {
+        return rejection(r);
+    }
     match e.kind() {
         // The coordinator cannot write right now: clients rediscover it and retry.
         ErrorKind::Retriable | ErrorKind::Closed => code(ResponseError::NotCoordinator),

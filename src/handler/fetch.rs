@@ -18,7 +18,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKind};
-use skiff_controller::metadata::Chunk;
+use skiff_controller::image::Chunk;
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -67,49 +67,31 @@ enum Plan {
 
 fn plan(broker: &Broker, topic: &str, partition: i32, offset: i64, current_epoch: i32, max_bytes: usize) -> Plan {
     broker.metadata.read(|m| {
-        let Some(t) = m.topics.get(topic) else {
+        let Some(t) = m.topic(topic) else {
             return Plan::Error(code(ResponseError::UnknownTopicOrPartition));
         };
-        let Some(p) = usize::try_from(partition).ok().and_then(|i| t.partitions.get(i)) else {
+        let Some(p) = t.partition(partition) else {
             return Plan::Error(code(ResponseError::UnknownTopicOrPartition));
         };
-        if p.leader != broker.settings.node_id {
+        if p.leader() != broker.settings.node_id {
             // Another broker leads it (or none does): the client refreshes its metadata.
-            return Plan::Error(code(if p.leader < 0 {
+            return Plan::Error(code(if p.leader() < 0 {
                 ResponseError::LeaderNotAvailable
             } else {
                 ResponseError::NotLeaderOrFollower
             }));
         }
-        if current_epoch >= 0 && current_epoch != p.leader_epoch {
-            return Plan::Error(code(if current_epoch < p.leader_epoch {
-                ResponseError::FencedLeaderEpoch
-            } else {
-                ResponseError::UnknownLeaderEpoch
-            }));
+        if let Err(e) = p.check_leader_epoch(current_epoch) {
+            return Plan::Error(errors::leader_epoch(e));
         }
-        if offset < p.log_start_offset || offset > p.end_offset {
+        if offset < p.log_start_offset() || offset > p.high_watermark() {
             return Plan::Error(code(ResponseError::OffsetOutOfRange));
         }
-        let mut chunks = Vec::new();
-        let mut planned = 0usize;
-        let mut next = offset;
-        while next < p.end_offset && (chunks.is_empty() || planned < max_bytes) {
-            let Some(c) = p.chunk_for(next) else { break };
-            planned += c.len as usize;
-            next = c.last_offset + 1;
-            chunks.push(c.clone());
-        }
+        let chunks = p.chunks_from(offset, max_bytes);
         // The chunks after these, for read-ahead (only used when reading from objects).
-        let mut ahead = Vec::new();
-        let mut ahead_bytes = 0usize;
-        while next < p.end_offset && ahead_bytes < READ_AHEAD_BYTES {
-            let Some(c) = p.chunk_for(next) else { break };
-            ahead_bytes += c.len as usize;
-            next = c.last_offset + 1;
-            ahead.push(c.clone());
-        }
-        Plan::Read { topic_id: t.topic_id, hwm: p.end_offset, log_start: p.log_start_offset, chunks, ahead }
+        let next = chunks.last().map_or(offset, |c| c.last_offset + 1);
+        let ahead = p.chunks_from(next, READ_AHEAD_BYTES);
+        Plan::Read { topic_id: t.id(), hwm: p.high_watermark(), log_start: p.log_start_offset(), chunks, ahead }
     })
 }
 

@@ -23,8 +23,7 @@ use kafka_protocol::messages::{
     SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use skiff_controller::groups::{GroupCommand, GroupOp};
-use skiff_controller::metadata::{Command, CommandResult};
+use skiff_controller::intent::GroupOp;
 use tracing::info;
 
 use super::Handled;
@@ -48,7 +47,7 @@ fn s(v: impl Into<String>) -> StrBytes {
 /// Whether this broker coordinates `group_id`: its shard is assigned here (by the controller,
 /// like a partition leader), or shards are not assigned at all (no broker registered yet).
 pub fn is_coordinator(broker: &Broker, group_id: &str) -> bool {
-    broker.metadata.read(|m| m.groups.coordinator(group_id).is_none_or(|a| a.broker_id == broker.settings.node_id))
+    broker.metadata.read(|m| m.coordinator(group_id).is_none_or(|a| a.broker_id == broker.settings.node_id))
 }
 
 /// The coordinator's (node id, host, port) for a group, or an error code and message.
@@ -57,9 +56,7 @@ fn coordinator_for(broker: &Broker, key_type: i8, key: &str) -> Result<(i32, Str
         KEY_TYPE_GROUP => {
             let s = &broker.settings;
             let assigned = broker.metadata.read(|m| {
-                m.groups.coordinator(key).map(|a| {
-                    m.brokers.get(&a.broker_id).filter(|b| !b.fenced).map(|b| (b.broker_id, b.host.clone(), b.port))
-                })
+                m.coordinator(key).map(|a| m.live_broker(a.broker_id).map(|b| (b.broker_id, b.host, b.port)))
             });
             match assigned {
                 None => Ok((s.node_id, s.advertised_host.clone(), s.advertised_port)),
@@ -381,16 +378,12 @@ pub async fn delete_groups(broker: &Arc<Broker>, req: DeleteGroupsRequest) -> De
 
 async fn delete_group(broker: &Arc<Broker>, group_id: String) -> Result<(), i16> {
     broker.groups.begin_delete(group_id.clone()).await.map_err(errors::group)?;
-    let cmd = Command::Group(GroupCommand {
-        group_id: group_id.clone(),
-        coordinator_epoch: GroupCoordinator::coordinator_epoch(&broker.metadata, &group_id),
-        op: GroupOp::DeleteGroup,
-    });
-    let result = match broker.controller.submit(cmd).await {
-        Ok(CommandResult::Rejected(r)) => Err(errors::rejection(&r)),
-        Ok(_) => Ok(()),
-        Err(e) => Err(errors::group_controller(&e)),
-    };
+    let epoch = GroupCoordinator::coordinator_epoch(&broker.metadata, &group_id);
+    let result = broker
+        .controller
+        .store_group(group_id.clone(), epoch, GroupOp::DeleteGroup)
+        .await
+        .map_err(|e| errors::group_controller(&e));
     broker.groups.end_delete(group_id.clone(), result.is_ok()).await;
     if result.is_ok() {
         info!(group = %group_id, "deleted group");

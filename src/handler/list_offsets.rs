@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 use kafka_protocol::records::RecordBatchDecoder;
-use skiff_controller::metadata::Chunk;
+use skiff_controller::image::Chunk;
 use tracing::warn;
 
 use super::errors::{self, code};
@@ -57,41 +57,26 @@ async fn lookup(
     target: i64,
 ) -> Result<(i64, i64, i32), i16> {
     let snapshot = broker.metadata.read(|m| {
-        let p = m.topics.get(topic).and_then(|t| usize::try_from(partition).ok().and_then(|i| t.partitions.get(i)))?;
-        let candidates: Vec<Chunk> = match target {
-            LATEST | EARLIEST => Vec::new(),
-            MAX_TIMESTAMP => {
-                // The first chunk holding the largest timestamp.
-                let mut best: Option<&Chunk> = None;
-                for c in p.chunks.values() {
-                    if best.is_none_or(|b| c.max_timestamp > b.max_timestamp) {
-                        best = Some(c);
-                    }
-                }
-                best.cloned().into_iter().collect()
-            }
-            t => p.chunks.values().filter(|c| c.max_timestamp >= t).take(1).cloned().collect(),
+        let t = m.topic(topic)?;
+        let p = t.partition(partition)?;
+        let candidate: Option<Chunk> = match target {
+            LATEST | EARLIEST => None,
+            MAX_TIMESTAMP => p.chunk_with_max_timestamp().cloned(),
+            t => p.chunk_for_timestamp(t).cloned(),
         };
-        let topic_id = m.topics.get(topic).map(|t| t.topic_id).unwrap_or_default();
-        Some((topic_id, p.leader_epoch, p.log_start_offset, p.end_offset, candidates))
+        Some((t.id(), p.leader_epoch(), p.check_leader_epoch(current_epoch), p.log_start_offset(), p.high_watermark(), candidate))
     });
-    let Some((topic_id, epoch, log_start, end, candidates)) = snapshot else {
+    let Some((topic_id, epoch, epoch_check, log_start, end, candidate)) = snapshot else {
         return Err(code(ResponseError::UnknownTopicOrPartition));
     };
-    if current_epoch >= 0 && current_epoch != epoch {
-        return Err(code(if current_epoch < epoch {
-            ResponseError::FencedLeaderEpoch
-        } else {
-            ResponseError::UnknownLeaderEpoch
-        }));
-    }
+    epoch_check.map_err(errors::leader_epoch)?;
     match target {
         LATEST => return Ok((end, -1, epoch)),
         EARLIEST => return Ok((log_start, -1, epoch)),
         t if t < MAX_TIMESTAMP => return Err(code(ResponseError::InvalidRequest)),
         _ => {}
     }
-    let Some(chunk) = candidates.into_iter().next() else {
+    let Some(chunk) = candidate else {
         return Ok((-1, -1, epoch));
     };
     let data = broker.reader.chunk(topic_id, &chunk).await.map_err(|e| {
@@ -141,27 +126,20 @@ pub fn offset_for_leader_epoch(broker: &Broker, req: OffsetForLeaderEpochRequest
         req.topics
             .iter()
             .map(|t| {
-                let topic = m.topics.get(t.topic.0.as_str());
+                let topic = m.topic(t.topic.0.as_str());
                 let partitions = t
                     .partitions
                     .iter()
                     .map(|p| {
                         let base = EpochEndOffset::default().with_partition(p.partition);
-                        let Some(state) =
-                            topic.and_then(|t| usize::try_from(p.partition).ok().and_then(|i| t.partitions.get(i)))
-                        else {
+                        let Some(state) = topic.and_then(|t| t.partition(p.partition)) else {
                             return base
                                 .with_error_code(code(ResponseError::UnknownTopicOrPartition))
                                 .with_leader_epoch(-1)
                                 .with_end_offset(-1);
                         };
-                        if p.current_leader_epoch >= 0 && p.current_leader_epoch != state.leader_epoch {
-                            let e = if p.current_leader_epoch < state.leader_epoch {
-                                ResponseError::FencedLeaderEpoch
-                            } else {
-                                ResponseError::UnknownLeaderEpoch
-                            };
-                            return base.with_error_code(code(e)).with_leader_epoch(-1).with_end_offset(-1);
+                        if let Err(e) = state.check_leader_epoch(p.current_leader_epoch) {
+                            return base.with_error_code(errors::leader_epoch(e)).with_leader_epoch(-1).with_end_offset(-1);
                         }
                         match state.end_offset_for_epoch(p.leader_epoch) {
                             Some((epoch, end)) => {

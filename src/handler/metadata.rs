@@ -9,7 +9,7 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use skiff_controller::metadata::{MetadataState, TopicState};
+use skiff_controller::image::{MetadataImage, TopicView};
 use tracing::info;
 
 use super::errors::{self, code};
@@ -40,7 +40,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
                 create_errors.insert(name.clone(), code(ResponseError::InvalidTopicException));
                 continue;
             }
-            if allow_create && !broker.metadata.read(|m| m.topics.contains_key(name)) {
+            if allow_create && !broker.metadata.read(|m| m.topic_exists(name)) {
                 match broker.create_topic(name, -1, BTreeMap::new(), false).await {
                     Ok(_) => info!(topic = %name, "auto-created topic"),
                     Err(crate::broker::CreateTopicError::Exists(_)) => {}
@@ -74,7 +74,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
     };
     let topics = broker.metadata.read(|m| {
         let names: Vec<String> = match &requested {
-            None => m.topics.keys().cloned().collect(),
+            None => m.topics().map(|t| t.name().to_string()).collect(),
             Some(n) => n.clone(),
         };
         names
@@ -86,7 +86,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
                         .with_name(Some(TopicName(StrBytes::from_string(name))))
                         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
                 }
-                match m.topics.get(&name) {
+                match m.topic(&name) {
                     Some(t) => topic_entry(m, t, topic_ops),
                     None => MetadataResponseTopic::default()
                         .with_error_code(code(ResponseError::UnknownTopicOrPartition))
@@ -96,7 +96,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
             })
             .collect::<Vec<_>>()
     });
-    let cluster_id = broker.metadata.read(|m| m.cluster_id.clone());
+    let cluster_id = broker.metadata.read(|m| m.cluster_id().to_string());
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(cluster_id)))
@@ -110,10 +110,10 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
 pub fn live_brokers(broker: &Broker) -> Vec<(i32, String, i32, Option<String>)> {
     let s = &broker.settings;
     let mut out: Vec<_> = broker.metadata.read(|m| {
-        m.brokers
-            .values()
-            .filter(|b| !b.fenced && b.broker_id != s.node_id)
-            .map(|b| (b.broker_id, b.host.clone(), b.port, b.rack.clone()))
+        m.live_broker_endpoints()
+            .into_iter()
+            .filter(|b| b.broker_id != s.node_id)
+            .map(|b| (b.broker_id, b.host, b.port, b.rack))
             .collect()
     });
     out.push((s.node_id, s.advertised_host.clone(), s.advertised_port, s.rack.clone()));
@@ -121,27 +121,25 @@ pub fn live_brokers(broker: &Broker) -> Vec<(i32, String, i32, Option<String>)> 
     out
 }
 
-fn topic_entry(m: &MetadataState, t: &TopicState, authorized_operations: i32) -> MetadataResponseTopic {
+fn topic_entry(m: &MetadataImage, t: TopicView<'_>, authorized_operations: i32) -> MetadataResponseTopic {
     let partitions = t
-        .partitions
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
+        .partitions()
+        .map(|p| {
             let (replicas, isr) = m.reported_replicas(p);
-            let error = if p.leader < 0 { code(ResponseError::LeaderNotAvailable) } else { errors::NONE };
+            let error = if p.leader() < 0 { code(ResponseError::LeaderNotAvailable) } else { errors::NONE };
             MetadataResponsePartition::default()
                 .with_error_code(error)
-                .with_partition_index(i as i32)
-                .with_leader_id(BrokerId(p.leader))
-                .with_leader_epoch(p.leader_epoch)
+                .with_partition_index(p.index())
+                .with_leader_id(BrokerId(p.leader()))
+                .with_leader_epoch(p.leader_epoch())
                 .with_replica_nodes(replicas.into_iter().map(BrokerId).collect())
                 .with_isr_nodes(isr.into_iter().map(BrokerId).collect())
         })
         .collect();
     MetadataResponseTopic::default()
         .with_error_code(errors::NONE)
-        .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
-        .with_topic_id(t.topic_id)
+        .with_name(Some(TopicName(StrBytes::from_string(t.name().to_string()))))
+        .with_topic_id(t.id())
         .with_partitions(partitions)
         .with_topic_authorized_operations(authorized_operations)
 }

@@ -22,8 +22,8 @@ use kafka_protocol::messages::{
     OffsetFetchResponse, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use skiff_controller::groups::{GroupCommand, GroupOp, OffsetCommit};
-use skiff_controller::metadata::{Command, CommandResult, MetadataState};
+use skiff_controller::image::{CommittedOffset, MetadataImage};
+use skiff_controller::intent::{GroupOp, OffsetCommit};
 
 use super::Handled;
 use super::errors::{self, code};
@@ -38,22 +38,14 @@ type TopicPlan = (TopicName, Vec<(i32, Option<i16>)>);
 /// Kafka's `offset.metadata.max.bytes` default.
 const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 
-fn partition_exists(m: &MetadataState, topic: &str, partition: i32) -> bool {
-    m.topics.get(topic).is_some_and(|t| partition >= 0 && (partition as usize) < t.partitions.len())
+fn partition_exists(m: &MetadataImage, topic: &str, partition: i32) -> bool {
+    m.partition_by_name(topic, partition).is_some()
 }
 
-/// Submits a group command; the Kafka error code if it did not apply.
+/// Stores a change to the group; the Kafka error code if it did not apply.
 async fn submit(broker: &Broker, group_id: &str, op: GroupOp) -> Result<(), i16> {
-    let cmd = Command::Group(GroupCommand {
-        group_id: group_id.to_string(),
-        coordinator_epoch: GroupCoordinator::coordinator_epoch(&broker.metadata, group_id),
-        op,
-    });
-    match broker.controller.submit(cmd).await {
-        Ok(CommandResult::Rejected(r)) => Err(errors::rejection(&r)),
-        Ok(_) => Ok(()),
-        Err(e) => Err(errors::group_controller(&e)),
-    }
+    let epoch = GroupCoordinator::coordinator_epoch(&broker.metadata, group_id);
+    broker.controller.store_group(group_id.to_string(), epoch, op).await.map_err(|e| errors::group_controller(&e))
 }
 
 pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, version: i16) -> Handled {
@@ -152,39 +144,33 @@ type Fetched = (i32, i64, i32, String);
 
 /// Offsets of `group_id` for `topics` (None = every committed one), -1 where none is committed.
 fn fetch_offsets(
-    m: &MetadataState,
+    m: &MetadataImage,
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> Vec<(String, Vec<Fetched>)> {
-    let stored = m.groups.groups.get(group_id);
+    let fetched = |p: i32, o: Option<&CommittedOffset>| match o {
+        Some(o) => (p, o.offset, o.leader_epoch, o.metadata.clone().unwrap_or_default()),
+        None => (p, -1, -1, String::new()),
+    };
     match topics {
         Some(topics) => topics
             .into_iter()
             .map(|(topic, partitions)| {
-                let parts = partitions
-                    .into_iter()
-                    .map(|p| match m.groups.offset(group_id, &topic, p) {
-                        Some(o) => (p, o.offset, o.leader_epoch, o.metadata.clone().unwrap_or_default()),
-                        None => (p, -1, -1, String::new()),
-                    })
-                    .collect();
+                let parts = partitions.into_iter().map(|p| fetched(p, m.committed_offset(group_id, &topic, p))).collect();
                 (topic, parts)
             })
             .collect(),
-        None => stored
-            .map(|g| {
-                g.offsets
-                    .iter()
-                    .map(|(topic, parts)| {
-                        let parts = parts
-                            .iter()
-                            .map(|(p, o)| (*p, o.offset, o.leader_epoch, o.metadata.clone().unwrap_or_default()))
-                            .collect();
-                        (topic.clone(), parts)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        None => {
+            // Every committed offset, grouped by topic (they come sorted by topic).
+            let mut out: Vec<(String, Vec<Fetched>)> = Vec::new();
+            for (topic, p, o) in m.committed_offsets(group_id) {
+                match out.last_mut() {
+                    Some((t, parts)) if t == topic => parts.push(fetched(p, Some(o))),
+                    _ => out.push((topic.to_string(), vec![fetched(p, Some(o))])),
+                }
+            }
+            out
+        }
     }
 }
 

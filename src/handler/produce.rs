@@ -39,7 +39,7 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) ->
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
         let found =
-            broker.metadata.read(|m| m.topics.get(&name).map(|t| (t.topic_id, t.configs.clone(), t.partitions.len())));
+            broker.metadata.read(|m| m.topic(&name).map(|t| (t.id(), t.configs().clone(), t.partition_count())));
         let mut outcomes = Vec::with_capacity(topic.partition_data.len());
         for p in topic.partition_data {
             let outcome = match &found {
@@ -136,7 +136,7 @@ async fn append_partition(
             broker.metrics.produced_bytes.fetch_add(records.len() as u64, Relaxed);
             broker.metrics.produced_batches.fetch_add(headers.len() as u64, Relaxed);
             let log_start =
-                broker.metadata.read(|m| m.partition(&topic_id, partition).map(|p| p.log_start_offset)).unwrap_or(-1);
+                broker.metadata.read(|m| m.partition(&topic_id, partition).map(|p| p.log_start_offset())).unwrap_or(-1);
             PartitionOutcome {
                 response: PartitionProduceResponse::default()
                     .with_index(partition)

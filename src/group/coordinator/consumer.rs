@@ -17,9 +17,9 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use skiff_controller::groups::consumer::{ConsumerGroupUpdate, SubscribedTopic};
-use skiff_controller::groups::{GroupCommand, GroupOp};
-use skiff_controller::metadata::{Command, CommandResult, MetadataState};
+use skiff_controller::ControllerError;
+use skiff_controller::image::MetadataImage;
+use skiff_controller::intent::{ConsumerGroupUpdate, GroupOp, SubscribedTopic};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -60,16 +60,16 @@ struct Pipeline {
 }
 
 /// Topics as the controller's metadata has them.
-struct MetadataTopics<'a>(&'a MetadataState);
+struct MetadataTopics<'a>(&'a MetadataImage);
 
 impl TopicImage for MetadataTopics<'_> {
     fn topic(&self, name: &str) -> Option<SubscribedTopic> {
-        let t = self.0.topics.get(name)?;
-        Some(SubscribedTopic { topic_id: t.topic_id, partitions: t.partitions.len() as i32 })
+        let t = self.0.topic(name)?;
+        Some(SubscribedTopic { topic_id: t.id(), partitions: t.partition_count() as i32 })
     }
     fn for_each_topic(&self, f: &mut dyn FnMut(&str, SubscribedTopic)) {
-        for (name, t) in &self.0.topics {
-            f(name, SubscribedTopic { topic_id: t.topic_id, partitions: t.partitions.len() as i32 });
+        for t in self.0.topics() {
+            f(t.name(), SubscribedTopic { topic_id: t.id(), partitions: t.partition_count() as i32 });
         }
     }
 }
@@ -122,7 +122,7 @@ impl GroupCoordinator {
             let metadata = d.metadata.clone();
             if let Some(g) = d.consumer_group(&group_id, now) {
                 let ids: Vec<Option<(Uuid, i32)>> = metadata
-                    .read(|m| partitions.iter().map(|(t, p)| m.topics.get(t).map(|t| (t.topic_id, *p))).collect());
+                    .read(|m| partitions.iter().map(|(t, p)| m.topic(t).map(|t| (t.id(), *p))).collect());
                 return g.validate_commit(&member_id, generation_or_epoch, version, &ids);
             }
             let all = |r: Result<(), GroupError>| r.map(|()| vec![None; partitions.len()]);
@@ -176,7 +176,7 @@ impl Driver {
             if self.groups.contains_key(group_id) {
                 return None;
             }
-            let stored = self.metadata.read(|m| m.groups.groups.get(group_id).and_then(|g| g.consumer.clone()))?;
+            let stored = self.metadata.read(|m| m.consumer_group(group_id).cloned())?;
             let g = ConsumerGroup::load(group_id, self.settings.consumer, &stored, now);
             info!(group = %group_id, members = g.member_count(), epoch = g.group_epoch(), "loaded consumer group");
             self.consumer.groups.insert(group_id.to_string(), g);
@@ -273,7 +273,7 @@ impl Driver {
         let Some(g) = self.consumer.groups.get_mut(&group_id) else { return };
         let response = self.metadata.read(|m| {
             // The group's own configs (a change applies from this heartbeat on).
-            g.set_settings(crate::group::group_config::effective(self.settings.consumer, m.configs.group(&group_id)));
+            g.set_settings(crate::group::group_config::effective(self.settings.consumer, m.dynamic_configs().group(&group_id)));
             g.heartbeat(now, &req, &MetadataTopics(m), &fresh_id)
         });
         if let Some(update) = g.take_update() {
@@ -323,17 +323,12 @@ impl Driver {
         let controller = self.controller.clone();
         let epoch = GroupCoordinator::coordinator_epoch(&self.metadata, &group_id);
         self.consumer.stores.spawn(async move {
-            let cmd = Command::Group(GroupCommand {
-                group_id: group_id.clone(),
-                coordinator_epoch: epoch,
-                op: GroupOp::UpdateConsumerGroup(update),
-            });
-            let ok = match controller.submit(cmd).await {
-                Ok(CommandResult::Rejected(r)) => {
+            let ok = match controller.store_group(group_id.clone(), epoch, GroupOp::UpdateConsumerGroup(update)).await {
+                Ok(()) => true,
+                Err(ControllerError::Rejected(r)) => {
                     warn!(group = %group_id, "storing consumer group rejected: {r}");
                     false
                 }
-                Ok(_) => true,
                 Err(e) => {
                     warn!(group = %group_id, "storing consumer group failed: {e}");
                     false
