@@ -148,6 +148,49 @@ async fn metadata_lists_consumer_offsets_as_internal() {
     .await;
 }
 
+/// Metadata v12 by topic id (how a KIP-848 consumer resolves the topics a server-side regex
+/// assigned it): regular and internal topics by id, UNKNOWN_TOPIC_ID for others; the names the
+/// client leaves empty are ignored and nothing is auto-created.
+#[tokio::test]
+async fn metadata_by_topic_id() {
+    let broker = SkiffProcess::start();
+    bounded("metadata_by_topic_id", &broker, async {
+        let mut c = Client::connect(broker.bootstrap()).await?;
+        c.create_topic_ok("by-id", 3).await?;
+        let all = all_topics(&mut c, 12).await?;
+        let id_of = |name: &str| all.topics.iter().find(|t| name_of(t) == name).map(|t| t.topic_id);
+        let (plain, internal) = (id_of("by-id").context("by-id")?, id_of(OFFSETS_TOPIC).context("internal")?);
+        let unknown = uuid::Uuid::from_u128(0x1234);
+        // The Java client sends an empty name (its default) next to the id.
+        let asked = [plain, internal, unknown]
+            .iter()
+            .map(|id| MetadataRequestTopic::default().with_name(Some(topic_name(""))).with_topic_id(*id))
+            .collect();
+        let req = MetadataRequest::default().with_topics(Some(asked)).with_allow_auto_topic_creation(true);
+        let r = c.send(&req, 12).await?;
+        let got: Vec<(Option<String>, uuid::Uuid, i16, bool, usize)> = r
+            .topics
+            .iter()
+            .map(|t| {
+                (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id, t.error_code, t.is_internal, t.partitions.len())
+            })
+            .collect();
+        const UNKNOWN_TOPIC_ID: i16 = 100;
+        ensure!(
+            got == vec![
+                (Some("by-id".to_string()), plain, 0, false, 3),
+                (Some(OFFSETS_TOPIC.to_string()), internal, 0, true, OFFSETS_PARTITIONS),
+                (None, unknown, UNKNOWN_TOPIC_ID, false, 0),
+            ],
+            "by id: {got:?}"
+        );
+        let after = all_topics(&mut c, 12).await?;
+        ensure!(after.topics.len() == 2, "topics after: {:?}", after.topics.iter().map(name_of).collect::<Vec<_>>());
+        Ok(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn internal_partition_leaders_match_find_coordinator() {
     let broker = SkiffProcess::start();
