@@ -295,6 +295,22 @@ async fn reads_of_internal_topics_answer_an_empty_log() {
                 ensure!(error == 0 && offset == 0, "ListOffsets {what} {p}: error {error} offset {offset}");
             }
         }
+        // OffsetForLeaderEpoch (clients validate positions after a leader change): the current
+        // epoch ends at the log end.
+        let epoch = offsets_leaders(&all_topics(&mut c, 12).await?)?[7].1;
+        let req = OffsetForLeaderEpochRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+            offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                .with_topic(topic_name(OFFSETS_TOPIC))
+                .with_partitions(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                        .with_partition(7)
+                        .with_current_leader_epoch(epoch)
+                        .with_leader_epoch(epoch),
+                ]),
+        ]);
+        let r = c.send(&req, 4).await?;
+        let p = r.topics.first().and_then(|t| t.partitions.first()).context("OffsetForLeaderEpoch: no partition")?;
+        ensure!(p.error_code == 0 && p.leader_epoch == epoch && p.end_offset == 0, "OffsetForLeaderEpoch: {p:?}");
         let f = c.fetch(OFFSETS_TOPIC, 50, 0, 0, 0).await?;
         ensure!(f.error_code == UNKNOWN_TOPIC_OR_PARTITION, "fetch partition 50: error {}", f.error_code);
         let (error, _, _) = c.list_offset(OFFSETS_TOPIC, 50, LATEST).await?;

@@ -174,10 +174,17 @@ async fn find_in_chunk(data: Bytes, target: i64, log_start: i64) -> Option<(i64,
 }
 
 pub fn offset_for_leader_epoch(broker: &Broker, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+    let local = broker.settings.node_id;
     let topics = broker.metadata.read(|m| {
         req.topics
             .iter()
             .map(|t| {
+                if let Some(internal) = internal_topics::find(t.topic.0.as_str()) {
+                    let partitions = t.partitions.iter().map(|p| internal_epoch_end(m, internal, local, p)).collect();
+                    return OffsetForLeaderTopicResult::default()
+                        .with_topic(t.topic.clone())
+                        .with_partitions(partitions);
+                }
                 let topic = m.topics.get(t.topic.0.as_str());
                 let partitions = t
                     .partitions
@@ -213,4 +220,35 @@ pub fn offset_for_leader_epoch(broker: &Broker, req: OffsetForLeaderEpochRequest
             .collect()
     });
     OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
+/// OffsetForLeaderEpoch on an internal topic's partition: its log (`log_extent`) has one epoch,
+/// the shard's current one, starting at the log start, so an older epoch has no end offset.
+fn internal_epoch_end(
+    m: &skiff_controller::metadata::MetadataState,
+    t: &InternalTopic,
+    local: i32,
+    p: &kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderPartition,
+) -> EpochEndOffset {
+    let base = EpochEndOffset::default().with_partition(p.partition);
+    let Some(leader) = t.partition_leader(m, local, p.partition) else {
+        return base
+            .with_error_code(code(ResponseError::UnknownTopicOrPartition))
+            .with_leader_epoch(-1)
+            .with_end_offset(-1);
+    };
+    if p.current_leader_epoch >= 0 && p.current_leader_epoch != leader.leader_epoch {
+        let e = if p.current_leader_epoch < leader.leader_epoch {
+            ResponseError::FencedLeaderEpoch
+        } else {
+            ResponseError::UnknownLeaderEpoch
+        };
+        return base.with_error_code(code(e)).with_leader_epoch(-1).with_end_offset(-1);
+    }
+    let (_, end) = t.log_extent(m, p.partition);
+    if p.leader_epoch >= leader.leader_epoch {
+        base.with_error_code(errors::NONE).with_leader_epoch(leader.leader_epoch).with_end_offset(end)
+    } else {
+        base.with_error_code(errors::NONE).with_leader_epoch(-1).with_end_offset(-1)
+    }
 }
