@@ -22,8 +22,9 @@
 //! * the answer for a partition depends only on the metadata image and this broker's id, so
 //!   every broker with the same image names the same leaders.
 //!
-//! The records of `__consumer_offsets` (Fetch, ListOffsets) are not served from here: handlers
-//! check [`is_internal`] and answer an empty log at offset 0 until that is built.
+//! The records of `__consumer_offsets` are not served yet: Fetch, ListOffsets and
+//! OffsetForLeaderEpoch check [`is_internal`] and read [`InternalTopic::log_extent`], an empty
+//! log at offset 0, until they are (the one seam where that plugs in).
 
 use skiff_controller::groups::SHARD_COUNT;
 use skiff_controller::metadata::{BrokerId, MetadataState};
