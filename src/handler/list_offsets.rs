@@ -19,6 +19,7 @@ use skiff_controller::metadata::Chunk;
 use tracing::warn;
 
 use super::errors::{self, code};
+use crate::broker::internal_topics::{self, InternalTopic};
 use crate::broker::{Broker, batch};
 
 const LATEST: i64 = -1;
@@ -56,6 +57,9 @@ async fn lookup(
     current_epoch: i32,
     target: i64,
 ) -> Result<(i64, i64, i32), i16> {
+    if let Some(t) = internal_topics::find(topic) {
+        return lookup_internal(broker, t, partition, current_epoch, target);
+    }
     let snapshot = broker.metadata.read(|m| {
         let p = m.topics.get(topic).and_then(|t| usize::try_from(partition).ok().and_then(|i| t.partitions.get(i)))?;
         let candidates: Vec<Chunk> = match target {
@@ -106,6 +110,39 @@ async fn lookup(
     }
 }
 
+/// ListOffsets on an internal topic's partition, against its coordinator shard's epoch and the
+/// log extent `internal_topics` gives: the single place where offsets of `__consumer_offsets`
+/// records plug in (issue #10 part B). Until then the log is empty at offset 0, so no record
+/// matches a timestamp.
+fn lookup_internal(
+    broker: &Broker,
+    t: &InternalTopic,
+    partition: i32,
+    current_epoch: i32,
+    target: i64,
+) -> Result<(i64, i64, i32), i16> {
+    let local = broker.settings.node_id;
+    let found =
+        broker.metadata.read(|m| t.partition_leader(m, local, partition).map(|l| (l, t.log_extent(m, partition))));
+    let Some((leader, (log_start, end))) = found else {
+        return Err(code(ResponseError::UnknownTopicOrPartition));
+    };
+    let epoch = leader.leader_epoch;
+    if current_epoch >= 0 && current_epoch != epoch {
+        return Err(code(if current_epoch < epoch {
+            ResponseError::FencedLeaderEpoch
+        } else {
+            ResponseError::UnknownLeaderEpoch
+        }));
+    }
+    match target {
+        LATEST => Ok((end, -1, epoch)),
+        EARLIEST => Ok((log_start, -1, epoch)),
+        t if t < MAX_TIMESTAMP => Err(code(ResponseError::InvalidRequest)),
+        _ => Ok((-1, -1, epoch)),
+    }
+}
+
 /// The first record at or after `log_start` with timestamp >= `target`, as (offset, timestamp).
 async fn find_in_chunk(data: Bytes, target: i64, log_start: i64) -> Option<(i64, i64)> {
     // Decoding may decompress: keep it off the async workers and contain any decoder panic.
@@ -137,10 +174,17 @@ async fn find_in_chunk(data: Bytes, target: i64, log_start: i64) -> Option<(i64,
 }
 
 pub fn offset_for_leader_epoch(broker: &Broker, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+    let local = broker.settings.node_id;
     let topics = broker.metadata.read(|m| {
         req.topics
             .iter()
             .map(|t| {
+                if let Some(internal) = internal_topics::find(t.topic.0.as_str()) {
+                    let partitions = t.partitions.iter().map(|p| internal_epoch_end(m, internal, local, p)).collect();
+                    return OffsetForLeaderTopicResult::default()
+                        .with_topic(t.topic.clone())
+                        .with_partitions(partitions);
+                }
                 let topic = m.topics.get(t.topic.0.as_str());
                 let partitions = t
                     .partitions
@@ -176,4 +220,35 @@ pub fn offset_for_leader_epoch(broker: &Broker, req: OffsetForLeaderEpochRequest
             .collect()
     });
     OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
+/// OffsetForLeaderEpoch on an internal topic's partition: its log (`log_extent`) has one epoch,
+/// the shard's current one, starting at the log start, so an older epoch has no end offset.
+fn internal_epoch_end(
+    m: &skiff_controller::metadata::MetadataState,
+    t: &InternalTopic,
+    local: i32,
+    p: &kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderPartition,
+) -> EpochEndOffset {
+    let base = EpochEndOffset::default().with_partition(p.partition);
+    let Some(leader) = t.partition_leader(m, local, p.partition) else {
+        return base
+            .with_error_code(code(ResponseError::UnknownTopicOrPartition))
+            .with_leader_epoch(-1)
+            .with_end_offset(-1);
+    };
+    if p.current_leader_epoch >= 0 && p.current_leader_epoch != leader.leader_epoch {
+        let e = if p.current_leader_epoch < leader.leader_epoch {
+            ResponseError::FencedLeaderEpoch
+        } else {
+            ResponseError::UnknownLeaderEpoch
+        };
+        return base.with_error_code(code(e)).with_leader_epoch(-1).with_end_offset(-1);
+    }
+    let (_, end) = t.log_extent(m, p.partition);
+    if p.leader_epoch >= leader.leader_epoch {
+        base.with_error_code(errors::NONE).with_leader_epoch(leader.leader_epoch).with_end_offset(end)
+    } else {
+        base.with_error_code(errors::NONE).with_leader_epoch(-1).with_end_offset(-1)
+    }
 }
