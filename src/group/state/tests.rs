@@ -529,6 +529,11 @@ fn consumer_subscriptions_parse() {
 }
 
 // ---- rejoins of known members (issue #10): the join phase ends once every member is back ----
+//
+// The bug bit when the JoinGroup that starts the rebalance is itself the last one missing (a
+// lone member, from Stable or CompletingRebalance, fresh or reloaded): those tests failed before
+// the fix. With several members the last rejoin arrives in PreparingRebalance, which always
+// checked; those tests pin that behaviour (and the pending-id, leave and expiry paths) down.
 
 /// A known member's JoinGroup with subscription `meta` (a changed subscription when not `m`).
 fn rejoin(g: &mut Group, now: u64, id: &str, meta: &'static [u8]) -> Outcome<JoinResponse> {
