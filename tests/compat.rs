@@ -186,3 +186,53 @@ fn regex_java_consumer_protocol() {
 fn regex_python_confluent() {
     regex("python-confluent", &[]);
 }
+
+/// The resubscribe scenario (`MODE=resubscribe`, tests/compat/README.md): one member changes
+/// its subscription, its topic grows, a subscribed topic is deleted and re-created; every
+/// rebalance within 10 s (issue #10: the coordinator waited for the rebalance timeout).
+fn resubscribe(client: &str, assignor: &str) {
+    let _slot = Slot::acquire();
+    let broker = SkiffProcess::start();
+    let topic = format!("compat-resub-{client}{}", if assignor.is_empty() { "" } else { "-coop" });
+    run_client_env(client, &broker, &topic, "resubscribe", "30", &[("ASSIGNOR", assignor)]);
+}
+
+#[test]
+fn resubscribe_java() {
+    resubscribe("java", "");
+}
+
+#[test]
+fn resubscribe_java_cooperative() {
+    resubscribe("java", "cooperative-sticky");
+}
+
+#[test]
+fn resubscribe_python_confluent() {
+    resubscribe("python-confluent", "");
+}
+
+#[test]
+fn resubscribe_python_confluent_cooperative() {
+    resubscribe("python-confluent", "cooperative-sticky");
+}
+
+#[test]
+fn resubscribe_python_kafka() {
+    resubscribe("python-kafka", "");
+}
+
+#[test]
+fn resubscribe_go_sarama() {
+    resubscribe("go-sarama", "");
+}
+
+#[test]
+fn resubscribe_go_franz() {
+    resubscribe("go-franz", "");
+}
+
+#[test]
+fn resubscribe_node_kafkajs() {
+    resubscribe("node-kafkajs", "");
+}

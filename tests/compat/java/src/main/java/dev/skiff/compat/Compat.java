@@ -465,8 +465,8 @@ public final class Compat {
         }
         if (bootstrap == null || topic == null || records < 0
                 || !(mode.equals("full") || mode.equals("produce") || mode.equals("verify") || mode.equals("group")
-                        || mode.equals("regex") || mode.equals("failover-consume"))) {
-            System.err.println("compat " + CLIENT + ": FAIL: need BOOTSTRAP, TOPIC, MODE=full|produce|verify|group|regex, RECORDS>=0");
+                        || mode.equals("regex") || mode.equals("failover-consume") || mode.equals("resubscribe"))) {
+            System.err.println("compat " + CLIENT + ": FAIL: need BOOTSTRAP, TOPIC, MODE=full|produce|verify|group|regex|resubscribe, RECORDS>=0");
             System.exit(2);
             return;
         }
@@ -492,6 +492,14 @@ public final class Compat {
                 long consumed = new GroupScenario(bootstrap, topic, records).run();
                 log(String.format("group scenario done in %.1f s", (System.nanoTime() - t0) / 1e9));
                 System.out.println("compat " + CLIENT + " ok produced=" + records + " verified=" + consumed);
+                System.out.flush();
+                System.exit(0);
+                return;
+            }
+            if (mode.equals("resubscribe")) {
+                long consumed = new ResubscribeScenario(bootstrap, topic, records).run();
+                log(String.format("resubscribe scenario done in %.1f s", (System.nanoTime() - t0) / 1e9));
+                System.out.println("compat " + CLIENT + " ok produced=" + 4L * records + " verified=" + consumed);
                 System.out.flush();
                 System.exit(0);
                 return;
