@@ -5,6 +5,8 @@
 //!   plain values.
 //! * [`coordinator`]: the task that owns the groups, runs their timers, answers held requests
 //!   and persists membership through the controller.
+//! * [`offsets_topic`]: the group state of a shard as `__consumer_offsets` records in Kafka's
+//!   own format (Fetch of that topic).
 //!
 //! Placement: a group lives on shard `java_string_hash(group) mod 50`
 //! (`skiff_controller::groups::shard_for`), as Kafka places it on a `__consumer_offsets`
@@ -14,6 +16,7 @@
 pub mod assignor;
 pub mod consumer;
 pub mod coordinator;
+pub mod offsets_topic;
 pub mod state;
 
 pub use coordinator::GroupCoordinator;
