@@ -18,7 +18,7 @@ use skiff_controller::metadata::{Command, CommandResult};
 use tracing::info;
 
 use super::errors::{self, code};
-use crate::broker::{Broker, topic_config};
+use crate::broker::{Broker, internal_topics, topic_config};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -92,7 +92,11 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
                 .with_resource_name(r.resource_name.clone());
             let entries = match r.resource_type {
                 RESOURCE_TOPIC => {
-                    let Some(configs) = broker.metadata.read(|m| m.topics.get(&name).map(|t| t.configs.clone())) else {
+                    let configs = match internal_topics::find(&name) {
+                        Some(t) => Some(t.config_map()),
+                        None => broker.metadata.read(|m| m.topics.get(&name).map(|t| t.configs.clone())),
+                    };
+                    let Some(configs) = configs else {
                         return base
                             .with_error_code(code(ResponseError::UnknownTopicOrPartition))
                             .with_error_message(Some(StrBytes::from_string(format!("Topic {name} does not exist"))));

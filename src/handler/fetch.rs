@@ -16,12 +16,13 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKind};
-use skiff_controller::metadata::Chunk;
+use skiff_controller::metadata::{Chunk, MetadataState};
 use tokio::time::Instant;
 use tracing::warn;
 
 use super::Handled;
 use super::errors::{self, code};
+use crate::broker::internal_topics::{self, InternalTopic};
 use crate::broker::{Broker, batch};
 
 /// How far ahead of a catch-up consumer the block cache is warmed.
@@ -65,6 +66,9 @@ enum Plan {
 
 fn plan(broker: &Broker, topic: &str, partition: i32, offset: i64, current_epoch: i32, max_bytes: usize) -> Plan {
     broker.metadata.read(|m| {
+        if let Some(t) = internal_topics::find(topic) {
+            return plan_internal(m, t, broker.settings.node_id, partition, offset, current_epoch);
+        }
         let Some(t) = m.topics.get(topic) else {
             return Plan::Error(code(ResponseError::UnknownTopicOrPartition));
         };
@@ -109,6 +113,42 @@ fn plan(broker: &Broker, topic: &str, partition: i32, offset: i64, current_epoch
         }
         Plan::Read { topic_id: t.topic_id, hwm: p.end_offset, log_start: p.log_start_offset, chunks, ahead }
     })
+}
+
+/// The plan for an internal topic's partition: the same leader, epoch and offset checks as a
+/// regular partition, against the coordinator shard and the log extent `internal_topics` gives.
+/// The single place where reading `__consumer_offsets` records plugs in (issue #10 part B);
+/// until then the log is empty at offset 0 and nothing is read.
+fn plan_internal(
+    m: &MetadataState,
+    t: &InternalTopic,
+    local: i32,
+    partition: i32,
+    offset: i64,
+    current_epoch: i32,
+) -> Plan {
+    let Some(leader) = t.partition_leader(m, local, partition) else {
+        return Plan::Error(code(ResponseError::UnknownTopicOrPartition));
+    };
+    if leader.leader != local {
+        return Plan::Error(code(if leader.leader < 0 {
+            ResponseError::LeaderNotAvailable
+        } else {
+            ResponseError::NotLeaderOrFollower
+        }));
+    }
+    if current_epoch >= 0 && current_epoch != leader.leader_epoch {
+        return Plan::Error(code(if current_epoch < leader.leader_epoch {
+            ResponseError::FencedLeaderEpoch
+        } else {
+            ResponseError::UnknownLeaderEpoch
+        }));
+    }
+    let (log_start, end) = t.log_extent(m, partition);
+    if offset < log_start || offset > end {
+        return Plan::Error(code(ResponseError::OffsetOutOfRange));
+    }
+    Plan::Read { topic_id: t.topic_id, hwm: end, log_start, chunks: Vec::new(), ahead: Vec::new() }
 }
 
 async fn build(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {

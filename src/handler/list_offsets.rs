@@ -19,6 +19,7 @@ use skiff_controller::metadata::Chunk;
 use tracing::warn;
 
 use super::errors::{self, code};
+use crate::broker::internal_topics::{self, InternalTopic};
 use crate::broker::{Broker, batch};
 
 const LATEST: i64 = -1;
@@ -56,6 +57,9 @@ async fn lookup(
     current_epoch: i32,
     target: i64,
 ) -> Result<(i64, i64, i32), i16> {
+    if let Some(t) = internal_topics::find(topic) {
+        return lookup_internal(broker, t, partition, current_epoch, target);
+    }
     let snapshot = broker.metadata.read(|m| {
         let p = m.topics.get(topic).and_then(|t| usize::try_from(partition).ok().and_then(|i| t.partitions.get(i)))?;
         let candidates: Vec<Chunk> = match target {
@@ -103,6 +107,39 @@ async fn lookup(
         Some((offset, ts)) => Ok((offset, ts, epoch)),
         // The chunk's batches all precede the log start: nothing at or after `target`.
         None => Ok((-1, -1, epoch)),
+    }
+}
+
+/// ListOffsets on an internal topic's partition, against its coordinator shard's epoch and the
+/// log extent `internal_topics` gives: the single place where offsets of `__consumer_offsets`
+/// records plug in (issue #10 part B). Until then the log is empty at offset 0, so no record
+/// matches a timestamp.
+fn lookup_internal(
+    broker: &Broker,
+    t: &InternalTopic,
+    partition: i32,
+    current_epoch: i32,
+    target: i64,
+) -> Result<(i64, i64, i32), i16> {
+    let local = broker.settings.node_id;
+    let found =
+        broker.metadata.read(|m| t.partition_leader(m, local, partition).map(|l| (l, t.log_extent(m, partition))));
+    let Some((leader, (log_start, end))) = found else {
+        return Err(code(ResponseError::UnknownTopicOrPartition));
+    };
+    let epoch = leader.leader_epoch;
+    if current_epoch >= 0 && current_epoch != epoch {
+        return Err(code(if current_epoch < epoch {
+            ResponseError::FencedLeaderEpoch
+        } else {
+            ResponseError::UnknownLeaderEpoch
+        }));
+    }
+    match target {
+        LATEST => Ok((end, -1, epoch)),
+        EARLIEST => Ok((log_start, -1, epoch)),
+        t if t < MAX_TIMESTAMP => Err(code(ResponseError::InvalidRequest)),
+        _ => Ok((-1, -1, epoch)),
     }
 }
 

@@ -1,4 +1,7 @@
 //! Metadata: brokers, topics and partition leaders; auto-creates topics when allowed.
+//!
+//! Internal topics (`broker/internal_topics.rs`) are listed with `is_internal` among all topics
+//! and when named; they are never auto-created.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,10 +12,12 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use skiff_controller::metadata::{MetadataState, TopicState};
+use skiff_controller::metadata::MetadataState;
 use tracing::info;
+use uuid::Uuid;
 
 use super::errors::{self, code};
+use crate::broker::internal_topics;
 use crate::broker::{Broker, validate_topic_name};
 
 /// "Authorized operations" were not requested (Kafka's INT32_MIN).
@@ -40,7 +45,10 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
                 create_errors.insert(name.clone(), code(ResponseError::InvalidTopicException));
                 continue;
             }
-            if allow_create && !broker.metadata.read(|m| m.topics.contains_key(name)) {
+            if allow_create
+                && !internal_topics::is_internal(name)
+                && !broker.metadata.read(|m| m.topics.contains_key(name))
+            {
                 match broker.create_topic(name, -1, BTreeMap::new(), false).await {
                     Ok(_) => info!(topic = %name, "auto-created topic"),
                     Err(crate::broker::CreateTopicError::Exists(_)) => {}
@@ -74,7 +82,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
     };
     let topics = broker.metadata.read(|m| {
         let names: Vec<String> = match &requested {
-            None => m.topics.keys().cloned().collect(),
+            None => all_topic_names(m),
             Some(n) => n.clone(),
         };
         names
@@ -86,8 +94,8 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
                         .with_name(Some(TopicName(StrBytes::from_string(name))))
                         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
                 }
-                match m.topics.get(&name) {
-                    Some(t) => topic_entry(m, t, topic_ops),
+                match topic_view(m, &name, s.node_id) {
+                    Some(t) => topic_entry(t, version, topic_ops),
                     None => MetadataResponseTopic::default()
                         .with_error_code(code(ResponseError::UnknownTopicOrPartition))
                         .with_name(Some(TopicName(StrBytes::from_string(name))))
@@ -103,6 +111,16 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
         .with_controller_id(BrokerId(s.node_id))
         .with_topics(topics)
         .with_cluster_authorized_operations(cluster_ops)
+}
+
+/// Every topic name, regular and internal, in name order. A regular topic stored under an
+/// internal name (possible only in metadata written before internal topics existed) is hidden
+/// behind the internal one.
+pub fn all_topic_names(m: &MetadataState) -> Vec<String> {
+    let mut names: Vec<String> = m.topics.keys().filter(|n| !internal_topics::is_internal(n)).cloned().collect();
+    names.extend(internal_topics::ALL.iter().map(|t| t.name.to_string()));
+    names.sort();
+    names
 }
 
 /// (id, host, port, rack) of every live broker, this one always included (its own entry from
@@ -121,7 +139,43 @@ pub fn live_brokers(broker: &Broker) -> Vec<(i32, String, i32, Option<String>)> 
     out
 }
 
-fn topic_entry(_m: &MetadataState, t: &TopicState, authorized_operations: i32) -> MetadataResponseTopic {
+/// One partition as Metadata and DescribeTopicPartitions describe it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionView {
+    /// -1 when no broker leads it.
+    pub leader: i32,
+    pub leader_epoch: i32,
+}
+
+/// A topic, regular or internal, as described to clients.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicView {
+    pub name: String,
+    pub topic_id: Uuid,
+    pub is_internal: bool,
+    /// By partition index.
+    pub partitions: Vec<PartitionView>,
+}
+
+/// The topic called `name` as clients see it: an internal topic (its partitions led by the
+/// coordinator shards' owners, `local` standing in while shards are unassigned) or a regular
+/// one. `None` if there is no such topic.
+pub fn topic_view(m: &MetadataState, name: &str, local: i32) -> Option<TopicView> {
+    if let Some(t) = internal_topics::find(name) {
+        let partitions = t
+            .partition_leaders(m, local)
+            .into_iter()
+            .map(|p| PartitionView { leader: p.leader, leader_epoch: p.leader_epoch })
+            .collect();
+        return Some(TopicView { name: t.name.to_string(), topic_id: t.topic_id, is_internal: true, partitions });
+    }
+    let t = m.topics.get(name)?;
+    let partitions =
+        t.partitions.iter().map(|p| PartitionView { leader: p.leader, leader_epoch: p.leader_epoch }).collect();
+    Some(TopicView { name: t.name.clone(), topic_id: t.topic_id, is_internal: false, partitions })
+}
+
+fn topic_entry(t: TopicView, version: i16, authorized_operations: i32) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()
@@ -139,8 +193,10 @@ fn topic_entry(_m: &MetadataState, t: &TopicState, authorized_operations: i32) -
         .collect();
     MetadataResponseTopic::default()
         .with_error_code(errors::NONE)
-        .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
+        .with_name(Some(TopicName(StrBytes::from_string(t.name))))
         .with_topic_id(t.topic_id)
+        // v0 has no such field (the codec would refuse a non-default value).
+        .with_is_internal(t.is_internal && version >= 1)
         .with_partitions(partitions)
         .with_topic_authorized_operations(authorized_operations)
 }
