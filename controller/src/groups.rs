@@ -184,7 +184,8 @@ impl From<StoredGroupsState> for GroupsState {
             let log = offsets_topic.entry(shard_for(group_id)).or_default();
             for (topic, partitions) in &mut group.offsets {
                 for (partition, o) in partitions {
-                    let key = RecordKey::Offset { group: group_id.clone(), topic: topic.clone(), partition: *partition };
+                    let key =
+                        RecordKey::Offset { group: group_id.clone(), topic: topic.clone(), partition: *partition };
                     if o.record_offset < 0 {
                         o.record_offset = log.write(key, None, o.commit_timestamp_ms);
                     } else {
@@ -279,7 +280,8 @@ impl GroupsState {
                 if let Some(group) = self.groups.remove(&cmd.group_id) {
                     for (topic, partitions) in group.offsets {
                         for (partition, o) in partitions {
-                            let key = RecordKey::Offset { group: cmd.group_id.clone(), topic: topic.clone(), partition };
+                            let key =
+                                RecordKey::Offset { group: cmd.group_id.clone(), topic: topic.clone(), partition };
                             log.delete(key, o.record_offset);
                         }
                     }
@@ -293,8 +295,11 @@ impl GroupsState {
                     for (topic, p) in partitions {
                         if let Some(t) = group.offsets.get_mut(topic) {
                             if let Some(o) = t.remove(p) {
-                                let key =
-                                    RecordKey::Offset { group: cmd.group_id.clone(), topic: topic.clone(), partition: *p };
+                                let key = RecordKey::Offset {
+                                    group: cmd.group_id.clone(),
+                                    topic: topic.clone(),
+                                    partition: *p,
+                                };
                                 log.delete(key, o.record_offset);
                             }
                             if t.is_empty() {

@@ -106,11 +106,17 @@ impl InternalTopic {
         }
     }
 
-    /// The offsets of one partition's log as readers see it: (log start, end). The records of
-    /// internal topics are not served yet (issue #10 part B), so every partition reads as an
-    /// empty log at offset 0; Fetch and ListOffsets answer from this and nothing else.
-    pub fn log_extent(&self, _m: &MetadataState, _partition: i32) -> (i64, i64) {
-        (0, 0)
+    /// The offsets of one partition's log as readers see it: (log start, end). For
+    /// `__consumer_offsets`, the shard's compacted view of its group writes
+    /// (`skiff_controller::groups::offsets_topic`), which starts at 0 (its gaps are superseded
+    /// records); the records themselves come from `group::offsets_topic`.
+    pub fn log_extent(&self, m: &MetadataState, partition: i32) -> (i64, i64) {
+        match self.leadership {
+            Leadership::GroupCoordinatorShards => {
+                let end = u32::try_from(partition).map_or(0, |shard| m.groups.offsets_topic_end(shard));
+                (0, end)
+            }
+        }
     }
 
     /// The configs as a map, as regular topics store theirs.

@@ -189,7 +189,8 @@ impl GroupsState {
                     }
                     RecordKey::Group { .. } => {
                         let m = group.membership.as_ref()?;
-                        (group.metadata_record_offset == Some(e.offset)).then_some((m.timestamp_ms, RecordValue::Group(m)))?
+                        (group.metadata_record_offset == Some(e.offset))
+                            .then_some((m.timestamp_ms, RecordValue::Group(m)))?
                     }
                 };
                 Some(ViewRecord { offset: e.offset, timestamp_ms, key: e.key, value })
@@ -235,9 +236,7 @@ mod tests {
         assert_eq!(first.key, &key(10));
     }
 
-    use crate::groups::{
-        ConsumerGroupUpdate, GroupCommand, GroupOp, OffsetCommit, StoredMember, shard_for,
-    };
+    use crate::groups::{ConsumerGroupUpdate, GroupCommand, GroupOp, OffsetCommit, StoredMember, shard_for};
 
     fn cmd(group: &str, op: GroupOp) -> GroupCommand {
         GroupCommand { group_id: group.into(), coordinator_epoch: 0, op }

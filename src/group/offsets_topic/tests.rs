@@ -55,10 +55,15 @@ struct GroupValue {
     protocol: Option<String>,
     leader: Option<String>,
     current_state_timestamp: i64,
-    /// memberId, groupInstanceId, clientId, clientHost, rebalanceTimeout, sessionTimeout,
-    /// subscription, assignment.
-    members: Vec<(String, Option<String>, String, String, i32, i32, Vec<u8>, Vec<u8>)>,
+    members: Vec<MemberValue>,
 }
+
+/// memberId, groupInstanceId, clientId, clientHost, rebalanceTimeout, sessionTimeout,
+/// subscription, assignment.
+type MemberValue = (String, Option<String>, String, String, i32, i32, Vec<u8>, Vec<u8>);
+
+/// A decoded batch: its last offset and its (offset, timestamp, record)s.
+type DecodedBatch = (i64, Vec<(i64, i64, Decoded)>);
 
 fn decode(key: &[u8], value: Option<&[u8]>) -> Decoded {
     let mut k = Reader(key);
@@ -113,7 +118,7 @@ fn decode(key: &[u8], value: Option<&[u8]>) -> Decoded {
 
 /// Decodes batches with the kafka-protocol crate (an independent decoder that checks the
 /// CRC): (batch last offset, [(offset, timestamp, record)]) per batch.
-fn decode_batches(bytes: &Bytes) -> Vec<(i64, Vec<(i64, i64, Decoded)>)> {
+fn decode_batches(bytes: &Bytes) -> Vec<DecodedBatch> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < bytes.len() {
@@ -177,13 +182,8 @@ fn golden_offset_commit_bytes() {
     // Written out field by field from OffsetCommitKey.json and OffsetCommitValue.json.
     let key = RecordKey::Offset { group: "g".into(), topic: "t".into(), partition: 1 };
     assert_eq!(key_bytes(&key), Ok(vec![0, 1, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 1]));
-    let value = CommittedOffset {
-        offset: 5,
-        leader_epoch: 2,
-        metadata: None,
-        commit_timestamp_ms: 0x0102,
-        record_offset: 0,
-    };
+    let value =
+        CommittedOffset { offset: 5, leader_epoch: 2, metadata: None, commit_timestamp_ms: 0x0102, record_offset: 0 };
     assert_eq!(
         offset_commit_value(&value),
         Ok(vec![0, 3, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2])
@@ -213,40 +213,52 @@ fn a_shard_reads_back_as_kafka_records() {
     assert_eq!(*last, 4, "the batch covers to the high watermark");
     assert_eq!(
         records[0],
-        (2, 1_700_000_000_500, Decoded::Group {
-            group: "g".into(),
-            value: Some(GroupValue {
-                protocol_type: "consumer".into(),
-                generation: 7,
-                protocol: Some("range".into()),
-                leader: Some("m1".into()),
-                current_state_timestamp: 1_700_000_000_500,
-                members: vec![(
-                    "m1".into(),
-                    Some("i1".into()),
-                    "c1".into(),
-                    "/127.0.0.1".into(),
-                    300_000,
-                    45_000,
-                    vec![0, 1, 2],
-                    vec![]
-                )],
-            }),
-        })
+        (
+            2,
+            1_700_000_000_500,
+            Decoded::Group {
+                group: "g".into(),
+                value: Some(GroupValue {
+                    protocol_type: "consumer".into(),
+                    generation: 7,
+                    protocol: Some("range".into()),
+                    leader: Some("m1".into()),
+                    current_state_timestamp: 1_700_000_000_500,
+                    members: vec![(
+                        "m1".into(),
+                        Some("i1".into()),
+                        "c1".into(),
+                        "/127.0.0.1".into(),
+                        300_000,
+                        45_000,
+                        vec![0, 1, 2],
+                        vec![]
+                    )],
+                }),
+            }
+        )
     );
     assert_eq!(
         records[1],
-        (3, 1_002, Decoded::Offset {
-            group: "g".into(),
-            topic: "orders".into(),
-            partition: 0,
-            value: Some((150, 4, "meta".into(), 1_002)),
-        })
+        (
+            3,
+            1_002,
+            Decoded::Offset {
+                group: "g".into(),
+                topic: "orders".into(),
+                partition: 0,
+                value: Some((150, 4, "meta".into(), 1_002)),
+            }
+        )
     );
     assert_eq!(
         records[2],
         // A tombstone carries the shard's newest timestamp (the membership's).
-        (4, 1_700_000_000_500, Decoded::Offset { group: "g".into(), topic: "orders".into(), partition: 1, value: None })
+        (
+            4,
+            1_700_000_000_500,
+            Decoded::Offset { group: "g".into(), topic: "orders".into(), partition: 1, value: None }
+        )
     );
 
     // From the middle; at the end nothing.
