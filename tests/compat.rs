@@ -158,3 +158,31 @@ fn restart_midway_keeps_everything() {
 fn restart_midway_keeps_everything_python_confluent() {
     restart_midway("python-confluent");
 }
+
+/// The regex scenario (`MODE=regex`, tests/compat/README.md): internal topics listed and
+/// described by the client's admin API, and a pattern subscription (`__.*|TOPIC-.*`) that
+/// consumes the regular topics it matches while `__consumer_offsets` is handled as the client
+/// does against Kafka.
+fn regex(client: &str, env: &[(&str, &str)]) {
+    let _slot = Slot::acquire();
+    let broker = SkiffProcess::start();
+    let protocol = env.iter().find(|(k, _)| *k == "GROUP_PROTOCOL").map_or("classic", |(_, v)| v);
+    run_client_env(client, &broker, &format!("compat-regex-{client}-{protocol}"), "regex", "200", env);
+}
+
+#[test]
+fn regex_java() {
+    regex("java", &[]);
+}
+
+/// KIP-848: the broker resolves the pattern (`SubscriptionPattern`) and must not match
+/// internal topics.
+#[test]
+fn regex_java_consumer_protocol() {
+    regex("java", &[("GROUP_PROTOCOL", "consumer")]);
+}
+
+#[test]
+fn regex_python_confluent() {
+    regex("python-confluent", &[]);
+}

@@ -193,16 +193,13 @@ async fn find_in_chunk(data: Bytes, target: i64, log_start: i64) -> Option<(i64,
 }
 
 pub fn offset_for_leader_epoch(broker: &Broker, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+    let local = broker.settings.node_id;
     let topics = broker.metadata.read(|m| {
         req.topics
             .iter()
             .map(|t| {
                 if let Some(internal) = internal_topics::find(t.topic.0.as_str()) {
-                    let partitions = t
-                        .partitions
-                        .iter()
-                        .map(|p| internal_epoch_end(m, internal, broker.settings.node_id, p))
-                        .collect();
+                    let partitions = t.partitions.iter().map(|p| internal_epoch_end(m, internal, local, p)).collect();
                     return OffsetForLeaderTopicResult::default()
                         .with_topic(t.topic.clone())
                         .with_partitions(partitions);

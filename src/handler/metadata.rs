@@ -30,8 +30,17 @@ pub const TOPIC_OPERATIONS_ALL: i32 =
 pub const CLUSTER_OPERATIONS_ALL: i32 = (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
 pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+    // v12 may name topics by id: a KIP-848 consumer learns the topics a server-side regex
+    // matched only as ids in its assignment. As in Kafka's KafkaApis, once any id is given the
+    // names are ignored (the client sends "" for them), nothing is auto-created, and an unknown
+    // id answers UNKNOWN_TOPIC_ID.
+    let by_id: Vec<Uuid> = match &req.topics {
+        Some(t) if version >= 12 => t.iter().map(|t| t.topic_id).filter(|id| !id.is_nil()).collect(),
+        _ => Vec::new(),
+    };
     // v0 uses an empty list for "all topics"; v1+ uses null.
     let requested: Option<Vec<String>> = match &req.topics {
+        _ if !by_id.is_empty() => Some(Vec::new()),
         None => None,
         Some(t) if t.is_empty() && version == 0 => None,
         Some(t) => Some(t.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect()),
@@ -81,6 +90,19 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
         AUTHORIZED_OPERATIONS_OMITTED
     };
     let topics = broker.metadata.read(|m| {
+        if !by_id.is_empty() {
+            return by_id
+                .iter()
+                .map(|id| match topic_name_by_id(m, id).and_then(|name| topic_view(m, &name, s.node_id)) {
+                    Some(t) => topic_entry(t, version, topic_ops),
+                    None => MetadataResponseTopic::default()
+                        .with_error_code(code(ResponseError::UnknownTopicId))
+                        .with_name(None)
+                        .with_topic_id(*id)
+                        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
+                })
+                .collect();
+        }
         let names: Vec<String> = match &requested {
             None => all_topic_names(m),
             Some(n) => n.clone(),
@@ -155,6 +177,14 @@ pub struct TopicView {
     pub is_internal: bool,
     /// By partition index.
     pub partitions: Vec<PartitionView>,
+}
+
+/// The name of the topic (internal or regular) with id `id`.
+pub fn topic_name_by_id(m: &MetadataState, id: &Uuid) -> Option<String> {
+    match internal_topics::by_id(id) {
+        Some(t) => Some(t.name.to_string()),
+        None => m.topic_names.get(id).filter(|n| !internal_topics::is_internal(n)).cloned(),
+    }
 }
 
 /// The topic called `name` as clients see it: an internal topic (its partitions led by the

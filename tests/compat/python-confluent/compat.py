@@ -278,8 +278,8 @@ def main():
     topic = os.environ.get("TOPIC") or fail("TOPIC must be set")
     mode = os.environ.get("MODE", "full")
     records = int(os.environ.get("RECORDS", "20000"))
-    if mode not in ("full", "produce", "verify", "group"):
-        fail(f"MODE must be full, produce, verify or group, not {mode!r}")
+    if mode not in ("full", "produce", "verify", "group", "regex"):
+        fail(f"MODE must be full, produce, verify, group or regex, not {mode!r}")
     if records < 1:
         fail("RECORDS must be >= 1")
 
@@ -301,6 +301,15 @@ def main():
         except Exception as e:
             fail(f"group scenario: {e}")
         log(f"group scenario {time.time() - t0:.2f}s")
+        print(f"compat {CLIENT} ok produced={records} verified={consumed}", flush=True)
+        os._exit(0)
+    if mode == "regex":
+        import regex_mode
+        try:
+            consumed = regex_mode.Scenario(bootstrap, topic, records, log).run()
+        except Exception as e:
+            fail(f"regex scenario: {e}")
+        log(f"regex scenario {time.time() - t0:.2f}s")
         print(f"compat {CLIENT} ok produced={records} verified={consumed}", flush=True)
         os._exit(0)
     produced = 0
