@@ -15,6 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use skiff_controller::groups::shard_for;
 use support::SkiffProcess;
 use support::client::{Client, EARLIEST, LATEST, topic_name};
+use support::cluster::{Cluster, ClusterSpec, NodeRef};
 use support::kafka_cli;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -436,4 +437,98 @@ async fn kafka_console_consumer_formats_consumer_offsets() {
     assert_eq!(members[0]["memberId"], member.as_str(), "{stdout}");
     assert_eq!(members[0]["sessionTimeout"], 60_000, "{stdout}");
     assert!(lines.iter().all(|l| l["key"]["type"] == 2), "only group metadata is printed:\n{stdout}");
+}
+
+/// (leader id, address, leader epoch) of `__consumer_offsets` partition `p` as `addr` sees it.
+async fn partition_leader(addr: &str, p: i32) -> anyhow::Result<Option<(i32, String, i32)>> {
+    let mut c = Client::connect(addr).await?;
+    let md = c.topic_metadata(TOPIC).await?;
+    let epoch = md.partition(p).map_or(-1, |l| l.leader_epoch);
+    Ok(md.leader(p).map(|(id, a)| (id, a.to_string(), epoch)))
+}
+
+/// Retries `commit` while the coordinator is moving or loading (bounded).
+async fn commit_to_coordinator(addr: &str, group: &str, offsets: &[(i32, i64)]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut c = Client::connect(addr).await?;
+        match commit(&mut c, group, "", -1, "moving", offsets).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("commit to {addr} retried: {e:#}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The view lives in the replicated metadata, so when a coordinator shard moves the new leader
+/// of its `__consumer_offsets` partition serves exactly the same records at the same offsets
+/// (in batches carrying the new epoch): a reader carries on across the move.
+#[test]
+fn the_view_survives_a_coordinator_move_unchanged() {
+    let mut cluster = Cluster::start(ClusterSpec::new("offsets-topic", 1, 3));
+    let group = "moving-group";
+    let p = shard_for(group) as i32;
+    let addrs: Vec<String> = cluster.broker_refs().into_iter().filter_map(|b| cluster.kafka_addr(b)).collect();
+    let first = addrs[0].clone();
+    let before: anyhow::Result<(i32, Vec<(i64, Record)>, i64, i32)> = cluster.block_on(async {
+        Client::connect(&first).await?.create_topic_ok("moving", 2).await?;
+        // Shards are spread once every broker has registered; wait for a leader.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (leader, addr, epoch) = loop {
+            if let Some(l) = partition_leader(&first, p).await? {
+                break l;
+            }
+            ensure!(Instant::now() < deadline, "no leader for {TOPIC}/{p}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        commit_to_coordinator(&addr, group, &[(0, 10), (1, 11)]).await?;
+        commit_to_coordinator(&addr, group, &[(0, 20)]).await?;
+        let mut c = Client::connect(&addr).await?;
+        let (records, end) = read_partition(&mut c, p).await?;
+        ensure!(offsets_of(&records, group).len() == 2 && end >= 3, "before the move: {records:?} (end {end})");
+        let (batches, _) = c.fetch_batches(TOPIC, p, 0).await?;
+        ensure!(batches.iter().all(|b| b.partition_leader_epoch == epoch), "batch epochs {batches:?} vs {epoch}");
+        Ok((leader, records, end, epoch))
+    });
+    let (leader, records, end, epoch) = before.unwrap_or_else(|e| panic!("{e:#}"));
+
+    // Controlled shutdown of the coordinator: its shards move to the other brokers.
+    let status = cluster.terminate(NodeRef::Broker(leader));
+    assert!(status.success(), "broker {leader} exited with {status}");
+    let survivor = cluster
+        .broker_refs()
+        .into_iter()
+        .filter(|b| b.id() != leader)
+        .find_map(|b| cluster.kafka_addr(b))
+        .expect("a live broker");
+    let after: anyhow::Result<()> = cluster.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some((new_leader, addr, new_epoch)) = partition_leader(&survivor, p).await?
+                && new_leader != leader
+            {
+                ensure!(new_epoch > epoch, "epoch {new_epoch} after the move, {epoch} before");
+                let mut c = Client::connect(&addr).await?;
+                match read_partition(&mut c, p).await {
+                    Ok((moved, moved_end)) => {
+                        ensure!(moved == records && moved_end == end, "after the move {moved:?} (end {moved_end})");
+                        let (batches, _) = c.fetch_batches(TOPIC, p, 0).await?;
+                        ensure!(batches.iter().all(|b| b.partition_leader_epoch == new_epoch), "{batches:?}");
+                        return Ok(());
+                    }
+                    // The new leader's image may not have applied the move yet.
+                    Err(e) => eprintln!("read from {addr} retried: {e:#}"),
+                }
+            }
+            ensure!(Instant::now() < deadline, "{TOPIC}/{p} did not move off broker {leader} within 60 s");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    if let Err(e) = after {
+        let logs: Vec<String> = cluster.broker_refs().into_iter().map(|b| cluster.log_tail(b, 20)).collect();
+        panic!("{e:#}\n{}", logs.join("\n"));
+    }
 }
