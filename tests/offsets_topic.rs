@@ -473,7 +473,7 @@ fn the_view_survives_a_coordinator_move_unchanged() {
     let p = shard_for(group) as i32;
     let addrs: Vec<String> = cluster.broker_refs().into_iter().filter_map(|b| cluster.kafka_addr(b)).collect();
     let first = addrs[0].clone();
-    let before: anyhow::Result<(i32, Vec<(i64, Record)>, i64, i32)> = cluster.block_on(async {
+    let before = cluster.block_on(async {
         Client::connect(&first).await?.create_topic_ok("moving", 2).await?;
         // Shards are spread once every broker has registered; wait for a leader.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -491,7 +491,7 @@ fn the_view_survives_a_coordinator_move_unchanged() {
         ensure!(offsets_of(&records, group).len() == 2 && end >= 3, "before the move: {records:?} (end {end})");
         let (batches, _) = c.fetch_batches(TOPIC, p, 0).await?;
         ensure!(batches.iter().all(|b| b.partition_leader_epoch == epoch), "batch epochs {batches:?} vs {epoch}");
-        Ok((leader, records, end, epoch))
+        anyhow::Ok((leader, records, end, epoch))
     });
     let (leader, records, end, epoch) = before.unwrap_or_else(|e| panic!("{e:#}"));
 
