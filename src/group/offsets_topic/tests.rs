@@ -279,7 +279,7 @@ fn max_bytes_cuts_batches_and_gaps_are_covered() {
     for p in 10..20 {
         s.apply(&commit("g", p, 2, 2)).expect("commit");
     }
-    // Partition 19 again: 29 becomes a trailing gap.
+    // Partition 19 again: 29 becomes a gap.
     s.apply(&commit("g", 19, 3, 3)).expect("commit"); // 30
     s.apply(&commit("g", 0, 3, 3)).expect("commit"); // 31: 0 becomes a gap
     assert_eq!(s.offsets_topic_end(shard), 32);
@@ -316,7 +316,10 @@ fn a_trailing_gap_reads_as_an_empty_batch() {
     let shard = shard_for("g");
     s.apply(&commit("g", 0, 1, 1)).expect("commit"); // 0
     // Metadata longer than Kafka's int16 string: the record cannot be written in Kafka's
-    // format and is left out (Kafka refuses such commits by offset.metadata.max.bytes).
+    // format and is left out. (OffsetCommit refuses such metadata with
+    // OFFSET_METADATA_TOO_LARGE, as Kafka does, so only a state built otherwise has it: the
+    // one way to get a trailing gap, since the newest record of a shard is always live or a
+    // tombstone.)
     let mut huge = commit("g", 1, 1, 2);
     if let GroupOp::CommitOffsets { offsets } = &mut huge.op {
         offsets[0].metadata = Some("x".repeat(40_000));
