@@ -22,9 +22,10 @@
 //! * the answer for a partition depends only on the metadata image and this broker's id, so
 //!   every broker with the same image names the same leaders.
 //!
-//! The records of `__consumer_offsets` are not stored here either: handlers check
-//! [`is_internal`], take the log's extent from [`InternalTopic::log_extent`] and encode the
-//! records from the shard's group state (`group::offsets_topic`).
+//! The records of `__consumer_offsets` are not stored here either: Fetch, ListOffsets and
+//! OffsetForLeaderEpoch check [`is_internal`], take the log's extent from
+//! [`InternalTopic::log_extent`], and Fetch encodes the records from the shard's group state
+//! (`group::offsets_topic`).
 
 use skiff_controller::groups::SHARD_COUNT;
 use skiff_controller::metadata::{BrokerId, MetadataState};

@@ -112,9 +112,10 @@ pub async fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, versi
             None => internal_topics::by_id(&id),
         };
         if let Some(t) = internal {
-            // Its state is the controller's group metadata, which a deletion cannot drop. Kafka's
-            // tools refuse this with the same words; the code is what Kafka's brokers answer to
-            // every other refused operation on an internal topic.
+            // Its state is the controller's group metadata, which a deletion cannot drop (Kafka's
+            // KRaft controller would delete it, losing every group's offsets). The words are
+            // those Kafka's tools used to refuse it with; the code is what Kafka's brokers answer
+            // to the operations on internal topics they do refuse (appends, record deletion).
             info!(topic = t.name, "delete refused: internal topic");
             let message =
                 format!("Topic {} is a kafka internal topic and is not allowed to be marked for deletion.", t.name);

@@ -193,8 +193,11 @@ mod tests {
             )
     }
 
-    /// (name, first partition, partition count) per topic, and the next cursor.
-    fn summary(r: &DescribeTopicPartitionsResponse) -> (Vec<(String, i32, usize)>, Option<(String, i32)>) {
+    /// (name, first partition, partition count) of one topic in a response.
+    type TopicSummary = (String, i32, usize);
+
+    /// Each topic's summary, and the next cursor.
+    fn summary(r: &DescribeTopicPartitionsResponse) -> (Vec<TopicSummary>, Option<(String, i32)>) {
         let topics = r
             .topics
             .iter()

@@ -225,7 +225,7 @@ fn topic_entry(t: TopicView, version: i16, authorized_operations: i32) -> Metada
         .with_error_code(errors::NONE)
         .with_name(Some(TopicName(StrBytes::from_string(t.name))))
         .with_topic_id(t.topic_id)
-        // v0 has no such field (the codec would refuse a non-default value).
+        // v0 has no such field.
         .with_is_internal(t.is_internal && version >= 1)
         .with_partitions(partitions)
         .with_topic_authorized_operations(authorized_operations)
