@@ -22,9 +22,10 @@
 //! * the answer for a partition depends only on the metadata image and this broker's id, so
 //!   every broker with the same image names the same leaders.
 //!
-//! The records of `__consumer_offsets` are not served yet: Fetch, ListOffsets and
-//! OffsetForLeaderEpoch check [`is_internal`] and read [`InternalTopic::log_extent`], an empty
-//! log at offset 0, until they are (the one seam where that plugs in).
+//! The records of `__consumer_offsets` are not stored here either: Fetch, ListOffsets and
+//! OffsetForLeaderEpoch check [`is_internal`], take the log's extent from
+//! [`InternalTopic::log_extent`], and Fetch encodes the records from the shard's group state
+//! (`group::offsets_topic`).
 
 use skiff_controller::groups::SHARD_COUNT;
 use skiff_controller::metadata::{BrokerId, MetadataState};
@@ -107,11 +108,17 @@ impl InternalTopic {
         }
     }
 
-    /// The offsets of one partition's log as readers see it: (log start, end). The records of
-    /// internal topics are not served yet (issue #10 part B), so every partition reads as an
-    /// empty log at offset 0; Fetch and ListOffsets answer from this and nothing else.
-    pub fn log_extent(&self, _m: &MetadataState, _partition: i32) -> (i64, i64) {
-        (0, 0)
+    /// The offsets of one partition's log as readers see it: (log start, end). For
+    /// `__consumer_offsets`, the shard's compacted view of its group writes
+    /// (`skiff_controller::groups::offsets_topic`), which starts at 0 (its gaps are superseded
+    /// records); the records themselves come from `group::offsets_topic`.
+    pub fn log_extent(&self, m: &MetadataState, partition: i32) -> (i64, i64) {
+        match self.leadership {
+            Leadership::GroupCoordinatorShards => {
+                let end = u32::try_from(partition).map_or(0, |shard| m.groups.offsets_topic_end(shard));
+                (0, end)
+            }
+        }
     }
 
     /// The configs as a map, as regular topics store theirs.

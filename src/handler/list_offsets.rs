@@ -15,11 +15,11 @@ use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 use kafka_protocol::records::RecordBatchDecoder;
-use skiff_controller::metadata::Chunk;
+use skiff_controller::metadata::{Chunk, MetadataState};
 use tracing::warn;
 
 use super::errors::{self, code};
-use crate::broker::internal_topics::{self, InternalTopic};
+use crate::broker::internal_topics::{self, InternalTopic, Leadership};
 use crate::broker::{Broker, batch};
 
 const LATEST: i64 = -1;
@@ -111,9 +111,9 @@ async fn lookup(
 }
 
 /// ListOffsets on an internal topic's partition, against its coordinator shard's epoch and the
-/// log extent `internal_topics` gives: the single place where offsets of `__consumer_offsets`
-/// records plug in (issue #10 part B). Until then the log is empty at offset 0, so no record
-/// matches a timestamp.
+/// log extent `internal_topics` gives. By timestamp: the first record of the shard's
+/// `__consumer_offsets` view (in offset order) whose timestamp reaches the target, as Kafka
+/// searches a compacted log; max timestamp: the first record with the largest timestamp.
 fn lookup_internal(
     broker: &Broker,
     t: &InternalTopic,
@@ -122,9 +122,28 @@ fn lookup_internal(
     target: i64,
 ) -> Result<(i64, i64, i32), i16> {
     let local = broker.settings.node_id;
-    let found =
-        broker.metadata.read(|m| t.partition_leader(m, local, partition).map(|l| (l, t.log_extent(m, partition))));
-    let Some((leader, (log_start, end))) = found else {
+    let found = broker.metadata.read(|m| {
+        let leader = t.partition_leader(m, local, partition)?;
+        let by_time = match (t.leadership, target) {
+            (_, LATEST | EARLIEST) => None,
+            (Leadership::GroupCoordinatorShards, MAX_TIMESTAMP) => {
+                let mut best: Option<(i64, i64)> = None;
+                for r in m.groups.offsets_topic_records(partition as u32, 0) {
+                    if best.is_none_or(|(_, ts)| r.timestamp_ms > ts) {
+                        best = Some((r.offset, r.timestamp_ms));
+                    }
+                }
+                best
+            }
+            (Leadership::GroupCoordinatorShards, target) => m
+                .groups
+                .offsets_topic_records(partition as u32, 0)
+                .find(|r| r.timestamp_ms >= target)
+                .map(|r| (r.offset, r.timestamp_ms)),
+        };
+        Some((leader, t.log_extent(m, partition), by_time))
+    });
+    let Some((leader, (log_start, end), by_time)) = found else {
         return Err(code(ResponseError::UnknownTopicOrPartition));
     };
     let epoch = leader.leader_epoch;
@@ -139,7 +158,7 @@ fn lookup_internal(
         LATEST => Ok((end, -1, epoch)),
         EARLIEST => Ok((log_start, -1, epoch)),
         t if t < MAX_TIMESTAMP => Err(code(ResponseError::InvalidRequest)),
-        _ => Ok((-1, -1, epoch)),
+        _ => Ok(by_time.map_or((-1, -1, epoch), |(offset, ts)| (offset, ts, epoch))),
     }
 }
 
@@ -222,10 +241,13 @@ pub fn offset_for_leader_epoch(broker: &Broker, req: OffsetForLeaderEpochRequest
     OffsetForLeaderEpochResponse::default().with_topics(topics)
 }
 
-/// OffsetForLeaderEpoch on an internal topic's partition: its log (`log_extent`) has one epoch,
-/// the shard's current one, starting at the log start, so an older epoch has no end offset.
+/// OffsetForLeaderEpoch on an internal topic's partition. Its log (the compacted view of a
+/// shard's group writes) is never truncated when the shard moves, so any epoch up to the
+/// current one ends at the high watermark: a consumer validating its position after a
+/// coordinator move never detects truncation. A newer epoch than the shard's is unknown (-1),
+/// as Kafka answers.
 fn internal_epoch_end(
-    m: &skiff_controller::metadata::MetadataState,
+    m: &MetadataState,
     t: &InternalTopic,
     local: i32,
     p: &kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderPartition,
@@ -246,9 +268,8 @@ fn internal_epoch_end(
         return base.with_error_code(code(e)).with_leader_epoch(-1).with_end_offset(-1);
     }
     let (_, end) = t.log_extent(m, p.partition);
-    if p.leader_epoch >= leader.leader_epoch {
-        base.with_error_code(errors::NONE).with_leader_epoch(leader.leader_epoch).with_end_offset(end)
-    } else {
-        base.with_error_code(errors::NONE).with_leader_epoch(-1).with_end_offset(-1)
+    if p.leader_epoch > leader.leader_epoch {
+        return base.with_error_code(errors::NONE).with_leader_epoch(-1).with_end_offset(-1);
     }
+    base.with_error_code(errors::NONE).with_leader_epoch(p.leader_epoch).with_end_offset(end)
 }
