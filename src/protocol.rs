@@ -39,6 +39,8 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     ApiRange { key: ApiKey::CreatePartitions, min: 0, max: 3 },
     ApiRange { key: ApiKey::IncrementalAlterConfigs, min: 0, max: 1 },
     ApiRange { key: ApiKey::DescribeCluster, min: 0, max: 1 },
+    // KIP-966: Java's Admin describeTopics uses it when advertised.
+    ApiRange { key: ApiKey::DescribeTopicPartitions, min: 0, max: 0 },
     // Consumer groups (handler/groups.rs, handler/offsets.rs).
     ApiRange { key: ApiKey::FindCoordinator, min: 0, max: 4 },
     ApiRange { key: ApiKey::JoinGroup, min: 0, max: 9 },

@@ -158,3 +158,81 @@ fn restart_midway_keeps_everything() {
 fn restart_midway_keeps_everything_python_confluent() {
     restart_midway("python-confluent");
 }
+
+/// The regex scenario (`MODE=regex`, tests/compat/README.md): internal topics listed and
+/// described by the client's admin API, and a pattern subscription (`__.*|TOPIC-.*`) that
+/// consumes the regular topics it matches while `__consumer_offsets` is handled as the client
+/// does against Kafka.
+fn regex(client: &str, env: &[(&str, &str)]) {
+    let _slot = Slot::acquire();
+    let broker = SkiffProcess::start();
+    let protocol = env.iter().find(|(k, _)| *k == "GROUP_PROTOCOL").map_or("classic", |(_, v)| v);
+    run_client_env(client, &broker, &format!("compat-regex-{client}-{protocol}"), "regex", "200", env);
+}
+
+#[test]
+fn regex_java() {
+    regex("java", &[]);
+}
+
+/// KIP-848: the broker resolves the pattern (`SubscriptionPattern`) and must not match
+/// internal topics.
+#[test]
+fn regex_java_consumer_protocol() {
+    regex("java", &[("GROUP_PROTOCOL", "consumer")]);
+}
+
+#[test]
+fn regex_python_confluent() {
+    regex("python-confluent", &[]);
+}
+
+/// The resubscribe scenario (`MODE=resubscribe`, tests/compat/README.md): one member changes
+/// its subscription, its topic grows, a subscribed topic is deleted and re-created; every
+/// rebalance within 10 s (issue #10: the coordinator waited for the rebalance timeout).
+fn resubscribe(client: &str, assignor: &str) {
+    let _slot = Slot::acquire();
+    let broker = SkiffProcess::start();
+    let topic = format!("compat-resub-{client}{}", if assignor.is_empty() { "" } else { "-coop" });
+    run_client_env(client, &broker, &topic, "resubscribe", "30", &[("ASSIGNOR", assignor)]);
+}
+
+#[test]
+fn resubscribe_java() {
+    resubscribe("java", "");
+}
+
+#[test]
+fn resubscribe_java_cooperative() {
+    resubscribe("java", "cooperative-sticky");
+}
+
+#[test]
+fn resubscribe_python_confluent() {
+    resubscribe("python-confluent", "");
+}
+
+#[test]
+fn resubscribe_python_confluent_cooperative() {
+    resubscribe("python-confluent", "cooperative-sticky");
+}
+
+#[test]
+fn resubscribe_python_kafka() {
+    resubscribe("python-kafka", "");
+}
+
+#[test]
+fn resubscribe_go_sarama() {
+    resubscribe("go-sarama", "");
+}
+
+#[test]
+fn resubscribe_go_franz() {
+    resubscribe("go-franz", "");
+}
+
+#[test]
+fn resubscribe_node_kafkajs() {
+    resubscribe("node-kafkajs", "");
+}

@@ -8,9 +8,11 @@ use std::path::PathBuf;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, FetchRequest, GroupId,
-    MetadataRequest, OffsetCommitRequest, ProduceRequest, RequestHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest,
+    DescribeTopicPartitionsRequest, FetchRequest, GroupId, MetadataRequest, OffsetCommitRequest, ProduceRequest,
+    RequestHeader, TopicName,
     consumer_group_heartbeat_request::TopicPartitions,
+    describe_topic_partitions_request::{Cursor, TopicRequest},
     fetch_request::{FetchPartition, FetchTopic},
     metadata_request::MetadataRequestTopic,
     offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
@@ -103,7 +105,12 @@ fn request_seeds() -> Vec<(&'static str, Bytes)> {
         .with_topics(vec![OffsetCommitRequestTopic::default().with_name(topic("orders")).with_partitions(vec![
             OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(42),
         ])]);
+    let describe_topic_partitions = DescribeTopicPartitionsRequest::default()
+        .with_topics(vec![TopicRequest::default().with_name(topic("orders"))])
+        .with_response_partition_limit(100)
+        .with_cursor(Some(Cursor::default().with_topic_name(topic("orders")).with_partition_index(1)));
     vec![
+        ("seed-describe-topic-partitions-v0", frame(ApiKey::DescribeTopicPartitions, 0, &describe_topic_partitions)),
         ("seed-api-versions-v3", frame(ApiKey::ApiVersions, 3, &api_versions)),
         ("seed-consumer-group-heartbeat-v1", frame(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat)),
         ("seed-consumer-group-describe-v1", frame(ApiKey::ConsumerGroupDescribe, 1, &describe)),

@@ -26,8 +26,10 @@ use serde::{Deserialize, Serialize};
 use crate::metadata::{BrokerId, CommandResult, Rejection};
 
 pub mod consumer;
+pub mod offsets_topic;
 
 pub use consumer::{ConsumerGroupUpdate, StoredConsumerGroup};
+use offsets_topic::{RecordKey, ShardLog};
 
 /// Number of coordinator shards: Kafka's default `offsets.topic.num.partitions`. Fixed for the
 /// life of a cluster: changing it would move every group.
@@ -87,6 +89,14 @@ pub struct CommittedOffset {
     pub leader_epoch: i32,
     pub metadata: Option<String>,
     pub commit_timestamp_ms: i64,
+    /// Where this value sits in the shard's `__consumer_offsets` view (`offsets_topic.rs`).
+    /// Absent in snapshots written before the view existed: -1, assigned on load.
+    #[serde(default = "unassigned_record_offset")]
+    pub record_offset: i64,
+}
+
+fn unassigned_record_offset() -> i64 {
+    -1
 }
 
 /// A group's membership as of its last completed rebalance.
@@ -126,6 +136,10 @@ pub struct StoredGroup {
     /// older snapshots readable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) consumer: Option<StoredConsumerGroup>,
+    /// Where `membership` sits in the shard's `__consumer_offsets` view: `Some` exactly when
+    /// `membership` is (absent in older snapshots: assigned on load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) metadata_record_offset: Option<i64>,
 }
 
 /// Which broker coordinates a shard, at which epoch.
@@ -137,11 +151,60 @@ pub struct ShardAssignment {
 
 /// All group state: part of [`crate::metadata::MetadataState`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(from = "StoredGroupsState")]
 pub struct GroupsState {
     pub(crate) groups: BTreeMap<String, StoredGroup>,
     /// Shard assignments; empty until the cluster milestone assigns shards (then every shard
     /// is on the one broker, at epoch 0).
     pub(crate) shards: BTreeMap<u32, ShardAssignment>,
+    /// Each shard's `__consumer_offsets` view (`offsets_topic.rs`); a shard nothing was ever
+    /// written to has none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) offsets_topic: BTreeMap<u32, ShardLog>,
+}
+
+/// [`GroupsState`] as stored: the derived index of the `__consumer_offsets` view is rebuilt
+/// from it on load.
+#[derive(Deserialize)]
+struct StoredGroupsState {
+    groups: BTreeMap<String, StoredGroup>,
+    shards: BTreeMap<u32, ShardAssignment>,
+    #[serde(default)]
+    offsets_topic: BTreeMap<u32, ShardLog>,
+}
+
+impl From<StoredGroupsState> for GroupsState {
+    /// Rebuilds each shard's index of live records from the values' record offsets. Values
+    /// from a snapshot written before the view existed have none: they get the next offsets of
+    /// their shard, in group, topic, partition order (the same on every replica loading the
+    /// same snapshot).
+    fn from(stored: StoredGroupsState) -> Self {
+        let StoredGroupsState { mut groups, shards, mut offsets_topic } = stored;
+        for (group_id, group) in &mut groups {
+            let log = offsets_topic.entry(shard_for(group_id)).or_default();
+            for (topic, partitions) in &mut group.offsets {
+                for (partition, o) in partitions {
+                    let key =
+                        RecordKey::Offset { group: group_id.clone(), topic: topic.clone(), partition: *partition };
+                    if o.record_offset < 0 {
+                        o.record_offset = log.write(key, None, o.commit_timestamp_ms);
+                    } else {
+                        log.live.insert(o.record_offset, key);
+                    }
+                }
+            }
+            let key = RecordKey::Group { group: group_id.clone() };
+            group.metadata_record_offset = match (&group.membership, group.metadata_record_offset) {
+                (None, _) => None,
+                (Some(_), Some(o)) => {
+                    log.live.insert(o, key);
+                    Some(o)
+                }
+                (Some(m), None) => Some(log.write(key, None, m.timestamp_ms)),
+            };
+        }
+        GroupsState { groups, shards, offsets_topic }
+    }
 }
 
 impl GroupsState {
@@ -171,39 +234,74 @@ impl GroupsState {
                 current,
             });
         }
+        let log = self.offsets_topic.entry(shard).or_default();
         match &cmd.op {
             GroupOp::CommitOffsets { offsets } => {
                 let group = self.groups.entry(cmd.group_id.clone()).or_default();
                 for o in offsets {
-                    group.offsets.entry(o.topic.clone()).or_default().insert(
+                    let partitions = group.offsets.entry(o.topic.clone()).or_default();
+                    let previous = partitions.get(&o.partition).map(|c| c.record_offset);
+                    let key = RecordKey::Offset {
+                        group: cmd.group_id.clone(),
+                        topic: o.topic.clone(),
+                        partition: o.partition,
+                    };
+                    let record_offset = log.write(key, previous, o.commit_timestamp_ms);
+                    partitions.insert(
                         o.partition,
                         CommittedOffset {
                             offset: o.offset,
                             leader_epoch: o.leader_epoch,
                             metadata: o.metadata.clone(),
                             commit_timestamp_ms: o.commit_timestamp_ms,
+                            record_offset,
                         },
                     );
                 }
             }
             GroupOp::StoreMembership(m) => {
                 let group = self.groups.entry(cmd.group_id.clone()).or_default();
+                let key = RecordKey::Group { group: cmd.group_id.clone() };
+                group.metadata_record_offset = Some(log.write(key, group.metadata_record_offset, m.timestamp_ms));
                 group.membership = Some(m.clone());
                 group.consumer = None;
             }
             GroupOp::UpdateConsumerGroup(u) => {
                 let group = self.groups.entry(cmd.group_id.clone()).or_default();
+                // Kafka deletes the classic GroupMetadata record when it converts a group.
+                if let Some(previous) = group.metadata_record_offset.take() {
+                    log.delete(RecordKey::Group { group: cmd.group_id.clone() }, previous);
+                }
                 group.membership = None;
                 group.consumer.get_or_insert_default().apply(u);
             }
             GroupOp::DeleteGroup => {
-                self.groups.remove(&cmd.group_id);
+                // Tombstones for every offset, then the group metadata, as Kafka writes them.
+                if let Some(group) = self.groups.remove(&cmd.group_id) {
+                    for (topic, partitions) in group.offsets {
+                        for (partition, o) in partitions {
+                            let key =
+                                RecordKey::Offset { group: cmd.group_id.clone(), topic: topic.clone(), partition };
+                            log.delete(key, o.record_offset);
+                        }
+                    }
+                    if let Some(previous) = group.metadata_record_offset {
+                        log.delete(RecordKey::Group { group: cmd.group_id.clone() }, previous);
+                    }
+                }
             }
             GroupOp::DeleteOffsets { partitions } => {
                 if let Some(group) = self.groups.get_mut(&cmd.group_id) {
                     for (topic, p) in partitions {
                         if let Some(t) = group.offsets.get_mut(topic) {
-                            t.remove(p);
+                            if let Some(o) = t.remove(p) {
+                                let key = RecordKey::Offset {
+                                    group: cmd.group_id.clone(),
+                                    topic: topic.clone(),
+                                    partition: *p,
+                                };
+                                log.delete(key, o.record_offset);
+                            }
                             if t.is_empty() {
                                 group.offsets.remove(topic);
                             }

@@ -30,8 +30,11 @@ use crate::metadata::{MetadataState, PartitionState, TopicState};
 
 // The values the image hands out: copies or read-only borrows, never the state itself.
 pub use crate::configs::ConfigsState;
+pub use crate::groups::offsets_topic::{RecordKey, RecordValue, ViewRecord};
 pub use crate::groups::{CommittedOffset, GroupMembership, StoredConsumerGroup, StoredMember};
+pub use crate::groups::SHARD_COUNT;
 pub use crate::metadata::{BrokerId, Chunk, ProducerStates, Rejection, SequenceCheck, next_sequence};
+pub use crate::placement::NO_LEADER;
 
 /// The applied metadata as brokers see it. Held behind the lock [`crate::MetadataHandle`]
 /// reads; equality and clones compare and copy the whole state (tests compare replicas).
@@ -186,6 +189,11 @@ impl MetadataImage {
         self.state.groups.shard_epoch(shard_for(group_id))
     }
 
+    /// Who coordinates `shard`, once it is assigned.
+    pub fn shard_coordinator(&self, shard: u32) -> Option<Coordinator> {
+        self.state.groups.shards.get(&shard).map(|a| Coordinator { broker_id: a.broker_id, epoch: a.epoch })
+    }
+
     /// How many coordinator shards `broker_id` holds.
     pub fn shards_of(&self, broker_id: BrokerId) -> usize {
         self.state.groups.shards.values().filter(|s| s.broker_id == broker_id).count()
@@ -251,6 +259,14 @@ impl MetadataImage {
             size_bytes: o.size_bytes,
             live_chunks: o.live_chunks,
         })
+    }
+}
+
+/// An image of a state built from plain values (tests replay commands into a
+/// `MetadataState` and read it as brokers do).
+impl From<MetadataState> for MetadataImage {
+    fn from(state: MetadataState) -> Self {
+        Self { state }
     }
 }
 
@@ -383,5 +399,32 @@ impl<'a> PartitionView<'a> {
     /// OffsetForLeaderEpoch: (epoch, end offset) of the largest epoch <= `epoch`.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
         self.state.end_offset_for_epoch(epoch)
+    }
+}
+
+/// A shard's `__consumer_offsets` view (`groups/offsets_topic.rs`): what the image answers, and
+/// what the controller's group state answers in tests built from plain values.
+pub trait OffsetsTopicView {
+    /// The high watermark of `shard`'s view.
+    fn offsets_topic_end(&self, shard: u32) -> i64;
+    /// The records of `shard`'s view at offsets `>= from`, in offset order.
+    fn offsets_topic_records(&self, shard: u32, from: i64) -> impl Iterator<Item = ViewRecord<'_>>;
+}
+
+impl OffsetsTopicView for MetadataImage {
+    fn offsets_topic_end(&self, shard: u32) -> i64 {
+        self.state.groups.offsets_topic_end(shard)
+    }
+    fn offsets_topic_records(&self, shard: u32, from: i64) -> impl Iterator<Item = ViewRecord<'_>> {
+        self.state.groups.offsets_topic_records(shard, from)
+    }
+}
+
+impl OffsetsTopicView for crate::groups::GroupsState {
+    fn offsets_topic_end(&self, shard: u32) -> i64 {
+        crate::groups::GroupsState::offsets_topic_end(self, shard)
+    }
+    fn offsets_topic_records(&self, shard: u32, from: i64) -> impl Iterator<Item = ViewRecord<'_>> {
+        crate::groups::GroupsState::offsets_topic_records(self, shard, from)
     }
 }

@@ -6,12 +6,14 @@
 //! * [`topic_config`]: known topic configs, defaults and validation.
 //! * [`dynamic_config`]: dynamic broker configs (topic defaults changed without a restart).
 //! * [`lifecycle`]: background compaction, retention and garbage collection of objects.
+//! * [`internal_topics`]: `__consumer_offsets` and its partition leaders (never a regular topic).
 //!
 //! The broker itself holds no durable state: topics, offsets, the object index and producer
 //! state all live in the controller's metadata, read through [`MetadataHandle`].
 
 pub mod batch;
 pub mod dynamic_config;
+pub mod internal_topics;
 pub mod lifecycle;
 pub mod read;
 pub mod topic_config;
@@ -140,6 +142,11 @@ impl Broker {
         validate_only: bool,
     ) -> Result<Uuid, CreateTopicError> {
         validate_topic_name(name).map_err(CreateTopicError::InvalidName)?;
+        // An internal topic always exists: Kafka's controller answers TOPIC_ALREADY_EXISTS for
+        // an existing name before it looks at partitions or configs.
+        if internal_topics::is_internal(name) {
+            return Err(CreateTopicError::Exists(name.to_string()));
+        }
         let partitions = if partitions == -1 { self.settings.num_partitions } else { partitions };
         if partitions <= 0 {
             return Err(CreateTopicError::InvalidPartitions(format!(

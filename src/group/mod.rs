@@ -7,6 +7,8 @@
 //!   and persists membership through the controller.
 //! * [`group_config`]: per-group configs (Kafka's `GROUP` config resource), read at each
 //!   consumer-protocol heartbeat.
+//! * [`offsets_topic`]: the group state of a shard as `__consumer_offsets` records in Kafka's
+//!   own format (Fetch of that topic).
 //!
 //! Placement: a group lives on shard `java_string_hash(group) mod 50`
 //! (`skiff_controller::groups::shard_for`), as Kafka places it on a `__consumer_offsets`
@@ -17,6 +19,7 @@ pub mod assignor;
 pub mod consumer;
 pub mod coordinator;
 pub mod group_config;
+pub mod offsets_topic;
 pub mod state;
 
 pub use coordinator::GroupCoordinator;

@@ -15,6 +15,10 @@
 //! * a JoinGroup that waits is answered exactly once: when the join phase completes, when its
 //!   member is removed or fenced, or by the driver on shutdown;
 //! * the generation increases by one each time a join phase completes;
+//! * the join phase completes as soon as every member is waiting in JoinGroup and no member id
+//!   handed out with MEMBER_ID_REQUIRED is outstanding, whatever started the rebalance (a new
+//!   member, a leave, an expiry or a member's own rejoin); only an empty group's first
+//!   rebalance waits out `group.initial.rebalance.delay.ms`;
 //! * a `SyncGroup` is answered with the assignment only once the leader's assignment is
 //!   persisted (`persisted`), so an acknowledged assignment survives a coordinator failover;
 //! * a member's session expires only while it is neither waiting in JoinGroup nor SyncGroup;
@@ -890,6 +894,13 @@ impl Group {
         }
         self.state = GroupState::PreparingRebalance;
         tracing::info!(group = %self.id, generation = self.generation, members = self.members.len(), "preparing to rebalance");
+        // Kafka's `prepareRebalance` ends with `maybeCompleteJoinElseSchedule`: a rebalance
+        // started by a member's own JoinGroup (new subscription, a topic that grew or was
+        // re-created, the leader asking for a new assignment, cooperative-sticky's follow-up
+        // join) may find every member already rejoined, as when that member is the only one.
+        // Waiting for the deadline instead stalls the group for the whole rebalance timeout.
+        // The first rebalance of an empty group keeps its initial delay (checked inside).
+        self.maybe_complete_join(now);
     }
 
     /// Answers held SyncGroups with `error` and forgets the assignments (Kafka's
@@ -904,6 +915,7 @@ impl Group {
         }
     }
 
+    /// Kafka's `hasAllMembersJoined` check: completes the join phase once nobody is missing.
     fn maybe_complete_join(&mut self, now: u64) {
         if self.state == GroupState::PreparingRebalance
             && self.initial_delay_until.is_none()

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::configs::topic_config_entries;
 use super::errors::{self, code};
 use super::not_served::Asker;
-use crate::broker::Broker;
+use crate::broker::{Broker, internal_topics};
 
 fn msg(s: impl Into<String>) -> Option<StrBytes> {
     Some(StrBytes::from_string(s.into()))
@@ -113,6 +113,27 @@ pub async fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, versi
     };
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
+        let internal = match &name {
+            Some(n) => internal_topics::find(n),
+            None => internal_topics::by_id(&id),
+        };
+        if let Some(t) = internal {
+            // Its state is the controller's group metadata, which a deletion cannot drop (Kafka's
+            // KRaft controller would delete it, losing every group's offsets). The words are
+            // those Kafka's tools used to refuse it with; the code is what Kafka's brokers answer
+            // to the operations on internal topics they do refuse (appends, record deletion).
+            info!(topic = t.name, "delete refused: internal topic");
+            let message =
+                format!("Topic {} is a kafka internal topic and is not allowed to be marked for deletion.", t.name);
+            responses.push(
+                DeletableTopicResult::default()
+                    .with_name(Some(TopicName(StrBytes::from_static_str(t.name))))
+                    .with_topic_id(if version >= 6 { t.topic_id } else { Uuid::nil() })
+                    .with_error_code(code(ResponseError::InvalidTopicException))
+                    .with_error_message(if version >= 5 { msg(message) } else { None }),
+            );
+            continue;
+        }
         let resolved = match &name {
             Some(n) => broker.metadata.read(|m| m.topic(n).map(|t| (t.name().to_string(), t.id()))),
             None => broker.metadata.read(|m| m.topic_by_id(&id).map(|t| (t.name().to_string(), t.id()))),
@@ -142,6 +163,15 @@ pub async fn create_partitions(broker: &Arc<Broker>, req: CreatePartitionsReques
     for t in req.topics {
         let name = t.name.0.to_string();
         let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        if internal_topics::is_internal(&name) {
+            // Its partitions are the coordinator shards: their count is fixed for the life of
+            // the cluster (a group's partition is `hash(group) % count`).
+            info!(topic = %name, "create partitions refused: internal topic");
+            results.push(base.with_error_code(code(ResponseError::InvalidTopicException)).with_error_message(msg(
+                format!("The number of partitions for the internal topic {name} cannot be changed."),
+            )));
+            continue;
+        }
         let current = broker.metadata.read(|m| m.topic(&name).map(|t| t.partition_count() as i32));
         let assignments: Option<Vec<Vec<i32>>> =
             t.assignments.as_ref().map(|a| a.iter().map(|a| a.broker_ids.iter().map(|b| b.0).collect()).collect());
@@ -224,6 +254,19 @@ pub async fn delete_records(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> 
     for t in req.topics {
         let name = t.name.0.to_string();
         let mut parts = Vec::with_capacity(t.partitions.len());
+        if internal_topics::is_internal(&name) {
+            // Kafka's ReplicaManager: "Cannot delete records of internal topic".
+            info!(topic = %name, "delete records refused: internal topic");
+            let refused = t.partitions.iter().map(|p| {
+                DeleteRecordsPartitionResult::default()
+                    .with_partition_index(p.partition_index)
+                    .with_low_watermark(-1)
+                    .with_error_code(code(ResponseError::InvalidTopicException))
+            });
+            parts.extend(refused);
+            topics.push(DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(parts));
+            continue;
+        }
         for p in t.partitions {
             let base =
                 DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1);

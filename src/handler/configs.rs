@@ -22,7 +22,7 @@ use super::errors::{self, code};
 use crate::broker::dynamic_config::{
     self, BrokerDefaults, SOURCE_DEFAULT, SOURCE_DYNAMIC_DEFAULT_BROKER, SOURCE_GROUP, SOURCE_STATIC_BROKER, Synonym,
 };
-use crate::broker::{Broker, topic_config};
+use crate::broker::{Broker, internal_topics, topic_config};
 use crate::group::group_config;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -169,12 +169,20 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
             let entries = broker.metadata.read(|m| {
                 let defaults = broker.defaults(m);
                 match r.resource_type {
-                    RESOURCE_TOPIC => match m.topic(&name) {
-                        Some(t) => Ok(topic_config_entries(t.configs(), &defaults, keys.as_deref())),
-                        None => {
-                            Err(failed(ResponseError::UnknownTopicOrPartition, format!("Topic {name} does not exist")))
+                    RESOURCE_TOPIC => {
+                        // Internal topics are not in the controller's topic map; their configs are Kafka's.
+                        let configs = match internal_topics::find(&name) {
+                            Some(t) => Some(t.config_map()),
+                            None => m.topic(&name).map(|t| t.configs().clone()),
+                        };
+                        match configs {
+                            Some(c) => Ok(topic_config_entries(&c, &defaults, keys.as_deref())),
+                            None => Err(failed(
+                                ResponseError::UnknownTopicOrPartition,
+                                format!("Topic {name} does not exist"),
+                            )),
                         }
-                    },
+                    }
                     RESOURCE_BROKER if name.is_empty() || name == broker.settings.node_id.to_string() => {
                         Ok(broker_entries(broker, &defaults, m.dynamic_configs().broker(""), !name.is_empty()))
                     }

@@ -18,13 +18,15 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKind};
-use skiff_controller::image::Chunk;
+use skiff_controller::image::{Chunk, MetadataImage};
 use tokio::time::Instant;
 use tracing::warn;
 
 use super::Handled;
 use super::errors::{self, code};
+use crate::broker::internal_topics::{self, InternalTopic, Leadership};
 use crate::broker::{Broker, batch};
+use crate::group::offsets_topic;
 
 /// How far ahead of a catch-up consumer the block cache is warmed.
 const READ_AHEAD_BYTES: usize = 4 << 20;
@@ -62,11 +64,26 @@ async fn fetch(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> FetchR
 /// What to read for one partition, decided under the metadata lock.
 enum Plan {
     Error(i16),
-    Read { topic_id: uuid::Uuid, hwm: i64, log_start: i64, chunks: Vec<Chunk>, ahead: Vec<Chunk> },
+    Read {
+        topic_id: uuid::Uuid,
+        hwm: i64,
+        log_start: i64,
+        chunks: Vec<Chunk>,
+        ahead: Vec<Chunk>,
+    },
+    /// Records built from the metadata itself (`__consumer_offsets`), already within the limit.
+    Records {
+        hwm: i64,
+        log_start: i64,
+        records: Bytes,
+    },
 }
 
 fn plan(broker: &Broker, topic: &str, partition: i32, offset: i64, current_epoch: i32, max_bytes: usize) -> Plan {
     broker.metadata.read(|m| {
+        if let Some(t) = internal_topics::find(topic) {
+            return plan_internal(m, t, broker.settings.node_id, partition, offset, current_epoch, max_bytes);
+        }
         let Some(t) = m.topic(topic) else {
             return Plan::Error(code(ResponseError::UnknownTopicOrPartition));
         };
@@ -95,6 +112,50 @@ fn plan(broker: &Broker, topic: &str, partition: i32, offset: i64, current_epoch
     })
 }
 
+/// The plan for an internal topic's partition: the same leader, epoch and offset checks as a
+/// regular partition, against the coordinator shard and the log extent `internal_topics` gives;
+/// the records of `__consumer_offsets` are encoded from the shard's group state here, under the
+/// metadata lock, at most `max_bytes` (one record beyond it, KIP-74).
+fn plan_internal(
+    m: &MetadataImage,
+    t: &InternalTopic,
+    local: i32,
+    partition: i32,
+    offset: i64,
+    current_epoch: i32,
+    max_bytes: usize,
+) -> Plan {
+    let Some(leader) = t.partition_leader(m, local, partition) else {
+        return Plan::Error(code(ResponseError::UnknownTopicOrPartition));
+    };
+    if leader.leader != local {
+        return Plan::Error(code(if leader.leader < 0 {
+            ResponseError::LeaderNotAvailable
+        } else {
+            ResponseError::NotLeaderOrFollower
+        }));
+    }
+    if current_epoch >= 0 && current_epoch != leader.leader_epoch {
+        return Plan::Error(code(if current_epoch < leader.leader_epoch {
+            ResponseError::FencedLeaderEpoch
+        } else {
+            ResponseError::UnknownLeaderEpoch
+        }));
+    }
+    let (log_start, end) = t.log_extent(m, partition);
+    if offset < log_start || offset > end {
+        return Plan::Error(code(ResponseError::OffsetOutOfRange));
+    }
+    let records = match t.leadership {
+        Leadership::GroupCoordinatorShards => {
+            // `partition_leader` accepted the partition, so it is a shard index.
+            let shard = partition as u32;
+            offsets_topic::read(m, shard, offset, max_bytes, leader.leader_epoch).records
+        }
+    };
+    Plan::Records { hwm: end, log_start, records }
+}
+
 async fn build(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
     let response_max = if version >= 3 && req.max_bytes > 0 { req.max_bytes as usize } else { usize::MAX };
     let mut total = 0usize;
@@ -116,6 +177,18 @@ async fn build(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetch
                 Plan::Error(e) => {
                     has_error = true;
                     base.with_error_code(e)
+                }
+                Plan::Records { hwm, log_start, records } => {
+                    let base =
+                        base.with_high_watermark(hwm).with_last_stable_offset(hwm).with_log_start_offset(log_start);
+                    // Built with at least one record; like a batch, that one may exceed the
+                    // limits only for the first partition that returns data (KIP-74).
+                    if total >= response_max || (total > 0 && records.len() > max) {
+                        base.with_records(Some(Bytes::new()))
+                    } else {
+                        total += records.len();
+                        base.with_records(Some(records))
+                    }
                 }
                 Plan::Read { topic_id, hwm, log_start, chunks, ahead } => {
                     let base =

@@ -15,10 +15,11 @@ use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 use kafka_protocol::records::RecordBatchDecoder;
-use skiff_controller::image::Chunk;
+use skiff_controller::image::{Chunk, MetadataImage, OffsetsTopicView};
 use tracing::warn;
 
 use super::errors::{self, code};
+use crate::broker::internal_topics::{self, InternalTopic, Leadership};
 use crate::broker::{Broker, batch};
 
 const LATEST: i64 = -1;
@@ -56,6 +57,9 @@ async fn lookup(
     current_epoch: i32,
     target: i64,
 ) -> Result<(i64, i64, i32), i16> {
+    if let Some(t) = internal_topics::find(topic) {
+        return lookup_internal(broker, t, partition, current_epoch, target);
+    }
     let snapshot = broker.metadata.read(|m| {
         let t = m.topic(topic)?;
         let p = t.partition(partition)?;
@@ -91,6 +95,57 @@ async fn lookup(
     }
 }
 
+/// ListOffsets on an internal topic's partition, against its coordinator shard's epoch and the
+/// log extent `internal_topics` gives. By timestamp: the first record of the shard's
+/// `__consumer_offsets` view (in offset order) whose timestamp reaches the target, as Kafka
+/// searches a compacted log; max timestamp: the first record with the largest timestamp.
+fn lookup_internal(
+    broker: &Broker,
+    t: &InternalTopic,
+    partition: i32,
+    current_epoch: i32,
+    target: i64,
+) -> Result<(i64, i64, i32), i16> {
+    let local = broker.settings.node_id;
+    let found = broker.metadata.read(|m| {
+        let leader = t.partition_leader(m, local, partition)?;
+        let by_time = match (t.leadership, target) {
+            (_, LATEST | EARLIEST) => None,
+            (Leadership::GroupCoordinatorShards, MAX_TIMESTAMP) => {
+                let mut best: Option<(i64, i64)> = None;
+                for r in m.offsets_topic_records(partition as u32, 0) {
+                    if best.is_none_or(|(_, ts)| r.timestamp_ms > ts) {
+                        best = Some((r.offset, r.timestamp_ms));
+                    }
+                }
+                best
+            }
+            (Leadership::GroupCoordinatorShards, target) => m
+                .offsets_topic_records(partition as u32, 0)
+                .find(|r| r.timestamp_ms >= target)
+                .map(|r| (r.offset, r.timestamp_ms)),
+        };
+        Some((leader, t.log_extent(m, partition), by_time))
+    });
+    let Some((leader, (log_start, end), by_time)) = found else {
+        return Err(code(ResponseError::UnknownTopicOrPartition));
+    };
+    let epoch = leader.leader_epoch;
+    if current_epoch >= 0 && current_epoch != epoch {
+        return Err(code(if current_epoch < epoch {
+            ResponseError::FencedLeaderEpoch
+        } else {
+            ResponseError::UnknownLeaderEpoch
+        }));
+    }
+    match target {
+        LATEST => Ok((end, -1, epoch)),
+        EARLIEST => Ok((log_start, -1, epoch)),
+        t if t < MAX_TIMESTAMP => Err(code(ResponseError::InvalidRequest)),
+        _ => Ok(by_time.map_or((-1, -1, epoch), |(offset, ts)| (offset, ts, epoch))),
+    }
+}
+
 /// The first record at or after `log_start` with timestamp >= `target`, as (offset, timestamp).
 async fn find_in_chunk(data: Bytes, target: i64, log_start: i64) -> Option<(i64, i64)> {
     // Decoding may decompress: keep it off the async workers and contain any decoder panic.
@@ -122,10 +177,17 @@ async fn find_in_chunk(data: Bytes, target: i64, log_start: i64) -> Option<(i64,
 }
 
 pub fn offset_for_leader_epoch(broker: &Broker, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+    let local = broker.settings.node_id;
     let topics = broker.metadata.read(|m| {
         req.topics
             .iter()
             .map(|t| {
+                if let Some(internal) = internal_topics::find(t.topic.0.as_str()) {
+                    let partitions = t.partitions.iter().map(|p| internal_epoch_end(m, internal, local, p)).collect();
+                    return OffsetForLeaderTopicResult::default()
+                        .with_topic(t.topic.clone())
+                        .with_partitions(partitions);
+                }
                 let topic = m.topic(t.topic.0.as_str());
                 let partitions = t
                     .partitions
@@ -154,4 +216,37 @@ pub fn offset_for_leader_epoch(broker: &Broker, req: OffsetForLeaderEpochRequest
             .collect()
     });
     OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
+/// OffsetForLeaderEpoch on an internal topic's partition. Its log (the compacted view of a
+/// shard's group writes) is never truncated when the shard moves, so any epoch up to the
+/// current one ends at the high watermark: a consumer validating its position after a
+/// coordinator move never detects truncation. A newer epoch than the shard's is unknown (-1),
+/// as Kafka answers.
+fn internal_epoch_end(
+    m: &MetadataImage,
+    t: &InternalTopic,
+    local: i32,
+    p: &kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderPartition,
+) -> EpochEndOffset {
+    let base = EpochEndOffset::default().with_partition(p.partition);
+    let Some(leader) = t.partition_leader(m, local, p.partition) else {
+        return base
+            .with_error_code(code(ResponseError::UnknownTopicOrPartition))
+            .with_leader_epoch(-1)
+            .with_end_offset(-1);
+    };
+    if p.current_leader_epoch >= 0 && p.current_leader_epoch != leader.leader_epoch {
+        let e = if p.current_leader_epoch < leader.leader_epoch {
+            ResponseError::FencedLeaderEpoch
+        } else {
+            ResponseError::UnknownLeaderEpoch
+        };
+        return base.with_error_code(code(e)).with_leader_epoch(-1).with_end_offset(-1);
+    }
+    let (_, end) = t.log_extent(m, p.partition);
+    if p.leader_epoch > leader.leader_epoch {
+        return base.with_error_code(errors::NONE).with_leader_epoch(-1).with_end_offset(-1);
+    }
+    base.with_error_code(errors::NONE).with_leader_epoch(p.leader_epoch).with_end_offset(end)
 }

@@ -1,4 +1,7 @@
 //! Metadata: brokers, topics and partition leaders; auto-creates topics when allowed.
+//!
+//! Internal topics (`broker/internal_topics.rs`) are listed with `is_internal` among all topics
+//! and when named; they are never auto-created.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,10 +12,12 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use skiff_controller::image::{MetadataImage, TopicView};
+use skiff_controller::image::MetadataImage;
 use tracing::info;
+use uuid::Uuid;
 
 use super::errors::{self, code};
+use crate::broker::internal_topics;
 use crate::broker::{Broker, validate_topic_name};
 
 /// "Authorized operations" were not requested (Kafka's INT32_MIN).
@@ -25,8 +30,17 @@ pub const TOPIC_OPERATIONS_ALL: i32 =
 pub const CLUSTER_OPERATIONS_ALL: i32 = (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
 pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+    // v12 may name topics by id: a KIP-848 consumer learns the topics a server-side regex
+    // matched only as ids in its assignment. As in Kafka's KafkaApis, once any id is given the
+    // names are ignored (the client sends "" for them), nothing is auto-created, and an unknown
+    // id answers UNKNOWN_TOPIC_ID.
+    let by_id: Vec<Uuid> = match &req.topics {
+        Some(t) if version >= 12 => t.iter().map(|t| t.topic_id).filter(|id| !id.is_nil()).collect(),
+        _ => Vec::new(),
+    };
     // v0 uses an empty list for "all topics"; v1+ uses null.
     let requested: Option<Vec<String>> = match &req.topics {
+        _ if !by_id.is_empty() => Some(Vec::new()),
         None => None,
         Some(t) if t.is_empty() && version == 0 => None,
         Some(t) => Some(t.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect()),
@@ -40,7 +54,10 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
                 create_errors.insert(name.clone(), code(ResponseError::InvalidTopicException));
                 continue;
             }
-            if allow_create && !broker.metadata.read(|m| m.topic_exists(name)) {
+            if allow_create
+                && !internal_topics::is_internal(name)
+                && !broker.metadata.read(|m| m.topic_exists(name))
+            {
                 match broker.create_topic(name, -1, BTreeMap::new(), false).await {
                     Ok(_) => info!(topic = %name, "auto-created topic"),
                     Err(crate::broker::CreateTopicError::Exists(_)) => {}
@@ -73,8 +90,21 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
         AUTHORIZED_OPERATIONS_OMITTED
     };
     let topics = broker.metadata.read(|m| {
+        if !by_id.is_empty() {
+            return by_id
+                .iter()
+                .map(|id| match topic_name_by_id(m, id).and_then(|name| topic_view(m, &name, s.node_id)) {
+                    Some(t) => topic_entry(t, version, topic_ops),
+                    None => MetadataResponseTopic::default()
+                        .with_error_code(code(ResponseError::UnknownTopicId))
+                        .with_name(None)
+                        .with_topic_id(*id)
+                        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
+                })
+                .collect();
+        }
         let names: Vec<String> = match &requested {
-            None => m.topics().map(|t| t.name().to_string()).collect(),
+            None => all_topic_names(m),
             Some(n) => n.clone(),
         };
         names
@@ -86,8 +116,8 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
                         .with_name(Some(TopicName(StrBytes::from_string(name))))
                         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
                 }
-                match m.topic(&name) {
-                    Some(t) => topic_entry(m, t, topic_ops),
+                match topic_view(m, &name, s.node_id) {
+                    Some(t) => topic_entry(t, version, topic_ops),
                     None => MetadataResponseTopic::default()
                         .with_error_code(code(ResponseError::UnknownTopicOrPartition))
                         .with_name(Some(TopicName(StrBytes::from_string(name))))
@@ -103,6 +133,16 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
         .with_controller_id(BrokerId(s.node_id))
         .with_topics(topics)
         .with_cluster_authorized_operations(cluster_ops)
+}
+
+/// Every topic name, regular and internal, in name order. A regular topic stored under an
+/// internal name (possible only in metadata written before internal topics existed) is hidden
+/// behind the internal one.
+pub fn all_topic_names(m: &MetadataImage) -> Vec<String> {
+    let mut names: Vec<String> = m.topics().map(|t| t.name()).filter(|n| !internal_topics::is_internal(n)).map(str::to_string).collect();
+    names.extend(internal_topics::ALL.iter().map(|t| t.name.to_string()));
+    names.sort();
+    names
 }
 
 /// (id, host, port, rack) of every live broker, this one always included (its own entry from
@@ -121,25 +161,86 @@ pub fn live_brokers(broker: &Broker) -> Vec<(i32, String, i32, Option<String>)> 
     out
 }
 
-fn topic_entry(m: &MetadataImage, t: TopicView<'_>, authorized_operations: i32) -> MetadataResponseTopic {
+/// One partition as Metadata and DescribeTopicPartitions describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionView {
+    /// -1 when no broker leads it.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    /// The assigned replicas (the leader alone unless a manual assignment named several) and
+    /// those of them that are live.
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+/// A topic, regular or internal, as described to clients.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicView {
+    pub name: String,
+    pub topic_id: Uuid,
+    pub is_internal: bool,
+    /// By partition index.
+    pub partitions: Vec<PartitionView>,
+}
+
+/// The name of the topic (internal or regular) with id `id`.
+pub fn topic_name_by_id(m: &MetadataImage, id: &Uuid) -> Option<String> {
+    match internal_topics::by_id(id) {
+        Some(t) => Some(t.name.to_string()),
+        None => m.topic_by_id(id).map(|t| t.name()).filter(|n| !internal_topics::is_internal(n)).map(str::to_string),
+    }
+}
+
+/// The topic called `name` as clients see it: an internal topic (its partitions led by the
+/// coordinator shards' owners, `local` standing in while shards are unassigned) or a regular
+/// one. `None` if there is no such topic.
+pub fn topic_view(m: &MetadataImage, name: &str, local: i32) -> Option<TopicView> {
+    if let Some(t) = internal_topics::find(name) {
+        let partitions = t
+            .partition_leaders(m, local)
+            .into_iter()
+            .map(|p| PartitionView {
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                replicas: vec![p.leader],
+                isr: vec![p.leader],
+            })
+            .collect();
+        return Some(TopicView { name: t.name.to_string(), topic_id: t.topic_id, is_internal: true, partitions });
+    }
+    let t = m.topic(name)?;
     let partitions = t
         .partitions()
         .map(|p| {
             let (replicas, isr) = m.reported_replicas(p);
-            let error = if p.leader() < 0 { code(ResponseError::LeaderNotAvailable) } else { errors::NONE };
+            PartitionView { leader: p.leader(), leader_epoch: p.leader_epoch(), replicas, isr }
+        })
+        .collect();
+    Some(TopicView { name: t.name().to_string(), topic_id: t.id(), is_internal: false, partitions })
+}
+
+fn topic_entry(t: TopicView, version: i16, authorized_operations: i32) -> MetadataResponseTopic {
+    let partitions = t
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let error = if p.leader < 0 { code(ResponseError::LeaderNotAvailable) } else { errors::NONE };
             MetadataResponsePartition::default()
                 .with_error_code(error)
-                .with_partition_index(p.index())
-                .with_leader_id(BrokerId(p.leader()))
-                .with_leader_epoch(p.leader_epoch())
-                .with_replica_nodes(replicas.into_iter().map(BrokerId).collect())
-                .with_isr_nodes(isr.into_iter().map(BrokerId).collect())
+                .with_partition_index(i as i32)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(p.replicas.iter().copied().map(BrokerId).collect())
+                .with_isr_nodes(p.isr.iter().copied().map(BrokerId).collect())
         })
         .collect();
     MetadataResponseTopic::default()
         .with_error_code(errors::NONE)
-        .with_name(Some(TopicName(StrBytes::from_string(t.name().to_string()))))
-        .with_topic_id(t.id())
+        .with_name(Some(TopicName(StrBytes::from_string(t.name))))
+        .with_topic_id(t.topic_id)
+        // v0 has no such field.
+        .with_is_internal(t.is_internal && version >= 1)
         .with_partitions(partitions)
         .with_topic_authorized_operations(authorized_operations)
 }

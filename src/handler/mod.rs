@@ -11,6 +11,7 @@ pub mod admin;
 pub mod api_versions;
 pub mod configs;
 pub mod consumer_group;
+pub mod describe_topic_partitions;
 pub mod errors;
 pub mod fetch;
 pub mod groups;
@@ -74,6 +75,9 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) ->
         }
         RequestKind::DescribeCluster(r) => {
             Handled::Ready(ResponseKind::DescribeCluster(admin::describe_cluster(broker, r)))
+        }
+        RequestKind::DescribeTopicPartitions(r) => {
+            Handled::Ready(ResponseKind::DescribeTopicPartitions(describe_topic_partitions::handle(broker, r)))
         }
         RequestKind::DescribeConfigs(r) => {
             Handled::Ready(ResponseKind::DescribeConfigs(configs::describe_configs(broker, r, v)))

@@ -14,13 +14,13 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::oneshot;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::Handled;
 use super::errors::{self, code};
 use crate::broker::wal::{AppendError, PartitionKey};
-use crate::broker::{Broker, batch};
+use crate::broker::{Broker, batch, internal_topics};
 
 type Ack = oneshot::Receiver<Result<(), AppendError>>;
 
@@ -38,6 +38,19 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) ->
     let mut topics: Vec<(TopicProduceResponse, Vec<PartitionOutcome>)> = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
+        if internal_topics::is_internal(&name) {
+            // Kafka's ReplicaManager refuses appends to internal topics from clients.
+            info!(topic = %name, "produce refused: clients cannot append to an internal topic");
+            let message = format!("Cannot append to internal topic {name}");
+            let outcomes = topic
+                .partition_data
+                .iter()
+                .map(|p| error(p.index, code(ResponseError::InvalidTopicException), Some(message.clone())))
+                .collect();
+            topics
+                .push((TopicProduceResponse::default().with_name(topic.name).with_topic_id(topic.topic_id), outcomes));
+            continue;
+        }
         let found =
             broker.metadata.read(|m| m.topic(&name).map(|t| (t.id(), t.configs().clone(), t.partition_count())));
         let mut outcomes = Vec::with_capacity(topic.partition_data.len());

@@ -35,6 +35,9 @@ enum Kind {
     Bytes,
     /// An array of structs with these fields (and tagged fields in flexible versions).
     Structs(&'static [Field]),
+    /// A nullable struct (`OptionStruct`): an Int8 presence marker (1 = present), then the
+    /// struct's fields (and tagged fields in flexible versions).
+    OptStruct(&'static [Field]),
     /// An array of Int32.
     Int32s,
     /// An array of strings.
@@ -122,6 +125,9 @@ const OFFSET_DELETE_PARTITION: &[Field] = &[all(I32)];
 const CONSUMER_HEARTBEAT_OWNED: &[Field] = &[all(UUID), all(Kind::Int32s)];
 const OFFSET_DELETE_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Structs(OFFSET_DELETE_PARTITION))];
 
+const DESCRIBE_TOPIC_PARTITIONS_TOPIC: &[Field] = &[all(Kind::Str)];
+const DESCRIBE_TOPIC_PARTITIONS_CURSOR: &[Field] = &[all(Kind::Str), all(I32)];
+
 const SCHEMAS: &[Schema] = &[
     Schema {
         key: ApiKey::Produce,
@@ -190,6 +196,15 @@ const SCHEMAS: &[Schema] = &[
         fields: &[all(Kind::Structs(INCREMENTAL_RESOURCE)), all(BOOL)],
     },
     Schema { key: ApiKey::DescribeCluster, flexible: 0, fields: &[all(BOOL), from(1, I8), from(2, BOOL)] },
+    Schema {
+        key: ApiKey::DescribeTopicPartitions,
+        flexible: 0,
+        fields: &[
+            all(Kind::Structs(DESCRIBE_TOPIC_PARTITIONS_TOPIC)),
+            all(I32),
+            all(Kind::OptStruct(DESCRIBE_TOPIC_PARTITIONS_CURSOR)),
+        ],
+    },
     Schema {
         key: ApiKey::FindCoordinator,
         flexible: 3,
@@ -405,6 +420,15 @@ impl Cursor<'_> {
                         }
                     }
                 }
+                Kind::OptStruct(inner) => {
+                    let [present] = self.bytes::<1>()?;
+                    if present == 1 {
+                        self.fields(inner, version, flexible)?;
+                        if flexible {
+                            self.tagged_fields()?;
+                        }
+                    }
+                }
                 Kind::Int32s => {
                     let n = self.length(flexible, 4, "array")?.unwrap_or(0);
                     self.skip(n.checked_mul(4).ok_or("array too long")?)?;
@@ -552,6 +576,14 @@ mod tests {
                 IncrementalAlterConfigsRequest::default().with_resources(two(r)).encode(&mut body, v)
             }
             ApiKey::DescribeCluster => DescribeClusterRequest::default().encode(&mut body, v),
+            ApiKey::DescribeTopicPartitions => {
+                use describe_topic_partitions_request::*;
+                DescribeTopicPartitionsRequest::default()
+                    .with_topics(two(TopicRequest::default().with_name(topic("dtp"))))
+                    .with_response_partition_limit(7)
+                    .with_cursor(Some(Cursor::default().with_topic_name(topic("dtp")).with_partition_index(3)))
+                    .encode(&mut body, v)
+            }
             ApiKey::FindCoordinator => {
                 let mut r = FindCoordinatorRequest::default();
                 if v <= 3 {

@@ -26,6 +26,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::{Driver, GroupCoordinator};
+use crate::broker::internal_topics;
 use crate::group::consumer::{
     ConsumerGroup, ConsumerGroupDescription, Failure, HeartbeatRequest, HeartbeatResponse, TopicImage,
 };
@@ -68,7 +69,10 @@ impl TopicImage for MetadataTopics<'_> {
         Some(SubscribedTopic { topic_id: t.id(), partitions: t.partition_count() as i32 })
     }
     fn for_each_topic(&self, f: &mut dyn FnMut(&str, SubscribedTopic)) {
-        for t in self.0.topics() {
+        // Regex subscriptions never reach internal topics: they are not in `topics`, and a
+        // regular topic stored under an internal name (metadata from before internal topics
+        // existed) is hidden, as Metadata hides it.
+        for t in self.0.topics().filter(|t| !internal_topics::is_internal(t.name())) {
             f(t.name(), SubscribedTopic { topic_id: t.id(), partitions: t.partition_count() as i32 });
         }
     }

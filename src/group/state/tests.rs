@@ -527,3 +527,160 @@ fn consumer_subscriptions_parse() {
     assert_eq!(parse_subscription_topics(&[0, 1, 0, 0, 0, 9, 0, 5, b'x']), Vec::<String>::new());
     assert!(parse_subscription_topics(&[]).is_empty());
 }
+
+// ---- rejoins of known members (issue #10): the join phase ends once every member is back ----
+//
+// The bug bit when the JoinGroup that starts the rebalance is itself the last one missing (a
+// lone member, from Stable or CompletingRebalance, fresh or reloaded): those tests failed before
+// the fix. With several members the last rejoin arrives in PreparingRebalance, which always
+// checked; those tests pin that behaviour (and the pending-id, leave and expiry paths) down.
+
+/// A known member's JoinGroup with subscription `meta` (a changed subscription when not `m`).
+fn rejoin(g: &mut Group, now: u64, id: &str, meta: &'static [u8]) -> Outcome<JoinResponse> {
+    g.join(now, join_req(id, "c", meta), "-")
+}
+
+#[test]
+fn a_lone_leader_changing_its_subscription_rebalances_at_once() {
+    // One consumer subscribes to more topics: it is every member, so nothing is left to wait
+    // for (the bug: the join waited for the 30 s rebalance timeout).
+    let (mut g, ids) = stable_group(1);
+    let a = &ids[0];
+    assert_eq!(rejoin(&mut g, T0 + 1_000, a, b"a+b"), Outcome::Held { member_id: a.clone() });
+    let answered = joins(&g.take_effects());
+    assert_eq!(answered.len(), 1, "answered without waiting for the rebalance timeout");
+    assert_eq!(answered[a].generation, 2);
+    assert_eq!(answered[a].leader, *a);
+    assert_eq!(answered[a].members[0].metadata, Bytes::from_static(b"a+b"), "the leader sees the new subscription");
+    assert_eq!(g.state(), GroupState::CompletingRebalance);
+    sync_all(&mut g, T0 + 1_001, &ids);
+}
+
+#[test]
+fn a_reloaded_lone_member_rejoining_rebalances_at_once() {
+    // After a coordinator failover the group is rebuilt Stable; its member's rejoin (e.g. a
+    // regex subscription that matched a new topic) must not wait either.
+    let (g, ids) = stable_group(1);
+    let mut g = Group::load("g", settings(3_000), &g.membership(), 50_000);
+    assert_eq!(rejoin(&mut g, 50_001, &ids[0], b"m"), Outcome::Held { member_id: ids[0].clone() });
+    assert_eq!(joins(&g.take_effects())[&ids[0]].generation, 2);
+}
+
+#[test]
+fn every_member_rejoining_a_stable_group_completes_with_the_last_one() {
+    let (mut g, ids) = stable_group(3);
+    let leader = g.leader().expect("leader").to_string();
+    let followers: Vec<String> = ids.iter().filter(|i| **i != leader).cloned().collect();
+    assert_eq!(rejoin(&mut g, T0 + 1_000, &leader, b"a+b"), Outcome::Held { member_id: leader.clone() });
+    assert_eq!(g.state(), GroupState::PreparingRebalance);
+    assert_eq!(g.heartbeat(T0 + 1_100, &followers[0], None, 1), Err(GroupError::RebalanceInProgress));
+    assert_eq!(rejoin(&mut g, T0 + 1_200, &followers[0], b"a+b"), Outcome::Held { member_id: followers[0].clone() });
+    assert!(joins(&g.take_effects()).is_empty(), "one member has not rejoined yet");
+    g.tick(T0 + 1_300);
+    assert!(joins(&g.take_effects()).is_empty());
+    assert_eq!(rejoin(&mut g, T0 + 1_400, &followers[1], b"a+b"), Outcome::Held { member_id: followers[1].clone() });
+    let answered = joins(&g.take_effects());
+    assert_eq!(answered.len(), 3, "the last rejoin completes the join phase");
+    assert!(answered.values().all(|r| r.error.is_none() && r.generation == 2));
+    assert_eq!(answered[&leader].members.len(), 3);
+    sync_all(&mut g, T0 + 1_500, &ids);
+}
+
+#[test]
+fn a_follower_changing_its_subscription_rebalances_once_the_leader_rejoins() {
+    let (mut g, ids) = stable_group(2);
+    let leader = g.leader().expect("leader").to_string();
+    let follower = ids.iter().find(|i| **i != leader).expect("follower").clone();
+    assert_eq!(rejoin(&mut g, T0 + 1_000, &follower, b"new"), Outcome::Held { member_id: follower.clone() });
+    assert_eq!(g.state(), GroupState::PreparingRebalance);
+    assert!(joins(&g.take_effects()).is_empty(), "the leader has not rejoined");
+    assert_eq!(g.heartbeat(T0 + 1_100, &leader, None, 1), Err(GroupError::RebalanceInProgress));
+    assert_eq!(rejoin(&mut g, T0 + 1_200, &leader, b"m"), Outcome::Held { member_id: leader.clone() });
+    let answered = joins(&g.take_effects());
+    assert_eq!(answered.len(), 2);
+    let seen: BTreeMap<String, Bytes> =
+        answered[&leader].members.iter().map(|m| (m.member_id.clone(), m.metadata.clone())).collect();
+    assert_eq!(seen[&follower], Bytes::from_static(b"new"));
+}
+
+#[test]
+fn rejoining_with_a_new_subscription_while_completing_rebalances_at_once() {
+    // A lone member in CompletingRebalance (joined, not yet synced) changes its subscription.
+    let mut g = Group::new("g", settings(0));
+    let a = new_member(&mut g, 0, "a");
+    assert_eq!(joins(&g.take_effects())[&a].generation, 1);
+    assert_eq!(g.state(), GroupState::CompletingRebalance);
+    assert_eq!(rejoin(&mut g, 10, &a, b"a+b"), Outcome::Held { member_id: a.clone() });
+    let answered = joins(&g.take_effects());
+    assert_eq!(answered[&a].generation, 2);
+    assert_eq!(g.state(), GroupState::CompletingRebalance);
+    sync_all(&mut g, 11, &[a]);
+}
+
+#[test]
+fn rejoining_while_completing_answers_held_syncs_and_completes_when_all_rejoined() {
+    let mut g = Group::new("g", settings(3_000));
+    let ids = vec![new_member(&mut g, 0, "a"), new_member(&mut g, 0, "b")];
+    g.tick(3_000);
+    g.tick(6_000);
+    assert_eq!(joins(&g.take_effects()).len(), 2);
+    assert_eq!(g.state(), GroupState::CompletingRebalance);
+    let leader = g.leader().expect("leader").to_string();
+    let follower = ids.iter().find(|i| **i != leader).expect("follower").clone();
+    assert_eq!(g.sync(6_100, sync_req(&follower, 1, vec![])), Outcome::Held { member_id: follower.clone() });
+    // The leader's subscription changed before it assigned: everyone rejoins.
+    assert_eq!(rejoin(&mut g, 6_200, &leader, b"a+b"), Outcome::Held { member_id: leader.clone() });
+    let effects = g.take_effects();
+    assert_eq!(syncs(&effects)[&follower].error, Some(GroupError::RebalanceInProgress));
+    assert!(joins(&effects).is_empty());
+    assert_eq!(rejoin(&mut g, 6_300, &follower, b"m"), Outcome::Held { member_id: follower.clone() });
+    let answered = joins(&g.take_effects());
+    assert_eq!(answered.len(), 2);
+    assert_eq!(g.generation(), 2);
+    sync_all(&mut g, 6_400, &ids);
+}
+
+#[test]
+fn a_rejoin_waits_for_a_pending_member_id() {
+    // Kafka's hasAllMembersJoined also waits for ids handed out with MEMBER_ID_REQUIRED.
+    let (mut g, ids) = stable_group(1);
+    let Outcome::Now(r) = g.join(T0, join_req("", "z", b"m"), "u") else { panic!("member id required") };
+    assert_eq!(r.error, Some(GroupError::MemberIdRequired));
+    assert_eq!(g.state(), GroupState::Stable, "a pending member id does not rebalance");
+    assert_eq!(rejoin(&mut g, T0 + 100, &ids[0], b"a+b"), Outcome::Held { member_id: ids[0].clone() });
+    assert!(joins(&g.take_effects()).is_empty());
+    assert_eq!(
+        g.join(T0 + 200, join_req(&r.member_id, "z", b"m"), "-"),
+        Outcome::Held { member_id: r.member_id.clone() }
+    );
+    let answered = joins(&g.take_effects());
+    assert_eq!(answered.len(), 2);
+    assert_eq!(answered[&ids[0]].generation, 2);
+}
+
+#[test]
+fn a_rejoin_completes_when_the_pending_member_id_expires() {
+    let (mut g, ids) = stable_group(1);
+    let Outcome::Now(r) = g.join(T0, join_req("", "z", b"m"), "u") else { panic!("member id required") };
+    assert_eq!(r.error, Some(GroupError::MemberIdRequired));
+    assert_eq!(rejoin(&mut g, T0 + 100, &ids[0], b"a+b"), Outcome::Held { member_id: ids[0].clone() });
+    g.tick(T0 + SESSION as u64);
+    assert_eq!(joins(&g.take_effects())[&ids[0]].generation, 2);
+}
+
+#[test]
+fn the_last_missing_member_leaving_or_expiring_completes_the_join() {
+    // Leave: the member that had not rejoined leaves.
+    let (mut g, ids) = stable_group(2);
+    assert_eq!(rejoin(&mut g, T0 + 100, &ids[0], b"a+b"), Outcome::Held { member_id: ids[0].clone() });
+    g.leave(T0 + 200, &[(ids[1].clone(), None)]).expect("ok");
+    let answered = joins(&g.take_effects());
+    assert_eq!(answered.keys().collect::<Vec<_>>(), vec![&ids[0]]);
+    assert_eq!(answered[&ids[0]].generation, 2);
+    // Session expiry: the member that had not rejoined stops heartbeating.
+    let (mut g, ids) = stable_group(2);
+    assert_eq!(rejoin(&mut g, T0 + 100, &ids[0], b"a+b"), Outcome::Held { member_id: ids[0].clone() });
+    g.tick(T0 + SESSION as u64);
+    assert!(!g.has_member(&ids[1]));
+    assert_eq!(joins(&g.take_effects())[&ids[0]].generation, 2);
+}

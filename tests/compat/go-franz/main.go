@@ -124,8 +124,8 @@ func main() {
 		fatalf("BOOTSTRAP and TOPIC must be set")
 	}
 	bootstrap = strings.Split(os.Getenv("BOOTSTRAP"), ",")
-	if mode != "full" && mode != "produce" && mode != "verify" && mode != "group" {
-		fatalf("MODE=%q: want full, produce, verify or group", mode)
+	if mode != "full" && mode != "produce" && mode != "verify" && mode != "group" && mode != "resubscribe" {
+		fatalf("MODE=%q: want full, produce, verify, group or resubscribe", mode)
 	}
 	logf("bootstrap=%s topic=%s mode=%s records=%d", os.Getenv("BOOTSTRAP"), topic, mode, n)
 
@@ -135,6 +135,12 @@ func main() {
 		consumed := runGroup(ctx)
 		logf("group scenario: %.2fs", time.Since(start).Seconds())
 		fmt.Printf("compat %s ok produced=%d verified=%d\n", clientName, n, consumed)
+		return
+	}
+	if mode == "resubscribe" {
+		consumed := runResubscribe(ctx)
+		logf("resubscribe scenario: %.2fs", time.Since(start).Seconds())
+		fmt.Printf("compat %s ok produced=%d verified=%d\n", clientName, 4*n, consumed)
 		return
 	}
 	produced := 0

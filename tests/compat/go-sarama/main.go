@@ -121,8 +121,8 @@ func main() {
 	if bootstrap == "" || topic == "" {
 		fatalf("BOOTSTRAP and TOPIC must be set")
 	}
-	if mode != "full" && mode != "produce" && mode != "verify" && mode != "group" {
-		fatalf("MODE=%q: want full, produce, verify or group", mode)
+	if mode != "full" && mode != "produce" && mode != "verify" && mode != "group" && mode != "resubscribe" {
+		fatalf("MODE=%q: want full, produce, verify, group or resubscribe", mode)
 	}
 	addrs := strings.Split(bootstrap, ",")
 	logf("bootstrap=%s topic=%s mode=%s records=%d version=%s", bootstrap, topic, mode, n, kafkaVersion())
@@ -132,6 +132,12 @@ func main() {
 		consumed := runGroup(addrs, topic, n)
 		logf("group scenario: %.2fs", time.Since(start).Seconds())
 		fmt.Printf("compat %s ok produced=%d verified=%d\n", clientName, n, consumed)
+		return
+	}
+	if mode == "resubscribe" {
+		consumed := runResubscribe(addrs, topic, n)
+		logf("resubscribe scenario: %.2fs", time.Since(start).Seconds())
+		fmt.Printf("compat %s ok produced=%d verified=%d\n", clientName, 4*n, consumed)
 		return
 	}
 	produced := 0

@@ -301,7 +301,7 @@ async function main() {
   const mode = process.env.MODE || 'full'
   const records = parseInt(process.env.RECORDS || '20000', 10)
   if (!topic) fail('TOPIC must be set')
-  if (!['full', 'produce', 'verify', 'group'].includes(mode)) fail(`MODE must be full, produce, verify or group, not ${mode}`)
+  if (!['full', 'produce', 'verify', 'group', 'resubscribe'].includes(mode)) fail(`MODE must be full, produce, verify, group or resubscribe, not ${mode}`)
   if (!(records >= 1)) fail('RECORDS must be >= 1')
 
   const kafka = new Kafka({
@@ -318,6 +318,13 @@ async function main() {
     const consumed = await require('./group.js').runGroup(kafka, topic, records, log)
     log(`group scenario ${((Date.now() - t0) / 1000).toFixed(2)}s`)
     process.stdout.write(`compat ${CLIENT} ok produced=${records} verified=${consumed}\n`)
+    clearTimeout(watchdog)
+    process.exit(0)
+  }
+  if (mode === 'resubscribe') {
+    const consumed = await require('./resubscribe.js').runResubscribe(kafka, topic, records, log)
+    log(`resubscribe scenario ${((Date.now() - t0) / 1000).toFixed(2)}s`)
+    process.stdout.write(`compat ${CLIENT} ok produced=${records * 4} verified=${consumed}\n`)
     clearTimeout(watchdog)
     process.exit(0)
   }

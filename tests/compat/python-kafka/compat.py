@@ -263,8 +263,8 @@ def main():
     topic = os.environ.get("TOPIC") or fail("TOPIC must be set")
     mode = os.environ.get("MODE", "full")
     records = int(os.environ.get("RECORDS", "20000"))
-    if mode not in ("full", "produce", "verify", "group"):
-        fail(f"MODE must be full, produce, verify or group, not {mode!r}")
+    if mode not in ("full", "produce", "verify", "group", "resubscribe"):
+        fail(f"MODE must be full, produce, verify, group or resubscribe, not {mode!r}")
     if records < 1:
         fail("RECORDS must be >= 1")
     logging.basicConfig(
@@ -292,6 +292,15 @@ def main():
             fail(f"group scenario: {e!r}")
         log(f"group scenario {time.time() - t0:.2f}s")
         print(f"compat {CLIENT} ok produced={records} verified={consumed}", flush=True)
+        os._exit(0)
+    if mode == "resubscribe":
+        import resubscribe_mode
+        try:
+            consumed = resubscribe_mode.Scenario(bootstrap, topic, records, log).run()
+        except Exception as e:
+            fail(f"resubscribe scenario: {e!r}")
+        log(f"resubscribe scenario {time.time() - t0:.2f}s")
+        print(f"compat {CLIENT} ok produced={records * 4} verified={consumed}", flush=True)
         os._exit(0)
     produced = 0
     if mode in ("full", "produce"):

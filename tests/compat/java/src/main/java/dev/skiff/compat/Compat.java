@@ -37,7 +37,7 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
 
 /**
  * Skiff client-compatibility scenario for the Apache Kafka Java client (see tests/compat/README.md).
- * Env: BOOTSTRAP, TOPIC, MODE=full|produce|verify|group, RECORDS (default 20000).
+ * Env: BOOTSTRAP, TOPIC, MODE=full|produce|verify|group|regex, RECORDS (default 20000).
  * Last line on success: "compat java ok produced=N verified=N".
  */
 public final class Compat {
@@ -465,8 +465,8 @@ public final class Compat {
         }
         if (bootstrap == null || topic == null || records < 0
                 || !(mode.equals("full") || mode.equals("produce") || mode.equals("verify") || mode.equals("group")
-                        || mode.equals("failover-consume"))) {
-            System.err.println("compat " + CLIENT + ": FAIL: need BOOTSTRAP, TOPIC, MODE=full|produce|verify|group, RECORDS>=0");
+                        || mode.equals("regex") || mode.equals("failover-consume") || mode.equals("resubscribe"))) {
+            System.err.println("compat " + CLIENT + ": FAIL: need BOOTSTRAP, TOPIC, MODE=full|produce|verify|group|regex|resubscribe, RECORDS>=0");
             System.exit(2);
             return;
         }
@@ -480,10 +480,26 @@ public final class Compat {
                 System.exit(new FailoverConsume(bootstrap, topic).run());
                 return;
             }
+            if (mode.equals("regex")) {
+                long consumed = new RegexScenario(bootstrap, topic, records).run();
+                log(String.format("regex scenario done in %.1f s", (System.nanoTime() - t0) / 1e9));
+                System.out.println("compat " + CLIENT + " ok produced=" + records + " verified=" + consumed);
+                System.out.flush();
+                System.exit(0);
+                return;
+            }
             if (mode.equals("group")) {
                 long consumed = new GroupScenario(bootstrap, topic, records).run();
                 log(String.format("group scenario done in %.1f s", (System.nanoTime() - t0) / 1e9));
                 System.out.println("compat " + CLIENT + " ok produced=" + records + " verified=" + consumed);
+                System.out.flush();
+                System.exit(0);
+                return;
+            }
+            if (mode.equals("resubscribe")) {
+                long consumed = new ResubscribeScenario(bootstrap, topic, records).run();
+                log(String.format("resubscribe scenario done in %.1f s", (System.nanoTime() - t0) / 1e9));
+                System.out.println("compat " + CLIENT + " ok produced=" + 4L * records + " verified=" + consumed);
                 System.out.flush();
                 System.exit(0);
                 return;
