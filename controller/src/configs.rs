@@ -41,7 +41,8 @@ pub struct ConfigsState {
 }
 
 impl ConfigsState {
-    pub(crate) fn apply(&mut self, change: &ConfigChange) -> Result<CommandResult, Rejection> {
+    /// Applies one change (the controller does this in log order; tests build sets with it).
+    pub fn apply(&mut self, change: &ConfigChange) -> Result<CommandResult, Rejection> {
         let (map, key) = match &change.resource {
             ConfigResource::Broker(name) => (&mut self.brokers, name),
             ConfigResource::Group(id) => (&mut self.groups, id),

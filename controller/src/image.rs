@@ -78,6 +78,18 @@ pub struct IndexedObject {
     pub live_chunks: u64,
 }
 
+/// Kafka's check of a request's `current_leader_epoch` (-1: the client does not know one)
+/// against the partition's `leader_epoch` (`Partition.checkCurrentLeaderEpoch`).
+pub fn check_leader_epoch(current_leader_epoch: i32, leader_epoch: i32) -> Result<(), EpochMismatch> {
+    if current_leader_epoch < 0 || current_leader_epoch == leader_epoch {
+        Ok(())
+    } else if current_leader_epoch < leader_epoch {
+        Err(EpochMismatch::Fenced)
+    } else {
+        Err(EpochMismatch::Unknown)
+    }
+}
+
 impl MetadataImage {
     pub(crate) fn new(state: MetadataState) -> Self {
         Self { state }
@@ -345,14 +357,7 @@ impl<'a> PartitionView<'a> {
 
     /// Kafka's check of a request's `current_leader_epoch` (-1: the client does not know one).
     pub fn check_leader_epoch(&self, current_leader_epoch: i32) -> Result<(), EpochMismatch> {
-        let epoch = self.state.leader_epoch;
-        if current_leader_epoch < 0 || current_leader_epoch == epoch {
-            Ok(())
-        } else if current_leader_epoch < epoch {
-            Err(EpochMismatch::Fenced)
-        } else {
-            Err(EpochMismatch::Unknown)
-        }
+        check_leader_epoch(current_leader_epoch, self.state.leader_epoch)
     }
 
     /// The chunk that holds `offset`, if it is committed and not deleted.
@@ -426,5 +431,48 @@ impl OffsetsTopicView for crate::groups::GroupsState {
     }
     fn offsets_topic_records(&self, shard: u32, from: i64) -> impl Iterator<Item = ViewRecord<'_>> {
         crate::groups::GroupsState::offsets_topic_records(self, shard, from)
+    }
+}
+
+/// Images from plain values, for tests of code that reads the image: sets exactly the facts a
+/// test needs, including ones only a long history of commands would produce (a shard at epoch
+/// 9). Never used by a running broker: its image only changes by applying the log.
+#[derive(Debug, Default)]
+pub struct ImageFixture {
+    state: MetadataState,
+}
+
+impl ImageFixture {
+    pub fn new(cluster_id: &str) -> Self {
+        Self { state: MetadataState::new(cluster_id.to_string()) }
+    }
+
+    /// A registered broker (fenced if `registration.fenced`).
+    pub fn broker(mut self, registration: crate::metadata::BrokerRegistration) -> Self {
+        self.state.brokers.insert(registration.broker_id, registration);
+        self
+    }
+
+    /// A broker registering as the controller applies it (placement gives it partitions and
+    /// coordinator shards).
+    pub fn register_broker(mut self, registration: crate::metadata::BrokerRegistration) -> Self {
+        self.state.apply(&crate::metadata::Command::RegisterBroker(registration));
+        self
+    }
+
+    /// A topic created as the controller applies it (a refusal leaves the image unchanged).
+    pub fn create_topic(mut self, topic: crate::metadata::CreateTopic) -> Self {
+        self.state.apply(&crate::metadata::Command::CreateTopic(topic));
+        self
+    }
+
+    /// Coordinator shard `shard` assigned to `broker_id` at `epoch`.
+    pub fn shard(mut self, shard: u32, broker_id: BrokerId, epoch: i32) -> Self {
+        self.state.groups.shards.insert(shard, crate::groups::ShardAssignment { broker_id, epoch });
+        self
+    }
+
+    pub fn build(self) -> MetadataImage {
+        MetadataImage { state: self.state }
     }
 }

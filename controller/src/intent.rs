@@ -30,7 +30,7 @@ pub use crate::groups::consumer::{
     ConsumerGroupUpdate, MemberState, StoredConsumerGroup, StoredConsumerMember, SubscribedTopic, TopicPartitionEpochs,
     TopicPartitions,
 };
-pub use crate::groups::{GroupMembership, GroupOp, OffsetCommit, StoredMember};
+pub use crate::groups::{GroupMembership, GroupOp, OffsetCommit, StoredMember, shard_for};
 pub use crate::metadata::{
     BrokerId, BrokerRegistration, ChunkReplacement, CreateTopic, ObjectCommit, PartitionAppend, ProducerBatch,
     Rejection, ReplacedChunk, SegmentChunk,

@@ -181,6 +181,8 @@ pub fn valid_resource_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use skiff_controller::intent::{ConfigChange, ConfigResource};
+
     use super::*;
 
     fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -200,8 +202,9 @@ mod tests {
         let d = BrokerDefaults::new(&state, 1, 2000);
         assert_eq!(d.max_message_bytes(&BTreeMap::new()), 2000);
         assert_eq!(d.value(&BTreeMap::new(), "retention.ms").as_deref(), Some("604800000"));
-        state.brokers.insert(String::new(), map(&[("log.retention.ms", "1000"), ("message.max.bytes", "300")]));
-        state.brokers.insert("1".into(), map(&[("message.max.bytes", "100")]));
+        let set = |name: &str, configs| ConfigChange { resource: ConfigResource::Broker(name.into()), configs };
+        state.apply(&set("", map(&[("log.retention.ms", "1000"), ("message.max.bytes", "300")]))).expect("set");
+        state.apply(&set("1", map(&[("message.max.bytes", "100")]))).expect("set");
         let d = BrokerDefaults::new(&state, 1, 2000);
         assert_eq!(d.max_message_bytes(&BTreeMap::new()), 100);
         assert_eq!(BrokerDefaults::new(&state, 2, 2000).max_message_bytes(&BTreeMap::new()), 300);

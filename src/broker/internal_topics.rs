@@ -132,8 +132,9 @@ impl InternalTopic {
 
 #[cfg(test)]
 mod tests {
-    use skiff_controller::groups::{ShardAssignment, shard_for};
-    use skiff_controller::metadata::BrokerRegistration;
+    use skiff_controller::image::ImageFixture;
+    use skiff_controller::intent::BrokerRegistration;
+    use skiff_controller::intent::shard_for;
 
     use super::*;
 
@@ -159,7 +160,7 @@ mod tests {
 
     #[test]
     fn unassigned_shards_are_led_locally() {
-        let m = MetadataState::new("c".into());
+        let m = ImageFixture::new("c").build();
         let leaders = consumer_offsets().partition_leaders(&m, 7);
         assert_eq!(leaders.len(), 50);
         assert!(leaders.iter().all(|l| *l == PartitionLeader { leader: 7, leader_epoch: 0 }));
@@ -169,24 +170,20 @@ mod tests {
 
     #[test]
     fn partition_follows_the_group_shard() {
-        let mut m = MetadataState::new("c".into());
+        let mut m = ImageFixture::new("c");
         for id in [1, 2] {
-            m.brokers.insert(
-                id,
-                BrokerRegistration {
-                    broker_id: id,
-                    host: "127.0.0.1".into(),
-                    port: 9000 + id,
-                    rack: None,
-                    incarnation: Uuid::from_u128(id as u128),
-                    fenced: id == 2,
-                },
-            );
+            m = m.broker(BrokerRegistration {
+                broker_id: id,
+                host: "127.0.0.1".into(),
+                port: 9000 + id,
+                rack: None,
+                incarnation: Uuid::from_u128(id as u128),
+                fenced: id == 2,
+            });
         }
         let group = "my-group";
         let shard = shard_for(group);
-        m.groups.shards.insert(shard, ShardAssignment { broker_id: 1, epoch: 4 });
-        m.groups.shards.insert((shard + 1) % 50, ShardAssignment { broker_id: 2, epoch: 9 });
+        let m = m.shard(shard, 1, 4).shard((shard + 1) % 50, 2, 9).build();
         let t = consumer_offsets();
         assert_eq!(t.partition_leader(&m, 5, shard as i32), Some(PartitionLeader { leader: 1, leader_epoch: 4 }));
         // A fenced owner is no leader (FindCoordinator answers COORDINATOR_NOT_AVAILABLE).

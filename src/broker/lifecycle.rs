@@ -694,7 +694,7 @@ mod tests {
     };
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
-    use skiff_controller::metadata::{BrokerRegistration, CreateTopic};
+    use skiff_controller::intent::{BrokerRegistration, CreateTopic};
     use skiff_controller::{Controller, ControllerConfig};
     use skiff_storage::StorageConfig;
 
@@ -773,15 +773,15 @@ mod tests {
             .expect("controller");
             let local = controller.clone();
             let controller = ControllerHandle::Local(controller);
-            let reg = Command::RegisterBroker(BrokerRegistration {
+            let reg = BrokerRegistration {
                 broker_id: 1,
                 incarnation: Uuid::new_v4(),
                 host: "127.0.0.1".into(),
                 port: 9092,
                 rack: None,
                 fenced: false,
-            });
-            assert_eq!(controller.submit(reg).await.expect("register"), CommandResult::Ok);
+            };
+            controller.register_broker(reg).await.expect("register");
             let storage = skiff_storage::open(&StorageConfig::from_url("memory://")).expect("memory storage");
             let metrics = Arc::new(Metrics::default());
             let tail = TailCache::new(16 * 1024);
@@ -813,16 +813,10 @@ mod tests {
             let configs = configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             let r = self
                 .controller
-                .submit(Command::CreateTopic(CreateTopic {
-                    name: name.into(),
-                    topic_id,
-                    partitions,
-                    configs,
-                    assignments: Vec::new(),
-                }))
+                .create_topic(CreateTopic { name: name.into(), topic_id, partitions, configs, assignments: Vec::new() })
                 .await
                 .expect("create topic");
-            assert_eq!(r, CommandResult::TopicCreated { topic_id });
+            assert_eq!(r, topic_id);
             topic_id
         }
 
@@ -884,7 +878,7 @@ mod tests {
             .metadata()
             .read(|m| {
                 m.partition(&topic_id, partition)
-                    .map(|p| (p.log_start_offset, p.end_offset, p.chunks.values().cloned().collect::<Vec<_>>()))
+                    .map(|p| (p.log_start_offset(), p.high_watermark(), p.chunks().cloned().collect::<Vec<_>>()))
             })
             .ok_or("no partition")?;
         let mut next = log_start;
@@ -924,10 +918,9 @@ mod tests {
     /// Every object a chunk references exists in storage.
     async fn verify_references(h: &Harness) -> Result<(), String> {
         let referenced: HashSet<String> = h.controller.metadata().read(|m| {
-            m.topics
-                .values()
-                .flat_map(|t| t.partitions.iter())
-                .flat_map(|p| p.chunks.values())
+            m.topics()
+                .flat_map(|t| t.partitions())
+                .flat_map(|p| p.chunks())
                 .map(|c| c.object.to_string())
                 .collect()
         });
@@ -1009,7 +1002,7 @@ mod tests {
             );
         }
         let before: Vec<Chunk> =
-            h.controller.metadata().read(|m| m.partition(&topic, 0).expect("p").chunks.values().cloned().collect());
+            h.controller.metadata().read(|m| m.partition(&topic, 0).expect("p").chunks().cloned().collect());
         assert!(before.len() >= 2, "{before:?}");
         let wal_objects = h.storage.list("wal").await.expect("list").len();
 
@@ -1020,7 +1013,7 @@ mod tests {
             let chunks: Vec<Chunk> = h
                 .controller
                 .metadata()
-                .read(|m| m.partition(&topic, p as i32).expect("p").chunks.values().cloned().collect());
+                .read(|m| m.partition(&topic, p as i32).expect("p").chunks().cloned().collect());
             assert_eq!(chunks.len(), 1, "one segment per partition: {chunks:?}");
             assert!(h.storage.is_segment_key(&chunks[0].object), "{}", chunks[0].object);
             assert!(chunks[0].object.contains(&format!("/{p}/00000000000000000000-")));
@@ -1044,7 +1037,7 @@ mod tests {
         assert_eq!(gc.unreferenced_deleted as usize, wal_objects, "{gc:?}");
         assert_eq!(gc.orphans_deleted, 0);
         assert!(h.storage.list("wal").await.expect("list").is_empty());
-        let indexed = h.controller.metadata().read(|m| m.objects.len());
+        let indexed = h.controller.metadata().read(|m| m.objects().count());
         assert_eq!(indexed, 2, "only the two segments remain indexed");
         for (p, e) in exp.iter().enumerate() {
             verify_partition(&h, topic, p as i32, e).await.expect("readable after gc");
@@ -1100,13 +1093,13 @@ mod tests {
             produce_recorded(&h, key, &format!("r{r}"), 1, 0, &mut exp).await;
         }
         let chunk_len =
-            h.controller.metadata().read(|m| m.partition(&topic, 0).expect("p").chunks.values().next().expect("c").len);
+            h.controller.metadata().read(|m| m.partition(&topic, 0).expect("p").chunks().next().expect("c").len);
         assert!(chunk_len <= 100, "test assumes small chunks, got {chunk_len}");
         let report = h.lifecycle.compact_once().await;
         assert!(report.segments >= 3, "{report:?}");
         assert_eq!(report.rejected + report.failed, 0, "{report:?}");
         let chunks: Vec<Chunk> =
-            h.controller.metadata().read(|m| m.partition(&topic, 0).expect("p").chunks.values().cloned().collect());
+            h.controller.metadata().read(|m| m.partition(&topic, 0).expect("p").chunks().cloned().collect());
         assert!(chunks.iter().all(|c| c.len <= 200 && h.storage.is_segment_key(&c.object)), "{chunks:?}");
         verify_partition(&h, topic, 0, &exp).await.expect("readable");
         h.stop().await;
@@ -1129,11 +1122,8 @@ mod tests {
         assert_eq!(candidates.len(), 1);
         // Retention (DeleteRecords) removes the first chunk before the swap is committed.
         let second =
-            h.controller.metadata().read(|m| *m.partition(&topic, 0).expect("p").chunks.keys().nth(1).expect("chunk"));
-        h.controller
-            .submit(Command::AdvanceLogStart { topic_id: topic, partition: 0, offset: second })
-            .await
-            .expect("advance");
+            h.controller.metadata().read(|m| m.partition(&topic, 0).expect("p").chunks().nth(1).expect("chunk").base_offset);
+        h.controller.advance_log_start(topic, 0, second).await.expect("advance");
         let r = h.lifecycle.compact(candidates.into_iter().next().expect("one"), &Footers::default()).await;
         assert_eq!(r, Ok(None), "rejected");
         assert!(h.storage.list("seg").await.expect("list").is_empty(), "rejected segment deleted");
@@ -1164,7 +1154,7 @@ mod tests {
         let log_start = |id: Uuid| {
             h.controller
                 .metadata()
-                .read(|m| m.partition(&id, 0).map(|p| (p.log_start_offset, p.end_offset)).expect("p"))
+                .read(|m| m.partition(&id, 0).map(|p| (p.log_start_offset(), p.high_watermark())).expect("p"))
         };
         clock.set(4000);
         // timed: a (ts 1000) expired, b (ts 5000) not. sized: keeps only the last chunk.
@@ -1178,7 +1168,7 @@ mod tests {
         clock.set(8000);
         assert_eq!(h.lifecycle.enforce_retention_once().await, 1);
         assert_eq!(log_start(timed), (4, 4), "everything expired: the log starts at the high watermark");
-        let chunks = h.controller.metadata().read(|m| m.partition(&timed, 0).expect("p").chunks.len());
+        let chunks = h.controller.metadata().read(|m| m.partition(&timed, 0).expect("p").chunks().count());
         assert_eq!(chunks, 0);
         // Offsets continue after an emptied log.
         assert_eq!(produce(&h.wal, t, &values("c", 1), 8000).await, Some(4));
@@ -1201,10 +1191,7 @@ mod tests {
         for k in [&wal_orphan, &seg_orphan, &"meta/other".to_string()] {
             h.storage.put_new(k, Bytes::from_static(b"x")).await.expect("put");
         }
-        assert_eq!(
-            h.controller.submit(Command::DeleteTopic { name: "gone".into() }).await.expect("delete"),
-            CommandResult::Ok
-        );
+        h.controller.delete_topic("gone").await.expect("delete");
         assert_eq!(h.lifecycle.collect_garbage_once().await, GcReport::default(), "within the grace period");
         clock.advance(h.lifecycle.settings.gc_grace_ms + 1);
         let r = h.lifecycle.collect_garbage_once().await;
@@ -1304,9 +1291,9 @@ mod tests {
         }
         verify_references(&h).await.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         let (segments, log_start) = h.controller.metadata().read(|m| {
-            let chunks = m.topics.values().flat_map(|t| t.partitions.iter()).flat_map(|p| p.chunks.values());
+            let chunks = m.topics().flat_map(|t| t.partitions()).flat_map(|p| p.chunks());
             let segs = chunks.filter(|c| h.storage.is_segment_key(&c.object)).count();
-            (segs, m.partition(&bounded, 0).expect("p").log_start_offset)
+            (segs, m.partition(&bounded, 0).expect("p").log_start_offset())
         });
         assert!(segments > 0, "seed {seed}: compaction ran");
         assert!(log_start > 0, "seed {seed}: retention ran");
@@ -1319,10 +1306,10 @@ mod tests {
         clock.advance(60_000);
         h.lifecycle.collect_garbage_once().await;
         let referenced: HashSet<String> =
-            h.controller.metadata().read(|m| m.objects.keys().map(|k| k.to_string()).collect());
+            h.controller.metadata().read(|m| m.objects().map(|o| o.key.to_string()).collect());
         let stored: HashSet<String> = h.storage.list("").await.expect("list").into_iter().map(|o| o.key).collect();
         assert_eq!(stored, referenced, "seed {seed}: no garbage left, nothing referenced missing");
-        assert!(h.controller.metadata().read(|m| m.objects.values().all(|o| o.live_chunks > 0)));
+        assert!(h.controller.metadata().read(|m| m.objects().all(|o| o.live_chunks > 0)));
         for key in &parts {
             verify_partition(&h, key.topic_id, key.partition, &exp[key])
                 .await

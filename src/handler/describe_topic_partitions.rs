@@ -157,32 +157,31 @@ mod tests {
     use std::collections::BTreeMap;
 
     use kafka_protocol::messages::describe_topic_partitions_request::{self as request, TopicRequest};
-    use skiff_controller::metadata::{BrokerRegistration, Command, CreateTopic};
+    use skiff_controller::image::ImageFixture;
+    use skiff_controller::intent::{BrokerRegistration, CreateTopic};
 
     use super::*;
 
-    fn image(topics: &[(&str, i32)]) -> MetadataState {
-        let mut m = MetadataState::new("c".into());
+    fn image(topics: &[(&str, i32)]) -> MetadataImage {
         // Broker 1 registers, so the topics get a leader and the shards an owner.
-        m.apply(&Command::RegisterBroker(BrokerRegistration {
+        let mut m = ImageFixture::new("c").register_broker(BrokerRegistration {
             broker_id: 1,
             incarnation: Uuid::from_u128(1),
             host: "127.0.0.1".into(),
             port: 9092,
             rack: None,
             fenced: false,
-        }));
+        });
         for (i, (name, partitions)) in topics.iter().enumerate() {
-            let cmd = Command::CreateTopic(CreateTopic {
+            m = m.create_topic(CreateTopic {
                 name: name.to_string(),
                 topic_id: Uuid::from_u128(i as u128 + 1),
                 partitions: *partitions,
                 configs: BTreeMap::new(),
                 assignments: Vec::new(),
             });
-            m.apply(&cmd);
         }
-        m
+        m.build()
     }
 
     fn req(topics: &[&str], limit: i32, cursor: Option<(&str, i32)>) -> DescribeTopicPartitionsRequest {
@@ -273,11 +272,11 @@ mod tests {
         assert!(t.is_internal);
         assert_eq!(t.partitions.len(), 50);
         for p in &t.partitions {
-            let shard = m.groups.shards.get(&(p.partition_index as u32)).expect("assigned");
+            let shard = m.shard_coordinator(p.partition_index as u32).expect("assigned");
             assert_eq!((p.leader_id.0, p.leader_epoch), (shard.broker_id, shard.epoch));
         }
         // Shards unassigned: the asking broker coordinates them, as FindCoordinator says.
-        let r = describe(&MetadataImage::new("c".into()), 4, &req(&["__consumer_offsets"], 2000, None));
+        let r = describe(&ImageFixture::new("c").build(), 4, &req(&["__consumer_offsets"], 2000, None));
         assert!(r.topics[0].partitions.iter().all(|p| p.leader_id.0 == 4 && p.leader_epoch == 0));
     }
 }

@@ -18,7 +18,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKind};
-use skiff_controller::image::{Chunk, MetadataImage};
+use skiff_controller::image::{Chunk, MetadataImage, check_leader_epoch};
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -135,12 +135,8 @@ fn plan_internal(
             ResponseError::NotLeaderOrFollower
         }));
     }
-    if current_epoch >= 0 && current_epoch != leader.leader_epoch {
-        return Plan::Error(code(if current_epoch < leader.leader_epoch {
-            ResponseError::FencedLeaderEpoch
-        } else {
-            ResponseError::UnknownLeaderEpoch
-        }));
+    if let Err(e) = check_leader_epoch(current_epoch, leader.leader_epoch) {
+        return Plan::Error(errors::leader_epoch(e));
     }
     let (log_start, end) = t.log_extent(m, partition);
     if offset < log_start || offset > end {

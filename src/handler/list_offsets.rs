@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 use kafka_protocol::records::RecordBatchDecoder;
-use skiff_controller::image::{Chunk, MetadataImage, OffsetsTopicView};
+use skiff_controller::image::{Chunk, MetadataImage, OffsetsTopicView, check_leader_epoch};
 use tracing::warn;
 
 use super::errors::{self, code};
@@ -131,13 +131,7 @@ fn lookup_internal(
         return Err(code(ResponseError::UnknownTopicOrPartition));
     };
     let epoch = leader.leader_epoch;
-    if current_epoch >= 0 && current_epoch != epoch {
-        return Err(code(if current_epoch < epoch {
-            ResponseError::FencedLeaderEpoch
-        } else {
-            ResponseError::UnknownLeaderEpoch
-        }));
-    }
+    check_leader_epoch(current_epoch, epoch).map_err(errors::leader_epoch)?;
     match target {
         LATEST => Ok((end, -1, epoch)),
         EARLIEST => Ok((log_start, -1, epoch)),
@@ -236,13 +230,8 @@ fn internal_epoch_end(
             .with_leader_epoch(-1)
             .with_end_offset(-1);
     };
-    if p.current_leader_epoch >= 0 && p.current_leader_epoch != leader.leader_epoch {
-        let e = if p.current_leader_epoch < leader.leader_epoch {
-            ResponseError::FencedLeaderEpoch
-        } else {
-            ResponseError::UnknownLeaderEpoch
-        };
-        return base.with_error_code(code(e)).with_leader_epoch(-1).with_end_offset(-1);
+    if let Err(e) = check_leader_epoch(p.current_leader_epoch, leader.leader_epoch) {
+        return base.with_error_code(errors::leader_epoch(e)).with_leader_epoch(-1).with_end_offset(-1);
     }
     let (_, end) = t.log_extent(m, p.partition);
     if p.leader_epoch > leader.leader_epoch {

@@ -1,5 +1,5 @@
 use kafka_protocol::records::RecordBatchDecoder;
-use skiff_controller::groups::{GroupCommand, GroupOp, OffsetCommit, StoredMember, shard_for};
+use skiff_controller::groups::{GroupCommand, GroupOp, GroupsState, OffsetCommit, StoredMember, shard_for};
 
 use super::*;
 use crate::broker::batch;
