@@ -22,6 +22,7 @@ pub mod connection;
 pub mod group;
 pub mod handler;
 pub mod http;
+pub mod log;
 pub mod metrics;
 pub mod node;
 pub mod protocol;

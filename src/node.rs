@@ -27,12 +27,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use crate::broker::lifecycle::{Lifecycle, LifecycleSettings};
-use crate::broker::read::{Reader, TailCache};
-use crate::broker::wal::{Wal, WalSettings};
 use crate::broker::{Broker, BrokerSettings, SystemClock};
 use crate::config::Config;
 use crate::connection::Limits;
+use crate::log::background::{Lifecycle, LifecycleSettings};
+use crate::log::read::{Reader, TailCache};
+use crate::log::wal::{Wal, WalSettings};
 use crate::metrics::Metrics;
 
 /// Addresses a started node listens on.

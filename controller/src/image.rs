@@ -30,9 +30,9 @@ use crate::metadata::{MetadataState, PartitionState, TopicState};
 
 // The values the image hands out: copies or read-only borrows, never the state itself.
 pub use crate::configs::ConfigsState;
+pub use crate::groups::SHARD_COUNT;
 pub use crate::groups::offsets_topic::{RecordKey, RecordValue, ViewRecord};
 pub use crate::groups::{CommittedOffset, GroupMembership, StoredConsumerGroup, StoredMember};
-pub use crate::groups::SHARD_COUNT;
 pub use crate::metadata::{BrokerId, Chunk, ProducerStates, Rejection, SequenceCheck, next_sequence};
 pub use crate::placement::NO_LEADER;
 

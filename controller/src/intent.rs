@@ -87,7 +87,11 @@ impl ControllerHandle {
     }
 
     /// Replaces a topic's explicitly set configs.
-    pub async fn set_topic_configs(&self, name: &str, configs: BTreeMap<String, String>) -> Result<(), ControllerError> {
+    pub async fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), ControllerError> {
         done(self.submit(Command::SetTopicConfigs { name: name.to_string(), configs }).await?)
     }
 

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use skiff_controller::metadata::{BrokerRegistration, Command, CommandResult, CreateTopic};
 use skiff_controller::image::MetadataImage;
+use skiff_controller::metadata::{BrokerRegistration, Command, CommandResult, CreateTopic};
 use skiff_controller::{Controller, ControllerConfig, ControllerError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use skiff_controller::image::MetadataImage;
 use skiff_controller::metadata::{
     BrokerRegistration, Command, CommandResult, CreateTopic, ObjectCommit, PartitionAppend,
 };
-use skiff_controller::image::MetadataImage;
 use skiff_controller::{Controller, ControllerConfig, ControllerError};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;

@@ -14,10 +14,7 @@
 pub mod batch;
 pub mod dynamic_config;
 pub mod internal_topics;
-pub mod lifecycle;
-pub mod read;
 pub mod topic_config;
-pub mod wal;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,9 +24,9 @@ use skiff_controller::intent::{CreateTopic, Rejection};
 use skiff_controller::{ControllerError, ControllerHandle, MetadataHandle};
 use uuid::Uuid;
 
+use crate::log::read::Reader;
+use crate::log::wal::Wal;
 use crate::metrics::Metrics;
-use read::Reader;
-use wal::Wal;
 
 /// Settings handlers consult.
 #[derive(Debug, Clone)]

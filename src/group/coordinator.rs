@@ -357,7 +357,8 @@ impl Driver {
             return None;
         }
         if !self.groups.contains_key(group_id) {
-            let stored = self.metadata.read(|m| m.group_exists(group_id).then(|| m.group_membership(group_id).cloned()))?;
+            let stored =
+                self.metadata.read(|m| m.group_exists(group_id).then(|| m.group_membership(group_id).cloned()))?;
             let g = match stored {
                 Some(m) => Group::load(group_id, self.settings, &m, now),
                 None => Group::new(group_id, self.settings),

@@ -7,8 +7,8 @@ use skiff_controller::{ControllerError, ErrorKind};
 
 use crate::broker::CreateTopicError;
 use crate::broker::batch::BatchError;
-use crate::broker::wal::AppendError;
 use crate::group::GroupError;
+use crate::log::wal::AppendError;
 
 pub const NONE: i16 = 0;
 
@@ -35,6 +35,11 @@ pub fn append(e: &AppendError) -> i16 {
         AppendError::Storage(_) | AppendError::Rejected(_) => code(ResponseError::KafkaStorageError),
         AppendError::ShuttingDown => code(ResponseError::NotLeaderOrFollower),
     }
+}
+
+/// A failed read of stored data: retriable (the client retries, possibly on another broker).
+pub fn storage(_e: &skiff_storage::StorageError) -> i16 {
+    code(ResponseError::KafkaStorageError)
 }
 
 /// A request's `current_leader_epoch` that does not match the partition's.

@@ -7,20 +7,19 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
 use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
-use kafka_protocol::records::RecordBatchDecoder;
 use skiff_controller::image::{Chunk, MetadataImage, OffsetsTopicView, check_leader_epoch};
 use tracing::warn;
 
 use super::errors::{self, code};
+use crate::broker::Broker;
 use crate::broker::internal_topics::{self, InternalTopic, Leadership};
-use crate::broker::{Broker, batch};
+use crate::log::lookup;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -68,7 +67,14 @@ async fn lookup(
             MAX_TIMESTAMP => p.chunk_with_max_timestamp().cloned(),
             t => p.chunk_for_timestamp(t).cloned(),
         };
-        Some((t.id(), p.leader_epoch(), p.check_leader_epoch(current_epoch), p.log_start_offset(), p.high_watermark(), candidate))
+        Some((
+            t.id(),
+            p.leader_epoch(),
+            p.check_leader_epoch(current_epoch),
+            p.log_start_offset(),
+            p.high_watermark(),
+            candidate,
+        ))
     });
     let Some((topic_id, epoch, epoch_check, log_start, end, candidate)) = snapshot else {
         return Err(code(ResponseError::UnknownTopicOrPartition));
@@ -83,12 +89,12 @@ async fn lookup(
     let Some(chunk) = candidate else {
         return Ok((-1, -1, epoch));
     };
-    let data = broker.reader.chunk(topic_id, &chunk).await.map_err(|e| {
-        warn!(topic, partition, error = %e, "ListOffsets read failed");
-        code(ResponseError::KafkaStorageError)
-    })?;
     let want = if target == MAX_TIMESTAMP { chunk.max_timestamp } else { target };
-    match find_in_chunk(data, want, log_start).await {
+    let found = lookup::offset_for_time(&broker.reader, topic_id, &chunk, want, log_start).await.map_err(|e| {
+        warn!(topic, partition, error = %e, "ListOffsets read failed");
+        errors::storage(&e)
+    })?;
+    match found {
         Some((offset, ts)) => Ok((offset, ts, epoch)),
         // The chunk's batches all precede the log start: nothing at or after `target`.
         None => Ok((-1, -1, epoch)),
@@ -140,36 +146,6 @@ fn lookup_internal(
     }
 }
 
-/// The first record at or after `log_start` with timestamp >= `target`, as (offset, timestamp).
-async fn find_in_chunk(data: Bytes, target: i64, log_start: i64) -> Option<(i64, i64)> {
-    // Decoding may decompress: keep it off the async workers and contain any decoder panic.
-    tokio::task::spawn_blocking(move || {
-        std::panic::catch_unwind(|| {
-            let mut pos = 0;
-            while pos < data.len() {
-                let h = batch::parse_header(&data[pos..]).ok()?;
-                if h.max_timestamp >= target && h.last_offset() >= log_start {
-                    if h.is_log_append_time() {
-                        return Some((h.base_offset.max(log_start), h.max_timestamp));
-                    }
-                    let mut one = data.slice(pos..pos + h.size);
-                    let set = RecordBatchDecoder::decode(&mut one).ok()?;
-                    if let Some(r) = set.records.iter().find(|r| r.offset >= log_start && r.timestamp >= target) {
-                        return Some((r.offset, r.timestamp));
-                    }
-                }
-                pos += h.size;
-            }
-            None
-        })
-        .ok()
-        .flatten()
-    })
-    .await
-    .ok()
-    .flatten()
-}
-
 pub fn offset_for_leader_epoch(broker: &Broker, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
     let local = broker.settings.node_id;
     let topics = broker.metadata.read(|m| {
@@ -195,7 +171,10 @@ pub fn offset_for_leader_epoch(broker: &Broker, req: OffsetForLeaderEpochRequest
                                 .with_end_offset(-1);
                         };
                         if let Err(e) = state.check_leader_epoch(p.current_leader_epoch) {
-                            return base.with_error_code(errors::leader_epoch(e)).with_leader_epoch(-1).with_end_offset(-1);
+                            return base
+                                .with_error_code(errors::leader_epoch(e))
+                                .with_leader_epoch(-1)
+                                .with_end_offset(-1);
                         }
                         match state.end_offset_for_epoch(p.leader_epoch) {
                             Some((epoch, end)) => {

@@ -54,10 +54,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
                 create_errors.insert(name.clone(), code(ResponseError::InvalidTopicException));
                 continue;
             }
-            if allow_create
-                && !internal_topics::is_internal(name)
-                && !broker.metadata.read(|m| m.topic_exists(name))
-            {
+            if allow_create && !internal_topics::is_internal(name) && !broker.metadata.read(|m| m.topic_exists(name)) {
                 match broker.create_topic(name, -1, BTreeMap::new(), false).await {
                     Ok(_) => info!(topic = %name, "auto-created topic"),
                     Err(crate::broker::CreateTopicError::Exists(_)) => {}
@@ -139,7 +136,8 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
 /// internal name (possible only in metadata written before internal topics existed) is hidden
 /// behind the internal one.
 pub fn all_topic_names(m: &MetadataImage) -> Vec<String> {
-    let mut names: Vec<String> = m.topics().map(|t| t.name()).filter(|n| !internal_topics::is_internal(n)).map(str::to_string).collect();
+    let mut names: Vec<String> =
+        m.topics().map(|t| t.name()).filter(|n| !internal_topics::is_internal(n)).map(str::to_string).collect();
     names.extend(internal_topics::ALL.iter().map(|t| t.name.to_string()));
     names.sort();
     names

@@ -156,7 +156,8 @@ fn fetch_offsets(
         Some(topics) => topics
             .into_iter()
             .map(|(topic, partitions)| {
-                let parts = partitions.into_iter().map(|p| fetched(p, m.committed_offset(group_id, &topic, p))).collect();
+                let parts =
+                    partitions.into_iter().map(|p| fetched(p, m.committed_offset(group_id, &topic, p))).collect();
                 (topic, parts)
             })
             .collect(),

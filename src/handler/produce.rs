@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 use super::Handled;
 use super::errors::{self, code};
-use crate::broker::wal::{AppendError, PartitionKey};
 use crate::broker::{Broker, batch, internal_topics};
+use crate::log::wal::{AppendError, PartitionKey};
 
 type Ack = oneshot::Receiver<Result<(), AppendError>>;
 

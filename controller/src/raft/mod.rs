@@ -231,7 +231,9 @@ impl Controller {
                 return;
             }
             let leading = metrics.borrow_and_update().current_leader == Some(self.inner.node_id);
-            if leading && raft.ensure_linearizable().await.is_ok() && self.metadata().read(|s| s.cluster_id().is_empty())
+            if leading
+                && raft.ensure_linearizable().await.is_ok()
+                && self.metadata().read(|s| s.cluster_id().is_empty())
             {
                 match self.submit(Command::InitCluster { cluster_id: cluster_id.clone() }).await {
                     Ok(_) => tracing::info!(cluster_id = %cluster_id, "cluster id set"),

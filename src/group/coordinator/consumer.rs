@@ -125,8 +125,8 @@ impl GroupCoordinator {
             let now = d.now();
             let metadata = d.metadata.clone();
             if let Some(g) = d.consumer_group(&group_id, now) {
-                let ids: Vec<Option<(Uuid, i32)>> = metadata
-                    .read(|m| partitions.iter().map(|(t, p)| m.topic(t).map(|t| (t.id(), *p))).collect());
+                let ids: Vec<Option<(Uuid, i32)>> =
+                    metadata.read(|m| partitions.iter().map(|(t, p)| m.topic(t).map(|t| (t.id(), *p))).collect());
                 return g.validate_commit(&member_id, generation_or_epoch, version, &ids);
             }
             let all = |r: Result<(), GroupError>| r.map(|()| vec![None; partitions.len()]);
@@ -277,7 +277,10 @@ impl Driver {
         let Some(g) = self.consumer.groups.get_mut(&group_id) else { return };
         let response = self.metadata.read(|m| {
             // The group's own configs (a change applies from this heartbeat on).
-            g.set_settings(crate::group::group_config::effective(self.settings.consumer, m.dynamic_configs().group(&group_id)));
+            g.set_settings(crate::group::group_config::effective(
+                self.settings.consumer,
+                m.dynamic_configs().group(&group_id),
+            ));
             g.heartbeat(now, &req, &MetadataTopics(m), &fresh_id)
         });
         if let Some(update) = g.take_update() {

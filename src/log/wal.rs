@@ -34,8 +34,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use super::batch::{self, BatchHeader};
 use super::read::TailCache;
+use crate::broker::batch::{self, BatchHeader};
 use crate::metrics::Metrics;
 
 /// A partition by topic id.
@@ -307,7 +307,8 @@ impl Wal {
             drop(permit);
             // Only a committed original may be acknowledged again; one still in flight could
             // yet fail, so the producer must retry until it is settled.
-            let committed_end = self.metadata.read(|m| m.partition(&key.topic_id, key.partition).map(|p| p.high_watermark()));
+            let committed_end =
+                self.metadata.read(|m| m.partition(&key.topic_id, key.partition).map(|p| p.high_watermark()));
             if committed_end.is_some_and(|end| base_offset < end) {
                 return Ok((Appended { base_offset, log_append_time: -1, duplicate: true }, None));
             }

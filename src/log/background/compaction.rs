@@ -1,0 +1,257 @@
+//! Compaction: a partition's consecutive WAL chunks rewritten into one segment object, then
+//! swapped into the index with one `ReplaceChunks` (see the invariants in `mod.rs`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use skiff_controller::ControllerError;
+use skiff_controller::image::{Chunk, MetadataImage};
+use skiff_controller::intent::{ChunkReplacement, ReplacedChunk, SegmentChunk};
+use skiff_storage::{WalObjectBuilder, verify_section};
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use super::{Lifecycle, lock};
+
+/// What one compaction pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionReport {
+    pub segments: u64,
+    pub chunks_replaced: u64,
+    pub bytes: u64,
+    pub rejected: u64,
+    pub failed: u64,
+}
+
+/// WAL footers read during one compaction pass, by object key, and whole WAL objects: a pass
+/// usually rewrites several partitions' sections of the same object, so one GET of the object
+/// replaces one ranged GET per section (S3 bills per request). Objects are kept up to
+/// [`PASS_OBJECT_BYTES`] per pass; beyond that sections are read with ranged GETs.
+#[derive(Default)]
+pub(super) struct Footers(Mutex<HashMap<Arc<str>, Arc<Vec<skiff_storage::SectionMeta>>>>, Mutex<PassObjects>);
+
+#[derive(Default)]
+struct PassObjects {
+    bytes: usize,
+    objects: HashMap<Arc<str>, Bytes>,
+}
+
+/// Memory for whole WAL objects held during one compaction pass.
+const PASS_OBJECT_BYTES: usize = 64 << 20;
+
+/// One partition's run of chunks to rewrite, planned under the metadata lock.
+pub(super) struct Candidate {
+    topic_id: Uuid,
+    partition: i32,
+    chunks: Vec<Chunk>,
+    object_sizes: HashMap<Arc<str>, u64>,
+}
+
+impl Lifecycle {
+    /// One compaction pass over the partitions this broker leads.
+    pub async fn compact_once(&self) -> CompactionReport {
+        let now = self.clock.now_ms();
+        self.observe_objects(now);
+        let candidates = {
+            let seen = lock(&self.first_seen).clone();
+            self.metadata.read(|m| self.plan_compaction(m, &seen, now))
+        };
+        let mut report = CompactionReport::default();
+        // Footers are shared by the partitions of one pass: one footer GET per WAL object.
+        let footers = Footers::default();
+        let mut results = futures::stream::iter(candidates)
+            .map(|c| self.compact(c, &footers))
+            .buffer_unordered(self.settings.compaction_concurrency.max(1));
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(Some((chunks, bytes))) => {
+                    report.segments += 1;
+                    report.chunks_replaced += chunks;
+                    report.bytes += bytes;
+                }
+                Ok(None) => report.rejected += 1,
+                Err(e) => {
+                    warn!(error = %e, "compaction failed");
+                    report.failed += 1;
+                }
+            }
+        }
+        if report.segments > 0 || report.rejected > 0 || report.failed > 0 {
+            debug!(?report, "compaction pass");
+        }
+        report
+    }
+
+    pub(super) fn plan_compaction(&self, m: &MetadataImage, seen: &HashMap<Arc<str>, i64>, now: i64) -> Vec<Candidate> {
+        let s = &self.settings;
+        let mut out = Vec::new();
+        for t in m.topics() {
+            for p in t.partitions() {
+                if p.leader() != s.broker_id {
+                    continue;
+                }
+                let age = |c: &Chunk| seen.get(&c.object).map_or(0, |t| now - t);
+                let eligible = |c: &Chunk| !self.storage.is_segment_key(&c.object) && age(c) >= s.compaction_min_age_ms;
+                // Runs of consecutive eligible chunks, each capped at the segment size; every
+                // run that is due becomes one segment (several per pass if a partition is busy).
+                let mut runs: Vec<(Vec<Chunk>, u64)> = vec![(Vec::new(), 0)];
+                for c in p.chunks() {
+                    let (run, bytes) = runs.last_mut().expect("never empty");
+                    if !eligible(c) {
+                        if !run.is_empty() {
+                            runs.push((Vec::new(), 0));
+                        }
+                        continue;
+                    }
+                    if !run.is_empty() && *bytes + c.len > s.compaction_max_segment_bytes {
+                        runs.push((vec![c.clone()], c.len));
+                        continue;
+                    }
+                    *bytes += c.len;
+                    run.push(c.clone());
+                }
+                for (run, bytes) in runs {
+                    let Some(oldest) = run.iter().map(age).max() else { continue };
+                    let due = run.len() >= s.compaction_min_chunks
+                        || bytes >= s.compaction_min_bytes
+                        || oldest >= s.compaction_max_age_ms;
+                    // A lone chunk that is the only live chunk of its object gains nothing.
+                    let lone = run.len() == 1 && m.object(&run[0].object).is_some_and(|o| o.live_chunks <= 1);
+                    if !due || lone {
+                        continue;
+                    }
+                    let object_sizes = run
+                        .iter()
+                        .filter_map(|c| m.object(&c.object).map(|o| (c.object.clone(), o.size_bytes)))
+                        .collect();
+                    out.push(Candidate { topic_id: t.id(), partition: p.index(), chunks: run, object_sizes });
+                }
+            }
+        }
+        out
+    }
+
+    /// Rewrites one run into a segment and swaps it in. `Ok(Some((chunks, bytes)))` when
+    /// committed, `Ok(None)` when the controller rejected the swap.
+    pub(super) async fn compact(&self, c: Candidate, footers: &Footers) -> Result<Option<(u64, u64)>, String> {
+        let topic_bytes = *c.topic_id.as_bytes();
+        // Read each chunk's section, located and checked through its object's footer.
+        let mut parts: Vec<Bytes> = Vec::with_capacity(c.chunks.len());
+        for chunk in &c.chunks {
+            // Recently flushed data is still in memory: no read at all.
+            if let Some(b) = self.tail.as_ref().and_then(|t| t.get(&chunk.object, chunk.position)) {
+                parts.push(b);
+                continue;
+            }
+            let size = *c.object_sizes.get(&chunk.object).ok_or_else(|| format!("{} is not indexed", chunk.object))?;
+            // Whole object once per pass (its footer comes with it), while the budget lasts.
+            let held = lock(&footers.1).objects.get(&chunk.object).cloned();
+            let whole = match held {
+                Some(o) => Some(o),
+                None if lock(&footers.1).bytes + size as usize <= PASS_OBJECT_BYTES => {
+                    let o = self.storage.get(&chunk.object).await.map_err(|e| e.to_string())?;
+                    let footer = skiff_storage::decode_footer(&o).map_err(|e| e.to_string())?;
+                    lock(&footers.0).insert(chunk.object.clone(), Arc::new(footer));
+                    let mut pass = lock(&footers.1);
+                    pass.bytes += o.len();
+                    pass.objects.insert(chunk.object.clone(), o.clone());
+                    Some(o)
+                }
+                None => None,
+            };
+            let cached = lock(&footers.0).get(&chunk.object).cloned();
+            let footer = match cached {
+                Some(f) => f,
+                None => {
+                    let f =
+                        Arc::new(self.storage.read_wal_footer(&chunk.object, size).await.map_err(|e| e.to_string())?);
+                    lock(&footers.0).insert(chunk.object.clone(), f.clone());
+                    f
+                }
+            };
+            let meta = footer
+                .iter()
+                .find(|s| s.topic_id == topic_bytes && s.partition == c.partition)
+                .copied()
+                .ok_or_else(|| format!("{} has no section for partition {}", chunk.object, c.partition))?;
+            if meta.position != chunk.position
+                || meta.len != chunk.len
+                || meta.base_offset != chunk.base_offset
+                || meta.last_offset != chunk.last_offset
+            {
+                return Err(format!("{}: footer section {meta:?} does not match index chunk {chunk:?}", chunk.object));
+            }
+            let bytes = match &whole {
+                Some(o) if meta.position + meta.len <= o.len() as u64 => {
+                    o.slice(meta.position as usize..(meta.position + meta.len) as usize)
+                }
+                _ => self.storage.get_range(&chunk.object, meta.byte_range()).await.map_err(|e| e.to_string())?,
+            };
+            verify_section(&bytes, &meta).map_err(|e| e.to_string())?;
+            parts.push(bytes);
+        }
+        let first = &c.chunks[0];
+        let last = &c.chunks[c.chunks.len() - 1];
+        let max_timestamp = c.chunks.iter().map(|c| c.max_timestamp).max().unwrap_or(-1);
+        let data_len: u64 = c.chunks.iter().map(|c| c.len).sum();
+        let mut builder = WalObjectBuilder::with_capacity(data_len as usize + 128);
+        builder
+            .add_section(topic_bytes, c.partition, first.base_offset, last.last_offset, max_timestamp, &parts)
+            .map_err(|e| e.to_string())?;
+        drop(parts);
+        let (object, sections) = builder.finish();
+        let section = sections[0];
+        let key =
+            self.storage.seg_key(topic_bytes, c.partition, first.base_offset, &Uuid::new_v4().simple().to_string());
+        let size_bytes = object.len() as u64;
+        let started = std::time::Instant::now();
+        self.storage.put_new(&key, object).await.map_err(|e| e.to_string())?;
+        if started.elapsed() > Duration::from_millis((self.settings.gc_grace_ms / 2).max(0) as u64) {
+            // GC may already consider this key an orphan; never commit it.
+            let _ = self.storage.delete(&key).await;
+            return Err(format!("segment {key} took longer than half the GC grace period to store; abandoned"));
+        }
+        let replacement = ChunkReplacement {
+            topic_id: c.topic_id,
+            partition: c.partition,
+            replaced: c
+                .chunks
+                .iter()
+                .map(|ch| ReplacedChunk {
+                    base_offset: ch.base_offset,
+                    object: ch.object.to_string(),
+                    position: ch.position,
+                })
+                .collect(),
+            segment: SegmentChunk {
+                key: key.clone(),
+                broker_id: self.settings.broker_id,
+                size_bytes,
+                position: section.position,
+                len: section.len,
+                base_offset: first.base_offset,
+                last_offset: last.last_offset,
+                max_timestamp,
+            },
+        };
+        match self.controller.replace_chunks(replacement).await {
+            Err(ControllerError::Rejected(r)) => {
+                debug!(%key, reason = %r, "compaction swap rejected; deleting its segment");
+                self.metrics.compaction_rejected();
+                // Never referenced: safe to delete now (GC would find it as an orphan anyway).
+                let _ = self.storage.delete(&key).await;
+                Ok(None)
+            }
+            Ok(()) => {
+                self.metrics.compaction(c.chunks.len() as u64, data_len);
+                debug!(%key, chunks = c.chunks.len(), bytes = data_len, "compacted");
+                Ok(Some((c.chunks.len() as u64, data_len)))
+            }
+            // The outcome is unknown: the swap may have applied. Leave the segment to GC.
+            Err(e) => Err(format!("committing segment {key}: {e}")),
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Background work on stored data: compaction, retention and garbage collection.
+//!
+//! ```text
+//! compactor  WAL chunks of a partition ──GET footer + section──▶ one segment object (PUT)
+//!            ──ReplaceChunks (one atomic index swap)──▶ controller
+//! retention  retention.ms / retention.bytes ──AdvanceLogStart (chunk boundary)──▶ controller
+//! gc         objects no chunk references, unreferenced for the grace period ──DELETE──▶
+//!            ForgetObjects; objects under wal/ and seg/ the index never knew, older than the
+//!            grace period ──DELETE
+//! ```
+//!
+//! Invariants:
+//! * Nothing a chunk references is ever deleted. GC deletes only (a) objects the index marks
+//!   unreferenced (`live_chunks == 0`), which can never become referenced again (keys are never
+//!   reused), after they have been seen unreferenced for `gc_grace`, and (b) listed objects that
+//!   are absent from the index *after* the listing and older than `gc_grace`: an object can only
+//!   enter the index through a commit of a PUT that finished less than `gc_grace` ago (the WAL's
+//!   PUT retries end after ~50 s; the compactor abandons a segment whose commit would come later
+//!   than `gc_grace / 2` after its PUT began).
+//! * The grace period also covers readers: a fetch plans its chunks under the metadata lock and
+//!   reads them afterwards, so an object swapped out by compaction or released by retention
+//!   stays readable for `gc_grace` after the index stopped pointing at it.
+//! * Compaction copies section bytes verbatim (CRC-checked against the WAL footer); the segment
+//!   is a v1 object with one section. A swap whose chunks changed meanwhile (retention, another
+//!   compactor, topic deletion) is rejected by the controller and its segment deleted.
+//! * "Seen since" times live in memory only: a restart starts every grace period and age again,
+//!   which is always the safe direction.
+//!
+//! One concern per file: `compaction.rs` (WAL chunks into segments), `retention.rs`
+//! (`retention.ms` / `retention.bytes` → a new log start), `gc.rs` (deleting unreferenced and
+//! orphaned objects); this file holds what they share: settings, the worker and its tasks.
+
+mod compaction;
+mod gc;
+mod retention;
+#[cfg(test)]
+mod tests;
+
+pub use compaction::CompactionReport;
+pub use gc::GcReport;
+pub use retention::retention_start;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use skiff_controller::{ControllerHandle, MetadataHandle};
+use skiff_storage::ObjectStorage;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info_span, warn};
+
+use crate::broker::Clock;
+use crate::log::read::TailCache;
+use crate::metrics::Metrics;
+
+/// Thresholds and periods of the background work (see docs/configuration.md, `[lifecycle]`).
+#[derive(Debug, Clone)]
+pub struct LifecycleSettings {
+    pub broker_id: i32,
+    pub compaction_enabled: bool,
+    pub compaction_interval: Duration,
+    /// Compact a partition once its run of eligible WAL chunks has this many chunks...
+    pub compaction_min_chunks: usize,
+    /// ...or this many bytes...
+    pub compaction_min_bytes: u64,
+    /// ...or its oldest eligible chunk was first seen this long ago.
+    pub compaction_max_age_ms: i64,
+    /// A WAL chunk is eligible once first seen this long ago (keeps the hot tail out).
+    pub compaction_min_age_ms: i64,
+    /// Upper bound of one segment's data (and of the memory one compaction holds).
+    pub compaction_max_segment_bytes: u64,
+    /// Partitions compacted concurrently.
+    pub compaction_concurrency: usize,
+    pub retention_interval: Duration,
+    pub gc_interval: Duration,
+    /// How long an unreferenced or orphaned object is kept before it is deleted.
+    pub gc_grace_ms: i64,
+}
+
+/// The background worker shared by the compactor, retention and GC tasks.
+pub struct Lifecycle {
+    settings: LifecycleSettings,
+    controller: ControllerHandle,
+    metadata: MetadataHandle,
+    storage: ObjectStorage,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    /// Sections this broker flushed recently: compaction reads them from memory when present.
+    tail: Option<TailCache>,
+    /// When this process first saw each indexed object (ms, injected clock).
+    first_seen: Mutex<HashMap<Arc<str>, i64>>,
+    /// When GC first saw each object unreferenced.
+    unreferenced_since: Mutex<HashMap<Arc<str>, i64>>,
+}
+
+/// The three background tasks; cancelled through the token given to [`Lifecycle::start`].
+pub struct LifecycleTasks {
+    compactor: Option<JoinHandle<()>>,
+    retention: JoinHandle<()>,
+    gc: JoinHandle<()>,
+}
+
+impl LifecycleTasks {
+    /// Waits for every task to stop (after its token was cancelled).
+    pub async fn join(self) {
+        if let Some(c) = self.compactor {
+            let _ = c.await;
+        }
+        let _ = self.retention.await;
+        let _ = self.gc.await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Lifecycle {
+    pub fn new(
+        settings: LifecycleSettings,
+        controller: ControllerHandle,
+        storage: ObjectStorage,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+        tail: Option<TailCache>,
+    ) -> Arc<Self> {
+        if settings.gc_grace_ms < 60_000 {
+            warn!(
+                gc_grace_ms = settings.gc_grace_ms,
+                "gc grace period is below 60 s: an object whose PUT is retried for longer could be collected before its commit"
+            );
+        }
+        Arc::new(Self {
+            metadata: controller.metadata(),
+            controller,
+            storage,
+            metrics,
+            clock,
+            tail,
+            settings,
+            first_seen: Mutex::new(HashMap::new()),
+            unreferenced_since: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Starts the compactor (if enabled), retention and GC tasks. Each runs one pass per
+    /// interval and stops, mid-pass if need be, when `shutdown` is cancelled. A pass cut short
+    /// leaves at worst an orphaned segment, which a later GC pass deletes.
+    pub fn start(self: &Arc<Self>, shutdown: CancellationToken) -> LifecycleTasks {
+        let s = &self.settings;
+        let compactor = s.compaction_enabled.then(|| {
+            let me = self.clone();
+            tokio::spawn(
+                periodic(s.compaction_interval, shutdown.clone(), move || {
+                    let me = me.clone();
+                    async move {
+                        me.compact_once().await;
+                    }
+                })
+                .instrument(info_span!("compactor")),
+            )
+        });
+        let me = self.clone();
+        let retention = tokio::spawn(
+            periodic(s.retention_interval, shutdown.clone(), move || {
+                let me = me.clone();
+                async move {
+                    me.enforce_retention_once().await;
+                }
+            })
+            .instrument(info_span!("retention")),
+        );
+        let me = self.clone();
+        let gc = tokio::spawn(
+            periodic(s.gc_interval, shutdown, move || {
+                let me = me.clone();
+                async move {
+                    me.collect_garbage_once().await;
+                }
+            })
+            .instrument(info_span!("gc")),
+        );
+        LifecycleTasks { compactor, retention, gc }
+    }
+
+    /// Records when each indexed object was first seen; forgets objects no longer indexed.
+    fn observe_objects(&self, now: i64) {
+        let keys: Vec<Arc<str>> = self.metadata.read(|m| m.objects().map(|o| o.key).collect());
+        let mut seen = lock(&self.first_seen);
+        let present: HashSet<&Arc<str>> = keys.iter().collect();
+        seen.retain(|k, _| present.contains(k));
+        for k in &keys {
+            seen.entry(k.clone()).or_insert(now);
+        }
+    }
+}
+
+/// Runs `pass` every `interval` until `shutdown`; a pass in progress is dropped on shutdown.
+async fn periodic<F, Fut>(interval: Duration, shutdown: CancellationToken, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = pass() => {}
+        }
+    }
+}
+
+impl LifecycleSettings {
+    /// The settings of broker `broker_id` from the `[lifecycle]` config section.
+    pub fn from_config(broker_id: i32, c: &crate::config::LifecycleConfig) -> Self {
+        let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        Self {
+            broker_id,
+            compaction_enabled: c.compaction_enabled,
+            compaction_interval: Duration::from_millis(c.compaction_interval_ms),
+            compaction_min_chunks: c.compaction_min_chunks,
+            compaction_min_bytes: c.compaction_min_bytes,
+            compaction_max_age_ms: ms(c.compaction_max_age_ms),
+            compaction_min_age_ms: ms(c.compaction_min_age_ms),
+            compaction_max_segment_bytes: c.compaction_max_segment_bytes,
+            compaction_concurrency: c.compaction_concurrency,
+            retention_interval: Duration::from_millis(c.retention_check_interval_ms),
+            gc_interval: Duration::from_millis(c.gc_interval_ms),
+            gc_grace_ms: ms(c.gc_grace_ms),
+        }
+    }
+}
