@@ -516,12 +516,16 @@ impl Config {
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
 
-    /// The config as logged, one `key=value` per setting: credentials never appear in it
-    /// (they come from the environment), but a URL could carry user info, so that is hidden.
+    /// The config as logged, one `key=value` per setting (`(default)` where a value is unset
+    /// and its default computed): credentials never appear in it (they come from the
+    /// environment), but a URL could carry user info, so that is hidden.
     pub fn redacted(&self) -> String {
         settings::SETTINGS
             .iter()
-            .map(|s| format!("{}={}", s.key, settings::redact(&s.show(self))))
+            .map(|s| match s.show(self) {
+                v if v.is_empty() => format!("{}=(default)", s.key),
+                v => format!("{}={}", s.key, settings::redact(&v)),
+            })
             .collect::<Vec<_>>()
             .join(" ")
     }

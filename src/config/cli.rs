@@ -42,6 +42,7 @@ pub fn command() -> Command {
                 .arg(
                     Arg::new("roles")
                         .long("roles")
+                        .value_name("ROLES")
                         .env("SKIFF_ROLES")
                         .value_delimiter(',')
                         .action(ArgAction::Append)

@@ -69,6 +69,8 @@ pub struct Setting {
     /// The default, when it is not simply `Config::default()`'s value (computed or absent).
     pub default_doc: Option<&'static str>,
     pub legacy: Option<Legacy>,
+    /// The `--help` placeholder, when the type's (`TEXT`, `N`, ...) says too little.
+    pub value: Option<&'static str>,
     get: fn(&Config) -> &dyn Slot,
     get_mut: fn(&mut Config) -> &mut dyn Slot,
 }
@@ -95,6 +97,11 @@ impl Setting {
 
     /// The placeholder in `--help`: `<DURATION>`, `<N>`, ...
     pub fn value_name(&self) -> &'static str {
+        self.value.unwrap_or_else(|| self.type_name())
+    }
+
+    /// The value's type: `BOOL`, `N`, `NUMBER`, `TEXT`, `PATH`, `LIST` or `DURATION`.
+    pub fn type_name(&self) -> &'static str {
         (self.get)(&Config::default()).value_name()
     }
 
@@ -326,12 +333,12 @@ pub fn format_duration(d: Duration) -> String {
     format!("{ms}ms")
 }
 
-/// Declares [`SETTINGS`]: `field.path { env, flag, roles, [default,] [legacy,] help }`.
+/// Declares [`SETTINGS`]: `field.path { env, flag, roles, [default,] [legacy,] [value,] help }`.
 /// The file key is the field path, so a setting cannot name a field it does not set.
 macro_rules! settings {
     ($( $($field:ident).+ {
         env: $env:literal, flag: $flag:literal, roles: $roles:expr,
-        $(default: $default:literal,)? $(legacy: $legacy:expr,)?
+        $(default: $default:literal,)? $(legacy: $legacy:expr,)? $(value: $value:literal,)?
         help: $help:literal $(,)?
     } )*) => {
         /// Every setting, in `--help` and docs/configuration.md order.
@@ -344,6 +351,7 @@ macro_rules! settings {
                 help: $help,
                 default_doc: settings!(@opt $($default)?),
                 legacy: settings!(@opt $($legacy)?),
+                value: settings!(@opt $($value)?),
                 get: |c| &c.$($field).+,
                 get_mut: |c| &mut c.$($field).+,
             },
@@ -361,30 +369,36 @@ settings! {
     }
     kafka_listen {
         env: "SKIFF_KAFKA_LISTEN", flag: "kafka-listen", roles: SERVING,
+        value: "HOST:PORT",
         help: "Kafka listener HOST:PORT; port 0 picks a free port",
     }
     kafka_advertise {
         env: "SKIFF_KAFKA_ADVERTISE", flag: "kafka-advertise", roles: SERVING,
         default: "the bound listener address",
+        value: "HOST:PORT",
         help: "Address clients are told to connect to (Metadata, and the `Kafka bootstrap:` line), HOST:PORT",
     }
     http_listen {
         env: "SKIFF_HTTP_LISTEN", flag: "http-listen", roles: ALL,
+        value: "HOST:PORT",
         help: "HTTP listener for /metrics and /health, HOST:PORT",
     }
     storage {
         env: "SKIFF_STORAGE", flag: "storage", roles: ALL,
         default: "file://<data-dir>/objects",
+        value: "URL",
         help: "Object storage URL: file:///abs/dir, memory://, s3://bucket/prefix",
     }
     s3_endpoint {
         env: "SKIFF_S3_ENDPOINT", flag: "s3-endpoint", roles: ALL,
         default: "AWS_ENDPOINT or AWS",
+        value: "URL",
         help: "S3 endpoint (e.g. MinIO http://127.0.0.1:9000)",
     }
     s3_region {
         env: "SKIFF_S3_REGION", flag: "s3-region", roles: ALL,
         default: "AWS_REGION",
+        value: "REGION",
         help: "S3 region",
     }
     s3_path_style {
@@ -406,11 +420,13 @@ settings! {
     broker.rack {
         env: "SKIFF_RACK", flag: "rack", roles: SERVING,
         default: "none",
+        value: "RACK",
         help: "Rack of this broker, used to spread partitions and reported in Metadata",
     }
     broker.controllers {
         env: "SKIFF_CONTROLLERS", flag: "controllers", roles: BROKER,
         default: "the voters",
+        value: "HOST:PORT,...",
         help: "Controllers to reach, HOST:PORT comma-separated (any of them; the leader is found by asking)",
     }
     broker.heartbeat_interval {
@@ -420,6 +436,7 @@ settings! {
     }
     broker.flush_bytes {
         env: "SKIFF_FLUSH_BYTES", flag: "flush-bytes", roles: SERVING,
+        value: "BYTES",
         help: "Flush the write-ahead buffer as one object at this many bytes (larger: fewer billed PUTs, more memory)",
     }
     broker.flush_interval {
@@ -435,6 +452,7 @@ settings! {
     }
     broker.buffer_max_bytes {
         env: "SKIFF_BUFFER_MAX_BYTES", flag: "buffer-max-bytes", roles: SERVING,
+        value: "BYTES",
         help: "Produce bytes accepted but not yet acknowledged; producers wait beyond it",
     }
     broker.max_inflight_flushes {
@@ -443,14 +461,17 @@ settings! {
     }
     broker.tail_cache_bytes {
         env: "SKIFF_TAIL_CACHE_BYTES", flag: "tail-cache-bytes", roles: SERVING,
+        value: "BYTES",
         help: "Memory for recently flushed data served to tailing consumers",
     }
     broker.block_cache_bytes {
         env: "SKIFF_BLOCK_CACHE_BYTES", flag: "block-cache-bytes", roles: SERVING,
+        value: "BYTES",
         help: "Memory for 1 MiB blocks of objects read by catch-up consumers",
     }
     broker.socket_request_max_bytes {
         env: "SKIFF_SOCKET_REQUEST_MAX_BYTES", flag: "socket-request-max-bytes", roles: SERVING,
+        value: "BYTES",
         help: "socket.request.max.bytes: a larger frame closes the connection",
     }
     broker.max_connections {
@@ -472,14 +493,17 @@ settings! {
     }
     broker.message_max_bytes {
         env: "SKIFF_MESSAGE_MAX_BYTES", flag: "message-max-bytes", roles: SERVING,
+        value: "BYTES",
         help: "message.max.bytes: the broker default of the topic config max.message.bytes",
     }
     broker.put_price_per_1000 {
         env: "SKIFF_PUT_PRICE_PER_1000", flag: "put-price-per-1000", roles: SERVING,
+        value: "DOLLARS",
         help: "Dollars per 1,000 PUT requests, for the cost estimate in /metrics (AWS S3 Standard)",
     }
     broker.get_price_per_1000 {
         env: "SKIFF_GET_PRICE_PER_1000", flag: "get-price-per-1000", roles: SERVING,
+        value: "DOLLARS",
         help: "Dollars per 1,000 GET requests, for the cost estimate in /metrics (AWS S3 Standard)",
     }
 
@@ -491,11 +515,13 @@ settings! {
     controller.listen {
         env: "SKIFF_CONTROLLER_LISTEN", flag: "controller-listen", roles: CONTROLLER,
         default: "none (required)",
+        value: "HOST:PORT",
         help: "Controller listener HOST:PORT for voters and brokers",
     }
     controller.voters {
         env: "SKIFF_VOTERS", flag: "voters", roles: CONTROLLER,
         default: "none (required)",
+        value: "ID=HOST:PORT,...",
         help: "Every voter as ID=HOST:PORT, comma-separated, identical on every controller",
     }
     controller.session_timeout {
@@ -536,6 +562,7 @@ settings! {
     }
     lifecycle.compaction_min_bytes {
         env: "SKIFF_COMPACTION_MIN_BYTES", flag: "compaction-min-bytes", roles: SERVING,
+        value: "BYTES",
         help: "...or this many bytes...",
     }
     lifecycle.compaction_max_age {
@@ -550,6 +577,7 @@ settings! {
     }
     lifecycle.compaction_max_segment_bytes {
         env: "SKIFF_COMPACTION_MAX_SEGMENT_BYTES", flag: "compaction-max-segment-bytes", roles: SERVING,
+        value: "BYTES",
         help: "Largest segment; one compaction holds one segment in memory",
     }
     lifecycle.compaction_concurrency {
@@ -628,6 +656,7 @@ settings! {
     }
     groups.consumer_default_assignor {
         env: "SKIFF_GROUP_CONSUMER_DEFAULT_ASSIGNOR", flag: "group-consumer-default-assignor", roles: SERVING,
+        value: "ASSIGNOR",
         help: "Server-side assignor of groups whose members name none: uniform or range",
     }
 }

@@ -30,7 +30,7 @@ fn first_subcommand(s: &Setting) -> &'static str {
 /// A value different from the default: (command-line text, TOML literal, value as shown).
 fn sample(s: &Setting) -> (String, String, String) {
     let default = s.show(&Config::default());
-    let (text, toml, shown) = match s.value_name() {
+    let (text, toml, shown) = match s.type_name() {
         "BOOL" => {
             let v = if default == "true" { "false" } else { "true" };
             (v.into(), v.into(), v.into())
@@ -123,7 +123,7 @@ fn the_declaration_covers_every_field_and_follows_one_naming_rule() {
         assert!(!s.help.is_empty() && !s.default_text().is_empty(), "{}: help and default", s.key);
         if let Some(l) = s.legacy {
             assert_eq!(l.key, format!("{}_ms", s.key));
-            assert_eq!(s.value_name(), "DURATION", "{}", s.key);
+            assert_eq!(s.type_name(), "DURATION", "{}", s.key);
             if let Some((env, flag)) = l.env_flag {
                 assert_eq!((env, flag.to_string()), (env_of(flag).as_str(), format!("{}-ms", s.flag)));
             }
@@ -367,6 +367,7 @@ fn effective_config_lists_every_setting_with_secrets_hidden() {
         assert!(logged.contains(&format!("{}=", s.key)), "{} missing from {logged}", s.key);
     }
     assert!(logged.contains("lifecycle.gc_grace=5m"), "{logged}");
+    assert!(logged.contains("kafka_advertise=(default)"), "{logged}");
 }
 
 #[test]
