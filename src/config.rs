@@ -1,17 +1,21 @@
 //! Configuration: file → `SKIFF_*` environment → flags, validated at start-up.
 //!
-//! Every field documents its default and its trade-off. `Config::validate` reports all problems
-//! at once; `Config::redacted` is what gets logged.
+//! Every field documents its default and its trade-off. [`settings::SETTINGS`] declares, once
+//! per field, its file key, variable, flag and roles; the file parser here, the environment and
+//! flag layers and `--help` ([`cli`]) and docs/configuration.md (a test compares) follow it.
+//! `Config::validate` reports all problems at once; `Config::redacted` is what gets logged.
+
+pub mod cli;
+pub mod settings;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// The whole configuration of a Skiff process.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Config {
     /// Directory for the controller's Raft log and snapshots (and, by default, objects).
     /// Default `./skiff-data`.
@@ -44,35 +48,34 @@ pub struct Config {
 }
 
 /// Consumer groups (docs/configuration.md, `[groups]`); Kafka's `group.*` broker configs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct GroupsConfig {
-    /// `group.min.session.timeout.ms` (classic protocol). Default 6000.
-    pub min_session_timeout_ms: i32,
-    /// `group.max.session.timeout.ms` (classic protocol). Default 1800000.
-    pub max_session_timeout_ms: i32,
+    /// `group.min.session.timeout.ms` (classic protocol). Default 6 s.
+    pub min_session_timeout: Duration,
+    /// `group.max.session.timeout.ms` (classic protocol). Default 30 min.
+    pub max_session_timeout: Duration,
     /// `group.initial.rebalance.delay.ms` (classic protocol): the first rebalance of an empty
-    /// group waits this long for more members. Default 3000.
-    pub initial_rebalance_delay_ms: u64,
+    /// group waits this long for more members. Default 3 s.
+    pub initial_rebalance_delay: Duration,
     /// `group.consumer.session.timeout.ms` (KIP-848 consumer protocol): a member that does
-    /// not heartbeat for this long is removed and its partitions reassigned. Default 45000:
+    /// not heartbeat for this long is removed and its partitions reassigned. Default 45 s:
     /// shorter detects dead consumers sooner but fences slow ones.
-    pub consumer_session_timeout_ms: i32,
+    pub consumer_session_timeout: Duration,
     /// `group.consumer.heartbeat.interval.ms`: how often members heartbeat. Members learn of
     /// a rebalance at their next heartbeat, so a rebalance takes about one or two intervals;
     /// shorter is faster but costs a request (and on change a metadata-log write) more often.
-    /// Default 5000.
-    pub consumer_heartbeat_interval_ms: i32,
+    /// Default 5 s.
+    pub consumer_heartbeat_interval: Duration,
     /// `group.consumer.min.session.timeout.ms` / `group.consumer.max.session.timeout.ms`: the
     /// range a group's own `consumer.session.timeout.ms` (a group config) must lie in. Default
-    /// Kafka's 45000 / 60000, widened to include `consumer_session_timeout_ms`.
-    pub consumer_min_session_timeout_ms: Option<i32>,
-    pub consumer_max_session_timeout_ms: Option<i32>,
+    /// Kafka's 45 s / 60 s, widened to include `consumer_session_timeout`.
+    pub consumer_min_session_timeout: Option<Duration>,
+    pub consumer_max_session_timeout: Option<Duration>,
     /// `group.consumer.min.heartbeat.interval.ms` / `group.consumer.max.heartbeat.interval.ms`:
-    /// the range of a group's `consumer.heartbeat.interval.ms`. Default Kafka's 5000 / 15000,
-    /// widened to include `consumer_heartbeat_interval_ms`.
-    pub consumer_min_heartbeat_interval_ms: Option<i32>,
-    pub consumer_max_heartbeat_interval_ms: Option<i32>,
+    /// the range of a group's `consumer.heartbeat.interval.ms`. Default Kafka's 5 s / 15 s,
+    /// widened to include `consumer_heartbeat_interval`.
+    pub consumer_min_heartbeat_interval: Option<Duration>,
+    pub consumer_max_heartbeat_interval: Option<Duration>,
     /// The server-side assignor of groups whose members ask for none: `uniform` (default,
     /// sticky and balanced) or `range` (contiguous ranges per topic). Members choose with
     /// `group.remote.assignor`.
@@ -83,16 +86,17 @@ impl Default for GroupsConfig {
     fn default() -> Self {
         let classic = crate::group::GroupSettings::default();
         let consumer = crate::group::consumer::ConsumerSettings::default();
+        let ms = |v: i32| Duration::from_millis(u64::try_from(v).unwrap_or(0));
         Self {
-            min_session_timeout_ms: classic.min_session_timeout_ms,
-            max_session_timeout_ms: classic.max_session_timeout_ms,
-            initial_rebalance_delay_ms: classic.initial_rebalance_delay_ms,
-            consumer_session_timeout_ms: consumer.session_timeout_ms,
-            consumer_heartbeat_interval_ms: consumer.heartbeat_interval_ms,
-            consumer_min_session_timeout_ms: None,
-            consumer_max_session_timeout_ms: None,
-            consumer_min_heartbeat_interval_ms: None,
-            consumer_max_heartbeat_interval_ms: None,
+            min_session_timeout: ms(classic.min_session_timeout_ms),
+            max_session_timeout: ms(classic.max_session_timeout_ms),
+            initial_rebalance_delay: Duration::from_millis(classic.initial_rebalance_delay_ms),
+            consumer_session_timeout: ms(consumer.session_timeout_ms),
+            consumer_heartbeat_interval: ms(consumer.heartbeat_interval_ms),
+            consumer_min_session_timeout: None,
+            consumer_max_session_timeout: None,
+            consumer_min_heartbeat_interval: None,
+            consumer_max_heartbeat_interval: None,
             consumer_default_assignor: consumer.default_assignor.name().to_string(),
         }
     }
@@ -101,14 +105,16 @@ impl Default for GroupsConfig {
 impl GroupsConfig {
     /// The `group.consumer.*` values group configs default to and must lie within.
     pub fn bounds(&self) -> crate::group::group_config::GroupBounds {
-        let (session, heartbeat) = (self.consumer_session_timeout_ms, self.consumer_heartbeat_interval_ms);
+        let (session, heartbeat) =
+            (kafka_ms(self.consumer_session_timeout), kafka_ms(self.consumer_heartbeat_interval));
+        let or = |v: Option<Duration>, default: i32| v.map_or(default, kafka_ms);
         crate::group::group_config::GroupBounds {
             session_timeout_ms: session,
             heartbeat_interval_ms: heartbeat,
-            min_session_timeout_ms: self.consumer_min_session_timeout_ms.unwrap_or(session.min(45_000)),
-            max_session_timeout_ms: self.consumer_max_session_timeout_ms.unwrap_or(session.max(60_000)),
-            min_heartbeat_interval_ms: self.consumer_min_heartbeat_interval_ms.unwrap_or(heartbeat.min(5_000)),
-            max_heartbeat_interval_ms: self.consumer_max_heartbeat_interval_ms.unwrap_or(heartbeat.max(15_000)),
+            min_session_timeout_ms: or(self.consumer_min_session_timeout, session.min(45_000)),
+            max_session_timeout_ms: or(self.consumer_max_session_timeout, session.max(60_000)),
+            min_heartbeat_interval_ms: or(self.consumer_min_heartbeat_interval, heartbeat.min(5_000)),
+            max_heartbeat_interval_ms: or(self.consumer_max_heartbeat_interval, heartbeat.max(15_000)),
         }
     }
 
@@ -116,12 +122,12 @@ impl GroupsConfig {
     pub fn settings(&self) -> crate::group::GroupSettings {
         let defaults = crate::group::consumer::ConsumerSettings::default();
         crate::group::GroupSettings {
-            min_session_timeout_ms: self.min_session_timeout_ms,
-            max_session_timeout_ms: self.max_session_timeout_ms,
-            initial_rebalance_delay_ms: self.initial_rebalance_delay_ms,
+            min_session_timeout_ms: kafka_ms(self.min_session_timeout),
+            max_session_timeout_ms: kafka_ms(self.max_session_timeout),
+            initial_rebalance_delay_ms: u64::try_from(self.initial_rebalance_delay.as_millis()).unwrap_or(u64::MAX),
             consumer: crate::group::consumer::ConsumerSettings {
-                session_timeout_ms: self.consumer_session_timeout_ms,
-                heartbeat_interval_ms: self.consumer_heartbeat_interval_ms,
+                session_timeout_ms: kafka_ms(self.consumer_session_timeout),
+                heartbeat_interval_ms: kafka_ms(self.consumer_heartbeat_interval),
                 default_assignor: crate::group::assignor::Assignor::from_name(&self.consumer_default_assignor)
                     .unwrap_or(defaults.default_assignor),
             },
@@ -130,8 +136,7 @@ impl GroupsConfig {
 }
 
 /// The controller role (docs/configuration.md, `[controller]`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ControllerSection {
     /// This controller's Raft id (`--node-id` sets it together with `broker.node_id`). Default 1.
     pub node_id: u64,
@@ -139,10 +144,10 @@ pub struct ControllerSection {
     pub listen: Option<String>,
     /// Every voter as `ID=HOST:PORT` (this one included); identical on every controller.
     pub voters: Vec<String>,
-    /// Fence a broker that sent no heartbeat for this long. Default 1000 ms: five missed
+    /// Fence a broker that sent no heartbeat for this long. Default 1 s: five missed
     /// heartbeats at the default 200 ms interval, so one slow heartbeat never fences (no
     /// flapping), while a dead broker's partitions move within about a second and a half.
-    pub session_timeout_ms: u64,
+    pub session_timeout: Duration,
     /// Snapshot the metadata and purge the Raft log after this many entries. Default 10,000.
     pub snapshot_every_entries: u64,
     /// Raft log entries kept after a snapshot, so a voter that fell behind (or took seconds to
@@ -162,7 +167,7 @@ impl Default for ControllerSection {
             node_id: 1,
             listen: None,
             voters: Vec::new(),
-            session_timeout_ms: 1000,
+            session_timeout: Duration::from_secs(1),
             snapshot_every_entries: 10_000,
             log_kept_after_snapshot: 10_000,
             copy_snapshots: true,
@@ -191,56 +196,54 @@ impl ControllerSection {
 }
 
 /// Background work on stored objects (docs/configuration.md, `[lifecycle]`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LifecycleConfig {
     /// Rewrite WAL chunks into per-partition segments. Default true.
     pub compaction_enabled: bool,
     /// How often the compactor looks for work. Default 30 s.
-    pub compaction_interval_ms: u64,
+    pub compaction_interval: Duration,
     /// Compact a partition when it has this many eligible WAL chunks in a row. Default 64.
     pub compaction_min_chunks: usize,
     /// ... or this many bytes in them. Default 32 MiB.
     pub compaction_min_bytes: u64,
     /// ... or the oldest was first seen this long ago (frees WAL objects pinned by quiet
     /// partitions). Default 10 min.
-    pub compaction_max_age_ms: u64,
+    pub compaction_max_age: Duration,
     /// A WAL chunk is eligible once first seen this long ago (keeps the hot tail, served from
     /// the tail cache, out). Default 60 s.
-    pub compaction_min_age_ms: u64,
+    pub compaction_min_age: Duration,
     /// Largest segment (data bytes); also the memory one compaction holds. Default 64 MiB.
     pub compaction_max_segment_bytes: u64,
     /// Partitions compacted at once. Default 2.
     pub compaction_concurrency: usize,
     /// How often retention.ms / retention.bytes are enforced. Default 60 s.
-    pub retention_check_interval_ms: u64,
+    pub retention_check_interval: Duration,
     /// How often garbage collection runs (one LIST of wal/ and seg/ per run). Default 60 s.
-    pub gc_interval_ms: u64,
+    pub gc_interval: Duration,
     /// Unreferenced and orphaned objects are deleted only after this long. Default 5 min.
-    pub gc_grace_ms: u64,
+    pub gc_grace: Duration,
 }
 
 impl Default for LifecycleConfig {
     fn default() -> Self {
         Self {
             compaction_enabled: true,
-            compaction_interval_ms: 30_000,
+            compaction_interval: Duration::from_secs(30),
             compaction_min_chunks: 64,
             compaction_min_bytes: 32 * 1024 * 1024,
-            compaction_max_age_ms: 600_000,
-            compaction_min_age_ms: 60_000,
+            compaction_max_age: Duration::from_secs(600),
+            compaction_min_age: Duration::from_secs(60),
             compaction_max_segment_bytes: 64 * 1024 * 1024,
             compaction_concurrency: 2,
-            retention_check_interval_ms: 60_000,
-            gc_interval_ms: 60_000,
-            gc_grace_ms: 300_000,
+            retention_check_interval: Duration::from_secs(60),
+            gc_interval: Duration::from_secs(60),
+            gc_grace: Duration::from_secs(300),
         }
     }
 }
 
 /// Broker behaviour.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct BrokerConfig {
     /// This broker's id. Default 1.
     pub node_id: i32,
@@ -252,9 +255,9 @@ pub struct BrokerConfig {
     /// Flush at the latest this long after the first byte arrived. Default 5 ms for `file://`
     /// and `memory://`, 250 ms for `s3://` (at ~4 PUTs/s per broker S3 request cost stays low;
     /// produce latency is bounded below by this).
-    pub flush_interval_ms: Option<u64>,
+    pub flush_interval: Option<Duration>,
     /// Flush as soon as no flush is in flight (group commit) rather than waiting for
-    /// `flush_interval_ms`. Default true for `file://` and `memory://` (latency), false for
+    /// `flush_interval`. Default true for `file://` and `memory://` (latency), false for
     /// `s3://` (every flush is a billed PUT; the interval batches them).
     pub flush_when_idle: Option<bool>,
     /// Bytes of produce data accepted but not yet acknowledged; producers wait beyond it.
@@ -289,7 +292,7 @@ pub struct BrokerConfig {
     pub controllers: Vec<String>,
     /// How often the broker heartbeats to the controller leader. Default 200 ms (the session
     /// timeout is 5× that by default).
-    pub heartbeat_interval_ms: u64,
+    pub heartbeat_interval: Duration,
 }
 
 impl Default for Config {
@@ -318,7 +321,7 @@ impl Default for BrokerConfig {
             node_id: 1,
             rack: None,
             flush_bytes: 4 * 1024 * 1024,
-            flush_interval_ms: None,
+            flush_interval: None,
             flush_when_idle: None,
             buffer_max_bytes: 64 * 1024 * 1024,
             max_inflight_flushes: 4,
@@ -333,15 +336,30 @@ impl Default for BrokerConfig {
             put_price_per_1000: 0.005,
             get_price_per_1000: 0.0004,
             controllers: Vec::new(),
-            heartbeat_interval_ms: 200,
+            heartbeat_interval: Duration::from_millis(200),
         }
     }
 }
 
 impl Config {
     /// Parses a TOML config file.
+    /// Unknown keys and bad values are errors, all of them in one message.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        Self::from_toml_problems(text).map_err(|p| p.join("; "))
+    }
+
+    /// [`Config::from_toml`] with each problem separately.
+    pub fn from_toml_problems(text: &str) -> Result<Self, Vec<String>> {
+        let mut config = Self::default();
+        settings::apply_toml(&mut config, text)?;
+        Ok(config)
+    }
+
+    /// The address clients are told to use (and the `Kafka bootstrap:` line shows): the
+    /// advertised one when set, else the address the Kafka listener bound (with its real port
+    /// when `kafka_listen` asked for port 0).
+    pub fn kafka_bootstrap(&self, bound: SocketAddr) -> String {
+        self.kafka_advertise.clone().unwrap_or_else(|| bound.to_string())
     }
 
     /// The object storage URL in effect.
@@ -358,8 +376,8 @@ impl Config {
 
     /// The flush interval in effect (per-backend default).
     pub fn flush_interval(&self) -> Duration {
-        let ms = self.broker.flush_interval_ms.unwrap_or(if self.billed_per_request() { 250 } else { 5 });
-        Duration::from_millis(ms)
+        let default = Duration::from_millis(if self.billed_per_request() { 250 } else { 5 });
+        self.broker.flush_interval.unwrap_or(default)
     }
 
     /// Whether to flush whenever the pipeline is idle (per-backend default).
@@ -425,27 +443,27 @@ impl Config {
         if b.message_max_bytes <= 0 {
             problems.push("broker.message_max_bytes must be > 0".into());
         }
-        if b.heartbeat_interval_ms == 0 {
-            problems.push("broker.heartbeat_interval_ms must be > 0".into());
+        if b.heartbeat_interval.is_zero() {
+            problems.push("broker.heartbeat_interval must be > 0".into());
         }
         let c = &self.controller;
         if let Err(e) = c.voter_map() {
             problems.push(format!("controller.voters: {e}"));
         }
-        if c.session_timeout_ms < 2 * b.heartbeat_interval_ms {
+        if c.session_timeout < 2 * b.heartbeat_interval {
             problems.push(format!(
-                "controller.session_timeout_ms ({}) must be at least twice broker.heartbeat_interval_ms ({})",
-                c.session_timeout_ms, b.heartbeat_interval_ms
+                "controller.session_timeout ({}) must be at least twice broker.heartbeat_interval ({})",
+                settings::format_duration(c.session_timeout),
+                settings::format_duration(b.heartbeat_interval)
             ));
         }
         if c.snapshot_every_entries == 0 {
             problems.push("controller.snapshot_every_entries must be > 0".into());
         }
         let l = &self.lifecycle;
-        if l.compaction_interval_ms == 0 || l.retention_check_interval_ms == 0 || l.gc_interval_ms == 0 {
-            problems.push(
-                "lifecycle: compaction_interval_ms, retention_check_interval_ms and gc_interval_ms must be > 0".into(),
-            );
+        if l.compaction_interval.is_zero() || l.retention_check_interval.is_zero() || l.gc_interval.is_zero() {
+            problems
+                .push("lifecycle: compaction_interval, retention_check_interval and gc_interval must be > 0".into());
         }
         if l.compaction_concurrency == 0 || l.compaction_min_chunks == 0 || l.compaction_max_segment_bytes == 0 {
             problems.push(
@@ -453,21 +471,37 @@ impl Config {
                     .into(),
             );
         }
-        if l.gc_grace_ms < 1000 {
-            problems.push(format!("lifecycle.gc_grace_ms: {} must be >= 1000", l.gc_grace_ms));
+        if l.gc_grace < Duration::from_secs(1) {
+            problems.push(format!("lifecycle.gc_grace: {} must be >= 1s", settings::format_duration(l.gc_grace)));
         }
         let g = &self.groups;
-        if g.min_session_timeout_ms <= 0 || g.min_session_timeout_ms > g.max_session_timeout_ms {
-            problems.push("groups: need 0 < min_session_timeout_ms <= max_session_timeout_ms".into());
+        // Kafka's group configs are int32 milliseconds.
+        for (name, d) in [
+            ("min_session_timeout", Some(g.min_session_timeout)),
+            ("max_session_timeout", Some(g.max_session_timeout)),
+            ("consumer_session_timeout", Some(g.consumer_session_timeout)),
+            ("consumer_heartbeat_interval", Some(g.consumer_heartbeat_interval)),
+            ("consumer_min_session_timeout", g.consumer_min_session_timeout),
+            ("consumer_max_session_timeout", g.consumer_max_session_timeout),
+            ("consumer_min_heartbeat_interval", g.consumer_min_heartbeat_interval),
+            ("consumer_max_heartbeat_interval", g.consumer_max_heartbeat_interval),
+        ] {
+            if d.is_some_and(|d| d.as_millis() > i32::MAX as u128) {
+                problems.push(format!("groups.{name} must be at most {} ms", i32::MAX));
+            }
         }
-        if g.consumer_heartbeat_interval_ms <= 0 || g.consumer_heartbeat_interval_ms >= g.consumer_session_timeout_ms {
-            problems.push("groups: need 0 < consumer_heartbeat_interval_ms < consumer_session_timeout_ms".into());
+        if g.min_session_timeout.is_zero() || g.min_session_timeout > g.max_session_timeout {
+            problems.push("groups: need 0 < min_session_timeout <= max_session_timeout".into());
+        }
+        if g.consumer_heartbeat_interval.is_zero() || g.consumer_heartbeat_interval >= g.consumer_session_timeout {
+            problems.push("groups: need 0 < consumer_heartbeat_interval < consumer_session_timeout".into());
         }
         let bounds = g.bounds();
-        if !(bounds.min_session_timeout_ms <= g.consumer_session_timeout_ms
-            && g.consumer_session_timeout_ms <= bounds.max_session_timeout_ms
-            && bounds.min_heartbeat_interval_ms <= g.consumer_heartbeat_interval_ms
-            && g.consumer_heartbeat_interval_ms <= bounds.max_heartbeat_interval_ms)
+        let (session, heartbeat) = (kafka_ms(g.consumer_session_timeout), kafka_ms(g.consumer_heartbeat_interval));
+        if !(bounds.min_session_timeout_ms <= session
+            && session <= bounds.max_session_timeout_ms
+            && bounds.min_heartbeat_interval_ms <= heartbeat
+            && heartbeat <= bounds.max_heartbeat_interval_ms)
         {
             problems.push(format!(
                 "groups: the consumer session timeout and heartbeat interval must lie within their min/max ({bounds:?})"
@@ -482,18 +516,24 @@ impl Config {
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
 
-    /// The config as logged: credentials never appear in it (they come from the environment),
-    /// but a URL could carry user info, so strip it.
+    /// The config as logged, one `key=value` per setting (`(default)` where a value is unset
+    /// and its default computed): credentials never appear in it (they come from the
+    /// environment), but a URL could carry user info, so that is hidden.
     pub fn redacted(&self) -> String {
-        let mut c = self.clone();
-        if let Some(url) = &c.storage
-            && let Some((scheme, rest)) = url.split_once("://")
-            && let Some((_, host)) = rest.split_once('@')
-        {
-            c.storage = Some(format!("{scheme}://***@{host}"));
-        }
-        format!("{c:?}")
+        settings::SETTINGS
+            .iter()
+            .map(|s| match s.show(self) {
+                v if v.is_empty() => format!("{}=(default)", s.key),
+                v => format!("{}={}", s.key, settings::redact(&v)),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
+}
+
+/// A duration as Kafka's int32 milliseconds (saturating; `validate` rejects larger ones).
+fn kafka_ms(d: Duration) -> i32 {
+    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
 }
 
 #[cfg(test)]
@@ -520,7 +560,7 @@ mod tests {
         assert_eq!(c.broker.num_partitions, 3);
         assert!(Config::from_toml("bogus = 1").is_err());
         let c = Config::from_toml("[lifecycle]\ngc_grace_ms = 2000\ncompaction_enabled = false\n").expect("parse");
-        assert_eq!(c.lifecycle.gc_grace_ms, 2000);
+        assert_eq!(c.lifecycle.gc_grace, Duration::from_millis(2000));
         assert!(!c.lifecycle.compaction_enabled);
         assert_eq!(c.lifecycle.compaction_min_chunks, 64);
         assert!(c.validate().is_ok());

@@ -112,7 +112,7 @@ pub async fn run_node(
             config.data_dir.join("controller"),
             Uuid::new_v4().simple().to_string(),
         );
-        cc.session_timeout = Some(Duration::from_millis(config.controller.session_timeout_ms));
+        cc.session_timeout = Some(config.controller.session_timeout);
         cc.snapshot_every_entries = config.controller.snapshot_every_entries;
         cc.log_kept_after_snapshot = config.controller.log_kept_after_snapshot;
         let snapshot_storage = storage.clone().filter(|_| controller_uses_storage);
@@ -263,7 +263,7 @@ async fn serve(
             b.node_id,
             incarnation,
             registration.clone(),
-            Duration::from_millis(b.heartbeat_interval_ms),
+            b.heartbeat_interval,
             heartbeat_token.clone(),
         ))),
         ControllerHandle::Local(_) => None,

@@ -39,7 +39,7 @@ impl Broker {
             storage: Some("memory:///faults".into()),
             ..Config::default()
         };
-        config.broker.flush_interval_ms = Some(5);
+        config.broker.flush_interval = Some(Duration::from_millis(5));
         config.lifecycle.compaction_enabled = false;
         tune(&mut config);
         let shutdown = CancellationToken::new();

@@ -17,7 +17,7 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(90);
 const NONE: i16 = 0;
 const ILLEGAL_GENERATION: i16 = 22;
 const UNKNOWN_MEMBER_ID: i16 = 25;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+const UNSUPPORTED_VERSION: i16 = 35;
 const MEMBER_ID_REQUIRED: i16 = 79;
 const NON_EMPTY_GROUP: i16 = 68;
 const GROUP_ID_NOT_FOUND: i16 = 69;
@@ -186,7 +186,8 @@ async fn every_group_api_version_answers() {
                 };
                 let r = c.send(&txn, v).await?;
                 let code = if v >= 4 { r.coordinators[0].error_code } else { r.error_code };
-                ensure!(code == COORDINATOR_NOT_AVAILABLE, "FindCoordinator v{v} for a transaction: {r:?}");
+                // Transactions are not built: refused non-retriably (issue #10, tests/not_served.rs).
+                ensure!(code == UNSUPPORTED_VERSION, "FindCoordinator v{v} for a transaction: {r:?}");
             }
         }
         // Every JoinGroup / SyncGroup / Heartbeat / OffsetCommit / OffsetFetch / LeaveGroup
@@ -335,6 +336,44 @@ async fn offsets_and_membership_survive_restart() {
         let r = c.send(&OffsetFetchRequest::default().with_group_id(group("simple")).with_topics(None), 7).await?;
         let n: usize = r.topics.iter().map(|t| t.partitions.len()).sum();
         ensure!(n == 2, "all offsets of 'simple': {r:?}");
+        Ok(())
+    })
+    .await;
+}
+
+/// Deleting a topic deletes every group's committed offsets for it, as Kafka's coordinator does
+/// (`onPartitionsDeleted`): a topic created again under the same name is read from the reset
+/// policy, not from the deleted topic's positions (which would skip its first records).
+#[tokio::test]
+async fn deleting_a_topic_deletes_its_committed_offsets() {
+    use kafka_protocol::messages::DeleteTopicsRequest;
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    let broker = SkiffProcess::start();
+    bounded("deleting_a_topic_deletes_its_committed_offsets", &broker, async {
+        let mut c = Client::connect(broker.bootstrap()).await?;
+        c.create_topic_ok("gone", 2).await?;
+        c.create_topic_ok("kept", 1).await?;
+        let r = c.send(&commit_request("g1", "", -1, "gone", &[(0, 10), (1, 11)]), 8).await?;
+        ensure!(commit_errors(&r) == vec![NONE, NONE], "{r:?}");
+        let r = c.send(&commit_request("g1", "", -1, "kept", &[(0, 5)]), 8).await?;
+        ensure!(commit_errors(&r) == vec![NONE], "{r:?}");
+        let r = c.send(&commit_request("g2", "", -1, "gone", &[(1, 3)]), 8).await?;
+        ensure!(commit_errors(&r) == vec![NONE], "{r:?}");
+        let req = DeleteTopicsRequest::default()
+            .with_topics(vec![DeleteTopicState::default().with_name(Some(topic_name("gone")))])
+            .with_timeout_ms(10_000);
+        let r = c.send(&req, 6).await?;
+        ensure!(r.responses.iter().all(|t| t.error_code == NONE), "delete: {r:?}");
+        c.create_topic_ok("gone", 2).await?;
+        for g in ["g1", "g2"] {
+            let got = fetch_offsets(&mut c, g, "gone", &[0, 1], 8).await?;
+            ensure!(
+                got.iter().all(|(_, offset, _, _)| *offset == -1),
+                "{g}: offsets of the deleted topic survived: {got:?}"
+            );
+        }
+        let got = fetch_offsets(&mut c, "g1", "kept", &[0], 8).await?;
+        ensure!(got.first().map(|o| o.1) == Some(5), "another topic's offsets must stay: {got:?}");
         Ok(())
     })
     .await;

@@ -223,6 +223,20 @@ impl GroupsState {
         self.groups.get(group_id)?.offsets.get(topic)?.get(&partition)
     }
 
+    /// Kafka's `onPartitionsDeleted`: a deleted topic's committed offsets leave every group, each
+    /// with a tombstone in its shard's `__consumer_offsets` view, so a topic created again under
+    /// the same name is read from the group's reset policy, not from the old topic's positions.
+    pub fn forget_topic(&mut self, topic: &str) {
+        for (group_id, group) in self.groups.iter_mut() {
+            let Some(partitions) = group.offsets.remove(topic) else { continue };
+            let log = self.offsets_topic.entry(shard_for(group_id)).or_default();
+            for (partition, o) in partitions {
+                let key = RecordKey::Offset { group: group_id.clone(), topic: topic.to_string(), partition };
+                log.delete(key, o.record_offset);
+            }
+        }
+    }
+
     /// Applies one group command. Deterministic; never panics.
     pub fn apply(&mut self, cmd: &GroupCommand) -> Result<CommandResult, Rejection> {
         let shard = shard_for(&cmd.group_id);
@@ -367,6 +381,17 @@ mod tests {
         assert_eq!(s.offset("g", "t", 1).map(|o| o.offset), Some(7));
         s.apply(&cmd("g", GroupOp::DeleteOffsets { partitions: vec![("t".into(), 1)] })).expect("delete");
         assert!(s.groups["g"].offsets.is_empty(), "empty topics are dropped");
+        // A deleted topic's offsets leave every group, with tombstones in the view.
+        s.apply(&cmd("g", GroupOp::CommitOffsets { offsets: vec![commit("t", 0, 5, 3), commit("u", 0, 1, 3)] }))
+            .expect("commit");
+        s.apply(&cmd("h", GroupOp::CommitOffsets { offsets: vec![commit("t", 2, 4, 3)] })).expect("commit");
+        let tombstones = |s: &GroupsState| s.offsets_topic.values().map(|l| l.tombstones.len()).sum::<usize>();
+        let before = tombstones(&s);
+        s.forget_topic("t");
+        assert_eq!((s.offset("g", "t", 0), s.offset("h", "t", 2)), (None, None));
+        assert_eq!(s.offset("g", "u", 0).map(|o| o.offset), Some(1), "other topics stay");
+        assert_eq!(tombstones(&s), before + 2);
+        s.apply(&cmd("g", GroupOp::DeleteOffsets { partitions: vec![("u".into(), 0)] })).expect("delete");
         // Deleting offsets of an unknown group is a no-op.
         s.apply(&cmd("nope", GroupOp::DeleteOffsets { partitions: vec![("t".into(), 1)] })).expect("delete");
         assert!(!s.groups.contains_key("nope"));

@@ -436,6 +436,7 @@ impl MetadataState {
             Command::DeleteTopic { name } => {
                 let topic = self.topics.remove(name).ok_or_else(|| Rejection::UnknownTopic(name.clone()))?;
                 self.topic_names.remove(&topic.topic_id);
+                self.groups.forget_topic(name);
                 for p in &topic.partitions {
                     for c in p.chunks.values() {
                         self.release_chunk(&c.object);

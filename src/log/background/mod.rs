@@ -217,20 +217,20 @@ where
 impl LifecycleSettings {
     /// The settings of broker `broker_id` from the `[lifecycle]` config section.
     pub fn from_config(broker_id: i32, c: &crate::config::LifecycleConfig) -> Self {
-        let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let ms = |v: Duration| i64::try_from(v.as_millis()).unwrap_or(i64::MAX);
         Self {
             broker_id,
             compaction_enabled: c.compaction_enabled,
-            compaction_interval: Duration::from_millis(c.compaction_interval_ms),
+            compaction_interval: c.compaction_interval,
             compaction_min_chunks: c.compaction_min_chunks,
             compaction_min_bytes: c.compaction_min_bytes,
-            compaction_max_age_ms: ms(c.compaction_max_age_ms),
-            compaction_min_age_ms: ms(c.compaction_min_age_ms),
+            compaction_max_age_ms: ms(c.compaction_max_age),
+            compaction_min_age_ms: ms(c.compaction_min_age),
             compaction_max_segment_bytes: c.compaction_max_segment_bytes,
             compaction_concurrency: c.compaction_concurrency,
-            retention_interval: Duration::from_millis(c.retention_check_interval_ms),
-            gc_interval: Duration::from_millis(c.gc_interval_ms),
-            gc_grace_ms: ms(c.gc_grace_ms),
+            retention_interval: c.retention_check_interval,
+            gc_interval: c.gc_interval,
+            gc_grace_ms: ms(c.gc_grace),
         }
     }
 }
