@@ -8,10 +8,15 @@
 //!   the advertised API versions.
 //! * [`handler`] has one module per Kafka API: request → broker/controller → response, and
 //!   the one mapping of errors to Kafka error codes.
-//! * [`broker`] owns the write path ([`broker::wal`]: offsets, write-ahead buffer, flushes,
-//!   commits) and the read path ([`broker::read`]: tail cache, block cache, ranged GETs).
+//! * [`log`] owns the partition log: the write path ([`log::wal`]: offsets, write-ahead buffer,
+//!   flushes, commits), the read path ([`log::read`]: tail cache, block cache, ranged GETs),
+//!   offset lookups ([`log::lookup`]) and the background work ([`log::background`]:
+//!   compaction, retention, garbage collection). [`broker`] holds what handlers share besides
+//!   (settings, record-batch bytes, topic configs, internal topics).
 //! * `skiff-storage` (crate) owns object storage: backends by URL, the WAL object format,
-//!   caches. `skiff-controller` (crate) owns the Raft metadata quorum and the metadata state.
+//!   caches. `skiff-controller` (crate) owns the Raft metadata quorum and the metadata state;
+//!   brokers see it only through its typed image (`skiff_controller::image`, read) and typed
+//!   intents (`skiff_controller::intent`, write): docs/rfcs/0001-broker-controller-boundary.md.
 //! * [`group`] coordinates consumer groups: a pure state machine per group and the task that
 //!   drives it; offsets and membership are stored through the controller.
 //! * [`node`] wires a process together and shuts it down in order; [`config`] is its input.

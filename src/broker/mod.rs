@@ -1,15 +1,14 @@
-//! The broker: everything a Kafka handler needs besides protocol types.
+//! The broker: everything a Kafka handler needs besides protocol types and the partition log
+//! (`crate::log`: write path, read path, background work).
 //!
-//! * [`wal`]: the write path (offsets, write-ahead buffer, flushes, commits).
-//! * [`read`]: the read path (tail cache, block cache, object storage).
 //! * [`batch`]: record-batch bytes (validation, in-place offset assignment).
 //! * [`topic_config`]: known topic configs, defaults and validation.
 //! * [`dynamic_config`]: dynamic broker configs (topic defaults changed without a restart).
-//! * [`lifecycle`]: background compaction, retention and garbage collection of objects.
 //! * [`internal_topics`]: `__consumer_offsets` and its partition leaders (never a regular topic).
 //!
 //! The broker itself holds no durable state: topics, offsets, the object index and producer
-//! state all live in the controller's metadata, read through [`MetadataHandle`].
+//! state all live in the controller's metadata, read through [`MetadataHandle`] (its typed
+//! image) and changed through the typed intents of [`ControllerHandle`].
 
 pub mod batch;
 pub mod dynamic_config;
