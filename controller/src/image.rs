@@ -425,12 +425,12 @@ impl OffsetsTopicView for MetadataImage {
     }
 }
 
-impl OffsetsTopicView for crate::groups::GroupsState {
+impl OffsetsTopicView for ImageFixture {
     fn offsets_topic_end(&self, shard: u32) -> i64 {
-        crate::groups::GroupsState::offsets_topic_end(self, shard)
+        self.state.groups.offsets_topic_end(shard)
     }
     fn offsets_topic_records(&self, shard: u32, from: i64) -> impl Iterator<Item = ViewRecord<'_>> {
-        crate::groups::GroupsState::offsets_topic_records(self, shard, from)
+        self.state.groups.offsets_topic_records(shard, from)
     }
 }
 
@@ -470,6 +470,20 @@ impl ImageFixture {
     pub fn shard(mut self, shard: u32, broker_id: BrokerId, epoch: i32) -> Self {
         self.state.groups.shards.insert(shard, crate::groups::ShardAssignment { broker_id, epoch });
         self
+    }
+
+    /// A group write as the coordinator holding its shard at `coordinator_epoch` stores it.
+    pub fn store_group(
+        &mut self,
+        group_id: &str,
+        coordinator_epoch: i32,
+        op: crate::groups::GroupOp,
+    ) -> Result<(), Rejection> {
+        let cmd = crate::groups::GroupCommand { group_id: group_id.to_string(), coordinator_epoch, op };
+        match self.state.apply(&crate::metadata::Command::Group(cmd)) {
+            crate::metadata::CommandResult::Rejected(r) => Err(r),
+            _ => Ok(()),
+        }
     }
 
     pub fn build(self) -> MetadataImage {

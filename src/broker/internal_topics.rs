@@ -108,7 +108,7 @@ impl InternalTopic {
 
     /// The offsets of one partition's log as readers see it: (log start, end). For
     /// `__consumer_offsets`, the shard's compacted view of its group writes
-    /// (`skiff_controller::groups::offsets_topic`), which starts at 0 (its gaps are superseded
+    /// (`skiff_controller::image::OffsetsTopicView`), which starts at 0 (its gaps are superseded
     /// records); the records themselves come from `group::offsets_topic`.
     pub fn log_extent(&self, m: &MetadataImage, partition: i32) -> (i64, i64) {
         match self.leadership {

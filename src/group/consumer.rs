@@ -33,7 +33,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use regex::Regex;
-use skiff_controller::groups::consumer::{
+use skiff_controller::intent::{
     ConsumerGroupUpdate, MemberState, StoredConsumerGroup, StoredConsumerMember, SubscribedTopic, TopicPartitionEpochs,
     TopicPartitions,
 };

@@ -11,7 +11,7 @@
 //!   own format (Fetch of that topic).
 //!
 //! Placement: a group lives on shard `java_string_hash(group) mod 50`
-//! (`skiff_controller::groups::shard_for`), as Kafka places it on a `__consumer_offsets`
+//! (`skiff_controller::intent::shard_for`), as Kafka places it on a `__consumer_offsets`
 //! partition. With one broker every shard is here; shard assignment with epochs comes with the
 //! cluster milestone (see docs/architecture.md, "Consumer groups").
 

@@ -1,5 +1,5 @@
 //! The records of `__consumer_offsets` in Kafka's own format, built from the controller's view
-//! of a coordinator shard (`skiff_controller::groups::offsets_topic`).
+//! of a coordinator shard (`skiff_controller::image::OffsetsTopicView`).
 //!
 //! Kafka's group coordinator writes `[record type][key fields]` keys and `[version][value
 //! fields]` values (`CoordinatorRecordSerde`), with the schemas of

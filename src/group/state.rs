@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use skiff_controller::groups::{GroupMembership, StoredMember};
+use skiff_controller::intent::{GroupMembership, StoredMember};
 
 /// Coordinator-wide settings (Kafka's `group.*` broker configs).
 #[derive(Debug, Clone, Copy)]

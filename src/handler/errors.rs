@@ -32,7 +32,12 @@ pub fn append(e: &AppendError) -> i16 {
         AppendError::OutOfOrderSequence => code(ResponseError::OutOfOrderSequenceNumber),
         AppendError::ProducerFenced => code(ResponseError::InvalidProducerEpoch),
         // Retriable: the producer retries and the rewind guarantees no gap.
-        AppendError::Storage(_) | AppendError::Rejected(_) => code(ResponseError::KafkaStorageError),
+        AppendError::DuplicateNotYetDurable
+        | AppendError::EarlierFlushFailed
+        | AppendError::Storage(_)
+        | AppendError::UploadTask(_)
+        | AppendError::Controller(_)
+        | AppendError::Rejected(_) => code(ResponseError::KafkaStorageError),
         AppendError::ShuttingDown => code(ResponseError::NotLeaderOrFollower),
     }
 }

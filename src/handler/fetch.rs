@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use bytes::Bytes;
+use futures::FutureExt;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKind};
@@ -24,8 +24,8 @@ use tracing::warn;
 
 use super::Handled;
 use super::errors::{self, code};
+use crate::broker::Broker;
 use crate::broker::internal_topics::{self, InternalTopic, Leadership};
-use crate::broker::{Broker, batch};
 use crate::group::offsets_topic;
 
 /// How far ahead of a catch-up consumer the block cache is warmed.
@@ -33,10 +33,6 @@ const READ_AHEAD_BYTES: usize = 4 << 20;
 
 /// Upper bound on how long a fetch may park, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
-/// Chunks of one partition read at once (each a different object when the data is still in
-/// small WAL objects): read one after the other, a catch-up fetch over hundreds of chunks took
-/// hundreds of GET latencies and could exceed the client's request timeout on every retry.
-const CHUNK_READ_CONCURRENCY: usize = 16;
 
 pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Handled {
     let broker = broker.clone();
@@ -195,7 +191,7 @@ async fn build(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetch
                         base.with_records(Some(Bytes::new()))
                     } else {
                         let cold = chunks.iter().any(|c| broker.reader.tail.get(&c.object, c.position).is_none());
-                        match read(broker, topic_id, &chunks, p.fetch_offset, max, min_one).await {
+                        match broker.reader.records(topic_id, &chunks, p.fetch_offset, max, min_one).await {
                             Ok(records) => {
                                 if cold {
                                     // A catch-up reader: fetch what it will want next.
@@ -207,7 +203,7 @@ async fn build(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetch
                             Err(e) => {
                                 warn!(topic = %name, partition = p.partition, error = %e, "fetch read failed");
                                 has_error = true;
-                                base.with_error_code(code(ResponseError::KafkaStorageError))
+                                base.with_error_code(errors::storage(&e))
                             }
                         }
                     }
@@ -224,38 +220,4 @@ async fn build(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetch
     }
     let response = FetchResponse::default().with_error_code(errors::NONE).with_session_id(0).with_responses(topics);
     (response, total, has_error)
-}
-
-/// Reads the planned chunks and cuts them to whole batches from `offset` within `max_bytes`
-/// (the first batch regardless of the limit when `min_one`).
-async fn read(
-    broker: &Broker,
-    topic_id: uuid::Uuid,
-    chunks: &[Chunk],
-    offset: i64,
-    max_bytes: usize,
-    min_one: bool,
-) -> Result<Bytes, String> {
-    // The futures are built up front (lazily run) so no closure borrows across the stream.
-    let reads: Vec<_> = chunks.iter().map(|c| broker.reader.chunk(topic_id, c)).collect();
-    let parts: Vec<Bytes> =
-        futures::stream::iter(reads).buffered(CHUNK_READ_CONCURRENCY).try_collect().await.map_err(|e| e.to_string())?;
-    let first = match parts.first() {
-        Some(f) => batch::slice_from_offset(f, offset).unwrap_or_default(),
-        None => return Ok(Bytes::new()),
-    };
-    let joined = if parts.len() == 1 {
-        first
-    } else {
-        let mut buf = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-        buf.extend_from_slice(&first);
-        for p in &parts[1..] {
-            if buf.len() >= max_bytes {
-                break;
-            }
-            buf.extend_from_slice(p);
-        }
-        buf.freeze()
-    };
-    Ok(batch::whole_batches_within(&joined, max_bytes, min_one))
 }

@@ -1,6 +1,6 @@
 //! Committed consumer offsets: OffsetCommit, OffsetFetch, OffsetDelete.
 //!
-//! Offsets live in the controller's metadata (`skiff_controller::groups`). A commit is checked
+//! Offsets live in the controller's metadata (read through `skiff_controller::image`, written through `store_group`). A commit is checked
 //! against the group's membership by the coordinator when it is admitted (so a LeaveGroup sent
 //! after it on the same connection cannot overtake it), then stored through the controller and
 //! answered once applied. OffsetFetch reads the applied metadata when its turn on the

@@ -10,12 +10,14 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt};
 use moka::sync::Cache;
-use skiff_controller::metadata::Chunk;
+use skiff_controller::image::Chunk;
 use skiff_storage::{BlockCache, ObjectStorage, StorageError};
 use uuid::Uuid;
 
+use crate::broker::batch;
 use crate::metrics::Metrics;
 
 /// Recently flushed chunks by (object key, position).
@@ -41,6 +43,11 @@ impl TailCache {
         self.cache.get(&(object.clone(), position))
     }
 }
+
+/// Chunks of one partition read at once (each a different object when the data is still in
+/// small WAL objects): read one after the other, a catch-up fetch over hundreds of chunks took
+/// hundreds of GET latencies and could exceed the client's request timeout on every retry.
+const CHUNK_READ_CONCURRENCY: usize = 16;
 
 /// Read-ahead GETs in flight at once across all consumers.
 const READ_AHEAD_CONCURRENCY: usize = 4;
@@ -97,5 +104,38 @@ impl Reader {
         let last = (chunk.position + chunk.len.max(1) - 1) / block;
         self.metrics.attribute_gets(topic_id, (last - first + 1) as f64);
         self.blocks.read(&self.storage, &chunk.object, None, chunk.position..chunk.position + chunk.len).await
+    }
+
+    /// Reads the planned chunks and cuts them to whole batches from `offset` within `max_bytes`
+    /// (the first batch regardless of the limit when `min_one`).
+    pub async fn records(
+        &self,
+        topic_id: Uuid,
+        chunks: &[Chunk],
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<Bytes, StorageError> {
+        // The futures are built up front (lazily run) so no closure borrows across the stream.
+        let reads: Vec<_> = chunks.iter().map(|c| self.chunk(topic_id, c)).collect();
+        let parts: Vec<Bytes> = futures::stream::iter(reads).buffered(CHUNK_READ_CONCURRENCY).try_collect().await?;
+        let first = match parts.first() {
+            Some(f) => batch::slice_from_offset(f, offset).unwrap_or_default(),
+            None => return Ok(Bytes::new()),
+        };
+        let joined = if parts.len() == 1 {
+            first
+        } else {
+            let mut buf = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+            buf.extend_from_slice(&first);
+            for p in &parts[1..] {
+                if buf.len() >= max_bytes {
+                    break;
+                }
+                buf.extend_from_slice(p);
+            }
+            buf.freeze()
+        };
+        Ok(batch::whole_batches_within(&joined, max_bytes, min_one))
     }
 }

@@ -23,10 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use skiff_controller::image::{ProducerStates, SequenceCheck};
+use skiff_controller::image::{ProducerStates, Rejection, SequenceCheck};
 use skiff_controller::intent::{ObjectCommit, PartitionAppend, ProducerBatch};
 use skiff_controller::{ControllerError, ControllerHandle, ErrorKind, MetadataHandle};
-use skiff_storage::{ObjectStorage, WalObjectBuilder};
+use skiff_storage::{ObjectStorage, StorageError, WalObjectBuilder};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -45,8 +45,9 @@ pub struct PartitionKey {
     pub partition: i32,
 }
 
-/// Why an append was refused or failed. The handler maps these to Kafka error codes.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why an append was refused or failed. The handler maps these to Kafka error codes
+/// (`handler/errors.rs`); the storage and controller errors keep their kind.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AppendError {
     #[error("unknown topic or partition")]
     UnknownPartition,
@@ -56,10 +57,24 @@ pub enum AppendError {
     OutOfOrderSequence,
     #[error("producer epoch is fenced")]
     ProducerFenced,
+    /// A duplicate of a batch whose original is still in flight: acknowledging it now could
+    /// acknowledge data that is then lost, so the producer retries until it is settled.
+    #[error("the original of this duplicate batch is not yet durable; retry")]
+    DuplicateNotYetDurable,
+    /// This append's flush came after one that failed: every partition rewinds first.
+    #[error("an earlier flush failed; retry")]
+    EarlierFlushFailed,
     #[error("write to object storage failed: {0}")]
-    Storage(String),
+    Storage(#[source] StorageError),
+    /// The upload task itself failed (panicked or was cancelled).
+    #[error("upload task failed: {0}")]
+    UploadTask(String),
+    /// The commit's outcome is unknown or it could not be submitted (the controller's kind says
+    /// which); shared by every waiter of the flush.
+    #[error("controller commit failed: {0}")]
+    Controller(#[source] Arc<ControllerError>),
     #[error("commit was rejected: {0}")]
-    Rejected(String),
+    Rejected(Rejection),
     #[error("broker is shutting down")]
     ShuttingDown,
 }
@@ -138,7 +153,7 @@ struct PendingFlush {
     key: String,
     size_bytes: u64,
     commit: Vec<PartitionAppend>,
-    upload: JoinHandle<Result<(), String>>,
+    upload: JoinHandle<Result<(), StorageError>>,
     waiters: Vec<oneshot::Sender<Result<(), AppendError>>>,
     _permits: Vec<OwnedSemaphorePermit>,
     inflight: OwnedSemaphorePermit,
@@ -312,7 +327,7 @@ impl Wal {
             if committed_end.is_some_and(|end| base_offset < end) {
                 return Ok((Appended { base_offset, log_append_time: -1, duplicate: true }, None));
             }
-            return Err(AppendError::Storage("the original of this duplicate batch is not yet durable; retry".into()));
+            return Err(AppendError::DuplicateNotYetDurable);
         }
         let base_offset = writer.next_offset;
         let mut pos = 0;
@@ -507,7 +522,7 @@ impl Wal {
         let upload = {
             let storage = storage.clone();
             let key = key.clone();
-            tokio::spawn(async move { storage.put_new(&key, object).await.map_err(|e| e.to_string()) })
+            tokio::spawn(async move { storage.put_new(&key, object).await })
         };
         PendingFlush {
             seq,
@@ -531,14 +546,14 @@ impl Wal {
         while let Some(flush) = rx.recv().await {
             let current = self.lock().generation;
             let uploaded = match flush.upload.await {
-                Ok(r) => r,
-                Err(e) => Err(format!("upload task failed: {e}")),
+                Ok(r) => r.map_err(AppendError::Storage),
+                Err(e) => Err(AppendError::UploadTask(e.to_string())),
             };
             let result = if flush.generation != current {
-                Err(AppendError::Storage("an earlier flush failed; retry".into()))
+                Err(AppendError::EarlierFlushFailed)
             } else if let Err(e) = uploaded {
                 warn!(key = %flush.key, error = %e, "flush upload failed; failing its requests and rewinding");
-                Err(AppendError::Storage(e))
+                Err(e)
             } else {
                 let mut topic_bytes: Vec<(Uuid, u64)> = Vec::new();
                 for run in &flush.commit {
@@ -558,8 +573,8 @@ impl Wal {
                     Ok(()) => Ok(()),
                     // A newer leader epoch owns a partition of this object: this broker is deposed.
                     Err(e) if e.kind() == ErrorKind::Fenced => Err(AppendError::NotLeader),
-                    Err(ControllerError::Rejected(r)) => Err(AppendError::Rejected(r.to_string())),
-                    Err(e) => Err(AppendError::Storage(format!("controller commit failed: {e}"))),
+                    Err(ControllerError::Rejected(r)) => Err(AppendError::Rejected(r)),
+                    Err(e) => Err(AppendError::Controller(Arc::new(e))),
                 }
             };
             // The pipeline has room again: let the flusher send what accumulated meanwhile.

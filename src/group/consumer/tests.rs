@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use skiff_controller::groups::consumer::{MemberState, StoredConsumerGroup, SubscribedTopic};
+use skiff_controller::intent::{MemberState, StoredConsumerGroup, SubscribedTopic};
 use uuid::Uuid;
 
 use super::*;

@@ -1,5 +1,6 @@
 use kafka_protocol::records::RecordBatchDecoder;
-use skiff_controller::groups::{GroupCommand, GroupOp, GroupsState, OffsetCommit, StoredMember, shard_for};
+use skiff_controller::image::ImageFixture;
+use skiff_controller::intent::{GroupOp, OffsetCommit, Rejection, StoredMember, shard_for};
 
 use super::*;
 use crate::broker::batch;
@@ -137,11 +138,36 @@ fn decode_batches(bytes: &Bytes) -> Vec<DecodedBatch> {
     out
 }
 
-fn cmd(group: &str, op: GroupOp) -> GroupCommand {
-    GroupCommand { group_id: group.into(), coordinator_epoch: 0, op }
+/// A group write as its coordinator sends it (shards unassigned: coordinator epoch 0).
+struct Write {
+    group: String,
+    op: GroupOp,
 }
 
-fn commit(group: &str, partition: i32, offset: i64, ts: i64) -> GroupCommand {
+/// The group state of a test: written as a coordinator writes it, read as brokers read it.
+#[derive(Default)]
+struct Groups(ImageFixture);
+
+impl Groups {
+    fn apply(&mut self, w: &Write) -> Result<(), Rejection> {
+        self.0.store_group(&w.group, 0, w.op.clone())
+    }
+}
+
+impl OffsetsTopicView for Groups {
+    fn offsets_topic_end(&self, shard: u32) -> i64 {
+        self.0.offsets_topic_end(shard)
+    }
+    fn offsets_topic_records(&self, shard: u32, from: i64) -> impl Iterator<Item = ViewRecord<'_>> {
+        self.0.offsets_topic_records(shard, from)
+    }
+}
+
+fn cmd(group: &str, op: GroupOp) -> Write {
+    Write { group: group.into(), op }
+}
+
+fn commit(group: &str, partition: i32, offset: i64, ts: i64) -> Write {
     cmd(
         group,
         GroupOp::CommitOffsets {
@@ -195,7 +221,7 @@ fn golden_offset_commit_bytes() {
 
 #[test]
 fn a_shard_reads_back_as_kafka_records() {
-    let mut s = GroupsState::default();
+    let mut s = Groups::default();
     let shard = shard_for("g");
     s.apply(&commit("g", 0, 100, 1_000)).expect("commit"); // 0
     s.apply(&commit("g", 1, 200, 1_001)).expect("commit"); // 1
@@ -270,7 +296,7 @@ fn a_shard_reads_back_as_kafka_records() {
 
 #[test]
 fn max_bytes_cuts_batches_and_gaps_are_covered() {
-    let mut s = GroupsState::default();
+    let mut s = Groups::default();
     let shard = shard_for("g");
     for p in 0..20 {
         s.apply(&commit("g", p, 1, 1)).expect("commit");
@@ -312,7 +338,7 @@ fn max_bytes_cuts_batches_and_gaps_are_covered() {
 
 #[test]
 fn a_trailing_gap_reads_as_an_empty_batch() {
-    let mut s = GroupsState::default();
+    let mut s = Groups::default();
     let shard = shard_for("g");
     s.apply(&commit("g", 0, 1, 1)).expect("commit"); // 0
     // Metadata longer than Kafka's int16 string: the record cannot be written in Kafka's

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use skiff_controller::ControllerError;
 use skiff_controller::image::{Chunk, MetadataImage};
 use skiff_controller::intent::{ChunkReplacement, ReplacedChunk, SegmentChunk};
-use skiff_storage::{WalObjectBuilder, verify_section};
+use skiff_storage::{StorageError, WalObjectBuilder, verify_section};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
@@ -24,6 +24,32 @@ pub struct CompactionReport {
     pub bytes: u64,
     pub rejected: u64,
     pub failed: u64,
+}
+
+/// Why one partition's compaction failed (a rejected swap is not a failure: `Ok(None)`).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CompactionError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{object} is not indexed")]
+    NotIndexed { object: String },
+    #[error("{object} has no section for partition {partition}")]
+    NoSection { object: String, partition: i32 },
+    #[error("{object}: the footer does not match the index ({detail})")]
+    FooterMismatch { object: String, detail: String },
+    #[error("segment {key} took longer than half the GC grace period to store; abandoned")]
+    SlowPut { key: String },
+    /// The swap's outcome is unknown (it may have applied): the segment is left to GC.
+    #[error("committing segment {key}: {source}")]
+    Commit { key: String, source: ControllerError },
+}
+
+/// Outcomes compare by what they say: the storage and controller errors inside are not
+/// comparable (tests compare a pass's results).
+impl PartialEq for CompactionError {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
 }
 
 /// WAL footers read during one compaction pass, by object key, and whole WAL objects: a pass
@@ -136,7 +162,7 @@ impl Lifecycle {
 
     /// Rewrites one run into a segment and swaps it in. `Ok(Some((chunks, bytes)))` when
     /// committed, `Ok(None)` when the controller rejected the swap.
-    pub(super) async fn compact(&self, c: Candidate, footers: &Footers) -> Result<Option<(u64, u64)>, String> {
+    pub(super) async fn compact(&self, c: Candidate, footers: &Footers) -> Result<Option<(u64, u64)>, CompactionError> {
         let topic_bytes = *c.topic_id.as_bytes();
         // Read each chunk's section, located and checked through its object's footer.
         let mut parts: Vec<Bytes> = Vec::with_capacity(c.chunks.len());
@@ -146,14 +172,17 @@ impl Lifecycle {
                 parts.push(b);
                 continue;
             }
-            let size = *c.object_sizes.get(&chunk.object).ok_or_else(|| format!("{} is not indexed", chunk.object))?;
+            let size = *c
+                .object_sizes
+                .get(&chunk.object)
+                .ok_or_else(|| CompactionError::NotIndexed { object: chunk.object.to_string() })?;
             // Whole object once per pass (its footer comes with it), while the budget lasts.
             let held = lock(&footers.1).objects.get(&chunk.object).cloned();
             let whole = match held {
                 Some(o) => Some(o),
                 None if lock(&footers.1).bytes + size as usize <= PASS_OBJECT_BYTES => {
-                    let o = self.storage.get(&chunk.object).await.map_err(|e| e.to_string())?;
-                    let footer = skiff_storage::decode_footer(&o).map_err(|e| e.to_string())?;
+                    let o = self.storage.get(&chunk.object).await?;
+                    let footer = skiff_storage::decode_footer(&o)?;
                     lock(&footers.0).insert(chunk.object.clone(), Arc::new(footer));
                     let mut pass = lock(&footers.1);
                     pass.bytes += o.len();
@@ -166,31 +195,32 @@ impl Lifecycle {
             let footer = match cached {
                 Some(f) => f,
                 None => {
-                    let f =
-                        Arc::new(self.storage.read_wal_footer(&chunk.object, size).await.map_err(|e| e.to_string())?);
+                    let f = Arc::new(self.storage.read_wal_footer(&chunk.object, size).await?);
                     lock(&footers.0).insert(chunk.object.clone(), f.clone());
                     f
                 }
             };
-            let meta = footer
-                .iter()
-                .find(|s| s.topic_id == topic_bytes && s.partition == c.partition)
-                .copied()
-                .ok_or_else(|| format!("{} has no section for partition {}", chunk.object, c.partition))?;
+            let meta =
+                footer.iter().find(|s| s.topic_id == topic_bytes && s.partition == c.partition).copied().ok_or_else(
+                    || CompactionError::NoSection { object: chunk.object.to_string(), partition: c.partition },
+                )?;
             if meta.position != chunk.position
                 || meta.len != chunk.len
                 || meta.base_offset != chunk.base_offset
                 || meta.last_offset != chunk.last_offset
             {
-                return Err(format!("{}: footer section {meta:?} does not match index chunk {chunk:?}", chunk.object));
+                return Err(CompactionError::FooterMismatch {
+                    object: chunk.object.to_string(),
+                    detail: format!("footer section {meta:?}, index chunk {chunk:?}"),
+                });
             }
             let bytes = match &whole {
                 Some(o) if meta.position + meta.len <= o.len() as u64 => {
                     o.slice(meta.position as usize..(meta.position + meta.len) as usize)
                 }
-                _ => self.storage.get_range(&chunk.object, meta.byte_range()).await.map_err(|e| e.to_string())?,
+                _ => self.storage.get_range(&chunk.object, meta.byte_range()).await?,
             };
-            verify_section(&bytes, &meta).map_err(|e| e.to_string())?;
+            verify_section(&bytes, &meta)?;
             parts.push(bytes);
         }
         let first = &c.chunks[0];
@@ -198,9 +228,7 @@ impl Lifecycle {
         let max_timestamp = c.chunks.iter().map(|c| c.max_timestamp).max().unwrap_or(-1);
         let data_len: u64 = c.chunks.iter().map(|c| c.len).sum();
         let mut builder = WalObjectBuilder::with_capacity(data_len as usize + 128);
-        builder
-            .add_section(topic_bytes, c.partition, first.base_offset, last.last_offset, max_timestamp, &parts)
-            .map_err(|e| e.to_string())?;
+        builder.add_section(topic_bytes, c.partition, first.base_offset, last.last_offset, max_timestamp, &parts)?;
         drop(parts);
         let (object, sections) = builder.finish();
         let section = sections[0];
@@ -208,11 +236,11 @@ impl Lifecycle {
             self.storage.seg_key(topic_bytes, c.partition, first.base_offset, &Uuid::new_v4().simple().to_string());
         let size_bytes = object.len() as u64;
         let started = std::time::Instant::now();
-        self.storage.put_new(&key, object).await.map_err(|e| e.to_string())?;
+        self.storage.put_new(&key, object).await?;
         if started.elapsed() > Duration::from_millis((self.settings.gc_grace_ms / 2).max(0) as u64) {
             // GC may already consider this key an orphan; never commit it.
             let _ = self.storage.delete(&key).await;
-            return Err(format!("segment {key} took longer than half the GC grace period to store; abandoned"));
+            return Err(CompactionError::SlowPut { key });
         }
         let replacement = ChunkReplacement {
             topic_id: c.topic_id,
@@ -251,7 +279,7 @@ impl Lifecycle {
                 Ok(Some((c.chunks.len() as u64, data_len)))
             }
             // The outcome is unknown: the swap may have applied. Leave the segment to GC.
-            Err(e) => Err(format!("committing segment {key}: {e}")),
+            Err(source) => Err(CompactionError::Commit { key, source }),
         }
     }
 }
