@@ -2,10 +2,11 @@
 //! own `consumer.session.timeout.ms` and `consumer.heartbeat.interval.ms`, overriding the
 //! broker's `group.consumer.session.timeout.ms` / `group.consumer.heartbeat.interval.ms`.
 //!
-//! Stored in the controller (`ConfigsState::groups`); the coordinator reads them at every
-//! ConsumerGroupHeartbeat ([`effective`]), so a change applies to the group's next heartbeat
-//! without a restart. Validation is Kafka's `GroupConfig.validate`: a value must lie within the
-//! broker's `group.consumer.min/max.*` bounds and the session timeout must exceed the heartbeat
+//! Stored in the controller (read as `MetadataImage::dynamic_configs().group(..)`); the
+//! coordinator reads them at every ConsumerGroupHeartbeat ([`effective`]), so a change applies
+//! to the group's next heartbeat without a restart. Validation is Kafka's
+//! `GroupConfig.validate`: a value must lie within the broker's `group.consumer.min/max.*`
+//! bounds and the session timeout must exceed the heartbeat
 //! interval (INVALID_CONFIG with Kafka's messages). The `share.*` and `streams.*` group configs
 //! do not apply: Skiff has no share or streams groups.
 
