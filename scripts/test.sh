@@ -44,6 +44,10 @@ bench/kafka/setup.sh
 step "build"
 cargo build --workspace --all-targets --locked
 
+step "format and lints (fail fast: rustfmt, clippy with warnings as errors)"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 step "deploy: validate docker-compose.yml (no Docker engine here)"
 deploy/validate.sh
 

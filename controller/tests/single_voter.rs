@@ -1,5 +1,6 @@
 //! Black-box tests of a single-voter controller over a real data directory: restart recovery,
 //! snapshots with log purging, torn-write repair, and a printed throughput sanity check.
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

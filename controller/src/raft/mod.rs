@@ -80,6 +80,8 @@ pub struct ControllerConfig {
     /// snapshots are built faster than they install (found by tests/cluster.rs). Costs memory
     /// (entries are a few hundred bytes) and replay time on restart.
     pub log_kept_after_snapshot: u64,
+    /// Heartbeat ages, watch deadlines and retry pauses. Default: the system clock.
+    pub clock: Arc<dyn skiff_time::Clock>,
 }
 
 impl ControllerConfig {
@@ -91,6 +93,7 @@ impl ControllerConfig {
             snapshot_every_entries: 10_000,
             session_timeout: None,
             log_kept_after_snapshot: 10_000,
+            clock: skiff_time::system_clock(),
         }
     }
 
@@ -214,6 +217,8 @@ impl Controller {
             let _ = controller.shutdown().await;
             return Err(e);
         }
+        // Detached: it ends on its own once the cluster id is set, or at `stop`; it only submits
+        // a command, so nothing waits on it at shutdown.
         tokio::spawn(controller.clone().set_cluster_id_when_leading(config.cluster_id.clone()));
         tracing::info!(node_id = config.node_id, "controller started; electing or following a leader");
         Ok(controller)
@@ -240,7 +245,7 @@ impl Controller {
             }
             tokio::select! {
                 changed = metrics.changed() => if changed.is_err() { return },
-                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                () = self.inner.service.clock.sleep(Duration::from_millis(200)) => {}
                 () = self.inner.stop.cancelled() => return,
             }
         }
@@ -288,6 +293,7 @@ impl Controller {
             applied: parts.applied,
             liveness: Default::default(),
             fence_stats: Default::default(),
+            clock: config.clock.clone(),
         });
         let mut tasks = vec![tokio::spawn(proposer::run(raft.clone(), proposals_rx, stop.clone()))];
         if let Some(listener) = listener {
