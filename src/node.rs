@@ -84,6 +84,18 @@ impl Process {
         }
     }
 
+    /// Watches `controller` as a critical task: its own tasks or Raft core stopping before
+    /// shutdown stops the process.
+    fn supervise_controller(&self, controller: &Controller) {
+        let (controller, root) = (controller.clone(), self.supervisor.root().clone());
+        self.supervisor.spawn_critical("controller", async move {
+            tokio::select! {
+                reason = controller.failed() => Err(reason),
+                () = root.cancelled() => Ok(()),
+            }
+        });
+    }
+
     /// Joins every task after the ordered shutdown; a critical task's failure becomes the
     /// process's error (unless it already failed for another reason).
     async fn finish(&self, result: anyhow::Result<()>) -> anyhow::Result<()> {
@@ -157,6 +169,7 @@ pub async fn run_node(
         let c = Controller::start(cc, voters.clone(), listener, controller_token.clone())
             .await
             .context("starting the controller")?;
+        process.supervise_controller(&c);
         if let Some(st) = snapshot_storage.filter(|_| config.controller.copy_snapshots) {
             process.supervisor.spawn_critical(
                 "snapshot-copier",
@@ -252,6 +265,7 @@ pub async fn run_dev_with_storage(
     let mut cc = ControllerConfig::new(1, config.data_dir.join("controller"), process.ids.suffix());
     cc.clock = process.clock.clone();
     let controller = Controller::start_single(cc, controller_token.clone()).await.context("starting the controller")?;
+    process.supervise_controller(&controller);
 
     let handle = ControllerHandle::Local(controller.clone());
     let result = serve(&config, &process, handle, Some(controller.clone()), storage, shutdown, on_ready).await;

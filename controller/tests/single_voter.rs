@@ -262,3 +262,17 @@ async fn throughput_sanity() {
     );
     c.shutdown().await.expect("shutdown");
 }
+
+/// `Controller::failed` (watched by the process supervisor) stays pending while the controller
+/// works and after a requested stop: only an unexpected end counts as a failure.
+#[tokio::test]
+async fn a_controller_stopped_as_asked_has_not_failed() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = start(config(dir.path())).await;
+    setup_topic(&c).await;
+    let quiet = std::time::Duration::from_millis(300);
+    assert!(tokio::time::timeout(quiet, c.failed()).await.is_err(), "a working controller has not failed");
+    c.shutdown().await.expect("clean shutdown");
+    assert!(tokio::time::timeout(quiet, c.failed()).await.is_err(), "a requested stop is no failure");
+}

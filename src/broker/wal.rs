@@ -463,6 +463,11 @@ impl Wal {
             self.metrics.flush(reason, open.bytes);
             let pending = self.build_flush(&storage, seq, open, slot);
             if tx.send(pending).is_err() {
+                // The committer is gone (its failure is stopping the process): refuse new
+                // appends and fail the buffered ones instead of leaving producers waiting. The
+                // flush that could not be sent is dropped, which fails its waiters too.
+                self.lock().closed = true;
+                self.rewind(&AppendError::ShuttingDown);
                 return;
             }
         }
