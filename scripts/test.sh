@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (client libraries,
-# cargo-fuzz), builds, and runs every suite. `.ci/run` calls exactly this.
+# cargo-fuzz), builds, fails on any rustfmt difference or clippy warning, and runs every suite.
+# `.ci/run` calls exactly this.
 #
 #   scripts/test.sh            # everything (about 10-15 minutes when caches are warm)
 #
