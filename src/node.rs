@@ -180,24 +180,32 @@ pub async fn run_node(
     }
     let result = if roles.broker {
         let storage = storage.context("the broker role opened its storage above")?;
+        let shutdown = shutdown.clone();
         run_cluster_broker(&config, &process, &voters, storage, controller.clone(), controller_addr, shutdown, on_ready)
             .await
     } else {
-        let http_listener = TcpListener::bind(&config.http_listen)
-            .await
-            .with_context(|| format!("binding the HTTP listener {}", config.http_listen))?;
-        let http_addr = http_listener.local_addr()?;
-        let http_token = CancellationToken::new();
-        let roles = crate::http::Roles { broker: None, controller: controller.clone() };
-        let http =
-            process.supervisor.spawn_critical("http", crate::http::run(http_listener, roles, http_token.clone()));
-        info!(controller = ?controller_addr, http = %http_addr, "controller is ready");
-        on_ready(&NodeBound { kafka: None, http: http_addr, controller: controller_addr });
-        shutdown.cancelled().await;
-        http_token.cancel();
-        let _ = http.await;
-        Ok(())
+        // A block, so a start-up error still stops the controller below.
+        async {
+            let http_listener = TcpListener::bind(&config.http_listen)
+                .await
+                .with_context(|| format!("binding the HTTP listener {}", config.http_listen))?;
+            let http_addr = http_listener.local_addr()?;
+            let http_token = CancellationToken::new();
+            let roles = crate::http::Roles { broker: None, controller: controller.clone() };
+            let http =
+                process.supervisor.spawn_critical("http", crate::http::run(http_listener, roles, http_token.clone()));
+            info!(controller = ?controller_addr, http = %http_addr, "controller is ready");
+            on_ready(&NodeBound { kafka: None, http: http_addr, controller: controller_addr });
+            shutdown.cancelled().await;
+            http_token.cancel();
+            let _ = http.await;
+            Ok(())
+        }
+        .await
     };
+    // After a start-up error nothing else cancelled the root: tasks that watch it (snapshot
+    // copier, controller supervision) must see a shutdown, not a failure.
+    shutdown.cancel();
     if let Some(c) = controller
         && let Err(e) = c.shutdown().await
     {
@@ -268,7 +276,9 @@ pub async fn run_dev_with_storage(
     process.supervise_controller(&controller);
 
     let handle = ControllerHandle::Local(controller.clone());
-    let result = serve(&config, &process, handle, Some(controller.clone()), storage, shutdown, on_ready).await;
+    let result = serve(&config, &process, handle, Some(controller.clone()), storage, shutdown.clone(), on_ready).await;
+    // After a start-up error nothing else cancelled the root (see `run_node`).
+    shutdown.cancel();
     if let Err(e) = controller.shutdown().await {
         error!("controller shutdown: {e}");
     }

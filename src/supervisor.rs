@@ -287,6 +287,21 @@ mod tests {
         assert!(sup.inner.running.lock().expect("lock").is_empty());
     }
 
+    /// A task that ignores the stop does not hang the process: the join gives up after its
+    /// timeout (tokio's paused clock: no real waiting).
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_task_is_abandoned_after_the_join_timeout() {
+        let root = CancellationToken::new();
+        let sup = Supervisor::new(root.clone());
+        sup.spawn_critical("stuck", std::future::pending::<()>());
+        root.cancel();
+        let clock = skiff_time::system_clock();
+        let start = clock.now();
+        sup.join(Duration::from_secs(10)).await.expect("no failure, only a straggler");
+        assert_eq!(clock.now() - start, Duration::from_secs(10));
+        assert_eq!(sup.inner.running.lock().expect("lock").values().copied().collect::<Vec<_>>(), ["stuck"]);
+    }
+
     #[tokio::test]
     async fn a_non_critical_failure_does_not_stop_the_process() {
         let root = CancellationToken::new();
