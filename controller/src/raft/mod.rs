@@ -560,8 +560,12 @@ async fn stop_when_cancelled(
     };
     loop {
         tokio::select! {
+            // Stop first: the tasks end because of it, and are joined below.
+            biased;
             () = stop.cancelled() => break,
             Some(done) = tasks.join_next(), if !tasks.is_empty() => match done {
+                // It ended because of the stop (cancelled since this select began).
+                Ok(_) if stop.is_cancelled() => break,
                 Ok(name) => fail(format!("controller task `{name}` ended before stop")),
                 Err(e) => fail(format!("controller task failed: {e}")),
             },
