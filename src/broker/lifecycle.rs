@@ -42,9 +42,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 use uuid::Uuid;
 
+use skiff_time::Ids;
+
 use super::Clock;
 use super::read::TailCache;
 use crate::metrics::Metrics;
+use crate::supervisor::Supervisor;
 
 /// Kafka's default `retention.ms` (7 days), used when a topic does not set it.
 const DEFAULT_RETENTION_MS: i64 = 604_800_000;
@@ -126,6 +129,8 @@ pub struct Lifecycle {
     storage: ObjectStorage,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
+    /// Suffixes of segment keys.
+    ids: Arc<dyn Ids>,
     /// Sections this broker flushed recently: compaction reads them from memory when present.
     tail: Option<TailCache>,
     /// When this process first saw each indexed object (ms, injected clock).
@@ -163,6 +168,7 @@ impl Lifecycle {
         storage: ObjectStorage,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
+        ids: Arc<dyn Ids>,
         tail: Option<TailCache>,
     ) -> Arc<Self> {
         if settings.gc_grace_ms < 60_000 {
@@ -177,6 +183,7 @@ impl Lifecycle {
             storage,
             metrics,
             clock,
+            ids,
             tail,
             settings,
             first_seen: Mutex::new(HashMap::new()),
@@ -186,13 +193,16 @@ impl Lifecycle {
 
     /// Starts the compactor (if enabled), retention and GC tasks. Each runs one pass per
     /// interval and stops, mid-pass if need be, when `shutdown` is cancelled. A pass cut short
-    /// leaves at worst an orphaned segment, which a later GC pass deletes.
-    pub fn start(self: &Arc<Self>, shutdown: CancellationToken) -> LifecycleTasks {
+    /// leaves at worst an orphaned segment, which a later GC pass deletes. They are critical
+    /// tasks of `supervisor` (a pass that panics stops the process).
+    pub fn start(self: &Arc<Self>, supervisor: &Supervisor, shutdown: CancellationToken) -> LifecycleTasks {
         let s = &self.settings;
+        let clock = &self.clock;
         let compactor = s.compaction_enabled.then(|| {
             let me = self.clone();
-            tokio::spawn(
-                periodic(s.compaction_interval, shutdown.clone(), move || {
+            supervisor.spawn_critical(
+                "compactor",
+                periodic(clock.clone(), s.compaction_interval, shutdown.clone(), move || {
                     let me = me.clone();
                     async move {
                         me.compact_once().await;
@@ -202,8 +212,9 @@ impl Lifecycle {
             )
         });
         let me = self.clone();
-        let retention = tokio::spawn(
-            periodic(s.retention_interval, shutdown.clone(), move || {
+        let retention = supervisor.spawn_critical(
+            "retention",
+            periodic(clock.clone(), s.retention_interval, shutdown.clone(), move || {
                 let me = me.clone();
                 async move {
                     me.enforce_retention_once().await;
@@ -212,8 +223,9 @@ impl Lifecycle {
             .instrument(info_span!("retention")),
         );
         let me = self.clone();
-        let gc = tokio::spawn(
-            periodic(s.gc_interval, shutdown, move || {
+        let gc = supervisor.spawn_critical(
+            "gc",
+            periodic(clock.clone(), s.gc_interval, shutdown, move || {
                 let me = me.clone();
                 async move {
                     me.collect_garbage_once().await;
@@ -390,12 +402,11 @@ impl Lifecycle {
         drop(parts);
         let (object, sections) = builder.finish();
         let section = sections[0];
-        let key =
-            self.storage.seg_key(topic_bytes, c.partition, first.base_offset, &Uuid::new_v4().simple().to_string());
+        let key = self.storage.seg_key(topic_bytes, c.partition, first.base_offset, &self.ids.suffix());
         let size_bytes = object.len() as u64;
-        let started = std::time::Instant::now();
+        let started = self.clock.now();
         self.storage.put_new(&key, object).await.map_err(|e| e.to_string())?;
-        if started.elapsed() > Duration::from_millis((self.settings.gc_grace_ms / 2).max(0) as u64) {
+        if self.clock.now() - started > Duration::from_millis((self.settings.gc_grace_ms / 2).max(0) as u64) {
             // GC may already consider this key an orphan; never commit it.
             let _ = self.storage.delete(&key).await;
             return Err(format!("segment {key} took longer than half the GC grace period to store; abandoned"));
@@ -647,7 +658,7 @@ pub fn retention_start<'a>(
 }
 
 /// Runs `pass` every `interval` until `shutdown`; a pass in progress is dropped on shutdown.
-async fn periodic<F, Fut>(interval: Duration, shutdown: CancellationToken, mut pass: F)
+async fn periodic<F, Fut>(clock: Arc<dyn Clock>, interval: Duration, shutdown: CancellationToken, mut pass: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -655,7 +666,7 @@ where
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = clock.sleep(interval) => {}
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -686,6 +697,7 @@ impl LifecycleSettings {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests race real tasks against real time
 mod tests {
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicI64, Ordering};
@@ -705,6 +717,7 @@ mod tests {
     use crate::broker::wal::{PartitionKey, Wal, WalSettings, WalTasks};
 
     /// Wall-clock time plus an adjustable skew, or a fixed time.
+    #[derive(Debug)]
     struct TestClock {
         fixed: Option<AtomicI64>,
         skew: AtomicI64,
@@ -803,9 +816,19 @@ mod tests {
                 // (the tests' own reads always go to storage).
                 tail.clone(),
                 metrics.clone(),
+                clock.clone(),
+                &Supervisor::new(wal_token.clone()),
                 wal_token.clone(),
             );
-            let lifecycle = Lifecycle::new(s, controller.clone(), storage.clone(), metrics, clock.clone(), Some(tail));
+            let lifecycle = Lifecycle::new(
+                s,
+                controller.clone(),
+                storage.clone(),
+                metrics,
+                clock.clone(),
+                skiff_time::random_ids(),
+                Some(tail),
+            );
             Self { _dir: dir, controller, local, storage, wal, wal_tasks: Some(wal_tasks), wal_token, lifecycle }
         }
 
@@ -1242,7 +1265,7 @@ mod tests {
             .collect();
         let expected: Arc<Mutex<HashMap<PartitionKey, Expected>>> = Arc::new(Mutex::new(HashMap::new()));
         let stop = CancellationToken::new();
-        let tasks = h.lifecycle.start(stop.clone());
+        let tasks = h.lifecycle.start(&Supervisor::new(stop.clone()), stop.clone());
 
         let deadline = tokio::time::Instant::now() + Duration::from_millis(2500);
         let mut producers = Vec::new();
