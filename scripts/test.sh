@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (client libraries,
-# cargo-fuzz), builds, and runs every suite. `.ci/run` calls exactly this.
+# cargo-fuzz), builds, fails on any rustfmt difference or clippy warning, and runs every suite.
+# `.ci/run` calls exactly this.
 #
 #   scripts/test.sh            # everything (about 10-15 minutes when caches are warm)
 #
@@ -43,6 +44,10 @@ bench/kafka/setup.sh
 
 step "build"
 cargo build --workspace --all-targets --locked
+
+step "format and lints (fail fast: rustfmt, clippy with warnings as errors)"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "deploy: validate docker-compose.yml (no Docker engine here)"
 deploy/validate.sh

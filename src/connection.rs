@@ -46,6 +46,7 @@ pub async fn serve(
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Slot>(limits.max_inflight);
+    // Owned by this connection: joined below once the reader stops.
     let write_task = tokio::spawn(async move {
         let mut writer = BufWriter::with_capacity(64 * 1024, writer);
         loop {

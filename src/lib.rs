@@ -20,6 +20,8 @@
 //! * [`group`] coordinates consumer groups: a pure state machine per group and the task that
 //!   drives it; offsets and membership are stored through the controller.
 //! * [`node`] wires a process together and shuts it down in order; [`config`] is its input.
+//!   [`supervisor`] owns its tasks: a critical task that fails stops the process (non-zero).
+//!   Time and ids come from `skiff-time` (crate), injected, never ambient.
 
 pub mod broker;
 pub mod config;
@@ -32,3 +34,4 @@ pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod server;
+pub mod supervisor;

@@ -47,6 +47,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
+        // Detached: it lives as long as the process; the runtime drops it on exit.
         tokio::spawn(async move {
             signalled().await;
             info!("signal received: shutting down (in-flight produces are answered first)");

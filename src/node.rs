@@ -27,13 +27,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use crate::broker::{Broker, BrokerSettings, SystemClock};
+use crate::broker::{Broker, BrokerSettings, Clock, Ids};
 use crate::config::Config;
 use crate::connection::Limits;
 use crate::log::background::{Lifecycle, LifecycleSettings};
 use crate::log::read::{Reader, TailCache};
 use crate::log::wal::{Wal, WalSettings};
 use crate::metrics::Metrics;
+use crate::supervisor::Supervisor;
 
 /// Addresses a started node listens on.
 #[derive(Debug, Clone)]
@@ -63,10 +64,53 @@ const CONTROLLERS_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a controlled shutdown may wait for the controller before the broker stops anyway
 /// (its session then times out instead).
 const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the end of shutdown waits for the last tasks (every one was told to stop by then).
+const TASKS_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every part of a process shares: its tasks' supervisor, its clock and its id source.
+struct Process {
+    supervisor: Supervisor,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn Ids>,
+}
+
+impl Process {
+    /// The production process: the system clock, random ids, `shutdown` as the root token.
+    fn new(shutdown: &CancellationToken) -> Self {
+        Process {
+            supervisor: Supervisor::with_test_panic(shutdown.clone(), crate::supervisor::test_panic_task_from_env()),
+            clock: skiff_time::system_clock(),
+            ids: skiff_time::random_ids(),
+        }
+    }
+
+    /// Watches `controller` as a critical task: its own tasks or Raft core stopping before
+    /// shutdown stops the process.
+    fn supervise_controller(&self, controller: &Controller) {
+        let (controller, root) = (controller.clone(), self.supervisor.root().clone());
+        self.supervisor.spawn_critical("controller", async move {
+            tokio::select! {
+                reason = controller.failed() => Err(reason),
+                () = root.cancelled() => Ok(()),
+            }
+        });
+    }
+
+    /// Joins every task after the ordered shutdown; a critical task's failure becomes the
+    /// process's error (unless it already failed for another reason).
+    async fn finish(&self, result: anyhow::Result<()>) -> anyhow::Result<()> {
+        let joined = self.supervisor.join(TASKS_JOIN_TIMEOUT).await;
+        match (result, joined) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(failure)) => Err(failure.into()),
+            (Ok(()), Ok(())) => Ok(()),
+        }
+    }
+}
 
 /// Opens the configured object storage and checks it is usable (fails start-up fast on wrong
 /// credentials or a missing bucket).
-async fn open_storage(config: &Config) -> anyhow::Result<skiff_storage::ObjectStorage> {
+async fn open_storage(config: &Config, clock: &Arc<dyn Clock>) -> anyhow::Result<skiff_storage::ObjectStorage> {
     let url = config.storage_url();
     let storage = skiff_storage::open(&StorageConfig {
         url: url.clone(),
@@ -75,7 +119,8 @@ async fn open_storage(config: &Config) -> anyhow::Result<skiff_storage::ObjectSt
         s3_path_style: config.s3_path_style,
         s3_allow_http: config.s3_allow_http,
     })
-    .with_context(|| format!("opening object storage {url}"))?;
+    .with_context(|| format!("opening object storage {url}"))?
+    .with_clock(clock.clone());
     storage.check().await.with_context(|| format!("object storage {url} is not usable"))?;
     Ok(storage)
 }
@@ -92,12 +137,14 @@ pub async fn run_node(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let voters = config.controller.voter_map().map_err(|e| anyhow::anyhow!("controller.voters: {e}"))?;
+    let process = Process::new(&shutdown);
     // One storage for both roles: the broker's objects, the controller's snapshot copies (only
     // when storage is configured explicitly for it).
     let controller_uses_storage = roles.controller
         && config.storage.is_some()
         && (config.controller.copy_snapshots || config.controller.restore_from_storage);
-    let storage = if roles.broker || controller_uses_storage { Some(open_storage(&config).await?) } else { None };
+    let storage =
+        if roles.broker || controller_uses_storage { Some(open_storage(&config, &process.clock).await?) } else { None };
     let controller_token = CancellationToken::new();
     let mut controller = None;
     let mut controller_addr = None;
@@ -107,11 +154,9 @@ pub async fn run_node(
         let listener =
             TcpListener::bind(&listen).await.with_context(|| format!("binding the controller listener {listen}"))?;
         controller_addr = Some(listener.local_addr()?);
-        let mut cc = ControllerConfig::new(
-            config.controller.node_id,
-            config.data_dir.join("controller"),
-            Uuid::new_v4().simple().to_string(),
-        );
+        let mut cc =
+            ControllerConfig::new(config.controller.node_id, config.data_dir.join("controller"), process.ids.suffix());
+        cc.clock = process.clock.clone();
         cc.session_timeout = Some(config.controller.session_timeout);
         cc.snapshot_every_entries = config.controller.snapshot_every_entries;
         cc.log_kept_after_snapshot = config.controller.log_kept_after_snapshot;
@@ -124,40 +169,56 @@ pub async fn run_node(
         let c = Controller::start(cc, voters.clone(), listener, controller_token.clone())
             .await
             .context("starting the controller")?;
+        process.supervise_controller(&c);
         if let Some(st) = snapshot_storage.filter(|_| config.controller.copy_snapshots) {
-            tokio::spawn(copy_snapshots(c.clone(), st, config.controller.node_id, controller_token.clone()));
+            process.supervisor.spawn_critical(
+                "snapshot-copier",
+                copy_snapshots(c.clone(), st, config.controller.node_id, controller_token.clone()),
+            );
         }
         controller = Some(c);
     }
     let result = if roles.broker {
         let storage = storage.context("the broker role opened its storage above")?;
-        run_cluster_broker(&config, &voters, storage, controller.clone(), controller_addr, shutdown, on_ready).await
-    } else {
-        let http_listener = TcpListener::bind(&config.http_listen)
+        let shutdown = shutdown.clone();
+        run_cluster_broker(&config, &process, &voters, storage, controller.clone(), controller_addr, shutdown, on_ready)
             .await
-            .with_context(|| format!("binding the HTTP listener {}", config.http_listen))?;
-        let http_addr = http_listener.local_addr()?;
-        let http_token = CancellationToken::new();
-        let roles = crate::http::Roles { broker: None, controller: controller.clone() };
-        let http = tokio::spawn(crate::http::run(http_listener, roles, http_token.clone()));
-        info!(controller = ?controller_addr, http = %http_addr, "controller is ready");
-        on_ready(&NodeBound { kafka: None, http: http_addr, controller: controller_addr });
-        shutdown.cancelled().await;
-        http_token.cancel();
-        let _ = http.await;
-        Ok(())
+    } else {
+        // A block, so a start-up error still stops the controller below.
+        async {
+            let http_listener = TcpListener::bind(&config.http_listen)
+                .await
+                .with_context(|| format!("binding the HTTP listener {}", config.http_listen))?;
+            let http_addr = http_listener.local_addr()?;
+            let http_token = CancellationToken::new();
+            let roles = crate::http::Roles { broker: None, controller: controller.clone() };
+            let http =
+                process.supervisor.spawn_critical("http", crate::http::run(http_listener, roles, http_token.clone()));
+            info!(controller = ?controller_addr, http = %http_addr, "controller is ready");
+            on_ready(&NodeBound { kafka: None, http: http_addr, controller: controller_addr });
+            shutdown.cancelled().await;
+            http_token.cancel();
+            let _ = http.await;
+            Ok(())
+        }
+        .await
     };
+    // After a start-up error nothing else cancelled the root: tasks that watch it (snapshot
+    // copier, controller supervision) must see a shutdown, not a failure.
+    shutdown.cancel();
     if let Some(c) = controller
         && let Err(e) = c.shutdown().await
     {
         error!("controller shutdown: {e}");
     }
     controller_token.cancel();
-    result
+    process.finish(result).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_cluster_broker(
     config: &Config,
+    process: &Process,
     voters: &std::collections::BTreeMap<u64, String>,
     storage: skiff_storage::ObjectStorage,
     local: Option<Controller>,
@@ -173,10 +234,15 @@ async fn run_cluster_broker(
     anyhow::ensure!(!addrs.is_empty(), "the broker role needs --controllers HOST:PORT,...");
     let replay_token = CancellationToken::new();
     info!(controllers = ?addrs, "connecting to the controller quorum");
-    let remote = RemoteController::connect(addrs, CONTROLLERS_START_TIMEOUT, replay_token.clone())
-        .await
-        .context("reaching the controller quorum")?;
-    let result = serve(config, ControllerHandle::Remote(remote), local, storage, shutdown, |b| {
+    let remote = RemoteController::connect_with_clock(
+        addrs,
+        CONTROLLERS_START_TIMEOUT,
+        replay_token.clone(),
+        process.clock.clone(),
+    )
+    .await
+    .context("reaching the controller quorum")?;
+    let result = serve(config, process, ControllerHandle::Remote(remote), local, storage, shutdown, |b| {
         on_ready(&NodeBound { kafka: Some(b.kafka), http: b.http, controller: controller_addr })
     })
     .await;
@@ -189,7 +255,7 @@ async fn run_cluster_broker(
 pub async fn run_dev(config: Config, shutdown: CancellationToken, on_ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let storage = open_storage(&config).await?;
+    let storage = open_storage(&config, &skiff_time::system_clock()).await?;
     run_dev_with_storage(config, storage, shutdown, on_ready).await
 }
 
@@ -202,26 +268,27 @@ pub async fn run_dev_with_storage(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let process = Process::new(&shutdown);
     let controller_token = CancellationToken::new();
-    let cluster_id = Uuid::new_v4().simple().to_string();
-    let controller = Controller::start_single(
-        ControllerConfig::new(1, config.data_dir.join("controller"), cluster_id),
-        controller_token.clone(),
-    )
-    .await
-    .context("starting the controller")?;
+    let mut cc = ControllerConfig::new(1, config.data_dir.join("controller"), process.ids.suffix());
+    cc.clock = process.clock.clone();
+    let controller = Controller::start_single(cc, controller_token.clone()).await.context("starting the controller")?;
+    process.supervise_controller(&controller);
 
     let handle = ControllerHandle::Local(controller.clone());
-    let result = serve(&config, handle, Some(controller.clone()), storage, shutdown, on_ready).await;
+    let result = serve(&config, &process, handle, Some(controller.clone()), storage, shutdown.clone(), on_ready).await;
+    // After a start-up error nothing else cancelled the root (see `run_node`).
+    shutdown.cancel();
     if let Err(e) = controller.shutdown().await {
         error!("controller shutdown: {e}");
     }
     controller_token.cancel();
-    result
+    process.finish(result).await
 }
 
 async fn serve(
     config: &Config,
+    process: &Process,
     controller: ControllerHandle,
     local: Option<Controller>,
     storage: skiff_storage::ObjectStorage,
@@ -243,7 +310,7 @@ async fn serve(
         }
         None => (bound.kafka.ip().to_string(), i32::from(bound.kafka.port())),
     };
-    let incarnation = Uuid::new_v4();
+    let incarnation = process.ids.uuid();
     let registration = BrokerRegistration {
         broker_id: b.node_id,
         incarnation,
@@ -258,14 +325,17 @@ async fn serve(
     // paused past the session timeout) registers again and gets partitions back.
     let heartbeat_token = CancellationToken::new();
     let heartbeat = match &controller {
-        ControllerHandle::Remote(remote) => Some(tokio::spawn(heartbeat_loop(
-            remote.clone(),
-            b.node_id,
-            incarnation,
-            registration.clone(),
-            b.heartbeat_interval,
-            heartbeat_token.clone(),
-        ))),
+        ControllerHandle::Remote(remote) => Some(process.supervisor.spawn_critical(
+            "heartbeat",
+            heartbeat_loop(
+                remote.clone(),
+                b.node_id,
+                incarnation,
+                registration.clone(),
+                b.heartbeat_interval,
+                heartbeat_token.clone(),
+            ),
+        )),
         ControllerHandle::Local(_) => None,
     };
 
@@ -287,16 +357,20 @@ async fn serve(
         storage.clone(),
         tail.clone(),
         metrics.clone(),
+        process.clock.clone(),
+        &process.supervisor,
         wal_token.clone(),
     );
     // Consumer groups: stopped with `shutdown` so held joins are answered before connections
     // drain.
-    let clock: Arc<dyn crate::broker::Clock> = Arc::new(SystemClock);
+    let clock = process.clock.clone();
     let groups_token = shutdown.child_token();
     let (groups, groups_task) = crate::group::GroupCoordinator::start(
         config.groups.settings(),
         controller.clone(),
         clock.clone(),
+        process.ids.clone(),
+        &process.supervisor,
         groups_token.clone(),
     );
     let broker = Arc::new(Broker {
@@ -320,6 +394,7 @@ async fn serve(
         reader: Reader::new(tail, blocks, storage, metrics.clone()),
         metrics,
         clock,
+        ids: process.ids.clone(),
         groups,
         not_served: Default::default(),
     });
@@ -332,13 +407,14 @@ async fn serve(
         broker.reader.storage.clone(),
         broker.metrics.clone(),
         broker.clock.clone(),
+        broker.ids.clone(),
         Some(broker.reader.tail.clone()),
     );
-    let lifecycle_tasks = lifecycle.start(lifecycle_token.clone());
+    let lifecycle_tasks = lifecycle.start(&process.supervisor, lifecycle_token.clone());
 
     let http_token = CancellationToken::new();
     let roles = crate::http::Roles { broker: Some(broker.clone()), controller: local };
-    let http = tokio::spawn(crate::http::run(http_listener, roles, http_token.clone()));
+    let http = process.supervisor.spawn_critical("http", crate::http::run(http_listener, roles, http_token.clone()));
     info!(kafka = %bound.kafka, advertised = %format!("{host}:{port}"), http = %bound.http, storage = %config.storage_url(), "skiff is ready");
     on_ready(&bound);
 
@@ -352,7 +428,7 @@ async fn serve(
         let server_token = server_token.clone();
         let shutdown = shutdown.clone();
         let node_id = b.node_id;
-        tokio::spawn(async move {
+        process.supervisor.spawn_critical("controlled-shutdown", async move {
             shutdown.cancelled().await;
             if let ControllerHandle::Remote(_) = &controller {
                 info!("controlled shutdown: handing partitions and coordinator shards to other brokers");
@@ -366,7 +442,11 @@ async fn serve(
             server_token.cancel();
         })
     };
-    crate::server::run(kafka_listener, broker.clone(), limits, b.max_connections, server_token).await;
+    let server = process.supervisor.spawn_critical(
+        "kafka-listener",
+        crate::server::run(kafka_listener, broker.clone(), limits, b.max_connections, server_token),
+    );
+    let _ = server.await;
     let _ = handoff.await;
     heartbeat_token.cancel();
     if let Some(h) = heartbeat {

@@ -39,7 +39,7 @@ pub async fn run(
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    broker.clock.sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },

@@ -4,6 +4,7 @@
 //! without a restart.
 //!
 //! Needs Kafka's tools (tests/support/kafka_cli.rs) and, for the cluster, MinIO.
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
 
 mod support;
 

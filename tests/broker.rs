@@ -1,6 +1,7 @@
 //! Black-box protocol tests against the `skiff` binary with the minimal client: error codes
 //! for bad input, connection-level limits, idempotent producers, long polls and timestamp
 //! lookups. Each test starts its own broker and is bounded by [`TEST_TIMEOUT`].
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
 
 mod support;
 
@@ -362,4 +363,41 @@ async fn list_offsets_by_timestamp_is_exact() {
         Ok(())
     })
     .await;
+}
+
+/// Crash-only supervision on the real binary: a critical task that panics (injected with the
+/// debug-only `SKIFF_TEST_PANIC_TASK`) stops `skiff dev` within seconds, with a non-zero exit
+/// status and an ERROR line naming the task, instead of leaving a broker whose producers or
+/// groups wait forever on a dead task.
+#[test]
+fn critical_task_panic_stops_the_process() {
+    for task in ["wal-committer", "group-coordinator"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stderr_path = dir.path().join("stderr.log");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"));
+        cmd.arg("dev").arg("--data-dir").arg(dir.path().join("data"));
+        cmd.args(["--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]);
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(|k| k.starts_with("SKIFF_")) {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("SKIFF_TEST_PANIC_TASK", task).env("SKIFF_LOG", "info");
+        cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+        cmd.stderr(std::fs::File::create(&stderr_path).expect("stderr log"));
+        let mut child = Some(cmd.spawn().expect("spawn skiff"));
+        let status = support::wait_child(&mut child, Duration::from_secs(20));
+        if let Some(mut c) = child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        let status = status.unwrap_or_else(|| panic!("skiff kept running with `{task}` dead\n{log}"));
+        assert!(!status.success(), "a failed critical task must exit non-zero ({status})\n{log}");
+        let line = log
+            .lines()
+            .find(|l| l.contains("ERROR") && l.contains("critical task failed") && l.contains(task))
+            .unwrap_or_else(|| panic!("no ERROR line naming `{task}`\n{log}"));
+        assert!(line.contains("injected panic"), "{line}");
+    }
 }

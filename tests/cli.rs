@@ -2,6 +2,8 @@
 //! only, logs written to a file carry no ANSI escape codes, and the `Kafka bootstrap:` line
 //! shows the address clients should use.
 
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

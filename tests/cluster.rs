@@ -31,6 +31,7 @@
 //! printed at the start and again on failure; `SKIFF_TEST_SEED=<seed>` replays the same
 //! schedule. The tests of this file run one at a time (each starts six processes). Every loop
 //! is bounded in count and time; waits poll for a condition with a deadline.
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
 
 mod support;
 

@@ -12,6 +12,7 @@
 //!    groups' committed offsets read back equal the end offsets.
 //!
 //! Needs the Java compat program (tests/compat/setup.sh) and MinIO (tests/support/minio.rs).
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
 
 mod support;
 

@@ -4,6 +4,7 @@
 //! Java compat program's verify mode: offsets, keys, values, headers, timestamps).
 //!
 //! Needs the Java compat program (tests/compat/setup.sh) and MinIO (tests/support/minio.rs).
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
 
 mod support;
 

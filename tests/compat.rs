@@ -5,6 +5,7 @@
 //! a client that is not set up FAILS its test with the command to run, it is never skipped.
 //! At most [`MAX_CONCURRENT_CLIENTS`] client programs (each with its broker) run at once so two
 //! cores are not oversubscribed when the test harness runs these tests in parallel.
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
 
 mod support;
 

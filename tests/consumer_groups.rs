@@ -3,6 +3,7 @@
 //! epoch checks of OffsetCommit / OffsetFetch v9, ConsumerGroupDescribe, ListGroups v5, the
 //! classic/consumer exclusion, leaving and deletion, and that a group survives a restart with
 //! its members' epochs and partitions.
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
 
 mod support;
 

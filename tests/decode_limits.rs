@@ -7,6 +7,7 @@
 //! process (this test binary re-executed with `SKIFF_DECODE_LIMITS_CASE` set), so an abort is
 //! observed as the child's exit status instead of killing the test harness. The child reports
 //! the decode result and its peak RSS (`VmHWM`).
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
 
 use std::process::Command;
 

@@ -3,6 +3,7 @@
 //! Invariants (named in docs/style): no acknowledged record lost; offsets gapless and increasing
 //! per partition. Unacknowledged records may or may not survive, but never leave a gap and are
 //! never garbage. Randomized: the seed is printed; replay with `SKIFF_TEST_SEED=<seed>`.
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
 
 mod support;
 

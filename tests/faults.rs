@@ -5,6 +5,7 @@
 //!
 //! Checked after every scenario: every acknowledged record is present exactly once at its
 //! acknowledged offset, offsets are gapless, and the producers never saw a non-retriable error.
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
 
 mod support;
 

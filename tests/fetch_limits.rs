@@ -7,6 +7,7 @@
 //! `fetch.max.bytes` of 1,000,000, and librdkafka (whose `receive.message.max.bytes` bounds the
 //! frame) rejected every answer and reconnected forever. Checked with the raw client against the
 //! tail cache and, after a restart, against object storage; and with librdkafka itself.
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
 
 mod support;
 

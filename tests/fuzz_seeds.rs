@@ -3,6 +3,7 @@
 //! Every run checks that the seeds are what they claim (the request frames decode, the record
 //! data validates); `SKIFF_WRITE_FUZZ_SEEDS=1 cargo test --test fuzz_seeds` (re)writes the
 //! files. They are small and committed.
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
 
 use std::path::PathBuf;
 

@@ -8,6 +8,8 @@
 //! record deletions are refused with INVALID_TOPIC_EXCEPTION (ReplicaManager); CreateTopics
 //! answers TOPIC_ALREADY_EXISTS (it exists).
 
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};

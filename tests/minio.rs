@@ -8,6 +8,7 @@
 //!   verify;
 //! - SIGKILL of the broker under load, restart, every acknowledged record present;
 //! - MinIO itself killed and restarted, and frozen (SIGSTOP/SIGCONT), under load.
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
 
 mod support;
 

@@ -3,6 +3,7 @@
 //! the feature users meet first: before, FindCoordinator(TRANSACTION) answered the retriable
 //! COORDINATOR_NOT_AVAILABLE, a transactional producer retried it until its own timeout, and
 //! nothing said why.
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
 
 mod support;
 

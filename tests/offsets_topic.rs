@@ -4,6 +4,8 @@
 //! Kafka's `ConsoleConsumer` with its `OffsetsMessageFormatter` and
 //! `GroupMetadataMessageFormatter`, as lag monitors and operators read the topic.
 
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -80,6 +79,8 @@ struct Inner {
     image: Arc<RwLock<MetadataImage>>,
     applied: watch::Sender<u64>,
     metadata: MetadataHandle,
+    /// Submit deadlines and retry pauses.
+    clock: Arc<dyn skiff_time::Clock>,
 }
 
 impl RemoteController {
@@ -90,6 +91,16 @@ impl RemoteController {
         addrs: Vec<String>,
         timeout: Duration,
         stop: CancellationToken,
+    ) -> Result<RemoteController, ControllerError> {
+        Self::connect_with_clock(addrs, timeout, stop, skiff_time::system_clock()).await
+    }
+
+    /// [`Self::connect`] taking deadlines and retry pauses from `clock`.
+    pub async fn connect_with_clock(
+        addrs: Vec<String>,
+        timeout: Duration,
+        stop: CancellationToken,
+        clock: Arc<dyn skiff_time::Clock>,
     ) -> Result<RemoteController, ControllerError> {
         if addrs.is_empty() {
             return Err(ControllerError::Unavailable { reason: "no controller addresses given".into() });
@@ -107,8 +118,11 @@ impl RemoteController {
                 image,
                 applied,
                 metadata,
+                clock,
             }),
         };
+        // Detached: the replay only reads from the controllers into this image and ends at
+        // `stop`, which its owner (the broker's wiring in src/node.rs) cancels at shutdown.
         tokio::spawn(client.clone().replay(stop.clone()));
         let mut applied = client.inner.metadata.subscribe();
         let ready = async {
@@ -141,7 +155,7 @@ impl RemoteController {
     /// Submits `cmd` to the leader; returns its result once the local image has applied it.
     pub async fn submit(&self, cmd: Command) -> Result<CommandResult, ControllerError> {
         let idempotent = matches!(cmd, Command::RegisterBroker(_) | Command::FenceBroker { .. });
-        let deadline = Instant::now() + SUBMIT_TIMEOUT;
+        let deadline = self.inner.clock.now() + SUBMIT_TIMEOUT;
         let req = Request::Broker(BrokerRequest::Submit(cmd));
         let mut last_error;
         let (result, index) = loop {
@@ -161,7 +175,7 @@ impl RemoteController {
                 }
                 Err(CallError::Ambiguous(e)) => last_error = e,
             }
-            if Instant::now() >= deadline {
+            if self.inner.clock.now() >= deadline {
                 tracing::warn!(error = %last_error, "no controller leader accepted a command in time");
                 return Err(ControllerError::NotLeader { leader: None });
             }
@@ -238,14 +252,14 @@ impl RemoteController {
                 let known = leader.clone().filter(|l| *l != target);
                 if known.is_none() {
                     self.rotate();
-                    tokio::time::sleep(RETRY_PAUSE).await;
+                    self.inner.clock.sleep(RETRY_PAUSE).await;
                 }
                 *self.inner.leader.lock().unwrap_or_else(|e| e.into_inner()) = known;
             }
             Ok(_) => *self.inner.leader.lock().unwrap_or_else(|e| e.into_inner()) = Some(target),
             Err(_) => {
                 self.forget(&target);
-                tokio::time::sleep(RETRY_PAUSE).await;
+                self.inner.clock.sleep(RETRY_PAUSE).await;
             }
         }
         result

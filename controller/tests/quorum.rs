@@ -1,5 +1,6 @@
 //! Black-box test of a three-voter quorum over TCP on 127.0.0.1: a late voter catches up by
 //! snapshot, the quorum survives losing its leader, and every voter converges to the same state.
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
 
 use std::collections::BTreeMap;
 use std::time::Duration;

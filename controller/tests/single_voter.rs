@@ -1,5 +1,6 @@
 //! Black-box tests of a single-voter controller over a real data directory: restart recovery,
 //! snapshots with log purging, torn-write repair, and a printed throughput sanity check.
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -261,4 +262,29 @@ async fn throughput_sanity() {
         total as f64 / elapsed.as_secs_f64()
     );
     c.shutdown().await.expect("shutdown");
+}
+
+/// `Controller::failed` (watched by the process supervisor) stays pending while the controller
+/// works and after a requested stop: only an unexpected end counts as a failure.
+#[tokio::test]
+async fn a_controller_stopped_as_asked_has_not_failed() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // With fencing on, its loop ends at the stop too: several restarts, since the order in
+    // which the stop and the ended task are noticed varies.
+    let mut cfg = config(dir.path());
+    cfg.session_timeout = Some(std::time::Duration::from_secs(1));
+    let quiet = std::time::Duration::from_millis(200);
+    for round in 0..5 {
+        let c = start(cfg.clone()).await;
+        if round == 0 {
+            setup_topic(&c).await;
+        }
+        assert!(tokio::time::timeout(quiet, c.failed()).await.is_err(), "a working controller has not failed");
+        c.shutdown().await.expect("clean shutdown");
+        assert!(
+            tokio::time::timeout(quiet, c.failed()).await.is_err(),
+            "round {round}: a requested stop is no failure"
+        );
+    }
 }

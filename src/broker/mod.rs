@@ -45,19 +45,8 @@ pub struct BrokerSettings {
     pub group_bounds: crate::group::group_config::GroupBounds,
 }
 
-/// A source of wall-clock time, injected so tests can control it.
-pub trait Clock: Send + Sync {
-    fn now_ms(&self) -> i64;
-}
-
-/// The system clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-    }
-}
+/// Time and ids are injected (one definition for every crate: `skiff-time`).
+pub use skiff_time::{Clock, Ids, SystemClock};
 
 /// One broker's shared state.
 pub struct Broker {
@@ -68,6 +57,8 @@ pub struct Broker {
     pub reader: Reader,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
+    /// Topic ids and other fresh ids.
+    pub ids: Arc<dyn Ids>,
     /// The consumer-group coordinator (every group while there is one broker).
     pub groups: crate::group::GroupCoordinator,
     /// Refusals of what Skiff does not serve, logged once per client.
@@ -155,7 +146,7 @@ impl Broker {
         if self.metadata.read(|m| m.topic_exists(name)) {
             return Err(CreateTopicError::Exists(name.to_string()));
         }
-        let topic_id = Uuid::new_v4();
+        let topic_id = self.ids.uuid();
         if validate_only {
             // The controller checks the assignment again when it applies the creation.
             self.metadata.read(|m| m.validate_topic_assignments(&assignments)).map_err(CreateTopicError::Rejected)?;

@@ -31,13 +31,13 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use uuid::Uuid;
 
 use super::state::{
     Effect, Group, GroupError, GroupSettings, GroupState, JoinRequest, JoinResponse, MemberDescription, Outcome,
     SyncRequest, SyncResponse,
 };
-use crate::broker::Clock;
+use crate::broker::{Clock, Ids};
+use crate::supervisor::Supervisor;
 
 mod consumer;
 
@@ -73,11 +73,14 @@ pub struct ListedGroup {
 }
 
 impl GroupCoordinator {
-    /// Starts the coordinator task; it runs until `shutdown`.
+    /// Starts the coordinator task (critical: every group waits on it); it runs until
+    /// `shutdown`.
     pub fn start(
         settings: GroupSettings,
         controller: ControllerHandle,
         clock: Arc<dyn Clock>,
+        ids: Arc<dyn Ids>,
+        supervisor: &Supervisor,
         shutdown: CancellationToken,
     ) -> (GroupCoordinator, tokio::task::JoinHandle<()>) {
         let (jobs, rx) = mpsc::channel(QUEUE);
@@ -85,8 +88,9 @@ impl GroupCoordinator {
             settings,
             metadata: controller.metadata(),
             controller,
+            start: clock.now(),
             clock,
-            start: Instant::now(),
+            ids,
             groups: HashMap::new(),
             loaded_at: HashMap::new(),
             held_joins: HashMap::new(),
@@ -96,7 +100,7 @@ impl GroupCoordinator {
             stores: JoinSet::new(),
             consumer: consumer::ConsumerGroups::default(),
         };
-        let task = tokio::spawn(driver.run(rx, shutdown));
+        let task = supervisor.spawn_critical("group-coordinator", driver.run(rx, shutdown));
         (GroupCoordinator { jobs }, task)
     }
 
@@ -295,6 +299,8 @@ struct Driver {
     controller: ControllerHandle,
     metadata: MetadataHandle,
     clock: Arc<dyn Clock>,
+    /// Member ids.
+    ids: Arc<dyn Ids>,
     start: Instant,
     groups: HashMap<String, Group>,
     /// The shard epoch each in-memory group was loaded at; a group whose shard moved away and
@@ -328,7 +334,7 @@ impl Driver {
                     Ok((group_id, incarnation, version, ok)) => self.consumer_stored(group_id, incarnation, version, ok),
                     Err(e) => warn!("consumer group store task failed: {e}"),
                 },
-                () = sleep_until(next) => self.fire_timers(),
+                () = sleep_until(next.map(|at| self.clock.sleep_until(at))) => self.fire_timers(),
                 () = shutdown.cancelled() => break,
             }
         }
@@ -346,7 +352,7 @@ impl Driver {
     }
 
     fn now(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        (self.clock.now() - self.start).as_millis() as u64
     }
 
     /// The group if it exists in memory or in the stored metadata (loaded on first use).
@@ -401,7 +407,7 @@ impl Driver {
             let _ = reply.send(JoinResponse::error(GroupError::InconsistentGroupProtocol, &req.member_id));
             return;
         }
-        let suffix = Uuid::new_v4().to_string();
+        let suffix = self.ids.uuid().to_string();
         let outcome = self.get_or_create(&group_id, now).join(now, req, &suffix);
         match outcome {
             Outcome::Now(r) => {
@@ -536,9 +542,9 @@ impl Driver {
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
+async fn sleep_until(at: Option<skiff_time::Sleep>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+        Some(sleep) => sleep.await,
         None => std::future::pending().await,
     }
 }

@@ -19,7 +19,6 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKind};
 use skiff_controller::image::{Chunk, MetadataImage, check_leader_epoch};
-use tokio::time::Instant;
 use tracing::warn;
 
 use super::Handled;
@@ -41,12 +40,12 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Handled 
 
 async fn fetch(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> FetchResponse {
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
-    let deadline = Instant::now() + wait;
+    let deadline = broker.clock.now() + wait;
     let mut watch = broker.metadata.subscribe();
     loop {
         watch.borrow_and_update();
         let (response, bytes, has_error) = build(broker, req, version).await;
-        if bytes >= req.min_bytes.max(0) as usize || has_error || Instant::now() >= deadline {
+        if bytes >= req.min_bytes.max(0) as usize || has_error || broker.clock.now() >= deadline {
             broker.metrics.fetched_bytes.fetch_add(bytes as u64, Relaxed);
             return response;
         }

@@ -73,6 +73,8 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) ->
         for (_, outcomes) in topics {
             for o in outcomes {
                 if let Some(ack) = o.ack {
+                    // Detached: it only logs; the WAL resolves (or drops, at shutdown) every ack,
+                    // so it ends with the flush it waits on.
                     tokio::spawn(async move {
                         if let Ok(Err(e)) = ack.await {
                             warn!(error = %e, "acks=0 produce failed");

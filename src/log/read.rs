@@ -84,6 +84,8 @@ impl Reader {
             let Ok(permit) = self.read_ahead.clone().try_acquire_owned() else { return };
             let blocks = self.blocks.clone();
             let storage = self.storage.clone();
+            // Detached: a cache warm-up bounded by the read-ahead permits; its GET is bounded by
+            // the storage retry deadline, and nothing waits for it.
             tokio::spawn(async move {
                 let _ = blocks.read(&storage, &chunk.object, None, chunk.position..chunk.position + chunk.len).await;
                 drop(permit);

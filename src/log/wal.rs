@@ -27,9 +27,9 @@ use skiff_controller::image::{ProducerStates, Rejection, SequenceCheck};
 use skiff_controller::intent::{ObjectCommit, PartitionAppend, ProducerBatch};
 use skiff_controller::{ControllerError, ControllerHandle, ErrorKind, MetadataHandle};
 use skiff_storage::{ObjectStorage, StorageError, WalObjectBuilder};
+use skiff_time::{Clock, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
@@ -37,6 +37,7 @@ use uuid::Uuid;
 use super::read::TailCache;
 use crate::broker::batch::{self, BatchHeader};
 use crate::metrics::Metrics;
+use crate::supervisor::Supervisor;
 
 /// A partition by topic id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -170,6 +171,8 @@ pub struct Wal {
     metadata: MetadataHandle,
     tail: TailCache,
     metrics: Arc<Metrics>,
+    /// Flush intervals and commit latencies.
+    clock: Arc<dyn Clock>,
 }
 
 /// Handles of the WAL's tasks, joined on shutdown.
@@ -186,8 +189,10 @@ impl WalTasks {
 }
 
 impl Wal {
-    /// Creates the WAL and starts its flusher and committer. They stop when `shutdown` fires,
-    /// after flushing and committing everything accepted before.
+    /// Creates the WAL and starts its flusher and committer (critical tasks of `supervisor`:
+    /// producers wait on them). They stop when `shutdown` fires, after flushing and committing
+    /// everything accepted before.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         settings: WalSettings,
         incarnation: Uuid,
@@ -195,6 +200,8 @@ impl Wal {
         storage: ObjectStorage,
         tail: TailCache,
         metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+        supervisor: &Supervisor,
         shutdown: CancellationToken,
     ) -> (Arc<Wal>, WalTasks) {
         let buffer_bytes = Arc::new(Semaphore::new(settings.buffer_max_bytes));
@@ -211,11 +218,12 @@ impl Wal {
             flush_now: Notify::new(),
             tail,
             metrics,
+            clock,
             settings,
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        let flusher = tokio::spawn(wal.clone().run_flusher(storage, tx, shutdown));
-        let committer = tokio::spawn(wal.clone().run_committer(controller, rx));
+        let flusher = supervisor.spawn_critical("wal-flusher", wal.clone().run_flusher(storage, tx, shutdown));
+        let committer = supervisor.spawn_critical("wal-committer", wal.clone().run_committer(controller, rx));
         (wal, WalTasks { flusher, committer })
     }
 
@@ -370,7 +378,7 @@ impl Wal {
         // The first byte of a flush starts its interval: wake the flusher to arm the timer.
         let first = open.opened_at.is_none();
         if first {
-            open.opened_at = Some(Instant::now());
+            open.opened_at = Some(self.clock.now());
         }
         let run = open.runs.entry(key).or_insert_with(|| Run { leader_epoch, base_offset, ..Run::default() });
         run.last_offset = last_offset;
@@ -419,7 +427,7 @@ impl Wal {
             if !stopping {
                 let sleep = async {
                     match deadline {
-                        Some(d) => tokio::time::sleep_until(d).await,
+                        Some(d) => self.clock.sleep_until(d).await,
                         None => std::future::pending().await,
                     }
                 };
@@ -436,7 +444,7 @@ impl Wal {
             let Ok(slot) = inflight.clone().acquire_owned().await else { return };
             let taken = {
                 let mut st = self.lock();
-                let due = st.open.opened_at.is_some_and(|t| t + self.settings.flush_interval <= Instant::now());
+                let due = st.open.opened_at.is_some_and(|t| t + self.settings.flush_interval <= self.clock.now());
                 if st.open.runs.is_empty() || !(due || idle || stopping || st.open.bytes >= self.settings.flush_bytes) {
                     None
                 } else {
@@ -457,7 +465,7 @@ impl Wal {
                 continue;
             };
             seq += 1;
-            let due = open.opened_at.is_some_and(|t| t + self.settings.flush_interval <= Instant::now());
+            let due = open.opened_at.is_some_and(|t| t + self.settings.flush_interval <= self.clock.now());
             let reason = if open.bytes >= self.settings.flush_bytes {
                 "size"
             } else if stopping {
@@ -470,6 +478,11 @@ impl Wal {
             self.metrics.flush(reason, open.bytes);
             let pending = self.build_flush(&storage, seq, open, slot);
             if tx.send(pending).is_err() {
+                // The committer is gone (its failure is stopping the process): refuse new
+                // appends and fail the buffered ones instead of leaving producers waiting. The
+                // flush that could not be sent is dropped, which fails its waiters too.
+                self.lock().closed = true;
+                self.rewind(&AppendError::ShuttingDown);
                 return;
             }
         }
@@ -522,6 +535,7 @@ impl Wal {
         let upload = {
             let storage = storage.clone();
             let key = key.clone();
+            // Owned by the flush: the committer awaits it (uploads overlap, commits stay in order).
             tokio::spawn(async move { storage.put_new(&key, object).await })
         };
         PendingFlush {
@@ -584,7 +598,7 @@ impl Wal {
                 Ok(()) => {
                     debug!(seq = flush.seq, key = %flush.key, bytes = flush.size_bytes, "flush committed");
                     if let Some(t) = flush.opened_at {
-                        self.metrics.commit_latency(t.elapsed());
+                        self.metrics.commit_latency(self.clock.now() - t);
                     }
                     for w in flush.waiters {
                         let _ = w.send(Ok(()));

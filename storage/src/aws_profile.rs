@@ -77,6 +77,8 @@ struct Cached {
 pub struct ProfileCredentialProvider {
     source: Source,
     cached: tokio::sync::Mutex<Option<Cached>>,
+    /// Wall time compared with credential expiries.
+    clock: Arc<dyn skiff_time::Clock>,
 }
 
 impl std::fmt::Debug for ProfileCredentialProvider {
@@ -92,12 +94,23 @@ impl ProfileCredentialProvider {
         Self {
             source: Source::Lazy { profile, chain: tokio::sync::OnceCell::new() },
             cached: tokio::sync::Mutex::new(None),
+            clock: skiff_time::system_clock(),
         }
     }
 
     /// Any AWS SDK credentials provider (tests).
     pub fn from_provider(provider: impl ProvideCredentials + 'static) -> Self {
-        Self { source: Source::Fixed(SharedCredentialsProvider::new(provider)), cached: tokio::sync::Mutex::new(None) }
+        Self {
+            source: Source::Fixed(SharedCredentialsProvider::new(provider)),
+            cached: tokio::sync::Mutex::new(None),
+            clock: skiff_time::system_clock(),
+        }
+    }
+
+    /// Compares credential expiries with wall time from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn skiff_time::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn profile_name(&self) -> Option<&str> {
@@ -141,7 +154,7 @@ impl CredentialProvider for ProfileCredentialProvider {
 
     async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
         let mut cached = self.cached.lock().await;
-        let now = SystemTime::now();
+        let now = self.clock.system_time();
         if let Some(c) = cached.as_ref()
             && Self::fresh(c, now)
         {
@@ -191,6 +204,7 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // fake credentials expire relative to the real clock
 mod tests {
     use super::*;
     use aws_credential_types::Credentials;

@@ -71,6 +71,8 @@ enum Op {
 pub struct FaultInjectingStore {
     inner: Arc<dyn ObjectStore>,
     knobs: Arc<Knobs>,
+    /// Sleeps of injected latency.
+    clock: Arc<dyn skiff_time::Clock>,
 }
 
 impl fmt::Debug for FaultInjectingStore {
@@ -108,7 +110,13 @@ impl FaultInjectingStore {
             injected_errors: AtomicU64::new(0),
             lost_responses: AtomicU64::new(0),
         };
-        FaultInjectingStore { inner, knobs: Arc::new(knobs) }
+        FaultInjectingStore { inner, knobs: Arc::new(knobs), clock: skiff_time::system_clock() }
+    }
+
+    /// Takes the sleeps of injected latency from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn skiff_time::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Latency added to every request before it reaches the inner store.
@@ -196,7 +204,7 @@ impl FaultInjectingStore {
             delay = delay.saturating_add(k.get_latency_us.load(Ordering::Relaxed));
         }
         if delay > 0 {
-            tokio::time::sleep(Duration::from_micros(delay)).await;
+            self.clock.sleep(Duration::from_micros(delay)).await;
         }
         if k.down.load(Ordering::Relaxed) {
             return Err(self.injected("store is down (503 Service Unavailable)"));

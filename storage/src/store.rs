@@ -16,7 +16,7 @@ use std::future::Future;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -24,6 +24,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use skiff_time::Clock;
 
 use crate::error::{ErrorKind, Operation, StorageError};
 use crate::format;
@@ -152,6 +153,8 @@ pub struct ObjectStorage {
     jitter: Arc<Mutex<StdRng>>,
     /// Cleared the first time the backend answers a create-only PUT with NotImplemented.
     create_supported: Arc<AtomicBool>,
+    /// Backoff sleeps, deadlines and latencies.
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for ObjectStorage {
@@ -175,7 +178,14 @@ impl ObjectStorage {
             stats: Arc::new(StorageStats::default()),
             jitter: Arc::new(Mutex::new(StdRng::from_os_rng())),
             create_supported: Arc::new(AtomicBool::new(true)),
+            clock: skiff_time::system_clock(),
         }
+    }
+
+    /// Takes time (retry deadlines, backoff sleeps, latencies) from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
@@ -265,7 +275,7 @@ impl ObjectStorage {
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, StorageError>>,
     {
-        let start = Instant::now();
+        let start = self.clock.now();
         let mut n: u32 = 0;
         loop {
             let result = match tokio::time::timeout(self.retry.attempt_timeout, attempt(n)).await {
@@ -285,7 +295,7 @@ impl ObjectStorage {
                         _ => None,
                     };
                     if let Some(h) = histogram {
-                        h.observe(start.elapsed());
+                        h.observe(self.clock.now() - start);
                     }
                     return Ok(v);
                 }
@@ -301,14 +311,14 @@ impl ObjectStorage {
                 let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
                 Duration::from_nanos(rng.random_range(0..=nanos))
             };
-            if start.elapsed() + sleep > self.retry.max_elapsed {
+            if self.clock.now() - start + sleep > self.retry.max_elapsed {
                 tracing::warn!(%op, key, attempts = n + 1, error = %err, "storage: giving up");
                 bump(&self.stats.failures, 1);
                 return Err(err);
             }
             tracing::debug!(%op, key, attempt = n + 1, ?sleep, error = %err, "storage: retrying");
             bump(&self.stats.retries, 1);
-            tokio::time::sleep(sleep).await;
+            self.clock.sleep(sleep).await;
             n = n.saturating_add(1);
         }
     }
@@ -632,12 +642,14 @@ fn info(meta: object_store::ObjectMeta) -> ObjectInfo {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests measure real elapsed time
 mod tests {
     use super::*;
     use crate::FaultInjectingStore;
     use crate::format::WalObjectBuilder;
     use object_store::local::LocalFileSystem;
     use object_store::memory::InMemory;
+    use std::time::Instant;
 
     fn fast_retry() -> RetryPolicy {
         RetryPolicy {
@@ -794,6 +806,24 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(2));
         assert!(faults.counts().puts > 1, "retried before giving up");
         assert_eq!(s.stats().snapshot().failures, 1);
+    }
+
+    /// The retry deadline and backoff sleeps follow the injected clock: with tokio's time
+    /// paused, a minute of retries against a store that is down passes without waiting.
+    #[tokio::test(start_paused = true)]
+    async fn retries_follow_the_injected_clock() {
+        let faults = FaultInjectingStore::new(Arc::new(InMemory::new()), 0);
+        faults.set_down(true);
+        let policy =
+            RetryPolicy { max_elapsed: Duration::from_secs(60), max_backoff: Duration::from_secs(1), ..fast_retry() };
+        let clock = skiff_time::system_clock();
+        let s = ObjectStorage::new(Arc::new(faults.clone()), "").with_retry(policy).with_clock(clock.clone());
+        let (virtual_start, real_start) = (clock.now(), Instant::now());
+        let e = s.put_new("k", Bytes::from_static(b"x")).await.expect_err("down");
+        assert!(e.is_retriable(), "{e}");
+        assert!(clock.now() - virtual_start >= Duration::from_secs(50), "retried for about the whole deadline");
+        assert!(real_start.elapsed() < Duration::from_secs(10), "paused time does not wait for real");
+        assert!(faults.counts().puts > 10, "retried many times: {}", faults.counts().puts);
     }
 
     #[tokio::test]

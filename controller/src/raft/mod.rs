@@ -81,6 +81,8 @@ pub struct ControllerConfig {
     /// snapshots are built faster than they install (found by tests/cluster.rs). Costs memory
     /// (entries are a few hundred bytes) and replay time on restart.
     pub log_kept_after_snapshot: u64,
+    /// Heartbeat ages, watch deadlines and retry pauses. Default: the system clock.
+    pub clock: Arc<dyn skiff_time::Clock>,
 }
 
 impl ControllerConfig {
@@ -92,6 +94,7 @@ impl ControllerConfig {
             snapshot_every_entries: 10_000,
             session_timeout: None,
             log_kept_after_snapshot: 10_000,
+            clock: skiff_time::system_clock(),
         }
     }
 
@@ -169,6 +172,9 @@ struct Inner {
     stop: CancellationToken,
     /// `Some(result)` once the stop sequence has finished.
     stopped: watch::Receiver<Option<Result<(), String>>>,
+    /// `Some(reason)` once one of this node's own tasks or the Raft core ended before a stop
+    /// was requested.
+    failure: watch::Receiver<Option<String>>,
 }
 
 impl Controller {
@@ -215,6 +221,8 @@ impl Controller {
             let _ = controller.shutdown().await;
             return Err(e);
         }
+        // Detached: it ends on its own once the cluster id is set, or at `stop`; it only submits
+        // a command, so nothing waits on it at shutdown.
         tokio::spawn(controller.clone().set_cluster_id_when_leading(config.cluster_id.clone()));
         tracing::info!(node_id = config.node_id, "controller started; electing or following a leader");
         Ok(controller)
@@ -243,7 +251,7 @@ impl Controller {
             }
             tokio::select! {
                 changed = metrics.changed() => if changed.is_err() { return },
-                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                () = self.inner.service.clock.sleep(Duration::from_millis(200)) => {}
                 () = self.inner.stop.cancelled() => return,
             }
         }
@@ -281,6 +289,7 @@ impl Controller {
 
         let stop = shutdown.child_token();
         let (stopped_tx, stopped) = watch::channel(None);
+        let (failure_tx, failure) = watch::channel(None);
         let (proposals, proposals_rx) = mpsc::channel(proposer::QUEUE);
         let service = Arc::new(Service {
             node_id: config.node_id,
@@ -291,18 +300,41 @@ impl Controller {
             applied: parts.applied,
             liveness: Default::default(),
             fence_stats: Default::default(),
+            clock: config.clock.clone(),
         });
-        let mut tasks = vec![tokio::spawn(proposer::run(raft.clone(), proposals_rx, stop.clone()))];
+        // Each task returns its name: ending before `stop` is a failure (see `Controller::failed`).
+        let mut tasks = tokio::task::JoinSet::new();
+        let (raft2, stop2) = (raft.clone(), stop.clone());
+        tasks.spawn(async move {
+            proposer::run(raft2, proposals_rx, stop2).await;
+            "proposer"
+        });
         if let Some(listener) = listener {
-            tasks.push(tokio::spawn(network::serve(listener, service.clone(), stop.clone())));
+            let (service, stop) = (service.clone(), stop.clone());
+            tasks.spawn(async move {
+                network::serve(listener, service, stop).await;
+                "peer listener"
+            });
         }
         if let Some(timeout) = config.session_timeout {
-            tasks.push(tokio::spawn(service::run_fencing(service.clone(), timeout, stop.clone())));
+            let (service, stop) = (service.clone(), stop.clone());
+            tasks.spawn(async move {
+                service::run_fencing(service, timeout, stop).await;
+                "fencing"
+            });
         }
         // Owned through `stopped`: it reports its end there and every shutdown call awaits it.
-        tokio::spawn(stop_when_cancelled(raft.clone(), stop.clone(), tasks, writer_done, stopped_tx));
-        let inner =
-            Inner { node_id: config.node_id, built: parts.built.clone(), raft, metadata, service, stop, stopped };
+        tokio::spawn(stop_when_cancelled(raft.clone(), stop.clone(), tasks, writer_done, stopped_tx, failure_tx));
+        let inner = Inner {
+            node_id: config.node_id,
+            built: parts.built.clone(),
+            raft,
+            metadata,
+            service,
+            stop,
+            stopped,
+            failure,
+        };
         Ok((Controller { inner: Arc::new(inner) }, pristine))
     }
 
@@ -462,6 +494,19 @@ impl Controller {
         self.inner.node_id
     }
 
+    /// Resolves with the reason once one of this node's own tasks (proposer, peer listener,
+    /// fencing) or the Raft core stopped before a stop was requested: the controller no longer
+    /// works, and its process should stop (crash-only). Pending forever otherwise.
+    pub async fn failed(&self) -> String {
+        let mut failure = self.inner.failure.clone();
+        let reason = failure.wait_for(Option::is_some).await.ok().and_then(|r| r.clone());
+        match reason {
+            Some(reason) => reason,
+            // The stop task ended without a failure: the controller stopped as asked.
+            None => std::future::pending().await,
+        }
+    }
+
     /// Stops Raft gracefully and waits until the log files are flushed and closed. Idempotent;
     /// cancelling the token given at start does the same.
     pub async fn shutdown(&self) -> Result<(), ControllerError> {
@@ -500,14 +545,50 @@ fn metric<L: AsRef<str>, V: std::fmt::Display>(
 async fn stop_when_cancelled(
     raft: Raft<TypeConfig>,
     stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    mut tasks: tokio::task::JoinSet<&'static str>,
     writer_done: WriterDone,
     stopped: watch::Sender<Option<Result<(), String>>>,
+    failure: watch::Sender<Option<String>>,
 ) {
-    stop.cancelled().await;
+    // Until stopped: a task or the Raft core that ends now is a failure, reported once.
+    let mut metrics = raft.metrics();
+    let mut core_failed = false;
+    let fail = |reason: String| {
+        tracing::error!(reason = %reason, "controller failed");
+        failure.send_if_modified(|f| {
+            let first = f.is_none();
+            if first {
+                *f = Some(reason);
+            }
+            first
+        });
+    };
+    loop {
+        tokio::select! {
+            // Stop first: the tasks end because of it, and are joined below.
+            biased;
+            () = stop.cancelled() => break,
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => match done {
+                // It ended because of the stop (cancelled since this select began).
+                Ok(_) if stop.is_cancelled() => break,
+                Ok(name) => fail(format!("controller task `{name}` ended before stop")),
+                Err(e) => fail(format!("controller task failed: {e}")),
+            },
+            changed = metrics.changed(), if !core_failed => {
+                let state = match changed {
+                    Ok(()) => metrics.borrow_and_update().running_state.clone(),
+                    Err(_) => Err(openraft::error::Fatal::Stopped),
+                };
+                if let Err(fatal) = state {
+                    core_failed = true;
+                    fail(format!("raft core stopped: {fatal}"));
+                }
+            }
+        }
+    }
     tracing::info!("stopping controller");
-    for task in tasks {
-        if let Err(e) = task.await {
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done {
             tracing::error!(error = %e, "controller task failed");
         }
     }

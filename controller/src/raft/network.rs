@@ -214,7 +214,7 @@ pub(crate) async fn serve(listener: TcpListener, service: Arc<Service>, stop: Ca
                 Err(e) => {
                     // Usually fd exhaustion: back off instead of spinning.
                     tracing::warn!(error = %e, "accepting a controller peer failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    service.clock.sleep(Duration::from_millis(100)).await;
                 }
             },
             // Reap finished connections so the set does not grow.
@@ -234,7 +234,7 @@ async fn serve_connection(stream: TcpStream, service: Arc<Service>, stop: Cancel
     if let Some((broker_id, incarnation)) = heartbeats_from
         && !stop.is_cancelled()
     {
-        service.liveness.connection_lost(broker_id, incarnation);
+        service.liveness.connection_lost(broker_id, incarnation, service.clock.now());
     }
     result
 }

@@ -77,6 +77,8 @@ pub(crate) async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Proposal>
                 continue;
             }
         };
+        // Detached, bounded by the in-flight permit it holds: it only forwards openraft's answer
+        // to the callers, and ends when openraft answers or drops the response at stop.
         tokio::spawn(async move {
             let _permit = permit;
             match response.await {

@@ -16,7 +16,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use skiff_time::Instant;
 
 use openraft::Raft;
 use serde::{Deserialize, Serialize};
@@ -96,15 +98,15 @@ pub(crate) struct Liveness {
 }
 
 impl Liveness {
-    fn beat(&self, broker_id: BrokerId, incarnation: Uuid) {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(broker_id, (incarnation, Instant::now()));
+    fn beat(&self, broker_id: BrokerId, incarnation: Uuid, now: Instant) {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(broker_id, (incarnation, now));
         self.lost.lock().unwrap_or_else(|e| e.into_inner()).remove(&broker_id);
     }
 
     /// The connection `broker_id` heartbeats on closed. A crashed process's sockets are closed
     /// by its kernel at once, so this is usually the first sign of a crash.
-    pub(crate) fn connection_lost(&self, broker_id: BrokerId, incarnation: Uuid) {
-        self.lost.lock().unwrap_or_else(|e| e.into_inner()).insert(broker_id, (incarnation, Instant::now()));
+    pub(crate) fn connection_lost(&self, broker_id: BrokerId, incarnation: Uuid, now: Instant) {
+        self.lost.lock().unwrap_or_else(|e| e.into_inner()).insert(broker_id, (incarnation, now));
     }
 
     fn lost_since(&self, broker_id: BrokerId, incarnation: Uuid) -> Option<Instant> {
@@ -138,6 +140,7 @@ pub(crate) struct Service {
     pub(crate) applied: watch::Receiver<u64>,
     pub(crate) liveness: Liveness,
     pub(crate) fence_stats: FenceStats,
+    pub(crate) clock: Arc<dyn skiff_time::Clock>,
 }
 
 impl Service {
@@ -176,7 +179,7 @@ impl Service {
         // A registration starts the session: without this the fencing loop could see a
         // registered broker that never beat and fence it at once.
         if let Command::RegisterBroker(reg) = &cmd {
-            self.liveness.beat(reg.broker_id, reg.incarnation);
+            self.liveness.beat(reg.broker_id, reg.incarnation, self.clock.now());
         }
         let controlled = matches!(cmd, Command::FenceBroker { controlled: true, .. });
         let result = self.submit_indexed(cmd).await.map_err(|e| match e {
@@ -192,7 +195,7 @@ impl Service {
 
     async fn watch(&self, from: u64, wait_ms: u64) -> Result<WatchReply, RpcError> {
         self.check_leader()?;
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms).min(WATCH_MAX_WAIT);
+        let deadline = self.clock.now() + Duration::from_millis(wait_ms).min(WATCH_MAX_WAIT);
         let mut applied = self.applied.clone();
         loop {
             applied.borrow_and_update();
@@ -210,14 +213,14 @@ impl Service {
             }
             tokio::select! {
                 changed = applied.changed() => if changed.is_err() { return Err(RpcError::Closed) },
-                () = tokio::time::sleep_until(deadline) => return Ok(WatchReply::Entries(Vec::new())),
+                () = self.clock.sleep_until(deadline) => return Ok(WatchReply::Entries(Vec::new())),
             }
         }
     }
 
     fn heartbeat(&self, broker_id: BrokerId, incarnation: Uuid) -> Result<HeartbeatReply, RpcError> {
         self.check_leader()?;
-        self.liveness.beat(broker_id, incarnation);
+        self.liveness.beat(broker_id, incarnation, self.clock.now());
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         let live = state.state.brokers.get(&broker_id).is_some_and(|b| b.incarnation == incarnation && !b.fenced);
         Ok(HeartbeatReply { fenced: !live })
@@ -235,17 +238,22 @@ pub(crate) async fn run_fencing(service: Arc<Service>, session_timeout: Duration
     let mut proposed: HashMap<(BrokerId, Uuid), Instant> = HashMap::new();
     let mut tick = tokio::time::interval(FENCE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Fences being submitted: owned here, so none outlives the loop.
+    let mut fences = tokio::task::JoinSet::new();
+    let clock = service.clock.clone();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            Some(_) = fences.join_next(), if !fences.is_empty() => continue,
             () = stop.cancelled() => break,
         }
+        let now = clock.now();
         if service.leader().0 != Some(service.node_id) {
             leader_since = None;
             proposed.clear();
             continue;
         }
-        let since = *leader_since.get_or_insert_with(Instant::now);
+        let since = *leader_since.get_or_insert(now);
         let live: Vec<(BrokerId, Uuid)> = {
             let state = service.state.read().unwrap_or_else(|e| e.into_inner());
             state.state.brokers.values().filter(|b| !b.fenced).map(|b| (b.broker_id, b.incarnation)).collect()
@@ -255,30 +263,31 @@ pub(crate) async fn run_fencing(service: Arc<Service>, session_timeout: Duration
             let last = service.liveness.last(broker_id, incarnation);
             let seen = last.map_or(since, |l| l.max(since));
             let lost = service.liveness.lost_since(broker_id, incarnation);
-            let expired = seen.elapsed() > session_timeout;
+            let expired = now - seen > session_timeout;
             // Only a loss seen while this node led counts (it was leading when it heard beats).
-            let disconnected = lost.is_some_and(|t| t > since && t.elapsed() > session_timeout / 2);
+            let disconnected = lost.is_some_and(|t| t > since && now - t > session_timeout / 2);
             if !expired && !disconnected {
                 continue;
             }
-            if proposed.get(&(broker_id, incarnation)).is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+            if proposed.get(&(broker_id, incarnation)).is_some_and(|t| now - *t < Duration::from_secs(2)) {
                 continue;
             }
-            proposed.insert((broker_id, incarnation), Instant::now());
+            proposed.insert((broker_id, incarnation), now);
             tracing::warn!(
                 broker_id,
                 %incarnation,
-                silent_ms = seen.elapsed().as_millis() as u64,
+                silent_ms = (now - seen).as_millis() as u64,
                 connection_lost = disconnected,
                 "broker session expired: fencing it and moving its partitions"
             );
             let service = service.clone();
-            tokio::spawn(async move {
+            let clock = clock.clone();
+            fences.spawn(async move {
                 let cmd = Command::FenceBroker { broker_id, incarnation, controlled: false };
                 match service.submit_indexed(cmd).await {
                     Ok(_) => {
                         // From the last heartbeat to the committed fence.
-                        let detect = seen.elapsed().as_millis() as u64;
+                        let detect = (clock.now() - seen).as_millis() as u64;
                         let stats = &service.fence_stats;
                         use std::sync::atomic::Ordering::Relaxed;
                         stats.fenced_timeout.fetch_add(1, Relaxed);
@@ -291,4 +300,6 @@ pub(crate) async fn run_fencing(service: Arc<Service>, session_timeout: Duration
             });
         }
     }
+    // A fence still in flight at stop is abandoned: the next leader's loop fences again.
+    fences.shutdown().await;
 }

@@ -273,7 +273,7 @@ impl Driver {
                 self.consumer.loaded_at.insert(group_id.clone(), epoch);
             }
         }
-        let fresh_id = Uuid::new_v4().to_string();
+        let fresh_id = self.ids.uuid().to_string();
         let Some(g) = self.consumer.groups.get_mut(&group_id) else { return };
         let response = self.metadata.read(|m| {
             // The group's own configs (a change applies from this heartbeat on).

@@ -232,12 +232,11 @@ impl Lifecycle {
         drop(parts);
         let (object, sections) = builder.finish();
         let section = sections[0];
-        let key =
-            self.storage.seg_key(topic_bytes, c.partition, first.base_offset, &Uuid::new_v4().simple().to_string());
+        let key = self.storage.seg_key(topic_bytes, c.partition, first.base_offset, &self.ids.suffix());
         let size_bytes = object.len() as u64;
-        let started = std::time::Instant::now();
+        let started = self.clock.now();
         self.storage.put_new(&key, object).await?;
-        if started.elapsed() > Duration::from_millis((self.settings.gc_grace_ms / 2).max(0) as u64) {
+        if self.clock.now() - started > Duration::from_millis((self.settings.gc_grace_ms / 2).max(0) as u64) {
             // GC may already consider this key an orphan; never commit it.
             let _ = self.storage.delete(&key).await;
             return Err(CompactionError::SlowPut { key });

@@ -34,6 +34,7 @@ mod compaction;
 mod gc;
 mod retention;
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests race real tasks against real time
 mod tests;
 
 pub use compaction::CompactionReport;
@@ -50,9 +51,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 
+use skiff_time::Ids;
+
 use crate::broker::Clock;
 use crate::log::read::TailCache;
 use crate::metrics::Metrics;
+use crate::supervisor::Supervisor;
 
 /// Thresholds and periods of the background work (see docs/configuration.md, `[lifecycle]`).
 #[derive(Debug, Clone)]
@@ -86,6 +90,8 @@ pub struct Lifecycle {
     storage: ObjectStorage,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
+    /// Suffixes of segment keys.
+    ids: Arc<dyn Ids>,
     /// Sections this broker flushed recently: compaction reads them from memory when present.
     tail: Option<TailCache>,
     /// When this process first saw each indexed object (ms, injected clock).
@@ -123,6 +129,7 @@ impl Lifecycle {
         storage: ObjectStorage,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
+        ids: Arc<dyn Ids>,
         tail: Option<TailCache>,
     ) -> Arc<Self> {
         if settings.gc_grace_ms < 60_000 {
@@ -137,6 +144,7 @@ impl Lifecycle {
             storage,
             metrics,
             clock,
+            ids,
             tail,
             settings,
             first_seen: Mutex::new(HashMap::new()),
@@ -146,13 +154,16 @@ impl Lifecycle {
 
     /// Starts the compactor (if enabled), retention and GC tasks. Each runs one pass per
     /// interval and stops, mid-pass if need be, when `shutdown` is cancelled. A pass cut short
-    /// leaves at worst an orphaned segment, which a later GC pass deletes.
-    pub fn start(self: &Arc<Self>, shutdown: CancellationToken) -> LifecycleTasks {
+    /// leaves at worst an orphaned segment, which a later GC pass deletes. They are critical
+    /// tasks of `supervisor` (a pass that panics stops the process).
+    pub fn start(self: &Arc<Self>, supervisor: &Supervisor, shutdown: CancellationToken) -> LifecycleTasks {
         let s = &self.settings;
+        let clock = &self.clock;
         let compactor = s.compaction_enabled.then(|| {
             let me = self.clone();
-            tokio::spawn(
-                periodic(s.compaction_interval, shutdown.clone(), move || {
+            supervisor.spawn_critical(
+                "compactor",
+                periodic(clock.clone(), s.compaction_interval, shutdown.clone(), move || {
                     let me = me.clone();
                     async move {
                         me.compact_once().await;
@@ -162,8 +173,9 @@ impl Lifecycle {
             )
         });
         let me = self.clone();
-        let retention = tokio::spawn(
-            periodic(s.retention_interval, shutdown.clone(), move || {
+        let retention = supervisor.spawn_critical(
+            "retention",
+            periodic(clock.clone(), s.retention_interval, shutdown.clone(), move || {
                 let me = me.clone();
                 async move {
                     me.enforce_retention_once().await;
@@ -172,8 +184,9 @@ impl Lifecycle {
             .instrument(info_span!("retention")),
         );
         let me = self.clone();
-        let gc = tokio::spawn(
-            periodic(s.gc_interval, shutdown, move || {
+        let gc = supervisor.spawn_critical(
+            "gc",
+            periodic(clock.clone(), s.gc_interval, shutdown, move || {
                 let me = me.clone();
                 async move {
                     me.collect_garbage_once().await;
@@ -197,7 +210,7 @@ impl Lifecycle {
 }
 
 /// Runs `pass` every `interval` until `shutdown`; a pass in progress is dropped on shutdown.
-async fn periodic<F, Fut>(interval: Duration, shutdown: CancellationToken, mut pass: F)
+async fn periodic<F, Fut>(clock: Arc<dyn Clock>, interval: Duration, shutdown: CancellationToken, mut pass: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -205,7 +218,7 @@ where
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = clock.sleep(interval) => {}
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -25,8 +25,10 @@ use super::*;
 use crate::broker::{Clock, batch};
 use crate::log::read::TailCache;
 use crate::log::wal::{PartitionKey, Wal, WalSettings, WalTasks};
+use crate::supervisor::Supervisor;
 
 /// Wall-clock time plus an adjustable skew, or a fixed time.
+#[derive(Debug)]
 struct TestClock {
     fixed: Option<AtomicI64>,
     skew: AtomicI64,
@@ -125,9 +127,19 @@ impl Harness {
             // (the tests' own reads always go to storage).
             tail.clone(),
             metrics.clone(),
+            clock.clone(),
+            &Supervisor::new(wal_token.clone()),
             wal_token.clone(),
         );
-        let lifecycle = Lifecycle::new(s, controller.clone(), storage.clone(), metrics, clock.clone(), Some(tail));
+        let lifecycle = Lifecycle::new(
+            s,
+            controller.clone(),
+            storage.clone(),
+            metrics,
+            clock.clone(),
+            skiff_time::random_ids(),
+            Some(tail),
+        );
         Self { _dir: dir, controller, local, storage, wal, wal_tasks: Some(wal_tasks), wal_token, lifecycle }
     }
 
@@ -541,7 +553,7 @@ async fn randomized_background_work_never_deletes_referenced_data() {
         .collect();
     let expected: Arc<Mutex<HashMap<PartitionKey, Expected>>> = Arc::new(Mutex::new(HashMap::new()));
     let stop = CancellationToken::new();
-    let tasks = h.lifecycle.start(stop.clone());
+    let tasks = h.lifecycle.start(&Supervisor::new(stop.clone()), stop.clone());
 
     let deadline = tokio::time::Instant::now() + Duration::from_millis(2500);
     let mut producers = Vec::new();
