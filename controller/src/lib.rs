@@ -23,6 +23,7 @@ pub mod intent;
 pub mod metadata;
 pub mod placement;
 mod raft;
+pub mod topic_config;
 
 pub use client::RemoteController;
 pub use error::{ControllerError, ErrorKind};
