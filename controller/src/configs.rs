@@ -5,7 +5,9 @@
 //! The controller only stores them: which names may be set and which values are valid is the
 //! broker's call (`src/broker/dynamic_config.rs`, `src/group/group_config.rs`), made before the
 //! command is submitted, exactly as for topic configs. A change replaces the resource's whole
-//! set; an empty set removes the resource.
+//! set; an empty set removes the resource. The broker resources' topic defaults
+//! (`log.retention.ms`, `message.max.bytes`, ...) are also kept typed (`topic_config.rs`),
+//! parsed when a broker resource changes and rebuilt when a snapshot is loaded.
 
 use std::collections::BTreeMap;
 

@@ -250,7 +250,6 @@ mod tests {
         assert_eq!(image.dynamic_configs().cluster_topic_defaults().retention_bytes, Some(10));
         assert_eq!(image.dynamic_configs().broker_topic_defaults(3).cleanup_policy, Some(CleanupPolicy::Delete));
         // Removing a broker resource drops its typed defaults.
-        let mut s = s;
         s.apply(&broker("3", BTreeMap::new()));
         assert_eq!(*s.configs.broker_topic_defaults(3), TopicConfig::EMPTY);
     }

@@ -15,7 +15,10 @@
 //! ```
 //!
 //! Skiff enforces `message.max.bytes`, `log.message.timestamp.type`, `log.retention.ms` and
-//! `log.retention.bytes`; the others are stored and reported, as their topic configs are.
+//! `log.retention.bytes`; the others are stored and reported, as their topic configs are. The
+//! enforced ones are read typed ([`BrokerDefaults::effective`] over
+//! `skiff_controller::topic_config::TopicConfig`, parsed when applied); DescribeConfigs reads
+//! the strings ([`BrokerDefaults::resolve`]), with the same precedence.
 //! Every other broker config is static (config file, `SKIFF_*` environment, flags), as are the
 //! ones Kafka marks static (`auto.create.topics.enable`, `num.partitions`, the
 //! `group.consumer.*` defaults, ...): an alter naming one is refused as Kafka refuses it,

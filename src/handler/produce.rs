@@ -195,7 +195,7 @@ mod tests {
     fn append_limits_read_the_typed_topic_config() {
         let topic = |name: &str, configs| CreateTopic {
             name: name.into(),
-            topic_id: Uuid::new_v4(),
+            topic_id: Uuid::from_u128(name.len() as u128), // "set" and "unset": distinct ids
             partitions: 1,
             configs,
             assignments: Vec::new(),
