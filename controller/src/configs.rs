@@ -5,13 +5,16 @@
 //! The controller only stores them: which names may be set and which values are valid is the
 //! broker's call (`src/broker/dynamic_config.rs`, `src/group/group_config.rs`), made before the
 //! command is submitted, exactly as for topic configs. A change replaces the resource's whole
-//! set; an empty set removes the resource.
+//! set; an empty set removes the resource. The broker resources' topic defaults
+//! (`log.retention.ms`, `message.max.bytes`, ...) are also kept typed (`topic_config.rs`),
+//! parsed when a broker resource changes and rebuilt when a snapshot is loaded.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::metadata::{CommandResult, Rejection};
+use crate::topic_config::TopicConfig;
 
 /// A config resource other than a topic.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -31,13 +34,58 @@ pub struct ConfigChange {
 
 /// The dynamic configs of brokers and groups.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(from = "StoredConfigsState")]
 pub struct ConfigsState {
-    /// By resource name: `""` is the cluster default, otherwise a broker id.
-    #[serde(default)]
+    /// By resource name: `""` is the cluster default, otherwise a broker id. The source of
+    /// truth (snapshots store only this); `typed` is derived from it.
     pub(crate) brokers: BTreeMap<String, BTreeMap<String, String>>,
     /// By group id.
-    #[serde(default)]
     pub(crate) groups: BTreeMap<String, BTreeMap<String, String>>,
+    /// The broker resources' topic defaults parsed once, when `brokers` changes or a snapshot
+    /// is loaded.
+    #[serde(skip)]
+    typed: TypedBrokerDefaults,
+}
+
+/// The dynamic topic defaults of the broker resources, typed.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct TypedBrokerDefaults {
+    /// Resource `""`.
+    cluster: TopicConfig,
+    /// Resources named by a broker id, in the form `broker_id.to_string()` renders (the name
+    /// brokers look their own resource up by).
+    per_broker: BTreeMap<i32, TopicConfig>,
+}
+
+impl TypedBrokerDefaults {
+    fn build(brokers: &BTreeMap<String, BTreeMap<String, String>>) -> Self {
+        let mut typed = Self::default();
+        for (name, configs) in brokers {
+            if name.is_empty() {
+                typed.cluster = TopicConfig::from_broker(configs);
+            } else if let Some(id) = name.parse::<i32>().ok().filter(|id| id.to_string() == *name) {
+                typed.per_broker.insert(id, TopicConfig::from_broker(configs));
+            }
+            // Any other name is no broker's (the broker validates names before storing them).
+        }
+        typed
+    }
+}
+
+/// [`ConfigsState`] as stored: the typed broker defaults are rebuilt from it on load.
+#[derive(Deserialize)]
+struct StoredConfigsState {
+    #[serde(default)]
+    brokers: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    groups: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl From<StoredConfigsState> for ConfigsState {
+    fn from(stored: StoredConfigsState) -> Self {
+        let typed = TypedBrokerDefaults::build(&stored.brokers);
+        Self { brokers: stored.brokers, groups: stored.groups, typed }
+    }
 }
 
 impl ConfigsState {
@@ -52,7 +100,20 @@ impl ConfigsState {
         } else {
             map.insert(key.clone(), change.configs.clone());
         }
+        if matches!(change.resource, ConfigResource::Broker(_)) {
+            self.typed = TypedBrokerDefaults::build(&self.brokers);
+        }
         Ok(CommandResult::Ok)
+    }
+
+    /// The dynamic topic defaults set on `broker_id`'s own resource, typed.
+    pub fn broker_topic_defaults(&self, broker_id: i32) -> &TopicConfig {
+        self.typed.per_broker.get(&broker_id).unwrap_or(&TopicConfig::EMPTY)
+    }
+
+    /// The cluster-wide dynamic topic defaults (resource `""`), typed.
+    pub fn cluster_topic_defaults(&self) -> &TopicConfig {
+        &self.typed.cluster
     }
 
     /// The dynamic value of broker config `name` for `broker_id`, and whether it is the

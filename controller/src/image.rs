@@ -35,6 +35,7 @@ pub use crate::groups::offsets_topic::{RecordKey, RecordValue, ViewRecord};
 pub use crate::groups::{CommittedOffset, GroupMembership, StoredConsumerGroup, StoredMember};
 pub use crate::metadata::{BrokerId, Chunk, ProducerStates, Rejection, SequenceCheck, next_sequence};
 pub use crate::placement::NO_LEADER;
+pub use crate::topic_config::{CleanupPolicy, TimestampType, TopicConfig};
 
 /// The applied metadata as brokers see it. Held behind the lock [`crate::MetadataHandle`]
 /// reads; equality and clones compare and copy the whole state (tests compare replicas).
@@ -295,9 +296,16 @@ impl<'a> TopicView<'a> {
         self.0.topic_id
     }
 
-    /// The configs set on the topic (defaults are the broker's business).
+    /// The configs set on the topic, as set (DescribeConfigs reports these; defaults are the
+    /// broker's business).
     pub fn configs(&self) -> &'a BTreeMap<String, String> {
         &self.0.configs
+    }
+
+    /// The configs set on the topic, typed: parsed once when they were applied (or loaded),
+    /// for the paths that act on them (produce, retention).
+    pub fn config(&self) -> &'a TopicConfig {
+        &self.0.config
     }
 
     pub fn partition_count(&self) -> usize {
@@ -463,6 +471,12 @@ impl ImageFixture {
     /// A topic created as the controller applies it (a refusal leaves the image unchanged).
     pub fn create_topic(mut self, topic: crate::metadata::CreateTopic) -> Self {
         self.state.apply(&crate::metadata::Command::CreateTopic(topic));
+        self
+    }
+
+    /// A dynamic config change (broker or group resource) as the controller applies it.
+    pub fn set_configs(mut self, change: crate::configs::ConfigChange) -> Self {
+        self.state.apply(&crate::metadata::Command::SetConfigs(change));
         self
     }
 

@@ -2,6 +2,8 @@
 //!
 //! * [`groups`]: consumer-group offsets and membership (part of the metadata).
 //! * [`configs`]: dynamic broker configs and consumer-group configs (part of the metadata).
+//! * [`topic_config`]: topic configs typed, parsed once when applied or loaded (derived from
+//!   the stored strings).
 //! * [`metadata`]: the commands and the deterministic state they build (pure, no I/O).
 //! * `raft`: openraft wiring: the durable log store, the state machine with snapshots and the
 //!   network between voters.
@@ -23,6 +25,7 @@ pub mod intent;
 pub mod metadata;
 pub mod placement;
 mod raft;
+pub mod topic_config;
 
 pub use client::RemoteController;
 pub use error::{ControllerError, ErrorKind};

@@ -22,6 +22,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::topic_config::TopicConfig;
+
 pub type BrokerId = i32;
 
 /// How many recent batches per producer and partition are remembered for duplicate detection.
@@ -365,11 +367,43 @@ impl PartitionState {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(from = "StoredTopicState")]
 pub struct TopicState {
     pub(crate) name: String,
     pub(crate) topic_id: Uuid,
+    /// The configs set on the topic, as set: the source of truth (snapshots store only this).
+    /// Changed only through [`TopicState::set_configs`], which keeps `config` derived from it.
     pub(crate) configs: BTreeMap<String, String>,
     pub(crate) partitions: Vec<PartitionState>,
+    /// `configs` parsed once (`topic_config.rs`); rebuilt when a snapshot is loaded.
+    #[serde(skip)]
+    pub(crate) config: TopicConfig,
+}
+
+/// [`TopicState`] as stored: the typed config is rebuilt from the strings on load.
+#[derive(Deserialize)]
+struct StoredTopicState {
+    name: String,
+    topic_id: Uuid,
+    configs: BTreeMap<String, String>,
+    partitions: Vec<PartitionState>,
+}
+
+impl From<StoredTopicState> for TopicState {
+    fn from(stored: StoredTopicState) -> Self {
+        let StoredTopicState { name, topic_id, configs, partitions } = stored;
+        let mut topic = TopicState { name, topic_id, configs: BTreeMap::new(), partitions, config: TopicConfig::EMPTY };
+        topic.set_configs(configs);
+        topic
+    }
+}
+
+impl TopicState {
+    /// Replaces the topic's configs and parses them, once, into [`TopicState::config`].
+    pub(crate) fn set_configs(&mut self, configs: BTreeMap<String, String>) {
+        self.config = TopicConfig::from_topic(&configs);
+        self.configs = configs;
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -463,7 +497,7 @@ impl MetadataState {
             }
             Command::SetTopicConfigs { name, configs } => {
                 let topic = self.topics.get_mut(name).ok_or_else(|| Rejection::UnknownTopic(name.clone()))?;
-                topic.configs = configs.clone();
+                topic.set_configs(configs.clone());
                 Ok(CommandResult::Ok)
             }
             Command::CommitObject(commit) => self.commit_object(commit),
@@ -612,6 +646,7 @@ impl MetadataState {
                 topic_id: ct.topic_id,
                 configs: ct.configs.clone(),
                 partitions: Vec::new(),
+                config: TopicConfig::from_topic(&ct.configs),
             },
         );
         self.add_partitions(&ct.name, ct.partitions as usize, &ct.assignments);

@@ -15,7 +15,10 @@
 //! ```
 //!
 //! Skiff enforces `message.max.bytes`, `log.message.timestamp.type`, `log.retention.ms` and
-//! `log.retention.bytes`; the others are stored and reported, as their topic configs are.
+//! `log.retention.bytes`; the others are stored and reported, as their topic configs are. The
+//! enforced ones are read typed ([`BrokerDefaults::effective`] over
+//! `skiff_controller::topic_config::TopicConfig`, parsed when applied); DescribeConfigs reads
+//! the strings ([`BrokerDefaults::resolve`]), with the same precedence.
 //! Every other broker config is static (config file, `SKIFF_*` environment, flags), as are the
 //! ones Kafka marks static (`auto.create.topics.enable`, `num.partitions`, the
 //! `group.consumer.*` defaults, ...): an alter naming one is refused as Kafka refuses it,
@@ -24,7 +27,7 @@
 
 use std::collections::BTreeMap;
 
-use skiff_controller::image::ConfigsState;
+use skiff_controller::image::{CleanupPolicy, ConfigsState, TimestampType, TopicConfig};
 
 use super::topic_config::{self, ConfigKey};
 
@@ -77,6 +80,29 @@ pub fn topic_key(broker_key: &str) -> Option<&'static ConfigKey> {
 /// The broker config that is the default of topic config `topic_key`.
 pub fn broker_key(topic_key: &str) -> Option<&'static str> {
     SYNONYMS.iter().find(|(_, t)| *t == topic_key).map(|(b, _)| *b)
+}
+
+/// Kafka's default of `retention.ms` (7 days).
+pub const KAFKA_RETENTION_MS: i64 = 604_800_000;
+/// Kafka's default of `retention.bytes` (no limit).
+pub const KAFKA_RETENTION_BYTES: i64 = -1;
+
+/// The typed topic configs Skiff acts on, as in effect for one topic on this broker
+/// ([`BrokerDefaults::effective`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectiveTopicConfig {
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub max_message_bytes: usize,
+    pub message_timestamp_type: TimestampType,
+    pub cleanup_policy: CleanupPolicy,
+}
+
+impl EffectiveTopicConfig {
+    /// True if batches are stamped with the broker's clock.
+    pub fn log_append_time(&self) -> bool {
+        self.message_timestamp_type == TimestampType::LogAppendTime
+    }
 }
 
 /// One value in a precedence chain: (config name, value, source).
@@ -139,15 +165,37 @@ impl<'a> BrokerDefaults<'a> {
         self.value(configs, name).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
     }
 
-    /// `max.message.bytes` in effect for a topic with `configs`.
-    pub fn max_message_bytes(&self, configs: &BTreeMap<String, String>) -> usize {
-        self.value_i64(configs, "max.message.bytes", i64::from(self.static_message_max_bytes))
-            .clamp(0, i64::from(i32::MAX)) as usize
+    /// The values in effect for a topic whose typed configs are `topic` ([`TopicView::config`]):
+    /// the same precedence as [`Self::chain`], over values parsed when they were applied, so
+    /// the produce path and retention parse no strings. A level whose stored value did not
+    /// parse counts as unset (values are validated before they are stored, so that only
+    /// happens to a value no check of today's accepted).
+    ///
+    /// [`TopicView::config`]: skiff_controller::image::TopicView::config
+    pub fn effective(&self, topic: &TopicConfig) -> EffectiveTopicConfig {
+        let set =
+            topic.or(self.configs.broker_topic_defaults(self.broker_id)).or(self.configs.cluster_topic_defaults());
+        EffectiveTopicConfig {
+            retention_ms: set.retention_ms.unwrap_or(KAFKA_RETENTION_MS),
+            retention_bytes: set.retention_bytes.unwrap_or(KAFKA_RETENTION_BYTES),
+            // The static `message.max.bytes` is the last level before Kafka's default (which is
+            // what it is unless configured).
+            max_message_bytes: set.max_message_bytes.unwrap_or(self.static_message_max_bytes).max(0) as usize,
+            message_timestamp_type: set.message_timestamp_type.unwrap_or(TimestampType::CreateTime),
+            cleanup_policy: set.cleanup_policy.unwrap_or(CleanupPolicy::Delete),
+        }
     }
 
-    /// True if a topic with `configs` stamps batches with the broker's clock.
+    /// `max.message.bytes` in effect for a topic with `configs` (a raw map: parses it; the
+    /// produce path uses [`Self::effective`]).
+    pub fn max_message_bytes(&self, configs: &BTreeMap<String, String>) -> usize {
+        self.effective(&TopicConfig::from_topic(configs)).max_message_bytes
+    }
+
+    /// True if a topic with `configs` stamps batches with the broker's clock (a raw map:
+    /// parses it; the produce path uses [`Self::effective`]).
     pub fn log_append_time(&self, configs: &BTreeMap<String, String>) -> bool {
-        self.value(configs, "message.timestamp.type").is_some_and(|v| v == "LogAppendTime")
+        self.effective(&TopicConfig::from_topic(configs)).log_append_time()
     }
 
     /// Value and source of dynamic broker config `broker_key` as this broker sees it.
@@ -222,6 +270,93 @@ mod tests {
             d.broker_value("log.retention.ms").map(|v| (v.0, v.1)),
             Some(("1000".into(), SOURCE_DYNAMIC_DEFAULT_BROKER))
         );
+    }
+
+    #[test]
+    fn typed_names_and_defaults_match_the_string_tables() {
+        use skiff_controller::topic_config as typed;
+        for (topic, broker) in [
+            typed::RETENTION_MS,
+            typed::RETENTION_BYTES,
+            typed::MAX_MESSAGE_BYTES,
+            typed::MESSAGE_TIMESTAMP_TYPE,
+            typed::CLEANUP_POLICY,
+        ] {
+            assert_eq!(broker_key(topic), Some(broker), "{topic}");
+        }
+        // Kafka's defaults, typed, are what DescribeConfigs reports as the defaults.
+        let kafka: BTreeMap<String, String> = topic_config::TOPIC_CONFIGS
+            .iter()
+            .filter_map(|k| Some((k.name.to_string(), topic_config::default_value(k)?.to_string())))
+            .collect();
+        let d = ConfigsState::default();
+        let d = BrokerDefaults::new(&d, 1, KAFKA_MESSAGE_MAX_BYTES);
+        assert_eq!(d.effective(&TopicConfig::from_topic(&kafka)), d.effective(&TopicConfig::EMPTY));
+    }
+
+    /// Every typed field follows the string chain's precedence: topic, this broker's dynamic
+    /// value, the cluster's dynamic default, the static setting, Kafka's default.
+    #[test]
+    fn typed_precedence_matches_the_string_chain() {
+        let set = |name: &str, configs| ConfigChange { resource: ConfigResource::Broker(name.into()), configs };
+        let mut state = ConfigsState::default();
+        let kafka = BrokerDefaults::new(&state, 1, KAFKA_MESSAGE_MAX_BYTES).effective(&TopicConfig::EMPTY);
+        assert_eq!(
+            kafka,
+            EffectiveTopicConfig {
+                retention_ms: 604_800_000,
+                retention_bytes: -1,
+                max_message_bytes: KAFKA_MESSAGE_MAX_BYTES as usize,
+                message_timestamp_type: TimestampType::CreateTime,
+                cleanup_policy: CleanupPolicy::Delete,
+            }
+        );
+        assert_eq!(BrokerDefaults::new(&state, 1, 2000).effective(&TopicConfig::EMPTY).max_message_bytes, 2000);
+        state
+            .apply(&set(
+                "",
+                map(&[
+                    ("log.retention.ms", "1000"),
+                    ("log.retention.bytes", "50"),
+                    ("message.max.bytes", "300"),
+                    ("log.message.timestamp.type", "LogAppendTime"),
+                    ("log.cleanup.policy", "compact"),
+                ]),
+            ))
+            .expect("set");
+        state.apply(&set("1", map(&[("log.retention.ms", "10"), ("message.max.bytes", "100")]))).expect("set");
+        // "01" is not how broker 1 names its resource (the string chain looks up "1" too).
+        state.apply(&set("01", map(&[("log.retention.bytes", "1")]))).expect("set");
+        let d = BrokerDefaults::new(&state, 1, 2000);
+        let e = d.effective(&TopicConfig::EMPTY);
+        assert_eq!((e.retention_ms, e.retention_bytes, e.max_message_bytes), (10, 50, 100));
+        assert_eq!(e.message_timestamp_type, TimestampType::LogAppendTime);
+        assert_eq!(e.cleanup_policy, CleanupPolicy::Compact);
+        let e2 = BrokerDefaults::new(&state, 2, 2000).effective(&TopicConfig::EMPTY);
+        assert_eq!((e2.retention_ms, e2.retention_bytes, e2.max_message_bytes), (1000, 50, 300));
+        let topic = TopicConfig::from_topic(&map(&[
+            ("retention.ms", "7"),
+            ("retention.bytes", "8"),
+            ("max.message.bytes", "9"),
+            ("message.timestamp.type", "CreateTime"),
+            ("cleanup.policy", "delete"),
+        ]));
+        let e = d.effective(&topic);
+        assert_eq!((e.retention_ms, e.retention_bytes, e.max_message_bytes), (7, 8, 9));
+        assert!(!e.log_append_time());
+        assert_eq!(e.cleanup_policy, CleanupPolicy::Delete);
+        // Each typed value is the one the string chain resolves.
+        for (topic_configs, broker_id) in
+            [(BTreeMap::new(), 1), (BTreeMap::new(), 2), (map(&[("retention.ms", "7")]), 1)]
+        {
+            let d = BrokerDefaults::new(&state, broker_id, 2000);
+            let e = d.effective(&TopicConfig::from_topic(&topic_configs));
+            assert_eq!(Some(e.retention_ms.to_string()), d.value(&topic_configs, "retention.ms"));
+            assert_eq!(Some(e.retention_bytes.to_string()), d.value(&topic_configs, "retention.bytes"));
+            assert_eq!(Some(e.max_message_bytes.to_string()), d.value(&topic_configs, "max.message.bytes"));
+            let ts = d.value(&topic_configs, "message.timestamp.type");
+            assert_eq!(ts.as_deref() == Some("LogAppendTime"), e.log_append_time());
+        }
     }
 
     #[test]

@@ -13,12 +13,14 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
+use skiff_controller::image::TopicConfig;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::Handled;
 use super::errors::{self, code};
+use crate::broker::dynamic_config::BrokerDefaults;
 use crate::broker::{Broker, batch, internal_topics};
 use crate::log::wal::{AppendError, PartitionKey};
 
@@ -51,8 +53,7 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) ->
                 .push((TopicProduceResponse::default().with_name(topic.name).with_topic_id(topic.topic_id), outcomes));
             continue;
         }
-        let found =
-            broker.metadata.read(|m| m.topic(&name).map(|t| (t.id(), t.configs().clone(), t.partition_count())));
+        let found = broker.metadata.read(|m| m.topic(&name).map(|t| (t.id(), *t.config(), t.partition_count())));
         let mut outcomes = Vec::with_capacity(topic.partition_data.len());
         for p in topic.partition_data {
             let outcome = match &found {
@@ -60,8 +61,8 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) ->
                 Some((_, _, count)) if p.index < 0 || p.index as usize >= *count => {
                     error(p.index, code(ResponseError::UnknownTopicOrPartition), None)
                 }
-                Some((topic_id, configs, _)) => {
-                    append_partition(broker, &name, *topic_id, configs, p.index, p.records.unwrap_or_default()).await
+                Some((topic_id, config, _)) => {
+                    append_partition(broker, &name, *topic_id, config, p.index, p.records.unwrap_or_default()).await
                 }
             };
             outcomes.push(outcome);
@@ -111,6 +112,13 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) ->
     )
 }
 
+/// What an append to a topic with typed configs `config` checks and does: its
+/// `max.message.bytes`, and whether it stamps batches with the broker's clock.
+fn append_limits(defaults: &BrokerDefaults<'_>, config: &TopicConfig) -> (usize, bool) {
+    let effective = defaults.effective(config);
+    (effective.max_message_bytes, effective.log_append_time())
+}
+
 fn error(index: i32, error_code: i16, message: Option<String>) -> PartitionOutcome {
     PartitionOutcome {
         response: PartitionProduceResponse::default()
@@ -128,15 +136,13 @@ async fn append_partition(
     broker: &Arc<Broker>,
     topic: &str,
     topic_id: Uuid,
-    configs: &std::collections::BTreeMap<String, String>,
+    config: &TopicConfig,
     partition: i32,
     records: Bytes,
 ) -> PartitionOutcome {
-    // The topic's configs over the dynamic broker defaults (`broker/dynamic_config.rs`).
-    let (max, log_append_time) = broker.metadata.read(|m| {
-        let defaults = broker.defaults(m);
-        (defaults.max_message_bytes(configs), defaults.log_append_time(configs))
-    });
+    // The topic's configs over the dynamic broker defaults (`broker/dynamic_config.rs`), all
+    // parsed when they were applied: no string parsing per produce.
+    let (max, log_append_time) = broker.metadata.read(|m| append_limits(&broker.defaults(m), config));
     let headers = match batch::validate_produce(&records, max) {
         Ok(h) => h,
         Err(e) => {
@@ -166,5 +172,58 @@ async fn append_partition(
             debug!(topic, partition, error = %e, "append refused");
             error(partition, errors::append(&e), Some(e.to_string()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use skiff_controller::image::ImageFixture;
+    use skiff_controller::intent::{BrokerRegistration, ConfigChange, ConfigResource, CreateTopic};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// Produce acts on the typed configs the image parsed when the topic was created, over
+    /// the typed dynamic broker defaults.
+    #[test]
+    fn append_limits_read_the_typed_topic_config() {
+        let topic = |name: &str, configs| CreateTopic {
+            name: name.into(),
+            topic_id: Uuid::from_u128(name.len() as u128), // "set" and "unset": distinct ids
+            partitions: 1,
+            configs,
+            assignments: Vec::new(),
+        };
+        let image = ImageFixture::new("c")
+            .register_broker(BrokerRegistration {
+                broker_id: 1,
+                incarnation: Uuid::nil(),
+                host: "h".into(),
+                port: 1,
+                rack: None,
+                fenced: false,
+            })
+            .create_topic(topic(
+                "set",
+                map(&[("max.message.bytes", "700"), ("message.timestamp.type", "LogAppendTime")]),
+            ))
+            .create_topic(topic("unset", BTreeMap::new()))
+            .set_configs(ConfigChange {
+                resource: ConfigResource::Broker(String::new()),
+                configs: map(&[("message.max.bytes", "900")]),
+            })
+            .build();
+        let defaults = BrokerDefaults::new(image.dynamic_configs(), 1, 2000);
+        let set = image.topic("set").expect("created");
+        assert_eq!(set.config().max_message_bytes, Some(700));
+        assert_eq!(append_limits(&defaults, set.config()), (700, true));
+        let unset = image.topic("unset").expect("created");
+        assert_eq!(append_limits(&defaults, unset.config()), (900, false));
     }
 }

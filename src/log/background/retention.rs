@@ -2,14 +2,12 @@
 //! `retention.ms` or `retention.bytes` expire (Kafka's semantics, chunks standing for segments).
 
 use skiff_controller::ControllerError;
-use skiff_controller::image::Chunk;
+use skiff_controller::image::{Chunk, TopicConfig};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
 use super::{Lifecycle, lock};
-
-/// Kafka's default `retention.ms` (7 days), used when a topic does not set it.
-const DEFAULT_RETENTION_MS: i64 = 604_800_000;
+use crate::broker::dynamic_config::{BrokerDefaults, KAFKA_MESSAGE_MAX_BYTES};
 
 impl Lifecycle {
     /// One retention pass: advances the log start of each partition this broker leads past
@@ -22,14 +20,9 @@ impl Lifecycle {
         let advances: Vec<(Uuid, i32, i64)> = self.metadata.read(|m| {
             let mut out = Vec::new();
             // Topic configs over the dynamic broker defaults (`log.retention.ms`, ...).
-            let defaults = crate::broker::dynamic_config::BrokerDefaults::new(
-                m.dynamic_configs(),
-                self.settings.broker_id,
-                crate::broker::dynamic_config::KAFKA_MESSAGE_MAX_BYTES,
-            );
+            let defaults = BrokerDefaults::new(m.dynamic_configs(), self.settings.broker_id, KAFKA_MESSAGE_MAX_BYTES);
             for t in m.topics() {
-                let retention_ms = defaults.value_i64(t.configs(), "retention.ms", DEFAULT_RETENTION_MS);
-                let retention_bytes = defaults.value_i64(t.configs(), "retention.bytes", -1);
+                let (retention_ms, retention_bytes) = retention_limits(&defaults, t.config());
                 for p in t.partitions() {
                     if p.leader() != self.settings.broker_id {
                         continue;
@@ -64,6 +57,13 @@ impl Lifecycle {
         }
         advanced
     }
+}
+
+/// `retention.ms` and `retention.bytes` in effect for a topic with typed configs `config`
+/// (parsed when they were applied: a pass parses no strings).
+pub fn retention_limits(defaults: &BrokerDefaults<'_>, config: &TopicConfig) -> (i64, i64) {
+    let effective = defaults.effective(config);
+    (effective.retention_ms, effective.retention_bytes)
 }
 
 /// The log start offset retention asks for, at a chunk boundary (Kafka semantics, with chunks

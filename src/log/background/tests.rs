@@ -299,6 +299,51 @@ fn retention_rules() {
     assert_eq!(retention_start(untimed.iter(), 0, 1000, -1, 5000, |_| Some(3000)), 10);
 }
 
+/// Retention acts on the typed configs the image parsed when the topic was created, over the
+/// typed dynamic broker defaults (this broker's resource before the cluster's).
+#[test]
+fn retention_limits_read_the_typed_topic_config() {
+    use skiff_controller::image::ImageFixture;
+    use skiff_controller::intent::{ConfigChange, ConfigResource};
+
+    use super::retention::retention_limits;
+    use crate::broker::dynamic_config::{BrokerDefaults, KAFKA_MESSAGE_MAX_BYTES};
+
+    let map = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let topic = |name: &str, configs| CreateTopic {
+        name: name.into(),
+        topic_id: Uuid::new_v4(),
+        partitions: 1,
+        configs,
+        assignments: Vec::new(),
+    };
+    let broker = |name: &str, configs| ConfigChange { resource: ConfigResource::Broker(name.into()), configs };
+    let image = ImageFixture::new("c")
+        .register_broker(BrokerRegistration {
+            broker_id: 1,
+            incarnation: Uuid::nil(),
+            host: "h".into(),
+            port: 1,
+            rack: None,
+            fenced: false,
+        })
+        .create_topic(topic("set", map(&[("retention.ms", "2000"), ("retention.bytes", "1")])))
+        .create_topic(topic("unset", BTreeMap::new()))
+        .set_configs(broker("", map(&[("log.retention.ms", "5000"), ("log.retention.bytes", "7")])))
+        .set_configs(broker("1", map(&[("log.retention.bytes", "9")])))
+        .build();
+    let limits = |broker_id, name| {
+        let defaults = BrokerDefaults::new(image.dynamic_configs(), broker_id, KAFKA_MESSAGE_MAX_BYTES);
+        retention_limits(&defaults, image.topic(name).expect("created").config())
+    };
+    assert_eq!(limits(1, "set"), (2000, 1));
+    assert_eq!(limits(1, "unset"), (5000, 9));
+    assert_eq!(limits(2, "unset"), (5000, 7));
+    let no_dynamic = Default::default();
+    let kafka_defaults = BrokerDefaults::new(&no_dynamic, 1, KAFKA_MESSAGE_MAX_BYTES);
+    assert_eq!(retention_limits(&kafka_defaults, image.topic("unset").expect("created").config()), (604_800_000, -1));
+}
+
 fn values(prefix: &str, n: usize) -> Vec<Bytes> {
     (0..n).map(|i| Bytes::from(format!("{prefix}-{i}"))).collect()
 }
