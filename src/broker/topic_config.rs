@@ -5,8 +5,6 @@
 //! runs with the storage engine). The rest are accepted and stored so Kafka tooling works, and
 //! documented as having no effect on a broker without local segments.
 
-use std::collections::BTreeMap;
-
 /// What a config key accepts.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -137,35 +135,6 @@ pub fn config_type(k: &ConfigKey) -> i8 {
     }
 }
 
-/// Effective value and whether it was set on the topic.
-pub fn effective(
-    configs: &BTreeMap<String, String>,
-    k: &ConfigKey,
-    broker_message_max_bytes: i32,
-) -> (Option<String>, bool) {
-    if let Some(v) = configs.get(k.name) {
-        return (Some(v.clone()), true);
-    }
-    if k.name == "max.message.bytes" {
-        return (Some(broker_message_max_bytes.to_string()), false);
-    }
-    (k.default.map(str::to_string), false)
-}
-
-/// `max.message.bytes` in effect for a topic.
-pub fn max_message_bytes(configs: &BTreeMap<String, String>, broker_default: i32) -> usize {
-    configs
-        .get("max.message.bytes")
-        .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or(i64::from(broker_default))
-        .clamp(0, i64::from(i32::MAX)) as usize
-}
-
-/// True if the topic stamps batches with the broker's clock.
-pub fn log_append_time(configs: &BTreeMap<String, String>) -> bool {
-    configs.get("message.timestamp.type").is_some_and(|v| v == "LogAppendTime")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,15 +149,5 @@ mod tests {
         assert!(validate("cleanup.policy", "compact").is_err());
         assert!(validate("no.such.key", "1").is_err());
         assert!(validate("max.message.bytes", "99999999999").is_err());
-    }
-
-    #[test]
-    fn effective_values() {
-        let mut c = BTreeMap::new();
-        assert_eq!(max_message_bytes(&c, 1000), 1000);
-        c.insert("max.message.bytes".to_string(), "50".to_string());
-        assert_eq!(max_message_bytes(&c, 1000), 50);
-        let k = lookup("retention.ms").expect("known");
-        assert_eq!(effective(&c, k, 1), (Some("604800000".to_string()), false));
     }
 }
