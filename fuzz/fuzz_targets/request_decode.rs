@@ -2,7 +2,9 @@
 //!
 //! Properties: decoding never panics out of `decode_request`, never aborts and never makes a
 //! huge allocation (run with `-malloc_limit_mb`, see scripts/fuzz.sh); a successful decode
-//! reports the API key and version of the frame's first four bytes.
+//! reports the API key and version of the frame's first four bytes. `peek_client_id` (who sent
+//! a frame that cannot be decoded, for the "not served" log) never panics and never reads past
+//! the frame.
 //!
 //! An input whose first two bytes are not the key of an API Skiff serves gets them replaced by
 //! one that is (picked by their value), so the fuzzer spends its time inside the body decoders
@@ -13,7 +15,7 @@
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use libfuzzer_sys::fuzz_target;
-use skiff::protocol::{SUPPORTED_APIS, decode_request, supported_range};
+use skiff::protocol::{SUPPORTED_APIS, decode_request, peek_client_id, supported_range};
 
 fuzz_target!(|data: &[u8]| {
     let mut frame = data.to_vec();
@@ -33,4 +35,7 @@ fuzz_target!(|data: &[u8]| {
     }
     // The raw input too, so unknown keys and the header checks stay covered.
     let _ = decode_request(Bytes::copy_from_slice(data));
+    if let Some(id) = peek_client_id(data) {
+        assert!(id.len() <= data.len().saturating_mul(3), "lossy UTF-8 grows at most 3x");
+    }
 });
