@@ -294,32 +294,21 @@ def main():
     log(f"confluent-kafka {confluent_kafka.__version__}, librdkafka {confluent_kafka.libversion()[0]}")
     log(f"bootstrap={bootstrap} topic={topic} mode={mode} records={records}")
     t0 = time.time()
-    if mode == "group":
-        import group_mode
+    # The scenarios beyond full/produce/verify live in <mode>_mode.py: (module, records produced).
+    scenarios = {
+        "group": ("group_mode", records),
+        "regex": ("regex_mode", records),
+        "resubscribe": ("resubscribe_mode", records * 4),
+    }
+    if mode in scenarios:
+        import importlib
+        module, produced = scenarios[mode]
         try:
-            consumed = group_mode.Scenario(bootstrap, topic, records, log).run()
+            consumed = importlib.import_module(module).Scenario(bootstrap, topic, records, log).run()
         except Exception as e:
-            fail(f"group scenario: {e}")
-        log(f"group scenario {time.time() - t0:.2f}s")
-        print(f"compat {CLIENT} ok produced={records} verified={consumed}", flush=True)
-        os._exit(0)
-    if mode == "regex":
-        import regex_mode
-        try:
-            consumed = regex_mode.Scenario(bootstrap, topic, records, log).run()
-        except Exception as e:
-            fail(f"regex scenario: {e}")
-        log(f"regex scenario {time.time() - t0:.2f}s")
-        print(f"compat {CLIENT} ok produced={records} verified={consumed}", flush=True)
-        os._exit(0)
-    if mode == "resubscribe":
-        import resubscribe_mode
-        try:
-            consumed = resubscribe_mode.Scenario(bootstrap, topic, records, log).run()
-        except Exception as e:
-            fail(f"resubscribe scenario: {e}")
-        log(f"resubscribe scenario {time.time() - t0:.2f}s")
-        print(f"compat {CLIENT} ok produced={records * 4} verified={consumed}", flush=True)
+            fail(f"{mode} scenario: {e}")
+        log(f"{mode} scenario {time.time() - t0:.2f}s")
+        print(f"compat {CLIENT} ok produced={produced} verified={consumed}", flush=True)
         os._exit(0)
     produced = 0
     if mode in ("full", "produce"):
