@@ -176,6 +176,7 @@ fn run_connect(broker: &SkiffProcess, group: &str, topics: Topics, restart: Rest
     } else {
         worker.terminate();
     }
+    assert_all_served(broker);
     eprintln!("{group}: done in {:.1?}", started.elapsed());
 }
 
@@ -437,6 +438,7 @@ fn run_streams(broker: &SkiffProcess, app: &str) {
     let counted: u64 = counts().map(|c| c.values().map(|&n| n as u64).sum()).unwrap_or(0);
     eprintln!("{app}: after the crash {counted} counted for {total} words (≥); done in {:.1?}", started.elapsed());
     run3.terminate_cleanly();
+    assert_all_served(broker);
 }
 
 /// `n` words from a skewed vocabulary of [`WORDS`] (some words much more frequent).
@@ -621,6 +623,14 @@ impl StreamsApp {
     fn kill(&mut self) {
         self.jvm.kill();
     }
+}
+
+/// The tools asked for nothing that Skiff refuses as not served (its INFO line per client and
+/// feature, src/handler/not_served.rs): what they need must work, not be worked around.
+fn assert_all_served(broker: &SkiffProcess) {
+    let log = std::fs::read_to_string(broker.stderr_path()).unwrap_or_default();
+    let refused: Vec<&str> = log.lines().filter(|l| l.contains("does not serve")).collect();
+    assert!(refused.is_empty(), "Skiff refused requests as not served:\n{}", refused.join("\n"));
 }
 
 // ---- JVM processes and HTTP ----------------------------------------------------------------
