@@ -21,6 +21,7 @@
 
 mod support;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -78,7 +79,7 @@ impl Drop for Slot {
 fn connect_distributed() {
     let _slot = Slot::acquire();
     let broker = SkiffProcess::start();
-    run_connect(&broker, "connect-a", Topics::CreatedByConnect, Restart::Yes);
+    run_connect(&broker, "connect-a", Topics::ByTool, Restart::Yes);
 }
 
 #[test]
@@ -92,7 +93,14 @@ fn connect_distributed_precreated_topics() {
 fn streams_word_count() {
     let _slot = Slot::acquire();
     let broker = SkiffProcess::start();
-    run_streams(&broker, "wordcount-a");
+    run_streams(&broker, "wordcount-a", Topics::ByTool);
+}
+
+#[test]
+fn streams_word_count_precreated_changelog() {
+    let _slot = Slot::acquire();
+    let broker = SkiffProcess::start();
+    run_streams(&broker, "wordcount-b", Topics::PreCreated);
 }
 
 /// Flush often: on s3 the default is 250 ms, which only slows the tests down.
@@ -108,24 +116,25 @@ fn skiff_on_minio(name: &str) -> SkiffProcess {
 fn connect_distributed_on_minio() {
     let _slot = Slot::acquire();
     let broker = skiff_on_minio("connect");
-    run_connect(&broker, "connect-m", Topics::CreatedByConnect, Restart::Yes);
+    run_connect(&broker, "connect-m", Topics::ByTool, Restart::Yes);
 }
 
 #[test]
 fn streams_word_count_on_minio() {
     let _slot = Slot::acquire();
     let broker = skiff_on_minio("streams");
-    run_streams(&broker, "wordcount-m");
+    run_streams(&broker, "wordcount-m", Topics::ByTool);
 }
 
 // ---- Kafka Connect -------------------------------------------------------------------------
 
+/// Who creates the tool's compacted topics.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Topics {
-    /// Connect creates its three topics (compacted) itself.
-    CreatedByConnect,
-    /// `TopicCommand` creates them first, compacted; Connect's CreateTopics then answers
-    /// TOPIC_ALREADY_EXISTS, which Connect treats as success.
+    /// The tool itself (Connect its three topics, Streams its changelog).
+    ByTool,
+    /// Kafka's `TopicCommand`, compacted, before the tool starts; the tool's CreateTopics then
+    /// answers TOPIC_ALREADY_EXISTS (Connect) or the tool finds the topic (Streams) and goes on.
     PreCreated,
 }
 
@@ -156,7 +165,7 @@ fn run_connect(broker: &SkiffProcess, group: &str, topics: Topics, restart: Rest
     let rest = worker.rest.clone();
     worker.check(create_connector(&rest, "file-source", &file_source_config(&source, &data_topic)));
     worker.check(create_connector(&rest, "file-sink", &file_sink_config(&sink, &data_topic)));
-    worker.check(wait_file_equals(&sink, &lines));
+    worker.check(wait_file_equals(&worker.jvm, &sink, &lines));
     eprintln!("{group}: {} lines through source → Skiff → sink after {:.1?}", lines.len(), started.elapsed());
 
     if restart == Restart::Yes {
@@ -170,7 +179,7 @@ fn run_connect(broker: &SkiffProcess, group: &str, topics: Topics, restart: Rest
         write_lines(&source, &more, true);
         lines.extend(more);
         let mut worker = ConnectWorker::start(broker, dir.path(), group, 2);
-        worker.check(wait_file_equals(&sink, &lines));
+        worker.check(wait_file_equals(&worker.jvm, &sink, &lines));
         eprintln!("{group}: restarted, {} lines in the sink after {:.1?}", lines.len(), started.elapsed());
         worker.terminate();
     } else {
@@ -182,8 +191,14 @@ fn run_connect(broker: &SkiffProcess, group: &str, topics: Topics, restart: Rest
 
 /// Connect's default partition counts (config 1, offsets 25, status 5), compacted.
 fn precreate_connect_topics(bootstrap: &str, group: &str) {
-    let specs =
-        [(format!("{group}-configs"), "1"), (format!("{group}-offsets"), "25"), (format!("{group}-status"), "5")];
+    precreate_compacted(
+        bootstrap,
+        &[(format!("{group}-configs"), "1"), (format!("{group}-offsets"), "25"), (format!("{group}-status"), "5")],
+    );
+}
+
+/// Creates compacted topics (name, partitions) with Kafka's `TopicCommand`, in parallel.
+fn precreate_compacted(bootstrap: &str, specs: &[(String, &str)]) {
     std::thread::scope(|s| {
         let handles: Vec<_> = specs
             .iter()
@@ -249,9 +264,10 @@ fn create_connector(rest: &str, name: &str, config: &str) -> anyhow::Result<()> 
 
 /// Waits until `file` holds exactly `lines`. Fails at once on a line that differs (a duplicate
 /// or a gap shows as one) or on more lines than expected.
-fn wait_file_equals(file: &Path, lines: &[String]) -> anyhow::Result<()> {
+fn wait_file_equals(worker: &Jvm, file: &Path, lines: &[String]) -> anyhow::Result<()> {
     let deadline = Instant::now() + FLOW_TIMEOUT;
     loop {
+        worker.running()?;
         let text = std::fs::read_to_string(file).unwrap_or_default();
         // Only whole lines: the sink may be in the middle of writing one.
         let got: Vec<&str> = text.split_inclusive('\n').filter_map(|l| l.strip_suffix('\n')).collect();
@@ -327,7 +343,7 @@ impl ConnectWorker {
             &[],
             Some(log),
         );
-        let mut worker = Self { jvm, rest };
+        let worker = Self { jvm, rest };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok((200, _)) = http(&worker.rest, "GET", "/connectors", None) {
@@ -385,7 +401,7 @@ fn changelog(app: &str) -> String {
     format!("{app}-counts-changelog")
 }
 
-fn run_streams(broker: &SkiffProcess, app: &str) {
+fn run_streams(broker: &SkiffProcess, app: &str, topics: Topics) {
     let started = Instant::now();
     let seed = support::seed();
     eprintln!("{app}: seed {seed} (replay with SKIFF_TEST_SEED={seed})");
@@ -400,6 +416,10 @@ fn run_streams(broker: &SkiffProcess, app: &str) {
         c.create_topic_ok(&output, INPUT_PARTITIONS).await
     })
     .expect("create input and output topics");
+    if topics == Topics::PreCreated {
+        // As many partitions as the input: Streams checks that its changelog matches.
+        precreate_compacted(&bootstrap, &[(changelog(app), "3")]);
+    }
     let produce = |batch: &[String]| rt.block_on(produce_words(&bootstrap, &input, batch)).expect("produce words");
     let counts = || rt.block_on(read_counts(&bootstrap, &output));
     let dir = tempfile::Builder::new().prefix("skiff-streams-").tempdir().expect("temp dir");
@@ -407,7 +427,7 @@ fn run_streams(broker: &SkiffProcess, app: &str) {
     // 1. Count the first batch, then stop gracefully (Streams commits and flushes on close).
     produce(&batches[0]);
     let mut run1 = StreamsApp::start(broker, dir.path(), app, &input, &output, 1);
-    run1.check(wait_counts(&counts, &reference(&batches[..1]), Exact::Yes));
+    run1.check(wait_counts(&run1.jvm, &counts, &reference(&batches[..1]), Exact::Yes));
     run1.terminate_cleanly();
     eprintln!("{app}: first batch counted, app closed after {:.1?}", started.elapsed());
 
@@ -415,14 +435,14 @@ fn run_streams(broker: &SkiffProcess, app: &str) {
     //    graceful close nothing is counted twice, so the counts are exact.
     produce(&batches[1]);
     let mut run2 = StreamsApp::start(broker, dir.path(), app, &input, &output, 2);
-    run2.check(wait_counts(&counts, &reference(&batches[..2]), Exact::Yes));
+    run2.check(wait_counts(&run2.jvm, &counts, &reference(&batches[..2]), Exact::Yes));
     run2.check(run2.restored_from_changelog(&changelog(app)));
     eprintln!("{app}: restored from the changelog, two batches exact after {:.1?}", started.elapsed());
 
     // 3. Crash mid-stream: SIGKILL as soon as part of the third batch is counted.
     produce(&batches[2]);
     let before = reference(&batches[..2]);
-    run2.check(wait_until(&counts, "part of the third batch counted", |c| {
+    run2.check(wait_until(&run2.jvm, &counts, "part of the third batch counted", |c| {
         c.iter().any(|(w, &n)| before.get(w).is_none_or(|&b| n as u64 > b))
     }));
     run2.kill();
@@ -432,7 +452,7 @@ fn run_streams(broker: &SkiffProcess, app: &str) {
     //    counting goes on. At-least-once may count records again that were processed but not
     //    committed before the crash, so each count is at least the reference.
     let mut run3 = StreamsApp::start(broker, dir.path(), app, &input, &output, 3);
-    run3.check(wait_counts(&counts, &reference(&batches), Exact::AtLeast));
+    run3.check(wait_counts(&run3.jvm, &counts, &reference(&batches), Exact::AtLeast));
     run3.check(run3.restored_from_changelog(&changelog(app)));
     let total: u64 = reference(&batches).values().sum();
     let counted: u64 = counts().map(|c| c.values().map(|&n| n as u64).sum()).unwrap_or(0);
@@ -508,12 +528,14 @@ enum Exact {
 /// Waits until every word of `want` has its count in the output: equal (`Exact::Yes`, failing at
 /// once on a count above the reference: a record counted twice) or at least it (`AtLeast`).
 fn wait_counts(
+    app: &Jvm,
     counts: &dyn Fn() -> anyhow::Result<BTreeMap<String, i64>>,
     want: &BTreeMap<String, u64>,
     exact: Exact,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + FLOW_TIMEOUT;
     loop {
+        app.running()?;
         let got = counts()?;
         if let Some(w) = got.keys().find(|w| !want.contains_key(*w)) {
             bail!("output has a count for {w}, which was never produced");
@@ -542,12 +564,14 @@ fn wait_counts(
 }
 
 fn wait_until(
+    app: &Jvm,
     counts: &dyn Fn() -> anyhow::Result<BTreeMap<String, i64>>,
     what: &str,
     done: impl Fn(&BTreeMap<String, i64>) -> bool,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + FLOW_TIMEOUT;
     loop {
+        app.running()?;
         if done(&counts()?) {
             return Ok(());
         }
@@ -653,7 +677,8 @@ fn cache_lib(name: &str, marker: &str) -> PathBuf {
 /// own). Killed when dropped; its logs' tails are printed if the test is failing.
 struct Jvm {
     name: String,
-    child: Option<Child>,
+    /// In a cell so that waits holding `&Jvm` can check that it is still running.
+    child: RefCell<Option<Child>>,
     stdout: PathBuf,
     stderr: PathBuf,
     log: Option<PathBuf>,
@@ -688,20 +713,28 @@ impl Jvm {
             .stderr(File::create(&stderr).expect("stderr file"))
             .spawn()
             .unwrap_or_else(|e| panic!("starting java {main}: {e}"));
-        Self { name: name.into(), child: Some(child), stdout, stderr, log }
+        Self { name: name.into(), child: RefCell::new(Some(child)), stdout, stderr, log }
     }
 
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut()?.try_wait().ok().flatten()
+    fn exited(&self) -> Option<ExitStatus> {
+        self.child.borrow_mut().as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// Fails if the process has exited (a tool that failed on its own: no point waiting).
+    fn running(&self) -> anyhow::Result<()> {
+        match self.exited() {
+            Some(status) => bail!("{} exited on its own ({status})", self.name),
+            None => Ok(()),
+        }
     }
 
     /// SIGTERM and a bounded wait; the JVM runs its shutdown hooks (Connect and Streams close).
     fn terminate(&mut self) -> ExitStatus {
-        let pid = self.child.as_ref().expect("terminate: not running").id();
+        let pid = self.child.borrow().as_ref().expect("terminate: not running").id();
         let started = Instant::now();
         let sent = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().expect("run kill(1)");
         assert!(sent.success(), "kill -TERM {pid} failed");
-        match support::wait_child(&mut self.child, STOP_TIMEOUT) {
+        match support::wait_child(self.child.get_mut(), STOP_TIMEOUT) {
             Some(status) => {
                 eprintln!("{}: stopped by SIGTERM in {:.1?} ({status})", self.name, started.elapsed());
                 status
@@ -714,7 +747,7 @@ impl Jvm {
     }
 
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(mut child) = self.child.get_mut().take() {
             let _ = child.kill();
             let _ = child.wait();
         }
