@@ -32,6 +32,9 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
+use kafka_protocol::messages::DescribeConfigsRequest;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -185,6 +188,8 @@ fn run_connect(broker: &SkiffProcess, group: &str, topics: Topics, restart: Rest
     } else {
         worker.terminate();
     }
+    let tool_topics = ["configs", "offsets", "status"].map(|t| format!("{group}-{t}"));
+    assert_compacted(broker, &tool_topics);
     assert_all_served(broker);
     eprintln!("{group}: done in {:.1?}", started.elapsed());
 }
@@ -458,6 +463,7 @@ fn run_streams(broker: &SkiffProcess, app: &str, topics: Topics) {
     let counted: u64 = counts().map(|c| c.values().map(|&n| n as u64).sum()).unwrap_or(0);
     eprintln!("{app}: after the crash {counted} counted for {total} words (≥); done in {:.1?}", started.elapsed());
     run3.terminate_cleanly();
+    assert_compacted(broker, &[changelog(app)]);
     assert_all_served(broker);
 }
 
@@ -647,6 +653,37 @@ impl StreamsApp {
     fn kill(&mut self) {
         self.jvm.kill();
     }
+}
+
+/// Each topic's `cleanup.policy` is `compact` as Skiff describes it (DescribeConfigs): the tool
+/// asked for it (or `TopicCommand` did) and Skiff kept it.
+fn assert_compacted(broker: &SkiffProcess, topics: &[String]) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    for topic in topics {
+        let policy = rt
+            .block_on(cleanup_policy(broker.bootstrap(), topic))
+            .unwrap_or_else(|e| panic!("describing {topic}: {e:#}"));
+        assert_eq!(policy.as_deref(), Some("compact"), "cleanup.policy of {topic}");
+    }
+}
+
+async fn cleanup_policy(bootstrap: &str, topic: &str) -> anyhow::Result<Option<String>> {
+    const TOPIC_RESOURCE: i8 = 2;
+    let mut c = Client::connect(bootstrap).await?;
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(TOPIC_RESOURCE)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configuration_keys(Some(vec![StrBytes::from_static_str("cleanup.policy")])),
+    ]);
+    let r = c.send(&req, 4).await?;
+    let res = r.results.into_iter().next().context("DescribeConfigs without a result")?;
+    ensure!(res.error_code == 0, "DescribeConfigs {topic}: error {} {:?}", res.error_code, res.error_message);
+    Ok(res
+        .configs
+        .into_iter()
+        .find(|e| e.name.as_str() == "cleanup.policy")
+        .and_then(|e| e.value.map(|v| v.to_string())))
 }
 
 /// The tools asked for nothing that Skiff refuses as not served (its INFO line per client and
