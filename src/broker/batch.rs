@@ -145,6 +145,19 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     })
 }
 
+/// Checks the CRC-32C of the batch at the start of `batch` (header `h`), as stored data is
+/// checked before it is rewritten.
+pub fn verify_crc(batch: &[u8], h: &BatchHeader) -> Result<(), BatchError> {
+    let computed = crc32c::crc32c(&batch[ATTRIBUTES..h.size]);
+    if computed != h.crc {
+        return Err(BatchError::Corrupt(format!(
+            "CRC-32C mismatch: batch says {:#010x}, bytes give {computed:#010x}",
+            h.crc
+        )));
+    }
+    Ok(())
+}
+
 /// Validates a produce request's `records` field: one or more v2 batches, each with a correct
 /// CRC-32C, consistent counts and at most `max_batch_bytes`. Returns the headers in order.
 pub fn validate_produce(records: &[u8], max_batch_bytes: usize) -> Result<Vec<BatchHeader>, BatchError> {

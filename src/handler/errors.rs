@@ -88,7 +88,9 @@ pub fn rejection(r: &Rejection) -> i16 {
         Rejection::NoBrokers => code(ResponseError::BrokerNotAvailable),
         Rejection::InvalidReplicaAssignment(_) => code(ResponseError::InvalidReplicaAssignment),
         Rejection::Fenced { .. } => code(ResponseError::NotLeaderOrFollower),
-        Rejection::OffsetGap { .. } | Rejection::StaleReplacement { .. } => code(ResponseError::KafkaStorageError),
+        Rejection::OffsetGap { .. } | Rejection::StaleReplacement { .. } | Rejection::StaleClean { .. } => {
+            code(ResponseError::KafkaStorageError)
+        }
         Rejection::OffsetOutOfRange { .. } => code(ResponseError::OffsetOutOfRange),
         Rejection::StaleCoordinator { .. } => code(ResponseError::NotCoordinator),
     }

@@ -95,6 +95,10 @@ impl Reader {
 
     /// The bytes of one committed chunk (whole batches) of topic `topic_id`.
     pub async fn chunk(&self, topic_id: Uuid, chunk: &Chunk) -> Result<Bytes, StorageError> {
+        // A cleaned range whose records were all removed is an empty chunk: nothing to read.
+        if chunk.len == 0 {
+            return Ok(Bytes::new());
+        }
         if let Some(b) = self.tail.get(&chunk.object, chunk.position) {
             self.metrics.tail_read(true);
             return Ok(b);
@@ -109,7 +113,11 @@ impl Reader {
     }
 
     /// Reads the planned chunks and cuts them to whole batches from `offset` within `max_bytes`
-    /// (the first batch regardless of the limit when `min_one`).
+    /// (the first batch regardless of the limit when `min_one`). A cleaned chunk may not start
+    /// with a batch at its base offset and may end in a gap: reading starts at the first batch
+    /// whose last offset reaches `offset`, in the next chunk if the first has none (a fetch
+    /// inside a gap gets the next record, as in Kafka). Empty when no planned chunk has one:
+    /// the caller plans on from the end of the last chunk.
     pub async fn records(
         &self,
         topic_id: Uuid,

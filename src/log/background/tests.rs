@@ -73,6 +73,12 @@ fn settings() -> LifecycleSettings {
         retention_interval: Duration::from_millis(30),
         gc_interval: Duration::from_millis(20),
         gc_grace_ms: 500,
+        cleaner_enabled: false,
+        cleaner_backoff: Duration::from_millis(25),
+        cleaner_concurrency: 1,
+        cleaner_dedupe_buffer_bytes: 1 << 20,
+        cleaner_dirty_buffer_bytes: 1 << 20,
+        cleaner_max_bytes_per_second: 0,
     }
 }
 
