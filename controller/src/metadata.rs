@@ -1155,6 +1155,183 @@ mod tests {
         ));
     }
 
+    fn roll(id: Uuid, epoch: i32, offset: i64) -> Command {
+        Command::RollHead { topic_id: id, partition: 0, leader_epoch: epoch, offset }
+    }
+
+    fn clean(id: Uuid, runs: Vec<CleanRun>, clean_offset: i64) -> Command {
+        Command::CleanChunks(CleanChunks {
+            topic_id: id,
+            partition: 0,
+            leader_epoch: 0,
+            runs,
+            clean_offset,
+            next_horizon_ms: Some(77),
+        })
+    }
+
+    fn run(replaced: Vec<ReplacedChunk>, chunks: Vec<SegmentChunk>) -> CleanRun {
+        CleanRun { replaced, chunks }
+    }
+
+    fn stale_clean(r: CommandResult) -> bool {
+        matches!(r, CommandResult::Rejected(Rejection::StaleClean { .. }))
+    }
+
+    #[test]
+    fn roll_head_records_segments_at_chunk_boundaries() {
+        let (mut s, id) = three_chunks();
+        let before = s.clone();
+        for (what, cmd) in [
+            ("not a boundary", roll(id, 0, 15)),
+            ("past the log end", roll(id, 0, 31)),
+            ("at the head", roll(id, 0, 0)),
+        ] {
+            assert!(stale_clean(s.apply(&cmd)), "{what}");
+            assert_eq!(s, before, "{what}: a rejected roll changes nothing");
+        }
+        assert!(matches!(s.apply(&roll(id, 1, 20)), CommandResult::Rejected(Rejection::Fenced { .. })));
+        assert_eq!(s, before);
+        assert_eq!(s.apply(&roll(id, 0, 20)), CommandResult::Ok);
+        assert_eq!(s.apply(&roll(id, 0, 30)), CommandResult::Ok);
+        let c = &s.partition(&id, 0).expect("partition").cleaner;
+        assert_eq!(c.head_offset, 30);
+        assert_eq!(
+            c.rolls,
+            vec![
+                Roll { end_offset: 20, first_timestamp: 0, max_timestamp: 0 },
+                Roll { end_offset: 30, first_timestamp: 0, max_timestamp: 0 }
+            ]
+        );
+        // Not before the head again.
+        assert!(stale_clean(s.apply(&roll(id, 0, 20))));
+    }
+
+    #[test]
+    fn clean_chunks_swaps_every_run_or_nothing() {
+        let (mut s, id) = three_chunks();
+        s.apply(&append(id, 30, 39, 0));
+        assert_eq!(s.apply(&roll(id, 0, 30)), CommandResult::Ok);
+        let s0 = s.clone();
+        // Runs [0, 10) and [20, 30); the chunk [10, 20) stays (verbatim clean input).
+        let good = clean(
+            id,
+            vec![
+                run(vec![rc(0, "o0")], vec![seg("n0", 0, 4, 6), seg("n5", 5, 9, 0)]),
+                run(vec![rc(20, "o20")], vec![seg("n20", 20, 29, 3)]),
+            ],
+            30,
+        );
+        let mut replica = s0.clone();
+        assert_eq!(s.apply(&good), CommandResult::Ok);
+        assert_eq!(replica.apply(&good), CommandResult::Ok);
+        assert_eq!(s, replica, "deterministic");
+        let p = s.partition(&id, 0).expect("partition");
+        let chunks: Vec<(i64, i64, &str)> =
+            p.chunks.values().map(|c| (c.base_offset, c.last_offset, &*c.object)).collect();
+        assert_eq!(chunks, vec![(0, 4, "n0"), (5, 9, "n5"), (10, 19, "o10"), (20, 29, "n20"), (30, 39, "o30")]);
+        assert_eq!(p.cleaner.clean_offset, 30);
+        assert!(p.cleaner.rolls.is_empty(), "consumed rolls dropped");
+        assert_eq!(p.cleaner.next_horizon_ms, Some(77));
+        assert_eq!(s.objects[&Arc::<str>::from("o0")].live_chunks, 0);
+        assert_eq!(s.objects[&Arc::<str>::from("o10")].live_chunks, 1);
+        assert_eq!(s.objects[&Arc::<str>::from("n5")].live_chunks, 1);
+        assert_eq!(p.end_offset, 40, "offsets never move");
+
+        let n = |k: &str, b, l| seg(k, b, l, 1);
+        let cases: Vec<(&str, Command)> = vec![
+            ("empty run", clean(id, vec![run(vec![], vec![n("x", 0, 9)])], 30)),
+            ("missing chunk", clean(id, vec![run(vec![rc(5, "o0")], vec![n("x", 5, 9)])], 30)),
+            ("moved chunk", clean(id, vec![run(vec![rc(0, "o10")], vec![n("x", 0, 9)])], 30)),
+            ("not contiguous", clean(id, vec![run(vec![rc(0, "o0"), rc(20, "o20")], vec![n("x", 0, 29)])], 30)),
+            ("gap in tiling", clean(id, vec![run(vec![rc(0, "o0")], vec![n("x", 0, 3), n("y", 5, 9)])], 30)),
+            ("short tiling", clean(id, vec![run(vec![rc(0, "o0")], vec![n("x", 0, 8)])], 30)),
+            ("long tiling", clean(id, vec![run(vec![rc(0, "o0")], vec![n("x", 0, 10)])], 30)),
+            ("no new chunk", clean(id, vec![run(vec![rc(0, "o0")], vec![])], 30)),
+            ("key reused", clean(id, vec![run(vec![rc(0, "o0")], vec![n("o10", 0, 9)])], 30)),
+            (
+                "key repeated",
+                clean(
+                    id,
+                    vec![run(vec![rc(0, "o0")], vec![n("x", 0, 9)]), run(vec![rc(10, "o10")], vec![n("x", 10, 19)])],
+                    30,
+                ),
+            ),
+            ("inside the head", clean(id, vec![run(vec![rc(30, "o30")], vec![n("x", 30, 39)])], 30)),
+            ("clean offset past head", clean(id, vec![], 31)),
+            (
+                "overlapping runs",
+                clean(
+                    id,
+                    vec![run(vec![rc(10, "o10")], vec![n("x", 10, 19)]), run(vec![rc(0, "o0")], vec![n("y", 0, 9)])],
+                    30,
+                ),
+            ),
+            (
+                "one good run, one stale",
+                clean(
+                    id,
+                    vec![run(vec![rc(0, "o0")], vec![n("x", 0, 9)]), run(vec![rc(20, "o10")], vec![n("y", 20, 29)])],
+                    30,
+                ),
+            ),
+            ("byte range past object", clean(id, vec![run(vec![rc(0, "o0")], vec![SegmentChunk { size_bytes: 3, ..seg("x", 0, 9, 10) }])], 30)),
+        ];
+        for (what, cmd) in cases {
+            let mut s = s0.clone();
+            assert!(stale_clean(s.apply(&cmd)), "{what}");
+            assert_eq!(s, s0, "{what}: a rejected clean changes nothing");
+        }
+        // Backwards clean offset.
+        let mut s = s0.clone();
+        assert_eq!(s.apply(&clean(id, vec![], 20)), CommandResult::Ok);
+        let s1 = s.clone();
+        assert!(stale_clean(s.apply(&clean(id, vec![], 10))));
+        assert_eq!(s, s1);
+        // A new leader epoch fences the old leader's swap.
+        let mut s = s0.clone();
+        let fenced = Command::CleanChunks(CleanChunks {
+            leader_epoch: 1,
+            ..match good.clone() {
+                Command::CleanChunks(c) => c,
+                _ => unreachable!(),
+            }
+        });
+        assert!(matches!(s.apply(&fenced), CommandResult::Rejected(Rejection::Fenced { .. })));
+        assert_eq!(s, s0);
+        // DeleteRecords raced the pass: its first chunk is gone, the whole swap is refused.
+        let mut s = s0.clone();
+        s.apply(&Command::AdvanceLogStart { topic_id: id, partition: 0, offset: 10 });
+        let s1 = s.clone();
+        assert!(stale_clean(s.apply(&good)));
+        assert_eq!(s, s1);
+    }
+
+    #[test]
+    fn cleaner_state_survives_snapshots_and_old_snapshots_load() {
+        let (mut s, id) = three_chunks();
+        s.apply(&roll(id, 0, 20));
+        s.apply(&clean(id, vec![run(vec![rc(0, "o0")], vec![seg("n0", 0, 9, 2)])], 10));
+        let json = serde_json::to_value(&s).expect("serialize");
+        let back: MetadataState = serde_json::from_value(json.clone()).expect("deserialize");
+        assert_eq!(back, s);
+        assert_eq!(back.partition(&id, 0).expect("p").cleaner.clean_offset, 10);
+        // A snapshot from before cleaner state existed: no `cleaner` key anywhere.
+        let mut old = json;
+        for p in old["topics"]["t"]["partitions"].as_array_mut().expect("partitions") {
+            p.as_object_mut().expect("partition").remove("cleaner");
+        }
+        let back: MetadataState = serde_json::from_value(old).expect("old snapshot loads");
+        assert_eq!(back.partition(&id, 0).expect("p").cleaner, CleanerState::default());
+        // Untouched partitions write no cleaner key (snapshots of delete topics unchanged).
+        let json = serde_json::to_value(&s).expect("serialize");
+        assert!(json["topics"]["t"]["partitions"][1].get("cleaner").is_none());
+        for cmd in [roll(id, 0, 20), clean(id, vec![run(vec![rc(0, "o0")], vec![seg("n0", 0, 9, 2)])], 10)] {
+            let back: Command = serde_json::from_str(&serde_json::to_string(&cmd).expect("ser")).expect("de");
+            assert_eq!(back, cmd);
+        }
+    }
+
     #[test]
     fn forget_objects_only_unreferenced() {
         let (mut s, id) = three_chunks();
