@@ -39,6 +39,9 @@ pub enum BatchError {
     TooLarge { size: usize, max: usize },
     #[error("invalid record batch: {0}")]
     Invalid(String),
+    /// Its records decompress to more than the broker accepts (`records::MAX_DECOMPRESSED_BYTES`).
+    #[error("record batch decompresses to more than {max} bytes")]
+    DecompressedTooLarge { max: usize },
 }
 
 /// The parsed header of one batch (values as on the wire).

@@ -20,7 +20,7 @@ pub fn batch(e: &BatchError) -> i16 {
     match e {
         BatchError::Corrupt(_) => code(ResponseError::CorruptMessage),
         BatchError::UnsupportedMagic(_) => code(ResponseError::UnsupportedForMessageFormat),
-        BatchError::TooLarge { .. } => code(ResponseError::MessageTooLarge),
+        BatchError::TooLarge { .. } | BatchError::DecompressedTooLarge { .. } => code(ResponseError::MessageTooLarge),
         BatchError::Invalid(_) => code(ResponseError::InvalidRecord),
     }
 }

@@ -34,8 +34,8 @@ use skiff_storage::{StorageError, WalObjectBuilder};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use super::filter::{AbortedTxn, CleanError, Outcome, Rules, TxnTracker, filter_batch};
-use super::map::{MapProgress, OffsetMap, map_batch};
+use super::filter::{AbortedTxn, CleanError, MapProgress, Outcome, Rules, TxnTracker, filter_batch, map_batch};
+use super::map::OffsetMap;
 use super::plan::PassPlan;
 use crate::broker::batch::{self, BatchError};
 use crate::log::background::Lifecycle;
@@ -358,6 +358,15 @@ impl Lifecycle {
         let (held, map_end) = self.map_dirty(input, &mut map, io).await?;
         let map = Arc::new(map.unwrap_or_else(|| OffsetMap::with_capacity(1)));
         let new_clean = map_end + 1;
+        debug!(
+            topic = %input.topic,
+            partition = input.partition,
+            keys = map.len(),
+            // An empty map: a pass for expired delete horizons only.
+            horizons_only = map.is_empty(),
+            map_end,
+            "cleaner map built"
+        );
         #[cfg(test)]
         if self.failpoint(Failpoint::AfterMap) {
             return Ok((PassResult::Dropped, new_clean));
