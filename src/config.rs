@@ -497,7 +497,8 @@ impl Config {
         }
         // At least one key in the map and one batch in the buffer.
         if l.cleaner_dedupe_buffer_bytes < 1024 || l.cleaner_dirty_buffer_bytes < 1024 {
-            problems.push("lifecycle: cleaner_dedupe_buffer_bytes and cleaner_dirty_buffer_bytes must be >= 1024".into());
+            problems
+                .push("lifecycle: cleaner_dedupe_buffer_bytes and cleaner_dirty_buffer_bytes must be >= 1024".into());
         }
         if l.gc_grace < Duration::from_secs(1) {
             problems.push(format!("lifecycle.gc_grace: {} must be >= 1s", settings::format_duration(l.gc_grace)));

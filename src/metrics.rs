@@ -428,9 +428,17 @@ impl Metrics {
                 let _ = writeln!(out, "skiff_cleaner_records_removed_total{{topic=\"{name}\"}} {}", t.records_removed);
             }
             for (metric, text, get) in [
-                ("read_bytes", "Bytes read by the last cleaner pass.", (|p: &CleanerPassStats| p.read_bytes) as fn(&CleanerPassStats) -> u64),
+                (
+                    "read_bytes",
+                    "Bytes read by the last cleaner pass.",
+                    (|p: &CleanerPassStats| p.read_bytes) as fn(&CleanerPassStats) -> u64,
+                ),
                 ("written_bytes", "Bytes written by the last cleaner pass.", |p| p.written_bytes),
-                ("cleanable_bytes", "Cleanable bytes (clean section plus dirty range) of the last cleaner pass.", |p| p.cleanable_bytes),
+                (
+                    "cleanable_bytes",
+                    "Cleanable bytes (clean section plus dirty range) of the last cleaner pass.",
+                    |p| p.cleanable_bytes,
+                ),
                 ("gets", "GET requests of the last cleaner pass.", |p| p.gets),
                 ("puts", "PUT requests of the last cleaner pass.", |p| p.puts),
             ] {
@@ -523,8 +531,15 @@ mod tests {
         assert!(text.contains("skiff_compacted_bytes_total 100"));
         assert!(text.contains("skiff_objects_deleted_total{reason=\"orphan\"} 2"));
         assert!(text.contains("skiff_objects_deleted_total{reason=\"unreferenced\"} 1"));
-        let stats =
-            CleanerPassStats { read_bytes: 10, written_bytes: 4, cleanable_bytes: 10, gets: 2, puts: 1, deletes: 0, records_removed: 3 };
+        let stats = CleanerPassStats {
+            read_bytes: 10,
+            written_bytes: 4,
+            cleanable_bytes: 10,
+            gets: 2,
+            puts: 1,
+            deletes: 0,
+            records_removed: 3,
+        };
         m.cleaner_pass(a, "committed", stats);
         m.cleaner_pass(a, "rejected", CleanerPassStats { puts: 1, deletes: 1, ..Default::default() });
         m.cleaner_max_dirty_ratio(0.75);

@@ -742,11 +742,10 @@ impl MetadataState {
     fn clean_chunks(&mut self, c: &CleanChunks) -> Result<CommandResult, Rejection> {
         // Fresh keys: unknown to the index and distinct within the command.
         let mut keys = std::collections::BTreeSet::new();
-        let keys_fresh = c
-            .runs
-            .iter()
-            .flat_map(|r| &r.chunks)
-            .all(|s| !s.key.is_empty() && !self.objects.contains_key(s.key.as_str()) && keys.insert(s.key.as_str()));
+        let keys_fresh =
+            c.runs.iter().flat_map(|r| &r.chunks).all(|s| {
+                !s.key.is_empty() && !self.objects.contains_key(s.key.as_str()) && keys.insert(s.key.as_str())
+            });
         let (name, p) = self.partition_mut(&c.topic_id, c.partition)?;
         if c.leader_epoch != p.leader_epoch {
             return Err(Rejection::Fenced {
@@ -1275,7 +1274,10 @@ mod tests {
                     30,
                 ),
             ),
-            ("byte range past object", clean(id, vec![run(vec![rc(0, "o0")], vec![SegmentChunk { size_bytes: 3, ..seg("x", 0, 9, 10) }])], 30)),
+            (
+                "byte range past object",
+                clean(id, vec![run(vec![rc(0, "o0")], vec![SegmentChunk { size_bytes: 3, ..seg("x", 0, 9, 10) }])], 30),
+            ),
         ];
         for (what, cmd) in cases {
             let mut s = s0.clone();

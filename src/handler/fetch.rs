@@ -231,7 +231,8 @@ async fn build(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetch
                         base.with_records(Some(Bytes::new()))
                     } else {
                         let cold = chunks.iter().any(|c| broker.reader.tail.get(&c.object, c.position).is_none());
-                        let at = Position { topic: &name, topic_id, partition: p.partition, epoch: p.current_leader_epoch };
+                        let at =
+                            Position { topic: &name, topic_id, partition: p.partition, epoch: p.current_leader_epoch };
                         match read_past_gaps(broker, at, p.fetch_offset, chunks, hwm, max, min_one).await {
                             Ok(records) => {
                                 if cold {

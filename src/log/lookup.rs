@@ -41,8 +41,7 @@ async fn find_in_chunk(data: Bytes, target: i64, log_start: i64) -> Option<(i64,
                         if let Some(r) = set.records.iter().find(|r| r.offset >= log_start) {
                             return Some((r.offset, h.max_timestamp));
                         }
-                    } else if let Some(r) =
-                        set.records.iter().find(|r| r.offset >= log_start && r.timestamp >= target)
+                    } else if let Some(r) = set.records.iter().find(|r| r.offset >= log_start && r.timestamp >= target)
                     {
                         return Some((r.offset, r.timestamp));
                     }

@@ -163,7 +163,8 @@ fn batches(object: &str, data: &Bytes) -> Result<Vec<(batch::BatchHeader, Bytes)
     while pos < data.len() {
         let h = batch::parse_header(&data[pos..])
             .map_err(|source| PassError::Batch { object: object.to_string(), source })?;
-        batch::verify_crc(&data[pos..], &h).map_err(|source| PassError::Batch { object: object.to_string(), source })?;
+        batch::verify_crc(&data[pos..], &h)
+            .map_err(|source| PassError::Batch { object: object.to_string(), source })?;
         out.push((h, data.slice(pos..pos + h.size)));
         pos += h.size;
     }
@@ -228,7 +229,14 @@ impl Lifecycle {
             };
         }
         self.metrics.cleaner_pass(input.topic_id, result.label(), io.stats);
-        PassReport { topic_id: input.topic_id, partition: input.partition, result, stats: io.stats, clean_offset, written }
+        PassReport {
+            topic_id: input.topic_id,
+            partition: input.partition,
+            result,
+            stats: io.stats,
+            clean_offset,
+            written,
+        }
     }
 
     async fn delete_segments(&self, keys: &[String], io: &mut Io) {
@@ -362,6 +370,9 @@ impl Lifecycle {
             topic = %input.topic,
             partition = input.partition,
             keys = map.len(),
+            capacity = map.capacity(),
+            // Full: the pass ends early, the rest of the dirty range waits for the next one.
+            full = map.is_full(),
             // An empty map: a pass for expired delete horizons only.
             horizons_only = map.is_empty(),
             map_end,
@@ -461,7 +472,8 @@ impl Lifecycle {
                 let len = out.len() as u64;
                 if run.segment.bytes > 0 && run.segment.bytes + len > input.segment_bytes {
                     // Cut: the full segment ends where this batch begins.
-                    let next = OpenSegment { start: k.header.base_offset, parts: Vec::new(), bytes: 0, max_timestamp: -1 };
+                    let next =
+                        OpenSegment { start: k.header.base_offset, parts: Vec::new(), bytes: 0, max_timestamp: -1 };
                     let full = std::mem::replace(&mut run.segment, next);
                     let end = k.header.base_offset - 1;
                     let seg = self.store_segment(input, full, end, io, written).await?;

@@ -207,7 +207,10 @@ mod tests {
         let state = CleanerState::default();
         let c = EffectiveTopicConfig { segment_bytes: 250, segment_ms: 10_000, ..cfg() };
         assert_eq!(roll_offset(&log(&chunks, &state), &c, 5_000), None, "200 bytes, 4 s old");
-        assert_eq!(roll_offset(&log(&chunks, &state), &EffectiveTopicConfig { segment_bytes: 200, ..c }, 5_000), Some(20));
+        assert_eq!(
+            roll_offset(&log(&chunks, &state), &EffectiveTopicConfig { segment_bytes: 200, ..c }, 5_000),
+            Some(20)
+        );
         assert_eq!(roll_offset(&log(&chunks, &state), &c, 11_001), Some(20), "first chunk older than segment.ms");
         let lag = EffectiveTopicConfig { max_compaction_lag_ms: 3_000, ..c };
         assert_eq!(roll_offset(&log(&chunks, &state), &lag, 4_001), Some(20), "max lag caps segment.ms");
@@ -218,7 +221,8 @@ mod tests {
 
     #[test]
     fn cleanable_range_ratio_lags_and_horizon() {
-        let chunks = [chunk(0, 9, 100, 1_000), chunk(10, 19, 100, 2_000), chunk(20, 29, 100, 3_000), chunk(30, 39, 100, 4_000)];
+        let chunks =
+            [chunk(0, 9, 100, 1_000), chunk(10, 19, 100, 2_000), chunk(20, 29, 100, 3_000), chunk(30, 39, 100, 4_000)];
         let roll = |end, ts| Roll { end_offset: end, first_timestamp: ts, max_timestamp: ts };
         let state = CleanerState {
             clean_offset: 10,

@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use super::{Failpoint, PassResult};
 use crate::broker::{Clock, batch};
-use crate::log::background::{Lifecycle, LifecycleSettings};
 use crate::log::background::tests::{Harness, TestClock, settings, verify_references};
+use crate::log::background::{Lifecycle, LifecycleSettings};
 use crate::log::read::Reader;
 use crate::log::wal::PartitionKey;
 use crate::metrics::Metrics;
@@ -94,9 +94,7 @@ impl Log {
         }
         self.records
             .iter()
-            .filter(|(o, k, v)| {
-                *o >= clean_end || (last.get(k) == Some(o) && !(drop_tombstones && v.is_none()))
-            })
+            .filter(|(o, k, v)| *o >= clean_end || (last.get(k) == Some(o) && !(drop_tombstones && v.is_none())))
             .cloned()
             .collect()
     }
@@ -105,12 +103,8 @@ impl Log {
 /// Reads the whole partition as a consumer does: Fetch's plan (`chunks_from`) and read
 /// (`Reader::records`), moving on past a chunk whose batches all precede the position.
 async fn read_all(h: &Harness, topic_id: Uuid, partition: i32) -> Vec<Seen> {
-    let reader = Reader::new(
-        h.tail.clone(),
-        BlockCache::new(1 << 20, 4096),
-        h.storage.clone(),
-        Arc::new(Metrics::default()),
-    );
+    let reader =
+        Reader::new(h.tail.clone(), BlockCache::new(1 << 20, 4096), h.storage.clone(), Arc::new(Metrics::default()));
     let (mut offset, hwm) = h
         .controller
         .metadata()
@@ -240,9 +234,11 @@ async fn pass_keeps_the_latest_value_per_key_at_original_offsets_and_never_touch
 async fn tombstones_go_after_delete_retention_and_min_lag_holds_records_back() {
     let clock = TestClock::real();
     let h = Harness::start(cleaner_settings(), clock.clone()).await;
-    let (topic, key) =
-        compacted_topic(&h, &[("segment.bytes", "1"), ("delete.retention.ms", "5000"), ("min.compaction.lag.ms", "60000")])
-            .await;
+    let (topic, key) = compacted_topic(
+        &h,
+        &[("segment.bytes", "1"), ("delete.retention.ms", "5000"), ("min.compaction.lag.ms", "60000")],
+    )
+    .await;
     let mut log = Log::default();
     workload(&h, key, &mut log, clock.now_ms(), 6).await;
     let hwm = log.records.len() as i64;
@@ -301,7 +297,11 @@ async fn racing_delete_records_or_leader_change_rejects_the_swap_and_the_old_log
         let pass = h.lifecycle.clean_partition(inputs.into_iter().next().expect("input")).await;
         assert_eq!(pass.result, PassResult::Rejected, "{race}: {pass:?}");
         assert!(!pass.written.is_empty());
-        assert_eq!(stored_segments(&h).await, before_segments, "{race}: a rejected swap's segments are deleted at once");
+        assert_eq!(
+            stored_segments(&h).await,
+            before_segments,
+            "{race}: a rejected swap's segments are deleted at once"
+        );
         assert_eq!(read_all(&h, topic, 0).await, expected, "{race}: the old log stays readable");
         // The next round replans and cleans.
         let report = h.lifecycle.clean_once().await;
