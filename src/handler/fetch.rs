@@ -83,15 +83,18 @@ async fn read_past_gaps(
     min_one: bool,
 ) -> Result<Bytes, skiff_storage::StorageError> {
     for _ in 0..MAX_GAP_PLANS {
-        let records = broker.reader.records(at.topic_id, &chunks, offset, max, min_one).await?;
-        let next = chunks.last().map_or(hwm, |c| c.last_offset + 1);
-        if !records.is_empty() || next >= hwm {
+        // Some: a batch is there (even if it does not fit `max`): never skip past it.
+        if let Some(records) = broker.reader.records_or_gap(at.topic_id, &chunks, offset, max, min_one).await? {
             return Ok(records);
+        }
+        let next = chunks.last().map_or(hwm, |c| c.last_offset + 1);
+        if next >= hwm {
+            return Ok(Bytes::new());
         }
         offset = next;
         chunks = match plan(broker, at.topic, at.partition, offset, at.epoch, max) {
             Plan::Read { chunks, .. } if !chunks.is_empty() => chunks,
-            _ => return Ok(records),
+            _ => return Ok(Bytes::new()),
         };
     }
     Ok(Bytes::new())

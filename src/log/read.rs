@@ -126,12 +126,26 @@ impl Reader {
         max_bytes: usize,
         min_one: bool,
     ) -> Result<Bytes, StorageError> {
+        Ok(self.records_or_gap(topic_id, chunks, offset, max_bytes, min_one).await?.unwrap_or_default())
+    }
+
+    /// Like [`Self::records`], but `None` when the planned chunks hold no batch whose last
+    /// offset reaches `offset` (it lies in a trailing gap): only then may a caller move on to
+    /// later chunks. `Some` of empty bytes means a batch is there but does not fit `max_bytes`.
+    pub async fn records_or_gap(
+        &self,
+        topic_id: Uuid,
+        chunks: &[Chunk],
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<Option<Bytes>, StorageError> {
         // The futures are built up front (lazily run) so no closure borrows across the stream.
         let reads: Vec<_> = chunks.iter().map(|c| self.chunk(topic_id, c)).collect();
         let parts: Vec<Bytes> = futures::stream::iter(reads).buffered(CHUNK_READ_CONCURRENCY).try_collect().await?;
         let first = match parts.first() {
             Some(f) => batch::slice_from_offset(f, offset).unwrap_or_default(),
-            None => return Ok(Bytes::new()),
+            None => return Ok(None),
         };
         let joined = if parts.len() == 1 {
             first
@@ -146,6 +160,9 @@ impl Reader {
             }
             buf.freeze()
         };
-        Ok(batch::whole_batches_within(&joined, max_bytes, min_one))
+        if joined.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(batch::whole_batches_within(&joined, max_bytes, min_one)))
     }
 }
