@@ -8,3 +8,5 @@
 
 pub(crate) mod filter;
 pub(crate) mod map;
+#[cfg(test)]
+mod model;
