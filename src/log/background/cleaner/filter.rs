@@ -141,10 +141,22 @@ fn is_aborted(h: &BatchHeader, aborted: &[AbortedTxn]) -> bool {
 /// returns `Stopped { next_offset }` (records from that offset on are not mapped); else
 /// `Mapped { last_offset }` (the batch's last offset).
 pub fn map_batch(batch: &[u8], aborted: &[AbortedTxn], map: &mut OffsetMap) -> Result<MapProgress, CleanError> {
+    map_batch_from(batch, i64::MIN, aborted, map)
+}
+
+/// [`map_batch`] for records at `from_offset` or later only (Kafka's `record.offset >=
+/// startOffset`): the first dirty batch may straddle the clean offset, and its clean records
+/// must neither take room in the map nor stop it.
+pub fn map_batch_from(
+    batch: &[u8],
+    from_offset: i64,
+    aborted: &[AbortedTxn],
+    map: &mut OffsetMap,
+) -> Result<MapProgress, CleanError> {
     let d = decode_one(batch)?;
     let h = d.header;
     if !h.is_control() && !is_aborted(&h, aborted) {
-        for r in d.records() {
+        for r in d.records().filter(|r| r.offset >= from_offset) {
             if let Some(key) = r.key
                 && map.put(key, r.offset).is_err()
             {
@@ -484,6 +496,10 @@ mod tests {
         assert_eq!(m.get(b"a"), Some(11));
         let mut m = OffsetMap::with_capacity(2);
         assert_eq!(map_batch(&a, &[], &mut m), Ok(MapProgress::Mapped { last_offset: 12 }));
+        // From the clean offset on only: the first record's key takes no room.
+        let mut m = OffsetMap::with_capacity(1);
+        assert_eq!(map_batch_from(&a, 12, &[], &mut m), Ok(MapProgress::Mapped { last_offset: 12 }));
+        assert_eq!((m.get(b"a"), m.get(b"b")), (None, Some(12)));
     }
 
     #[test]

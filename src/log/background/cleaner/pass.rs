@@ -34,7 +34,9 @@ use skiff_storage::{StorageError, WalObjectBuilder};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use super::filter::{AbortedTxn, CleanError, MapProgress, Outcome, Rules, TxnTracker, filter_batch, map_batch};
+use super::filter::{
+    AbortedTxn, CleanError, MapProgress, Outcome, Rules, TxnTracker, filter_batch, map_batch, map_batch_from,
+};
 use super::map::OffsetMap;
 use super::plan::PassPlan;
 use crate::broker::batch::{self, BatchError};
@@ -109,11 +111,11 @@ pub struct PassReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Failpoint {
     /// After the offset map is built, before anything is written.
-    AfterMap,
+    Mapped,
     /// After the n-th segment PUT (1-based) completed.
-    AfterPut(u64),
+    Stored(u64),
     /// After the swap was sent (and applied), before its answer is handled.
-    AfterSwapSent,
+    SwapSent,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -320,7 +322,13 @@ impl Lifecycle {
                         if h.last_offset() < clean_offset {
                             continue;
                         }
-                        match map_batch(b, &aborted, &mut m) {
+                        // Records below the clean offset take no room in the map.
+                        let progress = if h.base_offset >= clean_offset {
+                            map_batch(b, &aborted, &mut m)
+                        } else {
+                            map_batch_from(b, clean_offset, &aborted, &mut m)
+                        };
+                        match progress {
                             Ok(MapProgress::Mapped { .. }) => {}
                             Ok(MapProgress::Stopped { next_offset }) => {
                                 r = Ok(Some(next_offset));
@@ -379,7 +387,7 @@ impl Lifecycle {
             "cleaner map built"
         );
         #[cfg(test)]
-        if self.failpoint(Failpoint::AfterMap) {
+        if self.failpoint(Failpoint::Mapped) {
             return Ok((PassResult::Dropped, new_clean));
         }
 
@@ -516,7 +524,7 @@ impl Lifecycle {
         };
         let result = self.controller.clean_chunks(swap).await;
         #[cfg(test)]
-        if self.failpoint(Failpoint::AfterSwapSent) {
+        if self.failpoint(Failpoint::SwapSent) {
             return Ok((PassResult::Dropped, new_clean));
         }
         match result {
@@ -596,7 +604,7 @@ impl Lifecycle {
         io.stats.puts += 1;
         io.stats.written_bytes += size_bytes;
         #[cfg(test)]
-        if self.failpoint(Failpoint::AfterPut(io.stats.puts)) {
+        if self.failpoint(Failpoint::Stored(io.stats.puts)) {
             return Err(PassError::Dropped);
         }
         self.pace(io).await;

@@ -334,7 +334,7 @@ async fn slow_pass_is_abandoned_and_its_segments_deleted() {
 /// chunks; GC later deletes every segment it wrote that nothing references, and nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_at_any_failpoint_leaves_old_or_new_and_gc_collects_the_rest() {
-    for at in [Failpoint::AfterMap, Failpoint::AfterPut(1), Failpoint::AfterPut(2), Failpoint::AfterSwapSent] {
+    for at in [Failpoint::Mapped, Failpoint::Stored(1), Failpoint::Stored(2), Failpoint::SwapSent] {
         let clock = TestClock::real();
         let s = LifecycleSettings { gc_grace_ms: 1_000, ..cleaner_settings() };
         let h = Harness::start(s, clock.clone()).await;
@@ -355,7 +355,7 @@ async fn crash_at_any_failpoint_leaves_old_or_new_and_gc_collects_the_rest() {
         let read = read_all(&h, topic, 0).await;
         let written: HashSet<String> = pass.written.iter().cloned().collect();
         match at {
-            Failpoint::AfterSwapSent => {
+            Failpoint::SwapSent => {
                 let objects: HashSet<String> = after.iter().map(|c| c.object.to_string()).collect();
                 assert!(written.iter().all(|k| objects.contains(k)), "{at:?}: exactly the new chunks");
                 assert_ne!(after, before);
@@ -366,13 +366,12 @@ async fn crash_at_any_failpoint_leaves_old_or_new_and_gc_collects_the_rest() {
                 assert_eq!(read, log.records, "{at:?}");
             }
         }
-        if let Failpoint::AfterPut(n) = at {
+        if let Failpoint::Stored(n) = at {
             assert_eq!(written.len() as u64, n, "{at:?}");
         }
         // GC after the grace period: the dropped pass's unreferenced segments go, referenced
         // objects stay.
         clock.advance(2_000);
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         h.lifecycle.collect_garbage_once().await;
         let referenced: HashSet<String> = chunks(&h, topic).iter().map(|c| c.object.to_string()).collect();
         let segs = stored_segments(&h).await;
@@ -383,7 +382,7 @@ async fn crash_at_any_failpoint_leaves_old_or_new_and_gc_collects_the_rest() {
         assert_eq!(read_all(&h, topic, 0).await, read, "{at:?}: readable after GC");
         // The next pass (no failpoint) completes the job.
         let report = h.lifecycle.clean_once().await;
-        if at != Failpoint::AfterSwapSent {
+        if at != Failpoint::SwapSent {
             assert_eq!(report.count(PassResult::Committed), 1, "{at:?}: {report:?}");
         }
         assert_eq!(read_all(&h, topic, 0).await, log.cleaned(hwm, false), "{at:?}");
