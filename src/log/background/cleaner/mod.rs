@@ -24,6 +24,7 @@ pub(crate) mod filter;
 #[allow(dead_code)]
 pub(crate) mod map;
 #[cfg(test)]
+#[allow(clippy::type_complexity)] // the codec's reference model (w2-codec) spells its types out
 mod model;
 mod pass;
 pub(crate) mod plan;
