@@ -452,7 +452,12 @@ impl Lifecycle {
             }
             for k in &kept {
                 io.stats.records_removed += k.removed;
-                if let (Some(_), Some(h)) = (&k.output, k.horizon) {
+                // A horizon already passed that a kept batch still carries (a marker waiting
+                // for its data, a producer's last batch) would make every round due: only
+                // future horizons schedule a pass.
+                if let (Some(_), Some(h)) = (&k.output, k.horizon)
+                    && h > now_ms
+                {
                     next_horizon = Some(next_horizon.map_or(h, |n: i64| n.min(h)));
                 }
             }

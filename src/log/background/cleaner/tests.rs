@@ -424,3 +424,36 @@ async fn second_pass_keeps_unchanged_clean_segments_and_cuts_at_segment_bytes() 
     }
     h.stop().await;
 }
+
+/// `cleaner_max_bytes_per_second` paces a pass: its reads plus writes take at least their
+/// bytes over the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn io_limit_paces_a_pass() {
+    let clock = TestClock::real();
+    let h = Harness::start(cleaner_settings(), clock.clone()).await;
+    let (topic, key) = compacted_topic(&h, &[("segment.bytes", "1")]).await;
+    let mut log = Log::default();
+    workload(&h, key, &mut log, clock.now_ms(), 6).await;
+    let limit = 8_000;
+    let cleaner = Lifecycle::new(
+        LifecycleSettings { cleaner_max_bytes_per_second: limit, ..cleaner_settings() },
+        h.controller.clone(),
+        h.storage.clone(),
+        Arc::new(Metrics::default()),
+        clock.clone(),
+        skiff_time::random_ids(),
+        None,
+    );
+    let started = std::time::Instant::now();
+    let report = cleaner.clean_once().await;
+    let took = started.elapsed();
+    assert_eq!(report.count(PassResult::Committed), 1, "{report:?}");
+    let s = report.passes[0].stats;
+    let floor = std::time::Duration::from_secs_f64((s.read_bytes + s.written_bytes) as f64 / limit as f64);
+    assert!(floor >= std::time::Duration::from_millis(100), "test needs enough bytes: {s:?}");
+    // The last I/O's wait may be skipped (nothing follows it), hence one GET of slack.
+    assert!(took + std::time::Duration::from_millis(50) >= floor, "{took:?} < {floor:?} for {s:?}");
+    let hwm = log.records.len() as i64;
+    assert_eq!(read_all(&h, topic, 0).await, log.cleaned(hwm, false));
+    h.stop().await;
+}
