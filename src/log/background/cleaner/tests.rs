@@ -457,3 +457,31 @@ async fn io_limit_paces_a_pass() {
     assert_eq!(read_all(&h, topic, 0).await, log.cleaned(hwm, false));
     h.stop().await;
 }
+
+/// WAL compaction keeps a compacted partition's head and roll ends as chunk boundaries (the
+/// cleaner's ranges end there), and skips a partition the cleaner holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_compaction_respects_heads_and_the_cleaners_claim() {
+    let clock = TestClock::real();
+    let h = Harness::start(cleaner_settings(), clock.clone()).await;
+    let (topic, key) = compacted_topic(&h, &[("segment.bytes", "1")]).await;
+    let mut log = Log::default();
+    for i in 0..3 {
+        log.produce(&h, key, &[("k", Some(format!("a{i}").as_str()))], clock.now_ms()).await;
+    }
+    assert_eq!(h.lifecycle.roll_heads().await, 1);
+    for i in 0..3 {
+        log.produce(&h, key, &[("k", Some(format!("b{i}").as_str()))], clock.now_ms()).await;
+    }
+    // Held by the cleaner: compaction leaves the partition alone.
+    {
+        let _claim = h.lifecycle.claim(topic, 0, crate::log::background::Work::Cleaner).expect("free");
+        assert_eq!(h.lifecycle.compact_once().await.segments, 0);
+    }
+    let report = h.lifecycle.compact_once().await;
+    assert_eq!(report.segments, 2, "one segment each side of the head: {report:?}");
+    let bounds: Vec<(i64, i64)> = chunks(&h, topic).iter().map(|c| (c.base_offset, c.last_offset)).collect();
+    assert_eq!(bounds, [(0, 2), (3, 5)]);
+    assert_eq!(read_all(&h, topic, 0).await, log.records);
+    h.stop().await;
+}
