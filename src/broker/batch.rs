@@ -42,6 +42,10 @@ pub enum BatchError {
     /// Its records decompress to more than the broker accepts (`records::MAX_DECOMPRESSED_BYTES`).
     #[error("record batch decompresses to more than {max} bytes")]
     DecompressedTooLarge { max: usize },
+    /// Records without a key for a compacted topic (Kafka's `LogValidator.validateKey`): their
+    /// indexes in the first batch that has any.
+    #[error("compacted topic cannot accept records without a key (records {records:?} of a batch)")]
+    KeylessRecords { records: Vec<usize> },
 }
 
 /// The parsed header of one batch (values as on the wire).

@@ -21,7 +21,7 @@ pub fn batch(e: &BatchError) -> i16 {
         BatchError::Corrupt(_) => code(ResponseError::CorruptMessage),
         BatchError::UnsupportedMagic(_) => code(ResponseError::UnsupportedForMessageFormat),
         BatchError::TooLarge { .. } | BatchError::DecompressedTooLarge { .. } => code(ResponseError::MessageTooLarge),
-        BatchError::Invalid(_) => code(ResponseError::InvalidRecord),
+        BatchError::Invalid(_) | BatchError::KeylessRecords { .. } => code(ResponseError::InvalidRecord),
     }
 }
 

@@ -50,6 +50,14 @@ pub use compaction::CompactionReport;
 pub use gc::GcReport;
 pub use retention::retention_start;
 
+/// The cleaner's pure rules, public only for the fuzz target `batch_reencode` (fuzz/): not an
+/// API of the crate.
+#[doc(hidden)]
+pub mod cleaner_fuzzing {
+    pub use super::cleaner::filter::{AbortedTxn, Outcome, Rules, TxnTracker, filter_batch, map_batch};
+    pub use super::cleaner::map::OffsetMap;
+}
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -25,6 +25,9 @@ use crate::broker::records::{self};
 
 const RETENTION_MS: i64 = 1_000;
 
+/// A record header as the test encoder takes it.
+type Header<'a> = (&'a str, Option<&'a [u8]>);
+
 #[derive(Debug, Clone)]
 struct RecordSpec {
     key: Option<u8>,
@@ -116,7 +119,7 @@ impl Harness {
     fn produce(&mut self, spec: &BatchSpec) {
         let keys: Vec<Option<Vec<u8>>> =
             spec.records.iter().map(|r| r.key.map(|k| format!("k{k}").into_bytes())).collect();
-        let headers: Vec<Vec<(&str, Option<&[u8]>)>> =
+        let headers: Vec<Vec<Header<'_>>> =
             spec.records.iter().map(|r| r.headers.iter().map(|(k, v)| (*k, v.as_deref())).collect()).collect();
         let specs: Vec<Spec<'_>> = spec
             .records
