@@ -24,7 +24,6 @@ pub(crate) mod filter;
 #[allow(dead_code)]
 pub(crate) mod map;
 #[cfg(test)]
-#[allow(clippy::type_complexity)] // the codec's reference model (w2-codec) spells its types out
 mod model;
 mod pass;
 pub(crate) mod plan;
