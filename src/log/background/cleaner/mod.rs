@@ -20,8 +20,6 @@
 //!   horizons), so a restart or a new leader carries on where the last swap left off.
 
 pub(crate) mod filter;
-// `OffsetMap::clear` serves the codec's tests only; nothing else in it is unused.
-#[allow(dead_code)]
 pub(crate) mod map;
 #[cfg(test)]
 mod model;
