@@ -2,8 +2,9 @@
 //! a topic created with `cleanup.policy=compact` through CreateTopics, keyed writes with
 //! overwrites, then, once the cleaner ran, a full read returns one record per key (the latest,
 //! at the offset it was produced at) below the head, the head verbatim, and offset gaps where
-//! superseded records were; a fetch inside any gap, even of one byte, reaches the next record
-//! (the broker moves on past a gap at the end of a chunk, as Kafka moves to the next segment).
+//! superseded records were; Kafka's ConsoleConsumer reads the same records; a fetch inside any
+//! gap, even of one byte, reaches the next record (the broker moves on past a gap at the end of
+//! a chunk, as Kafka moves to the next segment).
 #![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time
 
 mod support;
@@ -16,8 +17,8 @@ use bytes::Bytes;
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::records::Compression;
-use support::SkiffProcess;
 use support::client::{Client, FETCH_VERSION, FetchedRecord, TestRecord, decode_batches, encode_batch, topic_name};
+use support::{SkiffProcess, kafka_cli};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 const KEYS: usize = 5;
@@ -107,6 +108,41 @@ async fn compacted_topic_keeps_one_record_per_key_plus_the_head() {
         }
         let offsets: Vec<i64> = cleaned.iter().map(|r| r.offset).collect();
         ensure!(offsets.windows(2).any(|w| w[1] > w[0] + 1), "superseded records leave gaps: {offsets:?}");
+
+        // Kafka's own consumer reads the cleaned log (re-encoded batches, gaps) the same way.
+        let bootstrap = broker.bootstrap().to_string();
+        let out = tokio::task::spawn_blocking(move || {
+            kafka_cli::run_with_timeout(
+                kafka_cli::CONSOLE_CONSUMER,
+                &[
+                    "--bootstrap-server",
+                    &bootstrap,
+                    "--topic",
+                    "changelog",
+                    "--from-beginning",
+                    "--property",
+                    "print.offset=true",
+                    "--property",
+                    "print.key=true",
+                    "--timeout-ms",
+                    "5000",
+                ],
+                Duration::from_secs(90),
+            )
+        })
+        .await??;
+        // It exits non-zero after its timeout with no more records (a TimeoutException).
+        ensure!(out.success || out.stderr.contains("TimeoutException"), "ConsoleConsumer: {}", out.stderr);
+        let consumed: Vec<String> =
+            out.stdout.lines().filter(|l| l.starts_with("Offset:")).map(str::to_string).collect();
+        let expected: Vec<String> = cleaned
+            .iter()
+            .map(|r| {
+                let key = String::from_utf8_lossy(r.record.key.as_deref().unwrap_or_default()).into_owned();
+                format!("Offset:{}\t{key}\t{}", r.offset, value(r))
+            })
+            .collect();
+        ensure!(consumed == expected, "ConsoleConsumer printed {consumed:?}, expected {expected:?}");
 
         // New writes are the head: read back verbatim, duplicates of a key included, after the
         // cleaned records; the high watermark did not move backwards.
