@@ -78,7 +78,8 @@ impl Reader {
     /// Concurrent reads of the same block coalesce with these GETs in the block cache.
     pub fn read_ahead(&self, chunks: Vec<Chunk>) {
         for chunk in chunks {
-            if self.tail.get(&chunk.object, chunk.position).is_some() {
+            // Empty chunks (a cleaned range with no records left) have nothing to warm.
+            if chunk.len == 0 || self.tail.get(&chunk.object, chunk.position).is_some() {
                 continue;
             }
             let Ok(permit) = self.read_ahead.clone().try_acquire_owned() else { return };
