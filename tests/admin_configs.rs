@@ -280,3 +280,251 @@ fn kafka_configs_sets_group_configs_used_by_the_consumer_protocol() -> anyhow::R
     })?;
     Ok(())
 }
+
+// Compacted topics' configs (issue #12, RFC 0003 scope 1): `cleanup.policy=compact` and the
+// cleaner's keys, as Kafka validates and reports them.
+
+/// ConfigCommand's arguments for topic `topic`.
+fn topic_configs(bootstrap: &str, topic: &str, extra: &[&str]) -> Vec<String> {
+    args(&["--bootstrap-server", bootstrap, "--entity-type", "topics", "--entity-name", topic], extra)
+}
+
+#[test]
+fn kafka_tools_create_describe_and_switch_compacted_topics() -> anyhow::Result<()> {
+    let skiff = SkiffProcess::start();
+    let b = skiff.bootstrap().to_string();
+    let rt = runtime();
+    let topics = |extra: &[&str]| args(&["--bootstrap-server", &b], extra);
+
+    // Each policy form Kafka accepts, created by kafka-topics and described by kafka-configs.
+    for (topic, policy) in [("compacted", "compact"), ("both", "compact,delete"), ("both-reversed", "delete,compact")] {
+        let config = format!("cleanup.policy={policy}");
+        tool_ok(TOPIC_COMMAND, &topics(&["--create", "--topic", topic, "--partitions", "2", "--config", &config]))?;
+        let out = tool_ok(CONFIG_COMMAND, &topic_configs(&b, topic, &["--describe"]))?;
+        assert!(out.contains(&format!("cleanup.policy={policy} sensitive=false")), "{out}");
+    }
+    let out = tool_ok(TOPIC_COMMAND, &topics(&["--describe", "--topic", "compacted"]))?;
+    assert!(out.contains("cleanup.policy=compact"), "{out}");
+
+    // Switching both ways, and to both (a list value is bracketed on ConfigCommand's line).
+    for (set, shown) in [
+        ("cleanup.policy=delete", "delete"),
+        ("cleanup.policy=[compact,delete]", "compact,delete"),
+        ("cleanup.policy=compact", "compact"),
+    ] {
+        tool_ok(CONFIG_COMMAND, &topic_configs(&b, "compacted", &["--alter", "--add-config", set]))?;
+        let out = tool_ok(CONFIG_COMMAND, &topic_configs(&b, "compacted", &["--describe"]))?;
+        assert!(out.contains(&format!("cleanup.policy={shown} sensitive=false")), "{set}: {out}");
+    }
+
+    // The cleaner's keys: accepted within Kafka's bounds, refused outside with Kafka's messages.
+    let set = "min.cleanable.dirty.ratio=0.1,min.compaction.lag.ms=1000,max.compaction.lag.ms=60000,delete.retention.ms=0,segment.ms=60000,segment.bytes=1048576";
+    tool_ok(CONFIG_COMMAND, &topic_configs(&b, "compacted", &["--alter", "--add-config", set]))?;
+    let out = tool_ok(CONFIG_COMMAND, &topic_configs(&b, "compacted", &["--describe"]))?;
+    assert!(out.contains("min.cleanable.dirty.ratio=0.1 sensitive=false"), "{out}");
+    assert!(out.contains("max.compaction.lag.ms=60000 sensitive=false"), "{out}");
+    for (bad, message) in [
+        (
+            "min.cleanable.dirty.ratio=1.5",
+            "Invalid value 1.5 for configuration min.cleanable.dirty.ratio: Value must be no more than 1",
+        ),
+        (
+            "min.compaction.lag.ms=-1",
+            "Invalid value -1 for configuration min.compaction.lag.ms: Value must be at least 0",
+        ),
+        (
+            "max.compaction.lag.ms=0",
+            "Invalid value 0 for configuration max.compaction.lag.ms: Value must be at least 1",
+        ),
+        ("delete.retention.ms=-1", "Invalid value -1 for configuration delete.retention.ms: Value must be at least 0"),
+        ("segment.ms=0", "Invalid value 0 for configuration segment.ms: Value must be at least 1"),
+        ("segment.bytes=1000", "Invalid value 1000 for configuration segment.bytes: Value must be at least 1048576"),
+        (
+            "cleanup.policy=compacted",
+            "Invalid value compacted for configuration cleanup.policy: String must be one of: compact, delete",
+        ),
+        // Against the topic's max.compaction.lag.ms=60000 set above.
+        (
+            "min.compaction.lag.ms=120000",
+            "conflict topic config setting min.compaction.lag.ms (120000) > max.compaction.lag.ms (60000)",
+        ),
+    ] {
+        let out = tool_refused(CONFIG_COMMAND, &topic_configs(&b, "compacted", &["--alter", "--add-config", bad]))?;
+        assert!(out.contains(message), "{bad}: {out}");
+        assert!(out.contains("InvalidConfigurationException"), "{bad}: INVALID_CONFIG expected: {out}");
+    }
+    // An existing topic: TOPIC_ALREADY_EXISTS, Kafka's words (kafka-topics checks configs
+    // itself before sending, so the bogus-config cases are in the raw-client test below).
+    let refused = tool_refused(
+        TOPIC_COMMAND,
+        &topics(&["--create", "--topic", "compacted", "--partitions", "5", "--config", "cleanup.policy=compact"]),
+    )?;
+    assert!(refused.contains("Topic 'compacted' already exists."), "{refused}");
+
+    // The broker default, and Skiff's segment.bytes default.
+    let brokers = args(&["--bootstrap-server", &b, "--entity-type", "brokers", "--entity-default"], &[]);
+    tool_ok(
+        CONFIG_COMMAND,
+        &args(
+            &brokers.iter().map(String::as_str).collect::<Vec<_>>(),
+            &["--alter", "--add-config", "log.cleanup.policy=compact"],
+        ),
+    )?;
+    rt.block_on(async {
+        let mut c = Client::connect(&b).await?;
+        c.create_topic_ok("defaulted", 1).await?;
+        let described = describe(&b, 2, "defaulted").await?;
+        assert_eq!(entry(&described, "cleanup.policy"), Some(&("cleanup.policy".into(), Some("compact".into()), 3)));
+        assert_eq!(entry(&described, "segment.bytes"), Some(&("segment.bytes".into(), Some("67108864".into()), 5)));
+        anyhow::Ok(())
+    })?;
+    Ok(())
+}
+
+/// CreateTopics v7 for one topic: (error code, message).
+async fn create_raw(
+    c: &mut Client,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: &[(&str, &str)],
+    validate_only: bool,
+) -> anyhow::Result<(i16, Option<String>)> {
+    let topic = create_topics_request::CreatableTopic::default()
+        .with_name(topic_name(name))
+        .with_num_partitions(partitions)
+        .with_replication_factor(replication_factor)
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    create_topics_request::CreatableTopicConfig::default().with_name(s(k)).with_value(Some(s(v)))
+                })
+                .collect(),
+        );
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![topic])
+        .with_timeout_ms(30_000)
+        .with_validate_only(validate_only);
+    let r = c.send(&req, 7).await?;
+    let t = r.topics.into_iter().next().context("no topic in CreateTopics response")?;
+    Ok((t.error_code, t.error_message.map(|m| m.to_string())))
+}
+
+#[test]
+fn create_topics_on_an_existing_name_answers_topic_already_exists() -> anyhow::Result<()> {
+    let skiff = SkiffProcess::start();
+    let b = skiff.bootstrap().to_string();
+    runtime().block_on(async {
+        let mut c = Client::connect(&b).await?;
+        c.create_topic_ok("pre-created", 1).await?;
+        // What Kafka Connect and Streams send for topics they pre-create, plus configs and a
+        // replication factor no new topic could have: the name is looked up first.
+        let compacted: &[(&str, &str)] = &[("cleanup.policy", "compact")];
+        let bogus: &[(&str, &str)] =
+            &[("cleanup.policy", "compact"), ("min.cleanable.dirty.ratio", "7"), ("no.such.config", "x")];
+        for name in ["pre-created", "__consumer_offsets"] {
+            for configs in [compacted, bogus] {
+                for validate_only in [false, true] {
+                    for replication_factor in [1, 0] {
+                        let got = create_raw(&mut c, name, 3, replication_factor, configs, validate_only).await?;
+                        assert_eq!(
+                            got,
+                            (36, Some(format!("Topic '{name}' already exists."))),
+                            "{name} {configs:?} validate_only={validate_only} rf={replication_factor}"
+                        );
+                    }
+                }
+            }
+        }
+        // A new name is validated fully; validate_only creates nothing.
+        let got = create_raw(&mut c, "fresh", 1, 1, bogus, true).await?;
+        assert_eq!(got.0, 40, "INVALID_CONFIG expected: {got:?}");
+        let got = create_raw(&mut c, "fresh", 1, 1, &[("min.cleanable.dirty.ratio", "7")], false).await?;
+        assert_eq!(
+            got,
+            (
+                40,
+                Some(
+                    "Invalid value 7 for configuration min.cleanable.dirty.ratio: Value must be no more than 1".into()
+                )
+            )
+        );
+        let lags = [("min.compaction.lag.ms", "10"), ("max.compaction.lag.ms", "5")];
+        let got = create_raw(&mut c, "fresh", 1, 1, &lags, true).await?;
+        assert_eq!(
+            got,
+            (40, Some("conflict topic config setting min.compaction.lag.ms (10) > max.compaction.lag.ms (5)".into()))
+        );
+        assert_eq!(create_raw(&mut c, "fresh", 1, 1, compacted, true).await?.0, 0);
+        let meta = c.metadata(Some(&["fresh"])).await?;
+        assert_eq!(meta.topics[0].error_code, 3, "validate_only created the topic: {meta:?}");
+        assert_eq!(create_raw(&mut c, "fresh", 1, 1, compacted, false).await?.0, 0);
+        assert_eq!(create_raw(&mut c, "fresh", 1, 1, compacted, true).await?.0, 36);
+        anyhow::Ok(())
+    })
+}
+
+/// IncrementalAlterConfigs v1 of topic `topic`: one op (SET 0, DELETE 1, APPEND 2, SUBTRACT 3).
+async fn alter_incremental(
+    c: &mut Client,
+    topic: &str,
+    ops: &[(&str, i8, &str)],
+    validate_only: bool,
+) -> anyhow::Result<(i16, Option<String>)> {
+    use incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    let configs = ops
+        .iter()
+        .map(|(name, op, value)| {
+            AlterableConfig::default().with_name(s(name)).with_config_operation(*op).with_value(Some(s(value)))
+        })
+        .collect();
+    let req = IncrementalAlterConfigsRequest::default().with_validate_only(validate_only).with_resources(vec![
+        AlterConfigsResource::default().with_resource_type(2).with_resource_name(s(topic)).with_configs(configs),
+    ]);
+    let r = c.send(&req, 1).await?;
+    let res = r.responses.into_iter().next().context("no resource in response")?;
+    Ok((res.error_code, res.error_message.map(|m| m.to_string())))
+}
+
+#[test]
+fn incremental_alter_appends_and_subtracts_cleanup_policy() -> anyhow::Result<()> {
+    let skiff = SkiffProcess::start();
+    let b = skiff.bootstrap().to_string();
+    runtime().block_on(async {
+        let mut c = Client::connect(&b).await?;
+        c.create_topic_ok("listed", 1).await?;
+        let policy = |d: &[(String, Option<String>, i8)]| entry(d, "cleanup.policy").and_then(|e| e.1.clone());
+        // APPEND to an unset list starts from its default, as Kafka's controller does.
+        for (op, value, expected) in [
+            (2, "compact", "delete,compact"),
+            (3, "delete", "compact"),
+            (2, "delete", "compact,delete"),
+            (3, "compact", "delete"),
+        ] {
+            assert_eq!(alter_incremental(&mut c, "listed", &[("cleanup.policy", op, value)], false).await?, (0, None));
+            assert_eq!(policy(&describe(&b, 2, "listed").await?).as_deref(), Some(expected), "op {op} {value}");
+        }
+        // validate_only checks and stores nothing.
+        assert_eq!(alter_incremental(&mut c, "listed", &[("cleanup.policy", 0, "compact")], true).await?, (0, None));
+        assert_eq!(policy(&describe(&b, 2, "listed").await?).as_deref(), Some("delete"));
+        // min lag > max lag on the resulting config, whichever request sets which.
+        assert_eq!(alter_incremental(&mut c, "listed", &[("max.compaction.lag.ms", 0, "50")], false).await?, (0, None));
+        let got = alter_incremental(&mut c, "listed", &[("min.compaction.lag.ms", 0, "100")], false).await?;
+        assert_eq!(
+            got,
+            (40, Some("conflict topic config setting min.compaction.lag.ms (100) > max.compaction.lag.ms (50)".into()))
+        );
+        let got = alter_incremental(
+            &mut c,
+            "listed",
+            &[("min.compaction.lag.ms", 0, "100"), ("max.compaction.lag.ms", 1, "")],
+            false,
+        )
+        .await?;
+        assert_eq!(got, (0, None), "deleting the max in the same request makes it valid");
+        let got = alter_incremental(&mut c, "listed", &[("min.cleanable.dirty.ratio", 0, "-0.5")], true).await?;
+        assert_eq!(got.0, 40, "{got:?}");
+        anyhow::Ok(())
+    })
+}

@@ -76,7 +76,7 @@ pub enum CreateTopicError {
     #[error("{0}")]
     InvalidPartitions(String),
     #[error("{0}")]
-    InvalidConfig(String),
+    InvalidConfig(topic_config::InvalidConfig),
     #[error("Topic '{0}' already exists.")]
     Exists(String),
     #[error("controller unavailable: {0}")]
@@ -110,6 +110,11 @@ impl Broker {
         dynamic_config::BrokerDefaults::new(m.dynamic_configs(), self.settings.node_id, self.settings.message_max_bytes)
     }
 
+    /// Whether topic `name` exists: a topic in the image or a synthesized internal topic.
+    pub fn topic_exists(&self, name: &str) -> bool {
+        internal_topics::is_internal(name) || self.metadata.read(|m| m.topic_exists(name))
+    }
+
     /// Validates and (unless `validate_only`) creates a topic through the controller.
     pub async fn create_topic(
         &self,
@@ -132,9 +137,11 @@ impl Broker {
         validate_only: bool,
     ) -> Result<Uuid, CreateTopicError> {
         validate_topic_name(name).map_err(CreateTopicError::InvalidName)?;
-        // An internal topic always exists: Kafka's controller answers TOPIC_ALREADY_EXISTS for
-        // an existing name before it looks at partitions or configs.
-        if internal_topics::is_internal(name) {
+        // Existence first, as Kafka's controller (ReplicationControlManager.createTopics): an
+        // existing name (an internal topic always exists) answers TOPIC_ALREADY_EXISTS whatever
+        // the request's partitions and configs, with or without validate_only, so a client that
+        // pre-creates its topics (Kafka Connect, Streams, schema registries) carries on.
+        if self.topic_exists(name) {
             return Err(CreateTopicError::Exists(name.to_string()));
         }
         let partitions = if partitions == -1 { self.settings.num_partitions } else { partitions };
@@ -143,12 +150,12 @@ impl Broker {
                 "Number of partitions was set to an invalid non-positive value: {partitions}"
             )));
         }
-        for (k, v) in &configs {
-            topic_config::validate(k, v).map_err(CreateTopicError::InvalidConfig)?;
-        }
-        if self.metadata.read(|m| m.topic_exists(name)) {
-            return Err(CreateTopicError::Exists(name.to_string()));
-        }
+        self.metadata
+            .read(|m| {
+                let defaults = self.defaults(m);
+                topic_config::validate_topic(&configs, |k| defaults.chain(k).swap_remove(0).1)
+            })
+            .map_err(CreateTopicError::InvalidConfig)?;
         let topic_id = self.ids.uuid();
         if validate_only {
             // The controller checks the assignment again when it applies the creation.

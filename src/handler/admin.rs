@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::configs::topic_config_entries;
 use super::errors::{self, code};
 use super::not_served::Asker;
-use crate::broker::{Broker, internal_topics};
+use crate::broker::{Broker, CreateTopicError, internal_topics};
 
 fn msg(s: impl Into<String>) -> Option<StrBytes> {
     Some(StrBytes::from_string(s.into()))
@@ -36,6 +36,13 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
             .with_name(t.name.clone())
             .with_num_partitions(-1)
             .with_replication_factor(-1);
+        // An existing name answers TOPIC_ALREADY_EXISTS before anything else of the request is
+        // looked at, as Kafka's controller does (see `Broker::create_topic_assigned`).
+        if broker.topic_exists(&name) {
+            let e = CreateTopicError::Exists(name);
+            results.push(base.with_error_code(errors::create_topic(&e)).with_error_message(msg(e.to_string())));
+            continue;
+        }
         // Manual replica lists: Kafka's checks (ReplicationControlManager.createTopic) here, the
         // broker ids against the registered brokers where the controller applies the creation.
         let assignments = match manual_assignments(&t) {

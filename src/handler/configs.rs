@@ -240,10 +240,12 @@ async fn store_topic_configs(
     if !broker.metadata.read(|m| m.topic_exists(topic)) {
         return failed(ResponseError::UnknownTopicOrPartition, format!("Topic {topic} does not exist"));
     }
-    for (k, v) in &configs {
-        if let Err(e) = topic_config::validate(k, v) {
-            return failed(ResponseError::InvalidConfig, e);
-        }
+    let checked = broker.metadata.read(|m| {
+        let defaults = broker.defaults(m);
+        topic_config::validate_topic(&configs, |k| defaults.chain(k).swap_remove(0).1)
+    });
+    if let Err(e) = checked {
+        return failed(ResponseError::InvalidConfig, e.message);
     }
     if validate_only {
         return (errors::NONE, None);
@@ -346,7 +348,7 @@ pub async fn incremental_alter_configs(
         let (error, message) = if r.resource_type == RESOURCE_TOPIC {
             match broker.metadata.read(|m| m.topic(&name).map(|t| t.configs().clone())) {
                 None => failed(ResponseError::UnknownTopicOrPartition, format!("Topic {name} does not exist")),
-                Some(mut configs) => match apply_incremental(&mut configs, &r.configs, topic_list_config) {
+                Some(mut configs) => match apply_incremental(&mut configs, &r.configs, topic_list_default) {
                     Err(e) => failed(ResponseError::InvalidConfig, e),
                     Ok(()) => store_topic_configs(broker, &name, configs, req.validate_only).await,
                 },
@@ -356,9 +358,8 @@ pub async fn incremental_alter_configs(
                 Err(e) => e,
                 Ok(resource) => {
                     let mut configs = current_configs(broker, &resource);
-                    let is_list =
-                        |n: &str| Ok(dynamic_config::topic_key(n).is_some_and(|k| topic_config::config_type(k) == 7));
-                    match apply_incremental(&mut configs, &r.configs, is_list) {
+                    let list_default = |n: &str| Ok(dynamic_config::topic_key(n).and_then(list_default));
+                    match apply_incremental(&mut configs, &r.configs, list_default) {
                         Err(e) => failed(ResponseError::InvalidConfig, e),
                         Ok(()) => store_configs(broker, resource, configs, req.validate_only).await,
                     }
@@ -376,17 +377,24 @@ pub async fn incremental_alter_configs(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
-/// Whether topic config `name` is a list (APPEND / SUBTRACT apply to lists only).
-fn topic_list_config(name: &str) -> Result<bool, String> {
+/// If topic config `name` is a list (APPEND / SUBTRACT apply to lists only), its default.
+fn topic_list_default(name: &str) -> Result<Option<&'static str>, String> {
     let key = topic_config::lookup(name).ok_or_else(|| format!("Unknown topic config name: {name}"))?;
-    Ok(topic_config::config_type(key) == 7)
+    Ok(list_default(key))
+}
+
+/// The default of `key` if it is a list: APPEND and SUBTRACT on an unset list start from it, as
+/// Kafka's controller does (`ConfigurationControlManager`), so APPEND `compact` to a topic
+/// without `cleanup.policy` gives `delete,compact`.
+fn list_default(key: &topic_config::ConfigKey) -> Option<&'static str> {
+    (topic_config::config_type(key) == 7).then(|| topic_config::default_value(key).unwrap_or_default())
 }
 
 /// SET = 0, DELETE = 1, APPEND = 2, SUBTRACT = 3 (list configs only).
 fn apply_incremental(
     configs: &mut BTreeMap<String, String>,
     ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
-    is_list: impl Fn(&str) -> Result<bool, String>,
+    list_default: impl Fn(&str) -> Result<Option<&'static str>, String>,
 ) -> Result<(), String> {
     for op in ops {
         let name = op.name.to_string();
@@ -400,11 +408,11 @@ fn apply_incremental(
                 configs.remove(&name);
             }
             2 | 3 => {
-                if !is_list(&name)? {
+                let Some(default) = list_default(&name)? else {
                     let op = if op.config_operation == 2 { "append" } else { "subtract" };
                     return Err(format!("Config value {op} is not allowed for config key: {name}"));
-                }
-                let current = configs.get(&name).cloned().unwrap_or_default();
+                };
+                let current = configs.get(&name).map_or(default, String::as_str);
                 let mut items: Vec<String> =
                     current.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
                 for v in value.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
