@@ -222,6 +222,21 @@ pub struct LifecycleConfig {
     pub gc_interval: Duration,
     /// Unreferenced and orphaned objects are deleted only after this long. Default 5 min.
     pub gc_grace: Duration,
+    /// Run the log cleaner on compacted topics (`cleanup.policy=compact`). Default true.
+    pub cleaner_enabled: bool,
+    /// How often the cleaner rolls heads and looks for a partition to clean (Kafka's
+    /// `log.cleaner.backoff.ms`). Default 15 s.
+    pub cleaner_backoff: Duration,
+    /// Partitions cleaned at once (Kafka's `log.cleaner.threads`). Default 1.
+    pub cleaner_concurrency: usize,
+    /// Memory of one pass's offset map, 24 bytes per key (Kafka's
+    /// `log.cleaner.dedupe.buffer.size`). Default 128 MiB.
+    pub cleaner_dedupe_buffer_bytes: u64,
+    /// Dirty bytes one pass holds between its two phases. Default 128 MiB.
+    pub cleaner_dirty_buffer_bytes: u64,
+    /// Bytes read plus written per second by the cleaner, 0 = unlimited (Kafka's
+    /// `log.cleaner.io.max.bytes.per.second`). Default 0.
+    pub cleaner_max_bytes_per_second: u64,
 }
 
 impl Default for LifecycleConfig {
@@ -238,6 +253,12 @@ impl Default for LifecycleConfig {
             retention_check_interval: Duration::from_secs(60),
             gc_interval: Duration::from_secs(60),
             gc_grace: Duration::from_secs(300),
+            cleaner_enabled: true,
+            cleaner_backoff: Duration::from_secs(15),
+            cleaner_concurrency: 1,
+            cleaner_dedupe_buffer_bytes: 128 * 1024 * 1024,
+            cleaner_dirty_buffer_bytes: 128 * 1024 * 1024,
+            cleaner_max_bytes_per_second: 0,
         }
     }
 }
@@ -470,6 +491,14 @@ impl Config {
                 "lifecycle: compaction_concurrency, compaction_min_chunks and compaction_max_segment_bytes must be > 0"
                     .into(),
             );
+        }
+        if l.cleaner_backoff.is_zero() || l.cleaner_concurrency == 0 {
+            problems.push("lifecycle: cleaner_backoff and cleaner_concurrency must be > 0".into());
+        }
+        // At least one key in the map and one batch in the buffer.
+        if l.cleaner_dedupe_buffer_bytes < 1024 || l.cleaner_dirty_buffer_bytes < 1024 {
+            problems
+                .push("lifecycle: cleaner_dedupe_buffer_bytes and cleaner_dirty_buffer_bytes must be >= 1024".into());
         }
         if l.gc_grace < Duration::from_secs(1) {
             problems.push(format!("lifecycle.gc_grace: {} must be >= 1s", settings::format_duration(l.gc_grace)));

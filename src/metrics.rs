@@ -8,7 +8,7 @@
 //! that missed the caches, approximated as the chunk's size over the block size). Prices per
 //! 1,000 requests are configurable (AWS S3 Standard by default).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -89,6 +89,29 @@ pub struct Metrics {
     retention_advances: AtomicU64,
     commit_latency: LatencyHistogram,
     topic_requests: Mutex<HashMap<Uuid, TopicRequests>>,
+    cleaner: Mutex<CleanerMetrics>,
+}
+
+/// What one cleaner pass did, for the metrics (`log/background/cleaner`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CleanerPassStats {
+    pub read_bytes: u64,
+    pub written_bytes: u64,
+    /// Bytes of the chunks the pass planned to read: clean section plus dirty range.
+    pub cleanable_bytes: u64,
+    pub gets: u64,
+    pub puts: u64,
+    pub deletes: u64,
+    pub records_removed: u64,
+}
+
+#[derive(Default)]
+struct CleanerMetrics {
+    /// Passes by result: committed, rejected, abandoned, failed.
+    passes: BTreeMap<&'static str, u64>,
+    /// Per topic: totals, and the last pass.
+    topics: HashMap<Uuid, (CleanerPassStats, CleanerPassStats)>,
+    max_dirty_ratio: f64,
 }
 
 /// What `/metrics` shows besides the counters kept here.
@@ -140,6 +163,33 @@ impl Metrics {
     /// A log start offset advanced by retention.
     pub fn retention_advanced(&self) {
         self.retention_advances.fetch_add(1, Relaxed);
+    }
+
+    /// One cleaner pass over a partition of `topic` ended with `result` (committed, rejected,
+    /// abandoned, failed). Its GETs and PUTs are charged to the topic's cost estimate.
+    pub fn cleaner_pass(&self, topic: Uuid, result: &'static str, stats: CleanerPassStats) {
+        {
+            let mut c = self.cleaner.lock().unwrap_or_else(|p| p.into_inner());
+            *c.passes.entry(result).or_default() += 1;
+            let (total, last) = c.topics.entry(topic).or_default();
+            total.read_bytes += stats.read_bytes;
+            total.written_bytes += stats.written_bytes;
+            total.cleanable_bytes += stats.cleanable_bytes;
+            total.gets += stats.gets;
+            total.puts += stats.puts;
+            total.deletes += stats.deletes;
+            total.records_removed += stats.records_removed;
+            *last = stats;
+        }
+        let mut map = self.topic_requests.lock().unwrap_or_else(|p| p.into_inner());
+        let r = map.entry(topic).or_default();
+        r.puts += stats.puts as f64;
+        r.gets += stats.gets as f64;
+    }
+
+    /// The largest dirty ratio among this broker's compacted partitions at the last check.
+    pub fn cleaner_max_dirty_ratio(&self, ratio: f64) {
+        self.cleaner.lock().unwrap_or_else(|p| p.into_inner()).max_dirty_ratio = ratio;
     }
 
     /// Shares one PUT among topics by their bytes in the object.
@@ -343,6 +393,67 @@ impl Metrics {
             "Record-batch bytes rewritten by compaction.",
             self.compacted_bytes.load(Relaxed),
         );
+        {
+            let c = self.cleaner.lock().unwrap_or_else(|p| p.into_inner());
+            help(&mut out, "skiff_cleaner_passes_total", "counter", "Log cleaner passes by result.");
+            for result in ["committed", "rejected", "abandoned", "failed"] {
+                let n = c.passes.get(result).copied().unwrap_or(0);
+                let _ = writeln!(out, "skiff_cleaner_passes_total{{result=\"{result}\"}} {n}");
+            }
+            let mut rows: Vec<(&str, (CleanerPassStats, CleanerPassStats))> = c
+                .topics
+                .iter()
+                .map(|(id, v)| (s.topic_names.get(id).map(String::as_str).unwrap_or("(deleted)"), *v))
+                .collect();
+            rows.sort_by(|a, b| a.0.cmp(b.0));
+            help(&mut out, "skiff_cleaner_requests_total", "counter", "Object-storage requests of the log cleaner.");
+            for (name, (t, _)) in &rows {
+                for (kind, n) in [("get", t.gets), ("put", t.puts), ("delete", t.deletes)] {
+                    let _ = writeln!(out, "skiff_cleaner_requests_total{{topic=\"{name}\",kind=\"{kind}\"}} {n}");
+                }
+            }
+            help(&mut out, "skiff_cleaner_bytes_total", "counter", "Bytes the log cleaner read and wrote.");
+            for (name, (t, _)) in &rows {
+                for (dir, n) in [("read", t.read_bytes), ("written", t.written_bytes)] {
+                    let _ = writeln!(out, "skiff_cleaner_bytes_total{{topic=\"{name}\",direction=\"{dir}\"}} {n}");
+                }
+            }
+            help(
+                &mut out,
+                "skiff_cleaner_records_removed_total",
+                "counter",
+                "Records the log cleaner removed (superseded, expired tombstones, keyless).",
+            );
+            for (name, (t, _)) in &rows {
+                let _ = writeln!(out, "skiff_cleaner_records_removed_total{{topic=\"{name}\"}} {}", t.records_removed);
+            }
+            for (metric, text, get) in [
+                (
+                    "read_bytes",
+                    "Bytes read by the last cleaner pass.",
+                    (|p: &CleanerPassStats| p.read_bytes) as fn(&CleanerPassStats) -> u64,
+                ),
+                ("written_bytes", "Bytes written by the last cleaner pass.", |p| p.written_bytes),
+                (
+                    "cleanable_bytes",
+                    "Cleanable bytes (clean section plus dirty range) of the last cleaner pass.",
+                    |p| p.cleanable_bytes,
+                ),
+                ("gets", "GET requests of the last cleaner pass.", |p| p.gets),
+                ("puts", "PUT requests of the last cleaner pass.", |p| p.puts),
+            ] {
+                let name_full = format!("skiff_cleaner_last_pass_{metric}");
+                help(&mut out, &name_full, "gauge", text);
+                for (name, (_, last)) in &rows {
+                    let _ = writeln!(out, "{name_full}{{topic=\"{name}\"}} {}", get(last));
+                }
+            }
+            let _ = writeln!(
+                out,
+                "# HELP skiff_cleaner_max_dirty_ratio Largest dirty ratio of this broker's compacted partitions.\n# TYPE skiff_cleaner_max_dirty_ratio gauge\nskiff_cleaner_max_dirty_ratio {}",
+                c.max_dirty_ratio
+            );
+        }
         counter(
             &mut out,
             "skiff_retention_advances_total",
@@ -420,5 +531,33 @@ mod tests {
         assert!(text.contains("skiff_compacted_bytes_total 100"));
         assert!(text.contains("skiff_objects_deleted_total{reason=\"orphan\"} 2"));
         assert!(text.contains("skiff_objects_deleted_total{reason=\"unreferenced\"} 1"));
+        let stats = CleanerPassStats {
+            read_bytes: 10,
+            written_bytes: 4,
+            cleanable_bytes: 10,
+            gets: 2,
+            puts: 1,
+            deletes: 0,
+            records_removed: 3,
+        };
+        m.cleaner_pass(a, "committed", stats);
+        m.cleaner_pass(a, "rejected", CleanerPassStats { puts: 1, deletes: 1, ..Default::default() });
+        m.cleaner_max_dirty_ratio(0.75);
+        let text = m.render(&Snapshot {
+            gauges: &[],
+            storage: &storage,
+            blocks: &blocks,
+            topic_names: &names,
+            prices: Prices::default(),
+        });
+        assert!(text.contains("skiff_cleaner_passes_total{result=\"committed\"} 1"), "{text}");
+        assert!(text.contains("skiff_cleaner_passes_total{result=\"abandoned\"} 0"));
+        assert!(text.contains("skiff_cleaner_requests_total{topic=\"alpha\",kind=\"put\"} 2"));
+        assert!(text.contains("skiff_cleaner_bytes_total{topic=\"alpha\",direction=\"read\"} 10"));
+        assert!(text.contains("skiff_cleaner_records_removed_total{topic=\"alpha\"} 3"));
+        assert!(text.contains("skiff_cleaner_last_pass_puts{topic=\"alpha\"} 1"));
+        assert!(text.contains("skiff_cleaner_max_dirty_ratio 0.75"));
+        // Cleaner requests count in the topic's cost: 1.75 PUTs from flushes + 2 from the cleaner.
+        assert!(text.contains("skiff_topic_object_requests{topic=\"alpha\",op=\"put\"} 3.750"));
     }
 }

@@ -141,6 +141,60 @@ fn batch_seeds() -> Vec<(&'static str, Bytes)> {
     vec![("seed-one-batch", steer(1 << 20, 1, 1 << 20, &[one])), ("seed-two-batches", steer(1 << 20, 3, 100, &two))]
 }
 
+/// batch_reencode inputs: 16 steering bytes (keep mask, horizon flag and value, map entries,
+/// map end, clock), then one batch, each codec, with a tombstone.
+fn reencode_seeds() -> Vec<(&'static str, Bytes)> {
+    [
+        ("seed-none", Compression::None),
+        ("seed-gzip", Compression::Gzip),
+        ("seed-snappy", Compression::Snappy),
+        ("seed-lz4", Compression::Lz4),
+        ("seed-zstd", Compression::Zstd),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (name, compression))| {
+        let mut b = BytesMut::new();
+        b.put_u32(0b101);
+        b.put_u8(i as u8 & 1);
+        b.put_i32(5_000);
+        b.put_u8(2);
+        b.put_i16(10);
+        b.put_i32(1_000 * i as i32);
+        b.extend_from_slice(&tombstone_batch(compression));
+        (name, b.freeze())
+    })
+    .collect()
+}
+
+/// One batch of two records for one key, the second a tombstone (sequences follow offsets, so
+/// the encoder keeps them in one batch).
+fn tombstone_batch(compression: Compression) -> Bytes {
+    let records: Vec<Record> = [Some(Bytes::from_static(b"v")), None]
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: 1,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: Some(Bytes::from_static(b"k")),
+            value,
+            headers: [(StrBytes::from_static_str("h"), Some(Bytes::from_static(b"x")))].into_iter().collect(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
+        .expect("encode batch");
+    buf.freeze()
+}
+
 #[test]
 fn fuzz_seeds_are_valid() {
     for (name, f) in request_seeds() {
@@ -149,9 +203,15 @@ fn fuzz_seeds_are_valid() {
     for (name, input) in batch_seeds() {
         validate_produce(&input[16..], 1 << 20).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+    for (name, input) in reencode_seeds() {
+        let d = skiff::broker::records::decode(&input[16..]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(d.header.size, input.len() - 16, "{name}: one batch");
+    }
     if std::env::var_os("SKIFF_WRITE_FUZZ_SEEDS").is_some() {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-        for (target, seeds) in [("request_decode", request_seeds()), ("record_batch", batch_seeds())] {
+        for (target, seeds) in
+            [("request_decode", request_seeds()), ("record_batch", batch_seeds()), ("batch_reencode", reencode_seeds())]
+        {
             let dir = root.join(target);
             std::fs::create_dir_all(&dir).expect("corpus dir");
             for (name, bytes) in seeds {

@@ -92,7 +92,9 @@ impl Rejection {
             Rejection::NoBrokers => ErrorKind::Unavailable,
             Rejection::Fenced { .. } | Rejection::StaleCoordinator { .. } => ErrorKind::Fenced,
             // The index moved on under the writer (a racing append, compaction or retention).
-            Rejection::OffsetGap { .. } | Rejection::StaleReplacement { .. } => ErrorKind::Retriable,
+            Rejection::OffsetGap { .. } | Rejection::StaleReplacement { .. } | Rejection::StaleClean { .. } => {
+                ErrorKind::Retriable
+            }
         }
     }
 }

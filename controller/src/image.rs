@@ -33,7 +33,9 @@ pub use crate::configs::ConfigsState;
 pub use crate::groups::SHARD_COUNT;
 pub use crate::groups::offsets_topic::{RecordKey, RecordValue, ViewRecord};
 pub use crate::groups::{CommittedOffset, GroupMembership, StoredConsumerGroup, StoredMember};
-pub use crate::metadata::{BrokerId, Chunk, ProducerStates, Rejection, SequenceCheck, next_sequence};
+pub use crate::metadata::{
+    BrokerId, Chunk, CleanerState, ProducerStates, Rejection, Roll, SequenceCheck, next_sequence,
+};
 pub use crate::placement::NO_LEADER;
 pub use crate::topic_config::{CleanupPolicy, TimestampType, TopicConfig};
 
@@ -413,6 +415,32 @@ impl<'a> PartitionView<'a> {
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
         self.state.end_offset_for_epoch(epoch)
     }
+
+    /// The log cleaner's state (compacted topics; the initial state for any other partition).
+    pub fn cleaner(&self) -> &'a CleanerState {
+        &self.state.cleaner
+    }
+
+    /// Kafka's last stable offset: the high watermark until transactions exist (#13).
+    pub fn last_stable_offset(&self) -> i64 {
+        self.state.end_offset
+    }
+
+    /// Aborted transactions overlapping `range` (offsets), oldest first: none until
+    /// transactions exist (#13).
+    pub fn aborted_transactions(&self, range: std::ops::Range<i64>) -> Vec<AbortedTransaction> {
+        let _ = range;
+        Vec::new()
+    }
+}
+
+/// An aborted transaction of one producer on one partition: its data in
+/// `[first_offset, last_offset]` (the abort marker's offset) is dropped by the cleaner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTransaction {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
 }
 
 /// A shard's `__consumer_offsets` view (`groups/offsets_topic.rs`): what the image answers, and

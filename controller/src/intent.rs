@@ -32,8 +32,8 @@ pub use crate::groups::consumer::{
 };
 pub use crate::groups::{GroupMembership, GroupOp, OffsetCommit, StoredMember, shard_for};
 pub use crate::metadata::{
-    BrokerId, BrokerRegistration, ChunkReplacement, CreateTopic, ObjectCommit, PartitionAppend, ProducerBatch,
-    Rejection, ReplacedChunk, SegmentChunk,
+    BrokerId, BrokerRegistration, ChunkReplacement, CleanChunks, CleanRun, CreateTopic, ObjectCommit, PartitionAppend,
+    ProducerBatch, Rejection, ReplacedChunk, SegmentChunk,
 };
 
 /// `Ok` for a command whose success carries nothing.
@@ -109,6 +109,25 @@ impl ControllerHandle {
     /// Compaction's index swap (`Rejected(StaleReplacement)` when the chunks changed meanwhile).
     pub async fn replace_chunks(&self, replacement: ChunkReplacement) -> Result<(), ControllerError> {
         done(self.submit(Command::ReplaceChunks(replacement)).await?)
+    }
+
+    /// Rolls a compacted partition's head at `offset` (a chunk boundary <= the high watermark)
+    /// under `leader_epoch` (`Rejected(Fenced)` for a deposed leader, `Rejected(StaleClean)`
+    /// when the offset is no longer a valid roll point).
+    pub async fn roll_head(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        offset: i64,
+    ) -> Result<(), ControllerError> {
+        done(self.submit(Command::RollHead { topic_id, partition, leader_epoch, offset }).await?)
+    }
+
+    /// A cleaner pass's swap, all or nothing (`Rejected(StaleClean)` when a replaced chunk
+    /// changed meanwhile, `Rejected(Fenced)` after a leader change).
+    pub async fn clean_chunks(&self, clean: CleanChunks) -> Result<(), ControllerError> {
+        done(self.submit(Command::CleanChunks(clean)).await?)
     }
 
     /// Moves a partition's log start forward (DeleteRecords, retention).

@@ -90,6 +90,44 @@ pub enum Command {
     /// Replaces the dynamic configs of a broker, of the cluster default, or of a consumer group
     /// (`configs.rs`).
     SetConfigs(crate::configs::ConfigChange),
+    // ---- compacted topics (RFC 0003) ----
+    /// The cleaner rolls a compacted partition's head (Kafka's active segment) at `offset`, a
+    /// chunk boundary at or below the high watermark: `[head, offset)` becomes a rolled
+    /// segment, cleanable once its lag rules allow.
+    RollHead {
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        offset: i64,
+    },
+    /// One cleaner pass's swap: every run's chunks for the new segment chunks, all or nothing.
+    CleanChunks(CleanChunks),
+    // ---- end compacted topics ----
+}
+
+/// The index swap of one cleaner pass (`docs/rfcs/0003-compacted-topics.md`, section 4).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CleanChunks {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    /// The leader epoch the pass ran under: a deposed leader's swap is `Fenced`.
+    pub leader_epoch: i32,
+    /// Disjoint runs in offset order; chunks between runs (clean input kept verbatim) stay.
+    pub runs: Vec<CleanRun>,
+    /// The new clean offset (Kafka's cleaner checkpoint): forward, at most the head offset.
+    pub clean_offset: i64,
+    /// The earliest delete horizon of the cleaned log after this pass, if any.
+    pub next_horizon_ms: Option<i64>,
+}
+
+/// One contiguous run of replaced chunks and the chunks that hold its offsets afterwards.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CleanRun {
+    /// The chunks being replaced, in offset order, contiguous.
+    pub replaced: Vec<ReplacedChunk>,
+    /// Chunks of new segment objects (one chunk per object) tiling the run's offsets exactly:
+    /// a chunk's range may hold offsets without records (gaps), and its data may be empty.
+    pub chunks: Vec<SegmentChunk>,
 }
 
 /// The index swap of one compaction.
@@ -221,6 +259,10 @@ pub enum Rejection {
     /// segment is left unreferenced for garbage collection.
     #[error("chunk replacement for {topic}-{partition} rejected: {reason}")]
     StaleReplacement { topic: String, partition: i32, reason: String },
+    /// A cleaner pass's view of the index or of the cleaner state is out of date (or its swap is
+    /// malformed): nothing changes and its segments are deleted.
+    #[error("clean of {topic}-{partition} rejected: {reason}")]
+    StaleClean { topic: String, partition: i32, reason: String },
     // ---- consumer groups (controller/src/groups.rs) ----
     /// A group command from a coordinator whose shard epoch is no longer current.
     #[error("coordinator epoch {got} for group {group} is stale (current {current})")]
@@ -328,6 +370,46 @@ pub struct PartitionState {
     /// so the list only says who should lead: see `placement.rs`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) replicas: Vec<BrokerId>,
+    /// The log cleaner's state (compacted topics); absent from older snapshots and from
+    /// partitions the cleaner never touched.
+    #[serde(default, skip_serializing_if = "CleanerState::is_initial")]
+    pub(crate) cleaner: CleanerState,
+}
+
+/// Most rolled-but-unclean segments remembered per partition: beyond it the two oldest merge
+/// (coarser min-lag granularity, never a record cleaned early).
+pub const MAX_ROLLS: usize = 64;
+
+/// The log cleaner's durable state of one partition (RFC 0003, section 3). Offsets below the
+/// log start read as the log start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CleanerState {
+    /// Kafka's cleaner checkpoint: `[log start, clean_offset)` is clean.
+    pub clean_offset: i64,
+    /// Base of the head (Kafka's active segment): nothing at or after it is ever cleaned.
+    pub head_offset: i64,
+    /// Rolled segments not yet wholly clean, oldest first.
+    pub rolls: Vec<Roll>,
+    /// The earliest delete horizon a pass wrote into the log (schedules the pass that removes
+    /// expired tombstones), if any.
+    pub next_horizon_ms: Option<i64>,
+}
+
+/// One rolled segment: `[previous roll's end, end_offset)`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Roll {
+    pub end_offset: i64,
+    /// Max timestamp of its first chunk (-1 if none): its first dirty batch's age, at chunk
+    /// granularity, for `max.compaction.lag.ms`.
+    pub first_timestamp: i64,
+    /// Its largest timestamp (-1 if none), for `min.compaction.lag.ms`.
+    pub max_timestamp: i64,
+}
+
+impl CleanerState {
+    fn is_initial(&self) -> bool {
+        *self == CleanerState::default()
+    }
 }
 
 impl PartitionState {
@@ -341,6 +423,7 @@ impl PartitionState {
             epoch_starts: vec![(0, 0)],
             producers: ProducerStates::default(),
             replicas: Vec::new(),
+            cleaner: CleanerState::default(),
         }
     }
 
@@ -530,6 +613,10 @@ impl MetadataState {
                 Ok(CommandResult::ProducerId(id))
             }
             Command::ReplaceChunks(r) => self.replace_chunks(r),
+            Command::RollHead { topic_id, partition, leader_epoch, offset } => {
+                self.roll_head(topic_id, *partition, *leader_epoch, *offset)
+            }
+            Command::CleanChunks(c) => self.clean_chunks(c),
             Command::Group(g) => self.groups.apply(g), // consumer groups (groups.rs)
             Command::SetConfigs(change) => self.configs.apply(change),
             Command::ForgetObjects { keys } => {
@@ -615,6 +702,147 @@ impl MetadataState {
         }
         self.objects
             .insert(object, ObjectInfo { broker_id: seg.broker_id, size_bytes: seg.size_bytes, live_chunks: 1 });
+        Ok(CommandResult::Ok)
+    }
+
+    fn roll_head(
+        &mut self,
+        topic_id: &Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        offset: i64,
+    ) -> Result<CommandResult, Rejection> {
+        let (name, p) = self.partition_mut(topic_id, partition)?;
+        if leader_epoch != p.leader_epoch {
+            return Err(Rejection::Fenced { topic: name, partition, got: leader_epoch, current: p.leader_epoch });
+        }
+        let stale = |reason: String| Rejection::StaleClean { topic: name.clone(), partition, reason };
+        let head = p.cleaner.head_offset.max(p.log_start_offset);
+        if offset <= head || offset > p.end_offset {
+            return Err(stale(format!("roll at {offset} outside ({head}, {}]", p.end_offset)));
+        }
+        // A chunk boundary: a chunk starts there, or it is the end of the log.
+        if offset != p.end_offset && !p.chunks.contains_key(&offset) {
+            return Err(stale(format!("roll at {offset} is not a chunk boundary")));
+        }
+        let mut rolled = p.chunks.range(head..offset).map(|(_, c)| c.max_timestamp);
+        let first_timestamp = rolled.next().unwrap_or(-1);
+        let max_timestamp = rolled.fold(first_timestamp, i64::max);
+        let rolls = &mut p.cleaner.rolls;
+        rolls.push(Roll { end_offset: offset, first_timestamp, max_timestamp });
+        if rolls.len() > MAX_ROLLS {
+            let first = rolls.remove(0);
+            rolls[0].first_timestamp = first.first_timestamp;
+            rolls[0].max_timestamp = rolls[0].max_timestamp.max(first.max_timestamp);
+        }
+        p.cleaner.head_offset = offset;
+        Ok(CommandResult::Ok)
+    }
+
+    fn clean_chunks(&mut self, c: &CleanChunks) -> Result<CommandResult, Rejection> {
+        // Fresh keys: unknown to the index and distinct within the command.
+        let mut keys = std::collections::BTreeSet::new();
+        let keys_fresh =
+            c.runs.iter().flat_map(|r| &r.chunks).all(|s| {
+                !s.key.is_empty() && !self.objects.contains_key(s.key.as_str()) && keys.insert(s.key.as_str())
+            });
+        let (name, p) = self.partition_mut(&c.topic_id, c.partition)?;
+        if c.leader_epoch != p.leader_epoch {
+            return Err(Rejection::Fenced {
+                topic: name,
+                partition: c.partition,
+                got: c.leader_epoch,
+                current: p.leader_epoch,
+            });
+        }
+        let stale = |reason: String| Rejection::StaleClean { topic: name.clone(), partition: c.partition, reason };
+        if !keys_fresh {
+            return Err(stale("a segment key is already known or repeated".into()));
+        }
+        let head = p.cleaner.head_offset.max(p.log_start_offset);
+        let old_clean = p.cleaner.clean_offset.max(p.log_start_offset);
+        if c.clean_offset < old_clean || c.clean_offset > head {
+            return Err(stale(format!("clean offset {} outside [{old_clean}, {head}]", c.clean_offset)));
+        }
+        // Validate everything before changing anything: all or nothing.
+        let mut previous_end = i64::MIN;
+        for run in &c.runs {
+            let Some(first) = run.replaced.first() else {
+                return Err(stale("a run replaces nothing".into()));
+            };
+            if first.base_offset < previous_end {
+                return Err(stale(format!("run at {} overlaps or precedes the previous run", first.base_offset)));
+            }
+            let mut expected = first.base_offset;
+            for rc in &run.replaced {
+                if rc.base_offset != expected {
+                    return Err(stale(format!("chunk at {} does not follow offset {}", rc.base_offset, expected - 1)));
+                }
+                match p.chunks.get(&rc.base_offset) {
+                    Some(ch) if *ch.object == *rc.object && ch.position == rc.position => expected = ch.last_offset + 1,
+                    Some(_) => return Err(stale(format!("chunk at offset {} has moved", rc.base_offset))),
+                    None => return Err(stale(format!("no chunk at offset {}", rc.base_offset))),
+                }
+            }
+            let run_end = expected; // one past the run's last offset
+            if run_end > head {
+                return Err(stale(format!("run ends at {} inside the head (from {head})", run_end - 1)));
+            }
+            // The new chunks tile [first, run_end) exactly.
+            let mut next = first.base_offset;
+            for s in &run.chunks {
+                if s.base_offset != next || s.last_offset < s.base_offset {
+                    return Err(stale(format!(
+                        "new chunk {}..={} does not tile the run at {next}",
+                        s.base_offset, s.last_offset
+                    )));
+                }
+                if s.position.checked_add(s.len).is_none_or(|end| end > s.size_bytes) {
+                    return Err(stale(format!("segment byte range {}+{} exceeds its object", s.position, s.len)));
+                }
+                next = s.last_offset + 1;
+            }
+            if next != run_end {
+                return Err(stale(format!(
+                    "new chunks cover {}..{next}, the run {}..{run_end}",
+                    first.base_offset, first.base_offset
+                )));
+            }
+            previous_end = run_end;
+        }
+        let mut released = Vec::new();
+        let mut added = Vec::new();
+        for run in &c.runs {
+            for rc in &run.replaced {
+                if let Some(ch) = p.chunks.remove(&rc.base_offset) {
+                    released.push(ch.object);
+                }
+            }
+            for s in &run.chunks {
+                let object: Arc<str> = Arc::from(s.key.as_str());
+                p.chunks.insert(
+                    s.base_offset,
+                    Chunk {
+                        object: object.clone(),
+                        position: s.position,
+                        len: s.len,
+                        base_offset: s.base_offset,
+                        last_offset: s.last_offset,
+                        max_timestamp: s.max_timestamp,
+                    },
+                );
+                added.push((object, s.broker_id, s.size_bytes));
+            }
+        }
+        p.cleaner.clean_offset = c.clean_offset;
+        p.cleaner.rolls.retain(|r| r.end_offset > c.clean_offset);
+        p.cleaner.next_horizon_ms = c.next_horizon_ms;
+        for o in released {
+            self.release_chunk(&o);
+        }
+        for (object, broker_id, size_bytes) in added {
+            self.objects.insert(object, ObjectInfo { broker_id, size_bytes, live_chunks: 1 });
+        }
         Ok(CommandResult::Ok)
     }
 
@@ -924,6 +1152,186 @@ mod tests {
             s.apply(&replace(id, vec![rc(0, "o0")], seg("x", 0, 9, 10))),
             CommandResult::Rejected(Rejection::UnknownTopicId(_))
         ));
+    }
+
+    fn roll(id: Uuid, epoch: i32, offset: i64) -> Command {
+        Command::RollHead { topic_id: id, partition: 0, leader_epoch: epoch, offset }
+    }
+
+    fn clean(id: Uuid, runs: Vec<CleanRun>, clean_offset: i64) -> Command {
+        Command::CleanChunks(CleanChunks {
+            topic_id: id,
+            partition: 0,
+            leader_epoch: 0,
+            runs,
+            clean_offset,
+            next_horizon_ms: Some(77),
+        })
+    }
+
+    fn run(replaced: Vec<ReplacedChunk>, chunks: Vec<SegmentChunk>) -> CleanRun {
+        CleanRun { replaced, chunks }
+    }
+
+    fn stale_clean(r: CommandResult) -> bool {
+        matches!(r, CommandResult::Rejected(Rejection::StaleClean { .. }))
+    }
+
+    #[test]
+    fn roll_head_records_segments_at_chunk_boundaries() {
+        let (mut s, id) = three_chunks();
+        let before = s.clone();
+        for (what, cmd) in [
+            ("not a boundary", roll(id, 0, 15)),
+            ("past the log end", roll(id, 0, 31)),
+            ("at the head", roll(id, 0, 0)),
+        ] {
+            assert!(stale_clean(s.apply(&cmd)), "{what}");
+            assert_eq!(s, before, "{what}: a rejected roll changes nothing");
+        }
+        assert!(matches!(s.apply(&roll(id, 1, 20)), CommandResult::Rejected(Rejection::Fenced { .. })));
+        assert_eq!(s, before);
+        assert_eq!(s.apply(&roll(id, 0, 20)), CommandResult::Ok);
+        assert_eq!(s.apply(&roll(id, 0, 30)), CommandResult::Ok);
+        let c = &s.partition(&id, 0).expect("partition").cleaner;
+        assert_eq!(c.head_offset, 30);
+        assert_eq!(
+            c.rolls,
+            vec![
+                Roll { end_offset: 20, first_timestamp: 0, max_timestamp: 0 },
+                Roll { end_offset: 30, first_timestamp: 0, max_timestamp: 0 }
+            ]
+        );
+        // Not before the head again.
+        assert!(stale_clean(s.apply(&roll(id, 0, 20))));
+    }
+
+    #[test]
+    fn clean_chunks_swaps_every_run_or_nothing() {
+        let (mut s, id) = three_chunks();
+        s.apply(&append(id, 30, 39, 0));
+        assert_eq!(s.apply(&roll(id, 0, 30)), CommandResult::Ok);
+        let s0 = s.clone();
+        // Runs [0, 10) and [20, 30); the chunk [10, 20) stays (verbatim clean input).
+        let good = clean(
+            id,
+            vec![
+                run(vec![rc(0, "o0")], vec![seg("n0", 0, 4, 6), seg("n5", 5, 9, 0)]),
+                run(vec![rc(20, "o20")], vec![seg("n20", 20, 29, 3)]),
+            ],
+            30,
+        );
+        let mut replica = s0.clone();
+        assert_eq!(s.apply(&good), CommandResult::Ok);
+        assert_eq!(replica.apply(&good), CommandResult::Ok);
+        assert_eq!(s, replica, "deterministic");
+        let p = s.partition(&id, 0).expect("partition");
+        let chunks: Vec<(i64, i64, &str)> =
+            p.chunks.values().map(|c| (c.base_offset, c.last_offset, &*c.object)).collect();
+        assert_eq!(chunks, vec![(0, 4, "n0"), (5, 9, "n5"), (10, 19, "o10"), (20, 29, "n20"), (30, 39, "o30")]);
+        assert_eq!(p.cleaner.clean_offset, 30);
+        assert!(p.cleaner.rolls.is_empty(), "consumed rolls dropped");
+        assert_eq!(p.cleaner.next_horizon_ms, Some(77));
+        assert_eq!(s.objects[&Arc::<str>::from("o0")].live_chunks, 0);
+        assert_eq!(s.objects[&Arc::<str>::from("o10")].live_chunks, 1);
+        assert_eq!(s.objects[&Arc::<str>::from("n5")].live_chunks, 1);
+        assert_eq!(p.end_offset, 40, "offsets never move");
+
+        let n = |k: &str, b, l| seg(k, b, l, 1);
+        let cases: Vec<(&str, Command)> = vec![
+            ("empty run", clean(id, vec![run(vec![], vec![n("x", 0, 9)])], 30)),
+            ("missing chunk", clean(id, vec![run(vec![rc(5, "o0")], vec![n("x", 5, 9)])], 30)),
+            ("moved chunk", clean(id, vec![run(vec![rc(0, "o10")], vec![n("x", 0, 9)])], 30)),
+            ("not contiguous", clean(id, vec![run(vec![rc(0, "o0"), rc(20, "o20")], vec![n("x", 0, 29)])], 30)),
+            ("gap in tiling", clean(id, vec![run(vec![rc(0, "o0")], vec![n("x", 0, 3), n("y", 5, 9)])], 30)),
+            ("short tiling", clean(id, vec![run(vec![rc(0, "o0")], vec![n("x", 0, 8)])], 30)),
+            ("long tiling", clean(id, vec![run(vec![rc(0, "o0")], vec![n("x", 0, 10)])], 30)),
+            ("no new chunk", clean(id, vec![run(vec![rc(0, "o0")], vec![])], 30)),
+            ("key reused", clean(id, vec![run(vec![rc(0, "o0")], vec![n("o10", 0, 9)])], 30)),
+            (
+                "key repeated",
+                clean(
+                    id,
+                    vec![run(vec![rc(0, "o0")], vec![n("x", 0, 9)]), run(vec![rc(10, "o10")], vec![n("x", 10, 19)])],
+                    30,
+                ),
+            ),
+            ("inside the head", clean(id, vec![run(vec![rc(30, "o30")], vec![n("x", 30, 39)])], 30)),
+            ("clean offset past head", clean(id, vec![], 31)),
+            (
+                "overlapping runs",
+                clean(
+                    id,
+                    vec![run(vec![rc(10, "o10")], vec![n("x", 10, 19)]), run(vec![rc(0, "o0")], vec![n("y", 0, 9)])],
+                    30,
+                ),
+            ),
+            (
+                "one good run, one stale",
+                clean(
+                    id,
+                    vec![run(vec![rc(0, "o0")], vec![n("x", 0, 9)]), run(vec![rc(20, "o10")], vec![n("y", 20, 29)])],
+                    30,
+                ),
+            ),
+            (
+                "byte range past object",
+                clean(id, vec![run(vec![rc(0, "o0")], vec![SegmentChunk { size_bytes: 3, ..seg("x", 0, 9, 10) }])], 30),
+            ),
+        ];
+        for (what, cmd) in cases {
+            let mut s = s0.clone();
+            assert!(stale_clean(s.apply(&cmd)), "{what}");
+            assert_eq!(s, s0, "{what}: a rejected clean changes nothing");
+        }
+        // Backwards clean offset.
+        let mut s = s0.clone();
+        assert_eq!(s.apply(&clean(id, vec![], 20)), CommandResult::Ok);
+        let s1 = s.clone();
+        assert!(stale_clean(s.apply(&clean(id, vec![], 10))));
+        assert_eq!(s, s1);
+        // A new leader epoch fences the old leader's swap.
+        let mut s = s0.clone();
+        let fenced = Command::CleanChunks(CleanChunks {
+            leader_epoch: 1,
+            ..match good.clone() {
+                Command::CleanChunks(c) => c,
+                _ => unreachable!(),
+            }
+        });
+        assert!(matches!(s.apply(&fenced), CommandResult::Rejected(Rejection::Fenced { .. })));
+        assert_eq!(s, s0);
+        // DeleteRecords raced the pass: its first chunk is gone, the whole swap is refused.
+        let mut s = s0.clone();
+        s.apply(&Command::AdvanceLogStart { topic_id: id, partition: 0, offset: 10 });
+        let s1 = s.clone();
+        assert!(stale_clean(s.apply(&good)));
+        assert_eq!(s, s1);
+    }
+
+    #[test]
+    fn cleaner_state_survives_snapshots_and_old_snapshots_load() {
+        let (mut s, id) = three_chunks();
+        s.apply(&roll(id, 0, 20));
+        s.apply(&clean(id, vec![run(vec![rc(0, "o0")], vec![seg("n0", 0, 9, 2)])], 10));
+        let json = serde_json::to_value(&s).expect("serialize");
+        let back: MetadataState = serde_json::from_value(json.clone()).expect("deserialize");
+        assert_eq!(back, s);
+        assert_eq!(back.partition(&id, 0).expect("p").cleaner.clean_offset, 10);
+        // A snapshot from before cleaner state existed: no `cleaner` key anywhere.
+        let mut old = json;
+        for p in old["topics"]["t"]["partitions"].as_array_mut().expect("partitions") {
+            p.as_object_mut().expect("partition").remove("cleaner");
+        }
+        let back: MetadataState = serde_json::from_value(old).expect("old snapshot loads");
+        assert_eq!(back.partition(&id, 0).expect("p").cleaner, CleanerState::default());
+        // Untouched partitions write no cleaner key (snapshots of delete topics unchanged).
+        let json = serde_json::to_value(&s).expect("serialize");
+        assert!(json["topics"]["t"]["partitions"][1].get("cleaner").is_none());
+        for cmd in [roll(id, 0, 20), clean(id, vec![run(vec![rc(0, "o0")], vec![seg("n0", 0, 9, 2)])], 10)] {
+            let back: Command = serde_json::from_str(&serde_json::to_string(&cmd).expect("ser")).expect("de");
+            assert_eq!(back, cmd);
+        }
     }
 
     #[test]

@@ -32,13 +32,32 @@ pub enum CleanupPolicy {
 
 /// The typed values of one config level (a topic's own configs, or one broker resource's
 /// dynamic defaults); `None`: not set at this level, the next level applies.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct TopicConfig {
     pub retention_ms: Option<i64>,
     pub retention_bytes: Option<i64>,
     pub max_message_bytes: Option<i32>,
     pub message_timestamp_type: Option<TimestampType>,
     pub cleanup_policy: Option<CleanupPolicy>,
+    // The log cleaner's (compacted topics, RFC 0003).
+    pub min_cleanable_dirty_ratio: Option<f64>,
+    pub min_compaction_lag_ms: Option<i64>,
+    pub max_compaction_lag_ms: Option<i64>,
+    pub delete_retention_ms: Option<i64>,
+    pub segment_ms: Option<i64>,
+    pub segment_bytes: Option<i64>,
+}
+
+impl CleanupPolicy {
+    /// True if the log cleaner keeps the last value per key (`compact`, `compact,delete`).
+    pub fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
+
+    /// True if retention deletes old data (`delete`, `compact,delete`).
+    pub fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
 }
 
 /// (topic config, its dynamic broker synonym) of each typed field: Kafka's
@@ -48,6 +67,12 @@ pub const RETENTION_BYTES: (&str, &str) = ("retention.bytes", "log.retention.byt
 pub const MAX_MESSAGE_BYTES: (&str, &str) = ("max.message.bytes", "message.max.bytes");
 pub const MESSAGE_TIMESTAMP_TYPE: (&str, &str) = ("message.timestamp.type", "log.message.timestamp.type");
 pub const CLEANUP_POLICY: (&str, &str) = ("cleanup.policy", "log.cleanup.policy");
+pub const MIN_CLEANABLE_DIRTY_RATIO: (&str, &str) = ("min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio");
+pub const MIN_COMPACTION_LAG_MS: (&str, &str) = ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms");
+pub const MAX_COMPACTION_LAG_MS: (&str, &str) = ("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms");
+pub const DELETE_RETENTION_MS: (&str, &str) = ("delete.retention.ms", "log.cleaner.delete.retention.ms");
+pub const SEGMENT_MS: (&str, &str) = ("segment.ms", "log.roll.ms");
+pub const SEGMENT_BYTES: (&str, &str) = ("segment.bytes", "log.segment.bytes");
 
 impl TopicConfig {
     /// Nothing set.
@@ -57,6 +82,12 @@ impl TopicConfig {
         max_message_bytes: None,
         message_timestamp_type: None,
         cleanup_policy: None,
+        min_cleanable_dirty_ratio: None,
+        min_compaction_lag_ms: None,
+        max_compaction_lag_ms: None,
+        delete_retention_ms: None,
+        segment_ms: None,
+        segment_bytes: None,
     };
 
     /// The typed values of a topic's configs (topic config names).
@@ -82,6 +113,14 @@ impl TopicConfig {
                 _ => None,
             }),
             cleanup_policy: value(CLEANUP_POLICY).and_then(parse_cleanup_policy),
+            min_cleanable_dirty_ratio: value(MIN_CLEANABLE_DIRTY_RATIO)
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|r| (0.0..=1.0).contains(r)),
+            min_compaction_lag_ms: value(MIN_COMPACTION_LAG_MS).and_then(|v| v.parse().ok()),
+            max_compaction_lag_ms: value(MAX_COMPACTION_LAG_MS).and_then(|v| v.parse().ok()),
+            delete_retention_ms: value(DELETE_RETENTION_MS).and_then(|v| v.parse().ok()),
+            segment_ms: value(SEGMENT_MS).and_then(|v| v.parse().ok()),
+            segment_bytes: value(SEGMENT_BYTES).and_then(|v| v.parse().ok()),
         }
     }
 
@@ -93,6 +132,12 @@ impl TopicConfig {
             max_message_bytes: self.max_message_bytes.or(fallback.max_message_bytes),
             message_timestamp_type: self.message_timestamp_type.or(fallback.message_timestamp_type),
             cleanup_policy: self.cleanup_policy.or(fallback.cleanup_policy),
+            min_cleanable_dirty_ratio: self.min_cleanable_dirty_ratio.or(fallback.min_cleanable_dirty_ratio),
+            min_compaction_lag_ms: self.min_compaction_lag_ms.or(fallback.min_compaction_lag_ms),
+            max_compaction_lag_ms: self.max_compaction_lag_ms.or(fallback.max_compaction_lag_ms),
+            delete_retention_ms: self.delete_retention_ms.or(fallback.delete_retention_ms),
+            segment_ms: self.segment_ms.or(fallback.segment_ms),
+            segment_bytes: self.segment_bytes.or(fallback.segment_bytes),
         }
     }
 }
@@ -132,6 +177,12 @@ mod tests {
             ("message.timestamp.type", "LogAppendTime"),
             ("cleanup.policy", "delete"),
             ("segment.ms", "5"),
+            ("segment.bytes", "1048576"),
+            ("min.cleanable.dirty.ratio", "0.25"),
+            ("min.compaction.lag.ms", "10"),
+            ("max.compaction.lag.ms", "20"),
+            ("delete.retention.ms", "30"),
+            ("flush.ms", "5"),
         ]));
         assert_eq!(
             c,
@@ -141,6 +192,12 @@ mod tests {
                 max_message_bytes: Some(2048),
                 message_timestamp_type: Some(TimestampType::LogAppendTime),
                 cleanup_policy: Some(CleanupPolicy::Delete),
+                min_cleanable_dirty_ratio: Some(0.25),
+                min_compaction_lag_ms: Some(10),
+                max_compaction_lag_ms: Some(20),
+                delete_retention_ms: Some(30),
+                segment_ms: Some(5),
+                segment_bytes: Some(1_048_576),
             }
         );
         assert_eq!(TopicConfig::from_topic(&BTreeMap::new()), TopicConfig::EMPTY);
@@ -158,6 +215,12 @@ mod tests {
             ("message.max.bytes", "300"),
             ("log.message.timestamp.type", "CreateTime"),
             ("log.cleanup.policy", "compact,delete"),
+            ("log.cleaner.min.cleanable.ratio", "1"),
+            ("log.cleaner.min.compaction.lag.ms", "1"),
+            ("log.cleaner.max.compaction.lag.ms", "2"),
+            ("log.cleaner.delete.retention.ms", "3"),
+            ("log.roll.ms", "4"),
+            ("log.segment.bytes", "5"),
         ]));
         assert_eq!(
             c,
@@ -167,6 +230,12 @@ mod tests {
                 max_message_bytes: Some(300),
                 message_timestamp_type: Some(TimestampType::CreateTime),
                 cleanup_policy: Some(CleanupPolicy::CompactDelete),
+                min_cleanable_dirty_ratio: Some(1.0),
+                min_compaction_lag_ms: Some(1),
+                max_compaction_lag_ms: Some(2),
+                delete_retention_ms: Some(3),
+                segment_ms: Some(4),
+                segment_bytes: Some(5),
             }
         );
         assert_eq!(TopicConfig::from_broker(&map(&[("retention.ms", "5")])), TopicConfig::EMPTY);
@@ -188,6 +257,8 @@ mod tests {
             ("max.message.bytes", "99999999999"),
             ("message.timestamp.type", "Other"),
             ("cleanup.policy", "shred"),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("segment.bytes", "big"),
         ]));
         assert_eq!(c, TopicConfig::EMPTY);
     }

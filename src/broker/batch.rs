@@ -39,6 +39,13 @@ pub enum BatchError {
     TooLarge { size: usize, max: usize },
     #[error("invalid record batch: {0}")]
     Invalid(String),
+    /// Its records decompress to more than the broker accepts (`records::MAX_DECOMPRESSED_BYTES`).
+    #[error("record batch decompresses to more than {max} bytes")]
+    DecompressedTooLarge { max: usize },
+    /// Records without a key for a compacted topic (Kafka's `LogValidator.validateKey`): their
+    /// indexes in the first batch that has any.
+    #[error("compacted topic cannot accept records without a key (records {records:?} of a batch)")]
+    KeylessRecords { records: Vec<usize> },
 }
 
 /// The parsed header of one batch (values as on the wire).
@@ -143,6 +150,19 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         base_sequence: i32_at(buf, BASE_SEQUENCE),
         records_count: i32_at(buf, RECORDS_COUNT),
     })
+}
+
+/// Checks the CRC-32C of the batch at the start of `batch` (header `h`), as stored data is
+/// checked before it is rewritten.
+pub fn verify_crc(batch: &[u8], h: &BatchHeader) -> Result<(), BatchError> {
+    let computed = crc32c::crc32c(&batch[ATTRIBUTES..h.size]);
+    if computed != h.crc {
+        return Err(BatchError::Corrupt(format!(
+            "CRC-32C mismatch: batch says {:#010x}, bytes give {computed:#010x}",
+            h.crc
+        )));
+    }
+    Ok(())
 }
 
 /// Validates a produce request's `records` field: one or more v2 batches, each with a correct

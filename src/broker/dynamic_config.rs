@@ -22,8 +22,9 @@
 //! Every other broker config is static (config file, `SKIFF_*` environment, flags), as are the
 //! ones Kafka marks static (`auto.create.topics.enable`, `num.partitions`, the
 //! `group.consumer.*` defaults, ...): an alter naming one is refused as Kafka refuses it,
-//! INVALID_REQUEST "Cannot update these configs dynamically: Set(...)". So is `log.cleaner.*`
-//! (Skiff has no log cleaner yet).
+//! INVALID_REQUEST "Cannot update these configs dynamically: Set(...)". So are the
+//! `log.cleaner.*` settings of the cleaner itself (threads, buffers: Skiff's `[lifecycle]`
+//! `cleaner_*` settings); the four that are topic-config defaults are dynamic, as in Kafka.
 
 use std::collections::BTreeMap;
 
@@ -43,13 +44,16 @@ pub const SOURCE_GROUP: i8 = 8;
 pub const KAFKA_MESSAGE_MAX_BYTES: i32 = 1_048_588;
 
 /// (broker config, the topic config it is the default of): Kafka's
-/// `ServerTopicConfigSynonyms.TOPIC_CONFIG_SYNONYMS` for the topic configs Skiff knows, without
-/// the log cleaner's.
+/// `ServerTopicConfigSynonyms.TOPIC_CONFIG_SYNONYMS` for the topic configs Skiff knows.
 pub const SYNONYMS: &[(&str, &str)] = &[
     ("compression.gzip.level", "compression.gzip.level"),
     ("compression.lz4.level", "compression.lz4.level"),
     ("compression.type", "compression.type"),
     ("compression.zstd.level", "compression.zstd.level"),
+    ("log.cleaner.delete.retention.ms", "delete.retention.ms"),
+    ("log.cleaner.max.compaction.lag.ms", "max.compaction.lag.ms"),
+    ("log.cleaner.min.cleanable.ratio", "min.cleanable.dirty.ratio"),
+    ("log.cleaner.min.compaction.lag.ms", "min.compaction.lag.ms"),
     ("log.cleanup.policy", "cleanup.policy"),
     ("log.flush.interval.messages", "flush.messages"),
     ("log.flush.interval.ms", "flush.ms"),
@@ -86,16 +90,36 @@ pub fn broker_key(topic_key: &str) -> Option<&'static str> {
 pub const KAFKA_RETENTION_MS: i64 = 604_800_000;
 /// Kafka's default of `retention.bytes` (no limit).
 pub const KAFKA_RETENTION_BYTES: i64 = -1;
+/// Kafka's default of `min.cleanable.dirty.ratio`.
+pub const KAFKA_MIN_CLEANABLE_DIRTY_RATIO: f64 = 0.5;
+/// Kafka's default of `min.compaction.lag.ms`.
+pub const KAFKA_MIN_COMPACTION_LAG_MS: i64 = 0;
+/// Kafka's default of `max.compaction.lag.ms` (no limit).
+pub const KAFKA_MAX_COMPACTION_LAG_MS: i64 = i64::MAX;
+/// Kafka's default of `delete.retention.ms` (1 day).
+pub const KAFKA_DELETE_RETENTION_MS: i64 = 86_400_000;
+/// Kafka's default of `segment.ms` (7 days).
+pub const KAFKA_SEGMENT_MS: i64 = 604_800_000;
+/// Skiff's default of `segment.bytes`: 64 MiB, not Kafka's 1 GiB, so a compacted topic taking
+/// 1 MiB/s rolls its head (and gets its first cleaner pass) within about a minute (RFC 0003).
+pub const SKIFF_SEGMENT_BYTES: i64 = 64 * 1024 * 1024;
 
 /// The typed topic configs Skiff acts on, as in effect for one topic on this broker
 /// ([`BrokerDefaults::effective`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EffectiveTopicConfig {
     pub retention_ms: i64,
     pub retention_bytes: i64,
     pub max_message_bytes: usize,
     pub message_timestamp_type: TimestampType,
     pub cleanup_policy: CleanupPolicy,
+    // The log cleaner's (compacted topics).
+    pub min_cleanable_dirty_ratio: f64,
+    pub min_compaction_lag_ms: i64,
+    pub max_compaction_lag_ms: i64,
+    pub delete_retention_ms: i64,
+    pub segment_ms: i64,
+    pub segment_bytes: i64,
 }
 
 impl EffectiveTopicConfig {
@@ -183,6 +207,12 @@ impl<'a> BrokerDefaults<'a> {
             max_message_bytes: set.max_message_bytes.unwrap_or(self.static_message_max_bytes).max(0) as usize,
             message_timestamp_type: set.message_timestamp_type.unwrap_or(TimestampType::CreateTime),
             cleanup_policy: set.cleanup_policy.unwrap_or(CleanupPolicy::Delete),
+            min_cleanable_dirty_ratio: set.min_cleanable_dirty_ratio.unwrap_or(KAFKA_MIN_CLEANABLE_DIRTY_RATIO),
+            min_compaction_lag_ms: set.min_compaction_lag_ms.unwrap_or(KAFKA_MIN_COMPACTION_LAG_MS),
+            max_compaction_lag_ms: set.max_compaction_lag_ms.unwrap_or(KAFKA_MAX_COMPACTION_LAG_MS),
+            delete_retention_ms: set.delete_retention_ms.unwrap_or(KAFKA_DELETE_RETENTION_MS),
+            segment_ms: set.segment_ms.unwrap_or(KAFKA_SEGMENT_MS),
+            segment_bytes: set.segment_bytes.unwrap_or(SKIFF_SEGMENT_BYTES),
         }
     }
 
@@ -281,6 +311,12 @@ mod tests {
             typed::MAX_MESSAGE_BYTES,
             typed::MESSAGE_TIMESTAMP_TYPE,
             typed::CLEANUP_POLICY,
+            typed::MIN_CLEANABLE_DIRTY_RATIO,
+            typed::MIN_COMPACTION_LAG_MS,
+            typed::MAX_COMPACTION_LAG_MS,
+            typed::DELETE_RETENTION_MS,
+            typed::SEGMENT_MS,
+            typed::SEGMENT_BYTES,
         ] {
             assert_eq!(broker_key(topic), Some(broker), "{topic}");
         }
@@ -309,6 +345,12 @@ mod tests {
                 max_message_bytes: KAFKA_MESSAGE_MAX_BYTES as usize,
                 message_timestamp_type: TimestampType::CreateTime,
                 cleanup_policy: CleanupPolicy::Delete,
+                min_cleanable_dirty_ratio: 0.5,
+                min_compaction_lag_ms: 0,
+                max_compaction_lag_ms: i64::MAX,
+                delete_retention_ms: 86_400_000,
+                segment_ms: 604_800_000,
+                segment_bytes: 67_108_864,
             }
         );
         assert_eq!(BrokerDefaults::new(&state, 1, 2000).effective(&TopicConfig::EMPTY).max_message_bytes, 2000);
@@ -359,6 +401,33 @@ mod tests {
         }
     }
 
+    /// The cleaner's configs follow the same precedence: topic, broker, cluster, default.
+    #[test]
+    fn cleaner_configs_resolve_through_their_broker_synonyms() {
+        let set = |name: &str, configs| ConfigChange { resource: ConfigResource::Broker(name.into()), configs };
+        let mut state = ConfigsState::default();
+        state
+            .apply(&set(
+                "",
+                map(&[
+                    ("log.cleaner.min.cleanable.ratio", "0.1"),
+                    ("log.cleaner.delete.retention.ms", "100"),
+                    ("log.segment.bytes", "2097152"),
+                ]),
+            ))
+            .expect("set");
+        state
+            .apply(&set("1", map(&[("log.cleaner.min.compaction.lag.ms", "5"), ("log.roll.ms", "60000")])))
+            .expect("set");
+        let d = BrokerDefaults::new(&state, 1, KAFKA_MESSAGE_MAX_BYTES);
+        let e = d.effective(&TopicConfig::from_topic(&map(&[("max.compaction.lag.ms", "9000")])));
+        assert_eq!(e.min_cleanable_dirty_ratio, 0.1);
+        assert_eq!((e.min_compaction_lag_ms, e.max_compaction_lag_ms, e.delete_retention_ms), (5, 9000, 100));
+        assert_eq!((e.segment_ms, e.segment_bytes), (60_000, 2_097_152));
+        let e2 = BrokerDefaults::new(&state, 2, KAFKA_MESSAGE_MAX_BYTES).effective(&TopicConfig::EMPTY);
+        assert_eq!((e2.min_compaction_lag_ms, e2.segment_ms), (0, 604_800_000));
+    }
+
     #[test]
     fn static_and_unknown_configs_are_refused_by_name() {
         assert!(validate(&map(&[("log.retention.ms", "5000"), ("message.max.bytes", "2000")])).is_ok());
@@ -366,7 +435,8 @@ mod tests {
             validate(&map(&[("auto.create.topics.enable", "false"), ("log.retention.ms", "5")])),
             Err("Cannot update these configs dynamically: Set(auto.create.topics.enable)".into())
         );
-        assert!(validate(&map(&[("log.cleaner.delete.retention.ms", "5")])).is_err());
+        assert!(validate(&map(&[("log.cleaner.enable", "true")])).is_err());
+        assert!(validate(&map(&[("log.cleaner.delete.retention.ms", "5")])).is_ok());
         assert!(validate(&map(&[("log.retention.ms", "soon")])).expect_err("bad").contains("log.retention.ms"));
         assert!(valid_resource_name("") && valid_resource_name("3") && !valid_resource_name("x"));
     }

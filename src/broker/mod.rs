@@ -2,6 +2,8 @@
 //! (`crate::log`: write path, read path, background work).
 //!
 //! * [`batch`]: record-batch bytes (validation, in-place offset assignment).
+//! * [`records`]: the records inside a batch (decoding any codec, re-encoding a subset: the
+//!   log cleaner's rewrite and produce's key check on compacted topics).
 //! * [`topic_config`]: known topic configs, defaults and validation.
 //! * [`dynamic_config`]: dynamic broker configs (topic defaults changed without a restart).
 //! * [`internal_topics`]: `__consumer_offsets` and its partition leaders (never a regular topic).
@@ -13,6 +15,7 @@
 pub mod batch;
 pub mod dynamic_config;
 pub mod internal_topics;
+pub mod records;
 pub mod topic_config;
 
 use std::collections::BTreeMap;

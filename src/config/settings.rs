@@ -599,6 +599,33 @@ settings! {
         legacy: Legacy::file("lifecycle.gc_grace_ms"),
         help: "Unreferenced and orphaned objects are deleted only after this long (at least 1s)",
     }
+    lifecycle.cleaner_enabled {
+        env: "SKIFF_CLEANER_ENABLED", flag: "cleaner-enabled", roles: SERVING,
+        help: "Clean compacted topics (cleanup.policy=compact): keep the last record per key",
+    }
+    lifecycle.cleaner_backoff {
+        env: "SKIFF_CLEANER_BACKOFF", flag: "cleaner-backoff", roles: SERVING,
+        help: "How often the cleaner rolls heads and looks for work (log.cleaner.backoff.ms)",
+    }
+    lifecycle.cleaner_concurrency {
+        env: "SKIFF_CLEANER_CONCURRENCY", flag: "cleaner-concurrency", roles: SERVING,
+        help: "Partitions cleaned at once (log.cleaner.threads)",
+    }
+    lifecycle.cleaner_dedupe_buffer_bytes {
+        env: "SKIFF_CLEANER_DEDUPE_BUFFER_BYTES", flag: "cleaner-dedupe-buffer-bytes", roles: SERVING,
+        value: "BYTES",
+        help: "Offset map memory of one pass, 24 bytes per key (log.cleaner.dedupe.buffer.size)",
+    }
+    lifecycle.cleaner_dirty_buffer_bytes {
+        env: "SKIFF_CLEANER_DIRTY_BUFFER_BYTES", flag: "cleaner-dirty-buffer-bytes", roles: SERVING,
+        value: "BYTES",
+        help: "Dirty bytes one pass holds between mapping and filtering",
+    }
+    lifecycle.cleaner_max_bytes_per_second {
+        env: "SKIFF_CLEANER_MAX_BYTES_PER_SECOND", flag: "cleaner-max-bytes-per-second", roles: SERVING,
+        value: "BYTES",
+        help: "Cleaner I/O limit, read plus written, 0 = unlimited (log.cleaner.io.max.bytes.per.second)",
+    }
 
     // Consumer groups (Kafka's group.* broker configs).
     groups.min_session_timeout {

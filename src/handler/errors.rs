@@ -20,8 +20,8 @@ pub fn batch(e: &BatchError) -> i16 {
     match e {
         BatchError::Corrupt(_) => code(ResponseError::CorruptMessage),
         BatchError::UnsupportedMagic(_) => code(ResponseError::UnsupportedForMessageFormat),
-        BatchError::TooLarge { .. } => code(ResponseError::MessageTooLarge),
-        BatchError::Invalid(_) => code(ResponseError::InvalidRecord),
+        BatchError::TooLarge { .. } | BatchError::DecompressedTooLarge { .. } => code(ResponseError::MessageTooLarge),
+        BatchError::Invalid(_) | BatchError::KeylessRecords { .. } => code(ResponseError::InvalidRecord),
     }
 }
 
@@ -88,7 +88,9 @@ pub fn rejection(r: &Rejection) -> i16 {
         Rejection::NoBrokers => code(ResponseError::BrokerNotAvailable),
         Rejection::InvalidReplicaAssignment(_) => code(ResponseError::InvalidReplicaAssignment),
         Rejection::Fenced { .. } => code(ResponseError::NotLeaderOrFollower),
-        Rejection::OffsetGap { .. } | Rejection::StaleReplacement { .. } => code(ResponseError::KafkaStorageError),
+        Rejection::OffsetGap { .. } | Rejection::StaleReplacement { .. } | Rejection::StaleClean { .. } => {
+            code(ResponseError::KafkaStorageError)
+        }
         Rejection::OffsetOutOfRange { .. } => code(ResponseError::OffsetOutOfRange),
         Rejection::StaleCoordinator { .. } => code(ResponseError::NotCoordinator),
     }

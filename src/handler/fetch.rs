@@ -56,6 +56,50 @@ async fn fetch(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> FetchR
     }
 }
 
+/// Planned reads per fetched partition when the planned chunks hold no batch at or after the
+/// fetch offset (it lies in a gap a cleaner pass left at the end of a chunk). Chunks without
+/// data do not count against a plan's bytes, so one more plan always reaches a batch.
+const MAX_GAP_PLANS: usize = 8;
+
+/// The partition a read is for.
+#[derive(Clone, Copy)]
+struct Position<'a> {
+    topic: &'a str,
+    topic_id: uuid::Uuid,
+    partition: i32,
+    epoch: i32,
+}
+
+/// The records of the planned chunks from `offset`; when they hold none (a fetch in a trailing
+/// gap of a cleaned chunk), plans on from the end of the last chunk, as Kafka moves on to the
+/// next segment, so the consumer gets the next record instead of an empty answer forever.
+async fn read_past_gaps(
+    broker: &Broker,
+    at: Position<'_>,
+    mut offset: i64,
+    mut chunks: Vec<Chunk>,
+    hwm: i64,
+    max: usize,
+    min_one: bool,
+) -> Result<Bytes, skiff_storage::StorageError> {
+    for _ in 0..MAX_GAP_PLANS {
+        // Some: a batch is there (even if it does not fit `max`): never skip past it.
+        if let Some(records) = broker.reader.records_or_gap(at.topic_id, &chunks, offset, max, min_one).await? {
+            return Ok(records);
+        }
+        let next = chunks.last().map_or(hwm, |c| c.last_offset + 1);
+        if next >= hwm {
+            return Ok(Bytes::new());
+        }
+        offset = next;
+        chunks = match plan(broker, at.topic, at.partition, offset, at.epoch, max) {
+            Plan::Read { chunks, .. } if !chunks.is_empty() => chunks,
+            _ => return Ok(Bytes::new()),
+        };
+    }
+    Ok(Bytes::new())
+}
+
 /// What to read for one partition, decided under the metadata lock.
 enum Plan {
     Error(i16),
@@ -190,7 +234,9 @@ async fn build(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetch
                         base.with_records(Some(Bytes::new()))
                     } else {
                         let cold = chunks.iter().any(|c| broker.reader.tail.get(&c.object, c.position).is_none());
-                        match broker.reader.records(topic_id, &chunks, p.fetch_offset, max, min_one).await {
+                        let at =
+                            Position { topic: &name, topic_id, partition: p.partition, epoch: p.current_leader_epoch };
+                        match read_past_gaps(broker, at, p.fetch_offset, chunks, hwm, max, min_one).await {
                             Ok(records) => {
                                 if cold {
                                     // A catch-up reader: fetch what it will want next.

@@ -3,6 +3,12 @@
 //!
 //! A bad partition fails alone: CORRUPT_MESSAGE / MESSAGE_TOO_LARGE / INVALID_RECORD for that
 //! partition, nothing of it stored, the other partitions of the request unaffected.
+//!
+//! On a compacted topic (`cleanup.policy` includes `compact`) every record needs a key, as
+//! Kafka's `LogValidator.validateKey` requires: the records are decoded (a compressed batch
+//! above 64 KiB on a blocking thread, off the async workers) and a keyless one fails the
+//! partition with INVALID_RECORD and per-record `record_errors` (v8+). The appended bytes are
+//! still the received bytes.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -10,18 +16,21 @@ use std::sync::atomic::Ordering::Relaxed;
 use bytes::Bytes;
 use futures::FutureExt;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
-use skiff_controller::image::TopicConfig;
+use skiff_controller::image::{CleanupPolicy, TopicConfig};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::Handled;
 use super::errors::{self, code};
+use crate::broker::batch::{BatchError, BatchHeader};
 use crate::broker::dynamic_config::BrokerDefaults;
-use crate::broker::{Broker, batch, internal_topics};
+use crate::broker::{Broker, batch, internal_topics, records};
 use crate::log::wal::{AppendError, PartitionKey};
 
 type Ack = oneshot::Receiver<Result<(), AppendError>>;
@@ -113,10 +122,64 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) ->
 }
 
 /// What an append to a topic with typed configs `config` checks and does: its
-/// `max.message.bytes`, and whether it stamps batches with the broker's clock.
-fn append_limits(defaults: &BrokerDefaults<'_>, config: &TopicConfig) -> (usize, bool) {
+/// `max.message.bytes`, whether it stamps batches with the broker's clock, and whether every
+/// record needs a key (the topic is compacted).
+fn append_limits(defaults: &BrokerDefaults<'_>, config: &TopicConfig) -> (usize, bool, bool) {
     let effective = defaults.effective(config);
-    (effective.max_message_bytes, effective.log_append_time())
+    let compacted = matches!(effective.cleanup_policy, CleanupPolicy::Compact | CleanupPolicy::CompactDelete);
+    (effective.max_message_bytes, effective.log_append_time(), compacted)
+}
+
+/// Compressed batches above this size are decoded on a blocking thread: inflating one can take
+/// milliseconds, which would stall every other connection served by the same async worker.
+const INLINE_DECODE_BYTES: usize = 64 << 10;
+
+/// Kafka's `LogValidator.validateKey`: on a compacted topic every record needs a key. Returns
+/// the keyless records' indexes in the first batch that has any.
+async fn check_keys(records: &Bytes, headers: &[BatchHeader]) -> Result<(), BatchError> {
+    let mut pos = 0;
+    for h in headers {
+        let batch = records.slice(pos..pos + h.size);
+        pos += h.size;
+        let keyless = if h.compression() != 0 && h.size > INLINE_DECODE_BYTES {
+            tokio::task::spawn_blocking(move || records::keyless_records(&batch))
+                .await
+                .map_err(|e| BatchError::Invalid(format!("record key check did not finish: {e}")))??
+        } else {
+            records::keyless_records(&batch)?
+        };
+        if !keyless.is_empty() {
+            return Err(BatchError::KeylessRecords { records: keyless });
+        }
+    }
+    Ok(())
+}
+
+/// The answer to a refused batch. Keyless records on a compacted topic get Kafka's
+/// `RecordValidationException` answer: one record error per keyless record and the summary
+/// `LogValidator.processRecordErrors` writes (both v8+).
+fn refused(topic: &str, partition: i32, e: &BatchError) -> PartitionOutcome {
+    let BatchError::KeylessRecords { records } = e else {
+        return error(partition, errors::batch(e), Some(e.to_string()));
+    };
+    let message = format!("Compacted topic cannot accept message without key in topic partition {topic}-{partition}.");
+    let shown: Vec<String> =
+        records.iter().take(3).map(|i| format!("RecordError(batchIndex={i}, message='{message}')")).collect();
+    let summary = format!(
+        "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+        records.len(),
+        shown.join(", ")
+    );
+    let mut outcome = error(partition, errors::batch(e), Some(summary));
+    outcome.response.record_errors = records
+        .iter()
+        .map(|&i| {
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(i32::try_from(i).unwrap_or(i32::MAX))
+                .with_batch_index_error_message(Some(StrBytes::from_string(message.clone())))
+        })
+        .collect();
+    outcome
 }
 
 fn error(index: i32, error_code: i16, message: Option<String>) -> PartitionOutcome {
@@ -142,7 +205,7 @@ async fn append_partition(
 ) -> PartitionOutcome {
     // The topic's configs over the dynamic broker defaults (`broker/dynamic_config.rs`), all
     // parsed when they were applied: no string parsing per produce.
-    let (max, log_append_time) = broker.metadata.read(|m| append_limits(&broker.defaults(m), config));
+    let (max, log_append_time, keys_required) = broker.metadata.read(|m| append_limits(&broker.defaults(m), config));
     let headers = match batch::validate_produce(&records, max) {
         Ok(h) => h,
         Err(e) => {
@@ -150,6 +213,10 @@ async fn append_partition(
             return error(partition, errors::batch(&e), Some(e.to_string()));
         }
     };
+    if keys_required && let Err(e) = check_keys(&records, &headers).await {
+        info!(topic, partition, error = %e, "produce refused");
+        return refused(topic, partition, &e);
+    }
     let log_append_time = log_append_time.then(|| broker.clock.now_ms());
     let key = PartitionKey { topic_id, partition };
     match broker.wal.append(key, &records, &headers, log_append_time).await {
@@ -214,6 +281,7 @@ mod tests {
                 map(&[("max.message.bytes", "700"), ("message.timestamp.type", "LogAppendTime")]),
             ))
             .create_topic(topic("unset", BTreeMap::new()))
+            .create_topic(topic("compacted", map(&[("cleanup.policy", "compact,delete")])))
             .set_configs(ConfigChange {
                 resource: ConfigResource::Broker(String::new()),
                 configs: map(&[("message.max.bytes", "900")]),
@@ -222,8 +290,76 @@ mod tests {
         let defaults = BrokerDefaults::new(image.dynamic_configs(), 1, 2000);
         let set = image.topic("set").expect("created");
         assert_eq!(set.config().max_message_bytes, Some(700));
-        assert_eq!(append_limits(&defaults, set.config()), (700, true));
+        assert_eq!(append_limits(&defaults, set.config()), (700, true, false));
         let unset = image.topic("unset").expect("created");
-        assert_eq!(append_limits(&defaults, unset.config()), (900, false));
+        assert_eq!(append_limits(&defaults, unset.config()), (900, false, false));
+        let compacted = image.topic("compacted").expect("created");
+        assert_eq!(append_limits(&defaults, compacted.config()), (900, false, true), "compact,delete needs keys");
+    }
+
+    /// Kafka's answer to keyless records on a compacted topic: INVALID_RECORD, one record error
+    /// per keyless record of the first batch that has any, and `processRecordErrors`' summary.
+    #[tokio::test]
+    async fn keyless_records_fail_the_partition_as_kafka_does() {
+        use kafka_protocol::records::Compression;
+
+        use crate::broker::records::tests::encode;
+
+        let keyed = encode(0, Compression::Gzip, -1, &[(Some(b"k"), Some(b"v"), 1, &[])]);
+        let headers = batch::validate_produce(&keyed, 1 << 20).expect("valid");
+        check_keys(&keyed, &headers).await.expect("every record has a key");
+
+        let keyless = encode(
+            0,
+            Compression::None,
+            -1,
+            &[
+                (Some(b"k"), Some(b"v"), 1, &[]),
+                (None, Some(b"v"), 1, &[]),
+                (None, None, 1, &[]),
+                (None, None, 1, &[]),
+                (None, None, 1, &[]),
+            ],
+        );
+        let both = Bytes::from([&keyed[..], &keyless[..]].concat());
+        let headers = batch::validate_produce(&both, 1 << 20).expect("valid");
+        let e = check_keys(&both, &headers).await.expect_err("keyless records");
+        assert_eq!(e, BatchError::KeylessRecords { records: vec![1, 2, 3, 4] });
+
+        let r = refused("orders", 3, &e).response;
+        let message = "Compacted topic cannot accept message without key in topic partition orders-3.";
+        assert_eq!((r.index, r.error_code, r.base_offset), (3, 87, -1));
+        let indexes: Vec<i32> = r.record_errors.iter().map(|e| e.batch_index).collect();
+        assert_eq!(indexes, vec![1, 2, 3, 4]);
+        assert!(r.record_errors.iter().all(|e| e.batch_index_error_message.as_deref() == Some(message)));
+        let shown = [1, 2, 3].map(|i| format!("RecordError(batchIndex={i}, message='{message}')")).join(", ");
+        assert_eq!(
+            r.error_message.as_deref(),
+            Some(
+                format!(
+                    "One or more records have been rejected due to 4 record errors in total, and only showing the first three errors at most: [{shown}]"
+                )
+                .as_str()
+            )
+        );
+
+        // A large compressed batch is decoded on a blocking thread, with the same answer.
+        let mut x = 0x2545_f491_u32;
+        let noise: Vec<u8> = (0..200 << 10)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        let large = encode(0, Compression::Lz4, -1, &[(Some(b"k"), Some(&noise), 1, &[]), (None, Some(b"v"), 1, &[])]);
+        assert!(large.len() > INLINE_DECODE_BYTES);
+        let headers = batch::validate_produce(&large, 1 << 20).expect("valid");
+        assert_eq!(check_keys(&large, &headers).await, Err(BatchError::KeylessRecords { records: vec![1] }));
+
+        // Other refusals keep their codes and messages.
+        let r = refused("orders", 0, &BatchError::Corrupt("x".into())).response;
+        assert_eq!((r.error_code, r.record_errors.len()), (2, 0));
     }
 }

@@ -33,12 +33,16 @@ async fn find_in_chunk(data: Bytes, target: i64, log_start: i64) -> Option<(i64,
             while pos < data.len() {
                 let h = batch::parse_header(&data[pos..]).ok()?;
                 if h.max_timestamp >= target && h.last_offset() >= log_start {
-                    if h.is_log_append_time() {
-                        return Some((h.base_offset.max(log_start), h.max_timestamp));
-                    }
                     let mut one = data.slice(pos..pos + h.size);
                     let set = RecordBatchDecoder::decode(&mut one).ok()?;
-                    if let Some(r) = set.records.iter().find(|r| r.offset >= log_start && r.timestamp >= target) {
+                    // A cleaned batch may have lost its first records: the first record that
+                    // is there, not the base offset, answers.
+                    if h.is_log_append_time() {
+                        if let Some(r) = set.records.iter().find(|r| r.offset >= log_start) {
+                            return Some((r.offset, h.max_timestamp));
+                        }
+                    } else if let Some(r) = set.records.iter().find(|r| r.offset >= log_start && r.timestamp >= target)
+                    {
                         return Some((r.offset, r.timestamp));
                     }
                 }

@@ -78,7 +78,8 @@ impl Reader {
     /// Concurrent reads of the same block coalesce with these GETs in the block cache.
     pub fn read_ahead(&self, chunks: Vec<Chunk>) {
         for chunk in chunks {
-            if self.tail.get(&chunk.object, chunk.position).is_some() {
+            // Empty chunks (a cleaned range with no records left) have nothing to warm.
+            if chunk.len == 0 || self.tail.get(&chunk.object, chunk.position).is_some() {
                 continue;
             }
             let Ok(permit) = self.read_ahead.clone().try_acquire_owned() else { return };
@@ -95,6 +96,10 @@ impl Reader {
 
     /// The bytes of one committed chunk (whole batches) of topic `topic_id`.
     pub async fn chunk(&self, topic_id: Uuid, chunk: &Chunk) -> Result<Bytes, StorageError> {
+        // A cleaned range whose records were all removed is an empty chunk: nothing to read.
+        if chunk.len == 0 {
+            return Ok(Bytes::new());
+        }
         if let Some(b) = self.tail.get(&chunk.object, chunk.position) {
             self.metrics.tail_read(true);
             return Ok(b);
@@ -109,7 +114,11 @@ impl Reader {
     }
 
     /// Reads the planned chunks and cuts them to whole batches from `offset` within `max_bytes`
-    /// (the first batch regardless of the limit when `min_one`).
+    /// (the first batch regardless of the limit when `min_one`). A cleaned chunk may not start
+    /// with a batch at its base offset and may end in a gap: reading starts at the first batch
+    /// whose last offset reaches `offset`, in the next chunk if the first has none (a fetch
+    /// inside a gap gets the next record, as in Kafka). Empty when no planned chunk has one:
+    /// the caller plans on from the end of the last chunk.
     pub async fn records(
         &self,
         topic_id: Uuid,
@@ -118,12 +127,26 @@ impl Reader {
         max_bytes: usize,
         min_one: bool,
     ) -> Result<Bytes, StorageError> {
+        Ok(self.records_or_gap(topic_id, chunks, offset, max_bytes, min_one).await?.unwrap_or_default())
+    }
+
+    /// Like [`Self::records`], but `None` when the planned chunks hold no batch whose last
+    /// offset reaches `offset` (it lies in a trailing gap): only then may a caller move on to
+    /// later chunks. `Some` of empty bytes means a batch is there but does not fit `max_bytes`.
+    pub async fn records_or_gap(
+        &self,
+        topic_id: Uuid,
+        chunks: &[Chunk],
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<Option<Bytes>, StorageError> {
         // The futures are built up front (lazily run) so no closure borrows across the stream.
         let reads: Vec<_> = chunks.iter().map(|c| self.chunk(topic_id, c)).collect();
         let parts: Vec<Bytes> = futures::stream::iter(reads).buffered(CHUNK_READ_CONCURRENCY).try_collect().await?;
         let first = match parts.first() {
             Some(f) => batch::slice_from_offset(f, offset).unwrap_or_default(),
-            None => return Ok(Bytes::new()),
+            None => return Ok(None),
         };
         let joined = if parts.len() == 1 {
             first
@@ -138,6 +161,9 @@ impl Reader {
             }
             buf.freeze()
         };
-        Ok(batch::whole_batches_within(&joined, max_bytes, min_one))
+        if joined.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(batch::whole_batches_within(&joined, max_bytes, min_one)))
     }
 }

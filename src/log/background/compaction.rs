@@ -14,7 +14,7 @@ use skiff_storage::{StorageError, WalObjectBuilder, verify_section};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use super::{Lifecycle, lock};
+use super::{Lifecycle, Work, lock};
 
 /// What one compaction pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +86,18 @@ impl Lifecycle {
             self.metadata.read(|m| self.plan_compaction(m, &seen, now))
         };
         let mut report = CompactionReport::default();
+        // Partitions the cleaner is working on are left for the next pass.
+        let mut claims = Vec::new();
+        let candidates: Vec<Candidate> = candidates
+            .into_iter()
+            .filter(|c| match self.claim(c.topic_id, c.partition, Work::Compaction) {
+                Some(claim) => {
+                    claims.push(claim);
+                    true
+                }
+                None => false,
+            })
+            .collect();
         // Footers are shared by the partitions of one pass: one footer GET per WAL object.
         let footers = Footers::default();
         let mut results = futures::stream::iter(candidates)
@@ -105,6 +117,8 @@ impl Lifecycle {
                 }
             }
         }
+        drop(results);
+        drop(claims);
         if report.segments > 0 || report.rejected > 0 || report.failed > 0 {
             debug!(?report, "compaction pass");
         }
@@ -121,10 +135,19 @@ impl Lifecycle {
                 }
                 let age = |c: &Chunk| seen.get(&c.object).map_or(0, |t| now - t);
                 let eligible = |c: &Chunk| !self.storage.is_segment_key(&c.object) && age(c) >= s.compaction_min_age_ms;
+                // A compacted partition's head and roll ends stay chunk boundaries: the
+                // cleaner's ranges end there.
+                let cleaner = p.cleaner();
+                let boundary = |c: &Chunk| {
+                    c.base_offset == cleaner.head_offset || cleaner.rolls.iter().any(|r| r.end_offset == c.base_offset)
+                };
                 // Runs of consecutive eligible chunks, each capped at the segment size; every
                 // run that is due becomes one segment (several per pass if a partition is busy).
                 let mut runs: Vec<(Vec<Chunk>, u64)> = vec![(Vec::new(), 0)];
                 for c in p.chunks() {
+                    if boundary(c) && !runs.last().expect("never empty").0.is_empty() {
+                        runs.push((Vec::new(), 0));
+                    }
                     let (run, bytes) = runs.last_mut().expect("never empty");
                     if !eligible(c) {
                         if !run.is_empty() {

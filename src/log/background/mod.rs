@@ -7,6 +7,8 @@
 //! gc         objects no chunk references, unreferenced for the grace period ──DELETE──▶
 //!            ForgetObjects; objects under wal/ and seg/ the index never knew, older than the
 //!            grace period ──DELETE
+//! cleaner    compacted topics: RollHead; map the dirty range, filter, write segments
+//!            ──CleanChunks (one atomic swap per pass)──▶ controller (`cleaner/`)
 //! ```
 //!
 //! Invariants:
@@ -26,10 +28,16 @@
 //! * "Seen since" times live in memory only: a restart starts every grace period and age again,
 //!   which is always the safe direction.
 //!
+//! * Compaction, retention and the cleaner never work on the same partition at once
+//!   ([`Lifecycle::claim`]); compaction never merges chunks across a compacted partition's head
+//!   or roll boundaries (the cleaner's ranges end there).
+//!
 //! One concern per file: `compaction.rs` (WAL chunks into segments), `retention.rs`
 //! (`retention.ms` / `retention.bytes` → a new log start), `gc.rs` (deleting unreferenced and
-//! orphaned objects); this file holds what they share: settings, the worker and its tasks.
+//! orphaned objects), `cleaner/` (compacted topics); this file holds what they share: settings,
+//! the worker, its tasks and the per-partition claims.
 
+pub mod cleaner;
 mod compaction;
 mod gc;
 mod retention;
@@ -37,9 +45,18 @@ mod retention;
 #[allow(clippy::disallowed_methods)] // tests race real tasks against real time
 mod tests;
 
+pub use cleaner::{CleanerReport, PassReport, PassResult};
 pub use compaction::CompactionReport;
 pub use gc::GcReport;
 pub use retention::retention_start;
+
+/// The cleaner's pure rules, public only for the fuzz target `batch_reencode` (fuzz/): not an
+/// API of the crate.
+#[doc(hidden)]
+pub mod cleaner_fuzzing {
+    pub use super::cleaner::filter::{AbortedTxn, Outcome, Rules, TxnTracker, filter_batch, map_batch};
+    pub use super::cleaner::map::OffsetMap;
+}
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -50,6 +67,7 @@ use skiff_storage::ObjectStorage;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
+use uuid::Uuid;
 
 use skiff_time::Ids;
 
@@ -80,6 +98,43 @@ pub struct LifecycleSettings {
     pub gc_interval: Duration,
     /// How long an unreferenced or orphaned object is kept before it is deleted.
     pub gc_grace_ms: i64,
+    pub cleaner_enabled: bool,
+    /// Period of the cleaner's rounds.
+    pub cleaner_backoff: Duration,
+    /// Partitions cleaned at once.
+    pub cleaner_concurrency: usize,
+    /// Offset-map memory of one pass.
+    pub cleaner_dedupe_buffer_bytes: u64,
+    /// Dirty bytes one pass holds.
+    pub cleaner_dirty_buffer_bytes: u64,
+    /// Cleaner bytes read plus written per second; 0 = unlimited.
+    pub cleaner_max_bytes_per_second: u64,
+}
+
+/// Which background task holds a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Work {
+    Compaction,
+    Retention,
+    Cleaner,
+}
+
+/// A task's hold on one partition; released when dropped.
+pub(crate) struct Claim<'a> {
+    lifecycle: &'a Lifecycle,
+    key: (Uuid, i32),
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut claims = lock(&self.lifecycle.claims);
+        if let Some((_, n)) = claims.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                claims.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// The background worker shared by the compactor, retention and GC tasks.
@@ -98,11 +153,18 @@ pub struct Lifecycle {
     first_seen: Mutex<HashMap<Arc<str>, i64>>,
     /// When GC first saw each object unreferenced.
     unreferenced_since: Mutex<HashMap<Arc<str>, i64>>,
+    /// Partitions a task is working on, and how many of its jobs hold each (several compaction
+    /// runs of one partition may run at once; different tasks never do).
+    claims: Mutex<HashMap<(Uuid, i32), (Work, usize)>>,
+    /// Where a test stops a cleaner pass.
+    #[cfg(test)]
+    cleaner_failpoint: Mutex<Option<cleaner::Failpoint>>,
 }
 
 /// The three background tasks; cancelled through the token given to [`Lifecycle::start`].
 pub struct LifecycleTasks {
     compactor: Option<JoinHandle<()>>,
+    cleaner: Option<JoinHandle<()>>,
     retention: JoinHandle<()>,
     gc: JoinHandle<()>,
 }
@@ -111,6 +173,9 @@ impl LifecycleTasks {
     /// Waits for every task to stop (after its token was cancelled).
     pub async fn join(self) {
         if let Some(c) = self.compactor {
+            let _ = c.await;
+        }
+        if let Some(c) = self.cleaner {
             let _ = c.await;
         }
         let _ = self.retention.await;
@@ -149,10 +214,33 @@ impl Lifecycle {
             settings,
             first_seen: Mutex::new(HashMap::new()),
             unreferenced_since: Mutex::new(HashMap::new()),
+            claims: Mutex::new(HashMap::new()),
+            #[cfg(test)]
+            cleaner_failpoint: Mutex::new(None),
         })
     }
 
-    /// Starts the compactor (if enabled), retention and GC tasks. Each runs one pass per
+    /// Claims a partition for `work`; `None` while another task holds it.
+    pub(crate) fn claim(&self, topic_id: Uuid, partition: i32, work: Work) -> Option<Claim<'_>> {
+        let key = (topic_id, partition);
+        let mut claims = lock(&self.claims);
+        match claims.get_mut(&key) {
+            Some((held, n)) if *held == work => *n += 1,
+            Some(_) => return None,
+            None => {
+                claims.insert(key, (work, 1));
+            }
+        }
+        Some(Claim { lifecycle: self, key })
+    }
+
+    /// Stops the next cleaner passes at `at` (tests of crash safety), or never (`None`).
+    #[cfg(test)]
+    pub(crate) fn set_cleaner_failpoint(&self, at: Option<cleaner::Failpoint>) {
+        *lock(&self.cleaner_failpoint) = at;
+    }
+
+    /// Starts the compactor and the cleaner (if enabled), retention and GC tasks. Each runs one pass per
     /// interval and stops, mid-pass if need be, when `shutdown` is cancelled. A pass cut short
     /// leaves at worst an orphaned segment, which a later GC pass deletes. They are critical
     /// tasks of `supervisor` (a pass that panics stops the process).
@@ -170,6 +258,19 @@ impl Lifecycle {
                     }
                 })
                 .instrument(info_span!("compactor")),
+            )
+        });
+        let cleaner = s.cleaner_enabled.then(|| {
+            let me = self.clone();
+            supervisor.spawn_critical(
+                "cleaner",
+                periodic(clock.clone(), s.cleaner_backoff, shutdown.clone(), move || {
+                    let me = me.clone();
+                    async move {
+                        me.clean_once().await;
+                    }
+                })
+                .instrument(info_span!("cleaner")),
             )
         });
         let me = self.clone();
@@ -194,7 +295,7 @@ impl Lifecycle {
             })
             .instrument(info_span!("gc")),
         );
-        LifecycleTasks { compactor, retention, gc }
+        LifecycleTasks { compactor, cleaner, retention, gc }
     }
 
     /// Records when each indexed object was first seen; forgets objects no longer indexed.
@@ -244,6 +345,12 @@ impl LifecycleSettings {
             retention_interval: c.retention_check_interval,
             gc_interval: c.gc_interval,
             gc_grace_ms: ms(c.gc_grace),
+            cleaner_enabled: c.cleaner_enabled,
+            cleaner_backoff: c.cleaner_backoff,
+            cleaner_concurrency: c.cleaner_concurrency,
+            cleaner_dedupe_buffer_bytes: c.cleaner_dedupe_buffer_bytes,
+            cleaner_dirty_buffer_bytes: c.cleaner_dirty_buffer_bytes,
+            cleaner_max_bytes_per_second: c.cleaner_max_bytes_per_second,
         }
     }
 }

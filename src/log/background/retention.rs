@@ -6,7 +6,7 @@ use skiff_controller::image::{Chunk, TopicConfig};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use super::{Lifecycle, lock};
+use super::{Lifecycle, Work, lock};
 use crate::broker::dynamic_config::{BrokerDefaults, KAFKA_MESSAGE_MAX_BYTES};
 
 impl Lifecycle {
@@ -22,6 +22,10 @@ impl Lifecycle {
             // Topic configs over the dynamic broker defaults (`log.retention.ms`, ...).
             let defaults = BrokerDefaults::new(m.dynamic_configs(), self.settings.broker_id, KAFKA_MESSAGE_MAX_BYTES);
             for t in m.topics() {
+                // `cleanup.policy=compact` alone: the cleaner, not retention, removes data.
+                if !defaults.effective(t.config()).cleanup_policy.deletes() {
+                    continue;
+                }
                 let (retention_ms, retention_bytes) = retention_limits(&defaults, t.config());
                 for p in t.partitions() {
                     if p.leader() != self.settings.broker_id {
@@ -40,6 +44,8 @@ impl Lifecycle {
         });
         let mut advanced = 0;
         for (topic_id, partition, offset) in advances {
+            // A partition being cleaned is retained at the next pass.
+            let Some(_claim) = self.claim(topic_id, partition, Work::Retention) else { continue };
             match self.controller.advance_log_start(topic_id, partition, offset).await {
                 Err(ControllerError::Rejected(r)) => {
                     debug!(%topic_id, partition, reason = %r, "retention advance rejected")

@@ -29,22 +29,22 @@ use crate::supervisor::Supervisor;
 
 /// Wall-clock time plus an adjustable skew, or a fixed time.
 #[derive(Debug)]
-struct TestClock {
+pub(crate) struct TestClock {
     fixed: Option<AtomicI64>,
     skew: AtomicI64,
 }
 
 impl TestClock {
-    fn real() -> Arc<Self> {
+    pub(crate) fn real() -> Arc<Self> {
         Arc::new(Self { fixed: None, skew: AtomicI64::new(0) })
     }
-    fn fixed(ms: i64) -> Arc<Self> {
+    pub(crate) fn fixed(ms: i64) -> Arc<Self> {
         Arc::new(Self { fixed: Some(AtomicI64::new(ms)), skew: AtomicI64::new(0) })
     }
-    fn set(&self, ms: i64) {
+    pub(crate) fn set(&self, ms: i64) {
         self.fixed.as_ref().expect("fixed clock").store(ms, Ordering::SeqCst);
     }
-    fn advance(&self, ms: i64) {
+    pub(crate) fn advance(&self, ms: i64) {
         self.skew.fetch_add(ms, Ordering::SeqCst);
     }
 }
@@ -59,7 +59,7 @@ impl Clock for TestClock {
     }
 }
 
-fn settings() -> LifecycleSettings {
+pub(crate) fn settings() -> LifecycleSettings {
     LifecycleSettings {
         broker_id: 1,
         compaction_enabled: true,
@@ -73,22 +73,31 @@ fn settings() -> LifecycleSettings {
         retention_interval: Duration::from_millis(30),
         gc_interval: Duration::from_millis(20),
         gc_grace_ms: 500,
+        cleaner_enabled: false,
+        cleaner_backoff: Duration::from_millis(25),
+        cleaner_concurrency: 1,
+        cleaner_dedupe_buffer_bytes: 1 << 20,
+        cleaner_dirty_buffer_bytes: 1 << 20,
+        cleaner_max_bytes_per_second: 0,
     }
 }
 
-struct Harness {
+pub(crate) struct Harness {
     _dir: tempfile::TempDir,
-    controller: ControllerHandle,
+    pub(crate) controller: ControllerHandle,
     local: Controller,
-    storage: ObjectStorage,
-    wal: Arc<Wal>,
+    pub(crate) storage: ObjectStorage,
+    pub(crate) wal: Arc<Wal>,
     wal_tasks: Option<WalTasks>,
     wal_token: CancellationToken,
-    lifecycle: Arc<Lifecycle>,
+    pub(crate) lifecycle: Arc<Lifecycle>,
+    /// Broker 1's registration (tests re-register it to bump leader epochs).
+    pub(crate) registration: BrokerRegistration,
+    pub(crate) tail: TailCache,
 }
 
 impl Harness {
-    async fn start(s: LifecycleSettings, clock: Arc<TestClock>) -> Self {
+    pub(crate) async fn start(s: LifecycleSettings, clock: Arc<TestClock>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let controller = Controller::start_single(
             ControllerConfig::new(1, dir.path().join("controller"), "test".into()),
@@ -106,7 +115,7 @@ impl Harness {
             rack: None,
             fenced: false,
         };
-        controller.register_broker(reg).await.expect("register");
+        controller.register_broker(reg.clone()).await.expect("register");
         let storage = skiff_storage::open(&StorageConfig::from_url("memory://")).expect("memory storage");
         let metrics = Arc::new(Metrics::default());
         let tail = TailCache::new(16 * 1024);
@@ -138,12 +147,23 @@ impl Harness {
             metrics,
             clock.clone(),
             skiff_time::random_ids(),
-            Some(tail),
+            Some(tail.clone()),
         );
-        Self { _dir: dir, controller, local, storage, wal, wal_tasks: Some(wal_tasks), wal_token, lifecycle }
+        Self {
+            _dir: dir,
+            controller,
+            local,
+            storage,
+            wal,
+            wal_tasks: Some(wal_tasks),
+            wal_token,
+            lifecycle,
+            registration: reg,
+            tail,
+        }
     }
 
-    async fn create_topic(&self, name: &str, partitions: i32, configs: &[(&str, &str)]) -> Uuid {
+    pub(crate) async fn create_topic(&self, name: &str, partitions: i32, configs: &[(&str, &str)]) -> Uuid {
         let topic_id = Uuid::new_v4();
         let configs = configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let r = self
@@ -155,7 +175,7 @@ impl Harness {
         topic_id
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.wal_token.cancel();
         if let Some(t) = self.wal_tasks.take() {
             t.join().await;
@@ -247,7 +267,7 @@ async fn verify_partition(h: &Harness, topic_id: Uuid, partition: i32, expected:
 }
 
 /// Every object a chunk references exists in storage.
-async fn verify_references(h: &Harness) -> Result<(), String> {
+pub(crate) async fn verify_references(h: &Harness) -> Result<(), String> {
     let referenced: HashSet<String> = h.controller.metadata().read(|m| {
         m.topics().flat_map(|t| t.partitions()).flat_map(|p| p.chunks()).map(|c| c.object.to_string()).collect()
     });
