@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, ensure};
 use bytes::Bytes;
-use kafka_protocol::messages::FetchRequest;
+use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
+use kafka_protocol::messages::{DeleteRecordsRequest, FetchRequest};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::records::Compression;
 use support::client::{Client, FETCH_VERSION, FetchedRecord, TestRecord, decode_batches, encode_batch, topic_name};
@@ -23,6 +24,7 @@ use support::{SkiffProcess, kafka_cli};
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 const KEYS: usize = 5;
 const ROUNDS: usize = 12;
+const POLICY_VIOLATION: i16 = 44;
 
 const CONFIG: &str = "[lifecycle]\ncleaner_backoff = \"200ms\"\n";
 
@@ -193,6 +195,31 @@ async fn compacted_topic_keeps_one_record_per_key_plus_the_head() {
             }
             ensure!(first == next, "fetch from gap {gap} reached {first:?}, the next record is at {next:?}");
         }
+
+        // DeleteRecords on a compact-only topic is refused as Kafka refuses it (POLICY_VIOLATION:
+        // "Records of partition ... can not be deleted due to the configured policy"), and
+        // nothing moves; with `compact,delete` it is served.
+        let delete = |topic: &str| {
+            DeleteRecordsRequest::default()
+                .with_topics(vec![
+                    DeleteRecordsTopic::default()
+                        .with_name(topic_name(topic))
+                        .with_partitions(vec![DeleteRecordsPartition::default().with_partition_index(0).with_offset(2)]),
+                ])
+                .with_timeout_ms(5000)
+        };
+        let r = c.send(&delete("changelog"), 2).await?;
+        let p = r.topics.first().and_then(|t| t.partitions.first()).context("delete records: no result")?;
+        ensure!(p.error_code == POLICY_VIOLATION && p.low_watermark == -1, "delete records on compact: {r:?}");
+        let (still, _) = c.fetch_all("changelog", 0, 0).await?;
+        ensure!(still.first().map(|r| r.offset) == all.first().map(|r| r.offset), "log start moved");
+        ensure!(broker.stderr_tail(400).contains("delete records refused"), "no log line for the refusal");
+        let code = c.create_topic("both", 1, &[("cleanup.policy", "compact,delete")]).await?;
+        ensure!(code == 0, "CreateTopics compact,delete: error {code}");
+        c.produce_ok("both", 0, batch(0, 0..KEYS)).await?;
+        let r = c.send(&delete("both"), 2).await?;
+        let p = r.topics.first().and_then(|t| t.partitions.first()).context("delete records: no result")?;
+        ensure!(p.error_code == 0 && p.low_watermark == 2, "delete records on compact,delete: {r:?}");
         anyhow::Ok(())
     };
     match tokio::time::timeout(TEST_TIMEOUT, body).await {

@@ -289,12 +289,21 @@ pub async fn delete_records(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> 
             let state = broker.metadata.read(|m| {
                 let t = m.topic(&name)?;
                 let part = t.partition(p.partition_index)?;
-                Some((t.id(), part.high_watermark()))
+                let deletes = broker.defaults(m).effective(t.config()).cleanup_policy.deletes();
+                Some((t.id(), part.high_watermark(), deletes))
             });
-            let Some((topic_id, end)) = state else {
+            let Some((topic_id, end, deletes)) = state else {
                 parts.push(base.with_error_code(code(ResponseError::UnknownTopicOrPartition)));
                 continue;
             };
+            if !deletes {
+                // Kafka's UnifiedLog.deleteRecords: a log whose cleanup.policy lacks `delete` keeps
+                // every key's latest record; "Records of partition t-p can not be deleted due to
+                // the configured policy" (POLICY_VIOLATION).
+                info!(topic = %name, partition = p.partition_index, "delete records refused: cleanup.policy is compact");
+                parts.push(base.with_error_code(code(ResponseError::PolicyViolation)));
+                continue;
+            }
             // -1 means "up to the high watermark".
             let offset = if p.offset == -1 { end } else { p.offset };
             if offset < 0 || offset > end {
