@@ -397,6 +397,7 @@ async fn serve(
         ids: process.ids.clone(),
         groups,
         not_served: Default::default(),
+        rejected_configs: Default::default(),
     });
 
     // Compaction, retention and GC: stopped with `shutdown`, joined before the WAL drains.

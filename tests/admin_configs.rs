@@ -417,6 +417,7 @@ fn create_topics_on_an_existing_name_answers_topic_already_exists() -> anyhow::R
     let b = skiff.bootstrap().to_string();
     runtime().block_on(async {
         let mut c = Client::connect(&b).await?;
+        c.set_client_id("cfg-checker");
         c.create_topic_ok("pre-created", 1).await?;
         // What Kafka Connect and Streams send for topics they pre-create, plus configs and a
         // replication factor no new topic could have: the name is looked up first.
@@ -462,7 +463,23 @@ fn create_topics_on_an_existing_name_answers_topic_already_exists() -> anyhow::R
         assert_eq!(create_raw(&mut c, "fresh", 1, 1, compacted, false).await?.0, 0);
         assert_eq!(create_raw(&mut c, "fresh", 1, 1, compacted, true).await?.0, 36);
         anyhow::Ok(())
-    })
+    })?;
+
+    // Each rejected config is logged at INFO, once per client, resource, config and value (the
+    // ratio 7 was refused twice above, with and without validate_only).
+    let log = std::fs::read_to_string(skiff.stderr_path())?;
+    let rejected: Vec<&str> = log.lines().filter(|l| l.contains("rejected a config")).collect();
+    let ratio: Vec<&&str> = rejected.iter().filter(|l| l.contains("min.cleanable.dirty.ratio")).collect();
+    assert_eq!(ratio.len(), 1, "{rejected:#?}");
+    for field in
+        ["INFO", "client_id=cfg-checker", "CreateTopics", "topic fresh", "value=7", "Value must be no more than 1"]
+    {
+        assert!(ratio[0].contains(field), "{field} missing: {}", ratio[0]);
+    }
+    let lag =
+        rejected.iter().find(|l| l.contains("conflict topic config setting")).context("lag conflict not logged")?;
+    assert!(lag.contains("min.compaction.lag.ms") && lag.contains("value=10"), "{lag}");
+    Ok(())
 }
 
 /// IncrementalAlterConfigs v1 of topic `topic`: one op (SET 0, DELETE 1, APPEND 2, SUBTRACT 3).
@@ -526,5 +543,12 @@ fn incremental_alter_appends_and_subtracts_cleanup_policy() -> anyhow::Result<()
         let got = alter_incremental(&mut c, "listed", &[("min.cleanable.dirty.ratio", 0, "-0.5")], true).await?;
         assert_eq!(got.0, 40, "{got:?}");
         anyhow::Ok(())
-    })
+    })?;
+    let log = std::fs::read_to_string(skiff.stderr_path())?;
+    let rejected: Vec<&str> =
+        log.lines().filter(|l| l.contains("rejected a config") && l.contains("IncrementalAlterConfigs")).collect();
+    assert_eq!(rejected.len(), 2, "{rejected:#?}");
+    assert!(rejected.iter().all(|l| l.contains("topic listed")), "{rejected:#?}");
+    assert!(rejected[1].contains("value=-0.5") && rejected[1].contains("Value must be at least 0"), "{rejected:#?}");
+    Ok(())
 }

@@ -63,6 +63,8 @@ pub struct Broker {
     pub groups: crate::group::GroupCoordinator,
     /// Refusals of what Skiff does not serve, logged once per client.
     pub not_served: crate::handler::not_served::NotServed,
+    /// Configs refused to clients, logged once per client, resource and value.
+    pub rejected_configs: crate::handler::rejected_configs::RejectedConfigs,
 }
 
 /// Why a topic could not be created.

@@ -28,7 +28,12 @@ fn msg(s: impl Into<String>) -> Option<StrBytes> {
     Some(StrBytes::from_string(s.into()))
 }
 
-pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub async fn create_topics(
+    broker: &Arc<Broker>,
+    req: CreateTopicsRequest,
+    version: i16,
+    asker: &Asker,
+) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
@@ -104,6 +109,10 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
                 );
             }
             Err(e) => {
+                if let CreateTopicError::InvalidConfig(config) = &e {
+                    let resource = format!("topic {name}");
+                    broker.rejected_configs.report(broker.clock.now_ms(), asker, "CreateTopics", &resource, config);
+                }
                 results.push(base.with_error_code(errors::create_topic(&e)).with_error_message(msg(e.to_string())))
             }
         }

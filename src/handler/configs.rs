@@ -19,9 +19,11 @@ use skiff_controller::intent::{ConfigChange, ConfigResource};
 use tracing::info;
 
 use super::errors::{self, code};
+use super::not_served::Asker;
 use crate::broker::dynamic_config::{
     self, BrokerDefaults, SOURCE_DEFAULT, SOURCE_DYNAMIC_DEFAULT_BROKER, SOURCE_GROUP, SOURCE_STATIC_BROKER, Synonym,
 };
+use crate::broker::topic_config::InvalidConfig;
 use crate::broker::{Broker, internal_topics, topic_config};
 use crate::group::group_config;
 
@@ -155,6 +157,48 @@ fn failed(error: ResponseError, message: String) -> (i16, Option<String>) {
     (code(error), Some(message))
 }
 
+/// Who asked to alter configs, and through which API: what a rejected config is logged with.
+struct Asked<'a> {
+    asker: &'a Asker,
+    api: &'static str,
+}
+
+/// Refuses `config` on `resource` with `error` (Kafka's code for the resource type), and logs
+/// it (`rejected_configs.rs`).
+fn reject(
+    broker: &Broker,
+    asked: &Asked<'_>,
+    resource: &str,
+    error: ResponseError,
+    config: InvalidConfig,
+) -> (i16, Option<String>) {
+    broker.rejected_configs.report(broker.clock.now_ms(), asked.asker, asked.api, resource, &config);
+    failed(error, config.message)
+}
+
+/// How a resource is named in the log of rejected configs.
+fn resource_label(resource_type: i8, name: &str) -> String {
+    match resource_type {
+        RESOURCE_TOPIC => format!("topic {name}"),
+        RESOURCE_BROKER if name.is_empty() => "broker cluster default".to_string(),
+        RESOURCE_BROKER => format!("broker {name}"),
+        RESOURCE_GROUP => format!("group {name}"),
+        other => format!("resource type {other} {name}"),
+    }
+}
+
+/// The config of `configs` a validation message is about (the one it names first), for the log;
+/// broker and group validation report only a message.
+fn blame(configs: &BTreeMap<String, String>, message: String) -> InvalidConfig {
+    let named = configs.iter().filter_map(|(k, v)| message.find(k.as_str()).map(|at| (at, k, v))).min_by_key(|c| c.0);
+    match named {
+        Some((_, name, value)) => InvalidConfig { name: name.clone(), value: value.clone(), message },
+        None => {
+            InvalidConfig { name: configs.keys().cloned().collect::<Vec<_>>().join(","), value: String::new(), message }
+        }
+    }
+}
+
 pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
     let results = req
         .resources
@@ -233,6 +277,7 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
 /// Validates a topic's complete new config set and stores it (unless `validate_only`).
 async fn store_topic_configs(
     broker: &Broker,
+    asked: &Asked<'_>,
     topic: &str,
     configs: BTreeMap<String, String>,
     validate_only: bool,
@@ -245,7 +290,7 @@ async fn store_topic_configs(
         topic_config::validate_topic(&configs, |k| defaults.chain(k).swap_remove(0).1)
     });
     if let Err(e) = checked {
-        return failed(ResponseError::InvalidConfig, e.message);
+        return reject(broker, asked, &resource_label(RESOURCE_TOPIC, topic), ResponseError::InvalidConfig, e);
     }
     if validate_only {
         return (errors::NONE, None);
@@ -286,19 +331,23 @@ fn current_configs(broker: &Broker, resource: &ConfigResource) -> BTreeMap<Strin
 /// brokers, KAFKA-13609; INVALID_CONFIG for groups) and stores it (unless `validate_only`).
 async fn store_configs(
     broker: &Broker,
+    asked: &Asked<'_>,
     resource: ConfigResource,
     configs: BTreeMap<String, String>,
     validate_only: bool,
 ) -> (i16, Option<String>) {
-    let checked = match &resource {
-        ConfigResource::Broker(_) => {
-            dynamic_config::validate(&configs).map_err(|m| failed(ResponseError::InvalidRequest, m))
+    let (checked, error, label) = match &resource {
+        ConfigResource::Broker(name) => {
+            (dynamic_config::validate(&configs), ResponseError::InvalidRequest, resource_label(RESOURCE_BROKER, name))
         }
-        ConfigResource::Group(_) => group_config::validate(&broker.settings.group_bounds, &configs)
-            .map_err(|m| failed(ResponseError::InvalidConfig, m)),
+        ConfigResource::Group(id) => (
+            group_config::validate(&broker.settings.group_bounds, &configs),
+            ResponseError::InvalidConfig,
+            resource_label(RESOURCE_GROUP, id),
+        ),
     };
-    if let Err(e) = checked {
-        return e;
+    if let Err(message) = checked {
+        return reject(broker, asked, &label, error, blame(&configs, message));
     }
     if validate_only {
         return (errors::NONE, None);
@@ -313,17 +362,18 @@ async fn store_configs(
     }
 }
 
-pub async fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest, asker: &Asker) -> AlterConfigsResponse {
+    let asked = Asked { asker, api: "AlterConfigs" };
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         // AlterConfigs replaces the whole set.
         let configs: BTreeMap<String, String> =
             r.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
         let (error, message) = if r.resource_type == RESOURCE_TOPIC {
-            store_topic_configs(broker, r.resource_name.as_str(), configs, req.validate_only).await
+            store_topic_configs(broker, &asked, r.resource_name.as_str(), configs, req.validate_only).await
         } else {
             match other_resource(r.resource_type, r.resource_name.as_str()) {
-                Ok(resource) => store_configs(broker, resource, configs, req.validate_only).await,
+                Ok(resource) => store_configs(broker, &asked, resource, configs, req.validate_only).await,
                 Err(e) => e,
             }
         };
@@ -341,16 +391,19 @@ pub async fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> Al
 pub async fn incremental_alter_configs(
     broker: &Arc<Broker>,
     req: IncrementalAlterConfigsRequest,
+    asker: &Asker,
 ) -> IncrementalAlterConfigsResponse {
+    let asked = Asked { asker, api: "IncrementalAlterConfigs" };
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         let name = r.resource_name.to_string();
+        let label = resource_label(r.resource_type, &name);
         let (error, message) = if r.resource_type == RESOURCE_TOPIC {
             match broker.metadata.read(|m| m.topic(&name).map(|t| t.configs().clone())) {
                 None => failed(ResponseError::UnknownTopicOrPartition, format!("Topic {name} does not exist")),
                 Some(mut configs) => match apply_incremental(&mut configs, &r.configs, topic_list_default) {
-                    Err(e) => failed(ResponseError::InvalidConfig, e),
-                    Ok(()) => store_topic_configs(broker, &name, configs, req.validate_only).await,
+                    Err(e) => reject(broker, &asked, &label, ResponseError::InvalidConfig, e),
+                    Ok(()) => store_topic_configs(broker, &asked, &name, configs, req.validate_only).await,
                 },
             }
         } else {
@@ -360,8 +413,8 @@ pub async fn incremental_alter_configs(
                     let mut configs = current_configs(broker, &resource);
                     let list_default = |n: &str| Ok(dynamic_config::topic_key(n).and_then(list_default));
                     match apply_incremental(&mut configs, &r.configs, list_default) {
-                        Err(e) => failed(ResponseError::InvalidConfig, e),
-                        Ok(()) => store_configs(broker, resource, configs, req.validate_only).await,
+                        Err(e) => reject(broker, &asked, &label, ResponseError::InvalidConfig, e),
+                        Ok(()) => store_configs(broker, &asked, resource, configs, req.validate_only).await,
                     }
                 }
             }
@@ -395,27 +448,30 @@ fn apply_incremental(
     configs: &mut BTreeMap<String, String>,
     ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
     list_default: impl Fn(&str) -> Result<Option<&'static str>, String>,
-) -> Result<(), String> {
+) -> Result<(), InvalidConfig> {
     for op in ops {
         let name = op.name.to_string();
         let value = op.value.as_ref().map(|v| v.to_string());
+        let invalid =
+            |message: String| InvalidConfig { name: name.clone(), value: value.clone().unwrap_or_default(), message };
         match op.config_operation {
             0 => {
-                let v = value.ok_or_else(|| format!("SET of {name} needs a value"))?;
+                let v = value.clone().ok_or_else(|| invalid(format!("SET of {name} needs a value")))?;
                 configs.insert(name, v);
             }
             1 => {
                 configs.remove(&name);
             }
             2 | 3 => {
-                let Some(default) = list_default(&name)? else {
-                    let op = if op.config_operation == 2 { "append" } else { "subtract" };
-                    return Err(format!("Config value {op} is not allowed for config key: {name}"));
+                let Some(default) = list_default(&name).map_err(invalid)? else {
+                    // Kafka's controller's words (ConfigurationControlManager).
+                    let op = if op.config_operation == 2 { "APPEND" } else { "SUBTRACT" };
+                    return Err(invalid(format!("Can't {op} to key {name} because its type is not LIST.")));
                 };
                 let current = configs.get(&name).map_or(default, String::as_str);
                 let mut items: Vec<String> =
                     current.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
-                for v in value.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                for v in value.as_deref().unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     if op.config_operation == 2 {
                         if !items.iter().any(|i| i == v) {
                             items.push(v.to_string());
@@ -426,8 +482,48 @@ fn apply_incremental(
                 }
                 configs.insert(name, items.join(","));
             }
-            other => return Err(format!("Unknown config operation {other}")),
+            other => return Err(invalid(format!("Unknown config operation {other}"))),
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig;
+
+    use super::*;
+
+    fn op(name: &str, operation: i8, value: &str) -> AlterableConfig {
+        AlterableConfig::default()
+            .with_name(StrBytes::from_string(name.into()))
+            .with_config_operation(operation)
+            .with_value(Some(StrBytes::from_string(value.into())))
+    }
+
+    #[test]
+    fn append_and_subtract_start_from_the_default_of_an_unset_list() {
+        let mut configs = BTreeMap::new();
+        apply_incremental(&mut configs, &[op("cleanup.policy", 2, "compact")], topic_list_default).expect("append");
+        assert_eq!(configs["cleanup.policy"], "delete,compact");
+        apply_incremental(&mut configs, &[op("cleanup.policy", 3, "delete")], topic_list_default).expect("subtract");
+        assert_eq!(configs["cleanup.policy"], "compact");
+        let mut unset = BTreeMap::new();
+        apply_incremental(&mut unset, &[op("cleanup.policy", 3, "delete")], topic_list_default).expect("subtract");
+        assert_eq!(unset["cleanup.policy"], "", "the empty list is then refused by validation");
+        let e =
+            apply_incremental(&mut configs, &[op("retention.ms", 2, "5")], topic_list_default).expect_err("no list");
+        assert_eq!((e.name.as_str(), e.value.as_str()), ("retention.ms", "5"));
+        assert_eq!(e.message, "Can't APPEND to key retention.ms because its type is not LIST.");
+    }
+
+    #[test]
+    fn blame_names_the_config_the_message_names_first() {
+        let configs: BTreeMap<String, String> =
+            [("a.b", "1"), ("c.d", "2")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let e = blame(&configs, "c.d must be less than a.b".into());
+        assert_eq!((e.name.as_str(), e.value.as_str()), ("c.d", "2"));
+        let e = blame(&configs, "something else".into());
+        assert_eq!((e.name.as_str(), e.value.as_str()), ("a.b,c.d", ""));
+    }
 }

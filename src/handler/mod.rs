@@ -16,10 +16,12 @@ pub mod errors;
 pub mod fetch;
 pub mod groups;
 pub mod list_offsets;
+pub mod log_limit;
 pub mod metadata;
 pub mod not_served;
 pub mod offsets;
 pub mod produce;
+pub mod rejected_configs;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,7 +61,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) ->
             Handled::Ready(ResponseKind::OffsetForLeaderEpoch(list_offsets::offset_for_leader_epoch(broker, r)))
         }
         RequestKind::CreateTopics(r) => {
-            Handled::Ready(ResponseKind::CreateTopics(admin::create_topics(broker, r, v).await))
+            Handled::Ready(ResponseKind::CreateTopics(admin::create_topics(broker, r, v, &asker).await))
         }
         RequestKind::DeleteTopics(r) => {
             Handled::Ready(ResponseKind::DeleteTopics(admin::delete_topics(broker, r, v).await))
@@ -83,11 +85,11 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) ->
             Handled::Ready(ResponseKind::DescribeConfigs(configs::describe_configs(broker, r, v)))
         }
         RequestKind::AlterConfigs(r) => {
-            Handled::Ready(ResponseKind::AlterConfigs(configs::alter_configs(broker, r).await))
+            Handled::Ready(ResponseKind::AlterConfigs(configs::alter_configs(broker, r, &asker).await))
         }
-        RequestKind::IncrementalAlterConfigs(r) => {
-            Handled::Ready(ResponseKind::IncrementalAlterConfigs(configs::incremental_alter_configs(broker, r).await))
-        }
+        RequestKind::IncrementalAlterConfigs(r) => Handled::Ready(ResponseKind::IncrementalAlterConfigs(
+            configs::incremental_alter_configs(broker, r, &asker).await,
+        )),
         // Consumer groups (handler/groups.rs, handler/offsets.rs).
         RequestKind::FindCoordinator(r) => {
             Handled::Ready(ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v, &asker)))
