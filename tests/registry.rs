@@ -439,6 +439,14 @@ fn describe(bootstrap: &str, topic: &str) -> String {
         .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// The registry asked for nothing that Skiff refuses as not served (its INFO line per client
+/// and feature, src/handler/not_served.rs): what it needs must work, not be worked around.
+fn assert_all_served(broker: &SkiffProcess) {
+    let log = std::fs::read_to_string(broker.stderr_path()).unwrap_or_default();
+    let refused: Vec<&str> = log.lines().filter(|l| l.contains("does not serve")).collect();
+    assert!(refused.is_empty(), "Skiff refused requests as not served:\n{}", refused.join("\n"));
+}
+
 #[test]
 fn apicurio_creates_its_topics_and_survives_its_restart() {
     let _heavy = heavy();
@@ -459,6 +467,7 @@ fn apicurio_creates_its_topics_and_survives_its_restart() {
     reg.restart(skiff.bootstrap());
     let restart = restart.elapsed();
     check_after_restart(&reg, &before, &written);
+    assert_all_served(&skiff);
     eprintln!("apicurio file://: first start {first_start:?}, restart {restart:?}, total {:?}", started.elapsed());
 }
 
@@ -494,6 +503,7 @@ fn apicurio_on_pre_created_topics() {
     assert!(log.contains("Topic 'kafkasql-journal' already exists."), "{}", reg.log_tail(40));
     let written = write_schemas(&reg);
     check_state(&reg.state(), &written);
+    assert_all_served(&skiff);
 }
 
 #[test]
@@ -568,8 +578,10 @@ fn apicurio_on_minio_survives_registry_and_broker_restarts() {
 
     // Everything lives in MinIO now: a broker restart (new port) loses nothing.
     reg.stop();
+    assert_all_served(&skiff);
     skiff.restart();
     reg.restart(skiff.bootstrap());
     check_after_restart(&reg, &before, &written);
+    assert_all_served(&skiff);
     eprintln!("apicurio on MinIO: total {:?}", started.elapsed());
 }
