@@ -18,8 +18,9 @@
 //!
 //! Apicurio 3 checks at every start (DescribeConfigs with synonyms) that its journal and
 //! snapshot topics are `cleanup.policy=delete` with `retention.ms=-1` and `retention.bytes=-1`,
-//! and refuses compaction; Apicurio 2, whose journal was compacted, is not on Maven Central in a
-//! runnable form. Confluent Schema Registry is not on Maven Central and Karapace not on PyPI.
+//! and refuses compaction. Apicurio 2's KafkaSQL module (`apicurio-registry-storage-kafkasql`)
+//! is not served by the Maven Central we reach; Confluent Schema Registry is not on Maven Central
+//! and Karapace is not on PyPI.
 //!
 //! The registry is the distribution Apicurio publishes on Maven Central, installed by
 //! `tests/compat/apicurio/setup.sh` (scripts/test.sh runs it; the test runs it too, instantly

@@ -17,7 +17,9 @@ DIR="$CACHE/apicurio/$VERSION"
 STAMP="$DIR/.complete"
 
 java_major() { # prints the major version of the java binary $1, or 0
-  "$1" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = \([0-9]*\).*/\1/p' | head -1 || echo 0
+  local v
+  v="$("$1" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = \([0-9]*\).*/\1/p' | head -1 || true)"
+  echo "${v:-0}"
 }
 find_java() {
   local c
