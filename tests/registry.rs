@@ -14,7 +14,7 @@
 //!   `cleanup.policy=compact` is refused at start-up with the message Apicurio gives on Kafka,
 //!   naming the policy and its source (a dynamic topic config), read through DescribeConfigs;
 //! - `apicurio_on_minio_survives_registry_and_broker_restarts`: the first scenario on MinIO,
-//!   with Skiff restarted too while the registry is down.
+//!   with Skiff SIGKILLed and started again while the registry is down.
 //!
 //! Apicurio 3 checks at every start (DescribeConfigs with synonyms) that its journal and
 //! snapshot topics are `cleanup.policy=delete` with `retention.ms=-1` and `retention.bytes=-1`,
@@ -577,9 +577,12 @@ fn apicurio_on_minio_survives_registry_and_broker_restarts() {
     let written = write_schemas(&reg);
     let before = reg.state();
 
-    // Everything lives in MinIO now: a broker restart (new port) loses nothing.
+    // Every write was acknowledged (acks=all) before the registry answered, so it is in MinIO:
+    // a broker killed without a chance to flush anything and started again (new port) loses
+    // nothing.
     reg.stop();
     assert_all_served(&skiff);
+    skiff.kill();
     skiff.restart();
     reg.restart(skiff.bootstrap());
     check_after_restart(&reg, &before, &written);
