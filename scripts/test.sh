@@ -42,6 +42,9 @@ tests/compat/setup.sh
 step "Apache Kafka's tools for the admin-tool tests (Maven Central)"
 bench/kafka/setup.sh
 
+step "Apicurio Registry for the schema-registry tests (Maven Central)"
+tests/compat/apicurio/setup.sh
+
 step "build"
 cargo build --workspace --all-targets --locked
 
