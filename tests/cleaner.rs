@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, ensure};
 use bytes::Bytes;
 use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
-use kafka_protocol::messages::{DeleteRecordsRequest, FetchRequest};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{DeleteRecordsRequest, FetchRequest};
 use kafka_protocol::records::Compression;
 use support::client::{Client, FETCH_VERSION, FetchedRecord, TestRecord, decode_batches, encode_batch, topic_name};
 use support::{SkiffProcess, kafka_cli};
@@ -199,15 +199,14 @@ async fn compacted_topic_keeps_one_record_per_key_plus_the_head() {
         // DeleteRecords on a compact-only topic is refused as Kafka refuses it (POLICY_VIOLATION:
         // "Records of partition ... can not be deleted due to the configured policy"), and
         // nothing moves; with `compact,delete` it is served.
-        let delete = |topic: &str| {
-            DeleteRecordsRequest::default()
-                .with_topics(vec![
-                    DeleteRecordsTopic::default()
-                        .with_name(topic_name(topic))
-                        .with_partitions(vec![DeleteRecordsPartition::default().with_partition_index(0).with_offset(2)]),
-                ])
-                .with_timeout_ms(5000)
-        };
+        let delete =
+            |topic: &str| {
+                DeleteRecordsRequest::default()
+                    .with_topics(vec![DeleteRecordsTopic::default().with_name(topic_name(topic)).with_partitions(
+                        vec![DeleteRecordsPartition::default().with_partition_index(0).with_offset(2)],
+                    )])
+                    .with_timeout_ms(5000)
+            };
         let r = c.send(&delete("changelog"), 2).await?;
         let p = r.topics.first().and_then(|t| t.partitions.first()).context("delete records: no result")?;
         ensure!(p.error_code == POLICY_VIOLATION && p.low_watermark == -1, "delete records on compact: {r:?}");
