@@ -12,6 +12,11 @@
 //       CONNECTIONS independent KafkaProducers (one TCP connection each, acks=all, client defaults
 //       otherwise) in one JVM, records sent round-robin over producers and partitions, RATE records/s in
 //       total (-1 = unthrottled). Latency = send() to ack, like ProducerPerformance. Prints one JSON line.
+//   keyed-produce BOOTSTRAP TOPIC KEYS RECORDS SIZE RATE SEED
+//       One KafkaProducer (acks=all, client defaults otherwise) sending RECORDS records of SIZE value bytes
+//       to partition 0 at RATE records/s, each keyed "key-<n>" with n uniform in [0, KEYS) from SEED:
+//       the overwrite workload of a compacted topic (bench/compaction.sh). Prints one JSON line with
+//       latency percentiles, as multi-produce.
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.NewTopic;
@@ -44,8 +49,10 @@ public class BenchTool {
             case "consume" -> consume(args[1], args[2], Long.parseLong(args[3]), Long.parseLong(args[4]));
             case "multi-produce" -> multiProduce(args[1], args[2], Integer.parseInt(args[3]), Integer.parseInt(args[4]),
                     Long.parseLong(args[5]), Integer.parseInt(args[6]), Long.parseLong(args[7]));
+            case "keyed-produce" -> keyedProduce(args[1], args[2], Integer.parseInt(args[3]), Long.parseLong(args[4]),
+                    Integer.parseInt(args[5]), Long.parseLong(args[6]), Long.parseLong(args[7]));
             default -> {
-                System.err.println("usage: BenchTool create-topics|consume|multi-produce ...");
+                System.err.println("usage: BenchTool create-topics|consume|multi-produce|keyed-produce ...");
                 System.exit(2);
             }
         }
@@ -149,6 +156,48 @@ public class BenchTool {
         System.out.printf("{\"connections\": %d, \"records\": %d, \"errors\": %d, \"seconds\": %.3f, \"records_per_s\": %.1f, "
                         + "\"mb_per_s\": %.3f, \"p50_ms\": %.2f, \"p99_ms\": %.2f, \"p999_ms\": %.2f}%n",
                 connections, records, errors.get(), secs, records / secs, records * (double) size / 1048576.0 / secs,
+                pct(sorted, 0.5), pct(sorted, 0.99), pct(sorted, 0.999));
+    }
+
+    static void keyedProduce(String bootstrap, String topic, int keys, long records, int size, long rate, long seed)
+            throws Exception {
+        Properties p = new Properties();
+        p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        p.put(ProducerConfig.ACKS_CONFIG, "all");
+        p.put(ProducerConfig.CLIENT_ID_CONFIG, "bench-keyed");
+        KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p, new ByteArraySerializer(), new ByteArraySerializer());
+        producer.partitionsFor(topic); // connect + metadata before the clock starts
+        Random rnd = new Random(seed);
+        byte[] payload = new byte[size];
+        for (int i = 0; i < size; i++) payload[i] = (byte) (65 + rnd.nextInt(26));
+        int[] latUs = new int[(int) records];
+        AtomicLong errors = new AtomicLong();
+        long start = System.nanoTime();
+        for (long i = 0; i < records; i++) {
+            if (rate > 0) {
+                long due = start + (long) (i * 1e9 / rate);
+                long now;
+                while ((now = System.nanoTime()) < due) {
+                    long d = due - now;
+                    if (d > 200_000) Thread.sleep(d / 1_000_000, (int) (d % 1_000_000));
+                }
+            }
+            final int idx = (int) i;
+            final long sent = System.nanoTime();
+            byte[] key = ("key-" + rnd.nextInt(keys)).getBytes();
+            producer.send(new ProducerRecord<>(topic, 0, key, payload), (md, ex) -> {
+                latUs[idx] = (int) Math.min(Integer.MAX_VALUE, (System.nanoTime() - sent) / 1000);
+                if (ex != null) errors.incrementAndGet();
+            });
+        }
+        producer.flush();
+        double secs = (System.nanoTime() - start) / 1e9;
+        producer.close(Duration.ofSeconds(5));
+        int[] sorted = latUs.clone();
+        Arrays.sort(sorted);
+        System.out.printf("{\"records\": %d, \"errors\": %d, \"seconds\": %.3f, \"records_per_s\": %.1f, "
+                        + "\"mb_per_s\": %.3f, \"p50_ms\": %.2f, \"p99_ms\": %.2f, \"p999_ms\": %.2f}%n",
+                records, errors.get(), secs, records / secs, records * (double) size / 1048576.0 / secs,
                 pct(sorted, 0.5), pct(sorted, 0.99), pct(sorted, 0.999));
     }
 

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Compacted topics (issue #12): what the log cleaner costs, one command:
+#   bench/compaction.sh [quick|full]
+# For each storage target (local directory; MinIO when a minio binary exists) it runs the same
+# keyed overwrite workload (one partition, KEYS keys, SIZE-byte values, RATE records/s, acks=all)
+# against `skiff dev` twice, with the cleaner off and on, and records:
+#   * produce latency p50/p99/p99.9 (send() to ack, BenchTool keyed-produce), the target being
+#     p99 with the cleaner within 10 % of p99 without it;
+#   * every committed cleaner pass (sampled from /metrics each second): bytes read and written
+#     against the pass's cleanable bytes (target: each ≤ 1.2×), GETs and PUTs;
+# and writes bench/results/<date>-compaction/results.md (+ raw/). Same harness conventions as
+# bench/run.sh: loopback ports, every process stopped on exit, every step under a timeout.
+#
+# Env: SKIFF_BIN (skip the release build), MINIO_BIN (~/go/bin/minio), CARGO_TARGET_DIR,
+#      SKIFF_CACHE, BENCH_OUT.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+PROFILE="${1:-quick}"
+# quick: 90 s per run at 2,000 records/s of 1 KiB (≈ 2 MiB/s), 20 k keys, 8 MiB segments;
+# full: 300 s per run, 100 k keys, 2 repetitions.
+case "$PROFILE" in
+  quick) SECS=90; RATE=2000; KEYS=20000; SIZE=1024; SEG=8388608; REPS=1 ;;
+  full) SECS=300; RATE=2000; KEYS=100000; SIZE=1024; SEG=16777216; REPS=2 ;;
+  *) echo "usage: $0 [quick|full]" >&2; exit 2 ;;
+esac
+CACHE="${SKIFF_CACHE:-$HOME/.cache/skiff}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+OUT="${BENCH_OUT:-$HERE/results/$(date +%F)-compaction}"
+MINIO_BIN="${MINIO_BIN:-$HOME/go/bin/minio}"
+log() { echo "[compaction $(date +%T)] $*" >&2; }
+
+PIDS=()
+WORK="$(mktemp -d /tmp/skiff-compaction.XXXXXX)"
+stop_pid() {
+  local pid="$1" i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.5; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+cleanup() {
+  local rc=$?
+  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() {
+  local deadline=$((SECONDS + $2))
+  until curl -fsS -o /dev/null "$1" 2>/dev/null; do
+    (( SECONDS < deadline )) || { log "timeout waiting for $1"; return 1; }
+    sleep 0.5
+  done
+}
+
+if [[ -z "${SKIFF_BIN:-}" ]]; then
+  log "building skiff (release) into $CARGO_TARGET_DIR"
+  (cd "$ROOT" && timeout 3600 cargo build --release -p skiff)
+  SKIFF_BIN="$CARGO_TARGET_DIR/release/skiff"
+fi
+LIBS="$("$HERE/kafka/setup.sh")"
+BT="$CACHE/bench/benchtool"
+if [[ ! -f "$BT/BenchTool.class" || "$HERE/java/BenchTool.java" -nt "$BT/BenchTool.class" ]]; then
+  mkdir -p "$BT"; javac -d "$BT" -cp "$LIBS/*" "$HERE/java/BenchTool.java"
+fi
+java_tool() { timeout "$1" java -Xmx1g -cp "$BT:$LIBS/*" "${@:2}"; }
+
+rm -rf "$OUT"; mkdir -p "$OUT/raw"
+{
+  echo "date: $(date -Is)"; echo "profile: $PROFILE (secs $SECS, rate $RATE/s, keys $KEYS, value $SIZE B, segment.bytes $SEG, reps $REPS)"
+  echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)"; echo "cpus: $(nproc)"; echo "load before start: $(cat /proc/loadavg)"
+} > "$OUT/environment.txt"
+
+export AWS_ACCESS_KEY_ID=benchadmin AWS_SECRET_ACCESS_KEY=benchadmin-secret AWS_REGION=us-east-1
+MINIO_PID=""; MINIO_URL=""
+start_minio() {
+  local port; port="$(free_port)"
+  MINIO_URL="http://127.0.0.1:$port"
+  rm -rf "$WORK/minio"; mkdir -p "$WORK/minio"
+  MINIO_ROOT_USER=$AWS_ACCESS_KEY_ID MINIO_ROOT_PASSWORD=$AWS_SECRET_ACCESS_KEY MINIO_BROWSER=off \
+    nohup "$MINIO_BIN" server "$WORK/minio" --address "127.0.0.1:$port" \
+    --console-address "127.0.0.1:$(free_port)" >>"$OUT/raw/minio.log" 2>&1 </dev/null &
+  MINIO_PID=$!; PIDS+=("$MINIO_PID")
+  wait_http "$MINIO_URL/minio/health/live" 60
+  curl -fsS --aws-sigv4 "aws:amz:us-east-1:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+    -X PUT "$MINIO_URL/bench" >/dev/null
+}
+
+# run_one TARGET CLEANER REP: one skiff, one topic, one workload; appends a JSON line to raw/runs.jsonl
+run_one() {
+  local target="$1" cleaner="$2" rep="$3" name="$1-cleaner-$2-$3"
+  local kport hport extra=()
+  kport="$(free_port)"; hport="$(free_port)"
+  if [[ "$target" == s3 ]]; then
+    start_minio
+    extra=(--storage s3://bench/skiff --s3-endpoint "$MINIO_URL" --s3-region us-east-1)
+  fi
+  SKIFF_CLEANER_ENABLED="$cleaner" SKIFF_CLEANER_BACKOFF=5s nohup "$SKIFF_BIN" dev --data-dir "$WORK/$name" \
+    --kafka-listen "127.0.0.1:$kport" --http-listen "127.0.0.1:$hport" "${extra[@]}" \
+    >"$OUT/raw/$name.broker.log" 2>&1 </dev/null &
+  local spid=$!; PIDS+=("$spid")
+  wait_http "http://127.0.0.1:$hport/health" 60
+  "$HERE/kafka/wait-ready.sh" "127.0.0.1:$kport" 60
+  java_tool 120 org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$kport" --create \
+    --topic compacted --partitions 1 --replication-factor 1 \
+    --config cleanup.policy=compact --config segment.bytes="$SEG" >>"$OUT/raw/$name.tools.log" 2>&1
+  # Sample the cleaner's metrics every second while the producer runs (and 30 s after, so the
+  # passes over the last rolled segments are seen too).
+  python3 "$HERE/compaction_sampler.py" "http://127.0.0.1:$hport/metrics" compacted $((SECS + 30)) \
+    >"$OUT/raw/$name.passes.jsonl" 2>>"$OUT/raw/$name.tools.log" &
+  local sampler=$!; PIDS+=("$sampler")
+  local records=$((SECS * RATE))
+  local result
+  result="$(java_tool $((SECS * 3 + 120)) BenchTool keyed-produce "127.0.0.1:$kport" compacted "$KEYS" "$records" "$SIZE" "$RATE" "$rep" \
+    2>>"$OUT/raw/$name.tools.log" | tail -1)"
+  wait "$sampler" || true
+  curl -fsS "http://127.0.0.1:$hport/metrics" > "$OUT/raw/$name.metrics.txt" || true
+  python3 - "$target" "$cleaner" "$rep" "$result" "$OUT/raw/$name.passes.jsonl" >> "$OUT/raw/runs.jsonl" <<'PY'
+import json, sys
+target, cleaner, rep, produce, passes = sys.argv[1:6]
+rows = [json.loads(l) for l in open(passes) if l.strip()]
+print(json.dumps({"target": target, "cleaner": cleaner == "true", "rep": int(rep), "produce": json.loads(produce), "passes": rows}))
+PY
+  stop_pid "$spid"
+  [[ -n "$MINIO_PID" ]] && { stop_pid "$MINIO_PID"; MINIO_PID=""; }
+  rm -rf "$WORK/$name" "$WORK/minio"
+  log "$name: $result"
+}
+
+TARGETS=(local)
+[[ -x "$MINIO_BIN" ]] && TARGETS+=(s3)
+for target in "${TARGETS[@]}"; do
+  for rep in $(seq 1 "$REPS"); do
+    for cleaner in false true; do
+      run_one "$target" "$cleaner" "$rep"
+    done
+  done
+done
+python3 "$HERE/compaction_report.py" "$OUT" > "$OUT/results.md"
+log "done: $OUT/results.md"
+cat "$OUT/results.md"
