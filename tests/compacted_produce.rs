@@ -81,7 +81,8 @@ fn a_compacted_topic_refuses_records_without_a_key() -> anyhow::Result<()> {
         let mixed = [TestRecord::new("k", "v", 1), keyless("a"), TestRecord::new("k2", "v", 1), keyless("b")];
         for topic in ["compacted", "both"] {
             for compression in [Compression::None, Compression::Zstd] {
-                for version in [3, 7, 8, 9, 11] {
+                // Kafka takes zstd from Produce v7 on.
+                for version in [3, 7, 8, 9, 11].into_iter().filter(|&v| compression != Compression::Zstd || v >= 7) {
                     let r = produce(&mut c, topic, encode_batch(&mixed, compression, None), version).await?;
                     check_refused(&r, topic, &[1, 3], version)?;
                 }

@@ -484,6 +484,35 @@ mod tests {
     }
 
     #[test]
+    fn other_control_records_stay_and_bad_ones_are_errors() {
+        let m = OffsetMap::with_capacity(1);
+        let last = HashMap::new();
+        let r = Rules { now_ms: i64::MAX, ..rules(&m, &last, &[]) };
+        // A leader-change record (type 2): kept whatever the clock, never given a horizon.
+        let leader_change =
+            encode_with(0, Compression::None, -1, false, true, &[(Some(&[0, 0, 0, 2]), Some(b"x"), 1, &[])]);
+        let f = filter_batch(&leader_change, &r, &mut TxnTracker::default()).expect("filters");
+        assert_eq!((f.outcome, f.delete_horizon_ms), (Outcome::Verbatim, None));
+        // Kafka's ControlRecordType.parse refuses short keys and negative versions.
+        for key in [&[0u8, 0, 0][..], &[0xff, 0xff, 0, 0]] {
+            let bad = encode_with(0, Compression::None, 5, true, true, &[(Some(key), Some(b"x"), 1, &[])]);
+            assert!(matches!(filter_batch(&bad, &r, &mut TxnTracker::default()), Err(CleanError::Corrupt(_))));
+        }
+        // A commit marker with no data seen and a passed horizon is dropped.
+        let commit = marker(0, 6, true);
+        let d = records::decode(&commit).expect("decodes");
+        let expired = records::rewrite(&d, &[0], Some(10)).expect("rewrite");
+        let f = filter_batch(&expired, &r, &mut TxnTracker::default()).expect("filters");
+        assert_eq!(f.outcome, Outcome::Dropped);
+        // ...unless its transaction wrote data earlier in the same pass.
+        let data = encode_with(0, Compression::None, 6, true, false, &[(Some(b"k"), Some(b"v"), 1, &[])]);
+        let mut t = TxnTracker::default();
+        filter_batch(&data, &r, &mut t).expect("filters");
+        let f = filter_batch(&expired, &r, &mut t).expect("filters");
+        assert_eq!((f.outcome, f.delete_horizon_ms), (Outcome::Verbatim, Some(10)));
+    }
+
+    #[test]
     fn map_stops_at_the_first_key_that_does_not_fit() {
         let a = encode(
             10,

@@ -40,6 +40,8 @@ struct RecordSpec {
 struct BatchSpec {
     codec: usize,
     producer: i64,
+    /// Stamped by the broker (a LogAppendTime topic): `maxTimestamp` is the stamp.
+    log_append_time: bool,
     records: Vec<RecordSpec>,
 }
 
@@ -69,8 +71,15 @@ fn record() -> impl Strategy<Value = RecordSpec> {
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    let batch = (0..CODECS.len(), prop::sample::select(vec![-1i64, 1, 2]), prop::collection::vec(record(), 1..5))
-        .prop_map(|(codec, producer, records)| Step::Produce(BatchSpec { codec, producer, records }));
+    let batch = (
+        0..CODECS.len(),
+        prop::sample::select(vec![-1i64, 1, 2]),
+        prop::bool::weighted(0.2),
+        prop::collection::vec(record(), 1..5),
+    )
+        .prop_map(|(codec, producer, log_append_time, records)| {
+            Step::Produce(BatchSpec { codec, producer, log_append_time, records })
+        });
     let clean = (
         prop::sample::select(vec![0, 1, RETENTION_MS / 2, RETENTION_MS - 1, RETENTION_MS, 3 * RETENTION_MS]),
         1usize..6,
@@ -128,7 +137,13 @@ impl Harness {
             .map(|(i, r)| (keys[i].as_deref(), r.value.as_deref(), r.timestamp, &headers[i][..]))
             .collect();
         let base = self.next_offset;
-        let bytes = encode_with(base, CODECS[spec.codec], spec.producer, false, false, &specs);
+        let mut bytes = encode_with(base, CODECS[spec.codec], spec.producer, false, false, &specs);
+        if spec.log_append_time {
+            let mut m = batch::to_mut(&bytes);
+            let size = m.len();
+            batch::set_log_append_time(&mut m, size, 7_000 + base);
+            bytes = m.freeze();
+        }
         let d = records::decode(&bytes).expect("a produced batch decodes");
         assert_eq!(d.header.size, bytes.len(), "one batch");
         for r in d.records() {
@@ -310,6 +325,16 @@ impl Harness {
                 (o.base_offset, o.last_offset_delta, o.base_sequence, o.producer_id, o.producer_epoch)
             );
             prop_assert_eq!(h.partition_leader_epoch, o.partition_leader_epoch);
+            prop_assert_eq!(h.is_log_append_time(), o.is_log_append_time());
+            // maxTimestamp: the stamp (LogAppendTime) or the kept records' maximum (CreateTime,
+            // from NO_TIMESTAMP as Kafka's builder). An emptied batch keeps the maxTimestamp of
+            // the batch it was emptied from (Kafka's writeEmptyHeader; records.rs tests it).
+            if h.is_log_append_time() {
+                prop_assert_eq!(h.max_timestamp, o.max_timestamp, "stamp of batch {}", h.base_offset);
+            } else if !d.is_empty() {
+                let max = d.records().map(|r| r.timestamp).fold(-1, i64::max);
+                prop_assert_eq!(h.max_timestamp, max, "maxTimestamp of batch {}", h.base_offset);
+            }
             // kafka-protocol's decoder reads it too, with the same offsets.
             let theirs = RecordBatchDecoder::decode(&mut b.clone())
                 .map_err(|e| TestCaseError::fail(format!("kafka-protocol cannot decode a cleaned batch: {e:#}")))?;
