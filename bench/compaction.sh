@@ -17,10 +17,10 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 PROFILE="${1:-quick}"
-# quick: 90 s per run at 2,000 records/s of 1 KiB (≈ 2 MiB/s), 20 k keys, 8 MiB segments;
+# quick: 60 s per run at 2,000 records/s of 1 KiB (≈ 2 MiB/s), 20 k keys, 8 MiB segments;
 # full: 300 s per run, 100 k keys, 2 repetitions.
 case "$PROFILE" in
-  quick) SECS=90; RATE=2000; KEYS=20000; SIZE=1024; SEG=8388608; REPS=1 ;;
+  quick) SECS=60; RATE=2000; KEYS=20000; SIZE=1024; SEG=8388608; REPS=1 ;;
   full) SECS=300; RATE=2000; KEYS=100000; SIZE=1024; SEG=16777216; REPS=2 ;;
   *) echo "usage: $0 [quick|full]" >&2; exit 2 ;;
 esac

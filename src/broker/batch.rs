@@ -39,6 +39,8 @@ pub enum BatchError {
     TooLarge { size: usize, max: usize },
     #[error("invalid record batch: {0}")]
     Invalid(String),
+    #[error("zstd-compressed batches need Produce v7 or later (this request is v{version})")]
+    ZstdBeforeV7 { version: i16 },
     /// Its records decompress to more than the broker accepts (`records::MAX_DECOMPRESSED_BYTES`).
     #[error("record batch decompresses to more than {max} bytes")]
     DecompressedTooLarge { max: usize },
@@ -165,6 +167,16 @@ pub fn verify_crc(batch: &[u8], h: &BatchHeader) -> Result<(), BatchError> {
     Ok(())
 }
 
+/// Kafka's `ProduceRequest` rule (KIP-110): a zstd batch in a Produce request older than v7 is
+/// refused with UNSUPPORTED_COMPRESSION_TYPE, because such a client could not read it back.
+pub fn check_codec_for_version(headers: &[BatchHeader], version: i16) -> Result<(), BatchError> {
+    const ZSTD: i16 = 4;
+    if version < 7 && headers.iter().any(|h| h.compression() == ZSTD) {
+        return Err(BatchError::ZstdBeforeV7 { version });
+    }
+    Ok(())
+}
+
 /// Validates a produce request's `records` field: one or more v2 batches, each with a correct
 /// CRC-32C, consistent counts and at most `max_batch_bytes`. Returns the headers in order.
 pub fn validate_produce(records: &[u8], max_batch_bytes: usize) -> Result<Vec<BatchHeader>, BatchError> {
@@ -283,6 +295,15 @@ pub(crate) mod tests {
         RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
             .expect("encode");
         buf.freeze()
+    }
+
+    #[test]
+    fn zstd_needs_produce_v7() {
+        let z = validate_produce(&encode_batch(3, Compression::Zstd, -1, -1, 1000), 1 << 20).expect("valid");
+        assert_eq!(check_codec_for_version(&z, 6), Err(BatchError::ZstdBeforeV7 { version: 6 }));
+        assert_eq!(check_codec_for_version(&z, 7), Ok(()));
+        let g = validate_produce(&encode_batch(3, Compression::Gzip, -1, -1, 1000), 1 << 20).expect("valid");
+        assert_eq!(check_codec_for_version(&g, 3), Ok(()));
     }
 
     #[test]

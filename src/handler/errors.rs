@@ -20,6 +20,7 @@ pub fn batch(e: &BatchError) -> i16 {
     match e {
         BatchError::Corrupt(_) => code(ResponseError::CorruptMessage),
         BatchError::UnsupportedMagic(_) => code(ResponseError::UnsupportedForMessageFormat),
+        BatchError::ZstdBeforeV7 { .. } => code(ResponseError::UnsupportedCompressionType),
         BatchError::TooLarge { .. } | BatchError::DecompressedTooLarge { .. } => code(ResponseError::MessageTooLarge),
         BatchError::Invalid(_) | BatchError::KeylessRecords { .. } => code(ResponseError::InvalidRecord),
     }

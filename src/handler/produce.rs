@@ -40,7 +40,7 @@ struct PartitionOutcome {
     ack: Option<Ack>,
 }
 
-pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Handled {
+pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Handled {
     if req.transactional_id.is_some() {
         // InitProducerId refuses transactional ids, so this is a misbehaving client.
         debug!("transactional produce refused");
@@ -71,7 +71,7 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) ->
                     error(p.index, code(ResponseError::UnknownTopicOrPartition), None)
                 }
                 Some((topic_id, config, _)) => {
-                    append_partition(broker, &name, *topic_id, config, p.index, p.records.unwrap_or_default()).await
+                    append_partition(broker, &name, *topic_id, config, p.index, p.records.unwrap_or_default(), version).await
                 }
             };
             outcomes.push(outcome);
@@ -202,11 +202,12 @@ async fn append_partition(
     config: &TopicConfig,
     partition: i32,
     records: Bytes,
+    version: i16,
 ) -> PartitionOutcome {
     // The topic's configs over the dynamic broker defaults (`broker/dynamic_config.rs`), all
     // parsed when they were applied: no string parsing per produce.
     let (max, log_append_time, keys_required) = broker.metadata.read(|m| append_limits(&broker.defaults(m), config));
-    let headers = match batch::validate_produce(&records, max) {
+    let headers = match batch::validate_produce(&records, max).and_then(|h| batch::check_codec_for_version(&h, version).map(|()| h)) {
         Ok(h) => h,
         Err(e) => {
             warn!(topic, partition, error = %e, "produce refused");
