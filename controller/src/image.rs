@@ -468,6 +468,12 @@ impl ImageFixture {
         self
     }
 
+    /// A broker fenced as the controller applies it (its partitions move to live brokers).
+    pub fn fence_broker(mut self, broker_id: BrokerId, incarnation: Uuid) -> Self {
+        self.state.apply(&crate::metadata::Command::FenceBroker { broker_id, incarnation, controlled: true });
+        self
+    }
+
     /// A topic created as the controller applies it (a refusal leaves the image unchanged).
     pub fn create_topic(mut self, topic: crate::metadata::CreateTopic) -> Self {
         self.state.apply(&crate::metadata::Command::CreateTopic(topic));

@@ -8,6 +8,9 @@ use skiff_controller::{ControllerError, ErrorKind};
 use crate::broker::CreateTopicError;
 use crate::broker::batch::BatchError;
 use crate::group::GroupError;
+use crate::handler::describe_producers::DescribeProducersError;
+use crate::handler::elect_leaders::ElectionError;
+use crate::handler::features::InvalidUpdateVersion;
 use crate::log::wal::AppendError;
 
 pub const NONE: i16 = 0;
@@ -129,4 +132,36 @@ pub fn group_controller(e: &ControllerError) -> i16 {
         ErrorKind::Retriable | ErrorKind::Closed => code(ResponseError::NotCoordinator),
         _ => code(ResponseError::UnknownServerError),
     }
+}
+
+/// A refused feature update (UpdateFeatures): Kafka's INVALID_UPDATE_VERSION.
+pub fn feature_update(_e: &InvalidUpdateVersion) -> i16 {
+    code(ResponseError::InvalidUpdateVersion)
+}
+
+/// DescribeQuorum when the controller leader cannot answer: Kafka's answer from a controller
+/// that is not the leader, NOT_LEADER_OR_FOLLOWER (the tool may retry).
+pub fn describe_quorum(e: &ControllerError) -> i16 {
+    match e.kind() {
+        ErrorKind::Retriable | ErrorKind::Closed => code(ResponseError::NotLeaderOrFollower),
+        _ => code(ResponseError::UnknownServerError),
+    }
+}
+
+/// ElectLeaders per-partition outcomes (Kafka's `ReplicationControlManager.electLeader`).
+pub fn election(e: &ElectionError) -> i16 {
+    code(match e {
+        ElectionError::UnknownTopic(_) | ElectionError::UnknownPartition(..) => ResponseError::UnknownTopicOrPartition,
+        ElectionError::NotNeeded => ResponseError::ElectionNotNeeded,
+        ElectionError::PreferredLeaderNotAvailable => ResponseError::PreferredLeaderNotAvailable,
+        ElectionError::EligibleLeadersNotAvailable => ResponseError::EligibleLeadersNotAvailable,
+    })
+}
+
+/// DescribeProducers per-partition errors (Kafka's `ReplicaManager.activeProducerState`).
+pub fn describe_producers(e: DescribeProducersError) -> i16 {
+    code(match e {
+        DescribeProducersError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        DescribeProducersError::NotLeader => ResponseError::NotLeaderOrFollower,
+    })
 }

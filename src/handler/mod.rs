@@ -11,11 +11,16 @@ pub mod admin;
 pub mod api_versions;
 pub mod configs;
 pub mod consumer_group;
+pub mod describe_producers;
+pub mod describe_quorum;
 pub mod describe_topic_partitions;
+pub mod elect_leaders;
 pub mod errors;
+pub mod features;
 pub mod fetch;
 pub mod groups;
 pub mod list_offsets;
+pub mod log_dirs;
 pub mod metadata;
 pub mod not_served;
 pub mod offsets;
@@ -87,6 +92,18 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) ->
         }
         RequestKind::IncrementalAlterConfigs(r) => {
             Handled::Ready(ResponseKind::IncrementalAlterConfigs(configs::incremental_alter_configs(broker, r).await))
+        }
+        // Operators' admin APIs (Kafka's CLI tools).
+        RequestKind::DescribeLogDirs(r) => Handled::Ready(ResponseKind::DescribeLogDirs(log_dirs::handle(broker, r))),
+        RequestKind::DescribeQuorum(r) => {
+            Handled::Ready(ResponseKind::DescribeQuorum(describe_quorum::handle(broker, r).await))
+        }
+        RequestKind::ElectLeaders(r) => Handled::Ready(ResponseKind::ElectLeaders(elect_leaders::handle(broker, r, v))),
+        RequestKind::DescribeProducers(r) => {
+            Handled::Ready(ResponseKind::DescribeProducers(describe_producers::handle(broker, r)))
+        }
+        RequestKind::UpdateFeatures(r) => {
+            Handled::Ready(ResponseKind::UpdateFeatures(features::update_features(broker.settings.node_id, &r, v)))
         }
         // Consumer groups (handler/groups.rs, handler/offsets.rs).
         RequestKind::FindCoordinator(r) => {
