@@ -149,6 +149,11 @@ impl MetadataImage {
         self.state.validate_topic_assignments(assignments)
     }
 
+    /// Kafka's checks of an AlterPartitionReassignments target, as the controller will apply them.
+    pub fn validate_reassignment(&self, topic: &str, partition: i32, replicas: &[BrokerId]) -> Result<(), Rejection> {
+        self.state.validate_reassignment(topic, partition, replicas)
+    }
+
     /// Kafka's checks of CreatePartitions `assignments`, as the controller will apply them.
     pub fn validate_new_partition_assignments(
         &self,

@@ -86,6 +86,16 @@ impl ControllerHandle {
         done(self.submit(Command::CreatePartitions { name: name.to_string(), total_count, assignments }).await?)
     }
 
+    /// Replaces a partition's replica list (AlterPartitionReassignments): done once applied.
+    pub async fn reassign_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        replicas: Vec<BrokerId>,
+    ) -> Result<(), ControllerError> {
+        done(self.submit(Command::ReassignPartition { topic: topic.to_string(), partition, replicas }).await?)
+    }
+
     /// Replaces a topic's explicitly set configs.
     pub async fn set_topic_configs(
         &self,

@@ -90,6 +90,13 @@ pub enum Command {
     /// Replaces the dynamic configs of a broker, of the cluster default, or of a consumer group
     /// (`configs.rs`).
     SetConfigs(crate::configs::ConfigChange),
+    /// AlterPartitionReassignments: replaces a partition's replica list at once (no data moves:
+    /// it is all in object storage); its preferred replica leads if live (`placement.rs`).
+    ReassignPartition {
+        topic: String,
+        partition: i32,
+        replicas: Vec<BrokerId>,
+    },
 }
 
 /// The index swap of one compaction.
@@ -532,6 +539,9 @@ impl MetadataState {
             Command::ReplaceChunks(r) => self.replace_chunks(r),
             Command::Group(g) => self.groups.apply(g), // consumer groups (groups.rs)
             Command::SetConfigs(change) => self.configs.apply(change),
+            Command::ReassignPartition { topic, partition, replicas } => {
+                self.reassign_partition(topic, *partition, replicas)
+            }
             Command::ForgetObjects { keys } => {
                 for k in keys {
                     if self.objects.get(k.as_str()).is_some_and(|o| o.live_chunks == 0) {

@@ -11,6 +11,7 @@ use crate::group::GroupError;
 use crate::handler::describe_producers::DescribeProducersError;
 use crate::handler::elect_leaders::ElectionError;
 use crate::handler::features::InvalidUpdateVersion;
+use crate::handler::reassignments::ReassignmentError;
 use crate::log::wal::AppendError;
 
 pub const NONE: i16 = 0;
@@ -164,4 +165,14 @@ pub fn describe_producers(e: DescribeProducersError) -> i16 {
         DescribeProducersError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
         DescribeProducersError::NotLeader => ResponseError::NotLeaderOrFollower,
     })
+}
+
+/// AlterPartitionReassignments per-partition errors (Kafka's `ReplicationControlManager`).
+pub fn reassignment(e: &ReassignmentError) -> i16 {
+    match e {
+        ReassignmentError::Rejected(r) => rejection(r),
+        ReassignmentError::ReplicationFactorChange { .. } => code(ResponseError::InvalidReplicationFactor),
+        ReassignmentError::NoReassignmentInProgress => code(ResponseError::NoReassignmentInProgress),
+        ReassignmentError::Controller(_, c) => *c,
+    }
 }

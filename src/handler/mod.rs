@@ -25,6 +25,7 @@ pub mod metadata;
 pub mod not_served;
 pub mod offsets;
 pub mod produce;
+pub mod reassignments;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -101,6 +102,12 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) ->
         RequestKind::ElectLeaders(r) => Handled::Ready(ResponseKind::ElectLeaders(elect_leaders::handle(broker, r, v))),
         RequestKind::DescribeProducers(r) => {
             Handled::Ready(ResponseKind::DescribeProducers(describe_producers::handle(broker, r)))
+        }
+        RequestKind::AlterPartitionReassignments(r) => {
+            Handled::Ready(ResponseKind::AlterPartitionReassignments(reassignments::alter(broker, r, v).await))
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            Handled::Ready(ResponseKind::ListPartitionReassignments(reassignments::list(&r)))
         }
         RequestKind::UpdateFeatures(r) => {
             Handled::Ready(ResponseKind::UpdateFeatures(features::update_features(broker.settings.node_id, &r, v)))

@@ -130,6 +130,9 @@ const QUORUM_PARTITION: &[Field] = &[all(I32)];
 const QUORUM_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Structs(QUORUM_PARTITION))];
 const ELECT_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Int32s)];
 const PRODUCERS_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Int32s)];
+const REASSIGN_PARTITION: &[Field] = &[all(I32), all(Kind::Int32s)];
+const REASSIGN_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Structs(REASSIGN_PARTITION))];
+const LIST_REASSIGN_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Int32s)];
 const FEATURE_UPDATE: &[Field] = &[all(Kind::Str), all(I16), until(0, BOOL), from(1, I8)];
 
 const DESCRIBE_TOPIC_PARTITIONS_TOPIC: &[Field] = &[all(Kind::Str)];
@@ -303,6 +306,16 @@ const SCHEMAS: &[Schema] = &[
     Schema { key: ApiKey::ConsumerGroupDescribe, flexible: 0, fields: &[all(Kind::Strs), all(BOOL)] },
     Schema { key: ApiKey::DescribeLogDirs, flexible: 2, fields: &[all(Kind::Structs(LOG_DIRS_TOPIC))] },
     Schema { key: ApiKey::DescribeQuorum, flexible: 0, fields: &[all(Kind::Structs(QUORUM_TOPIC))] },
+    Schema {
+        key: ApiKey::AlterPartitionReassignments,
+        flexible: 0,
+        fields: &[all(I32), from(1, BOOL), all(Kind::Structs(REASSIGN_TOPIC))],
+    },
+    Schema {
+        key: ApiKey::ListPartitionReassignments,
+        flexible: 0,
+        fields: &[all(I32), all(Kind::Structs(LIST_REASSIGN_TOPIC))],
+    },
     Schema { key: ApiKey::DescribeProducers, flexible: 0, fields: &[all(Kind::Structs(PRODUCERS_TOPIC))] },
     Schema {
         key: ApiKey::ElectLeaders,
@@ -764,6 +777,18 @@ mod tests {
                 use elect_leaders_request::*;
                 let t = TopicPartitions::default().with_topic(topic("el")).with_partitions(vec![1, 2]);
                 ElectLeadersRequest::default().with_topic_partitions(Some(two(t))).encode(&mut body, v)
+            }
+            ApiKey::AlterPartitionReassignments => {
+                use alter_partition_reassignments_request::*;
+                let p = ReassignablePartition::default().with_replicas(Some(vec![BrokerId(1), BrokerId(2)]));
+                let t = ReassignableTopic::default().with_name(topic("ar")).with_partitions(two(p));
+                AlterPartitionReassignmentsRequest::default().with_topics(two(t)).encode(&mut body, v)
+            }
+            ApiKey::ListPartitionReassignments => {
+                use list_partition_reassignments_request::*;
+                let t =
+                    ListPartitionReassignmentsTopics::default().with_name(topic("lr")).with_partition_indexes(vec![1]);
+                ListPartitionReassignmentsRequest::default().with_topics(Some(two(t))).encode(&mut body, v)
             }
             ApiKey::DescribeProducers => {
                 use describe_producers_request::*;
