@@ -66,6 +66,7 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     ApiRange { key: ApiKey::DescribeProducers, min: 0, max: 0 },
     ApiRange { key: ApiKey::AlterPartitionReassignments, min: 0, max: 1 },
     ApiRange { key: ApiKey::ListPartitionReassignments, min: 0, max: 0 },
+    ApiRange { key: ApiKey::UnregisterBroker, min: 0, max: 0 },
 ];
 
 /// The advertised range of `key`, if Skiff serves it.

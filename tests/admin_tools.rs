@@ -11,9 +11,9 @@ use anyhow::{Context, ensure};
 use kafka_protocol::records::Compression;
 use support::SkiffProcess;
 use support::client::{Client, Idempotence, TestRecord, encode_batch};
-use support::cluster::{Cluster, ClusterSpec};
+use support::cluster::{Cluster, ClusterSpec, NodeRef};
 use support::kafka_cli::{
-    self, FEATURE_COMMAND, LEADER_ELECTION_COMMAND, LOG_DIRS_COMMAND, METADATA_QUORUM_COMMAND,
+    self, CLUSTER_TOOL, FEATURE_COMMAND, LEADER_ELECTION_COMMAND, LOG_DIRS_COMMAND, METADATA_QUORUM_COMMAND,
     REASSIGN_PARTITIONS_COMMAND, TRANSACTIONS_COMMAND,
 };
 
@@ -337,5 +337,36 @@ fn reassign_partitions_moves_leadership_at_once() -> anyhow::Result<()> {
     let (ok, out) =
         tool(REASSIGN_PARTITIONS_COMMAND, &["--bootstrap-server", &b, "--reassignment-json-file", &bad, "--execute"])?;
     ensure!(!ok, "a reassignment to an unknown broker must fail:\n{out}");
+    Ok(())
+}
+
+/// `kafka-cluster unregister`: a stopped (fenced) broker's registration is removed, so
+/// DescribeCluster no longer lists it and the controllers forget it; an unknown id is Kafka's
+/// BROKER_ID_NOT_REGISTERED; a live broker is refused (today's main does not serve
+/// UnregisterBroker: the tool fails).
+#[test]
+fn unregister_a_stopped_broker() -> anyhow::Result<()> {
+    // Controller 1, brokers 2 and 3.
+    let mut cluster = Cluster::start(ClusterSpec::new("admin-unregister", 1, 2));
+    let live = cluster.kafka_addr(NodeRef::Broker(2)).context("broker 2 address")?;
+    let (ok, out) = tool(CLUSTER_TOOL, &["unregister", "--bootstrap-server", &live, "--id", "3"])?;
+    ensure!(!ok && out.contains("is live"), "a live broker is refused:\n{out}");
+    let (ok, out) = tool(CLUSTER_TOOL, &["unregister", "--bootstrap-server", &live, "--id", "9"])?;
+    ensure!(!ok && out.contains("Broker ID 9 is not currently registered"), "unknown id:\n{out}");
+    cluster.kill(NodeRef::Broker(3));
+    // Fenced after the session timeout (1 s): then it can go.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (ok, out) = tool(CLUSTER_TOOL, &["unregister", "--bootstrap-server", &live, "--id", "3"])?;
+        if ok {
+            ensure!(out.contains("Broker 3 is no longer registered."), "unregister:\n{out}");
+            break;
+        }
+        ensure!(out.contains("is live"), "only 'still live' while the fence is pending:\n{out}");
+        ensure!(std::time::Instant::now() < deadline, "broker 3 was never fenced:\n{out}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let (ok, out) = tool(CLUSTER_TOOL, &["unregister", "--bootstrap-server", &live, "--id", "3"])?;
+    ensure!(!ok && out.contains("Broker ID 3 is not currently registered"), "unregistered twice:\n{out}");
     Ok(())
 }

@@ -149,6 +149,11 @@ impl MetadataImage {
         self.state.validate_topic_assignments(assignments)
     }
 
+    /// The checks of UnregisterBroker, as the controller will apply them.
+    pub fn validate_unregister(&self, broker_id: BrokerId) -> Result<(), Rejection> {
+        self.state.validate_unregister(broker_id)
+    }
+
     /// Kafka's checks of an AlterPartitionReassignments target, as the controller will apply them.
     pub fn validate_reassignment(&self, topic: &str, partition: i32, replicas: &[BrokerId]) -> Result<(), Rejection> {
         self.state.validate_reassignment(topic, partition, replicas)

@@ -97,6 +97,10 @@ pub enum Command {
         partition: i32,
         replicas: Vec<BrokerId>,
     },
+    /// UnregisterBroker: forgets a fenced broker's registration (a decommissioned broker).
+    UnregisterBroker {
+        broker_id: BrokerId,
+    },
 }
 
 /// The index swap of one compaction.
@@ -233,6 +237,12 @@ pub enum Rejection {
     #[error("coordinator epoch {got} for group {group} is stale (current {current})")]
     StaleCoordinator { group: String, got: i32, current: i32 },
     // ---- end consumer groups ----
+    /// UnregisterBroker of an id with no registration (Kafka's message).
+    #[error("Broker ID {0} is not currently registered")]
+    BrokerNotRegistered(BrokerId),
+    /// UnregisterBroker of a live broker: it must be stopped (and so fenced) first.
+    #[error("Broker {0} is live (registered and not fenced): stop it before unregistering it")]
+    BrokerStillLive(BrokerId),
 }
 
 /// Where one committed run of batches lives.
@@ -542,6 +552,7 @@ impl MetadataState {
             Command::ReassignPartition { topic, partition, replicas } => {
                 self.reassign_partition(topic, *partition, replicas)
             }
+            Command::UnregisterBroker { broker_id } => self.unregister_broker(*broker_id),
             Command::ForgetObjects { keys } => {
                 for k in keys {
                     if self.objects.get(k.as_str()).is_some_and(|o| o.live_chunks == 0) {

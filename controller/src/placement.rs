@@ -121,6 +121,26 @@ impl MetadataState {
         }
     }
 
+    /// UnregisterBroker: Kafka's `ReplicationControlManager.unregisterBroker` for a fenced
+    /// broker: its registration is forgotten (it no longer shows as fenced; manual replica lists
+    /// keep its id, as Kafka's do). A live broker is refused: unlike Kafka, which unregisters it
+    /// and lets it register again, Skiff asks for it to be stopped first, so the only broker of
+    /// a single-process node cannot be unregistered from under itself.
+    pub(crate) fn unregister_broker(&mut self, broker_id: BrokerId) -> Result<CommandResult, Rejection> {
+        self.validate_unregister(broker_id)?;
+        self.brokers.remove(&broker_id);
+        Ok(CommandResult::Ok)
+    }
+
+    /// The checks of [`Self::unregister_broker`], for a broker to answer before submitting.
+    pub fn validate_unregister(&self, broker_id: BrokerId) -> Result<(), Rejection> {
+        match self.brokers.get(&broker_id) {
+            None => Err(Rejection::BrokerNotRegistered(broker_id)),
+            Some(b) if !b.fenced => Err(Rejection::BrokerStillLive(broker_id)),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// AlterPartitionReassignments of one partition: Kafka's checks (unknown topic or partition,
     /// then `validateManualPartitionAssignment` without a replication factor), then the new list
     /// replaces the old one and leadership follows the manual-assignment rule: the preferred
@@ -611,6 +631,23 @@ mod tests {
             CommandResult::Rejected(Rejection::InvalidReplicaAssignment(m)) => assert!(m.contains(message), "{m}"),
             other => panic!("expected INVALID_REPLICA_ASSIGNMENT ({message}), got {other:?}"),
         }
+    }
+
+    #[test]
+    fn only_a_fenced_broker_is_unregistered() {
+        let mut s = MetadataState::new("c".into());
+        s.apply(&reg(1, 1, None));
+        s.apply(&reg(2, 1, None));
+        let unregister = |broker_id| Command::UnregisterBroker { broker_id };
+        assert_eq!(s.apply(&unregister(9)), CommandResult::Rejected(Rejection::BrokerNotRegistered(9)));
+        assert_eq!(s.apply(&unregister(2)), CommandResult::Rejected(Rejection::BrokerStillLive(2)));
+        s.apply(&fence(2, 1));
+        assert_eq!(s.apply(&unregister(2)), CommandResult::Ok);
+        assert!(!s.brokers.contains_key(&2));
+        assert_eq!(s.apply(&unregister(2)), CommandResult::Rejected(Rejection::BrokerNotRegistered(2)));
+        // It may come back later under the same id.
+        s.apply(&reg(2, 2, None));
+        assert!(s.is_live(2));
     }
 
     #[test]

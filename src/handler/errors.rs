@@ -95,6 +95,10 @@ pub fn rejection(r: &Rejection) -> i16 {
         Rejection::OffsetGap { .. } | Rejection::StaleReplacement { .. } => code(ResponseError::KafkaStorageError),
         Rejection::OffsetOutOfRange { .. } => code(ResponseError::OffsetOutOfRange),
         Rejection::StaleCoordinator { .. } => code(ResponseError::NotCoordinator),
+        Rejection::BrokerNotRegistered(_) => code(ResponseError::BrokerIdNotRegistered),
+        // Kafka has no refusal here (see controller/src/placement.rs): the request is invalid
+        // for Skiff.
+        Rejection::BrokerStillLive(_) => code(ResponseError::InvalidRequest),
     }
 }
 

@@ -26,6 +26,7 @@ pub mod not_served;
 pub mod offsets;
 pub mod produce;
 pub mod reassignments;
+pub mod unregister_broker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -108,6 +109,9 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) ->
         }
         RequestKind::ListPartitionReassignments(r) => {
             Handled::Ready(ResponseKind::ListPartitionReassignments(reassignments::list(&r)))
+        }
+        RequestKind::UnregisterBroker(r) => {
+            Handled::Ready(ResponseKind::UnregisterBroker(unregister_broker::handle(broker, r).await))
         }
         RequestKind::UpdateFeatures(r) => {
             Handled::Ready(ResponseKind::UpdateFeatures(features::update_features(broker.settings.node_id, &r, v)))

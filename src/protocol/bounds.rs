@@ -316,6 +316,7 @@ const SCHEMAS: &[Schema] = &[
         flexible: 0,
         fields: &[all(I32), all(Kind::Structs(LIST_REASSIGN_TOPIC))],
     },
+    Schema { key: ApiKey::UnregisterBroker, flexible: 0, fields: &[all(I32)] },
     Schema { key: ApiKey::DescribeProducers, flexible: 0, fields: &[all(Kind::Structs(PRODUCERS_TOPIC))] },
     Schema {
         key: ApiKey::ElectLeaders,
@@ -789,6 +790,9 @@ mod tests {
                 let t =
                     ListPartitionReassignmentsTopics::default().with_name(topic("lr")).with_partition_indexes(vec![1]);
                 ListPartitionReassignmentsRequest::default().with_topics(Some(two(t))).encode(&mut body, v)
+            }
+            ApiKey::UnregisterBroker => {
+                UnregisterBrokerRequest::default().with_broker_id(BrokerId(3)).encode(&mut body, v)
             }
             ApiKey::DescribeProducers => {
                 use describe_producers_request::*;

@@ -21,6 +21,7 @@ pub const FEATURE_COMMAND: &str = "org.apache.kafka.tools.FeatureCommand";
 pub const METADATA_QUORUM_COMMAND: &str = "org.apache.kafka.tools.MetadataQuorumCommand";
 pub const LEADER_ELECTION_COMMAND: &str = "org.apache.kafka.tools.LeaderElectionCommand";
 pub const TRANSACTIONS_COMMAND: &str = "org.apache.kafka.tools.TransactionsCommand";
+pub const CLUSTER_TOOL: &str = "org.apache.kafka.tools.ClusterTool";
 pub const REASSIGN_PARTITIONS_COMMAND: &str = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand";
 
 /// A tool that has not finished by then is killed and the test fails.
