@@ -160,6 +160,9 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
         .resources
         .iter()
         .map(|r| {
+            if r.resource_type == super::broker_loggers::RESOURCE_BROKER_LOGGER {
+                return super::broker_loggers::describe(broker, r);
+            }
             let name = r.resource_name.to_string();
             let keys: Option<Vec<String>> =
                 r.configuration_keys.as_ref().map(|ks| ks.iter().map(|k| k.to_string()).collect());
@@ -342,6 +345,10 @@ pub async fn incremental_alter_configs(
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
+        if r.resource_type == super::broker_loggers::RESOURCE_BROKER_LOGGER {
+            responses.push(super::broker_loggers::alter(broker, &r, req.validate_only));
+            continue;
+        }
         let name = r.resource_name.to_string();
         let (error, message) = if r.resource_type == RESOURCE_TOPIC {
             match broker.metadata.read(|m| m.topic(&name).map(|t| t.configs().clone())) {

@@ -8,6 +8,7 @@ use skiff_controller::{ControllerError, ErrorKind};
 use crate::broker::CreateTopicError;
 use crate::broker::batch::BatchError;
 use crate::group::GroupError;
+use crate::handler::broker_loggers::BrokerLoggerError;
 use crate::handler::describe_producers::DescribeProducersError;
 use crate::handler::elect_leaders::ElectionError;
 use crate::handler::features::InvalidUpdateVersion;
@@ -179,4 +180,19 @@ pub fn reassignment(e: &ReassignmentError) -> i16 {
         ReassignmentError::NoReassignmentInProgress => code(ResponseError::NoReassignmentInProgress),
         ReassignmentError::Controller(_, c) => *c,
     }
+}
+
+/// Broker-logger config errors (Kafka's `ConfigAdminManager.validateLogLevelConfigs`).
+pub fn broker_logger(e: &BrokerLoggerError) -> i16 {
+    use crate::log_levels::LoggerError;
+    code(match e {
+        BrokerLoggerError::Logger(LoggerError::UnknownLogger(_) | LoggerError::InvalidLevel { .. }) => {
+            ResponseError::InvalidConfig
+        }
+        BrokerLoggerError::Logger(LoggerError::Reload(_)) => ResponseError::UnknownServerError,
+        BrokerLoggerError::Logger(LoggerError::RemoveRoot | LoggerError::OperationNotAllowed(_))
+        | BrokerLoggerError::EmptyBrokerId
+        | BrokerLoggerError::OtherBroker { .. }
+        | BrokerLoggerError::Unavailable => ResponseError::InvalidRequest,
+    })
 }

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod api_versions;
+pub mod broker_loggers;
 pub mod configs;
 pub mod consumer_group;
 pub mod describe_producers;
