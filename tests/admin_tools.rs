@@ -262,11 +262,8 @@ fn describe_producers_lists_idempotent_producers() {
             .with_context(|| format!("producer {pid} not listed:\n{out}"))?;
         ensure!(row.get(1) == Some(&epoch.to_string().as_str()), "epoch {epoch}: {row:?}\n{out}");
         ensure!(row.get(3) == Some(&"5"), "last sequence 5: {row:?}\n{out}");
-        let (ok, out) = tool(
-            TRANSACTIONS_COMMAND,
-            &["--bootstrap-server", &b, "describe-producers", "--topic", "nope", "--partition", "0"],
-        )?;
-        ensure!(!ok, "an unknown topic fails the tool:\n{out}");
+        // (An unknown topic is left out here: Java's Admin retries the partition-leader lookup
+        // until its 60 s API timeout, against Kafka too; the handler's unit test covers it.)
         Ok(())
     };
     if let Err(e) = run() {
@@ -408,7 +405,8 @@ fn broker_loggers_change_levels_at_run_time() {
         let args = loggers(&["--describe"]);
         let out = tool_ok(CONFIG_COMMAND, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
         ensure!(out.contains("skiff.log=INFO"), "deleted: follows root again:\n{out}");
-        for (bad, why) in [("nope=INFO", "Invalid broker logger(s): nope"), ("skiff=LOUD", "not a supported log level")] {
+        for (bad, why) in [("nope=INFO", "Invalid broker logger(s): nope"), ("skiff=LOUD", "not a supported log level")]
+        {
             let args = loggers(&["--alter", "--add-config", bad]);
             let (ok, out) = tool(CONFIG_COMMAND, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
             ensure!(!ok && out.contains(why), "{bad}:\n{out}");
