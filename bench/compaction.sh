@@ -90,24 +90,29 @@ start_minio() {
     -X PUT "$MINIO_URL/bench" >/dev/null
 }
 
-# run_one TARGET CLEANER REP: one skiff, one topic, one workload; appends a JSON line to raw/runs.jsonl
+# run_one TARGET MODE REP: one skiff, one topic, one workload; appends a JSON line to raw/runs.jsonl.
+# MODE: off (cleaner disabled), on (cleaner, 5 s backoff, segment.bytes=SEG), defaults (cleaner and
+# topic at their defaults: only cleanup.policy=compact set; measures when the first pass lands).
 run_one() {
-  local target="$1" cleaner="$2" rep="$3" name="$1-cleaner-$2-$3"
+  local target="$1" mode="$2" rep="$3" name="$1-$2-$3"
+  local cleaner=true backoff=5s topic_cfg=(--config cleanup.policy=compact --config segment.bytes="$SEG")
+  [[ "$mode" == off ]] && cleaner=false
+  [[ "$mode" == defaults ]] && { backoff=15s; topic_cfg=(--config cleanup.policy=compact); }
   local kport hport extra=()
   kport="$(free_port)"; hport="$(free_port)"
   if [[ "$target" == s3 ]]; then
     start_minio
     extra=(--storage s3://bench/skiff --s3-endpoint "$MINIO_URL" --s3-region us-east-1)
   fi
-  SKIFF_CLEANER_ENABLED="$cleaner" SKIFF_CLEANER_BACKOFF=5s nohup "$SKIFF_BIN" dev --data-dir "$WORK/$name" \
+  SKIFF_CLEANER_ENABLED="$cleaner" SKIFF_CLEANER_BACKOFF="$backoff" nohup "$SKIFF_BIN" dev --data-dir "$WORK/$name" \
     --kafka-listen "127.0.0.1:$kport" --http-listen "127.0.0.1:$hport" "${extra[@]}" \
     >"$OUT/raw/$name.broker.log" 2>&1 </dev/null &
   local spid=$!; PIDS+=("$spid")
   wait_http "http://127.0.0.1:$hport/health" 60
   "$HERE/kafka/wait-ready.sh" "127.0.0.1:$kport" 60
   java_tool 120 org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$kport" --create \
-    --topic compacted --partitions 1 --replication-factor 1 \
-    --config cleanup.policy=compact --config segment.bytes="$SEG" >>"$OUT/raw/$name.tools.log" 2>&1
+    --topic compacted --partitions 1 --replication-factor 1 "${topic_cfg[@]}" >>"$OUT/raw/$name.tools.log" 2>&1
+  local started; started="$(date +%s.%N)"
   # Sample the cleaner's metrics every second while the producer runs (and 30 s after, so the
   # passes over the last rolled segments are seen too).
   python3 "$HERE/compaction_sampler.py" "http://127.0.0.1:$hport/metrics" compacted $((SECS + 30)) \
@@ -119,11 +124,12 @@ run_one() {
     2>>"$OUT/raw/$name.tools.log" | tail -1)"
   wait "$sampler" || true
   curl -fsS "http://127.0.0.1:$hport/metrics" > "$OUT/raw/$name.metrics.txt" || true
-  python3 - "$target" "$cleaner" "$rep" "$result" "$OUT/raw/$name.passes.jsonl" >> "$OUT/raw/runs.jsonl" <<'PY'
+  python3 - "$target" "$mode" "$rep" "$result" "$OUT/raw/$name.passes.jsonl" "$started" >> "$OUT/raw/runs.jsonl" <<'PY'
 import json, sys
-target, cleaner, rep, produce, passes = sys.argv[1:6]
+target, mode, rep, produce, passes, started = sys.argv[1:7]
 rows = [json.loads(l) for l in open(passes) if l.strip()]
-print(json.dumps({"target": target, "cleaner": cleaner == "true", "rep": int(rep), "produce": json.loads(produce), "passes": rows}))
+print(json.dumps({"target": target, "mode": mode, "cleaner": mode != "off", "rep": int(rep), "started": float(started),
+                  "produce": json.loads(produce), "passes": rows}))
 PY
   stop_pid "$spid"
   [[ -n "$MINIO_PID" ]] && { stop_pid "$MINIO_PID"; MINIO_PID=""; }
@@ -135,10 +141,11 @@ TARGETS=(local)
 [[ -x "$MINIO_BIN" ]] && TARGETS+=(s3)
 for target in "${TARGETS[@]}"; do
   for rep in $(seq 1 "$REPS"); do
-    for cleaner in false true; do
-      run_one "$target" "$cleaner" "$rep"
+    for mode in off on; do
+      run_one "$target" "$mode" "$rep"
     done
   done
+  run_one "$target" defaults 1
 done
 python3 "$HERE/compaction_report.py" "$OUT" > "$OUT/results.md"
 log "done: $OUT/results.md"

@@ -22,6 +22,8 @@
 //! * [`node`] wires a process together and shuts it down in order; [`config`] is its input.
 //!   [`supervisor`] owns its tasks: a critical task that fails stops the process (non-zero).
 //!   Time and ids come from `skiff-time` (crate), injected, never ambient.
+//! * [`log_levels`] holds the process's log filter levels, changed at run time through Kafka's
+//!   broker-logger configs (`main.rs` installs it).
 
 pub mod broker;
 pub mod config;
@@ -30,6 +32,7 @@ pub mod group;
 pub mod handler;
 pub mod http;
 pub mod log;
+pub mod log_levels;
 pub mod metrics;
 pub mod node;
 pub mod protocol;

@@ -6,12 +6,28 @@ use skiff::config::cli;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+/// Logs to stderr through a filter that broker-logger configs can swap at run time
+/// (`skiff::log_levels`): `SKIFF_LOG`, else `RUST_LOG`, else the default.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, fmt, reload};
+    let spec = [std::env::var("SKIFF_LOG"), std::env::var("RUST_LOG")]
+        .into_iter()
+        .flatten()
+        .find(|s| EnvFilter::try_new(s).is_ok())
+        .unwrap_or_else(|| skiff::log_levels::DEFAULT_FILTER.to_string());
+    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new(skiff::log_levels::DEFAULT_FILTER));
+    let (filter, handle) = reload::Layer::new(filter);
     let ansi = cli::log_colours(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    tracing_subscriber::registry().with(filter).with(fmt::layer().with_writer(std::io::stderr).with_ansi(ansi)).init();
+    let levels = skiff::log_levels::LogLevels::new(&spec, move |spec| {
+        let filter = EnvFilter::try_new(spec).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    });
+    match levels {
+        Some(levels) => skiff::log_levels::install(levels),
+        None => info!(filter = %spec, "log filter has span or field directives: broker-logger configs are off"),
+    }
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.

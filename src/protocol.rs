@@ -58,6 +58,15 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     // KIP-848 consumer groups (handler/consumer_group.rs).
     ApiRange { key: ApiKey::ConsumerGroupHeartbeat, min: 0, max: 1 },
     ApiRange { key: ApiKey::ConsumerGroupDescribe, min: 0, max: 1 },
+    // Operators' admin APIs (handler/log_dirs.rs, handler/features.rs).
+    ApiRange { key: ApiKey::DescribeLogDirs, min: 1, max: 4 },
+    ApiRange { key: ApiKey::UpdateFeatures, min: 0, max: 2 },
+    ApiRange { key: ApiKey::DescribeQuorum, min: 0, max: 2 },
+    ApiRange { key: ApiKey::ElectLeaders, min: 0, max: 2 },
+    ApiRange { key: ApiKey::DescribeProducers, min: 0, max: 0 },
+    ApiRange { key: ApiKey::AlterPartitionReassignments, min: 0, max: 1 },
+    ApiRange { key: ApiKey::ListPartitionReassignments, min: 0, max: 0 },
+    ApiRange { key: ApiKey::UnregisterBroker, min: 0, max: 0 },
 ];
 
 /// The advertised range of `key`, if Skiff serves it.

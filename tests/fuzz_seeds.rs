@@ -110,7 +110,30 @@ fn request_seeds() -> Vec<(&'static str, Bytes)> {
         .with_topics(vec![TopicRequest::default().with_name(topic("orders"))])
         .with_response_partition_limit(100)
         .with_cursor(Some(Cursor::default().with_topic_name(topic("orders")).with_partition_index(1)));
+    // Operators' admin APIs (tests/admin_tools.rs).
+    let log_dirs = kafka_protocol::messages::DescribeLogDirsRequest::default().with_topics(Some(vec![
+        kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic::default()
+            .with_topic(topic("orders"))
+            .with_partitions(vec![0, 1]),
+    ]));
+    let features = kafka_protocol::messages::UpdateFeaturesRequest::default().with_feature_updates(vec![
+        kafka_protocol::messages::update_features_request::FeatureUpdateKey::default()
+            .with_feature(StrBytes::from_static_str("metadata.version"))
+            .with_max_version_level(25)
+            .with_upgrade_type(1),
+    ]);
+    let reassign = kafka_protocol::messages::AlterPartitionReassignmentsRequest::default().with_topics(vec![
+        kafka_protocol::messages::alter_partition_reassignments_request::ReassignableTopic::default()
+            .with_name(topic("orders"))
+            .with_partitions(vec![
+                kafka_protocol::messages::alter_partition_reassignments_request::ReassignablePartition::default()
+                    .with_replicas(Some(vec![kafka_protocol::messages::BrokerId(2)])),
+            ]),
+    ]);
     vec![
+        ("seed-describe-log-dirs-v4", frame(ApiKey::DescribeLogDirs, 4, &log_dirs)),
+        ("seed-update-features-v1", frame(ApiKey::UpdateFeatures, 1, &features)),
+        ("seed-alter-partition-reassignments-v1", frame(ApiKey::AlterPartitionReassignments, 1, &reassign)),
         ("seed-describe-topic-partitions-v0", frame(ApiKey::DescribeTopicPartitions, 0, &describe_topic_partitions)),
         ("seed-api-versions-v3", frame(ApiKey::ApiVersions, 3, &api_versions)),
         ("seed-consumer-group-heartbeat-v1", frame(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat)),

@@ -188,6 +188,26 @@ impl RemoteController {
         Ok(result)
     }
 
+    /// The quorum's replication status from its leader (read-only, so it is retried on another
+    /// controller until [`SUBMIT_TIMEOUT`]).
+    pub async fn describe_quorum(&self) -> Result<crate::quorum::QuorumStatus, ControllerError> {
+        let deadline = self.inner.clock.now() + SUBMIT_TIMEOUT;
+        let req = Request::Broker(BrokerRequest::DescribeQuorum);
+        loop {
+            let last_error = match self.call_leader(&req, SUBMIT_ATTEMPT_TIMEOUT).await {
+                Ok(BrokerResponse::DescribeQuorum(Ok(status))) => return Ok(status),
+                Ok(BrokerResponse::DescribeQuorum(Err(RpcError::Failed(e)))) => return Err(ControllerError::Raft(e)),
+                Ok(BrokerResponse::DescribeQuorum(Err(e))) => e.to_string(),
+                Ok(_) => return Err(ControllerError::Unexpected("controller answered another request".into())),
+                Err(CallError::Unreachable(e) | CallError::Ambiguous(e)) => e,
+            };
+            if self.inner.clock.now() >= deadline {
+                tracing::warn!(error = %last_error, "no controller leader described the quorum in time");
+                return Err(ControllerError::NotLeader { leader: None });
+            }
+        }
+    }
+
     /// One heartbeat to the leader, on the heartbeat's own connection. `Ok(true)`: this
     /// incarnation is fenced (or unknown) and must register again.
     pub async fn heartbeat(&self, broker_id: BrokerId, incarnation: Uuid) -> Result<bool, ControllerError> {
@@ -248,7 +268,8 @@ impl RemoteController {
         match &result {
             Ok(BrokerResponse::Submit(Err(RpcError::NotLeader { leader })))
             | Ok(BrokerResponse::Watch(Err(RpcError::NotLeader { leader })))
-            | Ok(BrokerResponse::Heartbeat(Err(RpcError::NotLeader { leader }))) => {
+            | Ok(BrokerResponse::Heartbeat(Err(RpcError::NotLeader { leader })))
+            | Ok(BrokerResponse::DescribeQuorum(Err(RpcError::NotLeader { leader }))) => {
                 let known = leader.clone().filter(|l| *l != target);
                 if known.is_none() {
                     self.rotate();

@@ -88,7 +88,9 @@ impl Rejection {
             Rejection::TopicExists(_)
             | Rejection::InvalidPartitions(_)
             | Rejection::InvalidReplicaAssignment(_)
-            | Rejection::OffsetOutOfRange { .. } => ErrorKind::Invalid,
+            | Rejection::OffsetOutOfRange { .. }
+            | Rejection::BrokerNotRegistered(_)
+            | Rejection::BrokerStillLive(_) => ErrorKind::Invalid,
             Rejection::NoBrokers => ErrorKind::Unavailable,
             Rejection::Fenced { .. } | Rejection::StaleCoordinator { .. } => ErrorKind::Fenced,
             // The index moved on under the writer (a racing append, compaction or retention).

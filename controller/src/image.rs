@@ -151,6 +151,16 @@ impl MetadataImage {
         self.state.validate_topic_assignments(assignments)
     }
 
+    /// The checks of UnregisterBroker, as the controller will apply them.
+    pub fn validate_unregister(&self, broker_id: BrokerId) -> Result<(), Rejection> {
+        self.state.validate_unregister(broker_id)
+    }
+
+    /// Kafka's checks of an AlterPartitionReassignments target, as the controller will apply them.
+    pub fn validate_reassignment(&self, topic: &str, partition: i32, replicas: &[BrokerId]) -> Result<(), Rejection> {
+        self.state.validate_reassignment(topic, partition, replicas)
+    }
+
     /// Kafka's checks of CreatePartitions `assignments`, as the controller will apply them.
     pub fn validate_new_partition_assignments(
         &self,
@@ -493,6 +503,12 @@ impl ImageFixture {
     /// coordinator shards).
     pub fn register_broker(mut self, registration: crate::metadata::BrokerRegistration) -> Self {
         self.state.apply(&crate::metadata::Command::RegisterBroker(registration));
+        self
+    }
+
+    /// A broker fenced as the controller applies it (its partitions move to live brokers).
+    pub fn fence_broker(mut self, broker_id: BrokerId, incarnation: Uuid) -> Self {
+        self.state.apply(&crate::metadata::Command::FenceBroker { broker_id, incarnation, controlled: true });
         self
     }
 

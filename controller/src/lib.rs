@@ -24,6 +24,7 @@ pub mod image;
 pub mod intent;
 pub mod metadata;
 pub mod placement;
+pub mod quorum;
 mod raft;
 pub mod topic_config;
 
@@ -47,6 +48,14 @@ impl ControllerHandle {
         match self {
             ControllerHandle::Local(c) => c.submit(cmd).await,
             ControllerHandle::Remote(r) => r.submit(cmd).await,
+        }
+    }
+
+    /// The controller quorum's replication status, from its Raft leader (DescribeQuorum).
+    pub async fn describe_quorum(&self) -> Result<quorum::QuorumStatus, ControllerError> {
+        match self {
+            ControllerHandle::Local(c) => c.describe_quorum(),
+            ControllerHandle::Remote(r) => r.describe_quorum().await,
         }
     }
 

@@ -103,6 +103,17 @@ pub enum Command {
     /// One cleaner pass's swap: every run's chunks for the new segment chunks, all or nothing.
     CleanChunks(CleanChunks),
     // ---- end compacted topics ----
+    /// AlterPartitionReassignments: replaces a partition's replica list at once (no data moves:
+    /// it is all in object storage); its preferred replica leads if live (`placement.rs`).
+    ReassignPartition {
+        topic: String,
+        partition: i32,
+        replicas: Vec<BrokerId>,
+    },
+    /// UnregisterBroker: forgets a fenced broker's registration (a decommissioned broker).
+    UnregisterBroker {
+        broker_id: BrokerId,
+    },
 }
 
 /// The index swap of one cleaner pass (`docs/rfcs/0003-compacted-topics.md`, section 4).
@@ -268,6 +279,12 @@ pub enum Rejection {
     #[error("coordinator epoch {got} for group {group} is stale (current {current})")]
     StaleCoordinator { group: String, got: i32, current: i32 },
     // ---- end consumer groups ----
+    /// UnregisterBroker of an id with no registration (Kafka's message).
+    #[error("Broker ID {0} is not currently registered")]
+    BrokerNotRegistered(BrokerId),
+    /// UnregisterBroker of a live broker: it must be stopped (and so fenced) first.
+    #[error("Broker {0} is live (registered and not fenced): stop it before unregistering it")]
+    BrokerStillLive(BrokerId),
 }
 
 /// Where one committed run of batches lives.
@@ -619,6 +636,10 @@ impl MetadataState {
             Command::CleanChunks(c) => self.clean_chunks(c),
             Command::Group(g) => self.groups.apply(g), // consumer groups (groups.rs)
             Command::SetConfigs(change) => self.configs.apply(change),
+            Command::ReassignPartition { topic, partition, replicas } => {
+                self.reassign_partition(topic, *partition, replicas)
+            }
+            Command::UnregisterBroker { broker_id } => self.unregister_broker(*broker_id),
             Command::ForgetObjects { keys } => {
                 for k in keys {
                     if self.objects.get(k.as_str()).is_some_and(|o| o.live_chunks == 0) {

@@ -121,6 +121,62 @@ impl MetadataState {
         }
     }
 
+    /// UnregisterBroker: Kafka's `ReplicationControlManager.unregisterBroker` for a fenced
+    /// broker: its registration is forgotten (it no longer shows as fenced; manual replica lists
+    /// keep its id, as Kafka's do). A live broker is refused: unlike Kafka, which unregisters it
+    /// and lets it register again, Skiff asks for it to be stopped first, so the only broker of
+    /// a single-process node cannot be unregistered from under itself.
+    pub(crate) fn unregister_broker(&mut self, broker_id: BrokerId) -> Result<CommandResult, Rejection> {
+        self.validate_unregister(broker_id)?;
+        self.brokers.remove(&broker_id);
+        Ok(CommandResult::Ok)
+    }
+
+    /// The checks of [`Self::unregister_broker`], for a broker to answer before submitting.
+    pub fn validate_unregister(&self, broker_id: BrokerId) -> Result<(), Rejection> {
+        match self.brokers.get(&broker_id) {
+            None => Err(Rejection::BrokerNotRegistered(broker_id)),
+            Some(b) if !b.fenced => Err(Rejection::BrokerStillLive(broker_id)),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// AlterPartitionReassignments of one partition: Kafka's checks (unknown topic or partition,
+    /// then `validateManualPartitionAssignment` without a replication factor), then the new list
+    /// replaces the old one and leadership follows the manual-assignment rule: the preferred
+    /// replica if live, else the current leader if listed, else the first live listed broker,
+    /// else (none live) the current leader stays.
+    pub(crate) fn reassign_partition(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        replicas: &[BrokerId],
+    ) -> Result<CommandResult, Rejection> {
+        self.validate_reassignment(topic, partition, replicas)?;
+        let live: std::collections::BTreeSet<BrokerId> = self.live_brokers().into_iter().collect();
+        let p = self
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?))
+            .ok_or_else(|| Rejection::UnknownPartition { topic: topic.to_string(), partition })?;
+        p.replicas = replicas.to_vec();
+        if let Some(to) = preferred_leader(&p.replicas, p.leader, |b| live.contains(&b))
+            && to != p.leader
+        {
+            change_leader(p, to);
+        }
+        Ok(CommandResult::Ok)
+    }
+
+    /// The checks of [`Self::reassign_partition`], for a broker to answer before submitting.
+    pub fn validate_reassignment(&self, topic: &str, partition: i32, replicas: &[BrokerId]) -> Result<(), Rejection> {
+        let t = self.topics.get(topic).ok_or_else(|| Rejection::UnknownTopic(topic.to_string()))?;
+        if usize::try_from(partition).ok().and_then(|i| t.partitions.get(i)).is_none() {
+            return Err(Rejection::UnknownPartition { topic: topic.to_string(), partition });
+        }
+        self.validate_replica_list(replicas, None)
+    }
+
     /// Kafka's checks of the `assignments` of a CreateTopics topic (one replica list per
     /// partition, in partition order), with its messages (`ReplicationControlManager`).
     pub fn validate_topic_assignments(&self, assignments: &[Vec<BrokerId>]) -> Result<(), Rejection> {
@@ -575,6 +631,51 @@ mod tests {
             CommandResult::Rejected(Rejection::InvalidReplicaAssignment(m)) => assert!(m.contains(message), "{m}"),
             other => panic!("expected INVALID_REPLICA_ASSIGNMENT ({message}), got {other:?}"),
         }
+    }
+
+    #[test]
+    fn only_a_fenced_broker_is_unregistered() {
+        let mut s = MetadataState::new("c".into());
+        s.apply(&reg(1, 1, None));
+        s.apply(&reg(2, 1, None));
+        let unregister = |broker_id| Command::UnregisterBroker { broker_id };
+        assert_eq!(s.apply(&unregister(9)), CommandResult::Rejected(Rejection::BrokerNotRegistered(9)));
+        assert_eq!(s.apply(&unregister(2)), CommandResult::Rejected(Rejection::BrokerStillLive(2)));
+        s.apply(&fence(2, 1));
+        assert_eq!(s.apply(&unregister(2)), CommandResult::Ok);
+        assert!(!s.brokers.contains_key(&2));
+        assert_eq!(s.apply(&unregister(2)), CommandResult::Rejected(Rejection::BrokerNotRegistered(2)));
+        // It may come back later under the same id.
+        s.apply(&reg(2, 2, None));
+        assert!(s.is_live(2));
+    }
+
+    #[test]
+    fn a_reassignment_replaces_the_list_and_moves_leadership_at_once() {
+        let mut s = MetadataState::new("c".into());
+        for id in 1..=2 {
+            s.apply(&reg(id, 1, None));
+        }
+        topic(&mut s, "r", 1);
+        let before = s.topics["r"].partitions[0].clone();
+        let other = if before.leader == 1 { 2 } else { 1 };
+        let reassign =
+            |replicas: Vec<BrokerId>| Command::ReassignPartition { topic: "r".into(), partition: 0, replicas };
+        refused(s.apply(&reassign(vec![7])), "includes broker 7, but no such broker is registered.");
+        assert!(matches!(
+            s.apply(&Command::ReassignPartition { topic: "r".into(), partition: 3, replicas: vec![1] }),
+            CommandResult::Rejected(Rejection::UnknownPartition { .. })
+        ));
+        assert_eq!(s.topics["r"].partitions[0], before, "refusals change nothing");
+        assert_eq!(s.apply(&reassign(vec![other, before.leader])), CommandResult::Ok);
+        let p = &s.topics["r"].partitions[0];
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.replicas.clone()),
+            (other, before.leader_epoch + 1, vec![other, before.leader])
+        );
+        // Evening out never moves it back: it is pinned to its preferred replica.
+        s.apply(&reg(3, 1, None));
+        assert_eq!(s.topics["r"].partitions[0].leader, other);
     }
 
     #[test]

@@ -11,12 +11,13 @@ pub fn response(error_code: i16) -> ApiVersionsResponse {
         .iter()
         .map(|r| ApiVersion::default().with_api_key(r.key as i16).with_min_version(r.min).with_max_version(r.max))
         .collect();
-    // No finalized features: transaction.version etc. stay unadvertised until implemented.
     ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys).with_finalized_features_epoch(-1)
 }
 
-pub fn handle(_req: &ApiVersionsRequest, _version: i16) -> ApiVersionsResponse {
-    response(0)
+/// The full answer: the key list and the features (handler/features.rs; Skiff's levels, with
+/// `transaction.version` at 0 until transactions are served).
+pub fn handle(_req: &ApiVersionsRequest, version: i16) -> ApiVersionsResponse {
+    super::features::add_to_api_versions(response(0), version)
 }
 
 #[cfg(test)]

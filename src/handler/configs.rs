@@ -204,6 +204,9 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
         .resources
         .iter()
         .map(|r| {
+            if r.resource_type == super::broker_loggers::RESOURCE_BROKER_LOGGER {
+                return super::broker_loggers::describe(broker, r);
+            }
             let name = r.resource_name.to_string();
             let keys: Option<Vec<String>> =
                 r.configuration_keys.as_ref().map(|ks| ks.iter().map(|k| k.to_string()).collect());
@@ -396,6 +399,10 @@ pub async fn incremental_alter_configs(
     let asked = Asked { asker, api: "IncrementalAlterConfigs" };
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
+        if r.resource_type == super::broker_loggers::RESOURCE_BROKER_LOGGER {
+            responses.push(super::broker_loggers::alter(broker, &r, req.validate_only));
+            continue;
+        }
         let name = r.resource_name.to_string();
         let label = resource_label(r.resource_type, &name);
         let (error, message) = if r.resource_type == RESOURCE_TOPIC {

@@ -8,6 +8,11 @@ use skiff_controller::{ControllerError, ErrorKind};
 use crate::broker::CreateTopicError;
 use crate::broker::batch::BatchError;
 use crate::group::GroupError;
+use crate::handler::broker_loggers::BrokerLoggerError;
+use crate::handler::describe_producers::DescribeProducersError;
+use crate::handler::elect_leaders::ElectionError;
+use crate::handler::features::InvalidUpdateVersion;
+use crate::handler::reassignments::ReassignmentError;
 use crate::log::wal::AppendError;
 
 pub const NONE: i16 = 0;
@@ -94,6 +99,10 @@ pub fn rejection(r: &Rejection) -> i16 {
         }
         Rejection::OffsetOutOfRange { .. } => code(ResponseError::OffsetOutOfRange),
         Rejection::StaleCoordinator { .. } => code(ResponseError::NotCoordinator),
+        Rejection::BrokerNotRegistered(_) => code(ResponseError::BrokerIdNotRegistered),
+        // Kafka has no refusal here (see controller/src/placement.rs): the request is invalid
+        // for Skiff.
+        Rejection::BrokerStillLive(_) => code(ResponseError::InvalidRequest),
     }
 }
 
@@ -132,4 +141,61 @@ pub fn group_controller(e: &ControllerError) -> i16 {
         ErrorKind::Retriable | ErrorKind::Closed => code(ResponseError::NotCoordinator),
         _ => code(ResponseError::UnknownServerError),
     }
+}
+
+/// A refused feature update (UpdateFeatures): Kafka's INVALID_UPDATE_VERSION.
+pub fn feature_update(_e: &InvalidUpdateVersion) -> i16 {
+    code(ResponseError::InvalidUpdateVersion)
+}
+
+/// DescribeQuorum when the controller leader cannot answer: Kafka's answer from a controller
+/// that is not the leader, NOT_LEADER_OR_FOLLOWER (the tool may retry).
+pub fn describe_quorum(e: &ControllerError) -> i16 {
+    match e.kind() {
+        ErrorKind::Retriable | ErrorKind::Closed => code(ResponseError::NotLeaderOrFollower),
+        _ => code(ResponseError::UnknownServerError),
+    }
+}
+
+/// ElectLeaders per-partition outcomes (Kafka's `ReplicationControlManager.electLeader`).
+pub fn election(e: &ElectionError) -> i16 {
+    code(match e {
+        ElectionError::UnknownTopic(_) | ElectionError::UnknownPartition(..) => ResponseError::UnknownTopicOrPartition,
+        ElectionError::NotNeeded => ResponseError::ElectionNotNeeded,
+        ElectionError::PreferredLeaderNotAvailable => ResponseError::PreferredLeaderNotAvailable,
+        ElectionError::EligibleLeadersNotAvailable => ResponseError::EligibleLeadersNotAvailable,
+    })
+}
+
+/// DescribeProducers per-partition errors (Kafka's `ReplicaManager.activeProducerState`).
+pub fn describe_producers(e: DescribeProducersError) -> i16 {
+    code(match e {
+        DescribeProducersError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        DescribeProducersError::NotLeader => ResponseError::NotLeaderOrFollower,
+    })
+}
+
+/// AlterPartitionReassignments per-partition errors (Kafka's `ReplicationControlManager`).
+pub fn reassignment(e: &ReassignmentError) -> i16 {
+    match e {
+        ReassignmentError::Rejected(r) => rejection(r),
+        ReassignmentError::ReplicationFactorChange { .. } => code(ResponseError::InvalidReplicationFactor),
+        ReassignmentError::NoReassignmentInProgress => code(ResponseError::NoReassignmentInProgress),
+        ReassignmentError::Controller(_, c) => *c,
+    }
+}
+
+/// Broker-logger config errors (Kafka's `ConfigAdminManager.validateLogLevelConfigs`).
+pub fn broker_logger(e: &BrokerLoggerError) -> i16 {
+    use crate::log_levels::LoggerError;
+    code(match e {
+        BrokerLoggerError::Logger(LoggerError::UnknownLogger(_) | LoggerError::InvalidLevel { .. }) => {
+            ResponseError::InvalidConfig
+        }
+        BrokerLoggerError::Logger(LoggerError::Reload(_)) => ResponseError::UnknownServerError,
+        BrokerLoggerError::Logger(LoggerError::RemoveRoot | LoggerError::OperationNotAllowed(_))
+        | BrokerLoggerError::EmptyBrokerId
+        | BrokerLoggerError::OtherBroker { .. }
+        | BrokerLoggerError::Unavailable => ResponseError::InvalidRequest,
+    })
 }

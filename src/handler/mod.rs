@@ -9,19 +9,27 @@
 
 pub mod admin;
 pub mod api_versions;
+pub mod broker_loggers;
 pub mod configs;
 pub mod consumer_group;
+pub mod describe_producers;
+pub mod describe_quorum;
 pub mod describe_topic_partitions;
+pub mod elect_leaders;
 pub mod errors;
+pub mod features;
 pub mod fetch;
 pub mod groups;
 pub mod list_offsets;
+pub mod log_dirs;
 pub mod log_limit;
 pub mod metadata;
 pub mod not_served;
 pub mod offsets;
 pub mod produce;
+pub mod reassignments;
 pub mod rejected_configs;
+pub mod unregister_broker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -90,6 +98,27 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) ->
         RequestKind::IncrementalAlterConfigs(r) => Handled::Ready(ResponseKind::IncrementalAlterConfigs(
             configs::incremental_alter_configs(broker, r, &asker).await,
         )),
+        // Operators' admin APIs (Kafka's CLI tools).
+        RequestKind::DescribeLogDirs(r) => Handled::Ready(ResponseKind::DescribeLogDirs(log_dirs::handle(broker, r))),
+        RequestKind::DescribeQuorum(r) => {
+            Handled::Ready(ResponseKind::DescribeQuorum(describe_quorum::handle(broker, r).await))
+        }
+        RequestKind::ElectLeaders(r) => Handled::Ready(ResponseKind::ElectLeaders(elect_leaders::handle(broker, r, v))),
+        RequestKind::DescribeProducers(r) => {
+            Handled::Ready(ResponseKind::DescribeProducers(describe_producers::handle(broker, r)))
+        }
+        RequestKind::AlterPartitionReassignments(r) => {
+            Handled::Ready(ResponseKind::AlterPartitionReassignments(reassignments::alter(broker, r, v).await))
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            Handled::Ready(ResponseKind::ListPartitionReassignments(reassignments::list(&r)))
+        }
+        RequestKind::UnregisterBroker(r) => {
+            Handled::Ready(ResponseKind::UnregisterBroker(unregister_broker::handle(broker, r).await))
+        }
+        RequestKind::UpdateFeatures(r) => {
+            Handled::Ready(ResponseKind::UpdateFeatures(features::update_features(broker.settings.node_id, &r, v)))
+        }
         // Consumer groups (handler/groups.rs, handler/offsets.rs).
         RequestKind::FindCoordinator(r) => {
             Handled::Ready(ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v, &asker)))

@@ -125,6 +125,16 @@ const OFFSET_DELETE_PARTITION: &[Field] = &[all(I32)];
 const CONSUMER_HEARTBEAT_OWNED: &[Field] = &[all(UUID), all(Kind::Int32s)];
 const OFFSET_DELETE_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Structs(OFFSET_DELETE_PARTITION))];
 
+const LOG_DIRS_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Int32s)];
+const QUORUM_PARTITION: &[Field] = &[all(I32)];
+const QUORUM_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Structs(QUORUM_PARTITION))];
+const ELECT_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Int32s)];
+const PRODUCERS_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Int32s)];
+const REASSIGN_PARTITION: &[Field] = &[all(I32), all(Kind::Int32s)];
+const REASSIGN_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Structs(REASSIGN_PARTITION))];
+const LIST_REASSIGN_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Int32s)];
+const FEATURE_UPDATE: &[Field] = &[all(Kind::Str), all(I16), until(0, BOOL), from(1, I8)];
+
 const DESCRIBE_TOPIC_PARTITIONS_TOPIC: &[Field] = &[all(Kind::Str)];
 const DESCRIBE_TOPIC_PARTITIONS_CURSOR: &[Field] = &[all(Kind::Str), all(I32)];
 
@@ -294,6 +304,30 @@ const SCHEMAS: &[Schema] = &[
         ],
     },
     Schema { key: ApiKey::ConsumerGroupDescribe, flexible: 0, fields: &[all(Kind::Strs), all(BOOL)] },
+    Schema { key: ApiKey::DescribeLogDirs, flexible: 2, fields: &[all(Kind::Structs(LOG_DIRS_TOPIC))] },
+    Schema { key: ApiKey::DescribeQuorum, flexible: 0, fields: &[all(Kind::Structs(QUORUM_TOPIC))] },
+    Schema {
+        key: ApiKey::AlterPartitionReassignments,
+        flexible: 0,
+        fields: &[all(I32), from(1, BOOL), all(Kind::Structs(REASSIGN_TOPIC))],
+    },
+    Schema {
+        key: ApiKey::ListPartitionReassignments,
+        flexible: 0,
+        fields: &[all(I32), all(Kind::Structs(LIST_REASSIGN_TOPIC))],
+    },
+    Schema { key: ApiKey::UnregisterBroker, flexible: 0, fields: &[all(I32)] },
+    Schema { key: ApiKey::DescribeProducers, flexible: 0, fields: &[all(Kind::Structs(PRODUCERS_TOPIC))] },
+    Schema {
+        key: ApiKey::ElectLeaders,
+        flexible: 2,
+        fields: &[from(1, I8), all(Kind::Structs(ELECT_TOPIC)), all(I32)],
+    },
+    Schema {
+        key: ApiKey::UpdateFeatures,
+        flexible: 0,
+        fields: &[all(I32), all(Kind::Structs(FEATURE_UPDATE)), from(1, BOOL)],
+    },
 ];
 
 /// Whether [`check_lengths`] knows the body layout of `key`.
@@ -728,6 +762,48 @@ mod tests {
                 .with_group_ids(two(GroupId(s("g"))))
                 .with_include_authorized_operations(true)
                 .encode(&mut body, v),
+            ApiKey::DescribeLogDirs => {
+                use describe_log_dirs_request::*;
+                let t = DescribableLogDirTopic::default().with_topic(topic("ld")).with_partitions(vec![1, 2]);
+                DescribeLogDirsRequest::default().with_topics(Some(two(t))).encode(&mut body, v)
+            }
+            ApiKey::DescribeQuorum => {
+                use describe_quorum_request::*;
+                let t = TopicData::default()
+                    .with_topic_name(topic("__cluster_metadata"))
+                    .with_partitions(two(PartitionData::default()));
+                DescribeQuorumRequest::default().with_topics(two(t)).encode(&mut body, v)
+            }
+            ApiKey::ElectLeaders => {
+                use elect_leaders_request::*;
+                let t = TopicPartitions::default().with_topic(topic("el")).with_partitions(vec![1, 2]);
+                ElectLeadersRequest::default().with_topic_partitions(Some(two(t))).encode(&mut body, v)
+            }
+            ApiKey::AlterPartitionReassignments => {
+                use alter_partition_reassignments_request::*;
+                let p = ReassignablePartition::default().with_replicas(Some(vec![BrokerId(1), BrokerId(2)]));
+                let t = ReassignableTopic::default().with_name(topic("ar")).with_partitions(two(p));
+                AlterPartitionReassignmentsRequest::default().with_topics(two(t)).encode(&mut body, v)
+            }
+            ApiKey::ListPartitionReassignments => {
+                use list_partition_reassignments_request::*;
+                let t =
+                    ListPartitionReassignmentsTopics::default().with_name(topic("lr")).with_partition_indexes(vec![1]);
+                ListPartitionReassignmentsRequest::default().with_topics(Some(two(t))).encode(&mut body, v)
+            }
+            ApiKey::UnregisterBroker => {
+                UnregisterBrokerRequest::default().with_broker_id(BrokerId(3)).encode(&mut body, v)
+            }
+            ApiKey::DescribeProducers => {
+                use describe_producers_request::*;
+                let t = TopicRequest::default().with_name(topic("dp")).with_partition_indexes(vec![1, 2]);
+                DescribeProducersRequest::default().with_topics(two(t)).encode(&mut body, v)
+            }
+            ApiKey::UpdateFeatures => {
+                use update_features_request::*;
+                let u = FeatureUpdateKey::default().with_feature(s("group.version")).with_max_version_level(1);
+                UpdateFeaturesRequest::default().with_feature_updates(two(u)).encode(&mut body, v)
+            }
             other => panic!("no populated request for {other:?}"),
         }
         .unwrap_or_else(|e| panic!("encode {key:?} v{v}: {e}"));

@@ -16,6 +16,13 @@ pub const CONFIG_COMMAND: &str = "org.apache.kafka.tools.ConfigCommand";
 pub const CONSOLE_CONSUMER: &str = "org.apache.kafka.tools.consumer.ConsoleConsumer";
 pub const CONSOLE_PRODUCER: &str = "org.apache.kafka.tools.ConsoleProducer";
 pub const CONSUMER_GROUP_COMMAND: &str = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand";
+pub const LOG_DIRS_COMMAND: &str = "org.apache.kafka.tools.LogDirsCommand";
+pub const FEATURE_COMMAND: &str = "org.apache.kafka.tools.FeatureCommand";
+pub const METADATA_QUORUM_COMMAND: &str = "org.apache.kafka.tools.MetadataQuorumCommand";
+pub const LEADER_ELECTION_COMMAND: &str = "org.apache.kafka.tools.LeaderElectionCommand";
+pub const TRANSACTIONS_COMMAND: &str = "org.apache.kafka.tools.TransactionsCommand";
+pub const CLUSTER_TOOL: &str = "org.apache.kafka.tools.ClusterTool";
+pub const REASSIGN_PARTITIONS_COMMAND: &str = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand";
 
 /// A tool that has not finished by then is killed and the test fails.
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(120);

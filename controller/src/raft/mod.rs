@@ -277,7 +277,8 @@ impl Controller {
         let pristine = log.is_pristine() && sm.is_pristine();
         let metadata = MetadataHandle { state: parts.state.clone(), applied: parts.applied.clone() };
 
-        let network = TcpNetwork { node_id: config.node_id };
+        let acks = Arc::new(crate::quorum::Acks::default());
+        let network = TcpNetwork { node_id: config.node_id, acks: acks.clone(), clock: config.clock.clone() };
         let raft = match Raft::new(config.node_id, raft_config, network, log, sm).await {
             Ok(raft) => raft,
             Err(e) => {
@@ -301,6 +302,7 @@ impl Controller {
             liveness: Default::default(),
             fence_stats: Default::default(),
             clock: config.clock.clone(),
+            acks,
         });
         // Each task returns its name: ending before `stop` is a failure (see `Controller::failed`).
         let mut tasks = tokio::task::JoinSet::new();
@@ -470,6 +472,15 @@ impl Controller {
         metric(&mut out, "skiff_cluster_fence_detect_ms_sum", "counter", [("", f.detect_ms_sum.load(Relaxed))]);
         metric(&mut out, "skiff_cluster_fence_detect_ms_max", "gauge", [("", f.detect_ms_max.load(Relaxed))]);
         out
+    }
+
+    /// The quorum's replication status; this node must be the Raft leader.
+    pub fn describe_quorum(&self) -> Result<crate::quorum::QuorumStatus, ControllerError> {
+        self.inner.service.quorum_status().map_err(|e| match e {
+            service::RpcError::NotLeader { .. } => ControllerError::NotLeader { leader: self.inner.service.leader().0 },
+            service::RpcError::Closed => ControllerError::Closed,
+            service::RpcError::Failed(e) => ControllerError::Raft(e),
+        })
     }
 
     pub fn metadata(&self) -> MetadataHandle {

@@ -84,13 +84,23 @@ pub(crate) async fn read_frame(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
 pub(crate) struct TcpNetwork {
     /// This node's id, for error reports.
     pub(crate) node_id: NodeId,
+    /// Where the peers' replication answers are timed (DescribeQuorum).
+    pub(crate) acks: Arc<crate::quorum::Acks>,
+    pub(crate) clock: Arc<dyn skiff_time::Clock>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
-        Peer { id: self.node_id, target, addr: node.addr.clone(), conn: None }
+        Peer {
+            id: self.node_id,
+            target,
+            addr: node.addr.clone(),
+            conn: None,
+            acks: self.acks.clone(),
+            clock: self.clock.clone(),
+        }
     }
 }
 
@@ -100,6 +110,8 @@ pub(crate) struct Peer {
     target: NodeId,
     addr: String,
     conn: Option<TcpStream>,
+    acks: Arc<crate::quorum::Acks>,
+    clock: Arc<dyn skiff_time::Clock>,
 }
 
 /// How one exchange failed, before it is typed for the RPC at hand.
@@ -163,7 +175,13 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         match self.call(&Request::AppendEntries(rpc), option.hard_ttl()).await {
-            Ok(Response::AppendEntries(r)) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(Response::AppendEntries(r)) => {
+                if r.is_ok() {
+                    // The peer answered replication: Kafka's "last fetch" of a voter.
+                    self.acks.record(self.target, self.clock.now_ms());
+                }
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             Ok(_) => Err(self.mismatch()),
             Err(e) => Err(self.rpc_error(e, RPCTypes::AppendEntries)),
         }

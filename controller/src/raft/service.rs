@@ -53,6 +53,8 @@ pub(crate) enum BrokerRequest {
         broker_id: BrokerId,
         incarnation: Uuid,
     },
+    /// The quorum's replication status (answered by the leader).
+    DescribeQuorum,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -61,6 +63,7 @@ pub(crate) enum BrokerResponse {
     Submit(Result<(CommandResult, u64), RpcError>),
     Watch(Result<WatchReply, RpcError>),
     Heartbeat(Result<HeartbeatReply, RpcError>),
+    DescribeQuorum(Result<crate::quorum::QuorumStatus, RpcError>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -141,6 +144,8 @@ pub(crate) struct Service {
     pub(crate) liveness: Liveness,
     pub(crate) fence_stats: FenceStats,
     pub(crate) clock: Arc<dyn skiff_time::Clock>,
+    /// Each peer's last replication answer (DescribeQuorum).
+    pub(crate) acks: Arc<crate::quorum::Acks>,
 }
 
 impl Service {
@@ -148,6 +153,7 @@ impl Service {
         match req {
             BrokerRequest::Submit(cmd) => BrokerResponse::Submit(self.submit(cmd).await),
             BrokerRequest::Watch { from, wait_ms } => BrokerResponse::Watch(self.watch(from, wait_ms).await),
+            BrokerRequest::DescribeQuorum => BrokerResponse::DescribeQuorum(self.quorum_status()),
             BrokerRequest::Heartbeat { broker_id, incarnation } => {
                 BrokerResponse::Heartbeat(self.heartbeat(broker_id, incarnation))
             }
@@ -160,6 +166,33 @@ impl Service {
         let m = metrics.borrow();
         let addr = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
         (m.current_leader, addr)
+    }
+
+    /// The quorum's replication status, answered by the leader only (its followers do not know
+    /// each other's progress).
+    pub(crate) fn quorum_status(&self) -> Result<crate::quorum::QuorumStatus, RpcError> {
+        self.check_leader()?;
+        let view = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            let addrs = membership.voter_ids().map(|id| {
+                let addr = membership.get_node(&id).map(|n| n.addr.clone()).unwrap_or_default();
+                (id, addr)
+            });
+            crate::quorum::LeaderView {
+                node_id: self.node_id,
+                term: m.current_term,
+                last_log_index: m.last_log_index,
+                matched: m
+                    .replication
+                    .as_ref()
+                    .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
+                    .unwrap_or_default(),
+                addrs: addrs.collect(),
+            }
+        };
+        Ok(crate::quorum::status(&view, &self.acks, self.clock.now_ms()))
     }
 
     fn check_leader(&self) -> Result<(), RpcError> {

@@ -1,0 +1,128 @@
+//! DescribeProducers (KIP-664, `kafka-transactions.sh describe-producers`): the active
+//! idempotent producers of partitions this broker leads, as Kafka's
+//! `ReplicaManager.activeProducerState` reports them.
+//!
+//! The state is the partition's committed `ProducerStates` from the metadata index (the same
+//! state the produce path checks sequences against). Per producer: its epoch and the last
+//! sequence of its newest remembered batch. Transactions are not served yet, so no producer has
+//! an open transaction (`current_txn_start_offset` -1) or a coordinator epoch (-1); batch
+//! timestamps are not kept in the producer state, so `last_timestamp` is -1 ("unknown", the
+//! value Kafka uses before a producer's first timestamped batch).
+//!
+//! Errors as Kafka: an unknown topic or partition is UNKNOWN_TOPIC_OR_PARTITION; a partition led
+//! by another broker is NOT_LEADER_OR_FOLLOWER (Java's Admin sends the request to the leader).
+
+use kafka_protocol::messages::describe_producers_response::{PartitionResponse, ProducerState, TopicResponse};
+use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
+use kafka_protocol::protocol::StrBytes;
+use skiff_controller::image::MetadataImage;
+
+use super::errors;
+use crate::broker::Broker;
+
+/// Why a partition's producers cannot be described here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DescribeProducersError {
+    #[error("This server does not host this topic-partition.")]
+    UnknownTopicOrPartition,
+    #[error("This server is not the leader for that topic-partition.")]
+    NotLeader,
+}
+
+pub fn handle(broker: &Broker, req: DescribeProducersRequest) -> DescribeProducersResponse {
+    let local = broker.settings.node_id;
+    broker.metadata.read(|m| describe(m, local, &req))
+}
+
+fn producers(
+    m: &MetadataImage,
+    local: i32,
+    topic: &str,
+    partition: i32,
+) -> Result<Vec<ProducerState>, DescribeProducersError> {
+    let p = m.partition_by_name(topic, partition).ok_or(DescribeProducersError::UnknownTopicOrPartition)?;
+    if p.leader() != local {
+        return Err(DescribeProducersError::NotLeader);
+    }
+    Ok(p.producers()
+        .producers
+        .iter()
+        .map(|(&id, entry)| {
+            ProducerState::default()
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(i32::from(entry.epoch))
+                .with_last_sequence(entry.batches.back().map_or(-1, |b| b.last_sequence))
+                .with_last_timestamp(-1)
+                .with_coordinator_epoch(-1)
+                .with_current_txn_start_offset(-1)
+        })
+        .collect())
+}
+
+/// The answer from one metadata image (pure).
+pub fn describe(m: &MetadataImage, local: i32, req: &DescribeProducersRequest) -> DescribeProducersResponse {
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partition_indexes
+                .iter()
+                .map(|&i| {
+                    let r = PartitionResponse::default().with_partition_index(i);
+                    match producers(m, local, t.name.0.as_str(), i) {
+                        Ok(active) => r.with_error_code(errors::NONE).with_active_producers(active),
+                        Err(e) => r
+                            .with_error_code(errors::describe_producers(e))
+                            .with_error_message(Some(StrBytes::from_string(e.to_string()))),
+                    }
+                })
+                .collect();
+            TopicResponse::default().with_name(t.name.clone()).with_partitions(partitions)
+        })
+        .collect();
+    DescribeProducersResponse::default().with_topics(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::ResponseError;
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    use skiff_controller::image::ImageFixture;
+    use skiff_controller::intent::{BrokerRegistration, CreateTopic};
+    use uuid::Uuid;
+
+    #[test]
+    fn unknown_and_not_led_partitions() {
+        let m = ImageFixture::new("c")
+            .register_broker(BrokerRegistration {
+                broker_id: 1,
+                incarnation: Uuid::from_u128(1),
+                host: "127.0.0.1".into(),
+                port: 9092,
+                rack: None,
+                fenced: false,
+            })
+            .create_topic(CreateTopic {
+                name: "p".into(),
+                topic_id: Uuid::from_u128(7),
+                partitions: 1,
+                configs: Default::default(),
+                assignments: vec![],
+            })
+            .build();
+        let req = DescribeProducersRequest::default().with_topics(vec![
+            TopicRequest::default()
+                .with_name(TopicName(StrBytes::from_static_str("p")))
+                .with_partition_indexes(vec![0, 3]),
+        ]);
+        let r = describe(&m, 1, &req);
+        let codes: Vec<i16> = r.topics[0].partitions.iter().map(|p| p.error_code).collect();
+        assert_eq!(codes, vec![0, errors::code(ResponseError::UnknownTopicOrPartition)]);
+        assert!(r.topics[0].partitions[0].active_producers.is_empty());
+        let r = describe(&m, 2, &req);
+        assert_eq!(r.topics[0].partitions[0].error_code, errors::code(ResponseError::NotLeaderOrFollower));
+    }
+}
