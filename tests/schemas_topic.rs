@@ -92,7 +92,8 @@ fn schemas_topic_on_minio_survives_a_broker_restart() {
     let _slot = Slot::acquire();
     let minio = Minio::shared();
     let prefix = minio.unique_prefix("schemas");
-    let mut broker = SkiffProcess::start_with_config_and_env(&minio.skiff_config(&prefix, MINIO_CONFIG), minio.skiff_env());
+    let mut broker =
+        SkiffProcess::start_with_config_and_env(&minio.skiff_config(&prefix, MINIO_CONFIG), minio.skiff_env());
     Scenario::new().run(&mut broker, true);
 }
 
@@ -130,7 +131,12 @@ fn schemas_topic_pre_created() {
     let out = s.program(&broker, "schemas-pre", true, &["register", "2", "2", &s.seed.to_string()]);
     out.ok(&broker);
     ensure_or_panic(out.stdout.contains("schemas topic exists"), "no TOPIC_ALREADY_EXISTS", &out, &broker);
-    ensure_or_panic(out.stdout.contains("schemas verified schemas-pre cleanup.policy=compact"), "not verified", &out, &broker);
+    ensure_or_panic(
+        out.stdout.contains("schemas verified schemas-pre cleanup.policy=compact"),
+        "not verified",
+        &out,
+        &broker,
+    );
     let dump = s.program(&broker, "schemas-pre", false, &["dump"]);
     let store = dump.store(&broker);
     ensure_or_panic(store.len() == 4, "4 versions registered", &dump, &broker);
@@ -168,7 +174,8 @@ impl Scenario {
         let sub = |i: usize| format!("subject-{i}");
 
         // 1. A registry's life: registrations, config overwrites, deletes.
-        let out = self.program(broker, TOPIC, false, &["register", &SUBJECTS.to_string(), &VERSIONS.to_string(), &seed]);
+        let out =
+            self.program(broker, TOPIC, false, &["register", &SUBJECTS.to_string(), &VERSIONS.to_string(), &seed]);
         out.ok(broker);
         ensure_or_panic(out.stdout.contains("schemas created _schemas"), "the program created _schemas", &out, broker);
         let registered: BTreeMap<(String, i64), Value> = out
@@ -209,10 +216,8 @@ impl Scenario {
             for v in 1..=VERSIONS as i64 {
                 let mut value = registered[&(sub(s), v)].clone();
                 value["deleted"] = json!(s == 3 || (s == 4 && v == 2));
-                expected.insert(
-                    canon(&json!({"keytype": "SCHEMA", "subject": sub(s), "version": v, "magic": 1})),
-                    value,
-                );
+                expected
+                    .insert(canon(&json!({"keytype": "SCHEMA", "subject": sub(s), "version": v, "magic": 1})), value);
             }
         }
         for s in [1, 2, 3] {
@@ -236,9 +241,8 @@ impl Scenario {
         // `cleanup.policy=compact`, so its head rolls after `segment.ms` (7 days) and a pass
         // needs half the log dirty; an operator's AlterConfigs (Kafka's own kafka-configs, an
         // IncrementalAlterConfigs) shortens both, and lets tombstones go after 10 s.
-        let retention = format!(
-            "segment.ms=1000,min.cleanable.dirty.ratio=0.01,delete.retention.ms={DELETE_RETENTION_MS}"
-        );
+        let retention =
+            format!("segment.ms=1000,min.cleanable.dirty.ratio=0.01,delete.retention.ms={DELETE_RETENTION_MS}");
         let altered_ms = now_ms();
         kafka_cli::run(
             kafka_cli::CONFIG_COMMAND,
@@ -260,12 +264,14 @@ impl Scenario {
         // One record per key, each the latest written, tombstones kept with their horizon.
         let cleaned = self.wait_log(broker, "one record per key", |log| latest_per_key(log).len() == log.len());
         let observed_ms = now_ms();
-        let tombstone_keys: BTreeSet<&String> = latest.iter().filter(|(_, r)| r.value.is_none()).map(|(k, _)| k).collect();
+        let tombstone_keys: BTreeSet<&String> =
+            latest.iter().filter(|(_, r)| r.value.is_none()).map(|(k, _)| k).collect();
         for r in &cleaned {
             let want = &latest[&r.key];
             assert_eq!((r.offset, &r.value), (want.offset, &want.value), "{} after cleaning", r.key);
             if r.value.is_none() {
-                let horizon = r.horizon_ms.unwrap_or_else(|| panic!("tombstone {} at {} has no delete horizon", r.key, r.offset));
+                let horizon =
+                    r.horizon_ms.unwrap_or_else(|| panic!("tombstone {} at {} has no delete horizon", r.key, r.offset));
                 assert!(
                     (altered_ms + DELETE_RETENTION_MS..=observed_ms + DELETE_RETENTION_MS + 1000).contains(&horizon),
                     "tombstone {} horizon {horizon}: not {DELETE_RETENTION_MS} ms after a pass in [{altered_ms}, {observed_ms}]",
@@ -273,7 +279,12 @@ impl Scenario {
                 );
             }
         }
-        assert_eq!(cleaned.len(), latest.len(), "every key kept, tombstones included ({} tombstones)", tombstone_keys.len());
+        assert_eq!(
+            cleaned.len(),
+            latest.len(),
+            "every key kept, tombstones included ({} tombstones)",
+            tombstone_keys.len()
+        );
         let live: BTreeSet<String> = cleaned.iter().filter(|r| r.value.is_some()).map(|r| canon_str(&r.key)).collect();
         assert_eq!(live, expected.keys().cloned().collect(), "live keys in the log are the store's");
         let metrics = metrics(broker.http()).unwrap_or_else(|e| self.fail(broker, e));
@@ -314,7 +325,10 @@ impl Scenario {
                 let present = log.iter().any(|r| r.offset == *offset);
                 let superseded = log.iter().any(|r| &r.key == key && r.offset > *offset);
                 // The pass that removes it starts after the horizon; allow for the clock read.
-                assert!(present || superseded || now + 1000 >= *h, "tombstone {key} at {offset} gone before its horizon {h} (now {now})");
+                assert!(
+                    present || superseded || now + 1000 >= *h,
+                    "tombstone {key} at {offset} gone before its horizon {h} (now {now})"
+                );
             }
             log.iter().all(|r| r.value.is_some()) && latest_per_key(log).len() == log.len()
         });
@@ -382,7 +396,12 @@ impl Scenario {
     }
 
     /// Reads the whole log every 200 ms until `done`; fails after [`CLEAN_TIMEOUT`].
-    fn wait_log(&self, broker: &SkiffProcess, what: &str, mut done: impl FnMut(&[LogRecord]) -> bool) -> Vec<LogRecord> {
+    fn wait_log(
+        &self,
+        broker: &SkiffProcess,
+        what: &str,
+        mut done: impl FnMut(&[LogRecord]) -> bool,
+    ) -> Vec<LogRecord> {
         let rt = runtime();
         let deadline = Instant::now() + CLEAN_TIMEOUT;
         loop {
@@ -439,7 +458,11 @@ impl RunOutput {
     /// KafkaStore's StoreInitializationException: exit 3 with exactly this message.
     fn refused(&self, broker: &SkiffProcess, message: &str) {
         let line = format!("schemas refused: {message}");
-        self.check(self.code == Some(3) && self.stdout.lines().any(|l| l == line), &format!("not refused with {line:?}"), broker);
+        self.check(
+            self.code == Some(3) && self.stdout.lines().any(|l| l == line),
+            &format!("not refused with {line:?}"),
+            broker,
+        );
     }
 
     /// `store <key> <value>` lines of a dump.
@@ -582,10 +605,7 @@ fn metrics(http: &str) -> anyhow::Result<String> {
 }
 
 fn counter(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0.0)
 }
 
 /// Skiff logged no request of the program as not served (src/handler/not_served.rs).
