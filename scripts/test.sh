@@ -36,7 +36,7 @@ minio_line="$(scripts/install-minio.sh | tail -1)"
 echo "$minio_line"
 export SKIFF_MINIO_BIN="${minio_line#minio: }"
 
-step "client libraries for the compat suites, Kafka Connect and Kafka Streams (tests/ecosystem.rs)"
+step "client libraries for the compat suites, Kafka Connect and Kafka Streams (tests/ecosystem.rs), the _schemas store (tests/schemas_topic.rs)"
 tests/compat/setup.sh
 
 step "Apache Kafka's tools for the admin-tool tests (Maven Central)"
@@ -55,7 +55,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "deploy: validate docker-compose.yml (no Docker engine here)"
 deploy/validate.sh
 
-step "cargo test (unit, in-process, black-box, durability, six client families, Kafka Connect and Streams)"
+step "cargo test (unit, in-process, black-box, durability, six client families, Kafka Connect and Streams, _schemas)"
 cargo test --workspace --locked -- --test-threads=4
 
 step "storage with the aws-profile feature (AWS profiles and SSO)"
