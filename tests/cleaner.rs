@@ -84,6 +84,13 @@ async fn compacted_topic_keeps_one_record_per_key_plus_the_head() {
                 latest.insert(format!("k{k}"), (base + i as i64, format!("r{round}-k{k}")));
             }
         }
+        // The newest chunk stays in the head (Kafka's active segment keeps the newest batch and
+        // rolls only on an append): one record under a key of its own, kept by any cleaning.
+        let ts = now_ms();
+        let base = c
+            .produce_ok("changelog", 0, encode_batch(&[TestRecord::new("sentinel", "s", ts)], Compression::None, None))
+            .await?;
+        latest.insert("sentinel".to_string(), (base, "s".to_string()));
         let (before, hwm) = c.fetch_all("changelog", 0, 0).await?;
         ensure!(before.len() as i64 == hwm, "{} records below {hwm} before cleaning", before.len());
 

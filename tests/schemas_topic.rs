@@ -261,12 +261,22 @@ impl Scenario {
         .and_then(|o| o.ok("kafka-configs --alter"))
         .unwrap_or_else(|e| self.fail(broker, e));
 
-        // One record per key, each the latest written, tombstones kept with their horizon.
-        let cleaned = self.wait_log(broker, "one record per key", |log| latest_per_key(log).len() == log.len());
+        // One record per key, each the latest written, tombstones kept with their horizon, below
+        // the newest record: that one (the last dump's NOOP) stays in the head uncleaned, as
+        // Kafka's newest batch stays in its active segment until an append rolls it, so the
+        // cleaned range keeps its own latest NOOP too (as Kafka's would).
+        let written_below = below_newest(&log);
+        let latest = latest_per_key(&written_below);
+        let cleaned = self.wait_log(broker, "one record per key", |log| {
+            let below = below_newest(log);
+            latest_per_key(&below).len() == below.len()
+        });
         let observed_ms = now_ms();
+        let newest = cleaned.iter().map(|r| r.offset).max().unwrap_or(-1);
+        assert_eq!(newest, hwm - 1, "the newest record is never cleaned");
         let tombstone_keys: BTreeSet<&String> =
             latest.iter().filter(|(_, r)| r.value.is_none()).map(|(k, _)| k).collect();
-        for r in &cleaned {
+        for r in cleaned.iter().filter(|r| r.offset != newest) {
             let want = &latest[&r.key];
             assert_eq!((r.offset, &r.value), (want.offset, &want.value), "{} after cleaning", r.key);
             if r.value.is_none() {
@@ -281,8 +291,8 @@ impl Scenario {
         }
         assert_eq!(
             cleaned.len(),
-            latest.len(),
-            "every key kept, tombstones included ({} tombstones)",
+            latest.len() + 1,
+            "every key kept, tombstones included ({} tombstones), and the newest record",
             tombstone_keys.len()
         );
         let live: BTreeSet<String> = cleaned.iter().filter(|r| r.value.is_some()).map(|r| canon_str(&r.key)).collect();
@@ -290,7 +300,7 @@ impl Scenario {
         let metrics = metrics(broker.http()).unwrap_or_else(|e| self.fail(broker, e));
         assert!(counter(&metrics, "skiff_cleaner_passes_total{result=\"committed\"}") >= 1.0, "{metrics}");
         let removed = counter(&metrics, "skiff_cleaner_records_removed_total{topic=\"_schemas\"}");
-        assert!(removed >= (log.len() - latest.len()) as f64, "records removed {removed}\n{metrics}");
+        assert!(removed >= (written_below.len() - latest.len()) as f64, "records removed {removed}\n{metrics}");
         eprintln!("cleaned: {} of {} records kept after {:.1?}", cleaned.len(), log.len(), started.elapsed());
 
         // A new registry (JVM) rebuilds the same store from the cleaned log, reading fewer records.
@@ -330,9 +340,13 @@ impl Scenario {
                     "tombstone {key} at {offset} gone before its horizon {h} (now {now})"
                 );
             }
-            log.iter().all(|r| r.value.is_some()) && latest_per_key(log).len() == log.len()
+            // The newest record (a NOOP tombstone) is in the head: never cleaned.
+            let newest = log.iter().map(|r| r.offset).max().unwrap_or(-1);
+            log.iter().all(|r| r.value.is_some() || r.offset == newest) && latest_per_key(log).len() == log.len()
         });
-        let live: BTreeSet<String> = done.iter().map(|r| canon_str(&r.key)).collect();
+        let newest = done.iter().map(|r| r.offset).max().unwrap_or(-1);
+        let live: BTreeSet<String> =
+            done.iter().filter(|r| r.value.is_some() || r.offset != newest).map(|r| canon_str(&r.key)).collect();
         assert_eq!(live, expected.keys().cloned().collect(), "the log is the store's keys, once each");
         eprintln!("tombstones gone after {:.1?}", started.elapsed());
 
@@ -340,13 +354,14 @@ impl Scenario {
             broker.restart();
             eprintln!("broker restarted after {:.1?}", started.elapsed());
         }
-        // 5. A last rebuild reads one record per live key (and its own NOOP).
+        // 5. A last rebuild reads one record per live key, the previous NOOP (the head's newest
+        // record, uncleaned) and its own NOOP.
         let dump = self.program(broker, TOPIC, false, &["dump"]);
         let store = dump.store(broker);
         dump.check(store == expected, &format!("final store {store:#?}\nexpected {expected:#?}"), broker);
         let (read, tombstones) = (dump.counter("read"), dump.counter("tombstones"));
         dump.check(
-            read == expected.len() as i64 + 1 && tombstones == 1,
+            read == expected.len() as i64 + 2 && tombstones == 2,
             &format!("read {read} records ({tombstones} tombstones) for {} keys", expected.len()),
             broker,
         );
@@ -526,11 +541,15 @@ struct LogRecord {
     horizon_ms: Option<i64>,
 }
 
+/// The log without its newest record (which stays in the head, never cleaned).
+fn below_newest(log: &[LogRecord]) -> Vec<LogRecord> {
+    let newest = log.iter().map(|r| r.offset).max().unwrap_or(-1);
+    log.iter().filter(|r| r.offset != newest).cloned().collect()
+}
+
 fn latest_per_key(log: &[LogRecord]) -> BTreeMap<String, LogRecord> {
     log.iter().map(|r| (r.key.clone(), r.clone())).collect()
 }
-
-static TRAILING_GAP_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Every record of partition 0 below the high watermark, with raw fetches.
 async fn read_log(bootstrap: &str) -> anyhow::Result<(Vec<LogRecord>, i64)> {
@@ -548,14 +567,10 @@ async fn read_log(bootstrap: &str) -> anyhow::Result<(Vec<LogRecord>, i64)> {
         let data = p.records.unwrap_or_default();
         let horizons = batch_horizons(&data);
         let batches = decode_batches(data)?;
-        if batches.is_empty() {
-            // The cleaner removed the log's last records (Skiff rolls a quiet head, Kafka never
-            // cleans its active segment): nothing more below the high watermark.
-            if !TRAILING_GAP_SEEN.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                eprintln!("fetch at {offset} in a trailing gap below the high watermark {hwm}: no batch");
-            }
-            return Ok((out, hwm));
-        }
+        // Kafka never cleans the batch holding the log's last offset (its active segment), so a
+        // reader below the high watermark always gets a batch; a compacted log ending in a gap
+        // leaves read-to-end consumers (KafkaStore, Connect's KafkaBasedLog) waiting forever.
+        ensure!(!batches.is_empty(), "fetch at {offset}: no batch below the high watermark {hwm} (a trailing gap)");
         for (b, horizon) in batches.iter().zip(horizons) {
             for r in b.records.iter().filter(|r| r.offset >= offset && r.offset < hwm) {
                 let key = r.record.key.as_deref().context("a _schemas record without a key")?;

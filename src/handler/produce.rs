@@ -71,7 +71,8 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
                     error(p.index, code(ResponseError::UnknownTopicOrPartition), None)
                 }
                 Some((topic_id, config, _)) => {
-                    append_partition(broker, &name, *topic_id, config, p.index, p.records.unwrap_or_default(), version).await
+                    append_partition(broker, &name, *topic_id, config, p.index, p.records.unwrap_or_default(), version)
+                        .await
                 }
             };
             outcomes.push(outcome);
@@ -207,7 +208,9 @@ async fn append_partition(
     // The topic's configs over the dynamic broker defaults (`broker/dynamic_config.rs`), all
     // parsed when they were applied: no string parsing per produce.
     let (max, log_append_time, keys_required) = broker.metadata.read(|m| append_limits(&broker.defaults(m), config));
-    let headers = match batch::validate_produce(&records, max).and_then(|h| batch::check_codec_for_version(&h, version).map(|()| h)) {
+    let headers = match batch::validate_produce(&records, max)
+        .and_then(|h| batch::check_codec_for_version(&h, version).map(|()| h))
+    {
         Ok(h) => h,
         Err(e) => {
             warn!(topic, partition, error = %e, "produce refused");

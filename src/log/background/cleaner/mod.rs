@@ -4,7 +4,7 @@
 //! ```text
 //!  every cleaner_backoff, for the compacted partitions this broker leads:
 //!    roll   head ≥ segment.bytes or older than min(segment.ms, max.compaction.lag.ms)
-//!           ──RollHead (high watermark)──▶ controller
+//!           ──RollHead (base of the newest chunk: it stays in the head)──▶ controller
 //!    plan   cleanable range and dirty ratio from the index (plan.rs), filthiest first
 //!    pass   map the dirty range, filter clean + dirty, write segments, one CleanChunks swap
 //!           (pass.rs; the rules themselves: map.rs, filter.rs)

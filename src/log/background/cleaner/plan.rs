@@ -26,7 +26,13 @@ pub(crate) struct PartitionLog<'a> {
     pub state: &'a CleanerState,
 }
 
-/// Where the head rolls now, if it is due: the high watermark (a chunk boundary).
+/// Where the head rolls now, if it is due: the base of the head's newest chunk, which stays in
+/// the new head. Kafka rolls its active segment only when an append arrives, so the newest
+/// batch is always in the active segment and never cleaned; a log therefore never ends in a
+/// gap, and a consumer reading up to the high watermark always finds a last record (a log
+/// whose last record was a removed tombstone would leave read-to-end consumers, such as
+/// Connect's `KafkaBasedLog`, waiting for an offset that no batch holds). Skiff keeps that
+/// property by leaving the newest chunk in the head: a head of one chunk does not roll.
 pub(crate) fn roll_offset(log: &PartitionLog<'_>, cfg: &EffectiveTopicConfig, now_ms: i64) -> Option<i64> {
     let head = log.state.head_offset.max(log.log_start);
     if log.high_watermark <= head {
@@ -34,10 +40,14 @@ pub(crate) fn roll_offset(log: &PartitionLog<'_>, cfg: &EffectiveTopicConfig, no
     }
     let head_chunks: Vec<&Chunk> = log.chunks.iter().filter(|c| c.base_offset >= head).collect();
     let first = head_chunks.first()?;
+    let newest = head_chunks.last()?;
+    if newest.base_offset <= head {
+        return None;
+    }
     let bytes: u64 = head_chunks.iter().map(|c| c.len).sum();
     let max_age = cfg.segment_ms.min(cfg.max_compaction_lag_ms);
     let old = first.max_timestamp >= 0 && now_ms.saturating_sub(first.max_timestamp) > max_age;
-    (bytes >= cfg.segment_bytes.max(1) as u64 || old).then_some(log.high_watermark)
+    (bytes >= cfg.segment_bytes.max(1) as u64 || old).then_some(newest.base_offset)
 }
 
 /// The cleanable range of one partition and why it is (or is not) due.
@@ -207,13 +217,18 @@ mod tests {
         let state = CleanerState::default();
         let c = EffectiveTopicConfig { segment_bytes: 250, segment_ms: 10_000, ..cfg() };
         assert_eq!(roll_offset(&log(&chunks, &state), &c, 5_000), None, "200 bytes, 4 s old");
+        // The newest chunk stays in the head (Kafka's active segment keeps the newest batch).
         assert_eq!(
             roll_offset(&log(&chunks, &state), &EffectiveTopicConfig { segment_bytes: 200, ..c }, 5_000),
-            Some(20)
+            Some(10)
         );
-        assert_eq!(roll_offset(&log(&chunks, &state), &c, 11_001), Some(20), "first chunk older than segment.ms");
+        assert_eq!(roll_offset(&log(&chunks, &state), &c, 11_001), Some(10), "first chunk older than segment.ms");
         let lag = EffectiveTopicConfig { max_compaction_lag_ms: 3_000, ..c };
-        assert_eq!(roll_offset(&log(&chunks, &state), &lag, 4_001), Some(20), "max lag caps segment.ms");
+        assert_eq!(roll_offset(&log(&chunks, &state), &lag, 4_001), Some(10), "max lag caps segment.ms");
+        // A head of one chunk does not roll, however old or big: a quiet log keeps its newest
+        // records uncleaned, so it never ends in a gap.
+        let one = CleanerState { head_offset: 10, ..Default::default() };
+        assert_eq!(roll_offset(&log(&chunks, &one), &EffectiveTopicConfig { segment_bytes: 1, ..c }, 99_999), None);
         // Nothing above the head: no roll.
         let rolled = CleanerState { head_offset: 20, ..Default::default() };
         assert_eq!(roll_offset(&log(&chunks, &rolled), &EffectiveTopicConfig { segment_bytes: 1, ..c }, 99_999), None);
