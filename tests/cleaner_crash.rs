@@ -15,14 +15,15 @@
 //! `skiff_objects` gauge (every referenced object is also read back by the full read), so a
 //! segment a killed pass stored and never swapped in has been deleted.
 //!
-//! `SKIFF_TEST_SEED` replays a run (the seed is printed); `SKIFF_CLEANER_CRASH_ITERATIONS`
-//! (default 5) runs more kills.
+//! The same runs on a local MinIO (3 kills by default; objects counted in MinIO's bucket
+//! directory). `SKIFF_TEST_SEED` replays a run (the seed is printed);
+//! `SKIFF_CLEANER_CRASH_ITERATIONS` (default 5 on file://, 3 on MinIO) runs more kills.
 #![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time
 
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, ensure};
@@ -31,6 +32,7 @@ use kafka_protocol::records::Compression;
 use support::SkiffProcess;
 use support::client::{Client, TestRecord, encode_batch};
 use support::cluster::{Rng, http_get};
+use support::minio::Minio;
 
 const TOPIC: &str = "crash-changelog";
 /// Distinct keys, each written once first: the cleaned log holds about KEYS × the mean value
@@ -46,9 +48,8 @@ const WARMUP_BYTES: usize = 3 << 20;
 const PASS_WAIT: Duration = Duration::from_secs(30);
 /// A seeded kill lands this far (at most) after the pass's start line...
 const KILL_WINDOW_MS: u64 = 3000;
-/// ...or this far (at most) after its first segment PUT: the pass then paces itself for
-/// hundreds of milliseconds before its next PUT or its swap, so the kill abandons the segment.
-const AFTER_PUT_MS: u64 = 100;
+/// ...or this far (at most) after its first segment PUT.
+const AFTER_PUT_MS: u64 = 50;
 
 /// Cleaner every 200 ms at ~1.5 MB/s, at most 4 MiB of dirty bytes a pass (a pass takes
 /// seconds: a wide window to kill in, and it ends well within gc_grace / 2); GC every second
@@ -191,14 +192,29 @@ fn passes(broker: &SkiffProcess) -> Passes {
     }
 }
 
-/// Object files under `dir` (recursively). `object_store`'s local store writes a PUT to a
+/// Where the broker's objects are on this machine.
+enum Store {
+    /// `file://<data dir>/objects`: one file per object.
+    File(PathBuf),
+    /// A local MinIO's directory for the broker's prefix: one directory holding `xl.meta` per
+    /// object.
+    Minio(PathBuf),
+}
+
+/// Objects stored under `dir` (recursively). `object_store`'s local store writes a PUT to a
 /// `<name>#<n>` staging file first and renames it; those are counted apart.
-fn object_files(dir: &Path, objects: &mut Vec<String>, staging: &mut Vec<String>) {
+fn object_files(store: &Store, dir: &Path, objects: &mut Vec<String>, staging: &mut Vec<String>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let path = e.path();
         if path.is_dir() {
-            object_files(&path, objects, staging);
+            if matches!(store, Store::Minio(_)) && path.join("xl.meta").is_file() {
+                objects.push(path.display().to_string());
+            } else {
+                object_files(store, &path, objects, staging);
+            }
+        } else if matches!(store, Store::Minio(_)) {
+            // Parts and metadata inside an object's directory.
         } else {
             let name = path.display().to_string();
             if path.file_name().is_some_and(|n| n.to_string_lossy().contains('#')) {
@@ -223,15 +239,36 @@ async fn metric(http: &str, name: &str) -> anyhow::Result<f64> {
     Ok(values.iter().sum())
 }
 
+fn iterations(default: usize) -> usize {
+    std::env::var("SKIFF_CLEANER_CRASH_ITERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(default).clamp(1, 200)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_cleaner_passes_leaves_old_or_new_log_and_gc_removes_abandoned_segments() {
+    let broker = SkiffProcess::start_with_config_and_env(CONFIG, vec![("SKIFF_LOG".into(), LOG_FILTER.into())]);
+    let store = Store::File(broker.data_dir().join("objects"));
+    crash_scenario("file", broker, store, iterations(5)).await;
+}
+
+/// The same on a local MinIO (`support::minio`'s binary: its bucket directory is read to count
+/// objects), fewer kills by default to keep CI time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_cleaner_passes_on_minio() {
+    let minio = tokio::task::spawn_blocking(Minio::shared).await.expect("start MinIO");
+    let bucket = minio.bucket_dir().expect("this test reads MinIO's bucket directory: a local `minio` binary");
+    let prefix = minio.unique_prefix("cleaner-crash");
+    let config = minio.skiff_config(&prefix, &format!("[broker]\nflush_interval_ms = 20\n{CONFIG}"));
+    let mut env = minio.skiff_env();
+    env.push(("SKIFF_LOG".into(), LOG_FILTER.into()));
+    let broker = SkiffProcess::start_with_config_and_env(&config, env);
+    crash_scenario("minio", broker, Store::Minio(bucket.join(&prefix)), iterations(3)).await;
+}
+
+async fn crash_scenario(name: &str, mut broker: SkiffProcess, store: Store, iterations: usize) {
     let seed = support::seed();
-    let iterations: usize =
-        std::env::var("SKIFF_CLEANER_CRASH_ITERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(5).clamp(1, 200);
-    eprintln!("cleaner_crash: SKIFF_TEST_SEED={seed} iterations={iterations}");
+    eprintln!("cleaner_crash[{name}]: SKIFF_TEST_SEED={seed} iterations={iterations}");
     let started = Instant::now();
     let mut rng = Rng::new(seed);
-    let mut broker = SkiffProcess::start_with_config_and_env(CONFIG, vec![("SKIFF_LOG".into(), LOG_FILTER.into())]);
     let mut model = Model::default();
     let mut seq = 0u64;
     let mut abandoned_puts = 0usize;
@@ -277,21 +314,27 @@ async fn sigkill_during_cleaner_passes_leaves_old_or_new_log_and_gc_removes_aban
                 produce(&mut c, &mut rng, &mut seq, &mut model).await?;
             }
             // SIGKILL at a seeded point inside the pass, producing meanwhile (never with a
-            // produce in flight: only acknowledged batches are in the model). Every third
-            // iteration, the first one included, kills just after a segment PUT of the pass,
-            // so that GC has an abandoned segment to delete.
+            // produce in flight: only acknowledged batches are in the model). The other
+            // iterations, the first one included, kill just after a segment PUT of the pass
+            // (it usually paces itself for hundreds of milliseconds before its next PUT or its
+            // swap), so that GC has an abandoned segment to delete.
             let pass_start = Instant::now();
-            let after_put = iteration % 3 == 0;
+            let after_put = iteration % 2 == 0;
             let delay = Duration::from_millis(rng.next_u64() % if after_put { AFTER_PUT_MS } else { KILL_WINDOW_MS });
             if after_put {
                 let deadline = Instant::now() + PASS_WAIT;
                 loop {
                     let p = passes(&broker);
-                    if p.last_puts > 0 || p.last_swapped {
+                    if p.last_puts > 0 && !p.last_swapped {
                         break;
                     }
                     ensure!(Instant::now() < deadline, "iteration {iteration}: no segment PUT within {PASS_WAIT:?}");
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    if p.last_swapped {
+                        // Swapped before a PUT was seen: the next pass, on new data.
+                        produce(&mut c, &mut rng, &mut seq, &mut model).await?;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
                 }
             }
             let kill_at = Instant::now() + delay;
@@ -309,7 +352,7 @@ async fn sigkill_during_cleaner_passes_leaves_old_or_new_log_and_gc_removes_aban
                 abandoned_puts += p.last_puts;
             }
             eprintln!(
-                "iteration {iteration}: killed {:?} into pass #{} ({:?} after a PUT: {after_put}; {} segments stored, \
+                "[{name}] iteration {iteration}: killed {:?} into pass #{} ({:?} after a PUT: {after_put}; {} segments stored, \
                  swap logged: {}); {} records acknowledged",
                 pass_start.elapsed(),
                 p.started,
@@ -325,16 +368,16 @@ async fn sigkill_during_cleaner_passes_leaves_old_or_new_log_and_gc_removes_aban
             if (n as i64) < hwm {
                 cleaned_reads += 1;
             }
-            eprintln!("iteration {iteration}: read {n} records below {hwm}: the old or the new log");
+            eprintln!("[{name}] iteration {iteration}: read {n} records below {hwm}: the old or the new log");
         }
         // Quiet now: the last passes finish, then GC deletes whatever nothing references once
         // it is gc_grace old. The files under wal/ and seg/ must come down to the referenced set.
-        let objects_dir = broker.data_dir().join("objects");
+        let (Store::File(objects_dir) | Store::Minio(objects_dir)) = &store;
         let deadline = Instant::now() + GC_GRACE + Duration::from_secs(20);
         let (files, staging, referenced) = loop {
             let (mut files, mut staging) = (Vec::new(), Vec::new());
             for dir in ["wal", "seg"] {
-                object_files(&objects_dir.join(dir), &mut files, &mut staging);
+                object_files(&store, &objects_dir.join(dir), &mut files, &mut staging);
             }
             let referenced = metric(broker.http(), "skiff_objects").await? as usize;
             if files.len() == referenced || Instant::now() > deadline {
@@ -354,7 +397,7 @@ async fn sigkill_during_cleaner_passes_leaves_old_or_new_log_and_gc_removes_aban
         let (read, hwm) = read_all(&mut c).await?;
         let n = model.check(&read, hwm).context("after GC")?;
         eprintln!(
-            "cleaner_crash: {iterations} kills ({killed_after_put} after a segment PUT, {cleaned_reads} reads of a \
+            "cleaner_crash[{name}]: {iterations} kills ({killed_after_put} after a segment PUT, {cleaned_reads} reads of a \
              cleaned log, {abandoned_puts} segments \
              stored by passes with no swap logged); after GC {} objects = {referenced} referenced ({} staging \
              files of killed PUTs left: {staging:?}; {orphans} objects deleted by the last run's GC); {n} records \
@@ -367,6 +410,6 @@ async fn sigkill_during_cleaner_passes_leaves_old_or_new_log_and_gc_removes_aban
     }
     .await;
     if let Err(e) = result {
-        panic!("SKIFF_TEST_SEED={seed}: {e:#}\n{}", broker.stderr_tail(40));
+        panic!("[{name}] SKIFF_TEST_SEED={seed}: {e:#}\n{}", broker.stderr_tail(40));
     }
 }
