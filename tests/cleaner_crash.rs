@@ -7,8 +7,10 @@
 //! * offsets strictly increase and every record read equals, field by field, the record
 //!   acknowledged at that offset (nothing invented, nothing moved);
 //! * every key's last record read is its latest acknowledged record, at its offset (nothing
-//!   acknowledged lost; tombstones stay: delete.retention.ms is the default day);
-//! * records past the cleaner's reach (the head) are all there.
+//!   acknowledged lost; tombstones stay: delete.retention.ms is the default day), and no
+//!   other key appears;
+//! * below the clean offset the restarted broker's first pass plans from, every key appears
+//!   once (a swap applied in part would leave superseded records in the runs it missed).
 //!
 //! After the iterations, once `gc_grace` and a GC pass went by, the objects stored under
 //! `seg/` and `wal/` are exactly those the index references: their count equals the
@@ -53,8 +55,8 @@ const AFTER_PUT_MS: u64 = 50;
 
 /// Cleaner every 200 ms at ~1.5 MB/s, at most 4 MiB of dirty bytes a pass (a pass takes
 /// seconds: a wide window to kill in, and it ends well within gc_grace / 2); GC every second
-/// with a 10 s grace.
-/// Compaction runs often too, so WAL objects get rewritten and freed while passes are killed.
+/// with a 10 s grace. Compaction runs often too, so WAL objects get rewritten and freed while
+/// passes are killed.
 const CONFIG: &str = "[lifecycle]\n\
     cleaner_backoff = \"200ms\"\n\
     cleaner_max_bytes_per_second = 1500000\n\
@@ -199,6 +201,31 @@ enum Store {
     /// A local MinIO's directory for the broker's prefix: one directory holding `xl.meta` per
     /// object.
     Minio(PathBuf),
+}
+
+/// The clean offset the current run's first pass planned from.
+fn first_clean_offset(broker: &SkiffProcess) -> Option<i64> {
+    let text = log_text(broker);
+    let line = text.lines().find(|l| l.contains("cleaner pass started"))?;
+    let value = line.split("clean_offset=").nth(1)?.split(' ').next()?;
+    value.parse().ok()
+}
+
+/// Below the clean offset every key appears once: a swap applied in part would leave the
+/// superseded records of the runs it did not replace. (A read spanning a swap stays within
+/// the old log's records, which are unique there too.)
+fn check_clean_below(read: &[(i64, TestRecord)], clean_offset: i64) -> anyhow::Result<()> {
+    let mut seen: BTreeMap<&Bytes, i64> = BTreeMap::new();
+    for (offset, r) in read.iter().take_while(|(o, _)| *o < clean_offset) {
+        let key = r.key.as_ref().context("keyed")?;
+        if let Some(first) = seen.insert(key, *offset) {
+            anyhow::bail!(
+                "key {:?} at {first} and {offset}, both below the clean offset {clean_offset}: a partial swap",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Objects stored under `dir` (recursively). `object_store`'s local store writes a PUT to a
@@ -368,7 +395,22 @@ async fn crash_scenario(name: &str, mut broker: SkiffProcess, store: Store, iter
             if (n as i64) < hwm {
                 cleaned_reads += 1;
             }
-            eprintln!("[{name}] iteration {iteration}: read {n} records below {hwm}: the old or the new log");
+            // A swap applied whole: below the clean offset it recorded, one record per key.
+            // The first pass of this run plans from that offset (no pass of this run can have
+            // committed before it starts).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let clean_offset = loop {
+                if let Some(o) = first_clean_offset(&broker) {
+                    break o;
+                }
+                ensure!(Instant::now() < deadline, "iteration {iteration}: no pass after the restart");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            check_clean_below(&read, clean_offset).with_context(|| format!("iteration {iteration}"))?;
+            eprintln!(
+                "[{name}] iteration {iteration}: read {n} records below {hwm}, one per key below the clean offset \
+                 {clean_offset}: the old or the new log"
+            );
         }
         // Quiet now: the last passes finish, then GC deletes whatever nothing references once
         // it is gc_grace old. The files under wal/ and seg/ must come down to the referenced set.
