@@ -50,8 +50,10 @@ const WARMUP_BYTES: usize = 3 << 20;
 const PASS_WAIT: Duration = Duration::from_secs(30);
 /// A seeded kill lands this far (at most) after the pass's start line...
 const KILL_WINDOW_MS: u64 = 3000;
-/// ...or this far (at most) after its first segment PUT.
+/// ...or this far (at most) after its first segment PUT (before its next PUT or its swap)...
 const AFTER_PUT_MS: u64 = 50;
+/// ...or this far (at most) after its second (usually last) PUT: around its swap.
+const AFTER_SECOND_PUT_MS: u64 = 1000;
 
 /// Cleaner every 200 ms at ~1.5 MB/s, at most 4 MiB of dirty bytes a pass (a pass takes
 /// seconds: a wide window to kill in, and it ends well within gc_grace / 2); GC every second
@@ -345,19 +347,29 @@ async fn crash_scenario(name: &str, mut broker: SkiffProcess, store: Store, iter
             // iterations, the first one included, kill just after a segment PUT of the pass
             // (it usually paces itself for hundreds of milliseconds before its next PUT or its
             // swap), so that GC has an abandoned segment to delete.
-            let pass_start = Instant::now();
             let after_put = iteration % 2 == 0;
-            let delay = Duration::from_millis(rng.next_u64() % if after_put { AFTER_PUT_MS } else { KILL_WINDOW_MS });
+            // The first such kill follows the first PUT; later ones the first or the second.
+            let mut puts = if iteration == 0 { 1 } else { 1 + rng.below(2) };
+            let window = match (after_put, puts) {
+                (false, _) => KILL_WINDOW_MS,
+                (true, 1) => AFTER_PUT_MS,
+                (true, _) => AFTER_SECOND_PUT_MS,
+            };
+            let delay = Duration::from_millis(rng.next_u64() % window);
             if after_put {
                 let deadline = Instant::now() + PASS_WAIT;
                 loop {
                     let p = passes(&broker);
-                    if p.last_puts > 0 && !p.last_swapped {
+                    if p.last_puts >= puts && !p.last_swapped {
                         break;
                     }
                     ensure!(Instant::now() < deadline, "iteration {iteration}: no segment PUT within {PASS_WAIT:?}");
                     if p.last_swapped {
-                        // Swapped before a PUT was seen: the next pass, on new data.
+                        // Swapped before that PUT was seen: the next pass, on new data (its
+                        // first PUT if this one stored fewer segments than we waited for).
+                        if p.last_puts < puts {
+                            puts = 1;
+                        }
                         produce(&mut c, &mut rng, &mut seq, &mut model).await?;
                     } else {
                         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -378,12 +390,11 @@ async fn crash_scenario(name: &str, mut broker: SkiffProcess, store: Store, iter
             if !p.last_swapped {
                 abandoned_puts += p.last_puts;
             }
+            let when = if after_put { format!("{delay:?} after PUT {puts}") } else { format!("{delay:?} in") };
             eprintln!(
-                "[{name}] iteration {iteration}: killed {:?} into pass #{} ({:?} after a PUT: {after_put}; {} segments stored, \
-                 swap logged: {}); {} records acknowledged",
-                pass_start.elapsed(),
+                "[{name}] iteration {iteration}: killed {when} pass #{} ({} segments stored, swap logged: {}); {} \
+                 records acknowledged",
                 p.started,
-                delay,
                 p.last_puts,
                 p.last_swapped,
                 model.records.len()
