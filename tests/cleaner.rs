@@ -4,7 +4,8 @@
 //! at the offset it was produced at) below the head, the head verbatim, and offset gaps where
 //! superseded records were; Kafka's ConsoleConsumer reads the same records; a fetch inside any
 //! gap, even of one byte, reaches the next record (the broker moves on past a gap at the end of
-//! a chunk, as Kafka moves to the next segment).
+//! a chunk, as Kafka moves to the next segment). The same scenario runs on file:// and on a
+//! real MinIO (`support::minio`); SIGKILL inside passes is tests/cleaner_crash.rs.
 #![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time
 
 mod support;
@@ -19,6 +20,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{DeleteRecordsRequest, FetchRequest};
 use kafka_protocol::records::Compression;
 use support::client::{Client, FETCH_VERSION, FetchedRecord, TestRecord, decode_batches, encode_batch, topic_name};
+use support::minio::Minio;
 use support::{SkiffProcess, kafka_cli};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -46,7 +48,35 @@ fn value(r: &FetchedRecord) -> String {
 #[tokio::test]
 async fn compacted_topic_keeps_one_record_per_key_plus_the_head() {
     let broker = SkiffProcess::start_with_config(CONFIG);
-    let body = async {
+    run(&broker, scenario(&broker)).await;
+}
+
+/// The same on real S3 storage (MinIO, `support::minio`: FAILS without one): the cleaner's
+/// ranged GETs, create-only PUTs and DELETEs go to S3.
+#[tokio::test]
+async fn compacted_topic_keeps_one_record_per_key_plus_the_head_on_minio() {
+    let minio = tokio::task::spawn_blocking(Minio::shared).await.expect("start MinIO");
+    let prefix = minio.unique_prefix("cleaner");
+    // Flush often: on s3 the default (250 ms) only slows the test down.
+    let config = minio.skiff_config(&prefix, &format!("[broker]\nflush_interval_ms = 20\n{CONFIG}"));
+    let broker = SkiffProcess::start_with_config_and_env(&config, minio.skiff_env());
+    run(&broker, scenario(&broker)).await;
+}
+
+/// One scenario at a time: each runs Kafka's ConsoleConsumer (a JVM) on a 2-core machine.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn run(broker: &SkiffProcess, body: impl std::future::Future<Output = anyhow::Result<()>>) {
+    let _serial = SERIAL.lock().await;
+    match tokio::time::timeout(TEST_TIMEOUT, body).await {
+        Err(_) => panic!("did not finish within {TEST_TIMEOUT:?}\n{}", broker.stderr_tail(40)),
+        Ok(Err(e)) => panic!("{e:#}\n{}", broker.stderr_tail(40)),
+        Ok(Ok(())) => {}
+    }
+}
+
+async fn scenario(broker: &SkiffProcess) -> anyhow::Result<()> {
+    {
         let mut c = Client::connect(broker.bootstrap()).await?;
         // Rolls once the head's first chunk is 2 s old (segment.bytes: Kafka's minimum, 1 MiB).
         let code = c
@@ -227,10 +257,5 @@ async fn compacted_topic_keeps_one_record_per_key_plus_the_head() {
         let p = r.topics.first().and_then(|t| t.partitions.first()).context("delete records: no result")?;
         ensure!(p.error_code == 0 && p.low_watermark == 2, "delete records on compact,delete: {r:?}");
         anyhow::Ok(())
-    };
-    match tokio::time::timeout(TEST_TIMEOUT, body).await {
-        Err(_) => panic!("did not finish within {TEST_TIMEOUT:?}\n{}", broker.stderr_tail(40)),
-        Ok(Err(e)) => panic!("{e:#}\n{}", broker.stderr_tail(40)),
-        Ok(Ok(())) => {}
     }
 }

@@ -169,6 +169,13 @@ impl Minio {
         text.trim().parse().ok()
     }
 
+    /// The bucket's directory on disk when MinIO runs here from a binary (single-drive MinIO
+    /// keeps each object as a directory holding `xl.meta`); `None` for an external endpoint
+    /// or a container.
+    pub fn bucket_dir(&self) -> Option<PathBuf> {
+        self.local.as_ref().map(|l| l.root.join("data").join(&self.bucket))
+    }
+
     /// The MinIO log of the current run.
     pub fn log_tail(&self, lines: usize) -> String {
         match &self.local {

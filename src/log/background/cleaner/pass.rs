@@ -206,6 +206,14 @@ impl Lifecycle {
     pub(crate) async fn clean_partition(&self, input: PassInput) -> PassReport {
         let mut io = Io { stats: CleanerPassStats::default(), started: self.clock.now(), first_put: None };
         io.stats.cleanable_bytes = input.plan.cleanable_bytes;
+        // With the PUT line below, marks the window tests/cleaner_crash.rs kills the broker in.
+        debug!(
+            topic = %input.topic,
+            partition = input.partition,
+            clean_offset = input.plan.clean_offset,
+            cleanable_bytes = input.plan.cleanable_bytes,
+            "cleaner pass started"
+        );
         let mut written = Vec::new();
         let outcome = self.run_pass(&input, &mut io, &mut written).await;
         let (result, clean_offset) = match outcome {
@@ -606,6 +614,7 @@ impl Lifecycle {
         // Recorded before the PUT: a failed PUT may still have stored the object.
         written.push(key.clone());
         self.storage.put_new(&key, object).await?;
+        debug!(topic = %input.topic, partition = input.partition, key = %key, bytes = size_bytes, "cleaner segment stored");
         io.stats.puts += 1;
         io.stats.written_bytes += size_bytes;
         #[cfg(test)]
