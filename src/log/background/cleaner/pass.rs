@@ -173,6 +173,15 @@ fn batches(object: &str, data: &Bytes) -> Result<Vec<(batch::BatchHeader, Bytes)
     Ok(out)
 }
 
+/// Unchanged chunks at least this big stay in place during a pass (see `run_pass`): one GET
+/// window. Below `segment.bytes` when that is smaller, so a topic with small segments keeps
+/// whole segments in place.
+const KEEP_IN_PLACE_MAX_BYTES: u64 = 8 << 20;
+
+fn keep_in_place_bytes(segment_bytes: u64) -> u64 {
+    segment_bytes.clamp(1, KEEP_IN_PLACE_MAX_BYTES)
+}
+
 /// Groups consecutive batches into slices of at most [`CPU_SLICE_BYTES`] (at least one each).
 fn slices(batches: Vec<(batch::BatchHeader, Bytes)>) -> Vec<Vec<(batch::BatchHeader, Bytes)>> {
     let mut out: Vec<Vec<(batch::BatchHeader, Bytes)>> = Vec::new();
@@ -469,8 +478,12 @@ impl Lifecycle {
                     next_horizon = Some(next_horizon.map_or(h, |n: i64| n.min(h)));
                 }
             }
-            if kept.iter().all(|k| k.verbatim) {
-                // Unchanged: the chunk stays in the index and ends the current run.
+            if kept.iter().all(|k| k.verbatim) && chunk.len >= keep_in_place_bytes(input.segment_bytes) {
+                // Unchanged and big enough: the chunk stays in the index and ends the current
+                // run. A smaller unchanged chunk is copied into the run's segment instead: one
+                // more PUT per kept chunk (S3 bills per request, not per byte written) would
+                // cost more than rewriting it, and small chunks left in place keep the next
+                // pass reading them with a GET each.
                 if let Some(run) = open.take() {
                     runs.push(self.close_run(input, run, io, written).await?);
                 }
