@@ -32,13 +32,8 @@ log() { echo "[compaction $(date +%T)] $*" >&2; }
 
 PIDS=()
 WORK="$(mktemp -d /tmp/skiff-compaction.XXXXXX)"
-stop_pid() {
-  local pid="$1" i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.5; done
-  kill -KILL "$pid" 2>/dev/null || true
-}
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
 cleanup() {
   local rc=$?
   for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
@@ -49,13 +44,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() {
-  local deadline=$((SECONDS + $2))
-  until curl -fsS -o /dev/null "$1" 2>/dev/null; do
-    (( SECONDS < deadline )) || { log "timeout waiting for $1"; return 1; }
-    sleep 0.5
-  done
-}
 
 if [[ -z "${SKIFF_BIN:-}" ]]; then
   log "building skiff (release) into $CARGO_TARGET_DIR"

@@ -29,13 +29,8 @@ log() { echo "[bench $(date +%T)] $*" >&2; }
 # ---- cleanup: every process we start is recorded here and killed on exit ----------------------
 PIDS=()
 WORK="${BENCH_WORK:-$(mktemp -d /tmp/skiff-bench.XXXXXX)}"
-stop_pid() {  # stop_pid PID: SIGTERM, wait up to 30 s, then SIGKILL
-  local pid="$1" i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.5; done
-  log "pid $pid did not stop after SIGTERM; SIGKILL"; kill -KILL "$pid" 2>/dev/null || true
-}
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
 cleanup() {
   local rc=$?
   # a Kafka broker whose start-up was interrupted is only known by its pid file
@@ -62,13 +57,6 @@ while True:
 PY
 }
 
-wait_http() {  # wait_http URL SECONDS
-  local deadline=$((SECONDS + $2))
-  until curl -fsS -o /dev/null "$1" 2>/dev/null; do
-    (( SECONDS < deadline )) || { log "timeout waiting for $1"; return 1; }
-    sleep 0.5
-  done
-}
 
 # ---- setup ---------------------------------------------------------------------------------
 if [[ -z "${SKIFF_BIN:-}" ]]; then

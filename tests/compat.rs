@@ -9,37 +9,9 @@
 
 mod support;
 
-use std::sync::{Condvar, Mutex};
-
 use support::SkiffProcess;
 use support::compat::{run_client, run_client_env, run_client_with};
-
-const MAX_CONCURRENT_CLIENTS: usize = 2;
-
-/// A counting semaphore bounding concurrent client programs across the tests of this binary.
-static RUNNING: Mutex<usize> = Mutex::new(0);
-static FREED: Condvar = Condvar::new();
-
-struct Slot;
-
-impl Slot {
-    fn acquire() -> Self {
-        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-        while *running >= MAX_CONCURRENT_CLIENTS {
-            running = FREED.wait(running).unwrap_or_else(|e| e.into_inner());
-        }
-        *running += 1;
-        Slot
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-        *running -= 1;
-        FREED.notify_one();
-    }
-}
+use support::slot::Slot;
 
 /// Full scenario (create, produce, verify) with one client on a fresh broker.
 fn full(client: &str) {

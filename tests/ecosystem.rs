@@ -28,7 +28,6 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
@@ -41,6 +40,7 @@ use rand::{Rng, SeedableRng};
 
 use support::client::{Client, TestRecord, encode_batch};
 use support::minio::{Minio, free_port};
+use support::slot::Slot;
 use support::{SkiffProcess, kafka_cli, tail};
 
 /// How long a JVM tool may take to come up (Connect's REST API answering).
@@ -49,32 +49,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(90);
 const FLOW_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a graceful stop (SIGTERM) may take.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// At most two scenarios (each a broker and a JVM) at a time: the machines have two cores.
-const MAX_CONCURRENT: usize = 2;
-static RUNNING: Mutex<usize> = Mutex::new(0);
-static FREED: Condvar = Condvar::new();
-
-struct Slot;
-
-impl Slot {
-    fn acquire() -> Self {
-        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-        while *running >= MAX_CONCURRENT {
-            running = FREED.wait(running).unwrap_or_else(|e| e.into_inner());
-        }
-        *running += 1;
-        Slot
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-        *running -= 1;
-        FREED.notify_one();
-    }
-}
 
 // ---- tests ---------------------------------------------------------------------------------
 

@@ -27,7 +27,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
@@ -36,6 +35,7 @@ use serde_json::{Value, json};
 
 use support::client::{Client, decode_batches};
 use support::minio::Minio;
+use support::slot::Slot;
 use support::{SkiffProcess, kafka_cli, tail};
 
 const TOPIC: &str = "_schemas";
@@ -53,30 +53,6 @@ const SUBJECTS: usize = 6;
 const VERSIONS: usize = 3;
 /// Attribute bit 6 of a record batch: its base timestamp is the delete horizon (KIP-534).
 const DELETE_HORIZON_FLAG: i16 = 0x40;
-
-/// At most two scenarios (each a broker and JVMs) at a time: the machines have two cores.
-static RUNNING: Mutex<usize> = Mutex::new(0);
-static FREED: Condvar = Condvar::new();
-
-struct Slot;
-
-impl Slot {
-    fn acquire() -> Self {
-        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-        while *running >= 2 {
-            running = FREED.wait(running).unwrap_or_else(|e| e.into_inner());
-        }
-        *running += 1;
-        Slot
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        *RUNNING.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-        FREED.notify_one();
-    }
-}
 
 // ---- tests ---------------------------------------------------------------------------------
 

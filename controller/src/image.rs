@@ -506,6 +506,19 @@ impl ImageFixture {
         self
     }
 
+    /// [`ImageFixture::register_broker`] of a live broker `broker_id` at 127.0.0.1:9092, no rack,
+    /// incarnation derived from the id: the usual broker of a handler's unit test.
+    pub fn register_test_broker(self, broker_id: BrokerId) -> Self {
+        self.register_broker(crate::metadata::BrokerRegistration {
+            broker_id,
+            incarnation: Uuid::from_u128(broker_id as u128),
+            host: "127.0.0.1".into(),
+            port: 9092,
+            rack: None,
+            fenced: false,
+        })
+    }
+
     /// A broker fenced as the controller applies it (its partitions move to live brokers).
     pub fn fence_broker(mut self, broker_id: BrokerId, incarnation: Uuid) -> Self {
         self.state.apply(&crate::metadata::Command::FenceBroker { broker_id, incarnation, controlled: true });

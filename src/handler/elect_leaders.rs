@@ -122,26 +122,15 @@ mod tests {
     use super::*;
     use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
     use skiff_controller::image::ImageFixture;
-    use skiff_controller::intent::{BrokerRegistration, CreateTopic};
+    use skiff_controller::intent::CreateTopic;
     use uuid::Uuid;
-
-    fn reg(id: i32) -> BrokerRegistration {
-        BrokerRegistration {
-            broker_id: id,
-            incarnation: Uuid::from_u128(id as u128),
-            host: "127.0.0.1".into(),
-            port: 9092,
-            rack: None,
-            fenced: false,
-        }
-    }
 
     /// Topic "a": partition 0 assigned [1, 2], partition 1 assigned [3, 1]; broker 3 is not
     /// registered, so broker 1 leads partition 1 in its place.
     fn image() -> MetadataImage {
         ImageFixture::new("c")
-            .register_broker(reg(1))
-            .register_broker(reg(2))
+            .register_test_broker(1)
+            .register_test_broker(2)
             .create_topic(CreateTopic {
                 name: "a".into(),
                 topic_id: Uuid::from_u128(7),
@@ -198,8 +187,8 @@ mod tests {
     fn preferred_replica_not_live() {
         // Broker 1, preferred for partition 0, is fenced: broker 2 leads it meanwhile.
         let m = ImageFixture::new("c")
-            .register_broker(reg(1))
-            .register_broker(reg(2))
+            .register_test_broker(1)
+            .register_test_broker(2)
             .create_topic(CreateTopic {
                 name: "a".into(),
                 topic_id: Uuid::from_u128(7),

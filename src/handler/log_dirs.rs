@@ -80,21 +80,13 @@ mod tests {
     use super::*;
     use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
     use skiff_controller::image::ImageFixture;
-    use skiff_controller::intent::{BrokerRegistration, CreateTopic};
+    use skiff_controller::intent::CreateTopic;
     use uuid::Uuid;
 
     fn image() -> MetadataImage {
-        let reg = |id: i32| BrokerRegistration {
-            broker_id: id,
-            incarnation: Uuid::from_u128(id as u128),
-            host: "127.0.0.1".into(),
-            port: 9092,
-            rack: None,
-            fenced: false,
-        };
         ImageFixture::new("c")
-            .register_broker(reg(1))
-            .register_broker(reg(2))
+            .register_test_broker(1)
+            .register_test_broker(2)
             .create_topic(CreateTopic {
                 name: "a".into(),
                 topic_id: Uuid::from_u128(7),

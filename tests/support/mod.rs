@@ -15,6 +15,7 @@ pub mod invariants;
 pub mod kafka_cli;
 pub mod load;
 pub mod minio;
+pub mod slot;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
