@@ -162,12 +162,6 @@ pub fn decode(buf: &[u8]) -> Result<DecodedBatch<'_>, BatchError> {
     Ok(DecodedBatch { header, section, spans })
 }
 
-/// Index of the first record without a key in the batch at the start of `batch`, or None.
-/// Decompresses if needed.
-pub fn first_keyless_record(batch: &[u8]) -> Result<Option<usize>, BatchError> {
-    Ok(decode(batch)?.records().find(|r| r.key.is_none()).map(|r| r.index))
-}
-
 /// Indexes of every record without a key in the batch at the start of `batch` (Kafka's
 /// `LogValidator` reports each of them in `record_errors`).
 pub fn keyless_records(batch: &[u8]) -> Result<Vec<usize>, BatchError> {
@@ -588,7 +582,6 @@ pub(crate) mod tests {
                 assert_eq!(mine.key, kp.key.as_deref());
                 assert_eq!(mine.value, kp.value.as_deref());
             }
-            assert_eq!(first_keyless_record(&b).expect("ok"), Some(1), "{c:?}");
             assert_eq!(keyless_records(&b).expect("ok"), vec![1]);
         }
     }
