@@ -16,6 +16,9 @@
 //! - `frozen_broker_is_fenced_and_never_writes_in_a_stale_epoch`: SIGSTOP a broker for longer
 //!   than the session timeout; its partitions move; after SIGCONT it must not append in its
 //!   old epoch (the checker proves it) and it serves again.
+//! - `resumed_broker_with_a_stale_image_answers_retriably`: a frozen broker resumed while no
+//!   controller answers still "leads" in its old image; fetch past its old end and the
+//!   producer's next sequence get NOT_LEADER_OR_FOLLOWER, never a code the client cannot retry.
 //! - `seeded_chaos`: a random schedule of kill / stop / cont / terminate / restart of brokers
 //!   and controllers (never more than a minority of controllers down, at least one broker up).
 //! - `invariant_checker_catches_violations`: the checker on hand-made logs (no processes).
@@ -39,7 +42,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use support::client::{FetchedBatch, FetchedRecord, PartitionLeader, TestRecord, TopicMetadata};
+use kafka_protocol::records::Compression;
+use support::client::{
+    Client, FetchedBatch, FetchedRecord, Idempotence, PartitionLeader, TestRecord, TopicMetadata, encode_batch,
+};
 use support::cluster::{Cluster, ClusterSpec, NodeRef, NodeState, Rng, Workload, percentile};
 use support::invariants::{self, Expectations, PartitionLog};
 use support::load::{Acked, Consumed, LeaderObservations};
@@ -459,6 +465,92 @@ fn frozen_broker_is_fenced_and_never_writes_in_a_stale_epoch() {
     eprintln!("frozen_broker_is_fenced_and_never_writes_in_a_stale_epoch: {}", outcome.describe(&cluster));
 }
 
+/// A broker resumed after a freeze serves from the metadata image it had, in which it still
+/// leads partitions that moved on in a newer epoch, until it catches up. Answers a client
+/// cannot retry that rest on that image must not come from it: here every controller is
+/// frozen too, so it cannot catch up, and a fetch past its old high watermark and the
+/// producer's next sequence (which the new leader took) get NOT_LEADER_OR_FOLLOWER, not
+/// OFFSET_OUT_OF_RANGE (the consumer would reset its position) or OUT_OF_ORDER_SEQUENCE_NUMBER
+/// (the producer would fail the batch). The seeded chaos test lost consumers this way. Once the
+/// quorum is back, a fetch past the real end still gets OFFSET_OUT_OF_RANGE.
+#[test]
+fn resumed_broker_with_a_stale_image_answers_retriably() {
+    const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    const OFFSET_OUT_OF_RANGE: i16 = 1;
+    let _serial = one_at_a_time();
+    let topic = "stale";
+    let session = Duration::from_millis(1000);
+    let mut spec = ClusterSpec::new(topic, 3, 2);
+    spec.session_timeout = Some(session);
+    let mut cluster = Cluster::start(spec);
+    ok(cluster.create_topic(topic, 1));
+    let md = ok(cluster.wait_leaders(topic, 1, &[], Duration::from_secs(30)));
+    let (victim, victim_addr) = md.leader(0).map(|(b, a)| (b, a.to_string())).expect("a leader");
+    let batch = |(producer_id, producer_epoch): (i64, i16), base_sequence: i32, value: &'static str| {
+        let record = TestRecord::new("k", Bytes::from_static(value.as_bytes()), 1_700_000_000_000);
+        encode_batch(&[record], Compression::None, Some(Idempotence { producer_id, producer_epoch, base_sequence }))
+    };
+    let producer = ok(cluster.block_on(async {
+        let mut c = Client::connect(&victim_addr).await?;
+        let producer = c.init_producer_id().await?;
+        let offset = c.produce_ok(topic, 0, batch(producer, 0, "a")).await?;
+        anyhow::ensure!(offset == 0, "first record at offset {offset}");
+        anyhow::Ok(producer)
+    }));
+    cluster.stop(NodeRef::Broker(victim));
+    let after = ok(cluster.wait_leaders(topic, 1, &[victim], session * 10));
+    let successor = after.leader(0).map(|(b, a)| (b, a.to_string())).expect("a new leader");
+    // The new leader takes sequence 1 at offset 1 (retried while it is still taking over).
+    ok(cluster.block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut c = Client::connect(&successor.1).await?;
+            let r = c.produce(topic, 0, batch(producer, 1, "b")).await?;
+            if r.error_code == 0 {
+                anyhow::ensure!(r.base_offset == 1, "second record at offset {}", r.base_offset);
+                return anyhow::Ok(());
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "broker {} refused: {}", successor.0, r.error_code);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }));
+    cluster.event(format!("{topic}/0 moved from broker {victim} to {} and has 2 records", successor.0));
+    for c in cluster.controller_refs() {
+        cluster.stop(c);
+    }
+    cluster.cont(NodeRef::Broker(victim));
+    let (fetch, produce) = ok(cluster.block_on(async {
+        let mut c = Client::connect(&victim_addr).await?;
+        // Its image ends at offset 1 and has the producer at sequence 0.
+        let fetch = c.fetch(topic, 0, 2, 0, 0).await?.error_code;
+        let produce = c.produce(topic, 0, batch(producer, 2, "c")).await?.error_code;
+        anyhow::Ok((fetch, produce))
+    }));
+    assert_eq!(
+        (fetch, produce),
+        (NOT_LEADER_OR_FOLLOWER, NOT_LEADER_OR_FOLLOWER),
+        "resumed broker {victim} (stale image, no controller reachable): fetch at 2 and produce of sequence 2 must be retriable\n{}",
+        cluster.log_tail(NodeRef::Broker(victim), 40)
+    );
+    cluster.heal();
+    ok(cluster.wait_controller_leader(Duration::from_secs(15), None));
+    let md = ok(cluster.wait_leaders(topic, 1, &[], Duration::from_secs(30)));
+    let (leader, addr) = md.leader(0).map(|(b, a)| (b, a.to_string())).expect("a leader");
+    let (records, past_end) = ok(cluster.block_on(async {
+        let mut c = Client::connect(&addr).await?;
+        let (records, _) = c.fetch_all(topic, 0, 0).await?;
+        let past_end = c.fetch(topic, 0, 3, 0, 0).await?.error_code;
+        anyhow::Ok((records, past_end))
+    }));
+    let values: Vec<_> = records.iter().map(|r| (r.offset, r.record.value.clone())).collect();
+    assert_eq!(
+        values,
+        vec![(0, Some(Bytes::from_static(b"a"))), (1, Some(Bytes::from_static(b"b")))],
+        "{topic}/0 on broker {leader}"
+    );
+    assert_eq!(past_end, OFFSET_OUT_OF_RANGE, "fetch at 3 of a 2-record log from leader {leader}");
+}
+
 /// Which controller a chaos step acts on (the leader is resolved when the step runs).
 #[derive(Debug, Clone, Copy)]
 enum Which {
@@ -567,6 +659,7 @@ fn seeded_chaos() {
     let schedule = chaos_schedule(seed.value, profile.chaos_steps, &brokers);
     eprintln!("chaos schedule (seed {}): {schedule:?}", seed.value);
     let budget_end = Instant::now() + profile.chaos_budget;
+    let mut stopped_early = None;
     for (i, step) in schedule.iter().enumerate() {
         if Instant::now() + step.after > budget_end {
             cluster.event(format!("chaos: time budget {:?} reached after {i} steps", profile.chaos_budget));
@@ -574,7 +667,8 @@ fn seeded_chaos() {
         }
         std::thread::sleep(step.after);
         if let Err(e) = load.ensure_running() {
-            cluster.event(format!("chaos: {e}"));
+            cluster.event(format!("chaos: {e:#}"));
+            stopped_early = Some(e);
             break;
         }
         cluster.event(format!("chaos step {i}: {:?}", step.fault));
@@ -614,6 +708,15 @@ fn seeded_chaos() {
     cluster.heal();
     ok(cluster.wait_controller_leader(Duration::from_secs(15), None));
     ok(cluster.wait_leaders(topic, PARTITIONS, &[], Duration::from_secs(30)));
+    if let Some(e) = stopped_early {
+        // The dead clients' errors are the failure; the read-back check says whether the log
+        // is sound as well.
+        let checked = match load.finish(&cluster) {
+            Ok(outcome) => outcome.describe(&cluster),
+            Err(f) => format!("{f:#}"),
+        };
+        panic!("{e:#}\nafter healing: {checked}");
+    }
     ok(load.wait_all_acked(load.routing.ack_count(), Duration::from_secs(60)));
     let outcome = ok(load.finish(&cluster));
     eprintln!("seeded_chaos: {}", outcome.describe(&cluster));

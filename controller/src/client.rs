@@ -15,7 +15,10 @@
 //!   that are idempotent by construction (registration, fencing); others report the failure
 //!   and the caller decides (the write path rewinds, handlers answer a retriable error);
 //! * every exchange has a deadline, so a stopped (SIGSTOP) controller costs at most one
-//!   timeout before the next controller is tried.
+//!   timeout before the next controller is tried;
+//! * the image may lag the leader (by a round trip, or by seconds after this process was
+//!   frozen or cut off): `catch_up` confirms it current before an answer that rests on it and
+//!   that a client cannot retry.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -48,6 +51,10 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(500);
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// After a submit, how long to wait for the image to apply it.
 const READ_YOUR_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// [`RemoteController::catch_up`]: one exchange, and the whole attempt (a frozen leader costs
+/// one exchange, then the next controller is asked).
+const CATCH_UP_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle connections kept per controller.
 const POOL_PER_ADDR: usize = 16;
 
@@ -337,30 +344,73 @@ impl RemoteController {
                 () = stop.cancelled() => return,
             };
             match outcome {
-                Ok(BrokerResponse::Watch(Ok(WatchReply::Entries(entries)))) => {
-                    let Some(last) = entries.last().map(|(i, _)| *i) else { continue };
-                    if entries.first().is_some_and(|(i, _)| *i != from + 1) {
-                        tracing::warn!(from, "metadata entries do not follow the image; asking again");
-                        continue;
-                    }
-                    {
-                        let mut image = self.inner.image.write().unwrap_or_else(|e| e.into_inner());
-                        for (_, commands) in &entries {
-                            for cmd in commands.iter() {
-                                image.state.apply(cmd);
-                            }
-                        }
-                    }
-                    self.inner.applied.send_replace(last);
-                }
-                Ok(BrokerResponse::Watch(Ok(WatchReply::Snapshot { index, state }))) => {
-                    tracing::info!(index, from, "metadata image replaced by the controller's whole state");
-                    *self.inner.image.write().unwrap_or_else(|e| e.into_inner()) = MetadataImage::new(*state);
-                    self.inner.applied.send_replace(index);
+                Ok(BrokerResponse::Watch(Ok(reply))) => {
+                    self.apply(from, reply);
                 }
                 Ok(_) | Err(_) => {
                     // call_leader already paused and moved on; nothing else to do.
                 }
+            }
+        }
+    }
+
+    /// Brings the image up to what the controller leader has applied now, or fails within
+    /// [`CATCH_UP_TIMEOUT`]. For answers a client cannot retry that rest on the image (a
+    /// fetch past the high watermark, a produce out of sequence): a broker that was frozen
+    /// or cut off from the quorum serves from an image that may be seconds old, in which it
+    /// still leads partitions that moved on without it.
+    pub async fn catch_up(&self) -> Result<(), ControllerError> {
+        let deadline = self.inner.clock.now() + CATCH_UP_TIMEOUT;
+        loop {
+            let from = *self.inner.applied.borrow();
+            // No wait: an empty answer means nothing after `from` is applied on the leader.
+            let req = Request::Broker(BrokerRequest::Watch { from, wait_ms: 0 });
+            let last_error = match self.call_leader(&req, CATCH_UP_ATTEMPT_TIMEOUT).await {
+                Ok(BrokerResponse::Watch(Ok(WatchReply::Entries(entries)))) if entries.is_empty() => return Ok(()),
+                Ok(BrokerResponse::Watch(Ok(reply))) => {
+                    // More may follow (answers are bounded): ask again from the new index.
+                    self.apply(from, reply);
+                    continue;
+                }
+                Ok(BrokerResponse::Watch(Err(e))) => e.to_string(),
+                Ok(_) => return Err(ControllerError::Unexpected("controller answered another request".into())),
+                Err(CallError::Unreachable(e) | CallError::Ambiguous(e)) => e,
+            };
+            if self.inner.clock.now() >= deadline {
+                return Err(ControllerError::Unavailable {
+                    reason: format!("metadata image not confirmed current within {CATCH_UP_TIMEOUT:?}: {last_error}"),
+                });
+            }
+        }
+    }
+
+    /// Applies a `Watch` answer for entries after `from`. The replay and [`Self::catch_up`]
+    /// both apply; an answer is applied only if the image is still at `from` (checked under
+    /// the image's write lock), so every entry applies exactly once and in order.
+    fn apply(&self, from: u64, reply: WatchReply) {
+        let mut image = self.inner.image.write().unwrap_or_else(|e| e.into_inner());
+        if *self.inner.applied.borrow() != from {
+            // The other applier got there first; the caller asks again from the new index.
+            return;
+        }
+        match reply {
+            WatchReply::Entries(entries) => {
+                let Some(last) = entries.last().map(|(i, _)| *i) else { return };
+                if entries.first().is_some_and(|(i, _)| *i != from + 1) {
+                    tracing::warn!(from, "metadata entries do not follow the image; asking again");
+                    return;
+                }
+                for (_, commands) in &entries {
+                    for cmd in commands.iter() {
+                        image.state.apply(cmd);
+                    }
+                }
+                self.inner.applied.send_replace(last);
+            }
+            WatchReply::Snapshot { index, state } => {
+                tracing::info!(index, from, "metadata image replaced by the controller's whole state");
+                *image = MetadataImage::new(*state);
+                self.inner.applied.send_replace(index);
             }
         }
     }

@@ -59,6 +59,16 @@ impl ControllerHandle {
         }
     }
 
+    /// Brings the applied metadata up to the controller leader's, or fails (bounded). A local
+    /// controller's state is its own, so there is nothing to catch up. See
+    /// [`RemoteController::catch_up`].
+    pub async fn catch_up(&self) -> Result<(), ControllerError> {
+        match self {
+            ControllerHandle::Local(_) => Ok(()),
+            ControllerHandle::Remote(r) => r.catch_up().await,
+        }
+    }
+
     /// The applied metadata (the controller's own state, or the broker's replayed image).
     pub fn metadata(&self) -> MetadataHandle {
         match self {

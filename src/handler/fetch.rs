@@ -7,7 +7,10 @@
 //! returns data may exceed both, by its first batch alone, so a consumer always makes progress.
 //! A later partition whose next batch does not fit returns no records this time. Both isolation levels read up to the high watermark, which is also the last stable
 //! offset until transactions exist. Fetch sessions are not kept (session id 0), so clients send
-//! full fetches.
+//! full fetches. An offset past the high watermark gets OFFSET_OUT_OF_RANGE (the consumer then
+//! resets its position) only once the broker's image is confirmed current with the controller;
+//! unconfirmed (a frozen broker resumed in an old epoch, no controller reachable) it gets the
+//! retriable NOT_LEADER_OR_FOLLOWER.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -42,9 +45,23 @@ async fn fetch(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> FetchR
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = broker.clock.now() + wait;
     let mut watch = broker.metadata.subscribe();
+    let mut past_end = PastEnd::Unconfirmed;
     loop {
         watch.borrow_and_update();
-        let (response, bytes, has_error) = build(broker, req, version).await;
+        let (response, bytes, has_error, saw_past_end) = build(broker, req, version, past_end).await;
+        if saw_past_end && past_end == PastEnd::Unconfirmed {
+            // OFFSET_OUT_OF_RANGE makes a consumer reset its position, so it is only given from
+            // an image confirmed current: a broker resumed after a freeze may still "lead" in
+            // an old epoch whose high watermark the consumer has long read past.
+            past_end = match broker.controller.catch_up().await {
+                Ok(()) => PastEnd::Confirmed,
+                Err(e) => {
+                    warn!(error = %e, "fetch past the high watermark; metadata not confirmed, answering NOT_LEADER_OR_FOLLOWER");
+                    PastEnd::Unknown
+                }
+            };
+            continue;
+        }
         if bytes >= req.min_bytes.max(0) as usize || has_error || broker.clock.now() >= deadline {
             broker.metrics.fetched_bytes.fetch_add(bytes as u64, Relaxed);
             return response;
@@ -100,9 +117,25 @@ async fn read_past_gaps(
     Ok(Bytes::new())
 }
 
+/// How a fetch past the high watermark is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PastEnd {
+    /// Not yet checked against the controller: OFFSET_OUT_OF_RANGE, and the caller confirms the
+    /// image and builds the answer again.
+    Unconfirmed,
+    /// The image was confirmed current: the offset really is past the end.
+    Confirmed,
+    /// The image could not be confirmed (controller unreachable): the client retries after
+    /// refreshing its metadata (NOT_LEADER_OR_FOLLOWER, as from a broker that is not sure it
+    /// leads).
+    Unknown,
+}
+
 /// What to read for one partition, decided under the metadata lock.
 enum Plan {
     Error(i16),
+    /// The fetch offset is past the high watermark in this broker's image.
+    PastEnd,
     Read {
         topic_id: uuid::Uuid,
         hwm: i64,
@@ -140,7 +173,12 @@ fn plan(broker: &Broker, topic: &str, partition: i32, offset: i64, current_epoch
         if let Err(e) = p.check_leader_epoch(current_epoch) {
             return Plan::Error(errors::leader_epoch(e));
         }
-        if offset < p.log_start_offset() || offset > p.high_watermark() {
+        if offset > p.high_watermark() {
+            return Plan::PastEnd;
+        }
+        // Below the log start: a lagging image has the log start at or below the real one, so
+        // this holds in every newer image too.
+        if offset < p.log_start_offset() {
             return Plan::Error(code(ResponseError::OffsetOutOfRange));
         }
         let chunks = p.chunks_from(offset, max_bytes);
@@ -191,10 +229,18 @@ fn plan_internal(
     Plan::Records { hwm: end, log_start, records }
 }
 
-async fn build(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+/// The answer, its record bytes, whether a partition has an error, and whether a partition was
+/// past the high watermark.
+async fn build(
+    broker: &Arc<Broker>,
+    req: &FetchRequest,
+    version: i16,
+    past_end: PastEnd,
+) -> (FetchResponse, usize, bool, bool) {
     let response_max = if version >= 3 && req.max_bytes > 0 { req.max_bytes as usize } else { usize::MAX };
     let mut total = 0usize;
     let mut has_error = false;
+    let mut saw_past_end = false;
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let name = t.topic.0.to_string();
@@ -212,6 +258,14 @@ async fn build(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetch
                 Plan::Error(e) => {
                     has_error = true;
                     base.with_error_code(e)
+                }
+                Plan::PastEnd => {
+                    has_error = true;
+                    saw_past_end = true;
+                    base.with_error_code(code(match past_end {
+                        PastEnd::Unconfirmed | PastEnd::Confirmed => ResponseError::OffsetOutOfRange,
+                        PastEnd::Unknown => ResponseError::NotLeaderOrFollower,
+                    }))
                 }
                 Plan::Records { hwm, log_start, records } => {
                     let base =
@@ -264,5 +318,5 @@ async fn build(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> (Fetch
         );
     }
     let response = FetchResponse::default().with_error_code(errors::NONE).with_session_id(0).with_responses(topics);
-    (response, total, has_error)
+    (response, total, has_error, saw_past_end)
 }

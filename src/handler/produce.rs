@@ -9,6 +9,11 @@
 //! above 64 KiB on a blocking thread, off the async workers) and a keyless one fails the
 //! partition with INVALID_RECORD and per-record `record_errors` (v8+). The appended bytes are
 //! still the received bytes.
+//!
+//! OUT_OF_ORDER_SEQUENCE_NUMBER and INVALID_PRODUCER_EPOCH fail the producer's batch for good,
+//! so they are given only on producer state from an image confirmed current with the
+//! controller; unconfirmed (a broker resumed after a freeze, no controller reachable) the
+//! partition gets the retriable NOT_LEADER_OR_FOLLOWER.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -223,7 +228,20 @@ async fn append_partition(
     }
     let log_append_time = log_append_time.then(|| broker.clock.now_ms());
     let key = PartitionKey { topic_id, partition };
-    match broker.wal.append(key, &records, &headers, log_append_time).await {
+    let mut appended = broker.wal.append(key, &records, &headers, log_append_time).await;
+    if let Err(e @ (AppendError::OutOfOrderSequence | AppendError::ProducerFenced)) = &appended {
+        // Fatal for the producer, and decided on producer state from this broker's image, which
+        // may be seconds old after a freeze (still "leading" in an epoch that moved on): decide
+        // again on an image confirmed current, or let the producer retry.
+        appended = match broker.controller.catch_up().await {
+            Ok(()) => broker.wal.append(key, &records, &headers, log_append_time).await,
+            Err(c) => {
+                warn!(topic, partition, error = %c, refusal = %e, "produce refused on an unconfirmed image; answering NOT_LEADER_OR_FOLLOWER");
+                Err(AppendError::NotLeader)
+            }
+        };
+    }
+    match appended {
         Ok((appended, ack)) => {
             broker.metrics.produced_bytes.fetch_add(records.len() as u64, Relaxed);
             broker.metrics.produced_batches.fetch_add(headers.len() as u64, Relaxed);

@@ -23,7 +23,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -814,6 +814,10 @@ pub struct Workload {
     producers: Vec<tokio::task::JoinHandle<(ProducerReport, Option<anyhow::Error>)>>,
     /// Each consumer's published position and its task.
     consumers: Vec<(Arc<AtomicI64>, ConsumerTask)>,
+    /// The error of every client that stopped on one, pushed by the client's task before it
+    /// ends: the reason is known while the task handles are still owned (see
+    /// [`Self::ensure_running`]).
+    client_errors: Arc<Mutex<Vec<String>>>,
 }
 
 type ConsumerTask = tokio::task::JoinHandle<(ConsumerReport, Option<anyhow::Error>)>;
@@ -871,11 +875,18 @@ impl Workload {
         let produce_stop = Arc::new(AtomicBool::new(false));
         let consume_stop = Arc::new(AtomicBool::new(false));
         let n = partitions as usize * producers_per_partition;
+        let client_errors = Arc::new(Mutex::new(Vec::new()));
         let producers = load::cluster_specs(&routing, topic, partitions, n, give_up_after)
             .into_iter()
             .map(|mut s| {
                 s.pause = Duration::from_millis(10);
-                cluster.spawn(load::run_producer(s, produce_stop.clone()))
+                let errors = client_errors.clone();
+                let stop = produce_stop.clone();
+                cluster.spawn(async move {
+                    let (report, error) = load::run_producer(s, stop).await;
+                    note_client_error(&errors, error.as_ref());
+                    (report, error)
+                })
             })
             .collect();
         let consumers = (0..partitions)
@@ -888,19 +899,43 @@ impl Workload {
                     give_up_after,
                     position: position.clone(),
                 };
-                (position, cluster.spawn(load::run_consumer(spec, consume_stop.clone())))
+                let errors = client_errors.clone();
+                let stop = consume_stop.clone();
+                let task = cluster.spawn(async move {
+                    let (report, error) = load::run_consumer(spec, stop).await;
+                    note_client_error(&errors, error.as_ref());
+                    (report, error)
+                });
+                (position, task)
             })
             .collect();
-        Workload { topic: topic.to_string(), partitions, routing, produce_stop, consume_stop, producers, consumers }
+        Workload {
+            topic: topic.to_string(),
+            partitions,
+            routing,
+            produce_stop,
+            consume_stop,
+            producers,
+            consumers,
+            client_errors,
+        }
     }
 
-    /// Fails early if a producer or consumer already gave up (its error is reported by
-    /// [`Self::finish`]).
+    /// Fails early if a producer or consumer already gave up, with each dead client's error
+    /// ([`Self::finish`] reports them too, with the log check).
     pub fn ensure_running(&self) -> anyhow::Result<()> {
         let dead = self.producers.iter().filter(|h| h.is_finished()).count()
             + self.consumers.iter().filter(|(_, h)| h.is_finished()).count();
-        ensure!(dead == 0, "{dead} clients stopped early (see the error from finish)");
-        Ok(())
+        if dead == 0 {
+            return Ok(());
+        }
+        let errors = lock(&self.client_errors).clone();
+        let unexplained = dead.saturating_sub(errors.len());
+        let mut lines = errors;
+        if unexplained > 0 {
+            lines.push(format!("{unexplained} without an error (panicked?)"));
+        }
+        bail!("{dead} clients stopped early:\n  {}", lines.join("\n  "))
     }
 
     /// Waits until each of `partitions` has an acknowledgement recorded at or after
@@ -927,7 +962,11 @@ impl Workload {
             if first.len() == partitions.len() {
                 return Ok(first);
             }
-            if Instant::now() > deadline || self.ensure_running().is_err() {
+            self.ensure_running().with_context(|| {
+                let missing: Vec<i32> = partitions.iter().copied().filter(|p| !first.contains_key(p)).collect();
+                format!("waiting for an acknowledgement on partitions {missing:?} of {}", self.topic)
+            })?;
+            if Instant::now() > deadline {
                 let missing: Vec<i32> = partitions.iter().copied().filter(|p| !first.contains_key(p)).collect();
                 bail!("partitions {missing:?} of {} got no acknowledgement within {timeout:?}", self.topic);
             }
@@ -1008,6 +1047,17 @@ impl Workload {
             (Err(v), _) => bail!("{v}clients: {failures:?}"),
         }
     }
+}
+
+/// Records a client's error, if it stopped on one (the error names the client).
+fn note_client_error(errors: &Mutex<Vec<String>>, error: Option<&anyhow::Error>) {
+    if let Some(e) = error {
+        lock(errors).push(format!("{e:#}"));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Nearest-rank percentile of sorted durations (`q` in 0..=1).

@@ -567,7 +567,8 @@ pub async fn run_consumer(spec: ConsumerSpec, stop: Arc<AtomicBool>) -> (Consume
 
 async fn consume_loop(spec: &ConsumerSpec, stop: &AtomicBool, report: &mut ConsumerReport) -> anyhow::Result<()> {
     let (topic, partition) = (spec.topic.as_str(), spec.partition);
-    let mut conn: Option<Client> = None;
+    // The connection and the broker it goes to.
+    let mut conn: Option<(Client, i32)> = None;
     let mut next: i64 = 0;
     let mut last_success = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -580,7 +581,7 @@ async fn consume_loop(spec: &ConsumerSpec, stop: &AtomicBool, report: &mut Consu
         );
         if conn.is_none() {
             match spec.routing.connect_leader(topic, partition).await {
-                Ok((c, _)) => conn = Some(c),
+                Ok(c) => conn = Some(c),
                 Err(_) => {
                     report.transport_errors += 1;
                     tokio::time::sleep(CLUSTER_RETRY_BACKOFF).await;
@@ -588,7 +589,8 @@ async fn consume_loop(spec: &ConsumerSpec, stop: &AtomicBool, report: &mut Consu
                 }
             }
         }
-        let c = conn.as_mut().expect("connected above");
+        let (c, broker) = conn.as_mut().expect("connected above");
+        let broker = *broker;
         let p = match c.fetch(topic, partition, next, 200, 1).await {
             Ok(p) => p,
             Err(_) => {
@@ -603,8 +605,10 @@ async fn consume_loop(spec: &ConsumerSpec, stop: &AtomicBool, report: &mut Consu
             *report.errors.entry(p.error_code).or_default() += 1;
             ensure!(
                 RETRIABLE.contains(&p.error_code),
-                "consumer {topic}/{partition}: fetch at {next} got non-retriable error {}",
-                p.error_code
+                "consumer {topic}/{partition}: fetch at {next} got non-retriable error {} from broker {broker} (high watermark {}, log start {})",
+                p.error_code,
+                p.high_watermark,
+                p.log_start_offset
             );
             conn = None;
             tokio::time::sleep(CLUSTER_RETRY_BACKOFF).await;
@@ -618,7 +622,7 @@ async fn consume_loop(spec: &ConsumerSpec, stop: &AtomicBool, report: &mut Consu
             }
             ensure!(
                 r.offset == next,
-                "consumer {topic}/{partition}: offset gap: expected {next}, got {} (high watermark {})",
+                "consumer {topic}/{partition}: offset gap: expected {next}, got {} from broker {broker} (high watermark {})",
                 r.offset,
                 p.high_watermark
             );
