@@ -452,3 +452,60 @@ async fn round_trip(
         Err(e) => Err(CallError::Ambiguous(format!("{addr}: bad answer: {e}"))),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a real controller on loopback: real time
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::metadata::BrokerRegistration;
+    use crate::{Controller, ControllerConfig};
+
+    /// An image that lags the leader (its replay stopped, as in a frozen broker) is brought
+    /// up to the leader's by `catch_up`; with no controller answering, `catch_up` fails within
+    /// its bound instead of confirming the old image.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn catch_up_brings_a_lagging_image_current_or_fails_in_bounded_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let config = ControllerConfig::new(1, dir.path().to_path_buf(), "catch-up".into());
+        let controller =
+            Controller::start(config, BTreeMap::from([(1, addr.clone())]), listener, CancellationToken::new())
+                .await
+                .expect("controller starts");
+        let replay = CancellationToken::new();
+        let remote = RemoteController::connect(vec![addr], Duration::from_secs(10), replay.clone())
+            .await
+            .expect("remote image ready");
+        replay.cancel();
+        // Let the replay task see the cancellation (its watch in flight is dropped unapplied).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let registration = BrokerRegistration {
+            broker_id: 7,
+            incarnation: Uuid::from_u128(7),
+            host: "h".into(),
+            port: 1,
+            rack: None,
+            fenced: false,
+        };
+        controller.submit(Command::RegisterBroker(registration)).await.expect("register");
+        assert!(!remote.metadata().read(|m| m.is_live(7)), "the replay is stopped: the image lags");
+
+        remote.catch_up().await.expect("the leader answers");
+        assert!(remote.metadata().read(|m| m.is_live(7)));
+        assert_eq!(remote.metadata().applied_index(), controller.metadata().applied_index());
+        // Nothing new: confirmed at once, nothing applied twice.
+        remote.catch_up().await.expect("the leader answers");
+        assert_eq!(remote.metadata().applied_index(), controller.metadata().applied_index());
+
+        controller.shutdown().await.expect("controller stops");
+        let started = std::time::Instant::now();
+        let e = remote.catch_up().await.expect_err("no controller answers");
+        assert!(matches!(e, ControllerError::Unavailable { .. }), "{e}");
+        assert!(started.elapsed() < CATCH_UP_TIMEOUT + Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+}
