@@ -121,8 +121,35 @@ async fn open_storage(config: &Config, clock: &Arc<dyn Clock>) -> anyhow::Result
     })
     .with_context(|| format!("opening object storage {url}"))?
     .with_clock(clock.clone());
-    storage.check().await.with_context(|| format!("object storage {url} is not usable"))?;
+    check_storage(&storage, &url).await?;
     Ok(storage)
+}
+
+/// How long start-up keeps retrying a transient object-store failure (a 5xx, throttling, a
+/// timeout: MinIO or S3 busy or restarting) before giving up.
+const STORAGE_CHECK_PATIENCE: Duration = Duration::from_secs(30);
+const STORAGE_CHECK_PAUSE: Duration = Duration::from_millis(500);
+
+/// [`skiff_storage::ObjectStorage::check`] with retries of transient failures: a node must not
+/// exit because the store answered one 503 at the moment it started. Configuration mistakes
+/// (missing bucket, rejected credentials) fail at once, with their one-line explanation.
+async fn check_storage(storage: &skiff_storage::ObjectStorage, url: &str) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        match storage.check().await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retriable() && started.elapsed() < STORAGE_CHECK_PATIENCE => {
+                warn!(error = %e, attempts, "object storage not usable yet; retrying");
+                tokio::time::sleep(STORAGE_CHECK_PAUSE).await;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e))
+                    .with_context(|| format!("object storage {url} is not usable (after {attempts} attempts)"));
+            }
+        }
+    }
 }
 
 /// Runs a cluster node with `roles` until `shutdown`. `on_ready` gets the bound addresses once

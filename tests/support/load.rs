@@ -23,6 +23,7 @@ use super::client::{Client, Idempotence, TestRecord, TopicMetadata, decode_recor
 /// Kafka error codes a producer retries (the broker must only use retriable ones for storage
 /// trouble). Anything else fails the test.
 pub const RETRIABLE: &[i16] = &[
+    3,  // UNKNOWN_TOPIC_OR_PARTITION (retriable in Kafka: metadata not yet propagated)
     5,  // LEADER_NOT_AVAILABLE
     6,  // NOT_LEADER_OR_FOLLOWER
     7,  // REQUEST_TIMED_OUT
@@ -31,6 +32,8 @@ pub const RETRIABLE: &[i16] = &[
     19, // NOT_ENOUGH_REPLICAS
     20, // NOT_ENOUGH_REPLICAS_AFTER_APPEND
     56, // KAFKA_STORAGE_ERROR
+    74, // FENCED_LEADER_EPOCH
+    75, // UNKNOWN_LEADER_EPOCH
 ];
 
 /// One acknowledged record.
