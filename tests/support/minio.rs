@@ -10,8 +10,10 @@
 //!    directory `<data>/<bucket>` is a bucket to single-drive MinIO);
 //! 3. testcontainers' MinIO module when a Docker engine answers (`docker info`); it needs the
 //!    `testcontainers` cargo feature (`cargo test --features testcontainers`), which is off by
-//!    default because no Docker engine runs on the project's build machines and the crate adds
-//!    minutes of compile time (`scripts/test.sh` only type-checks it there);
+//!    default because the crate adds compile time and most machines have the binary.
+//!    `SKIFF_TEST_MINIO=docker` takes this path even when a binary exists (and fails when no
+//!    engine answers): `deploy/test-stack.sh`, part of `scripts/test.sh`, runs tests/minio.rs
+//!    that way against the image `deploy/images-offline.sh` builds;
 //! 4. otherwise the test FAILS with what to do. It is never skipped, in CI or not.
 //!
 //! Each test gets its own key prefix ([`Minio::unique_prefix`]) so tests share one MinIO.
@@ -39,8 +41,8 @@ pub struct Minio {
     pub secret_key: String,
     pub bucket: String,
     local: Option<LocalMinio>,
-    /// Keeps a Docker container alive for the life of the test binary (testcontainers' reaper
-    /// removes it after the process exits).
+    /// Keeps a Docker container alive for the life of the test binary (a watchdog removes it
+    /// after the process exits).
     #[allow(dead_code)]
     container: Option<std::sync::Mutex<Box<dyn std::any::Any + Send>>>,
 }
@@ -77,6 +79,10 @@ impl Minio {
                     container: None,
                 };
             }
+            if std::env::var("SKIFF_TEST_MINIO").as_deref() == Ok("docker") {
+                assert!(docker_available(), "SKIFF_TEST_MINIO=docker but no Docker engine answers `docker info`");
+                return Self::start_container();
+            }
             if find_binary().is_none() && docker_available() {
                 return Self::start_container();
             }
@@ -97,6 +103,18 @@ impl Minio {
         container
             .exec(ExecCommand::new(["mkdir", "-p", &format!("/data/{bucket}")]))
             .unwrap_or_else(|e| panic!("creating the bucket in the MinIO container: {e}"));
+        // The container lives in a static, which is never dropped, and testcontainers-rs has no
+        // reaper: a watchdog removes it once this test process is gone, however it exits.
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#"while kill -0 "$WATCH_PID" 2>/dev/null; do sleep 0.5; done; docker rm -f -v "$CONTAINER" >/dev/null 2>&1"#)
+            .env("WATCH_PID", std::process::id().to_string())
+            .env("CONTAINER", container.id())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn the MinIO container's watchdog (sh): {e}"));
         Minio {
             endpoint: format!("http://127.0.0.1:{port}"),
             // The image's default root credentials.
