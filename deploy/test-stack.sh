@@ -101,10 +101,12 @@ if ! docker info >/dev/null 2>&1; then
     sleep 0.5
   done
   if ! docker info >/dev/null 2>&1; then
-    reason="$(grep -i -E 'level=(fatal|error)|failed' "$work/dockerd.log" | tail -1 | sed 's/.*msg="\([^"]*\)".*/\1/')"
-    dockerd_pid_was=$dockerd_pid
-    kill "$dockerd_pid" 2>/dev/null; wait "$dockerd_pid" 2>/dev/null || true; dockerd_pid=""
-    die "the Docker engine cannot start on this machine (dockerd $dockerd_pid_was: ${reason:-no answer within 30 s}); the compose and testcontainers tests need one"
+    cp "$work/dockerd.log" "$SKIFF_CACHE/dockerd.log" 2>/dev/null || true
+    reason="$(grep -i -E 'level=(fatal|error)|failed' "$work/dockerd.log" | tail -1 | sed 's/.*msg="\([^"]*\)".*/\1/' || true)"
+    kill "$dockerd_pid" 2>/dev/null || true
+    wait "$dockerd_pid" 2>/dev/null || true
+    dockerd_pid=""
+    die "the Docker engine cannot start on this machine (dockerd: ${reason:-no answer within 30 s}; log $SKIFF_CACHE/dockerd.log); the compose and testcontainers tests need one"
   fi
 else
   # An engine that was already running: it must publish ports on loopback by default, since
@@ -117,7 +119,7 @@ say "engine: $(docker info -f 'Docker {{.ServerVersion}}, {{.Driver}}, cgroup {{
 # Every published port must be on 127.0.0.1.
 check_ports() {
   local bad
-  bad="$(docker ps --format '{{.Names}} {{.Ports}}' | grep -E '(0\.0\.0\.0|\[?::\]?):[0-9]+->' || true)"
+  bad="$(docker ps --format '{{.Ports}}' | grep -oE '[^ ,]+:[0-9]+->' | grep -v '^127\.0\.0\.1:' || true)"
   [ -z "$bad" ] || die "ports published beyond 127.0.0.1: $bad"
 }
 
@@ -133,6 +135,15 @@ wait_healthy() {
 }
 
 [ -x "$python" ] || die "kafka-python venv missing at $python: run tests/compat/setup.sh"
+
+# The image run here must be configured as the published one: Dockerfile.offline repeats the
+# runtime stage of Dockerfile (user, directories, environment, ports, probe, entrypoint).
+runtime_config() {
+  sed -e '/^#/d' -e ':a;/\\$/{N;s/\\\n */ /;ba}' \
+    | grep -E '^(USER|WORKDIR|VOLUME|ENV|EXPOSE|HEALTHCHECK|ENTRYPOINT|CMD) ' | sed 's/  */ /g'
+}
+diff <(sed -n '/^FROM .* AS runtime$/,$p' deploy/Dockerfile | runtime_config) <(runtime_config <deploy/Dockerfile.offline) \
+  || die "deploy/Dockerfile.offline's image configuration differs from deploy/Dockerfile's runtime stage (above)"
 
 # ---- 2. images
 t=$SECONDS

@@ -94,15 +94,31 @@ impl Minio {
     #[cfg(feature = "testcontainers")]
     fn start_container() -> Minio {
         use testcontainers_modules::minio::MinIO;
-        use testcontainers_modules::testcontainers::core::ExecCommand;
+        use testcontainers_modules::testcontainers::core::{CmdWaitFor, ExecCommand};
         use testcontainers_modules::testcontainers::runners::SyncRunner;
         let container = MinIO::default().start().unwrap_or_else(|e| panic!("starting MinIO in Docker: {e}"));
         let port = container.get_host_port_ipv4(9000).unwrap_or_else(|e| panic!("MinIO container port: {e}"));
         let bucket = "skiff-test".to_string();
-        // A directory under the data dir is a bucket to single-drive MinIO.
-        container
-            .exec(ExecCommand::new(["mkdir", "-p", &format!("/data/{bucket}")]))
+        // Through the S3 API with the image's `mc`: a directory made under /data of a server
+        // that is already running is not a bucket to it until it rescans (NoSuchBucket for
+        // the first tests, seen with the MinIO of deploy/images-offline.sh).
+        let mut made = container
+            .exec(
+                ExecCommand::new(["mc", "mb", "--ignore-existing", &format!("local/{bucket}")])
+                    .with_env_vars([("MC_HOST_local", "http://minioadmin:minioadmin@127.0.0.1:9000")])
+                    .with_cmd_ready_condition(CmdWaitFor::exit()),
+            )
             .unwrap_or_else(|e| panic!("creating the bucket in the MinIO container: {e}"));
+        let code = made.exit_code().unwrap_or_else(|e| panic!("`mc mb` in the MinIO container: {e}"));
+        if code != Some(0) {
+            let out = made.stdout_to_vec().unwrap_or_default();
+            let err = made.stderr_to_vec().unwrap_or_default();
+            panic!(
+                "`mc mb local/{bucket}` in the MinIO container exited {code:?}: {}{}",
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&err)
+            );
+        }
         // The container lives in a static, which is never dropped, and testcontainers-rs has no
         // reaper: a watchdog removes it once this test process is gone, however it exits.
         Command::new("sh")
