@@ -41,8 +41,8 @@ pub struct Minio {
     pub secret_key: String,
     pub bucket: String,
     local: Option<LocalMinio>,
-    /// Keeps a Docker container alive for the life of the test binary (a watchdog removes it
-    /// after the process exits).
+    /// Keeps a Docker container alive for the life of the test binary, with the watchdog that
+    /// removes it after the process exits.
     #[allow(dead_code)]
     container: Option<std::sync::Mutex<Box<dyn std::any::Any + Send>>>,
 }
@@ -121,7 +121,7 @@ impl Minio {
         }
         // The container lives in a static, which is never dropped, and testcontainers-rs has no
         // reaper: a watchdog removes it once this test process is gone, however it exits.
-        Command::new("sh")
+        let watchdog = Command::new("sh")
             .arg("-c")
             .arg(r#"while kill -0 "$WATCH_PID" 2>/dev/null; do sleep 0.5; done; docker rm -f -v "$CONTAINER" >/dev/null 2>&1"#)
             .env("WATCH_PID", std::process::id().to_string())
@@ -138,7 +138,7 @@ impl Minio {
             secret_key: "minioadmin".into(),
             bucket,
             local: None,
-            container: Some(std::sync::Mutex::new(Box::new(container))),
+            container: Some(std::sync::Mutex::new(Box::new((container, watchdog)))),
         }
     }
 
