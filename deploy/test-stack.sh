@@ -50,7 +50,14 @@ cleanup() {
   if docker info >/dev/null 2>&1; then
     # testcontainers' MinIO (its own watchdog normally removes it when the test process exits).
     ids="$(docker ps -aq --filter label=org.testcontainers.managed-by=testcontainers)"
-    [ -z "$ids" ] || docker rm -f -v $ids >/dev/null 2>&1
+    if [ -n "$ids" ]; then
+      # Named explicitly: if the watchdog's own `docker rm` is under way, ours fails and its
+      # anonymous /data volume could outlive it.
+      vols="$(docker inspect -f '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}' $ids 2>/dev/null)"
+      docker rm -f -v $ids >/dev/null 2>&1
+      sleep 1
+      [ -z "${vols// /}" ] || docker volume rm -f $vols >/dev/null 2>&1
+    fi
     left="$(docker ps -aq --filter label=com.docker.compose.project=skiff)"
     [ -z "$left" ] || { say "containers left behind: $left" >&2; rc=1; }
   fi
@@ -115,6 +122,12 @@ else
   [ "$bind" = 127.0.0.1 ] || die "the running Docker engine publishes ports on ${bind:-0.0.0.0} by default; restart dockerd with --ip=127.0.0.1 (or stop it and let this script start one)"
 fi
 say "engine: $(docker info -f 'Docker {{.ServerVersion}}, {{.Driver}}, cgroup {{.CgroupDriver}}'), $(docker compose version)"
+
+# What exists before the tests: the same must exist after them (nothing they start is left).
+inventory() {
+  { docker ps -aq --no-trunc; docker network ls -q --no-trunc; docker volume ls -q; } | sort
+}
+inventory >"$work/before"
 
 # Every published port must be on 127.0.0.1.
 check_ports() {
@@ -191,7 +204,15 @@ stack_up=0
 t=$SECONDS
 SKIFF_TEST_MINIO=docker cargo test --locked --features testcontainers --test minio -- --test-threads=2
 tc_s=$((SECONDS - t))
-[ -z "$(docker ps -aq --filter label=org.testcontainers.managed-by=testcontainers)" ] \
-  || { sleep 2; [ -z "$(docker ps -aq --filter label=org.testcontainers.managed-by=testcontainers)" ] || die "the MinIO container outlived the tests"; }
+# Its watchdog removes the MinIO container (and its volume) once the test process is gone.
+for _ in $(seq 30); do
+  [ -n "$(docker ps -aq --filter label=org.testcontainers.managed-by=testcontainers)" ] || break
+  sleep 0.5
+done
+[ -z "$(docker ps -aq --filter label=org.testcontainers.managed-by=testcontainers)" ] || die "the MinIO container outlived the tests by 15 s"
+
+inventory >"$work/after"
+left="$(comm -13 "$work/before" "$work/after")"
+[ -z "$left" ] || die "containers, networks or volumes left behind: $(echo $left)"
 
 say "timings: images $image_s s, stack up $up_s s, failover ${failover_ms} ms (kill -> first ack after), stop+start $restart_s s, testcontainers MinIO tests $tc_s s, total $((SECONDS - started)) s"
