@@ -72,7 +72,8 @@ tarball="${SKIFF_BASE_TARBALL:-$cache/debian-bookworm-minbase.tar}"
 if [ ! -f "$tarball" ]; then
   command -v debootstrap >/dev/null 2>&1 || {
     echo "images: installing debootstrap (Debian package)"
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq debootstrap >/dev/null
+    apt_install() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq debootstrap >/dev/null; }
+    apt_install || { apt-get -o DPkg::Lock::Timeout=300 update -qq && apt_install; } || { echo "images: apt-get install debootstrap failed" >&2; exit 1; }
   }
   echo "images: debootstrap --variant=minbase bookworm from $mirror (about a minute, once)"
   t=$SECONDS

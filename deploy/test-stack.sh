@@ -76,7 +76,8 @@ trap 'exit 130' INT TERM
 # ---- 1. the engine and the Compose plugin
 if ! command -v dockerd >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then
   say "installing Docker (Debian's docker.io)"
-  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends docker.io >/dev/null
+  apt_install() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends docker.io >/dev/null; }
+  apt_install || { apt-get -o DPkg::Lock::Timeout=300 update -qq && apt_install; } || die "apt-get install docker.io failed"
 fi
 command -v docker >/dev/null 2>&1 || die "no docker client after installing docker.io"
 if ! docker compose version >/dev/null 2>&1; then
@@ -148,6 +149,15 @@ wait_healthy() {
 }
 
 [ -x "$python" ] || die "kafka-python venv missing at $python: run tests/compat/setup.sh"
+# Published on 127.0.0.1, as the README runs it (the compose file would use this address).
+unset SKIFF_HOST_IP
+
+# The README's Docker section must show the commands run here.
+docker_section="$(sed -n '/^## A local cluster: MinIO in Docker/,/^## /p' README.md)"
+for cmd in "deploy/images-offline.sh" "docker compose -f deploy/docker-compose.yml up -d --no-build --wait" \
+  "docker compose -f deploy/docker-compose.yml stop" "docker compose -f deploy/docker-compose.yml down -v" "docker kill"; do
+  grep -qF -- "$cmd" <<<"$docker_section" || die "README.md's Docker section no longer shows \`$cmd\`, which this test runs"
+done
 
 # The image run here must be configured as the published one: Dockerfile.offline repeats the
 # runtime stage of Dockerfile (user, directories, environment, ports, probe, entrypoint).
