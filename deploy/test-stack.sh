@@ -193,6 +193,7 @@ grep -qx "2 b'k2' b'record 2'" "$work/quickstart.out" || die "the quick-start cl
 timeout 180 "$python" deploy/test-stack.py failover "$work/acked.json" | tee "$work/failover.out"
 failover_ms="$(sed -n 's/^failover_ms=//p' "$work/failover.out")"
 [ -n "$failover_ms" ] || die "no failover time measured"
+timeout 120 "$python" deploy/test-stack.py verify "$work/acked.json"
 
 t=$SECONDS
 "${compose[@]}" stop --timeout 30 >/dev/null 2>&1
