@@ -16,9 +16,11 @@
 # 4. tests/minio.rs with `--features testcontainers` and SKIFF_TEST_MINIO=docker: the shared
 #    MinIO is testcontainers' MinIO module on the locally built image.
 #
-# Network rules: every published port is on 127.0.0.1 (checked); a dockerd started here
-# publishes on 127.0.0.1 by default (--ip) and does not masquerade container traffic
-# (--ip-masq=false), so containers reach each other and nothing beyond. Every container,
+# Network rules: every published port is on 127.0.0.1 (checked); the containers are on the
+# project's network only, which does not masquerade their traffic (compose file; checked), so
+# they reach each other and nothing beyond; a dockerd started here publishes on 127.0.0.1 by
+# default (--ip) and does not masquerade on its default bridge either (--ip-masq=false: the
+# testcontainers MinIO). Every container,
 # network and volume started here is removed at the end, also on failure. When the engine
 # cannot start (no cgroups, no overlay, ...), this says so in one line and fails.
 #
@@ -182,6 +184,11 @@ wait_healthy 60
 up_s=$((SECONDS - t))
 say "stack healthy in $up_s s"
 check_ports
+# Only the project's network, and no way out of it.
+nets="$(docker inspect -f '{{range $n, $_ := .NetworkSettings.Networks}}{{$n}} {{end}}' $("${compose[@]}" ps -aq) | tr ' ' '\n' | grep . | sort -u | tr '\n' ' ')"
+[ "$nets" = "skiff_default " ] || die "containers on networks other than skiff_default: $nets"
+masq="$(docker network inspect skiff_default -f '{{index .Options "com.docker.network.bridge.enable_ip_masquerade"}}')"
+[ "$masq" = false ] || die "skiff_default masquerades container traffic (enable_ip_masquerade=$masq)"
 
 # The README's quick-start client, verbatim but for the address.
 sed -n "/^## One-minute quick start/,/^## /p" README.md | sed -n "/^python3 - <<'PY'$/,/^PY$/p" | sed '1d;$d' \
