@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Validates deploy/ without a Docker engine (none runs on the project's machines); part of
-# scripts/test.sh. deploy/README.md lists what this proves and what only a real
-# `docker compose up` can.
+# Validates deploy/ statically, without a Docker engine; part of scripts/test.sh, next to
+# deploy/test-stack.sh, which runs the stack on a real engine. It covers what that run cannot:
+# the published Dockerfile (needs a registry), SKIFF_HOST_IP, planted defects. deploy/README.md
+# lists what each proves.
 #
 #   deploy/validate.sh
 #

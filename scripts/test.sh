@@ -52,7 +52,7 @@ step "format and lints (fail fast: rustfmt, clippy with warnings as errors)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "deploy: validate docker-compose.yml (no Docker engine here)"
+step "deploy: static checks of the Dockerfile and docker-compose.yml (also what the Docker run cannot reach)"
 deploy/validate.sh
 
 step "cargo test (unit, in-process, black-box, durability, six client families, Kafka Connect and Streams, _schemas)"
@@ -61,8 +61,8 @@ cargo test --workspace --locked -- --test-threads=4
 step "storage with the aws-profile feature (AWS profiles and SSO)"
 cargo test -p skiff-storage --features aws-profile --locked --lib
 
-step "type-check the Docker fallback of the MinIO test support (no Docker engine here)"
-cargo check --tests --features testcontainers --locked
+step "Docker: images built without a registry, the compose cluster (failover, stop/start), MinIO tests through testcontainers"
+deploy/test-stack.sh
 
 step "fuzz (bounded)"
 scripts/fuzz.sh "${SKIFF_FUZZ_SECONDS:-30}"

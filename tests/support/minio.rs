@@ -10,8 +10,10 @@
 //!    directory `<data>/<bucket>` is a bucket to single-drive MinIO);
 //! 3. testcontainers' MinIO module when a Docker engine answers (`docker info`); it needs the
 //!    `testcontainers` cargo feature (`cargo test --features testcontainers`), which is off by
-//!    default because no Docker engine runs on the project's build machines and the crate adds
-//!    minutes of compile time (`scripts/test.sh` only type-checks it there);
+//!    default because the crate adds compile time and most machines have the binary.
+//!    `SKIFF_TEST_MINIO=docker` takes this path even when a binary exists (and fails when no
+//!    engine answers): `deploy/test-stack.sh`, part of `scripts/test.sh`, runs tests/minio.rs
+//!    that way against the image `deploy/images-offline.sh` builds;
 //! 4. otherwise the test FAILS with what to do. It is never skipped, in CI or not.
 //!
 //! Each test gets its own key prefix ([`Minio::unique_prefix`]) so tests share one MinIO.
@@ -39,8 +41,8 @@ pub struct Minio {
     pub secret_key: String,
     pub bucket: String,
     local: Option<LocalMinio>,
-    /// Keeps a Docker container alive for the life of the test binary (testcontainers' reaper
-    /// removes it after the process exits).
+    /// Keeps a Docker container alive for the life of the test binary, with the watchdog that
+    /// removes it after the process exits.
     #[allow(dead_code)]
     container: Option<std::sync::Mutex<Box<dyn std::any::Any + Send>>>,
 }
@@ -77,6 +79,10 @@ impl Minio {
                     container: None,
                 };
             }
+            if std::env::var("SKIFF_TEST_MINIO").as_deref() == Ok("docker") {
+                assert!(docker_available(), "SKIFF_TEST_MINIO=docker but no Docker engine answers `docker info`");
+                return Self::start_container();
+            }
             if find_binary().is_none() && docker_available() {
                 return Self::start_container();
             }
@@ -88,15 +94,43 @@ impl Minio {
     #[cfg(feature = "testcontainers")]
     fn start_container() -> Minio {
         use testcontainers_modules::minio::MinIO;
-        use testcontainers_modules::testcontainers::core::ExecCommand;
+        use testcontainers_modules::testcontainers::core::{CmdWaitFor, ExecCommand};
         use testcontainers_modules::testcontainers::runners::SyncRunner;
         let container = MinIO::default().start().unwrap_or_else(|e| panic!("starting MinIO in Docker: {e}"));
         let port = container.get_host_port_ipv4(9000).unwrap_or_else(|e| panic!("MinIO container port: {e}"));
         let bucket = "skiff-test".to_string();
-        // A directory under the data dir is a bucket to single-drive MinIO.
-        container
-            .exec(ExecCommand::new(["mkdir", "-p", &format!("/data/{bucket}")]))
+        // Through the S3 API with the image's `mc`: a directory made under /data of a server
+        // that is already running is not a bucket to it until it rescans (NoSuchBucket for
+        // the first tests, seen with the MinIO of deploy/images-offline.sh).
+        let mut made = container
+            .exec(
+                ExecCommand::new(["mc", "mb", "--ignore-existing", &format!("local/{bucket}")])
+                    .with_env_vars([("MC_HOST_local", "http://minioadmin:minioadmin@127.0.0.1:9000")])
+                    .with_cmd_ready_condition(CmdWaitFor::exit()),
+            )
             .unwrap_or_else(|e| panic!("creating the bucket in the MinIO container: {e}"));
+        let code = made.exit_code().unwrap_or_else(|e| panic!("`mc mb` in the MinIO container: {e}"));
+        if code != Some(0) {
+            let out = made.stdout_to_vec().unwrap_or_default();
+            let err = made.stderr_to_vec().unwrap_or_default();
+            panic!(
+                "`mc mb local/{bucket}` in the MinIO container exited {code:?}: {}{}",
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&err)
+            );
+        }
+        // The container lives in a static, which is never dropped, and testcontainers-rs has no
+        // reaper: a watchdog removes it once this test process is gone, however it exits.
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(r#"while kill -0 "$WATCH_PID" 2>/dev/null; do sleep 0.5; done; docker rm -f -v "$CONTAINER" >/dev/null 2>&1"#)
+            .env("WATCH_PID", std::process::id().to_string())
+            .env("CONTAINER", container.id())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn the MinIO container's watchdog (sh): {e}"));
         Minio {
             endpoint: format!("http://127.0.0.1:{port}"),
             // The image's default root credentials.
@@ -104,7 +138,7 @@ impl Minio {
             secret_key: "minioadmin".into(),
             bucket,
             local: None,
-            container: Some(std::sync::Mutex::new(Box::new(container))),
+            container: Some(std::sync::Mutex::new(Box::new((container, watchdog)))),
         }
     }
 
