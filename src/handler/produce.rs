@@ -9,6 +9,10 @@
 //! above 64 KiB on a blocking thread, off the async workers) and a keyless one fails the
 //! partition with INVALID_RECORD and per-record `record_errors` (v8+). The appended bytes are
 //! still the received bytes.
+//!
+//! Traced (docs/observability.md) as `kafka.produce`, from the request to its response, with a
+//! `produce.append` child per partition; the flush that makes the append durable is a child of
+//! the first request it carries (`log::wal`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -23,7 +27,8 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use skiff_controller::image::{CleanupPolicy, TopicConfig};
 use tokio::sync::oneshot;
-use tracing::{debug, info, warn};
+use tracing::field::Empty;
+use tracing::{Instrument, debug, debug_span, info, warn};
 use uuid::Uuid;
 
 use super::Handled;
@@ -41,6 +46,28 @@ struct PartitionOutcome {
 }
 
 pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Handled {
+    // Lives until the response is ready: the deferred answer below holds it too.
+    let span = debug_span!(
+        "kafka.produce",
+        otel.kind = "server",
+        acks = req.acks,
+        version,
+        topics = Empty,
+        partitions = Empty
+    );
+    if !span.is_disabled() {
+        let names: Vec<&str> = req.topic_data.iter().map(|t| t.name.0.as_str()).collect();
+        span.record("topics", names.join(",").as_str());
+        span.record("partitions", req.topic_data.iter().map(|t| t.partition_data.len()).sum::<usize>());
+    }
+    let handled = append_all(broker, req, version).instrument(span.clone()).await;
+    match handled {
+        Handled::Deferred(answer) => Handled::Deferred(answer.instrument(span).boxed()),
+        other => other,
+    }
+}
+
+async fn append_all(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Handled {
     if req.transactional_id.is_some() {
         // InitProducerId refuses transactional ids, so this is a misbehaving client.
         debug!("transactional produce refused");
@@ -223,7 +250,23 @@ async fn append_partition(
     }
     let log_append_time = log_append_time.then(|| broker.clock.now_ms());
     let key = PartitionKey { topic_id, partition };
-    match broker.wal.append(key, &records, &headers, log_append_time).await {
+    let span = debug_span!(
+        "produce.append",
+        topic,
+        partition,
+        bytes = records.len(),
+        batches = headers.len(),
+        records = Empty,
+        base_offset = Empty
+    );
+    if !span.is_disabled() {
+        span.record("records", headers.iter().map(|h| i64::from(h.records_count)).sum::<i64>());
+    }
+    let appended = broker.wal.append(key, &records, &headers, log_append_time).instrument(span.clone()).await;
+    if let Ok((a, _)) = &appended {
+        span.record("base_offset", a.base_offset);
+    }
+    match appended {
         Ok((appended, ack)) => {
             broker.metrics.produced_bytes.fetch_add(records.len() as u64, Relaxed);
             broker.metrics.produced_batches.fetch_add(headers.len() as u64, Relaxed);
