@@ -293,4 +293,55 @@ mod tests {
             assert!(!exported(meta(tracing::debug_span!(target: "h2::codec", "framed_read"))));
         });
     }
+
+    /// What the request-path instrumentation costs with tracing off, per produce request: the
+    /// spans of `handler::produce` and the span lookup of `log::wal`, under the log output's
+    /// default filter as `main.rs` installs it.
+    #[test]
+    #[ignore = "a measurement: cargo test --lib telemetry::tests::disabled_spans_cost -- --ignored --nocapture"]
+    fn disabled_spans_cost() {
+        use tracing::Instrument;
+        use tracing_subscriber::prelude::*;
+        let filter = tracing_subscriber::EnvFilter::new(crate::log_levels::DEFAULT_FILTER);
+        let log = tracing_subscriber::fmt::layer().with_writer(std::io::sink).with_filter(filter);
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(log), || {
+            let n: u32 = 2_000_000;
+            let clock = skiff_time::system_clock();
+            let started = clock.now();
+            for i in 0..n {
+                let request = tracing::debug_span!(
+                    "kafka.produce",
+                    otel.kind = "server",
+                    acks = 1i16,
+                    topics = tracing::field::Empty
+                );
+                if !request.is_disabled() {
+                    request.record("topics", "t");
+                }
+                let append = tracing::debug_span!("produce.append", topic = "t", partition = i, bytes = 100usize);
+                let appended = futures::executor::block_on(
+                    async {
+                        tracing::level_enabled!(tracing::Level::DEBUG)
+                            && std::hint::black_box(!tracing::Span::current().is_disabled())
+                    }
+                    .instrument(append)
+                    .instrument(request),
+                );
+                std::hint::black_box(appended);
+            }
+            let traced = clock.now() - started;
+            let started = clock.now();
+            for _ in 0..n {
+                let appended = futures::executor::block_on(async { std::hint::black_box(true) });
+                std::hint::black_box(appended);
+            }
+            let bare = clock.now() - started;
+            println!(
+                "per produce request with tracing off: {:?} instrumented, {:?} without ({} iterations)",
+                traced / n,
+                bare / n,
+                n
+            );
+        });
+    }
 }

@@ -16,6 +16,8 @@
 //! Also here: the Grafana dashboard (deploy/grafana/skiff.json) queries only metrics, and
 //! groups only by labels, that a running node exports.
 
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time
+
 mod support;
 
 use std::collections::HashMap;

@@ -409,7 +409,8 @@ impl Wal {
         open.waiters.push(tx);
         open.permits.push(permit);
         // The caller's span (`produce.append`), when traced: the flush's span joins its trace.
-        if open.traced.len() < MAX_FLUSH_LINKS {
+        // (With tracing off no DEBUG span exists: one atomic load, no span lookup.)
+        if open.traced.len() < MAX_FLUSH_LINKS && tracing::level_enabled!(tracing::Level::DEBUG) {
             let current = Span::current();
             if !current.is_disabled() {
                 open.traced.push(current);
