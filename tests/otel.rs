@@ -376,3 +376,27 @@ fn grouping_labels(expr: &str) -> Vec<&str> {
         .map(str::trim)
         .collect()
 }
+
+/// Invalid `OTEL_*` values stop start-up, reported together with the other configuration
+/// problems (today's main ignores them).
+#[test]
+fn invalid_opentelemetry_settings_stop_start_up_with_the_other_problems() -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new().prefix("skiff-otel-config-").tempdir()?;
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("dev")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--flush-bytes", "lots"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .env("OTEL_TRACES_SAMPLER", "traceidratio")
+        .env("OTEL_TRACES_SAMPLER_ARG", "2")
+        .stdin(Stdio::null())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "started with invalid settings:\n{stderr}");
+    for expected in ["flush", "OTEL_EXPORTER_OTLP_PROTOCOL=http/json", "OTEL_TRACES_SAMPLER_ARG=2"] {
+        ensure!(stderr.contains(expected), "{expected:?} not reported:\n{stderr}");
+    }
+    Ok(())
+}
