@@ -6,7 +6,9 @@
 #   3. `helm lint --strict`, then renders the chart with its defaults, with MinIO for development
 #      and with every option on (ci/all-on-values.yaml), and checks every manifest with
 #      `kubeconform -strict` (unknown or misspelt fields fail);
-#   4. runs the rendered start-up scripts (node ids, advertised addresses) with fake pod values;
+#   4. runs the rendered start-up scripts (node ids, advertised addresses) with fake pod values,
+#      and checks every SKIFF_* variable against what `skiff <role> --help` reads (needs the
+#      built binary: SKIFF_BIN, else $CARGO_TARGET_DIR/debug/skiff);
 #   5. checks the checks: a misspelt field and an impossible combination must fail.
 # Cold: a few minutes (helm compiles); warm: seconds.
 set -euo pipefail
@@ -95,6 +97,35 @@ expect "StatefulSet broker 7" "1007 broker-7.kafka.example.com:9094" \
 expect "controller 2" "3 " "$(HOSTNAME=skiff-controller-2 sh -c "$(script "$work/defaults.yaml" -controller)")"
 expect "voters" "1=skiff-controller-0.skiff-controller.streaming.svc.cluster.local:9093,2=skiff-controller-1.skiff-controller.streaming.svc.cluster.local:9093,3=skiff-controller-2.skiff-controller.streaming.svc.cluster.local:9093" \
   "$(grep -A1 'name: SKIFF_VOTERS' "$work/defaults.yaml" | sed -n 's/.*value: "\(.*\)"/\1/p')"
+
+echo "== every SKIFF_* variable the chart sets is one its role reads"
+# A role ignores variables of settings it does not use, so a misspelt or misplaced name would be
+# silently dropped: compare with `skiff <role> --help` (SKIFF_LOG is read by main.rs itself).
+skiff_bin="${SKIFF_BIN:-${CARGO_TARGET_DIR:-$cache/target}/debug/skiff}"
+[ -x "$skiff_bin" ] || { echo "validate: no skiff binary at $skiff_bin (build first, or set SKIFF_BIN)" >&2; exit 1; }
+for role in controller broker; do
+  "$skiff_bin" "$role" --help >"$work/$role.help"
+  for file in defaults all-on; do
+    python3 - "$work/$file.yaml" "$role" "$work/$role.help" <<'PY'
+import re, sys, yaml
+path, role, help_path = sys.argv[1:]
+known = set(re.findall(r"SKIFF_[A-Z0-9_]+", open(help_path).read())) | {"SKIFF_LOG"}
+used = set()
+for doc in yaml.safe_load_all(open(path)):
+    if not doc or doc["kind"] not in ("Deployment", "StatefulSet"):
+        continue
+    for c in doc["spec"]["template"]["spec"]["containers"]:
+        if c["name"] != role:
+            continue
+        used |= {e["name"] for e in c.get("env", []) if e["name"].startswith("SKIFF_")}
+        used |= set(re.findall(r"export (SKIFF_[A-Z0-9_]+)", " ".join(c.get("args", []))))
+unknown = sorted(used - known)
+if not used or unknown:
+    sys.exit("%s: %s sets %s, which `skiff %s` does not read" % (path, role, unknown or "nothing", role))
+print("ok   %s (%s): %d SKIFF_* variables, all read by `skiff %s`" % (role, path.rsplit("/", 1)[-1], len(used), role))
+PY
+  done
+done
 
 echo "== the checks can fail"
 sed 's/terminationGracePeriodSeconds:/terminationGracePeriodSecond:/' "$work/defaults.yaml" >"$work/misspelt.yaml"
