@@ -36,6 +36,11 @@ minio_line="$(scripts/install-minio.sh | tail -1)"
 echo "$minio_line"
 export SKIFF_MINIO_BIN="${minio_line#minio: }"
 
+step "OpenTelemetry Collector for the trace test (tests/otel.rs; Go module proxy, cached)"
+otelcol_line="$(scripts/install-otelcol.sh | tail -1)"
+echo "$otelcol_line"
+export SKIFF_OTELCOL_BIN="${otelcol_line#otelcol: }"
+
 step "client libraries for the compat suites, Kafka Connect and Kafka Streams (tests/ecosystem.rs), the _schemas store (tests/schemas_topic.rs)"
 tests/compat/setup.sh
 
@@ -54,6 +59,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "deploy: static checks of the Dockerfile and docker-compose.yml (also what the Docker run cannot reach)"
 deploy/validate.sh
+
+step "deploy: Helm chart (helm lint, helm template + kubeconform -strict against Kubernetes' schemas)"
+deploy/helm/validate.sh
 
 step "cargo test (unit, in-process, black-box, durability, six client families, Kafka Connect and Streams, _schemas)"
 cargo test --workspace --locked -- --test-threads=4

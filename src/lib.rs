@@ -23,7 +23,8 @@
 //!   [`supervisor`] owns its tasks: a critical task that fails stops the process (non-zero).
 //!   Time and ids come from `skiff-time` (crate), injected, never ambient.
 //! * [`log_levels`] holds the process's log filter levels, changed at run time through Kafka's
-//!   broker-logger configs (`main.rs` installs it).
+//!   broker-logger configs (`main.rs` installs it). [`telemetry`] exports traces over OTLP when
+//!   the `OTEL_*` variables ask for it (docs/observability.md).
 
 pub mod broker;
 pub mod config;
@@ -38,3 +39,4 @@ pub mod node;
 pub mod protocol;
 pub mod server;
 pub mod supervisor;
+pub mod telemetry;

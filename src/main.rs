@@ -7,10 +7,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 /// Logs to stderr through a filter that broker-logger configs can swap at run time
-/// (`skiff::log_levels`): `SKIFF_LOG`, else `RUST_LOG`, else the default.
-fn init_tracing() {
+/// (`skiff::log_levels`): `SKIFF_LOG`, else `RUST_LOG`, else the default. With `otel`, spans
+/// also go to OpenTelemetry (`skiff::telemetry`), filtered apart from the log output.
+fn init_tracing(
+    otel: Option<&skiff::telemetry::Settings>,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Option<skiff::telemetry::Telemetry>, String> {
     use tracing_subscriber::prelude::*;
-    use tracing_subscriber::{EnvFilter, fmt, reload};
+    use tracing_subscriber::{EnvFilter, filter, fmt, reload};
     let spec = [std::env::var("SKIFF_LOG"), std::env::var("RUST_LOG")]
         .into_iter()
         .flatten()
@@ -19,7 +23,21 @@ fn init_tracing() {
     let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new(skiff::log_levels::DEFAULT_FILTER));
     let (filter, handle) = reload::Layer::new(filter);
     let ansi = cli::log_colours(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
-    tracing_subscriber::registry().with(filter).with(fmt::layer().with_writer(std::io::stderr).with_ansi(ansi)).init();
+    let (telemetry, otel_layer) = match otel {
+        Some(settings) => {
+            let (telemetry, tracer) = skiff::telemetry::Telemetry::start(settings, runtime.handle().clone())?;
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(filter::filter_fn(skiff::telemetry::exported));
+            (Some(telemetry), Some(layer))
+        }
+        None => (None, None),
+    };
+    // Per-layer filters: the log filter decides what is printed, `exported` what is traced.
+    tracing_subscriber::registry()
+        .with(fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).with_filter(filter))
+        .with(otel_layer)
+        .init();
     let levels = skiff::log_levels::LogLevels::new(&spec, move |spec| {
         let filter = EnvFilter::try_new(spec).map_err(|e| e.to_string())?;
         handle.reload(filter).map_err(|e| e.to_string())
@@ -28,6 +46,10 @@ fn init_tracing() {
         Some(levels) => skiff::log_levels::install(levels),
         None => info!(filter = %spec, "log filter has span or field directives: broker-logger configs are off"),
     }
+    if let Some(settings) = otel {
+        info!(?settings, "OpenTelemetry traces are exported over OTLP");
+    }
+    Ok(telemetry)
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -55,12 +77,17 @@ async fn signalled() {
 
 fn main() -> anyhow::Result<()> {
     let matches = cli::command().get_matches();
-    init_tracing();
-    let (config, roles) = cli::resolve(&matches, &|name| std::env::var(name).ok())
-        .map_err(|problems| anyhow::anyhow!("invalid configuration:\n  {}", problems.join("\n  ")))?;
-    info!(config = %config.redacted(), "effective configuration");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("skiff").build()?;
-    runtime.block_on(async move {
+    let otel = skiff::telemetry::Settings::from_env(&|name| std::env::var(name).ok());
+    let telemetry = init_tracing(otel.as_ref().ok().and_then(Option::as_ref), &runtime).map_err(anyhow::Error::msg)?;
+    let otel_problems = otel.err().unwrap_or_default();
+    let (config, roles) = cli::resolve(&matches, &|name| std::env::var(name).ok()).map_err(|mut problems| {
+        problems.extend(otel_problems.iter().cloned());
+        anyhow::anyhow!("invalid configuration:\n  {}", problems.join("\n  "))
+    })?;
+    anyhow::ensure!(otel_problems.is_empty(), "invalid configuration:\n  {}", otel_problems.join("\n  "));
+    info!(config = %config.redacted(), "effective configuration");
+    let result = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         // Detached: it lives as long as the process; the runtime drops it on exit.
@@ -95,5 +122,11 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
         }
-    })
+    });
+    // The node has stopped: export the spans still buffered while the runtime (which drives the
+    // exporter's connections) is still up.
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
+    result
 }

@@ -163,7 +163,12 @@ impl RemoteController {
     pub async fn submit(&self, cmd: Command) -> Result<CommandResult, ControllerError> {
         let idempotent = matches!(cmd, Command::RegisterBroker(_) | Command::FenceBroker { .. });
         let deadline = self.inner.clock.now() + SUBMIT_TIMEOUT;
-        let req = Request::Broker(BrokerRequest::Submit(cmd));
+        // The broker's trace continues on the controller (`trace_context`): the context of the
+        // caller's span (`controller.submit`) travels with the request when one is recorded.
+        let req = match crate::trace_context::traceparent(&tracing::Span::current()) {
+            Some(traceparent) => Request::TracedBroker { traceparent, request: BrokerRequest::Submit(cmd) },
+            None => Request::Broker(BrokerRequest::Submit(cmd)),
+        };
         let mut last_error;
         let (result, index) = loop {
             let outcome = self.call_leader(&req, SUBMIT_ATTEMPT_TIMEOUT).await;

@@ -27,12 +27,14 @@ pub mod placement;
 pub mod quorum;
 mod raft;
 pub mod topic_config;
+pub mod trace_context;
 
 pub use client::RemoteController;
 pub use error::{ControllerError, ErrorKind};
 pub use raft::{Controller, ControllerConfig, MetadataHandle};
 
 use metadata::{Command, CommandResult};
+use tracing::Instrument;
 
 /// What a broker talks to: the controller in its own process (`skiff dev`) or a remote quorum.
 #[derive(Clone)]
@@ -44,10 +46,20 @@ pub enum ControllerHandle {
 impl ControllerHandle {
     /// Submits a command; returns once it is committed and visible in [`Self::metadata`].
     /// Brokers use the typed intents in [`intent`] instead.
+    /// Traced as `controller.submit` (a client span for a remote quorum, whose `traceparent`
+    /// travels with the request; `trace_context`).
     pub(crate) async fn submit(&self, cmd: Command) -> Result<CommandResult, ControllerError> {
+        let command = tracing::field::Empty;
+        let span = match self {
+            ControllerHandle::Local(_) => tracing::debug_span!("controller.submit", command),
+            ControllerHandle::Remote(_) => tracing::debug_span!("controller.submit", otel.kind = "client", command),
+        };
+        if !span.is_disabled() {
+            span.record("command", command_name(&cmd));
+        }
         match self {
-            ControllerHandle::Local(c) => c.submit(cmd).await,
-            ControllerHandle::Remote(r) => r.submit(cmd).await,
+            ControllerHandle::Local(c) => c.submit(cmd).instrument(span).await,
+            ControllerHandle::Remote(r) => r.submit(cmd).instrument(span).await,
         }
     }
 
@@ -75,5 +87,40 @@ impl ControllerHandle {
             ControllerHandle::Local(c) => c.metadata(),
             ControllerHandle::Remote(r) => r.metadata(),
         }
+    }
+}
+
+/// The variant name of `cmd` (`CommitObject`, `RegisterBroker`, ...) for traces: the start of
+/// its `Debug` text, formatted no further than the name (a commit's partitions are not).
+fn command_name(cmd: &Command) -> String {
+    use std::fmt::Write;
+    struct Name(String);
+    impl Write for Name {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let end = s.find(|c: char| !c.is_alphanumeric() && c != '_').unwrap_or(s.len());
+            self.0.push_str(&s[..end]);
+            // An error stops the formatter once the name has ended.
+            if end < s.len() || self.0.len() > 64 { Err(std::fmt::Error) } else { Ok(()) }
+        }
+    }
+    let mut name = Name(String::new());
+    let _ = write!(name, "{cmd:?}");
+    name.0
+}
+
+#[cfg(test)]
+mod command_name_tests {
+    use super::*;
+
+    #[test]
+    fn names_the_variant_only() {
+        assert_eq!(command_name(&Command::InitCluster { cluster_id: "abc".into() }), "InitCluster");
+        let commit = Command::CommitObject(metadata::ObjectCommit {
+            key: "wal/1".into(),
+            broker_id: 1,
+            size_bytes: 10,
+            partitions: Vec::new(),
+        });
+        assert_eq!(command_name(&commit), "CommitObject");
     }
 }

@@ -11,6 +11,9 @@
 //! resets its position) only once the broker's image is confirmed current with the controller;
 //! unconfirmed (a frozen broker resumed in an old epoch, no controller reachable) it gets the
 //! retriable NOT_LEADER_OR_FOLLOWER.
+//!
+//! Traced as `kafka.fetch` (waiting included), with a `log.read` child per chunk read from the
+//! tail cache or object storage (`log::read`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -22,7 +25,8 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKind};
 use skiff_controller::image::{Chunk, MetadataImage, check_leader_epoch};
-use tracing::warn;
+use tracing::field::Empty;
+use tracing::{Instrument, debug_span, warn};
 
 use super::Handled;
 use super::errors::{self, code};
@@ -38,7 +42,19 @@ const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 
 pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Handled {
     let broker = broker.clone();
-    Handled::Deferred(async move { ResponseKind::Fetch(fetch(&broker, &req, version).await) }.boxed())
+    let span = debug_span!(
+        "kafka.fetch",
+        otel.kind = "server",
+        version,
+        max_wait_ms = req.max_wait_ms,
+        min_bytes = req.min_bytes,
+        partitions = Empty,
+        bytes = Empty
+    );
+    if !span.is_disabled() {
+        span.record("partitions", req.topics.iter().map(|t| t.partitions.len()).sum::<usize>());
+    }
+    Handled::Deferred(async move { ResponseKind::Fetch(fetch(&broker, &req, version).await) }.instrument(span).boxed())
 }
 
 async fn fetch(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> FetchResponse {
@@ -64,6 +80,7 @@ async fn fetch(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> FetchR
         }
         if bytes >= req.min_bytes.max(0) as usize || has_error || broker.clock.now() >= deadline {
             broker.metrics.fetched_bytes.fetch_add(bytes as u64, Relaxed);
+            tracing::Span::current().record("bytes", bytes);
             return response;
         }
         // Woken by the next apply (a commit), or the deadline; a closed watch means shutdown.

@@ -14,6 +14,10 @@
 //! so they are given only on producer state from an image confirmed current with the
 //! controller; unconfirmed (a broker resumed after a freeze, no controller reachable) the
 //! partition gets the retriable NOT_LEADER_OR_FOLLOWER.
+//!
+//! Traced (docs/observability.md) as `kafka.produce`, from the request to its response, with a
+//! `produce.append` child per partition; the flush that makes the append durable is a child of
+//! the first request it carries (`log::wal`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -28,7 +32,8 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use skiff_controller::image::{CleanupPolicy, TopicConfig};
 use tokio::sync::oneshot;
-use tracing::{debug, info, warn};
+use tracing::field::Empty;
+use tracing::{Instrument, debug, debug_span, info, warn};
 use uuid::Uuid;
 
 use super::Handled;
@@ -46,6 +51,28 @@ struct PartitionOutcome {
 }
 
 pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Handled {
+    // Lives until the response is ready: the deferred answer below holds it too.
+    let span = debug_span!(
+        "kafka.produce",
+        otel.kind = "server",
+        acks = req.acks,
+        version,
+        topics = Empty,
+        partitions = Empty
+    );
+    if !span.is_disabled() {
+        let names: Vec<&str> = req.topic_data.iter().map(|t| t.name.0.as_str()).collect();
+        span.record("topics", names.join(",").as_str());
+        span.record("partitions", req.topic_data.iter().map(|t| t.partition_data.len()).sum::<usize>());
+    }
+    let handled = append_all(broker, req, version).instrument(span.clone()).await;
+    match handled {
+        Handled::Deferred(answer) => Handled::Deferred(answer.instrument(span).boxed()),
+        other => other,
+    }
+}
+
+async fn append_all(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Handled {
     if req.transactional_id.is_some() {
         // InitProducerId refuses transactional ids, so this is a misbehaving client.
         debug!("transactional produce refused");
@@ -228,18 +255,33 @@ async fn append_partition(
     }
     let log_append_time = log_append_time.then(|| broker.clock.now_ms());
     let key = PartitionKey { topic_id, partition };
-    let mut appended = broker.wal.append(key, &records, &headers, log_append_time).await;
+    let span = debug_span!(
+        "produce.append",
+        topic,
+        partition,
+        bytes = records.len(),
+        batches = headers.len(),
+        records = Empty,
+        base_offset = Empty
+    );
+    if !span.is_disabled() {
+        span.record("records", headers.iter().map(|h| i64::from(h.records_count)).sum::<i64>());
+    }
+    let mut appended = broker.wal.append(key, &records, &headers, log_append_time).instrument(span.clone()).await;
     if let Err(e @ (AppendError::OutOfOrderSequence | AppendError::ProducerFenced)) = &appended {
         // Fatal for the producer, and decided on producer state from this broker's image, which
         // may be seconds old after a freeze (still "leading" in an epoch that moved on): decide
         // again on an image confirmed current, or let the producer retry.
         appended = match broker.controller.catch_up().await {
-            Ok(()) => broker.wal.append(key, &records, &headers, log_append_time).await,
+            Ok(()) => broker.wal.append(key, &records, &headers, log_append_time).instrument(span.clone()).await,
             Err(c) => {
                 warn!(topic, partition, error = %c, refusal = %e, "produce refused on an unconfirmed image; answering NOT_LEADER_OR_FOLLOWER");
                 Err(AppendError::NotLeader)
             }
         };
+    }
+    if let Ok((a, _)) = &appended {
+        span.record("base_offset", a.base_offset);
     }
     match appended {
         Ok((appended, ack)) => {

@@ -15,6 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 use moka::sync::Cache;
 use skiff_controller::image::Chunk;
 use skiff_storage::{BlockCache, ObjectStorage, StorageError};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::broker::batch;
@@ -100,17 +101,29 @@ impl Reader {
         if chunk.len == 0 {
             return Ok(Bytes::new());
         }
+        let span = tracing::debug_span!(
+            "log.read",
+            key = &*chunk.object,
+            position = chunk.position,
+            bytes = chunk.len,
+            source = tracing::field::Empty
+        );
         if let Some(b) = self.tail.get(&chunk.object, chunk.position) {
             self.metrics.tail_read(true);
+            span.record("source", "tail");
             return Ok(b);
         }
         self.metrics.tail_read(false);
+        span.record("source", "storage");
         // Cost estimate: the blocks this chunk spans (some may be cached already).
         let block = self.blocks.block_size_bytes().max(1);
         let first = chunk.position / block;
         let last = (chunk.position + chunk.len.max(1) - 1) / block;
         self.metrics.attribute_gets(topic_id, (last - first + 1) as f64);
-        self.blocks.read(&self.storage, &chunk.object, None, chunk.position..chunk.position + chunk.len).await
+        self.blocks
+            .read(&self.storage, &chunk.object, None, chunk.position..chunk.position + chunk.len)
+            .instrument(span)
+            .await
     }
 
     /// Reads the planned chunks and cuts them to whole batches from `offset` within `max_bytes`

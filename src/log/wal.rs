@@ -17,6 +17,11 @@
 //! * Acknowledgement happens only after the object is stored AND its index entries are applied
 //!   by the controller.
 //! * Bytes accepted but not yet acknowledged are bounded by a semaphore (back-pressure).
+//!
+//! Tracing (docs/observability.md): a flush carries many requests, so its `wal.flush` span is a
+//! child of the first traced request's span and links to the next [`MAX_FLUSH_LINKS`]; under it
+//! `object.put` (the upload) and `wal.commit` (the controller commit, which continues on the
+//! controller).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -31,7 +36,7 @@ use skiff_time::{Clock, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, Span, debug, debug_span, info, warn};
 use uuid::Uuid;
 
 use super::read::TailCache;
@@ -120,6 +125,9 @@ struct Run {
     producer_batches: Vec<ProducerBatch>,
 }
 
+/// At most this many traced requests are remembered per flush (its span's parent and links).
+pub const MAX_FLUSH_LINKS: usize = 32;
+
 struct OpenFlush {
     generation: u64,
     bytes: usize,
@@ -127,11 +135,21 @@ struct OpenFlush {
     runs: BTreeMap<PartitionKey, Run>,
     waiters: Vec<oneshot::Sender<Result<(), AppendError>>>,
     permits: Vec<OwnedSemaphorePermit>,
+    /// The spans of the traced appends in this flush (empty when tracing is off).
+    traced: Vec<Span>,
 }
 
 impl OpenFlush {
     fn new(generation: u64) -> Self {
-        Self { generation, bytes: 0, opened_at: None, runs: BTreeMap::new(), waiters: Vec::new(), permits: Vec::new() }
+        Self {
+            generation,
+            bytes: 0,
+            opened_at: None,
+            runs: BTreeMap::new(),
+            waiters: Vec::new(),
+            permits: Vec::new(),
+            traced: Vec::new(),
+        }
     }
     fn fail(self, err: AppendError) {
         for w in self.waiters {
@@ -159,6 +177,8 @@ struct PendingFlush {
     _permits: Vec<OwnedSemaphorePermit>,
     inflight: OwnedSemaphorePermit,
     opened_at: Option<Instant>,
+    /// `wal.flush`: ends once the waiters are answered.
+    span: Span,
 }
 
 /// The broker's write-ahead buffer and flush pipeline.
@@ -388,6 +408,14 @@ impl Wal {
         open.bytes += size;
         open.waiters.push(tx);
         open.permits.push(permit);
+        // The caller's span (`produce.append`), when traced: the flush's span joins its trace.
+        // (With tracing off no DEBUG span exists: one atomic load, no span lookup.)
+        if open.traced.len() < MAX_FLUSH_LINKS && tracing::level_enabled!(tracing::Level::DEBUG) {
+            let current = Span::current();
+            if !current.is_disabled() {
+                open.traced.push(current);
+            }
+        }
         let full = open.bytes >= self.settings.flush_bytes;
         drop(st);
         if full || first {
@@ -476,7 +504,7 @@ impl Wal {
                 "idle"
             };
             self.metrics.flush(reason, open.bytes);
-            let pending = self.build_flush(&storage, seq, open, slot);
+            let pending = self.build_flush(&storage, seq, reason, open, slot);
             if tx.send(pending).is_err() {
                 // The committer is gone (its failure is stopping the process): refuse new
                 // appends and fail the buffered ones instead of leaving producers waiting. The
@@ -492,9 +520,11 @@ impl Wal {
         &self,
         storage: &ObjectStorage,
         seq: u64,
+        reason: &'static str,
         open: OpenFlush,
         slot: OwnedSemaphorePermit,
     ) -> PendingFlush {
+        let span = flush_span(&open.traced, seq, reason, open.bytes, open.runs.len(), open.waiters.len());
         let mut builder = WalObjectBuilder::new();
         for (key, run) in &open.runs {
             builder
@@ -532,11 +562,13 @@ impl Wal {
             });
         }
         let size_bytes = object.len() as u64;
+        span.record("key", key.as_str());
         let upload = {
             let storage = storage.clone();
             let key = key.clone();
+            let put = debug_span!(parent: &span, "object.put", key = key.as_str(), bytes = size_bytes);
             // Owned by the flush: the committer awaits it (uploads overlap, commits stay in order).
-            tokio::spawn(async move { storage.put_new(&key, object).await })
+            tokio::spawn(async move { storage.put_new(&key, object).await }.instrument(put))
         };
         PendingFlush {
             seq,
@@ -549,6 +581,7 @@ impl Wal {
             _permits: open.permits,
             inflight: slot,
             opened_at: open.opened_at,
+            span,
         }
     }
 
@@ -577,13 +610,14 @@ impl Wal {
                     }
                 }
                 self.metrics.attribute_put(&topic_bytes);
+                let commit_span = debug_span!(parent: &flush.span, "wal.commit", key = flush.key.as_str(), partitions = flush.commit.len());
                 let commit = ObjectCommit {
                     key: flush.key.clone(),
                     broker_id: self.settings.broker_id,
                     size_bytes: flush.size_bytes,
                     partitions: flush.commit,
                 };
-                match controller.commit_object(commit).await {
+                match controller.commit_object(commit).instrument(commit_span).await {
                     Ok(()) => Ok(()),
                     // A newer leader epoch owns a partition of this object: this broker is deposed.
                     Err(e) if e.kind() == ErrorKind::Fenced => Err(AppendError::NotLeader),
@@ -617,4 +651,29 @@ impl Wal {
             }
         }
     }
+}
+
+/// The `wal.flush` span of a flush carrying the appends traced in `traced`: a child of the
+/// first (so a produce's trace shows its flush, PUT and commit) and linked to the others; a
+/// root span when none was traced.
+fn flush_span(
+    traced: &[Span],
+    seq: u64,
+    reason: &'static str,
+    bytes: usize,
+    partitions: usize,
+    requests: usize,
+) -> Span {
+    let span = match traced.first() {
+        Some(first) => {
+            debug_span!(parent: first, "wal.flush", seq, reason, bytes, partitions, requests, key = tracing::field::Empty)
+        }
+        None => {
+            debug_span!(parent: None, "wal.flush", seq, reason, bytes, partitions, requests, key = tracing::field::Empty)
+        }
+    };
+    for other in traced.iter().skip(1) {
+        span.follows_from(other);
+    }
+    span
 }

@@ -88,6 +88,9 @@ pub struct ClusterSpec {
     pub broker_args: Vec<String>,
     /// Extra flags for every controller.
     pub controller_args: Vec<String>,
+    /// Extra environment for every broker / controller (e.g. `OTEL_*` in tests/otel.rs).
+    pub broker_env: Vec<(String, String)>,
+    pub controller_env: Vec<(String, String)>,
 }
 
 impl ClusterSpec {
@@ -99,6 +102,8 @@ impl ClusterSpec {
             session_timeout: None,
             broker_args: Vec::new(),
             controller_args: Vec::new(),
+            broker_env: Vec::new(),
+            controller_env: Vec::new(),
         }
     }
 }
@@ -645,6 +650,11 @@ impl Cluster {
             }
         }
         cmd.envs(self.minio.skiff_env());
+        let extra = match node {
+            NodeRef::Controller(_) => &self.spec.controller_env,
+            NodeRef::Broker(_) => &self.spec.broker_env,
+        };
+        cmd.envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd
     }
 

@@ -32,6 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::raft::TypeConfig;
 use crate::raft::service::{BrokerRequest, BrokerResponse, Service};
@@ -49,6 +50,13 @@ pub(crate) enum Request {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// From a broker (`service.rs`).
     Broker(BrokerRequest),
+    /// From a broker, continuing its trace: `traceparent` is the W3C trace context of the
+    /// broker's span (`trace_context`). Sent only while a trace is recorded, so brokers with
+    /// tracing off keep the `Broker` form older controllers understand.
+    TracedBroker {
+        traceparent: String,
+        request: BrokerRequest,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -279,25 +287,44 @@ async fn serve_requests(
             Request::AppendEntries(r) => Response::AppendEntries(raft.append_entries(r).await),
             Request::Vote(r) => Response::Vote(raft.vote(r).await),
             Request::InstallSnapshot(r) => Response::InstallSnapshot(raft.install_snapshot(r).await),
-            Request::Broker(r) => {
-                let beat = match &r {
-                    BrokerRequest::Heartbeat { broker_id, incarnation } => Some((*broker_id, *incarnation)),
-                    _ => None,
-                };
-                // A long watch must not outlive a stop.
-                let resp = tokio::select! {
-                    resp = service.handle(r) => resp,
-                    () = stop.cancelled() => return Ok(()),
-                };
-                // Only a heartbeat this node accepted as leader ties the connection to the
-                // broker's session (a follower's refusal says nothing about the broker).
-                if beat.is_some() && matches!(resp, BrokerResponse::Heartbeat(Ok(_))) {
-                    *heartbeats_from = beat;
+            Request::Broker(r) => match serve_broker(service, stop, heartbeats_from, r).await {
+                Some(resp) => Response::Broker(resp),
+                None => return Ok(()),
+            },
+            Request::TracedBroker { traceparent, request } => {
+                let span = tracing::debug_span!("controller.handle", otel.kind = "server", request = request.name());
+                crate::trace_context::continue_trace(&span, &traceparent);
+                match serve_broker(service, stop, heartbeats_from, request).instrument(span).await {
+                    Some(resp) => Response::Broker(resp),
+                    None => return Ok(()),
                 }
-                Response::Broker(resp)
             }
         };
         let body = serde_json::to_vec(&resp).map_err(io::Error::other)?;
         write_frame(&mut stream, &body).await?;
     }
+}
+
+/// Serves one broker request; `None` when `stop` cut it short (the connection closes).
+async fn serve_broker(
+    service: &Service,
+    stop: &CancellationToken,
+    heartbeats_from: &mut Option<(i32, uuid::Uuid)>,
+    r: BrokerRequest,
+) -> Option<BrokerResponse> {
+    let beat = match &r {
+        BrokerRequest::Heartbeat { broker_id, incarnation } => Some((*broker_id, *incarnation)),
+        _ => None,
+    };
+    // A long watch must not outlive a stop.
+    let resp = tokio::select! {
+        resp = service.handle(r) => resp,
+        () = stop.cancelled() => return None,
+    };
+    // Only a heartbeat this node accepted as leader ties the connection to the
+    // broker's session (a follower's refusal says nothing about the broker).
+    if beat.is_some() && matches!(resp, BrokerResponse::Heartbeat(Ok(_))) {
+        *heartbeats_from = beat;
+    }
+    Some(resp)
 }

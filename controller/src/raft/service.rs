@@ -24,6 +24,7 @@ use openraft::Raft;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::error::ControllerError;
@@ -55,6 +56,18 @@ pub(crate) enum BrokerRequest {
     },
     /// The quorum's replication status (answered by the leader).
     DescribeQuorum,
+}
+
+impl BrokerRequest {
+    /// The request's name in traces.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            BrokerRequest::Submit(_) => "Submit",
+            BrokerRequest::Watch { .. } => "Watch",
+            BrokerRequest::Heartbeat { .. } => "Heartbeat",
+            BrokerRequest::DescribeQuorum => "DescribeQuorum",
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -202,10 +215,21 @@ impl Service {
         }
     }
 
+    /// Proposes `cmd` and waits until it is committed by the quorum and applied here (traced
+    /// as `raft.commit`).
     pub(crate) async fn submit_indexed(&self, cmd: Command) -> Result<(CommandResult, u64), ControllerError> {
-        let (reply, result) = oneshot::channel();
-        self.proposals.send(Proposal { cmd, reply }).await.map_err(|_| ControllerError::Closed)?;
-        result.await.map_err(|_| ControllerError::Closed)?
+        let span = tracing::debug_span!("raft.commit", node_id = self.node_id, index = tracing::field::Empty);
+        async {
+            let (reply, result) = oneshot::channel();
+            self.proposals.send(Proposal { cmd, reply }).await.map_err(|_| ControllerError::Closed)?;
+            let done = result.await.map_err(|_| ControllerError::Closed)?;
+            if let Ok((_, index)) = &done {
+                tracing::Span::current().record("index", index);
+            }
+            done
+        }
+        .instrument(span)
+        .await
     }
 
     async fn submit(&self, cmd: Command) -> Result<(CommandResult, u64), RpcError> {
