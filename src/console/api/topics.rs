@@ -61,7 +61,11 @@ struct TopicSummary {
 }
 
 /// A topic's summary from image `m` (rate filled in by the caller).
-fn summary(broker: &Broker, m: &skiff_controller::image::MetadataImage, t: skiff_controller::image::TopicView<'_>) -> TopicSummary {
+fn summary(
+    broker: &Broker,
+    m: &skiff_controller::image::MetadataImage,
+    t: skiff_controller::image::TopicView<'_>,
+) -> TopicSummary {
     let keys = ["retention.ms".to_string(), "cleanup.policy".to_string()];
     let entries = configs::topic_config_entries(t.configs(), &broker.defaults(m), Some(&keys));
     let value = |k: &str| entries.iter().find(|e| e.name == k).and_then(|e| e.value.clone());
@@ -253,10 +257,7 @@ fn detail(broker: &std::sync::Arc<Broker>, api: &Api, name: &str) -> ApiResult<T
 }
 
 fn unknown_topic(name: &str) -> ApiError {
-    ApiError::of(
-        kafka_protocol::ResponseError::UnknownTopicOrPartition,
-        format!("Topic '{name}' does not exist."),
-    )
+    ApiError::of(kafka_protocol::ResponseError::UnknownTopicOrPartition, format!("Topic '{name}' does not exist."))
 }
 
 /// DescribeConfigs of topic `name`.
@@ -320,10 +321,15 @@ pub(super) async fn alter_incremental(
         .set
         .iter()
         .map(|(k, v)| {
-            AlterableConfig::default().with_name(s(k.clone())).with_config_operation(OP_SET).with_value(Some(s(v.clone())))
+            AlterableConfig::default()
+                .with_name(s(k.clone()))
+                .with_config_operation(OP_SET)
+                .with_value(Some(s(v.clone())))
         })
         .collect();
-    ops.extend(b.delete.iter().map(|k| AlterableConfig::default().with_name(s(k.clone())).with_config_operation(OP_DELETE)));
+    ops.extend(
+        b.delete.iter().map(|k| AlterableConfig::default().with_name(s(k.clone())).with_config_operation(OP_DELETE)),
+    );
     let req = IncrementalAlterConfigsRequest::default()
         .with_resources(vec![
             AlterConfigsResource::default()
