@@ -263,7 +263,11 @@ fn unknown_topic(name: &str) -> ApiError {
 /// DescribeConfigs of topic `name`.
 fn describe_configs(broker: &std::sync::Arc<Broker>, name: &str) -> ApiResult<Vec<ConfigRow>> {
     let req = DescribeConfigsRequest::default().with_resources(vec![
-        DescribeConfigsResource::default().with_resource_type(TOPIC_RESOURCE).with_resource_name(s(name)),
+        // Null keys: every config (the default is an empty list, which asks for none).
+        DescribeConfigsResource::default()
+            .with_resource_type(TOPIC_RESOURCE)
+            .with_resource_name(s(name))
+            .with_configuration_keys(None),
     ]);
     let resp = configs::describe_configs(broker, req, DESCRIBE_CONFIGS_VERSION);
     let r = resp.results.first().ok_or_else(|| ApiError::kafka(-1, "DescribeConfigs answered no resource."))?;
@@ -393,7 +397,12 @@ pub(super) async fn add_partitions(
     let broker = api.broker()?;
     let b: PartitionsBody = body_json(body).await?;
     let req = CreatePartitionsRequest::default()
-        .with_topics(vec![CreatePartitionsTopic::default().with_name(TopicName(s(topic.clone()))).with_count(b.count)])
+        .with_topics(vec![
+            CreatePartitionsTopic::default()
+                .with_name(TopicName(s(topic.clone())))
+                .with_count(b.count)
+                .with_assignments(None),
+        ])
         .with_timeout_ms(ADMIN_TIMEOUT_MS)
         .with_validate_only(b.validate_only);
     let resp = admin::create_partitions(broker, req).await;
