@@ -316,6 +316,8 @@ fn messages_produced_and_browsed_through_the_api() {
         ensure!(error_code(&v) == "OFFSET_OUT_OF_RANGE", "{v}");
         let v = expect(&skiff, "GET", "/topics/events/partitions/7/messages", None, 404)?;
         ensure!(error_code(&v) == "UNKNOWN_TOPIC_OR_PARTITION", "{v}");
+        let v = expect(&skiff, "GET", "/topics/events/partitions/x/messages", None, 400)?;
+        ensure!(error_code(&v) == "INVALID_REQUEST", "{v}");
         let v = expect(&skiff, "GET", "/topics/events/partitions/0/messages?order=sideways", None, 400)?;
         ensure!(error_code(&v) == "INVALID_REQUEST", "{v}");
         let v = expect(&skiff, "POST", "/topics/nope/messages", Some(&json!({"value": "x"})), 404)?;
