@@ -215,7 +215,10 @@ async fn read_forward(
         let chunks = broker
             .metadata
             .read(|m| m.partition_by_name(at.topic, at.partition).map(|p| p.chunks_from(offset, max)))
-            .ok_or_else(|| locate(broker, at.topic, at.partition).err().unwrap_or_else(|| ApiError::kafka(3, "")))?;
+            .ok_or_else(|| {
+                // Deleted while the page was read.
+                ApiError::of(ResponseError::UnknownTopicOrPartition, format!("Topic '{}' no longer exists.", at.topic))
+            })?;
         if chunks.is_empty() {
             break;
         }
