@@ -1,0 +1,6 @@
+//! The built-in web console: the JSON API its pages are built on ([`api`], under `/api/v1/`).
+//!
+//! The console never has its own rules: every action goes through the same broker code paths
+//! the Kafka handlers use, so an operator sees and does exactly what a Kafka client would.
+
+pub mod api;
