@@ -162,7 +162,8 @@ pub struct TxnState {
 impl TxnState {
     /// The producer ids that map to this transactional id (for the derived `pid → id` index).
     pub fn producer_ids(&self) -> impl Iterator<Item = i64> + '_ {
-        std::iter::once(self.producer_id).chain((self.next_producer_id != NO_PRODUCER_ID).then_some(self.next_producer_id))
+        std::iter::once(self.producer_id)
+            .chain((self.next_producer_id != NO_PRODUCER_ID).then_some(self.next_producer_id))
     }
 
     /// Kafka's metadata as created by `handleInitProducerId` before its first transition.
@@ -299,7 +300,9 @@ pub enum TxnError {
     #[error("The transactionalId could not be found.")]
     TransactionalIdNotFound,
     /// TRANSACTION_ABORTABLE (verification of a partition not in the transaction, KIP-890).
-    #[error("The server encountered an error with the transaction. The client can abort the transaction to continue using this transactional ID.")]
+    #[error(
+        "The server encountered an error with the transaction. The client can abort the transaction to continue using this transactional ID."
+    )]
     TransactionAbortable,
 }
 
@@ -522,9 +525,7 @@ fn add(
     }
     match s.state {
         TxnStatus::PrepareCommit | TxnStatus::PrepareAbort => Err(TxnError::ConcurrentTransactions),
-        TxnStatus::Ongoing
-            if partitions.is_subset(&s.partitions) && group.is_none_or(|g| s.groups.contains(g)) =>
-        {
+        TxnStatus::Ongoing if partitions.is_subset(&s.partitions) && group.is_none_or(|g| s.groups.contains(g)) => {
             // Kafka's shortcut: already added, NONE without a write.
             Ok(Applied::unchanged(s, Answer::Ok))
         }
@@ -564,10 +565,7 @@ pub fn verify_partitions(
     if s.state.is_prepare() {
         return Err(TxnError::ConcurrentTransactions);
     }
-    Ok(partitions
-        .iter()
-        .map(|p| (*p, (!s.partitions.contains(p)).then_some(TxnError::TransactionAbortable)))
-        .collect())
+    Ok(partitions.iter().map(|p| (*p, (!s.partitions.contains(p)).then_some(TxnError::TransactionAbortable))).collect())
 }
 
 /// `TransactionMetadata.prepareAbortOrCommit`, then `prepareComplete` when no marker is owed.
@@ -586,7 +584,7 @@ fn prepare(
     next.prev_producer_id = s.producer_id;
     if version == TxnVersion::Tv2 {
         // Kafka lets an abort at i16::MAX through without a bump ("already in a broken state").
-        if !(s.producer_epoch == i16::MAX && !commit) {
+        if s.producer_epoch != i16::MAX || commit {
             next.producer_epoch = s.producer_epoch.saturating_add(1);
         }
         next.last_epoch = s.producer_epoch;
@@ -745,11 +743,7 @@ fn end_txn_v2(
         let rotate = is_epoch_exhausted(s.producer_epoch);
         let (next, markers) = prepare(s, commit, TxnVersion::Tv2, rotate, no_partition_added, now_ms, fresh);
         // The answer is the state after completion (the new producer id after an overflow).
-        let answer = if next.state.is_prepare() {
-            answer_v2(&next)
-        } else {
-            Answer::Producer(current(&next))
-        };
+        let answer = if next.state.is_prepare() { answer_v2(&next) } else { Answer::Producer(current(&next)) };
         Ok(Applied { state: next, answer, markers: Some(markers), used_fresh_producer_id: rotate })
     };
     match (s.state, commit) {

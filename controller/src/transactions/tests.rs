@@ -127,34 +127,124 @@ fn rfc_table_transitions_and_answers() {
             init(200),
             Expect::To(PrepareAbort, PID, 6, Answer::Error(TxnError::ConcurrentTransactions)),
         ),
-        ("PrepareCommit init", Some(st(PrepareCommit, PID, 5)), init(200), Expect::Err(TxnError::ConcurrentTransactions)),
+        (
+            "PrepareCommit init",
+            Some(st(PrepareCommit, PID, 5)),
+            init(200),
+            Expect::Err(TxnError::ConcurrentTransactions),
+        ),
         ("PrepareAbort init", Some(st(PrepareAbort, PID, 5)), init(200), Expect::Err(TxnError::ConcurrentTransactions)),
         // Empty / Complete* / Ongoing + AddPartitions, AddOffsets → Ongoing.
         ("Empty add", Some(st(Empty, PID, 5)), add(PID, 5, &[1], 200), Expect::To(Ongoing, PID, 5, Answer::Ok)),
-        ("CompleteCommit add", Some(st(CompleteCommit, PID, 5)), add(PID, 5, &[1], 200), Expect::To(Ongoing, PID, 5, Answer::Ok)),
-        ("CompleteAbort add", Some(st(CompleteAbort, PID, 5)), add(PID, 5, &[1], 200), Expect::To(Ongoing, PID, 5, Answer::Ok)),
+        (
+            "CompleteCommit add",
+            Some(st(CompleteCommit, PID, 5)),
+            add(PID, 5, &[1], 200),
+            Expect::To(Ongoing, PID, 5, Answer::Ok),
+        ),
+        (
+            "CompleteAbort add",
+            Some(st(CompleteAbort, PID, 5)),
+            add(PID, 5, &[1], 200),
+            Expect::To(Ongoing, PID, 5, Answer::Ok),
+        ),
         ("Ongoing add new", Some(st(Ongoing, PID, 5)), add(PID, 5, &[1], 200), Expect::To(Ongoing, PID, 5, Answer::Ok)),
         ("Ongoing add already added", Some(st(Ongoing, PID, 5)), add(PID, 5, &[0], 200), Expect::Same(Answer::Ok)),
-        ("Empty add offsets", Some(st(Empty, PID, 5)), add_offsets(PID, 5, 200), Expect::To(Ongoing, PID, 5, Answer::Ok)),
-        ("PrepareCommit add", Some(st(PrepareCommit, PID, 5)), add(PID, 5, &[1], 200), Expect::Err(TxnError::ConcurrentTransactions)),
-        ("PrepareAbort add offsets", Some(st(PrepareAbort, PID, 5)), add_offsets(PID, 5, 200), Expect::Err(TxnError::ConcurrentTransactions)),
+        (
+            "Empty add offsets",
+            Some(st(Empty, PID, 5)),
+            add_offsets(PID, 5, 200),
+            Expect::To(Ongoing, PID, 5, Answer::Ok),
+        ),
+        (
+            "PrepareCommit add",
+            Some(st(PrepareCommit, PID, 5)),
+            add(PID, 5, &[1], 200),
+            Expect::Err(TxnError::ConcurrentTransactions),
+        ),
+        (
+            "PrepareAbort add offsets",
+            Some(st(PrepareAbort, PID, 5)),
+            add_offsets(PID, 5, 200),
+            Expect::Err(TxnError::ConcurrentTransactions),
+        ),
         ("add wrong epoch", Some(st(Ongoing, PID, 5)), add(PID, 4, &[1], 200), Expect::Err(TxnError::ProducerFenced)),
-        ("add wrong pid", Some(st(Ongoing, PID, 5)), add(PID + 1, 5, &[1], 200), Expect::Err(TxnError::InvalidProducerIdMapping)),
+        (
+            "add wrong pid",
+            Some(st(Ongoing, PID, 5)),
+            add(PID + 1, 5, &[1], 200),
+            Expect::Err(TxnError::InvalidProducerIdMapping),
+        ),
         ("add unknown id", None, add(PID, 5, &[1], 200), Expect::Err(TxnError::InvalidProducerIdMapping)),
         // Ongoing + EndTxn → Prepare* (TV2: epoch+1).
-        ("Ongoing commit TV1", Some(st(Ongoing, PID, 5)), end(PID, 5, true, Tv1, 200), Expect::To(PrepareCommit, PID, 5, Answer::Ok)),
-        ("Ongoing abort TV1", Some(st(Ongoing, PID, 5)), end(PID, 5, false, Tv1, 200), Expect::To(PrepareAbort, PID, 5, Answer::Ok)),
-        ("Ongoing commit TV2", Some(st(Ongoing, PID, 5)), end(PID, 5, true, Tv2, 200), Expect::To(PrepareCommit, PID, 6, pe(PID, 6))),
-        ("Ongoing abort TV2", Some(st(Ongoing, PID, 5)), end(PID, 5, false, Tv2, 200), Expect::To(PrepareAbort, PID, 6, pe(PID, 6))),
-        ("end wrong epoch TV1", Some(st(Ongoing, PID, 5)), end(PID, 4, true, Tv1, 200), Expect::Err(TxnError::ProducerFenced)),
-        ("end wrong epoch TV2", Some(st(Ongoing, PID, 5)), end(PID, 6, true, Tv2, 200), Expect::Err(TxnError::ProducerFenced)),
-        ("end wrong pid", Some(st(Ongoing, PID, 5)), end(PID + 1, 5, true, Tv1, 200), Expect::Err(TxnError::InvalidProducerIdMapping)),
+        (
+            "Ongoing commit TV1",
+            Some(st(Ongoing, PID, 5)),
+            end(PID, 5, true, Tv1, 200),
+            Expect::To(PrepareCommit, PID, 5, Answer::Ok),
+        ),
+        (
+            "Ongoing abort TV1",
+            Some(st(Ongoing, PID, 5)),
+            end(PID, 5, false, Tv1, 200),
+            Expect::To(PrepareAbort, PID, 5, Answer::Ok),
+        ),
+        (
+            "Ongoing commit TV2",
+            Some(st(Ongoing, PID, 5)),
+            end(PID, 5, true, Tv2, 200),
+            Expect::To(PrepareCommit, PID, 6, pe(PID, 6)),
+        ),
+        (
+            "Ongoing abort TV2",
+            Some(st(Ongoing, PID, 5)),
+            end(PID, 5, false, Tv2, 200),
+            Expect::To(PrepareAbort, PID, 6, pe(PID, 6)),
+        ),
+        (
+            "end wrong epoch TV1",
+            Some(st(Ongoing, PID, 5)),
+            end(PID, 4, true, Tv1, 200),
+            Expect::Err(TxnError::ProducerFenced),
+        ),
+        (
+            "end wrong epoch TV2",
+            Some(st(Ongoing, PID, 5)),
+            end(PID, 6, true, Tv2, 200),
+            Expect::Err(TxnError::ProducerFenced),
+        ),
+        (
+            "end wrong pid",
+            Some(st(Ongoing, PID, 5)),
+            end(PID + 1, 5, true, Tv1, 200),
+            Expect::Err(TxnError::InvalidProducerIdMapping),
+        ),
         ("end unknown id", None, end(PID, 5, true, Tv1, 200), Expect::Err(TxnError::InvalidProducerIdMapping)),
         // Empty + EndTxn(abort): TV2 → CompleteAbort (nothing owed), TV1 → INVALID_TXN_STATE.
-        ("Empty abort TV2", Some(st(Empty, PID, 5)), end(PID, 5, false, Tv2, 200), Expect::To(CompleteAbort, PID, 6, pe(PID, 6))),
-        ("Empty abort TV1", Some(st(Empty, PID, 5)), end(PID, 5, false, Tv1, 200), Expect::Err(TxnError::InvalidTxnState)),
-        ("Empty commit TV2", Some(st(Empty, PID, 5)), end(PID, 5, true, Tv2, 200), Expect::Err(TxnError::InvalidTxnState)),
-        ("Empty commit TV1", Some(st(Empty, PID, 5)), end(PID, 5, true, Tv1, 200), Expect::Err(TxnError::InvalidTxnState)),
+        (
+            "Empty abort TV2",
+            Some(st(Empty, PID, 5)),
+            end(PID, 5, false, Tv2, 200),
+            Expect::To(CompleteAbort, PID, 6, pe(PID, 6)),
+        ),
+        (
+            "Empty abort TV1",
+            Some(st(Empty, PID, 5)),
+            end(PID, 5, false, Tv1, 200),
+            Expect::Err(TxnError::InvalidTxnState),
+        ),
+        (
+            "Empty commit TV2",
+            Some(st(Empty, PID, 5)),
+            end(PID, 5, true, Tv2, 200),
+            Expect::Err(TxnError::InvalidTxnState),
+        ),
+        (
+            "Empty commit TV1",
+            Some(st(Empty, PID, 5)),
+            end(PID, 5, true, Tv1, 200),
+            Expect::Err(TxnError::InvalidTxnState),
+        ),
         // Prepare* + every marker applied → Complete*.
         (
             "PrepareCommit markers done",
@@ -181,7 +271,12 @@ fn rfc_table_transitions_and_answers() {
             TxnOp::Timeout { now_ms: 100 + 60_001 },
             Expect::To(PrepareAbort, PID, 6, Answer::NoClient),
         ),
-        ("not yet timed out", Some(st(Ongoing, PID, 5)), TxnOp::Timeout { now_ms: 100 + 60_000 }, Expect::Same(Answer::NoClient)),
+        (
+            "not yet timed out",
+            Some(st(Ongoing, PID, 5)),
+            TxnOp::Timeout { now_ms: 100 + 60_000 },
+            Expect::Same(Answer::NoClient),
+        ),
         ("timer on Empty", Some(st(Empty, PID, 5)), TxnOp::Timeout { now_ms: 1 << 40 }, Expect::Same(Answer::NoClient)),
         // Empty / Complete*, idle transactional.id.expiration.ms → Dead.
         (
@@ -202,7 +297,12 @@ fn rfc_table_transitions_and_answers() {
             TxnOp::Expire { now_ms: 99 + DEFAULT_ID_EXPIRATION_MS },
             Expect::Same(Answer::NoClient),
         ),
-        ("Ongoing never expires", Some(st(Ongoing, PID, 5)), TxnOp::Expire { now_ms: 1 << 50 }, Expect::Same(Answer::NoClient)),
+        (
+            "Ongoing never expires",
+            Some(st(Ongoing, PID, 5)),
+            TxnOp::Expire { now_ms: 1 << 50 },
+            Expect::Same(Answer::NoClient),
+        ),
         ("timer on a removed id", None, TxnOp::Expire { now_ms: 1 }, Expect::Err(TxnError::TransactionalIdNotFound)),
     ];
     for (name, before, op, expect) in cases {
@@ -228,14 +328,18 @@ fn rfc_table_transitions_and_answers() {
 
 #[test]
 fn add_sets_start_on_entry_only_and_accumulates() {
-    let a = run(Some(&st(Empty, PID, 5)), &add(PID, 5, &[1], 300)).unwrap();
+    let a = run(Some(&st(Empty, PID, 5)), &add(PID, 5, &[1], 300)).expect("op applies");
     assert_eq!((a.state.start_ms, a.state.updated_ms), (300, 300));
-    let b = run(Some(&a.state), &add(PID, 5, &[2], 400)).unwrap();
+    let b = run(Some(&a.state), &add(PID, 5, &[2], 400)).expect("op applies");
     assert_eq!(b.state.start_ms, 300, "start_ms is set when the transaction begins, not on later adds");
     assert_eq!(b.state.partitions, BTreeSet::from([p(1), p(2)]));
-    let c = run(Some(&b.state), &add_offsets(PID, 5, 500)).unwrap();
+    let c = run(Some(&b.state), &add_offsets(PID, 5, 500)).expect("op applies");
     assert_eq!(c.state.groups, BTreeSet::from(["g".to_string()]));
-    assert_eq!(run(Some(&c.state), &add_offsets(PID, 5, 600)).unwrap().state, c.state, "group already added");
+    assert_eq!(
+        run(Some(&c.state), &add_offsets(PID, 5, 600)).expect("op applies").state,
+        c.state,
+        "group already added"
+    );
 }
 
 #[test]
@@ -243,8 +347,8 @@ fn prepare_owes_a_marker_per_partition_and_completion_clears() {
     let mut s = st(Ongoing, PID, 5);
     s.partitions.insert(p(3));
     s.groups.insert("g".into());
-    let a = run(Some(&s), &end(PID, 5, true, Tv2, 200)).unwrap();
-    let m = a.markers.clone().unwrap();
+    let a = run(Some(&s), &end(PID, 5, true, Tv2, 200)).expect("op applies");
+    let m = a.markers.clone().expect("markers owed");
     assert_eq!((m.producer_id, m.producer_epoch, m.commit), (PID, 6, true), "TV2 markers carry the bumped epoch");
     assert_eq!(m.partitions, BTreeSet::from([p(0), p(3)]));
     assert_eq!(m.groups, BTreeSet::from(["g".to_string()]));
@@ -252,7 +356,8 @@ fn prepare_owes_a_marker_per_partition_and_completion_clears() {
         m.owed(3, 200),
         OwedMarker { producer_id: PID, producer_epoch: 6, commit: true, coordinator_epoch: 3, timestamp_ms: 200 }
     );
-    let done = run(Some(&a.state), &TxnOp::MarkersDone { producer_id: PID, producer_epoch: 6, now_ms: 300 }).unwrap();
+    let done = run(Some(&a.state), &TxnOp::MarkersDone { producer_id: PID, producer_epoch: 6, now_ms: 300 })
+        .expect("op applies");
     assert_eq!(done.state.state, CompleteCommit);
     assert!(done.state.partitions.is_empty() && done.state.groups.is_empty());
     assert_eq!(done.state.start_ms, 100, "Kafka keeps the start time through completion");
@@ -260,10 +365,10 @@ fn prepare_owes_a_marker_per_partition_and_completion_clears() {
 
 #[test]
 fn groups_only_transaction_completes_in_its_prepare() {
-    let s = run(Some(&st(Empty, PID, 5)), &add_offsets(PID, 5, 200)).unwrap().state;
-    let a = run(Some(&s), &end(PID, 5, true, Tv1, 300)).unwrap();
+    let s = run(Some(&st(Empty, PID, 5)), &add_offsets(PID, 5, 200)).expect("op applies").state;
+    let a = run(Some(&s), &end(PID, 5, true, Tv1, 300)).expect("op applies");
     assert_eq!(a.state.state, CompleteCommit, "no partition owes a marker");
-    let m = a.markers.unwrap();
+    let m = a.markers.expect("markers owed");
     assert!(m.partitions.is_empty());
     assert_eq!(m.groups, BTreeSet::from(["g".to_string()]), "the group's offsets are resolved in this apply");
 }
@@ -271,14 +376,19 @@ fn groups_only_transaction_completes_in_its_prepare() {
 #[test]
 fn fenced_producer_is_refused_after_init_fence_and_timeout() {
     // A new instance fences the ongoing transaction; the old instance's ops at epoch 5 fail.
-    let fenced = run(Some(&st(Ongoing, PID, 5)), &init(200)).unwrap();
-    let m = fenced.markers.clone().unwrap();
+    let fenced = run(Some(&st(Ongoing, PID, 5)), &init(200)).expect("op applies");
+    let m = fenced.markers.clone().expect("markers owed");
     assert_eq!((m.producer_epoch, m.commit, m.partitions.len()), (6, false, 1));
     assert_eq!(fenced.state.last_epoch, NO_PRODUCER_EPOCH, "a fence forgets the last epoch");
     assert_eq!(run(Some(&fenced.state), &end(PID, 5, true, Tv1, 300)), Err(TxnError::ProducerFenced));
-    assert_eq!(run(Some(&fenced.state), &init(300)), Err(TxnError::ConcurrentTransactions), "until the abort completes");
-    let done = run(Some(&fenced.state), &TxnOp::MarkersDone { producer_id: PID, producer_epoch: 6, now_ms: 400 }).unwrap();
-    let again = run(Some(&done.state), &init(500)).unwrap();
+    assert_eq!(
+        run(Some(&fenced.state), &init(300)),
+        Err(TxnError::ConcurrentTransactions),
+        "until the abort completes"
+    );
+    let done = run(Some(&fenced.state), &TxnOp::MarkersDone { producer_id: PID, producer_epoch: 6, now_ms: 400 })
+        .expect("op applies");
+    let again = run(Some(&done.state), &init(500)).expect("op applies");
     assert_eq!(again.answer, pe(PID, 7), "the retried InitProducerId bumps a second time");
     assert_eq!(run(Some(&again.state), &add(PID, 5, &[0], 600)), Err(TxnError::ProducerFenced));
     assert_eq!(run(Some(&again.state), &add(PID, 6, &[0], 600)), Err(TxnError::ProducerFenced));
@@ -287,7 +397,8 @@ fn fenced_producer_is_refused_after_init_fence_and_timeout() {
 #[test]
 fn tv2_server_fence_bumps_twice() {
     // Kafka 4.x: prepareFenceProducerEpoch (+1) then prepareAbortOrCommit with the server's TV2 (+1).
-    let a = apply(Some(&st(Ongoing, PID, 5)), &TxnOp::Timeout { now_ms: 1 << 40 }, &tv2_server(), FRESH).unwrap();
+    let a = apply(Some(&st(Ongoing, PID, 5)), &TxnOp::Timeout { now_ms: 1 << 40 }, &tv2_server(), FRESH)
+        .expect("op applies");
     assert_eq!((a.state.state, a.state.producer_epoch, a.state.last_epoch), (PrepareAbort, 7, 6));
     assert_eq!(a.state.client_version, Tv2);
 }
@@ -296,35 +407,35 @@ fn tv2_server_fence_bumps_twice() {
 fn kip360_init_with_expected_producer() {
     let s = st(Empty, PID, 5);
     // The current epoch: bump, remember it.
-    let a = run(Some(&s), &init_expecting(PID, 5, 200)).unwrap();
+    let a = run(Some(&s), &init_expecting(PID, 5, 200)).expect("op applies");
     assert_eq!((a.answer, a.state.last_epoch), (pe(PID, 6), 5));
     // Its retry after a lost answer (a new request): the same epoch, no second bump.
-    let b = run(Some(&a.state), &init_expecting(PID, 5, 300)).unwrap();
+    let b = run(Some(&a.state), &init_expecting(PID, 5, 300)).expect("op applies");
     assert_eq!((b.answer, b.state.producer_epoch), (pe(PID, 6), 6));
     // A stale epoch, or another producer id: fenced.
     assert_eq!(run(Some(&a.state), &init_expecting(PID, 4, 300)), Err(TxnError::ProducerFenced));
     assert_eq!(run(Some(&a.state), &init_expecting(PID + 1, 6, 300)), Err(TxnError::ProducerFenced));
     // A new instance without an expected epoch fences that producer: its retry then fails.
-    let c = run(Some(&a.state), &init(300)).unwrap();
+    let c = run(Some(&a.state), &init(300)).expect("op applies");
     assert_eq!((c.answer, c.state.last_epoch), (pe(PID, 7), NO_PRODUCER_EPOCH));
     assert_eq!(run(Some(&c.state), &init_expecting(PID, 5, 400)), Err(TxnError::ProducerFenced));
     // An unknown transactional id accepts any expected producer (its state expired).
-    let d = run(None, &init_expecting(42, 9, 200)).unwrap();
+    let d = run(None, &init_expecting(42, 9, 200)).expect("op applies");
     assert_eq!((d.answer, d.used_fresh_producer_id), (pe(FRESH, 0), true));
     // From Complete*, the same rules.
-    let e = run(Some(&st(CompleteAbort, PID, 5)), &init_expecting(PID, 5, 200)).unwrap();
+    let e = run(Some(&st(CompleteAbort, PID, 5)), &init_expecting(PID, 5, 200)).expect("op applies");
     assert_eq!(e.answer, pe(PID, 6));
 }
 
 #[test]
 fn kip360_across_producer_id_rotation() {
     let s = st(CompleteCommit, PID, MAX - 1);
-    let a = run(Some(&s), &init_expecting(PID, MAX - 1, 200)).unwrap();
+    let a = run(Some(&s), &init_expecting(PID, MAX - 1, 200)).expect("op applies");
     assert_eq!(a.answer, pe(FRESH, 0));
     assert!(a.used_fresh_producer_id);
     assert_eq!((a.state.prev_producer_id, a.state.last_epoch), (PID, MAX - 1));
     // The retry names the old id with the exhausted epoch: recognised, same answer.
-    let b = apply(Some(&a.state), &init_expecting(PID, MAX - 1, 300), &limits(), FRESH + 1).unwrap();
+    let b = apply(Some(&a.state), &init_expecting(PID, MAX - 1, 300), &limits(), FRESH + 1).expect("op applies");
     assert_eq!((b.answer, b.used_fresh_producer_id), (pe(FRESH, 0), false));
     // The old id with a non-exhausted epoch is fenced.
     assert_eq!(run(Some(&a.state), &init_expecting(PID, 3, 300)), Err(TxnError::ProducerFenced));
@@ -333,58 +444,62 @@ fn kip360_across_producer_id_rotation() {
 #[test]
 fn kip360_retry_of_a_bump_to_the_last_usable_epoch() {
     // Deviation from Kafka (which throws IllegalStateException here): the retry is recognised.
-    let a = run(Some(&st(Empty, PID, MAX - 2)), &init_expecting(PID, MAX - 2, 200)).unwrap();
+    let a = run(Some(&st(Empty, PID, MAX - 2)), &init_expecting(PID, MAX - 2, 200)).expect("op applies");
     assert_eq!(a.answer, pe(PID, MAX - 1));
-    let b = run(Some(&a.state), &init_expecting(PID, MAX - 2, 300)).unwrap();
+    let b = run(Some(&a.state), &init_expecting(PID, MAX - 2, 300)).expect("op applies");
     assert_eq!((b.answer, b.used_fresh_producer_id), (pe(PID, MAX - 1), false));
 }
 
 #[test]
 fn producer_id_rotates_at_the_epoch_limit() {
     // InitProducerId: epoch MAX-2 → MAX-1 (still usable), MAX-1 → new producer id, epoch 0.
-    assert_eq!(run(Some(&st(Empty, PID, MAX - 2)), &init(200)).unwrap().answer, pe(PID, MAX - 1));
-    let r = run(Some(&st(Empty, PID, MAX - 1)), &init(200)).unwrap();
+    assert_eq!(run(Some(&st(Empty, PID, MAX - 2)), &init(200)).expect("op applies").answer, pe(PID, MAX - 1));
+    let r = run(Some(&st(Empty, PID, MAX - 1)), &init(200)).expect("op applies");
     assert_eq!((r.answer, r.used_fresh_producer_id, r.state.prev_producer_id), (pe(FRESH, 0), true, PID));
     assert_eq!(r.state.last_epoch, NO_PRODUCER_EPOCH, "no expected epoch: nothing to remember");
 
     // A TV1 fence of an ongoing transaction at MAX-1 reaches MAX; the retry rotates.
-    let f = run(Some(&st(Ongoing, PID, MAX - 1)), &init(200)).unwrap();
+    let f = run(Some(&st(Ongoing, PID, MAX - 1)), &init(200)).expect("op applies");
     assert_eq!(f.state.producer_epoch, MAX);
-    let done = run(Some(&f.state), &TxnOp::MarkersDone { producer_id: PID, producer_epoch: MAX, now_ms: 300 }).unwrap();
-    assert_eq!(run(Some(&done.state), &init(400)).unwrap().answer, pe(FRESH, 0));
+    let done = run(Some(&f.state), &TxnOp::MarkersDone { producer_id: PID, producer_epoch: MAX, now_ms: 300 })
+        .expect("op applies");
+    assert_eq!(run(Some(&done.state), &init(400)).expect("op applies").answer, pe(FRESH, 0));
 
     // TV2 EndTxn at MAX-1: markers at MAX with the old id, the answer is the next id at 0.
-    let e = run(Some(&st(Ongoing, PID, MAX - 1)), &end(PID, MAX - 1, true, Tv2, 200)).unwrap();
+    let e = run(Some(&st(Ongoing, PID, MAX - 1)), &end(PID, MAX - 1, true, Tv2, 200)).expect("op applies");
     assert_eq!((e.answer, e.used_fresh_producer_id), (pe(FRESH, 0), true));
     assert_eq!((e.state.producer_id, e.state.producer_epoch, e.state.next_producer_id), (PID, MAX, FRESH));
     assert_eq!(e.state.producer_ids().collect::<Vec<_>>(), vec![PID, FRESH]);
-    let m = e.markers.unwrap();
+    let m = e.markers.expect("markers owed");
     assert_eq!((m.producer_id, m.producer_epoch), (PID, MAX));
-    let c = run(Some(&e.state), &TxnOp::MarkersDone { producer_id: PID, producer_epoch: MAX, now_ms: 300 }).unwrap();
+    let c = run(Some(&e.state), &TxnOp::MarkersDone { producer_id: PID, producer_epoch: MAX, now_ms: 300 })
+        .expect("op applies");
     assert_eq!((c.state.state, c.state.producer_id, c.state.producer_epoch), (CompleteCommit, FRESH, 0));
     assert_eq!((c.state.prev_producer_id, c.state.last_epoch), (PID, MAX - 1));
     // The EndTxn retried with the old id and epoch is recognised (retryOnOverflow).
-    assert_eq!(run(Some(&c.state), &end(PID, MAX - 1, true, Tv2, 400)).unwrap().answer, pe(FRESH, 0));
+    assert_eq!(run(Some(&c.state), &end(PID, MAX - 1, true, Tv2, 400)).expect("op applies").answer, pe(FRESH, 0));
     // The new id works.
-    assert_eq!(run(Some(&c.state), &add(FRESH, 0, &[1], 400)).unwrap().state.state, Ongoing);
+    assert_eq!(run(Some(&c.state), &add(FRESH, 0, &[1], 400)).expect("op applies").state.state, Ongoing);
 
     // A TV2 server fence at MAX-1 rotates too (Kafka 4.x); the abort at MAX does not bump.
-    let t = apply(Some(&st(Ongoing, PID, MAX - 1)), &TxnOp::Timeout { now_ms: 1 << 40 }, &tv2_server(), FRESH).unwrap();
+    let t = apply(Some(&st(Ongoing, PID, MAX - 1)), &TxnOp::Timeout { now_ms: 1 << 40 }, &tv2_server(), FRESH)
+        .expect("op applies");
     assert_eq!((t.state.producer_epoch, t.state.next_producer_id, t.used_fresh_producer_id), (MAX, FRESH, true));
 }
 
 #[test]
 fn retried_end_txn_tv1() {
     let s = st(Ongoing, PID, 5);
-    let first = run(Some(&s), &end(PID, 5, true, Tv1, 200)).unwrap();
+    let first = run(Some(&s), &end(PID, 5, true, Tv1, 200)).expect("op applies");
     // Resubmitted after a lost answer (same op): the same answer, nothing owed twice.
-    let again = run(Some(&first.state), &end(PID, 5, true, Tv1, 200)).unwrap();
+    let again = run(Some(&first.state), &end(PID, 5, true, Tv1, 200)).expect("op applies");
     assert_eq!((&again.state, again.answer, &again.markers), (&first.state, Answer::Ok, &None));
     // The client's own retry while the markers are owed: CONCURRENT_TRANSACTIONS; the other result: ITS.
     assert_eq!(run(Some(&first.state), &end(PID, 5, true, Tv1, 250)), Err(TxnError::ConcurrentTransactions));
     assert_eq!(run(Some(&first.state), &end(PID, 5, false, Tv1, 250)), Err(TxnError::InvalidTxnState));
-    let done = run(Some(&first.state), &TxnOp::MarkersDone { producer_id: PID, producer_epoch: 5, now_ms: 300 }).unwrap();
-    let retry = run(Some(&done.state), &end(PID, 5, true, Tv1, 400)).unwrap();
+    let done = run(Some(&first.state), &TxnOp::MarkersDone { producer_id: PID, producer_epoch: 5, now_ms: 300 })
+        .expect("op applies");
+    let retry = run(Some(&done.state), &end(PID, 5, true, Tv1, 400)).expect("op applies");
     assert_eq!((&retry.state, retry.answer), (&done.state, Answer::Ok));
     assert_eq!(run(Some(&done.state), &end(PID, 5, false, Tv1, 400)), Err(TxnError::InvalidTxnState));
     assert_eq!(run(Some(&done.state), &end(PID, 4, true, Tv1, 400)), Err(TxnError::ProducerFenced));
@@ -393,25 +508,30 @@ fn retried_end_txn_tv1() {
 #[test]
 fn retried_end_txn_tv2() {
     let s = st(Ongoing, PID, 5);
-    let first = run(Some(&s), &end(PID, 5, true, Tv2, 200)).unwrap();
+    let first = run(Some(&s), &end(PID, 5, true, Tv2, 200)).expect("op applies");
     assert_eq!((first.answer, first.state.last_epoch), (pe(PID, 6), 5));
-    let again = run(Some(&first.state), &end(PID, 5, true, Tv2, 200)).unwrap();
+    let again = run(Some(&first.state), &end(PID, 5, true, Tv2, 200)).expect("op applies");
     assert_eq!((&again.state, again.answer, &again.markers), (&first.state, pe(PID, 6), &None));
     assert_eq!(run(Some(&first.state), &end(PID, 5, true, Tv2, 250)), Err(TxnError::ConcurrentTransactions));
-    assert_eq!(run(Some(&first.state), &end(PID, 6, true, Tv2, 250)), Err(TxnError::ProducerFenced), "Prepare*: only the retry epoch");
-    let done = run(Some(&first.state), &TxnOp::MarkersDone { producer_id: PID, producer_epoch: 6, now_ms: 300 }).unwrap();
+    assert_eq!(
+        run(Some(&first.state), &end(PID, 6, true, Tv2, 250)),
+        Err(TxnError::ProducerFenced),
+        "Prepare*: only the retry epoch"
+    );
+    let done = run(Some(&first.state), &TxnOp::MarkersDone { producer_id: PID, producer_epoch: 6, now_ms: 300 })
+        .expect("op applies");
     let cc = done.state;
     // Kafka's TV2 table for CompleteCommit: commit retry NONE, commit current ITS, abort retry ITS,
     // abort current: a new (empty) abort with an epoch bump; an older epoch: PRODUCER_FENCED.
-    assert_eq!(run(Some(&cc), &end(PID, 5, true, Tv2, 400)).unwrap().answer, pe(PID, 6));
+    assert_eq!(run(Some(&cc), &end(PID, 5, true, Tv2, 400)).expect("op applies").answer, pe(PID, 6));
     assert_eq!(run(Some(&cc), &end(PID, 6, true, Tv2, 400)), Err(TxnError::InvalidTxnState));
     assert_eq!(run(Some(&cc), &end(PID, 5, false, Tv2, 400)), Err(TxnError::InvalidTxnState));
-    let ab = run(Some(&cc), &end(PID, 6, false, Tv2, 400)).unwrap();
+    let ab = run(Some(&cc), &end(PID, 6, false, Tv2, 400)).expect("op applies");
     assert_eq!((ab.state.state, ab.answer, ab.state.start_ms), (CompleteAbort, pe(PID, 7), 400));
     assert_eq!(run(Some(&cc), &end(PID, 4, true, Tv2, 400)), Err(TxnError::ProducerFenced));
     // CompleteAbort: abort retry NONE, commit ITS; Empty: the retry epoch is fenced.
     let ca = st(CompleteAbort, PID, 6);
-    assert_eq!(run(Some(&ca), &end(PID, 5, false, Tv2, 400)).unwrap().answer, pe(PID, 6));
+    assert_eq!(run(Some(&ca), &end(PID, 5, false, Tv2, 400)).expect("op applies").answer, pe(PID, 6));
     assert_eq!(run(Some(&ca), &end(PID, 5, true, Tv2, 400)), Err(TxnError::InvalidTxnState));
     assert_eq!(run(Some(&ca), &end(PID, 6, true, Tv2, 400)), Err(TxnError::InvalidTxnState));
     assert_eq!(run(Some(&st(Empty, PID, 6)), &end(PID, 5, false, Tv2, 400)), Err(TxnError::ProducerFenced));
@@ -428,7 +548,10 @@ fn verification_answers() {
     assert_eq!(verify_partitions(Some(&s), PID, 4, &parts), Err(TxnError::ProducerFenced));
     assert_eq!(verify_partitions(Some(&s), PID + 1, 5, &parts), Err(TxnError::InvalidProducerIdMapping));
     assert_eq!(verify_partitions(None, PID, 5, &parts), Err(TxnError::InvalidProducerIdMapping));
-    assert_eq!(verify_partitions(Some(&st(PrepareCommit, PID, 5)), PID, 5, &parts), Err(TxnError::ConcurrentTransactions));
+    assert_eq!(
+        verify_partitions(Some(&st(PrepareCommit, PID, 5)), PID, 5, &parts),
+        Err(TxnError::ConcurrentTransactions)
+    );
 }
 
 #[test]
@@ -443,14 +566,14 @@ fn op_time_is_past_the_last_change() {
 fn state_round_trips_and_old_snapshots_default() {
     let mut s = st(Ongoing, PID, 5);
     s.groups.insert("g".into());
-    let json = serde_json::to_string(&s).unwrap();
-    assert_eq!(serde_json::from_str::<TxnState>(&json).unwrap(), s);
+    let json = serde_json::to_string(&s).expect("json round trip");
+    assert_eq!(serde_json::from_str::<TxnState>(&json).expect("json round trip"), s);
     // A snapshot without the KIP-890 fields and groups.
-    let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&json).expect("json round trip");
     for f in ["prev_producer_id", "next_producer_id", "last_epoch", "groups", "client_version"] {
-        v.as_object_mut().unwrap().remove(f);
+        v.as_object_mut().expect("an object").remove(f);
     }
-    let old: TxnState = serde_json::from_value(v).unwrap();
+    let old: TxnState = serde_json::from_value(v).expect("json round trip");
     assert_eq!((old.prev_producer_id, old.next_producer_id, old.last_epoch), (-1, -1, -1));
     assert_eq!((old.groups.len(), old.client_version), (0, Tv1));
 }
@@ -653,7 +776,7 @@ proptest! {
             if a.state.state != Dead && !matches!(a.answer, Answer::Error(_)) {
                 let again = apply(Some(&a.state), &op, &limits, fresh);
                 prop_assert_eq!(reply(&again), Ok(a.answer), "resubmitted {:?}", op);
-                let again = again.unwrap();
+                let again = again.expect("resubmission applies");
                 prop_assert_eq!(&again.state, &a.state, "resubmission changed the state: {:?}", op);
                 prop_assert!(again.markers.is_none() && !again.used_fresh_producer_id);
             }
