@@ -485,6 +485,14 @@ fn producer_id_rotates_at_the_epoch_limit() {
     let t = apply(Some(&st(Ongoing, PID, MAX - 1)), &TxnOp::Timeout { now_ms: 1 << 40 }, &tv2_server(), FRESH)
         .expect("op applies");
     assert_eq!((t.state.producer_epoch, t.state.next_producer_id, t.used_fresh_producer_id), (MAX, FRESH, true));
+    // Kafka's shouldHandleTimeoutAtEpochOverflowBoundaryCorrectlyAndLateClientAbortRequestTV2:
+    // once the markers are written the id is rotated, and the client's late abort with its old
+    // id and epoch is a retry answered with the new id.
+    let ta = run(Some(&t.state), &TxnOp::MarkersDone { producer_id: PID, producer_epoch: MAX, now_ms: 1 << 41 })
+        .expect("op applies");
+    assert_eq!((ta.state.state, ta.state.producer_id, ta.state.producer_epoch), (CompleteAbort, FRESH, 0));
+    let late = run(Some(&ta.state), &end(PID, MAX - 1, false, Tv2, (1 << 41) + 1)).expect("op applies");
+    assert_eq!((late.answer, &late.state), (pe(FRESH, 0), &ta.state));
 }
 
 #[test]
