@@ -24,13 +24,18 @@
 //! `prepareComplete`, `isEpochExhausted`) and `TransactionStateManager.scala`
 //! (`timedOutTransactions`, `shouldExpire`, `validateTransactionTimeoutMs`).
 //!
-//! Differences from Kafka, all from applying a whole transition in one Raft entry:
+//! Differences from Kafka (listed with reasons in RFC 0004's "As built" note):
 //! * Kafka's pending state does not exist: an op is applied or refused atomically, so
 //!   `PrepareEpochFence` is never stored (the fence and its abort are one apply) and the
 //!   "pending transition" CONCURRENT_TRANSACTIONS answers cannot arise.
 //! * A transaction with no partition (only groups, or a TV2 abort of nothing) completes in the
 //!   same apply as its Prepare: there is no marker to wait for (groups' offsets are resolved
 //!   in the Prepare itself, RFC §4).
+//! * A resubmitted op (same `now_ms`, see [`TxnOp`]) gets its first answer where Kafka, which
+//!   never re-applies a write, would answer a client retry (CONCURRENT_TRANSACTIONS, a second
+//!   InitProducerId bump).
+//! * A KIP-360 retry of a bump to `i16::MAX - 1` is answered (`increment_epoch`).
+//! * Producer ids come in as `fresh_producer_id`, so the caller's counter stays the allocator.
 //!
 //! Invariants (checked by the property test below):
 //! * a producer id's epoch never decreases; a retired epoch (below the current one) never changes
@@ -270,8 +275,8 @@ pub fn op_time_ms(state: Option<&TxnState>, clock_ms: i64) -> i64 {
     }
 }
 
-/// Why an op was refused; nothing changed. Kafka's error kinds; the numeric codes are mapped in
-/// `src/handler/errors.rs`.
+/// Why an op was refused; nothing changed. Kafka's error kinds, with the default messages of
+/// Kafka's `Errors.java`; the numeric codes are mapped in `src/handler/errors.rs`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum TxnError {
     /// PRODUCER_FENCED (older clients get INVALID_PRODUCER_EPOCH; the handler decides by version).
