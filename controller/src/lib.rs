@@ -4,6 +4,8 @@
 //! * [`configs`]: dynamic broker configs and consumer-group configs (part of the metadata).
 //! * [`topic_config`]: topic configs typed, parsed once when applied or loaded (derived from
 //!   the stored strings).
+//! * [`transactions`]: the transaction coordinator's pure state machine (RFC 0004 §2) and the
+//!   per-partition transaction pieces (owed markers, aborted index, LSO); not wired in yet.
 //! * [`metadata`]: the commands and the deterministic state they build (pure, no I/O).
 //! * `raft`: openraft wiring: the durable log store, the state machine with snapshots and the
 //!   network between voters.
@@ -28,6 +30,7 @@ pub mod quorum;
 mod raft;
 pub mod topic_config;
 pub mod trace_context;
+pub mod transactions;
 
 pub use client::RemoteController;
 pub use error::{ControllerError, ErrorKind};
