@@ -1,4 +1,5 @@
-//! The HTTP listener: `/metrics` (Prometheus text) and `/health`.
+//! The HTTP listener: `/metrics` (Prometheus text), `/health` and the web console's pages (`/`,
+//! `crate::console::web`).
 
 use std::sync::Arc;
 
@@ -80,6 +81,10 @@ async fn health() -> &'static str {
 }
 
 pub async fn run(listener: TcpListener, roles: Roles, shutdown: CancellationToken) -> std::io::Result<()> {
-    let app = Router::new().route("/metrics", get(metrics)).route("/health", get(health)).with_state(roles);
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .merge(crate::console::web::router())
+        .with_state(roles);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }

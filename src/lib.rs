@@ -28,6 +28,7 @@
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod console;
 pub mod group;
 pub mod handler;
 pub mod http;
