@@ -308,6 +308,9 @@ pub struct BrokerConfig {
     pub put_price_per_1000: f64,
     /// Price of 1,000 GET requests for the cost estimate. Default 0.0004 (S3 Standard).
     pub get_price_per_1000: f64,
+    /// Price of one GB stored for a month, for the console's cost per day. Default 0.023 (S3
+    /// Standard, us-east-1, first 50 TB).
+    pub storage_price_per_gb_month: f64,
     /// Controllers to reach, HOST:PORT each (any of them; the leader is found by asking).
     /// Required for `skiff broker`; a node that is also a controller defaults to the voters.
     pub controllers: Vec<String>,
@@ -356,6 +359,7 @@ impl Default for BrokerConfig {
             message_max_bytes: 1_048_588,
             put_price_per_1000: 0.005,
             get_price_per_1000: 0.0004,
+            storage_price_per_gb_month: 0.023,
             controllers: Vec::new(),
             heartbeat_interval: Duration::from_millis(200),
         }
@@ -458,8 +462,10 @@ impl Config {
         if b.num_partitions <= 0 {
             problems.push(format!("broker.num_partitions: {} must be > 0", b.num_partitions));
         }
-        if !(b.put_price_per_1000 >= 0.0 && b.get_price_per_1000 >= 0.0) {
-            problems.push("broker.put_price_per_1000 and get_price_per_1000 must be >= 0".into());
+        if !(b.put_price_per_1000 >= 0.0 && b.get_price_per_1000 >= 0.0 && b.storage_price_per_gb_month >= 0.0) {
+            problems.push(
+                "broker.put_price_per_1000, get_price_per_1000 and storage_price_per_gb_month must be >= 0".into(),
+            );
         }
         if b.message_max_bytes <= 0 {
             problems.push("broker.message_max_bytes must be > 0".into());

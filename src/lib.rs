@@ -22,6 +22,8 @@
 //! * [`node`] wires a process together and shuts it down in order; [`config`] is its input.
 //!   [`supervisor`] owns its tasks: a critical task that fails stops the process (non-zero).
 //!   Time and ids come from `skiff-time` (crate), injected, never ambient.
+//! * [`console`] is the built-in web console's JSON API (`/api/v1/`, on the HTTP listener): it
+//!   calls the handlers' own functions, so it follows the Kafka protocol's rules.
 //! * [`log_levels`] holds the process's log filter levels, changed at run time through Kafka's
 //!   broker-logger configs (`main.rs` installs it).
 

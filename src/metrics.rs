@@ -48,17 +48,27 @@ struct TopicRequests {
     gets: f64,
 }
 
-/// Object-storage prices in dollars per 1,000 requests.
+/// Object-storage prices in dollars per 1,000 requests (and per GB-month stored).
 #[derive(Debug, Clone, Copy)]
 pub struct Prices {
     pub put_per_1000: f64,
     pub get_per_1000: f64,
+    /// Storage, dollars per GB-month (the console's cost per day).
+    pub storage_per_gb_month: f64,
 }
 
 impl Default for Prices {
-    /// AWS S3 Standard (us-east-1): PUT/COPY/POST/LIST $0.005, GET $0.0004 per 1,000.
+    /// AWS S3 Standard (us-east-1): PUT/COPY/POST/LIST $0.005, GET $0.0004 per 1,000; storage
+    /// $0.023 per GB-month (first 50 TB).
     fn default() -> Self {
-        Self { put_per_1000: 0.005, get_per_1000: 0.0004 }
+        Self { put_per_1000: 0.005, get_per_1000: 0.0004, storage_per_gb_month: 0.023 }
+    }
+}
+
+impl Prices {
+    /// The request cost of `puts` PUTs and `gets` GETs, in dollars.
+    pub fn requests(&self, puts: f64, gets: f64) -> f64 {
+        puts * self.put_per_1000 / 1000.0 + gets * self.get_per_1000 / 1000.0
     }
 }
 
@@ -190,6 +200,13 @@ impl Metrics {
     /// The largest dirty ratio among this broker's compacted partitions at the last check.
     pub fn cleaner_max_dirty_ratio(&self, ratio: f64) {
         self.cleaner.lock().unwrap_or_else(|p| p.into_inner()).max_dirty_ratio = ratio;
+    }
+
+    /// Object-storage requests attributed to each topic so far, as (PUTs, GETs) (the console's
+    /// per-topic cost).
+    pub fn topic_requests(&self) -> HashMap<Uuid, (f64, f64)> {
+        let map = self.topic_requests.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(id, r)| (*id, (r.puts, r.gets))).collect()
     }
 
     /// Shares one PUT among topics by their bytes in the object.
@@ -365,7 +382,7 @@ impl Metrics {
         for (name, r) in rows {
             let _ = writeln!(out, "skiff_topic_object_requests{{topic=\"{name}\",op=\"put\"}} {:.3}", r.puts);
             let _ = writeln!(out, "skiff_topic_object_requests{{topic=\"{name}\",op=\"get\"}} {:.3}", r.gets);
-            let cost = r.puts * s.prices.put_per_1000 / 1000.0 + r.gets * s.prices.get_per_1000 / 1000.0;
+            let cost = s.prices.requests(r.puts, r.gets);
             let _ = writeln!(out, "skiff_topic_object_cost_dollars{{topic=\"{name}\"}} {cost:.9}");
         }
 

@@ -385,7 +385,11 @@ async fn serve(
             socket_request_max_bytes: b.socket_request_max_bytes,
             flush_bytes: b.flush_bytes,
             flush_interval_ms: config.flush_interval().as_millis() as u64,
-            prices: crate::metrics::Prices { put_per_1000: b.put_price_per_1000, get_per_1000: b.get_price_per_1000 },
+            prices: crate::metrics::Prices {
+                put_per_1000: b.put_price_per_1000,
+                get_per_1000: b.get_price_per_1000,
+                storage_per_gb_month: b.storage_price_per_gb_month,
+            },
             group_bounds: config.groups.bounds(),
         },
         metadata: controller.metadata(),

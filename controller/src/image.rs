@@ -202,6 +202,19 @@ impl MetadataImage {
         self.state.brokers.values().filter(|b| b.fenced).count()
     }
 
+    /// Every registered broker by id, live or fenced, as (listener, fenced).
+    pub fn registered_brokers(&self) -> Vec<(BrokerEndpoint, bool)> {
+        self.state
+            .brokers
+            .values()
+            .map(|b| {
+                let endpoint =
+                    BrokerEndpoint { broker_id: b.broker_id, host: b.host.clone(), port: b.port, rack: b.rack.clone() };
+                (endpoint, b.fenced)
+            })
+            .collect()
+    }
+
     // ---- consumer groups ----
 
     /// The broker coordinating `group_id`, once its shard is assigned.

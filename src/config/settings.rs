@@ -506,6 +506,11 @@ settings! {
         value: "DOLLARS",
         help: "Dollars per 1,000 GET requests, for the cost estimate in /metrics (AWS S3 Standard)",
     }
+    broker.storage_price_per_gb_month {
+        env: "SKIFF_STORAGE_PRICE_PER_GB_MONTH", flag: "storage-price-per-gb-month", roles: SERVING,
+        value: "DOLLARS",
+        help: "Dollars per GB-month stored, for the console's cost per day (AWS S3 Standard)",
+    }
 
     // Controller.
     controller.node_id {

@@ -1,0 +1,207 @@
+//! The console's JSON API under `/api/v1/` (documented in docs/console-api.md).
+//!
+//! ```text
+//!  GET  /cluster · /brokers                       cluster.rs  (image, quorum, object-store stats)
+//!  GET  /topics · POST /topics · GET|DELETE /topics/{t} · PATCH|PUT /topics/{t}/configs
+//!  POST /topics/{t}/partitions                    topics.rs   (CreateTopics, DescribeConfigs, ...)
+//!  GET  /topics/{t}/partitions/{p}/messages · POST /topics/{t}/messages
+//!                                                 messages.rs (the partition log, Produce)
+//!  GET  /groups · /groups/{g} · POST /groups/{g}/reset-offsets
+//!                                                 groups.rs   (the coordinator, OffsetCommit)
+//! ```
+//!
+//! Every write and every rule goes through the code path a Kafka client's request takes: the
+//! API builds the Kafka request, calls the handler's function and turns its answer into JSON
+//! (a topic created here is validated exactly as CreateTopics validates it). Reads of state use
+//! the same image and coordinator calls the handlers read. Errors: [`error`], the one mapping to
+//! HTTP statuses and Kafka error names.
+//!
+//! Everything is bounded: request bodies ([`MAX_BODY_BYTES`]), records per page and their
+//! bytes (`messages.rs`), listed topics and groups ([`MAX_LISTED`]).
+//!
+//! In a cluster every broker answers every read from its own image; what Kafka sends to one
+//! broker (a produce to the partition's leader, group state and offset commits to the group's
+//! coordinator) answers 503 `NOT_LEADER_OR_FOLLOWER` / `NOT_COORDINATOR` on another broker.
+
+mod cluster;
+mod error;
+mod groups;
+mod messages;
+mod payload;
+mod rates;
+mod topics;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use error::{ApiError, ApiResult};
+
+use crate::broker::Broker;
+use crate::http::Roles;
+
+/// Largest request body accepted (a produced test message included).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Most topics or groups one list answer holds (`truncated: true` beyond).
+pub const MAX_LISTED: usize = 10_000;
+
+/// What every endpoint shares.
+#[derive(Clone)]
+pub struct Api {
+    broker: Option<Arc<Broker>>,
+    controller: Option<skiff_controller::Controller>,
+    /// Samples of the counters, for per-second rates between calls.
+    rates: Arc<Mutex<rates::Rates>>,
+}
+
+impl Api {
+    fn new(roles: &Roles) -> Self {
+        Api {
+            broker: roles.broker.clone(),
+            controller: roles.controller.clone(),
+            rates: Arc::new(Mutex::new(rates::Rates::default())),
+        }
+    }
+
+    /// This node's broker (a controller-only node has none).
+    fn broker(&self) -> ApiResult<&Arc<Broker>> {
+        self.broker.as_ref().ok_or(ApiError::NoBroker)
+    }
+}
+
+/// The API's routes, to nest under `/api/v1`.
+pub fn router<S: Clone + Send + Sync + 'static>(roles: &Roles) -> Router<S> {
+    Router::new()
+        .route("/cluster", get(cluster::cluster))
+        .route("/brokers", get(cluster::brokers))
+        .route("/topics", get(topics::list).post(topics::create))
+        .route("/topics/{topic}", get(topics::describe).delete(topics::delete))
+        .route("/topics/{topic}/configs", patch(topics::alter_incremental).put(topics::alter))
+        .route("/topics/{topic}/partitions", post(topics::add_partitions))
+        .route("/topics/{topic}/partitions/{partition}/messages", get(messages::browse))
+        .route("/topics/{topic}/messages", post(messages::produce))
+        .route("/groups", get(groups::list))
+        .route("/groups/{group}", get(groups::describe))
+        .route("/groups/{group}/reset-offsets", post(groups::reset_offsets))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(Api::new(roles))
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("No API at {}.", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let body = serde_json::json!({ "error": {
+        "code": "METHOD_NOT_ALLOWED",
+        "message": format!("{} is not allowed on {}.", method, uri.path()),
+    }});
+    json(StatusCode::METHOD_NOT_ALLOWED, &body)
+}
+
+/// A JSON response.
+pub(crate) fn json(status: StatusCode, value: &impl Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "encoding an API answer");
+            (StatusCode::INTERNAL_SERVER_ERROR, "encoding the answer failed").into_response()
+        }
+    }
+}
+
+/// 200 with `value`.
+fn ok(value: &impl Serialize) -> Response {
+    json(StatusCode::OK, value)
+}
+
+/// The request body as `T`, at most [`MAX_BODY_BYTES`].
+async fn body_json<T: DeserializeOwned>(body: Body) -> ApiResult<T> {
+    let bytes =
+        axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| ApiError::PayloadTooLarge(MAX_BODY_BYTES))?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("The request body is not valid: {e}.")))
+}
+
+/// The query string's parameters (percent-decoded; the last value of a repeated name wins).
+fn query(raw: Option<&str>) -> ApiResult<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.insert(percent_decode(k)?, percent_decode(v)?);
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> ApiResult<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                let b = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
+                out.push(b.ok_or_else(|| ApiError::BadRequest(format!("Bad percent-encoding in '{s}'.")))?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| ApiError::BadRequest(format!("'{s}' is not UTF-8.")))
+}
+
+/// Query parameter `name` parsed as `T`, if present.
+fn param<T: std::str::FromStr>(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<T>> {
+    match q.get(name) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| ApiError::BadRequest(format!("Bad value '{v}' for '{name}'."))),
+    }
+}
+
+/// Who asks, for the handlers' once-per-client logs.
+fn asker() -> crate::handler::not_served::Asker {
+    crate::handler::not_served::Asker {
+        client_id: "skiff-console".into(),
+        ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+/// A Kafka string for a request.
+fn s(v: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(v.into())
+}
+
+/// A Kafka error code from a handler's answer: `Ok` for 0, else the error with its message.
+fn check(code: i16, message: Option<&kafka_protocol::protocol::StrBytes>) -> ApiResult<()> {
+    if code == 0 {
+        return Ok(());
+    }
+    Err(ApiError::kafka(code, message.map(|m| m.to_string()).unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings() {
+        let q = query(Some("offset=5&order=newest&x=a%20b+c&empty")).expect("valid");
+        assert_eq!(q["offset"], "5");
+        assert_eq!(q["x"], "a b c");
+        assert_eq!(q["empty"], "");
+        assert_eq!(param::<i64>(&q, "offset").expect("number"), Some(5));
+        assert!(param::<i64>(&q, "order").is_err());
+        assert!(query(Some("a=%zz")).is_err());
+        assert!(query(Some("a=%e2%82")).is_err());
+    }
+}
