@@ -16,7 +16,7 @@ export function mount(ctx) {
   ctx.topicSelect = h("select", { name: "topic", required: true });
   ctx.topicNames = "";
 
-  const value = h("input", { name: "value", autocomplete: "off", placeholder: "offset, or a time like 2026-12-07T10:00:00Z" });
+  const value = h("input", { name: "value", autocomplete: "off", placeholder: "offset or 2026-12-07T10:00Z" });
   const reset = h(
     "form",
     { class: "inline-form", "aria-label": "Reset offsets" },

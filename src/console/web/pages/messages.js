@@ -34,7 +34,7 @@ export function mount(ctx) {
 
   const topicSelect = h("select", { name: "topic", required: true }, h("option", { value: "" }, "Loading topics…"));
   ctx.topicSelect = topicSelect;
-  const at = h("input", { name: "at", autocomplete: "off", value: ctx.view.at, placeholder: "offset, or a time like 2026-12-07T10:00:00Z" });
+  const at = h("input", { name: "at", autocomplete: "off", value: ctx.view.at, placeholder: "offset or 2026-12-07T10:00Z" });
   const browse = h(
     "form",
     { class: "inline-form", "aria-label": "Browse messages" },
@@ -162,7 +162,12 @@ async function load(ctx, first) {
   update(
     ctx.list,
     ctx.records.length
-      ? h("ol", { class: "records", "aria-label": "Records" }, ctx.records.map(record))
+      ? h(
+          "table",
+          { class: "records", "aria-label": "Records" },
+          h("thead", {}, h("tr", {}, ["Offset", "Time", "Key", "Value", "Headers"].map((c) => h("th", { scope: "col", class: c === "Offset" ? "num" : null }, c)))),
+          h("tbody", {}, ctx.records.map(record)),
+        )
       : h("p", { class: "muted empty" }, "No messages here."),
   );
   const canMore = ctx.next !== null && ctx.next !== undefined && page.records.length > 0;
@@ -189,44 +194,36 @@ async function load(ctx, first) {
 
 function record(r) {
   return h(
-    "li",
+    "tr",
     { class: "record", "data-offset": String(r.offset) },
+    h("td", { class: "num" }, h("strong", {}, String(r.offset))),
+    h("td", { class: "when" }, fmtTime(r.timestamp_ms), h("br", {}), h("small", { class: "muted" }, r.timestamp_type === "LOG_APPEND_TIME" ? "log append time" : "create time", ` · ${fmtBytes(r.size_bytes)}`)),
+    h("td", { "data-part": "key" }, payload(r.key)),
+    h("td", { "data-part": "value" }, payload(r.value)),
     h(
-      "div",
-      { class: "record-head" },
-      h("strong", {}, `Offset ${r.offset}`),
-      h("span", {}, fmtTime(r.timestamp_ms)),
-      h("span", { class: "muted" }, r.timestamp_type === "LOG_APPEND_TIME" ? "log append time" : "create time"),
-      h("span", { class: "muted" }, fmtBytes(r.size_bytes)),
-    ),
-    h(
-      "dl",
-      { class: "payloads" },
-      h("div", { class: "kv" }, h("dt", {}, "Key"), h("dd", { "data-part": "key" }, payload(r.key))),
-      h("div", { class: "kv" }, h("dt", {}, "Value"), h("dd", { "data-part": "value" }, payload(r.value))),
-      r.headers?.length
-        ? h(
-            "div",
-            { class: "kv" },
-            h("dt", {}, "Headers"),
-            h(
-              "dd",
-              { "data-part": "headers" },
-              h("ul", { class: "headers" }, r.headers.map((hd) => h("li", {}, h("code", {}, hd.key), " = ", payload(hd.value)))),
-            ),
-          )
-        : null,
+      "td",
+      { "data-part": "headers" },
+      r.headers?.length ? h("ul", { class: "headers" }, r.headers.map((hd) => h("li", {}, h("code", {}, hd.key), ": ", inline(hd.value)))) : h("span", { class: "muted" }, "—"),
     ),
   );
 }
 
+/** A header value on one line. */
+function inline(p) {
+  if (p === null || p === undefined) return h("span", { class: "muted" }, "null");
+  if (p.encoding === "binary") return h("code", { class: "hex" }, `0x${p.hex ?? ""}`);
+  return h("span", {}, p.text ?? "");
+}
+
+/** Text as is, JSON pretty-printed, binary as hex; the kind is named unless it is plain text. */
 function payload(p) {
   if (p === null || p === undefined) return h("span", { class: "muted" }, "null");
-  const tag = badge(p.encoding, p.encoding);
-  const cut = p.truncated ? h("small", { class: "muted" }, ` (first ${fmtBytes(p.size_bytes > 65536 ? 65536 : p.size_bytes)} of ${fmtBytes(p.size_bytes)})`) : null;
-  if (p.encoding === "json") return h("div", {}, tag, cut, h("pre", { class: "json" }, p.json));
-  if (p.encoding === "binary") return h("div", {}, tag, cut, h("pre", { class: "hex" }, hex(p.hex ?? "")));
-  return h("div", {}, tag, cut, h("pre", { class: "text" }, p.text ?? ""));
+  const tag = p.encoding === "text" ? null : badge(p.encoding, p.encoding);
+  const cut = p.truncated ? h("small", { class: "muted" }, ` first 64 KiB of ${fmtBytes(p.size_bytes)}`) : null;
+  const head = tag || cut ? h("div", { class: "payload-head" }, tag, cut) : null;
+  if (p.encoding === "json") return h("div", {}, head, h("pre", { class: "json" }, p.json));
+  if (p.encoding === "binary") return h("div", {}, head, h("pre", { class: "hex" }, hex(p.hex ?? "")));
+  return h("div", {}, head, h("pre", { class: "text" }, p.text ?? ""));
 }
 
 /** Groups hex into 2-byte words, 16 bytes a line, like xxd. */
