@@ -53,7 +53,11 @@ fn browser_setup() -> anyhow::Result<Browser> {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let value = |key: &str| {
-        stdout.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string()).with_context(|| format!("no `{key}` line in:\n{stdout}"))
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+            .with_context(|| format!("no `{key}` line in:\n{stdout}"))
     };
     Ok(Browser { chromium: value("chromium:")?, node_modules: value("node_modules:")? })
 }
@@ -175,7 +179,8 @@ fn click_through() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut passed = false;
     while !passed {
-        let left = DEADLINE.checked_sub(started.elapsed()).context("the click-through took longer than its deadline")?;
+        let left =
+            DEADLINE.checked_sub(started.elapsed()).context("the click-through took longer than its deadline")?;
         let line = match lines.recv_timeout(left) {
             Ok(line) => line,
             Err(mpsc::RecvTimeoutError::Timeout) => bail!("the browser script did not finish within {DEADLINE:?}"),
