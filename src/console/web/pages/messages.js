@@ -155,8 +155,8 @@ async function load(ctx, first) {
     h(
       "p",
       { class: "muted" },
-      `${ctx.view.topic} partition ${page.partition}: offsets ${fmtNumber(page.log_start_offset)} to ${fmtNumber(page.high_watermark)} (high watermark), `,
-      `${ctx.records.length} shown, ${page.order === "newest" ? "newest" : "oldest"} first.`,
+      `${ctx.view.topic} partition ${page.partition} · log start ${fmtNumber(page.log_start_offset)} · high watermark ${fmtNumber(page.high_watermark)} · `,
+      `${ctx.records.length} shown, ${page.order === "newest" ? "newest" : "oldest"} first`,
     ),
   );
   update(
