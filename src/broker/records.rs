@@ -162,6 +162,21 @@ pub fn decode(buf: &[u8]) -> Result<DecodedBatch<'_>, BatchError> {
     Ok(DecodedBatch { header, section, spans })
 }
 
+/// A record's headers (`RecordRef::headers`: the count, then each key and value) as (key,
+/// value) pairs; a null value is `None`. The bytes were checked when the batch was decoded.
+pub fn headers(raw: &[u8]) -> Result<Vec<(&[u8], Option<&[u8]>)>, BatchError> {
+    let mut pos = 0;
+    let count = read_varint(raw, &mut pos).map_err(corrupt)?;
+    let mut out = Vec::with_capacity((count.max(0) as usize).min(raw.len() / 2));
+    for _ in 0..count.max(0) {
+        let key_len = read_varint(raw, &mut pos).map_err(corrupt)?;
+        let key = take(raw, &mut pos, key_len.max(0) as usize, "header key").map_err(corrupt)?;
+        let value = read_bytes(raw, &mut pos, "header value").map_err(corrupt)?;
+        out.push((&raw[key], value.map(|v| &raw[v])));
+    }
+    Ok(out)
+}
+
 /// Indexes of every record without a key in the batch at the start of `batch` (Kafka's
 /// `LogValidator` reports each of them in `record_errors`).
 pub fn keyless_records(batch: &[u8]) -> Result<Vec<usize>, BatchError> {

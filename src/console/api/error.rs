@@ -21,8 +21,6 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     /// This node runs no broker (a controller-only node).
     NoBroker,
-    /// Not built yet.
-    NotImplemented,
 }
 
 /// The API's result type.
@@ -51,7 +49,6 @@ impl ApiError {
             ApiError::NotFound(_) => "NOT_FOUND".into(),
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE".into(),
             ApiError::NoBroker => "BROKER_NOT_AVAILABLE".into(),
-            ApiError::NotImplemented => "NOT_IMPLEMENTED".into(),
         }
     }
 
@@ -62,7 +59,6 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge(limit) => format!("The request body is larger than {limit} bytes."),
             ApiError::NoBroker => "This node runs no broker; ask a broker's HTTP listener.".into(),
-            ApiError::NotImplemented => "Not built yet.".into(),
         }
     }
 
@@ -73,7 +69,6 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NoBroker => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::NotImplemented => StatusCode::NOT_IMPLEMENTED,
         }
     }
 }

@@ -56,18 +56,37 @@ pub const MAX_LISTED: usize = 10_000;
 #[derive(Clone)]
 pub struct Api {
     broker: Option<Arc<Broker>>,
-    controller: Option<skiff_controller::Controller>,
     /// Samples of the counters, for per-second rates between calls.
     rates: Arc<Mutex<rates::Rates>>,
+    /// The next partition for a produced message with neither key nor partition.
+    next_partition: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Api {
     fn new(roles: &Roles) -> Self {
         Api {
             broker: roles.broker.clone(),
-            controller: roles.controller.clone(),
             rates: Arc::new(Mutex::new(rates::Rates::default())),
+            next_partition: Arc::default(),
         }
+    }
+
+    /// Records a sample of the counters and returns the rates since the window's start.
+    fn observe(&self, broker: &Broker) -> rates::RateView {
+        let requests = broker.metrics.topic_requests();
+        let stats = broker.reader.storage.stats().snapshot();
+        let records: Vec<(uuid::Uuid, i64)> = broker
+            .metadata
+            .read(|m| m.topics().map(|t| (t.id(), t.partitions().map(|p| p.high_watermark()).sum())).collect());
+        let topics = records
+            .into_iter()
+            .map(|(id, records)| {
+                let (puts, gets) = requests.get(&id).copied().unwrap_or_default();
+                (id, rates::TopicCounters { records, puts, gets })
+            })
+            .collect();
+        let sample = rates::Sample { at_ms: broker.clock.now_ms(), puts: stats.puts, gets: stats.gets, topics };
+        self.rates.lock().unwrap_or_else(|p| p.into_inner()).observe(sample)
     }
 
     /// This node's broker (a controller-only node has none).
