@@ -168,11 +168,11 @@ async function main() {
 
     await step("more records arrive (text, JSON, binary) and the newest-first view follows live", async () => {
       await ask("produce");
-      await seeOffsets([9, 8]);
+      await seeOffsets([9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
       await seeText(page.locator('tr.record[data-offset="9"] [data-part="value"]'), /binary[\s\S]*00000000: 00ff 1080 7f01 fe02/);
       await seeText(page.locator('tr.record[data-offset="9"] [data-part="headers"]'), "content-type: application/octet-stream");
-      await seeText(page.locator('tr.record[data-offset="5"] [data-part="value"] pre.json'), /"item": "tea",/);
-      await seeText(page.locator('tr.record[data-offset="6"] [data-part="value"] pre.text'), /^plain text note 6$/);
+      await seeText(page.locator('tr.record[data-offset="4"] [data-part="value"] pre.json'), /\{\n\s+"id": 5,\n\s+"item": "tea",/);
+      await seeText(page.locator('tr.record[data-offset="5"] [data-part="value"] pre.text'), /^plain text note 6$/);
     });
 
     await step("browse from an offset, oldest first", async () => {

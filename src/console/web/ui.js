@@ -133,6 +133,13 @@ export function fmtNumber(n) {
   return n === null || n === undefined ? "—" : nf.format(n);
 }
 
+const nf1 = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
+
+/** A count that may be fractional (requests attributed to topics by their share of an object). */
+export function fmtCount(n) {
+  return n === null || n === undefined ? "—" : nf1.format(n);
+}
+
 export function fmtBytes(n) {
   if (n === null || n === undefined) return "—";
   const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

@@ -3,7 +3,7 @@
 // rates, estimated cost per day and per topic).
 
 import { get } from "../api.js";
-import { badge, card, errorBox, facts, fmtAgo, fmtBytes, fmtMoney, fmtNumber, fmtRate, h, table, update } from "../ui.js";
+import { badge, card, errorBox, facts, fmtAgo, fmtBytes, fmtCount, fmtMoney, fmtNumber, fmtRate, h, table, update } from "../ui.js";
 
 export const title = "Cluster";
 
@@ -78,8 +78,9 @@ export async function refresh(ctx) {
       columns: [
         { label: "Topic", value: (x) => h("a", { href: `#/topics/${encodeURIComponent(x.topic)}` }, x.topic) },
         { label: "Stored", value: (x) => fmtBytes(x.bytes), num: true },
-        { label: "PUT/s", value: (x) => fmtRate(x.puts), num: true },
-        { label: "GET/s", value: (x) => fmtRate(x.gets), num: true },
+        // Requests since the broker started, attributed by each object's share of bytes.
+        { label: "PUTs", value: (x) => fmtCount(x.puts), num: true },
+        { label: "GETs", value: (x) => fmtCount(x.gets), num: true },
         { label: "So far", value: (x) => fmtMoney(x.cost), num: true },
         { label: "Per day", value: (x) => fmtMoney(x.cost_per_day), num: true },
       ],
