@@ -157,9 +157,7 @@ pub(super) async fn cluster(State(api): State<Api>) -> ApiResult<Response> {
                         address: v.addr.clone(),
                         leader: v.id == q.leader_id,
                         log_end_index: v.log_end_offset,
-                        lag: leader_end
-                            .filter(|_| v.log_end_offset >= 0)
-                            .map(|end| (end - v.log_end_offset).max(0)),
+                        lag: leader_end.filter(|_| v.log_end_offset >= 0).map(|end| (end - v.log_end_offset).max(0)),
                         last_fetch_ms: known(v.last_fetch_timestamp_ms),
                         last_caught_up_ms: known(v.last_caught_up_timestamp_ms),
                     })
@@ -214,10 +212,8 @@ fn object_store(broker: &Broker, rates: &RateView) -> ObjectStore {
     let (objects, bytes, topics) = broker.metadata.read(|m| {
         let (objects, bytes) =
             m.objects().filter(|o| o.live_chunks > 0).fold((0u64, 0u64), |(n, b), o| (n + 1, b + o.size_bytes));
-        let topics: Vec<(uuid::Uuid, String, u64)> = m
-            .topics()
-            .map(|t| (t.id(), t.name().to_string(), t.partitions().map(|p| p.size_bytes()).sum()))
-            .collect();
+        let topics: Vec<(uuid::Uuid, String, u64)> =
+            m.topics().map(|t| (t.id(), t.name().to_string(), t.partitions().map(|p| p.size_bytes()).sum())).collect();
         (objects, bytes, topics)
     });
     let storage_per_day = |bytes: u64| bytes as f64 / GB * prices.storage_per_gb_month / MONTH_DAYS;

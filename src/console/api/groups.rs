@@ -369,7 +369,9 @@ pub(super) async fn reset_offsets(
     if state != "Empty" && state != "Dead" {
         return Err(ApiError::of(
             ResponseError::NonEmptyGroup,
-            format!("Assignments can only be reset if the group '{group_id}' is inactive, but the current state is {state}."),
+            format!(
+                "Assignments can only be reset if the group '{group_id}' is inactive, but the current state is {state}."
+            ),
         ));
     }
     let count = broker.metadata.read(|m| m.topic(&b.topic).map(|t| t.partition_count())).ok_or_else(|| {
@@ -440,7 +442,9 @@ async fn commit(broker: &Arc<Broker>, group_id: &str, topic: &str, targets: &[Re
         .with_group_id(GroupId(s(group_id)))
         .with_generation_id_or_member_epoch(-1)
         .with_member_id(s(""))
-        .with_topics(vec![OffsetCommitRequestTopic::default().with_name(TopicName(s(topic))).with_partitions(partitions)]);
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default().with_name(TopicName(s(topic))).with_partitions(partitions),
+        ]);
     let resp = match offsets::offset_commit(broker, req, OFFSET_COMMIT_VERSION).await {
         Handled::Ready(ResponseKind::OffsetCommit(r)) => r,
         Handled::Deferred(f) => match f.await {
@@ -452,9 +456,10 @@ async fn commit(broker: &Arc<Broker>, group_id: &str, topic: &str, targets: &[Re
     for t in &resp.topics {
         for p in &t.partitions {
             check(p.error_code, None).map_err(|e| match e {
-                ApiError::Kafka { code, message } => {
-                    ApiError::Kafka { code, message: format!("Partition {} of '{topic}': {message}", p.partition_index) }
-                }
+                ApiError::Kafka { code, message } => ApiError::Kafka {
+                    code,
+                    message: format!("Partition {} of '{topic}': {message}", p.partition_index),
+                },
                 other => other,
             })?;
         }

@@ -98,10 +98,18 @@ fn locate(broker: &Broker, topic: &str, partition: i32) -> ApiResult<(Uuid, i64,
 
 /// ListOffsets of one partition (`EARLIEST`, `LATEST` or a timestamp): the offset, or `None`
 /// when no record has a timestamp at or after the target.
-pub(super) async fn list_offset(broker: &Arc<Broker>, topic: &str, partition: i32, spec: i64) -> ApiResult<Option<i64>> {
+pub(super) async fn list_offset(
+    broker: &Arc<Broker>,
+    topic: &str,
+    partition: i32,
+    spec: i64,
+) -> ApiResult<Option<i64>> {
     let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
         ListOffsetsTopic::default().with_name(TopicName(s(topic))).with_partitions(vec![
-            ListOffsetsPartition::default().with_partition_index(partition).with_current_leader_epoch(-1).with_timestamp(spec),
+            ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_current_leader_epoch(-1)
+                .with_timestamp(spec),
         ]),
     ]);
     let resp = list_offsets::handle(broker, req, LIST_OFFSETS_VERSION).await;
@@ -233,12 +241,11 @@ async fn read_forward(
         let want = limit - out.len();
         let shown_budget = budget.shown;
         let first = out.is_empty();
-        let (shown, next) = tokio::task::spawn_blocking(move || {
-            render(data, offset, until, want, shown_budget, first, &aborted)
-        })
-        .await
-        .map_err(|e| ApiError::kafka(-1, format!("Decoding records failed: {e}")))?
-        .map_err(|e| ApiError::of(ResponseError::CorruptMessage, e))?;
+        let (shown, next) =
+            tokio::task::spawn_blocking(move || render(data, offset, until, want, shown_budget, first, &aborted))
+                .await
+                .map_err(|e| ApiError::kafka(-1, format!("Decoding records failed: {e}")))?
+                .map_err(|e| ApiError::of(ResponseError::CorruptMessage, e))?;
         budget.shown = budget.shown.saturating_sub(shown.iter().map(|r| r.size_bytes).sum());
         out.extend(shown);
         if next <= offset {
@@ -316,7 +323,10 @@ fn render(
                     a.producer_id == h.producer_id && a.first_offset <= h.base_offset && h.base_offset <= a.last_offset
                 }));
         for r in decoded.records() {
-            if r.offset < next || r.offset >= until {
+            if r.offset >= until {
+                return Ok((out, until));
+            }
+            if r.offset < next {
                 continue;
             }
             if dropped {
@@ -339,7 +349,10 @@ fn render(
                 value: r.value.map(Payload::of),
                 headers: headers
                     .into_iter()
-                    .map(|(k, v)| ShownHeader { key: String::from_utf8_lossy(k).into_owned(), value: v.map(Payload::of) })
+                    .map(|(k, v)| ShownHeader {
+                        key: String::from_utf8_lossy(k).into_owned(),
+                        value: v.map(Payload::of),
+                    })
                     .collect(),
                 size_bytes: size,
             });
@@ -349,7 +362,7 @@ fn render(
             }
         }
         // Records a cleaner removed leave no record: go on after the batch.
-        next = next.max(h.last_offset() + 1);
+        next = next.max(h.last_offset() + 1).min(until);
     }
     Ok((out, next))
 }
@@ -418,8 +431,12 @@ pub(super) async fn produce(State(api): State<Api>, Path(topic): Path<String>, b
         record.headers.insert(s(h.key.clone()), v.map(Bytes::from));
     }
     let mut batch = BytesMut::new();
-    RecordBatchEncoder::encode(&mut batch, &[record], &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .map_err(|e| ApiError::kafka(-1, format!("Encoding the record failed: {e}")))?;
+    RecordBatchEncoder::encode(
+        &mut batch,
+        &[record],
+        &RecordEncodeOptions { version: 2, compression: Compression::None },
+    )
+    .map_err(|e| ApiError::kafka(-1, format!("Encoding the record failed: {e}")))?;
     let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(PRODUCE_TIMEOUT_MS).with_topic_data(vec![
         TopicProduceData::default().with_name(TopicName(s(topic.clone()))).with_partition_data(vec![
             PartitionProduceData::default().with_index(partition).with_records(Some(batch.freeze())),
@@ -522,8 +539,12 @@ mod tests {
             })
             .collect();
         let mut b = BytesMut::new();
-        RecordBatchEncoder::encode(&mut b, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-            .expect("encodes");
+        RecordBatchEncoder::encode(
+            &mut b,
+            &records,
+            &RecordEncodeOptions { version: 2, compression: Compression::None },
+        )
+        .expect("encodes");
         b.freeze()
     }
 
@@ -541,6 +562,10 @@ mod tests {
         assert_eq!(shown[0].timestamp_ms, 1001);
         let (shown, next) = render(data.clone(), 0, 2, 10, 1 << 20, true, &[]).expect("decodes");
         assert_eq!((shown.len(), next), (2, 2));
+        // Control batches are skipped, and so are transactions listed as aborted.
+        let aborted = [skiff_controller::image::AbortedTransaction { producer_id: 9, first_offset: 0, last_offset: 5 }];
+        let (shown, _) = render(data.clone(), 0, 10, 10, 1 << 20, true, &aborted).expect("decodes");
+        assert_eq!(shown.len(), 4, "the test batches are not transactional");
         let (shown, next) = render(data.clone(), 0, 10, 1, 1 << 20, true, &[]).expect("decodes");
         assert_eq!((shown.len(), next), (1, 1));
         // Bytes: "a"+"h"+2 = 4, "bb"+3 = 5: a budget of 6 holds one; the first always fits.

@@ -32,7 +32,8 @@ impl Payload {
     pub fn of(bytes: &[u8]) -> Payload {
         let truncated = bytes.len() > MAX_SHOWN_BYTES;
         let shown = &bytes[..bytes.len().min(MAX_SHOWN_BYTES)];
-        let base = Payload { encoding: "binary", text: None, json: None, hex: None, size_bytes: bytes.len(), truncated };
+        let base =
+            Payload { encoding: "binary", text: None, json: None, hex: None, size_bytes: bytes.len(), truncated };
         // A cut may split a UTF-8 sequence: the valid prefix is still text.
         let text = match std::str::from_utf8(shown) {
             Ok(t) => Some(t),
@@ -103,9 +104,7 @@ fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
     (0..s.len())
         .step_by(2)
         .map(|i| {
-            s.get(i..i + 2)
-                .and_then(|d| u8::from_str_radix(d, 16).ok())
-                .ok_or_else(|| format!("'{s}' is not hex"))
+            s.get(i..i + 2).and_then(|d| u8::from_str_radix(d, 16).ok()).ok_or_else(|| format!("'{s}' is not hex"))
         })
         .collect()
 }

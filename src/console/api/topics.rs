@@ -61,7 +61,11 @@ struct TopicSummary {
 }
 
 /// A topic's summary from image `m` (rate filled in by the caller).
-fn summary(broker: &Broker, m: &skiff_controller::image::MetadataImage, t: skiff_controller::image::TopicView<'_>) -> TopicSummary {
+fn summary(
+    broker: &Broker,
+    m: &skiff_controller::image::MetadataImage,
+    t: skiff_controller::image::TopicView<'_>,
+) -> TopicSummary {
     let keys = ["retention.ms".to_string(), "cleanup.policy".to_string()];
     let entries = configs::topic_config_entries(t.configs(), &broker.defaults(m), Some(&keys));
     let value = |k: &str| entries.iter().find(|e| e.name == k).and_then(|e| e.value.clone());
@@ -253,16 +257,17 @@ fn detail(broker: &std::sync::Arc<Broker>, api: &Api, name: &str) -> ApiResult<T
 }
 
 fn unknown_topic(name: &str) -> ApiError {
-    ApiError::of(
-        kafka_protocol::ResponseError::UnknownTopicOrPartition,
-        format!("Topic '{name}' does not exist."),
-    )
+    ApiError::of(kafka_protocol::ResponseError::UnknownTopicOrPartition, format!("Topic '{name}' does not exist."))
 }
 
 /// DescribeConfigs of topic `name`.
 fn describe_configs(broker: &std::sync::Arc<Broker>, name: &str) -> ApiResult<Vec<ConfigRow>> {
     let req = DescribeConfigsRequest::default().with_resources(vec![
-        DescribeConfigsResource::default().with_resource_type(TOPIC_RESOURCE).with_resource_name(s(name)),
+        // Null keys: every config (the default is an empty list, which asks for none).
+        DescribeConfigsResource::default()
+            .with_resource_type(TOPIC_RESOURCE)
+            .with_resource_name(s(name))
+            .with_configuration_keys(None),
     ]);
     let resp = configs::describe_configs(broker, req, DESCRIBE_CONFIGS_VERSION);
     let r = resp.results.first().ok_or_else(|| ApiError::kafka(-1, "DescribeConfigs answered no resource."))?;
@@ -320,10 +325,15 @@ pub(super) async fn alter_incremental(
         .set
         .iter()
         .map(|(k, v)| {
-            AlterableConfig::default().with_name(s(k.clone())).with_config_operation(OP_SET).with_value(Some(s(v.clone())))
+            AlterableConfig::default()
+                .with_name(s(k.clone()))
+                .with_config_operation(OP_SET)
+                .with_value(Some(s(v.clone())))
         })
         .collect();
-    ops.extend(b.delete.iter().map(|k| AlterableConfig::default().with_name(s(k.clone())).with_config_operation(OP_DELETE)));
+    ops.extend(
+        b.delete.iter().map(|k| AlterableConfig::default().with_name(s(k.clone())).with_config_operation(OP_DELETE)),
+    );
     let req = IncrementalAlterConfigsRequest::default()
         .with_resources(vec![
             AlterConfigsResource::default()
@@ -387,7 +397,12 @@ pub(super) async fn add_partitions(
     let broker = api.broker()?;
     let b: PartitionsBody = body_json(body).await?;
     let req = CreatePartitionsRequest::default()
-        .with_topics(vec![CreatePartitionsTopic::default().with_name(TopicName(s(topic.clone()))).with_count(b.count)])
+        .with_topics(vec![
+            CreatePartitionsTopic::default()
+                .with_name(TopicName(s(topic.clone())))
+                .with_count(b.count)
+                .with_assignments(None),
+        ])
         .with_timeout_ms(ADMIN_TIMEOUT_MS)
         .with_validate_only(b.validate_only);
     let resp = admin::create_partitions(broker, req).await;
