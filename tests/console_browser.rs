@@ -97,6 +97,42 @@ fn produce_more(bootstrap: &str) -> anyhow::Result<()> {
     })
 }
 
+/// A second topic and a classic group beside the demo's KIP-848 one, so the lists and the
+/// screenshots show more than one row: `orders` (3 partitions, 30 records) read by `billing`.
+fn seed_neighbours(bootstrap: &str) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    runtime().block_on(async {
+        let mut c = Client::connect(bootstrap).await?;
+        c.create_topic_ok("orders", 3).await?;
+        for p in 0..3 {
+            let records: Vec<TestRecord> = (0..10)
+                .map(|i| TestRecord::new(format!("customer-{i}"), format!(r#"{{"order":{i},"partition":{p}}}"#), now))
+                .collect();
+            c.produce_ok("orders", p, encode_batch(&records, Compression::None, None)).await?;
+        }
+        anyhow::Ok(())
+    })?;
+    let out = kafka_cli::run_with_timeout(
+        kafka_cli::CONSOLE_CONSUMER,
+        &[
+            "--bootstrap-server",
+            bootstrap,
+            "--topic",
+            "orders",
+            "--group",
+            "billing",
+            "--from-beginning",
+            "--max-messages",
+            "12",
+            "--timeout-ms",
+            "30000",
+        ],
+        Duration::from_secs(90),
+    )?;
+    out.ok("kafka-console-consumer (classic group billing)")?;
+    Ok(())
+}
+
 /// Kafka's console consumer reads exactly `n` records in [`GROUP`] and commits on close
 /// (auto-commit; `max.poll.records` = `n`, so its position is where it stopped printing).
 fn consume(bootstrap: &str, n: usize) -> anyhow::Result<()> {
@@ -153,6 +189,7 @@ fn click_through() -> anyhow::Result<()> {
     let browser = browser_setup()?;
     kafka_cli::libs()?;
     let skiff = SkiffProcess::start();
+    seed_neighbours(skiff.bootstrap())?;
     let shots = screenshot_dir();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/browser.cjs");
     let mut child = Command::new("node")

@@ -177,13 +177,13 @@ async function main() {
 
     await step("browse from an offset, oldest first", async () => {
       const form = page.getByRole("form", { name: "Browse messages" });
-      await form.getByLabel("Start").selectOption("offset");
+      await form.getByLabel(/^Start/).selectOption("offset");
       await form.getByLabel("Offset or time").fill("3");
-      await form.getByLabel("Order").selectOption("oldest");
+      await form.getByLabel(/^Order/).selectOption("oldest");
       await form.getByRole("button", { name: "Show messages" }).click();
       await seeOffsets([3, 4, 5, 6, 7, 8, 9]);
       // Back to the newest first for the screenshot (shows JSON, text and binary values).
-      await form.getByLabel("Start").selectOption("newest");
+      await form.getByLabel(/^Start/).selectOption("newest");
       await form.getByLabel("Offset or time").fill("");
       await form.getByRole("button", { name: "Show messages" }).click();
       await seeOffsets([9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
@@ -221,6 +221,9 @@ async function main() {
       await nav("Consumer groups").click();
       const row = page.getByRole("table", { name: "Consumer groups" }).locator(`tr[data-key="${group}"]`);
       await seeText(row.locator('[data-col="lag"]'), "10");
+      await seeText(row, "consumer (KIP-848)");
+      // The classic group the test made beside it (tests/console_browser.rs, `billing`).
+      await seeText(page.getByRole("table", { name: "Consumer groups" }).locator('tr[data-key="billing"]'), /classic\s+Empty/);
       await shot("groups");
     });
 
@@ -229,6 +232,10 @@ async function main() {
       const configs = page.getByRole("form", { name: "Topic configs" });
       const retention = configs.getByRole("textbox", { name: "retention.ms", exact: true });
       await retention.fill("3600000");
+      // A poll comes and goes (every 2 s): the page pauses and keeps what was typed.
+      await seeText(page.getByRole("status"), "Paused while you edit");
+      await page.waitForTimeout(2500);
+      if ((await retention.inputValue()) !== "3600000") throw new Error("a refresh overwrote the config being edited");
       await configs.getByRole("button", { name: "Save configs" }).click();
       await seeText(page.getByRole("region", { name: "Configs" }), "Saved retention.ms.");
       await seeText(configs.locator('tr[data-key="retention.ms"]'), "set on topic");

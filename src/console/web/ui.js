@@ -77,7 +77,7 @@ export function facts(pairs) {
   return h(
     "dl",
     { class: "facts" },
-    pairs.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v ?? "—"))),
+    pairs.filter(Boolean).map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v ?? "—"))),
   );
 }
 
@@ -160,6 +160,7 @@ export function fmtRate(n, unit = "/s") {
 export function fmtMoney(n) {
   if (n === null || n === undefined) return "—";
   if (n === 0) return "$0";
+  if (n < 0.0001) return "< $0.0001";
   if (n < 0.01) return `$${n.toPrecision(2)}`;
   return `$${n.toFixed(2)}`;
 }

@@ -119,7 +119,7 @@ function controllers(c, cluster) {
       ["Term", fmtNumber(c.term)],
       ["Commit index", fmtNumber(c.commit_index)],
       ["Applied (this broker)", fmtNumber(c.applied_index)],
-      ["High watermark", fmtNumber(c.high_watermark)],
+      c.high_watermark === undefined ? null : ["High watermark", fmtNumber(c.high_watermark)],
       ["Answered by", `broker ${cluster.node_id}`],
     ]),
     table({

@@ -54,6 +54,11 @@ export function mount(ctx) {
     field("Limit", h("input", { name: "limit", type: "number", min: 1, max: 500, value: String(ctx.view.limit) })),
     h("button", { type: "submit" }, "Show messages"),
   );
+  // "Newest first" and "Oldest first" imply their order; only an offset or a time leaves it open.
+  browse.addEventListener("change", (event) => {
+    const from = browse.elements.from.value;
+    if (event.target.name === "from" && (from === "newest" || from === "oldest")) browse.elements.order.value = from;
+  });
   onSubmit(browse, async (f) => {
     const d = new FormData(f);
     let from = String(d.get("from"));

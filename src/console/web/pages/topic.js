@@ -99,7 +99,11 @@ export async function refresh(ctx) {
 
 function configForm(ctx, configs) {
   const name = ctx.params.name;
-  const rows = configs.map((c) => {
+  // The topic's own overrides first: they are what an operator usually looks for.
+  const sorted = [...configs].sort(
+    (a, b) => (b.source === "DYNAMIC_TOPIC_CONFIG") - (a.source === "DYNAMIC_TOPIC_CONFIG") || a.name.localeCompare(b.name),
+  );
+  const rows = sorted.map((c) => {
     const input = h("input", {
       name: c.name,
       value: c.sensitive ? "" : c.value ?? "",
