@@ -175,13 +175,22 @@ async function main() {
       await seeText(page.locator('tr.record[data-offset="5"] [data-part="value"] pre.text'), /^plain text note 6$/);
     });
 
-    await step("browse from an offset, oldest first", async () => {
+    await step("browse from an offset and from a time, oldest first", async () => {
       const form = page.getByRole("form", { name: "Browse messages" });
       await form.getByLabel(/^Start/).selectOption("offset");
       await form.getByLabel("Offset or time").fill("3");
       await form.getByLabel(/^Order/).selectOption("oldest");
       await form.getByRole("button", { name: "Show messages" }).click();
       await seeOffsets([3, 4, 5, 6, 7, 8, 9]);
+      // From a time: the first record at or after it (ListOffsets' rule), here the log start.
+      await form.getByLabel(/^Start/).selectOption("timestamp");
+      await form.getByLabel("Offset or time").fill("1970-01-01T00:00:00Z");
+      await form.getByRole("button", { name: "Show messages" }).click();
+      await seeOffsets([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      // A time after every record: nothing to show, said plainly.
+      await form.getByLabel("Offset or time").fill(new Date(Date.now() + 3_600_000).toISOString());
+      await form.getByRole("button", { name: "Show messages" }).click();
+      await seeText(page.getByRole("region", { name: "Records" }), "No messages here.");
       // Back to the newest first for the screenshot (shows JSON, text and binary values).
       await form.getByLabel(/^Start/).selectOption("newest");
       await form.getByLabel("Offset or time").fill("");
