@@ -316,6 +316,8 @@ fn messages_produced_and_browsed_through_the_api() {
         ensure!(error_code(&v) == "OFFSET_OUT_OF_RANGE", "{v}");
         let v = expect(&skiff, "GET", "/topics/events/partitions/7/messages", None, 404)?;
         ensure!(error_code(&v) == "UNKNOWN_TOPIC_OR_PARTITION", "{v}");
+        let v = expect(&skiff, "GET", "/topics/events/partitions/x/messages", None, 400)?;
+        ensure!(error_code(&v) == "INVALID_REQUEST", "{v}");
         let v = expect(&skiff, "GET", "/topics/events/partitions/0/messages?order=sideways", None, 400)?;
         ensure!(error_code(&v) == "INVALID_REQUEST", "{v}");
         let v = expect(&skiff, "POST", "/topics/nope/messages", Some(&json!({"value": "x"})), 404)?;
@@ -621,6 +623,28 @@ fn groups_lag_and_offset_resets_follow_kafkas_tool() {
             409,
         )?;
         ensure!(error_code(&v) == "NON_EMPTY_GROUP", "{v}");
+        // Once its member leaves, the consumer group is Empty and may be reset.
+        let b4 = b.clone();
+        runtime().block_on(async move {
+            let mut c = Client::connect(&b4).await?;
+            let leave = ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(s("modern")))
+                .with_member_id(s("m-1"))
+                .with_member_epoch(-1);
+            let r = c.send(&leave, 1).await?;
+            ensure!(r.error_code == 0, "leaving: {r:?}");
+            anyhow::Ok(())
+        })?;
+        let v = expect(
+            &skiff,
+            "POST",
+            "/groups/modern/reset-offsets",
+            Some(&json!({"topic": "jobs", "to": "latest"})),
+            200,
+        )?;
+        ensure!(new_offsets(&v) == [(0, 12), (1, 10)], "{v}");
+        let d = expect(&skiff, "GET", "/groups/modern", None, 200)?;
+        ensure!(d["state"] == "Empty" && d["type"] == "consumer" && d["total_lag"] == 0, "{d}");
         let v = expect(&skiff, "GET", "/groups/ghost", None, 404)?;
         ensure!(error_code(&v) == "GROUP_ID_NOT_FOUND", "{v}");
         // An unknown group is Dead for the tool: a reset creates its offsets.

@@ -162,9 +162,12 @@ pub fn decode(buf: &[u8]) -> Result<DecodedBatch<'_>, BatchError> {
     Ok(DecodedBatch { header, section, spans })
 }
 
-/// A record's headers (`RecordRef::headers`: the count, then each key and value) as (key,
-/// value) pairs; a null value is `None`. The bytes were checked when the batch was decoded.
-pub fn headers(raw: &[u8]) -> Result<Vec<(&[u8], Option<&[u8]>)>, BatchError> {
+/// One record header: its key and value (`None`: null).
+pub type Header<'b> = (&'b [u8], Option<&'b [u8]>);
+
+/// A record's headers (`RecordRef::headers`: the count, then each key and value). The bytes
+/// were checked when the batch was decoded.
+pub fn headers(raw: &[u8]) -> Result<Vec<Header<'_>>, BatchError> {
     let mut pos = 0;
     let count = read_varint(raw, &mut pos).map_err(corrupt)?;
     let mut out = Vec::with_capacity((count.max(0) as usize).min(raw.len() / 2));

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
@@ -21,7 +21,7 @@ use kafka_protocol::messages::{GroupId, OffsetCommitRequest, ResponseKind, Topic
 use serde::{Deserialize, Serialize};
 
 use super::messages::{EARLIEST, LATEST, list_offset};
-use super::{Api, ApiError, ApiResult, MAX_LISTED, body_json, check, ok, s};
+use super::{Api, ApiError, ApiPath, ApiResult, MAX_LISTED, body_json, check, ok, s};
 use crate::broker::Broker;
 use crate::group::GroupError;
 use crate::handler::groups::is_coordinator;
@@ -299,7 +299,7 @@ fn not_found(group_id: &str) -> ApiError {
     ApiError::of(ResponseError::GroupIdNotFound, format!("Consumer group '{group_id}' does not exist."))
 }
 
-pub(super) async fn describe(State(api): State<Api>, Path(group_id): Path<String>) -> ApiResult<Response> {
+pub(super) async fn describe(State(api): State<Api>, ApiPath(group_id): ApiPath<String>) -> ApiResult<Response> {
     let broker = api.broker()?;
     let d = describe_group(broker, &group_id).await?.ok_or_else(|| not_found(&group_id))?;
     let (offsets, total_lag) = offsets_of(broker, &group_id, &d.members);
@@ -356,7 +356,7 @@ struct ResetPartition {
 /// `POST /groups/{g}/reset-offsets`: `kafka-consumer-groups.sh --reset-offsets` for one topic.
 pub(super) async fn reset_offsets(
     State(api): State<Api>,
-    Path(group_id): Path<String>,
+    ApiPath(group_id): ApiPath<String>,
     body: Body,
 ) -> ApiResult<Response> {
     let broker = api.broker()?;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::payload::{Encoding, Payload};
-use super::{Api, ApiError, ApiResult, body_json, check, json, ok, param, query, s};
+use super::{Api, ApiError, ApiPath, ApiResult, body_json, check, json, ok, param, query, s};
 
 use crate::broker::{Broker, records};
 use crate::handler::{Handled, errors, list_offsets, produce};
@@ -124,7 +124,7 @@ pub(super) async fn list_offset(
 
 pub(super) async fn browse(
     State(api): State<Api>,
-    Path((topic, partition)): Path<(String, i32)>,
+    ApiPath((topic, partition)): ApiPath<(String, i32)>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let broker = api.broker()?;
@@ -215,7 +215,10 @@ async fn read_forward(
         let chunks = broker
             .metadata
             .read(|m| m.partition_by_name(at.topic, at.partition).map(|p| p.chunks_from(offset, max)))
-            .ok_or_else(|| locate(broker, at.topic, at.partition).err().unwrap_or_else(|| ApiError::kafka(3, "")))?;
+            .ok_or_else(|| {
+                // Deleted while the page was read.
+                ApiError::of(ResponseError::UnknownTopicOrPartition, format!("Topic '{}' no longer exists.", at.topic))
+            })?;
         if chunks.is_empty() {
             break;
         }
@@ -395,7 +398,11 @@ struct Produced {
 }
 
 /// `POST /topics/{t}/messages`: one record through the Produce handler, acks=all.
-pub(super) async fn produce(State(api): State<Api>, Path(topic): Path<String>, body: Body) -> ApiResult<Response> {
+pub(super) async fn produce(
+    State(api): State<Api>,
+    ApiPath(topic): ApiPath<String>,
+    body: Body,
+) -> ApiResult<Response> {
     let broker = api.broker()?;
     let b: ProduceBody = body_json(body).await?;
     let bad = |what: &str, e: String| ApiError::BadRequest(format!("The {what} is not valid {:?}: {e}.", b.encoding));

@@ -126,6 +126,21 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     json(StatusCode::METHOD_NOT_ALLOWED, &body)
 }
 
+/// A path parameter; a bad one (a partition that is not a number) is a JSON 400 like every
+/// other error of the API.
+pub(crate) struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(t)| ApiPath(t))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
 /// A JSON response.
 pub(crate) fn json(status: StatusCode, value: &impl Serialize) -> Response {
     match serde_json::to_vec(value) {

@@ -98,7 +98,7 @@ impl Encoding {
 
 fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
     let s = s.trim();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err("hex has an odd number of digits".into());
     }
     (0..s.len())

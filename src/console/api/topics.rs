@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Api, ApiError, ApiResult, MAX_LISTED, asker, body_json, check, json, ok, s};
+use super::{Api, ApiError, ApiPath, ApiResult, MAX_LISTED, asker, body_json, check, json, ok, s};
 use crate::broker::Broker;
 use crate::handler::{admin, configs};
 
@@ -285,12 +285,12 @@ fn describe_configs(broker: &std::sync::Arc<Broker>, name: &str) -> ApiResult<Ve
         .collect())
 }
 
-pub(super) async fn describe(State(api): State<Api>, Path(topic): Path<String>) -> ApiResult<Response> {
+pub(super) async fn describe(State(api): State<Api>, ApiPath(topic): ApiPath<String>) -> ApiResult<Response> {
     let broker = api.broker()?;
     Ok(ok(&detail(broker, &api, &topic)?))
 }
 
-pub(super) async fn delete(State(api): State<Api>, Path(topic): Path<String>) -> ApiResult<Response> {
+pub(super) async fn delete(State(api): State<Api>, ApiPath(topic): ApiPath<String>) -> ApiResult<Response> {
     let broker = api.broker()?;
     let req = DeleteTopicsRequest::default()
         .with_topics(vec![DeleteTopicState::default().with_name(Some(TopicName(s(topic.clone()))))])
@@ -315,7 +315,7 @@ struct IncrementalBody {
 /// `PATCH /topics/{t}/configs`: IncrementalAlterConfigs (SET and DELETE).
 pub(super) async fn alter_incremental(
     State(api): State<Api>,
-    Path(topic): Path<String>,
+    ApiPath(topic): ApiPath<String>,
     body: Body,
 ) -> ApiResult<Response> {
     use incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
@@ -357,7 +357,7 @@ struct AlterBody {
 }
 
 /// `PUT /topics/{t}/configs`: AlterConfigs (the whole set of topic overrides).
-pub(super) async fn alter(State(api): State<Api>, Path(topic): Path<String>, body: Body) -> ApiResult<Response> {
+pub(super) async fn alter(State(api): State<Api>, ApiPath(topic): ApiPath<String>, body: Body) -> ApiResult<Response> {
     use alter_configs_request::{AlterConfigsResource, AlterableConfig};
     let broker = api.broker()?;
     let b: AlterBody = body_json(body).await?;
@@ -391,7 +391,7 @@ struct PartitionsBody {
 /// `POST /topics/{t}/partitions`: CreatePartitions to `count` in all.
 pub(super) async fn add_partitions(
     State(api): State<Api>,
-    Path(topic): Path<String>,
+    ApiPath(topic): ApiPath<String>,
     body: Body,
 ) -> ApiResult<Response> {
     let broker = api.broker()?;
