@@ -166,7 +166,16 @@ fn consume(bootstrap: &str, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Kills the driver if the test fails half-way.
+/// Kafka's console consumer left running in the classic group `billing`, so the pages show a
+/// group with a member and its assignment (killed when the test ends).
+fn start_live_consumer(bootstrap: &str) -> anyhow::Result<Child> {
+    kafka_cli::spawn(
+        kafka_cli::CONSOLE_CONSUMER,
+        &["--bootstrap-server", bootstrap, "--topic", "orders", "--group", "billing"],
+    )
+}
+
+/// A child process killed when the test ends, however it ends.
 struct Driver(Option<Child>);
 
 impl Drop for Driver {
@@ -208,6 +217,7 @@ fn click_through() -> anyhow::Result<()> {
     let stdout = child.stdout.take().context("piped stdout")?;
     let mut stdin = child.stdin.take().context("piped stdin")?;
     let mut driver = Driver(Some(child));
+    let mut live_consumer = Driver(None);
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -227,6 +237,7 @@ fn click_through() -> anyhow::Result<()> {
         };
         let answer = match line.trim().strip_prefix("NEED ") {
             Some("produce") => produce_more(skiff.bootstrap()),
+            Some("live consumer") => start_live_consumer(skiff.bootstrap()).map(|c| live_consumer.0 = Some(c)),
             Some(consume_n) if consume_n.starts_with("consume ") => {
                 consume(skiff.bootstrap(), consume_n["consume ".len()..].parse().context("consume N")?)
             }
@@ -250,7 +261,8 @@ fn click_through() -> anyhow::Result<()> {
     let status = support::wait_child(&mut driver.0, Duration::from_secs(30));
     ensure!(passed, "the browser script ended without PASS ({status:?}); its stderr is above");
     ensure!(status.is_some_and(|s| s.success()), "the browser script printed PASS but exited {status:?}");
-    for page in ["cluster", "topics", "topic", "messages", "groups", "group"] {
+    drop(live_consumer);
+    for page in ["cluster", "topics", "topic", "messages", "groups", "group", "group-reset"] {
         let png = shots.join(format!("{page}.png"));
         let len = std::fs::metadata(&png).with_context(|| format!("screenshot {}", png.display()))?.len();
         ensure!(len > 10_000, "{} is only {len} bytes", png.display());

@@ -226,14 +226,39 @@ async function main() {
       await seeText(page.locator("#total-lag"), "10");
       await seeText(page.getByRole("table", { name: "Lag per partition" }).locator('[data-col="committed"]'), /^0$/);
       await page.mouse.move(0, 0);
-      await shot("group");
+      await shot("group-reset");
       await nav("Consumer groups").click();
       const row = page.getByRole("table", { name: "Consumer groups" }).locator(`tr[data-key="${group}"]`);
       await seeText(row.locator('[data-col="lag"]'), "10");
       await seeText(row, "consumer (KIP-848)");
       // The classic group the test made beside it (tests/console_browser.rs, `billing`).
       await seeText(page.getByRole("table", { name: "Consumer groups" }).locator('tr[data-key="billing"]'), /classic\s+Empty/);
+    });
+
+    await step("a live classic group shows its member, its assignment and its lag falling to 0", async () => {
+      await ask("live consumer");
+      const row = page.getByRole("table", { name: "Consumer groups" }).locator('tr[data-key="billing"]');
+      // A JVM starting and joining: allow more than one step's time.
+      await eventually("billing becomes Stable with one member", async () => {
+        const text = await row.innerText({ timeout: 1000 });
+        if (!/classic\s+Stable\s+1\b/.test(text)) throw new Error(`shown: ${JSON.stringify(text)}`);
+        return true;
+      }, 60_000);
+      await page.mouse.move(0, 0);
       await shot("groups");
+      await row.getByRole("link", { name: "billing" }).click();
+      const members = page.getByRole("table", { name: "Members" });
+      await seeText(members.locator("tbody tr").first(), /orders \[0, 1, 2\]/);
+      await seeText(page.locator("#total-lag"), /^0$/);
+      await seeText(page.getByRole("table", { name: "Lag per partition" }), /orders\s+2\s+10\s+0\s+10\s+0/);
+      // Resetting a group with a live member is refused with Kafka's rule, shown as the API says.
+      const form = page.getByRole("form", { name: "Reset offsets" });
+      await form.getByLabel("Topic").selectOption("orders");
+      await form.getByRole("button", { name: "Reset offsets" }).click();
+      await seeText(form.getByRole("alert"), /NON_EMPTY_GROUP/);
+      await page.mouse.move(0, 0);
+      await shot("group");
+      await page.evaluate(() => document.querySelector('form[aria-label="Reset offsets"]').reset());
     });
 
     await step("edit a topic config and add partitions on the topic page", async () => {

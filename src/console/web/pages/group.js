@@ -93,7 +93,8 @@ export async function refresh(ctx) {
         ["State", stateBadge(g.state)],
         ["Type", typeBadge(g.type)],
         [g.type === "consumer" ? "Assignor" : "Protocol", g.type === "consumer" ? g.assignor : g.protocol],
-        ["Group epoch", g.epoch === null || g.epoch === undefined ? null : fmtNumber(g.epoch)],
+        // KIP-848 groups have an epoch; a classic group's generation is not in the API.
+        g.epoch === null || g.epoch === undefined ? null : ["Group epoch", fmtNumber(g.epoch)],
         ["Coordinator", g.coordinator >= 0 ? `broker ${g.coordinator}` : null],
         ["Members", fmtNumber(g.members?.length ?? 0)],
         ["Total lag", h("strong", { id: "total-lag" }, fmtNumber(g.total_lag))],
