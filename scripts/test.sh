@@ -50,6 +50,9 @@ bench/kafka/setup.sh
 step "Apicurio Registry for the schema-registry tests (Maven Central)"
 tests/compat/apicurio/setup.sh
 
+step "Chromium (Debian) and playwright-core (npm) for the console's browser test (tests/console_browser.rs)"
+tests/console/setup.sh
+
 step "build"
 cargo build --workspace --all-targets --locked
 

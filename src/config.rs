@@ -24,7 +24,8 @@ pub struct Config {
     pub kafka_listen: String,
     /// Address advertised to clients in Metadata; default: the bound Kafka listener address.
     pub kafka_advertise: Option<String>,
-    /// HTTP listener for `/metrics` and `/health`. Default `127.0.0.1:9644`.
+    /// HTTP listener for `/metrics`, `/health` and the web console (`/`, `/api/v1/`). Default
+    /// `127.0.0.1:9644`.
     pub http_listen: String,
     /// Object storage URL: `file:///abs/dir`, `memory://`, `s3://bucket/prefix`.
     /// Default `file://<data_dir>/objects`.

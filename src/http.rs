@@ -1,5 +1,5 @@
-//! The HTTP listener: `/metrics` (Prometheus text), `/health` and the console's JSON API
-//! (`/api/v1/`, `crate::console::api`).
+//! The HTTP listener: `/metrics` (Prometheus text), `/health`, the console's JSON API
+//! (`/api/v1/`, `crate::console::api`) and its pages (`/`, `crate::console::web`).
 
 use std::sync::Arc;
 
@@ -86,6 +86,7 @@ pub async fn run(listener: TcpListener, roles: Roles, shutdown: CancellationToke
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .nest("/api/v1", api)
+        .merge(crate::console::web::router())
         .with_state(roles);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }

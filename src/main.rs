@@ -104,6 +104,7 @@ fn main() -> anyhow::Result<()> {
                     // The one line tools and tests wait for.
                     println!("Kafka bootstrap: {}", bootstrap.kafka_bootstrap(bound.kafka));
                     println!("HTTP: http://{}/metrics", bound.http);
+                    println!("Console: http://{}/", bound.http);
                     let _ = std::io::stdout().flush();
                 })
                 .await
@@ -117,6 +118,10 @@ fn main() -> anyhow::Result<()> {
                         println!("Kafka bootstrap: {}", bootstrap.kafka_bootstrap(k));
                     }
                     println!("HTTP: http://{}/metrics", bound.http);
+                    if bound.kafka.is_some() {
+                        // The console's API answers from a broker's metadata image.
+                        println!("Console: http://{}/", bound.http);
+                    }
                     let _ = std::io::stdout().flush();
                 })
                 .await

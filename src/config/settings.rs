@@ -381,7 +381,7 @@ settings! {
     http_listen {
         env: "SKIFF_HTTP_LISTEN", flag: "http-listen", roles: ALL,
         value: "HOST:PORT",
-        help: "HTTP listener for /metrics and /health, HOST:PORT",
+        help: "HTTP listener for /metrics, /health and the web console (/, /api/v1/), HOST:PORT",
     }
     storage {
         env: "SKIFF_STORAGE", flag: "storage", roles: ALL,

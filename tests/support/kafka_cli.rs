@@ -108,3 +108,23 @@ pub fn run_with_timeout(class: &str, args: &[&str], timeout: Duration) -> anyhow
     };
     Ok(ToolOutput { success: status.success(), stdout, stderr })
 }
+
+/// Starts Kafka tool `class` with `args` and leaves it running (a consumer that a test stops by
+/// killing it). Its output goes to null: a long-running tool's pipes must never fill up.
+pub fn spawn(class: &str, args: &[&str]) -> anyhow::Result<std::process::Child> {
+    let libs = libs()?;
+    let log4j = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/kafka/log4j2-tools.properties");
+    let java = std::env::var("JAVA_HOME").map(|h| format!("{h}/bin/java")).unwrap_or_else(|_| "java".into());
+    Command::new(java)
+        .arg("-Xmx256m")
+        .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
+        .arg("-cp")
+        .arg(format!("{}/*", libs.display()))
+        .arg(class)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("starting java {class}: {e}"))
+}
