@@ -34,6 +34,9 @@ pub mod transactions;
 
 pub use client::RemoteController;
 pub use error::{ControllerError, ErrorKind};
+/// For the `controller_request` fuzz target only.
+#[doc(hidden)]
+pub use raft::network::decode_request as fuzz_decode_controller_request;
 pub use raft::{Controller, ControllerConfig, MetadataHandle};
 
 use metadata::{Command, CommandResult};

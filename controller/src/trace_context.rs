@@ -41,7 +41,7 @@ fn format(context: &SpanContext) -> Option<String> {
 }
 
 /// The remote span context in a version-00 `traceparent`; `None` if malformed or all-zero ids.
-fn parse(text: &str) -> Option<SpanContext> {
+pub(crate) fn parse(text: &str) -> Option<SpanContext> {
     let mut parts = text.trim().split('-');
     let (version, trace_id, span_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() || version != "00" || trace_id.len() != 32 || span_id.len() != 16 || flags.len() != 2 {

@@ -67,6 +67,22 @@ pub(crate) enum Response {
     Broker(BrokerResponse),
 }
 
+/// For the `controller_request` fuzz target (`fuzz/`): decodes a controller RPC request frame
+/// body as [`serve`] does and, for a traced one, parses its `traceparent` as
+/// [`crate::trace_context::continue_trace`] does. `true` when the body is a request. Bytes from
+/// the network: must never panic.
+pub fn decode_request(body: &[u8]) -> bool {
+    match serde_json::from_slice::<Request>(body) {
+        Ok(Request::TracedBroker { traceparent, request }) => {
+            let _ = crate::trace_context::parse(&traceparent);
+            let _ = request.name();
+            true
+        }
+        Ok(_) => true,
+        Err(_) => false,
+    }
+}
+
 pub(crate) async fn write_frame(stream: &mut TcpStream, body: &[u8]) -> io::Result<()> {
     let len = u32::try_from(body.len())
         .ok()
