@@ -121,7 +121,7 @@ async fn open_storage(config: &Config, clock: &Arc<dyn Clock>) -> anyhow::Result
     })
     .with_context(|| format!("opening object storage {url}"))?
     .with_clock(clock.clone());
-    check_storage(&storage, &url).await?;
+    check_storage(&storage, &url, clock.as_ref()).await?;
     Ok(storage)
 }
 
@@ -133,16 +133,16 @@ const STORAGE_CHECK_PAUSE: Duration = Duration::from_millis(500);
 /// [`skiff_storage::ObjectStorage::check`] with retries of transient failures: a node must not
 /// exit because the store answered one 503 at the moment it started. Configuration mistakes
 /// (missing bucket, rejected credentials) fail at once, with their one-line explanation.
-async fn check_storage(storage: &skiff_storage::ObjectStorage, url: &str) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
+async fn check_storage(storage: &skiff_storage::ObjectStorage, url: &str, clock: &dyn Clock) -> anyhow::Result<()> {
+    let deadline = clock.now() + STORAGE_CHECK_PATIENCE;
     let mut attempts = 0u32;
     loop {
         attempts += 1;
         match storage.check().await {
             Ok(()) => return Ok(()),
-            Err(e) if e.is_retriable() && started.elapsed() < STORAGE_CHECK_PATIENCE => {
+            Err(e) if e.is_retriable() && clock.now() < deadline => {
                 warn!(error = %e, attempts, "object storage not usable yet; retrying");
-                tokio::time::sleep(STORAGE_CHECK_PAUSE).await;
+                clock.sleep(STORAGE_CHECK_PAUSE).await;
             }
             Err(e) => {
                 return Err(anyhow::Error::new(e))
