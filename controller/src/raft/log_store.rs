@@ -305,3 +305,31 @@ impl Writer {
 fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("log ids and votes always serialize")
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::testing::{StoreBuilder, Suite};
+
+    use super::*;
+    use crate::raft::state_machine::StateMachine;
+
+    /// Fresh stores in a temporary directory (kept alive by the guard).
+    struct TempStores;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for TempStores {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<NodeId>> {
+            let io = |e: &dyn std::error::Error| StorageIOError::<NodeId>::write_logs(AnyError::error(e.to_string()));
+            let dir = tempfile::tempdir().map_err(|e| io(&e))?;
+            let (log, _writer) = LogStore::open(&dir.path().join("log")).map_err(|e| io(&e))?;
+            let (sm, _) = StateMachine::open(&dir.path().join("snapshots")).map_err(|e| io(&e))?;
+            Ok((dir, log, sm))
+        }
+    }
+
+    /// openraft's own storage conformance suite: append, log state, truncate, purge, vote,
+    /// initial state and snapshot semantics as openraft expects them.
+    #[test]
+    fn openraft_storage_suite() {
+        Suite::test_all(TempStores).expect("the log store and state machine meet openraft's contract");
+    }
+}

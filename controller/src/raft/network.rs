@@ -8,8 +8,9 @@
 //! Invariants:
 //! * bytes from the network are never trusted: frames above [`MAX_FRAME_BYTES`] and bodies that
 //!   do not decode close the connection, nothing panics;
-//! * a connection that failed mid-call is dropped and redialled on the next call, so a response
-//!   can never be matched to the wrong request;
+//! * a connection is reused only after a whole exchange: one that failed, timed out or was
+//!   dropped mid-call (openraft cancels replication RPCs with its own timer) is closed and
+//!   redialled on the next call, so a response can never be matched to the wrong request;
 //! * failures map to openraft's retriable errors (`Unreachable` when the peer cannot be dialled,
 //!   `Network` for a broken exchange, `Timeout` past the RPC's deadline); a peer's own refusal
 //!   arrives as `RemoteError`.
@@ -138,6 +139,13 @@ pub(crate) struct Peer {
     clock: Arc<dyn skiff_time::Clock>,
 }
 
+/// Writes one request frame on `stream` and reads one response frame.
+async fn exchange(stream: &mut TcpStream, body: &[u8]) -> Result<Response, CallError> {
+    write_frame(stream, body).await.map_err(CallError::Network)?;
+    let resp = read_frame(stream).await.map_err(CallError::Network)?;
+    serde_json::from_slice(&resp).map_err(|e| CallError::Network(io::Error::new(io::ErrorKind::InvalidData, e)))
+}
+
 /// How one exchange failed, before it is typed for the RPC at hand.
 enum CallError {
     Unreachable(io::Error),
@@ -146,34 +154,39 @@ enum CallError {
 }
 
 impl Peer {
+    /// One request and its answer. The connection is taken out of `self.conn` for the exchange
+    /// and put back only after a whole one: openraft wraps each replication RPC in its own
+    /// timeout of the same length as `ttl` and drops this future when that timer fires first
+    /// (routine when the CPU is saturated), so a connection left in place with a request in
+    /// flight would hand that request's late answer to the next call (a late `Conflict` read as
+    /// a heartbeat's answer, a late `Success` counted for entries the peer never got). Dropped
+    /// here, the stream is closed with the future.
     async fn call(&mut self, req: &Request, ttl: Duration) -> Result<Response, CallError> {
         let body = serde_json::to_vec(req).map_err(|e| CallError::Network(io::Error::other(e)))?;
-        match tokio::time::timeout(ttl, self.exchange(&body)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => {
-                self.conn = None;
-                Err(e)
-            }
-            Err(_) => {
-                // The response may still arrive later on this connection: never reuse it.
-                self.conn = None;
-                Err(CallError::Timeout(ttl))
-            }
-        }
-    }
-
-    async fn exchange(&mut self, body: &[u8]) -> Result<Response, CallError> {
-        let stream = match &mut self.conn {
-            Some(s) => s,
-            None => {
-                let s = TcpStream::connect(&self.addr).await.map_err(CallError::Unreachable)?;
-                s.set_nodelay(true).map_err(CallError::Unreachable)?;
-                self.conn.insert(s)
-            }
+        let conn = self.conn.take();
+        let addr = self.addr.as_str();
+        let attempt = async move {
+            let mut stream = match conn {
+                Some(s) => s,
+                None => {
+                    let s = TcpStream::connect(addr).await.map_err(CallError::Unreachable)?;
+                    s.set_nodelay(true).map_err(CallError::Unreachable)?;
+                    s
+                }
+            };
+            let resp = exchange(&mut stream, &body).await?;
+            Ok((stream, resp))
         };
-        write_frame(stream, body).await.map_err(CallError::Network)?;
-        let resp = read_frame(stream).await.map_err(CallError::Network)?;
-        serde_json::from_slice(&resp).map_err(|e| CallError::Network(io::Error::new(io::ErrorKind::InvalidData, e)))
+        match tokio::time::timeout(ttl, attempt).await {
+            Ok(Ok((stream, resp))) => {
+                self.conn = Some(stream);
+                Ok(resp)
+            }
+            // The response may still arrive later on that connection; it was dropped with the
+            // exchange, so it is never read.
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(CallError::Timeout(ttl)),
+        }
     }
 
     fn rpc_error<E: std::error::Error>(&self, e: CallError, action: RPCTypes) -> RPCError<NodeId, BasicNode, E> {
@@ -186,7 +199,9 @@ impl Peer {
         }
     }
 
-    fn mismatch<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
+    /// A response of another kind than the request: the stream is not to be trusted any more.
+    fn mismatch<E: std::error::Error>(&mut self) -> RPCError<NodeId, BasicNode, E> {
+        self.conn = None;
         let e = io::Error::new(io::ErrorKind::InvalidData, "response does not match the request");
         RPCError::Network(NetworkError::new(&e))
     }
@@ -343,4 +358,100 @@ async fn serve_broker(
         *heartbeats_from = beat;
     }
     Some(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, LogId, Vote};
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    fn log_id(index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(3, 1), index)
+    }
+
+    fn append(prev: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(3, 1),
+            prev_log_id: Some(log_id(prev)),
+            leader_commit: Some(log_id(prev)),
+            entries: vec![],
+        }
+    }
+
+    /// A follower that answers the AppendEntries with `prev_log_id` index 5 with `Conflict`, but
+    /// only once `release` fires (it then reports on `late_sent`), and every other one with
+    /// `Success` at once; one task per connection, like [`serve`].
+    async fn slow_follower(
+        release: oneshot::Receiver<()>,
+        late_sent: oneshot::Sender<()>,
+    ) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let task = tokio::spawn(async move {
+            let mut gate = Some((release, late_sent));
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else { return };
+                let mut gate = gate.take();
+                conns.spawn(async move {
+                    while let Ok(body) = read_frame(&mut stream).await {
+                        let Ok(Request::AppendEntries(req)) = serde_json::from_slice(&body) else { return };
+                        let resp = if req.prev_log_id == Some(log_id(5)) {
+                            let (release, late_sent) = gate.take().expect("one slow request");
+                            let _ = release.await;
+                            let late = Response::AppendEntries(Ok(AppendEntriesResponse::Conflict));
+                            let _ = write_frame(&mut stream, &serde_json::to_vec(&late).expect("encode")).await;
+                            let _ = late_sent.send(());
+                            continue;
+                        } else {
+                            Response::AppendEntries(Ok(AppendEntriesResponse::Success))
+                        };
+                        if write_frame(&mut stream, &serde_json::to_vec(&resp).expect("encode")).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, task)
+    }
+
+    /// openraft wraps every replication RPC in its own timeout of the same length as
+    /// `RPCOption::hard_ttl` and drops the call when it fires first. The answer to the dropped
+    /// request must never be taken for the answer to the next one: a late `Conflict` read as
+    /// the answer to a heartbeat at the matched log id made the leader panic ("follower log
+    /// reversion is not allowed"), and a late `Success` read as the answer to a later append
+    /// counted entries as replicated that the follower never had (a commit without a quorum).
+    #[tokio::test]
+    #[allow(clippy::disallowed_methods)] // real sockets: real time, bounded
+    async fn a_dropped_call_never_answers_the_next_one() {
+        let (release_tx, release) = oneshot::channel();
+        let (late_sent, late_sent_rx) = oneshot::channel();
+        let (addr, server) = slow_follower(release, late_sent).await;
+        let mut network = TcpNetwork {
+            node_id: 1,
+            acks: Arc::new(crate::quorum::Acks::default()),
+            clock: skiff_time::system_clock(),
+        };
+        let mut peer = network.new_client(2, &BasicNode::new(addr)).await;
+
+        // A probe at index 5 that the follower answers late: openraft's deadline drops the call
+        // (here shorter than the call's own, which is what happens when openraft's timer fires
+        // first).
+        let probe = peer.append_entries(append(5), RPCOption::new(Duration::from_secs(10)));
+        assert!(tokio::time::timeout(Duration::from_millis(200), probe).await.is_err(), "the probe is answered late");
+        let _ = release_tx.send(());
+        late_sent_rx.await.expect("the late answer was written");
+
+        // The next request (a heartbeat at the matched log id 9) gets its own answer.
+        let heartbeat = peer.append_entries(append(9), RPCOption::new(Duration::from_secs(10)));
+        let answer = tokio::time::timeout(Duration::from_secs(10), heartbeat)
+            .await
+            .expect("the heartbeat is answered")
+            .expect("the heartbeat succeeds");
+        assert_eq!(answer, AppendEntriesResponse::Success, "the late answer to the probe was read as the heartbeat's");
+        server.abort();
+    }
 }
