@@ -2,7 +2,7 @@
 //! replays the metadata log into a local image, and heartbeats.
 //!
 //! ```text
-//! broker ──Submit/Heartbeat──▶ controller leader (found by asking any controller)
+//! broker ──Submit/Heartbeat/ReadIndex──▶ controller leader (found by asking any controller)
 //!        ◀──Watch (long poll)── entries after the image's index, or the whole state
 //! ```
 //!
@@ -17,8 +17,10 @@
 //! * every exchange has a deadline, so a stopped (SIGSTOP) controller costs at most one
 //!   timeout before the next controller is tried;
 //! * the image may lag the leader (by a round trip, or by seconds after this process was
-//!   frozen or cut off): `catch_up` confirms it current before an answer that rests on it and
-//!   that a client cannot retry.
+//!   frozen or cut off): before an answer that rests on it and that a client cannot retry,
+//!   `catch_up` either fails within 2 s or returns once the image has applied every command
+//!   committed before it was called (a quorum-confirmed `ReadIndex` from the leader, then
+//!   entries up to that index).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -55,6 +57,8 @@ const READ_YOUR_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// one exchange, then the next controller is asked).
 const CATCH_UP_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the leader may hold a catch-up's `Watch` for entries up to the read index.
+const CATCH_UP_WATCH_WAIT: Duration = Duration::from_millis(250);
 /// Idle connections kept per controller.
 const POOL_PER_ADDR: usize = 16;
 
@@ -82,12 +86,16 @@ struct Inner {
     pool: Mutex<HashMap<String, Vec<TcpStream>>>,
     /// The heartbeat's own connection (never pooled): the leader treats its closing as a sign
     /// that this broker died, so it is closed only when an exchange on it fails.
-    heartbeat_conn: tokio::sync::Mutex<Option<(String, TcpStream)>>,
+    heartbeat_conn: Mutex<Option<(String, TcpStream)>>,
     image: Arc<RwLock<MetadataImage>>,
     applied: watch::Sender<u64>,
     metadata: MetadataHandle,
     /// Submit deadlines and retry pauses.
     clock: Arc<dyn skiff_time::Clock>,
+    /// [`RemoteController::catch_up`]'s single flight: the number of flights started, and
+    /// (held by the one in flight) the number of the last that confirmed the image.
+    catch_up_started: std::sync::atomic::AtomicU64,
+    catch_up_confirmed: tokio::sync::Mutex<u64>,
 }
 
 impl RemoteController {
@@ -112,22 +120,7 @@ impl RemoteController {
         if addrs.is_empty() {
             return Err(ControllerError::Unavailable { reason: "no controller addresses given".into() });
         }
-        let image = Arc::new(RwLock::new(MetadataImage::default()));
-        let (applied, applied_rx) = watch::channel(0);
-        let metadata = MetadataHandle::new(image.clone(), applied_rx);
-        let client = RemoteController {
-            inner: Arc::new(Inner {
-                addrs,
-                leader: Mutex::new(None),
-                next: Default::default(),
-                pool: Mutex::new(HashMap::new()),
-                heartbeat_conn: tokio::sync::Mutex::new(None),
-                image,
-                applied,
-                metadata,
-                clock,
-            }),
-        };
+        let client = Self::new(addrs, clock);
         // Detached: the replay only reads from the controllers into this image and ends at
         // `stop`, which its owner (the broker's wiring in src/node.rs) cancels at shutdown.
         tokio::spawn(client.clone().replay(stop.clone()));
@@ -152,6 +145,28 @@ impl RemoteController {
             () = stop.cancelled() => return Err(ControllerError::Closed),
         }
         Ok(client)
+    }
+
+    /// A client with an empty image and no replay (the replay is [`Self::connect`]'s).
+    fn new(addrs: Vec<String>, clock: Arc<dyn skiff_time::Clock>) -> RemoteController {
+        let image = Arc::new(RwLock::new(MetadataImage::default()));
+        let (applied, applied_rx) = watch::channel(0);
+        let metadata = MetadataHandle::new(image.clone(), applied_rx);
+        RemoteController {
+            inner: Arc::new(Inner {
+                addrs,
+                leader: Mutex::new(None),
+                next: Default::default(),
+                pool: Mutex::new(HashMap::new()),
+                heartbeat_conn: Mutex::new(None),
+                image,
+                applied,
+                metadata,
+                clock,
+                catch_up_started: Default::default(),
+                catch_up_confirmed: tokio::sync::Mutex::new(0),
+            }),
+        }
     }
 
     /// The local metadata image.
@@ -225,27 +240,26 @@ impl RemoteController {
     pub async fn heartbeat(&self, broker_id: BrokerId, incarnation: Uuid) -> Result<bool, ControllerError> {
         let req = Request::Broker(BrokerRequest::Heartbeat { broker_id, incarnation });
         let target = self.target();
-        let mut conn = self.inner.heartbeat_conn.lock().await;
-        if conn.as_ref().is_some_and(|(addr, _)| *addr != target) {
-            *conn = None;
-        }
-        let answer = match conn.as_mut() {
-            Some((_, stream)) => round_trip(stream, &target, &req, HEARTBEAT_TIMEOUT).await,
-            None => match dial(&target).await {
-                Ok(mut stream) => {
-                    let answer = round_trip(&mut stream, &target, &req, HEARTBEAT_TIMEOUT).await;
-                    *conn = Some((target.clone(), stream));
-                    answer
-                }
-                Err(e) => Err(e),
-            },
+        // Taken out of the slot for the exchange and put back only after a complete one: a
+        // beat dropped mid-exchange (its caller timed out) drops the stream with it, so the
+        // next beat never reads this one's late answer.
+        let kept = self.inner.heartbeat_conn.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let kept = kept.filter(|(addr, _)| *addr == target).map(|(_, stream)| stream);
+        let exchange = async {
+            let mut stream = match kept {
+                Some(stream) => stream,
+                None => dial(&target).await?,
+            };
+            let answer = round_trip(&mut stream, &target, &req, HEARTBEAT_TIMEOUT).await?;
+            Ok::<_, CallError>((stream, answer))
         };
-        let answer = match answer {
-            Ok(BrokerResponse::Heartbeat(answer)) => answer,
+        let answer = match exchange.await {
+            Ok((stream, BrokerResponse::Heartbeat(answer))) => {
+                *self.inner.heartbeat_conn.lock().unwrap_or_else(|e| e.into_inner()) = Some((target.clone(), stream));
+                answer
+            }
             other => {
-                // The stream may hold a late answer: drop it; the next beat dials again.
-                *conn = None;
-                drop(conn);
+                // The stream (dropped here) may hold a late answer; the next beat dials again.
                 self.forget(&target);
                 let why = match other {
                     Err(CallError::Unreachable(e) | CallError::Ambiguous(e)) => e,
@@ -254,7 +268,6 @@ impl RemoteController {
                 return Err(ControllerError::Unavailable { reason: why });
             }
         };
-        drop(conn);
         match answer {
             Ok(r) => {
                 *self.inner.leader.lock().unwrap_or_else(|e| e.into_inner()) = Some(target);
@@ -281,7 +294,8 @@ impl RemoteController {
             Ok(BrokerResponse::Submit(Err(RpcError::NotLeader { leader })))
             | Ok(BrokerResponse::Watch(Err(RpcError::NotLeader { leader })))
             | Ok(BrokerResponse::Heartbeat(Err(RpcError::NotLeader { leader })))
-            | Ok(BrokerResponse::DescribeQuorum(Err(RpcError::NotLeader { leader }))) => {
+            | Ok(BrokerResponse::DescribeQuorum(Err(RpcError::NotLeader { leader })))
+            | Ok(BrokerResponse::ReadIndex(Err(RpcError::NotLeader { leader }))) => {
                 let known = leader.clone().filter(|l| *l != target);
                 if known.is_none() {
                     self.rotate();
@@ -359,33 +373,82 @@ impl RemoteController {
         }
     }
 
-    /// Brings the image up to what the controller leader has applied now, or fails within
-    /// [`CATCH_UP_TIMEOUT`]. For answers a client cannot retry that rest on the image (a
-    /// fetch past the high watermark, a produce out of sequence): a broker that was frozen
-    /// or cut off from the quorum serves from an image that may be seconds old, in which it
-    /// still leads partitions that moved on without it.
+    /// Confirms the image current, or fails within [`CATCH_UP_TIMEOUT`]: on `Ok`, the image
+    /// has applied every metadata command committed before this call began. The controller
+    /// leader answers a `ReadIndex` only after a quorum confirmed its leadership and it applied
+    /// everything committed when the request arrived (a deposed or lagging leader cannot
+    /// answer it); the image then pulls entries until it has applied that index. For answers
+    /// a client cannot retry that rest on the image (a fetch past the high watermark, a
+    /// produce out of sequence): a broker that was frozen or cut off from the quorum serves
+    /// from an image that may be seconds old, in which it still leads partitions that moved
+    /// on without it.
+    ///
+    /// Single flight: concurrent callers wait for the one in flight and reuse its
+    /// confirmation when it began after they arrived (so many fetches past the high
+    /// watermark cost the leader one read index, not one each).
     pub async fn catch_up(&self) -> Result<(), ControllerError> {
-        let deadline = self.inner.clock.now() + CATCH_UP_TIMEOUT;
-        loop {
-            let from = *self.inner.applied.borrow();
-            // No wait: an empty answer means nothing after `from` is applied on the leader.
-            let req = Request::Broker(BrokerRequest::Watch { from, wait_ms: 0 });
-            let last_error = match self.call_leader(&req, CATCH_UP_ATTEMPT_TIMEOUT).await {
-                Ok(BrokerResponse::Watch(Ok(WatchReply::Entries(entries)))) if entries.is_empty() => return Ok(()),
-                Ok(BrokerResponse::Watch(Ok(reply))) => {
-                    // More may follow (answers are bounded): ask again from the new index.
-                    self.apply(from, reply);
-                    continue;
-                }
-                Ok(BrokerResponse::Watch(Err(e))) => e.to_string(),
+        use std::sync::atomic::Ordering::SeqCst;
+        let clock = &self.inner.clock;
+        let deadline = clock.now() + CATCH_UP_TIMEOUT;
+        let unavailable = |why: &str| ControllerError::Unavailable {
+            reason: format!("metadata image not confirmed current within {CATCH_UP_TIMEOUT:?}: {why}"),
+        };
+        let arrived = self.inner.catch_up_started.load(SeqCst);
+        let mut confirmed = tokio::select! {
+            g = self.inner.catch_up_confirmed.lock() => g,
+            () = clock.sleep_until(deadline) => return Err(unavailable("another catch-up still running")),
+        };
+        if *confirmed > arrived {
+            return Ok(());
+        }
+        let started = self.inner.catch_up_started.fetch_add(1, SeqCst) + 1;
+
+        let mut last_error = String::from("no attempt");
+        let target = loop {
+            if clock.now() >= deadline {
+                return Err(unavailable(&last_error));
+            }
+            let req = Request::Broker(BrokerRequest::ReadIndex);
+            last_error = match self.call_until(&req, CATCH_UP_ATTEMPT_TIMEOUT, deadline).await {
+                Ok(BrokerResponse::ReadIndex(Ok(index))) => break index,
+                Ok(BrokerResponse::ReadIndex(Err(e))) => e.to_string(),
                 Ok(_) => return Err(ControllerError::Unexpected("controller answered another request".into())),
                 Err(CallError::Unreachable(e) | CallError::Ambiguous(e)) => e,
             };
-            if self.inner.clock.now() >= deadline {
-                return Err(ControllerError::Unavailable {
-                    reason: format!("metadata image not confirmed current within {CATCH_UP_TIMEOUT:?}: {last_error}"),
-                });
+        };
+        loop {
+            let from = *self.inner.applied.borrow();
+            if from >= target {
+                *confirmed = started;
+                return Ok(());
             }
+            if clock.now() >= deadline {
+                return Err(unavailable(&format!("image at {from}, leader's read index {target}: {last_error}")));
+            }
+            // Answers at once when entries after `from` are applied on the leader (they are,
+            // unless leadership moved to a node still applying): no busy loop in that case.
+            let req = Request::Broker(BrokerRequest::Watch { from, wait_ms: CATCH_UP_WATCH_WAIT.as_millis() as u64 });
+            match self.call_until(&req, CATCH_UP_WATCH_WAIT + CATCH_UP_ATTEMPT_TIMEOUT, deadline).await {
+                // Another applier (the replay) may have got there first: `apply` then skips it.
+                Ok(BrokerResponse::Watch(Ok(reply))) => self.apply(from, reply),
+                Ok(BrokerResponse::Watch(Err(e))) => last_error = e.to_string(),
+                Ok(_) => return Err(ControllerError::Unexpected("controller answered another request".into())),
+                Err(CallError::Unreachable(e) | CallError::Ambiguous(e)) => last_error = e,
+            }
+        }
+    }
+
+    /// [`Self::call_leader`] given up at `deadline` at the latest (dialling included). A call
+    /// given up drops its stream, so no late answer is ever read.
+    async fn call_until(
+        &self,
+        req: &Request,
+        timeout: Duration,
+        deadline: skiff_time::Instant,
+    ) -> Result<BrokerResponse, CallError> {
+        tokio::select! {
+            r = self.call_leader(req, timeout) => r,
+            () = self.inner.clock.sleep_until(deadline) => Err(CallError::Unreachable("deadline reached".into())),
         }
     }
 
@@ -469,36 +532,41 @@ mod tests {
     use crate::metadata::BrokerRegistration;
     use crate::{Controller, ControllerConfig};
 
-    /// An image that lags the leader (its replay stopped, as in a frozen broker) is brought
-    /// up to the leader's by `catch_up`; with no controller answering, `catch_up` fails within
-    /// its bound instead of confirming the old image.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn catch_up_brings_a_lagging_image_current_or_fails_in_bounded_time() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    async fn single_controller(dir: &std::path::Path) -> (Controller, String) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
-        let config = ControllerConfig::new(1, dir.path().to_path_buf(), "catch-up".into());
+        let config = ControllerConfig::new(1, dir.to_path_buf(), "catch-up".into());
         let controller =
             Controller::start(config, BTreeMap::from([(1, addr.clone())]), listener, CancellationToken::new())
                 .await
                 .expect("controller starts");
-        let replay = CancellationToken::new();
-        let remote = RemoteController::connect(vec![addr], Duration::from_secs(10), replay.clone())
-            .await
-            .expect("remote image ready");
-        replay.cancel();
-        // Let the replay task see the cancellation (its watch in flight is dropped unapplied).
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let registration = BrokerRegistration {
-            broker_id: 7,
-            incarnation: Uuid::from_u128(7),
+        (controller, addr)
+    }
+
+    fn registration(broker_id: BrokerId) -> Command {
+        Command::RegisterBroker(BrokerRegistration {
+            broker_id,
+            incarnation: Uuid::from_u128(broker_id as u128),
             host: "h".into(),
             port: 1,
             rack: None,
             fenced: false,
-        };
-        controller.submit(Command::RegisterBroker(registration)).await.expect("register");
-        assert!(!remote.metadata().read(|m| m.is_live(7)), "the replay is stopped: the image lags");
+        })
+    }
+
+    /// An image that lags the leader (no replay runs, as in a frozen broker) is brought up to
+    /// the leader's by `catch_up`; with no controller answering, `catch_up` fails within its
+    /// bound instead of confirming the old image.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn catch_up_brings_a_lagging_image_current_or_fails_in_bounded_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (controller, addr) = single_controller(dir.path()).await;
+        // No replay task: only `catch_up` moves this image, so the test needs no timing.
+        let remote = RemoteController::new(vec![addr], skiff_time::system_clock());
+        remote.catch_up().await.expect("the leader answers");
+        assert!(remote.metadata().read(|m| !m.cluster_id().is_empty()));
+        controller.submit(registration(7)).await.expect("register");
+        assert!(!remote.metadata().read(|m| m.is_live(7)), "no replay: the image lags");
 
         remote.catch_up().await.expect("the leader answers");
         assert!(remote.metadata().read(|m| m.is_live(7)));
@@ -511,6 +579,105 @@ mod tests {
         let started = std::time::Instant::now();
         let e = remote.catch_up().await.expect_err("no controller answers");
         assert!(matches!(e, ControllerError::Unavailable { .. }), "{e}");
-        assert!(started.elapsed() < CATCH_UP_TIMEOUT + Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(started.elapsed() < CATCH_UP_TIMEOUT + Duration::from_millis(500), "{:?}", started.elapsed());
+    }
+
+    /// With commands committed continuously, `catch_up` still ends within its bound (it pulls
+    /// up to the read index, not until the leader has nothing new), and concurrent callers all
+    /// get an image at least as new as the leader's when they called.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn catch_up_ends_in_bounded_time_while_entries_keep_arriving() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (controller, addr) = single_controller(dir.path()).await;
+        let remote = RemoteController::new(vec![addr], skiff_time::system_clock());
+        let stop = CancellationToken::new();
+        let writer = tokio::spawn({
+            let (controller, stop) = (controller.clone(), stop.clone());
+            async move {
+                let mut n = 0u64;
+                while !stop.is_cancelled() && n < 20_000 {
+                    controller.submit(Command::AllocateProducerId).await.expect("submit");
+                    n += 1;
+                }
+                n
+            }
+        });
+        for _ in 0..5 {
+            let before = controller.metadata().applied_index();
+            let started = std::time::Instant::now();
+            let (a, b, c, d) = tokio::join!(remote.catch_up(), remote.catch_up(), remote.catch_up(), remote.catch_up());
+            for r in [a, b, c, d] {
+                r.expect("the leader answers");
+            }
+            assert!(started.elapsed() < CATCH_UP_TIMEOUT + Duration::from_millis(500), "{:?}", started.elapsed());
+            assert!(remote.metadata().applied_index() >= before);
+        }
+        stop.cancel();
+        assert!(writer.await.expect("writer") > 0, "entries kept arriving");
+        controller.shutdown().await.expect("controller stops");
+    }
+
+    /// A follower answers `ReadIndex` with "not the leader"; a leader that lost its quorum (its
+    /// only peer stopped: a deposed or minority-side leader still believes it leads) cannot
+    /// confirm either, so `catch_up` fails within its bound where an empty `Watch` from the
+    /// same node would have "confirmed" its image.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follower_or_a_leader_without_quorum_does_not_confirm_the_image() {
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+        let l1 = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let l2 = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        // Three voters, two started: both are needed for a quorum.
+        let unused = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let voters = BTreeMap::from([
+            (1, l1.local_addr().expect("addr").to_string()),
+            (2, l2.local_addr().expect("addr").to_string()),
+            (3, unused.local_addr().expect("addr").to_string()),
+        ]);
+        drop(unused);
+        let config = |id: u64| ControllerConfig::new(id, dirs[id as usize - 1].path().to_path_buf(), "q".into());
+        let token = CancellationToken::new();
+        let (n1, n2) = tokio::join!(
+            Controller::start(config(1), voters.clone(), l1, token.clone()),
+            Controller::start(config(2), voters.clone(), l2, token.clone()),
+        );
+        let nodes = [n1.expect("node 1"), n2.expect("node 2")];
+        let probe = RemoteController::new(voters.values().cloned().collect(), skiff_time::system_clock());
+        let read_index = Request::Broker(BrokerRequest::ReadIndex);
+        let mut leader = None;
+        for _ in 0..50 {
+            for (i, addr) in voters.values().take(2).enumerate() {
+                if let Ok(BrokerResponse::ReadIndex(Ok(_))) = probe.exchange(addr, &read_index, CATCH_UP_TIMEOUT).await
+                {
+                    leader = Some(i);
+                }
+            }
+            if leader.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let leader = leader.expect("a leader answers ReadIndex");
+        let follower = 1 - leader;
+        let leader_addr = voters[&nodes[leader].node_id()].clone();
+        let follower_addr = voters[&nodes[follower].node_id()].clone();
+
+        let answer = probe.exchange(&follower_addr, &read_index, CATCH_UP_TIMEOUT).await;
+        assert!(matches!(answer, Ok(BrokerResponse::ReadIndex(Err(RpcError::NotLeader { .. })))), "{answer:?}");
+
+        nodes[follower].shutdown().await.expect("follower stops");
+        // The old check: the leader still answers Watch (it believes it leads).
+        let watch = Request::Broker(BrokerRequest::Watch { from: u64::MAX, wait_ms: 0 });
+        let answer = probe.exchange(&leader_addr, &watch, CATCH_UP_TIMEOUT).await;
+        assert!(matches!(answer, Ok(BrokerResponse::Watch(Ok(_)))), "{answer:?}");
+
+        let remote = RemoteController::new(vec![leader_addr], skiff_time::system_clock());
+        let started = std::time::Instant::now();
+        let e = remote.catch_up().await.expect_err("no quorum confirms the leader");
+        assert!(matches!(e, ControllerError::Unavailable { .. }), "{e}");
+        assert!(started.elapsed() < CATCH_UP_TIMEOUT + Duration::from_millis(500), "{:?}", started.elapsed());
+        token.cancel();
+        for n in &nodes {
+            n.shutdown().await.expect("stops");
+        }
     }
 }

@@ -9,6 +9,8 @@
 //! * `Watch` returns a contiguous run of applied entries after the broker's index, or the whole
 //!   state with the index it reflects (when the journal no longer reaches back that far): the
 //!   broker's image is always exactly some prefix of the log;
+//! * `ReadIndex` answers only after a quorum confirmed this node's leadership and this node
+//!   applied everything committed before the request: the broker's proof its image is current;
 //! * only the Raft leader answers `Watch` and `Heartbeat` (others say who leads), and only the
 //!   leader fences; a new leader gives every broker a full session timeout before fencing it;
 //! * a fence names the broker's incarnation, so a late fence can never hit a re-registered
@@ -21,6 +23,7 @@ use std::time::Duration;
 use skiff_time::Instant;
 
 use openraft::Raft;
+use openraft::error::{CheckIsLeaderError, Fatal, RaftError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -38,6 +41,8 @@ use crate::raft::state_machine::{Journal, lock_journal};
 const WATCH_MAX_ENTRIES: usize = 2_000;
 /// Upper bound on how long a `Watch` is held open waiting for news.
 const WATCH_MAX_WAIT: Duration = Duration::from_secs(5);
+/// Upper bound on a `ReadIndex` (the broker gives up on one exchange sooner).
+const READ_INDEX_MAX_WAIT: Duration = Duration::from_secs(2);
 /// How often the leader checks sessions.
 const FENCE_TICK: Duration = Duration::from_millis(50);
 
@@ -56,6 +61,11 @@ pub(crate) enum BrokerRequest {
     },
     /// The quorum's replication status (answered by the leader).
     DescribeQuorum,
+    /// A linearizable read index: the leader confirms with a quorum that it still leads and
+    /// waits until it has applied everything committed when the request arrived, then answers
+    /// that log index. An image that has applied it reflects every write acknowledged before
+    /// the request was sent.
+    ReadIndex,
 }
 
 impl BrokerRequest {
@@ -66,6 +76,7 @@ impl BrokerRequest {
             BrokerRequest::Watch { .. } => "Watch",
             BrokerRequest::Heartbeat { .. } => "Heartbeat",
             BrokerRequest::DescribeQuorum => "DescribeQuorum",
+            BrokerRequest::ReadIndex => "ReadIndex",
         }
     }
 }
@@ -77,6 +88,7 @@ pub(crate) enum BrokerResponse {
     Watch(Result<WatchReply, RpcError>),
     Heartbeat(Result<HeartbeatReply, RpcError>),
     DescribeQuorum(Result<crate::quorum::QuorumStatus, RpcError>),
+    ReadIndex(Result<u64, RpcError>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -167,6 +179,7 @@ impl Service {
             BrokerRequest::Submit(cmd) => BrokerResponse::Submit(self.submit(cmd).await),
             BrokerRequest::Watch { from, wait_ms } => BrokerResponse::Watch(self.watch(from, wait_ms).await),
             BrokerRequest::DescribeQuorum => BrokerResponse::DescribeQuorum(self.quorum_status()),
+            BrokerRequest::ReadIndex => BrokerResponse::ReadIndex(self.read_index().await),
             BrokerRequest::Heartbeat { broker_id, incarnation } => {
                 BrokerResponse::Heartbeat(self.heartbeat(broker_id, incarnation))
             }
@@ -272,6 +285,31 @@ impl Service {
                 changed = applied.changed() => if changed.is_err() { return Err(RpcError::Closed) },
                 () = self.clock.sleep_until(deadline) => return Ok(WatchReply::Entries(Vec::new())),
             }
+        }
+    }
+
+    /// `ReadIndex`: openraft's `ensure_linearizable` (a heartbeat round acknowledged by a
+    /// quorum in this node's term, then applying up to the commit index seen when it started),
+    /// bounded by [`READ_INDEX_MAX_WAIT`]. A deposed leader (frozen, or on the minority side)
+    /// cannot gather the quorum and a lagging new leader answers only once it has applied, so
+    /// neither can confirm a stale image. `watch` alone checks only this node's local view.
+    async fn read_index(&self) -> Result<u64, RpcError> {
+        // Cheap early answer with a hint where this node knows it does not lead.
+        self.check_leader()?;
+        tokio::select! {
+            r = self.raft.ensure_linearizable() => match r {
+                Ok(read) => Ok(read.map_or(0, |l| l.index)),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                    Err(RpcError::NotLeader { leader: f.leader_node.map(|n| n.addr) })
+                }
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                    tracing::debug!(error = %e, "read index: leadership not confirmed by a quorum");
+                    Err(RpcError::NotLeader { leader: None })
+                }
+                Err(RaftError::Fatal(Fatal::Stopped)) => Err(RpcError::Closed),
+                Err(e) => Err(RpcError::Failed(e.to_string())),
+            },
+            () = self.clock.sleep(READ_INDEX_MAX_WAIT) => Err(RpcError::NotLeader { leader: None }),
         }
     }
 
