@@ -24,15 +24,27 @@ use support::SkiffProcess;
 use support::client::{Client, TestRecord, encode_batch, topic_name};
 use support::kafka_cli::{self, CONFIG_COMMAND, CONSOLE_CONSUMER, CONSUMER_GROUP_COMMAND, TOPIC_COMMAND};
 
-/// An HTTP/1.0 request to the API; (status, JSON body).
+/// An HTTP/1.0 request to the API, as a tool sends it (JSON, no browser headers); (status, JSON body).
 fn call(skiff: &SkiffProcess, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    call_with(skiff, method, path, &[("Content-Type", "application/json")], &body)
+}
+
+/// An HTTP/1.0 request with exactly `headers` (besides Host and Content-Length) and `body`.
+fn call_with(
+    skiff: &SkiffProcess,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<(u16, Value)> {
     let addr = skiff.http().strip_prefix("http://").context("http base")?.to_string();
     let mut s = TcpStream::connect_timeout(&addr.parse()?, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let headers: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     write!(
         s,
-        "{method} /api/v1{path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} /api/v1{path} HTTP/1.0\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )?;
     let mut text = String::new();
@@ -360,6 +372,82 @@ fn messages_produced_and_browsed_through_the_api() {
         let values: Vec<&str> =
             page["records"].as_array().context("records")?.iter().filter_map(|r| r["value"]["text"].as_str()).collect();
         ensure!(values == ["a", "b"], "both in partition {p}: {page}");
+        Ok(())
+    });
+}
+
+/// Cross-site writes (CSRF): a browser page elsewhere can send a `text/plain` form POST or a
+/// `no-cors` fetch to the loopback listener without asking; every write must declare JSON
+/// (which cross-site needs a CORS preflight the server never grants), and a browser's
+/// `Origin`/`Sec-Fetch-Site` naming another site is refused.
+#[test]
+fn cross_site_writes_are_refused() {
+    let skiff = SkiffProcess::start();
+    let host = skiff.http().strip_prefix("http://").unwrap_or_default().to_string();
+    let me = format!("http://{host}");
+    run(&skiff, || {
+        let create = json!({"name": "csrf", "partitions": 1}).to_string();
+        // What `<form enctype="text/plain">` sends (its Origin is the attacker's page).
+        let form = [("Content-Type", "text/plain"), ("Origin", "http://evil.example")];
+        let (status, v) = call_with(&skiff, "POST", "/topics", &form, &create)?;
+        ensure!(status == 415 && error_code(&v) == "UNSUPPORTED_MEDIA_TYPE", "{status} {v}");
+        let (status, v) = call_with(&skiff, "POST", "/topics", &[], &create)?;
+        ensure!(status == 415, "no Content-Type: {status} {v}");
+        expect(&skiff, "GET", "/topics/csrf", None, 404)?;
+
+        fn json_from(origin: &str) -> [(&str, &str); 2] {
+            [("Content-Type", "application/json"), ("Origin", origin)]
+        }
+        let (status, v) = call_with(&skiff, "POST", "/topics", &json_from("http://evil.example"), &create)?;
+        ensure!(status == 403 && error_code(&v) == "FORBIDDEN", "cross-site Origin: {status} {v}");
+        let other_port = format!("http://{}:1", host.rsplit_once(':').map_or("", |(h, _)| h));
+        let (status, v) = call_with(&skiff, "POST", "/topics", &json_from(&other_port), &create)?;
+        ensure!(status == 403, "another port is another origin: {status} {v}");
+        let fetch = [("Content-Type", "application/json"), ("Sec-Fetch-Site", "cross-site")];
+        let (status, v) = call_with(&skiff, "POST", "/topics", &fetch, &create)?;
+        ensure!(status == 403 && error_code(&v) == "FORBIDDEN", "Sec-Fetch-Site: {status} {v}");
+        expect(&skiff, "GET", "/topics/csrf", None, 404)?;
+        ensure!(skiff.stderr_tail(40).contains("write refused"), "no log line says why");
+
+        // The console's own pages: same origin, JSON.
+        let page = [("Content-Type", "application/json"), ("Origin", me.as_str()), ("Sec-Fetch-Site", "same-origin")];
+        let (status, v) = call_with(&skiff, "POST", "/topics", &page, &create)?;
+        ensure!(status == 201, "same-origin create: {status} {v}");
+        // A DELETE has no body, and needs the JSON content type all the same.
+        let (status, v) = call_with(&skiff, "DELETE", "/topics/csrf", &[("Origin", me.as_str())], "")?;
+        ensure!(status == 415, "DELETE without Content-Type: {status} {v}");
+        expect(&skiff, "GET", "/topics/csrf", None, 200)?;
+        let (status, v) = call_with(&skiff, "DELETE", "/topics/csrf", &page, "")?;
+        ensure!(status == 200, "same-origin delete: {status} {v}");
+        // Reads need nothing.
+        let (status, v) = call_with(&skiff, "GET", "/topics", &[("Origin", "http://evil.example")], "")?;
+        ensure!(status == 200, "reads are not writes: {status} {v}");
+        Ok(())
+    });
+}
+
+/// Produce and reset inputs the API cannot honour are refused, not silently changed.
+#[test]
+fn duplicate_headers_and_negative_reset_timestamps_are_refused() {
+    let skiff = SkiffProcess::start();
+    run(&skiff, || {
+        expect(&skiff, "POST", "/topics", Some(&json!({"name": "dups", "partitions": 1})), 201)?;
+        let m = json!({"partition": 0, "value": "v",
+            "headers": [{"key": "h", "value": "1"}, {"key": "h", "value": "2"}]});
+        let v = expect(&skiff, "POST", "/topics/dups/messages", Some(&m), 400)?;
+        ensure!(error_code(&v) == "INVALID_REQUEST", "{v}");
+        ensure!(v["error"]["message"].as_str().unwrap_or_default().contains("'h' is repeated"), "{v}");
+        let page = expect(&skiff, "GET", "/topics/dups/partitions/0/messages", None, 200)?;
+        ensure!(page["high_watermark"] == 0, "nothing was produced: {page}");
+
+        // ListOffsets reads -1/-2 as latest/earliest: a negative timestamp is not a time.
+        for ts in [-1, -2, -5] {
+            let body = json!({"topic": "dups", "to": "timestamp", "value": ts});
+            let v = expect(&skiff, "POST", "/groups/g/reset-offsets", Some(&body), 400)?;
+            ensure!(error_code(&v) == "INVALID_REQUEST", "{ts}: {v}");
+        }
+        let body = json!({"topic": "dups", "to": "timestamp", "value": 0, "dry_run": true});
+        expect(&skiff, "POST", "/groups/g/reset-offsets", Some(&body), 200)?;
         Ok(())
     });
 }

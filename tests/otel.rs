@@ -226,6 +226,10 @@ fn produce_and_fetch_traces_reach_the_collector_across_the_controller_rpc() -> a
             ("OTEL_TRACES_SAMPLER", "parentbased_always_on"),
             // Nothing leaves before the graceful shutdown's flush.
             ("OTEL_BSP_SCHEDULE_DELAY", "3600000"),
+            // The batch processor also exports as soon as a full batch (512 spans by default)
+            // is queued, and drops spans past its queue: both high so the delay alone rules.
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "100000"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "100000"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

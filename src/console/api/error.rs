@@ -21,6 +21,10 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     /// This node runs no broker (a controller-only node).
     NoBroker,
+    /// A write whose body is not declared JSON (`mod.rs`'s cross-site write guard).
+    UnsupportedMediaType(String),
+    /// A write a browser sent from another site (`mod.rs`'s cross-site write guard).
+    Forbidden(String),
 }
 
 /// The API's result type.
@@ -49,14 +53,18 @@ impl ApiError {
             ApiError::NotFound(_) => "NOT_FOUND".into(),
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE".into(),
             ApiError::NoBroker => "BROKER_NOT_AVAILABLE".into(),
+            ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE".into(),
+            ApiError::Forbidden(_) => "FORBIDDEN".into(),
         }
     }
 
     pub fn message(&self) -> String {
         match self {
-            ApiError::Kafka { message, .. } | ApiError::BadRequest(message) | ApiError::NotFound(message) => {
-                message.clone()
-            }
+            ApiError::Kafka { message, .. }
+            | ApiError::BadRequest(message)
+            | ApiError::NotFound(message)
+            | ApiError::UnsupportedMediaType(message)
+            | ApiError::Forbidden(message) => message.clone(),
             ApiError::PayloadTooLarge(limit) => format!("The request body is larger than {limit} bytes."),
             ApiError::NoBroker => "This node runs no broker; ask a broker's HTTP listener.".into(),
         }
@@ -69,6 +77,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NoBroker => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
         }
     }
 }

@@ -364,6 +364,11 @@ pub(super) async fn reset_offsets(
     if matches!(b.to, ResetTo::Timestamp | ResetTo::Offset) && b.value.is_none() {
         return Err(ApiError::BadRequest(format!("Resetting to {:?} needs a value.", b.to).to_lowercase()));
     }
+    // ListOffsets reads -1 and -2 as "latest" and "earliest": a negative timestamp would
+    // silently reset to an end instead of a point in time (browse rejects it the same way).
+    if b.to == ResetTo::Timestamp && b.value.is_some_and(|t| t < 0) {
+        return Err(ApiError::BadRequest("timestamp is epoch milliseconds.".into()));
+    }
     // The tool resets only an inactive group; an unknown group is Dead (DescribeGroups).
     let state = describe_group(broker, &group_id).await?.map_or_else(|| "Dead".to_string(), |d| d.state);
     if state != "Empty" && state != "Dead" {

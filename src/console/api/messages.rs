@@ -433,7 +433,17 @@ pub(super) async fn produce(
         value: value.map(Bytes::from),
         headers: Default::default(),
     };
+    let mut seen = std::collections::HashSet::with_capacity(b.headers.len());
     for h in &b.headers {
+        // The record's headers are a map here (kafka-protocol's `IndexMap`): a second header
+        // with the same key would silently replace the first, so refuse rather than drop it.
+        if !seen.insert(h.key.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "Header key '{}' is repeated: Kafka allows duplicate header keys, but the console cannot \
+                 produce them (its record encoder keeps one value per key).",
+                h.key
+            )));
+        }
         let v = h.value.as_deref().map(|v| b.encoding.decode(v).map_err(|e| bad("header value", e))).transpose()?;
         record.headers.insert(s(h.key.clone()), v.map(Bytes::from));
     }

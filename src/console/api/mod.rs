@@ -111,7 +111,87 @@ pub fn router<S: Clone + Send + Sync + 'static>(roles: &Roles) -> Router<S> {
         .route("/groups/{group}/reset-offsets", post(groups::reset_offsets))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(same_origin_writes))
         .with_state(Api::new(roles))
+}
+
+/// Refuses cross-site writes (CSRF), for every mutating route in one place. The API has no
+/// authentication, so any page a user opens could otherwise write through the user's browser
+/// to a listener it can reach (loopback included): a `<form enctype="text/plain">` or a
+/// `no-cors` fetch sends a POST without asking. Every method but GET and HEAD must declare
+/// `Content-Type: application/json`, which a browser sends cross-site only after a CORS
+/// preflight that this server never grants; and a browser's `Sec-Fetch-Site` or `Origin`
+/// naming another site is refused outright. Tools (curl, scripts) send neither header.
+async fn same_origin_writes(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::Method;
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return next.run(req).await;
+    }
+    if let Err(e) = check_write(&req) {
+        tracing::warn!(method = %req.method(), path = req.uri().path(), reason = %e, "console API: write refused");
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
+fn check_write(req: &axum::extract::Request) -> ApiResult<()> {
+    let headers = req.headers();
+    let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    let json = text("content-type")
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::UnsupportedMediaType(
+            "Writes need 'Content-Type: application/json' (a DELETE too, with or without a body).".into(),
+        ));
+    }
+    if let Some(site) = text("sec-fetch-site")
+        && !site.eq_ignore_ascii_case("same-origin")
+        && !site.eq_ignore_ascii_case("none")
+    {
+        return Err(ApiError::Forbidden(format!("Cross-site write refused (Sec-Fetch-Site: {site}).")));
+    }
+    if let Some(origin) = text("origin") {
+        let host = text("host").or_else(|| req.uri().authority().map(|a| a.as_str()));
+        if !same_origin(origin, host) {
+            return Err(ApiError::Forbidden(format!(
+                "Cross-site write refused (Origin {origin} is not this listener's Host {}).",
+                host.unwrap_or("(none)")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the same host and port as the request's
+/// `host` header. A browser leaves a scheme's default port out of both, so `http://h` matches
+/// `h` and `h:80`; the opaque origin `null` matches nothing.
+fn same_origin(origin: &str, host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    let Some((scheme, authority)) = origin.split_once("://") else { return false };
+    let default = match scheme.to_ascii_lowercase().as_str() {
+        "http" => "80",
+        "https" => "443",
+        _ => return false,
+    };
+    let (o_host, o_port) = split_host_port(authority);
+    let (h_host, h_port) = split_host_port(host);
+    o_host.eq_ignore_ascii_case(h_host) && o_port.unwrap_or(default) == h_port.unwrap_or(default)
+}
+
+/// `host[:port]` or `[v6][:port]` → (host, port).
+fn split_host_port(authority: &str) -> (&str, Option<&str>) {
+    let (host, rest) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, rest)) => (h, rest),
+            None => (authority, ""),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, if p.is_empty() { "" } else { &authority[h.len()..] }),
+            None => (authority, ""),
+        },
+    };
+    (host, rest.strip_prefix(':').filter(|p| !p.is_empty()))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
@@ -237,5 +317,18 @@ mod tests {
         assert!(param::<i64>(&q, "order").is_err());
         assert!(query(Some("a=%zz")).is_err());
         assert!(query(Some("a=%e2%82")).is_err());
+    }
+
+    #[test]
+    fn origins_match_the_host() {
+        assert!(same_origin("http://127.0.0.1:9644", Some("127.0.0.1:9644")));
+        assert!(same_origin("http://Console.example", Some("console.example:80")));
+        assert!(same_origin("https://console.example", Some("console.example")));
+        assert!(same_origin("http://[::1]:9644", Some("[::1]:9644")));
+        assert!(!same_origin("http://127.0.0.1:9645", Some("127.0.0.1:9644")));
+        assert!(!same_origin("http://evil.example", Some("127.0.0.1:9644")));
+        assert!(!same_origin("https://console.example", Some("console.example:80")));
+        assert!(!same_origin("null", Some("127.0.0.1:9644")));
+        assert!(!same_origin("http://127.0.0.1:9644", None));
     }
 }

@@ -16,10 +16,10 @@ export class ApiError extends Error {
 
 export async function api(method, path, body) {
   const init = { method, headers: { Accept: "application/json" } };
-  if (body !== undefined) {
-    init.headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
+  // Every write declares JSON, a DELETE without a body too: the API refuses writes without it
+  // (a cross-site page cannot send it without a CORS preflight the server never grants).
+  if (method !== "GET" && method !== "HEAD") init.headers["Content-Type"] = "application/json";
+  if (body !== undefined) init.body = JSON.stringify(body);
   let response;
   try {
     response = await fetch("/api/v1" + path, init);

@@ -33,7 +33,9 @@ const routes = [
 const state = { page: null, ctx: null, timer: null, running: false, again: false, generation: 0, cluster: null };
 
 function parseHash() {
-  const hash = decodeURIComponent(location.hash.replace(/^#/, "").split("?")[0]) || "/";
+  // Kept encoded: a group id or topic name may hold "/" (encoded %2F by the pages), which must
+  // not split the path before the route matches; `route` decodes each captured parameter.
+  const hash = location.hash.replace(/^#/, "").split("?")[0] || "/";
   const query = new URLSearchParams(location.hash.includes("?") ? location.hash.slice(location.hash.indexOf("?") + 1) : "");
   return { path: hash, query };
 }
@@ -120,7 +122,15 @@ async function show() {
     root.replaceChildren(h("h1", {}, "Not found"), h("p", {}, "No console page at ", h("code", {}, path), "."));
     return;
   }
-  const params = Object.fromEntries(Object.entries(match.m.groups ?? {}).map(([k, v]) => [k, v]));
+  let params;
+  try {
+    params = Object.fromEntries(Object.entries(match.m.groups ?? {}).map(([k, v]) => [k, decodeURIComponent(v)]));
+  } catch {
+    // A malformed %-sequence (hand-typed): no page names it.
+    state.page = null;
+    root.replaceChildren(h("h1", {}, "Not found"), h("p", {}, "Bad encoding in ", h("code", {}, path), "."));
+    return;
+  }
   state.page = match.page;
   state.ctx = {
     root,
