@@ -334,6 +334,7 @@ impl Wal {
                         last_sequence: h.last_sequence(),
                         base_offset: next,
                         last_offset: last,
+                        transactional: false,
                     });
                     next = last + 1;
                 }
@@ -387,6 +388,7 @@ impl Wal {
                         last_sequence: h.last_sequence(),
                         base_offset: o,
                         last_offset: last,
+                        transactional: false,
                     });
                 }
                 o = last + 1;
@@ -559,6 +561,7 @@ impl Wal {
                 len: section.len,
                 max_timestamp: run.max_timestamp,
                 producer_batches: run.producer_batches,
+                markers: Vec::new(),
             });
         }
         let size_bytes = object.len() as u64;
