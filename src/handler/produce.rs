@@ -73,11 +73,30 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
 }
 
 async fn append_all(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Handled {
-    if req.transactional_id.is_some() {
-        // InitProducerId refuses transactional ids, so this is a misbehaving client.
-        debug!("transactional produce refused");
-    }
     let acks = req.acks;
+    if req.transactional_id.is_none() && has_transactional_records(&req) {
+        // Kafka's `KafkaApis.handleProduceRequest`: transactional records need the request's
+        // transactional id (it is what is authorized); without it every partition gets
+        // TRANSACTIONAL_ID_AUTHORIZATION_FAILED and nothing is appended.
+        info!("produce refused: transactional records without a transactional id");
+        let refusal = code(ResponseError::TransactionalIdAuthorizationFailed);
+        let responses = req
+            .topic_data
+            .into_iter()
+            .map(|t| {
+                let parts = t.partition_data.iter().map(|p| error(p.index, refusal, None).response).collect();
+                TopicProduceResponse::default()
+                    .with_name(t.name)
+                    .with_topic_id(t.topic_id)
+                    .with_partition_responses(parts)
+            })
+            .collect();
+        if acks == 0 {
+            return Handled::NoResponse;
+        }
+        let response = ProduceResponse::default().with_responses(responses);
+        return Handled::Deferred(async move { ResponseKind::Produce(response) }.boxed());
+    }
     let mut topics: Vec<(TopicProduceResponse, Vec<PartitionOutcome>)> = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
@@ -152,6 +171,14 @@ async fn append_all(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
         }
         .boxed(),
     )
+}
+
+/// Kafka's `RequestUtils.hasTransactionalRecords`: the transactional bit of any partition's first
+/// batch (unparsable records are refused per partition later).
+fn has_transactional_records(req: &ProduceRequest) -> bool {
+    req.topic_data.iter().flat_map(|t| &t.partition_data).any(|p| {
+        p.records.as_ref().and_then(|r| batch::parse_header(r).ok()).is_some_and(|h| h.is_transactional())
+    })
 }
 
 /// What an append to a topic with typed configs `config` checks and does: its
