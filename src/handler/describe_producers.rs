@@ -4,10 +4,11 @@
 //!
 //! The state is the partition's committed `ProducerStates` from the metadata index (the same
 //! state the produce path checks sequences against). Per producer: its epoch and the last
-//! sequence of its newest remembered batch. Transactions are not served yet, so no producer has
-//! an open transaction (`current_txn_start_offset` -1) or a coordinator epoch (-1); batch
-//! timestamps are not kept in the producer state, so `last_timestamp` is -1 ("unknown", the
-//! value Kafka uses before a producer's first timestamped batch).
+//! sequence of its newest remembered batch, and the first offset of its transaction open on the
+//! partition (`current_txn_start_offset`, -1 when none; RFC 0004 §9, from the image's open
+//! transactions, which also bound the LSO). Batch timestamps and coordinator epochs are not
+//! kept in the producer state, so `last_timestamp` and `coordinator_epoch` are -1 ("unknown", the
+//! values Kafka uses before a producer's first timestamped batch or marker).
 //!
 //! Errors as Kafka: an unknown topic or partition is UNKNOWN_TOPIC_OR_PARTITION; a partition led
 //! by another broker is NOT_LEADER_OR_FOLLOWER (Java's Admin sends the request to the leader).
@@ -54,7 +55,7 @@ fn producers(
                 .with_last_sequence(entry.batches.back().map_or(-1, |b| b.last_sequence))
                 .with_last_timestamp(-1)
                 .with_coordinator_epoch(-1)
-                .with_current_txn_start_offset(-1)
+                .with_current_txn_start_offset(p.open_transaction(id).map_or(-1, |t| t.first_offset))
         })
         .collect())
 }

@@ -122,8 +122,9 @@ async fn append_all(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
                     error(p.index, code(ResponseError::UnknownTopicOrPartition), None)
                 }
                 Some((topic_id, config, _)) => {
-                    append_partition(broker, &name, *topic_id, config, p.index, p.records.unwrap_or_default(), version)
-                        .await
+                    let records = p.records.unwrap_or_default();
+                    let txn_id = req.transactional_id.as_ref().map(|t| t.0.as_str());
+                    append_partition(broker, &name, *topic_id, config, p.index, records, version, txn_id).await
                 }
             };
             outcomes.push(outcome);
@@ -158,7 +159,7 @@ async fn append_all(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
                         let result = ack.await.unwrap_or(Err(AppendError::ShuttingDown));
                         if let Err(e) = result {
                             r = r
-                                .with_error_code(errors::append(&e))
+                                .with_error_code(errors::produce_append(&e, version))
                                 .with_error_message(Some(StrBytes::from_string(e.to_string())))
                                 .with_base_offset(-1);
                         }
@@ -255,6 +256,7 @@ fn error(index: i32, error_code: i16, message: Option<String>) -> PartitionOutco
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn append_partition(
     broker: &Arc<Broker>,
     topic: &str,
@@ -263,6 +265,7 @@ async fn append_partition(
     partition: i32,
     records: Bytes,
     version: i16,
+    transactional_id: Option<&str>,
 ) -> PartitionOutcome {
     // The topic's configs over the dynamic broker defaults (`broker/dynamic_config.rs`), all
     // parsed when they were applied: no string parsing per produce.
@@ -294,13 +297,24 @@ async fn append_partition(
     if !span.is_disabled() {
         span.record("records", headers.iter().map(|h| i64::from(h.records_count)).sum::<i64>());
     }
-    let mut appended = broker.wal.append(key, &records, &headers, log_append_time).instrument(span.clone()).await;
-    if let Err(e @ (AppendError::OutOfOrderSequence | AppendError::ProducerFenced)) = &appended {
+    let append = || {
+        broker.wal.append(key, &records, &headers, log_append_time, transactional_id).instrument(span.clone())
+    };
+    let mut appended = append().await;
+    let stale = |e: &AppendError| match e {
+        AppendError::OutOfOrderSequence | AppendError::ProducerFenced => true,
+        AppendError::Txn(r) => r.may_be_stale(),
+        _ => false,
+    };
+    if let Err(e) = &appended
+        && stale(e)
+    {
         // Fatal for the producer, and decided on producer state from this broker's image, which
-        // may be seconds old after a freeze (still "leading" in an epoch that moved on): decide
+        // may be seconds old after a freeze (still "leading" in an epoch that moved on), or may
+        // not show yet the AddPartitionsToTxn the coordinator applied (RFC 0004 §6): decide
         // again on an image confirmed current, or let the producer retry.
         appended = match broker.controller.catch_up().await {
-            Ok(()) => broker.wal.append(key, &records, &headers, log_append_time).instrument(span.clone()).await,
+            Ok(()) => append().await,
             Err(c) => {
                 warn!(topic, partition, error = %c, refusal = %e, "produce refused on an unconfirmed image; answering NOT_LEADER_OR_FOLLOWER");
                 Err(AppendError::NotLeader)
@@ -326,9 +340,14 @@ async fn append_partition(
                 ack,
             }
         }
+        Err(e @ AppendError::Txn(_)) => {
+            // Clear errors (#13): the client gets the protocol's code, the broker log says why.
+            info!(topic, partition, transactional_id, error = %e, "transactional produce refused");
+            error(partition, errors::produce_append(&e, version), Some(e.to_string()))
+        }
         Err(e) => {
             debug!(topic, partition, error = %e, "append refused");
-            error(partition, errors::append(&e), Some(e.to_string()))
+            error(partition, errors::produce_append(&e, version), Some(e.to_string()))
         }
     }
 }

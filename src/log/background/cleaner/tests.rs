@@ -66,7 +66,7 @@ fn encode(records: &[(&str, Option<&str>)], ts: i64, compression: Compression) -
 async fn produce(h: &Harness, key: PartitionKey, records: &[(&str, Option<&str>)], ts: i64) -> i64 {
     let bytes = encode(records, ts, Compression::None);
     let headers = batch::validate_produce(&bytes, 1 << 20).expect("valid batch");
-    let (appended, rx) = h.wal.append(key, &bytes, &headers, None).await.expect("append");
+    let (appended, rx) = h.wal.append(key, &bytes, &headers, None, None).await.expect("append");
     rx.expect("acks").await.expect("flushed").expect("committed");
     appended.base_offset
 }
