@@ -2,7 +2,7 @@
 
 use kafka_protocol::ResponseError;
 use skiff_controller::image::EpochMismatch;
-use skiff_controller::intent::Rejection;
+use skiff_controller::intent::{Rejection, TxnError};
 use skiff_controller::{ControllerError, ErrorKind};
 
 use crate::broker::CreateTopicError;
@@ -128,7 +128,24 @@ pub fn rejection(r: &Rejection) -> i16 {
         // Kafka has no refusal here (see controller/src/placement.rs): the request is invalid
         // for Skiff.
         Rejection::BrokerStillLive(_) => code(ResponseError::InvalidRequest),
+        Rejection::StaleTxnCoordinator { .. } => code(ResponseError::NotCoordinator),
+        Rejection::Txn { error, .. } => txn(*error),
+        Rejection::WrongTxnShard { .. } | Rejection::MarkerNotOwed { .. } => code(ResponseError::UnknownServerError),
     }
+}
+
+/// The transaction state machine's refusals (RFC 0004 §2, Kafka's `Errors`).
+pub fn txn(e: TxnError) -> i16 {
+    code(match e {
+        TxnError::ProducerFenced => ResponseError::ProducerFenced,
+        TxnError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
+        TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+        TxnError::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
+        TxnError::InvalidTxnState => ResponseError::InvalidTxnState,
+        TxnError::InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout,
+        TxnError::TransactionalIdNotFound => ResponseError::TransactionalIdNotFound,
+        TxnError::TransactionAbortable => ResponseError::TransactionAbortable,
+    })
 }
 
 pub fn group(e: GroupError) -> i16 {

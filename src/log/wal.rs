@@ -875,14 +875,20 @@ fn partitions_owing_markers(m: &MetadataImage, broker_id: i32) -> Vec<PartitionK
 }
 
 /// A marker records its epoch in the producer's state, as Kafka's
-/// `ProducerAppendInfo.appendEndTxnMarker` (`maybeUpdateProducerEpoch`): a new epoch (a fenced
-/// transaction's abort) forgets the older batches, so the old epoch is fenced and the next one
-/// starts at sequence 0.
+/// `ProducerAppendInfo.appendEndTxnMarker` (`maybeUpdateProducerEpoch`) and as the controller's
+/// marker apply does: a newer epoch (a fenced transaction's abort) forgets the older batches, so
+/// the old epoch is fenced and the next one starts at sequence 0.
 fn record_marker_epoch(producers: &mut ProducerStates, m: &OwedMarker) {
-    let entry = producers.producers.entry(m.producer_id).or_default();
-    if entry.epoch != m.producer_epoch {
-        entry.epoch = m.producer_epoch;
-        entry.batches.clear();
+    match producers.producers.get_mut(&m.producer_id) {
+        Some(entry) if m.producer_epoch > entry.epoch => {
+            entry.epoch = m.producer_epoch;
+            entry.batches.clear();
+        }
+        Some(_) => {}
+        None => {
+            let entry = producers.producers.entry(m.producer_id).or_default();
+            entry.epoch = m.producer_epoch;
+        }
     }
 }
 
