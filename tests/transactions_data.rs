@@ -65,8 +65,10 @@ async fn produce(
     topic: &str,
     batches: &[(i32, Bytes)],
 ) -> anyhow::Result<Vec<PartitionProduceResponse>> {
-    let partition_data =
-        batches.iter().map(|(p, b)| PartitionProduceData::default().with_index(*p).with_records(Some(b.clone()))).collect();
+    let partition_data = batches
+        .iter()
+        .map(|(p, b)| PartitionProduceData::default().with_index(*p).with_records(Some(b.clone())))
+        .collect();
     let req = ProduceRequest::default()
         .with_transactional_id(transactional_id.map(|t| TransactionalId(StrBytes::from_string(t.to_string()))))
         .with_acks(-1)
@@ -94,14 +96,12 @@ async fn transactional_records_need_a_transactional_id() -> anyhow::Result<()> {
         let mut c = Client::connect(skiff.bootstrap()).await?;
         c.create_topic_ok("t", 2).await?;
         let (pid, epoch) = c.init_producer_id().await?;
-        let plain = support::client::encode_batch(
-            &[support::client::TestRecord::new("k", "v", 1)],
-            Compression::None,
-            None,
-        );
+        let plain =
+            support::client::encode_batch(&[support::client::TestRecord::new("k", "v", 1)], Compression::None, None);
         for version in [3, 9, 11] {
             let parts =
-                produce(&mut c, version, None, "t", &[(0, txn_batch(pid, epoch, 0, 2, "a")), (1, plain.clone())]).await?;
+                produce(&mut c, version, None, "t", &[(0, txn_batch(pid, epoch, 0, 2, "a")), (1, plain.clone())])
+                    .await?;
             ensure!(
                 codes(&parts) == [TRANSACTIONAL_ID_AUTHORIZATION_FAILED; 2],
                 "Produce v{version}: {parts:?} (expected 53 on both partitions)"

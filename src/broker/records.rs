@@ -858,7 +858,10 @@ pub(crate) mod tests {
             let h = batch::parse_header(&b).expect("header");
             assert!(h.is_control() && h.is_transactional());
             assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence, h.records_count), (1234, 5, -1, 1));
-            assert_eq!((h.base_timestamp, h.max_timestamp, h.last_offset_delta), (1_700_000_000_000, 1_700_000_000_000, 0));
+            assert_eq!(
+                (h.base_timestamp, h.max_timestamp, h.last_offset_delta),
+                (1_700_000_000_000, 1_700_000_000_000, 0)
+            );
             batch::verify_crc(&b, &h).expect("valid CRC");
             let theirs = kp_decode(&b);
             assert_eq!(theirs.len(), 1);

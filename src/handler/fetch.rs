@@ -36,8 +36,8 @@ use tracing::{Instrument, debug_span, warn};
 
 use super::Handled;
 use super::errors::{self, code};
-use crate::broker::{Broker, batch};
 use crate::broker::internal_topics::{self, InternalTopic, Leadership};
+use crate::broker::{Broker, batch};
 use crate::group::offsets_topic;
 
 /// How far ahead of a catch-up consumer the block cache is warmed.
@@ -292,7 +292,11 @@ fn aborted_in(
             .map(|p| p.aborted_transactions(fetch_offset..end))
             .unwrap_or_default()
             .into_iter()
-            .map(|a| AbortedTransaction::default().with_producer_id(ProducerId(a.producer_id)).with_first_offset(a.first_offset))
+            .map(|a| {
+                AbortedTransaction::default()
+                    .with_producer_id(ProducerId(a.producer_id))
+                    .with_first_offset(a.first_offset)
+            })
             .collect()
     })
 }
@@ -322,8 +326,15 @@ async fn build(
                 .with_preferred_read_replica(BrokerId(-1))
                 .with_aborted_transactions(if req.isolation_level == 1 { Some(Vec::new()) } else { None });
             let max = (p.partition_max_bytes.max(0) as usize).min(response_max.saturating_sub(total));
-            let data = match plan(broker, &name, p.partition, p.fetch_offset, p.current_leader_epoch, max, req.isolation_level)
-            {
+            let data = match plan(
+                broker,
+                &name,
+                p.partition,
+                p.fetch_offset,
+                p.current_leader_epoch,
+                max,
+                req.isolation_level,
+            ) {
                 Plan::Error(e) => {
                     has_error = true;
                     base.with_error_code(e)

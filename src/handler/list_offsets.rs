@@ -39,8 +39,15 @@ pub async fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16)
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let base = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-            let r = match lookup(broker, &name, p.partition_index, p.current_leader_epoch, p.timestamp, req.isolation_level)
-                .await
+            let r = match lookup(
+                broker,
+                &name,
+                p.partition_index,
+                p.current_leader_epoch,
+                p.timestamp,
+                req.isolation_level,
+            )
+            .await
             {
                 // leader_epoch exists from v4 on; older versions must leave it at its default.
                 Ok((offset, timestamp, epoch)) => base

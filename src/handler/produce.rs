@@ -177,9 +177,10 @@ async fn append_all(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
 /// Kafka's `RequestUtils.hasTransactionalRecords`: the transactional bit of any partition's first
 /// batch (unparsable records are refused per partition later).
 fn has_transactional_records(req: &ProduceRequest) -> bool {
-    req.topic_data.iter().flat_map(|t| &t.partition_data).any(|p| {
-        p.records.as_ref().and_then(|r| batch::parse_header(r).ok()).is_some_and(|h| h.is_transactional())
-    })
+    req.topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .any(|p| p.records.as_ref().and_then(|r| batch::parse_header(r).ok()).is_some_and(|h| h.is_transactional()))
 }
 
 /// What an append to a topic with typed configs `config` checks and does: its
@@ -297,9 +298,8 @@ async fn append_partition(
     if !span.is_disabled() {
         span.record("records", headers.iter().map(|h| i64::from(h.records_count)).sum::<i64>());
     }
-    let append = || {
-        broker.wal.append(key, &records, &headers, log_append_time, transactional_id).instrument(span.clone())
-    };
+    let append =
+        || broker.wal.append(key, &records, &headers, log_append_time, transactional_id).instrument(span.clone());
     let mut appended = append().await;
     let stale = |e: &AppendError| match e {
         AppendError::OutOfOrderSequence | AppendError::ProducerFenced => true,

@@ -43,9 +43,7 @@ pub enum TxnRefusal {
     #[error("Partition was not added to the transaction")]
     NotInTransaction,
     /// The transactional id is unknown or maps to another producer id.
-    #[error(
-        "The producer attempted to use a producer id which is not currently assigned to its transactional id."
-    )]
+    #[error("The producer attempted to use a producer id which is not currently assigned to its transactional id.")]
     InvalidProducerIdMapping,
     /// The transaction's epoch is newer than the batch's (verification's PRODUCER_FENCED, which
     /// Kafka answers to Produce as INVALID_PRODUCER_EPOCH).
@@ -64,10 +62,7 @@ impl TxnRefusal {
     /// AddPartitionsToTxn applied but not yet replayed here): the handler then confirms the image
     /// and checks once more (RFC §6).
     pub fn may_be_stale(&self) -> bool {
-        matches!(
-            self,
-            TxnRefusal::NotInTransaction | TxnRefusal::InvalidProducerIdMapping | TxnRefusal::ProducerFenced
-        )
+        matches!(self, TxnRefusal::NotInTransaction | TxnRefusal::InvalidProducerIdMapping | TxnRefusal::ProducerFenced)
     }
 }
 
@@ -145,6 +140,10 @@ impl PartitionTxns {
         self.pending.insert(marker.producer_id, Pending::Closed);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests race the marker task against real time
+mod wal_tests;
 
 #[cfg(test)]
 mod tests {

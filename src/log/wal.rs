@@ -532,7 +532,8 @@ impl Wal {
         let mut max_timestamp = i64::MIN;
         for m in &todo {
             let marker = EndTxnMarker { commit: m.commit, coordinator_epoch: m.coordinator_epoch };
-            let mut b = batch::to_mut(&records::end_txn_marker(m.producer_id, m.producer_epoch, marker, m.timestamp_ms));
+            let mut b =
+                batch::to_mut(&records::end_txn_marker(m.producer_id, m.producer_epoch, marker, m.timestamp_ms));
             batch::assign(&mut b, offset, writer.leader_epoch);
             size += b.len();
             pieces.push(b.freeze());
@@ -596,7 +597,9 @@ impl Wal {
                         shutdown.cancelled().await;
                         return;
                     }
-                    Err(e) => debug!(topic_id = %key.topic_id, partition = key.partition, error = %e, "owed markers not appended"),
+                    Err(e) => {
+                        debug!(topic_id = %key.topic_id, partition = key.partition, error = %e, "owed markers not appended")
+                    }
                 }
             }
             tokio::select! {
