@@ -143,7 +143,7 @@ impl PartitionTxns {
 
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // tests race the marker task against real time
-mod wal_tests;
+pub(crate) mod wal_tests;
 
 #[cfg(test)]
 mod tests {

@@ -16,10 +16,10 @@ use crate::broker::{batch, records};
 use crate::log::background::tests::{Harness, TestClock, settings};
 use crate::log::wal::{AppendError, PartitionKey};
 
-const TXN_ID: &str = "tx-wal";
+pub(crate) const TXN_ID: &str = "tx-wal";
 
 /// `n` records of a transactional (or, `transactional` false, idempotent) batch.
-fn encode(pid: i64, epoch: i16, seq: i32, n: usize, transactional: bool) -> Bytes {
+pub(crate) fn encode(pid: i64, epoch: i16, seq: i32, n: usize, transactional: bool) -> Bytes {
     let records: Vec<Record> = (0..n)
         .map(|i| Record {
             transactional,
@@ -54,7 +54,7 @@ async fn append(h: &Harness, key: PartitionKey, records: Bytes, txn_id: Option<&
 }
 
 /// A coordinator op on [`TXN_ID`], as the coordinator driver would write it.
-async fn op(h: &Harness, op: TxnOp) -> Answer {
+pub(crate) async fn op(h: &Harness, op: TxnOp) -> Answer {
     let shard = shard_for(TXN_ID);
     let coordinator_epoch = h.controller.metadata().read(|m| m.txn_shard_epoch(shard));
     let cmd = TxnCommand { transactional_id: TXN_ID.into(), shard, coordinator_epoch, op, limits: Default::default() };
@@ -62,7 +62,7 @@ async fn op(h: &Harness, op: TxnOp) -> Answer {
 }
 
 /// Polls the image until `f` holds (bounded: the marker task reacts to the apply at once).
-async fn until(h: &Harness, what: &str, f: impl Fn(&skiff_controller::image::MetadataImage) -> bool) {
+pub(crate) async fn until(h: &Harness, what: &str, f: impl Fn(&skiff_controller::image::MetadataImage) -> bool) {
     for _ in 0..500 {
         if h.controller.metadata().read(&f) {
             return;
