@@ -126,4 +126,64 @@ mod tests {
         let r = describe(&m, 2, &req);
         assert_eq!(r.topics[0].partitions[0].error_code, errors::code(ResponseError::NotLeaderOrFollower));
     }
+
+    /// A producer with a transaction open on the partition reports its first offset
+    /// (`kafka-transactions.sh describe-producers`, `find-hanging`); an idempotent one -1.
+    #[test]
+    fn open_transactions_report_their_start_offset() {
+        use skiff_controller::intent::{ObjectCommit, PartitionAppend, ProducerBatch};
+        use skiff_controller::metadata::Command;
+
+        let fixture = || {
+            ImageFixture::new("c").register_test_broker(1).create_topic(CreateTopic {
+                name: "p".into(),
+                topic_id: Uuid::from_u128(7),
+                partitions: 1,
+                configs: Default::default(),
+                assignments: vec![],
+            })
+        };
+        let epoch = fixture().build().partition_by_name("p", 0).expect("partition").leader_epoch();
+        let batch = |producer_id, base_offset, transactional| ProducerBatch {
+            producer_id,
+            producer_epoch: 0,
+            first_sequence: 0,
+            last_sequence: 1,
+            base_offset,
+            last_offset: base_offset + 1,
+            transactional,
+        };
+        let mut f = fixture();
+        let applied = f.apply(&Command::CommitObject(ObjectCommit {
+            key: "wal/1".into(),
+            broker_id: 1,
+            size_bytes: 100,
+            partitions: vec![PartitionAppend {
+                topic_id: Uuid::from_u128(7),
+                partition: 0,
+                leader_epoch: epoch,
+                base_offset: 0,
+                last_offset: 3,
+                position: 0,
+                len: 100,
+                max_timestamp: 1,
+                producer_batches: vec![batch(40, 0, false), batch(41, 2, true)],
+                markers: vec![],
+            }],
+        }));
+        assert!(!matches!(applied, skiff_controller::metadata::CommandResult::Rejected(_)), "{applied:?}");
+        let m = f.build();
+        let req = DescribeProducersRequest::default().with_topics(vec![
+            TopicRequest::default()
+                .with_name(TopicName(StrBytes::from_static_str("p")))
+                .with_partition_indexes(vec![0]),
+        ]);
+        let r = describe(&m, 1, &req);
+        let active: Vec<(i64, i64)> = r.topics[0].partitions[0]
+            .active_producers
+            .iter()
+            .map(|p| (p.producer_id.0, p.current_txn_start_offset))
+            .collect();
+        assert_eq!(active, vec![(40, -1), (41, 2)]);
+    }
 }
