@@ -49,8 +49,14 @@ fuzz_target!(|input: &[u8]| {
     let mut map = OffsetMap::with_capacity(map_entries);
     let _ = map_batch(batch, &[], &mut map);
     let last = HashMap::from([(1i64, 0i64)]);
-    let rules =
-        Rules { map: &map, map_end, now_ms, delete_retention_ms: 1000, aborted: &[], producer_last_batch: &last };
+    let rules = Rules {
+        map: &map,
+        map_end,
+        now_ms,
+        delete_retention_ms: 1000,
+        aborted: &[],
+        producer_last_batch: &last,
+    };
     if let Ok(f) = filter_batch(batch, &rules, &mut TxnTracker::default())
         && let Outcome::Rewritten(out) = f.outcome
     {
