@@ -376,7 +376,12 @@ impl Wal {
                 return Err(AppendError::Txn(TxnRefusal::ExpectedTransactional {
                     producer_id: h.producer_id,
                     offset: next,
-                    partition: format!("{}-{}", key.topic_id, key.partition),
+                    partition: self.metadata.read(|m| {
+                        let topic = m
+                            .topic_by_id(&key.topic_id)
+                            .map_or_else(|| key.topic_id.to_string(), |t| t.name().to_string());
+                        format!("{topic}-{}", key.partition)
+                    }),
                 }));
             }
             match simulated.check(h.producer_id, h.producer_epoch, h.base_sequence, h.last_sequence()) {
