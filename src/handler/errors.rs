@@ -15,6 +15,7 @@ use crate::handler::features::InvalidUpdateVersion;
 use crate::handler::reassignments::ReassignmentError;
 use crate::log::txn::TxnRefusal;
 use crate::log::wal::AppendError;
+use crate::txn::TxnCoordinatorError;
 
 pub const NONE: i16 = 0;
 
@@ -131,6 +132,24 @@ pub fn rejection(r: &Rejection) -> i16 {
         Rejection::StaleTxnCoordinator { .. } => code(ResponseError::NotCoordinator),
         Rejection::Txn { error, .. } => txn(*error),
         Rejection::WrongTxnShard { .. } | Rejection::MarkerNotOwed { .. } => code(ResponseError::UnknownServerError),
+    }
+}
+
+/// A transaction coordinator op that did not reach the state machine's answer: NOT_COORDINATOR
+/// (the shard is elsewhere or moved), the state machine's own error, or, when the controller
+/// could not commit it, COORDINATOR_NOT_AVAILABLE (Kafka's answer when the transaction log
+/// append times out; clients retry).
+pub fn txn_coordinator(e: &TxnCoordinatorError) -> i16 {
+    match e {
+        TxnCoordinatorError::NotCoordinator => code(ResponseError::NotCoordinator),
+        TxnCoordinatorError::Txn(e) => txn(*e),
+        TxnCoordinatorError::Controller(c) => match c.kind() {
+            ErrorKind::Retriable | ErrorKind::Unavailable | ErrorKind::Closed => {
+                code(ResponseError::CoordinatorNotAvailable)
+            }
+            ErrorKind::Fenced => code(ResponseError::NotCoordinator),
+            _ => code(ResponseError::UnknownServerError),
+        },
     }
 }
 

@@ -187,6 +187,7 @@ fn commit_pushes_owed_markers_and_the_last_marker_row_completes() {
 
     assert_eq!(s.apply(&txn(&s, "tx", end(100, 0, true, 12))), CommandResult::Txn(Answer::Ok));
     assert_eq!(status(&s, "tx"), TxnStatus::PrepareCommit);
+    assert_eq!(epoch_of(&s, "tx"), 1, "the shard was placed on broker 1");
     for p in 0..2 {
         let owed = &s.partition(&T, p).expect("p").owed_markers;
         assert_eq!(
@@ -195,7 +196,7 @@ fn commit_pushes_owed_markers_and_the_last_marker_row_completes() {
                 producer_id: 100,
                 producer_epoch: 0,
                 commit: true,
-                coordinator_epoch: 0,
+                coordinator_epoch: epoch_of(&s, "tx"),
                 timestamp_ms: 12
             }]
         );
