@@ -349,7 +349,6 @@ fn plain(n: usize, tag: &str) -> Bytes {
 /// transaction is open, then sees exactly the committed records with the aborted list it needs;
 /// read_uncommitted sees everything; both get the markers; ListOffsets follows the isolation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the transaction coordinator APIs of w2-txn-core"]
 async fn read_committed_sees_exactly_the_committed_records() -> anyhow::Result<()> {
     let skiff = SkiffProcess::start();
     tokio::time::timeout(TEST_TIMEOUT, async {
@@ -416,7 +415,6 @@ async fn read_committed_sees_exactly_the_committed_records() -> anyhow::Result<(
 
 /// The §7 refusals a transactional producer can meet, with Kafka's codes per Produce version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the transaction coordinator APIs of w2-txn-core"]
 async fn produce_refusals_answer_kafkas_codes() -> anyhow::Result<()> {
     let skiff = SkiffProcess::start();
     tokio::time::timeout(TEST_TIMEOUT, async {
