@@ -13,6 +13,7 @@ use crate::handler::describe_producers::DescribeProducersError;
 use crate::handler::elect_leaders::ElectionError;
 use crate::handler::features::InvalidUpdateVersion;
 use crate::handler::reassignments::ReassignmentError;
+use crate::log::txn::TxnRefusal;
 use crate::log::wal::AppendError;
 use crate::txn::TxnCoordinatorError;
 
@@ -46,7 +47,31 @@ pub fn append(e: &AppendError) -> i16 {
         | AppendError::Controller(_)
         | AppendError::Rejected(_) => code(ResponseError::KafkaStorageError),
         AppendError::ShuttingDown => code(ResponseError::NotLeaderOrFollower),
+        AppendError::Txn(r) => txn_refusal(r, i16::MAX),
     }
+}
+
+/// An append's error as Produce `version` answers it: TRANSACTION_ABORTABLE exists from v11
+/// (KIP-890); older versions get INVALID_TXN_STATE for it, as Kafka's
+/// `AddPartitionsToTxnManager` maps it "for backward compatibility with clients".
+pub fn produce_append(e: &AppendError, version: i16) -> i16 {
+    match e {
+        AppendError::Txn(r) => txn_refusal(r, version),
+        e => append(e),
+    }
+}
+
+/// Transactional produce refusals (RFC 0004 §7, Kafka 4's `ReplicaManager` and
+/// `AddPartitionsToTxnManager` mappings of the coordinator's verification answers).
+fn txn_refusal(r: &TxnRefusal, produce_version: i16) -> i16 {
+    code(match r {
+        TxnRefusal::NotInTransaction if produce_version >= 11 => ResponseError::TransactionAbortable,
+        TxnRefusal::NotInTransaction | TxnRefusal::ExpectedTransactional { .. } => ResponseError::InvalidTxnState,
+        TxnRefusal::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+        // Producers expect INVALID_PRODUCER_EPOCH from a produce (Kafka maps PRODUCER_FENCED).
+        TxnRefusal::ProducerFenced => ResponseError::InvalidProducerEpoch,
+        TxnRefusal::Unverifiable(_) => ResponseError::NotEnoughReplicas,
+    })
 }
 
 /// A failed read of stored data: retriable (the client retries, possibly on another broker).
