@@ -452,3 +452,55 @@ async fn produce_refusals_answer_kafkas_codes() -> anyhow::Result<()> {
     .context("test timed out")??;
     Ok(())
 }
+
+/// After a crash (SIGKILL) and restart the tail cache is empty: read_committed is served from
+/// object storage with the same LSO bound and aborted list, the transaction left open still
+/// holds the LSO, and its commit after the restart is discharged by the restarted leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_committed_from_object_storage_after_a_crash() -> anyhow::Result<()> {
+    let mut skiff = SkiffProcess::start();
+    let id = "restart";
+    let pe = tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Client::connect(skiff.bootstrap()).await?;
+        c.create_topic_ok("t", 1).await?;
+        let pe = init_transactions(&mut c, id).await?;
+        // Committed at 0-1 (marker 2), aborted at 3 (marker 4), open from 6 (after a plain 5).
+        for (commit, n) in [(true, 2), (false, 1)] {
+            add_partitions(&mut c, id, pe, "t", &[0]).await?;
+            let seq = if commit { 0 } else { 2 };
+            let r = produce(&mut c, 9, Some(id), "t", &[(0, txn_batch(pe.0, pe.1, seq, n, "r"))]).await?;
+            ensure!(codes(&r) == [0], "{r:?}");
+            end_txn(&mut c, id, pe, commit).await?;
+            until_stable(&mut c, "t").await?;
+        }
+        ensure!(c.produce("t", 0, plain(1, "p")).await?.base_offset == 5);
+        add_partitions(&mut c, id, pe, "t", &[0]).await?;
+        let r = produce(&mut c, 9, Some(id), "t", &[(0, txn_batch(pe.0, pe.1, 3, 2, "o"))]).await?;
+        ensure!(codes(&r) == [0] && r[0].base_offset == 6, "{r:?}");
+        anyhow::Ok(pe)
+    })
+    .await
+    .context("test timed out")??;
+    skiff.kill();
+    skiff.restart();
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Client::connect(skiff.bootstrap()).await?;
+        let p = fetch(&mut c, "t", 0, READ_COMMITTED).await?;
+        ensure!((p.high_watermark, p.last_stable_offset) == (8, 6), "after the restart: {p:?}");
+        let offsets: Vec<i64> = batches(p.records.clone())?.iter().map(|b| b.0).collect();
+        ensure!(offsets == [0, 2, 3, 4, 5], "object storage, cut at the LSO: {offsets:?}");
+        let aborted: Vec<(i64, i64)> =
+            p.aborted_transactions.iter().flatten().map(|a| (a.producer_id.0, a.first_offset)).collect();
+        ensure!(aborted == [(pe.0, 3)], "{aborted:?}");
+        ensure!(committed_view(&p)? == [0, 1, 5]);
+        ensure!(latest(&mut c, "t", READ_COMMITTED).await? == 6);
+        end_txn(&mut c, id, pe, true).await?;
+        let p = until_stable(&mut c, "t").await?;
+        ensure!(p.high_watermark == 9, "commit marker at 8: {p:?}");
+        ensure!(committed_view(&p)? == [0, 1, 5, 6, 7]);
+        anyhow::Ok(())
+    })
+    .await
+    .context("test timed out after the restart")??;
+    Ok(())
+}
