@@ -504,3 +504,45 @@ async fn read_committed_from_object_storage_after_a_crash() -> anyhow::Result<()
     .context("test timed out after the restart")??;
     Ok(())
 }
+
+/// `kafka-transactions describe-producers` (Kafka's own tool): a transactional producer with a
+/// transaction open on the partition shows its first offset as CurrentTransactionStartOffset,
+/// and "None" once the commit marker closed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_producers_shows_the_open_transaction() -> anyhow::Result<()> {
+    use support::kafka_cli::{self, TRANSACTIONS_COMMAND};
+
+    let skiff = SkiffProcess::start();
+    let b = skiff.bootstrap().to_string();
+    let describe = |pid: i64| {
+        let b = b.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+            let out = kafka_cli::run(
+                TRANSACTIONS_COMMAND,
+                &["--bootstrap-server", &b, "describe-producers", "--topic", "t", "--partition", "0"],
+            )?
+            .ok("describe-producers")?;
+            ensure!(out.contains("CurrentTransactionStartOffset"), "no table:\n{out}");
+            out.lines()
+                .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+                .find(|cols| cols.first().is_some_and(|c| *c == pid.to_string()))
+                .with_context(|| format!("producer {pid} not listed:\n{out}"))
+        })
+    };
+    let mut c = Client::connect(skiff.bootstrap()).await?;
+    c.create_topic_ok("t", 1).await?;
+    ensure!(c.produce("t", 0, plain(1, "p")).await?.base_offset == 0);
+    let id = "described";
+    let pe = init_transactions(&mut c, id).await?;
+    add_partitions(&mut c, id, pe, "t", &[0]).await?;
+    let r = produce(&mut c, 9, Some(id), "t", &[(0, txn_batch(pe.0, pe.1, 0, 2, "d"))]).await?;
+    ensure!(codes(&r) == [0] && r[0].base_offset == 1, "{r:?}");
+    let row = describe(pe.0).await??;
+    ensure!(row.get(1) == Some(&pe.1.to_string()), "epoch: {row:?}");
+    ensure!(row.last().map(String::as_str) == Some("1"), "open at 1: {row:?}");
+    end_txn(&mut c, id, pe, true).await?;
+    until_stable(&mut c, "t").await?;
+    let row = describe(pe.0).await??;
+    ensure!(row.last().map(String::as_str) == Some("None"), "closed by the marker: {row:?}");
+    Ok(())
+}
