@@ -30,6 +30,7 @@ use kafka_protocol::records::{
 };
 use support::SkiffProcess;
 use support::client::{Client, FETCH_VERSION, LATEST, topic_name};
+use support::cluster::{Cluster, ClusterSpec, NodeRef};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -544,5 +545,70 @@ async fn describe_producers_shows_the_open_transaction() -> anyhow::Result<()> {
     until_stable(&mut c, "t").await?;
     let row = describe(pe.0).await??;
     ensure!(row.last().map(String::as_str) == Some("None"), "closed by the marker: {row:?}");
+    Ok(())
+}
+
+/// The partition's leader freezes (SIGSTOP) between a transaction's data and its EndTxn: the
+/// commit marker stays owed until the partition moves, then the next leader appends it, once;
+/// the frozen leader resuming adds none. (The coordinator is the other broker.)
+#[test]
+fn a_frozen_leaders_marker_is_appended_by_the_next_leader() -> anyhow::Result<()> {
+    let session = Duration::from_millis(1000);
+    let mut spec = ClusterSpec::new("txn-marker-move", 1, 2);
+    spec.session_timeout = Some(session);
+    let mut cluster = Cluster::start(spec);
+    cluster.create_topic("t", 1)?;
+    let md = cluster.wait_leaders("t", 1, &[], Duration::from_secs(30))?;
+    let (leader, leader_addr) = md.leader(0).map(|(b, a)| (b, a.to_string())).context("a leader")?;
+    let other = cluster.broker_refs().into_iter().map(NodeRef::id).find(|&b| b != leader).context("two brokers")?;
+    let other_addr = cluster.kafka_addr(NodeRef::Broker(other)).context("other broker's address")?;
+    // A transactional id whose coordinator is the broker that stays up.
+    let (id, pe) = cluster.block_on(async {
+        let mut co = Client::connect(&other_addr).await?;
+        let mut id = None;
+        for i in 0..200 {
+            let candidate = format!("move-{i}");
+            let find =
+                FindCoordinatorRequest::default().with_key(StrBytes::from_string(candidate.clone())).with_key_type(1);
+            let (code, r) = send_retrying(&mut co, &find, 3, |r| r.error_code).await?;
+            if code == 0 && r.node_id.0 == other {
+                id = Some(candidate);
+                break;
+            }
+        }
+        let id = id.context("no transactional id coordinated by the other broker")?;
+        let pe = init_transactions(&mut co, &id).await?;
+        add_partitions(&mut co, &id, pe, "t", &[0]).await?;
+        let mut lc = Client::connect(&leader_addr).await?;
+        let r = produce(&mut lc, 9, Some(&id), "t", &[(0, txn_batch(pe.0, pe.1, 0, 3, "m"))]).await?;
+        ensure!(codes(&r) == [0] && r[0].base_offset == 0, "{r:?}");
+        anyhow::Ok((id, pe))
+    })?;
+    cluster.stop(NodeRef::Broker(leader));
+    cluster.block_on(async {
+        let mut co = Client::connect(&other_addr).await?;
+        end_txn(&mut co, &id, pe, true).await
+    })?;
+    let after = cluster.wait_leaders("t", 1, &[leader], session * 20)?;
+    let (successor, successor_addr) = after.leader(0).map(|(b, a)| (b, a.to_string())).context("a new leader")?;
+    ensure!(successor == other);
+    let markers =
+        |p: &PartitionData| -> anyhow::Result<usize> { Ok(batches(p.records.clone())?.iter().filter(|b| b.3).count()) };
+    cluster.block_on(async {
+        let mut c = Client::connect(&successor_addr).await?;
+        let p = until_stable(&mut c, "t").await?;
+        ensure!(p.high_watermark == 4 && markers(&p)? == 1, "one commit marker at 3: {p:?}");
+        ensure!(committed_view(&p)? == [0, 1, 2]);
+        anyhow::Ok(())
+    })?;
+    cluster.cont(NodeRef::Broker(leader));
+    std::thread::sleep(session * 2);
+    cluster.block_on(async {
+        let mut c = Client::connect(&successor_addr).await?;
+        let p = fetch(&mut c, "t", 0, READ_COMMITTED).await?;
+        ensure!((p.high_watermark, p.last_stable_offset) == (4, 4), "{p:?}");
+        ensure!(markers(&p)? == 1, "the resumed leader added no marker: {p:?}");
+        anyhow::Ok(())
+    })?;
     Ok(())
 }
