@@ -248,6 +248,11 @@ fn abort_enters_the_aborted_index() {
     let view = image.partition(&T, 0).expect("view");
     assert_eq!(view.aborted_transactions(0..6).iter().map(|a| a.producer_id).collect::<Vec<_>>(), vec![100]);
     assert!(view.aborted_transactions(5..6).is_empty());
+    // Retention past the marker drops the entry with its data.
+    s.apply(&Command::AdvanceLogStart { topic_id: T, partition: 0, offset: 4 });
+    assert_eq!(s.partition(&T, 0).expect("p0").aborted.len(), 1, "the marker is still in the log");
+    s.apply(&Command::AdvanceLogStart { topic_id: T, partition: 0, offset: 5 });
+    assert!(s.partition(&T, 0).expect("p0").aborted.is_empty());
 }
 
 /// A marker row nobody owes (wrong producer, epoch, result, offset outside the run, twice)
