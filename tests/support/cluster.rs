@@ -91,6 +91,9 @@ pub struct ClusterSpec {
     /// Extra environment for every broker / controller (e.g. `OTEL_*` in tests/otel.rs).
     pub broker_env: Vec<(String, String)>,
     pub controller_env: Vec<(String, String)>,
+    /// A MinIO of the cluster's own ([`Minio::start_local`]) instead of the shared one, so that
+    /// [`Cluster::restart_minio`] can kill and restart it.
+    pub private_minio: bool,
 }
 
 impl ClusterSpec {
@@ -104,6 +107,7 @@ impl ClusterSpec {
             controller_args: Vec::new(),
             broker_env: Vec::new(),
             controller_env: Vec::new(),
+            private_minio: false,
         }
     }
 }
@@ -173,7 +177,9 @@ pub struct Cluster {
     /// `None` once kept after a failure.
     root_dir: Option<tempfile::TempDir>,
     root: PathBuf,
-    pub minio: &'static Minio,
+    shared_minio: Option<&'static Minio>,
+    /// With [`ClusterSpec::private_minio`].
+    own_minio: Option<Minio>,
     storage_url: String,
     voters: String,
     controllers: Vec<Node>,
@@ -189,7 +195,9 @@ impl Cluster {
     /// until each is ready, then the brokers. Panics (with logs) if any does not get ready.
     pub fn start(spec: ClusterSpec) -> Cluster {
         assert!(spec.controllers >= 1 && spec.brokers >= 1, "a cluster needs a controller and a broker");
-        let minio = Minio::shared();
+        let (shared_minio, own_minio) =
+            if spec.private_minio { (None, Some(Minio::start_local())) } else { (Some(Minio::shared()), None) };
+        let minio = shared_minio.or(own_minio.as_ref()).expect("a MinIO");
         let root_dir =
             tempfile::Builder::new().prefix(&format!("skiff-cluster-{}-", spec.name)).tempdir().expect("temp dir");
         let root = root_dir.path().to_path_buf();
@@ -231,7 +239,8 @@ impl Cluster {
             spec,
             root_dir: Some(root_dir),
             root,
-            minio,
+            shared_minio,
+            own_minio,
             storage_url,
             voters,
             controllers,
@@ -264,6 +273,23 @@ impl Cluster {
         }
         cluster.event("cluster ready".to_string());
         cluster
+    }
+
+    /// The MinIO the cluster stores its objects in.
+    pub fn minio(&self) -> &Minio {
+        self.shared_minio.or(self.own_minio.as_ref()).expect("a MinIO")
+    }
+
+    /// SIGKILLs the cluster's own MinIO ([`ClusterSpec::private_minio`]), waits `down`, and
+    /// starts it again on the same port and data (waiting until it is ready).
+    pub fn restart_minio(&mut self, down: Duration) {
+        let minio = self.own_minio.as_mut().expect("restart_minio needs ClusterSpec::private_minio");
+        minio.kill();
+        self.event(format!("SIGKILL MinIO; down for {down:?}"));
+        std::thread::sleep(down);
+        let started = Instant::now();
+        self.own_minio.as_mut().expect("own MinIO").restart();
+        self.event(format!("MinIO restarted, ready after {:?}", started.elapsed()));
     }
 
     /// Every controller, by id.
@@ -642,14 +668,14 @@ impl Cluster {
             }
         }
         cmd.arg("--data-dir").arg(n.data_dir()).args(["--http-listen", "127.0.0.1:0"]);
-        cmd.args(["--storage", &self.storage_url, "--s3-endpoint", &self.minio.endpoint, "--s3-region", "us-east-1"]);
+        cmd.args(["--storage", &self.storage_url, "--s3-endpoint", &self.minio().endpoint, "--s3-region", "us-east-1"]);
         // Only this test decides the configuration; keep the log level if the caller set one.
         for (key, _) in std::env::vars_os() {
             if key.to_str().is_some_and(|k| k.starts_with("SKIFF_") && k != "SKIFF_LOG") {
                 cmd.env_remove(key);
             }
         }
-        cmd.envs(self.minio.skiff_env());
+        cmd.envs(self.minio().skiff_env());
         let extra = match node {
             NodeRef::Controller(_) => &self.spec.controller_env,
             NodeRef::Broker(_) => &self.spec.broker_env,

@@ -17,6 +17,7 @@ pub mod load;
 pub mod minio;
 pub mod slot;
 pub mod txn;
+pub mod txn_invariants;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
