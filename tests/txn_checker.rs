@@ -168,6 +168,8 @@ fn transactions_under_faults() {
         None => {
             let mut spec = ClusterSpec::new("txn-checker", 3, 3);
             spec.private_minio = true;
+            // The Java workers keep their bootstrap list for the whole run.
+            spec.fixed_broker_ports = true;
             Target::Cluster(Box::new(Cluster::start(spec)))
         }
     };
@@ -215,15 +217,21 @@ fn transactions_under_faults() {
     // Faults.
     let mut faults = 0;
     if let Target::Cluster(cluster) = &mut target {
+        // Every fault class once first (in a seeded order), then seeded choices.
+        let mut classes = vec![Fault::KillBroker, Fault::KillControllerLeader, Fault::StopBroker, Fault::RestartMinio];
+        for i in (1..classes.len()).rev() {
+            classes.swap(i, rng.below(i + 1));
+        }
         std::thread::sleep(Duration::from_secs(5));
-        while faults < profile.max_faults && started.elapsed() + Duration::from_secs(10) < profile.fault_window {
+        while faults < profile.max_faults && started.elapsed() + Duration::from_secs(8) < profile.fault_window {
             if let Ok(Some(status)) = jvm.try_wait() {
                 panic!("the worker JVM exited during the faults ({status})\n{}", jvm_logs(dir.path()));
             }
-            inject_fault(cluster, &mut rng);
+            let fault = classes.get(faults).copied().unwrap_or_else(|| *rng.pick(&Fault::ALL));
+            inject_fault(cluster, &mut rng, fault);
             faults += 1;
             cluster.heal();
-            std::thread::sleep(rng.millis(3000, 7000));
+            std::thread::sleep(rng.millis(2000, 6000));
         }
         cluster.heal();
         cluster.event(format!("{faults} faults injected; healed"));
@@ -276,17 +284,29 @@ fn transactions_under_faults() {
     }
 }
 
-/// One fault, healed before returning: which one and on which node from the seed.
-fn inject_fault(cluster: &mut Cluster, rng: &mut Rng) {
-    match rng.below(4) {
-        0 => {
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    KillBroker,
+    KillControllerLeader,
+    StopBroker,
+    RestartMinio,
+}
+
+impl Fault {
+    const ALL: [Fault; 4] = [Fault::KillBroker, Fault::KillControllerLeader, Fault::StopBroker, Fault::RestartMinio];
+}
+
+/// One fault, healed before returning; the node and the durations come from the seed.
+fn inject_fault(cluster: &mut Cluster, rng: &mut Rng, fault: Fault) {
+    match fault {
+        Fault::KillBroker => {
             let running = cluster.brokers_in(NodeState::Running);
             let b = *rng.pick(&running);
             cluster.kill(b);
             std::thread::sleep(rng.millis(1000, 5000));
             cluster.start_node(b);
         }
-        1 => match cluster.wait_controller_leader(Duration::from_secs(15), None) {
+        Fault::KillControllerLeader => match cluster.wait_controller_leader(Duration::from_secs(15), None) {
             Ok(leader) => {
                 let node = cluster.controller_refs().into_iter().find(|c| c.id() == leader).expect("leader is a controller");
                 cluster.kill(node);
@@ -295,7 +315,7 @@ fn inject_fault(cluster: &mut Cluster, rng: &mut Rng) {
             }
             Err(e) => cluster.event(format!("no controller leader to kill: {e:#}")),
         },
-        2 => {
+        Fault::StopBroker => {
             let running = cluster.brokers_in(NodeState::Running);
             let b = *rng.pick(&running);
             cluster.stop(b);
@@ -303,7 +323,7 @@ fn inject_fault(cluster: &mut Cluster, rng: &mut Rng) {
             std::thread::sleep(rng.millis(1500, 6000));
             cluster.cont(b);
         }
-        _ => {
+        Fault::RestartMinio => {
             let down = rng.millis(500, 4000);
             cluster.restart_minio(down);
         }

@@ -94,6 +94,9 @@ pub struct ClusterSpec {
     /// A MinIO of the cluster's own ([`Minio::start_local`]) instead of the shared one, so that
     /// [`Cluster::restart_minio`] can kill and restart it.
     pub private_minio: bool,
+    /// Each broker listens on the same Kafka port in every run (real clients such as the Java
+    /// client keep their bootstrap list: a restarted broker on a new port is lost to them).
+    pub fixed_broker_ports: bool,
 }
 
 impl ClusterSpec {
@@ -108,6 +111,7 @@ impl ClusterSpec {
             broker_env: Vec::new(),
             controller_env: Vec::new(),
             private_minio: false,
+            fixed_broker_ports: false,
         }
     }
 }
@@ -133,6 +137,8 @@ struct Node {
     http: Option<String>,
     /// Controllers: the fixed Raft listener.
     controller_addr: Option<String>,
+    /// Brokers with [`ClusterSpec::fixed_broker_ports`]: the Kafka listener of every run.
+    fixed_kafka: Option<String>,
     /// Runs so far (names the log files).
     starts: u32,
     /// Stdout lines of the current run, until it is ready.
@@ -203,7 +209,10 @@ impl Cluster {
         let root = root_dir.path().to_path_buf();
         let prefix = minio.unique_prefix(&spec.name);
         let storage_url = format!("s3://{}/{prefix}", minio.bucket);
+        let fixed_broker_ports = spec.fixed_broker_ports;
         let node = |node: NodeRef, controller_addr: Option<String>| {
+            let fixed_kafka = (fixed_broker_ports && matches!(node, NodeRef::Broker(_)))
+                .then(|| format!("127.0.0.1:{}", free_port()));
             let dir = root.join(node.dir_name());
             std::fs::create_dir_all(&dir).expect("create node directory");
             Node {
@@ -214,6 +223,7 @@ impl Cluster {
                 kafka: None,
                 http: None,
                 controller_addr,
+                fixed_kafka,
                 starts: 0,
                 lines: None,
             }
@@ -661,7 +671,8 @@ impl Cluster {
             }
             NodeRef::Broker(id) => {
                 cmd.arg("broker").args(["--node-id", &id.to_string()]);
-                cmd.args(["--kafka-listen", "127.0.0.1:0", "--controllers", &controllers.join(",")]);
+                let listen = n.fixed_kafka.as_deref().unwrap_or("127.0.0.1:0");
+                cmd.args(["--kafka-listen", listen, "--controllers", &controllers.join(",")]);
                 // Flush often: on s3 the default is 250 ms, which only slows the tests down.
                 cmd.args(["--flush-interval-ms", "20"]);
                 cmd.args(&self.spec.broker_args);
