@@ -39,9 +39,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use support::client::{Client, TestRecord, encode_batch};
+use support::load::Routing;
 use support::minio::{Minio, free_port};
 use support::slot::Slot;
-use support::load::Routing;
 use support::{SkiffProcess, kafka_cli, tail, txn};
 
 /// How long a JVM tool may take to come up (Connect's REST API answering).
@@ -483,7 +483,8 @@ impl EosBroker {
                 b.restart();
             }
             EosBroker::External { restart, .. } => {
-                let status = Command::new("bash").arg("-c").arg(restart.as_str()).status().expect("run SKIFF_EOS_RESTART");
+                let status =
+                    Command::new("bash").arg("-c").arg(restart.as_str()).status().expect("run SKIFF_EOS_RESTART");
                 assert!(status.success(), "SKIFF_EOS_RESTART failed: {status}");
             }
         }
@@ -715,7 +716,15 @@ impl StreamsApp {
     }
 
     /// The app against any bootstrap address with `processing.guarantee` = `guarantee`.
-    fn start_with(bootstrap: &str, guarantee: &str, dir: &Path, app: &str, input: &str, output: &str, run: u32) -> Self {
+    fn start_with(
+        bootstrap: &str,
+        guarantee: &str,
+        dir: &Path,
+        app: &str,
+        input: &str,
+        output: &str,
+        run: u32,
+    ) -> Self {
         let lib = cache_lib("java", "compat-java.jar");
         let state = dir.join(format!("state-{run}"));
         let level = std::env::var("COMPAT_LOG_LEVEL").unwrap_or_else(|_| "info".into());

@@ -71,8 +71,18 @@ struct Profile {
 impl Profile {
     fn from_env() -> Profile {
         match std::env::var("SKIFF_CHECKER_PROFILE").as_deref() {
-            Ok("long") => Profile { name: "long", run: Duration::from_secs(600), fault_window: Duration::from_secs(570), max_faults: 120 },
-            Ok("short") | Err(_) => Profile { name: "short", run: Duration::from_secs(75), fault_window: Duration::from_secs(55), max_faults: 8 },
+            Ok("long") => Profile {
+                name: "long",
+                run: Duration::from_secs(600),
+                fault_window: Duration::from_secs(570),
+                max_faults: 120,
+            },
+            Ok("short") | Err(_) => Profile {
+                name: "short",
+                run: Duration::from_secs(75),
+                fault_window: Duration::from_secs(55),
+                max_faults: 8,
+            },
             Ok(other) => panic!("SKIFF_CHECKER_PROFILE must be short or long, not {other:?}"),
         }
     }
@@ -163,7 +173,11 @@ fn transactions_under_faults() {
     let mut target = match &external {
         Some(b) => Target::External {
             routing: Routing::new(b.split(',').map(str::to_string).collect()),
-            rt: tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime"),
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime"),
         },
         None => {
             let mut spec = ClusterSpec::new("txn-checker", 3, 3);
@@ -192,33 +206,41 @@ fn transactions_under_faults() {
 
     // Input: one idempotent producer per partition, a batch of 5 every ~100 ms.
     let produce_stop = Arc::new(AtomicBool::new(false));
-    let producers: Vec<_> = load::cluster_specs(&routing, &input, PARTITIONS, PARTITIONS as usize, Duration::from_secs(120))
-        .into_iter()
-        .map(|mut s| {
-            s.pause = Duration::from_millis(100);
-            s.value_bytes = 20;
-            let stop = produce_stop.clone();
-            target.handle().spawn(async move { load::run_producer(s, stop).await })
-        })
-        .collect();
+    let producers: Vec<_> =
+        load::cluster_specs(&routing, &input, PARTITIONS, PARTITIONS as usize, Duration::from_secs(120))
+            .into_iter()
+            .map(|mut s| {
+                s.pause = Duration::from_millis(100);
+                s.value_bytes = 20;
+                let stop = produce_stop.clone();
+                target.handle().spawn(async move { load::run_producer(s, stop).await })
+            })
+            .collect();
 
     // The workers.
     let dir = tempfile::Builder::new().prefix("skiff-txn-checker-").tempdir().expect("temp dir");
     let worker_log = dir.path().join("workers.jsonl");
-    let mut jvm = start_workers(&lib, dir.path(), &target.bootstrap(), &input, &output, &group, &worker_log, profile.run);
+    let mut jvm =
+        start_workers(&lib, dir.path(), &target.bootstrap(), &input, &output, &group, &worker_log, profile.run);
     target.event(format!("workers started (JVM pid {}), log {}", jvm.id(), worker_log.display()));
     let started = Instant::now();
 
     // LSO samples.
     let sample_stop = Arc::new(AtomicBool::new(false));
     let samples = Arc::new(Mutex::new(Vec::new()));
-    let sampler = target.handle().spawn(sample_lso(routing.clone(), output.clone(), sample_stop.clone(), samples.clone(), started));
+    let sampler = target.handle().spawn(sample_lso(
+        routing.clone(),
+        output.clone(),
+        sample_stop.clone(),
+        samples.clone(),
+        started,
+    ));
 
     // Faults.
     let mut faults = 0;
     if let Target::Cluster(cluster) = &mut target {
         // Every fault class once first (in a seeded order), then seeded choices.
-        let mut classes = vec![Fault::KillBroker, Fault::KillControllerLeader, Fault::StopBroker, Fault::RestartMinio];
+        let mut classes = Fault::ALL;
         for i in (1..classes.len()).rev() {
             classes.swap(i, rng.below(i + 1));
         }
@@ -261,13 +283,24 @@ fn transactions_under_faults() {
     // Evidence.
     let text = std::fs::read_to_string(&worker_log).expect("read worker log");
     let txns = txn_invariants::parse_worker_log(&text).expect("parse worker log");
-    let evidence = target.block_on(collect(&routing, &input, &output, &group, txns.clone(), samples.lock().expect("samples").clone()));
+    let evidence = target.block_on(collect(
+        &routing,
+        &input,
+        &output,
+        &group,
+        txns.clone(),
+        samples.lock().expect("samples").clone(),
+    ));
     let evidence = evidence.unwrap_or_else(|e| panic!("collecting the evidence: {e:#}\n{}", jvm_logs(dir.path())));
     report_outcomes(&txns);
     match txn_invariants::check(&evidence) {
         Ok(summary) => {
             eprintln!("transactions_under_faults: {faults} faults; {summary:?}");
-            assert!(summary.committed_txns > 0, "no transaction committed: nothing was checked\n{}", jvm_logs(dir.path()));
+            assert!(
+                summary.committed_txns > 0,
+                "no transaction committed: nothing was checked\n{}",
+                jvm_logs(dir.path())
+            );
             assert!(summary.aborted_txns > 0, "no transaction aborted: the aborted path was not checked");
             assert!(summary.inputs_committed > 0, "the group committed no input offsets");
             if external.is_none() {
@@ -308,7 +341,8 @@ fn inject_fault(cluster: &mut Cluster, rng: &mut Rng, fault: Fault) {
         }
         Fault::KillControllerLeader => match cluster.wait_controller_leader(Duration::from_secs(15), None) {
             Ok(leader) => {
-                let node = cluster.controller_refs().into_iter().find(|c| c.id() == leader).expect("leader is a controller");
+                let node =
+                    cluster.controller_refs().into_iter().find(|c| c.id() == leader).expect("leader is a controller");
                 cluster.kill(node);
                 std::thread::sleep(rng.millis(500, 3000));
                 cluster.start_node(node);
@@ -386,7 +420,10 @@ async fn collect(
         if open.is_empty() {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "transactions still open 90 s after the workers closed: partition: ((error, LSO), (error, HW)) {open:?}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "transactions still open 90 s after the workers closed: partition: ((error, LSO), (error, HW)) {open:?}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let mut evidence = Evidence { output_partitions: PARTITIONS, txns, lso_samples, ..Evidence::default() };
@@ -444,7 +481,10 @@ fn start_workers(
     let java = std::env::var("JAVA_HOME").map(|h| format!("{h}/bin/java")).unwrap_or_else(|_| "java".into());
     Command::new(java)
         .args(["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
-        .arg(format!("-Dorg.slf4j.simpleLogger.defaultLogLevel={}", std::env::var("COMPAT_LOG_LEVEL").unwrap_or_else(|_| "warn".into())))
+        .arg(format!(
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel={}",
+            std::env::var("COMPAT_LOG_LEVEL").unwrap_or_else(|_| "warn".into())
+        ))
         .arg("-Dorg.slf4j.simpleLogger.logFile=System.err")
         .arg("-cp")
         .arg(format!("{}/*", lib.display()))
@@ -494,7 +534,15 @@ fn rec(offset: i64, pid: i64, transactional: bool, value: &str) -> LogRecord {
 }
 
 fn marker(offset: i64, pid: i64, m: Marker) -> LogRecord {
-    LogRecord { offset, producer_id: pid, producer_epoch: 0, transactional: true, marker: Some(m), key: None, value: None }
+    LogRecord {
+        offset,
+        producer_id: pid,
+        producer_epoch: 0,
+        transactional: true,
+        marker: Some(m),
+        key: None,
+        value: None,
+    }
 }
 
 fn logged(worker: u32, txn: u64, outcome: Outcome, first: i64, last: i64, outputs: &[i64]) -> WorkerTxn {
@@ -521,7 +569,12 @@ fn history() -> Evidence {
         marker(5, 11, Marker::Abort),
         marker(6, 10, Marker::Commit),
     ];
-    let scan = |aborted: &[(i64, i64)]| Scan { records: raw.clone(), end: 7, aborted: aborted.iter().copied().collect(), last_stable_offset: 7 };
+    let scan = |aborted: &[(i64, i64)]| Scan {
+        records: raw.clone(),
+        end: 7,
+        aborted: aborted.iter().copied().collect(),
+        last_stable_offset: 7,
+    };
     Evidence {
         output_partitions: 1,
         raw: [(0, scan(&[]))].into(),

@@ -19,9 +19,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
-use kafka_protocol::messages::{
-    FetchRequest, FindCoordinatorRequest, GroupId, ListOffsetsRequest, OffsetFetchRequest,
-};
+use kafka_protocol::messages::{FetchRequest, FindCoordinatorRequest, GroupId, ListOffsetsRequest, OffsetFetchRequest};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
 
@@ -149,14 +147,23 @@ pub async fn fetch(
 /// Reads a partition from offset 0 to its end (the high watermark or the LSO of the first
 /// fetch, per `isolation`) from the partition's leader, following leader changes (bounded by
 /// `timeout`). Keeps every record, control records included.
-pub async fn scan(routing: &Routing, topic: &str, partition: i32, isolation: i8, timeout: Duration) -> anyhow::Result<Scan> {
+pub async fn scan(
+    routing: &Routing,
+    topic: &str,
+    partition: i32,
+    isolation: i8,
+    timeout: Duration,
+) -> anyhow::Result<Scan> {
     let deadline = Instant::now() + timeout;
     let mut out = Scan::default();
     let mut next = 0;
     let mut end = None;
     let mut conn: Option<Client> = None;
     loop {
-        ensure!(Instant::now() < deadline, "scan of {topic}/{partition} (isolation {isolation}) not done within {timeout:?}");
+        ensure!(
+            Instant::now() < deadline,
+            "scan of {topic}/{partition} (isolation {isolation}) not done within {timeout:?}"
+        );
         let mut c = match conn.take() {
             Some(c) => c,
             None => match routing.connect_leader(topic, partition).await {
@@ -292,12 +299,18 @@ pub fn transaction_spans(raw: &[LogRecord]) -> Vec<(i64, i64, Option<i64>)> {
 }
 
 /// ListOffsets LATEST with `isolation`: (error code, offset).
-pub async fn list_latest(client: &mut Client, topic: &str, partition: i32, isolation: i8) -> anyhow::Result<(i16, i64)> {
-    let req = ListOffsetsRequest::default().with_replica_id((-1).into()).with_isolation_level(isolation).with_topics(vec![
-        ListOffsetsTopic::default()
-            .with_name(topic_name(topic))
-            .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(LATEST)]),
-    ]);
+pub async fn list_latest(
+    client: &mut Client,
+    topic: &str,
+    partition: i32,
+    isolation: i8,
+) -> anyhow::Result<(i16, i64)> {
+    let req =
+        ListOffsetsRequest::default().with_replica_id((-1).into()).with_isolation_level(isolation).with_topics(vec![
+            ListOffsetsTopic::default().with_name(topic_name(topic)).with_partitions(vec![
+                ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(LATEST),
+            ]),
+        ]);
     let resp = client.send(&req, LIST_OFFSETS_VERSION).await?;
     let p = resp
         .topics
@@ -370,4 +383,3 @@ async fn try_committed_offsets(
     }
     Ok(Ok(committed))
 }
-

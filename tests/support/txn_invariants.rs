@@ -30,7 +30,7 @@ use std::fmt;
 
 use anyhow::{Context, bail};
 
-use super::txn::{LogRecord, Marker, client_view, decisions, marker_view, transaction_spans, Scan};
+use super::txn::{LogRecord, Marker, Scan, client_view, decisions, marker_view, transaction_spans};
 
 /// A transaction's outcome as its worker learned it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +64,8 @@ impl WorkerTxn {
 pub fn parse_worker_log(text: &str) -> anyhow::Result<Vec<WorkerTxn>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("worker log line {}: {line}", i + 1))?;
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("worker log line {}: {line}", i + 1))?;
         let Some(txn) = v.get("txn").and_then(|t| t.as_u64()) else { continue };
         let worker = v.get("w").and_then(|w| w.as_u64()).context("worker log line without w")? as u32;
         let outcome = match v.get("outcome").and_then(|o| o.as_str()) {
@@ -230,7 +231,10 @@ pub fn check(e: &Evidence) -> Result<Summary, Violations> {
         for r in &shown {
             match r.value.as_deref().and_then(parse_tag) {
                 Some(tag) => visible.entry(p).or_default().push((r.offset, tag)),
-                None => v.add("committed_visible_exactly_once", format!("output {p} offset {}: not a checker record", r.offset)),
+                None => v.add(
+                    "committed_visible_exactly_once",
+                    format!("output {p} offset {}: not a checker record", r.offset),
+                ),
             }
         }
         // No transaction may be left open once the workers closed.
@@ -240,7 +244,10 @@ pub fn check(e: &Evidence) -> Result<Summary, Violations> {
             }
         }
         if rc.end != raw.end {
-            v.add("every_transaction_ended", format!("output {p}: LSO {} below the high watermark {} at the end", rc.end, raw.end));
+            v.add(
+                "every_transaction_ended",
+                format!("output {p}: LSO {} below the high watermark {} at the end", rc.end, raw.end),
+            );
         }
     }
 
@@ -262,14 +269,25 @@ pub fn check(e: &Evidence) -> Result<Summary, Violations> {
                 if seen != want || distinct.len() != want {
                     v.add(
                         "committed_visible_exactly_once",
-                        format!("worker {} txn {} committed {want} records; read_committed shows {seen} ({} distinct)", t.worker, t.txn, distinct.len()),
+                        format!(
+                            "worker {} txn {} committed {want} records; read_committed shows {seen} ({} distinct)",
+                            t.worker,
+                            t.txn,
+                            distinct.len()
+                        ),
                     );
                 }
             }
             Outcome::Aborted => {
                 summary.aborted_txns += 1;
                 if seen > 0 {
-                    v.add("aborted_invisible", format!("worker {} txn {} aborted; read_committed shows {seen} of its records", t.worker, t.txn));
+                    v.add(
+                        "aborted_invisible",
+                        format!(
+                            "worker {} txn {} aborted; read_committed shows {seen} of its records",
+                            t.worker, t.txn
+                        ),
+                    );
                 }
                 for &(p, offset) in &t.outputs {
                     let Some(raw) = e.raw.get(&p) else { continue };
@@ -286,7 +304,10 @@ pub fn check(e: &Evidence) -> Result<Summary, Violations> {
             Outcome::Unknown => {
                 summary.unknown_txns += 1;
                 if seen != 0 && seen != want {
-                    v.add("unknown_all_or_nothing", format!("worker {} txn {}: {seen} of {want} records visible", t.worker, t.txn));
+                    v.add(
+                        "unknown_all_or_nothing",
+                        format!("worker {} txn {}: {seen} of {want} records visible", t.worker, t.txn),
+                    );
                 }
             }
         }
@@ -295,7 +316,10 @@ pub fn check(e: &Evidence) -> Result<Summary, Violations> {
         if !logged.contains_key(&(*w, *n)) {
             // A transaction the worker never logged (killed mid-way) must not be visible: it
             // never returned from commitTransaction, and the log is written before anything else.
-            v.add("committed_visible_exactly_once", format!("worker {w} txn {n} was never logged, yet {} records are visible", tags.len()));
+            v.add(
+                "committed_visible_exactly_once",
+                format!("worker {w} txn {n} was never logged, yet {} records are visible", tags.len()),
+            );
         }
     }
 
@@ -303,11 +327,17 @@ pub fn check(e: &Evidence) -> Result<Summary, Violations> {
     for (&p, &committed) in &e.group_offsets {
         let upto = committed.max(0);
         summary.inputs_committed += upto;
-        let inputs: Vec<i64> =
-            visible.get(&p).into_iter().flatten().filter(|(_, t)| t.input_partition == p).map(|(_, t)| t.input_offset).collect();
+        let inputs: Vec<i64> = visible
+            .get(&p)
+            .into_iter()
+            .flatten()
+            .filter(|(_, t)| t.input_partition == p)
+            .map(|(_, t)| t.input_offset)
+            .collect();
         let expected: Vec<i64> = (0..upto).collect();
         if inputs != expected {
-            let first_bad = inputs.iter().zip(&expected).position(|(a, b)| a != b).unwrap_or(inputs.len().min(expected.len()));
+            let first_bad =
+                inputs.iter().zip(&expected).position(|(a, b)| a != b).unwrap_or(inputs.len().min(expected.len()));
             v.add(
                 "offsets_commit_with_outputs",
                 format!(
