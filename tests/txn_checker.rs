@@ -29,7 +29,8 @@
 //!
 //! `SKIFF_CHECKER_BOOTSTRAP=host:port` runs the same workload and invariants against any broker
 //! without faults (no cluster is started): how the checker itself was validated against
-//! Apache Kafka 4.4 (bench/kafka/).
+//! Apache Kafka 4.4 (bench/kafka/). With `SKIFF_CHECKER_RESTART=<shell command>` too, that
+//! command restarts the broker at 20 s and 45 s into the run.
 #![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
 
 mod support;
@@ -257,6 +258,16 @@ fn transactions_under_faults() {
         }
         cluster.heal();
         cluster.event(format!("{faults} faults injected; healed"));
+    } else if let Ok(restart) = std::env::var("SKIFF_CHECKER_RESTART") {
+        // An external broker restarted by a shell command (e.g. SIGKILL and start Apache Kafka
+        // again): validates that crashes do not make the invariants report false violations.
+        for at in [20, 45] {
+            std::thread::sleep(Duration::from_secs(at).saturating_sub(started.elapsed()));
+            let status = Command::new("bash").arg("-c").arg(&restart).status().expect("run SKIFF_CHECKER_RESTART");
+            assert!(status.success(), "SKIFF_CHECKER_RESTART failed: {status}");
+            faults += 1;
+            target.event(format!("external broker restarted at +{:.1?}", started.elapsed()));
+        }
     }
 
     // The workers stop on their own after `profile.run` and close cleanly.
