@@ -14,6 +14,9 @@
 //!   restarted with an empty state directory (so the store is restored from the changelog),
 //!   counts exact; then killed (SIGKILL) mid-stream and restarted the same way, every count at
 //!   least the reference (at-least-once may count a record twice after a crash, never lose one).
+//!   With `exactly_once_v2` (issue #13, `streams_word_count_exactly_once_through_broker_restart`):
+//!   the broker SIGKILLed and restarted on the same address mid-count, then the app SIGKILLed
+//!   mid-batch; every count read with read_committed is exact throughout.
 //!
 //! Tools that are not set up make the tests FAIL with the command to run, never skip. The JVMs'
 //! logs are printed (tails) when a test fails.
