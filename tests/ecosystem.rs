@@ -552,13 +552,17 @@ fn streams_word_count_exactly_once_through_broker_restart() {
 
     // 3. SIGKILL the app mid-batch; restart it with an EMPTY state directory: the store comes
     //    back from the changelog (read_committed) and nothing is counted twice.
-    produce(&batches[3]);
+    //    The second half of the batch is produced after the kill, so run 2 has work of its own.
+    let half = batches[3].len() / 2;
+    produce(&batches[3][..half]);
     let before = reference(&batches[..3]);
     run1.check(wait_until(&run1.jvm, &counts, "part of the fourth batch counted", |c| {
         c.iter().any(|(w, &n)| before.get(w).is_none_or(|&b| n as u64 > b))
     }));
     run1.kill();
+    produce(&batches[3][half..]);
     let mut run2 = StreamsApp::start_with(&bootstrap, EOS, dir.path(), &app, &input, &output, 2);
+    run2.check(run2.wait_stdout("streams state RUNNING"));
     run2.check(wait_counts(&run2.jvm, &counts, &reference(&batches), Exact::Yes));
     run2.check(run2.restored_from_changelog(&changelog(&app)));
     // Still exact a moment later (a late duplicate would show now).
@@ -761,6 +765,19 @@ impl StreamsApp {
     fn check(&self, result: anyhow::Result<()>) {
         if let Err(e) = result {
             panic!("{e:#}\n{}", self.jvm.logs(80));
+        }
+    }
+
+    /// Waits (bounded by [`START_TIMEOUT`]) until the app printed `line`.
+    fn wait_stdout(&self, line: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            self.jvm.running()?;
+            if std::fs::read_to_string(&self.jvm.stdout).unwrap_or_default().lines().any(|l| l == line) {
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "the app did not print {line:?} within {START_TIMEOUT:?}");
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
