@@ -46,6 +46,56 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     /// Consumer groups (both protocols).
     pub groups: GroupsConfig,
+    /// The transaction coordinator (RFC 0004).
+    pub transactions: TransactionsConfig,
+}
+
+/// The transaction coordinator (docs/configuration.md, `[transactions]`); Kafka's
+/// `transaction.*` broker configs. `transaction.state.log.num.partitions` is fixed at 50.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransactionsConfig {
+    /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a producer may ask for
+    /// (INVALID_TRANSACTION_TIMEOUT above). Default 15 min: longer lets an abandoned transaction
+    /// hold back read_committed consumers (the LSO) for longer.
+    pub max_timeout: Duration,
+    /// `transactional.id.expiration.ms`: an id with no transaction open and no request for this
+    /// long is forgotten. Default 7 days.
+    pub id_expiration: Duration,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often timed-out
+    /// transactions are looked for (a transaction may outlive its timeout by up to this).
+    /// Default 10 s.
+    pub abort_check_interval: Duration,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`: how often idle ids are
+    /// looked for. Default 1 h.
+    pub expire_check_interval: Duration,
+}
+
+impl Default for TransactionsConfig {
+    fn default() -> Self {
+        let d = crate::txn::TxnSettings::default();
+        Self {
+            max_timeout: Duration::from_millis(u64::try_from(d.limits.max_timeout_ms).unwrap_or(0)),
+            id_expiration: Duration::from_millis(u64::try_from(d.limits.id_expiration_ms).unwrap_or(0)),
+            abort_check_interval: d.abort_check_interval,
+            expire_check_interval: d.expire_check_interval,
+        }
+    }
+}
+
+impl TransactionsConfig {
+    /// The coordinator's settings (call after [`Config::validate`]).
+    pub fn settings(&self) -> crate::txn::TxnSettings {
+        let d = crate::txn::TxnSettings::default();
+        crate::txn::TxnSettings {
+            limits: skiff_controller::intent::TxnLimits {
+                max_timeout_ms: kafka_ms(self.max_timeout),
+                id_expiration_ms: i64::try_from(self.id_expiration.as_millis()).unwrap_or(i64::MAX),
+                ..d.limits
+            },
+            abort_check_interval: self.abort_check_interval,
+            expire_check_interval: self.expire_check_interval,
+        }
+    }
 }
 
 /// Consumer groups (docs/configuration.md, `[groups]`); Kafka's `group.*` broker configs.
@@ -336,6 +386,7 @@ impl Default for Config {
             controller: ControllerSection::default(),
             lifecycle: LifecycleConfig::default(),
             groups: GroupsConfig::default(),
+            transactions: TransactionsConfig::default(),
         }
     }
 }
@@ -548,6 +599,19 @@ impl Config {
                 "groups.consumer_default_assignor: `{}` is not `uniform` or `range`",
                 g.consumer_default_assignor
             ));
+        }
+        let t = &self.transactions;
+        if t.max_timeout.is_zero() || t.max_timeout.as_millis() > i32::MAX as u128 {
+            problems.push(format!("transactions.max_timeout must be between 1 ms and {} ms", i32::MAX));
+        }
+        for (name, d) in [
+            ("id_expiration", t.id_expiration),
+            ("abort_check_interval", t.abort_check_interval),
+            ("expire_check_interval", t.expire_check_interval),
+        ] {
+            if d.is_zero() {
+                problems.push(format!("transactions.{name} must be positive"));
+            }
         }
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }

@@ -43,3 +43,4 @@ pub mod protocol;
 pub mod server;
 pub mod supervisor;
 pub mod telemetry;
+pub mod txn;

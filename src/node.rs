@@ -400,6 +400,17 @@ async fn serve(
         &process.supervisor,
         groups_token.clone(),
     );
+    // Transaction coordinator timers: stopped with `shutdown` (their ops are idempotent, and a
+    // new owner of the shards re-arms them from the image).
+    let txns_token = shutdown.child_token();
+    let (txns, txns_task) = crate::txn::TxnCoordinator::start(
+        b.node_id,
+        config.transactions.settings(),
+        controller.clone(),
+        clock.clone(),
+        &process.supervisor,
+        txns_token.clone(),
+    );
     let broker = Arc::new(Broker {
         settings: BrokerSettings {
             node_id: b.node_id,
@@ -427,6 +438,7 @@ async fn serve(
         clock,
         ids: process.ids.clone(),
         groups,
+        txns,
         not_served: Default::default(),
         rejected_configs: Default::default(),
     });
@@ -487,6 +499,10 @@ async fn serve(
     groups_token.cancel();
     if let Err(e) = groups_task.await {
         error!("group coordinator task failed: {e}");
+    }
+    txns_token.cancel();
+    if let Err(e) = txns_task.await {
+        error!("transaction coordinator task failed: {e}");
     }
     info!("stopping compaction, retention and garbage collection");
     lifecycle_token.cancel();

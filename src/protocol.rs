@@ -67,6 +67,14 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     ApiRange { key: ApiKey::AlterPartitionReassignments, min: 0, max: 1 },
     ApiRange { key: ApiKey::ListPartitionReassignments, min: 0, max: 0 },
     ApiRange { key: ApiKey::UnregisterBroker, min: 0, max: 0 },
+    // Transactions, RFC 0004 phase 1 (TV1; handler/txn.rs). EndTxn v5 and TxnOffsetCommit v5
+    // mean TV2 (KIP-890 part 2) and wait for phase 2.
+    ApiRange { key: ApiKey::AddPartitionsToTxn, min: 0, max: 5 },
+    ApiRange { key: ApiKey::AddOffsetsToTxn, min: 0, max: 4 },
+    ApiRange { key: ApiKey::EndTxn, min: 0, max: 4 },
+    ApiRange { key: ApiKey::TxnOffsetCommit, min: 0, max: 4 },
+    ApiRange { key: ApiKey::DescribeTransactions, min: 0, max: 0 },
+    ApiRange { key: ApiKey::ListTransactions, min: 0, max: 1 },
 ];
 
 /// The advertised range of `key`, if Skiff serves it.

@@ -12,7 +12,7 @@
 //! * `submit` returns only after the command is committed and the local image has applied it
 //!   (read-your-writes for the broker's handlers);
 //! * a request that may have reached the leader is never silently re-sent, except for commands
-//!   that are idempotent by construction (registration, fencing); others report the failure
+//!   that are idempotent by construction (registration, fencing, transaction ops); others report the failure
 //!   and the caller decides (the write path rewinds, handlers answer a retriable error);
 //! * every exchange has a deadline, so a stopped (SIGSTOP) controller costs at most one
 //!   timeout before the next controller is tried;
@@ -176,7 +176,9 @@ impl RemoteController {
 
     /// Submits `cmd` to the leader; returns its result once the local image has applied it.
     pub async fn submit(&self, cmd: Command) -> Result<CommandResult, ControllerError> {
-        let idempotent = matches!(cmd, Command::RegisterBroker(_) | Command::FenceBroker { .. });
+        // Transaction ops are idempotent by construction (RFC 0004 §2: a resubmission is the same op
+        // with the same `now_ms` and gets its first answer).
+        let idempotent = matches!(cmd, Command::RegisterBroker(_) | Command::FenceBroker { .. } | Command::Txn(_));
         let deadline = self.inner.clock.now() + SUBMIT_TIMEOUT;
         // The broker's trace continues on the controller (`trace_context`): the context of the
         // caller's span (`controller.submit`) travels with the request when one is recorded.

@@ -92,7 +92,14 @@ impl Rejection {
             | Rejection::BrokerNotRegistered(_)
             | Rejection::BrokerStillLive(_) => ErrorKind::Invalid,
             Rejection::NoBrokers => ErrorKind::Unavailable,
-            Rejection::Fenced { .. } | Rejection::StaleCoordinator { .. } => ErrorKind::Fenced,
+            Rejection::Fenced { .. } | Rejection::StaleCoordinator { .. } | Rejection::StaleTxnCoordinator { .. } => {
+                ErrorKind::Fenced
+            }
+            // The client's answer is the transaction error itself (mapped in the handlers).
+            Rejection::Txn { error: crate::transactions::TxnError::ConcurrentTransactions, .. } => ErrorKind::Retriable,
+            Rejection::Txn { .. } => ErrorKind::Invalid,
+            // A writer bug: the command can never apply.
+            Rejection::WrongTxnShard { .. } | Rejection::MarkerNotOwed { .. } => ErrorKind::Internal,
             // The index moved on under the writer (a racing append, compaction or retention).
             Rejection::OffsetGap { .. } | Rejection::StaleReplacement { .. } | Rejection::StaleClean { .. } => {
                 ErrorKind::Retriable

@@ -68,6 +68,10 @@ pub enum GroupOp {
     /// A change to a consumer-protocol (KIP-848) group (`groups/consumer.rs`). Makes the group a
     /// consumer group: a stored classic membership is dropped.
     UpdateConsumerGroup(ConsumerGroupUpdate),
+    /// TxnOffsetCommit (KIP-98/447): offsets pending under the producer's transaction until its
+    /// PrepareCommit commits them (PrepareAbort drops them). `apply` refuses them unless the
+    /// transaction is Ongoing at this producer id and epoch with the group added (RFC 0004 §8).
+    TxnOffsetCommit { transactional_id: String, producer_id: i64, producer_epoch: i16, offsets: Vec<OffsetCommit> },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -140,6 +144,10 @@ pub struct StoredGroup {
     /// `membership` is (absent in older snapshots: assigned on load).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) metadata_record_offset: Option<i64>,
+    /// Transactional offsets not yet decided, per producer id, then topic and partition
+    /// (Kafka's `pendingTransactionalOffsetCommits`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) pending: BTreeMap<i64, BTreeMap<String, BTreeMap<i32, OffsetCommit>>>,
 }
 
 /// Which broker coordinates a shard, at which epoch.
@@ -237,10 +245,9 @@ impl GroupsState {
         }
     }
 
-    /// Applies one group command. Deterministic; never panics.
-    pub fn apply(&mut self, cmd: &GroupCommand) -> Result<CommandResult, Rejection> {
-        let shard = shard_for(&cmd.group_id);
-        let current = self.shard_epoch(shard);
+    /// Refuses a command whose coordinator epoch is not its shard's current one.
+    pub(crate) fn check_epoch(&self, cmd: &GroupCommand) -> Result<(), Rejection> {
+        let current = self.shard_epoch(shard_for(&cmd.group_id));
         if cmd.coordinator_epoch != current {
             return Err(Rejection::StaleCoordinator {
                 group: cmd.group_id.clone(),
@@ -248,29 +255,49 @@ impl GroupsState {
                 current,
             });
         }
+        Ok(())
+    }
+
+    /// Whether `group_id` has transactional offsets of an undecided transaction for this
+    /// partition (OffsetFetch `require_stable` answers UNSTABLE_OFFSET_COMMIT then).
+    pub fn has_pending_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        self.groups
+            .get(group_id)
+            .is_some_and(|g| g.pending.values().any(|t| t.get(topic).is_some_and(|p| p.contains_key(&partition))))
+    }
+
+    /// Decides the pending offsets of `producer_id` in `group_id` (the transaction's Prepare*):
+    /// a commit makes them committed offsets (with their `__consumer_offsets` view records), an
+    /// abort drops them.
+    pub(crate) fn resolve_txn_offsets(&mut self, group_id: &str, producer_id: i64, commit: bool) {
+        let Some(group) = self.groups.get_mut(group_id) else { return };
+        let Some(pending) = group.pending.remove(&producer_id) else { return };
+        if commit {
+            let log = self.offsets_topic.entry(shard_for(group_id)).or_default();
+            for o in pending.into_values().flat_map(BTreeMap::into_values) {
+                commit_offset(log, group_id, group, &o);
+            }
+        }
+    }
+
+    /// Applies one group command. Deterministic; never panics.
+    pub fn apply(&mut self, cmd: &GroupCommand) -> Result<CommandResult, Rejection> {
+        self.check_epoch(cmd)?;
+        let shard = shard_for(&cmd.group_id);
         let log = self.offsets_topic.entry(shard).or_default();
         match &cmd.op {
             GroupOp::CommitOffsets { offsets } => {
                 let group = self.groups.entry(cmd.group_id.clone()).or_default();
                 for o in offsets {
-                    let partitions = group.offsets.entry(o.topic.clone()).or_default();
-                    let previous = partitions.get(&o.partition).map(|c| c.record_offset);
-                    let key = RecordKey::Offset {
-                        group: cmd.group_id.clone(),
-                        topic: o.topic.clone(),
-                        partition: o.partition,
-                    };
-                    let record_offset = log.write(key, previous, o.commit_timestamp_ms);
-                    partitions.insert(
-                        o.partition,
-                        CommittedOffset {
-                            offset: o.offset,
-                            leader_epoch: o.leader_epoch,
-                            metadata: o.metadata.clone(),
-                            commit_timestamp_ms: o.commit_timestamp_ms,
-                            record_offset,
-                        },
-                    );
+                    commit_offset(log, &cmd.group_id, group, o);
+                }
+            }
+            GroupOp::TxnOffsetCommit { producer_id, offsets, .. } => {
+                // The transaction's checks ran in `MetadataState::apply` (they need its state).
+                let group = self.groups.entry(cmd.group_id.clone()).or_default();
+                let pending = group.pending.entry(*producer_id).or_default();
+                for o in offsets {
+                    pending.entry(o.topic.clone()).or_default().insert(o.partition, o.clone());
                 }
             }
             GroupOp::StoreMembership(m) => {
@@ -326,6 +353,24 @@ impl GroupsState {
         }
         Ok(CommandResult::Ok)
     }
+}
+
+/// Upserts one committed offset and its `__consumer_offsets` view record.
+fn commit_offset(log: &mut ShardLog, group_id: &str, group: &mut StoredGroup, o: &OffsetCommit) {
+    let partitions = group.offsets.entry(o.topic.clone()).or_default();
+    let previous = partitions.get(&o.partition).map(|c| c.record_offset);
+    let key = RecordKey::Offset { group: group_id.to_string(), topic: o.topic.clone(), partition: o.partition };
+    let record_offset = log.write(key, previous, o.commit_timestamp_ms);
+    partitions.insert(
+        o.partition,
+        CommittedOffset {
+            offset: o.offset,
+            leader_epoch: o.leader_epoch,
+            metadata: o.metadata.clone(),
+            commit_timestamp_ms: o.commit_timestamp_ms,
+            record_offset,
+        },
+    );
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ pub use crate::metadata::{
 };
 pub use crate::placement::NO_LEADER;
 pub use crate::topic_config::{CleanupPolicy, TimestampType, TopicConfig};
+pub use crate::transactions::{OpenTxn, OwedMarker, TXN_SHARD_COUNT, TxnState, TxnStatus};
 
 /// The applied metadata as brokers see it. Held behind the lock [`crate::MetadataHandle`]
 /// reads; equality and clones compare and copy the whole state (tests compare replicas).
@@ -272,6 +273,49 @@ impl MetadataImage {
             .flat_map(|(t, parts)| parts.iter().map(move |(p, o)| (t.as_str(), *p, o)))
     }
 
+    /// Whether `group_id` holds transactional offsets of an undecided transaction for this
+    /// partition (OffsetFetch `require_stable`: UNSTABLE_OFFSET_COMMIT).
+    pub fn has_pending_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        self.state.groups.has_pending_offset(group_id, topic, partition)
+    }
+
+    // ---- transactions (RFC 0004) ----
+
+    /// The state of a transactional id.
+    pub fn transaction(&self, transactional_id: &str) -> Option<&TxnState> {
+        self.state.transactions.get(transactional_id)
+    }
+
+    /// The transactional id a producer id belongs to, and its state.
+    pub fn transaction_of_producer(&self, producer_id: i64) -> Option<(&str, &TxnState)> {
+        self.state.transactions.of_producer(producer_id)
+    }
+
+    /// Every transactional id with its state, by id.
+    pub fn transactions(&self) -> impl Iterator<Item = (&str, &TxnState)> {
+        self.state.transactions.ids.iter().map(|(id, s)| (id.as_str(), s))
+    }
+
+    /// The transactional ids of transaction shard `shard`, with their states.
+    pub fn transactions_in_shard(&self, shard: u32) -> impl Iterator<Item = (&str, &TxnState)> {
+        self.transactions().filter(move |(id, _)| crate::transactions::shard_for(id) == shard)
+    }
+
+    /// The broker coordinating `transactional_id`, once its shard is assigned.
+    pub fn txn_coordinator(&self, transactional_id: &str) -> Option<Coordinator> {
+        self.txn_shard_coordinator(crate::transactions::shard_for(transactional_id))
+    }
+
+    /// Who coordinates transaction shard `shard`, once it is assigned.
+    pub fn txn_shard_coordinator(&self, shard: u32) -> Option<Coordinator> {
+        self.state.transactions.shards.get(&shard).map(|a| Coordinator { broker_id: a.broker_id, epoch: a.epoch })
+    }
+
+    /// The current epoch of transaction shard `shard` (0 while unassigned): what its writes carry.
+    pub fn txn_shard_epoch(&self, shard: u32) -> i32 {
+        self.state.transactions.shard_epoch(shard)
+    }
+
     // ---- dynamic configs ----
 
     /// Dynamic broker and group configs (read through their methods).
@@ -444,16 +488,36 @@ impl<'a> PartitionView<'a> {
         &self.state.cleaner
     }
 
-    /// Kafka's last stable offset: the high watermark until transactions exist (#13).
+    /// Kafka's last stable offset: the first offset of the oldest open transaction, or the
+    /// high watermark (RFC 0004 §3).
     pub fn last_stable_offset(&self) -> i64 {
-        self.state.end_offset
+        self.state.last_stable_offset()
     }
 
-    /// Aborted transactions overlapping `range` (offsets), oldest first: none until
-    /// transactions exist (#13).
+    /// The aborted transactions a read of `range` must know about (their data in the range is
+    /// to be skipped), oldest first: Kafka's `collectAbortedTxns` over the partition's aborted
+    /// index (RFC 0004 §5).
     pub fn aborted_transactions(&self, range: std::ops::Range<i64>) -> Vec<AbortedTransaction> {
-        let _ = range;
-        Vec::new()
+        self.state
+            .aborted
+            .collect(range.start, range.end)
+            .into_iter()
+            .map(|a| AbortedTransaction {
+                producer_id: a.producer_id,
+                first_offset: a.first_offset,
+                last_offset: a.last_offset,
+            })
+            .collect()
+    }
+
+    /// Transaction markers this partition's leader must append (RFC 0004 §4), oldest first.
+    pub fn owed_markers(&self) -> &'a [OwedMarker] {
+        &self.state.owed_markers
+    }
+
+    /// The transaction `producer_id` has open on this partition (data, no marker yet).
+    pub fn open_transaction(&self, producer_id: i64) -> Option<&'a OpenTxn> {
+        self.state.open_txns.get(&producer_id)
     }
 }
 
@@ -554,6 +618,18 @@ impl ImageFixture {
     pub fn shard(mut self, shard: u32, broker_id: BrokerId, epoch: i32) -> Self {
         self.state.groups.shards.insert(shard, crate::groups::ShardAssignment { broker_id, epoch });
         self
+    }
+
+    /// Transaction shard `shard` assigned to `broker_id` at `epoch`.
+    pub fn txn_shard(mut self, shard: u32, broker_id: BrokerId, epoch: i32) -> Self {
+        self.state.transactions.shards.insert(shard, crate::groups::ShardAssignment { broker_id, epoch });
+        self
+    }
+
+    /// Any command as the controller applies it (transactions, commits), for tests that need a
+    /// history: its result.
+    pub fn apply(&mut self, cmd: &crate::metadata::Command) -> crate::metadata::CommandResult {
+        self.state.apply(cmd)
     }
 
     /// A group write as the coordinator holding its shard at `coordinator_epoch` stores it.

@@ -32,8 +32,11 @@ pub use crate::groups::consumer::{
 };
 pub use crate::groups::{GroupMembership, GroupOp, OffsetCommit, StoredMember, shard_for};
 pub use crate::metadata::{
-    BrokerId, BrokerRegistration, ChunkReplacement, CleanChunks, CleanRun, CreateTopic, ObjectCommit, PartitionAppend,
-    ProducerBatch, Rejection, ReplacedChunk, SegmentChunk,
+    BrokerId, BrokerRegistration, ChunkReplacement, CleanChunks, CleanRun, CreateTopic, MarkerRow, ObjectCommit,
+    PartitionAppend, ProducerBatch, Rejection, ReplacedChunk, SegmentChunk,
+};
+pub use crate::transactions::{
+    Answer, ProducerIdAndEpoch, TxnCommand, TxnError, TxnLimits, TxnOp, TxnPartition, TxnVersion,
 };
 
 /// `Ok` for a command whose success carries nothing.
@@ -159,6 +162,18 @@ impl ControllerHandle {
     pub async fn allocate_producer_id(&self) -> Result<i64, ControllerError> {
         match self.submit(Command::AllocateProducerId).await? {
             CommandResult::ProducerId(id) => Ok(id),
+            other => Err(refused_or_unexpected(other)),
+        }
+    }
+
+    /// One transaction coordinator op (RFC 0004 §2), written by the coordinator holding the id's
+    /// transaction shard at `command.coordinator_epoch`: the client's answer, or
+    /// `Rejected(Txn { error })` (the state machine refused it: nothing changed),
+    /// `Rejected(StaleTxnCoordinator)` (the shard moved). Idempotent: an op whose answer was
+    /// lost is resubmitted as is and gets its first answer.
+    pub async fn txn(&self, command: TxnCommand) -> Result<Answer, ControllerError> {
+        match self.submit(Command::Txn(command)).await? {
+            CommandResult::Txn(answer) => Ok(answer),
             other => Err(refused_or_unexpected(other)),
         }
     }

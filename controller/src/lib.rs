@@ -5,7 +5,7 @@
 //! * [`topic_config`]: topic configs typed, parsed once when applied or loaded (derived from
 //!   the stored strings).
 //! * [`transactions`]: the transaction coordinator's pure state machine (RFC 0004 §2) and the
-//!   per-partition transaction pieces (owed markers, aborted index, LSO); not wired in yet.
+//!   per-partition transaction pieces (owed markers, aborted index, LSO); `Command::Txn`.
 //! * [`metadata`]: the commands and the deterministic state they build (pure, no I/O).
 //! * `raft`: openraft wiring: the durable log store, the state machine with snapshots and the
 //!   network between voters.

@@ -23,6 +23,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::topic_config::TopicConfig;
+use crate::transactions::{
+    AbortedIndex, AbortedTxn, Answer, OpenTxn, OwedMarker, TransactionsState, TxnCommand, TxnError, TxnOp, TxnStatus,
+};
 
 pub type BrokerId = i32;
 
@@ -114,6 +117,11 @@ pub enum Command {
     UnregisterBroker {
         broker_id: BrokerId,
     },
+    // ---- transactions (controller/src/transactions.rs, RFC 0004) ----
+    /// One transaction coordinator op on one transactional id, written by the broker holding
+    /// the id's transaction shard at `coordinator_epoch`.
+    Txn(TxnCommand),
+    // ---- end transactions ----
 }
 
 /// The index swap of one cleaner pass (`docs/rfcs/0003-compacted-topics.md`, section 4).
@@ -221,6 +229,23 @@ pub struct PartitionAppend {
     pub max_timestamp: i64,
     /// Idempotent batches in this run, in offset order.
     pub producer_batches: Vec<ProducerBatch>,
+    /// Transaction markers (control batches) the leader appended in this run's offset range,
+    /// in offset order; their bytes are in the run like any batch (RFC 0004 §4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub markers: Vec<MarkerRow>,
+}
+
+/// One transaction marker written into a partition: discharges the [`OwedMarker`] of
+/// (producer_id, producer_epoch) when its row applies.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MarkerRow {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub commit: bool,
+    /// The control batch's offset.
+    pub offset: i64,
+    /// The `coordinator_epoch` written in the marker's value.
+    pub coordinator_epoch: i32,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -231,15 +256,23 @@ pub struct ProducerBatch {
     pub last_sequence: i32,
     pub base_offset: i64,
     pub last_offset: i64,
+    /// A transactional batch (attributes bit 4): opens a transaction on the partition for its
+    /// producer id if none is open. Absent in commands written before transactions.
+    #[serde(default)]
+    pub transactional: bool,
 }
 
 /// What applying a command produced.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum CommandResult {
     Ok,
-    TopicCreated { topic_id: Uuid },
+    TopicCreated {
+        topic_id: Uuid,
+    },
     ProducerId(i64),
     Rejected(Rejection),
+    /// A transaction coordinator op applied: what its client is told.
+    Txn(Answer),
 }
 
 /// Why a command was refused. Deterministic: every replica refuses the same commands.
@@ -285,6 +318,21 @@ pub enum Rejection {
     /// UnregisterBroker of a live broker: it must be stopped (and so fenced) first.
     #[error("Broker {0} is live (registered and not fenced): stop it before unregistering it")]
     BrokerStillLive(BrokerId),
+    // ---- transactions ----
+    /// A transaction command from a coordinator whose shard epoch is no longer current.
+    #[error("transaction coordinator epoch {got} for {transactional_id} is stale (current {current})")]
+    StaleTxnCoordinator { transactional_id: String, got: i32, current: i32 },
+    /// A transaction command naming a shard other than its id's (a bug in the writer).
+    #[error("transactional id {transactional_id} belongs to shard {expected}, not {got}")]
+    WrongTxnShard { transactional_id: String, got: u32, expected: u32 },
+    /// The transaction state machine refused the op (Kafka's error kind; nothing changed).
+    #[error("{transactional_id}: {error}")]
+    Txn { transactional_id: String, error: TxnError },
+    /// A marker row for (producer id, epoch) that the partition does not owe, or outside its
+    /// run: a bug in the writer, never a race (one leader writes per epoch).
+    #[error("marker of producer {producer_id} epoch {producer_epoch} at {offset} is not owed by {topic}-{partition}")]
+    MarkerNotOwed { topic: String, partition: i32, producer_id: i64, producer_epoch: i16, offset: i64 },
+    // ---- end transactions ----
 }
 
 /// Where one committed run of batches lives.
@@ -391,6 +439,16 @@ pub struct PartitionState {
     /// partitions the cleaner never touched.
     #[serde(default, skip_serializing_if = "CleanerState::is_initial")]
     pub(crate) cleaner: CleanerState,
+    // ---- transactions (RFC 0004 §3, §5) ----
+    /// Transactions with data on this partition and no marker yet, by producer id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) open_txns: BTreeMap<i64, OpenTxn>,
+    /// Markers this partition's leader must append (pushed by a Prepare*, removed by the row).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) owed_markers: Vec<OwedMarker>,
+    /// Aborted transactions whose marker is in the log (Kafka's `.txnindex`).
+    #[serde(default, skip_serializing_if = "AbortedIndex::is_empty")]
+    pub(crate) aborted: AbortedIndex,
 }
 
 /// Most rolled-but-unclean segments remembered per partition: beyond it the two oldest merge
@@ -441,7 +499,16 @@ impl PartitionState {
             producers: ProducerStates::default(),
             replicas: Vec::new(),
             cleaner: CleanerState::default(),
+            open_txns: BTreeMap::new(),
+            owed_markers: Vec::new(),
+            aborted: AbortedIndex::default(),
         }
+    }
+
+    /// Kafka's last stable offset: the first offset of the oldest open transaction, or the
+    /// high watermark.
+    pub fn last_stable_offset(&self) -> i64 {
+        crate::transactions::last_stable_offset(&self.open_txns, self.end_offset)
     }
 
     /// The chunk that holds `offset`, if it is committed and not deleted.
@@ -455,6 +522,44 @@ impl PartitionState {
     /// Bytes of committed data still referenced (an upper bound of the retained log size).
     pub fn size_bytes(&self) -> u64 {
         self.chunks.values().map(|c| c.len).sum()
+    }
+
+    /// Records a committed batch: producer state, and the transaction it opens (RFC 0004 §3).
+    fn record_batch(&mut self, b: &ProducerBatch) {
+        self.producers.record(*b);
+        if b.transactional {
+            self.open_txns
+                .entry(b.producer_id)
+                .or_insert(OpenTxn { producer_epoch: b.producer_epoch, first_offset: b.base_offset });
+        }
+    }
+
+    /// Applies a validated marker row: the owed marker goes, the producer's transaction closes
+    /// (an abort of a transaction with data enters the aborted index), and the producer's epoch
+    /// is the marker's (Kafka's `ProducerAppendInfo.appendEndTxnMarker`).
+    fn apply_marker(&mut self, m: &MarkerRow) {
+        self.owed_markers.retain(|o| !(o.producer_id == m.producer_id && o.producer_epoch == m.producer_epoch));
+        if let Some(open) = self.open_txns.remove(&m.producer_id)
+            && !m.commit
+        {
+            self.aborted.push(AbortedTxn {
+                producer_id: m.producer_id,
+                first_offset: open.first_offset,
+                last_offset: m.offset,
+                lso_at_marker: crate::transactions::lso_at_marker(&self.open_txns, m.offset),
+            });
+        }
+        match self.producers.producers.get_mut(&m.producer_id) {
+            Some(entry) if m.producer_epoch > entry.epoch => {
+                entry.epoch = m.producer_epoch;
+                entry.batches.clear();
+            }
+            Some(_) => {}
+            None => {
+                let entry = ProducerEntry { epoch: m.producer_epoch, batches: VecDeque::new() };
+                self.producers.producers.insert(m.producer_id, entry);
+            }
+        }
     }
 
     /// Answer to OffsetForLeaderEpoch: (epoch, end offset) of the largest epoch <= `epoch`.
@@ -532,6 +637,10 @@ pub struct MetadataState {
     /// snapshots readable.
     #[serde(default)]
     pub(crate) configs: crate::configs::ConfigsState,
+    /// Transaction coordinator state (`transactions/state.rs`). `default` keeps older
+    /// snapshots readable; the producer index is rebuilt on load.
+    #[serde(default)]
+    pub(crate) transactions: TransactionsState,
 }
 
 impl MetadataState {
@@ -575,6 +684,16 @@ impl MetadataState {
                     for c in p.chunks.values() {
                         self.release_chunk(&c.object);
                     }
+                }
+                // Markers the deleted partitions owed are discharged with them (RFC 0004 §4):
+                // their transactions complete once nothing else is owed.
+                let owed: std::collections::BTreeSet<(i64, i16)> = topic
+                    .partitions
+                    .iter()
+                    .flat_map(|p| p.owed_markers.iter().map(|m| (m.producer_id, m.producer_epoch)))
+                    .collect();
+                for (pid, epoch) in owed {
+                    self.complete_if_discharged(pid, epoch);
                 }
                 Ok(CommandResult::Ok)
             }
@@ -634,7 +753,19 @@ impl MetadataState {
                 self.roll_head(topic_id, *partition, *leader_epoch, *offset)
             }
             Command::CleanChunks(c) => self.clean_chunks(c),
-            Command::Group(g) => self.groups.apply(g), // consumer groups (groups.rs)
+            Command::Group(g) => {
+                // consumer groups (groups.rs); transactional offsets first pass the transaction's
+                // checks (KIP-447, RFC 0004 §8).
+                if let crate::groups::GroupOp::TxnOffsetCommit {
+                    transactional_id, producer_id, producer_epoch, ..
+                } = &g.op
+                {
+                    self.groups.check_epoch(g)?;
+                    self.check_txn_offset_commit(&g.group_id, transactional_id, *producer_id, *producer_epoch)?;
+                }
+                self.groups.apply(g)
+            }
+            Command::Txn(t) => self.apply_txn(t),
             Command::SetConfigs(change) => self.configs.apply(change),
             Command::ReassignPartition { topic, partition, replicas } => {
                 self.reassign_partition(topic, *partition, replicas)
@@ -932,6 +1063,27 @@ impl MetadataState {
                     expected: p.end_offset,
                 });
             }
+            // Every marker is owed at its (producer id, epoch) with its result, inside the run,
+            // in offset order, at most once (RFC 0004 §4).
+            let mut previous = run.base_offset - 1;
+            let mut seen = Vec::new();
+            for m in &run.markers {
+                let owed = p.owed_markers.iter().any(|o| {
+                    o.producer_id == m.producer_id && o.producer_epoch == m.producer_epoch && o.commit == m.commit
+                });
+                let key = (m.producer_id, m.producer_epoch);
+                if !owed || m.offset <= previous || m.offset > run.last_offset || seen.contains(&key) {
+                    return Err(Rejection::MarkerNotOwed {
+                        topic: name,
+                        partition: run.partition,
+                        producer_id: m.producer_id,
+                        producer_epoch: m.producer_epoch,
+                        offset: m.offset,
+                    });
+                }
+                seen.push(key);
+                previous = m.offset;
+            }
         }
         // A partition may appear at most once per object; a repeat would fail the gap check
         // above only if runs overlapped, so check explicitly.
@@ -948,6 +1100,7 @@ impl MetadataState {
             }
         }
         let object: Arc<str> = Arc::from(commit.key.as_str());
+        let mut discharged = Vec::new();
         for run in &commit.partitions {
             let (_, p) = self.partition_mut(&run.topic_id, run.partition)?;
             p.chunks.insert(
@@ -962,8 +1115,18 @@ impl MetadataState {
                 },
             );
             p.end_offset = run.last_offset + 1;
-            for b in &run.producer_batches {
-                p.producers.record(*b);
+            // Batches and markers in offset order: a marker closes its producer's transaction,
+            // a later transactional batch of the same producer opens the next one.
+            let mut batches = run.producer_batches.iter().peekable();
+            for m in &run.markers {
+                while let Some(b) = batches.next_if(|b| b.base_offset < m.offset) {
+                    p.record_batch(b);
+                }
+                p.apply_marker(m);
+                discharged.push((m.producer_id, m.producer_epoch));
+            }
+            for b in batches {
+                p.record_batch(b);
             }
         }
         self.objects.insert(
@@ -974,7 +1137,116 @@ impl MetadataState {
                 live_chunks: commit.partitions.len() as u64,
             },
         );
+        for (producer_id, producer_epoch) in discharged {
+            self.complete_if_discharged(producer_id, producer_epoch);
+        }
         Ok(CommandResult::Ok)
+    }
+
+    // ---- transactions (RFC 0004) ----
+
+    /// Applies one transaction coordinator op: the shard epoch check (like group commands),
+    /// the state machine, then its effects in the same apply: the producer id counter, the
+    /// groups' pending offsets (resolved in the Prepare, §4) and the owed markers.
+    fn apply_txn(&mut self, cmd: &TxnCommand) -> Result<CommandResult, Rejection> {
+        let id = &cmd.transactional_id;
+        let shard = crate::transactions::shard_for(id);
+        if cmd.shard != shard {
+            return Err(Rejection::WrongTxnShard { transactional_id: id.clone(), got: cmd.shard, expected: shard });
+        }
+        let current = self.transactions.shard_epoch(shard);
+        if cmd.coordinator_epoch != current {
+            return Err(Rejection::StaleTxnCoordinator {
+                transactional_id: id.clone(),
+                got: cmd.coordinator_epoch,
+                current,
+            });
+        }
+        let applied =
+            crate::transactions::apply(self.transactions.get(id), &cmd.op, &cmd.limits, self.next_producer_id)
+                .map_err(|error| Rejection::Txn { transactional_id: id.clone(), error })?;
+        if applied.used_fresh_producer_id {
+            self.next_producer_id += 1;
+        }
+        self.transactions.store(id, applied.state);
+        if let Some(m) = &applied.markers {
+            for group in &m.groups {
+                self.groups.resolve_txn_offsets(group, m.producer_id, m.commit);
+            }
+            if !m.partitions.is_empty() {
+                let owed = m.owed(cmd.coordinator_epoch, cmd.op.now_ms());
+                for (topic_id, partition) in &m.partitions {
+                    // A partition deleted since it was added owes nothing.
+                    if let Ok((_, p)) = self.partition_mut(topic_id, *partition)
+                        && !p
+                            .owed_markers
+                            .iter()
+                            .any(|o| (o.producer_id, o.producer_epoch) == (owed.producer_id, owed.producer_epoch))
+                    {
+                        p.owed_markers.push(owed);
+                    }
+                }
+                self.complete_if_discharged(m.producer_id, m.producer_epoch);
+            }
+        }
+        Ok(CommandResult::Txn(applied.answer))
+    }
+
+    /// Completes the Prepare* of (producer id, epoch) once none of its partitions owes its
+    /// marker any more (a marker row applied, or the partition was deleted).
+    fn complete_if_discharged(&mut self, producer_id: i64, producer_epoch: i16) {
+        let Some((id, state)) = self.transactions.of_producer(producer_id) else { return };
+        if !matches!(state.state, TxnStatus::PrepareCommit | TxnStatus::PrepareAbort)
+            || state.producer_id != producer_id
+            || state.producer_epoch != producer_epoch
+        {
+            return;
+        }
+        let owed = state.partitions.iter().any(|(topic_id, partition)| {
+            self.partition(topic_id, *partition).is_some_and(|p| {
+                p.owed_markers.iter().any(|o| o.producer_id == producer_id && o.producer_epoch == producer_epoch)
+            })
+        });
+        if owed {
+            return;
+        }
+        let (id, now_ms) = (id.to_string(), state.updated_ms);
+        let op = TxnOp::MarkersDone { producer_id, producer_epoch, now_ms };
+        // Cannot fail: the state is the Prepare* of this producer id and epoch.
+        if let Ok(applied) = crate::transactions::apply(
+            self.transactions.get(&id),
+            &op,
+            &crate::transactions::TxnLimits::default(),
+            self.next_producer_id,
+        ) {
+            self.transactions.store(&id, applied.state);
+        }
+    }
+
+    /// TxnOffsetCommit's transaction checks (RFC 0004 §8; Kafka's verification of the group's
+    /// offsets partition, KIP-890): the id maps to this producer, at this epoch, with an
+    /// Ongoing transaction that added the group (AddOffsetsToTxn).
+    fn check_txn_offset_commit(
+        &self,
+        group_id: &str,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<(), Rejection> {
+        let refuse = |error| Err(Rejection::Txn { transactional_id: transactional_id.to_string(), error });
+        let Some(s) = self.transactions.get(transactional_id) else {
+            return refuse(TxnError::InvalidProducerIdMapping);
+        };
+        if s.producer_id != producer_id {
+            return refuse(TxnError::InvalidProducerIdMapping);
+        }
+        if s.producer_epoch != producer_epoch {
+            return refuse(TxnError::ProducerFenced);
+        }
+        if s.state != TxnStatus::Ongoing || !s.groups.contains(group_id) {
+            return refuse(TxnError::TransactionAbortable);
+        }
+        Ok(())
     }
 
     fn release_chunk(&mut self, object: &Arc<str>) {
@@ -1025,6 +1297,7 @@ mod tests {
                 len: 10,
                 max_timestamp: 0,
                 producer_batches: vec![],
+                markers: vec![],
             }],
         })
     }
@@ -1393,6 +1666,7 @@ mod tests {
             last_sequence: 4,
             base_offset: 100,
             last_offset: 104,
+            transactional: false,
         });
         assert_eq!(ps.check(1, 0, 0, 4), SequenceCheck::Duplicate { base_offset: 100, last_offset: 104 });
         assert_eq!(ps.check(1, 0, 6, 7), SequenceCheck::OutOfOrder);

@@ -33,6 +33,10 @@ use crate::metadata::{
     BrokerId, BrokerRegistration, CommandResult, MetadataState, PartitionState, Rejection, TopicState,
 };
 
+// Both shard kinds have 50 shards (`offsets.topic.num.partitions`,
+// `transaction.state.log.num.partitions`): the loops below cover either.
+const _: () = assert!(SHARD_COUNT == crate::transactions::TXN_SHARD_COUNT);
+
 /// No leader (Kafka's `-1`).
 pub const NO_LEADER: BrokerId = -1;
 
@@ -59,7 +63,8 @@ impl MetadataState {
                     change_leader(p, reg.broker_id);
                 }
             }
-            for s in self.groups.shards.values_mut().filter(|s| s.broker_id == reg.broker_id) {
+            let shards = self.groups.shards.values_mut().chain(self.transactions.shards.values_mut());
+            for s in shards.filter(|s| s.broker_id == reg.broker_id) {
                 s.epoch += 1;
             }
         }
@@ -74,10 +79,13 @@ impl MetadataState {
             _ => return Ok(CommandResult::Ok),
         }
         self.reassign_partitions(|leader| leader == broker_id);
-        for shard in 0..SHARD_COUNT {
-            if self.groups.shards.get(&shard).is_some_and(|s| s.broker_id == broker_id) {
-                let to = self.pick_coordinator().unwrap_or(NO_LEADER);
-                move_shard(&mut self.groups.shards, shard, to);
+        let live = self.live_brokers();
+        for shards in [&mut self.groups.shards, &mut self.transactions.shards] {
+            for shard in 0..SHARD_COUNT {
+                if shards.get(&shard).is_some_and(|s| s.broker_id == broker_id) {
+                    let to = pick_coordinator(shards, &live).unwrap_or(NO_LEADER);
+                    move_shard(shards, shard, to);
+                }
             }
         }
         Ok(CommandResult::Ok)
@@ -267,17 +275,6 @@ impl MetadataState {
         (p.replicas.clone(), isr)
     }
 
-    fn pick_coordinator(&self) -> Option<BrokerId> {
-        let live = self.live_brokers();
-        let mut load: BTreeMap<BrokerId, usize> = live.iter().map(|b| (*b, 0)).collect();
-        for s in self.groups.shards.values() {
-            if let Some(n) = load.get_mut(&s.broker_id) {
-                *n += 1;
-            }
-        }
-        live.into_iter().min_by_key(|b| (load[b], *b))
-    }
-
     /// Gives leaderless partitions and shards a leader, then evens out leader counts (at most one
     /// apart). Bounded: every move lowers the spread; one pass over the partitions plus
     /// O(live brokers) per move.
@@ -331,32 +328,51 @@ impl MetadataState {
                 v.push((name, i));
             }
         }
-        // Coordinator shards: all assigned, then evened out the same way.
-        for shard in 0..SHARD_COUNT {
-            let owner = self.groups.shards.get(&shard).map(|s| s.broker_id);
-            if owner.is_none_or(|b| !self.is_live(b)) {
-                let to = self.pick_coordinator().unwrap_or(NO_LEADER);
-                move_shard(&mut self.groups.shards, shard, to);
+        // Coordinator shards of both kinds (group, transaction; RFC 0004 §1): each kind all
+        // assigned, then evened out the same way, independently of the other.
+        for shards in [&mut self.groups.shards, &mut self.transactions.shards] {
+            place_shards(shards, &live);
+        }
+    }
+}
+
+/// The live broker holding the fewest shards of this kind (then the lowest id).
+fn pick_coordinator(shards: &BTreeMap<u32, ShardAssignment>, live: &[BrokerId]) -> Option<BrokerId> {
+    let mut load: BTreeMap<BrokerId, usize> = live.iter().map(|b| (*b, 0)).collect();
+    for s in shards.values() {
+        if let Some(n) = load.get_mut(&s.broker_id) {
+            *n += 1;
+        }
+    }
+    live.iter().copied().min_by_key(|b| (load[b], *b))
+}
+
+/// Gives every shard of one kind a live owner, then evens out the counts (at most one apart);
+/// every move bumps the shard's epoch. `live` is not empty.
+fn place_shards(shards: &mut BTreeMap<u32, ShardAssignment>, live: &[BrokerId]) {
+    for shard in 0..SHARD_COUNT {
+        let owner = shards.get(&shard).map(|s| s.broker_id);
+        if owner.is_none_or(|b| !live.contains(&b)) {
+            let to = pick_coordinator(shards, live).unwrap_or(NO_LEADER);
+            move_shard(shards, shard, to);
+        }
+    }
+    for _ in 0..SHARD_COUNT {
+        let mut load: BTreeMap<BrokerId, usize> = live.iter().map(|b| (*b, 0)).collect();
+        for s in shards.values() {
+            if let Some(n) = load.get_mut(&s.broker_id) {
+                *n += 1;
             }
         }
-        for _ in 0..SHARD_COUNT {
-            let mut load: BTreeMap<BrokerId, usize> = live.iter().map(|b| (*b, 0)).collect();
-            for s in self.groups.shards.values() {
-                if let Some(n) = load.get_mut(&s.broker_id) {
-                    *n += 1;
-                }
-            }
-            let Some((&max_b, &max)) = load.iter().max_by_key(|(b, n)| (**n, std::cmp::Reverse(**b))) else { break };
-            let Some((&min_b, &min)) = load.iter().min_by_key(|(b, n)| (**n, **b)) else { break };
-            if max <= min + 1 {
-                break;
-            }
-            let Some(shard) = self.groups.shards.iter().rev().find(|(_, s)| s.broker_id == max_b).map(|(k, _)| *k)
-            else {
-                break;
-            };
-            move_shard(&mut self.groups.shards, shard, min_b);
+        let Some((&max_b, &max)) = load.iter().max_by_key(|(b, n)| (**n, std::cmp::Reverse(**b))) else { break };
+        let Some((&min_b, &min)) = load.iter().min_by_key(|(b, n)| (**n, **b)) else { break };
+        if max <= min + 1 {
+            break;
         }
+        let Some(shard) = shards.iter().rev().find(|(_, s)| s.broker_id == max_b).map(|(k, _)| *k) else {
+            break;
+        };
+        move_shard(shards, shard, min_b);
     }
 }
 
@@ -571,6 +587,41 @@ mod tests {
         assert!(s.groups.shards.values().all(|a| a.broker_id == NO_LEADER));
         s.apply(&reg(3, 5, None));
         assert!(s.topics["t"].partitions.iter().all(|p| p.leader == 3));
+    }
+
+    /// Transaction coordinator shards (RFC 0004 §1) are placed, evened out, moved on fencing and
+    /// re-epoched on re-registration exactly like group shards, independently of them.
+    #[test]
+    fn transaction_shards_are_placed_and_moved_like_group_shards() {
+        let mut s = MetadataState::new("c".into());
+        s.apply(&reg(1, 1, None));
+        let txn = |s: &MetadataState| s.transactions.shards.clone();
+        assert_eq!(txn(&s).len(), SHARD_COUNT as usize);
+        assert!(txn(&s).values().all(|a| a.broker_id == 1 && a.epoch == 1));
+        for id in 2..=3 {
+            s.apply(&reg(id, 1, None));
+        }
+        let count = |s: &MetadataState, b: BrokerId| txn(s).values().filter(|a| a.broker_id == b).count();
+        let counts: Vec<usize> = (1..=3).map(|b| count(&s, b)).collect();
+        assert!(counts.iter().max() <= Some(&(counts.iter().min().copied().unwrap_or(0) + 1)), "{counts:?}");
+        let before = txn(&s);
+        s.apply(&fence(2, 1));
+        for (shard, a) in txn(&s) {
+            let was = &before[&shard];
+            if was.broker_id == 2 {
+                assert!(a.broker_id != 2 && a.epoch == was.epoch + 1, "moved with a new epoch");
+            } else {
+                assert_eq!(&a, was, "others stay");
+            }
+        }
+        // A new process of broker 1: every shard it holds gets a new epoch (its old writes fenced).
+        let before = txn(&s);
+        s.apply(&reg(1, 2, None));
+        for (shard, a) in txn(&s).iter().filter(|(_, a)| a.broker_id == 1) {
+            assert!(a.epoch > before[shard].epoch);
+        }
+        // Group shards are placed on their own.
+        assert_eq!(s.groups.shards.len(), SHARD_COUNT as usize);
     }
 
     #[test]

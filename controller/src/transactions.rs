@@ -49,6 +49,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub mod state;
+pub use state::{TXN_SHARD_COUNT, TransactionsState, TxnCommand, shard_for};
+
 /// Kafka's `RecordBatch.NO_PRODUCER_ID`.
 pub const NO_PRODUCER_ID: i64 = -1;
 /// Kafka's `RecordBatch.NO_PRODUCER_EPOCH`.

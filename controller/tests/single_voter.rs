@@ -75,6 +75,7 @@ async fn commit_next(c: &Controller) -> CommandResult {
             len: 100,
             max_timestamp: base,
             producer_batches: vec![],
+            markers: vec![],
         }],
     }))
     .await

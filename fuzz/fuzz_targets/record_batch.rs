@@ -3,13 +3,17 @@
 //! Properties: nothing panics; `validate_produce` returns headers whose sizes tile the input
 //! exactly; `slice_from_offset` returns a suffix of the input that starts at a batch boundary;
 //! `whole_batches_within` returns a prefix no longer than the input and, past the first batch,
-//! within `max_bytes`.
+//! within `max_bytes`; `below_offset` returns a prefix of whole batches starting below the bound;
+//! `records::decode_end_txn_marker` (transaction markers read back from storage) never panics.
 
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use skiff::broker::batch::{parse_header, slice_from_offset, validate_produce, whole_batches_within};
+use skiff::broker::batch::{
+    below_offset, end_offset, parse_header, peek_batch, slice_from_offset, validate_produce, whole_batches_within,
+};
+use skiff::broker::records::decode_end_txn_marker;
 
 fuzz_target!(|input: &[u8]| {
     // The first 16 bytes steer the limits and the offset; the rest is the record data.
@@ -46,4 +50,16 @@ fuzz_target!(|input: &[u8]| {
         let again = whole_batches_within(&prefix, max_bytes, min_one);
         assert_eq!(again.len(), prefix.len());
     }
+
+    let stable = below_offset(&data, offset);
+    assert_eq!(&data[..stable.len()], &stable[..]);
+    let mut pos = 0;
+    while pos < stable.len() {
+        let (base, size) = peek_batch(&stable[pos..]).expect("whole batches");
+        assert!(base < offset);
+        pos += size;
+    }
+    assert_eq!(pos, stable.len());
+    let _ = end_offset(&data);
+    let _ = decode_end_txn_marker(&data);
 });

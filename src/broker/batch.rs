@@ -206,8 +206,13 @@ pub fn validate_produce(records: &[u8], max_batch_bytes: usize) -> Result<Vec<Ba
         if h.is_control() {
             return Err(BatchError::Invalid("clients may not produce control batches".into()));
         }
-        if h.is_transactional() {
-            return Err(BatchError::Invalid("transactional produce is not supported yet".into()));
+        if h.is_transactional() && !h.is_idempotent() {
+            // A transaction is the producer id's: a transactional batch without one (or without a
+            // sequence) cannot be checked or closed by a marker.
+            return Err(BatchError::Invalid(format!(
+                "transactional batch without a producer id and sequence (producer id {}, base sequence {})",
+                h.producer_id, h.base_sequence
+            )));
         }
         headers.push(h);
         pos += h.size;
@@ -259,6 +264,34 @@ pub fn whole_batches_within(data: &Bytes, max_bytes: usize, min_one: bool) -> By
         end = next;
     }
     data.slice(..end)
+}
+
+/// The longest prefix of whole batches of `data` that start below `upper` (a read_committed
+/// fetch stops at the last stable offset, which is always a batch boundary: the first offset of
+/// an open transaction's batch, or the high watermark).
+pub fn below_offset(data: &Bytes, upper: i64) -> Bytes {
+    let mut end = 0;
+    while end < data.len() {
+        let Some((base, size)) = peek_batch(&data[end..]) else { break };
+        let next = end.saturating_add(size);
+        if base >= upper || next > data.len() {
+            break;
+        }
+        end = next;
+    }
+    data.slice(..end)
+}
+
+/// One past the last offset of the whole batches of `data` (`None` when it holds none).
+pub fn end_offset(data: &[u8]) -> Option<i64> {
+    let mut pos = 0;
+    let mut end = None;
+    while pos < data.len() {
+        let Ok(h) = parse_header(&data[pos..]) else { break };
+        end = Some(h.last_offset().saturating_add(1));
+        pos += h.size;
+    }
+    end
 }
 
 /// Copies produce bytes into a buffer the broker may rewrite.
@@ -383,5 +416,13 @@ pub(crate) mod tests {
         assert_eq!(whole_batches_within(&all, first * 2, false).len(), first * 2);
         assert_eq!(whole_batches_within(&all, first * 2 + 1, true).len(), first * 2, "whole batches only");
         assert_eq!(whole_batches_within(&all, usize::MAX, false).len(), all.len());
+        assert_eq!(below_offset(&all, 10).len(), first * 2, "batches starting below 10");
+        assert_eq!(below_offset(&all, 6).len(), first * 2, "a batch starting below the bound is whole");
+        assert!(below_offset(&all, 0).is_empty());
+        assert_eq!(end_offset(&all), Some(15));
+        assert_eq!(end_offset(&below_offset(&all, 6)), Some(10));
+        assert_eq!(end_offset(&[]), None);
+        assert_eq!(below_offset(&all, i64::MAX).len(), all.len());
+        assert!(below_offset(&all.slice(..first + 3), i64::MAX).len() == first, "a torn batch is left out");
     }
 }

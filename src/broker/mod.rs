@@ -64,6 +64,8 @@ pub struct Broker {
     pub ids: Arc<dyn Ids>,
     /// The consumer-group coordinator (every group while there is one broker).
     pub groups: crate::group::GroupCoordinator,
+    /// The transaction coordinator of the transaction shards placed on this broker.
+    pub txns: crate::txn::TxnCoordinator,
     /// Refusals of what Skiff does not serve, logged once per client.
     pub not_served: crate::handler::not_served::NotServed,
     /// Configs refused to clients, logged once per client, resource and value.

@@ -265,6 +265,86 @@ pub fn empty_batch(h: &BatchHeader) -> Bytes {
     write_batch(&fields, &[])
 }
 
+/// What a transaction marker says (Kafka's `ControlRecordType` ABORT / COMMIT and its
+/// `EndTxnMarker` value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndTxnMarker {
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// Kafka's `ControlRecordType` key version and the `EndTxnMarker` value version it writes.
+const CONTROL_KEY_VERSION: i16 = 0;
+const END_TXN_MARKER_VERSION: i16 = 0;
+const CONTROL_TYPE_ABORT: i16 = 0;
+const CONTROL_TYPE_COMMIT: i16 = 1;
+/// `attributes`: transactional (bit 4) | control (bit 5), CreateTime, no codec.
+const MARKER_ATTRIBUTES: i16 = (1 << 4) | (1 << 5);
+
+/// A transaction marker as Kafka's `MemoryRecords.withEndTransactionMarker` writes it (RFC 0004
+/// §4): one control batch at offset 0 (the writer assigns the real one), magic 2, attributes
+/// control|transactional, no sequence (-1), the producer id and epoch of the transaction, one
+/// record with key (version 0, type 0 abort / 1 commit) and value `EndTxnMarker` (version 0,
+/// coordinator epoch), timestamps `timestamp_ms`. 78 bytes.
+pub fn end_txn_marker(producer_id: i64, producer_epoch: i16, marker: EndTxnMarker, timestamp_ms: i64) -> Bytes {
+    let mut record = BytesMut::with_capacity(20);
+    let kind = if marker.commit { CONTROL_TYPE_COMMIT } else { CONTROL_TYPE_ABORT };
+    // attributes, timestampDelta 0, offsetDelta 0.
+    let mut body = BytesMut::with_capacity(16);
+    body.put_u8(0);
+    put_varlong(&mut body, 0);
+    put_varint(&mut body, 0);
+    put_varint(&mut body, 4);
+    body.put_i16(CONTROL_KEY_VERSION);
+    body.put_i16(kind);
+    put_varint(&mut body, 6);
+    body.put_i16(END_TXN_MARKER_VERSION);
+    body.put_i32(marker.coordinator_epoch);
+    put_varint(&mut body, 0);
+    put_varint(&mut record, body.len() as i32);
+    record.put_slice(&body);
+    let fields = HeaderFields {
+        base_offset: 0,
+        partition_leader_epoch: -1,
+        attributes: MARKER_ATTRIBUTES,
+        last_offset_delta: 0,
+        base_timestamp: timestamp_ms,
+        max_timestamp: timestamp_ms,
+        producer_id,
+        producer_epoch,
+        base_sequence: -1,
+        records_count: 1,
+    };
+    write_batch(&fields, &record)
+}
+
+/// The marker a control batch holds, `None` for a batch that is not a transaction marker
+/// (not a control batch, an emptied one, or another control type). Corrupt bytes are an error,
+/// never a panic.
+pub fn decode_end_txn_marker(batch: &[u8]) -> Result<Option<EndTxnMarker>, BatchError> {
+    let h = batch::parse_header(batch)?;
+    if !h.is_control() {
+        return Ok(None);
+    }
+    let d = decode(batch)?;
+    let Some(r) = d.record(0) else { return Ok(None) };
+    let key = r.key.unwrap_or_default();
+    if key.len() < 4 {
+        return Err(corrupt(format!("control record key of {} bytes (at least 4 expected)", key.len())));
+    }
+    let commit = match i16::from_be_bytes([key[2], key[3]]) {
+        CONTROL_TYPE_ABORT => false,
+        CONTROL_TYPE_COMMIT => true,
+        _ => return Ok(None),
+    };
+    let value = r.value.unwrap_or_default();
+    if value.len() < 6 {
+        return Err(corrupt(format!("transaction marker value of {} bytes (at least 6 expected)", value.len())));
+    }
+    let coordinator_epoch = i32::from_be_bytes([value[2], value[3], value[4], value[5]]);
+    Ok(Some(EndTxnMarker { commit, coordinator_epoch }))
+}
+
 /// The header fields a written batch needs.
 struct HeaderFields {
     base_offset: i64,
@@ -763,6 +843,44 @@ pub(crate) mod tests {
                     decode(&out).expect("re-encoded output decodes");
                 }
             }
+        }
+    }
+
+    /// A marker is Kafka's 78-byte control batch: kafka-protocol's decoder (a client's) reads it
+    /// as a control, transactional record with the key and value Kafka writes, and it decodes
+    /// back to what was encoded.
+    #[test]
+    fn end_txn_marker_is_kafkas_control_batch() {
+        for (commit, kind) in [(false, 0u8), (true, 1)] {
+            let m = EndTxnMarker { commit, coordinator_epoch: 7 };
+            let b = end_txn_marker(1234, 5, m, 1_700_000_000_000);
+            assert_eq!(b.len(), 78);
+            let h = batch::parse_header(&b).expect("header");
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence, h.records_count), (1234, 5, -1, 1));
+            assert_eq!(
+                (h.base_timestamp, h.max_timestamp, h.last_offset_delta),
+                (1_700_000_000_000, 1_700_000_000_000, 0)
+            );
+            batch::verify_crc(&b, &h).expect("valid CRC");
+            let theirs = kp_decode(&b);
+            assert_eq!(theirs.len(), 1);
+            assert!(theirs[0].control && theirs[0].transactional);
+            assert_eq!(theirs[0].key.as_deref(), Some(&[0, 0, 0, kind][..]));
+            assert_eq!(theirs[0].value.as_deref(), Some(&[0, 0, 0, 0, 0, 7][..]));
+            assert_eq!(theirs[0].timestamp, 1_700_000_000_000);
+            assert_eq!(decode_end_txn_marker(&b), Ok(Some(m)));
+        }
+        // A data batch is no marker; a truncated or flipped marker is an error or no marker, never a panic.
+        assert_eq!(decode_end_txn_marker(&encode(0, Compression::None, 1, &specs())), Ok(None));
+        let b = end_txn_marker(1, 0, EndTxnMarker { commit: true, coordinator_epoch: 0 }, 0);
+        for cut in 0..b.len() {
+            let _ = decode_end_txn_marker(&b[..cut]);
+        }
+        for i in 0..b.len() {
+            let mut m = b.to_vec();
+            m[i] ^= 0xff;
+            let _ = decode_end_txn_marker(&m);
         }
     }
 }

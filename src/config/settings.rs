@@ -691,6 +691,24 @@ settings! {
         value: "ASSIGNOR",
         help: "Server-side assignor of groups whose members name none: uniform or range",
     }
+
+    // Transactions (Kafka's transaction.* broker configs).
+    transactions.max_timeout {
+        env: "SKIFF_TRANSACTION_MAX_TIMEOUT", flag: "transaction-max-timeout", roles: SERVING,
+        help: "transaction.max.timeout.ms: the longest transaction.timeout.ms a producer may ask for",
+    }
+    transactions.id_expiration {
+        env: "SKIFF_TRANSACTIONAL_ID_EXPIRATION", flag: "transactional-id-expiration", roles: SERVING,
+        help: "transactional.id.expiration.ms: an idle transactional id is forgotten after this long",
+    }
+    transactions.abort_check_interval {
+        env: "SKIFF_TRANSACTION_ABORT_CHECK_INTERVAL", flag: "transaction-abort-check-interval", roles: SERVING,
+        help: "How often timed-out transactions are aborted (transaction.abort.timed.out.transaction.cleanup.interval.ms)",
+    }
+    transactions.expire_check_interval {
+        env: "SKIFF_TRANSACTION_EXPIRE_CHECK_INTERVAL", flag: "transaction-expire-check-interval", roles: SERVING,
+        help: "How often idle transactional ids are expired (transaction.remove.expired.transaction.cleanup.interval.ms)",
+    }
 }
 
 /// The setting a file key names, and whether it is the older millisecond spelling.

@@ -705,10 +705,38 @@ impl Group {
         instance_id: Option<&str>,
         generation: i32,
     ) -> Result<(), GroupError> {
+        self.check_commit_as(now, member_id, instance_id, generation, false)
+    }
+
+    /// TxnOffsetCommit's check (Kafka's `ClassicGroup.validateOffsetCommit` with
+    /// `isTransactional`): as [`Self::check_commit`], except that a request naming no member
+    /// (TxnOffsetCommit v0-2 cannot) is accepted in any state, and a commit while the group
+    /// completes a rebalance is not refused.
+    pub fn check_txn_commit(
+        &mut self,
+        now: u64,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), GroupError> {
+        self.check_commit_as(now, member_id, instance_id, generation, true)
+    }
+
+    fn check_commit_as(
+        &mut self,
+        now: u64,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        transactional: bool,
+    ) -> Result<(), GroupError> {
         if self.state == GroupState::Dead {
             return Err(GroupError::CoordinatorNotAvailable);
         }
-        if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
+        if transactional && generation < 0 && self.state == GroupState::Empty {
+            // Kafka accepts any member then (the admin client, or a producer outside group
+            // management).
+        } else if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
             if self.pending_members.contains_key(member_id) {
                 return Err(GroupError::UnknownMemberId);
             }
@@ -716,10 +744,10 @@ impl Group {
             if generation != self.generation {
                 return Err(GroupError::IllegalGeneration);
             }
-        } else if self.state != GroupState::Empty {
+        } else if !transactional && self.state != GroupState::Empty {
             return Err(GroupError::UnknownMemberId);
         }
-        if self.state == GroupState::CompletingRebalance {
+        if !transactional && self.state == GroupState::CompletingRebalance {
             return Err(GroupError::RebalanceInProgress);
         }
         if let Some(m) = self.members.get_mut(member_id) {

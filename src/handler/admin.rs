@@ -330,24 +330,18 @@ pub async fn delete_records(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> 
 pub async fn init_producer_id(
     broker: &Arc<Broker>,
     req: InitProducerIdRequest,
-    asker: &Asker,
+    version: i16,
 ) -> InitProducerIdResponse {
     let base = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
     match &req.transactional_id {
         None => {}
         // Kafka's TransactionCoordinator refuses an empty transactional id the same way.
-        Some(id) if id.0.is_empty() => return base.with_error_code(code(ResponseError::InvalidRequest)),
-        // Transactions are not built yet: a non-retriable answer (the response has no message
-        // field), and the reason in our log.
-        Some(id) => {
-            broker.not_served.report(
-                broker.clock.now_ms(),
-                asker,
-                "transactions",
-                &format!("InitProducerId for transactional id {:?}: transactions are not supported by Skiff yet; answered UNSUPPORTED_VERSION", id.0.as_str()),
-            );
-            return base.with_error_code(code(ResponseError::UnsupportedVersion));
+        Some(id) if id.0.is_empty() => {
+            info!("refused InitProducerId with an empty transactional id (INVALID_REQUEST)");
+            return base.with_error_code(code(ResponseError::InvalidRequest));
         }
+        // The transaction coordinator (handler/txn.rs).
+        Some(_) => return super::txn::init_producer_id(broker, &req, version).await,
     }
     // A fresh id per idempotent producer (also on KIP-360 re-initialisation): its sequence
     // state starts empty everywhere.

@@ -4,10 +4,11 @@
 //!
 //! The state is the partition's committed `ProducerStates` from the metadata index (the same
 //! state the produce path checks sequences against). Per producer: its epoch and the last
-//! sequence of its newest remembered batch. Transactions are not served yet, so no producer has
-//! an open transaction (`current_txn_start_offset` -1) or a coordinator epoch (-1); batch
-//! timestamps are not kept in the producer state, so `last_timestamp` is -1 ("unknown", the
-//! value Kafka uses before a producer's first timestamped batch).
+//! sequence of its newest remembered batch, and the first offset of its transaction open on the
+//! partition (`current_txn_start_offset`, -1 when none; RFC 0004 §9, from the image's open
+//! transactions, which also bound the LSO). Batch timestamps and coordinator epochs are not
+//! kept in the producer state, so `last_timestamp` and `coordinator_epoch` are -1 ("unknown", the
+//! values Kafka uses before a producer's first timestamped batch or marker).
 //!
 //! Errors as Kafka: an unknown topic or partition is UNKNOWN_TOPIC_OR_PARTITION; a partition led
 //! by another broker is NOT_LEADER_OR_FOLLOWER (Java's Admin sends the request to the leader).
@@ -54,7 +55,7 @@ fn producers(
                 .with_last_sequence(entry.batches.back().map_or(-1, |b| b.last_sequence))
                 .with_last_timestamp(-1)
                 .with_coordinator_epoch(-1)
-                .with_current_txn_start_offset(-1)
+                .with_current_txn_start_offset(p.open_transaction(id).map_or(-1, |t| t.first_offset))
         })
         .collect())
 }
@@ -124,5 +125,65 @@ mod tests {
         assert!(r.topics[0].partitions[0].active_producers.is_empty());
         let r = describe(&m, 2, &req);
         assert_eq!(r.topics[0].partitions[0].error_code, errors::code(ResponseError::NotLeaderOrFollower));
+    }
+
+    /// A producer with a transaction open on the partition reports its first offset
+    /// (`kafka-transactions.sh describe-producers`, `find-hanging`); an idempotent one -1.
+    #[test]
+    fn open_transactions_report_their_start_offset() {
+        use skiff_controller::intent::{ObjectCommit, PartitionAppend, ProducerBatch};
+        use skiff_controller::metadata::Command;
+
+        let fixture = || {
+            ImageFixture::new("c").register_test_broker(1).create_topic(CreateTopic {
+                name: "p".into(),
+                topic_id: Uuid::from_u128(7),
+                partitions: 1,
+                configs: Default::default(),
+                assignments: vec![],
+            })
+        };
+        let epoch = fixture().build().partition_by_name("p", 0).expect("partition").leader_epoch();
+        let batch = |producer_id, base_offset, transactional| ProducerBatch {
+            producer_id,
+            producer_epoch: 0,
+            first_sequence: 0,
+            last_sequence: 1,
+            base_offset,
+            last_offset: base_offset + 1,
+            transactional,
+        };
+        let mut f = fixture();
+        let applied = f.apply(&Command::CommitObject(ObjectCommit {
+            key: "wal/1".into(),
+            broker_id: 1,
+            size_bytes: 100,
+            partitions: vec![PartitionAppend {
+                topic_id: Uuid::from_u128(7),
+                partition: 0,
+                leader_epoch: epoch,
+                base_offset: 0,
+                last_offset: 3,
+                position: 0,
+                len: 100,
+                max_timestamp: 1,
+                producer_batches: vec![batch(40, 0, false), batch(41, 2, true)],
+                markers: vec![],
+            }],
+        }));
+        assert!(!matches!(applied, skiff_controller::metadata::CommandResult::Rejected(_)), "{applied:?}");
+        let m = f.build();
+        let req = DescribeProducersRequest::default().with_topics(vec![
+            TopicRequest::default()
+                .with_name(TopicName(StrBytes::from_static_str("p")))
+                .with_partition_indexes(vec![0]),
+        ]);
+        let r = describe(&m, 1, &req);
+        let active: Vec<(i64, i64)> = r.topics[0].partitions[0]
+            .active_producers
+            .iter()
+            .map(|p| (p.producer_id.0, p.current_txn_start_offset))
+            .collect();
+        assert_eq!(active, vec![(40, -1), (41, 2)]);
     }
 }

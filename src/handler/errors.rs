@@ -2,7 +2,7 @@
 
 use kafka_protocol::ResponseError;
 use skiff_controller::image::EpochMismatch;
-use skiff_controller::intent::Rejection;
+use skiff_controller::intent::{Rejection, TxnError};
 use skiff_controller::{ControllerError, ErrorKind};
 
 use crate::broker::CreateTopicError;
@@ -13,7 +13,9 @@ use crate::handler::describe_producers::DescribeProducersError;
 use crate::handler::elect_leaders::ElectionError;
 use crate::handler::features::InvalidUpdateVersion;
 use crate::handler::reassignments::ReassignmentError;
+use crate::log::txn::TxnRefusal;
 use crate::log::wal::AppendError;
+use crate::txn::TxnCoordinatorError;
 
 pub const NONE: i16 = 0;
 
@@ -45,7 +47,31 @@ pub fn append(e: &AppendError) -> i16 {
         | AppendError::Controller(_)
         | AppendError::Rejected(_) => code(ResponseError::KafkaStorageError),
         AppendError::ShuttingDown => code(ResponseError::NotLeaderOrFollower),
+        AppendError::Txn(r) => txn_refusal(r, i16::MAX),
     }
+}
+
+/// An append's error as Produce `version` answers it: TRANSACTION_ABORTABLE exists from v11
+/// (KIP-890); older versions get INVALID_TXN_STATE for it, as Kafka's
+/// `AddPartitionsToTxnManager` maps it "for backward compatibility with clients".
+pub fn produce_append(e: &AppendError, version: i16) -> i16 {
+    match e {
+        AppendError::Txn(r) => txn_refusal(r, version),
+        e => append(e),
+    }
+}
+
+/// Transactional produce refusals (RFC 0004 §7, Kafka 4's `ReplicaManager` and
+/// `AddPartitionsToTxnManager` mappings of the coordinator's verification answers).
+fn txn_refusal(r: &TxnRefusal, produce_version: i16) -> i16 {
+    code(match r {
+        TxnRefusal::NotInTransaction if produce_version >= 11 => ResponseError::TransactionAbortable,
+        TxnRefusal::NotInTransaction | TxnRefusal::ExpectedTransactional { .. } => ResponseError::InvalidTxnState,
+        TxnRefusal::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+        // Producers expect INVALID_PRODUCER_EPOCH from a produce (Kafka maps PRODUCER_FENCED).
+        TxnRefusal::ProducerFenced => ResponseError::InvalidProducerEpoch,
+        TxnRefusal::Unverifiable(_) => ResponseError::NotEnoughReplicas,
+    })
 }
 
 /// A failed read of stored data: retriable (the client retries, possibly on another broker).
@@ -103,7 +129,42 @@ pub fn rejection(r: &Rejection) -> i16 {
         // Kafka has no refusal here (see controller/src/placement.rs): the request is invalid
         // for Skiff.
         Rejection::BrokerStillLive(_) => code(ResponseError::InvalidRequest),
+        Rejection::StaleTxnCoordinator { .. } => code(ResponseError::NotCoordinator),
+        Rejection::Txn { error, .. } => txn(*error),
+        Rejection::WrongTxnShard { .. } | Rejection::MarkerNotOwed { .. } => code(ResponseError::UnknownServerError),
     }
+}
+
+/// A transaction coordinator op that did not reach the state machine's answer: NOT_COORDINATOR
+/// (the shard is elsewhere or moved), the state machine's own error, or, when the controller
+/// could not commit it, COORDINATOR_NOT_AVAILABLE (Kafka's answer when the transaction log
+/// append times out; clients retry).
+pub fn txn_coordinator(e: &TxnCoordinatorError) -> i16 {
+    match e {
+        TxnCoordinatorError::NotCoordinator => code(ResponseError::NotCoordinator),
+        TxnCoordinatorError::Txn(e) => txn(*e),
+        TxnCoordinatorError::Controller(c) => match c.kind() {
+            ErrorKind::Retriable | ErrorKind::Unavailable | ErrorKind::Closed => {
+                code(ResponseError::CoordinatorNotAvailable)
+            }
+            ErrorKind::Fenced => code(ResponseError::NotCoordinator),
+            _ => code(ResponseError::UnknownServerError),
+        },
+    }
+}
+
+/// The transaction state machine's refusals (RFC 0004 §2, Kafka's `Errors`).
+pub fn txn(e: TxnError) -> i16 {
+    code(match e {
+        TxnError::ProducerFenced => ResponseError::ProducerFenced,
+        TxnError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
+        TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+        TxnError::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
+        TxnError::InvalidTxnState => ResponseError::InvalidTxnState,
+        TxnError::InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout,
+        TxnError::TransactionalIdNotFound => ResponseError::TransactionalIdNotFound,
+        TxnError::TransactionAbortable => ResponseError::TransactionAbortable,
+    })
 }
 
 pub fn group(e: GroupError) -> i16 {

@@ -14,8 +14,9 @@
 //! * `group.version` 1: the KIP-848 consumer group protocol is served.
 //! * `kraft.version` 0: the controller quorum's voters are static (set by configuration), not
 //!   KIP-853's dynamic quorum.
-//! * `transaction.version` 0: transactions are not served yet (never advertise 2 before KIP-890
-//!   is built: Java producers switch to TV2 on it).
+//! * `transaction.version` 1: transactions are served with KIP-890 part 1 (TV1: server-side
+//!   verification, no epoch bump per transaction; RFC 0004 phase 1). Never 2 before KIP-890
+//!   part 2 is built: Java producers switch to TV2 (EndTxn v5, Produce v12) on it.
 //! * `eligible.leader.replicas.version`, `share.version`, `streams.version` 0: not served.
 //!
 //! A level-0 feature is disabled: like Kafka it is never listed among the finalized features,
@@ -54,7 +55,7 @@ pub const FEATURES: &[Feature] = &[
     },
     Feature { name: "share.version", min: 0, max: 0, finalized: 0 },
     Feature { name: "streams.version", min: 0, max: 0, finalized: 0 },
-    Feature { name: "transaction.version", min: 0, max: 0, finalized: 0 },
+    Feature { name: "transaction.version", min: 0, max: 1, finalized: 1 },
 ];
 
 /// The finalized features' epoch. Kafka uses the metadata offset of the last feature change;
@@ -124,8 +125,7 @@ pub fn check_update(node_id: i32, feature: &str, level: i16, upgrade_type: i8) -
             format!("{what} only supports versions {min}-{max}")
         }));
     }
-    // Within the range, which is the current level alone, only these remain (kept so the rule
-    // stays Kafka's if a range ever widens).
+    // Within the range: Kafka's rules first, for their messages.
     if level < current && upgrade_type == UPGRADE {
         return Err(refuse(
             "Can't downgrade the version of this feature without setting the upgrade type to either safe or \
@@ -135,6 +135,11 @@ pub fn check_update(node_id: i32, feature: &str, level: i16, upgrade_type: i8) -
     }
     if level > current && upgrade_type != UPGRADE {
         return Err(refuse("Can't downgrade to a newer version.".into()));
+    }
+    // A range wider than the current level (`transaction.version` 0-1): Skiff's levels are
+    // fixed by the build, so any other level is refused (Kafka would apply the downgrade).
+    if level != current {
+        return Err(refuse(format!("Skiff runs {feature} at level {current} only; it cannot be changed.")));
     }
     Ok(())
 }
@@ -200,8 +205,10 @@ mod tests {
         assert_eq!(v4.supported_features.len(), FEATURES.len());
         let finalized: Vec<_> =
             v4.finalized_features.iter().map(|f| (f.name.to_string(), f.max_version_level)).collect();
-        assert_eq!(finalized, vec![("group.version".into(), 1), ("metadata.version".into(), 25)]);
-        assert!(!finalized.iter().any(|(n, _)| n == "transaction.version"), "transactions are not served");
+        assert_eq!(
+            finalized,
+            vec![("group.version".into(), 1), ("metadata.version".into(), 25), ("transaction.version".into(), 1)]
+        );
         // Below v4, ranges starting at 0 are left out (KIP-1022).
         let v3 = add_to_api_versions(ApiVersionsResponse::default(), 3);
         let names: Vec<_> = v3.supported_features.iter().map(|f| f.name.to_string()).collect();
@@ -222,7 +229,15 @@ mod tests {
         let r = update_features(1, &req(&[("transaction.version", 2, 1)], false), 1);
         assert_eq!(
             r.results[0].error_message.as_deref(),
-            Some("Invalid update version 2 for feature transaction.version. Broker 1 does not support this feature.")
+            Some("Invalid update version 2 for feature transaction.version. Broker 1 only supports versions 0-1")
+        );
+        // TV1 runs; a downgrade to 0 is refused, restating 1 is accepted.
+        let r = update_features(1, &req(&[("transaction.version", 0, 2), ("transaction.version", 1, 1)], false), 1);
+        assert_eq!((r.results[0].error_code, r.results[1].error_code), (invalid, 0));
+        let r = update_features(1, &req(&[("share.version", 1, 1)], false), 1);
+        assert_eq!(
+            r.results[0].error_message.as_deref(),
+            Some("Invalid update version 1 for feature share.version. Broker 1 does not support this feature.")
         );
         let r = update_features(1, &req(&[("group.version", 0, 2)], false), 1);
         assert_eq!(r.results[0].error_code, invalid, "disabling KIP-848 is not possible");

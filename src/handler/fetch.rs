@@ -5,9 +5,15 @@
 //! `ReplicaManager.readFromLog`): each partition gets at most `partition_max_bytes` and the whole
 //! response at most `max_bytes`, in whole batches; only the first partition of the response that
 //! returns data may exceed both, by its first batch alone, so a consumer always makes progress.
-//! A later partition whose next batch does not fit returns no records this time. Both isolation levels read up to the high watermark, which is also the last stable
-//! offset until transactions exist. Fetch sessions are not kept (session id 0), so clients send
-//! full fetches. An offset past the high watermark gets OFFSET_OUT_OF_RANGE (the consumer then
+//! A later partition whose next batch does not fit returns no records this time.
+//!
+//! Isolation (RFC 0004 §5, Kafka's `FetchIsolation`): read_uncommitted (0) reads to the high
+//! watermark; read_committed (1) reads whole batches that start below the last stable offset
+//! (the first offset of the oldest open transaction, or the high watermark) and carries the
+//! aborted transactions of the returned range from the partition's aborted index (no scan).
+//! Both get `last_stable_offset`, and control batches (transaction markers) are returned as
+//! Kafka returns them: clients skip them. Fetch sessions are not kept (session id 0), so clients
+//! send full fetches. An offset past the high watermark gets OFFSET_OUT_OF_RANGE (the consumer then
 //! resets its position) only once the broker's image is confirmed current with the controller;
 //! unconfirmed (a frozen broker resumed in an old epoch, no controller reachable) it gets the
 //! retriable NOT_LEADER_OR_FOLLOWER.
@@ -22,16 +28,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::FutureExt;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKind};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, ResponseKind};
 use skiff_controller::image::{Chunk, MetadataImage, check_leader_epoch};
 use tracing::field::Empty;
 use tracing::{Instrument, debug_span, warn};
 
 use super::Handled;
 use super::errors::{self, code};
-use crate::broker::Broker;
 use crate::broker::internal_topics::{self, InternalTopic, Leadership};
+use crate::broker::{Broker, batch};
 use crate::group::offsets_topic;
 
 /// How far ahead of a catch-up consumer the block cache is warmed.
@@ -39,6 +45,9 @@ const READ_AHEAD_BYTES: usize = 4 << 20;
 
 /// Upper bound on how long a fetch may park, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
+
+/// Kafka's `IsolationLevel.READ_COMMITTED`.
+const READ_COMMITTED: i8 = 1;
 
 pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Handled {
     let broker = broker.clone();
@@ -102,31 +111,35 @@ struct Position<'a> {
     topic_id: uuid::Uuid,
     partition: i32,
     epoch: i32,
+    isolation: i8,
 }
 
-/// The records of the planned chunks from `offset`; when they hold none (a fetch in a trailing
-/// gap of a cleaned chunk), plans on from the end of the last chunk, as Kafka moves on to the
-/// next segment, so the consumer gets the next record instead of an empty answer forever.
+/// The records of the planned chunks from `offset`, whole batches starting below `upper` (the
+/// high watermark, or the last stable offset for read_committed); when they hold none (a fetch
+/// in a trailing gap of a cleaned chunk), plans on from the end of the last chunk, as Kafka moves
+/// on to the next segment, so the consumer gets the next record instead of an empty answer
+/// forever.
 async fn read_past_gaps(
     broker: &Broker,
     at: Position<'_>,
     mut offset: i64,
     mut chunks: Vec<Chunk>,
-    hwm: i64,
+    upper: i64,
     max: usize,
     min_one: bool,
 ) -> Result<Bytes, skiff_storage::StorageError> {
     for _ in 0..MAX_GAP_PLANS {
         // Some: a batch is there (even if it does not fit `max`): never skip past it.
         if let Some(records) = broker.reader.records_or_gap(at.topic_id, &chunks, offset, max, min_one).await? {
-            return Ok(records);
+            // Both the tail cache and object reads end here: nothing at or past `upper`.
+            return Ok(batch::below_offset(&records, upper));
         }
-        let next = chunks.last().map_or(hwm, |c| c.last_offset + 1);
-        if next >= hwm {
+        let next = chunks.last().map_or(upper, |c| c.last_offset + 1);
+        if next >= upper {
             return Ok(Bytes::new());
         }
         offset = next;
-        chunks = match plan(broker, at.topic, at.partition, offset, at.epoch, max) {
+        chunks = match plan(broker, at.topic, at.partition, offset, at.epoch, max, at.isolation) {
             Plan::Read { chunks, .. } if !chunks.is_empty() => chunks,
             _ => return Ok(Bytes::new()),
         };
@@ -156,6 +169,8 @@ enum Plan {
     Read {
         topic_id: uuid::Uuid,
         hwm: i64,
+        /// The last stable offset (RFC 0004 §5).
+        lso: i64,
         log_start: i64,
         chunks: Vec<Chunk>,
         ahead: Vec<Chunk>,
@@ -168,7 +183,15 @@ enum Plan {
     },
 }
 
-fn plan(broker: &Broker, topic: &str, partition: i32, offset: i64, current_epoch: i32, max_bytes: usize) -> Plan {
+fn plan(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    current_epoch: i32,
+    max_bytes: usize,
+    isolation: i8,
+) -> Plan {
     broker.metadata.read(|m| {
         if let Some(t) = internal_topics::find(topic) {
             return plan_internal(m, t, broker.settings.node_id, partition, offset, current_epoch, max_bytes);
@@ -198,11 +221,16 @@ fn plan(broker: &Broker, topic: &str, partition: i32, offset: i64, current_epoch
         if offset < p.log_start_offset() {
             return Plan::Error(code(ResponseError::OffsetOutOfRange));
         }
-        let chunks = p.chunks_from(offset, max_bytes);
+        let lso = p.last_stable_offset();
+        let upper = if isolation == READ_COMMITTED { lso } else { p.high_watermark() };
+        // read_committed at or past the LSO (but not past the high watermark) is an empty
+        // answer, as in Kafka; chunks that start at or past the bound are not read at all.
+        let mut chunks = if offset < upper { p.chunks_from(offset, max_bytes) } else { Vec::new() };
+        chunks.retain(|c| c.base_offset < upper);
         // The chunks after these, for read-ahead (only used when reading from objects).
         let next = chunks.last().map_or(offset, |c| c.last_offset + 1);
         let ahead = p.chunks_from(next, READ_AHEAD_BYTES);
-        Plan::Read { topic_id: t.id(), hwm: p.high_watermark(), log_start: p.log_start_offset(), chunks, ahead }
+        Plan::Read { topic_id: t.id(), hwm: p.high_watermark(), lso, log_start: p.log_start_offset(), chunks, ahead }
     })
 }
 
@@ -246,6 +274,33 @@ fn plan_internal(
     Plan::Records { hwm: end, log_start, records }
 }
 
+/// The aborted transactions a read_committed consumer needs to drop aborted records from
+/// `records` (fetched from `fetch_offset`): those of the partition's aborted index that overlap
+/// `[fetch_offset, end of records)` (Kafka's `collectAbortedTransactions`). Reading the index
+/// after the records is safe: an abort applied meanwhile belongs to a transaction that was open
+/// at the plan, which began at or after the LSO that bounded `records`.
+fn aborted_in(
+    broker: &Broker,
+    topic_id: uuid::Uuid,
+    partition: i32,
+    fetch_offset: i64,
+    records: &Bytes,
+) -> Vec<AbortedTransaction> {
+    let Some(end) = batch::end_offset(records) else { return Vec::new() };
+    broker.metadata.read(|m| {
+        m.partition(&topic_id, partition)
+            .map(|p| p.aborted_transactions(fetch_offset..end))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| {
+                AbortedTransaction::default()
+                    .with_producer_id(ProducerId(a.producer_id))
+                    .with_first_offset(a.first_offset)
+            })
+            .collect()
+    })
+}
+
 /// The answer, its record bytes, whether a partition has an error, and whether a partition was
 /// past the high watermark.
 async fn build(
@@ -271,7 +326,15 @@ async fn build(
                 .with_preferred_read_replica(BrokerId(-1))
                 .with_aborted_transactions(if req.isolation_level == 1 { Some(Vec::new()) } else { None });
             let max = (p.partition_max_bytes.max(0) as usize).min(response_max.saturating_sub(total));
-            let data = match plan(broker, &name, p.partition, p.fetch_offset, p.current_leader_epoch, max) {
+            let data = match plan(
+                broker,
+                &name,
+                p.partition,
+                p.fetch_offset,
+                p.current_leader_epoch,
+                max,
+                req.isolation_level,
+            ) {
                 Plan::Error(e) => {
                     has_error = true;
                     base.with_error_code(e)
@@ -296,24 +359,36 @@ async fn build(
                         base.with_records(Some(records))
                     }
                 }
-                Plan::Read { topic_id, hwm, log_start, chunks, ahead } => {
+                Plan::Read { topic_id, hwm, lso, log_start, chunks, ahead } => {
                     let base =
-                        base.with_high_watermark(hwm).with_last_stable_offset(hwm).with_log_start_offset(log_start);
+                        base.with_high_watermark(hwm).with_last_stable_offset(lso).with_log_start_offset(log_start);
+                    let upper = if req.isolation_level == READ_COMMITTED { lso } else { hwm };
                     // Kafka's `minOneMessage`: until some partition returned data.
                     let min_one = total == 0;
                     if total >= response_max || chunks.is_empty() {
                         base.with_records(Some(Bytes::new()))
                     } else {
                         let cold = chunks.iter().any(|c| broker.reader.tail.get(&c.object, c.position).is_none());
-                        let at =
-                            Position { topic: &name, topic_id, partition: p.partition, epoch: p.current_leader_epoch };
-                        match read_past_gaps(broker, at, p.fetch_offset, chunks, hwm, max, min_one).await {
+                        let at = Position {
+                            topic: &name,
+                            topic_id,
+                            partition: p.partition,
+                            epoch: p.current_leader_epoch,
+                            isolation: req.isolation_level,
+                        };
+                        match read_past_gaps(broker, at, p.fetch_offset, chunks, upper, max, min_one).await {
                             Ok(records) => {
                                 if cold {
                                     // A catch-up reader: fetch what it will want next.
                                     broker.reader.read_ahead(ahead);
                                 }
                                 total += records.len();
+                                let base = if req.isolation_level == READ_COMMITTED {
+                                    let aborted = aborted_in(broker, topic_id, p.partition, p.fetch_offset, &records);
+                                    base.with_aborted_transactions(Some(aborted))
+                                } else {
+                                    base
+                                };
                                 base.with_records(Some(records))
                             }
                             Err(e) => {

@@ -28,7 +28,6 @@ use tracing::info;
 
 use super::Handled;
 use super::errors::{self, code};
-use super::not_served::Asker;
 use crate::broker::Broker;
 use crate::group::GroupCoordinator;
 use crate::group::state::{GroupError, JoinRequest, JoinResponse, SyncRequest, SyncResponse};
@@ -50,53 +49,50 @@ pub fn is_coordinator(broker: &Broker, group_id: &str) -> bool {
     broker.metadata.read(|m| m.coordinator(group_id).is_none_or(|a| a.broker_id == broker.settings.node_id))
 }
 
-/// The coordinator's (node id, host, port) for a group, or an error code and message.
+/// The coordinator's (node id, host, port) for a group or a transactional id, or an error code
+/// and message: the broker the controller placed the key's shard on (Kafka: the leader of the
+/// key's `__consumer_offsets` / `__transaction_state` partition), COORDINATOR_NOT_AVAILABLE
+/// while that broker is not live.
 fn coordinator_for(broker: &Broker, key_type: i8, key: &str) -> Result<(i32, String, i32), (i16, String)> {
-    match key_type {
-        KEY_TYPE_GROUP => {
-            let s = &broker.settings;
-            let assigned = broker.metadata.read(|m| {
+    let (assigned, what) = match key_type {
+        KEY_TYPE_GROUP => (
+            broker.metadata.read(|m| {
                 m.coordinator(key).map(|a| m.live_broker(a.broker_id).map(|b| (b.broker_id, b.host, b.port)))
-            });
-            match assigned {
-                None => Ok((s.node_id, s.advertised_host.clone(), s.advertised_port)),
-                Some(Some(b)) => Ok(b),
-                Some(None) => Err((
-                    code(ResponseError::CoordinatorNotAvailable),
-                    "no live broker coordinates this group right now".into(),
-                )),
-            }
+            }),
+            "group",
+        ),
+        KEY_TYPE_TRANSACTION => (
+            broker.metadata.read(|m| {
+                m.txn_coordinator(key).map(|a| m.live_broker(a.broker_id).map(|b| (b.broker_id, b.host, b.port)))
+            }),
+            "transactional id",
+        ),
+        other => {
+            info!(key_type = other, "refused FindCoordinator for an unknown key type (INVALID_REQUEST)");
+            return Err((code(ResponseError::InvalidRequest), format!("unknown coordinator key type {other}")));
         }
-        // Not built yet: a non-retriable answer (COORDINATOR_NOT_AVAILABLE made clients retry
-        // until their own timeout), as Redpanda answers with transactions disabled.
-        KEY_TYPE_TRANSACTION => Err((
-            code(ResponseError::UnsupportedVersion),
-            "transactions are not supported by Skiff yet (no transaction coordinator)".into(),
-        )),
-        other => Err((code(ResponseError::InvalidRequest), format!("unknown coordinator key type {other}"))),
+    };
+    let s = &broker.settings;
+    match assigned {
+        // Shards not placed yet (no broker registered): this broker serves every key.
+        None => Ok((s.node_id, s.advertised_host.clone(), s.advertised_port)),
+        Some(Some(b)) => Ok(b),
+        Some(None) => {
+            info!(
+                key,
+                key_type,
+                "FindCoordinator: the {what}'s coordinator shard has no live broker right now (COORDINATOR_NOT_AVAILABLE)"
+            );
+            Err((
+                code(ResponseError::CoordinatorNotAvailable),
+                format!("no live broker coordinates this {what} right now"),
+            ))
+        }
     }
 }
 
-pub fn find_coordinator(
-    broker: &Arc<Broker>,
-    req: FindCoordinatorRequest,
-    version: i16,
-    asker: &Asker,
-) -> FindCoordinatorResponse {
+pub fn find_coordinator(broker: &Arc<Broker>, req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
     let key_type = if version >= 1 { req.key_type } else { KEY_TYPE_GROUP };
-    if key_type == KEY_TYPE_TRANSACTION {
-        let ids: Vec<&str> = if version >= 4 {
-            req.coordinator_keys.iter().map(|k| k.as_str()).collect()
-        } else {
-            vec![req.key.as_str()]
-        };
-        broker.not_served.report(
-            broker.clock.now_ms(),
-            asker,
-            "transactions",
-            &format!("FindCoordinator for transactional ids {ids:?}: transactions are not supported by Skiff yet; answered UNSUPPORTED_VERSION"),
-        );
-    }
     if version >= 4 {
         let coordinators = req
             .coordinator_keys

@@ -4,6 +4,11 @@
 //! By-timestamp lookups use the index's per-chunk max timestamp to find the first candidate
 //! chunk, then the batch headers, then decode only that one batch's records (decompressing if
 //! needed) to find the exact first record with `timestamp >= T`.
+//!
+//! Isolation (v2+, Kafka's `Partition.fetchOffsetForTimestamp`): read_committed (1) answers
+//! latest with the last stable offset, and a by-timestamp or max-timestamp answer at or past it
+//! as "none" (-1), since a read_committed consumer cannot read there yet; read_uncommitted uses
+//! the high watermark.
 
 use std::sync::Arc;
 
@@ -24,6 +29,8 @@ use crate::log::lookup;
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+/// Kafka's `IsolationLevel.READ_COMMITTED`.
+const READ_COMMITTED: i8 = 1;
 
 pub async fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
@@ -32,7 +39,16 @@ pub async fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16)
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let base = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-            let r = match lookup(broker, &name, p.partition_index, p.current_leader_epoch, p.timestamp).await {
+            let r = match lookup(
+                broker,
+                &name,
+                p.partition_index,
+                p.current_leader_epoch,
+                p.timestamp,
+                req.isolation_level,
+            )
+            .await
+            {
                 // leader_epoch exists from v4 on; older versions must leave it at its default.
                 Ok((offset, timestamp, epoch)) => base
                     .with_error_code(errors::NONE)
@@ -55,6 +71,7 @@ async fn lookup(
     partition: i32,
     current_epoch: i32,
     target: i64,
+    isolation: i8,
 ) -> Result<(i64, i64, i32), i16> {
     if let Some(t) = internal_topics::find(topic) {
         return lookup_internal(broker, t, partition, current_epoch, target);
@@ -72,7 +89,8 @@ async fn lookup(
             p.leader_epoch(),
             p.check_leader_epoch(current_epoch),
             p.log_start_offset(),
-            p.high_watermark(),
+            // The last offset a consumer of this isolation level can read up to.
+            if isolation == READ_COMMITTED { p.last_stable_offset() } else { p.high_watermark() },
             candidate,
         ))
     });
@@ -95,7 +113,9 @@ async fn lookup(
         errors::storage(&e)
     })?;
     match found {
-        Some((offset, ts)) => Ok((offset, ts, epoch)),
+        Some((offset, ts)) if offset < end => Ok((offset, ts, epoch)),
+        // At or past the last fetchable offset (read_committed: the LSO): not readable yet.
+        Some(_) => Ok((-1, -1, epoch)),
         // The chunk's batches all precede the log start: nothing at or after `target`.
         None => Ok((-1, -1, epoch)),
     }

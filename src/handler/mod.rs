@@ -29,6 +29,7 @@ pub mod offsets;
 pub mod produce;
 pub mod reassignments;
 pub mod rejected_configs;
+pub mod txn;
 pub mod unregister_broker;
 
 use std::net::SocketAddr;
@@ -81,7 +82,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) ->
             Handled::Ready(ResponseKind::DeleteRecords(admin::delete_records(broker, r).await))
         }
         RequestKind::InitProducerId(r) => {
-            Handled::Ready(ResponseKind::InitProducerId(admin::init_producer_id(broker, r, &asker).await))
+            Handled::Ready(ResponseKind::InitProducerId(admin::init_producer_id(broker, r, v).await))
         }
         RequestKind::DescribeCluster(r) => {
             Handled::Ready(ResponseKind::DescribeCluster(admin::describe_cluster(broker, r)))
@@ -121,7 +122,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) ->
         }
         // Consumer groups (handler/groups.rs, handler/offsets.rs).
         RequestKind::FindCoordinator(r) => {
-            Handled::Ready(ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v, &asker)))
+            Handled::Ready(ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v)))
         }
         RequestKind::JoinGroup(r) => groups::join_group(broker, r, v, peer, client_id).await,
         RequestKind::SyncGroup(r) => groups::sync_group(broker, r, v).await,
@@ -143,6 +144,21 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) ->
         RequestKind::ConsumerGroupHeartbeat(r) => consumer_group::heartbeat(broker, r, v, peer, client_id).await,
         RequestKind::ConsumerGroupDescribe(r) => {
             Handled::Ready(ResponseKind::ConsumerGroupDescribe(consumer_group::describe(broker, r, v).await))
+        }
+        // Transactions (handler/txn.rs, RFC 0004).
+        RequestKind::AddPartitionsToTxn(r) => {
+            Handled::Ready(ResponseKind::AddPartitionsToTxn(txn::add_partitions_to_txn(broker, r, v).await))
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            Handled::Ready(ResponseKind::AddOffsetsToTxn(txn::add_offsets_to_txn(broker, r, v).await))
+        }
+        RequestKind::EndTxn(r) => Handled::Ready(ResponseKind::EndTxn(txn::end_txn(broker, r, v).await)),
+        RequestKind::TxnOffsetCommit(r) => txn::txn_offset_commit(broker, r, v).await,
+        RequestKind::DescribeTransactions(r) => {
+            Handled::Ready(ResponseKind::DescribeTransactions(txn::describe_transactions(broker, r)))
+        }
+        RequestKind::ListTransactions(r) => {
+            Handled::Ready(ResponseKind::ListTransactions(txn::list_transactions(broker, r, v)))
         }
         // `protocol::decode_request` only lets advertised APIs through.
         other => {

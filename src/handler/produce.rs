@@ -73,11 +73,30 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
 }
 
 async fn append_all(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Handled {
-    if req.transactional_id.is_some() {
-        // InitProducerId refuses transactional ids, so this is a misbehaving client.
-        debug!("transactional produce refused");
-    }
     let acks = req.acks;
+    if req.transactional_id.is_none() && has_transactional_records(&req) {
+        // Kafka's `KafkaApis.handleProduceRequest`: transactional records need the request's
+        // transactional id (it is what is authorized); without it every partition gets
+        // TRANSACTIONAL_ID_AUTHORIZATION_FAILED and nothing is appended.
+        info!("produce refused: transactional records without a transactional id");
+        let refusal = code(ResponseError::TransactionalIdAuthorizationFailed);
+        let responses = req
+            .topic_data
+            .into_iter()
+            .map(|t| {
+                let parts = t.partition_data.iter().map(|p| error(p.index, refusal, None).response).collect();
+                TopicProduceResponse::default()
+                    .with_name(t.name)
+                    .with_topic_id(t.topic_id)
+                    .with_partition_responses(parts)
+            })
+            .collect();
+        if acks == 0 {
+            return Handled::NoResponse;
+        }
+        let response = ProduceResponse::default().with_responses(responses);
+        return Handled::Deferred(async move { ResponseKind::Produce(response) }.boxed());
+    }
     let mut topics: Vec<(TopicProduceResponse, Vec<PartitionOutcome>)> = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
@@ -103,8 +122,9 @@ async fn append_all(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
                     error(p.index, code(ResponseError::UnknownTopicOrPartition), None)
                 }
                 Some((topic_id, config, _)) => {
-                    append_partition(broker, &name, *topic_id, config, p.index, p.records.unwrap_or_default(), version)
-                        .await
+                    let records = p.records.unwrap_or_default();
+                    let txn_id = req.transactional_id.as_ref().map(|t| t.0.as_str());
+                    append_partition(broker, &name, *topic_id, config, p.index, records, version, txn_id).await
                 }
             };
             outcomes.push(outcome);
@@ -139,7 +159,7 @@ async fn append_all(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
                         let result = ack.await.unwrap_or(Err(AppendError::ShuttingDown));
                         if let Err(e) = result {
                             r = r
-                                .with_error_code(errors::append(&e))
+                                .with_error_code(errors::produce_append(&e, version))
                                 .with_error_message(Some(StrBytes::from_string(e.to_string())))
                                 .with_base_offset(-1);
                         }
@@ -152,6 +172,15 @@ async fn append_all(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
         }
         .boxed(),
     )
+}
+
+/// Kafka's `RequestUtils.hasTransactionalRecords`: the transactional bit of any partition's first
+/// batch (unparsable records are refused per partition later).
+fn has_transactional_records(req: &ProduceRequest) -> bool {
+    req.topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .any(|p| p.records.as_ref().and_then(|r| batch::parse_header(r).ok()).is_some_and(|h| h.is_transactional()))
 }
 
 /// What an append to a topic with typed configs `config` checks and does: its
@@ -228,6 +257,7 @@ fn error(index: i32, error_code: i16, message: Option<String>) -> PartitionOutco
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn append_partition(
     broker: &Arc<Broker>,
     topic: &str,
@@ -236,6 +266,7 @@ async fn append_partition(
     partition: i32,
     records: Bytes,
     version: i16,
+    transactional_id: Option<&str>,
 ) -> PartitionOutcome {
     // The topic's configs over the dynamic broker defaults (`broker/dynamic_config.rs`), all
     // parsed when they were applied: no string parsing per produce.
@@ -267,13 +298,23 @@ async fn append_partition(
     if !span.is_disabled() {
         span.record("records", headers.iter().map(|h| i64::from(h.records_count)).sum::<i64>());
     }
-    let mut appended = broker.wal.append(key, &records, &headers, log_append_time).instrument(span.clone()).await;
-    if let Err(e @ (AppendError::OutOfOrderSequence | AppendError::ProducerFenced)) = &appended {
+    let append =
+        || broker.wal.append(key, &records, &headers, log_append_time, transactional_id).instrument(span.clone());
+    let mut appended = append().await;
+    let stale = |e: &AppendError| match e {
+        AppendError::OutOfOrderSequence | AppendError::ProducerFenced => true,
+        AppendError::Txn(r) => r.may_be_stale(),
+        _ => false,
+    };
+    if let Err(e) = &appended
+        && stale(e)
+    {
         // Fatal for the producer, and decided on producer state from this broker's image, which
-        // may be seconds old after a freeze (still "leading" in an epoch that moved on): decide
+        // may be seconds old after a freeze (still "leading" in an epoch that moved on), or may
+        // not show yet the AddPartitionsToTxn the coordinator applied (RFC 0004 §6): decide
         // again on an image confirmed current, or let the producer retry.
         appended = match broker.controller.catch_up().await {
-            Ok(()) => broker.wal.append(key, &records, &headers, log_append_time).instrument(span.clone()).await,
+            Ok(()) => append().await,
             Err(c) => {
                 warn!(topic, partition, error = %c, refusal = %e, "produce refused on an unconfirmed image; answering NOT_LEADER_OR_FOLLOWER");
                 Err(AppendError::NotLeader)
@@ -299,9 +340,14 @@ async fn append_partition(
                 ack,
             }
         }
+        Err(e @ AppendError::Txn(_)) => {
+            // Clear errors (#13): the client gets the protocol's code, the broker log says why.
+            info!(topic, partition, transactional_id, error = %e, "transactional produce refused");
+            error(partition, errors::produce_append(&e, version), Some(e.to_string()))
+        }
         Err(e) => {
             debug!(topic, partition, error = %e, "append refused");
-            error(partition, errors::append(&e), Some(e.to_string()))
+            error(partition, errors::produce_append(&e, version), Some(e.to_string()))
         }
     }
 }

@@ -11,6 +11,7 @@
 //! * [`wal`]: the write path (offsets, write-ahead buffer, flushes, commits).
 //! * [`read`]: the read path (tail cache, block cache, object storage).
 //! * [`lookup`]: offsets by timestamp inside a chunk's batches.
+//! * [`txn`]: transactional checks at append and the markers a leader owes (RFC 0004).
 //! * [`background`]: compaction, retention and garbage collection of stored objects.
 //!
 //! Where the offsets, epochs and chunks of a partition are is the controller's business: this
@@ -21,4 +22,5 @@
 pub mod background;
 pub mod lookup;
 pub mod read;
+pub mod txn;
 pub mod wal;

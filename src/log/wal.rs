@@ -17,6 +17,10 @@
 //! * Acknowledgement happens only after the object is stored AND its index entries are applied
 //!   by the controller.
 //! * Bytes accepted but not yet acknowledged are bounded by a semaphore (back-pressure).
+//! * Transaction markers (RFC 0004 §4) go through the same lock and buffer as data: the
+//!   `wal-markers` task appends every marker the image owes to a partition this broker leads,
+//!   after every batch already appended, and the flush reports it in `PartitionAppend::markers`.
+//!   Transactional checks (`log::txn`) run under the lock against the image plus pending appends.
 //!
 //! Tracing (docs/observability.md): a flush carries many requests, so its `wal.flush` span is a
 //! child of the first traced request's span and links to the next [`MAX_FLUSH_LINKS`]; under it
@@ -28,8 +32,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use skiff_controller::image::{ProducerStates, Rejection, SequenceCheck};
+use skiff_controller::image::{MetadataImage, ProducerStates, Rejection, SequenceCheck};
 use skiff_controller::intent::{ObjectCommit, PartitionAppend, ProducerBatch};
+use skiff_controller::metadata::MarkerRow;
+use skiff_controller::transactions::{OpenTxn, OwedMarker};
 use skiff_controller::{ControllerError, ControllerHandle, ErrorKind, MetadataHandle};
 use skiff_storage::{ObjectStorage, StorageError, WalObjectBuilder};
 use skiff_time::{Clock, Instant};
@@ -40,7 +46,9 @@ use tracing::{Instrument, Span, debug, debug_span, info, warn};
 use uuid::Uuid;
 
 use super::read::TailCache;
+use super::txn::{self, PartitionTxns, TxnRefusal};
 use crate::broker::batch::{self, BatchHeader};
+use crate::broker::records::{self, EndTxnMarker};
 use crate::metrics::Metrics;
 use crate::supervisor::Supervisor;
 
@@ -83,6 +91,9 @@ pub enum AppendError {
     Rejected(Rejection),
     #[error("broker is shutting down")]
     ShuttingDown,
+    /// A transactional check refused the batch (RFC 0004 §7).
+    #[error(transparent)]
+    Txn(TxnRefusal),
 }
 
 /// The result of an accepted append, known before it is durable.
@@ -113,6 +124,8 @@ struct PartitionWriter {
     leader_epoch: i32,
     next_offset: i64,
     producers: ProducerStates,
+    /// Transactions opened and closed by this writer's pending appends, markers appended.
+    txns: PartitionTxns,
 }
 
 #[derive(Default)]
@@ -123,6 +136,7 @@ struct Run {
     max_timestamp: i64,
     pieces: Vec<Bytes>,
     producer_batches: Vec<ProducerBatch>,
+    markers: Vec<MarkerRow>,
 }
 
 /// At most this many traced requests are remembered per flush (its span's parent and links).
@@ -188,6 +202,8 @@ pub struct Wal {
     state: Mutex<WriterState>,
     buffer_bytes: Arc<Semaphore>,
     flush_now: Notify,
+    /// Wakes the marker task after a rewind: markers of a failed flush are owed again.
+    markers_wake: Notify,
     metadata: MetadataHandle,
     tail: TailCache,
     metrics: Arc<Metrics>,
@@ -199,12 +215,14 @@ pub struct Wal {
 pub struct WalTasks {
     flusher: JoinHandle<()>,
     committer: JoinHandle<()>,
+    markers: JoinHandle<()>,
 }
 
 impl WalTasks {
     pub async fn join(self) {
         let _ = self.flusher.await;
         let _ = self.committer.await;
+        let _ = self.markers.await;
     }
 }
 
@@ -236,15 +254,17 @@ impl Wal {
             }),
             buffer_bytes,
             flush_now: Notify::new(),
+            markers_wake: Notify::new(),
             tail,
             metrics,
             clock,
             settings,
         });
         let (tx, rx) = mpsc::unbounded_channel();
+        let markers = supervisor.spawn_critical("wal-markers", wal.clone().run_markers(shutdown.clone()));
         let flusher = supervisor.spawn_critical("wal-flusher", wal.clone().run_flusher(storage, tx, shutdown));
         let committer = supervisor.spawn_critical("wal-committer", wal.clone().run_committer(controller, rx));
-        (wal, WalTasks { flusher, committer })
+        (wal, WalTasks { flusher, committer, markers })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, WriterState> {
@@ -252,33 +272,12 @@ impl Wal {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends the validated batches in `records` to partition `key`. Waits for buffer space
-    /// (back-pressure), assigns offsets, and returns the offsets plus a receiver that resolves
-    /// when the data is durable and committed.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn append(
-        &self,
-        key: PartitionKey,
-        records: &Bytes,
-        headers: &[BatchHeader],
-        log_append_time: Option<i64>,
-    ) -> Result<(Appended, Option<oneshot::Receiver<Result<(), AppendError>>>), AppendError> {
-        let size = records.len();
-        let permit = self
-            .buffer_bytes
-            .clone()
-            .acquire_many_owned(size.min(self.settings.buffer_max_bytes).min(u32::MAX as usize) as u32)
-            .await
-            .map_err(|_| AppendError::ShuttingDown)?;
-        let mut data = batch::to_mut(records);
-        let (tx, rx) = oneshot::channel();
-        let mut st = self.lock();
-        if st.closed {
-            return Err(AppendError::ShuttingDown);
-        }
+    /// Loads (or rewinds) the writer of `key` from the committed metadata when it is missing, of
+    /// an older generation, or of another leader epoch; refuses a partition this broker does not
+    /// lead. Leadership as the metadata says now: a partition that moved away is refused at once,
+    /// and one that came (back) in a new epoch starts from the committed end.
+    fn load_writer(&self, st: &mut WriterState, key: PartitionKey) -> Result<(), AppendError> {
         let generation = st.generation;
-        // Leadership as the metadata says now: a partition that moved away is refused at once,
-        // and one that came (back) in a new epoch starts from the committed end.
         let current =
             self.metadata.read(|m| m.partition(&key.topic_id, key.partition).map(|p| (p.leader(), p.leader_epoch())));
         let Some((leader, epoch)) = current else {
@@ -294,11 +293,10 @@ impl Wal {
             st.generation += 1;
             let generation = st.generation;
             let open = std::mem::replace(&mut st.open, OpenFlush::new(generation));
-            drop(st);
             open.fail(AppendError::NotLeader);
+            self.markers_wake.notify_one();
             return Err(AppendError::NotLeader);
         }
-        // Load or rewind this partition's writer from the committed metadata.
         let needs_load = epoch_changed || st.writers.get(&key).is_none_or(|w| w.generation != generation);
         if needs_load {
             let loaded = self.metadata.read(|m| {
@@ -311,18 +309,80 @@ impl Wal {
             if leader != self.settings.broker_id {
                 return Err(AppendError::NotLeader);
             }
-            st.writers.insert(key, PartitionWriter { generation, leader_epoch, next_offset: end_offset, producers });
+            st.writers.insert(
+                key,
+                PartitionWriter {
+                    generation,
+                    leader_epoch,
+                    next_offset: end_offset,
+                    producers,
+                    txns: PartitionTxns::default(),
+                },
+            );
         }
+        Ok(())
+    }
+
+    /// Appends the validated batches in `records` to partition `key`. Waits for buffer space
+    /// (back-pressure), assigns offsets, and returns the offsets plus a receiver that resolves
+    /// when the data is durable and committed. `transactional_id` is the produce request's: a
+    /// transactional batch is appended only if the image shows its partition in that id's
+    /// ongoing transaction (RFC 0004 §6-§7).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn append(
+        &self,
+        key: PartitionKey,
+        records: &Bytes,
+        headers: &[BatchHeader],
+        log_append_time: Option<i64>,
+        transactional_id: Option<&str>,
+    ) -> Result<(Appended, Option<oneshot::Receiver<Result<(), AppendError>>>), AppendError> {
+        let size = records.len();
+        let permit = self
+            .buffer_bytes
+            .clone()
+            .acquire_many_owned(size.min(self.settings.buffer_max_bytes).min(u32::MAX as usize) as u32)
+            .await
+            .map_err(|_| AppendError::ShuttingDown)?;
+        let mut data = batch::to_mut(records);
+        let (tx, rx) = oneshot::channel();
+        let mut st = self.lock();
+        if st.closed {
+            return Err(AppendError::ShuttingDown);
+        }
+        self.load_writer(&mut st, key)?;
         let state = &mut *st;
         let writer = state.writers.get_mut(&key).expect("writer loaded above");
-        // Idempotence checks for every batch before anything is appended.
+        // The image's transactional facts about these batches' producers, read once.
+        let image = self.metadata.read(|m| txn_facts(m, key, headers, transactional_id));
+        // Transactional and idempotence checks for every batch before anything is appended.
         let mut duplicate_of = None;
         let mut simulated = writer.producers.clone();
+        let mut txns = writer.txns.clone();
         let mut next = writer.next_offset;
-        for h in headers {
+        for (h, facts) in headers.iter().zip(&image) {
             if !h.is_idempotent() {
                 next += i64::from(h.last_offset_delta) + 1;
                 continue;
+            }
+            let open = txns.open(h.producer_id, facts.open);
+            if h.is_transactional() {
+                // Verified once per transaction and partition (Kafka skips the coordinator round
+                // trip while the transaction is ongoing on the partition).
+                if open.is_none_or(|t| t.producer_epoch != h.producer_epoch) {
+                    facts.verified.clone().map_err(AppendError::Txn)?;
+                }
+            } else if open.is_some() {
+                return Err(AppendError::Txn(TxnRefusal::ExpectedTransactional {
+                    producer_id: h.producer_id,
+                    offset: next,
+                    partition: self.metadata.read(|m| {
+                        let topic = m
+                            .topic_by_id(&key.topic_id)
+                            .map_or_else(|| key.topic_id.to_string(), |t| t.name().to_string());
+                        format!("{topic}-{}", key.partition)
+                    }),
+                }));
             }
             match simulated.check(h.producer_id, h.producer_epoch, h.base_sequence, h.last_sequence()) {
                 SequenceCheck::Accept => {
@@ -334,7 +394,11 @@ impl Wal {
                         last_sequence: h.last_sequence(),
                         base_offset: next,
                         last_offset: last,
+                        transactional: h.is_transactional(),
                     });
+                    if h.is_transactional() && open.is_none() {
+                        txns.opened(h.producer_id, h.producer_epoch, next);
+                    }
                     next = last + 1;
                 }
                 SequenceCheck::Duplicate { base_offset, .. } if headers.len() == 1 => {
@@ -374,6 +438,7 @@ impl Wal {
         let last_offset = offset - 1;
         writer.next_offset = offset;
         writer.producers = simulated;
+        writer.txns = txns;
         let producer_batches: Vec<ProducerBatch> = {
             let mut v = Vec::new();
             let mut o = base_offset;
@@ -387,6 +452,7 @@ impl Wal {
                         last_sequence: h.last_sequence(),
                         base_offset: o,
                         last_offset: last,
+                        transactional: h.is_transactional(),
                     });
                 }
                 o = last + 1;
@@ -438,7 +504,121 @@ impl Wal {
         let open = std::mem::replace(&mut st.open, OpenFlush::new(generation));
         drop(st);
         open.fail(reason.clone());
+        // Markers of the failed flushes are still owed: append them again.
+        self.markers_wake.notify_one();
         generation
+    }
+
+    /// Appends the markers the image owes to partition `key` that this writer has not appended
+    /// in this generation (RFC 0004 §4), after every batch already appended. Returns how many.
+    /// No client waits for them: the flush that carries them commits them, and a failed flush
+    /// leaves them owed (the rewind wakes the marker task).
+    pub fn append_markers(&self, key: PartitionKey) -> Result<usize, AppendError> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(AppendError::ShuttingDown);
+        }
+        self.load_writer(&mut st, key)?;
+        let owed = self
+            .metadata
+            .read(|m| m.partition(&key.topic_id, key.partition).map(|p| p.owed_markers().to_vec()))
+            .unwrap_or_default();
+        let state = &mut *st;
+        let writer = state.writers.get_mut(&key).expect("writer loaded above");
+        let todo = writer.txns.unwritten(&owed);
+        if todo.is_empty() {
+            return Ok(0);
+        }
+        let base_offset = writer.next_offset;
+        let mut offset = base_offset;
+        let mut pieces = Vec::with_capacity(todo.len());
+        let mut rows = Vec::with_capacity(todo.len());
+        let mut size = 0;
+        let mut max_timestamp = i64::MIN;
+        for m in &todo {
+            let marker = EndTxnMarker { commit: m.commit, coordinator_epoch: m.coordinator_epoch };
+            let mut b =
+                batch::to_mut(&records::end_txn_marker(m.producer_id, m.producer_epoch, marker, m.timestamp_ms));
+            batch::assign(&mut b, offset, writer.leader_epoch);
+            size += b.len();
+            pieces.push(b.freeze());
+            rows.push(MarkerRow {
+                producer_id: m.producer_id,
+                producer_epoch: m.producer_epoch,
+                commit: m.commit,
+                offset,
+                coordinator_epoch: m.coordinator_epoch,
+            });
+            record_marker_epoch(&mut writer.producers, m);
+            writer.txns.marked(m);
+            max_timestamp = max_timestamp.max(m.timestamp_ms);
+            info!(
+                topic_id = %key.topic_id,
+                partition = key.partition,
+                producer_id = m.producer_id,
+                producer_epoch = m.producer_epoch,
+                commit = m.commit,
+                offset,
+                "appending transaction marker"
+            );
+            offset += 1;
+        }
+        writer.next_offset = offset;
+        let leader_epoch = writer.leader_epoch;
+        let open = &mut state.open;
+        let first = open.opened_at.is_none();
+        if first {
+            open.opened_at = Some(self.clock.now());
+        }
+        let run = open.runs.entry(key).or_insert_with(|| Run { leader_epoch, base_offset, ..Run::default() });
+        run.last_offset = offset - 1;
+        run.max_timestamp = run.max_timestamp.max(max_timestamp);
+        run.pieces.extend(pieces);
+        run.markers.extend(rows);
+        open.bytes += size;
+        let full = open.bytes >= self.settings.flush_bytes;
+        drop(st);
+        if full || first {
+            self.flush_now.notify_one();
+        }
+        Ok(todo.len())
+    }
+
+    /// The marker task: whenever the image changes (an EndTxn's Prepare owes markers, a
+    /// partition moved here with markers still owed) or a flush failed, appends the markers owed
+    /// to the partitions this broker leads. Owed markers are how EndTxn completes, so it reacts
+    /// to every applied change rather than polling.
+    async fn run_markers(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut applied = self.metadata.subscribe();
+        loop {
+            applied.borrow_and_update();
+            let broker_id = self.settings.broker_id;
+            let owing = self.metadata.read(|m| partitions_owing_markers(m, broker_id));
+            for key in owing {
+                match self.append_markers(key) {
+                    Ok(_) => {}
+                    // Draining for shutdown: the next leader appends what is still owed.
+                    Err(AppendError::ShuttingDown) => {
+                        shutdown.cancelled().await;
+                        return;
+                    }
+                    Err(e) => {
+                        debug!(topic_id = %key.topic_id, partition = key.partition, error = %e, "owed markers not appended")
+                    }
+                }
+            }
+            tokio::select! {
+                changed = applied.changed() => {
+                    if changed.is_err() {
+                        // The metadata is gone: the process is stopping.
+                        shutdown.cancelled().await;
+                        return;
+                    }
+                }
+                _ = self.markers_wake.notified() => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
     }
 
     async fn run_flusher(
@@ -559,6 +739,7 @@ impl Wal {
                 len: section.len,
                 max_timestamp: run.max_timestamp,
                 producer_batches: run.producer_batches,
+                markers: run.markers,
             });
         }
         let size_bytes = object.len() as u64;
@@ -649,6 +830,72 @@ impl Wal {
                     }
                 }
             }
+        }
+    }
+}
+
+/// What the image says about one batch's producer (read once per append, under the WAL lock).
+struct TxnFacts {
+    /// The producer's open transaction on the partition, as committed.
+    open: Option<OpenTxn>,
+    /// For a transactional batch: TV1 verification of the partition in the request's
+    /// transactional id's transaction (RFC 0004 §6).
+    verified: Result<(), TxnRefusal>,
+}
+
+fn txn_facts(
+    m: &MetadataImage,
+    key: PartitionKey,
+    headers: &[BatchHeader],
+    transactional_id: Option<&str>,
+) -> Vec<TxnFacts> {
+    let partition = m.partition(&key.topic_id, key.partition);
+    headers
+        .iter()
+        .map(|h| {
+            let open = if h.is_idempotent() {
+                partition.and_then(|p| p.open_transaction(h.producer_id).copied())
+            } else {
+                None
+            };
+            let verified = if h.is_transactional() {
+                let state = transactional_id.and_then(|id| m.transaction(id));
+                txn::verify(state, h.producer_id, h.producer_epoch, (key.topic_id, key.partition))
+            } else {
+                Ok(())
+            };
+            TxnFacts { open, verified }
+        })
+        .collect()
+}
+
+/// The partitions led by `broker_id` whose image owes transaction markers.
+fn partitions_owing_markers(m: &MetadataImage, broker_id: i32) -> Vec<PartitionKey> {
+    let mut out = Vec::new();
+    for t in m.topics() {
+        for p in t.partitions() {
+            if p.leader() == broker_id && !p.owed_markers().is_empty() {
+                out.push(PartitionKey { topic_id: t.id(), partition: p.index() });
+            }
+        }
+    }
+    out
+}
+
+/// A marker records its epoch in the producer's state, as Kafka's
+/// `ProducerAppendInfo.appendEndTxnMarker` (`maybeUpdateProducerEpoch`) and as the controller's
+/// marker apply does: a newer epoch (a fenced transaction's abort) forgets the older batches, so
+/// the old epoch is fenced and the next one starts at sequence 0.
+fn record_marker_epoch(producers: &mut ProducerStates, m: &OwedMarker) {
+    match producers.producers.get_mut(&m.producer_id) {
+        Some(entry) if m.producer_epoch > entry.epoch => {
+            entry.epoch = m.producer_epoch;
+            entry.batches.clear();
+        }
+        Some(_) => {}
+        None => {
+            let entry = producers.producers.entry(m.producer_id).or_default();
+            entry.epoch = m.producer_epoch;
         }
     }
 }

@@ -40,6 +40,8 @@ enum Kind {
     OptStruct(&'static [Field]),
     /// An array of Int32.
     Int32s,
+    /// An array of Int64.
+    Int64s,
     /// An array of strings.
     Strs,
 }
@@ -134,6 +136,13 @@ const REASSIGN_PARTITION: &[Field] = &[all(I32), all(Kind::Int32s)];
 const REASSIGN_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Structs(REASSIGN_PARTITION))];
 const LIST_REASSIGN_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Int32s)];
 const FEATURE_UPDATE: &[Field] = &[all(Kind::Str), all(I16), until(0, BOOL), from(1, I8)];
+
+// Transactions.
+const ADD_PARTITIONS_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Int32s)];
+const ADD_PARTITIONS_TRANSACTION: &[Field] =
+    &[all(Kind::Str), all(I64), all(I16), all(BOOL), all(Kind::Structs(ADD_PARTITIONS_TOPIC))];
+const TXN_COMMIT_PARTITION: &[Field] = &[all(I32), all(I64), from(2, I32), all(Kind::Str)];
+const TXN_COMMIT_TOPIC: &[Field] = &[all(Kind::Str), all(Kind::Structs(TXN_COMMIT_PARTITION))];
 
 const DESCRIBE_TOPIC_PARTITIONS_TOPIC: &[Field] = &[all(Kind::Str)];
 const DESCRIBE_TOPIC_PARTITIONS_CURSOR: &[Field] = &[all(Kind::Str), all(I32)];
@@ -323,6 +332,40 @@ const SCHEMAS: &[Schema] = &[
         flexible: 2,
         fields: &[from(1, I8), all(Kind::Structs(ELECT_TOPIC)), all(I32)],
     },
+    // Transactions (handler/txn.rs).
+    Schema {
+        key: ApiKey::AddPartitionsToTxn,
+        flexible: 3,
+        fields: &[
+            from(4, Kind::Structs(ADD_PARTITIONS_TRANSACTION)),
+            until(3, Kind::Str),
+            until(3, I64),
+            until(3, I16),
+            until(3, Kind::Structs(ADD_PARTITIONS_TOPIC)),
+        ],
+    },
+    Schema { key: ApiKey::AddOffsetsToTxn, flexible: 3, fields: &[all(Kind::Str), all(I64), all(I16), all(Kind::Str)] },
+    Schema { key: ApiKey::EndTxn, flexible: 3, fields: &[all(Kind::Str), all(I64), all(I16), all(BOOL)] },
+    Schema {
+        key: ApiKey::TxnOffsetCommit,
+        flexible: 3,
+        fields: &[
+            all(Kind::Str),
+            all(Kind::Str),
+            all(I64),
+            all(I16),
+            from(3, I32),
+            from(3, Kind::Str),
+            from(3, Kind::Str),
+            all(Kind::Structs(TXN_COMMIT_TOPIC)),
+        ],
+    },
+    Schema { key: ApiKey::DescribeTransactions, flexible: 0, fields: &[all(Kind::Strs)] },
+    Schema {
+        key: ApiKey::ListTransactions,
+        flexible: 0,
+        fields: &[all(Kind::Strs), all(Kind::Int64s), from(1, I64), from(2, Kind::Str)],
+    },
     Schema {
         key: ApiKey::UpdateFeatures,
         flexible: 0,
@@ -466,6 +509,10 @@ impl Cursor<'_> {
                 Kind::Int32s => {
                     let n = self.length(flexible, 4, "array")?.unwrap_or(0);
                     self.skip(n.checked_mul(4).ok_or("array too long")?)?;
+                }
+                Kind::Int64s => {
+                    let n = self.length(flexible, 8, "array")?.unwrap_or(0);
+                    self.skip(n.checked_mul(8).ok_or("array too long")?)?;
                 }
                 Kind::Strs => {
                     for _ in 0..self.length(flexible, 4, "array")?.unwrap_or(0) {
@@ -803,6 +850,60 @@ mod tests {
                 use update_features_request::*;
                 let u = FeatureUpdateKey::default().with_feature(s("group.version")).with_max_version_level(1);
                 UpdateFeaturesRequest::default().with_feature_updates(two(u)).encode(&mut body, v)
+            }
+            ApiKey::AddPartitionsToTxn => {
+                use add_partitions_to_txn_request::*;
+                let t = AddPartitionsToTxnTopic::default().with_name(topic("apt")).with_partitions(vec![0, 1]);
+                let mut r = AddPartitionsToTxnRequest::default();
+                if v >= 4 {
+                    let x = AddPartitionsToTxnTransaction::default()
+                        .with_transactional_id(TransactionalId(s("txn")))
+                        .with_producer_id(ProducerId(7))
+                        .with_verify_only(true)
+                        .with_topics(two(t));
+                    r = r.with_transactions(two(x));
+                } else {
+                    r = r
+                        .with_v3_and_below_transactional_id(TransactionalId(s("txn")))
+                        .with_v3_and_below_producer_id(ProducerId(7))
+                        .with_v3_and_below_topics(two(t));
+                }
+                r.encode(&mut body, v)
+            }
+            ApiKey::AddOffsetsToTxn => AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(s("txn")))
+                .with_group_id(GroupId(s("g")))
+                .encode(&mut body, v),
+            ApiKey::EndTxn => EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(s("txn")))
+                .with_committed(true)
+                .encode(&mut body, v),
+            ApiKey::TxnOffsetCommit => {
+                use txn_offset_commit_request::*;
+                let p = TxnOffsetCommitRequestPartition::default()
+                    .with_committed_offset(5)
+                    .with_committed_metadata(Some(s("md")));
+                let t = TxnOffsetCommitRequestTopic::default().with_name(topic("toc")).with_partitions(two(p));
+                let mut r = TxnOffsetCommitRequest::default()
+                    .with_transactional_id(TransactionalId(s("txn")))
+                    .with_group_id(GroupId(s("g")))
+                    .with_topics(two(t));
+                if v >= 3 {
+                    r = r.with_member_id(s("m")).with_group_instance_id(Some(s("i")));
+                }
+                r.encode(&mut body, v)
+            }
+            ApiKey::DescribeTransactions => DescribeTransactionsRequest::default()
+                .with_transactional_ids(two(TransactionalId(s("txn"))))
+                .encode(&mut body, v),
+            ApiKey::ListTransactions => {
+                let mut r = ListTransactionsRequest::default()
+                    .with_state_filters(two(s("Ongoing")))
+                    .with_producer_id_filters(two(ProducerId(7)));
+                if v >= 1 {
+                    r = r.with_duration_filter(1000);
+                }
+                r.encode(&mut body, v)
             }
             other => panic!("no populated request for {other:?}"),
         }

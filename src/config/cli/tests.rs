@@ -58,7 +58,9 @@ fn leaves(c: &Config) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (k, v) in value.as_table().expect("a table") {
         match v {
-            toml::Value::Table(t) if ["broker", "controller", "lifecycle", "groups"].contains(&k.as_str()) => {
+            toml::Value::Table(t)
+                if ["broker", "controller", "lifecycle", "groups", "transactions"].contains(&k.as_str()) =>
+            {
                 for (leaf, v) in t {
                     out.insert(format!("{k}.{leaf}"), v.to_string());
                 }

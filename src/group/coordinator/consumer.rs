@@ -145,6 +145,43 @@ impl GroupCoordinator {
         .unwrap_or(Err(GroupError::NotCoordinator))
     }
 
+    /// TxnOffsetCommit's member check (KIP-447; Kafka's `validateTransactionalOffsetCommit`):
+    /// as OffsetCommit's, but a request naming no member and no generation (v0-2, or a producer
+    /// outside group management) is accepted, an unknown group is accepted only without a
+    /// generation, and a consumer group's stale member epoch is ILLEGAL_GENERATION.
+    pub async fn check_txn_offset_commit(
+        &self,
+        group_id: String,
+        member_id: String,
+        instance_id: Option<String>,
+        generation_or_epoch: i32,
+    ) -> Result<(), GroupError> {
+        self.call(move |d| {
+            let now = d.now();
+            let anonymous = generation_or_epoch < 0 && member_id.is_empty() && instance_id.is_none();
+            if let Some(g) = d.consumer_group(&group_id, now) {
+                if anonymous {
+                    return Ok(());
+                }
+                return match g.validate_commit(&member_id, generation_or_epoch, 9, &[]) {
+                    Err(GroupError::StaleMemberEpoch) => Err(GroupError::IllegalGeneration),
+                    other => other.map(|_| ()),
+                };
+            }
+            match d.existing(&group_id, now) {
+                Some(g) => {
+                    let r = g.check_txn_commit(now, &member_id, instance_id.as_deref(), generation_or_epoch);
+                    d.after(&group_id, now);
+                    r
+                }
+                None if generation_or_epoch < 0 => Ok(()),
+                None => Err(GroupError::IllegalGeneration),
+            }
+        })
+        .await
+        .unwrap_or(Err(GroupError::NotCoordinator))
+    }
+
     /// OffsetFetch v9+: a consumer group checks the member id and epoch; other groups do not.
     pub async fn check_offset_fetch(
         &self,

@@ -43,7 +43,7 @@ mod gc;
 mod retention;
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // tests race real tasks against real time
-mod tests;
+pub(crate) mod tests;
 
 pub use cleaner::{CleanerReport, PassReport, PassResult};
 pub use compaction::CompactionReport;

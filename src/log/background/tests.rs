@@ -214,7 +214,7 @@ fn encode(values: &[Bytes], ts: i64) -> Bytes {
 async fn produce(wal: &Wal, key: PartitionKey, values: &[Bytes], ts: i64) -> Option<i64> {
     let records = encode(values, ts);
     let headers = batch::validate_produce(&records, 1 << 20).expect("valid batch");
-    let (appended, rx) = wal.append(key, &records, &headers, None).await.ok()?;
+    let (appended, rx) = wal.append(key, &records, &headers, None, None).await.ok()?;
     rx?.await.ok()?.ok()?;
     Some(appended.base_offset)
 }

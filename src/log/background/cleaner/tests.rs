@@ -66,7 +66,7 @@ fn encode(records: &[(&str, Option<&str>)], ts: i64, compression: Compression) -
 async fn produce(h: &Harness, key: PartitionKey, records: &[(&str, Option<&str>)], ts: i64) -> i64 {
     let bytes = encode(records, ts, Compression::None);
     let headers = batch::validate_produce(&bytes, 1 << 20).expect("valid batch");
-    let (appended, rx) = h.wal.append(key, &bytes, &headers, None).await.expect("append");
+    let (appended, rx) = h.wal.append(key, &bytes, &headers, None, None).await.expect("append");
     rx.expect("acks").await.expect("flushed").expect("committed");
     appended.base_offset
 }
@@ -495,5 +495,76 @@ async fn wal_compaction_respects_heads_and_the_cleaners_claim() {
     // The roll left the newest chunk (offset 2) in the head.
     assert_eq!(bounds, [(0, 1), (2, 5)]);
     assert_eq!(read_all(&h, topic, 0).await, log.records);
+    h.stop().await;
+}
+
+/// Kafka's cleaner rules for transactions (RFC 0004 "Compaction"), on a log written through the
+/// WAL with real markers: the records of an aborted transaction are removed, a committed
+/// transaction's records are compacted like any others, and both markers stay while a pass
+/// still finds their transaction's data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_transactions_are_removed_and_markers_kept() {
+    use std::collections::BTreeSet;
+
+    use skiff_controller::intent::{Answer, TxnOp, TxnVersion};
+    use skiff_controller::transactions::TxnStatus;
+
+    use crate::log::txn::wal_tests::{TXN_ID, encode as txn_encode, op, until};
+
+    let clock = TestClock::real();
+    let h = Harness::start(cleaner_settings(), clock.clone()).await;
+    let (topic, key) = compacted_topic(&h, &[("segment.bytes", "1")]).await;
+    let Answer::Producer(pe) = op(&h, TxnOp::InitProducerId { timeout_ms: 60_000, expected: None, now_ms: 1 }).await
+    else {
+        panic!("InitProducerId answers a producer id");
+    };
+    let (pid, epoch) = (pe.producer_id, pe.producer_epoch);
+    let partitions = BTreeSet::from([(topic, 0)]);
+    let add = |now_ms| TxnOp::AddPartitions {
+        producer_id: pid,
+        producer_epoch: epoch,
+        partitions: partitions.clone(),
+        version: TxnVersion::Tv1,
+        now_ms,
+    };
+    let end = |commit, now_ms| TxnOp::EndTxn {
+        producer_id: pid,
+        producer_epoch: epoch,
+        commit,
+        version: TxnVersion::Tv1,
+        now_ms,
+    };
+    let append = |records: Bytes| {
+        let h = &h;
+        async move {
+            let headers = batch::validate_produce(&records, 1 << 20).expect("valid");
+            let (a, rx) = h.wal.append(key, &records, &headers, None, Some(TXN_ID)).await.expect("append");
+            rx.expect("acks").await.expect("flushed").expect("committed");
+            a.base_offset
+        }
+    };
+    // Aborted: k0 = v0 at 0, k1 = v1 at 1, abort marker at 2.
+    assert_eq!(op(&h, add(2)).await, Answer::Ok);
+    assert_eq!(append(txn_encode(pid, epoch, 0, 2, true)).await, 0);
+    assert_eq!(op(&h, end(false, 3)).await, Answer::Ok);
+    until(&h, "the abort", |m| m.transaction(TXN_ID).is_some_and(|t| t.state == TxnStatus::CompleteAbort)).await;
+    // Committed: k0 = v0 at 3, commit marker at 4.
+    assert_eq!(op(&h, add(4)).await, Answer::Ok);
+    assert_eq!(append(txn_encode(pid, epoch, 2, 1, true)).await, 3);
+    assert_eq!(op(&h, end(true, 5)).await, Answer::Ok);
+    until(&h, "the commit", |m| m.transaction(TXN_ID).is_some_and(|t| t.state == TxnStatus::CompleteCommit)).await;
+    let mut log = Log::default();
+    sentinel(&h, key, &mut log, clock.now_ms()).await;
+    let before: Vec<i64> = read_all(&h, topic, 0).await.iter().map(|r| r.0).collect();
+    assert_eq!(before, vec![0, 1, 2, 3, 4, 5]);
+
+    let report = h.lifecycle.clean_once().await;
+    assert_eq!(report.count(PassResult::Committed), 1, "{report:?}");
+    let after = read_all(&h, topic, 0).await;
+    let offsets: Vec<i64> = after.iter().map(|r| r.0).collect();
+    assert_eq!(offsets, vec![2, 3, 4, 5], "the aborted records are gone, both markers and the commit stay: {after:?}");
+    assert_eq!(after[1].1, Bytes::from("k0"));
+    assert_eq!(after[1].2, Some(Bytes::from("v0")));
+    verify_references(&h).await.expect("references");
     h.stop().await;
 }
