@@ -14,6 +14,9 @@
 //!   restarted with an empty state directory (so the store is restored from the changelog),
 //!   counts exact; then killed (SIGKILL) mid-stream and restarted the same way, every count at
 //!   least the reference (at-least-once may count a record twice after a crash, never lose one).
+//!   With `exactly_once_v2` (issue #13, `streams_word_count_exactly_once_through_broker_restart`):
+//!   the broker SIGKILLed and restarted on the same address mid-count, then the app SIGKILLed
+//!   mid-batch; every count read with read_committed is exact throughout.
 //!
 //! Tools that are not set up make the tests FAIL with the command to run, never skip. The JVMs'
 //! logs are printed (tails) when a test fails.
@@ -39,9 +42,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use support::client::{Client, TestRecord, encode_batch};
+use support::load::Routing;
 use support::minio::{Minio, free_port};
 use support::slot::Slot;
-use support::{SkiffProcess, kafka_cli, tail};
+use support::{SkiffProcess, kafka_cli, tail, txn};
 
 /// How long a JVM tool may take to come up (Connect's REST API answering).
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -441,6 +445,154 @@ fn run_streams(broker: &SkiffProcess, app: &str, topics: Topics) {
     assert_all_served(broker);
 }
 
+// ---- Kafka Streams, exactly_once_v2 (issue #13) ---------------------------------------------
+
+/// Where the exactly-once scenario runs: a Skiff broker, or (to validate the scenario itself)
+/// any broker named by `SKIFF_EOS_BOOTSTRAP`, restarted by the shell command in
+/// `SKIFF_EOS_RESTART` (e.g. Apache Kafka from bench/kafka/).
+enum EosBroker {
+    Skiff(SkiffProcess),
+    External { bootstrap: String, restart: String },
+}
+
+impl EosBroker {
+    fn from_env() -> EosBroker {
+        match std::env::var("SKIFF_EOS_BOOTSTRAP") {
+            Ok(bootstrap) if !bootstrap.is_empty() => EosBroker::External {
+                bootstrap,
+                restart: std::env::var("SKIFF_EOS_RESTART").expect("SKIFF_EOS_RESTART with SKIFF_EOS_BOOTSTRAP"),
+            },
+            _ => {
+                let mut broker = SkiffProcess::start();
+                // The app keeps running through the restart: the broker must come back where it was.
+                broker.keep_address();
+                EosBroker::Skiff(broker)
+            }
+        }
+    }
+
+    fn bootstrap(&self) -> String {
+        match self {
+            EosBroker::Skiff(b) => b.bootstrap().to_string(),
+            EosBroker::External { bootstrap, .. } => bootstrap.clone(),
+        }
+    }
+
+    /// SIGKILL and start again on the same data and address.
+    fn crash_and_restart(&mut self) {
+        match self {
+            EosBroker::Skiff(b) => {
+                b.kill();
+                b.restart();
+            }
+            EosBroker::External { restart, .. } => {
+                let status =
+                    Command::new("bash").arg("-c").arg(restart.as_str()).status().expect("run SKIFF_EOS_RESTART");
+                assert!(status.success(), "SKIFF_EOS_RESTART failed: {status}");
+            }
+        }
+    }
+}
+
+/// Kafka Streams with `processing.guarantee=exactly_once_v2`: the word count of
+/// [`run_streams`] with its output read as read_committed, the broker SIGKILLed and restarted
+/// (same address) while the app is counting, then the app itself SIGKILLed mid-batch and
+/// restarted with an empty state directory. Every count must be exact at every check (a count
+/// above the reference fails at once): transactions make the changelog, the output and the
+/// input offsets commit together.
+#[test]
+fn streams_word_count_exactly_once_through_broker_restart() {
+    let _slot = Slot::acquire();
+    let mut broker = EosBroker::from_env();
+    let app = format!("wordcount-eos-{}", std::process::id());
+    let started = Instant::now();
+    let seed = support::seed();
+    eprintln!("{app}: seed {seed} (replay with SKIFF_TEST_SEED={seed})");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let batches: Vec<Vec<String>> = (0..4).map(|_| words(&mut rng, BATCH)).collect();
+    let (input, output) = (format!("{app}-input"), format!("{app}-output"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let bootstrap = broker.bootstrap();
+    rt.block_on(async {
+        let mut c = Client::connect(&bootstrap).await?;
+        c.create_topic_ok(&input, INPUT_PARTITIONS).await?;
+        c.create_topic_ok(&output, INPUT_PARTITIONS).await
+    })
+    .expect("create input and output topics");
+    let produce = |batch: &[String]| {
+        let deadline = Instant::now() + FLOW_TIMEOUT;
+        loop {
+            match rt.block_on(produce_words(&bootstrap, &input, batch)) {
+                Ok(()) => return,
+                // Right after a restart the broker may still be loading its partitions.
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("{app}: produce failed ({e:#}); retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => panic!("produce words: {e:#}"),
+            }
+        }
+    };
+    let counts = || rt.block_on(read_counts_committed(&bootstrap, &output));
+    let dir = tempfile::Builder::new().prefix("skiff-streams-eos-").tempdir().expect("temp dir");
+    const EOS: &str = "exactly_once_v2";
+
+    // 1. Two batches; SIGKILL the broker as soon as part of them is counted, start it again.
+    produce(&batches[0]);
+    produce(&batches[1]);
+    let mut run1 = StreamsApp::start_with(&bootstrap, EOS, dir.path(), &app, &input, &output, 1);
+    run1.check(wait_until(&run1.jvm, &counts, "part of the first batches counted", |c| !c.is_empty()));
+    broker.crash_and_restart();
+    eprintln!("{app}: broker crashed and restarted mid-count after {:.1?}", started.elapsed());
+
+    // 2. The app recovers on its own; a third batch; the counts are exact.
+    produce(&batches[2]);
+    run1.check(wait_counts(&run1.jvm, &counts, &reference(&batches[..3]), Exact::Yes));
+    eprintln!("{app}: three batches exact through the broker restart after {:.1?}", started.elapsed());
+
+    // 3. SIGKILL the app mid-batch; restart it with an EMPTY state directory: the store comes
+    //    back from the changelog (read_committed) and nothing is counted twice.
+    //    The second half of the batch is produced after the kill, so run 2 has work of its own.
+    let half = batches[3].len() / 2;
+    produce(&batches[3][..half]);
+    let before = reference(&batches[..3]);
+    run1.check(wait_until(&run1.jvm, &counts, "part of the fourth batch counted", |c| {
+        c.iter().any(|(w, &n)| before.get(w).is_none_or(|&b| n as u64 > b))
+    }));
+    run1.kill();
+    produce(&batches[3][half..]);
+    let mut run2 = StreamsApp::start_with(&bootstrap, EOS, dir.path(), &app, &input, &output, 2);
+    run2.check(run2.wait_stdout("streams state RUNNING"));
+    run2.check(wait_counts(&run2.jvm, &counts, &reference(&batches), Exact::Yes));
+    run2.check(run2.restored_from_changelog(&changelog(&app)));
+    // Still exact a moment later (a late duplicate would show now).
+    std::thread::sleep(Duration::from_secs(2));
+    run2.check(wait_counts(&run2.jvm, &counts, &reference(&batches), Exact::Yes));
+    let total: u64 = reference(&batches).values().sum();
+    eprintln!("{app}: {total} words counted exactly once after the app crash; done in {:.1?}", started.elapsed());
+    run2.terminate_cleanly();
+    if let EosBroker::Skiff(b) = &broker {
+        assert_all_served(b);
+    }
+}
+
+/// The latest count per word in the output topic as a read_committed consumer sees it (an
+/// exactly-once app's output holds aborted records and transaction markers).
+async fn read_counts_committed(bootstrap: &str, topic: &str) -> anyhow::Result<BTreeMap<String, i64>> {
+    let routing = Routing::new(vec![bootstrap.to_string()]);
+    let mut counts = BTreeMap::new();
+    for p in 0..INPUT_PARTITIONS {
+        let scan = txn::scan(&routing, topic, p, txn::READ_COMMITTED, Duration::from_secs(30)).await?;
+        for r in txn::client_view(&scan) {
+            let key = String::from_utf8(r.key.context("output record without key")?.to_vec())?;
+            let value = r.value.context("output record without value")?;
+            let bytes: [u8; 8] = value.as_ref().try_into().context("output value is not 8 bytes")?;
+            counts.insert(key, i64::from_be_bytes(bytes));
+        }
+    }
+    Ok(counts)
+}
+
 /// `n` words from a skewed vocabulary of [`WORDS`] (some words much more frequent).
 fn words(rng: &mut StdRng, n: usize) -> Vec<String> {
     (0..n).map(|_| format!("w{:02}", rng.random_range(0..WORDS).min(rng.random_range(0..WORDS)))).collect()
@@ -567,12 +719,26 @@ struct StreamsApp {
 
 impl StreamsApp {
     fn start(broker: &SkiffProcess, dir: &Path, app: &str, input: &str, output: &str, run: u32) -> Self {
+        Self::start_with(broker.bootstrap(), "at_least_once", dir, app, input, output, run)
+    }
+
+    /// The app against any bootstrap address with `processing.guarantee` = `guarantee`.
+    fn start_with(
+        bootstrap: &str,
+        guarantee: &str,
+        dir: &Path,
+        app: &str,
+        input: &str,
+        output: &str,
+        run: u32,
+    ) -> Self {
         let lib = cache_lib("java", "compat-java.jar");
         let state = dir.join(format!("state-{run}"));
         let level = std::env::var("COMPAT_LOG_LEVEL").unwrap_or_else(|_| "info".into());
         let state_dir = state.display().to_string();
         let env = [
-            ("BOOTSTRAP", broker.bootstrap()),
+            ("BOOTSTRAP", bootstrap),
+            ("GUARANTEE", guarantee),
             ("APP_ID", app),
             ("INPUT", input),
             ("OUTPUT", output),
@@ -599,6 +765,19 @@ impl StreamsApp {
     fn check(&self, result: anyhow::Result<()>) {
         if let Err(e) = result {
             panic!("{e:#}\n{}", self.jvm.logs(80));
+        }
+    }
+
+    /// Waits (bounded by [`START_TIMEOUT`]) until the app printed `line`.
+    fn wait_stdout(&self, line: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            self.jvm.running()?;
+            if std::fs::read_to_string(&self.jvm.stdout).unwrap_or_default().lines().any(|l| l == line) {
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "the app did not print {line:?} within {START_TIMEOUT:?}");
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 

@@ -91,6 +91,12 @@ pub struct ClusterSpec {
     /// Extra environment for every broker / controller (e.g. `OTEL_*` in tests/otel.rs).
     pub broker_env: Vec<(String, String)>,
     pub controller_env: Vec<(String, String)>,
+    /// A MinIO of the cluster's own ([`Minio::start_local`]) instead of the shared one, so that
+    /// [`Cluster::restart_minio`] can kill and restart it.
+    pub private_minio: bool,
+    /// Each broker listens on the same Kafka port in every run (real clients such as the Java
+    /// client keep their bootstrap list: a restarted broker on a new port is lost to them).
+    pub fixed_broker_ports: bool,
 }
 
 impl ClusterSpec {
@@ -104,6 +110,8 @@ impl ClusterSpec {
             controller_args: Vec::new(),
             broker_env: Vec::new(),
             controller_env: Vec::new(),
+            private_minio: false,
+            fixed_broker_ports: false,
         }
     }
 }
@@ -129,6 +137,8 @@ struct Node {
     http: Option<String>,
     /// Controllers: the fixed Raft listener.
     controller_addr: Option<String>,
+    /// Brokers with [`ClusterSpec::fixed_broker_ports`]: the Kafka listener of every run.
+    fixed_kafka: Option<String>,
     /// Runs so far (names the log files).
     starts: u32,
     /// Stdout lines of the current run, until it is ready.
@@ -173,7 +183,9 @@ pub struct Cluster {
     /// `None` once kept after a failure.
     root_dir: Option<tempfile::TempDir>,
     root: PathBuf,
-    pub minio: &'static Minio,
+    shared_minio: Option<&'static Minio>,
+    /// With [`ClusterSpec::private_minio`].
+    own_minio: Option<Minio>,
     storage_url: String,
     voters: String,
     controllers: Vec<Node>,
@@ -189,13 +201,18 @@ impl Cluster {
     /// until each is ready, then the brokers. Panics (with logs) if any does not get ready.
     pub fn start(spec: ClusterSpec) -> Cluster {
         assert!(spec.controllers >= 1 && spec.brokers >= 1, "a cluster needs a controller and a broker");
-        let minio = Minio::shared();
+        let (shared_minio, own_minio) =
+            if spec.private_minio { (None, Some(Minio::start_local())) } else { (Some(Minio::shared()), None) };
+        let minio = shared_minio.or(own_minio.as_ref()).expect("a MinIO");
         let root_dir =
             tempfile::Builder::new().prefix(&format!("skiff-cluster-{}-", spec.name)).tempdir().expect("temp dir");
         let root = root_dir.path().to_path_buf();
         let prefix = minio.unique_prefix(&spec.name);
         let storage_url = format!("s3://{}/{prefix}", minio.bucket);
+        let fixed_broker_ports = spec.fixed_broker_ports;
         let node = |node: NodeRef, controller_addr: Option<String>| {
+            let fixed_kafka = (fixed_broker_ports && matches!(node, NodeRef::Broker(_)))
+                .then(|| format!("127.0.0.1:{}", free_port()));
             let dir = root.join(node.dir_name());
             std::fs::create_dir_all(&dir).expect("create node directory");
             Node {
@@ -206,6 +223,7 @@ impl Cluster {
                 kafka: None,
                 http: None,
                 controller_addr,
+                fixed_kafka,
                 starts: 0,
                 lines: None,
             }
@@ -231,7 +249,8 @@ impl Cluster {
             spec,
             root_dir: Some(root_dir),
             root,
-            minio,
+            shared_minio,
+            own_minio,
             storage_url,
             voters,
             controllers,
@@ -264,6 +283,23 @@ impl Cluster {
         }
         cluster.event("cluster ready".to_string());
         cluster
+    }
+
+    /// The MinIO the cluster stores its objects in.
+    pub fn minio(&self) -> &Minio {
+        self.shared_minio.or(self.own_minio.as_ref()).expect("a MinIO")
+    }
+
+    /// SIGKILLs the cluster's own MinIO ([`ClusterSpec::private_minio`]), waits `down`, and
+    /// starts it again on the same port and data (waiting until it is ready).
+    pub fn restart_minio(&mut self, down: Duration) {
+        let minio = self.own_minio.as_mut().expect("restart_minio needs ClusterSpec::private_minio");
+        minio.kill();
+        self.event(format!("SIGKILL MinIO; down for {down:?}"));
+        std::thread::sleep(down);
+        let started = Instant::now();
+        self.own_minio.as_mut().expect("own MinIO").restart();
+        self.event(format!("MinIO restarted, ready after {:?}", started.elapsed()));
     }
 
     /// Every controller, by id.
@@ -635,21 +671,22 @@ impl Cluster {
             }
             NodeRef::Broker(id) => {
                 cmd.arg("broker").args(["--node-id", &id.to_string()]);
-                cmd.args(["--kafka-listen", "127.0.0.1:0", "--controllers", &controllers.join(",")]);
+                let listen = n.fixed_kafka.as_deref().unwrap_or("127.0.0.1:0");
+                cmd.args(["--kafka-listen", listen, "--controllers", &controllers.join(",")]);
                 // Flush often: on s3 the default is 250 ms, which only slows the tests down.
                 cmd.args(["--flush-interval-ms", "20"]);
                 cmd.args(&self.spec.broker_args);
             }
         }
         cmd.arg("--data-dir").arg(n.data_dir()).args(["--http-listen", "127.0.0.1:0"]);
-        cmd.args(["--storage", &self.storage_url, "--s3-endpoint", &self.minio.endpoint, "--s3-region", "us-east-1"]);
+        cmd.args(["--storage", &self.storage_url, "--s3-endpoint", &self.minio().endpoint, "--s3-region", "us-east-1"]);
         // Only this test decides the configuration; keep the log level if the caller set one.
         for (key, _) in std::env::vars_os() {
             if key.to_str().is_some_and(|k| k.starts_with("SKIFF_") && k != "SKIFF_LOG") {
                 cmd.env_remove(key);
             }
         }
-        cmd.envs(self.minio.skiff_env());
+        cmd.envs(self.minio().skiff_env());
         let extra = match node {
             NodeRef::Controller(_) => &self.spec.controller_env,
             NodeRef::Broker(_) => &self.spec.broker_env,

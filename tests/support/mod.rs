@@ -16,6 +16,8 @@ pub mod kafka_cli;
 pub mod load;
 pub mod minio;
 pub mod slot;
+pub mod txn;
+pub mod txn_invariants;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -42,6 +44,8 @@ pub struct SkiffProcess {
     starts: u32,
     /// Extra environment for the child (e.g. S3 credentials), set after `SKIFF_*` is cleared.
     env: Vec<(String, String)>,
+    /// `--kafka-listen` of the next start: an ephemeral port unless [`Self::keep_address`].
+    kafka_listen: String,
 }
 
 impl SkiffProcess {
@@ -82,6 +86,7 @@ impl SkiffProcess {
             http: String::new(),
             starts: 0,
             env,
+            kafka_listen: "127.0.0.1:0".into(),
         };
         p.spawn();
         p
@@ -144,6 +149,12 @@ impl SkiffProcess {
         self.spawn();
     }
 
+    /// Later starts listen on the current Kafka address again, so that clients that keep
+    /// running through a restart (Kafka Streams) find the broker where it was.
+    pub fn keep_address(&mut self) {
+        self.kafka_listen = self.bootstrap.clone();
+    }
+
     /// The last `lines` lines of the current run's stderr.
     pub fn stderr_tail(&self, lines: usize) -> String {
         tail(&self.stderr_path(), lines)
@@ -155,7 +166,7 @@ impl SkiffProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
         cmd.arg("dev").arg("--data-dir").arg(self.data_dir()).args([
             "--kafka-listen",
-            "127.0.0.1:0",
+            &self.kafka_listen,
             "--http-listen",
             "127.0.0.1:0",
         ]);

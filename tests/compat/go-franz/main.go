@@ -124,8 +124,8 @@ func main() {
 		fatalf("BOOTSTRAP and TOPIC must be set")
 	}
 	bootstrap = strings.Split(os.Getenv("BOOTSTRAP"), ",")
-	if mode != "full" && mode != "produce" && mode != "verify" && mode != "group" && mode != "resubscribe" {
-		fatalf("MODE=%q: want full, produce, verify, group or resubscribe", mode)
+	if mode != "full" && mode != "produce" && mode != "verify" && mode != "group" && mode != "resubscribe" && mode != "txn" && mode != "txn-rpw" {
+		fatalf("MODE=%q: want full, produce, verify, group, resubscribe, txn or txn-rpw", mode)
 	}
 	logf("bootstrap=%s topic=%s mode=%s records=%d", os.Getenv("BOOTSTRAP"), topic, mode, n)
 
@@ -135,6 +135,18 @@ func main() {
 		consumed := runGroup(ctx)
 		logf("group scenario: %.2fs", time.Since(start).Seconds())
 		fmt.Printf("compat %s ok produced=%d verified=%d\n", clientName, n, consumed)
+		return
+	}
+	if mode == "txn" || mode == "txn-rpw" {
+		// RECORDS: transactions (txn) or input records (txn-rpw).
+		var verified int
+		if mode == "txn" {
+			verified = runTxn(ctx)
+		} else {
+			verified = runTxnRPW(ctx)
+		}
+		logf("%s scenario: %.2fs", mode, time.Since(start).Seconds())
+		fmt.Printf("compat %s ok produced=%d verified=%d\n", clientName, n, verified)
 		return
 	}
 	if mode == "resubscribe" {

@@ -278,8 +278,8 @@ def main():
     topic = os.environ.get("TOPIC") or fail("TOPIC must be set")
     mode = os.environ.get("MODE", "full")
     records = int(os.environ.get("RECORDS", "20000"))
-    if mode not in ("full", "produce", "verify", "group", "regex", "resubscribe"):
-        fail(f"MODE must be full, produce, verify, group, regex or resubscribe, not {mode!r}")
+    if mode not in ("full", "produce", "verify", "group", "regex", "resubscribe", "txn", "txn-rpw"):
+        fail(f"MODE must be full, produce, verify, group, regex, resubscribe, txn or txn-rpw, not {mode!r}")
     if records < 1:
         fail("RECORDS must be >= 1")
 
@@ -299,6 +299,9 @@ def main():
         "group": ("group_mode", records),
         "regex": ("regex_mode", records),
         "resubscribe": ("resubscribe_mode", records * 4),
+        # RECORDS: transactions (txn) or input records (txn-rpw).
+        "txn": ("txn_mode", records),
+        "txn-rpw": ("txn_rpw_mode", records),
     }
     if mode in scenarios:
         import importlib

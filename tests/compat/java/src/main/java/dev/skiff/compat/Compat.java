@@ -465,8 +465,9 @@ public final class Compat {
         }
         if (bootstrap == null || topic == null || records < 0
                 || !(mode.equals("full") || mode.equals("produce") || mode.equals("verify") || mode.equals("group")
-                        || mode.equals("regex") || mode.equals("failover-consume") || mode.equals("resubscribe"))) {
-            System.err.println("compat " + CLIENT + ": FAIL: need BOOTSTRAP, TOPIC, MODE=full|produce|verify|group|regex|resubscribe, RECORDS>=0");
+                        || mode.equals("regex") || mode.equals("failover-consume") || mode.equals("resubscribe")
+                        || mode.equals("txn") || mode.equals("txn-rpw"))) {
+            System.err.println("compat " + CLIENT + ": FAIL: need BOOTSTRAP, TOPIC, MODE=full|produce|verify|group|regex|resubscribe|txn|txn-rpw, RECORDS>=0");
             System.exit(2);
             return;
         }
@@ -492,6 +493,16 @@ public final class Compat {
                 long consumed = new GroupScenario(bootstrap, topic, records).run();
                 log(String.format("group scenario done in %.1f s", (System.nanoTime() - t0) / 1e9));
                 System.out.println("compat " + CLIENT + " ok produced=" + records + " verified=" + consumed);
+                System.out.flush();
+                System.exit(0);
+                return;
+            }
+            if (mode.equals("txn") || mode.equals("txn-rpw")) {
+                // RECORDS: transactions (txn) or input records (txn-rpw).
+                TxnScenario t = new TxnScenario(bootstrap, topic, records);
+                long n = mode.equals("txn") ? t.runTxn() : t.runReadProcessWrite(records);
+                log(String.format("%s scenario done in %.1f s", mode, (System.nanoTime() - t0) / 1e9));
+                System.out.println("compat " + CLIENT + " ok produced=" + records + " verified=" + n);
                 System.out.flush();
                 System.exit(0);
                 return;

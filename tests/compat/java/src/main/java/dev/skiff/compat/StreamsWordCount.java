@@ -21,7 +21,7 @@ import org.apache.kafka.streams.processor.StateRestoreListener;
  * (see tests/compat/README.md, "Kafka Streams"). It runs until it is signalled: SIGTERM closes
  * Streams cleanly (offsets committed, producer flushed); SIGKILL is the crash case.
  *
- * <p>Env: BOOTSTRAP, APP_ID, INPUT, OUTPUT, STATE_DIR. Records of INPUT are keyed by word (the
+ * <p>Env: BOOTSTRAP, APP_ID, INPUT, OUTPUT, STATE_DIR, GUARANTEE (optional). Records of INPUT are keyed by word (the
  * producer puts every occurrence of a word in one partition), so {@code groupByKey().count()}
  * needs no repartition topic; the store's changelog {@code APP_ID-counts-changelog} is a
  * compacted topic Streams creates itself. Every update of a count goes to OUTPUT (word → count
@@ -38,8 +38,10 @@ public final class StreamsWordCount {
         p.put(StreamsConfig.APPLICATION_ID_CONFIG, env("APP_ID"));
         p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, env("BOOTSTRAP"));
         p.put(StreamsConfig.STATE_DIR_CONFIG, env("STATE_DIR"));
-        // at_least_once: exactly_once_v2 needs transactions, which Skiff does not serve yet (#13).
-        p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.AT_LEAST_ONCE);
+        // GUARANTEE: at_least_once (default, tests/ecosystem.rs) or exactly_once_v2
+        // (tests/transactions_compat.rs: transactions, read_committed, counts exact after a crash).
+        String guarantee = System.getenv().getOrDefault("GUARANTEE", StreamsConfig.AT_LEAST_ONCE);
+        p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, guarantee);
         p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
         p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, 1);
         // Commit (and so flush changelog + output) often, and forward every update: the test
