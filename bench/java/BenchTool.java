@@ -17,6 +17,20 @@
 //       to partition 0 at RATE records/s, each keyed "key-<n>" with n uniform in [0, KEYS) from SEED:
 //       the overwrite workload of a compacted topic (bench/compaction.sh). Prints one JSON line with
 //       latency percentiles, as multi-produce.
+//   txn-e2e BOOTSTRAP TOPIC RATE SECONDS TXN_MS SIZE
+//       End-to-end latency of committed data (issue #13): one transactional KafkaProducer sends SIZE-byte
+//       records to partition 0 at RATE records/s and commits every TXN_MS; a read_committed consumer
+//       (assign + seekToEnd before the first send) receives them. Latency = send() of a record to its
+//       poll() by the consumer (so it includes the wait for its transaction's commit, as any
+//       read_committed reader sees). Prints one JSON line: records, transactions, p50/p99/p999/max ms.
+//   txn-loop BOOTSTRAP TOPIC TXN_ID SECONDS
+//       Back-to-back transactions of one record each (begin, send, commit) for SECONDS, recovering from
+//       errors as an application would (retry commit after a timeout; abort after an abortable error;
+//       a new producer after a fatal one). Prints a JSON line per completed commit:
+//       {"t_ms": wall-clock ms when commitTransaction returned}, and one per error {"error": class}:
+//       bench/transactions.sh turns the gap around a coordinator kill into the failover time.
+//   txn-coordinator BOOTSTRAP TXN_ID
+//       Prints the broker id coordinating TXN_ID (Admin.describeTransactions).
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.NewTopic;
@@ -29,6 +43,11 @@ import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.PartitionInfo;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.KafkaException;
+import org.apache.kafka.common.errors.AuthorizationException;
+import org.apache.kafka.common.errors.OutOfOrderSequenceException;
+import org.apache.kafka.common.errors.ProducerFencedException;
+import org.apache.kafka.common.errors.TimeoutException;
 import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
@@ -39,6 +58,8 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.Properties;
 import java.util.Random;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.atomic.AtomicLong;
 
@@ -51,8 +72,12 @@ public class BenchTool {
                     Long.parseLong(args[5]), Integer.parseInt(args[6]), Long.parseLong(args[7]));
             case "keyed-produce" -> keyedProduce(args[1], args[2], Integer.parseInt(args[3]), Long.parseLong(args[4]),
                     Integer.parseInt(args[5]), Long.parseLong(args[6]), Long.parseLong(args[7]));
+            case "txn-e2e" -> txnE2e(args[1], args[2], Long.parseLong(args[3]), Long.parseLong(args[4]),
+                    Long.parseLong(args[5]), Integer.parseInt(args[6]));
+            case "txn-loop" -> txnLoop(args[1], args[2], args[3], Long.parseLong(args[4]));
+            case "txn-coordinator" -> txnCoordinator(args[1], args[2]);
             default -> {
-                System.err.println("usage: BenchTool create-topics|consume|multi-produce|keyed-produce ...");
+                System.err.println("usage: BenchTool create-topics|consume|multi-produce|keyed-produce|txn-e2e|txn-loop|txn-coordinator ...");
                 System.exit(2);
             }
         }
@@ -199,6 +224,132 @@ public class BenchTool {
                         + "\"mb_per_s\": %.3f, \"p50_ms\": %.2f, \"p99_ms\": %.2f, \"p999_ms\": %.2f}%n",
                 records, errors.get(), secs, records / secs, records * (double) size / 1048576.0 / secs,
                 pct(sorted, 0.5), pct(sorted, 0.99), pct(sorted, 0.999));
+    }
+
+    static void txnCoordinator(String bootstrap, String txnId) throws Exception {
+        Properties p = new Properties();
+        p.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        try (Admin admin = Admin.create(p)) {
+            System.out.println(admin.describeTransactions(List.of(txnId)).description(txnId).get().coordinatorId());
+        }
+    }
+
+    static KafkaProducer<byte[], byte[]> txnProducer(String bootstrap, String txnId) {
+        Properties p = new Properties();
+        p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        p.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, txnId);
+        p.put(ProducerConfig.CLIENT_ID_CONFIG, "bench-" + txnId);
+        p.put(ProducerConfig.LINGER_MS_CONFIG, "0");
+        p.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, "30000");
+        KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p, new ByteArraySerializer(), new ByteArraySerializer());
+        producer.initTransactions();
+        return producer;
+    }
+
+    static void txnE2e(String bootstrap, String topic, long rate, long seconds, long txnMs, int size) throws Exception {
+        Properties c = new Properties();
+        c.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        c.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+        c.put(ConsumerConfig.FETCH_MAX_WAIT_MS_CONFIG, "100");
+        c.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(c, new ByteArrayDeserializer(), new ByteArrayDeserializer());
+        TopicPartition tp = new TopicPartition(topic, 0);
+        consumer.assign(List.of(tp));
+        consumer.seekToEnd(List.of(tp));
+        consumer.position(tp);
+        KafkaProducer<byte[], byte[]> producer = txnProducer(bootstrap, "bench-e2e-" + System.nanoTime());
+        long records = rate * seconds;
+        ConcurrentLinkedQueue<Long> latUs = new ConcurrentLinkedQueue<>();
+        AtomicBoolean done = new AtomicBoolean();
+        AtomicLong received = new AtomicLong();
+        Thread reader = new Thread(() -> {
+            long deadline = Long.MAX_VALUE;
+            while (received.get() < records && System.nanoTime() < deadline) {
+                if (done.get() && deadline == Long.MAX_VALUE) deadline = System.nanoTime() + 30_000_000_000L;
+                ConsumerRecords<byte[], byte[]> rs = consumer.poll(Duration.ofMillis(50));
+                long now = System.nanoTime();
+                for (ConsumerRecord<byte[], byte[]> r : rs) {
+                    long sent = java.nio.ByteBuffer.wrap(r.value()).getLong();
+                    latUs.add((now - sent) / 1000);
+                    received.incrementAndGet();
+                }
+            }
+        });
+        reader.start();
+        byte[] pad = new byte[Math.max(0, size - 8)];
+        long start = System.nanoTime();
+        long txns = 0;
+        producer.beginTransaction();
+        long txnStart = System.nanoTime();
+        for (long i = 0; i < records; i++) {
+            long due = start + (long) (i * 1e9 / rate);
+            long now;
+            while ((now = System.nanoTime()) < due) {
+                long d = due - now;
+                if (d > 200_000) Thread.sleep(d / 1_000_000, (int) (d % 1_000_000));
+            }
+            if (now - txnStart >= txnMs * 1_000_000L) {
+                producer.commitTransaction();
+                txns++;
+                producer.beginTransaction();
+                txnStart = System.nanoTime();
+            }
+            java.nio.ByteBuffer v = java.nio.ByteBuffer.allocate(8 + pad.length);
+            v.putLong(System.nanoTime()).put(pad);
+            producer.send(new ProducerRecord<>(topic, 0, null, v.array()));
+        }
+        producer.commitTransaction();
+        txns++;
+        done.set(true);
+        reader.join();
+        producer.close(Duration.ofSeconds(5));
+        long[] sorted = latUs.stream().mapToLong(Long::longValue).sorted().toArray();
+        int[] ints = Arrays.stream(sorted).mapToInt(x -> (int) Math.min(Integer.MAX_VALUE, x)).toArray();
+        System.out.printf("{\"records\": %d, \"received\": %d, \"transactions\": %d, \"p50_ms\": %.2f, \"p99_ms\": %.2f, "
+                        + "\"p999_ms\": %.2f, \"max_ms\": %.2f}%n",
+                records, received.get(), txns, pct(ints, 0.5), pct(ints, 0.99), pct(ints, 0.999),
+                ints.length == 0 ? 0 : ints[ints.length - 1] / 1000.0);
+    }
+
+    static void txnLoop(String bootstrap, String topic, String txnId, long seconds) throws Exception {
+        long end = System.currentTimeMillis() + seconds * 1000;
+        KafkaProducer<byte[], byte[]> producer = null;
+        long n = 0;
+        while (System.currentTimeMillis() < end) {
+            try {
+                if (producer == null) producer = txnProducer(bootstrap, txnId);
+                producer.beginTransaction();
+                producer.send(new ProducerRecord<>(topic, null, ("r" + n++).getBytes()));
+                commitRetrying(producer, end);
+                System.out.printf("{\"t_ms\": %d}%n", System.currentTimeMillis());
+                System.out.flush();
+            } catch (ProducerFencedException | OutOfOrderSequenceException | AuthorizationException e) {
+                System.out.printf("{\"error\": \"%s\", \"fatal\": true}%n", e.getClass().getSimpleName());
+                if (producer != null) producer.close(Duration.ZERO);
+                producer = null;
+            } catch (KafkaException e) {
+                System.out.printf("{\"error\": \"%s\"}%n", e.getClass().getSimpleName());
+                try {
+                    if (producer != null) producer.abortTransaction();
+                } catch (KafkaException again) {
+                    producer.close(Duration.ZERO);
+                    producer = null;
+                }
+            }
+        }
+        if (producer != null) producer.close(Duration.ofSeconds(5));
+    }
+
+    // A commit that timed out may be retried (KafkaProducer keeps the pending EndTxn).
+    static void commitRetrying(KafkaProducer<byte[], byte[]> producer, long endMs) {
+        while (true) {
+            try {
+                producer.commitTransaction();
+                return;
+            } catch (TimeoutException e) {
+                if (System.currentTimeMillis() > endMs) throw e;
+            }
+        }
     }
 
     static double pct(int[] sorted, double q) {
