@@ -215,6 +215,11 @@ impl MetadataImage {
             .collect()
     }
 
+    /// SCRAM credentials (`scram.rs`).
+    pub fn scram(&self) -> &crate::scram::ScramState {
+        &self.state.scram
+    }
+
     // ---- consumer groups ----
 
     /// The broker coordinating `group_id`, once its shard is assigned.

@@ -35,6 +35,7 @@ pub use crate::metadata::{
     BrokerId, BrokerRegistration, ChunkReplacement, CleanChunks, CleanRun, CreateTopic, ObjectCommit, PartitionAppend,
     ProducerBatch, Rejection, ReplacedChunk, SegmentChunk,
 };
+pub use crate::scram::{ScramChange, ScramCredential, ScramDeletion, ScramMechanism, ScramUpsertion};
 
 /// `Ok` for a command whose success carries nothing.
 fn done(result: CommandResult) -> Result<(), ControllerError> {
@@ -161,6 +162,11 @@ impl ControllerHandle {
             CommandResult::ProducerId(id) => Ok(id),
             other => Err(refused_or_unexpected(other)),
         }
+    }
+
+    /// Sets and removes SCRAM credentials (AlterUserScramCredentials, the bootstrap user).
+    pub async fn alter_scram_credentials(&self, change: crate::scram::ScramChange) -> Result<(), ControllerError> {
+        done(self.submit(Command::AlterScramCredentials(change)).await?)
     }
 
     /// Stores a change to a consumer group, written by the coordinator holding its shard at

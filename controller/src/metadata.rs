@@ -114,6 +114,9 @@ pub enum Command {
     UnregisterBroker {
         broker_id: BrokerId,
     },
+    /// AlterUserScramCredentials (and the bootstrap user): SCRAM credentials set and removed
+    /// (`scram.rs`).
+    AlterScramCredentials(crate::scram::ScramChange),
 }
 
 /// The index swap of one cleaner pass (`docs/rfcs/0003-compacted-topics.md`, section 4).
@@ -532,6 +535,9 @@ pub struct MetadataState {
     /// snapshots readable.
     #[serde(default)]
     pub(crate) configs: crate::configs::ConfigsState,
+    /// SCRAM credentials (`scram.rs`). `default` keeps older snapshots readable.
+    #[serde(default)]
+    pub(crate) scram: crate::scram::ScramState,
 }
 
 impl MetadataState {
@@ -640,6 +646,10 @@ impl MetadataState {
                 self.reassign_partition(topic, *partition, replicas)
             }
             Command::UnregisterBroker { broker_id } => self.unregister_broker(*broker_id),
+            Command::AlterScramCredentials(change) => {
+                self.scram.apply(change);
+                Ok(CommandResult::Ok)
+            }
             Command::ForgetObjects { keys } => {
                 for k in keys {
                     if self.objects.get(k.as_str()).is_some_and(|o| o.live_chunks == 0) {

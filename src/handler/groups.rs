@@ -82,7 +82,14 @@ pub fn find_coordinator(
     req: FindCoordinatorRequest,
     version: i16,
     asker: &Asker,
+    here: &crate::security::listener::Advertised,
 ) -> FindCoordinatorResponse {
+    // This broker is named by the address of the listener the client connected to.
+    let coordinator_for = |broker: &Broker, key_type: i8, key: &str| {
+        coordinator_for(broker, key_type, key).map(|(node, host, port)| {
+            if node == broker.settings.node_id { (node, here.host.clone(), here.port) } else { (node, host, port) }
+        })
+    };
     let key_type = if version >= 1 { req.key_type } else { KEY_TYPE_GROUP };
     if key_type == KEY_TYPE_TRANSACTION {
         let ids: Vec<&str> = if version >= 4 {
