@@ -42,6 +42,10 @@ pub struct SkiffProcess {
     starts: u32,
     /// Extra environment for the child (e.g. S3 credentials), set after `SKIFF_*` is cleared.
     env: Vec<(String, String)>,
+    /// `--kafka-listen` (default `127.0.0.1:0`).
+    kafka_listen: String,
+    /// `Kafka listener PROTOCOL: HOST:PORT` lines of the current run, by protocol.
+    listeners: std::collections::BTreeMap<String, String>,
 }
 
 impl SkiffProcess {
@@ -65,7 +69,22 @@ impl SkiffProcess {
         Self::launch_with_env(config_toml, Vec::new())
     }
 
+    /// Starts `skiff dev` with `--kafka-listen listen` (several listeners, TLS, SASL), an
+    /// optional config file and extra environment.
+    pub fn start_with_listeners(listen: &str, config_toml: Option<&str>, env: Vec<(String, String)>) -> Self {
+        Self::launch_full(config_toml, env, listen)
+    }
+
+    /// The advertised address of the listener of `protocol` (`SASL_SSL`, ...).
+    pub fn listener(&self, protocol: &str) -> &str {
+        self.listeners.get(protocol).unwrap_or_else(|| panic!("no {protocol} listener: {:?}", self.listeners))
+    }
+
     fn launch_with_env(config_toml: Option<&str>, env: Vec<(String, String)>) -> Self {
+        Self::launch_full(config_toml, env, "127.0.0.1:0")
+    }
+
+    fn launch_full(config_toml: Option<&str>, env: Vec<(String, String)>, kafka_listen: &str) -> Self {
         let dir = tempfile::Builder::new().prefix("skiff-test-").tempdir().expect("create temp dir");
         let root = dir.path().to_path_buf();
         let config = config_toml.map(|text| {
@@ -82,6 +101,8 @@ impl SkiffProcess {
             http: String::new(),
             starts: 0,
             env,
+            kafka_listen: kafka_listen.to_string(),
+            listeners: Default::default(),
         };
         p.spawn();
         p
@@ -151,11 +172,12 @@ impl SkiffProcess {
 
     fn spawn(&mut self) {
         self.starts += 1;
+        self.listeners.clear();
         let stderr = File::create(self.stderr_path()).expect("create stderr log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
         cmd.arg("dev").arg("--data-dir").arg(self.data_dir()).args([
             "--kafka-listen",
-            "127.0.0.1:0",
+            &self.kafka_listen,
             "--http-listen",
             "127.0.0.1:0",
         ]);
@@ -194,6 +216,10 @@ impl SkiffProcess {
                 Ok(line) => {
                     if let Some(addr) = line.strip_prefix("Kafka bootstrap: ") {
                         bootstrap = Some(addr.trim().to_string());
+                    } else if let Some((protocol, addr)) =
+                        line.strip_prefix("Kafka listener ").and_then(|l| l.split_once(": "))
+                    {
+                        self.listeners.insert(protocol.to_string(), addr.trim().to_string());
                     } else if let Some(url) = line.strip_prefix("HTTP: ") {
                         // Printed as http://HOST:PORT/metrics; keep the base URL.
                         let url = url.trim();
