@@ -530,6 +530,11 @@ impl Config {
         }
     }
 
+    /// [`Config::storage_url`] as logs and errors show it: user info (`user:password@`) hidden.
+    pub fn storage_url_redacted(&self) -> String {
+        settings::redact(&self.storage_url())
+    }
+
     /// The flush interval in effect (per-backend default).
     pub fn flush_interval(&self) -> Duration {
         let default = Duration::from_millis(if self.billed_per_request() { 250 } else { 5 });
@@ -757,7 +762,8 @@ mod tests {
         let minio = Config { s3_endpoint: Some("http://127.0.0.1:9000".into()), ..c };
         assert_eq!(minio.flush_interval(), Duration::from_millis(5));
         assert!(minio.flush_when_idle());
-        let r = Config { storage: Some("s3://user:pw@b/p".into()), ..Config::default() }.redacted();
-        assert!(!r.contains("pw"));
+        let c = Config { storage: Some("s3://user:pw@b/p".into()), ..Config::default() };
+        assert!(!c.redacted().contains("pw"));
+        assert_eq!(c.storage_url_redacted(), "s3://***@b/p");
     }
 }

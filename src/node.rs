@@ -118,17 +118,17 @@ impl Process {
 /// Opens the configured object storage and checks it is usable (fails start-up fast on wrong
 /// credentials or a missing bucket).
 async fn open_storage(config: &Config, clock: &Arc<dyn Clock>) -> anyhow::Result<skiff_storage::ObjectStorage> {
-    let url = config.storage_url();
     let storage = skiff_storage::open(&StorageConfig {
-        url: url.clone(),
+        url: config.storage_url(),
         s3_endpoint: config.s3_endpoint.clone(),
         s3_region: config.s3_region.clone(),
         s3_path_style: config.s3_path_style,
         s3_allow_http: config.s3_allow_http,
     })
-    .with_context(|| format!("opening object storage {url}"))?
+    // Messages name the URL without any user info it may carry (credentials).
+    .with_context(|| format!("opening object storage {}", config.storage_url_redacted()))?
     .with_clock(clock.clone());
-    check_storage(&storage, &url, clock.as_ref()).await?;
+    check_storage(&storage, &config.storage_url_redacted(), clock.as_ref()).await?;
     Ok(storage)
 }
 
@@ -497,7 +497,7 @@ async fn serve(
     for (protocol, addr, adv) in &bound.listeners {
         info!(listener = %protocol, bound = %addr, advertised = %adv, "Kafka listener");
     }
-    info!(kafka = %bound.kafka, advertised = %format!("{host}:{port}"), http = %bound.http, storage = %config.storage_url(), "skiff is ready");
+    info!(kafka = %bound.kafka, advertised = %format!("{host}:{port}"), http = %bound.http, storage = %config.storage_url_redacted(), "skiff is ready");
     on_ready(&bound);
 
     let limits = Limits {
