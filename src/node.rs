@@ -386,6 +386,15 @@ async fn serve(
         port,
         rack: b.rack.clone(),
         fenced: false,
+        listeners: bound
+            .listeners
+            .iter()
+            .map(|(protocol, _, adv)| skiff_controller::intent::ListenerEndpoint {
+                name: protocol.name().to_string(),
+                host: adv.host.clone(),
+                port: adv.port,
+            })
+            .collect(),
     };
     controller.register_broker(registration.clone()).await.context("registering the broker")?;
     info!(broker_id = b.node_id, %incarnation, "broker registered");

@@ -551,6 +551,7 @@ mod tests {
             port: 1,
             rack: None,
             fenced: false,
+            listeners: Vec::new(),
         })
     }
 

@@ -32,8 +32,8 @@ pub use crate::groups::consumer::{
 };
 pub use crate::groups::{GroupMembership, GroupOp, OffsetCommit, StoredMember, shard_for};
 pub use crate::metadata::{
-    BrokerId, BrokerRegistration, ChunkReplacement, CleanChunks, CleanRun, CreateTopic, ObjectCommit, PartitionAppend,
-    ProducerBatch, Rejection, ReplacedChunk, SegmentChunk,
+    BrokerId, BrokerRegistration, ChunkReplacement, CleanChunks, CleanRun, CreateTopic, ListenerEndpoint, ObjectCommit,
+    PartitionAppend, ProducerBatch, Rejection, ReplacedChunk, SegmentChunk,
 };
 pub use crate::scram::{ScramChange, ScramCredential, ScramDeletion, ScramMechanism, ScramUpsertion};
 

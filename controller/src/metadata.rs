@@ -187,6 +187,20 @@ pub struct BrokerRegistration {
     /// Set by `FenceBroker`; a fenced broker leads nothing until it registers again.
     #[serde(default)]
     pub fenced: bool,
+    /// Every Kafka listener by name (`PLAINTEXT`, `SASL_SSL`, ...) with its advertised
+    /// address: a client is told the address of each broker's listener of the name it came in
+    /// on, as Kafka does. `host`/`port` are the first one's. Empty in registrations written
+    /// before listeners existed (`default`).
+    #[serde(default)]
+    pub listeners: Vec<ListenerEndpoint>,
+}
+
+/// One listener of a broker, as its clients reach it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListenerEndpoint {
+    pub name: String,
+    pub host: String,
+    pub port: i32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -1007,6 +1021,7 @@ mod tests {
             port: 1,
             rack: None,
             fenced: false,
+            listeners: Vec::new(),
         }));
         let id = Uuid::from_u128(7);
         let r = s.apply(&Command::CreateTopic(CreateTopic {

@@ -365,7 +365,7 @@ pub async fn init_producer_id(
 pub fn describe_cluster(
     broker: &Arc<Broker>,
     req: DescribeClusterRequest,
-    here: &crate::security::listener::Advertised,
+    here: &crate::security::ListenerContext,
 ) -> DescribeClusterResponse {
     let s = &broker.settings;
     let cluster_id = broker.metadata.read(|m| m.cluster_id().to_string());

@@ -33,7 +33,7 @@ pub async fn handle(
     broker: &Arc<Broker>,
     req: MetadataRequest,
     version: i16,
-    here: &crate::security::listener::Advertised,
+    here: &crate::security::ListenerContext,
 ) -> MetadataResponse {
     // v12 may name topics by id: a KIP-848 consumer learns the topics a server-side regex
     // matched only as ids in its assignment. As in Kafka's KafkaApis, once any id is given the
@@ -164,16 +164,24 @@ pub fn live_brokers(broker: &Broker) -> Vec<(i32, String, i32, Option<String>)> 
     out
 }
 
-/// [`live_brokers`] with this broker's entry at `here`, the advertised address of the
-/// listener the client connected to.
+/// [`live_brokers`] as seen from listener `here`: every broker at the address of its listener
+/// of the same name, as Kafka answers (a broker registered without listeners, before they
+/// existed, at its one address).
 pub fn live_brokers_on(
     broker: &Broker,
-    here: &crate::security::listener::Advertised,
+    here: &crate::security::ListenerContext,
 ) -> Vec<(i32, String, i32, Option<String>)> {
     let mut out = live_brokers(broker);
-    for b in out.iter_mut().filter(|b| b.0 == broker.settings.node_id) {
-        (b.1, b.2) = (here.host.clone(), here.port);
-    }
+    let name = here.protocol.name();
+    broker.metadata.read(|m| {
+        for b in out.iter_mut() {
+            if b.0 == broker.settings.node_id {
+                (b.1, b.2) = (here.advertised.host.clone(), here.advertised.port);
+            } else if let Some((host, port)) = m.live_broker_listener(b.0, name) {
+                (b.1, b.2) = (host, port);
+            }
+        }
+    });
     out
 }
 

@@ -58,7 +58,7 @@ pub enum Handled {
 /// advertised address Metadata, FindCoordinator and DescribeCluster answer with, as Kafka
 /// answers with the endpoints of the listener the client connected to).
 pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr, listener: &ListenerContext) -> Handled {
-    let here = &listener.advertised;
+    let here = listener;
     let v = request.version;
     let client_id = request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
     let asker = not_served::Asker { client_id: client_id.clone(), ip: peer.ip() };
