@@ -271,6 +271,34 @@ fn java_tools_over_sasl_ssl_and_mutual_tls() {
     .expect("run kafka-topics");
     assert!(!out.success, "listing without a client certificate succeeded:\n{}", out.stdout);
 
+    // Deleting alice's credential: her next login fails.
+    kafka_cli::run(
+        kafka_cli::CONFIG_COMMAND,
+        &[
+            "--bootstrap-server",
+            &sasl_ssl,
+            "--command-config",
+            &p(&admin),
+            "--alter",
+            "--entity-type",
+            "users",
+            "--entity-name",
+            "alice",
+            "--delete-config",
+            "SCRAM-SHA-512",
+        ],
+    )
+    .expect("run kafka-configs")
+    .ok("kafka-configs deleting alice's SCRAM-SHA-512 credential")
+    .expect("kafka-configs");
+    let out = kafka_cli::run_with_timeout(
+        kafka_cli::TOPIC_COMMAND,
+        &["--bootstrap-server", &sasl_ssl, "--command-config", &p(&alice), "--list"],
+        Duration::from_secs(60),
+    )
+    .expect("run kafka-topics");
+    assert!(!out.success, "alice listed topics after her credential was deleted:\n{}", out.stdout);
+
     // A wrong password: the tool fails with Kafka's authentication error.
     let wrong = certs.scram_properties("wrong.properties", "alice", "not-her-password");
     let out = kafka_cli::run_with_timeout(
@@ -290,6 +318,43 @@ fn java_tools_over_sasl_ssl_and_mutual_tls() {
     let metrics = http_get(broker.http(), "/metrics").expect("metrics");
     assert!(prometheus_value(&metrics, "skiff_authentication_failures_total").unwrap_or(0.0) >= 1.0, "{metrics}");
     assert!(prometheus_value(&metrics, "skiff_authentications_total").unwrap_or(0.0) >= 4.0, "{metrics}");
+}
+
+/// KIP-368: with `connections_max_reauth`, Java's producer re-authenticates on its
+/// connections while it produces (12 s at 25 records/s, sessions of 4 s), and nothing fails.
+#[test]
+fn java_client_reauthenticates_when_the_session_ends() {
+    let _slot = Slot::acquire();
+    let certs = Certs::make();
+    let broker = start(&certs, &[("SKIFF_CONNECTIONS_MAX_REAUTH", "4s")]);
+    let sasl_ssl = broker.listener("SASL_SSL").to_string();
+    let admin = certs.scram_properties("admin.properties", ADMIN.0, ADMIN.1);
+    let out = kafka_cli::run(
+        "org.apache.kafka.tools.ProducerPerformance",
+        &[
+            "--topic",
+            "reauth",
+            "--num-records",
+            "300",
+            "--record-size",
+            "100",
+            "--throughput",
+            "25",
+            "--producer-props",
+            &format!("bootstrap.servers={sasl_ssl}"),
+            "acks=all",
+            "--producer.config",
+            &p(&admin),
+        ],
+    )
+    .expect("run ProducerPerformance")
+    .ok("ProducerPerformance across re-authentications")
+    .expect("produce");
+    assert!(out.contains("300 records sent"), "{out}");
+    let metrics = http_get(broker.http(), "/metrics").expect("metrics");
+    let logins = prometheus_value(&metrics, "skiff_authentications_total").unwrap_or(0.0);
+    let connections = prometheus_value(&metrics, "skiff_connections_total").unwrap_or(f64::MAX);
+    assert!(logins > connections, "no re-authentication: {logins} logins on {connections} connections\n{metrics}");
 }
 
 /// librdkafka (confluent-kafka) runs the compat scenario over SASL_SSL with SCRAM-SHA-512.
