@@ -48,6 +48,8 @@ pub struct Config {
     pub groups: GroupsConfig,
     /// The transaction coordinator (RFC 0004).
     pub transactions: TransactionsConfig,
+    /// TLS and SASL of the Kafka listeners (docs/security.md).
+    pub security: SecurityConfig,
 }
 
 /// The transaction coordinator (docs/configuration.md, `[transactions]`); Kafka's
@@ -82,6 +84,60 @@ impl Default for TransactionsConfig {
     }
 }
 
+/// A value that must never be logged or shown (`--help`, the effective configuration, `Debug`).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+/// TLS and SASL (docs/security.md, `[security]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SecurityConfig {
+    /// PEM certificate chain of the SSL and SASL_SSL listeners. Reloaded when the file changes.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: an SSL listener then requires client certificates signed by them
+    /// (mutual TLS). Default none.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Kafka's `ssl.principal.mapping.rules`: certificate subject → principal name. Default
+    /// `DEFAULT` (the subject as RFC 2253 prints it).
+    pub ssl_principal_mapping_rules: String,
+    /// `sasl.enabled.mechanisms` of the SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.
+    /// Default the two SCRAM mechanisms (PLAIN sends the password itself: use it over SASL_SSL).
+    pub sasl_mechanisms: Vec<String>,
+    /// `connections.max.reauth.ms` (KIP-368): a SASL session lasts this long, then the client
+    /// must re-authenticate on the same connection. Default none (sessions do not expire).
+    pub connections_max_reauth: Option<Duration>,
+    /// `NAME=PASSWORD`: a SCRAM user (both mechanisms, 4096 iterations) created at start-up if
+    /// it has no credential yet. Never logged. Default none.
+    pub scram_bootstrap_user: Option<Secret>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            ssl_principal_mapping_rules: "DEFAULT".into(),
+            sasl_mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
+            connections_max_reauth: None,
+            scram_bootstrap_user: None,
+        }
+    }
+}
+
 impl TransactionsConfig {
     /// The coordinator's settings (call after [`Config::validate`]).
     pub fn settings(&self) -> crate::txn::TxnSettings {
@@ -94,6 +150,49 @@ impl TransactionsConfig {
             },
             abort_check_interval: self.abort_check_interval,
             expire_check_interval: self.expire_check_interval,
+        }
+    }
+}
+
+impl SecurityConfig {
+    /// The bootstrap user's name and password.
+    pub fn bootstrap_user(&self) -> Option<(&str, &str)> {
+        self.scram_bootstrap_user.as_ref().and_then(|s| s.0.split_once('='))
+    }
+
+    /// The enabled mechanisms (call after [`Config::validate`]).
+    pub fn mechanisms(&self) -> Vec<crate::security::sasl::Mechanism> {
+        self.sasl_mechanisms.iter().filter_map(|m| crate::security::sasl::Mechanism::from_name(m)).collect()
+    }
+
+    fn validate(&self, listeners: &[crate::security::listener::ListenerSpec], problems: &mut Vec<String>) {
+        let tls = listeners.iter().any(|l| l.protocol.tls());
+        let sasl = listeners.iter().any(|l| l.protocol.sasl());
+        if tls && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            problems.push("security: an SSL or SASL_SSL listener needs tls_cert and tls_key".into());
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            problems.push("security.tls_client_ca needs tls_cert and tls_key".into());
+        }
+        if let Err(e) = crate::security::principal::PrincipalMapper::parse(&self.ssl_principal_mapping_rules) {
+            problems.push(format!("security.ssl_principal_mapping_rules: {e}"));
+        }
+        for m in &self.sasl_mechanisms {
+            if crate::security::sasl::Mechanism::from_name(m).is_none() {
+                problems.push(format!(
+                    "security.sasl_mechanisms: `{m}` is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (OAUTHBEARER and GSSAPI are not served)"
+                ));
+            }
+        }
+        if sasl && self.sasl_mechanisms.is_empty() {
+            problems.push("security.sasl_mechanisms: a SASL listener needs at least one mechanism".into());
+        }
+        if let Some(s) = &self.scram_bootstrap_user {
+            // The value itself is never quoted: it holds a password.
+            match s.0.split_once('=') {
+                Some((name, password)) if !name.is_empty() && !password.is_empty() => {}
+                _ => problems.push("security.scram_bootstrap_user: expected NAME=PASSWORD (value not shown)".into()),
+            }
         }
     }
 }
@@ -345,6 +444,16 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: usize,
     /// Maximum concurrent client connections. Default 10,000.
     pub max_connections: usize,
+    /// `max.connections.per.ip`: connections from one address beyond this are closed at once
+    /// (counted in `/metrics`). Default 0: no per-address limit.
+    pub max_connections_per_ip: usize,
+    /// `connections.max.idle.ms`: a connection with no request for this long, and no answer
+    /// pending, is closed. Default 10 min (Kafka's).
+    pub connections_max_idle: Duration,
+    /// Once a frame's first byte arrived, the whole frame must arrive within this; a slow
+    /// sender (slowloris) is disconnected. Also bounds the TLS handshake. Default 30 s (the
+    /// clients' own `request.timeout.ms`).
+    pub request_read_timeout: Duration,
     /// Requests read ahead per connection while earlier ones are still being answered. Default 32.
     pub max_inflight_requests_per_connection: usize,
     /// `auto.create.topics.enable`. Default true.
@@ -387,6 +496,7 @@ impl Default for Config {
             lifecycle: LifecycleConfig::default(),
             groups: GroupsConfig::default(),
             transactions: TransactionsConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -405,6 +515,9 @@ impl Default for BrokerConfig {
             block_cache_bytes: 256 * 1024 * 1024,
             socket_request_max_bytes: 100 * 1024 * 1024,
             max_connections: 10_000,
+            max_connections_per_ip: 0,
+            connections_max_idle: Duration::from_secs(600),
+            request_read_timeout: Duration::from_secs(30),
             max_inflight_requests_per_connection: 32,
             auto_create_topics: true,
             num_partitions: 1,
@@ -432,11 +545,28 @@ impl Config {
         Ok(config)
     }
 
-    /// The address clients are told to use (and the `Kafka bootstrap:` line shows): the
-    /// advertised one when set, else the address the Kafka listener bound (with its real port
-    /// when `kafka_listen` asked for port 0).
+    /// The address clients are told to use (and the `Kafka bootstrap:` line shows): the first
+    /// listener's advertised one when set, else the address it bound (with its real port when
+    /// `kafka_listen` asked for port 0).
     pub fn kafka_bootstrap(&self, bound: SocketAddr) -> String {
-        self.kafka_advertise.clone().unwrap_or_else(|| bound.to_string())
+        self.advertised()
+            .ok()
+            .and_then(|a| a.into_iter().next().flatten())
+            .map_or_else(|| bound.to_string(), |a| a.to_string())
+    }
+
+    /// The Kafka listeners (call after [`Config::validate`], which reports their problems).
+    pub fn listeners(&self) -> Result<Vec<crate::security::listener::ListenerSpec>, String> {
+        crate::security::listener::parse_listeners(&self.kafka_listen)
+    }
+
+    /// Each listener's advertised address, in [`Config::listeners`] order.
+    pub fn advertised(&self) -> Result<Vec<Option<crate::security::listener::Advertised>>, String> {
+        let listeners = self.listeners()?;
+        match &self.kafka_advertise {
+            Some(a) => crate::security::listener::parse_advertised(a, &listeners),
+            None => Ok(vec![None; listeners.len()]),
+        }
     }
 
     /// The object storage URL in effect.
@@ -449,6 +579,11 @@ impl Config {
                 format!("file://{}", dir.display())
             }
         }
+    }
+
+    /// [`Config::storage_url`] as logs and errors show it: user info (`user:password@`) hidden.
+    pub fn storage_url_redacted(&self) -> String {
+        settings::redact(&self.storage_url())
     }
 
     /// The flush interval in effect (per-backend default).
@@ -474,16 +609,17 @@ impl Config {
     /// Checks every field; returns all problems at once.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
-        for (name, addr) in [("kafka_listen", &self.kafka_listen), ("http_listen", &self.http_listen)] {
-            if addr.parse::<SocketAddr>().is_err() {
-                problems.push(format!("{name}: `{addr}` is not HOST:PORT with an IP address"));
-            }
+        if self.http_listen.parse::<SocketAddr>().is_err() {
+            problems.push(format!("http_listen: `{}` is not HOST:PORT with an IP address", self.http_listen));
         }
-        if let Some(adv) = &self.kafka_advertise {
-            match adv.rsplit_once(':') {
-                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
-                _ => problems.push(format!("kafka_advertise: `{adv}` is not HOST:PORT")),
+        match self.listeners() {
+            Ok(listeners) => {
+                if let Err(e) = self.advertised() {
+                    problems.push(format!("kafka_advertise: {e}"));
+                }
+                self.security.validate(&listeners, &mut problems);
             }
+            Err(e) => problems.push(format!("kafka_listen: {e}")),
         }
         let url = self.storage_url();
         if !(url.starts_with("file://") || url.starts_with("memory://") || url.starts_with("s3://")) {
@@ -507,6 +643,9 @@ impl Config {
         }
         if b.socket_request_max_bytes < 1024 {
             problems.push("broker.socket_request_max_bytes must be >= 1024".into());
+        }
+        if b.connections_max_idle.is_zero() || b.request_read_timeout.is_zero() {
+            problems.push("broker.connections_max_idle and request_read_timeout must be > 0".into());
         }
         if b.max_connections == 0 || b.max_inflight_requests_per_connection == 0 {
             problems.push("broker.max_connections and max_inflight_requests_per_connection must be > 0".into());
@@ -687,7 +826,8 @@ mod tests {
         let minio = Config { s3_endpoint: Some("http://127.0.0.1:9000".into()), ..c };
         assert_eq!(minio.flush_interval(), Duration::from_millis(5));
         assert!(minio.flush_when_idle());
-        let r = Config { storage: Some("s3://user:pw@b/p".into()), ..Config::default() }.redacted();
-        assert!(!r.contains("pw"));
+        let c = Config { storage: Some("s3://user:pw@b/p".into()), ..Config::default() };
+        assert!(!c.redacted().contains("pw"));
+        assert_eq!(c.storage_url_redacted(), "s3://***@b/p");
     }
 }

@@ -103,6 +103,7 @@ fn main() -> anyhow::Result<()> {
                 skiff::node::run_dev(config, shutdown, |bound| {
                     // The one line tools and tests wait for.
                     println!("Kafka bootstrap: {}", bootstrap.kafka_bootstrap(bound.kafka));
+                    print_listeners(&bound.listeners);
                     println!("HTTP: http://{}/metrics", bound.http);
                     println!("Console: http://{}/", bound.http);
                     let _ = std::io::stdout().flush();
@@ -117,6 +118,7 @@ fn main() -> anyhow::Result<()> {
                     if let Some(k) = bound.kafka {
                         println!("Kafka bootstrap: {}", bootstrap.kafka_bootstrap(k));
                     }
+                    print_listeners(&bound.listeners);
                     println!("HTTP: http://{}/metrics", bound.http);
                     if bound.kafka.is_some() {
                         // The console's API answers from a broker's metadata image.
@@ -134,4 +136,21 @@ fn main() -> anyhow::Result<()> {
         t.shutdown();
     }
     result
+}
+
+/// One `Kafka listener PROTOCOL: HOST:PORT` line per listener (its advertised address) when
+/// there are several, or the one is not PLAINTEXT: what tools and tests connect to.
+fn print_listeners(
+    listeners: &[(
+        skiff::security::listener::SecurityProtocol,
+        std::net::SocketAddr,
+        skiff::security::listener::Advertised,
+    )],
+) {
+    let plain_only = matches!(listeners, [(skiff::security::listener::SecurityProtocol::Plaintext, _, _)]);
+    if !plain_only {
+        for (protocol, _, advertised) in listeners {
+            println!("Kafka listener {protocol}: {advertised}");
+        }
+    }
 }

@@ -79,6 +79,18 @@ pub struct Metrics {
     pub request_errors: AtomicU64,
     pub connections_open: AtomicU64,
     pub connections_total: AtomicU64,
+    /// Connections closed at once: `max_connections_per_ip` reached.
+    pub connections_refused_per_ip: AtomicU64,
+    /// Connections closed for being idle (`connections_max_idle`).
+    pub connections_closed_idle: AtomicU64,
+    /// Connections closed because a started frame did not arrive in `request_read_timeout`.
+    pub connections_closed_slow: AtomicU64,
+    /// TLS handshakes that failed or did not finish in time.
+    pub tls_handshake_failures: AtomicU64,
+    /// Successful SASL authentications (re-authentications included).
+    pub auth_successes: AtomicU64,
+    /// Failed authentications: SASL, and client certificates no mapping rule accepts.
+    pub auth_failures: AtomicU64,
     pub produced_bytes: AtomicU64,
     pub produced_batches: AtomicU64,
     pub fetched_bytes: AtomicU64,
@@ -244,6 +256,27 @@ impl Metrics {
             self.request_errors.load(Relaxed),
         );
         counter(&mut out, "skiff_connections_total", "Connections accepted.", self.connections_total.load(Relaxed));
+        help(&mut out, "skiff_connections_closed_total", "counter", "Connections the broker closed, by reason.");
+        for (reason, v) in [
+            ("max_connections_per_ip", &self.connections_refused_per_ip),
+            ("idle", &self.connections_closed_idle),
+            ("request_read_timeout", &self.connections_closed_slow),
+            ("tls_handshake", &self.tls_handshake_failures),
+        ] {
+            let _ = writeln!(out, "skiff_connections_closed_total{{reason=\"{reason}\"}} {}", v.load(Relaxed));
+        }
+        counter(
+            &mut out,
+            "skiff_authentications_total",
+            "Successful SASL authentications (re-authentications included).",
+            self.auth_successes.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "skiff_authentication_failures_total",
+            "Failed authentications (SASL, and client certificates no mapping rule accepts).",
+            self.auth_failures.load(Relaxed),
+        );
         counter(
             &mut out,
             "skiff_produced_bytes_total",

@@ -34,13 +34,18 @@ use crate::log::background::{Lifecycle, LifecycleSettings};
 use crate::log::read::{Reader, TailCache};
 use crate::log::wal::{Wal, WalSettings};
 use crate::metrics::Metrics;
+use crate::security::listener::{Advertised, SecurityProtocol};
+use crate::security::{ListenerContext, sasl, tls};
 use crate::supervisor::Supervisor;
 
 /// Addresses a started node listens on.
 #[derive(Debug, Clone)]
 pub struct Bound {
+    /// The first Kafka listener.
     pub kafka: std::net::SocketAddr,
     pub http: std::net::SocketAddr,
+    /// Every Kafka listener: its protocol, bound address and advertised address.
+    pub listeners: Vec<(SecurityProtocol, std::net::SocketAddr, Advertised)>,
 }
 
 /// Which roles a cluster node runs.
@@ -54,6 +59,8 @@ pub struct Roles {
 #[derive(Debug, Clone)]
 pub struct NodeBound {
     pub kafka: Option<std::net::SocketAddr>,
+    /// Every Kafka listener (empty without the broker role).
+    pub listeners: Vec<(SecurityProtocol, std::net::SocketAddr, Advertised)>,
     pub http: std::net::SocketAddr,
     pub controller: Option<std::net::SocketAddr>,
 }
@@ -111,17 +118,17 @@ impl Process {
 /// Opens the configured object storage and checks it is usable (fails start-up fast on wrong
 /// credentials or a missing bucket).
 async fn open_storage(config: &Config, clock: &Arc<dyn Clock>) -> anyhow::Result<skiff_storage::ObjectStorage> {
-    let url = config.storage_url();
     let storage = skiff_storage::open(&StorageConfig {
-        url: url.clone(),
+        url: config.storage_url(),
         s3_endpoint: config.s3_endpoint.clone(),
         s3_region: config.s3_region.clone(),
         s3_path_style: config.s3_path_style,
         s3_allow_http: config.s3_allow_http,
     })
-    .with_context(|| format!("opening object storage {url}"))?
+    // Messages name the URL without any user info it may carry (credentials).
+    .with_context(|| format!("opening object storage {}", config.storage_url_redacted()))?
     .with_clock(clock.clone());
-    check_storage(&storage, &url, clock.as_ref()).await?;
+    check_storage(&storage, &config.storage_url_redacted(), clock.as_ref()).await?;
     Ok(storage)
 }
 
@@ -222,7 +229,7 @@ pub async fn run_node(
             let http =
                 process.supervisor.spawn_critical("http", crate::http::run(http_listener, roles, http_token.clone()));
             info!(controller = ?controller_addr, http = %http_addr, "controller is ready");
-            on_ready(&NodeBound { kafka: None, http: http_addr, controller: controller_addr });
+            on_ready(&NodeBound { kafka: None, listeners: Vec::new(), http: http_addr, controller: controller_addr });
             shutdown.cancelled().await;
             http_token.cancel();
             let _ = http.await;
@@ -270,7 +277,12 @@ async fn run_cluster_broker(
     .await
     .context("reaching the controller quorum")?;
     let result = serve(config, process, ControllerHandle::Remote(remote), local, storage, shutdown, |b| {
-        on_ready(&NodeBound { kafka: Some(b.kafka), http: b.http, controller: controller_addr })
+        on_ready(&NodeBound {
+            kafka: Some(b.kafka),
+            listeners: b.listeners.clone(),
+            http: b.http,
+            controller: controller_addr,
+        })
     })
     .await;
     replay_token.cancel();
@@ -323,20 +335,49 @@ async fn serve(
     on_ready: impl FnOnce(&Bound),
 ) -> anyhow::Result<()> {
     let b = &config.broker;
-    let kafka_listener = TcpListener::bind(&config.kafka_listen)
-        .await
-        .with_context(|| format!("binding the Kafka listener {}", config.kafka_listen))?;
+    let specs = config.listeners().map_err(|e| anyhow::anyhow!("kafka_listen: {e}"))?;
+    let advertised = config.advertised().map_err(|e| anyhow::anyhow!("kafka_advertise: {e}"))?;
+    let tls = match (&config.security.tls_cert, &config.security.tls_key) {
+        (Some(cert), Some(key)) if specs.iter().any(|l| l.protocol.tls()) => {
+            let files = tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: config.security.tls_client_ca.clone(),
+            };
+            let mapper =
+                crate::security::principal::PrincipalMapper::parse(&config.security.ssl_principal_mapping_rules)
+                    .map_err(|e| anyhow::anyhow!("ssl_principal_mapping_rules: {e}"))?;
+            Some(Arc::new(tls::Tls::load(files, mapper, process.clock.now_ms()).map_err(anyhow::Error::msg)?))
+        }
+        _ => None,
+    };
+    let sasl = sasl::SaslSettings {
+        mechanisms: config.security.mechanisms(),
+        max_reauth: config.security.connections_max_reauth.filter(|d| !d.is_zero()),
+    };
+    let mut kafka_listeners = Vec::new();
+    let mut bound_listeners = Vec::new();
+    for (spec, adv) in specs.iter().zip(advertised) {
+        let listener = TcpListener::bind(spec.bind)
+            .await
+            .with_context(|| format!("binding the Kafka listener {}://{}", spec.protocol, spec.bind))?;
+        let addr = listener.local_addr()?;
+        let adv = adv.unwrap_or_else(|| Advertised { host: addr.ip().to_string(), port: i32::from(addr.port()) });
+        let context = ListenerContext {
+            protocol: spec.protocol,
+            advertised: adv.clone(),
+            tls: tls.clone().filter(|_| spec.protocol.tls()),
+            sasl: spec.protocol.sasl().then(|| sasl.clone()),
+        };
+        bound_listeners.push((spec.protocol, addr, adv));
+        kafka_listeners.push((listener, Arc::new(context)));
+    }
     let http_listener = TcpListener::bind(&config.http_listen)
         .await
         .with_context(|| format!("binding the HTTP listener {}", config.http_listen))?;
-    let bound = Bound { kafka: kafka_listener.local_addr()?, http: http_listener.local_addr()? };
-    let (host, port) = match &config.kafka_advertise {
-        Some(a) => {
-            let (h, p) = a.rsplit_once(':').context("kafka_advertise is HOST:PORT")?;
-            (h.to_string(), p.parse::<i32>().context("kafka_advertise port")?)
-        }
-        None => (bound.kafka.ip().to_string(), i32::from(bound.kafka.port())),
-    };
+    let bound = Bound { kafka: bound_listeners[0].1, http: http_listener.local_addr()?, listeners: bound_listeners };
+    // The registration names the first listener's address (other brokers' entries in Metadata).
+    let (host, port) = (bound.listeners[0].2.host.clone(), bound.listeners[0].2.port);
     let incarnation = process.ids.uuid();
     let registration = BrokerRegistration {
         broker_id: b.node_id,
@@ -345,9 +386,23 @@ async fn serve(
         port,
         rack: b.rack.clone(),
         fenced: false,
+        listeners: bound
+            .listeners
+            .iter()
+            .map(|(protocol, _, adv)| skiff_controller::intent::ListenerEndpoint {
+                name: protocol.name().to_string(),
+                host: adv.host.clone(),
+                port: adv.port,
+            })
+            .collect(),
     };
     controller.register_broker(registration.clone()).await.context("registering the broker")?;
     info!(broker_id = b.node_id, %incarnation, "broker registered");
+    if let Some((name, password)) = config.security.bootstrap_user() {
+        crate::handler::scram_credentials::bootstrap_user(&controller, name, password)
+            .await
+            .context("creating the SCRAM bootstrap user")?;
+    }
     // Heartbeats keep the session alive; a broker that learns it was fenced (e.g. it was
     // paused past the session timeout) registers again and gets partitions back.
     let heartbeat_token = CancellationToken::new();
@@ -441,6 +496,7 @@ async fn serve(
         txns,
         not_served: Default::default(),
         rejected_configs: Default::default(),
+        security: Default::default(),
     });
 
     // Compaction, retention and GC: stopped with `shutdown`, joined before the WAL drains.
@@ -459,11 +515,20 @@ async fn serve(
     let http_token = CancellationToken::new();
     let roles = crate::http::Roles { broker: Some(broker.clone()), controller: local };
     let http = process.supervisor.spawn_critical("http", crate::http::run(http_listener, roles, http_token.clone()));
-    info!(kafka = %bound.kafka, advertised = %format!("{host}:{port}"), http = %bound.http, storage = %config.storage_url(), "skiff is ready");
+    for (protocol, addr, adv) in &bound.listeners {
+        info!(listener = %protocol, bound = %addr, advertised = %adv, "Kafka listener");
+    }
+    info!(kafka = %bound.kafka, advertised = %format!("{host}:{port}"), http = %bound.http, storage = %config.storage_url_redacted(), "skiff is ready");
     on_ready(&bound);
 
-    let limits =
-        Limits { max_frame_bytes: b.socket_request_max_bytes, max_inflight: b.max_inflight_requests_per_connection };
+    let limits = Limits {
+        max_frame_bytes: b.socket_request_max_bytes,
+        max_inflight: b.max_inflight_requests_per_connection,
+        read_timeout: b.request_read_timeout,
+        idle_timeout: b.connections_max_idle,
+    };
+    let connection_limits =
+        crate::server::ConnectionLimits { max_connections: b.max_connections, max_per_ip: b.max_connections_per_ip };
     // The server stops after the controlled shutdown, so clients are told where partitions
     // went (NOT_LEADER_OR_FOLLOWER, then Metadata) while this broker still answers.
     let server_token = CancellationToken::new();
@@ -488,7 +553,7 @@ async fn serve(
     };
     let server = process.supervisor.spawn_critical(
         "kafka-listener",
-        crate::server::run(kafka_listener, broker.clone(), limits, b.max_connections, server_token),
+        crate::server::run(kafka_listeners, broker.clone(), limits, connection_limits, server_token),
     );
     let _ = server.await;
     let _ = handoff.await;

@@ -75,6 +75,12 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     ApiRange { key: ApiKey::TxnOffsetCommit, min: 0, max: 4 },
     ApiRange { key: ApiKey::DescribeTransactions, min: 0, max: 0 },
     ApiRange { key: ApiKey::ListTransactions, min: 0, max: 1 },
+    // Authentication (security/sasl, handler/scram_credentials.rs): advertised on every
+    // listener, as Kafka does; a non-SASL listener answers ILLEGAL_SASL_STATE.
+    ApiRange { key: ApiKey::SaslHandshake, min: 0, max: 1 },
+    ApiRange { key: ApiKey::SaslAuthenticate, min: 0, max: 2 },
+    ApiRange { key: ApiKey::DescribeUserScramCredentials, min: 0, max: 0 },
+    ApiRange { key: ApiKey::AlterUserScramCredentials, min: 0, max: 0 },
 ];
 
 /// The advertised range of `key`, if Skiff serves it.

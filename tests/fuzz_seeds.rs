@@ -218,8 +218,35 @@ fn tombstone_batch(compression: Compression) -> Bytes {
     buf.freeze()
 }
 
+/// SASL messages: `sasl_scram` takes `client-first NUL client-final`, `sasl_plain` a PLAIN
+/// response.
+fn sasl_seeds() -> Vec<(&'static str, &'static str, Bytes)> {
+    vec![
+        ("sasl_scram", "seed-sha256-rfc7677", Bytes::from_static(
+            b"\x00n,,n=user,r=rOprNGfwEbeRWgbNEkqO\0c=biws,r=rOprNGfwEbeRWgbNEkqOsrvnonce,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+        )),
+        ("sasl_scram", "seed-sha512-authzid", Bytes::from_static(
+            b"n,a=alice,n=alice,r=abc\0c=bixhPWFsaWNlLA==,r=abcsrvnonce,p=AAAA",
+        )),
+        ("sasl_plain", "seed-plain", Bytes::from_static(b"\0alice\0alice-secret")),
+        ("sasl_plain", "seed-plain-authzid", Bytes::from_static(b"alice\0alice\0pw")),
+    ]
+}
+
 #[test]
 fn fuzz_seeds_are_valid() {
+    use skiff::security::sasl::{plain, scram};
+    for (target, name, input) in sasl_seeds() {
+        match target {
+            "sasl_scram" => {
+                let first = input.split(|b| *b == 0).find(|p| !p.is_empty()).expect("a first message");
+                scram::parse_client_first(first).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let last = input.rsplit(|b| *b == 0).next().expect("a final message");
+                scram::parse_client_final(last).unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+            _ => drop(plain::parse(&input).unwrap_or_else(|e| panic!("{name}: {e}"))),
+        }
+    }
     for (name, f) in request_seeds() {
         decode_request(f).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
@@ -240,6 +267,11 @@ fn fuzz_seeds_are_valid() {
             for (name, bytes) in seeds {
                 std::fs::write(dir.join(name), &bytes).expect("write seed");
             }
+        }
+        for (target, name, bytes) in sasl_seeds() {
+            let dir = root.join(target);
+            std::fs::create_dir_all(&dir).expect("corpus dir");
+            std::fs::write(dir.join(name), &bytes).expect("write seed");
         }
     }
 }

@@ -553,6 +553,7 @@ mod tests {
             port: 1,
             rack: None,
             fenced: false,
+            listeners: Vec::new(),
         })
     }
 

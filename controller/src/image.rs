@@ -193,6 +193,13 @@ impl MetadataImage {
         })
     }
 
+    /// Where live broker `broker_id` advertises its listener `name`; `None` when it is not live
+    /// or registered no listener of that name (then its `host`/`port` is all there is).
+    pub fn live_broker_listener(&self, broker_id: BrokerId, name: &str) -> Option<(String, i32)> {
+        let b = self.state.brokers.get(&broker_id).filter(|b| !b.fenced)?;
+        b.listeners.iter().find(|l| l.name == name).map(|l| (l.host.clone(), l.port))
+    }
+
     /// The listeners of every live broker, by id.
     pub fn live_broker_endpoints(&self) -> Vec<BrokerEndpoint> {
         self.state.live_brokers().into_iter().filter_map(|id| self.live_broker(id)).collect()
@@ -214,6 +221,11 @@ impl MetadataImage {
                 (endpoint, b.fenced)
             })
             .collect()
+    }
+
+    /// SCRAM credentials (`scram.rs`).
+    pub fn scram(&self) -> &crate::scram::ScramState {
+        &self.state.scram
     }
 
     // ---- consumer groups ----
@@ -593,6 +605,7 @@ impl ImageFixture {
             port: 9092,
             rack: None,
             fenced: false,
+            listeners: Vec::new(),
         })
     }
 
@@ -648,5 +661,44 @@ impl ImageFixture {
 
     pub fn build(self) -> MetadataImage {
         MetadataImage { state: self.state }
+    }
+}
+
+#[cfg(test)]
+mod listener_tests {
+    use super::*;
+    use crate::metadata::{BrokerRegistration, ListenerEndpoint};
+
+    #[test]
+    fn a_live_broker_is_found_at_its_listener_of_a_name() {
+        let endpoint = |name: &str, port| ListenerEndpoint { name: name.into(), host: "b2.example".into(), port };
+        let image = ImageFixture::new("c")
+            .register_broker(BrokerRegistration {
+                broker_id: 2,
+                incarnation: Uuid::from_u128(2),
+                host: "b2.example".into(),
+                port: 9092,
+                rack: None,
+                fenced: false,
+                listeners: vec![endpoint("PLAINTEXT", 9092), endpoint("SASL_SSL", 9094)],
+            })
+            .register_test_broker(3)
+            .build();
+        assert_eq!(image.live_broker_listener(2, "SASL_SSL"), Some(("b2.example".into(), 9094)));
+        assert_eq!(image.live_broker_listener(2, "SSL"), None);
+        assert_eq!(image.live_broker_listener(3, "PLAINTEXT"), None, "registered before listeners existed");
+        let fenced = ImageFixture::new("c")
+            .register_broker(BrokerRegistration {
+                broker_id: 2,
+                incarnation: Uuid::from_u128(2),
+                host: "h".into(),
+                port: 1,
+                rack: None,
+                fenced: false,
+                listeners: vec![endpoint("SSL", 9093)],
+            })
+            .fence_broker(2, Uuid::from_u128(2))
+            .build();
+        assert_eq!(fenced.live_broker_listener(2, "SSL"), None);
     }
 }

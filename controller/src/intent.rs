@@ -32,9 +32,10 @@ pub use crate::groups::consumer::{
 };
 pub use crate::groups::{GroupMembership, GroupOp, OffsetCommit, StoredMember, shard_for};
 pub use crate::metadata::{
-    BrokerId, BrokerRegistration, ChunkReplacement, CleanChunks, CleanRun, CreateTopic, MarkerRow, ObjectCommit,
-    PartitionAppend, ProducerBatch, Rejection, ReplacedChunk, SegmentChunk,
+    BrokerId, BrokerRegistration, ChunkReplacement, CleanChunks, CleanRun, CreateTopic, ListenerEndpoint, MarkerRow,
+    ObjectCommit, PartitionAppend, ProducerBatch, Rejection, ReplacedChunk, SegmentChunk,
 };
+pub use crate::scram::{ScramChange, ScramCredential, ScramDeletion, ScramMechanism, ScramUpsertion};
 pub use crate::transactions::{
     Answer, ProducerIdAndEpoch, TxnCommand, TxnError, TxnLimits, TxnOp, TxnPartition, TxnVersion,
 };
@@ -176,6 +177,11 @@ impl ControllerHandle {
             CommandResult::Txn(answer) => Ok(answer),
             other => Err(refused_or_unexpected(other)),
         }
+    }
+
+    /// Sets and removes SCRAM credentials (AlterUserScramCredentials, the bootstrap user).
+    pub async fn alter_scram_credentials(&self, change: crate::scram::ScramChange) -> Result<(), ControllerError> {
+        done(self.submit(Command::AlterScramCredentials(change)).await?)
     }
 
     /// Stores a change to a consumer group, written by the coordinator holding its shard at

@@ -28,6 +28,7 @@ pub mod metadata;
 pub mod placement;
 pub mod quorum;
 mod raft;
+pub mod scram;
 pub mod topic_config;
 pub mod trace_context;
 pub mod transactions;

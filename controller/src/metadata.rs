@@ -122,6 +122,9 @@ pub enum Command {
     /// the id's transaction shard at `coordinator_epoch`.
     Txn(TxnCommand),
     // ---- end transactions ----
+    /// AlterUserScramCredentials (and the bootstrap user): SCRAM credentials set and removed
+    /// (`scram.rs`).
+    AlterScramCredentials(crate::scram::ScramChange),
 }
 
 /// The index swap of one cleaner pass (`docs/rfcs/0003-compacted-topics.md`, section 4).
@@ -192,6 +195,20 @@ pub struct BrokerRegistration {
     /// Set by `FenceBroker`; a fenced broker leads nothing until it registers again.
     #[serde(default)]
     pub fenced: bool,
+    /// Every Kafka listener by name (`PLAINTEXT`, `SASL_SSL`, ...) with its advertised
+    /// address: a client is told the address of each broker's listener of the name it came in
+    /// on, as Kafka does. `host`/`port` are the first one's. Empty in registrations written
+    /// before listeners existed (`default`).
+    #[serde(default)]
+    pub listeners: Vec<ListenerEndpoint>,
+}
+
+/// One listener of a broker, as its clients reach it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListenerEndpoint {
+    pub name: String,
+    pub host: String,
+    pub port: i32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -641,6 +658,9 @@ pub struct MetadataState {
     /// snapshots readable; the producer index is rebuilt on load.
     #[serde(default)]
     pub(crate) transactions: TransactionsState,
+    /// SCRAM credentials (`scram.rs`). `default` keeps older snapshots readable.
+    #[serde(default)]
+    pub(crate) scram: crate::scram::ScramState,
 }
 
 impl MetadataState {
@@ -774,6 +794,10 @@ impl MetadataState {
                 self.reassign_partition(topic, *partition, replicas)
             }
             Command::UnregisterBroker { broker_id } => self.unregister_broker(*broker_id),
+            Command::AlterScramCredentials(change) => {
+                self.scram.apply(change);
+                Ok(CommandResult::Ok)
+            }
             Command::ForgetObjects { keys } => {
                 for k in keys {
                     if self.objects.get(k.as_str()).is_some_and(|o| o.live_chunks == 0) {
@@ -1272,6 +1296,7 @@ mod tests {
             port: 1,
             rack: None,
             fenced: false,
+            listeners: Vec::new(),
         }));
         let id = Uuid::from_u128(7);
         let r = s.apply(&Command::CreateTopic(CreateTopic {

@@ -515,6 +515,7 @@ mod tests {
             port: 9000 + id,
             rack: rack.map(str::to_string),
             fenced: false,
+            listeners: Vec::new(),
         })
     }
 

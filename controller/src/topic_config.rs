@@ -279,6 +279,7 @@ mod tests {
             port: 1,
             rack: None,
             fenced: false,
+            listeners: Vec::new(),
         }));
         s.apply(&Command::CreateTopic(CreateTopic {
             name: "t".into(),

@@ -101,6 +101,7 @@ async fn three_voters_replicate_snapshot_and_fail_over() {
             port: 1,
             rack: None,
             fenced: false,
+            listeners: Vec::new(),
         }),
     )
     .await;

@@ -41,6 +41,7 @@ async fn setup_topic(c: &Controller) {
             port: 9092,
             rack: None,
             fenced: false,
+            listeners: Vec::new(),
         }))
         .await
         .expect("register");

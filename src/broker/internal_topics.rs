@@ -179,6 +179,7 @@ mod tests {
                 rack: None,
                 incarnation: Uuid::from_u128(id as u128),
                 fenced: id == 2,
+                listeners: Vec::new(),
             });
         }
         let group = "my-group";

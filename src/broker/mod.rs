@@ -70,6 +70,8 @@ pub struct Broker {
     pub not_served: crate::handler::not_served::NotServed,
     /// Configs refused to clients, logged once per client, resource and value.
     pub rejected_configs: crate::handler::rejected_configs::RejectedConfigs,
+    /// Authentication: the failure log and the decoy-salt key (`security/`).
+    pub security: crate::security::BrokerSecurity,
 }
 
 /// Why a topic could not be created.

@@ -109,6 +109,7 @@ fn heading(section: &str) -> &'static str {
         "controller" => "Controller",
         "lifecycle" => "Compaction, retention and garbage collection",
         "groups" => "Consumer groups",
+        "security" => "Security (TLS, SASL)",
         _ => "Process",
     }
 }

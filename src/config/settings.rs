@@ -100,7 +100,7 @@ impl Setting {
         self.value.unwrap_or_else(|| self.type_name())
     }
 
-    /// The value's type: `BOOL`, `N`, `NUMBER`, `TEXT`, `PATH`, `LIST` or `DURATION`.
+    /// The value's type: `BOOL`, `N`, `NUMBER`, `TEXT`, `PATH`, `LIST`, `DURATION` or `SECRET`.
     pub fn type_name(&self) -> &'static str {
         (self.get)(&Config::default()).value_name()
     }
@@ -225,6 +225,20 @@ impl Value for String {
     }
     fn show(&self) -> String {
         self.clone()
+    }
+}
+
+impl Value for super::Secret {
+    const VALUE_NAME: &'static str = "SECRET";
+    fn parse(text: &str) -> Result<Self, String> {
+        Ok(super::Secret(text.to_string()))
+    }
+    fn from_toml(value: &toml::Value) -> Result<Self, String> {
+        // The value is never quoted in the error: it is a secret.
+        value.as_str().map(|s| super::Secret(s.to_string())).ok_or_else(|| "expected a string".to_string())
+    }
+    fn show(&self) -> String {
+        "***".into()
     }
 }
 
@@ -369,14 +383,14 @@ settings! {
     }
     kafka_listen {
         env: "SKIFF_KAFKA_LISTEN", flag: "kafka-listen", roles: SERVING,
-        value: "HOST:PORT",
-        help: "Kafka listener HOST:PORT; port 0 picks a free port",
+        value: "LISTENERS",
+        help: "Kafka listeners, comma-separated PROTOCOL://HOST:PORT (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL; a bare HOST:PORT is PLAINTEXT); port 0 picks a free port",
     }
     kafka_advertise {
         env: "SKIFF_KAFKA_ADVERTISE", flag: "kafka-advertise", roles: SERVING,
-        default: "the bound listener address",
-        value: "HOST:PORT",
-        help: "Address clients are told to connect to (Metadata, and the `Kafka bootstrap:` line), HOST:PORT",
+        default: "the bound listener addresses",
+        value: "LISTENERS",
+        help: "Addresses clients are told to connect to (Metadata, and the `Kafka bootstrap:` line): HOST:PORT for one listener, else PROTOCOL://HOST:PORT per listener",
     }
     http_listen {
         env: "SKIFF_HTTP_LISTEN", flag: "http-listen", roles: ALL,
@@ -478,6 +492,18 @@ settings! {
         env: "SKIFF_MAX_CONNECTIONS", flag: "max-connections", roles: SERVING,
         help: "Concurrent client connections; more wait in the listen backlog",
     }
+    broker.max_connections_per_ip {
+        env: "SKIFF_MAX_CONNECTIONS_PER_IP", flag: "max-connections-per-ip", roles: SERVING,
+        help: "max.connections.per.ip: more connections from one address are closed at once; 0 = no limit",
+    }
+    broker.connections_max_idle {
+        env: "SKIFF_CONNECTIONS_MAX_IDLE", flag: "connections-max-idle", roles: SERVING,
+        help: "connections.max.idle.ms: close a connection without requests or pending answers for this long",
+    }
+    broker.request_read_timeout {
+        env: "SKIFF_REQUEST_READ_TIMEOUT", flag: "request-read-timeout", roles: SERVING,
+        help: "A started frame (and a TLS handshake) must arrive whole within this, else the connection closes",
+    }
     broker.max_inflight_requests_per_connection {
         env: "SKIFF_MAX_INFLIGHT_REQUESTS_PER_CONNECTION", flag: "max-inflight-requests-per-connection",
         roles: SERVING,
@@ -510,6 +536,46 @@ settings! {
         env: "SKIFF_STORAGE_PRICE_PER_GB_MONTH", flag: "storage-price-per-gb-month", roles: SERVING,
         value: "DOLLARS",
         help: "Dollars per GB-month stored, for the console's cost per day (AWS S3 Standard)",
+    }
+
+    // Security (docs/security.md).
+    security.tls_cert {
+        env: "SKIFF_TLS_CERT", flag: "tls-cert", roles: SERVING,
+        default: "none",
+        value: "FILE",
+        help: "PEM certificate chain of the SSL and SASL_SSL listeners (reloaded when it changes)",
+    }
+    security.tls_key {
+        env: "SKIFF_TLS_KEY", flag: "tls-key", roles: SERVING,
+        default: "none",
+        value: "FILE",
+        help: "PEM private key of --tls-cert (reloaded when it changes)",
+    }
+    security.tls_client_ca {
+        env: "SKIFF_TLS_CLIENT_CA", flag: "tls-client-ca", roles: SERVING,
+        default: "none",
+        value: "FILE",
+        help: "PEM CA certificates: SSL listener clients must present a certificate signed by one (mutual TLS)",
+    }
+    security.ssl_principal_mapping_rules {
+        env: "SKIFF_SSL_PRINCIPAL_MAPPING_RULES", flag: "ssl-principal-mapping-rules", roles: SERVING,
+        value: "RULES",
+        help: "ssl.principal.mapping.rules: RULE:pattern/replacement/[LU],...,DEFAULT applied to the client certificate subject",
+    }
+    security.sasl_mechanisms {
+        env: "SKIFF_SASL_MECHANISMS", flag: "sasl-mechanisms", roles: SERVING,
+        help: "sasl.enabled.mechanisms of SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+    }
+    security.connections_max_reauth {
+        env: "SKIFF_CONNECTIONS_MAX_REAUTH", flag: "connections-max-reauth", roles: SERVING,
+        default: "none",
+        help: "connections.max.reauth.ms (KIP-368): SASL sessions last this long, then clients re-authenticate",
+    }
+    security.scram_bootstrap_user {
+        env: "SKIFF_SCRAM_BOOTSTRAP_USER", flag: "scram-bootstrap-user", roles: SERVING,
+        default: "none",
+        value: "NAME=PASSWORD",
+        help: "A SCRAM user created at start-up if it has no credential (both SCRAM mechanisms); never logged",
     }
 
     // Controller.

@@ -356,10 +356,14 @@ pub async fn init_producer_id(
     }
 }
 
-pub fn describe_cluster(broker: &Arc<Broker>, req: DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn describe_cluster(
+    broker: &Arc<Broker>,
+    req: DescribeClusterRequest,
+    here: &crate::security::ListenerContext,
+) -> DescribeClusterResponse {
     let s = &broker.settings;
     let cluster_id = broker.metadata.read(|m| m.cluster_id().to_string());
-    let brokers = super::metadata::live_brokers(broker)
+    let brokers = super::metadata::live_brokers_on(broker, here)
         .into_iter()
         .map(|(id, host, port, rack)| {
             DescribeClusterBroker::default()

@@ -105,6 +105,7 @@ mod tests {
                 port: 9092,
                 rack: None,
                 fenced: false,
+                listeners: Vec::new(),
             })
             .create_topic(CreateTopic {
                 name: "p".into(),

@@ -171,6 +171,7 @@ mod tests {
             port: 9092,
             rack: None,
             fenced: false,
+            listeners: Vec::new(),
         });
         for (i, (name, partitions)) in topics.iter().enumerate() {
             m = m.create_topic(CreateTopic {

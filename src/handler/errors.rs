@@ -260,3 +260,32 @@ pub fn broker_logger(e: &BrokerLoggerError) -> i16 {
         | BrokerLoggerError::Unavailable => ResponseError::InvalidRequest,
     })
 }
+
+/// SaslHandshake naming a mechanism the listener does not enable.
+pub fn unsupported_sasl_mechanism() -> i16 {
+    code(ResponseError::UnsupportedSaslMechanism)
+}
+
+/// SaslAuthenticate that failed (wrong password, unknown user, malformed token).
+pub fn sasl_authentication_failed() -> i16 {
+    code(ResponseError::SaslAuthenticationFailed)
+}
+
+/// SASL requests out of order (a second SaslAuthenticate after success, re-authentication with
+/// another mechanism).
+pub fn illegal_sasl_state() -> i16 {
+    code(ResponseError::IllegalSaslState)
+}
+
+/// DescribeUserScramCredentials / AlterUserScramCredentials refusals (Kafka's codes).
+pub fn scram_request(e: &crate::handler::scram_credentials::ScramRequestError) -> i16 {
+    use crate::handler::scram_credentials::ScramRequestError as E;
+    code(match e {
+        E::EmptyUser | E::TooFewIterations | E::TooManyIterations | E::EmptySalt => {
+            ResponseError::UnacceptableCredential
+        }
+        E::UnknownMechanism => ResponseError::UnsupportedSaslMechanism,
+        E::AlteredTwice | E::DescribedTwice => ResponseError::DuplicateResource,
+        E::DeleteMissing | E::DescribeMissing => ResponseError::ResourceNotFound,
+    })
+}

@@ -91,7 +91,23 @@ fn coordinator_for(broker: &Broker, key_type: i8, key: &str) -> Result<(i32, Str
     }
 }
 
-pub fn find_coordinator(broker: &Arc<Broker>, req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+pub fn find_coordinator(
+    broker: &Arc<Broker>,
+    req: FindCoordinatorRequest,
+    version: i16,
+    here: &crate::security::ListenerContext,
+) -> FindCoordinatorResponse {
+    // The coordinator is named by its listener of the name the client came in on.
+    let coordinator_for = |broker: &Broker, key_type: i8, key: &str| {
+        coordinator_for(broker, key_type, key).map(|(node, host, port)| {
+            if node == broker.settings.node_id {
+                (node, here.advertised.host.clone(), here.advertised.port)
+            } else {
+                let other = broker.metadata.read(|m| m.live_broker_listener(node, here.protocol.name()));
+                other.map_or((node, host, port), |(h, p)| (node, h, p))
+            }
+        })
+    };
     let key_type = if version >= 1 { req.key_type } else { KEY_TYPE_GROUP };
     if version >= 4 {
         let coordinators = req

@@ -29,7 +29,12 @@ pub const TOPIC_OPERATIONS_ALL: i32 =
 /// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
 pub const CLUSTER_OPERATIONS_ALL: i32 = (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
-pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: MetadataRequest,
+    version: i16,
+    here: &crate::security::ListenerContext,
+) -> MetadataResponse {
     // v12 may name topics by id: a KIP-848 consumer learns the topics a server-side regex
     // matched only as ids in its assignment. As in Kafka's KafkaApis, once any id is given the
     // names are ignored (the client sends "" for them), nothing is auto-created, and an unknown
@@ -66,7 +71,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
         }
     }
     let s = &broker.settings;
-    let brokers = live_brokers(broker)
+    let brokers = live_brokers_on(broker, here)
         .into_iter()
         .map(|(id, host, port, rack)| {
             MetadataResponseBroker::default()
@@ -156,6 +161,27 @@ pub fn live_brokers(broker: &Broker) -> Vec<(i32, String, i32, Option<String>)> 
     });
     out.push((s.node_id, s.advertised_host.clone(), s.advertised_port, s.rack.clone()));
     out.sort_by_key(|b| b.0);
+    out
+}
+
+/// [`live_brokers`] as seen from listener `here`: every broker at the address of its listener
+/// of the same name, as Kafka answers (a broker registered without listeners, before they
+/// existed, at its one address).
+pub fn live_brokers_on(
+    broker: &Broker,
+    here: &crate::security::ListenerContext,
+) -> Vec<(i32, String, i32, Option<String>)> {
+    let mut out = live_brokers(broker);
+    let name = here.protocol.name();
+    broker.metadata.read(|m| {
+        for b in out.iter_mut() {
+            if b.0 == broker.settings.node_id {
+                (b.1, b.2) = (here.advertised.host.clone(), here.advertised.port);
+            } else if let Some((host, port)) = m.live_broker_listener(b.0, name) {
+                (b.1, b.2) = (host, port);
+            }
+        }
+    });
     out
 }
 

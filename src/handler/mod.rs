@@ -29,6 +29,7 @@ pub mod offsets;
 pub mod produce;
 pub mod reassignments;
 pub mod rejected_configs;
+pub mod scram_credentials;
 pub mod txn;
 pub mod unregister_broker;
 
@@ -40,6 +41,7 @@ use kafka_protocol::messages::{RequestKind, ResponseKind};
 
 use crate::broker::Broker;
 use crate::protocol::Request;
+use crate::security::ListenerContext;
 
 /// What a handler produced. Not boxed: each value is built once and moved once per request, and
 /// `Ready` is the common case, so a box would add an allocation to most requests.
@@ -53,14 +55,17 @@ pub enum Handled {
     NoResponse,
 }
 
-/// Runs the handler for one decoded request from `peer`.
-pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) -> Handled {
+/// Runs the handler for one decoded request from `peer`, received on `listener` (whose
+/// advertised address Metadata, FindCoordinator and DescribeCluster answer with, as Kafka
+/// answers with the endpoints of the listener the client connected to).
+pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr, listener: &ListenerContext) -> Handled {
+    let here = listener;
     let v = request.version;
     let client_id = request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
     let asker = not_served::Asker { client_id: client_id.clone(), ip: peer.ip() };
     match request.body {
         RequestKind::ApiVersions(r) => Handled::Ready(ResponseKind::ApiVersions(api_versions::handle(&r, v))),
-        RequestKind::Metadata(r) => Handled::Ready(ResponseKind::Metadata(metadata::handle(broker, r, v).await)),
+        RequestKind::Metadata(r) => Handled::Ready(ResponseKind::Metadata(metadata::handle(broker, r, v, here).await)),
         RequestKind::Produce(r) => produce::handle(broker, r, v).await,
         RequestKind::Fetch(r) => fetch::handle(broker, r, v),
         RequestKind::ListOffsets(r) => {
@@ -85,7 +90,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) ->
             Handled::Ready(ResponseKind::InitProducerId(admin::init_producer_id(broker, r, v).await))
         }
         RequestKind::DescribeCluster(r) => {
-            Handled::Ready(ResponseKind::DescribeCluster(admin::describe_cluster(broker, r)))
+            Handled::Ready(ResponseKind::DescribeCluster(admin::describe_cluster(broker, r, here)))
         }
         RequestKind::DescribeTopicPartitions(r) => {
             Handled::Ready(ResponseKind::DescribeTopicPartitions(describe_topic_partitions::handle(broker, r)))
@@ -122,7 +127,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) ->
         }
         // Consumer groups (handler/groups.rs, handler/offsets.rs).
         RequestKind::FindCoordinator(r) => {
-            Handled::Ready(ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v)))
+            Handled::Ready(ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v, here)))
         }
         RequestKind::JoinGroup(r) => groups::join_group(broker, r, v, peer, client_id).await,
         RequestKind::SyncGroup(r) => groups::sync_group(broker, r, v).await,
@@ -159,6 +164,14 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr) ->
         }
         RequestKind::ListTransactions(r) => {
             Handled::Ready(ResponseKind::ListTransactions(txn::list_transactions(broker, r, v)))
+        }
+        // Credentials (handler/scram_credentials.rs). SaslHandshake and SaslAuthenticate are
+        // answered by the connection's authenticator (security/sasl) and never get here.
+        RequestKind::DescribeUserScramCredentials(r) => {
+            Handled::Ready(ResponseKind::DescribeUserScramCredentials(scram_credentials::describe(broker, r)))
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            Handled::Ready(ResponseKind::AlterUserScramCredentials(scram_credentials::alter(broker, r).await))
         }
         // `protocol::decode_request` only lets advertised APIs through.
         other => {

@@ -385,6 +385,7 @@ mod tests {
                 port: 1,
                 rack: None,
                 fenced: false,
+                listeners: Vec::new(),
             })
             .create_topic(topic(
                 "set",

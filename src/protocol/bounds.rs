@@ -371,6 +371,18 @@ const SCHEMAS: &[Schema] = &[
         flexible: 0,
         fields: &[all(I32), all(Kind::Structs(FEATURE_UPDATE)), from(1, BOOL)],
     },
+    // Authentication (security/sasl, handler/scram_credentials.rs).
+    Schema { key: ApiKey::SaslHandshake, flexible: i16::MAX, fields: &[all(Kind::Str)] },
+    Schema { key: ApiKey::SaslAuthenticate, flexible: 2, fields: &[all(Kind::Bytes)] },
+    Schema { key: ApiKey::DescribeUserScramCredentials, flexible: 0, fields: &[all(Kind::Structs(&[all(Kind::Str)]))] },
+    Schema {
+        key: ApiKey::AlterUserScramCredentials,
+        flexible: 0,
+        fields: &[
+            all(Kind::Structs(&[all(Kind::Str), all(I8)])),
+            all(Kind::Structs(&[all(Kind::Str), all(I8), all(I32), all(Kind::Bytes), all(Kind::Bytes)])),
+        ],
+    },
 ];
 
 /// Whether [`check_lengths`] knows the body layout of `key`.
@@ -904,6 +916,29 @@ mod tests {
                     r = r.with_duration_filter(1000);
                 }
                 r.encode(&mut body, v)
+            }
+            ApiKey::SaslHandshake => SaslHandshakeRequest::default().with_mechanism(s("PLAIN")).encode(&mut body, v),
+            ApiKey::SaslAuthenticate => {
+                SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(b"\0u\0p")).encode(&mut body, v)
+            }
+            ApiKey::DescribeUserScramCredentials => {
+                use describe_user_scram_credentials_request::*;
+                let u = UserName::default().with_name(s("alice"));
+                DescribeUserScramCredentialsRequest::default().with_users(Some(two(u))).encode(&mut body, v)
+            }
+            ApiKey::AlterUserScramCredentials => {
+                use alter_user_scram_credentials_request::*;
+                let d = ScramCredentialDeletion::default().with_name(s("bob")).with_mechanism(1);
+                let u = ScramCredentialUpsertion::default()
+                    .with_name(s("alice"))
+                    .with_mechanism(2)
+                    .with_iterations(4096)
+                    .with_salt(Bytes::from_static(b"salt"))
+                    .with_salted_password(Bytes::from_static(b"salted"));
+                AlterUserScramCredentialsRequest::default()
+                    .with_deletions(two(d))
+                    .with_upsertions(two(u))
+                    .encode(&mut body, v)
             }
             other => panic!("no populated request for {other:?}"),
         }

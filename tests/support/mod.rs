@@ -46,6 +46,8 @@ pub struct SkiffProcess {
     env: Vec<(String, String)>,
     /// `--kafka-listen` of the next start: an ephemeral port unless [`Self::keep_address`].
     kafka_listen: String,
+    /// `Kafka listener PROTOCOL: HOST:PORT` lines of the current run, by protocol.
+    listeners: std::collections::BTreeMap<String, String>,
 }
 
 impl SkiffProcess {
@@ -69,7 +71,22 @@ impl SkiffProcess {
         Self::launch_with_env(config_toml, Vec::new())
     }
 
+    /// Starts `skiff dev` with `--kafka-listen listen` (several listeners, TLS, SASL), an
+    /// optional config file and extra environment.
+    pub fn start_with_listeners(listen: &str, config_toml: Option<&str>, env: Vec<(String, String)>) -> Self {
+        Self::launch_full(config_toml, env, listen)
+    }
+
+    /// The advertised address of the listener of `protocol` (`SASL_SSL`, ...).
+    pub fn listener(&self, protocol: &str) -> &str {
+        self.listeners.get(protocol).unwrap_or_else(|| panic!("no {protocol} listener: {:?}", self.listeners))
+    }
+
     fn launch_with_env(config_toml: Option<&str>, env: Vec<(String, String)>) -> Self {
+        Self::launch_full(config_toml, env, "127.0.0.1:0")
+    }
+
+    fn launch_full(config_toml: Option<&str>, env: Vec<(String, String)>, kafka_listen: &str) -> Self {
         let dir = tempfile::Builder::new().prefix("skiff-test-").tempdir().expect("create temp dir");
         let root = dir.path().to_path_buf();
         let config = config_toml.map(|text| {
@@ -86,7 +103,8 @@ impl SkiffProcess {
             http: String::new(),
             starts: 0,
             env,
-            kafka_listen: "127.0.0.1:0".into(),
+            kafka_listen: kafka_listen.to_string(),
+            listeners: Default::default(),
         };
         p.spawn();
         p
@@ -162,6 +180,7 @@ impl SkiffProcess {
 
     fn spawn(&mut self) {
         self.starts += 1;
+        self.listeners.clear();
         let stderr = File::create(self.stderr_path()).expect("create stderr log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
         cmd.arg("dev").arg("--data-dir").arg(self.data_dir()).args([
@@ -205,6 +224,10 @@ impl SkiffProcess {
                 Ok(line) => {
                     if let Some(addr) = line.strip_prefix("Kafka bootstrap: ") {
                         bootstrap = Some(addr.trim().to_string());
+                    } else if let Some((protocol, addr)) =
+                        line.strip_prefix("Kafka listener ").and_then(|l| l.split_once(": "))
+                    {
+                        self.listeners.insert(protocol.to_string(), addr.trim().to_string());
                     } else if let Some(url) = line.strip_prefix("HTTP: ") {
                         // Printed as http://HOST:PORT/metrics; keep the base URL.
                         let url = url.trim();

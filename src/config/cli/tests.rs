@@ -39,6 +39,8 @@ fn sample(s: &Setting) -> (String, String, String) {
         "NUMBER" => ("0.25".into(), "0.25".into(), "0.25".into()),
         "LIST" => ("a:1,b:2".into(), "[\"a:1\", \"b:2\"]".into(), "a:1,b:2".into()),
         "DURATION" => ("7s".into(), "\"7s\"".into(), "7s".into()),
+        // Secrets are never shown, whatever their value.
+        "SECRET" => ("user=sample-7".into(), "\"user=sample-7\"".into(), "***".into()),
         _ => ("sample-7".into(), "\"sample-7\"".into(), "sample-7".into()),
     };
     assert_ne!(shown, default, "{}: the sample must differ from the default", s.key);
@@ -59,7 +61,8 @@ fn leaves(c: &Config) -> BTreeMap<String, String> {
     for (k, v) in value.as_table().expect("a table") {
         match v {
             toml::Value::Table(t)
-                if ["broker", "controller", "lifecycle", "groups", "transactions"].contains(&k.as_str()) =>
+                if ["broker", "controller", "lifecycle", "groups", "transactions", "security"]
+                    .contains(&k.as_str()) =>
             {
                 for (leaf, v) in t {
                     out.insert(format!("{k}.{leaf}"), v.to_string());

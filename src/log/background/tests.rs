@@ -114,6 +114,7 @@ impl Harness {
             port: 9092,
             rack: None,
             fenced: false,
+            listeners: Vec::new(),
         };
         controller.register_broker(reg.clone()).await.expect("register");
         let storage = skiff_storage::open(&StorageConfig::from_url("memory://")).expect("memory storage");
@@ -346,6 +347,7 @@ fn retention_limits_read_the_typed_topic_config() {
             port: 1,
             rack: None,
             fenced: false,
+            listeners: Vec::new(),
         })
         .create_topic(topic("set", map(&[("retention.ms", "2000"), ("retention.bytes", "1")])))
         .create_topic(topic("unset", BTreeMap::new()))

@@ -32,6 +32,7 @@ async fn harness(brokers: &[i32]) -> Harness {
             port: 9092,
             rack: None,
             fenced: false,
+            listeners: Vec::new(),
         };
         controller.register_broker(reg).await.expect("register");
     }

@@ -56,10 +56,25 @@ def codec_of(i, records):
     return CODECS[i * len(CODECS) // records]
 
 
+# Security settings from the environment (tests/security.rs): each COMPAT_<NAME> variable set
+# becomes the librdkafka property <name> with `_` as `.`.
+SECURITY = {
+    "COMPAT_SECURITY_PROTOCOL": "security.protocol",
+    "COMPAT_SASL_MECHANISM": "sasl.mechanism",
+    "COMPAT_SASL_USERNAME": "sasl.username",
+    "COMPAT_SASL_PASSWORD": "sasl.password",
+    "COMPAT_SSL_CA_LOCATION": "ssl.ca.location",
+}
+
+
 def with_debug(conf):
-    """COMPAT_DEBUG=<librdkafka debug contexts> (e.g. protocol,broker) turns on librdkafka debug logs."""
+    """COMPAT_DEBUG=<librdkafka debug contexts> (e.g. protocol,broker) turns on librdkafka debug logs.
+    Also adds the security settings given in the environment (SECURITY)."""
     if os.environ.get("COMPAT_DEBUG"):
         conf["debug"] = os.environ["COMPAT_DEBUG"]
+    for var, prop in SECURITY.items():
+        if os.environ.get(var):
+            conf[prop] = os.environ[var]
     return conf
 
 

@@ -21,6 +21,7 @@ fn state() -> MetadataState {
         port: 1,
         rack: None,
         fenced: false,
+        listeners: Vec::new(),
     }));
     let r = s.apply(&Command::CreateTopic(CreateTopic {
         name: "t".into(),

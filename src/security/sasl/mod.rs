@@ -1,0 +1,415 @@
+//! SASL authentication of one connection: Kafka's `SaslServerAuthenticator` state machine
+//! (KIP-43, KIP-152, KIP-368), without I/O.
+//!
+//! ```text
+//!  HandshakeOrVersions ──ApiVersions──▶ Handshake ──SaslHandshake(mech)──▶ Authenticate
+//!        └──────────────SaslHandshake(mech)──────────────────────────────▶   │ SaslAuthenticate…
+//!  anything else before authentication: the connection is closed            ▼
+//!                                   Authenticated ◀──────────────────── (success)
+//!                        SaslHandshake (same mechanism) = re-authentication (KIP-368)
+//! ```
+//!
+//! A failed authentication is answered SASL_AUTHENTICATION_FAILED and the connection closed;
+//! an unknown mechanism UNSUPPORTED_SASL_MECHANISM and closed. With `connections.max.reauth.ms`
+//! set, a session lasts that long: the final SaslAuthenticate says so (`session_lifetime_ms`)
+//! and a request other than re-authentication after it closes the connection. After a
+//! SaslHandshake v0, the tokens come as raw size-prefixed frames (Kafka's pre-KIP-152 clients).
+
+pub mod plain;
+pub mod scram;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind, SaslAuthenticateResponse, SaslHandshakeResponse};
+use kafka_protocol::protocol::StrBytes;
+use skiff_controller::intent::{ScramCredential, ScramMechanism};
+
+use self::scram::{ScramServer, Step};
+use crate::protocol::Request;
+
+/// A SASL mechanism Skiff serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mechanism {
+    Plain,
+    Scram(ScramMechanism),
+}
+
+impl Mechanism {
+    pub const ALL: [Mechanism; 3] = [
+        Mechanism::Plain,
+        Mechanism::Scram(ScramMechanism::ScramSha256),
+        Mechanism::Scram(ScramMechanism::ScramSha512),
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Scram(m) => m.name(),
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// Kafka's `KafkaPrincipal`: `User:<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Principal {
+    pub name: String,
+}
+
+impl Principal {
+    /// Kafka's `User:ANONYMOUS`: PLAINTEXT, and TLS without a client certificate.
+    pub fn anonymous() -> Self {
+        Self { name: "ANONYMOUS".into() }
+    }
+
+    pub fn user(name: impl Into<String>) -> Self {
+        Self { name: name.into() }
+    }
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "User:{}", self.name)
+    }
+}
+
+/// What the authenticator needs from the broker: credentials and randomness.
+pub trait Credentials {
+    fn scram(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential>;
+    /// A fresh server nonce: printable ASCII without `,`.
+    fn nonce(&self) -> String;
+    /// The salt shown for a user that does not exist: the same for the same name.
+    fn decoy_salt(&self, user: &str) -> Vec<u8>;
+    /// Wall time in ms (session expiry).
+    fn now_ms(&self) -> i64;
+}
+
+/// A SASL listener's settings.
+#[derive(Debug, Clone)]
+pub struct SaslSettings {
+    pub mechanisms: Vec<Mechanism>,
+    /// `connections.max.reauth.ms`; `None`: sessions do not expire.
+    pub max_reauth: Option<Duration>,
+}
+
+/// Why an authentication failed, for the audit log and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub mechanism: Option<Mechanism>,
+    /// The user the client claimed, when it got that far.
+    pub user: Option<String>,
+    pub reason: String,
+}
+
+/// What the connection does with a request.
+#[derive(Debug)]
+pub enum Gate {
+    /// Hand it to the handlers.
+    Pass,
+    /// Answer with this body, then close the connection if `close`.
+    Answer { body: ResponseKind, close: bool, event: Option<Event> },
+    /// Close the connection without an answer.
+    Close { reason: String },
+}
+
+/// Something worth counting and logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Authenticated { principal: Principal, mechanism: Mechanism, reauthentication: bool },
+    Failed(Failure),
+}
+
+#[derive(Debug)]
+enum Exchange {
+    Plain,
+    Scram(ScramServer),
+}
+
+#[derive(Debug)]
+enum State {
+    HandshakeOrVersions,
+    Handshake,
+    Authenticate { mechanism: Mechanism, exchange: Exchange, raw: bool },
+    Authenticated { mechanism: Mechanism, expires_at_ms: Option<i64> },
+    Reauthenticate { mechanism: Mechanism, exchange: Exchange, expires_at_ms: Option<i64> },
+}
+
+/// One connection's authentication.
+#[derive(Debug)]
+pub struct Authenticator {
+    settings: SaslSettings,
+    state: State,
+    principal: Option<Principal>,
+}
+
+impl Authenticator {
+    pub fn new(settings: SaslSettings) -> Self {
+        Self { settings, state: State::HandshakeOrVersions, principal: None }
+    }
+
+    /// The authenticated principal, once there is one.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.as_ref()
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        matches!(self.state, State::Authenticated { .. } | State::Reauthenticate { .. })
+    }
+
+    /// True after a SaslHandshake v0: the next frame is a raw SASL token.
+    pub fn expects_raw_token(&self) -> bool {
+        matches!(self.state, State::Authenticate { raw: true, .. })
+    }
+
+    fn mechanism_names(&self) -> Vec<StrBytes> {
+        self.settings.mechanisms.iter().map(|m| StrBytes::from_static_str(m.name())).collect()
+    }
+
+    fn new_exchange(mechanism: Mechanism) -> Exchange {
+        match mechanism {
+            Mechanism::Plain => Exchange::Plain,
+            Mechanism::Scram(m) => Exchange::Scram(ScramServer::new(m)),
+        }
+    }
+
+    /// Decides what happens to a decoded request.
+    pub fn admit(&mut self, request: &Request, creds: &dyn Credentials) -> Gate {
+        let key = request.api_key;
+        match (&mut self.state, &request.body) {
+            (State::HandshakeOrVersions, RequestKind::ApiVersions(_)) => {
+                self.state = State::Handshake;
+                Gate::Pass
+            }
+            (State::HandshakeOrVersions | State::Handshake, RequestKind::SaslHandshake(r)) => {
+                let wanted = r.mechanism.as_str();
+                let mechanisms = self.mechanism_names();
+                match Mechanism::from_name(wanted).filter(|m| self.settings.mechanisms.contains(m)) {
+                    Some(mechanism) => {
+                        self.state = State::Authenticate {
+                            mechanism,
+                            exchange: Self::new_exchange(mechanism),
+                            raw: request.version == 0,
+                        };
+                        Gate::Answer {
+                            body: ResponseKind::SaslHandshake(
+                                SaslHandshakeResponse::default().with_mechanisms(mechanisms),
+                            ),
+                            close: false,
+                            event: None,
+                        }
+                    }
+                    None => Gate::Answer {
+                        body: ResponseKind::SaslHandshake(
+                            SaslHandshakeResponse::default()
+                                .with_error_code(crate::handler::errors::unsupported_sasl_mechanism())
+                                .with_mechanisms(mechanisms),
+                        ),
+                        close: true,
+                        event: Some(Event::Failed(Failure {
+                            mechanism: None,
+                            user: None,
+                            reason: format!("unsupported SASL mechanism {wanted:?}"),
+                        })),
+                    },
+                }
+            }
+            (State::Authenticate { raw: false, .. }, RequestKind::SaslAuthenticate(r)) => {
+                let version = request.version;
+                self.authenticate(&r.auth_bytes, creds, version)
+            }
+            (State::Authenticated { mechanism, expires_at_ms }, RequestKind::SaslHandshake(r)) => {
+                // KIP-368 re-authentication: same mechanism, same principal.
+                let (mechanism, expires_at_ms) = (*mechanism, *expires_at_ms);
+                if r.mechanism.as_str() != mechanism.name() || request.version == 0 {
+                    return Gate::Answer {
+                        body: ResponseKind::SaslHandshake(
+                            SaslHandshakeResponse::default()
+                                .with_error_code(crate::handler::errors::illegal_sasl_state())
+                                .with_mechanisms(self.mechanism_names()),
+                        ),
+                        close: true,
+                        event: Some(Event::Failed(Failure {
+                            mechanism: Some(mechanism),
+                            user: self.principal.as_ref().map(|p| p.name.clone()),
+                            reason: format!("re-authentication with another mechanism ({})", r.mechanism.as_str()),
+                        })),
+                    };
+                }
+                self.state =
+                    State::Reauthenticate { mechanism, exchange: Self::new_exchange(mechanism), expires_at_ms };
+                Gate::Answer {
+                    body: ResponseKind::SaslHandshake(
+                        SaslHandshakeResponse::default().with_mechanisms(self.mechanism_names()),
+                    ),
+                    close: false,
+                    event: None,
+                }
+            }
+            (State::Reauthenticate { .. }, RequestKind::SaslAuthenticate(r)) => {
+                let version = request.version;
+                self.authenticate(&r.auth_bytes, creds, version)
+            }
+            (State::Authenticated { .. }, RequestKind::SaslAuthenticate(_)) => Gate::Answer {
+                body: ResponseKind::SaslAuthenticate(
+                    SaslAuthenticateResponse::default()
+                        .with_error_code(crate::handler::errors::illegal_sasl_state())
+                        .with_error_message(Some(StrBytes::from_static_str(
+                            "SaslAuthenticate request received after successful authentication",
+                        ))),
+                ),
+                close: false,
+                event: None,
+            },
+            (State::Authenticated { expires_at_ms, .. } | State::Reauthenticate { expires_at_ms, .. }, _) => {
+                match expires_at_ms {
+                    Some(t) if creds.now_ms() > *t => Gate::Close {
+                        reason: format!("{key:?} after the SASL session expired (connections.max.reauth.ms)"),
+                    },
+                    _ => Gate::Pass,
+                }
+            }
+            (state, _) => {
+                Gate::Close { reason: format!("unexpected {key:?} request in SASL state {}", state_name(state)) }
+            }
+        }
+    }
+
+    /// A raw token after SaslHandshake v0: the answer frame (size-prefixed), or why to close.
+    pub fn raw_token(&mut self, token: &[u8], creds: &dyn Credentials) -> (Option<Bytes>, Option<Event>) {
+        match self.authenticate(token, creds, 0) {
+            Gate::Answer { body: ResponseKind::SaslAuthenticate(r), close: false, event } => {
+                let mut frame = (r.auth_bytes.len() as u32).to_be_bytes().to_vec();
+                frame.extend_from_slice(&r.auth_bytes);
+                (Some(Bytes::from(frame)), event)
+            }
+            Gate::Answer { event, .. } => (None, event),
+            _ => (None, None),
+        }
+    }
+
+    fn authenticate(&mut self, token: &[u8], creds: &dyn Credentials, version: i16) -> Gate {
+        let (mechanism, exchange, reauth_expiry) = match &mut self.state {
+            State::Authenticate { mechanism, exchange, .. } => (*mechanism, exchange, None),
+            State::Reauthenticate { mechanism, exchange, expires_at_ms } => {
+                (*mechanism, exchange, Some(*expires_at_ms))
+            }
+            _ => return Gate::Close { reason: "SASL token outside authentication".into() },
+        };
+        let outcome: Result<(Vec<u8>, Option<String>), (Option<String>, String, String)> = match exchange {
+            Exchange::Plain => match plain::parse(token) {
+                Ok(p) => {
+                    let ok = [ScramMechanism::ScramSha512, ScramMechanism::ScramSha256]
+                        .into_iter()
+                        .find_map(|m| creds.scram(&p.user, m).map(|c| (m, c)))
+                        .is_some_and(|(m, c)| scram::password_matches(m, &c, &p.password));
+                    if ok {
+                        Ok((Vec::new(), Some(p.user)))
+                    } else {
+                        Err((
+                            Some(p.user),
+                            "invalid user name or password".into(),
+                            "Authentication failed: Invalid username or password".into(),
+                        ))
+                    }
+                }
+                Err(e) => Err((None, e.to_string(), e.to_string())),
+            },
+            Exchange::Scram(server) => {
+                let user = scram::parse_client_first(token).ok().map(|f| f.user);
+                match server.step(
+                    token,
+                    |u| creds.scram(u, server_mech(mechanism)),
+                    &creds.nonce(),
+                    |u| creds.decoy_salt(u),
+                ) {
+                    Ok(Step::Continue(out)) => Ok((out, None)),
+                    Ok(Step::Done(done)) => Ok((done.server_final, Some(done.user))),
+                    Err(e) => Err((
+                        user,
+                        e.to_string(),
+                        format!(
+                            "Authentication failed during authentication due to invalid credentials with SASL mechanism {}",
+                            mechanism.name()
+                        ),
+                    )),
+                }
+            }
+        };
+        match outcome {
+            Ok((bytes, None)) => Gate::Answer {
+                body: ResponseKind::SaslAuthenticate(
+                    SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(bytes)),
+                ),
+                close: false,
+                event: None,
+            },
+            Ok((bytes, Some(user))) => {
+                let principal = Principal::user(user);
+                let reauthentication = reauth_expiry.is_some();
+                if let Some(previous) = self.principal.as_ref().filter(|p| **p != principal) {
+                    let message =
+                        format!("Cannot change principals during re-authentication from {previous}: {principal}");
+                    return self.failed(mechanism, Some(principal.name), message.clone(), message);
+                }
+                let lifetime_ms =
+                    self.settings.max_reauth.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0);
+                let expires_at_ms = (lifetime_ms > 0).then(|| creds.now_ms().saturating_add(lifetime_ms));
+                self.state = State::Authenticated { mechanism, expires_at_ms };
+                self.principal = Some(principal.clone());
+                let mut response = SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(bytes));
+                if version >= 1 {
+                    response = response.with_session_lifetime_ms(lifetime_ms);
+                }
+                Gate::Answer {
+                    body: ResponseKind::SaslAuthenticate(response),
+                    close: false,
+                    event: Some(Event::Authenticated { principal, mechanism, reauthentication }),
+                }
+            }
+            Err((user, reason, message)) => self.failed(mechanism, user, reason, message),
+        }
+    }
+
+    fn failed(&mut self, mechanism: Mechanism, user: Option<String>, reason: String, message: String) -> Gate {
+        // Closed right after the answer: nothing more is read on this connection.
+        self.state = State::Handshake;
+        Gate::Answer {
+            body: ResponseKind::SaslAuthenticate(
+                SaslAuthenticateResponse::default()
+                    .with_error_code(crate::handler::errors::sasl_authentication_failed())
+                    .with_error_message(Some(StrBytes::from_string(message))),
+            ),
+            close: true,
+            event: Some(Event::Failed(Failure { mechanism: Some(mechanism), user, reason })),
+        }
+    }
+}
+
+fn server_mech(m: Mechanism) -> ScramMechanism {
+    match m {
+        Mechanism::Scram(s) => s,
+        Mechanism::Plain => ScramMechanism::ScramSha512,
+    }
+}
+
+fn state_name(s: &State) -> &'static str {
+    match s {
+        State::HandshakeOrVersions => "HANDSHAKE_OR_VERSIONS_REQUEST",
+        State::Handshake => "HANDSHAKE_REQUEST",
+        State::Authenticate { .. } => "AUTHENTICATE",
+        State::Authenticated { .. } => "COMPLETE",
+        State::Reauthenticate { .. } => "REAUTH_PROCESS_HANDSHAKE",
+    }
+}
+
+/// The APIs a client may send before it is authenticated (KIP-152).
+pub fn allowed_before_authentication(key: ApiKey) -> bool {
+    matches!(key, ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
+}
+
+#[cfg(test)]
+mod tests;

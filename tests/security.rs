@@ -1,0 +1,580 @@
+//! Listeners, TLS and SASL with real clients (docs/security.md).
+//!
+//! Certificates are made in each test with the `openssl` command (a CA, a broker certificate for
+//! 127.0.0.1, a client certificate `CN=alice,OU=eng,O=Acme,C=FR`). Kafka's own tools (Java,
+//! `tests/support/kafka_cli.rs`) and librdkafka (`tests/compat/python-confluent`) connect over
+//! SSL, SASL_SSL with SCRAM-SHA-512 and mutual TLS; raw connections check the KIP-152 order,
+//! wrong passwords, garbage and truncated handshakes, slow senders and the per-address limit.
+//! Every wait is bounded.
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest, SaslAuthenticateRequest, SaslHandshakeRequest};
+use kafka_protocol::protocol::StrBytes;
+use support::SkiffProcess;
+use support::client::Client;
+use support::cluster::{http_get, prometheus_value};
+use support::kafka_cli;
+use support::slot::Slot;
+
+const ADMIN: (&str, &str) = ("admin", "admin-secret-8d3f");
+const LISTENERS: &str = "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0,SASL_SSL://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0";
+
+/// A CA, a broker certificate for 127.0.0.1 and a client certificate, in PEM files.
+struct Certs {
+    dir: tempfile::TempDir,
+}
+
+impl Certs {
+    fn make() -> Self {
+        let dir = tempfile::Builder::new().prefix("skiff-certs-").tempdir().expect("temp dir");
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(d).output().expect("run openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=skiff-test-ca",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+            ]
+            .concat(),
+        );
+        for (name, subject, ext) in [
+            ("broker", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"),
+            ("client", "/C=FR/O=Acme/OU=eng/CN=alice", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            let (key, csr, pem, extfile) =
+                (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+            std::fs::write(d.join(&extfile), format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n{ext}"))
+                .expect("ext file");
+            openssl(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", subject]].concat());
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &extfile,
+            ]);
+        }
+        // Java's PEM keystore: the key and its certificate in one file.
+        let keystore = [std::fs::read_to_string(d.join("client.key")), std::fs::read_to_string(d.join("client.pem"))]
+            .map(|r| r.expect("read client pem"))
+            .concat();
+        std::fs::write(d.join("client-keystore.pem"), keystore).expect("write keystore");
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn broker_env(&self) -> Vec<(String, String)> {
+        let p = |n: &str| self.path(n).display().to_string();
+        vec![
+            ("SKIFF_TLS_CERT".into(), p("broker.pem")),
+            ("SKIFF_TLS_KEY".into(), p("broker.key")),
+            ("SKIFF_TLS_CLIENT_CA".into(), p("ca.pem")),
+            ("SKIFF_SASL_MECHANISMS".into(), "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into()),
+            ("SKIFF_SCRAM_BOOTSTRAP_USER".into(), format!("{}={}", ADMIN.0, ADMIN.1)),
+        ]
+    }
+
+    /// A Java client properties file.
+    fn properties(&self, name: &str, lines: &[String]) -> PathBuf {
+        let path = self.path(name);
+        let mut text = format!("ssl.truststore.type=PEM\nssl.truststore.location={}\n", self.path("ca.pem").display());
+        for l in lines {
+            text.push_str(l);
+            text.push('\n');
+        }
+        std::fs::write(&path, text).expect("write properties");
+        path
+    }
+
+    fn scram_properties(&self, name: &str, user: &str, password: &str) -> PathBuf {
+        self.properties(name, &[
+            "security.protocol=SASL_SSL".into(),
+            "sasl.mechanism=SCRAM-SHA-512".into(),
+            format!(
+                "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{user}\" password=\"{password}\";"
+            ),
+        ])
+    }
+}
+
+fn start(certs: &Certs, extra_env: &[(&str, &str)]) -> SkiffProcess {
+    let mut env = certs.broker_env();
+    env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    SkiffProcess::start_with_listeners(LISTENERS, None, env)
+}
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Kafka's tools over SASL_SSL (SCRAM-SHA-512) and mutual TLS: the bootstrap admin creates
+/// alice with `kafka-configs`, alice creates a topic, produces with ProducerPerformance and
+/// consumes with the console consumer; the certificate client lists topics over SSL; a wrong
+/// password is refused.
+#[test]
+fn java_tools_over_sasl_ssl_and_mutual_tls() {
+    let _slot = Slot::acquire();
+    let certs = Certs::make();
+    let broker = start(&certs, &[]);
+    let sasl_ssl = broker.listener("SASL_SSL").to_string();
+    let admin = certs.scram_properties("admin.properties", ADMIN.0, ADMIN.1);
+    kafka_cli::run(
+        kafka_cli::CONFIG_COMMAND,
+        &[
+            "--bootstrap-server",
+            &sasl_ssl,
+            "--command-config",
+            &p(&admin),
+            "--alter",
+            "--entity-type",
+            "users",
+            "--entity-name",
+            "alice",
+            "--add-config",
+            "SCRAM-SHA-512=[iterations=8192,password=alice-secret-1c9e]",
+        ],
+    )
+    .expect("run kafka-configs")
+    .ok("kafka-configs creating alice's SCRAM-SHA-512 credential")
+    .expect("kafka-configs");
+
+    let alice = certs.scram_properties("alice.properties", "alice", "alice-secret-1c9e");
+    kafka_cli::run(
+        kafka_cli::TOPIC_COMMAND,
+        &[
+            "--bootstrap-server",
+            &sasl_ssl,
+            "--command-config",
+            &p(&alice),
+            "--create",
+            "--topic",
+            "secured",
+            "--partitions",
+            "2",
+        ],
+    )
+    .expect("run kafka-topics")
+    .ok("kafka-topics --create as alice over SASL_SSL")
+    .expect("create");
+    let out = kafka_cli::run(
+        "org.apache.kafka.tools.ProducerPerformance",
+        &[
+            "--topic",
+            "secured",
+            "--num-records",
+            "2000",
+            "--record-size",
+            "100",
+            "--throughput",
+            "-1",
+            "--producer-props",
+            &format!("bootstrap.servers={sasl_ssl}"),
+            "acks=all",
+            "--producer.config",
+            &p(&alice),
+        ],
+    )
+    .expect("run ProducerPerformance")
+    .ok("ProducerPerformance as alice over SASL_SSL")
+    .expect("produce");
+    assert!(out.contains("2000 records sent"), "{out}");
+    let out = kafka_cli::run(
+        kafka_cli::CONSOLE_CONSUMER,
+        &[
+            "--bootstrap-server",
+            &sasl_ssl,
+            "--consumer.config",
+            &p(&alice),
+            "--topic",
+            "secured",
+            "--from-beginning",
+            "--max-messages",
+            "2000",
+            "--timeout-ms",
+            "60000",
+        ],
+    )
+    .expect("run console consumer")
+    .ok("console consumer as alice over SASL_SSL")
+    .expect("consume");
+    let records = out.lines().filter(|l| l.len() == 100).count();
+    assert_eq!(
+        records,
+        2000,
+        "records consumed:\n{}",
+        out.lines().filter(|l| l.len() != 100).collect::<Vec<_>>().join("\n")
+    );
+
+    // Mutual TLS: the certificate is the identity.
+    let mtls = certs.properties(
+        "mtls.properties",
+        &[
+            "security.protocol=SSL".into(),
+            "ssl.keystore.type=PEM".into(),
+            format!("ssl.keystore.location={}", p(&certs.path("client-keystore.pem"))),
+        ],
+    );
+    let out = kafka_cli::run(
+        kafka_cli::TOPIC_COMMAND,
+        &["--bootstrap-server", broker.listener("SSL"), "--command-config", &p(&mtls), "--list"],
+    )
+    .expect("run kafka-topics")
+    .ok("kafka-topics --list over mutual TLS")
+    .expect("list");
+    assert!(out.lines().any(|l| l == "secured"), "{out}");
+    // SSL without a client certificate: the handshake is refused.
+    let no_cert = certs.properties("nocert.properties", &["security.protocol=SSL".into()]);
+    let out = kafka_cli::run_with_timeout(
+        kafka_cli::TOPIC_COMMAND,
+        &["--bootstrap-server", broker.listener("SSL"), "--command-config", &p(&no_cert), "--list"],
+        Duration::from_secs(60),
+    )
+    .expect("run kafka-topics");
+    assert!(!out.success, "listing without a client certificate succeeded:\n{}", out.stdout);
+
+    // Deleting alice's credential: her next login fails.
+    kafka_cli::run(
+        kafka_cli::CONFIG_COMMAND,
+        &[
+            "--bootstrap-server",
+            &sasl_ssl,
+            "--command-config",
+            &p(&admin),
+            "--alter",
+            "--entity-type",
+            "users",
+            "--entity-name",
+            "alice",
+            "--delete-config",
+            "SCRAM-SHA-512",
+        ],
+    )
+    .expect("run kafka-configs")
+    .ok("kafka-configs deleting alice's SCRAM-SHA-512 credential")
+    .expect("kafka-configs");
+    let out = kafka_cli::run_with_timeout(
+        kafka_cli::TOPIC_COMMAND,
+        &["--bootstrap-server", &sasl_ssl, "--command-config", &p(&alice), "--list"],
+        Duration::from_secs(60),
+    )
+    .expect("run kafka-topics");
+    assert!(!out.success, "alice listed topics after her credential was deleted:\n{}", out.stdout);
+
+    // A wrong password: the tool fails with Kafka's authentication error.
+    let wrong = certs.scram_properties("wrong.properties", "alice", "not-her-password");
+    let out = kafka_cli::run_with_timeout(
+        kafka_cli::TOPIC_COMMAND,
+        &["--bootstrap-server", &sasl_ssl, "--command-config", &p(&wrong), "--list"],
+        Duration::from_secs(60),
+    )
+    .expect("run kafka-topics");
+    assert!(!out.success, "a wrong password listed topics:\n{}", out.stdout);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains(
+            "Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512"
+        ),
+        "{text}"
+    );
+    let metrics = http_get(broker.http(), "/metrics").expect("metrics");
+    assert!(prometheus_value(&metrics, "skiff_authentication_failures_total").unwrap_or(0.0) >= 1.0, "{metrics}");
+    assert!(prometheus_value(&metrics, "skiff_authentications_total").unwrap_or(0.0) >= 4.0, "{metrics}");
+}
+
+/// KIP-368: with `connections_max_reauth`, Java's producer re-authenticates on its
+/// connections while it produces (12 s at 25 records/s, sessions of 4 s), and nothing fails.
+#[test]
+fn java_client_reauthenticates_when_the_session_ends() {
+    let _slot = Slot::acquire();
+    let certs = Certs::make();
+    let broker = start(&certs, &[("SKIFF_CONNECTIONS_MAX_REAUTH", "4s")]);
+    let sasl_ssl = broker.listener("SASL_SSL").to_string();
+    let admin = certs.scram_properties("admin.properties", ADMIN.0, ADMIN.1);
+    let out = kafka_cli::run(
+        "org.apache.kafka.tools.ProducerPerformance",
+        &[
+            "--topic",
+            "reauth",
+            "--num-records",
+            "300",
+            "--record-size",
+            "100",
+            "--throughput",
+            "25",
+            "--producer-props",
+            &format!("bootstrap.servers={sasl_ssl}"),
+            "acks=all",
+            "--producer.config",
+            &p(&admin),
+        ],
+    )
+    .expect("run ProducerPerformance")
+    .ok("ProducerPerformance across re-authentications")
+    .expect("produce");
+    assert!(out.contains("300 records sent"), "{out}");
+    let metrics = http_get(broker.http(), "/metrics").expect("metrics");
+    let logins = prometheus_value(&metrics, "skiff_authentications_total").unwrap_or(0.0);
+    let connections = prometheus_value(&metrics, "skiff_connections_total").unwrap_or(f64::MAX);
+    assert!(logins > connections, "no re-authentication: {logins} logins on {connections} connections\n{metrics}");
+}
+
+/// librdkafka (confluent-kafka) runs the compat scenario over SASL_SSL with SCRAM-SHA-512.
+#[test]
+fn librdkafka_over_sasl_ssl_scram_sha_512() {
+    let _slot = Slot::acquire();
+    let certs = Certs::make();
+    let broker = start(&certs, &[]);
+    let ca = p(&certs.path("ca.pem"));
+    support::compat::run_client_env(
+        "python-confluent",
+        &broker,
+        "secured-librdkafka",
+        "full",
+        "3000",
+        &[
+            ("BOOTSTRAP", broker.listener("SASL_SSL")),
+            ("COMPAT_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("COMPAT_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("COMPAT_SASL_USERNAME", ADMIN.0),
+            ("COMPAT_SASL_PASSWORD", ADMIN.1),
+            ("COMPAT_SSL_CA_LOCATION", &ca),
+        ],
+    );
+}
+
+fn handshake(mechanism: &'static str) -> SaslHandshakeRequest {
+    SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism))
+}
+
+fn token(bytes: &[u8]) -> SaslAuthenticateRequest {
+    SaslAuthenticateRequest::default().with_auth_bytes(Bytes::copy_from_slice(bytes))
+}
+
+/// KIP-152 on a SASL listener: only ApiVersions and SaslHandshake before authentication; a wrong
+/// password or garbage token is answered SASL_AUTHENTICATION_FAILED and the connection closed;
+/// after a good login Metadata advertises the address of the listener the client came in on.
+#[test]
+fn sasl_order_wrong_passwords_and_garbage_close_the_connection() {
+    let certs = Certs::make();
+    let broker = start(&certs, &[]);
+    let addr = broker.listener("SASL_PLAINTEXT").to_string();
+    let closes = Duration::from_secs(5);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        // A request before authentication: closed without an answer.
+        let mut c = Client::connect(&addr).await.expect("connect");
+        assert!(c.send(&MetadataRequest::default(), 12).await.is_err(), "Metadata answered before authentication");
+
+        // PLAIN with a wrong password.
+        let mut c = Client::connect(&addr).await.expect("connect");
+        c.send(&ApiVersionsRequest::default(), 3).await.expect("ApiVersions before authentication");
+        let h = c.send(&handshake("PLAIN"), 1).await.expect("handshake");
+        assert_eq!(h.error_code, 0);
+        let r = c.send(&token(format!("\0{}\0wrong", ADMIN.0).as_bytes()), 2).await.expect("authenticate");
+        assert_eq!(r.error_code, 58, "SASL_AUTHENTICATION_FAILED");
+        assert_eq!(r.error_message.as_deref(), Some("Authentication failed: Invalid username or password"));
+        assert!(c.closed_within(closes).await.expect("read"), "connection left open after a failed login");
+
+        // SCRAM with a garbage client-first message, and a mechanism that is not enabled.
+        for garbage in [&b"\xff\xfe garbage \x00"[..], b"n,,", b"y,,n=admin,r=x", &[0u8; 300][..]] {
+            let mut c = Client::connect(&addr).await.expect("connect");
+            assert_eq!(c.send(&handshake("SCRAM-SHA-512"), 1).await.expect("handshake").error_code, 0);
+            let r = c.send(&token(garbage), 2).await.expect("authenticate");
+            assert_eq!(r.error_code, 58, "garbage {garbage:?}");
+            assert!(c.closed_within(closes).await.expect("read"));
+        }
+        let mut c = Client::connect(&addr).await.expect("connect");
+        let h = c.send(&handshake("GSSAPI"), 1).await.expect("handshake");
+        assert_eq!(h.error_code, 33, "UNSUPPORTED_SASL_MECHANISM");
+        assert!(h.mechanisms.iter().any(|m| m.as_str() == "SCRAM-SHA-512"));
+        assert!(c.closed_within(closes).await.expect("read"));
+
+        // Frames that are not requests, and a frame above 512 KiB before authentication.
+        let mut c = Client::connect(&addr).await.expect("connect");
+        c.write_frame(b"\x00\x11\x00\x01\x00\x00\x00\x07\xde\xad\xbe\xef").await.expect("write");
+        assert!(c.closed_within(closes).await.expect("read"));
+        let mut c = Client::connect(&addr).await.expect("connect");
+        c.write_raw(&(600_000i32).to_be_bytes()).await.expect("write");
+        assert!(c.closed_within(closes).await.expect("read"));
+
+        // A good login, then Metadata names this listener's address.
+        let mut c = Client::connect(&addr).await.expect("connect");
+        assert_eq!(c.send(&handshake("PLAIN"), 1).await.expect("handshake").error_code, 0);
+        let r = c.send(&token(format!("\0{}\0{}", ADMIN.0, ADMIN.1).as_bytes()), 2).await.expect("authenticate");
+        assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+        let m = c.send(&MetadataRequest::default(), 12).await.expect("metadata");
+        let advertised: Vec<String> = m.brokers.iter().map(|b| format!("{}:{}", b.host.as_str(), b.port)).collect();
+        assert_eq!(advertised, vec![addr.clone()]);
+        // SaslAuthenticate again on an authenticated connection: ILLEGAL_SASL_STATE, still open.
+        assert_eq!(c.send(&token(b"x"), 2).await.expect("authenticate").error_code, 34);
+        let mut plain = Client::connect(broker.listener("PLAINTEXT")).await.expect("connect");
+        let m = plain.send(&MetadataRequest::default(), 12).await.expect("metadata");
+        assert_eq!(format!("{}:{}", m.brokers[0].host.as_str(), m.brokers[0].port), broker.listener("PLAINTEXT"));
+        // A PLAINTEXT listener refuses SASL requests as Kafka does.
+        assert_eq!(plain.send(&handshake("PLAIN"), 1).await.expect("handshake").error_code, 34);
+    });
+    let metrics = http_get(broker.http(), "/metrics").expect("metrics");
+    assert!(prometheus_value(&metrics, "skiff_authentication_failures_total").unwrap_or(0.0) >= 6.0, "{metrics}");
+}
+
+/// Reads until the peer closes, for at most `within`; true if it closed.
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        s.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))))
+            .expect("timeout");
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// Truncated and stalled TLS handshakes, and 300 connections that each send 2 bytes of a frame
+/// (slowloris), are all closed by `request_read_timeout`; the broker serves on.
+#[test]
+fn truncated_tls_handshakes_and_slow_senders_are_closed() {
+    let certs = Certs::make();
+    let broker = start(&certs, &[("SKIFF_REQUEST_READ_TIMEOUT", "2s")]);
+    // A TLS record header announcing a 512-byte ClientHello, then 3 bytes of it.
+    let partial_hello = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01];
+    for listener in ["SSL", "SASL_SSL"] {
+        let mut stalled = TcpStream::connect(broker.listener(listener)).expect("connect");
+        stalled.write_all(&partial_hello).expect("write");
+        let mut cut = TcpStream::connect(broker.listener(listener)).expect("connect");
+        cut.write_all(&partial_hello).expect("write");
+        cut.shutdown(std::net::Shutdown::Write).expect("half close");
+        assert!(closed_within(&mut cut, Duration::from_secs(5)), "{listener}: truncated handshake left open");
+        assert!(closed_within(&mut stalled, Duration::from_secs(8)), "{listener}: stalled handshake left open");
+        // Not a TLS record at all.
+        let mut garbage = TcpStream::connect(broker.listener(listener)).expect("connect");
+        garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
+        assert!(closed_within(&mut garbage, Duration::from_secs(5)), "{listener}: garbage left open");
+    }
+    let mut slow: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = TcpStream::connect(broker.listener("PLAINTEXT")).expect("connect");
+            s.write_all(&[0, 0]).expect("two bytes of a size prefix");
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    for s in &mut slow {
+        let left = Duration::from_secs(15).saturating_sub(started.elapsed()).max(Duration::from_millis(10));
+        assert!(closed_within(s, left), "a slow sender was still connected after {:?}", started.elapsed());
+    }
+    let metrics = http_get(broker.http(), "/metrics").expect("metrics");
+    let slow_closed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("skiff_connections_closed_total{reason=\"request_read_timeout\"} "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(slow_closed >= Some(300), "{metrics}");
+    let tls_failed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("skiff_connections_closed_total{reason=\"tls_handshake\"} "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(tls_failed >= Some(6), "{metrics}");
+    // Still serving.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let mut c = Client::connect(broker.listener("PLAINTEXT")).await.expect("connect");
+        c.send(&ApiVersionsRequest::default(), 3).await.expect("ApiVersions after the flood");
+    });
+}
+
+/// `max_connections_per_ip`: the connection beyond the limit is closed at once and counted.
+#[test]
+fn connections_beyond_the_per_address_limit_are_closed() {
+    let broker =
+        SkiffProcess::start_with_listeners("127.0.0.1:0", Some("[broker]\nmax_connections_per_ip = 3\n"), vec![]);
+    let mut kept: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(broker.bootstrap()).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = TcpStream::connect(broker.bootstrap()).expect("connect");
+    assert!(closed_within(&mut extra, Duration::from_secs(5)), "the fourth connection was kept");
+    assert!(!closed_within(&mut kept[0], Duration::from_millis(300)), "a connection within the limit was closed");
+    kept.pop();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut again = TcpStream::connect(broker.bootstrap()).expect("connect");
+    assert!(!closed_within(&mut again, Duration::from_millis(500)), "a slot freed by a close was not reused");
+    let metrics = http_get(broker.http(), "/metrics").expect("metrics");
+    assert!(metrics.contains("skiff_connections_closed_total{reason=\"max_connections_per_ip\"} 1"), "{metrics}");
+}
+
+/// Passwords and object-store credentials appear in no log line, no error and not in /metrics,
+/// even at debug level.
+#[test]
+fn credentials_never_appear_in_logs_or_metrics() {
+    let certs = Certs::make();
+    let aws_secret = "aws-secret-7f2c9e1d";
+    let broker = start(
+        &certs,
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIASKIFFTESTKEY"),
+            ("AWS_SECRET_ACCESS_KEY", aws_secret),
+            ("SKIFF_LOG", "debug,openraft=warn"),
+        ],
+    );
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        for password in ["wrong-password-4b1a", ADMIN.1] {
+            let mut c = Client::connect(broker.listener("SASL_PLAINTEXT")).await.expect("connect");
+            c.send(&handshake("PLAIN"), 1).await.expect("handshake");
+            c.send(&token(format!("\0{}\0{password}", ADMIN.0).as_bytes()), 2).await.expect("authenticate");
+        }
+    });
+    let metrics = http_get(broker.http(), "/metrics").expect("metrics");
+    std::thread::sleep(Duration::from_millis(300));
+    let log = std::fs::read_to_string(broker.stderr_path()).expect("log");
+    assert!(log.contains("authentication failed"), "the failed login is logged");
+    assert!(log.contains("SCRAM bootstrap user created"), "{log}");
+    for secret in [ADMIN.1, "wrong-password-4b1a", aws_secret] {
+        assert!(!log.contains(secret), "`{secret}` in the log");
+        assert!(!metrics.contains(secret), "`{secret}` in /metrics");
+    }
+    assert!(log.contains("scram_bootstrap_user=***"), "the effective configuration hides it");
+}
