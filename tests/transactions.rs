@@ -619,3 +619,67 @@ async fn group_coordinator(c: &mut Client, group: &str) -> anyhow::Result<Client
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Kafka's own ProducerPerformance (Java kafka-clients 4.4) with `--transactional-id`: before
+/// #13 it failed at FindCoordinator; now every transaction commits (the coordinator answers,
+/// the partition leader writes the markers), `kafka-transactions list` shows the id completed,
+/// and a read_committed ConsoleConsumer reads every record.
+#[test]
+fn java_transactional_producer_commits_and_read_committed_reads_everything() {
+    const RECORDS: usize = 3_000;
+    let broker = SkiffProcess::start();
+    let addr = broker.bootstrap().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let run = || -> anyhow::Result<()> {
+        rt.block_on(async { Client::connect(&addr).await?.create_topic_ok("tx-perf", 1).await })?;
+        let records = RECORDS.to_string();
+        let out = kafka_cli::run_with_timeout(
+            "org.apache.kafka.tools.ProducerPerformance",
+            &[
+                "--topic",
+                "tx-perf",
+                "--num-records",
+                &records,
+                "--record-size",
+                "100",
+                "--throughput",
+                "-1",
+                "--transactional-id",
+                "tx-perf",
+                "--transaction-duration-ms",
+                "100",
+                "--producer-props",
+                &format!("bootstrap.servers={addr}"),
+            ],
+            Duration::from_secs(120),
+        )?;
+        let all = format!("{}\n{}", out.stdout, out.stderr);
+        ensure!(out.success, "ProducerPerformance failed:\n{all}");
+        ensure!(all.contains(&format!("{RECORDS} records sent")), "not every record sent:\n{all}");
+        let list = kafka_cli::run(TRANSACTIONS_COMMAND, &["--bootstrap-server", &addr, "list"])?.ok("list")?;
+        ensure!(list.lines().any(|l| l.contains("tx-perf") && l.contains("CompleteCommit")), "list:\n{list}");
+        let consumed = kafka_cli::run_with_timeout(
+            kafka_cli::CONSOLE_CONSUMER,
+            &[
+                "--bootstrap-server",
+                &addr,
+                "--topic",
+                "tx-perf",
+                "--from-beginning",
+                "--isolation-level",
+                "read_committed",
+                "--max-messages",
+                &records,
+                "--timeout-ms",
+                "30000",
+            ],
+            Duration::from_secs(90),
+        )?;
+        let lines = consumed.stdout.lines().filter(|l| !l.is_empty()).count();
+        ensure!(lines == RECORDS, "read_committed read {lines} of {RECORDS}:\n{}", consumed.stderr);
+        Ok(())
+    };
+    if let Err(e) = run() {
+        panic!("{e:#}\n{}", broker.stderr_tail(60));
+    }
+}
