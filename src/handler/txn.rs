@@ -26,7 +26,7 @@ use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey,
     DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse, InitProducerIdRequest,
     InitProducerIdResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId, ResponseKind, TopicName,
     TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
@@ -55,16 +55,15 @@ fn s(v: impl Into<String>) -> StrBytes {
 /// The code of a coordinator failure for a request of `api` at `version` (Kafka's
 /// per-version conversions), logged with its reason.
 fn refused(api: &str, transactional_id: &str, version: i16, e: &TxnCoordinatorError) -> i16 {
-    let mut c = errors::txn_coordinator(e);
-    // KIP-588: clients before these versions do not know PRODUCER_FENCED.
-    let fenced_since = match api {
-        "InitProducerId" => 4,
-        "AddPartitionsToTxn" | "AddOffsetsToTxn" | "EndTxn" => 2,
-        _ => 0,
+    let key = match api {
+        "InitProducerId" => ApiKey::InitProducerId,
+        "AddPartitionsToTxn" => ApiKey::AddPartitionsToTxn,
+        "AddOffsetsToTxn" => ApiKey::AddOffsetsToTxn,
+        "EndTxn" => ApiKey::EndTxn,
+        "TxnOffsetCommit" => ApiKey::TxnOffsetCommit,
+        _ => ApiKey::DescribeTransactions,
     };
-    if c == code(ResponseError::ProducerFenced) && version < fenced_since {
-        c = code(ResponseError::InvalidProducerEpoch);
-    }
+    let c = errors::txn_for_version(key, version, errors::txn_coordinator(e));
     log_refusal(api, transactional_id, c, &e.to_string());
     c
 }
@@ -297,14 +296,7 @@ async fn one_transaction(broker: &Arc<Broker>, t: TxnPartitions, version: i16) -
     }
     let partitions: BTreeSet<TxnPartition> =
         resolved.iter().flat_map(|(_, ps)| ps.iter().filter_map(|(_, r)| *r)).collect();
-    // TRANSACTION_ABORTABLE is understood from v5 on; before, INVALID_TXN_STATE.
-    let abortable = |c: i16| {
-        if c == code(ResponseError::TransactionAbortable) && version < 5 {
-            code(ResponseError::InvalidTxnState)
-        } else {
-            c
-        }
-    };
+    let abortable = |c: i16| errors::txn_for_version(ApiKey::AddPartitionsToTxn, version, c);
     if t.verify_only {
         // Answered from the image (RFC 0004 §6): the coordinator's state is replicated.
         let verified = match broker.txns.owned_epoch(&t.id) {
@@ -425,14 +417,7 @@ pub async fn txn_offset_commit(broker: &Arc<Broker>, req: TxnOffsetCommitRequest
                 let op =
                     GroupOp::TxnOffsetCommit { transactional_id: id.clone(), producer_id, producer_epoch, offsets };
                 broker.controller.store_group(group_id.clone(), epoch, op).await.map_err(|e| {
-                    let mut c = errors::group_controller(&e);
-                    // As Kafka's verification (AddPartitionsToTxnManager) converts them.
-                    if c == code(ResponseError::ProducerFenced) {
-                        c = code(ResponseError::InvalidProducerEpoch);
-                    }
-                    if c == code(ResponseError::TransactionAbortable) && version < 4 {
-                        c = code(ResponseError::InvalidTxnState);
-                    }
+                    let c = errors::txn_for_version(ApiKey::TxnOffsetCommit, version, errors::group_controller(&e));
                     log_refusal(api, &id, c, &format!("group {group_id}: {e}"));
                     c
                 })
