@@ -108,35 +108,11 @@ pub async fn init_producer_id(
         Ok(Answer::Error(e)) => {
             base.with_error_code(refused("InitProducerId", &id, version, &TxnCoordinatorError::Txn(e)))
         }
-        Ok(other) => unexpected("InitProducerId", &id, other, base),
+        Ok(other) => {
+            tracing::error!(transactional_id = %id, answer = ?other, "InitProducerId answered without a producer id");
+            base.with_error_code(code(ResponseError::UnknownServerError))
+        }
         Err(e) => base.with_error_code(refused("InitProducerId", &id, version, &e)),
-    }
-}
-
-fn unexpected<R: WithErrorCode>(api: &str, transactional_id: &str, answer: Answer, base: R) -> R {
-    tracing::error!(api, transactional_id, ?answer, "transaction state machine answered unexpectedly");
-    base.with_code(code(ResponseError::UnknownServerError))
-}
-
-trait WithErrorCode {
-    fn with_code(self, code: i16) -> Self;
-}
-
-impl WithErrorCode for InitProducerIdResponse {
-    fn with_code(self, code: i16) -> Self {
-        self.with_error_code(code)
-    }
-}
-
-impl WithErrorCode for EndTxnResponse {
-    fn with_code(self, code: i16) -> Self {
-        self.with_error_code(code)
-    }
-}
-
-impl WithErrorCode for AddOffsetsToTxnResponse {
-    fn with_code(self, code: i16) -> Self {
-        self.with_error_code(code)
     }
 }
 
@@ -160,9 +136,6 @@ pub async fn end_txn(broker: &Arc<Broker>, req: EndTxnRequest, version: i16) -> 
         .txns
         .submit(&id, |now_ms| TxnOp::EndTxn { producer_id, producer_epoch, commit, version: TxnVersion::Tv1, now_ms })
         .await;
-    if let Ok(a @ Answer::NoClient) = r {
-        return unexpected("EndTxn", &id, a, EndTxnResponse::default());
-    }
     EndTxnResponse::default().with_error_code(outcome("EndTxn", &id, version, r))
 }
 
@@ -184,9 +157,6 @@ pub async fn add_offsets_to_txn(
             now_ms,
         })
         .await;
-    if let Ok(a @ Answer::NoClient) = r {
-        return unexpected("AddOffsetsToTxn", &id, a, AddOffsetsToTxnResponse::default());
-    }
     AddOffsetsToTxnResponse::default().with_error_code(outcome("AddOffsetsToTxn", &id, version, r))
 }
 
