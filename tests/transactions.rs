@@ -619,3 +619,129 @@ async fn group_coordinator(c: &mut Client, group: &str) -> anyhow::Result<Client
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Kafka's own ProducerPerformance (Java kafka-clients 4.4) with `--transactional-id`: before
+/// #13 it failed at FindCoordinator; now every transaction commits (the coordinator answers,
+/// the partition leader writes the markers), `kafka-transactions list` shows the id completed,
+/// and a read_committed ConsoleConsumer reads every record.
+#[test]
+fn java_transactional_producer_commits_and_read_committed_reads_everything() {
+    const RECORDS: usize = 3_000;
+    let broker = SkiffProcess::start();
+    let addr = broker.bootstrap().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let run = || -> anyhow::Result<()> {
+        rt.block_on(async { Client::connect(&addr).await?.create_topic_ok("tx-perf", 1).await })?;
+        let records = RECORDS.to_string();
+        let out = kafka_cli::run_with_timeout(
+            "org.apache.kafka.tools.ProducerPerformance",
+            &[
+                "--topic",
+                "tx-perf",
+                "--num-records",
+                &records,
+                "--record-size",
+                "100",
+                "--throughput",
+                "-1",
+                "--transactional-id",
+                "tx-perf",
+                "--transaction-duration-ms",
+                "100",
+                "--producer-props",
+                &format!("bootstrap.servers={addr}"),
+            ],
+            Duration::from_secs(120),
+        )?;
+        let all = format!("{}\n{}", out.stdout, out.stderr);
+        ensure!(out.success, "ProducerPerformance failed:\n{all}");
+        ensure!(all.contains(&format!("{RECORDS} records sent")), "not every record sent:\n{all}");
+        let list = kafka_cli::run(TRANSACTIONS_COMMAND, &["--bootstrap-server", &addr, "list"])?.ok("list")?;
+        ensure!(list.lines().any(|l| l.contains("tx-perf") && l.contains("CompleteCommit")), "list:\n{list}");
+        let consumed = kafka_cli::run_with_timeout(
+            kafka_cli::CONSOLE_CONSUMER,
+            &[
+                "--bootstrap-server",
+                &addr,
+                "--topic",
+                "tx-perf",
+                "--from-beginning",
+                "--isolation-level",
+                "read_committed",
+                "--max-messages",
+                &records,
+                "--timeout-ms",
+                "30000",
+            ],
+            Duration::from_secs(90),
+        )?;
+        let lines = consumed.stdout.lines().filter(|l| !l.is_empty()).count();
+        ensure!(lines == RECORDS, "read_committed read {lines} of {RECORDS}:\n{}", consumed.stderr);
+        Ok(())
+    };
+    if let Err(e) = run() {
+        panic!("{e:#}\n{}", broker.stderr_tail(60));
+    }
+}
+
+/// The controller leader is SIGKILLed while transaction ops are in flight (3 controllers, 1
+/// broker): the coordinator's ops wait for the new leader (or are resubmitted when their answer
+/// was lost) and the transaction commits; a retried EndTxn gets the same answer and nothing is
+/// applied twice (the epoch is unchanged).
+#[test]
+fn transaction_survives_a_controller_leader_kill() {
+    let mut cluster = Cluster::start(ClusterSpec::new("txn-ctl-failover", 3, 1));
+    cluster.create_topic("tx-cf", 1).expect("topic");
+    cluster.wait_topic_ready("tx-cf", 1, Duration::from_secs(30)).expect("topic ready");
+    let addr = cluster.bootstrap().split(',').next().expect("a broker").to_string();
+    let p = cluster
+        .block_on(async {
+            let mut c = Client::connect(&addr).await?;
+            let p = init_ok(&mut c, "cf", 60_000).await?;
+            ensure!(add_partitions_code(&mut c, "cf", p, &[("tx-cf", 0)], 3).await? == NONE);
+            produce_txn(&mut c, "cf", p, "tx-cf", 0, 5).await?;
+            Ok::<_, anyhow::Error>(p)
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let leader = cluster.wait_controller_leader(Duration::from_secs(30), None).expect("a controller leader");
+    // EndTxn races the kill: sent right after it, answered once a new leader commits it.
+    let end = cluster.spawn({
+        let addr = addr.clone();
+        async move {
+            let mut c = Client::connect(&addr).await?;
+            let started = Instant::now();
+            loop {
+                let code = end_txn(&mut c, "cf", p, true, 3).await?;
+                // COORDINATOR_NOT_AVAILABLE (15) while no controller leader answers: clients retry.
+                if code != 15 {
+                    return Ok::<_, anyhow::Error>((code, started.elapsed()));
+                }
+                ensure!(started.elapsed() < Duration::from_secs(60), "no controller for a minute");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    cluster.kill(NodeRef::Controller(leader));
+    let (code, took) = cluster.block_on(end).expect("join").unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(code, NONE, "EndTxn through the controller failover");
+    eprintln!("EndTxn answered {took:?} after the controller leader kill");
+    cluster
+        .block_on(async {
+            let mut c = Client::connect(&addr).await?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let d = describe(&mut c, "cf").await?;
+                ensure!(d.producer_epoch == p.1, "applied twice? {d:?}");
+                if d.transaction_state.as_str() == "CompleteCommit" {
+                    break;
+                }
+                ensure!(Instant::now() < deadline, "not completed: {d:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            ensure!(end_txn(&mut c, "cf", p, true, 3).await? == NONE, "a retried EndTxn after completion");
+            let (stable, end) = stable_and_end(&mut c, "tx-cf", 0, -1).await?;
+            ensure!(stable == end && end == 6, "LSO {stable}, end {end}");
+            Ok::<_, anyhow::Error>(())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tail(cluster.broker_refs()[0], 60)));
+}
