@@ -319,6 +319,15 @@ async fn append_partition(
     let append =
         || broker.wal.append(key, &records, &headers, log_append_time, transactional_id).instrument(span.clone());
     let mut appended = append().await;
+    if version >= 12 && matches!(appended, Err(AppendError::Txn(TxnRefusal::NotInTransaction))) {
+        // TV2 (Produce v12, KIP-890 part 2): the first batch of a transaction on a partition
+        // adds the partition itself (Kafka's `addPartition` path); the append after it is
+        // verified again from the image.
+        appended = match implicit_add(broker, key, &headers, transactional_id).await {
+            Ok(()) => append().await,
+            Err(r) => Err(AppendError::Txn(r)),
+        };
+    }
     let stale = |e: &AppendError| match e {
         AppendError::OutOfOrderSequence | AppendError::ProducerFenced => true,
         AppendError::Txn(r) => r.may_be_stale(),
@@ -332,17 +341,7 @@ async fn append_partition(
         // not show yet the AddPartitionsToTxn the coordinator applied (RFC 0004 §6): decide
         // again on an image confirmed current, or let the producer retry.
         appended = match broker.controller.catch_up().await {
-            Ok(()) => match append().await {
-                // TV2 (Produce v12, KIP-890 part 2): the leader adds the partition to the
-                // transaction itself, then appends (verified again from the image).
-                Err(AppendError::Txn(TxnRefusal::NotInTransaction)) if version >= 12 => {
-                    match implicit_add(broker, key, &headers, transactional_id).await {
-                        Ok(()) => append().await,
-                        Err(r) => Err(AppendError::Txn(r)),
-                    }
-                }
-                other => other,
-            },
+            Ok(()) => append().await,
             Err(c) => {
                 warn!(topic, partition, error = %c, refusal = %e, "produce refused on an unconfirmed image; answering NOT_LEADER_OR_FOLLOWER");
                 Err(AppendError::NotLeader)
