@@ -4,12 +4,12 @@
 //! v4-5 batched / verify-only, AddOffsetsToTxn, TxnOffsetCommit with KIP-447 pending offsets and
 //! OffsetFetch `require_stable`, EndTxn, DescribeTransactions, ListTransactions and Kafka's
 //! `kafka-transactions.sh list / describe`), the `transaction.timeout.ms` abort, and a
-//! coordinator failover in a multi-broker cluster that resumes an ongoing transaction on the
-//! new coordinator.
+//! coordinator failover in a multi-broker cluster that resumes an ongoing commit (and an
+//! Ongoing transaction) on the new coordinator.
 //!
-//! Markers and read_committed are the partition data path's (txn-data): these tests never
-//! depend on a marker being written, so a transaction whose partitions owe markers is checked
-//! as "PrepareCommit or CompleteCommit".
+//! Markers are the partition leaders' (tests/transactions_data.rs): only the failover test
+//! waits for them; elsewhere a transaction whose partitions owe markers is checked as
+//! "PrepareCommit or CompleteCommit".
 #![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time; ids are test data
 
 mod support;
@@ -408,51 +408,151 @@ fn abandoned_transaction_is_aborted_after_its_timeout() {
     );
 }
 
-/// Two brokers (MinIO, one controller): the broker coordinating a transactional id is killed
-/// mid-transaction. The other broker takes the shard over, answers FindCoordinator, holds the
-/// transaction's state (partitions, groups, pending offsets) and finishes the commit; the
-/// killed broker's former answers are NOT_COORDINATOR once it is gone.
+/// A transactional batch of `n` records of producer (pid, epoch) from sequence `seq`.
+fn txn_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> bytes::Bytes {
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: pid,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: seq + i as i32,
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: Some(bytes::Bytes::from(format!("k{i}"))),
+            value: Some(bytes::Bytes::from(format!("v{i}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .expect("encode");
+    buf.freeze()
+}
+
+/// Produces a transactional batch of `n` records to `topic`-`partition` at its leader.
+async fn produce_txn(
+    via: &mut Client,
+    id: &str,
+    (pid, epoch): (i64, i16),
+    topic: &str,
+    partition: i32,
+    n: usize,
+) -> anyhow::Result<()> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let md = via.topic_metadata(topic).await?;
+    let (_, leader) = md.leader(partition).context("no leader")?;
+    let mut c = Client::connect(leader).await?;
+    let data = PartitionProduceData::default().with_index(partition).with_records(Some(txn_batch(pid, epoch, 0, n)));
+    let req = ProduceRequest::default()
+        .with_transactional_id(Some(txn_id(id)))
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![
+            TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(vec![data]),
+        ]);
+    let r = c.send(&req, 9).await?;
+    let code = r.responses.first().and_then(|t| t.partition_responses.first()).map(|p| p.error_code);
+    ensure!(code == Some(NONE), "transactional produce to {topic}-{partition}: {r:?}");
+    Ok(())
+}
+
+/// (read_committed latest, read_uncommitted latest) of `topic`-`partition` at its leader, once
+/// it has a live one other than `dead`.
+async fn stable_and_end(via: &mut Client, topic: &str, partition: i32, dead: i32) -> anyhow::Result<(i64, i64)> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leader = loop {
+        let md = via.topic_metadata(topic).await?;
+        match md.leader(partition) {
+            Some((id, addr)) if id != dead => break addr.to_string(),
+            other if Instant::now() > deadline => bail!("{topic}-{partition} has no new leader: {other:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let mut c = Client::connect(&leader).await?;
+    let mut out = [0i64; 2];
+    for (i, isolation) in [1i8, 0].into_iter().enumerate() {
+        let req = ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_isolation_level(isolation)
+            .with_topics(vec![ListOffsetsTopic::default().with_name(topic_name(topic)).with_partitions(vec![
+                ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(-1),
+            ])]);
+        let r = c.send(&req, 7).await?;
+        let p = r.topics.first().and_then(|t| t.partitions.first()).context("no partition")?;
+        ensure!(p.error_code == NONE, "ListOffsets {topic}-{partition} isolation {isolation}: {p:?}");
+        out[i] = p.offset;
+    }
+    Ok((out[0], out[1]))
+}
+
+/// Two brokers (MinIO, one controller); the broker coordinating two transactional ids is
+/// SIGKILLed right after answering EndTxn(commit) of one (its transaction has data on both
+/// partitions and consumed offsets: markers still owed) while the other is Ongoing. The
+/// surviving broker takes the shard over: it answers FindCoordinator, holds both transactions,
+/// finishes the commit (a retried EndTxn answers CONCURRENT_TRANSACTIONS until every marker is
+/// written, then NONE: CompleteCommit, the offsets committed, read_committed sees everything)
+/// and commits the Ongoing one. A broker that is not the coordinator answers NOT_COORDINATOR.
 #[test]
-fn coordinator_failover_resumes_an_ongoing_transaction() {
+fn coordinator_failover_resumes_an_ongoing_commit() {
     let mut cluster = Cluster::start(ClusterSpec::new("txn-failover", 1, 2));
     cluster.create_topic("tx-fo", 2).expect("topic");
     cluster.wait_topic_ready("tx-fo", 2, Duration::from_secs(30)).expect("topic ready");
     let bootstrap = cluster.bootstrap();
     let first = bootstrap.split(',').next().expect("a broker").to_string();
-    // An id coordinated by each broker, so whichever is killed one survives.
-    let (victim, id, producer, coordinator_addr) = cluster
+    let (victim, ids, producers) = cluster
         .block_on(async {
             let mut c = Client::connect(&first).await?;
-            let (e, node, addr) = txn_coordinator(&mut c, "fo-1").await?;
+            let (e, victim, addr) = txn_coordinator(&mut c, "fo-0").await?;
             ensure!(e == NONE, "FindCoordinator: {e}");
+            // A second id on the same coordinator.
+            let mut second = None;
+            for i in 1..500 {
+                let id = format!("fo-{i}");
+                if txn_coordinator(&mut c, &id).await?.1 == victim {
+                    second = Some(id);
+                    break;
+                }
+            }
+            let ids = ["fo-0".to_string(), second.context("no second id on the same coordinator")?];
             let mut co = Client::connect(&addr).await?;
-            let p = init_ok(&mut co, "fo-1", 60_000).await?;
-            ensure!(add_partitions_code(&mut co, "fo-1", p, &[("tx-fo", 0), ("tx-fo", 1)], 3).await? == NONE);
-            ensure!(add_offsets(&mut co, "fo-1", p, "fo-group").await? == NONE);
-            // TxnOffsetCommit goes to the group's coordinator (maybe the other broker).
-            let mut g = group_coordinator(&mut c, "fo-group").await?;
-            ensure!(txn_offset_commit(&mut g, "fo-1", p, "fo-group", "tx-fo", 42, 3).await? == NONE);
-            // The other broker is not its coordinator.
+            let mut producers = Vec::new();
+            for (i, id) in ids.iter().enumerate() {
+                let p = init_ok(&mut co, id, 60_000).await?;
+                ensure!(add_partitions_code(&mut co, id, p, &[("tx-fo", 0), ("tx-fo", 1)], 3).await? == NONE);
+                for partition in 0..2 {
+                    produce_txn(&mut c, id, p, "tx-fo", partition, 10).await?;
+                }
+                let group = format!("fo-group-{i}");
+                ensure!(add_offsets(&mut co, id, p, &group).await? == NONE);
+                // TxnOffsetCommit goes to the group's coordinator (maybe the other broker).
+                let mut g = group_coordinator(&mut c, &group).await?;
+                ensure!(txn_offset_commit(&mut g, id, p, &group, "tx-fo", 42, 3).await? == NONE);
+                producers.push(p);
+            }
+            // The other broker is not their coordinator.
             for b in bootstrap.split(',').filter(|b| **b != *addr) {
                 let mut other = Client::connect(b).await?;
-                ensure!(end_txn(&mut other, "fo-1", p, true, 3).await? == NOT_COORDINATOR, "non-coordinator {b}");
+                ensure!(end_txn(&mut other, &ids[0], producers[0], true, 3).await? == NOT_COORDINATOR, "{b}");
             }
-            Ok::<_, anyhow::Error>((node, "fo-1".to_string(), p, addr))
+            ensure!(end_txn(&mut co, &ids[0], producers[0], true, 3).await? == NONE, "EndTxn before the kill");
+            Ok::<_, anyhow::Error>((victim, ids, producers))
         })
         .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tail(cluster.broker_refs()[0], 40)));
     let killed_at = Instant::now();
     cluster.kill(NodeRef::Broker(victim));
-    let survivor = cluster
-        .broker_refs()
-        .into_iter()
-        .find(|b| b.id() != victim)
-        .and_then(|b| cluster.kafka_addr(b))
-        .expect("a surviving broker");
+    let survivor_ref = cluster.broker_refs().into_iter().find(|b| b.id() != victim).expect("survivor");
+    let survivor = cluster.kafka_addr(survivor_ref).expect("a surviving broker");
     let result = cluster.block_on(async {
         let mut c = Client::connect(&survivor).await?;
         // The shard moves once the controller fences the killed broker (session timeout).
         let new_addr = loop {
-            let (e, node, addr) = txn_coordinator(&mut c, &id).await?;
+            let (e, node, addr) = txn_coordinator(&mut c, &ids[0]).await?;
             if e == NONE && node != victim {
                 break addr;
             }
@@ -461,25 +561,46 @@ fn coordinator_failover_resumes_an_ongoing_transaction() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        ensure!(new_addr != coordinator_addr);
         let mut co = Client::connect(&new_addr).await?;
-        let d = describe(&mut co, &id).await?;
-        ensure!(d.transaction_state.as_str() == "Ongoing" && d.producer_id.0 == producer.0, "after failover: {d:?}");
+        // The commit decided before the kill completes: retried EndTxn until NONE.
+        let completed = loop {
+            match end_txn(&mut co, &ids[0], producers[0], true, 3).await? {
+                NONE => break killed_at.elapsed(),
+                CONCURRENT_TRANSACTIONS if killed_at.elapsed() < Duration::from_secs(30) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                other => bail!("retried EndTxn on the new coordinator: {other}"),
+            }
+        };
+        let d = describe(&mut co, &ids[0]).await?;
+        ensure!(d.transaction_state.as_str() == "CompleteCommit", "the decided commit: {d:?}");
+        // The Ongoing one is intact and commits on the new coordinator.
+        let d = describe(&mut co, &ids[1]).await?;
+        ensure!(d.transaction_state.as_str() == "Ongoing" && d.producer_id.0 == producers[1].0, "{d:?}");
         ensure!(d.topics.len() == 1 && d.topics[0].partitions == vec![0, 1], "partitions kept: {d:?}");
-        let mut g = group_coordinator(&mut c, "fo-group").await?;
-        ensure!(fetch_offset(&mut g, "fo-group", "tx-fo", true).await? == (UNSTABLE_OFFSET_COMMIT, -1), "pending");
-        let code = end_txn(&mut co, &id, producer, true, 3).await?;
-        let resumed = killed_at.elapsed();
-        ensure!(code == NONE, "EndTxn on the new coordinator: {code}");
-        let d = describe(&mut co, &id).await?;
-        ensure!(["PrepareCommit", "CompleteCommit"].contains(&d.transaction_state.as_str()), "{d:?}");
-        ensure!(fetch_offset(&mut g, "fo-group", "tx-fo", true).await? == (NONE, 42), "offsets committed");
-        eprintln!("coordinator failover: kill -> EndTxn answered on the new coordinator in {resumed:?}");
-        Ok::<_, anyhow::Error>(resumed)
+        let mut g = group_coordinator(&mut c, "fo-group-1").await?;
+        ensure!(fetch_offset(&mut g, "fo-group-1", "tx-fo", true).await? == (UNSTABLE_OFFSET_COMMIT, -1));
+        ensure!(end_txn(&mut co, &ids[1], producers[1], true, 3).await? == NONE);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while describe(&mut co, &ids[1]).await?.transaction_state.as_str() != "CompleteCommit" {
+            ensure!(Instant::now() < deadline, "the second commit did not complete");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for i in 0..2 {
+            let group = format!("fo-group-{i}");
+            let mut g = group_coordinator(&mut c, &group).await?;
+            ensure!(fetch_offset(&mut g, &group, "tx-fo", true).await? == (NONE, 42), "{group}: offsets committed");
+        }
+        // Every record is committed: per partition 2 x (10 records + a marker), LSO = end.
+        for partition in 0..2 {
+            let (stable, end) = stable_and_end(&mut c, "tx-fo", partition, victim).await?;
+            ensure!(stable == end && end == 22, "tx-fo-{partition}: LSO {stable}, end {end}");
+        }
+        eprintln!("coordinator failover: kill -> the decided commit completed on the new coordinator in {completed:?}");
+        Ok::<_, anyhow::Error>(())
     });
     if let Err(e) = result {
-        let survivor = cluster.broker_refs().into_iter().find(|b| b.id() != victim).expect("survivor");
-        panic!("{e:#}\n{}", cluster.log_tail(survivor, 60));
+        panic!("{e:#}\n{}", cluster.log_tail(survivor_ref, 60));
     }
 }
 
@@ -497,4 +618,130 @@ async fn group_coordinator(c: &mut Client, group: &str) -> anyhow::Result<Client
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Kafka's own ProducerPerformance (Java kafka-clients 4.4) with `--transactional-id`: before
+/// #13 it failed at FindCoordinator; now every transaction commits (the coordinator answers,
+/// the partition leader writes the markers), `kafka-transactions list` shows the id completed,
+/// and a read_committed ConsoleConsumer reads every record.
+#[test]
+fn java_transactional_producer_commits_and_read_committed_reads_everything() {
+    const RECORDS: usize = 3_000;
+    let broker = SkiffProcess::start();
+    let addr = broker.bootstrap().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let run = || -> anyhow::Result<()> {
+        rt.block_on(async { Client::connect(&addr).await?.create_topic_ok("tx-perf", 1).await })?;
+        let records = RECORDS.to_string();
+        let out = kafka_cli::run_with_timeout(
+            "org.apache.kafka.tools.ProducerPerformance",
+            &[
+                "--topic",
+                "tx-perf",
+                "--num-records",
+                &records,
+                "--record-size",
+                "100",
+                "--throughput",
+                "-1",
+                "--transactional-id",
+                "tx-perf",
+                "--transaction-duration-ms",
+                "100",
+                "--producer-props",
+                &format!("bootstrap.servers={addr}"),
+            ],
+            Duration::from_secs(120),
+        )?;
+        let all = format!("{}\n{}", out.stdout, out.stderr);
+        ensure!(out.success, "ProducerPerformance failed:\n{all}");
+        ensure!(all.contains(&format!("{RECORDS} records sent")), "not every record sent:\n{all}");
+        let list = kafka_cli::run(TRANSACTIONS_COMMAND, &["--bootstrap-server", &addr, "list"])?.ok("list")?;
+        ensure!(list.lines().any(|l| l.contains("tx-perf") && l.contains("CompleteCommit")), "list:\n{list}");
+        let consumed = kafka_cli::run_with_timeout(
+            kafka_cli::CONSOLE_CONSUMER,
+            &[
+                "--bootstrap-server",
+                &addr,
+                "--topic",
+                "tx-perf",
+                "--from-beginning",
+                "--isolation-level",
+                "read_committed",
+                "--max-messages",
+                &records,
+                "--timeout-ms",
+                "30000",
+            ],
+            Duration::from_secs(90),
+        )?;
+        let lines = consumed.stdout.lines().filter(|l| !l.is_empty()).count();
+        ensure!(lines == RECORDS, "read_committed read {lines} of {RECORDS}:\n{}", consumed.stderr);
+        Ok(())
+    };
+    if let Err(e) = run() {
+        panic!("{e:#}\n{}", broker.stderr_tail(60));
+    }
+}
+
+/// The controller leader is SIGKILLed while transaction ops are in flight (3 controllers, 1
+/// broker): the coordinator's ops wait for the new leader (or are resubmitted when their answer
+/// was lost) and the transaction commits; a retried EndTxn gets the same answer and nothing is
+/// applied twice (the epoch is unchanged).
+#[test]
+fn transaction_survives_a_controller_leader_kill() {
+    let mut cluster = Cluster::start(ClusterSpec::new("txn-ctl-failover", 3, 1));
+    cluster.create_topic("tx-cf", 1).expect("topic");
+    cluster.wait_topic_ready("tx-cf", 1, Duration::from_secs(30)).expect("topic ready");
+    let addr = cluster.bootstrap().split(',').next().expect("a broker").to_string();
+    let p = cluster
+        .block_on(async {
+            let mut c = Client::connect(&addr).await?;
+            let p = init_ok(&mut c, "cf", 60_000).await?;
+            ensure!(add_partitions_code(&mut c, "cf", p, &[("tx-cf", 0)], 3).await? == NONE);
+            produce_txn(&mut c, "cf", p, "tx-cf", 0, 5).await?;
+            Ok::<_, anyhow::Error>(p)
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let leader = cluster.wait_controller_leader(Duration::from_secs(30), None).expect("a controller leader");
+    // EndTxn races the kill: sent right after it, answered once a new leader commits it.
+    let end = cluster.spawn({
+        let addr = addr.clone();
+        async move {
+            let mut c = Client::connect(&addr).await?;
+            let started = Instant::now();
+            loop {
+                let code = end_txn(&mut c, "cf", p, true, 3).await?;
+                // COORDINATOR_NOT_AVAILABLE (15) while no controller leader answers: clients retry.
+                if code != 15 {
+                    return Ok::<_, anyhow::Error>((code, started.elapsed()));
+                }
+                ensure!(started.elapsed() < Duration::from_secs(60), "no controller for a minute");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    cluster.kill(NodeRef::Controller(leader));
+    let (code, took) = cluster.block_on(end).expect("join").unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(code, NONE, "EndTxn through the controller failover");
+    eprintln!("EndTxn answered {took:?} after the controller leader kill");
+    cluster
+        .block_on(async {
+            let mut c = Client::connect(&addr).await?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let d = describe(&mut c, "cf").await?;
+                ensure!(d.producer_epoch == p.1, "applied twice? {d:?}");
+                if d.transaction_state.as_str() == "CompleteCommit" {
+                    break;
+                }
+                ensure!(Instant::now() < deadline, "not completed: {d:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            ensure!(end_txn(&mut c, "cf", p, true, 3).await? == NONE, "a retried EndTxn after completion");
+            let (stable, end) = stable_and_end(&mut c, "tx-cf", 0, -1).await?;
+            ensure!(stable == end && end == 6, "LSO {stable}, end {end}");
+            Ok::<_, anyhow::Error>(())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tail(cluster.broker_refs()[0], 60)));
 }

@@ -210,7 +210,13 @@ impl TxnCoordinator {
         loop {
             match self.inner.controller.txn(command.clone()).await {
                 Ok(answer) => return Ok(answer),
-                Err(e) if matches!(e.kind(), ErrorKind::Retriable | ErrorKind::Unavailable) && attempt < RESUBMITS => {
+                // Only an unknown outcome is resubmitted; a refusal (e.g. CONCURRENT_TRANSACTIONS
+                // while markers are owed) is the client's answer, and the client retries it.
+                Err(e)
+                    if !matches!(e, ControllerError::Rejected(_))
+                        && matches!(e.kind(), ErrorKind::Retriable | ErrorKind::Unavailable)
+                        && attempt < RESUBMITS =>
+                {
                     attempt += 1;
                     warn!(
                         transactional_id = %command.transactional_id,

@@ -358,9 +358,16 @@ fn transactional_offsets_resolve_with_the_transaction() {
     s.apply(&txn(&s, "tx", end(100, 0, false, 14)));
     assert!(!s.groups.has_pending_offset("g", "t", 0));
     assert_eq!(s.groups.offset("g", "t", 0).map(|o| o.offset), Some(42));
+    // A deleted topic's pending offsets go with it.
+    s.apply(&add_offsets(&s, 15));
+    s.apply(&commit_offsets(60));
+    assert!(s.groups.has_pending_offset("g", "t", 0));
+    s.apply(&Command::DeleteTopic { name: "t".into() });
+    assert!(!s.groups.has_pending_offset("g", "t", 0));
+    s.apply(&txn(&s, "tx", end(100, 0, false, 16)));
     // A fenced producer epoch is refused.
-    s.apply(&txn(&s, "tx", init(15)));
-    s.apply(&add_offsets(&s, 16));
+    s.apply(&txn(&s, "tx", init(17)));
+    s.apply(&add_offsets(&s, 18));
     let r = s.apply(&commit_offsets(60));
     assert!(matches!(r, CommandResult::Rejected(Rejection::Txn { error: TxnError::ProducerFenced, .. })), "{r:?}");
 }
