@@ -15,6 +15,13 @@
 //! controller; unconfirmed (a broker resumed after a freeze, no controller reachable) the
 //! partition gets the retriable NOT_LEADER_OR_FOLLOWER.
 //!
+//! Transactions (RFC 0004 §6-§7): transactional records need the request's transactional id
+//! (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED on every partition, as Kafka); the WAL verifies
+//! each transaction's first batch on a partition against the image (`log::txn`), a refusal a
+//! lagging image could explain is decided again after `catch_up`, Produce v12 (TV2) adds the
+//! partition to the transaction instead, and refusals are logged with the transactional id.
+//! TRANSACTION_ABORTABLE exists from v11; older versions get INVALID_TXN_STATE for it.
+//!
 //! Traced (docs/observability.md) as `kafka.produce`, from the request to its response, with a
 //! `produce.append` child per partition; the flush that makes the append durable is a child of
 //! the first request it carries (`log::wal`).
@@ -41,6 +48,7 @@ use super::errors::{self, code};
 use crate::broker::batch::{BatchError, BatchHeader};
 use crate::broker::dynamic_config::BrokerDefaults;
 use crate::broker::{Broker, batch, internal_topics, records};
+use crate::log::txn::{self, TxnRefusal};
 use crate::log::wal::{AppendError, PartitionKey};
 
 type Ack = oneshot::Receiver<Result<(), AppendError>>;
@@ -257,6 +265,23 @@ fn error(index: i32, error_code: i16, message: Option<String>) -> PartitionOutco
     }
 }
 
+/// TV2's implicit add of the partition to the transaction of the request's first transactional
+/// batch (RFC 0004 §6; `log::txn::add_partition`).
+async fn implicit_add(
+    broker: &Arc<Broker>,
+    key: PartitionKey,
+    headers: &[BatchHeader],
+    transactional_id: Option<&str>,
+) -> Result<(), TxnRefusal> {
+    let (Some(id), Some(h)) = (transactional_id, headers.iter().find(|h| h.is_transactional())) else {
+        return Err(TxnRefusal::NotInTransaction);
+    };
+    let partition = (key.topic_id, key.partition);
+    let added =
+        txn::add_partition(&broker.controller, id, h.producer_id, h.producer_epoch, partition, broker.clock.now_ms());
+    added.await
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn append_partition(
     broker: &Arc<Broker>,
@@ -301,6 +326,15 @@ async fn append_partition(
     let append =
         || broker.wal.append(key, &records, &headers, log_append_time, transactional_id).instrument(span.clone());
     let mut appended = append().await;
+    if version >= 12 && matches!(appended, Err(AppendError::Txn(TxnRefusal::NotInTransaction))) {
+        // TV2 (Produce v12, KIP-890 part 2): the first batch of a transaction on a partition
+        // adds the partition itself (Kafka's `addPartition` path); the append after it is
+        // verified again from the image.
+        appended = match implicit_add(broker, key, &headers, transactional_id).await {
+            Ok(()) => append().await,
+            Err(r) => Err(AppendError::Txn(r)),
+        };
+    }
     let stale = |e: &AppendError| match e {
         AppendError::OutOfOrderSequence | AppendError::ProducerFenced => true,
         AppendError::Txn(r) => r.may_be_stale(),
