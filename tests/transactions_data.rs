@@ -30,6 +30,7 @@ use kafka_protocol::records::{
 };
 use support::SkiffProcess;
 use support::client::{Client, FETCH_VERSION, LATEST, topic_name};
+use support::cluster::{Cluster, ClusterSpec, NodeRef};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -450,5 +451,164 @@ async fn produce_refusals_answer_kafkas_codes() -> anyhow::Result<()> {
     })
     .await
     .context("test timed out")??;
+    Ok(())
+}
+
+/// After a crash (SIGKILL) and restart the tail cache is empty: read_committed is served from
+/// object storage with the same LSO bound and aborted list, the transaction left open still
+/// holds the LSO, and its commit after the restart is discharged by the restarted leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_committed_from_object_storage_after_a_crash() -> anyhow::Result<()> {
+    let mut skiff = SkiffProcess::start();
+    let id = "restart";
+    let pe = tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Client::connect(skiff.bootstrap()).await?;
+        c.create_topic_ok("t", 1).await?;
+        let pe = init_transactions(&mut c, id).await?;
+        // Committed at 0-1 (marker 2), aborted at 3 (marker 4), open from 6 (after a plain 5).
+        for (commit, n) in [(true, 2), (false, 1)] {
+            add_partitions(&mut c, id, pe, "t", &[0]).await?;
+            let seq = if commit { 0 } else { 2 };
+            let r = produce(&mut c, 9, Some(id), "t", &[(0, txn_batch(pe.0, pe.1, seq, n, "r"))]).await?;
+            ensure!(codes(&r) == [0], "{r:?}");
+            end_txn(&mut c, id, pe, commit).await?;
+            until_stable(&mut c, "t").await?;
+        }
+        ensure!(c.produce("t", 0, plain(1, "p")).await?.base_offset == 5);
+        add_partitions(&mut c, id, pe, "t", &[0]).await?;
+        let r = produce(&mut c, 9, Some(id), "t", &[(0, txn_batch(pe.0, pe.1, 3, 2, "o"))]).await?;
+        ensure!(codes(&r) == [0] && r[0].base_offset == 6, "{r:?}");
+        anyhow::Ok(pe)
+    })
+    .await
+    .context("test timed out")??;
+    skiff.kill();
+    skiff.restart();
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut c = Client::connect(skiff.bootstrap()).await?;
+        let p = fetch(&mut c, "t", 0, READ_COMMITTED).await?;
+        ensure!((p.high_watermark, p.last_stable_offset) == (8, 6), "after the restart: {p:?}");
+        let offsets: Vec<i64> = batches(p.records.clone())?.iter().map(|b| b.0).collect();
+        ensure!(offsets == [0, 2, 3, 4, 5], "object storage, cut at the LSO: {offsets:?}");
+        let aborted: Vec<(i64, i64)> =
+            p.aborted_transactions.iter().flatten().map(|a| (a.producer_id.0, a.first_offset)).collect();
+        ensure!(aborted == [(pe.0, 3)], "{aborted:?}");
+        ensure!(committed_view(&p)? == [0, 1, 5]);
+        ensure!(latest(&mut c, "t", READ_COMMITTED).await? == 6);
+        end_txn(&mut c, id, pe, true).await?;
+        let p = until_stable(&mut c, "t").await?;
+        ensure!(p.high_watermark == 9, "commit marker at 8: {p:?}");
+        ensure!(committed_view(&p)? == [0, 1, 5, 6, 7]);
+        anyhow::Ok(())
+    })
+    .await
+    .context("test timed out after the restart")??;
+    Ok(())
+}
+
+/// `kafka-transactions describe-producers` (Kafka's own tool): a transactional producer with a
+/// transaction open on the partition shows its first offset as CurrentTransactionStartOffset,
+/// and "None" once the commit marker closed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_producers_shows_the_open_transaction() -> anyhow::Result<()> {
+    use support::kafka_cli::{self, TRANSACTIONS_COMMAND};
+
+    let skiff = SkiffProcess::start();
+    let b = skiff.bootstrap().to_string();
+    let describe = |pid: i64| {
+        let b = b.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+            let out = kafka_cli::run(
+                TRANSACTIONS_COMMAND,
+                &["--bootstrap-server", &b, "describe-producers", "--topic", "t", "--partition", "0"],
+            )?
+            .ok("describe-producers")?;
+            ensure!(out.contains("CurrentTransactionStartOffset"), "no table:\n{out}");
+            out.lines()
+                .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+                .find(|cols| cols.first().is_some_and(|c| *c == pid.to_string()))
+                .with_context(|| format!("producer {pid} not listed:\n{out}"))
+        })
+    };
+    let mut c = Client::connect(skiff.bootstrap()).await?;
+    c.create_topic_ok("t", 1).await?;
+    ensure!(c.produce("t", 0, plain(1, "p")).await?.base_offset == 0);
+    let id = "described";
+    let pe = init_transactions(&mut c, id).await?;
+    add_partitions(&mut c, id, pe, "t", &[0]).await?;
+    let r = produce(&mut c, 9, Some(id), "t", &[(0, txn_batch(pe.0, pe.1, 0, 2, "d"))]).await?;
+    ensure!(codes(&r) == [0] && r[0].base_offset == 1, "{r:?}");
+    let row = describe(pe.0).await??;
+    ensure!(row.get(1) == Some(&pe.1.to_string()), "epoch: {row:?}");
+    ensure!(row.last().map(String::as_str) == Some("1"), "open at 1: {row:?}");
+    end_txn(&mut c, id, pe, true).await?;
+    until_stable(&mut c, "t").await?;
+    let row = describe(pe.0).await??;
+    ensure!(row.last().map(String::as_str) == Some("None"), "closed by the marker: {row:?}");
+    Ok(())
+}
+
+/// The partition's leader freezes (SIGSTOP) between a transaction's data and its EndTxn: the
+/// commit marker stays owed until the partition moves, then the next leader appends it, once;
+/// the frozen leader resuming adds none. (The coordinator is the other broker.)
+#[test]
+fn a_frozen_leaders_marker_is_appended_by_the_next_leader() -> anyhow::Result<()> {
+    let session = Duration::from_millis(1000);
+    let mut spec = ClusterSpec::new("txn-marker-move", 1, 2);
+    spec.session_timeout = Some(session);
+    let mut cluster = Cluster::start(spec);
+    cluster.create_topic("t", 1)?;
+    let md = cluster.wait_leaders("t", 1, &[], Duration::from_secs(30))?;
+    let (leader, leader_addr) = md.leader(0).map(|(b, a)| (b, a.to_string())).context("a leader")?;
+    let other = cluster.broker_refs().into_iter().map(NodeRef::id).find(|&b| b != leader).context("two brokers")?;
+    let other_addr = cluster.kafka_addr(NodeRef::Broker(other)).context("other broker's address")?;
+    // A transactional id whose coordinator is the broker that stays up.
+    let (id, pe) = cluster.block_on(async {
+        let mut co = Client::connect(&other_addr).await?;
+        let mut id = None;
+        for i in 0..200 {
+            let candidate = format!("move-{i}");
+            let find =
+                FindCoordinatorRequest::default().with_key(StrBytes::from_string(candidate.clone())).with_key_type(1);
+            let (code, r) = send_retrying(&mut co, &find, 3, |r| r.error_code).await?;
+            if code == 0 && r.node_id.0 == other {
+                id = Some(candidate);
+                break;
+            }
+        }
+        let id = id.context("no transactional id coordinated by the other broker")?;
+        let pe = init_transactions(&mut co, &id).await?;
+        add_partitions(&mut co, &id, pe, "t", &[0]).await?;
+        let mut lc = Client::connect(&leader_addr).await?;
+        let r = produce(&mut lc, 9, Some(&id), "t", &[(0, txn_batch(pe.0, pe.1, 0, 3, "m"))]).await?;
+        ensure!(codes(&r) == [0] && r[0].base_offset == 0, "{r:?}");
+        anyhow::Ok((id, pe))
+    })?;
+    cluster.stop(NodeRef::Broker(leader));
+    cluster.block_on(async {
+        let mut co = Client::connect(&other_addr).await?;
+        end_txn(&mut co, &id, pe, true).await
+    })?;
+    let after = cluster.wait_leaders("t", 1, &[leader], session * 20)?;
+    let (successor, successor_addr) = after.leader(0).map(|(b, a)| (b, a.to_string())).context("a new leader")?;
+    ensure!(successor == other);
+    let markers =
+        |p: &PartitionData| -> anyhow::Result<usize> { Ok(batches(p.records.clone())?.iter().filter(|b| b.3).count()) };
+    cluster.block_on(async {
+        let mut c = Client::connect(&successor_addr).await?;
+        let p = until_stable(&mut c, "t").await?;
+        ensure!(p.high_watermark == 4 && markers(&p)? == 1, "one commit marker at 3: {p:?}");
+        ensure!(committed_view(&p)? == [0, 1, 2]);
+        anyhow::Ok(())
+    })?;
+    cluster.cont(NodeRef::Broker(leader));
+    std::thread::sleep(session * 2);
+    cluster.block_on(async {
+        let mut c = Client::connect(&successor_addr).await?;
+        let p = fetch(&mut c, "t", 0, READ_COMMITTED).await?;
+        ensure!((p.high_watermark, p.last_stable_offset) == (4, 4), "{p:?}");
+        ensure!(markers(&p)? == 1, "the resumed leader added no marker: {p:?}");
+        anyhow::Ok(())
+    })?;
     Ok(())
 }

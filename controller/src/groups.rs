@@ -235,6 +235,14 @@ impl GroupsState {
     /// with a tombstone in its shard's `__consumer_offsets` view, so a topic created again under
     /// the same name is read from the group's reset policy, not from the old topic's positions.
     pub fn forget_topic(&mut self, topic: &str) {
+        for group in self.groups.values_mut() {
+            // Transactional offsets of the topic would otherwise commit into a later topic of
+            // the same name.
+            for pending in group.pending.values_mut() {
+                pending.remove(topic);
+            }
+            group.pending.retain(|_, p| !p.is_empty());
+        }
         for (group_id, group) in self.groups.iter_mut() {
             let Some(partitions) = group.offsets.remove(topic) else { continue };
             let log = self.offsets_topic.entry(shard_for(group_id)).or_default();

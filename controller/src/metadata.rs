@@ -729,6 +729,9 @@ impl MetadataState {
                     return Ok(CommandResult::Ok);
                 }
                 p.log_start_offset = *offset;
+                // Aborted transactions whose marker is gone leave the index (Kafka deletes a
+                // segment's .txnindex with it).
+                p.aborted.truncate_below(*offset);
                 // Drop chunks entirely below the new start.
                 let dead: Vec<i64> =
                     p.chunks.iter().filter(|(_, c)| c.last_offset < *offset).map(|(b, _)| *b).collect();

@@ -71,6 +71,7 @@ fn txn_refusal(r: &TxnRefusal, produce_version: i16) -> i16 {
         // Producers expect INVALID_PRODUCER_EPOCH from a produce (Kafka maps PRODUCER_FENCED).
         TxnRefusal::ProducerFenced => ResponseError::InvalidProducerEpoch,
         TxnRefusal::Unverifiable(_) => ResponseError::NotEnoughReplicas,
+        TxnRefusal::Coordinator(e) => return txn(*e),
     })
 }
 

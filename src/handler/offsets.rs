@@ -139,25 +139,36 @@ pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, versi
     )
 }
 
-/// One fetched offset: (partition, offset, leader epoch, metadata).
-type Fetched = (i32, i64, i32, String);
+/// One fetched offset: (partition, offset, leader epoch, metadata, error code).
+type Fetched = (i32, i64, i32, String, i16);
 
 /// Offsets of `group_id` for `topics` (None = every committed one), -1 where none is committed.
+/// With `require_stable` (OffsetFetch v7+, KIP-447), a partition with transactional offsets of
+/// an undecided transaction answers UNSTABLE_OFFSET_COMMIT (offset -1) so the consumer retries
+/// once the transaction is decided, as Kafka's coordinator does.
 fn fetch_offsets(
     m: &MetadataImage,
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Vec<(String, Vec<Fetched>)> {
-    let fetched = |p: i32, o: Option<&CommittedOffset>| match o {
-        Some(o) => (p, o.offset, o.leader_epoch, o.metadata.clone().unwrap_or_default()),
-        None => (p, -1, -1, String::new()),
+    let fetched = |topic: &str, p: i32, o: Option<&CommittedOffset>| {
+        if require_stable && m.has_pending_offset(group_id, topic, p) {
+            return (p, -1, -1, String::new(), code(ResponseError::UnstableOffsetCommit));
+        }
+        match o {
+            Some(o) => (p, o.offset, o.leader_epoch, o.metadata.clone().unwrap_or_default(), errors::NONE),
+            None => (p, -1, -1, String::new(), errors::NONE),
+        }
     };
     match topics {
         Some(topics) => topics
             .into_iter()
             .map(|(topic, partitions)| {
-                let parts =
-                    partitions.into_iter().map(|p| fetched(p, m.committed_offset(group_id, &topic, p))).collect();
+                let parts = partitions
+                    .into_iter()
+                    .map(|p| fetched(&topic, p, m.committed_offset(group_id, &topic, p)))
+                    .collect();
                 (topic, parts)
             })
             .collect(),
@@ -166,8 +177,8 @@ fn fetch_offsets(
             let mut out: Vec<(String, Vec<Fetched>)> = Vec::new();
             for (topic, p, o) in m.committed_offsets(group_id) {
                 match out.last_mut() {
-                    Some((t, parts)) if t == topic => parts.push(fetched(p, Some(o))),
-                    _ => out.push((topic.to_string(), vec![fetched(p, Some(o))])),
+                    Some((t, parts)) if t == topic => parts.push(fetched(topic, p, Some(o))),
+                    _ => out.push((topic.to_string(), vec![fetched(topic, p, Some(o))])),
                 }
             }
             out
@@ -203,17 +214,18 @@ async fn offset_fetch_now(broker: &Broker, req: OffsetFetchRequest, version: i16
                 g.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
             let topics = broker
                 .metadata
-                .read(|m| fetch_offsets(m, &group_id, wanted))
+                .read(|m| fetch_offsets(m, &group_id, wanted, req.require_stable))
                 .into_iter()
                 .map(|(topic, parts)| {
                     let partitions = parts
                         .into_iter()
-                        .map(|(p, offset, epoch, meta)| {
+                        .map(|(p, offset, epoch, meta, error)| {
                             OffsetFetchResponsePartitions::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(offset)
                                 .with_committed_leader_epoch(epoch)
                                 .with_metadata(Some(StrBytes::from_string(meta)))
+                                .with_error_code(error)
                         })
                         .collect();
                     OffsetFetchResponseTopics::default()
@@ -254,19 +266,22 @@ async fn offset_fetch_now(broker: &Broker, req: OffsetFetchRequest, version: i16
         };
     }
     let wanted = req.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+    // `require_stable` exists from v7 (decoded as false below).
+    let require_stable = version >= 7 && req.require_stable;
     let topics = broker
         .metadata
-        .read(|m| fetch_offsets(m, &group_id, wanted))
+        .read(|m| fetch_offsets(m, &group_id, wanted, require_stable))
         .into_iter()
         .map(|(topic, parts)| {
             let partitions = parts
                 .into_iter()
-                .map(|(p, offset, epoch, meta)| {
+                .map(|(p, offset, epoch, meta, error)| {
                     OffsetFetchResponsePartition::default()
                         .with_partition_index(p)
                         .with_committed_offset(offset)
                         .with_committed_leader_epoch(if version >= 5 { epoch } else { -1 })
                         .with_metadata(Some(StrBytes::from_string(meta)))
+                        .with_error_code(error)
                 })
                 .collect();
             OffsetFetchResponseTopic::default()

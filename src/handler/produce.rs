@@ -41,6 +41,7 @@ use super::errors::{self, code};
 use crate::broker::batch::{BatchError, BatchHeader};
 use crate::broker::dynamic_config::BrokerDefaults;
 use crate::broker::{Broker, batch, internal_topics, records};
+use crate::log::txn::{self, TxnRefusal};
 use crate::log::wal::{AppendError, PartitionKey};
 
 type Ack = oneshot::Receiver<Result<(), AppendError>>;
@@ -257,6 +258,23 @@ fn error(index: i32, error_code: i16, message: Option<String>) -> PartitionOutco
     }
 }
 
+/// TV2's implicit add of the partition to the transaction of the request's first transactional
+/// batch (RFC 0004 §6; `log::txn::add_partition`).
+async fn implicit_add(
+    broker: &Arc<Broker>,
+    key: PartitionKey,
+    headers: &[BatchHeader],
+    transactional_id: Option<&str>,
+) -> Result<(), TxnRefusal> {
+    let (Some(id), Some(h)) = (transactional_id, headers.iter().find(|h| h.is_transactional())) else {
+        return Err(TxnRefusal::NotInTransaction);
+    };
+    let partition = (key.topic_id, key.partition);
+    let added =
+        txn::add_partition(&broker.controller, id, h.producer_id, h.producer_epoch, partition, broker.clock.now_ms());
+    added.await
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn append_partition(
     broker: &Arc<Broker>,
@@ -301,6 +319,15 @@ async fn append_partition(
     let append =
         || broker.wal.append(key, &records, &headers, log_append_time, transactional_id).instrument(span.clone());
     let mut appended = append().await;
+    if version >= 12 && matches!(appended, Err(AppendError::Txn(TxnRefusal::NotInTransaction))) {
+        // TV2 (Produce v12, KIP-890 part 2): the first batch of a transaction on a partition
+        // adds the partition itself (Kafka's `addPartition` path); the append after it is
+        // verified again from the image.
+        appended = match implicit_add(broker, key, &headers, transactional_id).await {
+            Ok(()) => append().await,
+            Err(r) => Err(AppendError::Txn(r)),
+        };
+    }
     let stale = |e: &AppendError| match e {
         AppendError::OutOfOrderSequence | AppendError::ProducerFenced => true,
         AppendError::Txn(r) => r.may_be_stale(),

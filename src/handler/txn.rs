@@ -202,6 +202,10 @@ struct TxnPartitions {
 
 /// Per topic, per partition codes, in request order.
 type PartitionCodes = Vec<(TopicName, Vec<(i32, i16)>)>;
+/// Per topic, each partition with its (topic id, index) if it exists.
+type Resolved = Vec<(TopicName, Vec<(i32, Option<TxnPartition>)>)>;
+/// Per topic, each partition with the error decided before the controller is asked, if any.
+type CommitPlan = Vec<(TopicName, Vec<(i32, Option<i16>)>)>;
 
 pub async fn add_partitions_to_txn(
     broker: &Arc<Broker>,
@@ -259,7 +263,7 @@ pub async fn add_partitions_to_txn(
 /// all (or, verify-only, per partition).
 async fn one_transaction(broker: &Arc<Broker>, t: TxnPartitions, version: i16) -> PartitionCodes {
     let api = "AddPartitionsToTxn";
-    let mut resolved: Vec<(TopicName, Vec<(i32, Option<TxnPartition>)>)> = Vec::new();
+    let mut resolved: Resolved = Vec::new();
     broker.metadata.read(|m| {
         for topic in &t.topics {
             let name = topic.name.0.to_string();
@@ -380,7 +384,7 @@ pub async fn txn_offset_commit(broker: &Arc<Broker>, req: TxnOffsetCommitRequest
         log_refusal(api, &id, c, &format!("group {group_id}: the member check failed"));
     }
     let now_ms = broker.clock.now_ms();
-    let mut plan: Vec<(TopicName, Vec<(i32, Option<i16>)>)> = Vec::new();
+    let mut plan: CommitPlan = Vec::new();
     let mut offsets = Vec::new();
     broker.metadata.read(|m| {
         for t in &req.topics {
@@ -462,10 +466,16 @@ pub fn describe_transactions(broker: &Arc<Broker>, req: DescribeTransactionsRequ
             let txn_id = id.0.to_string();
             let out = TransactionState::default().with_transactional_id(id).with_producer_id(ProducerId(-1));
             if let Err(e) = broker.txns.owned_epoch(&txn_id) {
-                return out.with_error_code(errors::txn_coordinator(&e));
+                let c = errors::txn_coordinator(&e);
+                log_refusal("DescribeTransactions", &txn_id, c, &e.to_string());
+                return out.with_error_code(c);
             }
             broker.metadata.read(|m| match m.transaction(&txn_id) {
-                None => out.with_error_code(errors::txn(TxnError::TransactionalIdNotFound)),
+                None => {
+                    let c = errors::txn(TxnError::TransactionalIdNotFound);
+                    log_refusal("DescribeTransactions", &txn_id, c, "no such transactional id");
+                    out.with_error_code(c)
+                }
                 Some(t) => out
                     .with_error_code(errors::NONE)
                     .with_transaction_state(s(t.state.name()))

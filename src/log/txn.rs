@@ -1,7 +1,8 @@
 //! Transactions on the write path (RFC 0004 §4, §6, §7): what a partition's writer checks before
 //! it appends a batch of a transactional producer, and which owed markers it still has to
 //! append. Pure: the writer (`wal.rs`) calls these under its lock with values from the metadata
-//! image and its own pending appends.
+//! image and its own pending appends. One exception, [`add_partition`]: TV2's implicit
+//! AddPartitionsToTxn by the partition leader (Produce v12), one controller command.
 //!
 //! ```text
 //!  transactional batch (pid, epoch) ─▶ open on this partition at that epoch? ── yes ─▶ append
@@ -32,7 +33,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use skiff_controller::intent::{Answer, Rejection, TxnCommand, TxnOp, TxnVersion};
 use skiff_controller::transactions::{self, OpenTxn, OwedMarker, TxnError, TxnPartition, TxnState};
+use skiff_controller::{ControllerHandle, ErrorKind};
 
 /// Why a transactional check refused a batch. Mapped to Kafka codes in `handler/errors.rs`
 /// (with the Produce version: [`TxnRefusal::NotInTransaction`] is TRANSACTION_ABORTABLE for
@@ -52,6 +55,9 @@ pub enum TxnRefusal {
     /// The transaction is completing (Prepare*): Kafka's NOT_ENOUGH_REPLICAS, retriable.
     #[error("Unable to verify the partition has been added to the transaction. Underlying error: {0}")]
     Unverifiable(&'static str),
+    /// TV2's implicit add was refused by the transaction state machine with this error.
+    #[error("{0}")]
+    Coordinator(TxnError),
     /// An idempotent (non-transactional) batch of a producer with a transaction open here.
     #[error("Expected transactional write from producer {producer_id} at offset {offset} in partition {partition}")]
     ExpectedTransactional { producer_id: i64, offset: i64, partition: String },
@@ -87,6 +93,60 @@ pub fn verify(
         // verify_partitions gives no other error; anything else means the partition is not
         // verifiably in the transaction.
         Err(_) => Err(TxnRefusal::NotInTransaction),
+    }
+}
+
+/// TV2 (KIP-890 part 2, Produce v12): the leader adds `partition` to the producer's transaction
+/// itself instead of refusing the batch, as Kafka's `addPartition` verification path does
+/// (RFC 0004 §6). One `AddPartitions` op on the transactional id, with the shard epoch and an op
+/// time from this broker's image (`op_time_ms`: past the state's last change). The caller
+/// appends again afterwards, and that append verifies from the image: an op taken for a
+/// resubmission of an earlier one (same time) cannot let a batch in without its partition.
+/// Errors as Kafka maps the coordinator's answers for a produce.
+pub async fn add_partition(
+    controller: &ControllerHandle,
+    transactional_id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    partition: TxnPartition,
+    clock_ms: i64,
+) -> Result<(), TxnRefusal> {
+    let shard = transactions::shard_for(transactional_id);
+    let (coordinator_epoch, now_ms) = controller
+        .metadata()
+        .read(|m| (m.txn_shard_epoch(shard), transactions::op_time_ms(m.transaction(transactional_id), clock_ms)));
+    let command = TxnCommand {
+        transactional_id: transactional_id.to_string(),
+        shard,
+        coordinator_epoch,
+        op: TxnOp::AddPartitions {
+            producer_id,
+            producer_epoch,
+            partitions: BTreeSet::from([partition]),
+            version: TxnVersion::Tv2,
+            now_ms,
+        },
+        limits: Default::default(),
+    };
+    match controller.txn(command).await {
+        Ok(Answer::Ok | Answer::Producer(_) | Answer::NoClient) => Ok(()),
+        Ok(Answer::Error(e)) | Err(skiff_controller::ControllerError::Rejected(Rejection::Txn { error: e, .. })) => {
+            Err(match e {
+                TxnError::ProducerFenced | TxnError::InvalidProducerEpoch => TxnRefusal::ProducerFenced,
+                TxnError::InvalidProducerIdMapping | TxnError::TransactionalIdNotFound => {
+                    TxnRefusal::InvalidProducerIdMapping
+                }
+                TxnError::ConcurrentTransactions => TxnRefusal::Unverifiable("CONCURRENT_TRANSACTIONS"),
+                e => TxnRefusal::Coordinator(e),
+            })
+        }
+        Err(skiff_controller::ControllerError::Rejected(Rejection::StaleTxnCoordinator { .. })) => {
+            Err(TxnRefusal::Unverifiable("NOT_COORDINATOR"))
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::Retriable | ErrorKind::Closed) => {
+            Err(TxnRefusal::Unverifiable("COORDINATOR_NOT_AVAILABLE"))
+        }
+        Err(_) => Err(TxnRefusal::Unverifiable("COORDINATOR_NOT_AVAILABLE")),
     }
 }
 

@@ -44,6 +44,10 @@ use crate::supervisor::Supervisor;
 const RESUBMITS: u32 = 5;
 /// First wait between resubmissions (doubles each time).
 const RESUBMIT_BACKOFF: Duration = Duration::from_millis(100);
+/// No resubmission starts later than this after the first attempt: the controller client
+/// already retries each one for up to 15 s, and the client's own request times out at 30 s
+/// (Java's `request.timeout.ms`), after which it retries with a new op anyway.
+const RESUBMIT_WINDOW: Duration = Duration::from_secs(10);
 
 /// The coordinator's configs (docs/configuration.md, `[transactions]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,10 +211,18 @@ impl TxnCoordinator {
     async fn submit_until_known(&self, command: TxnCommand) -> Result<Answer, TxnCoordinatorError> {
         let mut backoff = RESUBMIT_BACKOFF;
         let mut attempt = 0;
+        let started = self.inner.clock.now();
         loop {
             match self.inner.controller.txn(command.clone()).await {
                 Ok(answer) => return Ok(answer),
-                Err(e) if matches!(e.kind(), ErrorKind::Retriable | ErrorKind::Unavailable) && attempt < RESUBMITS => {
+                // Only an unknown outcome is resubmitted; a refusal (e.g. CONCURRENT_TRANSACTIONS
+                // while markers are owed) is the client's answer, and the client retries it.
+                Err(e)
+                    if !matches!(e, ControllerError::Rejected(_))
+                        && matches!(e.kind(), ErrorKind::Retriable | ErrorKind::Unavailable)
+                        && attempt < RESUBMITS
+                        && self.inner.clock.now() - started < RESUBMIT_WINDOW =>
+                {
                     attempt += 1;
                     warn!(
                         transactional_id = %command.transactional_id,

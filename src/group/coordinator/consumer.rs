@@ -163,8 +163,11 @@ impl GroupCoordinator {
                 if anonymous {
                     return Ok(());
                 }
-                return match g.validate_commit(&member_id, generation_or_epoch, 9, &[]) {
+                // One unnamed partition: an epoch behind the member's is then refused too (the
+                // per-partition leniency of OffsetCommit does not apply to a transaction).
+                return match g.validate_commit(&member_id, generation_or_epoch, 9, &[None]) {
                     Err(GroupError::StaleMemberEpoch) => Err(GroupError::IllegalGeneration),
+                    Ok(v) if v.iter().any(Option::is_some) => Err(GroupError::IllegalGeneration),
                     other => other.map(|_| ()),
                 };
             }

@@ -476,6 +476,25 @@ fn offset_commit_checks() {
     assert_eq!(g.check_commit(2, &a, None, 1), Ok(()));
 }
 
+/// TxnOffsetCommit (Kafka's `validateOffsetCommit` with `isTransactional`): no member and no
+/// generation (v0-2) is accepted in any state, including while the group completes a rebalance;
+/// a named member is checked as for OffsetCommit.
+#[test]
+fn transactional_offset_commit_checks() {
+    let mut g = Group::new("g", settings(0));
+    assert_eq!(g.check_txn_commit(0, "someone", None, -1), Ok(()), "an empty group takes any producer");
+    let a = new_member(&mut g, 0, "a");
+    g.take_effects();
+    assert_eq!(g.check_txn_commit(0, "", None, -1), Ok(()), "v0-2 carry no member");
+    assert_eq!(g.check_txn_commit(0, &a, None, 1), Ok(()), "not refused while completing the rebalance");
+    assert_eq!(g.check_txn_commit(0, "stranger", None, 1), Err(GroupError::UnknownMemberId));
+    sync_all(&mut g, 0, std::slice::from_ref(&a));
+    assert_eq!(g.check_txn_commit(0, &a, None, 0), Err(GroupError::IllegalGeneration));
+    assert_eq!(g.check_txn_commit(0, &a, None, 1), Ok(()));
+    // OffsetCommit's rules are unchanged.
+    assert_eq!(g.check_commit(0, "", None, -1), Err(GroupError::UnknownMemberId));
+}
+
 #[test]
 fn dead_groups_refuse_everything() {
     let (mut g, ids) = stable_group(1);

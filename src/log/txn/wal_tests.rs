@@ -230,3 +230,38 @@ async fn a_new_leader_epoch_appends_the_markers_still_owed() {
     assert_eq!(markers, 1);
     h.stop().await;
 }
+
+/// TV2 (Produce v12): the leader adds the partition itself; the commit bumps the epoch (the
+/// marker carries the new one), after which the old epoch's batches are fenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tv2_implicit_add_then_commit_with_an_epoch_bump() {
+    let h = Harness::start(settings(), TestClock::real()).await;
+    let topic_id: Uuid = h.create_topic("t", 1, &[]).await;
+    let p0 = PartitionKey { topic_id, partition: 0 };
+    let Answer::Producer(pe) = op(&h, TxnOp::InitProducerId { timeout_ms: 60_000, expected: None, now_ms: 1 }).await
+    else {
+        panic!("InitProducerId answers a producer id");
+    };
+    let (pid, epoch) = (pe.producer_id, pe.producer_epoch);
+    let r = append(&h, p0, encode(pid, epoch, 0, 2, true), Some(TXN_ID)).await;
+    assert!(matches!(r, Err(AppendError::Txn(TxnRefusal::NotInTransaction))), "{r:?}");
+    let now = 1_000_000;
+    let fenced = super::add_partition(&h.controller, TXN_ID, pid, epoch + 1, (topic_id, 0), now).await;
+    assert_eq!(fenced, Err(TxnRefusal::ProducerFenced));
+    super::add_partition(&h.controller, TXN_ID, pid, epoch, (topic_id, 0), now).await.expect("implicit add");
+    assert_eq!(append(&h, p0, encode(pid, epoch, 0, 2, true), Some(TXN_ID)).await.expect("added"), 0);
+    let end = TxnOp::EndTxn {
+        producer_id: pid,
+        producer_epoch: epoch,
+        commit: true,
+        version: TxnVersion::Tv2,
+        now_ms: now + 1,
+    };
+    assert!(matches!(op(&h, end).await, Answer::Producer(p) if p.producer_epoch == epoch + 1));
+    until(&h, "the commit", |m| m.transaction(TXN_ID).is_some_and(|t| t.state == TxnStatus::CompleteCommit)).await;
+    let marker = stored(&h, p0).await.pop().expect("marker");
+    assert_eq!(batch::parse_header(&marker).expect("header").producer_epoch, epoch + 1, "the bumped epoch");
+    let r = append(&h, p0, encode(pid, epoch, 2, 1, false), None).await;
+    assert!(matches!(r, Err(AppendError::ProducerFenced)), "the old epoch after the marker: {r:?}");
+    h.stop().await;
+}

@@ -125,12 +125,12 @@ async fn timers_abort_timed_out_transactions_and_expire_idle_ids() {
     };
     c.submit("slow", add).await.expect("add");
     let status = |id: &str| h.controller.metadata().read(|m| m.transaction(id).map(|s| (s.state, s.producer_epoch)));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.clock.sleep(Duration::from_millis(100)).await;
     assert_eq!(status("slow"), Some((TxnStatus::Ongoing, 0)), "within its timeout");
     h.clock.advance(Duration::from_millis(1_500));
     let mut aborted = None;
     for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        h.clock.sleep(Duration::from_millis(20)).await;
         aborted = status("slow");
         if aborted != Some((TxnStatus::Ongoing, 0)) {
             break;
@@ -139,10 +139,23 @@ async fn timers_abort_timed_out_transactions_and_expire_idle_ids() {
     // Its marker is owed on t-0 (nobody writes it in this test): PrepareAbort at epoch 1.
     assert_eq!(aborted, Some((TxnStatus::PrepareAbort, 1)));
     assert!(status("idle").is_some(), "not idle long enough yet");
+    // A refusal is answered at once, never resubmitted like a lost answer (the client retries).
+    let asked = h.clock.now();
+    let again = |now_ms| TxnOp::AddPartitions {
+        producer_id: pid.producer_id,
+        producer_epoch: 1,
+        partitions: BTreeSet::from([(topic_id, 0)]),
+        version: TxnVersion::Tv1,
+        now_ms,
+    };
+    let r = c.submit("slow", again).await;
+    assert!(matches!(r, Err(TxnCoordinatorError::Txn(TxnError::ConcurrentTransactions))), "{r:?}");
+    let took = h.clock.now() - asked;
+    assert!(took < RESUBMIT_BACKOFF, "answered without resubmitting ({took:?})");
     h.clock.advance(Duration::from_millis(60_000));
     let mut gone = false;
     for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        h.clock.sleep(Duration::from_millis(20)).await;
         if status("idle").is_none() {
             gone = true;
             break;

@@ -248,6 +248,11 @@ fn abort_enters_the_aborted_index() {
     let view = image.partition(&T, 0).expect("view");
     assert_eq!(view.aborted_transactions(0..6).iter().map(|a| a.producer_id).collect::<Vec<_>>(), vec![100]);
     assert!(view.aborted_transactions(5..6).is_empty());
+    // Retention past the marker drops the entry with its data.
+    s.apply(&Command::AdvanceLogStart { topic_id: T, partition: 0, offset: 4 });
+    assert_eq!(s.partition(&T, 0).expect("p0").aborted.len(), 1, "the marker is still in the log");
+    s.apply(&Command::AdvanceLogStart { topic_id: T, partition: 0, offset: 5 });
+    assert!(s.partition(&T, 0).expect("p0").aborted.is_empty());
 }
 
 /// A marker row nobody owes (wrong producer, epoch, result, offset outside the run, twice)
@@ -353,9 +358,16 @@ fn transactional_offsets_resolve_with_the_transaction() {
     s.apply(&txn(&s, "tx", end(100, 0, false, 14)));
     assert!(!s.groups.has_pending_offset("g", "t", 0));
     assert_eq!(s.groups.offset("g", "t", 0).map(|o| o.offset), Some(42));
+    // A deleted topic's pending offsets go with it.
+    s.apply(&add_offsets(&s, 15));
+    s.apply(&commit_offsets(60));
+    assert!(s.groups.has_pending_offset("g", "t", 0));
+    s.apply(&Command::DeleteTopic { name: "t".into() });
+    assert!(!s.groups.has_pending_offset("g", "t", 0));
+    s.apply(&txn(&s, "tx", end(100, 0, false, 16)));
     // A fenced producer epoch is refused.
-    s.apply(&txn(&s, "tx", init(15)));
-    s.apply(&add_offsets(&s, 16));
+    s.apply(&txn(&s, "tx", init(17)));
+    s.apply(&add_offsets(&s, 18));
     let r = s.apply(&commit_offsets(60));
     assert!(matches!(r, CommandResult::Rejected(Rejection::Txn { error: TxnError::ProducerFenced, .. })), "{r:?}");
 }
