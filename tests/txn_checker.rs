@@ -1,7 +1,7 @@
 //! The transaction checker (issue #13): a seeded, multi-process, Jepsen-style test of
 //! exactly-once read-process-write on a 3-controller, 3-broker cluster with MinIO
-//! (`support::cluster`), under broker SIGKILL, controller-leader SIGKILL, broker SIGSTOP and
-//! MinIO restarts.
+//! (`support::cluster`), under broker SIGKILL (half of them the transaction coordinator of a
+//! worker), controller-leader SIGKILL, broker SIGSTOP and MinIO restarts.
 //!
 //! - Input: idempotent producers (`support::load`) write to `in` (4 partitions) for the whole run.
 //! - Workers: one JVM of `dev.skiff.compat.TxnWorker` (the Java client, built by
@@ -44,6 +44,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kafka_protocol::messages::FindCoordinatorRequest;
+use kafka_protocol::protocol::StrBytes;
 use support::client::Client;
 use support::cluster::{Cluster, ClusterSpec, NodeState, Rng};
 use support::load::{self, Routing};
@@ -251,7 +253,7 @@ fn transactions_under_faults() {
                 panic!("the worker JVM exited during the faults ({status})\n{}", jvm_logs(dir.path()));
             }
             let fault = classes.get(faults).copied().unwrap_or_else(|| *rng.pick(&Fault::ALL));
-            inject_fault(cluster, &mut rng, fault);
+            inject_fault(cluster, &mut rng, fault, &group);
             faults += 1;
             cluster.heal();
             std::thread::sleep(rng.millis(2000, 6000));
@@ -341,11 +343,26 @@ impl Fault {
 }
 
 /// One fault, healed before returning; the node and the durations come from the seed.
-fn inject_fault(cluster: &mut Cluster, rng: &mut Rng, fault: Fault) {
+fn inject_fault(cluster: &mut Cluster, rng: &mut Rng, fault: Fault, group: &str) {
     match fault {
         Fault::KillBroker => {
             let running = cluster.brokers_in(NodeState::Running);
-            let b = *rng.pick(&running);
+            let mut b = *rng.pick(&running);
+            // Every other time, the broker coordinating a worker's transactional id: the
+            // coordinator fails over mid-transaction (the log is controller state).
+            if rng.below(2) == 0 {
+                let id = format!("{group}-worker-{}", rng.below(WORKERS as usize));
+                match cluster.block_on(txn_coordinator(cluster.routing(), id.clone())) {
+                    Ok(node) => match running.iter().find(|r| r.id() == node) {
+                        Some(&r) => {
+                            b = r;
+                            cluster.event(format!("{b} coordinates {id}"));
+                        }
+                        None => cluster.event(format!("the coordinator of {id} ({node}) is not running")),
+                    },
+                    Err(e) => cluster.event(format!("FindCoordinator({id}): {e:#}")),
+                }
+            }
             cluster.kill(b);
             std::thread::sleep(rng.millis(1000, 5000));
             cluster.start_node(b);
@@ -373,6 +390,15 @@ fn inject_fault(cluster: &mut Cluster, rng: &mut Rng, fault: Fault) {
             cluster.restart_minio(down);
         }
     }
+}
+
+/// The broker FindCoordinator (key type 1, transactions) names for `transactional_id`.
+async fn txn_coordinator(routing: Routing, transactional_id: String) -> anyhow::Result<i32> {
+    let mut c = routing.connect_any().await?;
+    let req = FindCoordinatorRequest::default().with_key_type(1).with_key(StrBytes::from_string(transactional_id));
+    let r = c.send(&req, 3).await?;
+    anyhow::ensure!(r.error_code == 0, "error {}", r.error_code);
+    Ok(r.node_id.0)
 }
 
 /// ListOffsets read_committed, then read_uncommitted, on each partition's leader, every ~100 ms.

@@ -216,8 +216,10 @@ pub fn check(e: &Evidence) -> Result<Summary, Violations> {
         let shown_offsets: Vec<i64> = shown.iter().map(|r| r.offset).collect();
         let decided_offsets: Vec<i64> = decided.iter().map(|r| r.offset).collect();
         if shown_offsets != decided_offsets {
-            let extra: Vec<_> = shown_offsets.iter().filter(|o| !decided_offsets.contains(o)).take(5).collect();
-            let missing: Vec<_> = decided_offsets.iter().filter(|o| !shown_offsets.contains(o)).take(5).collect();
+            let (shown_set, decided_set): (BTreeSet<i64>, BTreeSet<i64>) =
+                (shown_offsets.iter().copied().collect(), decided_offsets.iter().copied().collect());
+            let extra: Vec<_> = shown_set.difference(&decided_set).take(5).collect();
+            let missing: Vec<_> = decided_set.difference(&shown_set).take(5).collect();
             v.add(
                 "read_committed_matches_markers",
                 format!(
@@ -259,6 +261,10 @@ pub fn check(e: &Evidence) -> Result<Summary, Violations> {
         }
     }
     let logged: BTreeMap<(u32, u64), &WorkerTxn> = e.txns.iter().map(|t| ((t.worker, t.txn), t)).collect();
+    // How the raw log decided each transactional record, per output partition (computed once:
+    // a long run has thousands of aborted transactions).
+    let decided_by_partition: BTreeMap<i32, BTreeMap<i64, Option<Marker>>> =
+        e.raw.iter().map(|(&p, raw)| (p, decisions(&raw.records))).collect();
     for t in &e.txns {
         let seen = by_txn.get(&(t.worker, t.txn)).map_or(0, Vec::len);
         let want = t.input_count();
@@ -290,8 +296,7 @@ pub fn check(e: &Evidence) -> Result<Summary, Violations> {
                     );
                 }
                 for &(p, offset) in &t.outputs {
-                    let Some(raw) = e.raw.get(&p) else { continue };
-                    let decided = decisions(&raw.records);
+                    let Some(decided) = decided_by_partition.get(&p) else { continue };
                     match decided.get(&offset) {
                         Some(Some(Marker::Abort)) => {}
                         other => v.add(
