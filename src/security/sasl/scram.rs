@@ -292,7 +292,7 @@ mod tests {
     #[test]
     fn rfc7677_exchange() {
         let m = ScramMechanism::ScramSha256;
-        let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").expect("base64");
         let cred = credential(m, "pencil", &salt, 4096);
         let mut server = ScramServer::new(m);
         let first = server
@@ -341,7 +341,7 @@ mod tests {
             else {
                 panic!("continue expected")
             };
-            assert!(String::from_utf8(first).unwrap().ends_with(",i=4096"));
+            assert!(String::from_utf8(first).expect("utf8").ends_with(",i=4096"));
             let proof = B64.encode([0u8; 64]);
             let last = format!("c=biws,r=abcdef,p={proof}");
             assert_eq!(server.step(last.as_bytes(), |_| None, "", |_| vec![]), Err(ScramError::InvalidCredentials));
