@@ -17,7 +17,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest, SaslAuthenticateRequest, SaslHandshakeRequest};
+use kafka_protocol::messages::alter_user_scram_credentials_request::{
+    ScramCredentialDeletion, ScramCredentialUpsertion,
+};
+use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+use kafka_protocol::messages::{
+    AlterUserScramCredentialsRequest, ApiVersionsRequest, DescribeUserScramCredentialsRequest, MetadataRequest,
+    SaslAuthenticateRequest, SaslHandshakeRequest,
+};
 use kafka_protocol::protocol::StrBytes;
 use support::SkiffProcess;
 use support::client::Client;
@@ -446,6 +453,42 @@ fn sasl_order_wrong_passwords_and_garbage_close_the_connection() {
         assert_eq!(advertised, vec![addr.clone()]);
         // SaslAuthenticate again on an authenticated connection: ILLEGAL_SASL_STATE, still open.
         assert_eq!(c.send(&token(b"x"), 2).await.expect("authenticate").error_code, 34);
+
+        // DescribeUserScramCredentials / AlterUserScramCredentials with Kafka's per-user errors.
+        let all = c.send(&DescribeUserScramCredentialsRequest::default(), 0).await.expect("describe");
+        let admin: Vec<(i8, i32)> = all
+            .results
+            .iter()
+            .find(|r| r.user.as_str() == ADMIN.0)
+            .map(|r| r.credential_infos.iter().map(|i| (i.mechanism, i.iterations)).collect())
+            .expect("the bootstrap user is described");
+        assert_eq!(admin, vec![(1, 4096), (2, 4096)], "SCRAM-SHA-256 and SCRAM-SHA-512, 4096 iterations");
+        let name = |n: &str| UserName::default().with_name(StrBytes::from_string(n.into()));
+        let some =
+            DescribeUserScramCredentialsRequest::default().with_users(Some(vec![name("nobody"), name("x"), name("x")]));
+        let some = c.send(&some, 0).await.expect("describe");
+        let codes: Vec<(String, i16)> = some.results.iter().map(|r| (r.user.to_string(), r.error_code)).collect();
+        assert_eq!(codes, vec![("nobody".into(), 91), ("x".into(), 92)], "RESOURCE_NOT_FOUND, DUPLICATE_RESOURCE");
+        let upsert = |user: &str, mechanism: i8, iterations: i32| {
+            ScramCredentialUpsertion::default()
+                .with_name(StrBytes::from_string(user.into()))
+                .with_mechanism(mechanism)
+                .with_iterations(iterations)
+                .with_salt(Bytes::from_static(b"0123456789abcdef"))
+                .with_salted_password(Bytes::from_static(b"0123456789abcdef0123456789abcdef"))
+        };
+        let alter = AlterUserScramCredentialsRequest::default()
+            .with_upsertions(vec![upsert("few", 2, 100), upsert("odd", 9, 4096), upsert("bob", 1, 4096)])
+            .with_deletions(vec![
+                ScramCredentialDeletion::default().with_name(StrBytes::from_static_str("ghost")).with_mechanism(2),
+            ]);
+        let r = c.send(&alter, 0).await.expect("alter");
+        let codes: Vec<(String, i16)> = r.results.iter().map(|r| (r.user.to_string(), r.error_code)).collect();
+        assert_eq!(
+            codes,
+            vec![("ghost".into(), 91), ("few".into(), 93), ("odd".into(), 33), ("bob".into(), 0)],
+            "RESOURCE_NOT_FOUND, UNACCEPTABLE_CREDENTIAL, UNSUPPORTED_SASL_MECHANISM, NONE"
+        );
         let mut plain = Client::connect(broker.listener("PLAINTEXT")).await.expect("connect");
         let m = plain.send(&MetadataRequest::default(), 12).await.expect("metadata");
         assert_eq!(format!("{}:{}", m.brokers[0].host.as_str(), m.brokers[0].port), broker.listener("PLAINTEXT"));
@@ -454,6 +497,77 @@ fn sasl_order_wrong_passwords_and_garbage_close_the_connection() {
     });
     let metrics = http_get(broker.http(), "/metrics").expect("metrics");
     assert!(prometheus_value(&metrics, "skiff_authentication_failures_total").unwrap_or(0.0) >= 6.0, "{metrics}");
+}
+
+/// The broker's certificate as a TLS client sees it (DER), trusting `ca`.
+async fn served_certificate(addr: &str, ca: &Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("ca") {
+        roots.add(c.expect("ca cert")).expect("add ca");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+    tls.get_ref().1.peer_certificates().and_then(|c| c.first()).expect("a certificate").to_vec()
+}
+
+fn pem_der(path: &Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_file(path).expect("pem").to_vec()
+}
+
+/// Replacing the certificate file switches new connections to the new certificate without a
+/// restart; a half-written file keeps the old one in use.
+#[test]
+fn certificates_are_reloaded_when_the_files_change() {
+    let certs = Certs::make();
+    // The broker reads copies that the test replaces.
+    let (cert, key) = (certs.path("live.pem"), certs.path("live.key"));
+    std::fs::copy(certs.path("broker.pem"), &cert).expect("copy");
+    std::fs::copy(certs.path("broker.key"), &key).expect("copy");
+    let broker = SkiffProcess::start_with_listeners(
+        "SSL://127.0.0.1:0",
+        None,
+        vec![("SKIFF_TLS_CERT".into(), p(&cert)), ("SKIFF_TLS_KEY".into(), p(&key))],
+    );
+    let addr = broker.listener("SSL").to_string();
+    let ca = certs.path("ca.pem");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    assert_eq!(rt.block_on(served_certificate(&addr, &ca)), pem_der(&certs.path("broker.pem")));
+    // A second certificate for the same key and names, then a broken file.
+    let out = Command::new("openssl")
+        .args(["x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"])
+        .args(["-out", "rotated.pem", "-days", "3", "-extfile", "broker.ext"])
+        .current_dir(certs.dir.path())
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::copy(certs.path("rotated.pem"), &cert).expect("replace");
+    let rotated = pem_der(&certs.path("rotated.pem"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        if rt.block_on(served_certificate(&addr, &ca)) == rotated {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new certificate was not served within 10 s");
+    }
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\ntruncat").expect("break the file");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(rt.block_on(served_certificate(&addr, &ca)), rotated, "a broken file replaced the certificate");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(std::fs::read_to_string(broker.stderr_path()).expect("log").contains("cannot be loaded"));
 }
 
 /// Reads until the peer closes, for at most `within`; true if it closed.
