@@ -174,7 +174,11 @@ pub async fn serve<S>(
                         continue;
                     }
                     Gate::Close { reason } => {
-                        info!(%peer, listener = %listener.protocol, "closing connection: {reason}");
+                        // Rate-limited: an unauthenticated client can cause this at will.
+                        broker.metrics.auth_failures.fetch_add(1, Relaxed);
+                        if let Some(suppressed) = broker.security.audit.admit(broker.clock.now_ms()) {
+                            warn!(%peer, listener = %listener.protocol, suppressed, "closing connection: {reason}");
+                        }
                         break;
                     }
                 }

@@ -321,13 +321,14 @@ impl Authenticator {
                 Err(e) => Err(Refusal { user: None, reason: e.to_string(), message: e.to_string() }),
             },
             Exchange::Scram(server) => {
-                let user = scram::parse_client_first(token).ok().map(|f| f.user);
-                match server.step(
+                let step = server.step(
                     token,
                     |u| creds.scram(u, server_mech(mechanism)),
                     &creds.nonce(),
                     |u| creds.decoy_salt(u),
-                ) {
+                );
+                let user = server.user().map(str::to_string);
+                match step {
                     Ok(Step::Continue(token)) => Ok(Progress { token, user: None }),
                     Ok(Step::Done(done)) => Ok(Progress { token: done.server_final, user: Some(done.user) }),
                     Err(e) => Err(Refusal {
