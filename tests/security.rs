@@ -610,6 +610,12 @@ fn truncated_tls_handshakes_and_slow_senders_are_closed() {
         garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
         assert!(closed_within(&mut garbage, Duration::from_secs(5)), "{listener}: garbage left open");
     }
+    // Silent connections: closed at request_read_timeout before SASL authentication, kept (up
+    // to connections_max_idle) on PLAINTEXT.
+    let mut silent_sasl = TcpStream::connect(broker.listener("SASL_PLAINTEXT")).expect("connect");
+    let mut silent_plain = TcpStream::connect(broker.listener("PLAINTEXT")).expect("connect");
+    assert!(closed_within(&mut silent_sasl, Duration::from_secs(6)), "an unauthenticated connection sat idle");
+    assert!(!closed_within(&mut silent_plain, Duration::from_millis(100)), "a PLAINTEXT connection was closed idle");
     let mut slow: Vec<TcpStream> = (0..300)
         .map(|_| {
             let mut s = TcpStream::connect(broker.listener("PLAINTEXT")).expect("connect");
