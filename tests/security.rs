@@ -701,3 +701,66 @@ fn credentials_never_appear_in_logs_or_metrics() {
     }
     assert!(log.contains("scram_bootstrap_user=***"), "the effective configuration hides it");
 }
+
+/// The `advertised=` address of `listener` in a cluster node's log.
+fn advertised_in_log(log: &str, listener: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains("Kafka listener") && l.contains(&format!("listener={listener} ")))?;
+    line.split_whitespace().find_map(|w| w.strip_prefix("advertised=")).map(str::to_string)
+}
+
+/// In a cluster, Metadata names every broker at its listener of the name the client came in
+/// on: a SASL client is never sent to another broker's PLAINTEXT port.
+#[test]
+fn every_broker_is_advertised_at_the_listener_the_client_came_in_on() {
+    use support::cluster::{Cluster, ClusterSpec};
+    let _slot = Slot::acquire();
+    let mut spec = ClusterSpec::new("sec-listeners", 1, 2);
+    spec.broker_env = vec![
+        ("SKIFF_KAFKA_LISTEN".into(), "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0".into()),
+        ("SKIFF_SASL_MECHANISMS".into(), "PLAIN".into()),
+        ("SKIFF_SCRAM_BOOTSTRAP_USER".into(), format!("{}={}", ADMIN.0, ADMIN.1)),
+    ];
+    let cluster = Cluster::start(spec);
+    let brokers = cluster.broker_refs();
+    let addresses = |listener: &str| -> Vec<(i32, String)> {
+        brokers
+            .iter()
+            .map(|b| {
+                let log = cluster.log_tail(*b, 400);
+                (b.id(), advertised_in_log(&log, listener).unwrap_or_else(|| panic!("{b}: no {listener} line\n{log}")))
+            })
+            .collect()
+    };
+    let (plain, sasl) = (addresses("PLAINTEXT"), addresses("SASL_PLAINTEXT"));
+    let first = brokers[0];
+    assert_eq!(
+        cluster.kafka_addr(first).as_deref(),
+        Some(plain[0].1.as_str()),
+        "the bootstrap line is the first listener"
+    );
+    let seen = |addr: String, login: bool| {
+        cluster.block_on(async move {
+            let mut c = Client::connect(&addr).await.expect("connect");
+            if login {
+                assert_eq!(c.send(&handshake("PLAIN"), 1).await.expect("handshake").error_code, 0);
+                let r = c.send(&token(format!("\0{}\0{}", ADMIN.0, ADMIN.1).as_bytes()), 2).await.expect("login");
+                assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+            }
+            // Both brokers registered: retry until the image has them (bounded).
+            for _ in 0..50 {
+                let m = c.send(&MetadataRequest::default(), 12).await.expect("metadata");
+                let mut out: Vec<(i32, String)> =
+                    m.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port))).collect();
+                out.sort();
+                if out.len() == 2 {
+                    return out;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            panic!("Metadata never listed both brokers");
+        })
+    };
+    assert_eq!(seen(sasl[0].1.clone(), true), sasl, "from SASL_PLAINTEXT");
+    assert_eq!(seen(plain[0].1.clone(), false), plain, "from PLAINTEXT");
+    assert_ne!(sasl, plain);
+}
