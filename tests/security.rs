@@ -764,3 +764,48 @@ fn every_broker_is_advertised_at_the_listener_the_client_came_in_on() {
     assert_eq!(seen(plain[0].1.clone(), false), plain, "from PLAINTEXT");
     assert_ne!(sasl, plain);
 }
+
+/// SCRAM credentials are controller state: a user created with AlterUserScramCredentials logs
+/// in after a restart, and the bootstrap user is not re-created over a changed password.
+#[test]
+fn credentials_survive_a_restart() {
+    use skiff::security::sasl::scram::salted_password;
+    use skiff_controller::intent::ScramMechanism;
+    let env = vec![
+        ("SKIFF_SASL_MECHANISMS".to_string(), "PLAIN".to_string()),
+        ("SKIFF_SCRAM_BOOTSTRAP_USER".to_string(), format!("{}={}", ADMIN.0, ADMIN.1)),
+    ];
+    let mut broker = SkiffProcess::start_with_listeners("SASL_PLAINTEXT://127.0.0.1:0", None, env);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let login = |addr: String, user: &'static str, password: &'static str| {
+        rt.block_on(async move {
+            let mut c = Client::connect(&addr).await.expect("connect");
+            assert_eq!(c.send(&handshake("PLAIN"), 1).await.expect("handshake").error_code, 0);
+            let r = c.send(&token(format!("\0{user}\0{password}").as_bytes()), 2).await.expect("login");
+            (r.error_code, c)
+        })
+    };
+    let (code, mut admin) = login(broker.listener("SASL_PLAINTEXT").to_string(), ADMIN.0, ADMIN.1);
+    assert_eq!(code, 0);
+    // As Kafka's Admin client does: salt and hash client-side, send the salted password.
+    let salt = b"client-side-salt";
+    let upsert = |user: &str, password: &str| {
+        let salted = salted_password(ScramMechanism::ScramSha512, password.as_bytes(), salt, 4096);
+        ScramCredentialUpsertion::default()
+            .with_name(StrBytes::from_string(user.into()))
+            .with_mechanism(2)
+            .with_iterations(4096)
+            .with_salt(Bytes::from_static(salt))
+            .with_salted_password(Bytes::from(salted))
+    };
+    let alter = AlterUserScramCredentialsRequest::default()
+        .with_upsertions(vec![upsert("carol", "carol-secret"), upsert(ADMIN.0, "admin-changed")]);
+    let r = rt.block_on(admin.send(&alter, 0)).expect("alter");
+    assert!(r.results.iter().all(|r| r.error_code == 0), "{r:?}");
+    drop(admin);
+    broker.restart();
+    let addr = broker.listener("SASL_PLAINTEXT").to_string();
+    assert_eq!(login(addr.clone(), "carol", "carol-secret").0, 0, "carol after the restart");
+    assert_eq!(login(addr.clone(), ADMIN.0, "admin-changed").0, 0, "the changed password stands");
+    assert_eq!(login(addr, ADMIN.0, ADMIN.1).0, 58, "the bootstrap password was not restored");
+}
