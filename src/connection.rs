@@ -10,7 +10,8 @@
 //! bytes, slowloris, is disconnected); a connection with no request for `idle_timeout` and no
 //! answer pending is closed (`connections.max.idle.ms`). On a SASL listener every request goes
 //! through the connection's [`Authenticator`] first (`security/sasl`), and until the client is
-//! authenticated a frame may be at most [`SASL_MAX_RECEIVE_BYTES`].
+//! authenticated a frame may be at most [`SASL_MAX_RECEIVE_BYTES`] and the connection may be
+//! idle for at most `read_timeout`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -112,12 +113,17 @@ pub async fn serve<S>(
     let mut authenticator = listener.sasl.clone().map(Authenticator::new);
     let credentials = BrokerCredentials(&broker);
     loop {
-        let max_frame = match &authenticator {
-            Some(a) if !a.is_authenticated() => limits.max_frame_bytes.min(SASL_MAX_RECEIVE_BYTES),
-            _ => limits.max_frame_bytes,
+        // Until a SASL client is authenticated its frames are small and it may not sit idle
+        // longer than a frame may take: an unauthenticated connection costs little and briefly.
+        let (max_frame, read_limits) = match &authenticator {
+            Some(a) if !a.is_authenticated() => (
+                limits.max_frame_bytes.min(SASL_MAX_RECEIVE_BYTES),
+                Limits { idle_timeout: limits.idle_timeout.min(limits.read_timeout), ..limits },
+            ),
+            _ => (limits.max_frame_bytes, limits),
         };
         let frame = tokio::select! {
-            f = read_frame(&mut reader, max_frame, limits, &pending) => f,
+            f = read_frame(&mut reader, max_frame, read_limits, &pending) => f,
             _ = shutdown.cancelled() => break,
         };
         let frame = match frame {
@@ -174,7 +180,11 @@ pub async fn serve<S>(
                         continue;
                     }
                     Gate::Close { reason } => {
-                        info!(%peer, listener = %listener.protocol, "closing connection: {reason}");
+                        // Rate-limited: an unauthenticated client can cause this at will.
+                        broker.metrics.auth_failures.fetch_add(1, Relaxed);
+                        if let Some(suppressed) = broker.security.audit.admit(broker.clock.now_ms()) {
+                            warn!(%peer, listener = %listener.protocol, suppressed, "closing connection: {reason}");
+                        }
                         break;
                     }
                 }
@@ -223,7 +233,13 @@ fn non_sasl_listener(request: &protocol::Request) -> Gate {
             event: None,
         },
         RequestKind::SaslAuthenticate(_) => Gate::Answer {
-            body: ResponseKind::SaslAuthenticate(SaslAuthenticateResponse::default().with_error_code(code)),
+            body: ResponseKind::SaslAuthenticate(
+                SaslAuthenticateResponse::default().with_error_code(code).with_error_message(Some(
+                    kafka_protocol::protocol::StrBytes::from_static_str(
+                        "SaslAuthenticate request received after successful authentication",
+                    ),
+                )),
+            ),
             close: false,
             event: None,
         },

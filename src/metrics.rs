@@ -89,7 +89,8 @@ pub struct Metrics {
     pub tls_handshake_failures: AtomicU64,
     /// Successful SASL authentications (re-authentications included).
     pub auth_successes: AtomicU64,
-    /// Failed authentications: SASL, and client certificates no mapping rule accepts.
+    /// Failed authentications: SASL failures, requests breaking the SASL order (the connection
+    /// is closed), client certificates no mapping rule accepts.
     pub auth_failures: AtomicU64,
     pub produced_bytes: AtomicU64,
     pub produced_batches: AtomicU64,
@@ -274,7 +275,7 @@ impl Metrics {
         counter(
             &mut out,
             "skiff_authentication_failures_total",
-            "Failed authentications (SASL, and client certificates no mapping rule accepts).",
+            "Failed authentications: SASL failures, requests breaking the SASL order, client certificates no mapping rule accepts.",
             self.auth_failures.load(Relaxed),
         );
         counter(

@@ -375,9 +375,11 @@ async fn serve(
     let http_listener = TcpListener::bind(&config.http_listen)
         .await
         .with_context(|| format!("binding the HTTP listener {}", config.http_listen))?;
-    let bound = Bound { kafka: bound_listeners[0].1, http: http_listener.local_addr()?, listeners: bound_listeners };
-    // The registration names the first listener's address (other brokers' entries in Metadata).
-    let (host, port) = (bound.listeners[0].2.host.clone(), bound.listeners[0].2.port);
+    let (_, first, first_advertised) = bound_listeners.first().cloned().context("no Kafka listener")?;
+    let bound = Bound { kafka: first, http: http_listener.local_addr()?, listeners: bound_listeners };
+    // The registration carries every listener; its host and port are the first one's (what a
+    // broker that knows no listeners, or a client on a listener this broker lacks, is told).
+    let (host, port) = (first_advertised.host, first_advertised.port);
     let incarnation = process.ids.uuid();
     let registration = BrokerRegistration {
         broker_id: b.node_id,

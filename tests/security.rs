@@ -17,7 +17,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest, SaslAuthenticateRequest, SaslHandshakeRequest};
+use kafka_protocol::messages::alter_user_scram_credentials_request::{
+    ScramCredentialDeletion, ScramCredentialUpsertion,
+};
+use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+use kafka_protocol::messages::{
+    AlterUserScramCredentialsRequest, ApiVersionsRequest, DescribeUserScramCredentialsRequest, MetadataRequest,
+    SaslAuthenticateRequest, SaslHandshakeRequest,
+};
 use kafka_protocol::protocol::StrBytes;
 use support::SkiffProcess;
 use support::client::Client;
@@ -446,6 +453,42 @@ fn sasl_order_wrong_passwords_and_garbage_close_the_connection() {
         assert_eq!(advertised, vec![addr.clone()]);
         // SaslAuthenticate again on an authenticated connection: ILLEGAL_SASL_STATE, still open.
         assert_eq!(c.send(&token(b"x"), 2).await.expect("authenticate").error_code, 34);
+
+        // DescribeUserScramCredentials / AlterUserScramCredentials with Kafka's per-user errors.
+        let all = c.send(&DescribeUserScramCredentialsRequest::default(), 0).await.expect("describe");
+        let admin: Vec<(i8, i32)> = all
+            .results
+            .iter()
+            .find(|r| r.user.as_str() == ADMIN.0)
+            .map(|r| r.credential_infos.iter().map(|i| (i.mechanism, i.iterations)).collect())
+            .expect("the bootstrap user is described");
+        assert_eq!(admin, vec![(1, 4096), (2, 4096)], "SCRAM-SHA-256 and SCRAM-SHA-512, 4096 iterations");
+        let name = |n: &str| UserName::default().with_name(StrBytes::from_string(n.into()));
+        let some =
+            DescribeUserScramCredentialsRequest::default().with_users(Some(vec![name("nobody"), name("x"), name("x")]));
+        let some = c.send(&some, 0).await.expect("describe");
+        let codes: Vec<(String, i16)> = some.results.iter().map(|r| (r.user.to_string(), r.error_code)).collect();
+        assert_eq!(codes, vec![("nobody".into(), 91), ("x".into(), 92)], "RESOURCE_NOT_FOUND, DUPLICATE_RESOURCE");
+        let upsert = |user: &str, mechanism: i8, iterations: i32| {
+            ScramCredentialUpsertion::default()
+                .with_name(StrBytes::from_string(user.into()))
+                .with_mechanism(mechanism)
+                .with_iterations(iterations)
+                .with_salt(Bytes::from_static(b"0123456789abcdef"))
+                .with_salted_password(Bytes::from_static(b"0123456789abcdef0123456789abcdef"))
+        };
+        let alter = AlterUserScramCredentialsRequest::default()
+            .with_upsertions(vec![upsert("few", 2, 100), upsert("odd", 9, 4096), upsert("bob", 1, 4096)])
+            .with_deletions(vec![
+                ScramCredentialDeletion::default().with_name(StrBytes::from_static_str("ghost")).with_mechanism(2),
+            ]);
+        let r = c.send(&alter, 0).await.expect("alter");
+        let codes: Vec<(String, i16)> = r.results.iter().map(|r| (r.user.to_string(), r.error_code)).collect();
+        assert_eq!(
+            codes,
+            vec![("ghost".into(), 91), ("few".into(), 93), ("odd".into(), 33), ("bob".into(), 0)],
+            "RESOURCE_NOT_FOUND, UNACCEPTABLE_CREDENTIAL, UNSUPPORTED_SASL_MECHANISM, NONE"
+        );
         let mut plain = Client::connect(broker.listener("PLAINTEXT")).await.expect("connect");
         let m = plain.send(&MetadataRequest::default(), 12).await.expect("metadata");
         assert_eq!(format!("{}:{}", m.brokers[0].host.as_str(), m.brokers[0].port), broker.listener("PLAINTEXT"));
@@ -454,6 +497,77 @@ fn sasl_order_wrong_passwords_and_garbage_close_the_connection() {
     });
     let metrics = http_get(broker.http(), "/metrics").expect("metrics");
     assert!(prometheus_value(&metrics, "skiff_authentication_failures_total").unwrap_or(0.0) >= 6.0, "{metrics}");
+}
+
+/// The broker's certificate as a TLS client sees it (DER), trusting `ca`.
+async fn served_certificate(addr: &str, ca: &Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("ca") {
+        roots.add(c.expect("ca cert")).expect("add ca");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+    tls.get_ref().1.peer_certificates().and_then(|c| c.first()).expect("a certificate").to_vec()
+}
+
+fn pem_der(path: &Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_file(path).expect("pem").to_vec()
+}
+
+/// Replacing the certificate file switches new connections to the new certificate without a
+/// restart; a half-written file keeps the old one in use.
+#[test]
+fn certificates_are_reloaded_when_the_files_change() {
+    let certs = Certs::make();
+    // The broker reads copies that the test replaces.
+    let (cert, key) = (certs.path("live.pem"), certs.path("live.key"));
+    std::fs::copy(certs.path("broker.pem"), &cert).expect("copy");
+    std::fs::copy(certs.path("broker.key"), &key).expect("copy");
+    let broker = SkiffProcess::start_with_listeners(
+        "SSL://127.0.0.1:0",
+        None,
+        vec![("SKIFF_TLS_CERT".into(), p(&cert)), ("SKIFF_TLS_KEY".into(), p(&key))],
+    );
+    let addr = broker.listener("SSL").to_string();
+    let ca = certs.path("ca.pem");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    assert_eq!(rt.block_on(served_certificate(&addr, &ca)), pem_der(&certs.path("broker.pem")));
+    // A second certificate for the same key and names, then a broken file.
+    let out = Command::new("openssl")
+        .args(["x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"])
+        .args(["-out", "rotated.pem", "-days", "3", "-extfile", "broker.ext"])
+        .current_dir(certs.dir.path())
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::copy(certs.path("rotated.pem"), &cert).expect("replace");
+    let rotated = pem_der(&certs.path("rotated.pem"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        if rt.block_on(served_certificate(&addr, &ca)) == rotated {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new certificate was not served within 10 s");
+    }
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\ntruncat").expect("break the file");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(rt.block_on(served_certificate(&addr, &ca)), rotated, "a broken file replaced the certificate");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(std::fs::read_to_string(broker.stderr_path()).expect("log").contains("cannot be loaded"));
 }
 
 /// Reads until the peer closes, for at most `within`; true if it closed.
@@ -496,6 +610,12 @@ fn truncated_tls_handshakes_and_slow_senders_are_closed() {
         garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
         assert!(closed_within(&mut garbage, Duration::from_secs(5)), "{listener}: garbage left open");
     }
+    // Silent connections: closed at request_read_timeout before SASL authentication, kept (up
+    // to connections_max_idle) on PLAINTEXT.
+    let mut silent_sasl = TcpStream::connect(broker.listener("SASL_PLAINTEXT")).expect("connect");
+    let mut silent_plain = TcpStream::connect(broker.listener("PLAINTEXT")).expect("connect");
+    assert!(closed_within(&mut silent_sasl, Duration::from_secs(6)), "an unauthenticated connection sat idle");
+    assert!(!closed_within(&mut silent_plain, Duration::from_millis(100)), "a PLAINTEXT connection was closed idle");
     let mut slow: Vec<TcpStream> = (0..300)
         .map(|_| {
             let mut s = TcpStream::connect(broker.listener("PLAINTEXT")).expect("connect");
@@ -570,11 +690,122 @@ fn credentials_never_appear_in_logs_or_metrics() {
     let metrics = http_get(broker.http(), "/metrics").expect("metrics");
     std::thread::sleep(Duration::from_millis(300));
     let log = std::fs::read_to_string(broker.stderr_path()).expect("log");
-    assert!(log.contains("authentication failed"), "the failed login is logged");
+    let failure = log.lines().find(|l| l.contains("authentication failed")).expect("the failed login is logged");
+    for part in ["principal=User:admin", "mechanism=\"PLAIN\"", "peer=127.0.0.1:", "listener=SASL_PLAINTEXT"] {
+        assert!(failure.contains(part), "{part} missing in {failure}");
+    }
     assert!(log.contains("SCRAM bootstrap user created"), "{log}");
     for secret in [ADMIN.1, "wrong-password-4b1a", aws_secret] {
         assert!(!log.contains(secret), "`{secret}` in the log");
         assert!(!metrics.contains(secret), "`{secret}` in /metrics");
     }
     assert!(log.contains("scram_bootstrap_user=***"), "the effective configuration hides it");
+}
+
+/// The `advertised=` address of `listener` in a cluster node's log.
+fn advertised_in_log(log: &str, listener: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains("Kafka listener") && l.contains(&format!("listener={listener} ")))?;
+    line.split_whitespace().find_map(|w| w.strip_prefix("advertised=")).map(str::to_string)
+}
+
+/// In a cluster, Metadata names every broker at its listener of the name the client came in
+/// on: a SASL client is never sent to another broker's PLAINTEXT port.
+#[test]
+fn every_broker_is_advertised_at_the_listener_the_client_came_in_on() {
+    use support::cluster::{Cluster, ClusterSpec};
+    let _slot = Slot::acquire();
+    let mut spec = ClusterSpec::new("sec-listeners", 1, 2);
+    spec.broker_env = vec![
+        ("SKIFF_KAFKA_LISTEN".into(), "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0".into()),
+        ("SKIFF_SASL_MECHANISMS".into(), "PLAIN".into()),
+        ("SKIFF_SCRAM_BOOTSTRAP_USER".into(), format!("{}={}", ADMIN.0, ADMIN.1)),
+    ];
+    let cluster = Cluster::start(spec);
+    let brokers = cluster.broker_refs();
+    let addresses = |listener: &str| -> Vec<(i32, String)> {
+        brokers
+            .iter()
+            .map(|b| {
+                let log = cluster.log_tail(*b, 400);
+                (b.id(), advertised_in_log(&log, listener).unwrap_or_else(|| panic!("{b}: no {listener} line\n{log}")))
+            })
+            .collect()
+    };
+    let (plain, sasl) = (addresses("PLAINTEXT"), addresses("SASL_PLAINTEXT"));
+    let first = brokers[0];
+    assert_eq!(
+        cluster.kafka_addr(first).as_deref(),
+        Some(plain[0].1.as_str()),
+        "the bootstrap line is the first listener"
+    );
+    let seen = |addr: String, login: bool| {
+        cluster.block_on(async move {
+            let mut c = Client::connect(&addr).await.expect("connect");
+            if login {
+                assert_eq!(c.send(&handshake("PLAIN"), 1).await.expect("handshake").error_code, 0);
+                let r = c.send(&token(format!("\0{}\0{}", ADMIN.0, ADMIN.1).as_bytes()), 2).await.expect("login");
+                assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+            }
+            // Both brokers registered: retry until the image has them (bounded).
+            for _ in 0..50 {
+                let m = c.send(&MetadataRequest::default(), 12).await.expect("metadata");
+                let mut out: Vec<(i32, String)> =
+                    m.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port))).collect();
+                out.sort();
+                if out.len() == 2 {
+                    return out;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            panic!("Metadata never listed both brokers");
+        })
+    };
+    assert_eq!(seen(sasl[0].1.clone(), true), sasl, "from SASL_PLAINTEXT");
+    assert_eq!(seen(plain[0].1.clone(), false), plain, "from PLAINTEXT");
+    assert_ne!(sasl, plain);
+}
+
+/// SCRAM credentials are controller state: a user created with AlterUserScramCredentials logs
+/// in after a restart, and the bootstrap user is not re-created over a changed password.
+#[test]
+fn credentials_survive_a_restart() {
+    use skiff::security::sasl::scram::salted_password;
+    use skiff_controller::intent::ScramMechanism;
+    let env = vec![
+        ("SKIFF_SASL_MECHANISMS".to_string(), "PLAIN".to_string()),
+        ("SKIFF_SCRAM_BOOTSTRAP_USER".to_string(), format!("{}={}", ADMIN.0, ADMIN.1)),
+    ];
+    let mut broker = SkiffProcess::start_with_listeners("SASL_PLAINTEXT://127.0.0.1:0", None, env);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let login = |addr: String, user: &'static str, password: &'static str| {
+        rt.block_on(async move {
+            let mut c = Client::connect(&addr).await.expect("connect");
+            assert_eq!(c.send(&handshake("PLAIN"), 1).await.expect("handshake").error_code, 0);
+            let r = c.send(&token(format!("\0{user}\0{password}").as_bytes()), 2).await.expect("login");
+            (r.error_code, c)
+        })
+    };
+    let (code, mut admin) = login(broker.listener("SASL_PLAINTEXT").to_string(), ADMIN.0, ADMIN.1);
+    assert_eq!(code, 0);
+    // As Kafka's Admin client does: salt and hash client-side, send the salted password.
+    let salt = b"client-side-salt";
+    let upsert = |user: &str, password: &str| {
+        let salted = salted_password(ScramMechanism::ScramSha512, password.as_bytes(), salt, 4096);
+        ScramCredentialUpsertion::default()
+            .with_name(StrBytes::from_string(user.into()))
+            .with_mechanism(2)
+            .with_iterations(4096)
+            .with_salt(Bytes::from_static(salt))
+            .with_salted_password(Bytes::from(salted))
+    };
+    let alter = AlterUserScramCredentialsRequest::default()
+        .with_upsertions(vec![upsert("carol", "carol-secret"), upsert(ADMIN.0, "admin-changed")]);
+    let r = rt.block_on(admin.send(&alter, 0)).expect("alter");
+    assert!(r.results.iter().all(|r| r.error_code == 0), "{r:?}");
+    drop(admin);
+    broker.restart();
+    let addr = broker.listener("SASL_PLAINTEXT").to_string();
+    assert_eq!(login(addr.clone(), "carol", "carol-secret").0, 0, "carol after the restart");
+    assert_eq!(login(addr.clone(), ADMIN.0, "admin-changed").0, 0, "the changed password stands");
+    assert_eq!(login(addr, ADMIN.0, ADMIN.1).0, 58, "the bootstrap password was not restored");
 }

@@ -155,7 +155,10 @@ mod tests {
         let l = parse_listeners("127.0.0.1:9092").expect("parse");
         assert_eq!(
             l,
-            vec![ListenerSpec { protocol: SecurityProtocol::Plaintext, bind: "127.0.0.1:9092".parse().unwrap() }]
+            vec![ListenerSpec {
+                protocol: SecurityProtocol::Plaintext,
+                bind: "127.0.0.1:9092".parse().expect("address")
+            }]
         );
     }
 

@@ -671,8 +671,12 @@ impl Cluster {
             }
             NodeRef::Broker(id) => {
                 cmd.arg("broker").args(["--node-id", &id.to_string()]);
-                let listen = n.fixed_kafka.as_deref().unwrap_or("127.0.0.1:0");
-                cmd.args(["--kafka-listen", listen, "--controllers", &controllers.join(",")]);
+                // A test that gives its brokers listeners (SKIFF_KAFKA_LISTEN) keeps them.
+                if !self.spec.broker_env.iter().any(|(k, _)| k == "SKIFF_KAFKA_LISTEN") {
+                    let listen = n.fixed_kafka.as_deref().unwrap_or("127.0.0.1:0");
+                    cmd.args(["--kafka-listen", listen]);
+                }
+                cmd.args(["--controllers", &controllers.join(",")]);
                 // Flush often: on s3 the default is 250 ms, which only slows the tests down.
                 cmd.args(["--flush-interval-ms", "20"]);
                 cmd.args(&self.spec.broker_args);

@@ -105,8 +105,10 @@ pub struct Failure {
     pub reason: String,
 }
 
-/// What the connection does with a request.
+/// What the connection does with a request. Not boxed: built once and moved once per request,
+/// like `handler::Handled`.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Gate {
     /// Hand it to the handlers.
     Pass,
@@ -126,7 +128,7 @@ pub enum Event {
 #[derive(Debug)]
 enum Exchange {
     Plain,
-    Scram(ScramServer),
+    Scram(Box<ScramServer>),
 }
 
 #[derive(Debug)]
@@ -172,7 +174,7 @@ impl Authenticator {
     fn new_exchange(mechanism: Mechanism) -> Exchange {
         match mechanism {
             Mechanism::Plain => Exchange::Plain,
-            Mechanism::Scram(m) => Exchange::Scram(ScramServer::new(m)),
+            Mechanism::Scram(m) => Exchange::Scram(Box::new(ScramServer::new(m))),
         }
     }
 
@@ -299,7 +301,7 @@ impl Authenticator {
             }
             _ => return Gate::Close { reason: "SASL token outside authentication".into() },
         };
-        let outcome: Result<(Vec<u8>, Option<String>), (Option<String>, String, String)> = match exchange {
+        let outcome: Result<Progress, Refusal> = match exchange {
             Exchange::Plain => match plain::parse(token) {
                 Ok(p) => {
                     let ok = [ScramMechanism::ScramSha512, ScramMechanism::ScramSha256]
@@ -307,47 +309,48 @@ impl Authenticator {
                         .find_map(|m| creds.scram(&p.user, m).map(|c| (m, c)))
                         .is_some_and(|(m, c)| scram::password_matches(m, &c, &p.password));
                     if ok {
-                        Ok((Vec::new(), Some(p.user)))
+                        Ok(Progress { token: Vec::new(), user: Some(p.user) })
                     } else {
-                        Err((
-                            Some(p.user),
-                            "invalid user name or password".into(),
-                            "Authentication failed: Invalid username or password".into(),
-                        ))
+                        Err(Refusal {
+                            user: Some(p.user),
+                            reason: "invalid user name or password".into(),
+                            message: "Authentication failed: Invalid username or password".into(),
+                        })
                     }
                 }
-                Err(e) => Err((None, e.to_string(), e.to_string())),
+                Err(e) => Err(Refusal { user: None, reason: e.to_string(), message: e.to_string() }),
             },
             Exchange::Scram(server) => {
-                let user = scram::parse_client_first(token).ok().map(|f| f.user);
-                match server.step(
+                let step = server.step(
                     token,
                     |u| creds.scram(u, server_mech(mechanism)),
                     &creds.nonce(),
                     |u| creds.decoy_salt(u),
-                ) {
-                    Ok(Step::Continue(out)) => Ok((out, None)),
-                    Ok(Step::Done(done)) => Ok((done.server_final, Some(done.user))),
-                    Err(e) => Err((
+                );
+                let user = server.user().map(str::to_string);
+                match step {
+                    Ok(Step::Continue(token)) => Ok(Progress { token, user: None }),
+                    Ok(Step::Done(done)) => Ok(Progress { token: done.server_final, user: Some(done.user) }),
+                    Err(e) => Err(Refusal {
                         user,
-                        e.to_string(),
-                        format!(
+                        reason: e.to_string(),
+                        message: format!(
                             "Authentication failed during authentication due to invalid credentials with SASL mechanism {}",
                             mechanism.name()
                         ),
-                    )),
+                    }),
                 }
             }
         };
         match outcome {
-            Ok((bytes, None)) => Gate::Answer {
+            Ok(Progress { token: bytes, user: None }) => Gate::Answer {
                 body: ResponseKind::SaslAuthenticate(
                     SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(bytes)),
                 ),
                 close: false,
                 event: None,
             },
-            Ok((bytes, Some(user))) => {
+            Ok(Progress { token: bytes, user: Some(user) }) => {
                 let principal = Principal::user(user);
                 let reauthentication = reauth_expiry.is_some();
                 if let Some(previous) = self.principal.as_ref().filter(|p| **p != principal) {
@@ -370,7 +373,7 @@ impl Authenticator {
                     event: Some(Event::Authenticated { principal, mechanism, reauthentication }),
                 }
             }
-            Err((user, reason, message)) => self.failed(mechanism, user, reason, message),
+            Err(Refusal { user, reason, message }) => self.failed(mechanism, user, reason, message),
         }
     }
 
@@ -387,6 +390,19 @@ impl Authenticator {
             event: Some(Event::Failed(Failure { mechanism: Some(mechanism), user, reason })),
         }
     }
+}
+
+/// A step that went through: the token to answer with, and the user once authenticated.
+struct Progress {
+    token: Vec<u8>,
+    user: Option<String>,
+}
+
+/// A failed step: the user the client claimed, why (for the log), what the client is told.
+struct Refusal {
+    user: Option<String>,
+    reason: String,
+    message: String,
 }
 
 fn server_mech(m: Mechanism) -> ScramMechanism {

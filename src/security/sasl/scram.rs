@@ -202,6 +202,8 @@ pub struct ScramServer {
     mechanism: ScramMechanism,
     pending: Option<Pending>,
     done: bool,
+    /// The user the client named in its first message (for the failure log).
+    user: Option<String>,
 }
 
 /// The result of a completed exchange: the server-final message and the authenticated user.
@@ -213,7 +215,12 @@ pub struct Authenticated {
 
 impl ScramServer {
     pub fn new(mechanism: ScramMechanism) -> Self {
-        Self { mechanism, pending: None, done: false }
+        Self { mechanism, pending: None, done: false, user: None }
+    }
+
+    /// The user the client claimed to be, once its first message parsed.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     pub fn mechanism(&self) -> ScramMechanism {
@@ -235,6 +242,7 @@ impl ScramServer {
         match self.pending.take() {
             None => {
                 let first = parse_client_first(message)?;
+                self.user = Some(first.user.clone());
                 if first.authzid.as_ref().is_some_and(|a| *a != first.user) {
                     return Err(ScramError::InvalidCredentials);
                 }
@@ -292,7 +300,7 @@ mod tests {
     #[test]
     fn rfc7677_exchange() {
         let m = ScramMechanism::ScramSha256;
-        let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").expect("base64");
         let cred = credential(m, "pencil", &salt, 4096);
         let mut server = ScramServer::new(m);
         let first = server
@@ -341,7 +349,7 @@ mod tests {
             else {
                 panic!("continue expected")
             };
-            assert!(String::from_utf8(first).unwrap().ends_with(",i=4096"));
+            assert!(String::from_utf8(first).expect("utf8").ends_with(",i=4096"));
             let proof = B64.encode([0u8; 64]);
             let last = format!("c=biws,r=abcdef,p={proof}");
             assert_eq!(server.step(last.as_bytes(), |_| None, "", |_| vec![]), Err(ScramError::InvalidCredentials));
