@@ -154,6 +154,28 @@ pub fn txn_coordinator(e: &TxnCoordinatorError) -> i16 {
     }
 }
 
+/// Kafka's conversions of transaction codes for request versions that predate them: KIP-588's
+/// PRODUCER_FENCED becomes INVALID_PRODUCER_EPOCH (always for TxnOffsetCommit, whose checks are
+/// Kafka's verification: `AddPartitionsToTxnManager` converts it), and KIP-890's
+/// TRANSACTION_ABORTABLE becomes INVALID_TXN_STATE.
+pub fn txn_for_version(api: kafka_protocol::messages::ApiKey, version: i16, c: i16) -> i16 {
+    use kafka_protocol::messages::ApiKey;
+    let (fenced_since, abortable_since) = match api {
+        ApiKey::InitProducerId => (4, 5),
+        ApiKey::AddPartitionsToTxn => (2, 5),
+        ApiKey::AddOffsetsToTxn | ApiKey::EndTxn => (2, 4),
+        ApiKey::TxnOffsetCommit => (i16::MAX, 4),
+        _ => (0, 0),
+    };
+    if c == code(ResponseError::ProducerFenced) && version < fenced_since {
+        code(ResponseError::InvalidProducerEpoch)
+    } else if c == code(ResponseError::TransactionAbortable) && version < abortable_since {
+        code(ResponseError::InvalidTxnState)
+    } else {
+        c
+    }
+}
+
 /// The transaction state machine's refusals (RFC 0004 §2, Kafka's `Errors`).
 pub fn txn(e: TxnError) -> i16 {
     code(match e {

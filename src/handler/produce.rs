@@ -15,6 +15,13 @@
 //! controller; unconfirmed (a broker resumed after a freeze, no controller reachable) the
 //! partition gets the retriable NOT_LEADER_OR_FOLLOWER.
 //!
+//! Transactions (RFC 0004 §6-§7): transactional records need the request's transactional id
+//! (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED on every partition, as Kafka); the WAL verifies
+//! each transaction's first batch on a partition against the image (`log::txn`), a refusal a
+//! lagging image could explain is decided again after `catch_up`, Produce v12 (TV2) adds the
+//! partition to the transaction instead, and refusals are logged with the transactional id.
+//! TRANSACTION_ABORTABLE exists from v11; older versions get INVALID_TXN_STATE for it.
+//!
 //! Traced (docs/observability.md) as `kafka.produce`, from the request to its response, with a
 //! `produce.append` child per partition; the flush that makes the append durable is a child of
 //! the first request it carries (`log::wal`).

@@ -26,7 +26,7 @@ use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey,
     DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse, InitProducerIdRequest,
     InitProducerIdResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId, ResponseKind, TopicName,
     TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
@@ -55,16 +55,15 @@ fn s(v: impl Into<String>) -> StrBytes {
 /// The code of a coordinator failure for a request of `api` at `version` (Kafka's
 /// per-version conversions), logged with its reason.
 fn refused(api: &str, transactional_id: &str, version: i16, e: &TxnCoordinatorError) -> i16 {
-    let mut c = errors::txn_coordinator(e);
-    // KIP-588: clients before these versions do not know PRODUCER_FENCED.
-    let fenced_since = match api {
-        "InitProducerId" => 4,
-        "AddPartitionsToTxn" | "AddOffsetsToTxn" | "EndTxn" => 2,
-        _ => 0,
+    let key = match api {
+        "InitProducerId" => ApiKey::InitProducerId,
+        "AddPartitionsToTxn" => ApiKey::AddPartitionsToTxn,
+        "AddOffsetsToTxn" => ApiKey::AddOffsetsToTxn,
+        "EndTxn" => ApiKey::EndTxn,
+        "TxnOffsetCommit" => ApiKey::TxnOffsetCommit,
+        _ => ApiKey::DescribeTransactions,
     };
-    if c == code(ResponseError::ProducerFenced) && version < fenced_since {
-        c = code(ResponseError::InvalidProducerEpoch);
-    }
+    let c = errors::txn_for_version(key, version, errors::txn_coordinator(e));
     log_refusal(api, transactional_id, c, &e.to_string());
     c
 }
@@ -109,35 +108,11 @@ pub async fn init_producer_id(
         Ok(Answer::Error(e)) => {
             base.with_error_code(refused("InitProducerId", &id, version, &TxnCoordinatorError::Txn(e)))
         }
-        Ok(other) => unexpected("InitProducerId", &id, other, base),
+        Ok(other) => {
+            tracing::error!(transactional_id = %id, answer = ?other, "InitProducerId answered without a producer id");
+            base.with_error_code(code(ResponseError::UnknownServerError))
+        }
         Err(e) => base.with_error_code(refused("InitProducerId", &id, version, &e)),
-    }
-}
-
-fn unexpected<R: WithErrorCode>(api: &str, transactional_id: &str, answer: Answer, base: R) -> R {
-    tracing::error!(api, transactional_id, ?answer, "transaction state machine answered unexpectedly");
-    base.with_code(code(ResponseError::UnknownServerError))
-}
-
-trait WithErrorCode {
-    fn with_code(self, code: i16) -> Self;
-}
-
-impl WithErrorCode for InitProducerIdResponse {
-    fn with_code(self, code: i16) -> Self {
-        self.with_error_code(code)
-    }
-}
-
-impl WithErrorCode for EndTxnResponse {
-    fn with_code(self, code: i16) -> Self {
-        self.with_error_code(code)
-    }
-}
-
-impl WithErrorCode for AddOffsetsToTxnResponse {
-    fn with_code(self, code: i16) -> Self {
-        self.with_error_code(code)
     }
 }
 
@@ -161,9 +136,6 @@ pub async fn end_txn(broker: &Arc<Broker>, req: EndTxnRequest, version: i16) -> 
         .txns
         .submit(&id, |now_ms| TxnOp::EndTxn { producer_id, producer_epoch, commit, version: TxnVersion::Tv1, now_ms })
         .await;
-    if let Ok(a @ Answer::NoClient) = r {
-        return unexpected("EndTxn", &id, a, EndTxnResponse::default());
-    }
     EndTxnResponse::default().with_error_code(outcome("EndTxn", &id, version, r))
 }
 
@@ -185,9 +157,6 @@ pub async fn add_offsets_to_txn(
             now_ms,
         })
         .await;
-    if let Ok(a @ Answer::NoClient) = r {
-        return unexpected("AddOffsetsToTxn", &id, a, AddOffsetsToTxnResponse::default());
-    }
     AddOffsetsToTxnResponse::default().with_error_code(outcome("AddOffsetsToTxn", &id, version, r))
 }
 
@@ -297,14 +266,7 @@ async fn one_transaction(broker: &Arc<Broker>, t: TxnPartitions, version: i16) -
     }
     let partitions: BTreeSet<TxnPartition> =
         resolved.iter().flat_map(|(_, ps)| ps.iter().filter_map(|(_, r)| *r)).collect();
-    // TRANSACTION_ABORTABLE is understood from v5 on; before, INVALID_TXN_STATE.
-    let abortable = |c: i16| {
-        if c == code(ResponseError::TransactionAbortable) && version < 5 {
-            code(ResponseError::InvalidTxnState)
-        } else {
-            c
-        }
-    };
+    let abortable = |c: i16| errors::txn_for_version(ApiKey::AddPartitionsToTxn, version, c);
     if t.verify_only {
         // Answered from the image (RFC 0004 §6): the coordinator's state is replicated.
         let verified = match broker.txns.owned_epoch(&t.id) {
@@ -425,14 +387,7 @@ pub async fn txn_offset_commit(broker: &Arc<Broker>, req: TxnOffsetCommitRequest
                 let op =
                     GroupOp::TxnOffsetCommit { transactional_id: id.clone(), producer_id, producer_epoch, offsets };
                 broker.controller.store_group(group_id.clone(), epoch, op).await.map_err(|e| {
-                    let mut c = errors::group_controller(&e);
-                    // As Kafka's verification (AddPartitionsToTxnManager) converts them.
-                    if c == code(ResponseError::ProducerFenced) {
-                        c = code(ResponseError::InvalidProducerEpoch);
-                    }
-                    if c == code(ResponseError::TransactionAbortable) && version < 4 {
-                        c = code(ResponseError::InvalidTxnState);
-                    }
+                    let c = errors::txn_for_version(ApiKey::TxnOffsetCommit, version, errors::group_controller(&e));
                     log_refusal(api, &id, c, &format!("group {group_id}: {e}"));
                     c
                 })
