@@ -306,6 +306,9 @@ fn transactions_under_faults() {
     ));
     let evidence = evidence.unwrap_or_else(|e| panic!("collecting the evidence: {e:#}\n{}", jvm_logs(dir.path())));
     report_outcomes(&txns);
+    if let Target::Cluster(cluster) = &target {
+        report_unknown_server_errors(cluster.root());
+    }
     match txn_invariants::check(&evidence) {
         Ok(summary) => {
             eprintln!("transactions_under_faults: {faults} faults; {summary:?}");
@@ -473,6 +476,27 @@ async fn collect(
     Ok(evidence)
 }
 
+/// Brokers' log lines that answered UNKNOWN_SERVER_ERROR (diagnostics: a client can only give
+/// up on that code, so each one is worth a look; the invariants do not depend on it).
+fn report_unknown_server_errors(root: &Path) {
+    let mut lines = Vec::new();
+    let mut total = 0;
+    for node in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        for log in std::fs::read_dir(node.path()).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+            for l in text.lines().filter(|l| l.contains("UnknownServerError")) {
+                total += 1;
+                if lines.len() < 10 {
+                    lines.push(format!("{}: {}", log.path().display(), l.chars().take(400).collect::<String>()));
+                }
+            }
+        }
+    }
+    if total > 0 {
+        eprintln!("{total} broker log lines name UnknownServerError; the first:\n{}", lines.join("\n"));
+    }
+}
+
 fn report_outcomes(txns: &[WorkerTxn]) {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for t in txns {
@@ -484,8 +508,11 @@ fn report_outcomes(txns: &[WorkerTxn]) {
             })
             .or_default() += 1;
     }
-    let errors: Vec<&str> = txns.iter().filter_map(|t| t.error.as_deref()).take(5).collect();
-    eprintln!("worker transactions: {counts:?}; first errors: {errors:?}");
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+    for e in txns.iter().filter_map(|t| t.error.as_deref()) {
+        *errors.entry(e.chars().take(160).collect()).or_default() += 1;
+    }
+    eprintln!("worker transactions: {counts:?}; errors: {errors:#?}");
 }
 
 // ---- the worker JVM ------------------------------------------------------------------------
