@@ -51,6 +51,9 @@ pub struct Limits {
     pub read_timeout: Duration,
     /// `connections.max.idle.ms`.
     pub idle_timeout: Duration,
+    /// `connection.failed.authentication.delay.ms`: how late a failed authentication is
+    /// answered (and the connection closed).
+    pub failed_authentication_delay: Duration,
 }
 
 pub async fn serve<S>(
@@ -169,8 +172,23 @@ pub async fn serve<S>(
                 match gate {
                     Gate::Pass => {}
                     Gate::Answer { body, close, event } => {
+                        let failed = matches!(event, Some(Event::Failed(_)));
                         record(&broker, peer, &listener, event);
-                        if send(ready(encode(api_key, version, correlation_id, &body, peer))).await.is_err() {
+                        let answer = encode(api_key, version, correlation_id, &body, peer);
+                        // Kafka's connection.failed.authentication.delay.ms: the failure is
+                        // answered late, which slows password guessing and retry storms.
+                        let slot = match limits.failed_authentication_delay {
+                            delay if failed && !delay.is_zero() => {
+                                let sleep = broker.clock.sleep(delay);
+                                async move {
+                                    sleep.await;
+                                    answer
+                                }
+                                .boxed()
+                            }
+                            _ => ready(answer),
+                        };
+                        if send(slot).await.is_err() {
                             break;
                         }
                         if close {
@@ -400,6 +418,7 @@ mod tests {
         max_inflight: 1,
         read_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(60),
+        failed_authentication_delay: Duration::ZERO,
     };
 
     async fn read(mut bytes: &[u8]) -> Result<Option<Bytes>, ReadError> {

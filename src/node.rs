@@ -528,6 +528,7 @@ async fn serve(
         max_inflight: b.max_inflight_requests_per_connection,
         read_timeout: b.request_read_timeout,
         idle_timeout: b.connections_max_idle,
+        failed_authentication_delay: config.security.connection_failed_authentication_delay,
     };
     let connection_limits =
         crate::server::ConnectionLimits { max_connections: b.max_connections, max_per_ip: b.max_connections_per_ip };

@@ -416,7 +416,12 @@ fn sasl_order_wrong_passwords_and_garbage_close_the_connection() {
         c.send(&ApiVersionsRequest::default(), 3).await.expect("ApiVersions before authentication");
         let h = c.send(&handshake("PLAIN"), 1).await.expect("handshake");
         assert_eq!(h.error_code, 0);
+        let asked = Instant::now();
         let r = c.send(&token(format!("\0{}\0wrong", ADMIN.0).as_bytes()), 2).await.expect("authenticate");
+        assert!(
+            asked.elapsed() >= Duration::from_millis(100),
+            "answered before connection_failed_authentication_delay"
+        );
         assert_eq!(r.error_code, 58, "SASL_AUTHENTICATION_FAILED");
         assert_eq!(r.error_message.as_deref(), Some("Authentication failed: Invalid username or password"));
         assert!(c.closed_within(closes).await.expect("read"), "connection left open after a failed login");

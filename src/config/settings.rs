@@ -571,6 +571,11 @@ settings! {
         default: "none",
         help: "connections.max.reauth.ms (KIP-368): SASL sessions last this long, then clients re-authenticate",
     }
+    security.connection_failed_authentication_delay {
+        env: "SKIFF_CONNECTION_FAILED_AUTHENTICATION_DELAY", flag: "connection-failed-authentication-delay",
+        roles: SERVING,
+        help: "connection.failed.authentication.delay.ms: a failed authentication is answered this late",
+    }
     security.scram_bootstrap_user {
         env: "SKIFF_SCRAM_BOOTSTRAP_USER", flag: "scram-bootstrap-user", roles: SERVING,
         default: "none",
