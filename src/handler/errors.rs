@@ -223,6 +223,11 @@ pub fn group_controller(e: &ControllerError) -> i16 {
     match e.kind() {
         // The coordinator cannot write right now: clients rediscover it and retry.
         ErrorKind::Retriable | ErrorKind::Closed => code(ResponseError::NotCoordinator),
+        // No controller answered (a leader election, or the outcome of the write is unknown):
+        // Kafka's group coordinator answers COORDINATOR_NOT_AVAILABLE when its log append
+        // fails this way (NOT_ENOUGH_REPLICAS, REQUEST_TIMED_OUT), and clients retry it. A
+        // retried (Txn)OffsetCommit writes the same offsets again: idempotent.
+        ErrorKind::Unavailable => code(ResponseError::CoordinatorNotAvailable),
         _ => code(ResponseError::UnknownServerError),
     }
 }
@@ -311,4 +316,16 @@ pub fn scram_request(e: &crate::handler::scram_credentials::ScramRequestError) -
         E::AlteredTwice | E::DescribedTwice => ResponseError::DuplicateResource,
         E::DeleteMissing | E::DescribeMissing => ResponseError::ResourceNotFound,
     })
+}
+
+#[cfg(test)]
+mod group_controller_tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_controller_is_a_retriable_coordinator_error() {
+        let unavailable = ControllerError::Unavailable { reason: "outcome unknown".into() };
+        assert_eq!(group_controller(&unavailable), code(ResponseError::CoordinatorNotAvailable));
+        assert_eq!(group_controller(&ControllerError::Closed), code(ResponseError::NotCoordinator));
+    }
 }
