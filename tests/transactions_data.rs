@@ -508,28 +508,44 @@ async fn read_committed_from_object_storage_after_a_crash() -> anyhow::Result<()
 
 /// `kafka-transactions describe-producers` (Kafka's own tool): a transactional producer with a
 /// transaction open on the partition shows its first offset as CurrentTransactionStartOffset,
-/// and "None" once the commit marker closed it.
+/// and "None" once the commit marker closed it; LastTimestamp is its last batch's max timestamp
+/// (then the marker's), LatestCoordinatorEpoch the one written in its last marker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_producers_shows_the_open_transaction() -> anyhow::Result<()> {
+    use std::collections::HashMap;
     use support::kafka_cli::{self, TRANSACTIONS_COMMAND};
 
     let skiff = SkiffProcess::start();
     let b = skiff.bootstrap().to_string();
+    // The producer's row by column name (ProducerId, ProducerEpoch, LatestCoordinatorEpoch,
+    // LastSequence, LastTimestamp, CurrentTransactionStartOffset).
     let describe = |pid: i64| {
         let b = b.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+        tokio::task::spawn_blocking(move || -> anyhow::Result<HashMap<String, String>> {
             let out = kafka_cli::run(
                 TRANSACTIONS_COMMAND,
                 &["--bootstrap-server", &b, "describe-producers", "--topic", "t", "--partition", "0"],
             )?
             .ok("describe-producers")?;
-            ensure!(out.contains("CurrentTransactionStartOffset"), "no table:\n{out}");
-            out.lines()
+            let header: Vec<String> = out
+                .lines()
+                .find(|l| l.contains("CurrentTransactionStartOffset"))
+                .with_context(|| format!("no table:\n{out}"))?
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            let row = out
+                .lines()
                 .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
                 .find(|cols| cols.first().is_some_and(|c| *c == pid.to_string()))
-                .with_context(|| format!("producer {pid} not listed:\n{out}"))
+                .with_context(|| format!("producer {pid} not listed:\n{out}"))?;
+            ensure!(row.len() == header.len(), "row {row:?} under {header:?}");
+            Ok(header.into_iter().zip(row).collect())
         })
     };
+    let col = |row: &HashMap<String, String>, name: &str| row.get(name).cloned().unwrap_or_default();
+    let now_ms =
+        || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let mut c = Client::connect(skiff.bootstrap()).await?;
     c.create_topic_ok("t", 1).await?;
     ensure!(c.produce("t", 0, plain(1, "p")).await?.base_offset == 0);
@@ -539,12 +555,22 @@ async fn describe_producers_shows_the_open_transaction() -> anyhow::Result<()> {
     let r = produce(&mut c, 9, Some(id), "t", &[(0, txn_batch(pe.0, pe.1, 0, 2, "d"))]).await?;
     ensure!(codes(&r) == [0] && r[0].base_offset == 1, "{r:?}");
     let row = describe(pe.0).await??;
-    ensure!(row.get(1) == Some(&pe.1.to_string()), "epoch: {row:?}");
-    ensure!(row.last().map(String::as_str) == Some("1"), "open at 1: {row:?}");
+    ensure!(col(&row, "ProducerEpoch") == pe.1.to_string(), "epoch: {row:?}");
+    ensure!(col(&row, "CurrentTransactionStartOffset") == "1", "open at 1: {row:?}");
+    // The batch's max timestamp (its 2nd record's); no marker written for it yet.
+    ensure!(col(&row, "LastTimestamp") == "1700000000001", "the batch's timestamp: {row:?}");
+    ensure!(["-1", "None"].contains(&col(&row, "LatestCoordinatorEpoch").as_str()), "no marker yet: {row:?}");
+    let before = now_ms();
     end_txn(&mut c, id, pe, true).await?;
     until_stable(&mut c, "t").await?;
+    let after = now_ms();
     let row = describe(pe.0).await??;
-    ensure!(row.last().map(String::as_str) == Some("None"), "closed by the marker: {row:?}");
+    ensure!(col(&row, "CurrentTransactionStartOffset") == "None", "closed by the marker: {row:?}");
+    // The marker's timestamp (the EndTxn time) and the coordinator epoch written in it.
+    let last: i64 = col(&row, "LastTimestamp").parse().with_context(|| format!("{row:?}"))?;
+    ensure!((before..=after).contains(&last), "marker time in [{before}, {after}]: {row:?}");
+    let coordinator_epoch: i32 = col(&row, "LatestCoordinatorEpoch").parse().with_context(|| format!("{row:?}"))?;
+    ensure!(coordinator_epoch >= 0, "the marker's coordinator epoch: {row:?}");
     Ok(())
 }
 

@@ -263,6 +263,22 @@ pub struct MarkerRow {
     pub offset: i64,
     /// The `coordinator_epoch` written in the marker's value.
     pub coordinator_epoch: i32,
+    /// The control batch's max timestamp (the EndTxn time, or the append time on a
+    /// LogAppendTime topic): the producer's `last_timestamp` after it. -1 in rows written
+    /// before it was recorded.
+    #[serde(default = "unknown_timestamp")]
+    pub timestamp: i64,
+}
+
+/// Kafka's `RecordBatch.NO_TIMESTAMP`: the default of timestamps absent from older commands.
+fn unknown_timestamp() -> i64 {
+    -1
+}
+
+/// Kafka's `RecordBatch.NO_PARTITION_LEADER_EPOCH`-style "none": a producer with no marker
+/// written on the partition yet.
+fn no_coordinator_epoch() -> i32 {
+    -1
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -277,6 +293,10 @@ pub struct ProducerBatch {
     /// producer id if none is open. Absent in commands written before transactions.
     #[serde(default)]
     pub transactional: bool,
+    /// The batch's max timestamp as appended (the append time on a LogAppendTime topic): the
+    /// producer's `last_timestamp` (DescribeProducers). -1 in commands written before it.
+    #[serde(default = "unknown_timestamp")]
+    pub max_timestamp: i64,
 }
 
 /// What applying a command produced.
@@ -363,12 +383,26 @@ pub struct Chunk {
     pub max_timestamp: i64,
 }
 
-/// Duplicate-detection state of one producer on one partition.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// Duplicate-detection state of one producer on one partition (Kafka's `ProducerStateEntry`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ProducerEntry {
     pub epoch: i16,
     /// The last [`PRODUCER_BATCH_WINDOW`] batches, oldest first.
     pub batches: VecDeque<ProducerBatch>,
+    /// Max timestamp of the producer's last batch on the partition, data or marker (Kafka's
+    /// `lastTimestamp`); -1 when unknown (none yet, or state from before it was kept).
+    #[serde(default = "unknown_timestamp")]
+    pub last_timestamp: i64,
+    /// Coordinator epoch of the last transaction marker written for the producer on the
+    /// partition (Kafka's `coordinatorEpoch`); -1 when none.
+    #[serde(default = "no_coordinator_epoch")]
+    pub coordinator_epoch: i32,
+}
+
+impl Default for ProducerEntry {
+    fn default() -> Self {
+        Self { epoch: 0, batches: VecDeque::new(), last_timestamp: -1, coordinator_epoch: -1 }
+    }
 }
 
 /// The state of the idempotent producers of one partition.
@@ -423,6 +457,7 @@ impl ProducerStates {
             entry.epoch = batch.producer_epoch;
             entry.batches.clear();
         }
+        entry.last_timestamp = batch.max_timestamp;
         entry.batches.push_back(batch);
         while entry.batches.len() > PRODUCER_BATCH_WINDOW {
             entry.batches.pop_front();
@@ -566,17 +601,19 @@ impl PartitionState {
                 lso_at_marker: crate::transactions::lso_at_marker(&self.open_txns, m.offset),
             });
         }
-        match self.producers.producers.get_mut(&m.producer_id) {
-            Some(entry) if m.producer_epoch > entry.epoch => {
-                entry.epoch = m.producer_epoch;
-                entry.batches.clear();
-            }
-            Some(_) => {}
-            None => {
-                let entry = ProducerEntry { epoch: m.producer_epoch, batches: VecDeque::new() };
-                self.producers.producers.insert(m.producer_id, entry);
-            }
+        let entry = self
+            .producers
+            .producers
+            .entry(m.producer_id)
+            .or_insert_with(|| ProducerEntry { epoch: m.producer_epoch, ..ProducerEntry::default() });
+        if m.producer_epoch > entry.epoch {
+            entry.epoch = m.producer_epoch;
+            entry.batches.clear();
         }
+        // As `appendEndTxnMarker`: the marker's coordinator epoch and timestamp are the
+        // producer's (DescribeProducers reports both).
+        entry.coordinator_epoch = m.coordinator_epoch;
+        entry.last_timestamp = m.timestamp;
     }
 
     /// Answer to OffsetForLeaderEpoch: (epoch, end offset) of the largest epoch <= `epoch`.
@@ -1695,6 +1732,7 @@ mod tests {
             base_offset: 100,
             last_offset: 104,
             transactional: false,
+            max_timestamp: 7,
         });
         assert_eq!(ps.check(1, 0, 0, 4), SequenceCheck::Duplicate { base_offset: 100, last_offset: 104 });
         assert_eq!(ps.check(1, 0, 6, 7), SequenceCheck::OutOfOrder);

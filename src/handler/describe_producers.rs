@@ -6,9 +6,10 @@
 //! state the produce path checks sequences against). Per producer: its epoch and the last
 //! sequence of its newest remembered batch, and the first offset of its transaction open on the
 //! partition (`current_txn_start_offset`, -1 when none; RFC 0004 §9, from the image's open
-//! transactions, which also bound the LSO). Batch timestamps and coordinator epochs are not
-//! kept in the producer state, so `last_timestamp` and `coordinator_epoch` are -1 ("unknown", the
-//! values Kafka uses before a producer's first timestamped batch or marker).
+//! transactions, which also bound the LSO); the max timestamp of its last batch or marker
+//! (`last_timestamp`) and the coordinator epoch of its last marker (`coordinator_epoch`), both
+//! kept at apply as Kafka's `ProducerStateEntry` keeps them, -1 when unknown (no marker yet, or
+//! state committed before they were kept).
 //!
 //! Errors as Kafka: an unknown topic or partition is UNKNOWN_TOPIC_OR_PARTITION; a partition led
 //! by another broker is NOT_LEADER_OR_FOLLOWER (Java's Admin sends the request to the leader).
@@ -53,8 +54,8 @@ fn producers(
                 .with_producer_id(ProducerId(id))
                 .with_producer_epoch(i32::from(entry.epoch))
                 .with_last_sequence(entry.batches.back().map_or(-1, |b| b.last_sequence))
-                .with_last_timestamp(-1)
-                .with_coordinator_epoch(-1)
+                .with_last_timestamp(entry.last_timestamp)
+                .with_coordinator_epoch(entry.coordinator_epoch)
                 .with_current_txn_start_offset(p.open_transaction(id).map_or(-1, |t| t.first_offset))
         })
         .collect())
@@ -153,6 +154,7 @@ mod tests {
             base_offset,
             last_offset: base_offset + 1,
             transactional,
+            max_timestamp: 1,
         };
         let mut f = fixture();
         let applied = f.apply(&Command::CommitObject(ObjectCommit {

@@ -48,6 +48,7 @@ use uuid::Uuid;
 use super::read::TailCache;
 use super::txn::{self, PartitionTxns, TxnRefusal};
 use crate::broker::batch::{self, BatchHeader};
+use crate::broker::dynamic_config::{BrokerDefaults, KAFKA_MESSAGE_MAX_BYTES};
 use crate::broker::records::{self, EndTxnMarker};
 use crate::metrics::Metrics;
 use crate::supervisor::Supervisor;
@@ -395,6 +396,7 @@ impl Wal {
                         base_offset: next,
                         last_offset: last,
                         transactional: h.is_transactional(),
+                        max_timestamp: log_append_time.unwrap_or(h.max_timestamp),
                     });
                     if h.is_transactional() && open.is_none() {
                         txns.opened(h.producer_id, h.producer_epoch, next);
@@ -453,6 +455,7 @@ impl Wal {
                         base_offset: o,
                         last_offset: last,
                         transactional: h.is_transactional(),
+                        max_timestamp: log_append_time.unwrap_or(h.max_timestamp),
                     });
                 }
                 o = last + 1;
@@ -519,10 +522,11 @@ impl Wal {
             return Err(AppendError::ShuttingDown);
         }
         self.load_writer(&mut st, key)?;
-        let owed = self
-            .metadata
-            .read(|m| m.partition(&key.topic_id, key.partition).map(|p| p.owed_markers().to_vec()))
-            .unwrap_or_default();
+        let broker_id = self.settings.broker_id;
+        let (owed, log_append_time) = self.metadata.read(|m| {
+            let owed = m.partition(&key.topic_id, key.partition).map(|p| p.owed_markers().to_vec());
+            (owed.unwrap_or_default(), stamps_log_append_time(m, broker_id, &key.topic_id))
+        });
         let state = &mut *st;
         let writer = state.writers.get_mut(&key).expect("writer loaded above");
         let todo = writer.txns.unwritten(&owed);
@@ -535,11 +539,19 @@ impl Wal {
         let mut rows = Vec::with_capacity(todo.len());
         let mut size = 0;
         let mut max_timestamp = i64::MIN;
+        // A LogAppendTime topic stamps every batch appended to it, control batches included
+        // (Kafka's `LogValidator` runs on the coordinator's marker appends too).
+        let now = log_append_time.then(|| self.clock.now_ms());
         for m in &todo {
             let marker = EndTxnMarker { commit: m.commit, coordinator_epoch: m.coordinator_epoch };
             let mut b =
                 batch::to_mut(&records::end_txn_marker(m.producer_id, m.producer_epoch, marker, m.timestamp_ms));
             batch::assign(&mut b, offset, writer.leader_epoch);
+            if let Some(now) = now {
+                let size = b.len();
+                batch::set_log_append_time(&mut b, size, now);
+            }
+            let timestamp = now.unwrap_or(m.timestamp_ms);
             size += b.len();
             pieces.push(b.freeze());
             rows.push(MarkerRow {
@@ -548,10 +560,11 @@ impl Wal {
                 commit: m.commit,
                 offset,
                 coordinator_epoch: m.coordinator_epoch,
+                timestamp,
             });
             record_marker_epoch(&mut writer.producers, m);
             writer.txns.marked(m);
-            max_timestamp = max_timestamp.max(m.timestamp_ms);
+            max_timestamp = max_timestamp.max(timestamp);
             info!(
                 topic_id = %key.topic_id,
                 partition = key.partition,
@@ -886,6 +899,18 @@ fn partitions_owing_markers(m: &MetadataImage, broker_id: i32) -> Vec<PartitionK
 /// `ProducerAppendInfo.appendEndTxnMarker` (`maybeUpdateProducerEpoch`) and as the controller's
 /// marker apply does: a newer epoch (a fenced transaction's abort) forgets the older batches, so
 /// the old epoch is fenced and the next one starts at sequence 0.
+/// True if topic `topic_id` stamps appended batches with the broker's clock
+/// (`message.timestamp.type=LogAppendTime`, set on the topic or as the broker default), as the
+/// produce path decides it.
+fn stamps_log_append_time(m: &MetadataImage, broker_id: i32, topic_id: &Uuid) -> bool {
+    m.topic_by_id(topic_id).is_some_and(|t| {
+        // `message.max.bytes` is not read here: any static value gives the same answer.
+        BrokerDefaults::new(m.dynamic_configs(), broker_id, KAFKA_MESSAGE_MAX_BYTES)
+            .effective(t.config())
+            .log_append_time()
+    })
+}
+
 fn record_marker_epoch(producers: &mut ProducerStates, m: &OwedMarker) {
     match producers.producers.get_mut(&m.producer_id) {
         Some(entry) if m.producer_epoch > entry.epoch => {

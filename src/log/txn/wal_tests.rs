@@ -265,3 +265,64 @@ async fn tv2_implicit_add_then_commit_with_an_epoch_bump() {
     assert!(matches!(r, Err(AppendError::ProducerFenced)), "the old epoch after the marker: {r:?}");
     h.stop().await;
 }
+
+/// On a `message.timestamp.type=LogAppendTime` topic the leader stamps the marker with its
+/// clock as it stamps data (Kafka's `LogValidator` runs on every batch appended, control batches
+/// included), and the producer's committed state keeps what DescribeProducers reports: the
+/// last batch's timestamp (the marker's) and the coordinator epoch written in the marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markers_take_the_log_append_time_and_set_the_producer_state() {
+    use crate::broker::{Clock, SystemClock};
+
+    let h = Harness::start(settings(), TestClock::real()).await;
+    let topic_id: Uuid = h.create_topic("lat", 1, &[("message.timestamp.type", "LogAppendTime")]).await;
+    let p0 = PartitionKey { topic_id, partition: 0 };
+    let Answer::Producer(pe) = op(&h, TxnOp::InitProducerId { timeout_ms: 60_000, expected: None, now_ms: 1 }).await
+    else {
+        panic!("InitProducerId answers a producer id");
+    };
+    let (pid, epoch) = (pe.producer_id, pe.producer_epoch);
+    let partitions = BTreeSet::from([(topic_id, 0)]);
+    let add = TxnOp::AddPartitions {
+        producer_id: pid,
+        producer_epoch: epoch,
+        partitions,
+        version: TxnVersion::Tv1,
+        now_ms: 2,
+    };
+    assert_eq!(op(&h, add).await, Answer::Ok);
+    let records = encode(pid, epoch, 0, 2, true);
+    let headers = batch::validate_produce(&records, 1 << 20).expect("valid batch");
+    let stamp = SystemClock.now_ms();
+    let (appended, rx) = h.wal.append(p0, &records, &headers, Some(stamp), Some(TXN_ID)).await.expect("append");
+    rx.expect("waits").await.expect("flushed").expect("committed");
+    assert_eq!(appended.base_offset, 0);
+    let producer = |m: &skiff_controller::image::MetadataImage| {
+        let p = m.partition(&topic_id, 0).expect("partition");
+        p.producers().producers.get(&pid).map(|e| (e.last_timestamp, e.coordinator_epoch))
+    };
+    assert_eq!(h.controller.metadata().read(producer), Some((stamp, -1)), "the data batch's (stamped) timestamp");
+
+    // EndTxn at time 3: a CreateTime topic's marker would carry 3; this one carries the append time.
+    let before = SystemClock.now_ms();
+    let end =
+        TxnOp::EndTxn { producer_id: pid, producer_epoch: epoch, commit: true, version: TxnVersion::Tv1, now_ms: 3 };
+    assert_eq!(op(&h, end).await, Answer::Ok);
+    until(&h, "the commit to complete", |m| {
+        m.transaction(TXN_ID).is_some_and(|t| t.state == TxnStatus::CompleteCommit)
+    })
+    .await;
+    let after = SystemClock.now_ms();
+    let batches = stored(&h, p0).await;
+    let marker = batches.last().expect("batches");
+    let hdr = batch::parse_header(marker).expect("header");
+    assert!(hdr.is_control() && hdr.is_log_append_time(), "{hdr:?}");
+    assert!((before..=after).contains(&hdr.max_timestamp), "{before} <= {} <= {after}", hdr.max_timestamp);
+    assert!(batch::verify_crc(marker, &hdr).is_ok(), "the stamp keeps the CRC valid");
+    assert_eq!(
+        records::decode_end_txn_marker(marker).expect("marker"),
+        Some(records::EndTxnMarker { commit: true, coordinator_epoch: op_epoch(&h) })
+    );
+    assert_eq!(h.controller.metadata().read(producer), Some((hdr.max_timestamp, op_epoch(&h))));
+    h.stop().await;
+}

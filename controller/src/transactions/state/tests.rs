@@ -81,11 +81,19 @@ fn batch(pid: i64, epoch: i16, seq: i32, base: i64, last: i64) -> ProducerBatch 
         base_offset: base,
         last_offset: last,
         transactional: true,
+        max_timestamp: 1_000 + base,
     }
 }
 
 fn marker(pid: i64, epoch: i16, commit: bool, offset: i64) -> MarkerRow {
-    MarkerRow { producer_id: pid, producer_epoch: epoch, commit, offset, coordinator_epoch: 0 }
+    MarkerRow {
+        producer_id: pid,
+        producer_epoch: epoch,
+        commit,
+        offset,
+        coordinator_epoch: 0,
+        timestamp: 2_000 + offset,
+    }
 }
 
 /// A one-run commit on `partition` continuing its log.
@@ -445,4 +453,48 @@ fn snapshot_round_trip_rebuilds_the_producer_index() {
         r#"{"producer_id":1,"producer_epoch":0,"first_sequence":0,"last_sequence":0,"base_offset":0,"last_offset":0}"#;
     let b: ProducerBatch = serde_json::from_str(old_batch).expect("old batch");
     assert!(!b.transactional);
+    assert_eq!(b.max_timestamp, -1);
+}
+
+/// DescribeProducers' `last_timestamp` and `coordinator_epoch` (Kafka's `ProducerStateEntry`):
+/// a data batch sets the timestamp, a marker sets both (its EndTxn time and the coordinator
+/// epoch written in it); state and rows from before they were kept read -1.
+#[test]
+fn producer_state_keeps_last_timestamp_and_coordinator_epoch() {
+    let mut s = state();
+    s.transactions.shards.insert(shard_for("tx"), ShardAssignment { broker_id: 1, epoch: 4 });
+    s.apply(&txn(&s, "tx", init(10)));
+    s.apply(&txn(&s, "tx", add(100, 0, &[0], 11)));
+    let entry = |s: &MetadataState| s.partition(&T, 0).expect("p0").producers.producers.get(&100).cloned();
+    assert_eq!(entry(&s), None);
+    s.apply(&row(&s, 0, 1, vec![batch(100, 0, 0, 0, 1)], vec![]));
+    let e = entry(&s).expect("entry");
+    assert_eq!((e.last_timestamp, e.coordinator_epoch), (1_000, -1), "a batch: its max timestamp, no marker yet");
+    s.apply(&txn(&s, "tx", end(100, 0, true, 12)));
+    let owed = s.partition(&T, 0).expect("p0").owed_markers[0];
+    assert_eq!(owed.coordinator_epoch, 4);
+    let m = MarkerRow { coordinator_epoch: owed.coordinator_epoch, timestamp: 12, ..marker(100, 0, true, 2) };
+    assert_eq!(s.apply(&row(&s, 0, 2, vec![], vec![m])), CommandResult::Ok);
+    let e = entry(&s).expect("entry");
+    assert_eq!((e.last_timestamp, e.coordinator_epoch), (12, 4), "the marker's time and coordinator epoch");
+    // The next transaction's batch moves the timestamp and keeps the coordinator epoch.
+    s.apply(&txn(&s, "tx", add(100, 0, &[0], 13)));
+    s.apply(&row(&s, 0, 3, vec![batch(100, 0, 2, 3, 3)], vec![]));
+    let e = entry(&s).expect("entry");
+    assert_eq!((e.last_timestamp, e.coordinator_epoch), (1_003, 4));
+    // Snapshots keep them; an entry and a marker row written before they existed read -1.
+    let json = serde_json::to_value(&s).expect("serialize");
+    let back: MetadataState = serde_json::from_value(json.clone()).expect("deserialize");
+    assert_eq!(back, s);
+    let mut old = json;
+    let p0 = &mut old["topics"]["t"]["partitions"][0]["producers"]["producers"]["100"];
+    let p0 = p0.as_object_mut().expect("entry");
+    p0.remove("last_timestamp");
+    p0.remove("coordinator_epoch");
+    let loaded: MetadataState = serde_json::from_value(old).expect("old snapshot loads");
+    let e = entry(&loaded).expect("entry");
+    assert_eq!((e.epoch, e.last_timestamp, e.coordinator_epoch), (0, -1, -1));
+    let old_marker = r#"{"producer_id":1,"producer_epoch":0,"commit":true,"offset":3,"coordinator_epoch":2}"#;
+    let m: MarkerRow = serde_json::from_str(old_marker).expect("old marker row");
+    assert_eq!(m.timestamp, -1);
 }
