@@ -111,6 +111,48 @@ pub async fn add_partition(
     partition: TxnPartition,
     clock_ms: i64,
 ) -> Result<(), TxnRefusal> {
+    implicit_add(controller, transactional_id, clock_ms, |now_ms| TxnOp::AddPartitions {
+        producer_id,
+        producer_epoch,
+        partitions: BTreeSet::from([partition]),
+        version: TxnVersion::Tv2,
+        now_ms,
+    })
+    .await
+}
+
+/// TV2's implicit AddOffsetsToTxn by the group coordinator (TxnOffsetCommit v5+): `group`
+/// joins the producer's transaction (starting it if none is ongoing), as Kafka's
+/// `maybeStartTransactionVerification` with the `addPartition` operation does for the group's
+/// offsets partition. Same answers as [`add_partition`].
+pub async fn add_group(
+    controller: &ControllerHandle,
+    transactional_id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    group: &str,
+    clock_ms: i64,
+) -> Result<(), TxnRefusal> {
+    let group = group.to_string();
+    implicit_add(controller, transactional_id, clock_ms, |now_ms| TxnOp::AddOffsets {
+        producer_id,
+        producer_epoch,
+        group,
+        version: TxnVersion::Tv2,
+        now_ms,
+    })
+    .await
+}
+
+/// Submits an implicit add (`op` built from the op time) straight to the controller, with the
+/// image's shard epoch: the caller is a partition leader or group coordinator, not the
+/// transaction's coordinator.
+async fn implicit_add(
+    controller: &ControllerHandle,
+    transactional_id: &str,
+    clock_ms: i64,
+    op: impl FnOnce(i64) -> TxnOp,
+) -> Result<(), TxnRefusal> {
     let shard = transactions::shard_for(transactional_id);
     let (coordinator_epoch, now_ms) = controller
         .metadata()
@@ -119,13 +161,7 @@ pub async fn add_partition(
         transactional_id: transactional_id.to_string(),
         shard,
         coordinator_epoch,
-        op: TxnOp::AddPartitions {
-            producer_id,
-            producer_epoch,
-            partitions: BTreeSet::from([partition]),
-            version: TxnVersion::Tv2,
-            now_ms,
-        },
+        op: op(now_ms),
         limits: Default::default(),
     };
     match controller.txn(command).await {
