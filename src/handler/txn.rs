@@ -456,7 +456,10 @@ async fn implicit_add_group(
     if txn_version(ApiKey::TxnOffsetCommit, version) != TxnVersion::Tv2 {
         return Ok(());
     }
-    log_txn::add_group(&broker.controller, id, producer_id, producer_epoch, group_id, broker.clock.now_ms()).await
+    log_txn::retry_while_completing(&broker.clock, |now_ms| {
+        log_txn::add_group(&broker.controller, id, producer_id, producer_epoch, group_id, now_ms)
+    })
+    .await
 }
 
 /// DescribeTransactions: the coordinator's view of each id (Kafka's
