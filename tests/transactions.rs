@@ -1,4 +1,4 @@
-//! The transaction coordinator (issue #13, RFC 0004 phase 1, TV1) against the real binary:
+//! The transaction coordinator (issue #13, RFC 0004 phases 1 and 2, TV1 and TV2) against the real binary:
 //! every coordinator API round trip with Kafka's exact codes (FindCoordinator key type 1,
 //! InitProducerId with a transactional id incl. KIP-360 and fencing, AddPartitionsToTxn v3 and
 //! v4-5 batched / verify-only, AddOffsetsToTxn, TxnOffsetCommit with KIP-447 pending offsets and
