@@ -863,10 +863,16 @@ fn tv2_bumps_the_epoch_per_transaction_and_adds_implicitly() {
         );
         let (e, _, epoch) = end_txn_v5(&mut c, "tv2", p1, false).await?;
         ensure!((e, epoch) == (NONE, 2), "EndTxn v5 abort: {e} {epoch}");
+        // Transaction 3 starts at once, as TV2 producers do: its first batch waits for the
+        // abort's markers (the partition owes one) instead of being refused.
+        ensure!(produce_code(&mut c, "tv2", (pid, 2), 0, "tv2-t", 12).await? == NONE, "right after EndTxn");
+        let d = describe(&mut c, "tv2").await?;
+        ensure!(d.transaction_state.as_str() == "Ongoing" && d.producer_epoch == 2, "transaction 3: {d:?}");
+        ensure!(end_txn_v5(&mut c, "tv2", (pid, 2), false).await? == (NONE, pid, 3), "EndTxn v5 abort");
         let d = wait_state(&mut c, "tv2", "CompleteAbort").await?;
-        ensure!(d.producer_epoch == 2, "{d:?}");
+        ensure!(d.producer_epoch == 3, "{d:?}");
         // A TV2 abort with nothing in the transaction bumps too (Kafka 4.x).
-        ensure!(end_txn_v5(&mut c, "tv2", (pid, 2), false).await? == (NONE, pid, 3), "empty abort");
+        ensure!(end_txn_v5(&mut c, "tv2", (pid, 3), false).await? == (NONE, pid, 4), "empty abort");
 
         // TV1 requests keep TV1.
         let q = init_ok(&mut c, "tv1", 60_000).await?;
