@@ -24,7 +24,7 @@ pub struct ApiRange {
 /// The advertised API versions (see docs/architecture.md). Produce 0-2 are advertised but
 /// answered with UNSUPPORTED_VERSION, as Kafka 4 does (librdkafka checks for them, KAFKA-18659).
 pub const SUPPORTED_APIS: &[ApiRange] = &[
-    ApiRange { key: ApiKey::Produce, min: 0, max: 11 },
+    ApiRange { key: ApiKey::Produce, min: 0, max: 12 },
     ApiRange { key: ApiKey::Fetch, min: 4, max: 12 },
     ApiRange { key: ApiKey::ListOffsets, min: 1, max: 7 },
     ApiRange { key: ApiKey::Metadata, min: 0, max: 12 },
@@ -67,12 +67,13 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     ApiRange { key: ApiKey::AlterPartitionReassignments, min: 0, max: 1 },
     ApiRange { key: ApiKey::ListPartitionReassignments, min: 0, max: 0 },
     ApiRange { key: ApiKey::UnregisterBroker, min: 0, max: 0 },
-    // Transactions, RFC 0004 phase 1 (TV1; handler/txn.rs). EndTxn v5 and TxnOffsetCommit v5
-    // mean TV2 (KIP-890 part 2) and wait for phase 2.
+    // Transactions, RFC 0004 phases 1 and 2 (handler/txn.rs): EndTxn v5, TxnOffsetCommit v5 and
+    // Produce v12 mean TV2 (KIP-890 part 2: epoch bump per transaction, implicit adds); older
+    // versions keep TV1.
     ApiRange { key: ApiKey::AddPartitionsToTxn, min: 0, max: 5 },
     ApiRange { key: ApiKey::AddOffsetsToTxn, min: 0, max: 4 },
-    ApiRange { key: ApiKey::EndTxn, min: 0, max: 4 },
-    ApiRange { key: ApiKey::TxnOffsetCommit, min: 0, max: 4 },
+    ApiRange { key: ApiKey::EndTxn, min: 0, max: 5 },
+    ApiRange { key: ApiKey::TxnOffsetCommit, min: 0, max: 5 },
     ApiRange { key: ApiKey::DescribeTransactions, min: 0, max: 0 },
     ApiRange { key: ApiKey::ListTransactions, min: 0, max: 1 },
     // Authentication (security/sasl, handler/scram_credentials.rs): advertised on every

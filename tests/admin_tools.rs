@@ -82,7 +82,7 @@ fn log_dirs_describe_reports_partition_sizes() {
 }
 
 /// `kafka-features describe` prints every feature with Skiff's levels (`metadata.version`
-/// 4.0-IV3, `group.version` 1, `transaction.version` 1: TV1, RFC 0004 phase 1); an upgrade that restates the current
+/// 4.0-IV3, `group.version` 1, `transaction.version` 2: TV2, RFC 0004 phase 2); an upgrade that restates the current
 /// level is accepted (dry run or not) and one beyond it is refused with Kafka's
 /// INVALID_UPDATE_VERSION (today's main: describe prints nothing, UpdateFeatures is refused).
 #[test]
@@ -97,7 +97,7 @@ fn features_describe_and_update() {
             "Feature: group.version SupportedMinVersion: 1 SupportedMaxVersion: 1 FinalizedVersionLevel: 1 Epoch: 0",
             "Feature: metadata.version SupportedMinVersion: 4.0-IV3 SupportedMaxVersion: 4.0-IV3 \
              FinalizedVersionLevel: 4.0-IV3 Epoch: 0",
-            "Feature: transaction.version SupportedMinVersion: 0 SupportedMaxVersion: 1 FinalizedVersionLevel: 1 Epoch: 0",
+            "Feature: transaction.version SupportedMinVersion: 0 SupportedMaxVersion: 2 FinalizedVersionLevel: 2 Epoch: 0",
             "Feature: kraft.version SupportedMinVersion: 0 SupportedMaxVersion: 0 FinalizedVersionLevel: 0 Epoch: 0",
         ] {
             ensure!(lines.iter().any(|l| l == line), "describe lacks {line:?}:\n{out}");
@@ -121,8 +121,8 @@ fn features_describe_and_update() {
             "refusal:\n{out}"
         );
         let (ok, out) =
-            tool(FEATURE_COMMAND, &["--bootstrap-server", &b, "upgrade", "--feature", "transaction.version=2"])?;
-        ensure!(!ok && out.contains("only supports versions 0-1"), "TV2 is not served:\n{out}");
+            tool(FEATURE_COMMAND, &["--bootstrap-server", &b, "downgrade", "--feature", "transaction.version=1"])?;
+        ensure!(!ok && out.contains("it cannot be changed"), "TV2 is fixed by the build:\n{out}");
         Ok(())
     };
     if let Err(e) = run() {

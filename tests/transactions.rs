@@ -1,4 +1,4 @@
-//! The transaction coordinator (issue #13, RFC 0004 phase 1, TV1) against the real binary:
+//! The transaction coordinator (issue #13, RFC 0004 phases 1 and 2, TV1 and TV2) against the real binary:
 //! every coordinator API round trip with Kafka's exact codes (FindCoordinator key type 1,
 //! InitProducerId with a transactional id incl. KIP-360 and fencing, AddPartitionsToTxn v3 and
 //! v4-5 batched / verify-only, AddOffsetsToTxn, TxnOffsetCommit with KIP-447 pending offsets and
@@ -334,14 +334,15 @@ fn coordinator_apis_answer_with_kafkas_codes() {
         ensure!(fetch_offset(&mut c, "g1", "tx-u", true).await? == (NONE, 5), "aborted offsets dropped");
 
         // Fencing an ongoing transaction: the new instance is told to retry while the old
-        // transaction aborts at epoch+1; the zombie is fenced.
+        // transaction aborts at epoch+2 (with `transaction.version` 2 finalized the coordinator's
+        // own abort is TV2, as Kafka's: the fence bumps, then the abort); the zombie is fenced.
         let d0 = init_ok(&mut c, "tx-d", 60_000).await?;
         ensure!(add_partitions_code(&mut c, "tx-d", d0, &[("tx-u", 0)], 3).await? == NONE);
         let r = init(&mut c, "tx-d", 60_000, 4).await?;
         ensure!(r.error_code == CONCURRENT_TRANSACTIONS, "fencing an ongoing transaction: {r:?}");
         let d = describe(&mut c, "tx-d").await?;
         ensure!(
-            ["PrepareAbort", "CompleteAbort"].contains(&d.transaction_state.as_str()) && d.producer_epoch == d0.1 + 1,
+            ["PrepareAbort", "CompleteAbort"].contains(&d.transaction_state.as_str()) && d.producer_epoch == d0.1 + 2,
             "{d:?}"
         );
         ensure!(end_txn(&mut c, "tx-d", d0, true, 3).await? == PRODUCER_FENCED, "the zombie");
@@ -367,7 +368,8 @@ fn ensure_logged(log: &str, what: &str) -> anyhow::Result<()> {
 }
 
 /// A transaction left open past its `transaction.timeout.ms` is aborted by the coordinator
-/// with an epoch bump: the producer is fenced (TV1: EndTxn gets PRODUCER_FENCED).
+/// with an epoch bump (two: the fence, then the server's TV2 abort): the producer is fenced
+/// (EndTxn gets PRODUCER_FENCED).
 #[test]
 fn abandoned_transaction_is_aborted_after_its_timeout() {
     let broker = SkiffProcess::start_with_config("[transactions]\nabort_check_interval = \"100ms\"\n");
@@ -393,7 +395,7 @@ fn abandoned_transaction_is_aborted_after_its_timeout() {
         ensure!(took >= Duration::from_millis(900), "aborted before its timeout ({took:?})");
         ensure!(
             ["PrepareAbort", "CompleteAbort"].contains(&aborted.transaction_state.as_str())
-                && aborted.producer_epoch == p.1 + 1,
+                && aborted.producer_epoch == p.1 + 2,
             "timed out: {aborted:?}"
         );
         ensure!(end_txn(&mut c, "slow", p, true, 3).await? == PRODUCER_FENCED, "the producer is fenced");
@@ -744,4 +746,150 @@ fn transaction_survives_a_controller_leader_kill() {
             Ok::<_, anyhow::Error>(())
         })
         .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tail(cluster.broker_refs()[0], 60)));
+}
+
+/// EndTxn v5 (TV2): (error, producer id, epoch) of the answer.
+async fn end_txn_v5(
+    c: &mut Client,
+    id: &str,
+    (pid, epoch): (i64, i16),
+    commit: bool,
+) -> anyhow::Result<(i16, i64, i16)> {
+    let req = EndTxnRequest::default()
+        .with_transactional_id(txn_id(id))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(commit);
+    let r = c.send(&req, 5).await?;
+    Ok((r.error_code, r.producer_id.0, r.producer_epoch))
+}
+
+/// One transactional batch of (pid, epoch) from sequence `seq` to `topic`-0 with Produce
+/// `version` (a one-broker cluster: `c` is the leader): the partition's code.
+async fn produce_code(
+    c: &mut Client,
+    id: &str,
+    (pid, epoch): (i64, i16),
+    seq: i32,
+    topic: &str,
+    version: i16,
+) -> anyhow::Result<i16> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let data = PartitionProduceData::default().with_index(0).with_records(Some(txn_batch(pid, epoch, seq, 2)));
+    let req = ProduceRequest::default()
+        .with_transactional_id(Some(txn_id(id)))
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![
+            TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(vec![data]),
+        ]);
+    let r = c.send(&req, version).await?;
+    r.responses.first().and_then(|t| t.partition_responses.first()).map(|p| p.error_code).context("no partition")
+}
+
+/// Waits (bounded) until `id`'s transaction is in `state`.
+async fn wait_state(
+    c: &mut Client,
+    id: &str,
+    state: &str,
+) -> anyhow::Result<describe_transactions_response::TransactionState> {
+    let started = Instant::now();
+    loop {
+        let d = describe(c, id).await?;
+        if d.transaction_state.as_str() == state {
+            return Ok(d);
+        }
+        ensure!(started.elapsed() < Duration::from_secs(20), "{id} not {state} after 20 s: {d:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Transaction version 2 (KIP-890 part 2, RFC 0004 phase 2): `transaction.version` 2 is
+/// finalized; EndTxn v5 bumps the epoch per transaction and returns it, the next transaction
+/// runs at it and the old epoch is fenced (EndTxn: PRODUCER_FENCED; Produce:
+/// INVALID_PRODUCER_EPOCH); Produce v12 adds its partition to the transaction without
+/// AddPartitionsToTxn and TxnOffsetCommit v5 its group without AddOffsetsToTxn. TV1 requests
+/// keep TV1: Produce v11 / v10 of a partition not added are refused (TRANSACTION_ABORTABLE /
+/// INVALID_TXN_STATE) and EndTxn v4 keeps the epoch. (Today's main: EndTxn v5, TxnOffsetCommit v5
+/// and Produce v12 are not advertised, `transaction.version` is 1.)
+#[test]
+fn tv2_bumps_the_epoch_per_transaction_and_adds_implicitly() {
+    let broker = SkiffProcess::start();
+    let addr = broker.bootstrap().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let body = async {
+        let mut c = Client::connect(&addr).await?;
+        c.create_topic_ok("tv2-t", 1).await?;
+        c.create_topic_ok("tv2-o", 1).await?;
+
+        // Negotiation: TV2 finalized, the TV2 versions advertised.
+        let r = c.send(&ApiVersionsRequest::default(), 3).await?;
+        let tv = r.finalized_features.iter().find(|f| f.name.as_str() == "transaction.version");
+        ensure!(tv.is_some_and(|f| f.max_version_level == 2), "transaction.version: {:?}", r.finalized_features);
+        let max = |k: ApiKey| r.api_keys.iter().find(|a| a.api_key == k as i16).map(|a| a.max_version);
+        ensure!(
+            (max(ApiKey::EndTxn), max(ApiKey::TxnOffsetCommit), max(ApiKey::Produce)) == (Some(5), Some(5), Some(12)),
+            "advertised: {:?}",
+            r.api_keys
+        );
+
+        // Transaction 1 at epoch 0: Produce v12 and TxnOffsetCommit v5 add implicitly.
+        let p0 = init_ok(&mut c, "tv2", 60_000).await?;
+        ensure!(p0.1 == 0, "{p0:?}");
+        ensure!(produce_code(&mut c, "tv2", p0, 0, "tv2-t", 12).await? == NONE, "Produce v12 adds the partition");
+        let d = describe(&mut c, "tv2").await?;
+        ensure!(d.transaction_state.as_str() == "Ongoing" && d.topics.len() == 1, "after Produce v12: {d:?}");
+        ensure!(d.topics[0].topic.as_str() == "tv2-t" && d.topics[0].partitions == vec![0], "{d:?}");
+        ensure!(produce_code(&mut c, "tv2", p0, 2, "tv2-t", 12).await? == NONE, "already added");
+        ensure!(txn_offset_commit(&mut c, "tv2", p0, "g-tv2", "tv2-o", 7, 5).await? == NONE, "TxnOffsetCommit v5");
+        ensure!(fetch_offset(&mut c, "g-tv2", "tv2-o", true).await? == (UNSTABLE_OFFSET_COMMIT, -1), "pending");
+
+        // EndTxn v5: the bumped epoch comes back; a retry with the old epoch gets the same
+        // (or CONCURRENT_TRANSACTIONS while markers are owed).
+        let (e, pid, epoch) = end_txn_v5(&mut c, "tv2", p0, true).await?;
+        ensure!((e, pid, epoch) == (NONE, p0.0, 1), "EndTxn v5 commit: {:?}", (e, pid, epoch));
+        wait_state(&mut c, "tv2", "CompleteCommit").await?;
+        ensure!(end_txn_v5(&mut c, "tv2", p0, true).await? == (NONE, p0.0, 1), "retried commit");
+        ensure!(fetch_offset(&mut c, "g-tv2", "tv2-o", true).await? == (NONE, 7), "offsets committed");
+        let p1 = (pid, epoch);
+
+        // Transaction 2 runs at the new epoch; the old one is fenced.
+        ensure!(produce_code(&mut c, "tv2", p0, 4, "tv2-t", 12).await? == INVALID_PRODUCER_EPOCH, "old epoch produce");
+        ensure!(produce_code(&mut c, "tv2", p1, 0, "tv2-t", 12).await? == NONE, "new epoch produce");
+        ensure!(end_txn_v5(&mut c, "tv2", p0, false).await?.0 == PRODUCER_FENCED, "old epoch EndTxn");
+        ensure!(
+            txn_offset_commit(&mut c, "tv2", p0, "g-tv2", "tv2-o", 9, 5).await? == INVALID_PRODUCER_EPOCH,
+            "old epoch TxnOffsetCommit"
+        );
+        let (e, _, epoch) = end_txn_v5(&mut c, "tv2", p1, false).await?;
+        ensure!((e, epoch) == (NONE, 2), "EndTxn v5 abort: {e} {epoch}");
+        // Transaction 3 starts at once, as TV2 producers do: its first batch waits for the
+        // abort's markers (the partition owes one) instead of being refused.
+        ensure!(produce_code(&mut c, "tv2", (pid, 2), 0, "tv2-t", 12).await? == NONE, "right after EndTxn");
+        let d = describe(&mut c, "tv2").await?;
+        ensure!(d.transaction_state.as_str() == "Ongoing" && d.producer_epoch == 2, "transaction 3: {d:?}");
+        ensure!(end_txn_v5(&mut c, "tv2", (pid, 2), false).await? == (NONE, pid, 3), "EndTxn v5 abort");
+        let d = wait_state(&mut c, "tv2", "CompleteAbort").await?;
+        ensure!(d.producer_epoch == 3, "{d:?}");
+        // A TV2 abort with nothing in the transaction bumps too (Kafka 4.x).
+        ensure!(end_txn_v5(&mut c, "tv2", (pid, 3), false).await? == (NONE, pid, 4), "empty abort");
+
+        // TV1 requests keep TV1.
+        let q = init_ok(&mut c, "tv1", 60_000).await?;
+        ensure!(
+            produce_code(&mut c, "tv1", q, 0, "tv2-t", 11).await? == TRANSACTION_ABORTABLE,
+            "Produce v11 not added"
+        );
+        ensure!(produce_code(&mut c, "tv1", q, 0, "tv2-t", 10).await? == INVALID_TXN_STATE, "Produce v10 not added");
+        ensure!(txn_offset_commit(&mut c, "tv1", q, "g-tv1", "tv2-o", 1, 4).await? == TRANSACTION_ABORTABLE);
+        ensure!(add_partitions_code(&mut c, "tv1", q, &[("tv2-t", 0)], 3).await? == NONE);
+        ensure!(produce_code(&mut c, "tv1", q, 0, "tv2-t", 11).await? == NONE, "Produce v11 after the add");
+        ensure!(end_txn(&mut c, "tv1", q, true, 4).await? == NONE);
+        let d = wait_state(&mut c, "tv1", "CompleteCommit").await?;
+        ensure!(d.producer_epoch == q.1, "TV1 keeps the epoch: {d:?}");
+        Ok::<_, anyhow::Error>(())
+    };
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(120), body).await })
+        .expect("bounded")
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", broker.stderr_tail(60)));
 }

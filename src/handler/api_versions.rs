@@ -15,7 +15,7 @@ pub fn response(error_code: i16) -> ApiVersionsResponse {
 }
 
 /// The full answer: the key list and the features (handler/features.rs; Skiff's levels, with
-/// `transaction.version` at 0 until transactions are served).
+/// `transaction.version` 2: RFC 0004 phase 2).
 pub fn handle(_req: &ApiVersionsRequest, version: i16) -> ApiVersionsResponse {
     super::features::add_to_api_versions(response(0), version)
 }
@@ -28,6 +28,6 @@ mod tests {
     fn lists_every_advertised_api() {
         let r = handle(&ApiVersionsRequest::default(), 3);
         assert_eq!(r.api_keys.len(), SUPPORTED_APIS.len());
-        assert!(r.api_keys.iter().any(|k| k.api_key == 0 && k.min_version == 0 && k.max_version == 11));
+        assert!(r.api_keys.iter().any(|k| k.api_key == 0 && k.min_version == 0 && k.max_version == 12));
     }
 }

@@ -75,6 +75,20 @@ fn txn_refusal(r: &TxnRefusal, produce_version: i16) -> i16 {
     })
 }
 
+/// TxnOffsetCommit v5's implicit add of the group refused (Kafka: the verification errors as
+/// `AddPartitionsToTxnManager` maps them, then the group coordinator's
+/// `handleOperationException`, which turns the retriable NOT_ENOUGH_REPLICAS into
+/// COORDINATOR_NOT_AVAILABLE).
+pub fn txn_offset_commit_implicit_add(r: &TxnRefusal) -> i16 {
+    code(match r {
+        TxnRefusal::ProducerFenced => ResponseError::InvalidProducerEpoch,
+        TxnRefusal::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+        TxnRefusal::Unverifiable(_) => ResponseError::CoordinatorNotAvailable,
+        TxnRefusal::Coordinator(e) => return txn(*e),
+        TxnRefusal::NotInTransaction | TxnRefusal::ExpectedTransactional { .. } => ResponseError::InvalidTxnState,
+    })
+}
+
 /// A failed read of stored data: retriable (the client retries, possibly on another broker).
 pub fn storage(_e: &skiff_storage::StorageError) -> i16 {
     code(ResponseError::KafkaStorageError)

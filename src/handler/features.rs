@@ -14,9 +14,10 @@
 //! * `group.version` 1: the KIP-848 consumer group protocol is served.
 //! * `kraft.version` 0: the controller quorum's voters are static (set by configuration), not
 //!   KIP-853's dynamic quorum.
-//! * `transaction.version` 1: transactions are served with KIP-890 part 1 (TV1: server-side
-//!   verification, no epoch bump per transaction; RFC 0004 phase 1). Never 2 before KIP-890
-//!   part 2 is built: Java producers switch to TV2 (EndTxn v5, Produce v12) on it.
+//! * `transaction.version` 2: transactions are served with KIP-890 part 2 (TV2: an epoch bump
+//!   per transaction, implicit adds by Produce v12 and TxnOffsetCommit v5; RFC 0004 phase 2).
+//!   Java producers switch to TV2 (EndTxn v5, Produce v12) on it; older request versions keep
+//!   TV1 (server-side verification, no epoch bump per transaction), as in Kafka.
 //! * `eligible.leader.replicas.version`, `share.version`, `streams.version` 0: not served.
 //!
 //! A level-0 feature is disabled: like Kafka it is never listed among the finalized features,
@@ -55,7 +56,7 @@ pub const FEATURES: &[Feature] = &[
     },
     Feature { name: "share.version", min: 0, max: 0, finalized: 0 },
     Feature { name: "streams.version", min: 0, max: 0, finalized: 0 },
-    Feature { name: "transaction.version", min: 0, max: 1, finalized: 1 },
+    Feature { name: "transaction.version", min: 0, max: 2, finalized: 2 },
 ];
 
 /// The finalized features' epoch. Kafka uses the metadata offset of the last feature change;
@@ -136,7 +137,7 @@ pub fn check_update(node_id: i32, feature: &str, level: i16, upgrade_type: i8) -
     if level > current && upgrade_type != UPGRADE {
         return Err(refuse("Can't downgrade to a newer version.".into()));
     }
-    // A range wider than the current level (`transaction.version` 0-1): Skiff's levels are
+    // A range wider than the current level (`transaction.version` 0-2): Skiff's levels are
     // fixed by the build, so any other level is refused (Kafka would apply the downgrade).
     if level != current {
         return Err(refuse(format!("Skiff runs {feature} at level {current} only; it cannot be changed.")));
@@ -207,7 +208,7 @@ mod tests {
             v4.finalized_features.iter().map(|f| (f.name.to_string(), f.max_version_level)).collect();
         assert_eq!(
             finalized,
-            vec![("group.version".into(), 1), ("metadata.version".into(), 25), ("transaction.version".into(), 1)]
+            vec![("group.version".into(), 1), ("metadata.version".into(), 25), ("transaction.version".into(), 2)]
         );
         // Below v4, ranges starting at 0 are left out (KIP-1022).
         let v3 = add_to_api_versions(ApiVersionsResponse::default(), 3);
@@ -226,13 +227,14 @@ mod tests {
             r.results[0].error_message.as_deref(),
             Some("Invalid update version 26 for feature metadata.version. Broker 1 only supports versions 25")
         );
-        let r = update_features(1, &req(&[("transaction.version", 2, 1)], false), 1);
+        let r = update_features(1, &req(&[("transaction.version", 3, 1)], false), 1);
         assert_eq!(
             r.results[0].error_message.as_deref(),
-            Some("Invalid update version 2 for feature transaction.version. Broker 1 only supports versions 0-1")
+            Some("Invalid update version 3 for feature transaction.version. Broker 1 only supports versions 0-2")
         );
-        // TV1 runs; a downgrade to 0 is refused, restating 1 is accepted.
-        let r = update_features(1, &req(&[("transaction.version", 0, 2), ("transaction.version", 1, 1)], false), 1);
+        // TV2 runs; a downgrade to 1 is refused (the level is fixed by the build), restating 2
+        // is accepted.
+        let r = update_features(1, &req(&[("transaction.version", 1, 2), ("transaction.version", 2, 1)], false), 1);
         assert_eq!((r.results[0].error_code, r.results[1].error_code), (invalid, 0));
         let r = update_features(1, &req(&[("share.version", 1, 1)], false), 1);
         assert_eq!(

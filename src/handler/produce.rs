@@ -277,9 +277,10 @@ async fn implicit_add(
         return Err(TxnRefusal::NotInTransaction);
     };
     let partition = (key.topic_id, key.partition);
-    let added =
-        txn::add_partition(&broker.controller, id, h.producer_id, h.producer_epoch, partition, broker.clock.now_ms());
-    added.await
+    txn::retry_while_completing(&broker.clock, |now_ms| {
+        txn::add_partition(&broker.controller, id, h.producer_id, h.producer_epoch, partition, now_ms)
+    })
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -326,10 +327,16 @@ async fn append_partition(
     let append =
         || broker.wal.append(key, &records, &headers, log_append_time, transactional_id).instrument(span.clone());
     let mut appended = append().await;
-    if version >= 12 && matches!(appended, Err(AppendError::Txn(TxnRefusal::NotInTransaction))) {
+    let not_added = matches!(
+        appended,
+        Err(AppendError::Txn(TxnRefusal::NotInTransaction | TxnRefusal::Unverifiable(txn::CONCURRENT_TRANSACTIONS)))
+    );
+    if version >= 12 && not_added {
         // TV2 (Produce v12, KIP-890 part 2): the first batch of a transaction on a partition
-        // adds the partition itself (Kafka's `addPartition` path); the append after it is
-        // verified again from the image.
+        // adds the partition itself (Kafka's `addPartition` path), waiting a little while the
+        // previous transaction of the producer completes (a TV2 producer starts the next one
+        // right after EndTxn, before its markers are written); the append after it is verified
+        // again from the image.
         appended = match implicit_add(broker, key, &headers, transactional_id).await {
             Ok(()) => append().await,
             Err(r) => Err(AppendError::Txn(r)),

@@ -1,7 +1,8 @@
-//! Transaction coordinator APIs (RFC 0004 phase 1, TV1): InitProducerId with a transactional
+//! Transaction coordinator APIs (RFC 0004 phases 1 and 2): InitProducerId with a transactional
 //! id, AddPartitionsToTxn (v0-3 from clients, v4-5 batched and verify-only), AddOffsetsToTxn,
-//! EndTxn (v0-4), TxnOffsetCommit (with the group coordinator's member checks),
-//! DescribeTransactions and ListTransactions.
+//! EndTxn (v0-4 TV1; v5 TV2: the epoch bump per transaction, the new producer id and epoch in
+//! the answer), TxnOffsetCommit (with the group coordinator's member checks; v5 TV2 adds the
+//! group to the transaction itself), DescribeTransactions and ListTransactions.
 //!
 //! Each decodes the request into a `TxnOp` (or a group op), runs it through the broker's
 //! [`crate::txn::TxnCoordinator`] (one op per transactional id at a time, applied by the
@@ -43,6 +44,7 @@ use super::errors::{self, code};
 use super::groups::is_coordinator;
 use crate::broker::Broker;
 use crate::group::{GroupCoordinator, GroupError};
+use crate::log::txn::{self as log_txn, TxnRefusal};
 use crate::txn::TxnCoordinatorError;
 
 /// Kafka's `offset.metadata.max.bytes` default (as OffsetCommit).
@@ -129,14 +131,38 @@ fn outcome(api: &str, id: &str, version: i16, r: Result<Answer, TxnCoordinatorEr
     }
 }
 
+/// The transaction version a request speaks, decided by its version as Kafka does
+/// (`TransactionVersion.transactionVersionForEndTxn` and friends): EndTxn v5+, TxnOffsetCommit
+/// v5+ and Produce v12+ come from TV2 clients.
+pub fn txn_version(api: ApiKey, version: i16) -> TxnVersion {
+    let tv2_since = match api {
+        ApiKey::EndTxn | ApiKey::TxnOffsetCommit => 5,
+        ApiKey::Produce => 12,
+        _ => i16::MAX,
+    };
+    if version >= tv2_since { TxnVersion::Tv2 } else { TxnVersion::Tv1 }
+}
+
+/// EndTxn. TV2 (v5+): the coordinator bumps the epoch (or rotates the producer id at the epoch
+/// limit) and the answer carries the producer id and epoch the client continues with; a
+/// refusal carries -1/-1, as Kafka's.
 pub async fn end_txn(broker: &Arc<Broker>, req: EndTxnRequest, version: i16) -> EndTxnResponse {
     let id = req.transactional_id.0.to_string();
     let (producer_id, producer_epoch, commit) = (req.producer_id.0, req.producer_epoch, req.committed);
+    let tv = txn_version(ApiKey::EndTxn, version);
     let r = broker
         .txns
-        .submit(&id, |now_ms| TxnOp::EndTxn { producer_id, producer_epoch, commit, version: TxnVersion::Tv1, now_ms })
+        .submit(&id, |now_ms| TxnOp::EndTxn { producer_id, producer_epoch, commit, version: tv, now_ms })
         .await;
-    EndTxnResponse::default().with_error_code(outcome("EndTxn", &id, version, r))
+    let next = match &r {
+        Ok(Answer::Producer(p)) if tv == TxnVersion::Tv2 => Some(*p),
+        _ => None,
+    };
+    let base = EndTxnResponse::default().with_error_code(outcome("EndTxn", &id, version, r));
+    match next {
+        Some(p) => base.with_producer_id(ProducerId(p.producer_id)).with_producer_epoch(p.producer_epoch),
+        None => base,
+    }
 }
 
 pub async fn add_offsets_to_txn(
@@ -382,6 +408,12 @@ pub async fn txn_offset_commit(broker: &Arc<Broker>, req: TxnOffsetCommitRequest
         async move {
             let stored = if offsets.is_empty() {
                 Ok(())
+            } else if let Err(r) =
+                implicit_add_group(&broker, &id, producer_id, producer_epoch, &group_id, version).await
+            {
+                let c = errors::txn_offset_commit_implicit_add(&r);
+                log_refusal(api, &id, c, &format!("group {group_id}: implicit add: {r}"));
+                Err(c)
             } else {
                 let epoch = GroupCoordinator::coordinator_epoch(&broker.metadata, &group_id);
                 let op =
@@ -409,6 +441,25 @@ pub async fn txn_offset_commit(broker: &Arc<Broker>, req: TxnOffsetCommitRequest
         }
         .boxed(),
     )
+}
+
+/// TV2 (TxnOffsetCommit v5+): the group joins the transaction without AddOffsetsToTxn. TV1
+/// clients must have added it, else the commit is refused (TRANSACTION_ABORTABLE).
+async fn implicit_add_group(
+    broker: &Arc<Broker>,
+    id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    group_id: &str,
+    version: i16,
+) -> Result<(), TxnRefusal> {
+    if txn_version(ApiKey::TxnOffsetCommit, version) != TxnVersion::Tv2 {
+        return Ok(());
+    }
+    log_txn::retry_while_completing(&broker.clock, |now_ms| {
+        log_txn::add_group(&broker.controller, id, producer_id, producer_epoch, group_id, now_ms)
+    })
+    .await
 }
 
 /// DescribeTransactions: the coordinator's view of each id (Kafka's

@@ -32,10 +32,14 @@
 //!   both read the image under the writer's lock.
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use skiff_controller::intent::{Answer, Rejection, TxnCommand, TxnOp, TxnVersion};
 use skiff_controller::transactions::{self, OpenTxn, OwedMarker, TxnError, TxnPartition, TxnState};
 use skiff_controller::{ControllerHandle, ErrorKind};
+use skiff_time::Clock;
 
 /// Why a transactional check refused a batch. Mapped to Kafka codes in `handler/errors.rs`
 /// (with the Produce version: [`TxnRefusal::NotInTransaction`] is TRANSACTION_ABORTABLE for
@@ -89,7 +93,7 @@ pub fn verify(
         },
         Err(TxnError::InvalidProducerIdMapping) => Err(TxnRefusal::InvalidProducerIdMapping),
         Err(TxnError::ProducerFenced | TxnError::InvalidProducerEpoch) => Err(TxnRefusal::ProducerFenced),
-        Err(TxnError::ConcurrentTransactions) => Err(TxnRefusal::Unverifiable("CONCURRENT_TRANSACTIONS")),
+        Err(TxnError::ConcurrentTransactions) => Err(TxnRefusal::Unverifiable(CONCURRENT_TRANSACTIONS)),
         // verify_partitions gives no other error; anything else means the partition is not
         // verifiably in the transaction.
         Err(_) => Err(TxnRefusal::NotInTransaction),
@@ -111,6 +115,84 @@ pub async fn add_partition(
     partition: TxnPartition,
     clock_ms: i64,
 ) -> Result<(), TxnRefusal> {
+    implicit_add(controller, transactional_id, clock_ms, |now_ms| TxnOp::AddPartitions {
+        producer_id,
+        producer_epoch,
+        partitions: BTreeSet::from([partition]),
+        version: TxnVersion::Tv2,
+        now_ms,
+    })
+    .await
+}
+
+/// TV2's implicit AddOffsetsToTxn by the group coordinator (TxnOffsetCommit v5+): `group`
+/// joins the producer's transaction (starting it if none is ongoing), as Kafka's
+/// `maybeStartTransactionVerification` with the `addPartition` operation does for the group's
+/// offsets partition. Same answers as [`add_partition`].
+pub async fn add_group(
+    controller: &ControllerHandle,
+    transactional_id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    group: &str,
+    clock_ms: i64,
+) -> Result<(), TxnRefusal> {
+    let group = group.to_string();
+    implicit_add(controller, transactional_id, clock_ms, |now_ms| TxnOp::AddOffsets {
+        producer_id,
+        producer_epoch,
+        group,
+        version: TxnVersion::Tv2,
+        now_ms,
+    })
+    .await
+}
+
+/// First wait before an implicit add refused with CONCURRENT_TRANSACTIONS is tried again
+/// (Kafka's `add.partitions.to.txn.retry.backoff.ms`, 20 ms); doubles up to
+/// [`IMPLICIT_ADD_MAX_BACKOFF`].
+const IMPLICIT_ADD_BACKOFF: Duration = Duration::from_millis(20);
+const IMPLICIT_ADD_MAX_BACKOFF: Duration = Duration::from_millis(100);
+/// How long an implicit add waits for the previous transaction's markers. Kafka retries for
+/// `add.partitions.to.txn.retry.backoff.max.ms` (100 ms); Skiff's markers are written with
+/// the leaders' next WAL flush and applied by the controller, so a TV2 producer that starts its
+/// next transaction right after EndTxn v5 would otherwise mostly get NOT_ENOUGH_REPLICAS and
+/// back off for much longer in the client.
+const IMPLICIT_ADD_WAIT: Duration = Duration::from_secs(2);
+
+/// Runs `add` (an implicit add, given the clock's time) and again while the transaction is
+/// completing (CONCURRENT_TRANSACTIONS: markers of the previous transaction still owed), up to
+/// [`IMPLICIT_ADD_WAIT`], as Kafka's `ReplicaManager` retries the `addPartition` verification.
+pub async fn retry_while_completing<F, Fut>(clock: &Arc<dyn Clock>, mut add: F) -> Result<(), TxnRefusal>
+where
+    F: FnMut(i64) -> Fut,
+    Fut: Future<Output = Result<(), TxnRefusal>>,
+{
+    let started = clock.now();
+    let mut backoff = IMPLICIT_ADD_BACKOFF;
+    loop {
+        match add(clock.now_ms()).await {
+            Err(TxnRefusal::Unverifiable(CONCURRENT_TRANSACTIONS)) if clock.now() - started < IMPLICIT_ADD_WAIT => {
+                clock.sleep(backoff).await;
+                backoff = (backoff * 2).min(IMPLICIT_ADD_MAX_BACKOFF);
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The reason [`TxnRefusal::Unverifiable`] gives for a transaction that is completing.
+pub const CONCURRENT_TRANSACTIONS: &str = "CONCURRENT_TRANSACTIONS";
+
+/// Submits an implicit add (`op` built from the op time) straight to the controller, with the
+/// image's shard epoch: the caller is a partition leader or group coordinator, not the
+/// transaction's coordinator.
+async fn implicit_add(
+    controller: &ControllerHandle,
+    transactional_id: &str,
+    clock_ms: i64,
+    op: impl FnOnce(i64) -> TxnOp,
+) -> Result<(), TxnRefusal> {
     let shard = transactions::shard_for(transactional_id);
     let (coordinator_epoch, now_ms) = controller
         .metadata()
@@ -119,13 +201,7 @@ pub async fn add_partition(
         transactional_id: transactional_id.to_string(),
         shard,
         coordinator_epoch,
-        op: TxnOp::AddPartitions {
-            producer_id,
-            producer_epoch,
-            partitions: BTreeSet::from([partition]),
-            version: TxnVersion::Tv2,
-            now_ms,
-        },
+        op: op(now_ms),
         limits: Default::default(),
     };
     match controller.txn(command).await {
@@ -136,7 +212,7 @@ pub async fn add_partition(
                 TxnError::InvalidProducerIdMapping | TxnError::TransactionalIdNotFound => {
                     TxnRefusal::InvalidProducerIdMapping
                 }
-                TxnError::ConcurrentTransactions => TxnRefusal::Unverifiable("CONCURRENT_TRANSACTIONS"),
+                TxnError::ConcurrentTransactions => TxnRefusal::Unverifiable(CONCURRENT_TRANSACTIONS),
                 e => TxnRefusal::Coordinator(e),
             })
         }

@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use skiff_controller::intent::{Answer, Rejection, TxnCommand, TxnError, TxnLimits, TxnOp};
+use skiff_controller::intent::{Answer, Rejection, TxnCommand, TxnError, TxnLimits, TxnOp, TxnVersion};
 use skiff_controller::transactions::{TxnStatus, op_time_ms, shard_for};
 use skiff_controller::{ControllerError, ControllerHandle, ErrorKind, MetadataHandle};
 use tokio_util::sync::CancellationToken;
@@ -53,7 +53,7 @@ const RESUBMIT_WINDOW: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TxnSettings {
     /// `transaction.max.timeout.ms`, `transactional.id.expiration.ms`, and the finalized
-    /// transaction version the coordinator uses when it aborts on its own (TV1 in phase 1).
+    /// transaction version the coordinator uses when it aborts on its own (TV2).
     pub limits: TxnLimits,
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often timed-out
     /// transactions are looked for (Kafka: 10 s).
@@ -66,7 +66,9 @@ pub struct TxnSettings {
 impl Default for TxnSettings {
     fn default() -> Self {
         TxnSettings {
-            limits: TxnLimits::default(),
+            // `transaction.version` 2 is finalized (handler/features.rs): the coordinator's own
+            // aborts (timeouts, fencing by InitProducerId) use TV2, as Kafka's do.
+            limits: TxnLimits { server_version: TxnVersion::Tv2, ..TxnLimits::default() },
             abort_check_interval: Duration::from_secs(10),
             expire_check_interval: Duration::from_secs(3600),
         }

@@ -1,4 +1,4 @@
-//! Transaction coordinator (RFC 0004 §1-§2, phase 1: TV1).
+//! Transaction coordinator (RFC 0004 §1-§2; phases 1 and 2: TV1 and TV2, by request version).
 //!
 //! The state of every transactional id is controller state (`skiff_controller::transactions`):
 //! its transitions run in the controller's `apply`, deterministically, and owed markers and
