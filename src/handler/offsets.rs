@@ -38,6 +38,30 @@ type TopicPlan = (TopicName, Vec<(i32, Option<i16>)>);
 /// Kafka's `offset.metadata.max.bytes` default.
 const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 
+/// One partition's offset to store (OffsetCommit and TxnOffsetCommit), or
+/// OFFSET_METADATA_TOO_LARGE when its metadata exceeds Kafka's `offset.metadata.max.bytes`.
+pub(super) fn offset_to_store(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: Option<&StrBytes>,
+    now_ms: i64,
+) -> Result<OffsetCommit, i16> {
+    let metadata = metadata.map(|s| s.to_string()).unwrap_or_default();
+    if metadata.len() > OFFSET_METADATA_MAX_BYTES {
+        return Err(code(ResponseError::OffsetMetadataTooLarge));
+    }
+    Ok(OffsetCommit {
+        topic: topic.to_string(),
+        partition,
+        offset,
+        leader_epoch,
+        metadata: Some(metadata),
+        commit_timestamp_ms: now_ms,
+    })
+}
+
 fn partition_exists(m: &MetadataImage, topic: &str, partition: i32) -> bool {
     m.partition_by_name(topic, partition).is_some()
 }
@@ -84,7 +108,6 @@ pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, versi
             let topic = t.name.0.to_string();
             let mut parts = Vec::with_capacity(t.partitions.len());
             for p in &t.partitions {
-                let metadata = p.committed_metadata.as_ref().map(|s| s.to_string()).unwrap_or_default();
                 let group_error = match &verdicts {
                     Err(e) => Some(*e),
                     Ok(v) => v.get(verdict).copied().flatten(),
@@ -94,18 +117,17 @@ pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, versi
                     Some(errors::group(e))
                 } else if !partition_exists(m, &topic, p.partition_index) {
                     Some(code(ResponseError::UnknownTopicOrPartition))
-                } else if metadata.len() > OFFSET_METADATA_MAX_BYTES {
-                    Some(code(ResponseError::OffsetMetadataTooLarge))
                 } else {
-                    offsets.push(OffsetCommit {
-                        topic: topic.clone(),
-                        partition: p.partition_index,
-                        offset: p.committed_offset,
-                        leader_epoch: if version >= 6 { p.committed_leader_epoch } else { -1 },
-                        metadata: Some(metadata),
-                        commit_timestamp_ms: now_ms,
-                    });
-                    None
+                    let leader_epoch = if version >= 6 { p.committed_leader_epoch } else { -1 };
+                    let metadata = p.committed_metadata.as_ref();
+                    match offset_to_store(&topic, p.partition_index, p.committed_offset, leader_epoch, metadata, now_ms)
+                    {
+                        Ok(o) => {
+                            offsets.push(o);
+                            None
+                        }
+                        Err(c) => Some(c),
+                    }
                 };
                 parts.push((p.partition_index, error));
             }
@@ -353,4 +375,23 @@ pub async fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> Of
         })
         .collect();
     OffsetDeleteResponse::default().with_topics(topics)
+}
+
+#[cfg(test)]
+mod offset_to_store_tests {
+    use super::*;
+
+    #[test]
+    fn metadata_beyond_kafkas_limit_is_refused() {
+        let fits = StrBytes::from_string("m".repeat(OFFSET_METADATA_MAX_BYTES));
+        let stored = offset_to_store("t", 1, 42, 3, Some(&fits), 7).expect("fits");
+        assert_eq!((stored.partition, stored.offset, stored.leader_epoch, stored.commit_timestamp_ms), (1, 42, 3, 7));
+        assert_eq!(stored.metadata.as_deref(), Some(fits.as_str()));
+        assert_eq!(offset_to_store("t", 1, 42, 3, None, 7).expect("none").metadata.as_deref(), Some(""));
+        let too_long = StrBytes::from_string("m".repeat(OFFSET_METADATA_MAX_BYTES + 1));
+        assert_eq!(
+            offset_to_store("t", 1, 42, 3, Some(&too_long), 7).err(),
+            Some(code(ResponseError::OffsetMetadataTooLarge))
+        );
+    }
 }

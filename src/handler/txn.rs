@@ -34,21 +34,17 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use skiff_controller::image::{MetadataImage, TxnState, TxnStatus};
-use skiff_controller::intent::{
-    Answer, GroupOp, OffsetCommit, ProducerIdAndEpoch, TxnError, TxnOp, TxnPartition, TxnVersion,
-};
+use skiff_controller::intent::{Answer, GroupOp, ProducerIdAndEpoch, TxnError, TxnOp, TxnPartition, TxnVersion};
 use tracing::{debug, info};
 
 use super::Handled;
 use super::errors::{self, code};
 use super::groups::is_coordinator;
+use super::offsets::offset_to_store;
 use crate::broker::Broker;
 use crate::group::{GroupCoordinator, GroupError};
 use crate::log::txn::{self as log_txn, TxnRefusal};
 use crate::txn::TxnCoordinatorError;
-
-/// Kafka's `offset.metadata.max.bytes` default (as OffsetCommit).
-const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -379,23 +375,21 @@ pub async fn txn_offset_commit(broker: &Arc<Broker>, req: TxnOffsetCommitRequest
             let topic = t.name.0.to_string();
             let mut parts = Vec::with_capacity(t.partitions.len());
             for p in &t.partitions {
-                let metadata = p.committed_metadata.as_ref().map(|s| s.to_string()).unwrap_or_default();
                 let e = if m.partition_by_name(&topic, p.partition_index).is_none() {
                     Some(code(ResponseError::UnknownTopicOrPartition))
                 } else if let Err(c) = verdict {
                     Some(c)
-                } else if metadata.len() > OFFSET_METADATA_MAX_BYTES {
-                    Some(code(ResponseError::OffsetMetadataTooLarge))
                 } else {
-                    offsets.push(OffsetCommit {
-                        topic: topic.clone(),
-                        partition: p.partition_index,
-                        offset: p.committed_offset,
-                        leader_epoch: if version >= 2 { p.committed_leader_epoch } else { -1 },
-                        metadata: Some(metadata),
-                        commit_timestamp_ms: now_ms,
-                    });
-                    None
+                    let leader_epoch = if version >= 2 { p.committed_leader_epoch } else { -1 };
+                    let metadata = p.committed_metadata.as_ref();
+                    match offset_to_store(&topic, p.partition_index, p.committed_offset, leader_epoch, metadata, now_ms)
+                    {
+                        Ok(o) => {
+                            offsets.push(o);
+                            None
+                        }
+                        Err(c) => Some(c),
+                    }
                 };
                 parts.push((p.partition_index, e));
             }
