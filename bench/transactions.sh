@@ -46,7 +46,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 if [[ -z "${SKIFF_BIN:-}" ]]; then
   log "building skiff (release) into $CARGO_TARGET_DIR"
@@ -68,20 +67,6 @@ rm -rf "$OUT"; mkdir -p "$OUT/raw"
 } > "$OUT/environment.txt"
 
 export AWS_ACCESS_KEY_ID=benchadmin AWS_SECRET_ACCESS_KEY=benchadmin-secret AWS_REGION=us-east-1
-MINIO_PID=""; MINIO_URL=""
-start_minio() {
-  local port; port="$(free_port)"
-  MINIO_URL="http://127.0.0.1:$port"
-  rm -rf "$WORK/minio"; mkdir -p "$WORK/minio"
-  MINIO_ROOT_USER=$AWS_ACCESS_KEY_ID MINIO_ROOT_PASSWORD=$AWS_SECRET_ACCESS_KEY MINIO_BROWSER=off \
-    nohup "$MINIO_BIN" server "$WORK/minio" --address "127.0.0.1:$port" \
-    --console-address "127.0.0.1:$(free_port)" >>"$OUT/raw/minio.log" 2>&1 </dev/null &
-  MINIO_PID=$!; PIDS+=("$MINIO_PID")
-  wait_http "$MINIO_URL/minio/health/live" 60
-  curl -fsS --aws-sigv4 "aws:amz:us-east-1:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
-    -X PUT "$MINIO_URL/bench" >/dev/null
-}
-stop_minio() { [[ -n "$MINIO_PID" ]] && { stop_pid "$MINIO_PID"; MINIO_PID=""; }; rm -rf "$WORK/minio"; }
 
 # record TARGET KIND REP JSON: one line of raw/runs.jsonl.
 record() {
