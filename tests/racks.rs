@@ -13,9 +13,10 @@
 //!   aborted transactions and bytes, before and after the commit; a follower fetch right after
 //!   the leader's acknowledgement waits for its image instead of failing (prints the
 //!   acknowledgement → follower read latency).
-//! - `consumers_in_each_rack_read_only_from_their_rack`: librdkafka (python-confluent) consumers
-//!   with `client.rack` in each rack read every record in order, and every broker's
-//!   `skiff_client_bytes_total` shows fetch bytes only to its own rack's consumers.
+//! - `consumers_in_each_rack_read_only_from_their_rack`: librdkafka (python-confluent) and Java
+//!   (Kafka's console consumer) consumers with `client.rack` in each rack read every record in
+//!   order, and every broker's `skiff_client_bytes_total` shows fetch bytes only to its own
+//!   rack's consumers.
 //!
 //! The tests of this file run one at a time (each starts six processes). Every loop is bounded
 //! in count and time; waits poll for a condition with a deadline.
@@ -105,14 +106,12 @@ async fn fetch(
         .with_max_bytes(8 << 20)
         .with_isolation_level(ask.isolation)
         .with_rack_id(StrBytes::from_string(ask.rack.to_string()))
-        .with_topics(vec![
-            FetchTopic::default().with_topic(topic_name(topic)).with_partitions(vec![
+        .with_topics(vec![FetchTopic::default().with_topic(topic_name(topic)).with_partitions(vec![
                 FetchPartition::default()
                     .with_partition(partition)
                     .with_fetch_offset(offset)
                     .with_partition_max_bytes(4 << 20),
-            ]),
-        ]);
+            ])]);
     let resp = c.send(&req, ask.version).await?;
     ensure!(resp.error_code == 0, "fetch: top-level error {}", resp.error_code);
     resp.responses.into_iter().next().and_then(|t| t.partitions.into_iter().next()).context("no partition in the fetch")
@@ -533,6 +532,62 @@ fn consumers_in_each_rack_read_only_from_their_rack() {
         // Reads every record of every partition in order (offsets, keys, values, headers).
         run_confluent(&bootstrap, topic, "verify", records, Some(r));
     }
+    let by_librdkafka = served_per_rack(&cluster);
+    for r in RACKS {
+        let got = by_librdkafka.get(r).copied().unwrap_or(0.0);
+        assert!(got > 0.0, "no bytes served to the librdkafka consumer in {r}: {by_librdkafka:?}");
+    }
+    // Java kafka-clients 4.4 (Kafka's console consumer, in a group), which follows a preferred
+    // read replica only to one of the partition's replicas in Metadata.
+    for r in RACKS {
+        let out = support::kafka_cli::run_with_timeout(
+            support::kafka_cli::CONSOLE_CONSUMER,
+            &[
+                "--bootstrap-server",
+                &bootstrap,
+                "--topic",
+                topic,
+                "--from-beginning",
+                "--max-messages",
+                &records.to_string(),
+                "--timeout-ms",
+                "60000",
+                "--consumer-property",
+                &format!("client.rack={r}"),
+                "--property",
+                "print.partition=true",
+                "--property",
+                "print.offset=true",
+                "--property",
+                "print.value=false",
+            ],
+            Duration::from_secs(120),
+        )
+        .and_then(|o| o.ok("ConsoleConsumer"))
+        .unwrap_or_else(|e| panic!("Java consumer in {r}: {e:#}"));
+        let mut offsets: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        for line in out.lines() {
+            let field = |name: &str| line.split('\t').find_map(|f| f.trim().strip_prefix(name)?.parse::<i64>().ok());
+            if let (Some(p), Some(o)) = (field("Partition:"), field("Offset:")) {
+                offsets.entry(p as i32).or_default().push(o);
+            }
+        }
+        let total: usize = offsets.values().map(Vec::len).sum();
+        assert_eq!(total, records as usize, "Java consumer in {r} read {total} records");
+        for (p, o) in &offsets {
+            assert!(o.iter().copied().eq(0..o.len() as i64), "Java consumer in {r}: partition {p} out of order");
+        }
+    }
+    let after_java = served_per_rack(&cluster);
+    for r in RACKS {
+        let (before, after) = (by_librdkafka[r], after_java.get(r).copied().unwrap_or(0.0));
+        assert!(after > before, "no bytes served to the Java consumer in {r}: {before} -> {after}");
+    }
+}
+
+/// Fetched bytes each rack's consumers got from their own rack's broker, asserting that no
+/// broker sent any to a consumer of another rack.
+fn served_per_rack(cluster: &Cluster) -> BTreeMap<String, f64> {
     let mut served = BTreeMap::new();
     for b in cluster.broker_refs() {
         let body = http_get(&cluster.http_base(b).expect("http"), "/metrics").expect("metrics");
@@ -548,11 +603,9 @@ fn consumers_in_each_rack_read_only_from_their_rack() {
                 cluster.rack_of(b)
             );
             if same == "true" {
-                served.insert(client_rack.clone(), *bytes);
+                *served.entry(client_rack.clone()).or_default() += *bytes;
             }
         }
     }
-    for r in RACKS {
-        assert!(served.get(r).copied().unwrap_or(0.0) > 0.0, "no bytes served to the consumer in {r}: {served:?}");
-    }
+    served
 }
