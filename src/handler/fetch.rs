@@ -501,3 +501,82 @@ async fn build(
     let response = FetchResponse::default().with_error_code(errors::NONE).with_session_id(0).with_responses(topics);
     (response, total, has_error, saw_past_end)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use skiff_controller::image::ImageFixture;
+    use skiff_controller::intent::{BrokerRegistration, CreateTopic};
+    use uuid::Uuid;
+
+    use super::preferred_read_replica;
+
+    fn broker(id: i32, rack: Option<&str>) -> BrokerRegistration {
+        BrokerRegistration {
+            broker_id: id,
+            incarnation: Uuid::from_u128(id as u128),
+            host: "h".into(),
+            port: 9000 + id,
+            rack: rack.map(str::to_string),
+            fenced: false,
+            listeners: Vec::new(),
+        }
+    }
+
+    /// Kafka's `RackAwareReplicaSelector`: the leader when the client has no rack, is in the
+    /// leader's rack or in a rack without brokers; else a broker of its rack, the same one for a
+    /// partition every time, spread over the rack's brokers.
+    #[test]
+    fn preferred_read_replica_follows_the_clients_rack() {
+        let racks: BTreeMap<i32, &str> = [(1, "a"), (2, "b"), (3, "b"), (4, "c")].into();
+        let mut fixture = ImageFixture::new("c");
+        for (id, rack) in &racks {
+            fixture = fixture.register_broker(broker(*id, Some(rack)));
+        }
+        let image = fixture
+            .create_topic(CreateTopic {
+                name: "t".into(),
+                topic_id: Uuid::from_u128(77),
+                partitions: 16,
+                configs: BTreeMap::new(),
+                assignments: Vec::new(),
+            })
+            .build();
+        let t = image.topic("t").expect("created");
+        let mut chosen_in_b = BTreeSet::new();
+        for p in t.partitions() {
+            let leader = p.leader();
+            let own = Some(racks[&leader]);
+            let pick = |client_rack: &str| preferred_read_replica(&image, p, t.id(), leader, own, client_rack);
+            assert_eq!(pick(""), None, "no client rack");
+            assert_eq!(pick(racks[&leader]), None, "the leader's own rack");
+            assert_eq!(pick("nowhere"), None, "a rack without brokers");
+            if racks[&leader] != "b" {
+                let b = pick("b").expect("a broker in rack b");
+                assert!([2, 3].contains(&b), "partition {}: {b} is not in rack b", p.index());
+                assert_eq!(pick("b"), Some(b), "stable");
+                chosen_in_b.insert(b);
+            }
+            if leader != 1 {
+                assert_eq!(pick("a"), Some(1));
+            }
+        }
+        assert_eq!(chosen_in_b, [2, 3].into(), "rack b's brokers share the partitions");
+        // Without racks on the brokers, no broker is in the client's rack.
+        let plain = ImageFixture::new("c").register_broker(broker(1, None)).register_broker(broker(2, None));
+        let plain = plain
+            .create_topic(CreateTopic {
+                name: "t".into(),
+                topic_id: Uuid::from_u128(78),
+                partitions: 2,
+                configs: BTreeMap::new(),
+                assignments: Vec::new(),
+            })
+            .build();
+        let t = plain.topic("t").expect("created");
+        for p in t.partitions() {
+            assert_eq!(preferred_read_replica(&plain, p, t.id(), p.leader(), None, "a"), None);
+        }
+    }
+}
