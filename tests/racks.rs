@@ -121,8 +121,11 @@ fn records_of(p: &PartitionData) -> Bytes {
     p.records.clone().unwrap_or_default()
 }
 
-/// Partition → leader, and each partition's (replicas, isr), from `addr`'s Metadata.
-fn leaders(cluster: &Cluster, addr: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, (i32, Vec<i32>, Vec<i32>)>> {
+/// A partition's (leader, replicas, isr) in Metadata.
+type Layout = (i32, Vec<i32>, Vec<i32>);
+
+/// Each partition's [`Layout`], from `addr`'s Metadata.
+fn leaders(cluster: &Cluster, addr: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, Layout>> {
     let (addr, topic) = (addr.to_string(), topic.to_string());
     cluster.block_on(async move {
         let mut c = Client::connect(&addr).await?;

@@ -59,7 +59,7 @@ const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 /// Kafka's `IsolationLevel.READ_COMMITTED`.
 const READ_COMMITTED: i8 = 1;
 
-/// Who fetches, as KIP-392 needs it.
+/// Who fetches (as KIP-392 needs it) and at which isolation level.
 #[derive(Debug, Clone, Copy)]
 struct Fetcher<'a> {
     /// A consumer at v11+ (Kafka's `FetchParams.fetchOnlyLeader` is false): any in-sync replica
@@ -67,13 +67,18 @@ struct Fetcher<'a> {
     any_replica: bool,
     /// Its `client.rack` ("" for none).
     rack: &'a str,
+    isolation: i8,
 }
 
 impl<'a> Fetcher<'a> {
     fn of(req: &'a FetchRequest, version: i16) -> Self {
         // v15 moved the id of a replicating follower into `replica_state`; consumers send -1.
         let replica_id = if version >= 15 { req.replica_state.replica_id.0 } else { req.replica_id.0 };
-        Fetcher { any_replica: version >= 11 && replica_id < 0, rack: req.rack_id.as_str() }
+        Fetcher {
+            any_replica: version >= 11 && replica_id < 0,
+            rack: req.rack_id.as_str(),
+            isolation: req.isolation_level,
+        }
     }
 }
 
@@ -141,7 +146,6 @@ struct Position<'a> {
     topic_id: uuid::Uuid,
     partition: i32,
     epoch: i32,
-    isolation: i8,
     fetcher: Fetcher<'a>,
 }
 
@@ -170,7 +174,7 @@ async fn read_past_gaps(
             return Ok(Bytes::new());
         }
         offset = next;
-        chunks = match plan(broker, at.topic, at.partition, offset, at.epoch, max, at.isolation, at.fetcher) {
+        chunks = match plan(broker, at.topic, at.partition, offset, at.epoch, max, at.fetcher) {
             Plan::Read { chunks, .. } if !chunks.is_empty() => chunks,
             _ => return Ok(Bytes::new()),
         };
@@ -228,7 +232,6 @@ fn plan(
     offset: i64,
     current_epoch: i32,
     max_bytes: usize,
-    isolation: i8,
     fetcher: Fetcher<'_>,
 ) -> Plan {
     broker.metadata.read(|m| {
@@ -243,7 +246,8 @@ fn plan(
         };
         let local = broker.settings.node_id;
         let leads = p.leader() == local;
-        if !leads && !(fetcher.any_replica && p.leader() >= 0 && m.reported_replicas(p).1.contains(&local)) {
+        let follower = fetcher.any_replica && p.leader() >= 0 && m.reported_replicas(p).1.contains(&local);
+        if !(leads || follower) {
             // Another broker leads it (or none does) and this one may not serve it as a
             // follower: the client refreshes its metadata.
             return Plan::Error(code(if p.leader() < 0 {
@@ -273,7 +277,7 @@ fn plan(
                 return Plan::Redirect { hwm, lso, log_start, replica };
             }
         }
-        let upper = if isolation == READ_COMMITTED { lso } else { p.high_watermark() };
+        let upper = if fetcher.isolation == READ_COMMITTED { lso } else { p.high_watermark() };
         // read_committed at or past the LSO (but not past the high watermark) is an empty
         // answer, as in Kafka; chunks that start at or past the bound are not read at all.
         let mut chunks = if offset < upper { p.chunks_from(offset, max_bytes) } else { Vec::new() };
@@ -404,16 +408,7 @@ async fn build(
                 .with_preferred_read_replica(BrokerId(-1))
                 .with_aborted_transactions(if req.isolation_level == 1 { Some(Vec::new()) } else { None });
             let max = (p.partition_max_bytes.max(0) as usize).min(response_max.saturating_sub(total));
-            let data = match plan(
-                broker,
-                &name,
-                p.partition,
-                p.fetch_offset,
-                p.current_leader_epoch,
-                max,
-                req.isolation_level,
-                fetcher,
-            ) {
+            let data = match plan(broker, &name, p.partition, p.fetch_offset, p.current_leader_epoch, max, fetcher) {
                 Plan::Error(e) => {
                     has_error = true;
                     base.with_error_code(e)
@@ -462,7 +457,6 @@ async fn build(
                             topic_id,
                             partition: p.partition,
                             epoch: p.current_leader_epoch,
-                            isolation: req.isolation_level,
                             fetcher,
                         };
                         match read_past_gaps(broker, at, p.fetch_offset, chunks, upper, max, min_one).await {
