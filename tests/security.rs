@@ -117,6 +117,9 @@ impl Certs {
             ("SKIFF_TLS_CLIENT_CA".into(), p("ca.pem")),
             ("SKIFF_SASL_MECHANISMS".into(), "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into()),
             ("SKIFF_SCRAM_BOOTSTRAP_USER".into(), format!("{}={}", ADMIN.0, ADMIN.1)),
+            // These tests are about authentication; with a SASL listener the default would refuse
+            // every resource without an ACL (authorization is tests/authorization.rs).
+            ("SKIFF_ALLOW_EVERYONE_IF_NO_ACL_FOUND".into(), "true".into()),
         ]
     }
 

@@ -246,6 +246,13 @@ impl AclState {
     }
 }
 
+impl FromIterator<AclBinding> for AclState {
+    /// The valid bindings of `iter` (tests, and brokers building a view).
+    fn from_iter<I: IntoIterator<Item = AclBinding>>(iter: I) -> Self {
+        Self { bindings: iter.into_iter().filter(|b| validate(b).is_ok()).collect() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
