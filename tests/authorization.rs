@@ -366,10 +366,12 @@ async fn probe(c: &mut Client, key: ApiKey, v: i16) -> anyhow::Result<Option<Ver
             codes(&[("Heartbeat", c.send(&req, v).await?.error_code, G30)])
         }
         ApiKey::LeaveGroup => {
-            let req = LeaveGroupRequest::default()
-                .with_group_id(GroupId(sb(g)))
-                .with_member_id(sb("m"))
-                .with_members(if v >= 3 { vec![leave_group_request::MemberIdentity::default().with_member_id(sb("m"))] } else { vec![] });
+            let req = LeaveGroupRequest::default().with_group_id(GroupId(sb(g)));
+            let req = if v >= 3 {
+                req.with_members(vec![leave_group_request::MemberIdentity::default().with_member_id(sb("m"))])
+            } else {
+                req.with_member_id(sb("m"))
+            };
             codes(&[("LeaveGroup", c.send(&req, v).await?.error_code, G30)])
         }
         ApiKey::DescribeGroups => {
@@ -649,6 +651,8 @@ fn acls_grant_deny_prefix_hide_and_survive_a_restart() {
             .with_resource_type_filter(TOPIC)
             .with_resource_name_filter(Some(sb("pay-us")))
             .with_pattern_type_filter(2)
+            .with_principal_filter(None)
+            .with_host_filter(None)
             .with_operation(1)
             .with_permission_type(1);
         let d = admin.send(&matching, 3).await.expect("describe acls");
@@ -661,6 +665,8 @@ fn acls_grant_deny_prefix_hide_and_survive_a_restart() {
             .with_resource_type_filter(TOPIC)
             .with_resource_name_filter(Some(sb("pay-us")))
             .with_pattern_type_filter(LITERAL)
+            .with_principal_filter(None)
+            .with_host_filter(None)
             .with_operation(1)
             .with_permission_type(DENY)]);
         let r = admin.send(&del, 3).await.expect("delete acls");
