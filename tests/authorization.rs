@@ -109,7 +109,11 @@ async fn create_acls(admin: &mut Client, acls: Vec<create_acls_request::AclCreat
 }
 
 fn batch() -> Bytes {
-    encode_batch(&[TestRecord::new(&b"k"[..], &b"v"[..], 1_700_000_000_000)], kafka_protocol::records::Compression::None, None)
+    encode_batch(
+        &[TestRecord::new(&b"k"[..], &b"v"[..], 1_700_000_000_000)],
+        kafka_protocol::records::Compression::None,
+        None,
+    )
 }
 
 /// What a probe found.
@@ -147,7 +151,8 @@ async fn probe(c: &mut Client, key: ApiKey, v: i16) -> anyhow::Result<Option<Ver
                 ]),
             ]);
             let r = c.send(&req, v).await?;
-            let got: Vec<i16> = r.responses.iter().flat_map(|t| t.partition_responses.iter().map(|p| p.error_code)).collect();
+            let got: Vec<i16> =
+                r.responses.iter().flat_map(|t| t.partition_responses.iter().map(|p| p.error_code)).collect();
             let tx = req.clone().with_transactional_id(Some(TransactionalId(sb(x))));
             let rt = c.send(&tx, v).await?;
             let got_tx: Vec<i16> =
@@ -181,19 +186,22 @@ async fn probe(c: &mut Client, key: ApiKey, v: i16) -> anyhow::Result<Option<Ver
             let r = c.send(&one, v).await?;
             let got = r.topics.first().map_or(-1, |t| t.error_code);
             let all = c.send(&MetadataRequest::default().with_topics(None), v).await?;
-            let listed: Vec<String> = all.topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect();
+            let listed: Vec<String> =
+                all.topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect();
             let mut v = vec![("Metadata of a named topic".to_string(), got == T29)];
             v.push((format!("Metadata of all topics lists nothing (listed {listed:?})"), listed.is_empty()));
             Verdict::Hidden(v)
         }
         ApiKey::OffsetForLeaderEpoch => {
             let req = OffsetForLeaderEpochRequest::default().with_replica_id((-1).into()).with_topics(vec![
-                offset_for_leader_epoch_request::OffsetForLeaderTopic::default().with_topic(topic_name(t)).with_partitions(
-                    vec![offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
-                        .with_partition(0)
-                        .with_leader_epoch(0)
-                        .with_current_leader_epoch(-1)],
-                ),
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(topic_name(t))
+                    .with_partitions(vec![
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                            .with_partition(0)
+                            .with_leader_epoch(0)
+                            .with_current_leader_epoch(-1),
+                    ]),
             ]);
             let r = c.send(&req, v).await?;
             let got: Vec<i16> = r.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect();
@@ -211,8 +219,9 @@ async fn probe(c: &mut Client, key: ApiKey, v: i16) -> anyhow::Result<Option<Ver
         }
         ApiKey::DeleteTopics => {
             let req = if v >= 6 {
-                DeleteTopicsRequest::default()
-                    .with_topics(vec![delete_topics_request::DeleteTopicState::default().with_name(Some(topic_name(t)))])
+                DeleteTopicsRequest::default().with_topics(vec![
+                    delete_topics_request::DeleteTopicState::default().with_name(Some(topic_name(t))),
+                ])
             } else {
                 DeleteTopicsRequest::default().with_topic_names(vec![topic_name(t)])
             };
@@ -245,9 +254,13 @@ async fn probe(c: &mut Client, key: ApiKey, v: i16) -> anyhow::Result<Option<Ver
         }
         ApiKey::DescribeCluster => {
             // Kafka answers everyone; without DESCRIBE on the cluster the operations are 0.
-            let r = c.send(&DescribeClusterRequest::default().with_include_cluster_authorized_operations(true), v).await?;
+            let r =
+                c.send(&DescribeClusterRequest::default().with_include_cluster_authorized_operations(true), v).await?;
             Verdict::Hidden(vec![(
-                format!("DescribeCluster: error {}, cluster_authorized_operations {}", r.error_code, r.cluster_authorized_operations),
+                format!(
+                    "DescribeCluster: error {}, cluster_authorized_operations {}",
+                    r.error_code, r.cluster_authorized_operations
+                ),
                 r.error_code == 0 && r.cluster_authorized_operations == 0,
             )])
         }
@@ -258,29 +271,54 @@ async fn probe(c: &mut Client, key: ApiKey, v: i16) -> anyhow::Result<Option<Ver
             let r = c.send(&req, v).await?;
             let all = c.send(&DescribeTopicPartitionsRequest::default().with_response_partition_limit(100), v).await?;
             Verdict::Hidden(vec![
-                ("DescribeTopicPartitions of a named topic".into(), r.topics.first().map(|t| t.error_code) == Some(T29)),
-                (format!("DescribeTopicPartitions of all topics lists nothing ({})", all.topics.len()), all.topics.is_empty()),
+                (
+                    "DescribeTopicPartitions of a named topic".into(),
+                    r.topics.first().map(|t| t.error_code) == Some(T29),
+                ),
+                (
+                    format!("DescribeTopicPartitions of all topics lists nothing ({})", all.topics.len()),
+                    all.topics.is_empty(),
+                ),
             ])
         }
         ApiKey::DescribeConfigs => {
             let res = |rt: i8, name: &str| {
-                describe_configs_request::DescribeConfigsResource::default().with_resource_type(rt).with_resource_name(sb(name))
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(rt)
+                    .with_resource_name(sb(name))
             };
-            let r = c.send(&DescribeConfigsRequest::default().with_resources(vec![res(2, t), res(4, "1"), res(32, g)]), v).await?;
+            let r = c
+                .send(&DescribeConfigsRequest::default().with_resources(vec![res(2, t), res(4, "1"), res(32, g)]), v)
+                .await?;
             let code = |rt: i8| r.results.iter().find(|x| x.resource_type == rt).map_or(-1, |x| x.error_code);
-            codes(&[("DescribeConfigs topic", code(2), T29), ("DescribeConfigs broker", code(4), C31), ("DescribeConfigs group", code(32), G30)])
+            codes(&[
+                ("DescribeConfigs topic", code(2), T29),
+                ("DescribeConfigs broker", code(4), C31),
+                ("DescribeConfigs group", code(32), G30),
+            ])
         }
         ApiKey::AlterConfigs => {
-            let res = |rt: i8, name: &str| alter_configs_request::AlterConfigsResource::default().with_resource_type(rt).with_resource_name(sb(name));
+            let res = |rt: i8, name: &str| {
+                alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(rt)
+                    .with_resource_name(sb(name))
+            };
             let r = c.send(&AlterConfigsRequest::default().with_resources(vec![res(2, t), res(4, "1")]), v).await?;
             let code = |rt: i8| r.responses.iter().find(|x| x.resource_type == rt).map_or(-1, |x| x.error_code);
             codes(&[("AlterConfigs topic", code(2), T29), ("AlterConfigs broker", code(4), C31)])
         }
         ApiKey::IncrementalAlterConfigs => {
             let res = |rt: i8, name: &str| {
-                incremental_alter_configs_request::AlterConfigsResource::default().with_resource_type(rt).with_resource_name(sb(name))
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(rt)
+                    .with_resource_name(sb(name))
             };
-            let r = c.send(&IncrementalAlterConfigsRequest::default().with_resources(vec![res(2, t), res(4, "1"), res(32, g)]), v).await?;
+            let r = c
+                .send(
+                    &IncrementalAlterConfigsRequest::default().with_resources(vec![res(2, t), res(4, "1"), res(32, g)]),
+                    v,
+                )
+                .await?;
             let code = |rt: i8| r.responses.iter().find(|x| x.resource_type == rt).map_or(-1, |x| x.error_code);
             codes(&[
                 ("IncrementalAlterConfigs topic", code(2), T29),
@@ -318,7 +356,9 @@ async fn probe(c: &mut Client, key: ApiKey, v: i16) -> anyhow::Result<Option<Ver
         }
         ApiKey::DescribeProducers => {
             let req = DescribeProducersRequest::default().with_topics(vec![
-                describe_producers_request::TopicRequest::default().with_name(topic_name(t)).with_partition_indexes(vec![0]),
+                describe_producers_request::TopicRequest::default()
+                    .with_name(topic_name(t))
+                    .with_partition_indexes(vec![0]),
             ]);
             let r = c.send(&req, v).await?;
             let got: Vec<i16> = r.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect();
@@ -338,9 +378,16 @@ async fn probe(c: &mut Client, key: ApiKey, v: i16) -> anyhow::Result<Option<Ver
         }
         ApiKey::FindCoordinator => {
             let (a, b) = if v >= 4 {
-                let ga = c.send(&FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(vec![sb(g)]), v).await?;
-                let xa = c.send(&FindCoordinatorRequest::default().with_key_type(1).with_coordinator_keys(vec![sb(x)]), v).await?;
-                (ga.coordinators.first().map_or(-1, |c| c.error_code), xa.coordinators.first().map_or(-1, |c| c.error_code))
+                let ga = c
+                    .send(&FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(vec![sb(g)]), v)
+                    .await?;
+                let xa = c
+                    .send(&FindCoordinatorRequest::default().with_key_type(1).with_coordinator_keys(vec![sb(x)]), v)
+                    .await?;
+                (
+                    ga.coordinators.first().map_or(-1, |c| c.error_code),
+                    xa.coordinators.first().map_or(-1, |c| c.error_code),
+                )
             } else {
                 let ga = c.send(&FindCoordinatorRequest::default().with_key_type(0).with_key(sb(g)), v).await?;
                 let xa = c.send(&FindCoordinatorRequest::default().with_key_type(1).with_key(sb(x)), v).await?;
@@ -358,11 +405,13 @@ async fn probe(c: &mut Client, key: ApiKey, v: i16) -> anyhow::Result<Option<Ver
             codes(&[("JoinGroup", c.send(&req, v).await?.error_code, G30)])
         }
         ApiKey::SyncGroup => {
-            let req = SyncGroupRequest::default().with_group_id(GroupId(sb(g))).with_generation_id(1).with_member_id(sb("m"));
+            let req =
+                SyncGroupRequest::default().with_group_id(GroupId(sb(g))).with_generation_id(1).with_member_id(sb("m"));
             codes(&[("SyncGroup", c.send(&req, v).await?.error_code, G30)])
         }
         ApiKey::Heartbeat => {
-            let req = HeartbeatRequest::default().with_group_id(GroupId(sb(g))).with_generation_id(1).with_member_id(sb("m"));
+            let req =
+                HeartbeatRequest::default().with_group_id(GroupId(sb(g))).with_generation_id(1).with_member_id(sb("m"));
             codes(&[("Heartbeat", c.send(&req, v).await?.error_code, G30)])
         }
         ApiKey::LeaveGroup => {
@@ -381,7 +430,10 @@ async fn probe(c: &mut Client, key: ApiKey, v: i16) -> anyhow::Result<Option<Ver
         ApiKey::ListGroups => {
             let r = c.send(&ListGroupsRequest::default(), v).await?;
             let listed: Vec<String> = r.groups.iter().map(|g| g.group_id.0.to_string()).collect();
-            Verdict::Hidden(vec![(format!("ListGroups lists nothing (listed {listed:?}, error {})", r.error_code), listed.is_empty() && r.error_code == 0)])
+            Verdict::Hidden(vec![(
+                format!("ListGroups lists nothing (listed {listed:?}, error {})", r.error_code),
+                listed.is_empty() && r.error_code == 0,
+            )])
         }
         ApiKey::DeleteGroups => {
             let r = c.send(&DeleteGroupsRequest::default().with_groups_names(vec![GroupId(sb(g))]), v).await?;
@@ -391,28 +443,39 @@ async fn probe(c: &mut Client, key: ApiKey, v: i16) -> anyhow::Result<Option<Ver
             let req = OffsetCommitRequest::default()
                 .with_group_id(GroupId(sb(g)))
                 .with_generation_id_or_member_epoch(-1)
-                .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default().with_name(topic_name(t)).with_partitions(
-                    vec![offset_commit_request::OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(0)],
-                )]);
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(topic_name(t))
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(0),
+                        ]),
+                ]);
             let r = c.send(&req, v).await?;
             let got: Vec<i16> = r.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect();
             codes(&[("OffsetCommit", first(&got), G30)])
         }
         ApiKey::OffsetFetch => {
             let got = if v >= 8 {
-                let req = OffsetFetchRequest::default()
-                    .with_groups(vec![offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(GroupId(sb(g))).with_topics(None)]);
+                let req = OffsetFetchRequest::default().with_groups(vec![
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(sb(g)))
+                        .with_topics(None),
+                ]);
                 c.send(&req, v).await?.groups.first().map_or(-1, |g| g.error_code)
             } else {
-                c.send(&OffsetFetchRequest::default().with_group_id(GroupId(sb(g))).with_topics(None), v).await?.error_code
+                c.send(&OffsetFetchRequest::default().with_group_id(GroupId(sb(g))).with_topics(None), v)
+                    .await?
+                    .error_code
             };
             codes(&[("OffsetFetch", got, G30)])
         }
         ApiKey::OffsetDelete => {
             let req = OffsetDeleteRequest::default().with_group_id(GroupId(sb(g))).with_topics(vec![
-                offset_delete_request::OffsetDeleteRequestTopic::default()
-                    .with_name(topic_name(t))
-                    .with_partitions(vec![offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0)]),
+                offset_delete_request::OffsetDeleteRequestTopic::default().with_name(topic_name(t)).with_partitions(
+                    vec![offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0)],
+                ),
             ]);
             codes(&[("OffsetDelete", c.send(&req, v).await?.error_code, G30)])
         }
@@ -432,14 +495,22 @@ async fn probe(c: &mut Client, key: ApiKey, v: i16) -> anyhow::Result<Option<Ver
         }
         ApiKey::AddPartitionsToTxn => {
             // v0-3 are the producers' (WRITE on the id); v4+ the brokers' (CLUSTER_ACTION).
-            let topics = vec![add_partitions_to_txn_request::AddPartitionsToTxnTopic::default().with_name(topic_name(t)).with_partitions(vec![0])];
+            let topics = vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(topic_name(t))
+                    .with_partitions(vec![0]),
+            ];
             let client = AddPartitionsToTxnRequest::default()
                 .with_v3_and_below_transactional_id(TransactionalId(sb(x)))
                 .with_v3_and_below_producer_id(1.into())
                 .with_v3_and_below_producer_epoch(0)
                 .with_v3_and_below_topics(topics.clone());
             let r = c.send(&client, v.min(3)).await?;
-            let got: Vec<i16> = r.results_by_topic_v3_and_below.iter().flat_map(|t| t.results_by_partition.iter().map(|p| p.partition_error_code)).collect();
+            let got: Vec<i16> = r
+                .results_by_topic_v3_and_below
+                .iter()
+                .flat_map(|t| t.results_by_partition.iter().map(|p| p.partition_error_code))
+                .collect();
             let mut list = vec![("AddPartitionsToTxn v3".to_string(), first(&got), X53)];
             if v >= 4 {
                 let broker = AddPartitionsToTxnRequest::default().with_transactions(vec![
@@ -462,7 +533,10 @@ async fn probe(c: &mut Client, key: ApiKey, v: i16) -> anyhow::Result<Option<Ver
             codes(&[("AddOffsetsToTxn", c.send(&req, v).await?.error_code, X53)])
         }
         ApiKey::EndTxn => {
-            let req = EndTxnRequest::default().with_transactional_id(TransactionalId(sb(x))).with_producer_id(1.into()).with_committed(true);
+            let req = EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(sb(x)))
+                .with_producer_id(1.into())
+                .with_committed(true);
             codes(&[("EndTxn", c.send(&req, v).await?.error_code, X53)])
         }
         ApiKey::TxnOffsetCommit => {
@@ -470,15 +544,22 @@ async fn probe(c: &mut Client, key: ApiKey, v: i16) -> anyhow::Result<Option<Ver
                 .with_transactional_id(TransactionalId(sb(x)))
                 .with_group_id(GroupId(sb(g)))
                 .with_producer_id(1.into())
-                .with_topics(vec![txn_offset_commit_request::TxnOffsetCommitRequestTopic::default().with_name(topic_name(t)).with_partitions(
-                    vec![txn_offset_commit_request::TxnOffsetCommitRequestPartition::default().with_partition_index(0)],
-                )]);
+                .with_topics(vec![
+                    txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                        .with_name(topic_name(t))
+                        .with_partitions(vec![
+                            txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                                .with_partition_index(0),
+                        ]),
+                ]);
             let r = c.send(&req, v).await?;
             let got: Vec<i16> = r.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect();
             codes(&[("TxnOffsetCommit", first(&got), X53)])
         }
         ApiKey::DescribeTransactions => {
-            let r = c.send(&DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(sb(x))]), v).await?;
+            let r = c
+                .send(&DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(sb(x))]), v)
+                .await?;
             codes(&[("DescribeTransactions", r.transaction_states.first().map_or(-1, |t| t.error_code), X53)])
         }
         ApiKey::ListTransactions => {
@@ -486,30 +567,52 @@ async fn probe(c: &mut Client, key: ApiKey, v: i16) -> anyhow::Result<Option<Ver
             let listed: Vec<String> = r.transaction_states.iter().map(|t| t.transactional_id.0.to_string()).collect();
             Verdict::Hidden(vec![(format!("ListTransactions lists nothing (listed {listed:?})"), listed.is_empty())])
         }
-        ApiKey::DescribeUserScramCredentials => {
-            codes(&[("DescribeUserScramCredentials", c.send(&DescribeUserScramCredentialsRequest::default(), v).await?.error_code, C31)])
-        }
+        ApiKey::DescribeUserScramCredentials => codes(&[(
+            "DescribeUserScramCredentials",
+            c.send(&DescribeUserScramCredentialsRequest::default(), v).await?.error_code,
+            C31,
+        )]),
         ApiKey::AlterUserScramCredentials => {
             let req = AlterUserScramCredentialsRequest::default().with_deletions(vec![
-                alter_user_scram_credentials_request::ScramCredentialDeletion::default().with_name(sb(ALICE.0)).with_mechanism(2),
+                alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+                    .with_name(sb(ALICE.0))
+                    .with_mechanism(2),
             ]);
             let r = c.send(&req, v).await?;
             codes(&[("AlterUserScramCredentials", r.results.first().map_or(-1, |r| r.error_code), C31)])
         }
         ApiKey::CreateAcls => {
-            let r = c.send(&CreateAclsRequest::default().with_creations(vec![acl(TOPIC, t, LITERAL, "User:mallory", ALL, ALLOW)]), v).await?;
+            let r = c
+                .send(
+                    &CreateAclsRequest::default().with_creations(vec![acl(
+                        TOPIC,
+                        t,
+                        LITERAL,
+                        "User:mallory",
+                        ALL,
+                        ALLOW,
+                    )]),
+                    v,
+                )
+                .await?;
             codes(&[("CreateAcls", r.results.first().map_or(-1, |r| r.error_code), C31)])
         }
         ApiKey::DescribeAcls => {
-            let req = DescribeAclsRequest::default().with_resource_type_filter(1).with_pattern_type_filter(1).with_operation(1).with_permission_type(1);
-            codes(&[("DescribeAcls", c.send(&req, v).await?.error_code, C31)])
-        }
-        ApiKey::DeleteAcls => {
-            let req = DeleteAclsRequest::default().with_filters(vec![delete_acls_request::DeleteAclsFilter::default()
+            let req = DescribeAclsRequest::default()
                 .with_resource_type_filter(1)
                 .with_pattern_type_filter(1)
                 .with_operation(1)
-                .with_permission_type(1)]);
+                .with_permission_type(1);
+            codes(&[("DescribeAcls", c.send(&req, v).await?.error_code, C31)])
+        }
+        ApiKey::DeleteAcls => {
+            let req = DeleteAclsRequest::default().with_filters(vec![
+                delete_acls_request::DeleteAclsFilter::default()
+                    .with_resource_type_filter(1)
+                    .with_pattern_type_filter(1)
+                    .with_operation(1)
+                    .with_permission_type(1),
+            ]);
             let r = c.send(&req, v).await?;
             codes(&[("DeleteAcls", r.filter_results.first().map_or(-1, |r| r.error_code), C31)])
         }
@@ -610,12 +713,15 @@ fn acls_grant_deny_prefix_hide_and_survive_a_restart() {
             admin.create_topic_ok(t, 1).await.expect("create");
         }
         create_user(&mut admin, ALICE).await.expect("alice");
-        create_acls(&mut admin, vec![
-            acl(TOPIC, "orders", LITERAL, "User:alice", READ, ALLOW),
-            acl(TOPIC, "pay-", PREFIXED, "User:alice", ALL, ALLOW),
-            acl(TOPIC, "pay-us", LITERAL, "User:alice", WRITE, DENY),
-            acl(TOPIC, "payroll", LITERAL, "User:*", DESCRIBE, ALLOW),
-        ])
+        create_acls(
+            &mut admin,
+            vec![
+                acl(TOPIC, "orders", LITERAL, "User:alice", READ, ALLOW),
+                acl(TOPIC, "pay-", PREFIXED, "User:alice", ALL, ALLOW),
+                acl(TOPIC, "pay-us", LITERAL, "User:alice", WRITE, DENY),
+                acl(TOPIC, "payroll", LITERAL, "User:*", DESCRIBE, ALLOW),
+            ],
+        )
         .await
         .expect("acls");
         let mut alice = login(&addr, ALICE).await.expect("alice login");
@@ -628,14 +734,17 @@ fn acls_grant_deny_prefix_hide_and_survive_a_restart() {
         assert_eq!(code(alice.produce("hidden", 0, batch()).await), 29, "no ACL, allow.everyone false");
         // Metadata of every topic: what alice may describe (READ and ALL imply DESCRIBE).
         let all = alice.metadata(None).await.expect("metadata");
-        let mut names: Vec<String> = all.topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect();
+        let mut names: Vec<String> =
+            all.topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect();
         names.sort();
         assert_eq!(names, ["orders", "pay-eu", "pay-us", "payroll"], "hidden is not listed");
         // Topic authorized operations (KIP-430): READ (3) and DESCRIBE (8) on orders.
         let m = alice
             .send(
                 &MetadataRequest::default()
-                    .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(topic_name("orders")))]))
+                    .with_topics(Some(vec![
+                        metadata_request::MetadataRequestTopic::default().with_name(Some(topic_name("orders"))),
+                    ]))
                     .with_include_topic_authorized_operations(true),
                 12,
             )
@@ -657,36 +766,61 @@ fn acls_grant_deny_prefix_hide_and_survive_a_restart() {
             .with_permission_type(1);
         let d = admin.send(&matching, 3).await.expect("describe acls");
         assert_eq!(d.error_code, 0);
-        let mut found: Vec<(String, i8)> = d.resources.iter().map(|r| (r.resource_name.to_string(), r.pattern_type)).collect();
+        let mut found: Vec<(String, i8)> =
+            d.resources.iter().map(|r| (r.resource_name.to_string(), r.pattern_type)).collect();
         found.sort();
         assert_eq!(found, [("pay-".to_string(), PREFIXED), ("pay-us".to_string(), LITERAL)]);
         // DeleteAcls of the DENY: alice may write pay-us.
-        let del = DeleteAclsRequest::default().with_filters(vec![delete_acls_request::DeleteAclsFilter::default()
-            .with_resource_type_filter(TOPIC)
-            .with_resource_name_filter(Some(sb("pay-us")))
-            .with_pattern_type_filter(LITERAL)
-            .with_principal_filter(None)
-            .with_host_filter(None)
-            .with_operation(1)
-            .with_permission_type(DENY)]);
+        let del = DeleteAclsRequest::default().with_filters(vec![
+            delete_acls_request::DeleteAclsFilter::default()
+                .with_resource_type_filter(TOPIC)
+                .with_resource_name_filter(Some(sb("pay-us")))
+                .with_pattern_type_filter(LITERAL)
+                .with_principal_filter(None)
+                .with_host_filter(None)
+                .with_operation(1)
+                .with_permission_type(DENY),
+        ]);
         let r = admin.send(&del, 3).await.expect("delete acls");
         assert_eq!(r.filter_results[0].matching_acls.len(), 1, "{r:?}");
         assert_eq!(code(alice.produce("pay-us", 0, batch()).await), 0, "the DENY is gone");
         // An invalid binding: INVALID_REQUEST with Kafka's message.
         let bad = admin
-            .send(&CreateAclsRequest::default().with_creations(vec![acl(CLUSTER, "other", LITERAL, "User:alice", ALL, ALLOW)]), 3)
+            .send(
+                &CreateAclsRequest::default().with_creations(vec![acl(
+                    CLUSTER,
+                    "other",
+                    LITERAL,
+                    "User:alice",
+                    ALL,
+                    ALLOW,
+                )]),
+                3,
+            )
             .await
             .expect("create acls");
         assert_eq!(bad.results[0].error_code, 42);
         // Groups and transactional ids: granted by prefix.
-        create_acls(&mut admin, vec![acl(GROUP, "team-", PREFIXED, "User:alice", READ, ALLOW), acl(TXN_ID, "tx-", PREFIXED, "User:alice", WRITE, ALLOW)])
-            .await
-            .expect("acls");
+        create_acls(
+            &mut admin,
+            vec![
+                acl(GROUP, "team-", PREFIXED, "User:alice", READ, ALLOW),
+                acl(TXN_ID, "tx-", PREFIXED, "User:alice", WRITE, ALLOW),
+            ],
+        )
+        .await
+        .expect("acls");
         let fc = alice
-            .send(&FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(vec![sb("team-a"), sb("other")]), 4)
+            .send(
+                &FindCoordinatorRequest::default()
+                    .with_key_type(0)
+                    .with_coordinator_keys(vec![sb("team-a"), sb("other")]),
+                4,
+            )
             .await
             .expect("find coordinator");
-        let mut by_key: Vec<(String, i16)> = fc.coordinators.iter().map(|c| (c.key.to_string(), c.error_code)).collect();
+        let mut by_key: Vec<(String, i16)> =
+            fc.coordinators.iter().map(|c| (c.key.to_string(), c.error_code)).collect();
         by_key.sort();
         assert_eq!(by_key, [("other".to_string(), 30), ("team-a".to_string(), 0)]);
     });
@@ -753,17 +887,42 @@ fn kafka_acls_cli_and_java_clients_with_acls() {
     };
     acls(&["--add", "--allow-principal", "User:alice", "--producer", "--topic", "events"]);
     acls(&["--add", "--allow-principal", "User:alice", "--consumer", "--topic", "events", "--group", "readers"]);
-    acls(&["--add", "--allow-principal", "User:alice", "--operation", "Write", "--operation", "Describe", "--transactional-id", "tx-", "--resource-pattern-type", "prefixed"]);
+    acls(&[
+        "--add",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Write",
+        "--operation",
+        "Describe",
+        "--transactional-id",
+        "tx-",
+        "--resource-pattern-type",
+        "prefixed",
+    ]);
     let listed = acls(&["--list", "--topic", "events"]);
     assert!(listed.contains("User:alice") && listed.contains("WRITE") && listed.contains("READ"), "{listed}");
 
     let out = kafka_cli::run(
         "org.apache.kafka.tools.ProducerPerformance",
         &[
-            "--topic", "events", "--num-records", "200", "--record-size", "50", "--throughput", "-1",
-            "--producer-props", &format!("bootstrap.servers={addr}"), "acks=all",
-            "--producer.config", &alice,
-            "--transactional-id", "tx-perf", "--transaction-duration-ms", "500",
+            "--topic",
+            "events",
+            "--num-records",
+            "200",
+            "--record-size",
+            "50",
+            "--throughput",
+            "-1",
+            "--producer-props",
+            &format!("bootstrap.servers={addr}"),
+            "acks=all",
+            "--producer.config",
+            &alice,
+            "--transactional-id",
+            "tx-perf",
+            "--transaction-duration-ms",
+            "500",
         ],
     )
     .expect("run ProducerPerformance")
@@ -773,9 +932,21 @@ fn kafka_acls_cli_and_java_clients_with_acls() {
     let out = kafka_cli::run(
         kafka_cli::CONSOLE_CONSUMER,
         &[
-            "--bootstrap-server", &addr, "--consumer.config", &alice, "--topic", "events", "--group", "readers",
-            "--from-beginning", "--max-messages", "200", "--timeout-ms", "60000",
-            "--consumer-property", "isolation.level=read_committed",
+            "--bootstrap-server",
+            &addr,
+            "--consumer.config",
+            &alice,
+            "--topic",
+            "events",
+            "--group",
+            "readers",
+            "--from-beginning",
+            "--max-messages",
+            "200",
+            "--timeout-ms",
+            "60000",
+            "--consumer-property",
+            "isolation.level=read_committed",
         ],
     )
     .expect("run console consumer")
@@ -786,17 +957,45 @@ fn kafka_acls_cli_and_java_clients_with_acls() {
     let rt2 = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt2.block_on(async {
         let mut a = login(&addr, ADMIN).await.expect("admin login");
-        let r = a.send(&OffsetFetchRequest::default().with_group_id(GroupId(sb("readers"))).with_topics(None), 7).await.expect("offset fetch");
-        let committed: i64 = r.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.committed_offset)).max().unwrap_or(-1);
+        let r = a
+            .send(&OffsetFetchRequest::default().with_group_id(GroupId(sb("readers"))).with_topics(None), 7)
+            .await
+            .expect("offset fetch");
+        let committed: i64 =
+            r.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.committed_offset)).max().unwrap_or(-1);
         assert!(committed >= 200, "committed offset {committed}");
     });
 
-    acls(&["--remove", "--force", "--allow-principal", "User:alice", "--consumer", "--topic", "events", "--group", "readers"]);
+    acls(&[
+        "--remove",
+        "--force",
+        "--allow-principal",
+        "User:alice",
+        "--consumer",
+        "--topic",
+        "events",
+        "--group",
+        "readers",
+    ]);
     let listed = acls(&["--list", "--topic", "events"]);
     assert!(!listed.contains("READ"), "{listed}");
     let out = kafka_cli::run_with_timeout(
         kafka_cli::CONSOLE_CONSUMER,
-        &["--bootstrap-server", &addr, "--consumer.config", &alice, "--topic", "events", "--group", "readers", "--from-beginning", "--max-messages", "1", "--timeout-ms", "20000"],
+        &[
+            "--bootstrap-server",
+            &addr,
+            "--consumer.config",
+            &alice,
+            "--topic",
+            "events",
+            "--group",
+            "readers",
+            "--from-beginning",
+            "--max-messages",
+            "1",
+            "--timeout-ms",
+            "20000",
+        ],
         Duration::from_secs(90),
     )
     .expect("run console consumer");

@@ -782,6 +782,8 @@ fn credentials_survive_a_restart() {
     let env = vec![
         ("SKIFF_SASL_MECHANISMS".to_string(), "PLAIN".to_string()),
         ("SKIFF_SCRAM_BOOTSTRAP_USER".to_string(), format!("{}={}", ADMIN.0, ADMIN.1)),
+        // Managing users is ALTER on the cluster: the bootstrap user is the super user.
+        ("SKIFF_SUPER_USERS".to_string(), format!("User:{}", ADMIN.0)),
     ];
     let mut broker = SkiffProcess::start_with_listeners("SASL_PLAINTEXT://127.0.0.1:0", None, env);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");

@@ -113,7 +113,10 @@ impl AclOperation {
         self == wanted
             || self == AclOperation::All
             || (wanted == AclOperation::Describe
-                && matches!(self, AclOperation::Read | AclOperation::Write | AclOperation::Delete | AclOperation::Alter))
+                && matches!(
+                    self,
+                    AclOperation::Read | AclOperation::Write | AclOperation::Delete | AclOperation::Alter
+                ))
             || (wanted == AclOperation::DescribeConfigs && self == AclOperation::AlterConfigs)
     }
 }

@@ -178,13 +178,19 @@ pub async fn delete(broker: &Arc<Broker>, req: DeleteAclsRequest) -> DeleteAclsR
         })
         .collect();
     let matched: Vec<Result<Vec<AclBinding>, InvalidAcl>> = broker.metadata.read(|m| {
-        filters.iter().map(|f| f.as_ref().map(|f| m.acls().matching(f).cloned().collect()).map_err(Clone::clone)).collect()
+        filters
+            .iter()
+            .map(|f| f.as_ref().map(|f| m.acls().matching(f).cloned().collect()).map_err(Clone::clone))
+            .collect()
     });
     let mut deletions: Vec<AclBinding> = matched.iter().flat_map(|m| m.iter().flatten().cloned()).collect();
     deletions.sort();
     deletions.dedup();
-    let submitted =
-        if deletions.is_empty() { Ok(()) } else { broker.controller.alter_acls(AclChange { creations: vec![], deletions }).await };
+    let submitted = if deletions.is_empty() {
+        Ok(())
+    } else {
+        broker.controller.alter_acls(AclChange { creations: vec![], deletions }).await
+    };
     let mut resp = DeleteAclsResponse::default();
     resp.filter_results = matched
         .into_iter()

@@ -91,9 +91,16 @@ impl Check {
     /// type the principal may do (no audit).
     fn authorized_operations(&self, resource_type: Rt, name: &str) -> i32 {
         let ops: &[Op] = match resource_type {
-            Rt::Topic => {
-                &[Op::Read, Op::Write, Op::Create, Op::Delete, Op::Alter, Op::Describe, Op::DescribeConfigs, Op::AlterConfigs]
-            }
+            Rt::Topic => &[
+                Op::Read,
+                Op::Write,
+                Op::Create,
+                Op::Delete,
+                Op::Alter,
+                Op::Describe,
+                Op::DescribeConfigs,
+                Op::AlterConfigs,
+            ],
             Rt::Group => &[Op::Read, Op::Describe, Op::Delete, Op::DescribeConfigs, Op::AlterConfigs],
             Rt::Cluster => &[
                 Op::Create,
@@ -145,7 +152,10 @@ pub enum Merge {
     Fetch(Vec<kafka_protocol::messages::fetch_response::FetchableTopicResponse>),
     ListOffsets(Vec<kafka_protocol::messages::list_offsets_response::ListOffsetsTopicResponse>),
     OffsetForLeaderEpoch(Vec<kafka_protocol::messages::offset_for_leader_epoch_response::OffsetForLeaderTopicResult>),
-    Metadata { denied: Vec<kafka_protocol::messages::metadata_response::MetadataResponseTopic>, all: bool },
+    Metadata {
+        denied: Vec<kafka_protocol::messages::metadata_response::MetadataResponseTopic>,
+        all: bool,
+    },
     CreateTopics(Vec<kafka_protocol::messages::create_topics_response::CreatableTopicResult>),
     DeleteTopics(Vec<kafka_protocol::messages::delete_topics_response::DeletableTopicResult>),
     CreatePartitions(Vec<kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult>),
@@ -334,7 +344,9 @@ pub fn gate(check: &Check, body: RequestKind, version: i16) -> Gate {
             if all {
                 return Gate::Pass(RequestKind::Metadata(r), Merge::Metadata { denied: Vec::new(), all: true });
             }
-            let may_create = r.allow_auto_topic_creation && check.sees(Op::Create, Rt::Cluster, CLUSTER_NAME);
+            // Auto-creation as the Metadata handler decides it (broker setting, v4+ request flag).
+            let auto_create = check.broker.settings.auto_create_topics && (version < 4 || r.allow_auto_topic_creation);
+            let may_create = auto_create && check.sees(Op::Create, Rt::Cluster, CLUSTER_NAME);
             let mut denied = Vec::new();
             let topics = r.topics.take().unwrap_or_default();
             let mut kept = Vec::with_capacity(topics.len());
@@ -350,10 +362,8 @@ pub fn gate(check: &Check, body: RequestKind, version: i16) -> Gate {
                 };
                 let visible = check.topic(Op::Describe, &name);
                 // Auto-creation needs CREATE on the cluster or the topic, as in Kafka.
-                let creatable = !r.allow_auto_topic_creation
-                    || check.topic_exists(&name)
-                    || may_create
-                    || check.topic(Op::Create, &name);
+                let creatable =
+                    !auto_create || check.topic_exists(&name) || may_create || check.topic(Op::Create, &name);
                 if visible && creatable {
                     kept.push(t);
                 } else {
@@ -413,7 +423,9 @@ pub fn gate(check: &Check, body: RequestKind, version: i16) -> Gate {
                 match name {
                     None => r.topics.push(t),
                     // By id without DESCRIBE: refused without saying the name (Kafka).
-                    Some(n) if t.name.is_none() && !check.topic(Op::Describe, &n) => denied.push(deny(None, t.topic_id)),
+                    Some(n) if t.name.is_none() && !check.topic(Op::Describe, &n) => {
+                        denied.push(deny(None, t.topic_id))
+                    }
                     Some(n) if !check.topic(Op::Delete, &n) => denied.push(deny(Some(TopicName(sb(&n))), t.topic_id)),
                     Some(_) => r.topics.push(t),
                 }
@@ -470,7 +482,10 @@ pub fn gate(check: &Check, body: RequestKind, version: i16) -> Gate {
                     let any_topic = {
                         let session = Session { principal: &check.principal, peer: check.peer, api: check.api };
                         let authorizer = &check.broker.security.authorizer;
-                        check.broker.metadata.read(|m| authorizer.authorize_any(m.acls(), &session, Op::Write, Rt::Topic))
+                        check
+                            .broker
+                            .metadata
+                            .read(|m| authorizer.authorize_any(m.acls(), &session, Op::Write, Rt::Topic))
                     };
                     (!any_topic && !check.cluster(Op::IdempotentWrite)).then_some(cluster_code)
                 }
@@ -935,9 +950,8 @@ pub fn gate(check: &Check, body: RequestKind, version: i16) -> Gate {
         }
         RequestKind::DescribeTransactions(mut r) => {
             use kafka_protocol::messages::describe_transactions_response::*;
-            let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.transactional_ids)
-                .into_iter()
-                .partition(|id| check.txn(Op::Describe, s(&id.0)));
+            let (allowed, denied): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut r.transactional_ids).into_iter().partition(|id| check.txn(Op::Describe, s(&id.0)));
             r.transactional_ids = allowed;
             let denied = denied
                 .into_iter()
@@ -1371,7 +1385,8 @@ impl Merge {
                 ResponseKind::DescribeTransactions(r)
             }
             (Merge::ListTransactions, ResponseKind::ListTransactions(mut r)) => {
-                r.transaction_states.retain(|t| check.sees(Op::Describe, Rt::TransactionalId, s(&t.transactional_id.0)));
+                r.transaction_states
+                    .retain(|t| check.sees(Op::Describe, Rt::TransactionalId, s(&t.transactional_id.0)));
                 ResponseKind::ListTransactions(r)
             }
             (merge, other) => {

@@ -9,8 +9,8 @@
 
 pub mod acls;
 pub mod admin;
-pub mod authorize;
 pub mod api_versions;
+pub mod authorize;
 pub mod broker_loggers;
 pub mod configs;
 pub mod consumer_group;

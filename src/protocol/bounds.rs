@@ -390,8 +390,7 @@ const SCHEMAS: &[Schema] = &[
     Schema { key: ApiKey::DeleteAcls, flexible: 2, fields: &[all(Kind::Structs(ACL_FIELDS))] },
 ];
 
-const ACL_FIELDS: &[Field] =
-    &[all(I8), all(Kind::Str), from(1, I8), all(Kind::Str), all(Kind::Str), all(I8), all(I8)];
+const ACL_FIELDS: &[Field] = &[all(I8), all(Kind::Str), from(1, I8), all(Kind::Str), all(Kind::Str), all(I8), all(I8)];
 
 /// Whether [`check_lengths`] knows the body layout of `key`.
 #[cfg(test)]

@@ -73,11 +73,7 @@ impl Default for Authorizer {
 
 impl Authorizer {
     pub fn new(settings: AuthorizerSettings) -> Self {
-        Self {
-            settings,
-            audit: RateLimitedLog::new(DENIAL_LOG_LINES_PER_MINUTE),
-            denied: Mutex::new(BTreeMap::new()),
-        }
+        Self { settings, audit: RateLimitedLog::new(DENIAL_LOG_LINES_PER_MINUTE), denied: Mutex::new(BTreeMap::new()) }
     }
 
     pub fn settings(&self) -> &AuthorizerSettings {
@@ -100,7 +96,8 @@ impl Authorizer {
         if self.settings.super_users.contains(&principal) {
             return true;
         }
-        let allowed = decide(acls, &principal, session.peer.ip(), op, resource, self.settings.allow_everyone_if_no_acl_found);
+        let allowed =
+            decide(acls, &principal, session.peer.ip(), op, resource, self.settings.allow_everyone_if_no_acl_found);
         if !allowed && audit {
             self.record_denial(session, op, resource, now_ms);
         }
@@ -229,7 +226,14 @@ mod tests {
 
     use super::*;
 
-    fn acl(rt: ResourceType, name: &str, pattern: PatternType, who: &str, op: AclOperation, perm: AclPermission) -> AclBinding {
+    fn acl(
+        rt: ResourceType,
+        name: &str,
+        pattern: PatternType,
+        who: &str,
+        op: AclOperation,
+        perm: AclPermission,
+    ) -> AclBinding {
         AclBinding {
             resource_type: rt,
             name: name.into(),
@@ -300,7 +304,8 @@ mod tests {
     #[test]
     fn super_users_and_any_resource_of_a_type() {
         use AclOperation::*;
-        let s = state(vec![acl(ResourceType::Topic, "x", PatternType::Literal, "User:alice", Write, AclPermission::Allow)]);
+        let s =
+            state(vec![acl(ResourceType::Topic, "x", PatternType::Literal, "User:alice", Write, AclPermission::Allow)]);
         let a = Authorizer::new(AuthorizerSettings {
             super_users: ["User:root".to_string()].into(),
             allow_everyone_if_no_acl_found: false,
