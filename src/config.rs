@@ -125,6 +125,12 @@ pub struct SecurityConfig {
     /// Kafka's `connection.failed.authentication.delay.ms`: a failed authentication is answered
     /// (and its connection closed) this late, slowing password guessing. Default 100 ms (Kafka's).
     pub connection_failed_authentication_delay: Duration,
+    /// Kafka's `super.users`: principals (`User:name`) that every ACL check allows. Default none.
+    pub super_users: Vec<String>,
+    /// Kafka's `allow.everyone.if.no.acl.found`: a resource with no ACL at all is open to every
+    /// principal. Default false when a SASL listener or mutual TLS is configured (a network-facing
+    /// cluster), true otherwise (a PLAINTEXT dev setup keeps working without ACLs).
+    pub allow_everyone_if_no_acl_found: Option<bool>,
 }
 
 impl Default for SecurityConfig {
@@ -138,6 +144,8 @@ impl Default for SecurityConfig {
             connections_max_reauth: None,
             scram_bootstrap_user: None,
             connection_failed_authentication_delay: Duration::from_millis(100),
+            super_users: Vec::new(),
+            allow_everyone_if_no_acl_found: None,
         }
     }
 }
@@ -169,7 +177,26 @@ impl SecurityConfig {
         self.sasl_mechanisms.iter().filter_map(|m| crate::security::sasl::Mechanism::from_name(m)).collect()
     }
 
+    /// The authorizer's settings for `listeners` (call after [`Config::validate`]).
+    pub fn authorizer_settings(
+        &self,
+        listeners: &[crate::security::listener::ListenerSpec],
+    ) -> crate::security::authorizer::AuthorizerSettings {
+        let authenticated = listeners.iter().any(|l| l.protocol.sasl())
+            || (self.tls_client_ca.is_some() && listeners.iter().any(|l| l.protocol.tls()));
+        crate::security::authorizer::AuthorizerSettings {
+            super_users: self.super_users.iter().map(|u| u.trim().to_string()).collect(),
+            allow_everyone_if_no_acl_found: self.allow_everyone_if_no_acl_found.unwrap_or(!authenticated),
+        }
+    }
+
     fn validate(&self, listeners: &[crate::security::listener::ListenerSpec], problems: &mut Vec<String>) {
+        for u in &self.super_users {
+            match u.trim().split_once(':') {
+                Some(("User", name)) if !name.is_empty() => {}
+                _ => problems.push(format!("security.super_users: `{u}` is not a principal of the form User:NAME")),
+            }
+        }
         let tls = listeners.iter().any(|l| l.protocol.tls());
         let sasl = listeners.iter().any(|l| l.protocol.sasl());
         if tls && (self.tls_cert.is_none() || self.tls_key.is_none()) {

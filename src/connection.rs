@@ -209,7 +209,7 @@ pub async fn serve<S>(
                 let principal =
                     authenticator.as_ref().and_then(Authenticator::principal).unwrap_or(&transport_principal);
                 tracing::trace!(%peer, %principal, ?api_key, version, correlation_id, "request");
-                match handler::handle(&broker, request, peer, &listener).await {
+                match handler::handle(&broker, request, peer, &listener, principal).await {
                     Handled::Ready(body) => ready(encode(api_key, version, correlation_id, &body, peer)),
                     Handled::Deferred(fut) => {
                         fut.map(move |body| encode(api_key, version, correlation_id, &body, peer)).boxed()

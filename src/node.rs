@@ -498,7 +498,9 @@ async fn serve(
         txns,
         not_served: Default::default(),
         rejected_configs: Default::default(),
-        security: Default::default(),
+        security: crate::security::BrokerSecurity::new(crate::security::authorizer::Authorizer::new(
+            config.security.authorizer_settings(&specs),
+        )),
     });
 
     // Compaction, retention and GC: stopped with `shutdown`, joined before the WAL drains.

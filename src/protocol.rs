@@ -82,6 +82,10 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     ApiRange { key: ApiKey::SaslAuthenticate, min: 0, max: 2 },
     ApiRange { key: ApiKey::DescribeUserScramCredentials, min: 0, max: 0 },
     ApiRange { key: ApiKey::AlterUserScramCredentials, min: 0, max: 0 },
+    // ACLs (handler/acls.rs; v0 was removed in Kafka 4.0).
+    ApiRange { key: ApiKey::CreateAcls, min: 1, max: 3 },
+    ApiRange { key: ApiKey::DescribeAcls, min: 1, max: 3 },
+    ApiRange { key: ApiKey::DeleteAcls, min: 1, max: 3 },
 ];
 
 /// The advertised range of `key`, if Skiff serves it.

@@ -117,6 +117,9 @@ impl Certs {
             ("SKIFF_TLS_CLIENT_CA".into(), p("ca.pem")),
             ("SKIFF_SASL_MECHANISMS".into(), "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into()),
             ("SKIFF_SCRAM_BOOTSTRAP_USER".into(), format!("{}={}", ADMIN.0, ADMIN.1)),
+            // These tests are about authentication; with a SASL listener the default would refuse
+            // every resource without an ACL (authorization is tests/authorization.rs).
+            ("SKIFF_ALLOW_EVERYONE_IF_NO_ACL_FOUND".into(), "true".into()),
         ]
     }
 
@@ -779,6 +782,8 @@ fn credentials_survive_a_restart() {
     let env = vec![
         ("SKIFF_SASL_MECHANISMS".to_string(), "PLAIN".to_string()),
         ("SKIFF_SCRAM_BOOTSTRAP_USER".to_string(), format!("{}={}", ADMIN.0, ADMIN.1)),
+        // Managing users is ALTER on the cluster: the bootstrap user is the super user.
+        ("SKIFF_SUPER_USERS".to_string(), format!("User:{}", ADMIN.0)),
     ];
     let mut broker = SkiffProcess::start_with_listeners("SASL_PLAINTEXT://127.0.0.1:0", None, env);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");

@@ -228,6 +228,11 @@ impl MetadataImage {
         &self.state.scram
     }
 
+    /// ACL bindings (`acls.rs`).
+    pub fn acls(&self) -> &crate::acls::AclState {
+        &self.state.acls
+    }
+
     // ---- consumer groups ----
 
     /// The broker coordinating `group_id`, once its shard is assigned.

@@ -184,6 +184,11 @@ impl ControllerHandle {
         done(self.submit(Command::AlterScramCredentials(change)).await?)
     }
 
+    /// Adds and removes ACL bindings (CreateAcls, DeleteAcls).
+    pub async fn alter_acls(&self, change: crate::acls::AclChange) -> Result<(), ControllerError> {
+        done(self.submit(Command::AlterAcls(change)).await?)
+    }
+
     /// Stores a change to a consumer group, written by the coordinator holding its shard at
     /// `coordinator_epoch` (`Rejected(StaleCoordinator)` once that epoch is no longer current).
     pub async fn store_group(

@@ -18,6 +18,7 @@
 //! results, one [`ControllerError`] with a [`ErrorKind`]). Brokers only treat a write as done
 //! once it is applied.
 
+pub mod acls;
 pub mod client;
 pub mod configs;
 pub mod error;

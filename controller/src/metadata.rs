@@ -125,6 +125,8 @@ pub enum Command {
     /// AlterUserScramCredentials (and the bootstrap user): SCRAM credentials set and removed
     /// (`scram.rs`).
     AlterScramCredentials(crate::scram::ScramChange),
+    /// CreateAcls / DeleteAcls: ACL bindings added and removed (`acls.rs`).
+    AlterAcls(crate::acls::AclChange),
 }
 
 /// The index swap of one cleaner pass (`docs/rfcs/0003-compacted-topics.md`, section 4).
@@ -702,6 +704,9 @@ pub struct MetadataState {
     /// SCRAM credentials (`scram.rs`). `default` keeps older snapshots readable.
     #[serde(default)]
     pub(crate) scram: crate::scram::ScramState,
+    /// ACL bindings (`acls.rs`). `default` keeps older snapshots readable.
+    #[serde(default)]
+    pub(crate) acls: crate::acls::AclState,
 }
 
 impl MetadataState {
@@ -837,6 +842,10 @@ impl MetadataState {
             Command::UnregisterBroker { broker_id } => self.unregister_broker(*broker_id),
             Command::AlterScramCredentials(change) => {
                 self.scram.apply(change);
+                Ok(CommandResult::Ok)
+            }
+            Command::AlterAcls(change) => {
+                self.acls.apply(change);
                 Ok(CommandResult::Ok)
             }
             Command::ForgetObjects { keys } => {

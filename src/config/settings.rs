@@ -582,6 +582,17 @@ settings! {
         value: "NAME=PASSWORD",
         help: "A SCRAM user created at start-up if it has no credential (both SCRAM mechanisms); never logged",
     }
+    security.super_users {
+        env: "SKIFF_SUPER_USERS", flag: "super-users", roles: SERVING,
+        default: "none",
+        value: "User:NAME,...",
+        help: "super.users: principals every ACL check allows",
+    }
+    security.allow_everyone_if_no_acl_found {
+        env: "SKIFF_ALLOW_EVERYONE_IF_NO_ACL_FOUND", flag: "allow-everyone-if-no-acl-found", roles: SERVING,
+        default: "false with a SASL listener or mutual TLS, else true",
+        help: "allow.everyone.if.no.acl.found: a resource without any ACL is open to every principal",
+    }
 
     // Controller.
     controller.node_id {

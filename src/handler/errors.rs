@@ -332,6 +332,24 @@ pub fn scram_request(e: &crate::handler::scram_credentials::ScramRequestError) -
     })
 }
 
+/// The *_AUTHORIZATION_FAILED code of a resource the authorizer refused (Kafka's codes: topic
+/// 29, group 30, cluster 31, transactional id 53, delegation token 65).
+pub fn denied(resource_type: skiff_controller::acls::ResourceType) -> i16 {
+    use skiff_controller::acls::ResourceType as Rt;
+    code(match resource_type {
+        Rt::Topic => ResponseError::TopicAuthorizationFailed,
+        Rt::Group => ResponseError::GroupAuthorizationFailed,
+        Rt::TransactionalId => ResponseError::TransactionalIdAuthorizationFailed,
+        Rt::DelegationToken => ResponseError::DelegationTokenAuthorizationFailed,
+        Rt::Cluster | Rt::User | Rt::Any => ResponseError::ClusterAuthorizationFailed,
+    })
+}
+
+/// An ACL or ACL filter Kafka would not accept: INVALID_REQUEST.
+pub fn invalid_acl(_e: &crate::handler::acls::InvalidAcl) -> i16 {
+    code(ResponseError::InvalidRequest)
+}
+
 #[cfg(test)]
 mod group_controller_tests {
     use super::*;

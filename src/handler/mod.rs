@@ -7,8 +7,10 @@
 //! appended in the order they were sent (idempotent sequences depend on it) while acks and long
 //! polls overlap.
 
+pub mod acls;
 pub mod admin;
 pub mod api_versions;
+pub mod authorize;
 pub mod broker_loggers;
 pub mod configs;
 pub mod consumer_group;
@@ -41,7 +43,7 @@ use kafka_protocol::messages::{RequestKind, ResponseKind};
 
 use crate::broker::Broker;
 use crate::protocol::Request;
-use crate::security::ListenerContext;
+use crate::security::{ListenerContext, Principal};
 
 /// What a handler produced. Not boxed: each value is built once and moved once per request, and
 /// `Ready` is the common case, so a box would add an allocation to most requests.
@@ -55,10 +57,28 @@ pub enum Handled {
     NoResponse,
 }
 
-/// Runs the handler for one decoded request from `peer`, received on `listener` (whose
-/// advertised address Metadata, FindCoordinator and DescribeCluster answer with, as Kafka
-/// answers with the endpoints of the listener the client connected to).
-pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr, listener: &ListenerContext) -> Handled {
+/// Runs the handler for one decoded request from `peer`, authenticated as `principal`,
+/// received on `listener` (whose advertised address Metadata, FindCoordinator and
+/// DescribeCluster answer with, as Kafka answers with the endpoints of the listener the client
+/// connected to). Access is checked around the handler, in [`authorize`] only.
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: Request,
+    peer: SocketAddr,
+    listener: &ListenerContext,
+    principal: &Principal,
+) -> Handled {
+    let check = authorize::Check::new(broker, principal, peer, request.api_key);
+    let (body, merge) = match authorize::gate(&check, request.body, request.version) {
+        authorize::Gate::Refuse(response) => return Handled::Ready(response),
+        authorize::Gate::NoResponse => return Handled::NoResponse,
+        authorize::Gate::Pass(body, merge) => (body, merge),
+    };
+    let handled = dispatch(broker, Request { body, ..request }, peer, listener).await;
+    merge.apply(handled, check)
+}
+
+async fn dispatch(broker: &Arc<Broker>, request: Request, peer: SocketAddr, listener: &ListenerContext) -> Handled {
     let here = listener;
     let v = request.version;
     let client_id = request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
@@ -173,6 +193,10 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr, li
         RequestKind::AlterUserScramCredentials(r) => {
             Handled::Ready(ResponseKind::AlterUserScramCredentials(scram_credentials::alter(broker, r).await))
         }
+        // ACLs (handler/acls.rs).
+        RequestKind::CreateAcls(r) => Handled::Ready(ResponseKind::CreateAcls(acls::create(broker, r).await)),
+        RequestKind::DescribeAcls(r) => Handled::Ready(ResponseKind::DescribeAcls(acls::describe(broker, r))),
+        RequestKind::DeleteAcls(r) => Handled::Ready(ResponseKind::DeleteAcls(acls::delete(broker, r).await)),
         // `protocol::decode_request` only lets advertised APIs through.
         other => {
             tracing::warn!(request = ?std::mem::discriminant(&other), "request for an API that is not advertised");

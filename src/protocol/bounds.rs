@@ -383,7 +383,14 @@ const SCHEMAS: &[Schema] = &[
             all(Kind::Structs(&[all(Kind::Str), all(I8), all(I32), all(Kind::Bytes), all(Kind::Bytes)])),
         ],
     },
+    // ACLs (handler/acls.rs): a binding or filter is type, name, pattern type, principal, host,
+    // operation, permission.
+    Schema { key: ApiKey::CreateAcls, flexible: 2, fields: &[all(Kind::Structs(ACL_FIELDS))] },
+    Schema { key: ApiKey::DescribeAcls, flexible: 2, fields: ACL_FIELDS },
+    Schema { key: ApiKey::DeleteAcls, flexible: 2, fields: &[all(Kind::Structs(ACL_FIELDS))] },
 ];
+
+const ACL_FIELDS: &[Field] = &[all(I8), all(Kind::Str), from(1, I8), all(Kind::Str), all(Kind::Str), all(I8), all(I8)];
 
 /// Whether [`check_lengths`] knows the body layout of `key`.
 #[cfg(test)]
@@ -939,6 +946,39 @@ mod tests {
                     .with_deletions(two(d))
                     .with_upsertions(two(u))
                     .encode(&mut body, v)
+            }
+            ApiKey::CreateAcls => {
+                use create_acls_request::*;
+                let c = AclCreation::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("t"))
+                    .with_resource_pattern_type(3)
+                    .with_principal(s("User:alice"))
+                    .with_host(s("*"))
+                    .with_operation(3)
+                    .with_permission_type(3);
+                CreateAclsRequest::default().with_creations(two(c)).encode(&mut body, v)
+            }
+            ApiKey::DescribeAcls => DescribeAclsRequest::default()
+                .with_resource_type_filter(2)
+                .with_resource_name_filter(Some(s("t")))
+                .with_pattern_type_filter(2)
+                .with_principal_filter(Some(s("User:alice")))
+                .with_host_filter(None)
+                .with_operation(1)
+                .with_permission_type(1)
+                .encode(&mut body, v),
+            ApiKey::DeleteAcls => {
+                use delete_acls_request::*;
+                let f = DeleteAclsFilter::default()
+                    .with_resource_type_filter(1)
+                    .with_resource_name_filter(Some(s("t")))
+                    .with_pattern_type_filter(1)
+                    .with_principal_filter(None)
+                    .with_host_filter(Some(s("*")))
+                    .with_operation(1)
+                    .with_permission_type(1);
+                DeleteAclsRequest::default().with_filters(two(f)).encode(&mut body, v)
             }
             other => panic!("no populated request for {other:?}"),
         }

@@ -5,9 +5,12 @@
 //! * [`principal`]: a client certificate's subject (RFC 2253) and Kafka's mapping rules.
 //! * [`sasl`]: the per-connection SASL state machine (KIP-152, KIP-368), PLAIN and SCRAM.
 //!
-//! What a connection learns here (its [`Principal`]) is kept on the connection for the
-//! authorizer to come (issue #14); nothing is authorized yet.
+//! * [`authorizer`]: ACL decisions for the principal a connection authenticated as.
+//!
+//! What a connection learns here (its [`Principal`]) is kept on the connection and handed to
+//! every handler call; `handler/authorize.rs` asks the [`authorizer::Authorizer`].
 
+pub mod authorizer;
 pub mod listener;
 pub mod principal;
 pub mod sasl;
@@ -75,15 +78,21 @@ pub struct BrokerSecurity {
     pub audit: RateLimitedLog,
     /// Keys the decoy salts of unknown SCRAM users (random per process).
     decoy_key: [u8; 32],
+    /// ACL decisions and the denial audit (`authorizer.rs`).
+    pub authorizer: authorizer::Authorizer,
 }
 
 impl Default for BrokerSecurity {
     fn default() -> Self {
-        Self { audit: RateLimitedLog::new(AUTH_LOG_LINES_PER_MINUTE), decoy_key: rand::random() }
+        Self::new(authorizer::Authorizer::default())
     }
 }
 
 impl BrokerSecurity {
+    pub fn new(authorizer: authorizer::Authorizer) -> Self {
+        Self { audit: RateLimitedLog::new(AUTH_LOG_LINES_PER_MINUTE), decoy_key: rand::random(), authorizer }
+    }
+
     /// Logs a failed authentication: principal, address and mechanism, never a password.
     pub fn log_failure(&self, now_ms: i64, peer: std::net::SocketAddr, listener: SecurityProtocol, f: &sasl::Failure) {
         if let Some(suppressed) = self.audit.admit(now_ms) {

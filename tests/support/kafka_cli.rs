@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 /// Kafka's tools as `main` classes (Kafka 4.x).
 pub const TOPIC_COMMAND: &str = "org.apache.kafka.tools.TopicCommand";
+pub const ACL_COMMAND: &str = "org.apache.kafka.tools.AclCommand";
 pub const CONFIG_COMMAND: &str = "org.apache.kafka.tools.ConfigCommand";
 pub const CONSOLE_CONSUMER: &str = "org.apache.kafka.tools.consumer.ConsoleConsumer";
 pub const CONSOLE_PRODUCER: &str = "org.apache.kafka.tools.ConsoleProducer";
