@@ -113,13 +113,7 @@ pub struct Metrics {
     commit_latency: LatencyHistogram,
     topic_requests: Mutex<HashMap<Uuid, TopicRequests>>,
     cleaner: Mutex<CleanerMetrics>,
-    /// `skiff_client_rack_bytes_total`: (direction, client rack, cross_rack) → bytes (RFC 0005).
-    client_rack_bytes: Mutex<BTreeMap<(&'static str, String, &'static str), u64>>,
 }
-
-/// Distinct client racks `skiff_client_rack_bytes_total` keeps apart; racks are client-chosen
-/// labels, so later ones are counted under `client_rack="other"` to bound the series.
-const MAX_CLIENT_RACKS: usize = 64;
 
 /// What one cleaner pass did, for the metrics (`log/background/cleaner`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -246,27 +240,6 @@ impl Metrics {
         map.entry(topic).or_default().gets += gets;
     }
 
-    /// Counts `bytes` of records between this broker (in rack `broker_rack`) and a client in
-    /// `client_rack`: `direction` "in" for produced records, "out" for fetched ones (RFC 0005).
-    pub fn client_rack_bytes(
-        &self,
-        direction: &'static str,
-        client_rack: Option<&str>,
-        broker_rack: Option<&str>,
-        bytes: u64,
-    ) {
-        let cross = crate::broker::client_rack::cross_rack(client_rack, broker_rack);
-        let mut map = self.client_rack_bytes.lock().unwrap_or_else(|p| p.into_inner());
-        let mut rack = client_rack.unwrap_or("").to_string();
-        if !map.contains_key(&(direction, rack.clone(), cross)) {
-            let known = map.keys().map(|(_, r, _)| r.as_str()).collect::<std::collections::BTreeSet<_>>();
-            if known.len() >= MAX_CLIENT_RACKS && !known.contains(rack.as_str()) {
-                rack = "other".to_string();
-            }
-        }
-        *map.entry((direction, rack, cross)).or_default() += bytes;
-    }
-
     /// Prometheus text exposition.
     pub fn render(&self, s: &Snapshot<'_>) -> String {
         let mut out = String::with_capacity(8192);
@@ -323,22 +296,6 @@ impl Metrics {
             "Record-batch bytes returned to consumers.",
             self.fetched_bytes.load(Relaxed),
         );
-        {
-            let map = self.client_rack_bytes.lock().unwrap_or_else(|p| p.into_inner());
-            help(
-                &mut out,
-                "skiff_client_rack_bytes_total",
-                "counter",
-                "Record bytes between this broker and clients, by direction (in: produced, out: fetched), the client's rack and whether it is another rack than this broker's (unknown: either rack not set).",
-            );
-            for ((direction, rack, cross), v) in map.iter() {
-                let _ = writeln!(
-                    out,
-                    "skiff_client_rack_bytes_total{{direction=\"{direction}\",client_rack=\"{}\",cross_rack=\"{cross}\"}} {v}",
-                    rack.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-                );
-            }
-        }
         counter(
             &mut out,
             "skiff_flush_failures_total",

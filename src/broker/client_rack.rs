@@ -30,15 +30,6 @@ pub fn from_client_id(client_id: &str) -> Option<&str> {
     None
 }
 
-/// How a client's bytes relate to this broker's rack, for `skiff_client_rack_bytes_total`.
-pub fn cross_rack(client_rack: Option<&str>, broker_rack: Option<&str>) -> &'static str {
-    match (client_rack, broker_rack) {
-        (Some(c), Some(b)) if c == b => "false",
-        (Some(_), Some(_)) => "true",
-        _ => "unknown",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,13 +47,5 @@ mod tests {
         assert_eq!(from_client_id("myskiff_rack=az-a"), None, "only a whole token");
         assert_eq!(from_client_id("myskiff_rack=az-a,skiff_rack=az-b"), Some("az-b"));
         assert_eq!(from_client_id(&format!("skiff_rack={}", "r".repeat(65))), None, "bounded");
-    }
-
-    #[test]
-    fn cross_rack_needs_both_racks() {
-        assert_eq!(cross_rack(Some("a"), Some("a")), "false");
-        assert_eq!(cross_rack(Some("a"), Some("b")), "true");
-        assert_eq!(cross_rack(None, Some("b")), "unknown");
-        assert_eq!(cross_rack(Some("a"), None), "unknown");
     }
 }

@@ -51,6 +51,7 @@ use crate::broker::dynamic_config::BrokerDefaults;
 use crate::broker::{Broker, batch, client_rack, internal_topics, records};
 use crate::log::txn::{self, TxnRefusal};
 use crate::log::wal::{AppendError, PartitionKey};
+use crate::metrics::Direction;
 
 pub(crate) type Ack = oneshot::Receiver<Result<(), AppendError>>;
 
@@ -79,7 +80,8 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cli
     let client_rack = client_rack::from_client_id(client_id);
     let bytes: usize =
         req.topic_data.iter().flat_map(|t| &t.partition_data).map(|p| p.records.as_ref().map_or(0, |r| r.len())).sum();
-    broker.metrics.client_rack_bytes("in", client_rack, broker.settings.rack.as_deref(), bytes as u64);
+    let broker_rack = broker.settings.rack.as_deref();
+    broker.metrics.client_bytes(Direction::In, client_rack.unwrap_or(""), broker_rack, bytes as u64);
     let handled = append_all(broker, req, version, client_rack).instrument(span.clone()).await;
     match handled {
         Handled::Deferred(answer) => Handled::Deferred(answer.instrument(span).boxed()),

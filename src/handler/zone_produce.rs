@@ -43,6 +43,9 @@ use crate::broker::Broker;
 /// has this name, so Metadata never hands it to a client.
 pub const ZONE_LISTENER: &str = "SKIFF_ZONE";
 
+/// Staging objects' incarnation token starts with this: `wal/<broker>/stage-<uuid>-<seq>`.
+pub const STAGE_PREFIX: &str = "stage-";
+
 /// Forward frames are small (a reference, an answer): anything larger is not one.
 const MAX_FRAME: usize = 64 << 10;
 
@@ -51,15 +54,15 @@ const IDLE: Duration = Duration::from_secs(60);
 
 /// The proxy side's per-process state: staging object keys.
 pub struct ZoneLink {
-    /// A fresh token per process, distinct from the WAL's incarnation, so staging keys never
-    /// collide with WAL keys (docs/format.md: unique keys per writer).
+    /// `stage-<fresh uuid>` per process: staging keys never collide with WAL keys (docs/format.md:
+    /// unique keys per writer), and anything that lists `wal/` tells them apart by the prefix.
     incarnation: String,
     seq: AtomicU64,
 }
 
 impl ZoneLink {
     pub fn new(incarnation: Uuid) -> Self {
-        Self { incarnation: incarnation.simple().to_string(), seq: AtomicU64::new(0) }
+        Self { incarnation: format!("{STAGE_PREFIX}{}", incarnation.simple()), seq: AtomicU64::new(0) }
     }
 }
 
