@@ -191,6 +191,10 @@ pub struct BrokerRegistration {
     pub incarnation: Uuid,
     pub host: String,
     pub port: i32,
+    /// `broker.rack` (`--rack`): Metadata and DescribeCluster report it, placement spreads a
+    /// topic over racks and a consumer's fetch is pointed at a broker of its own rack (RFC
+    /// 0005). Absent in registrations written without one (`default`).
+    #[serde(default)]
     pub rack: Option<String>,
     /// Set by `FenceBroker`; a fenced broker leads nothing until it registers again.
     #[serde(default)]
@@ -1323,6 +1327,17 @@ impl MetadataState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_registration_without_rack_or_listeners_loads() {
+        let old = r#"{"broker_id":4,"incarnation":"00000000-0000-0000-0000-000000000000","host":"h","port":9}"#;
+        let reg: BrokerRegistration = serde_json::from_str(old).expect("old registration");
+        assert_eq!((reg.rack, reg.fenced, reg.listeners.len()), (None, false, 0));
+        let with =
+            r#"{"broker_id":4,"incarnation":"00000000-0000-0000-0000-000000000000","host":"h","port":9,"rack":"az-a"}"#;
+        let reg: BrokerRegistration = serde_json::from_str(with).expect("registration with rack");
+        assert_eq!(reg.rack.as_deref(), Some("az-a"));
+    }
 
     fn state_with_topic() -> (MetadataState, Uuid) {
         let mut s = MetadataState::new("c".into());

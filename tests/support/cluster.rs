@@ -97,6 +97,9 @@ pub struct ClusterSpec {
     /// Each broker listens on the same Kafka port in every run (real clients such as the Java
     /// client keep their bootstrap list: a restarted broker on a new port is lost to them).
     pub fixed_broker_ports: bool,
+    /// `--rack` of each broker in start order (the first broker gets the first); brokers past
+    /// the end of the list (all of them when it is empty) have no rack.
+    pub broker_racks: Vec<String>,
 }
 
 impl ClusterSpec {
@@ -112,7 +115,14 @@ impl ClusterSpec {
             controller_env: Vec::new(),
             private_minio: false,
             fixed_broker_ports: false,
+            broker_racks: Vec::new(),
         }
+    }
+
+    /// Brokers in these racks, one broker per entry in order ([`ClusterSpec::broker_racks`]).
+    pub fn with_racks(mut self, racks: &[&str]) -> Self {
+        self.broker_racks = racks.iter().map(|r| r.to_string()).collect();
+        self
     }
 }
 
@@ -649,6 +659,13 @@ impl Cluster {
         nodes.iter_mut().find(|n| n.node == node).unwrap_or_else(|| panic!("no {node} in this cluster"))
     }
 
+    /// The rack `broker` was started in ([`ClusterSpec::broker_racks`]), if any.
+    pub fn rack_of(&self, broker: NodeRef) -> Option<&str> {
+        let NodeRef::Broker(id) = broker else { return None };
+        let index = usize::try_from(id - self.spec.controllers as i32 - 1).ok()?;
+        self.spec.broker_racks.get(index).map(String::as_str)
+    }
+
     /// Brokers that are started (running or stopped: a client cannot tell a frozen broker).
     fn refresh_routing(&self) {
         let addrs = self.brokers.iter().filter(|n| n.child.is_some()).filter_map(|n| n.kafka.clone()).collect();
@@ -679,6 +696,9 @@ impl Cluster {
                 cmd.args(["--controllers", &controllers.join(",")]);
                 // Flush often: on s3 the default is 250 ms, which only slows the tests down.
                 cmd.args(["--flush-interval-ms", "20"]);
+                if let Some(rack) = self.rack_of(node) {
+                    cmd.args(["--rack", rack]);
+                }
                 cmd.args(&self.spec.broker_args);
             }
         }
