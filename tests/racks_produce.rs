@@ -140,7 +140,7 @@ fn spawn_producer(bootstrap: &str, rack: &'static str, prefix: u32, records: u32
     let config = dir.path().join("producer.properties");
     std::fs::write(
         &config,
-        format!("client.id={}\nenable.idempotence=true\nacks=all\nlinger.ms=5\n", client_id(rack)),
+        format!("client.id={}\nenable.idempotence=true\nacks=all\nretries=2147483647\nlinger.ms=5\n", client_id(rack)),
     )?;
     let out = dir.path().join("stdout");
     let log4j = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/kafka/log4j2-tools.properties");
@@ -205,7 +205,10 @@ fn producers_in_three_racks_send_no_bytes_across_racks() {
     let deadline = Instant::now() + Duration::from_secs(120);
     for p in &mut producers {
         loop {
-            if p.child.try_wait().expect("wait").is_some() {
+            if let Some(status) = p.child.try_wait().expect("wait") {
+                let stderr = std::fs::read_to_string(p._dir.path().join("stderr")).unwrap_or_default();
+                let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+                assert!(status.success(), "producer in {} failed ({status}): {}", p.rack, tail.join("\n"));
                 break;
             }
             assert!(Instant::now() < deadline, "producer in {} did not finish", p.rack);
