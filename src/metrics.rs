@@ -113,7 +113,47 @@ pub struct Metrics {
     commit_latency: LatencyHistogram,
     topic_requests: Mutex<HashMap<Uuid, TopicRequests>>,
     cleaner: Mutex<CleanerMetrics>,
+    /// Record bytes to and from clients by (direction, client rack, same rack): the
+    /// cross-zone traffic an operator pays for (RFC 0005).
+    client_bytes: Mutex<BTreeMap<(Direction, String, SameRack), u64>>,
 }
+
+/// Which way record bytes went between this broker and a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Direction {
+    /// Produced: client → broker.
+    In,
+    /// Fetched: broker → client.
+    Out,
+}
+
+/// Whether the client's rack is the broker's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SameRack {
+    True,
+    False,
+    /// The client or the broker gave no rack.
+    Unknown,
+}
+
+impl SameRack {
+    pub fn of(client_rack: &str, broker_rack: Option<&str>) -> Self {
+        match broker_rack {
+            Some(b) if !client_rack.is_empty() => {
+                if b == client_rack {
+                    SameRack::True
+                } else {
+                    SameRack::False
+                }
+            }
+            _ => SameRack::Unknown,
+        }
+    }
+}
+
+/// Distinct client racks kept as labels; the rack comes from the client, so beyond this many
+/// further racks share the label `(other)` (bounded series).
+const MAX_CLIENT_RACKS: usize = 64;
 
 /// What one cleaner pass did, for the metrics (`log/background/cleaner`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +188,21 @@ pub struct Snapshot<'a> {
 }
 
 impl Metrics {
+    /// Counts record bytes produced by (`In`) or fetched by (`Out`) a client in `client_rack`
+    /// ("" when the client gave none) at a broker in `broker_rack`:
+    /// `skiff_client_bytes_total{direction, client_rack, same_rack}`.
+    pub fn client_bytes(&self, direction: Direction, client_rack: &str, broker_rack: Option<&str>, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let same = SameRack::of(client_rack, broker_rack);
+        let mut map = self.client_bytes.lock().unwrap_or_else(|p| p.into_inner());
+        let known = map.keys().any(|(_, r, _)| r == client_rack);
+        let racks = || map.keys().map(|(_, r, _)| r).collect::<std::collections::BTreeSet<_>>().len();
+        let rack = if known || racks() < MAX_CLIENT_RACKS { client_rack } else { "(other)" };
+        *map.entry((direction, rack.to_string(), same)).or_default() += bytes;
+    }
+
     pub fn flush(&self, reason: &str, bytes: usize) {
         match reason {
             "size" => &self.flushes_size,
@@ -533,13 +588,67 @@ impl Metrics {
         for (name, text, v) in s.gauges {
             let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} gauge\n{name} {v}");
         }
+        let client_bytes = self.client_bytes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let _ = writeln!(
+            out,
+            "# HELP skiff_client_bytes_total Record bytes produced (in) and fetched (out) by clients, by the client's rack and whether it is this broker's.\n# TYPE skiff_client_bytes_total counter"
+        );
+        for ((direction, rack, same), bytes) in client_bytes {
+            let direction = match direction {
+                Direction::In => "in",
+                Direction::Out => "out",
+            };
+            let same = match same {
+                SameRack::True => "true",
+                SameRack::False => "false",
+                SameRack::Unknown => "unknown",
+            };
+            let rack = label_value(&rack);
+            let _ = writeln!(
+                out,
+                "skiff_client_bytes_total{{direction=\"{direction}\",client_rack=\"{rack}\",same_rack=\"{same}\"}} {bytes}"
+            );
+        }
         out
     }
+}
+
+/// `v` escaped as a Prometheus label value (backslash, double quote, newline).
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_bytes_by_rack() {
+        let m = Metrics::default();
+        m.client_bytes(Direction::Out, "az-a", Some("az-a"), 10);
+        m.client_bytes(Direction::Out, "az-b", Some("az-a"), 3);
+        m.client_bytes(Direction::In, "", Some("az-a"), 5);
+        m.client_bytes(Direction::Out, "a\"b\n", None, 1);
+        for i in 0..MAX_CLIENT_RACKS {
+            m.client_bytes(Direction::Out, &format!("r{i}"), Some("az-a"), 1);
+        }
+        let text = m.render(&Snapshot {
+            gauges: &[],
+            storage: &StorageStats::default(),
+            blocks: &BlockCacheStats::default(),
+            topic_names: &HashMap::new(),
+            prices: Prices::default(),
+        });
+        for line in [
+            r#"skiff_client_bytes_total{direction="out",client_rack="az-a",same_rack="true"} 10"#,
+            r#"skiff_client_bytes_total{direction="out",client_rack="az-b",same_rack="false"} 3"#,
+            r#"skiff_client_bytes_total{direction="in",client_rack="",same_rack="unknown"} 5"#,
+            r#"skiff_client_bytes_total{direction="out",client_rack="a\"b\n",same_rack="unknown"} 1"#,
+            r#"skiff_client_bytes_total{direction="out",client_rack="(other)",same_rack="false"} 4"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+    }
 
     #[test]
     fn renders_prometheus_text_with_costs() {

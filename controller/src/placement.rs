@@ -46,6 +46,11 @@ impl MetadataState {
         self.brokers.values().filter(|b| !b.fenced).map(|b| b.broker_id).collect()
     }
 
+    /// Whether some live broker has a rack (`broker.rack`).
+    pub fn racks_given(&self) -> bool {
+        self.brokers.values().any(|b| !b.fenced && b.rack.is_some())
+    }
+
     /// Whether `broker_id` is registered and not fenced.
     pub fn is_live(&self, broker_id: BrokerId) -> bool {
         self.brokers.get(&broker_id).is_some_and(|b| !b.fenced)
@@ -264,7 +269,17 @@ impl MetadataState {
     /// The replicas and in-sync replicas Metadata reports for `p`: its manual replica list, or
     /// just its leader (a factor of 1: the data is in object storage, not on brokers). The
     /// in-sync ones are the live listed brokers: any of them can lead without losing data.
+    ///
+    /// With racks (any live broker has one), a partition without a manual list reports the
+    /// leader first and then every other live broker, all in sync (RFC 0005): every broker
+    /// reads the same committed log from object storage, and clients accept a KIP-392 preferred
+    /// read replica only among a partition's replicas (Java's `Cluster.nodeIfOnline`).
     pub fn reported_replicas(&self, p: &PartitionState) -> (Vec<BrokerId>, Vec<BrokerId>) {
+        if p.replicas.is_empty() && p.leader >= 0 && self.racks_given() {
+            let mut all = vec![p.leader];
+            all.extend(self.live_brokers().into_iter().filter(|b| *b != p.leader));
+            return (all.clone(), all);
+        }
         if p.replicas.is_empty() {
             return (vec![p.leader], vec![p.leader]);
         }
@@ -797,5 +812,20 @@ mod tests {
         topic(&mut s, "t", 4);
         let on_b = s.topics["t"].partitions.iter().filter(|p| p.leader == 3).count();
         assert_eq!(on_b, 2, "half the partitions on rack b, which has one broker");
+    }
+
+    #[test]
+    fn with_racks_every_live_broker_is_a_reported_replica() {
+        let mut s = MetadataState::new("c".into());
+        s.apply(&reg(1, 1, None));
+        s.apply(&reg(2, 1, None));
+        topic(&mut s, "t", 1);
+        let leader = s.topics["t"].partitions[0].leader;
+        assert_eq!(s.reported_replicas(&s.topics["t"].partitions[0]), (vec![leader], vec![leader]), "no racks");
+        s.apply(&reg(3, 1, Some("b")));
+        let (replicas, isr) = s.reported_replicas(&s.topics["t"].partitions[0]);
+        assert_eq!(replicas[0], leader, "the leader first");
+        assert_eq!(replicas.iter().copied().collect::<std::collections::BTreeSet<_>>(), [1, 2, 3].into());
+        assert_eq!(isr, replicas);
     }
 }

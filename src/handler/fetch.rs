@@ -18,6 +18,15 @@
 //! unconfirmed (a frozen broker resumed in an old epoch, no controller reachable) it gets the
 //! retriable NOT_LEADER_OR_FOLLOWER.
 //!
+//! Follower fetching (KIP-392, RFC 0005): a consumer's fetch at v11+ may be served by any
+//! broker Metadata lists among the partition's in-sync replicas (with racks: every live
+//! broker), from object storage and its own caches, bounded by what its image says is
+//! committed; so offsets, high watermark, LSO, log start and aborted transactions are the
+//! image's on every broker. The leader answers a consumer in another rack that has such a
+//! broker with no records and `preferred_read_replica` (Kafka's `RackAwareReplicaSelector`).
+//! An offset past a follower's image is answered as past the end above: only after the image
+//! is confirmed current, so a lagging follower parks the fetch instead.
+//!
 //! Traced as `kafka.fetch` (waiting included), with a `log.read` child per chunk read from the
 //! tail cache or object storage (`log::read`).
 
@@ -39,6 +48,7 @@ use super::errors::{self, code};
 use crate::broker::internal_topics::{self, InternalTopic, Leadership};
 use crate::broker::{Broker, batch};
 use crate::group::offsets_topic;
+use crate::metrics::Direction;
 
 /// How far ahead of a catch-up consumer the block cache is warmed.
 const READ_AHEAD_BYTES: usize = 4 << 20;
@@ -48,6 +58,24 @@ const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 
 /// Kafka's `IsolationLevel.READ_COMMITTED`.
 const READ_COMMITTED: i8 = 1;
+
+/// Who fetches, as KIP-392 needs it.
+#[derive(Debug, Clone, Copy)]
+struct Fetcher<'a> {
+    /// A consumer at v11+ (Kafka's `FetchParams.fetchOnlyLeader` is false): any in-sync replica
+    /// may serve it, and its leader may point it at one in its rack.
+    any_replica: bool,
+    /// Its `client.rack` ("" for none).
+    rack: &'a str,
+}
+
+impl<'a> Fetcher<'a> {
+    fn of(req: &'a FetchRequest, version: i16) -> Self {
+        // v15 moved the id of a replicating follower into `replica_state`; consumers send -1.
+        let replica_id = if version >= 15 { req.replica_state.replica_id.0 } else { req.replica_id.0 };
+        Fetcher { any_replica: version >= 11 && replica_id < 0, rack: req.rack_id.as_str() }
+    }
+}
 
 pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Handled {
     let broker = broker.clone();
@@ -89,6 +117,8 @@ async fn fetch(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> FetchR
         }
         if bytes >= req.min_bytes.max(0) as usize || has_error || broker.clock.now() >= deadline {
             broker.metrics.fetched_bytes.fetch_add(bytes as u64, Relaxed);
+            let rack = broker.settings.rack.as_deref();
+            broker.metrics.client_bytes(Direction::Out, req.rack_id.as_str(), rack, bytes as u64);
             tracing::Span::current().record("bytes", bytes);
             return response;
         }
@@ -112,6 +142,7 @@ struct Position<'a> {
     partition: i32,
     epoch: i32,
     isolation: i8,
+    fetcher: Fetcher<'a>,
 }
 
 /// The records of the planned chunks from `offset`, whole batches starting below `upper` (the
@@ -139,7 +170,7 @@ async fn read_past_gaps(
             return Ok(Bytes::new());
         }
         offset = next;
-        chunks = match plan(broker, at.topic, at.partition, offset, at.epoch, max, at.isolation) {
+        chunks = match plan(broker, at.topic, at.partition, offset, at.epoch, max, at.isolation, at.fetcher) {
             Plan::Read { chunks, .. } if !chunks.is_empty() => chunks,
             _ => return Ok(Bytes::new()),
         };
@@ -175,6 +206,13 @@ enum Plan {
         chunks: Vec<Chunk>,
         ahead: Vec<Chunk>,
     },
+    /// No records: the consumer is to fetch from `replica`, a broker in its rack (KIP-392).
+    Redirect {
+        hwm: i64,
+        lso: i64,
+        log_start: i64,
+        replica: i32,
+    },
     /// Records built from the metadata itself (`__consumer_offsets`), already within the limit.
     Records {
         hwm: i64,
@@ -191,6 +229,7 @@ fn plan(
     current_epoch: i32,
     max_bytes: usize,
     isolation: i8,
+    fetcher: Fetcher<'_>,
 ) -> Plan {
     broker.metadata.read(|m| {
         if let Some(t) = internal_topics::find(topic) {
@@ -202,8 +241,11 @@ fn plan(
         let Some(p) = t.partition(partition) else {
             return Plan::Error(code(ResponseError::UnknownTopicOrPartition));
         };
-        if p.leader() != broker.settings.node_id {
-            // Another broker leads it (or none does): the client refreshes its metadata.
+        let local = broker.settings.node_id;
+        let leads = p.leader() == local;
+        if !leads && !(fetcher.any_replica && p.leader() >= 0 && m.reported_replicas(p).1.contains(&local)) {
+            // Another broker leads it (or none does) and this one may not serve it as a
+            // follower: the client refreshes its metadata.
             return Plan::Error(code(if p.leader() < 0 {
                 ResponseError::LeaderNotAvailable
             } else {
@@ -222,6 +264,15 @@ fn plan(
             return Plan::Error(code(ResponseError::OffsetOutOfRange));
         }
         let lso = p.last_stable_offset();
+        // Within the log (Kafka's selector only considers replicas holding the offset): the
+        // leader points a consumer from another rack at a broker of that rack.
+        if leads && fetcher.any_replica {
+            let rack = broker.settings.rack.as_deref();
+            if let Some(replica) = preferred_read_replica(m, p, t.id(), local, rack, fetcher.rack) {
+                let (hwm, log_start) = (p.high_watermark(), p.log_start_offset());
+                return Plan::Redirect { hwm, lso, log_start, replica };
+            }
+        }
         let upper = if isolation == READ_COMMITTED { lso } else { p.high_watermark() };
         // read_committed at or past the LSO (but not past the high watermark) is an empty
         // answer, as in Kafka; chunks that start at or past the bound are not read at all.
@@ -232,6 +283,32 @@ fn plan(
         let ahead = p.chunks_from(next, READ_AHEAD_BYTES);
         Plan::Read { topic_id: t.id(), hwm: p.high_watermark(), lso, log_start: p.log_start_offset(), chunks, ahead }
     })
+}
+
+/// The broker a consumer in `client_rack` should fetch `p` from instead of this leader (in
+/// `local_rack`), as Kafka's `RackAwareReplicaSelector`: none when the client gave no rack or
+/// is in the leader's rack; else a live in-sync replica in its rack, the same one for a
+/// partition on every call, spread over the rack's brokers by topic and partition.
+fn preferred_read_replica(
+    m: &MetadataImage,
+    p: skiff_controller::image::PartitionView<'_>,
+    topic_id: uuid::Uuid,
+    local: i32,
+    local_rack: Option<&str>,
+    client_rack: &str,
+) -> Option<i32> {
+    if client_rack.is_empty() || local_rack == Some(client_rack) {
+        return None;
+    }
+    let (_, isr) = m.reported_replicas(p);
+    let mut in_rack: Vec<i32> = isr
+        .into_iter()
+        .filter(|b| *b != local && m.live_broker(*b).is_some_and(|e| e.rack.as_deref() == Some(client_rack)))
+        .collect();
+    in_rack.sort_unstable();
+    in_rack.dedup();
+    let spread = (topic_id.as_u128() as u64).wrapping_add(p.index() as u64);
+    in_rack.get((spread % in_rack.len().max(1) as u64) as usize).copied()
 }
 
 /// The plan for an internal topic's partition: the same leader, epoch and offset checks as a
@@ -313,6 +390,7 @@ async fn build(
     let mut total = 0usize;
     let mut has_error = false;
     let mut saw_past_end = false;
+    let fetcher = Fetcher::of(req, version);
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let name = t.topic.0.to_string();
@@ -334,6 +412,7 @@ async fn build(
                 p.current_leader_epoch,
                 max,
                 req.isolation_level,
+                fetcher,
             ) {
                 Plan::Error(e) => {
                     has_error = true;
@@ -346,6 +425,15 @@ async fn build(
                         PastEnd::Unconfirmed | PastEnd::Confirmed => ResponseError::OffsetOutOfRange,
                         PastEnd::Unknown => ResponseError::NotLeaderOrFollower,
                     }))
+                }
+                Plan::Redirect { hwm, lso, log_start, replica } => {
+                    // Answered at once, as Kafka's `hasPreferredReadReplica`.
+                    has_error = true;
+                    base.with_high_watermark(hwm)
+                        .with_last_stable_offset(lso)
+                        .with_log_start_offset(log_start)
+                        .with_preferred_read_replica(BrokerId(replica))
+                        .with_records(Some(Bytes::new()))
                 }
                 Plan::Records { hwm, log_start, records } => {
                     let base =
@@ -375,6 +463,7 @@ async fn build(
                             partition: p.partition,
                             epoch: p.current_leader_epoch,
                             isolation: req.isolation_level,
+                            fetcher,
                         };
                         match read_past_gaps(broker, at, p.fetch_offset, chunks, upper, max, min_one).await {
                             Ok(records) => {
