@@ -200,6 +200,8 @@ fn producers_in_three_racks_send_no_bytes_across_racks() {
     // forwarded to the new leaders).
     std::thread::sleep(Duration::from_millis(1500));
     let victim = brokers_in(&cluster, "az-a")[1];
+    let led = cluster.metadata(TOPIC).expect("metadata").led_by(victim.id());
+    eprintln!("killing {victim} (az-a), leader of {TOPIC} partitions {led:?}");
     let before = assert_no_cross_rack(&cluster, victim).expect("victim's metrics");
     cluster.kill(victim);
     let deadline = Instant::now() + Duration::from_secs(120);
