@@ -5,6 +5,11 @@
 //! - `metadata_routes_a_racked_client_to_its_rack`: Metadata names, for a client whose
 //!   `client.id` carries `skiff_rack=<rack>`, a broker of that rack as every partition's leader;
 //!   a client without it sees the real leaders.
+//! - `a_retry_through_another_broker_of_the_rack_gets_the_original_offset`: an idempotent
+//!   batch produced through one rack-a broker for a partition led in rack b, then sent again
+//!   through the other rack-a broker (a client retry after losing its connection), is answered
+//!   with the original offset and stored once; a broker without the client's token refuses it
+//!   (NOT_LEADER_OR_FOLLOWER, as before).
 //! - `producers_in_three_racks_send_no_bytes_across_racks`: one Java producer (Kafka's
 //!   `VerifiableProducer`, kafka-clients 4.4, idempotent, acks=all) per rack, one rack-a broker
 //!   SIGKILLed while they run: every broker's `skiff_client_bytes_total{direction="in",
@@ -24,7 +29,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use support::client::Client;
+use kafka_protocol::records::Compression;
+use support::client::{Client, Idempotence, TestRecord, encode_batch};
 use support::cluster::{Cluster, ClusterSpec, NodeRef, http_get};
 use support::kafka_cli;
 
@@ -125,6 +131,46 @@ fn metadata_routes_a_racked_client_to_its_rack() {
     }
 }
 
+#[test]
+fn a_retry_through_another_broker_of_the_rack_gets_the_original_offset() {
+    let _one = serial();
+    let cluster = start("racks-produce-retry");
+    let meta = cluster.metadata(TOPIC).expect("metadata");
+    let rack_a = brokers_in(&cluster, "az-a");
+    let partition = meta
+        .partitions
+        .iter()
+        .find(|p| !rack_a.iter().any(|b| b.id() == p.leader_id))
+        .expect("a partition led outside rack a")
+        .partition;
+    let (first, second) = (cluster.kafka_addr(rack_a[0]).expect("up"), cluster.kafka_addr(rack_a[1]).expect("up"));
+    let result: anyhow::Result<()> = cluster.block_on(async {
+        let mut c1 = Client::connect(&first).await?;
+        c1.set_client_id(&client_id("az-a"));
+        let (producer_id, producer_epoch) = c1.init_producer_id().await?;
+        let idem = Idempotence { producer_id, producer_epoch, base_sequence: 0 };
+        let batch = encode_batch(
+            &[TestRecord::new("k", "once", 1), TestRecord::new("k", "only", 2)],
+            Compression::None,
+            Some(idem),
+        );
+        // Without the token the broker is not the leader, as before.
+        let mut plain = Client::connect(&first).await?;
+        let refused = plain.produce(TOPIC, partition, batch.clone()).await?;
+        ensure!(refused.error_code == 6, "NOT_LEADER_OR_FOLLOWER without the token: {refused:?}");
+        let original = c1.produce_ok(TOPIC, partition, batch.clone()).await?;
+        let mut c2 = Client::connect(&second).await?;
+        c2.set_client_id(&client_id("az-a"));
+        let retried = c2.produce(TOPIC, partition, batch.clone()).await?;
+        ensure!(retried.error_code == 0 && retried.base_offset == original, "duplicate answered: {retried:?}");
+        let leader = meta.leader(partition).context("leader")?.1.to_string();
+        let (records, end) = Client::connect(&leader).await?.fetch_all(TOPIC, partition, 0).await?;
+        ensure!(end == original + 2 && records.len() == 2, "stored once: end {end}, {records:?}");
+        Ok(())
+    });
+    result.expect("retry through another rack-a broker");
+}
+
 /// One running `VerifiableProducer` writing its JSON lines to a file.
 struct Producer {
     rack: &'static str,
@@ -163,8 +209,11 @@ fn spawn_producer(bootstrap: &str, rack: &'static str, prefix: u32, records: u32
     Ok(Producer { rack, prefix, child, out, _dir: dir })
 }
 
-/// (partition, offset) → value of every acknowledged send; errors as text.
-fn acknowledged(p: &Producer) -> anyhow::Result<(BTreeMap<(i32, i64), String>, Vec<String>)> {
+/// (partition, offset) → value.
+type Records = BTreeMap<(i32, i64), String>;
+
+/// Every acknowledged send of `p`; its send errors as text.
+fn acknowledged(p: &Producer) -> anyhow::Result<(Records, Vec<String>)> {
     let text = std::fs::read_to_string(&p.out)?;
     let mut acked = BTreeMap::new();
     let mut errors = Vec::new();

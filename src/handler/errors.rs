@@ -332,18 +332,6 @@ pub fn scram_request(e: &crate::handler::scram_credentials::ScramRequestError) -
     })
 }
 
-#[cfg(test)]
-mod group_controller_tests {
-    use super::*;
-
-    #[test]
-    fn an_unavailable_controller_is_a_retriable_coordinator_error() {
-        let unavailable = ControllerError::Unavailable { reason: "outcome unknown".into() };
-        assert_eq!(group_controller(&unavailable), code(ResponseError::CoordinatorNotAvailable));
-        assert_eq!(group_controller(&ControllerError::Closed), code(ResponseError::NotCoordinator));
-    }
-}
-
 /// A produce forwarded to the partition's leader in another zone that failed on the way (RFC
 /// 0005): every outcome is retriable, so an idempotent producer retries and the leader's
 /// sequence check answers a batch that did land with its original offset.
@@ -366,4 +354,16 @@ pub fn zone_staged_read(e: &skiff_storage::StorageError) -> i16 {
 /// CorruptRecordException, retriable: the producer sends the batch again and it is staged anew).
 pub fn zone_staged_corrupt() -> i16 {
     code(ResponseError::CorruptMessage)
+}
+
+#[cfg(test)]
+mod group_controller_tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_controller_is_a_retriable_coordinator_error() {
+        let unavailable = ControllerError::Unavailable { reason: "outcome unknown".into() };
+        assert_eq!(group_controller(&unavailable), code(ResponseError::CoordinatorNotAvailable));
+        assert_eq!(group_controller(&ControllerError::Closed), code(ResponseError::NotCoordinator));
+    }
 }

@@ -222,6 +222,9 @@ pub type Forwarded = BoxFuture<'static, PartitionProduceResponse>;
 /// Stages every partition in `items` in one object (a repeated partition in another) with one
 /// create-only PUT per object, then forwards each to its leader and waits until each is
 /// admitted there. The returned futures resolve to the final answers, in `items` order.
+// Each forward's future yields another future on purpose: the first completes at admission
+// (the connection may read its next request), the second at the leader's final answer.
+#[allow(clippy::async_yields_async)]
 pub async fn forward_all(
     broker: &Arc<Broker>,
     items: Vec<Staged>,
