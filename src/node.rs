@@ -380,6 +380,17 @@ async fn serve(
     // The registration carries every listener; its host and port are the first one's (what a
     // broker that knows no listeners, or a client on a listener this broker lacks, is told).
     let (host, port) = (first_advertised.host, first_advertised.port);
+    // A broker with a rack takes produces forwarded from brokers of other racks on its zone
+    // endpoint (RFC 0005), bound next to its first Kafka listener on a free port and registered
+    // as listener `SKIFF_ZONE`, which no client is ever told about.
+    let zone_listener = match &b.rack {
+        Some(_) => {
+            let l = TcpListener::bind((first.ip(), 0)).await.context("binding the zone listener")?;
+            let port = i32::from(l.local_addr()?.port());
+            Some((l, port))
+        }
+        None => None,
+    };
     let incarnation = process.ids.uuid();
     let registration = BrokerRegistration {
         broker_id: b.node_id,
@@ -396,6 +407,11 @@ async fn serve(
                 host: adv.host.clone(),
                 port: adv.port,
             })
+            .chain(zone_listener.as_ref().map(|(_, zone_port)| skiff_controller::intent::ListenerEndpoint {
+                name: crate::handler::zone_produce::ZONE_LISTENER.to_string(),
+                host: host.clone(),
+                port: *zone_port,
+            }))
             .collect(),
     };
     controller.register_broker(registration.clone()).await.context("registering the broker")?;
@@ -501,6 +517,7 @@ async fn serve(
         security: crate::security::BrokerSecurity::new(crate::security::authorizer::Authorizer::new(
             config.security.authorizer_settings(&specs),
         )),
+        zone: crate::handler::zone_produce::ZoneLink::new(process.ids.uuid()),
     });
 
     // Compaction, retention and GC: stopped with `shutdown`, joined before the WAL drains.
@@ -556,11 +573,18 @@ async fn serve(
             server_token.cancel();
         })
     };
+    let zone = zone_listener.map(|(listener, _)| {
+        let serve = crate::handler::zone_produce::serve(broker.clone(), listener, server_token.clone());
+        process.supervisor.spawn_critical("zone-listener", serve)
+    });
     let server = process.supervisor.spawn_critical(
         "kafka-listener",
         crate::server::run(kafka_listeners, broker.clone(), limits, connection_limits, server_token),
     );
     let _ = server.await;
+    if let Some(zone) = zone {
+        let _ = zone.await;
+    }
     let _ = handoff.await;
     heartbeat_token.cancel();
     if let Some(h) = heartbeat {

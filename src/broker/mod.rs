@@ -13,6 +13,7 @@
 //! image) and changed through the typed intents of [`ControllerHandle`].
 
 pub mod batch;
+pub mod client_rack;
 pub mod dynamic_config;
 pub mod internal_topics;
 pub mod records;
@@ -72,6 +73,8 @@ pub struct Broker {
     pub rejected_configs: crate::handler::rejected_configs::RejectedConfigs,
     /// Authentication: the failure log and the decoy-salt key (`security/`).
     pub security: crate::security::BrokerSecurity,
+    /// Zero cross-zone produce's staging keys (RFC 0005, `handler::zone_produce`).
+    pub zone: crate::handler::zone_produce::ZoneLink,
 }
 
 /// Why a topic could not be created.

@@ -350,6 +350,30 @@ pub fn invalid_acl(_e: &crate::handler::acls::InvalidAcl) -> i16 {
     code(ResponseError::InvalidRequest)
 }
 
+/// A produce forwarded to the partition's leader in another zone that failed on the way (RFC
+/// 0005): every outcome is retriable, so an idempotent producer retries and the leader's
+/// sequence check answers a batch that did land with its original offset.
+pub fn zone_forward(e: &crate::handler::zone_produce::ForwardError) -> i16 {
+    use crate::handler::zone_produce::ForwardError;
+    match e {
+        // The leader is gone or moving: the client refreshes its metadata and tries again.
+        ForwardError::NotSent(_) => code(ResponseError::NotLeaderOrFollower),
+        ForwardError::Unknown(_) => code(ResponseError::RequestTimedOut),
+        ForwardError::Staging(_) => code(ResponseError::KafkaStorageError),
+    }
+}
+
+/// The leader could not read a forwarded produce's staged records (retriable).
+pub fn zone_staged_read(e: &skiff_storage::StorageError) -> i16 {
+    storage(e)
+}
+
+/// A forwarded produce's staged records do not match their CRC-32C (Kafka's
+/// CorruptRecordException, retriable: the producer sends the batch again and it is staged anew).
+pub fn zone_staged_corrupt() -> i16 {
+    code(ResponseError::CorruptMessage)
+}
+
 #[cfg(test)]
 mod group_controller_tests {
     use super::*;

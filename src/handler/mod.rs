@@ -34,6 +34,7 @@ pub mod rejected_configs;
 pub mod scram_credentials;
 pub mod txn;
 pub mod unregister_broker;
+pub mod zone_produce;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -85,8 +86,15 @@ async fn dispatch(broker: &Arc<Broker>, request: Request, peer: SocketAddr, list
     let asker = not_served::Asker { client_id: client_id.clone(), ip: peer.ip() };
     match request.body {
         RequestKind::ApiVersions(r) => Handled::Ready(ResponseKind::ApiVersions(api_versions::handle(&r, v))),
-        RequestKind::Metadata(r) => Handled::Ready(ResponseKind::Metadata(metadata::handle(broker, r, v, here).await)),
-        RequestKind::Produce(r) => produce::handle(broker, r, v).await,
+        RequestKind::Metadata(r) => {
+            let mut answer = metadata::handle(broker, r, v, here).await;
+            // A client that declared its rack is pointed at brokers of its rack (RFC 0005).
+            if let Some(rack) = crate::broker::client_rack::from_client_id(&client_id) {
+                zone_produce::route_metadata(broker, rack, &mut answer);
+            }
+            Handled::Ready(ResponseKind::Metadata(answer))
+        }
+        RequestKind::Produce(r) => produce::handle(broker, r, v, &client_id).await,
         RequestKind::Fetch(r) => fetch::handle(broker, r, v),
         RequestKind::ListOffsets(r) => {
             Handled::Ready(ResponseKind::ListOffsets(list_offsets::handle(broker, r, v).await))

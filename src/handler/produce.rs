@@ -28,6 +28,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -43,22 +44,25 @@ use tracing::field::Empty;
 use tracing::{Instrument, debug, debug_span, info, warn};
 use uuid::Uuid;
 
-use super::Handled;
 use super::errors::{self, code};
+use super::{Handled, zone_produce};
 use crate::broker::batch::{BatchError, BatchHeader};
 use crate::broker::dynamic_config::BrokerDefaults;
-use crate::broker::{Broker, batch, internal_topics, records};
+use crate::broker::{Broker, batch, client_rack, internal_topics, records};
 use crate::log::txn::{self, TxnRefusal};
 use crate::log::wal::{AppendError, PartitionKey};
+use crate::metrics::Direction;
 
-type Ack = oneshot::Receiver<Result<(), AppendError>>;
+pub(crate) type Ack = oneshot::Receiver<Result<(), AppendError>>;
 
 struct PartitionOutcome {
     response: PartitionProduceResponse,
     ack: Option<Ack>,
+    /// The final answer of a partition forwarded to its leader in another zone (RFC 0005).
+    forwarded: Option<zone_produce::Forwarded>,
 }
 
-pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Handled {
+pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, client_id: &str) -> Handled {
     // Lives until the response is ready: the deferred answer below holds it too.
     let span = debug_span!(
         "kafka.produce",
@@ -73,15 +77,23 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
         span.record("topics", names.join(",").as_str());
         span.record("partitions", req.topic_data.iter().map(|t| t.partition_data.len()).sum::<usize>());
     }
-    let handled = append_all(broker, req, version).instrument(span.clone()).await;
+    let client_rack = client_rack::from_client_id(client_id);
+    let bytes: usize =
+        req.topic_data.iter().flat_map(|t| &t.partition_data).map(|p| p.records.as_ref().map_or(0, |r| r.len())).sum();
+    let broker_rack = broker.settings.rack.as_deref();
+    broker.metrics.client_bytes(Direction::In, client_rack.unwrap_or(""), broker_rack, bytes as u64);
+    let handled = append_all(broker, req, version, client_rack).instrument(span.clone()).await;
     match handled {
         Handled::Deferred(answer) => Handled::Deferred(answer.instrument(span).boxed()),
         other => other,
     }
 }
 
-async fn append_all(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Handled {
+async fn append_all(broker: &Arc<Broker>, req: ProduceRequest, version: i16, client_rack: Option<&str>) -> Handled {
     let acks = req.acks;
+    // Partitions forwarded to their leader in another zone: (topic, outcome) positions.
+    let mut staged: Vec<zone_produce::Staged> = Vec::new();
+    let mut staged_at: Vec<(usize, usize)> = Vec::new();
     if req.transactional_id.is_none() && has_transactional_records(&req) {
         // Kafka's `KafkaApis.handleProduceRequest`: transactional records need the request's
         // transactional id (it is what is authorized); without it every partition gets
@@ -132,17 +144,58 @@ async fn append_all(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
                 Some((topic_id, config, _)) => {
                     let records = p.records.unwrap_or_default();
                     let txn_id = req.transactional_id.as_ref().map(|t| t.0.as_str());
-                    append_partition(broker, &name, *topic_id, config, p.index, records, version, txn_id).await
+                    match zone_produce::forward_target(broker, client_rack, *topic_id, p.index) {
+                        Some(target) => match check_forwarded(broker, config, &records, version) {
+                            Ok(slots) => {
+                                staged_at.push((topics.len(), outcomes.len()));
+                                staged.push(zone_produce::Staged {
+                                    topic_id: *topic_id,
+                                    partition: p.index,
+                                    records,
+                                    slots,
+                                    target,
+                                });
+                                error(p.index, errors::NONE, None)
+                            }
+                            Err(e) => {
+                                warn!(topic = %name, partition = p.index, error = %e, "produce refused");
+                                error(p.index, errors::batch(&e), Some(e.to_string()))
+                            }
+                        },
+                        None => {
+                            append_partition(broker, &name, *topic_id, config, p.index, records, version, txn_id).await
+                        }
+                    }
                 }
             };
             outcomes.push(outcome);
         }
         topics.push((TopicProduceResponse::default().with_name(topic.name).with_topic_id(topic.topic_id), outcomes));
     }
+    if !staged.is_empty() {
+        // Admitted at the leaders before the next request on this connection is read, so
+        // appends keep the connection's order (idempotent sequences depend on it).
+        let timeout = Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0).clamp(1_000, 30_000));
+        let txn_id = req.transactional_id.as_ref().map(|t| t.0.as_str());
+        let answers = zone_produce::forward_all(broker, staged, txn_id, version, timeout).await;
+        for ((t, o), answer) in staged_at.into_iter().zip(answers) {
+            topics[t].1[o].forwarded = Some(answer);
+        }
+    }
     if acks == 0 {
         // No answer, but the data is still written: failures are only logged.
         for (_, outcomes) in topics {
             for o in outcomes {
+                if let Some(answer) = o.forwarded {
+                    // Detached: reads the leader's final answer (bounded by the forward's
+                    // timeout) and only logs.
+                    tokio::spawn(async move {
+                        let r = answer.await;
+                        if r.error_code != errors::NONE {
+                            warn!(code = r.error_code, "acks=0 forwarded produce failed");
+                        }
+                    });
+                }
                 if let Some(ack) = o.ack {
                     // Detached: it only logs; the WAL resolves (or drops, at shutdown) every ack,
                     // so it ends with the flush it waits on.
@@ -163,6 +216,9 @@ async fn append_all(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
                 let mut parts = Vec::with_capacity(outcomes.len());
                 for o in outcomes {
                     let mut r = o.response;
+                    if let Some(answer) = o.forwarded {
+                        r = answer.await;
+                    }
                     if let Some(ack) = o.ack {
                         let result = ack.await.unwrap_or(Err(AppendError::ShuttingDown));
                         if let Err(e) = result {
@@ -262,6 +318,7 @@ fn error(index: i32, error_code: i16, message: Option<String>) -> PartitionOutco
             .with_log_start_offset(-1)
             .with_error_message(message.map(StrBytes::from_string)),
         ack: None,
+        forwarded: None,
     }
 }
 
@@ -379,6 +436,7 @@ async fn append_partition(
                     .with_log_append_time_ms(appended.log_append_time)
                     .with_log_start_offset(log_start),
                 ack,
+                forwarded: None,
             }
         }
         Err(e @ AppendError::Txn(_)) => {
@@ -390,6 +448,57 @@ async fn append_partition(
             debug!(topic, partition, error = %e, "append refused");
             error(partition, errors::produce_append(&e, version), Some(e.to_string()))
         }
+    }
+}
+
+/// What a broker forwarding a partition to its leader in another zone checks first (RFC 0005):
+/// the framing, size and codec checks of [`append_partition`], so no malformed bytes are staged.
+/// The leader checks everything again on the bytes it reads back. Returns the batches' offset
+/// slots (records by their last offset deltas).
+fn check_forwarded(broker: &Broker, config: &TopicConfig, records: &Bytes, version: i16) -> Result<i64, BatchError> {
+    let (max, _, _) = broker.metadata.read(|m| append_limits(&broker.defaults(m), config));
+    let headers = batch::validate_produce(records, max)?;
+    batch::check_codec_for_version(&headers, version)?;
+    Ok(headers.iter().map(|h| i64::from(h.last_offset_delta) + 1).sum())
+}
+
+/// The leader's append of a partition another broker forwarded (RFC 0005): exactly a client's
+/// produce of `records` to this broker, returned before it is durable (with the receiver that
+/// says when, as for a client's produce).
+pub(crate) async fn append_forwarded(
+    broker: &Arc<Broker>,
+    topic_id: Uuid,
+    partition: i32,
+    records: Bytes,
+    version: i16,
+    transactional_id: Option<&str>,
+) -> (PartitionProduceResponse, Option<Ack>) {
+    let found = broker
+        .metadata
+        .read(|m| m.topic_by_id(&topic_id).map(|t| (t.name().to_string(), *t.config(), t.partition_count())));
+    let outcome = match found {
+        Some((name, config, count)) if partition >= 0 && (partition as usize) < count => {
+            append_partition(broker, &name, topic_id, &config, partition, records, version, transactional_id).await
+        }
+        _ => error(partition, code(ResponseError::UnknownTopicOrPartition), None),
+    };
+    (outcome.response, outcome.ack)
+}
+
+/// `response` once `ack` (the append's durability) resolves: unchanged on success, the append
+/// error's code otherwise, as the answer to a client's produce is built.
+pub(crate) async fn settle(
+    response: PartitionProduceResponse,
+    ack: Option<Ack>,
+    version: i16,
+) -> PartitionProduceResponse {
+    let Some(ack) = ack else { return response };
+    match ack.await.unwrap_or(Err(AppendError::ShuttingDown)) {
+        Ok(()) => response,
+        Err(e) => response
+            .with_error_code(errors::produce_append(&e, version))
+            .with_error_message(Some(StrBytes::from_string(e.to_string())))
+            .with_base_offset(-1),
     }
 }
 

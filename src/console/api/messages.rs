@@ -459,7 +459,7 @@ pub(super) async fn produce(
             PartitionProduceData::default().with_index(partition).with_records(Some(batch.freeze())),
         ]),
     ]);
-    let resp = match produce::handle(broker, req, PRODUCE_VERSION).await {
+    let resp = match produce::handle(broker, req, PRODUCE_VERSION, "").await {
         Handled::Ready(ResponseKind::Produce(r)) => r,
         Handled::Deferred(f) => match f.await {
             ResponseKind::Produce(r) => r,
