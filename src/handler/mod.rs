@@ -20,6 +20,7 @@ pub mod errors;
 pub mod features;
 pub mod fetch;
 pub mod groups;
+pub mod leader_hints;
 pub mod list_offsets;
 pub mod log_dirs;
 pub mod log_limit;
@@ -66,7 +67,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr, li
     match request.body {
         RequestKind::ApiVersions(r) => Handled::Ready(ResponseKind::ApiVersions(api_versions::handle(&r, v))),
         RequestKind::Metadata(r) => Handled::Ready(ResponseKind::Metadata(metadata::handle(broker, r, v, here).await)),
-        RequestKind::Produce(r) => produce::handle(broker, r, v).await,
+        RequestKind::Produce(r) => produce::handle_on(broker, r, v, Some(here.protocol)).await,
         RequestKind::Fetch(r) => fetch::handle(broker, r, v),
         RequestKind::ListOffsets(r) => {
             Handled::Ready(ResponseKind::ListOffsets(list_offsets::handle(broker, r, v).await))

@@ -59,6 +59,17 @@ struct PartitionOutcome {
 }
 
 pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Handled {
+    handle_on(broker, req, version, None).await
+}
+
+/// [`handle`] for a request that came in on a Kafka listener of this protocol: its
+/// NOT_LEADER_OR_FOLLOWER answers name the current leader at its listener of that name (KIP-951).
+pub async fn handle_on(
+    broker: &Arc<Broker>,
+    req: ProduceRequest,
+    version: i16,
+    listener: Option<crate::security::listener::SecurityProtocol>,
+) -> Handled {
     // Lives until the response is ready: the deferred answer below holds it too.
     let span = debug_span!(
         "kafka.produce",
@@ -75,6 +86,17 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> 
     }
     let handled = append_all(broker, req, version).instrument(span.clone()).await;
     match handled {
+        Handled::Deferred(answer) if let Some(listener) = listener => {
+            // KIP-951: NOT_LEADER_OR_FOLLOWER answers name the current leader (leader_hints.rs).
+            let broker = broker.clone();
+            let answer = answer.map(move |r| match r {
+                ResponseKind::Produce(p) => {
+                    ResponseKind::Produce(super::leader_hints::produce(&broker, p, version, listener))
+                }
+                other => other,
+            });
+            Handled::Deferred(answer.instrument(span).boxed())
+        }
         Handled::Deferred(answer) => Handled::Deferred(answer.instrument(span).boxed()),
         other => other,
     }
