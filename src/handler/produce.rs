@@ -85,8 +85,8 @@ pub async fn handle_on(
         span.record("partitions", req.topic_data.iter().map(|t| t.partition_data.len()).sum::<usize>());
     }
     let handled = append_all(broker, req, version).instrument(span.clone()).await;
-    match handled {
-        Handled::Deferred(answer) if let Some(listener) = listener => {
+    match (handled, listener) {
+        (Handled::Deferred(answer), Some(listener)) => {
             // KIP-951: NOT_LEADER_OR_FOLLOWER answers name the current leader (leader_hints.rs).
             let broker = broker.clone();
             let answer = answer.map(move |r| match r {
@@ -97,8 +97,8 @@ pub async fn handle_on(
             });
             Handled::Deferred(answer.instrument(span).boxed())
         }
-        Handled::Deferred(answer) => Handled::Deferred(answer.instrument(span).boxed()),
-        other => other,
+        (Handled::Deferred(answer), None) => Handled::Deferred(answer.instrument(span).boxed()),
+        (other, _) => other,
     }
 }
 
