@@ -263,9 +263,7 @@ fn measure(cluster: &mut Cluster, client: &str, topic: &str, trials: usize) -> V
             cluster.start_node(NodeRef::Broker(victim));
             // The restarted broker receives partitions back (placement): let that settle.
             let back = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < back
-                && !cluster.metadata(topic).is_ok_and(|md| !md.led_by(victim).is_empty())
-            {
+            while Instant::now() < back && !cluster.metadata(topic).is_ok_and(|md| !md.led_by(victim).is_empty()) {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -412,15 +410,16 @@ fn produce_to_a_broker_that_does_not_lead_names_the_leader() {
             .with_name(topic_name(topic))
             .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))]),
     ]);
-    let (v12, v9, fetched) = cluster.block_on(async move {
-        let mut c = Client::connect(&other_addr).await?;
-        let v12 = c.send(&req, 12).await?;
-        let v9 = c.send(&req, 9).await?;
-        // Fetch answers from a non-leader name the leader too (CurrentLeader, v12+).
-        let fetched = c.fetch(topic, 0, 0, 0, 0).await?;
-        anyhow::Ok((v12, v9, fetched))
-    })
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    let (v12, v9, fetched) = cluster
+        .block_on(async move {
+            let mut c = Client::connect(&other_addr).await?;
+            let v12 = c.send(&req, 12).await?;
+            let v9 = c.send(&req, 9).await?;
+            // Fetch answers from a non-leader name the leader too (CurrentLeader, v12+).
+            let fetched = c.fetch(topic, 0, 0, 0, 0).await?;
+            anyhow::Ok((v12, v9, fetched))
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let p = &v12.responses[0].partition_responses[0];
     assert_eq!(p.error_code, 6, "NOT_LEADER_OR_FOLLOWER from broker {other}: {v12:?}");
     assert_eq!((p.current_leader.leader_id.0, p.current_leader.leader_epoch), (leader, epoch), "{v12:?}");

@@ -8,8 +8,8 @@
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::BrokerId;
-use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, NodeEndpoint};
 use kafka_protocol::messages::fetch_response::LeaderIdAndEpoch as FetchLeader;
+use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, NodeEndpoint};
 use kafka_protocol::messages::{FetchResponse, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
@@ -46,8 +46,9 @@ pub fn produce(
                 if leader.leader < 0 || leader.leader == me || m.live_broker(leader.leader).is_none() {
                     continue;
                 }
-                p.current_leader =
-                    LeaderIdAndEpoch::default().with_leader_id(BrokerId(leader.leader)).with_leader_epoch(leader.leader_epoch);
+                p.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader.leader))
+                    .with_leader_epoch(leader.leader_epoch);
                 named.push(leader.leader);
             }
         }
