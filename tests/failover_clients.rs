@@ -20,6 +20,8 @@
 //! process each; `long`: 100 trials per client, in client runs of 20 (each run is bounded by
 //! the programs' 240 s watchdog). `SKIFF_FAILOVER_CLIENTS=java,go-franz` picks clients.
 
+#![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time (wall clock too)
+
 mod support;
 
 use std::io::{BufRead, BufReader};

@@ -493,7 +493,7 @@ mod tests {
 
     #[test]
     fn a_lost_connection_fences_at_once_only_when_the_process_is_gone() {
-        let since = Instant::now();
+        let since = skiff_time::system_clock().now();
         let lost_at = since + Duration::from_millis(10);
         let ms = |n| lost_at + Duration::from_millis(n);
         let timeout = Duration::from_secs(1);
@@ -512,7 +512,7 @@ mod tests {
     fn a_beat_after_the_loss_outruns_a_late_probe() {
         let liveness = Liveness::default();
         let (id, inc) = (4, Uuid::from_u128(7));
-        let at = Instant::now();
+        let at = skiff_time::system_clock().now();
         liveness.connection_lost(id, inc, at);
         liveness.beat(id, inc, at + Duration::from_millis(5));
         liveness.process_gone(id, inc, at);
