@@ -307,7 +307,7 @@ fn asserted(client: &str) -> (&'static str, Duration) {
     match client {
         "python-confluent" => ("p50", Duration::from_millis(1_500)),
         // MetadataMinAge (5 s): one refresh right at the disconnect, the next 5 s later.
-        "go-franz" => ("p99", Duration::from_secs(7)),
+        "go-franz" => ("p99", Duration::from_secs(10)),
         _ => ("p99", Duration::from_secs(5)),
     }
 }
