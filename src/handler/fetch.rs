@@ -96,7 +96,15 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Handled 
     if !span.is_disabled() {
         span.record("partitions", req.topics.iter().map(|t| t.partitions.len()).sum::<usize>());
     }
-    Handled::Deferred(async move { ResponseKind::Fetch(fetch(&broker, &req, version).await) }.instrument(span).boxed())
+    Handled::Deferred(
+        async move {
+            // KIP-951: NOT_LEADER_OR_FOLLOWER partitions name the current leader (leader_hints.rs).
+            let response = fetch(&broker, &req, version).await;
+            ResponseKind::Fetch(super::leader_hints::fetch(&broker, response, version))
+        }
+        .instrument(span)
+        .boxed(),
+    )
 }
 
 async fn fetch(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> FetchResponse {

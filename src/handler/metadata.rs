@@ -71,7 +71,10 @@ pub async fn handle(
         }
     }
     let s = &broker.settings;
-    let brokers = live_brokers_on(broker, here)
+    let mut listed = live_brokers_on(broker, here);
+    listed.extend(recently_fenced(broker));
+    listed.sort_by_key(|b| b.0);
+    let brokers = listed
         .into_iter()
         .map(|(id, host, port, rack)| {
             MetadataResponseBroker::default()
@@ -161,6 +164,42 @@ pub fn live_brokers(broker: &Broker) -> Vec<(i32, String, i32, Option<String>)> 
     });
     out.push((s.node_id, s.advertised_host.clone(), s.advertised_port, s.rack.clone()));
     out.sort_by_key(|b| b.0);
+    out
+}
+
+/// How long a broker keeps listing a broker it has seen fenced (leading nothing) among
+/// Metadata's brokers. A client that learns a partition's new leader in the same answer that
+/// drops the old leader's entry may lose the move: librdkafka 2.x then decommissions the old
+/// broker's handle, which hands the partition back to no broker until its next 1 s topic scan
+/// (`tests/failover_clients.rs` measured 2.0-2.7 s to the first acknowledgement after a
+/// SIGKILL, ~1.1 s of it this). Listed a little longer, the first answer naming the new leader
+/// moves the partition, and the old entry goes once nothing is delegated to it.
+pub const FENCED_LISTING_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Brokers fenced less than [`FENCED_LISTING_GRACE`] ago (since this broker first saw them
+/// fenced), as (id, host, port, rack). Metadata never names them as a partition's leader.
+fn recently_fenced(broker: &Broker) -> Vec<(i32, String, i32, Option<String>)> {
+    // (this broker, fenced broker) → when this broker first saw it fenced; keyed by this
+    // broker too, as tests run several brokers in one process.
+    static SEEN: std::sync::Mutex<BTreeMap<(i32, i32), skiff_time::Instant>> = std::sync::Mutex::new(BTreeMap::new());
+    let me = broker.settings.node_id;
+    let now = broker.clock.now();
+    let registered = broker.metadata.read(|m| m.registered_brokers());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = Vec::new();
+    for (b, fenced) in registered {
+        if b.broker_id == me {
+            continue;
+        }
+        if !fenced {
+            seen.remove(&(me, b.broker_id));
+            continue;
+        }
+        let since = *seen.entry((me, b.broker_id)).or_insert(now);
+        if now.saturating_duration_since(since) < FENCED_LISTING_GRACE {
+            out.push((b.broker_id, b.host, b.port, b.rack));
+        }
+    }
     out
 }
 

@@ -22,6 +22,7 @@ pub mod errors;
 pub mod features;
 pub mod fetch;
 pub mod groups;
+pub mod leader_hints;
 pub mod list_offsets;
 pub mod log_dirs;
 pub mod log_limit;
@@ -94,7 +95,7 @@ async fn dispatch(broker: &Arc<Broker>, request: Request, peer: SocketAddr, list
             }
             Handled::Ready(ResponseKind::Metadata(answer))
         }
-        RequestKind::Produce(r) => produce::handle(broker, r, v, &client_id).await,
+        RequestKind::Produce(r) => produce::handle_on(broker, r, v, &client_id, Some(here.protocol)).await,
         RequestKind::Fetch(r) => fetch::handle(broker, r, v),
         RequestKind::ListOffsets(r) => {
             Handled::Ready(ResponseKind::ListOffsets(list_offsets::handle(broker, r, v).await))

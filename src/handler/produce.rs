@@ -63,6 +63,18 @@ struct PartitionOutcome {
 }
 
 pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, client_id: &str) -> Handled {
+    handle_on(broker, req, version, client_id, None).await
+}
+
+/// [`handle`] for a request that came in on a Kafka listener of this protocol: its
+/// NOT_LEADER_OR_FOLLOWER answers name the current leader at its listener of that name (KIP-951).
+pub async fn handle_on(
+    broker: &Arc<Broker>,
+    req: ProduceRequest,
+    version: i16,
+    client_id: &str,
+    listener: Option<crate::security::listener::SecurityProtocol>,
+) -> Handled {
     // Lives until the response is ready: the deferred answer below holds it too.
     let span = debug_span!(
         "kafka.produce",
@@ -83,9 +95,20 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cli
     let broker_rack = broker.settings.rack.as_deref();
     broker.metrics.client_bytes(Direction::In, client_rack.unwrap_or(""), broker_rack, bytes as u64);
     let handled = append_all(broker, req, version, client_rack).instrument(span.clone()).await;
-    match handled {
-        Handled::Deferred(answer) => Handled::Deferred(answer.instrument(span).boxed()),
-        other => other,
+    match (handled, listener) {
+        (Handled::Deferred(answer), Some(listener)) => {
+            // KIP-951: NOT_LEADER_OR_FOLLOWER answers name the current leader (leader_hints.rs).
+            let broker = broker.clone();
+            let answer = answer.map(move |r| match r {
+                ResponseKind::Produce(p) => {
+                    ResponseKind::Produce(super::leader_hints::produce(&broker, p, version, listener))
+                }
+                other => other,
+            });
+            Handled::Deferred(answer.instrument(span).boxed())
+        }
+        (Handled::Deferred(answer), None) => Handled::Deferred(answer.instrument(span).boxed()),
+        (other, _) => other,
     }
 }
 

@@ -291,7 +291,19 @@ async fn serve_connection(stream: TcpStream, service: Arc<Service>, stop: Cancel
     if let Some((broker_id, incarnation)) = heartbeats_from
         && !stop.is_cancelled()
     {
-        service.liveness.connection_lost(broker_id, incarnation, service.clock.now());
+        let at = service.clock.now();
+        service.liveness.connection_lost(broker_id, incarnation, at);
+        // A SIGKILLed process's kernel closes its sockets at once, listeners included: a refused
+        // connection to its Kafka listener proves it is gone, so it is fenced now rather than
+        // after half the session timeout. A live broker (or a frozen one) still accepts.
+        let addrs = {
+            let state = service.state.read().unwrap_or_else(|e| e.into_inner());
+            super::service::Liveness::listener_addrs(&state, broker_id, incarnation)
+        };
+        if super::service::probe_until_refused(&addrs, service.clock.as_ref()).await {
+            tracing::info!(broker_id, %incarnation, "heartbeat connection closed and the broker's listeners refuse connections: process gone");
+            service.liveness.process_gone(broker_id, incarnation, at);
+        }
     }
     result
 }

@@ -121,8 +121,61 @@ pub(crate) enum RpcError {
 pub(crate) struct Liveness {
     seen: Mutex<HashMap<BrokerId, (Uuid, Instant)>>,
     /// Heartbeat connection closed (process gone, or connection reset) at this time, with no
-    /// beat since.
-    lost: Mutex<HashMap<BrokerId, (Uuid, Instant)>>,
+    /// beat since; `true` once a probe of the broker's listeners was refused (process gone).
+    lost: Mutex<HashMap<BrokerId, (Uuid, Instant, bool)>>,
+    /// Wakes the fencing loop when a process is known gone, so it is fenced without waiting
+    /// for the loop's next tick.
+    gone: tokio::sync::Notify,
+}
+
+/// How long a probe of a broker's Kafka listener may take: a refused connection answers at
+/// once (its kernel, on loopback or over a LAN, replies RST); anything slower is no proof.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// What a probe of a broker's listeners found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// Every listener refused the connection: nothing listens there, the process is gone.
+    Refused,
+    /// Some listener accepted (the process lives, perhaps frozen), or no answer in time, or no
+    /// address to try: no proof either way.
+    Inconclusive,
+}
+
+/// Pauses between probes after a heartbeat connection closed. A dying process's kernel closes
+/// its sockets one by one: the heartbeat connection may close a moment before the listener,
+/// which meanwhile still accepts. Some 200 ms in all, well inside half a session timeout.
+const PROBE_PAUSES_MS: [u64; 5] = [0, 10, 20, 50, 100];
+
+/// Probes `addrs` a few times ([`PROBE_PAUSES_MS`]); true as soon as one probe is refused.
+pub(crate) async fn probe_until_refused(addrs: &[String], clock: &dyn skiff_time::Clock) -> bool {
+    for pause in PROBE_PAUSES_MS {
+        clock.sleep(Duration::from_millis(pause)).await;
+        if probe_listeners(addrs, clock).await == Probe::Refused {
+            return true;
+        }
+    }
+    false
+}
+
+/// Tries to connect to each of `addrs` (HOST:PORT); see [`Probe`]. The connection is closed at
+/// once without a byte sent.
+pub(crate) async fn probe_listeners(addrs: &[String], clock: &dyn skiff_time::Clock) -> Probe {
+    if addrs.is_empty() {
+        return Probe::Inconclusive;
+    }
+    for addr in addrs {
+        let refused = tokio::select! {
+            r = tokio::net::TcpStream::connect(addr.as_str()) => {
+                matches!(r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+            }
+            () = clock.sleep(PROBE_TIMEOUT) => false,
+        };
+        if !refused {
+            return Probe::Inconclusive;
+        }
+    }
+    Probe::Refused
 }
 
 impl Liveness {
@@ -134,12 +187,38 @@ impl Liveness {
     /// The connection `broker_id` heartbeats on closed. A crashed process's sockets are closed
     /// by its kernel at once, so this is usually the first sign of a crash.
     pub(crate) fn connection_lost(&self, broker_id: BrokerId, incarnation: Uuid, now: Instant) {
-        self.lost.lock().unwrap_or_else(|e| e.into_inner()).insert(broker_id, (incarnation, now));
+        self.lost.lock().unwrap_or_else(|e| e.into_inner()).insert(broker_id, (incarnation, now, false));
     }
 
-    fn lost_since(&self, broker_id: BrokerId, incarnation: Uuid) -> Option<Instant> {
+    /// A probe after the loss at `at` was refused: the process is gone. Ignored when the broker
+    /// beat (or lost another connection) since.
+    pub(crate) fn process_gone(&self, broker_id: BrokerId, incarnation: Uuid, at: Instant) {
+        let mut lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = lost.get_mut(&broker_id).filter(|(i, t, _)| *i == incarnation && *t == at) {
+            entry.2 = true;
+            self.gone.notify_one();
+        }
+    }
+
+    /// When the heartbeat connection of this incarnation closed (no beat since), and whether its
+    /// process is known to be gone.
+    fn lost_since(&self, broker_id: BrokerId, incarnation: Uuid) -> Option<(Instant, bool)> {
         let lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
-        lost.get(&broker_id).filter(|(i, _)| *i == incarnation).map(|(_, t)| *t)
+        lost.get(&broker_id).filter(|(i, ..)| *i == incarnation).map(|(_, t, gone)| (*t, *gone))
+    }
+
+    /// The Kafka listener addresses of a live broker incarnation, to probe.
+    pub(crate) fn listener_addrs(state: &MetadataImage, broker_id: BrokerId, incarnation: Uuid) -> Vec<String> {
+        let Some(b) = state.state.brokers.get(&broker_id).filter(|b| b.incarnation == incarnation && !b.fenced) else {
+            return Vec::new();
+        };
+        let mut addrs: Vec<String> = b.listeners.iter().map(|l| format!("{}:{}", l.host, l.port)).collect();
+        if addrs.is_empty() {
+            addrs.push(format!("{}:{}", b.host, b.port));
+        }
+        addrs.sort();
+        addrs.dedup();
+        addrs
     }
 
     fn last(&self, broker_id: BrokerId, incarnation: Uuid) -> Option<Instant> {
@@ -322,11 +401,20 @@ impl Service {
     }
 }
 
+/// Whether a closed heartbeat connection (`lost`: when, and whether the process is known gone)
+/// fences its broker now. Only a loss seen while this node led counts (it was leading when it
+/// heard beats). A process known gone is fenced at once; otherwise the broker has half the
+/// session timeout to beat again (a live broker whose connection merely broke reconnects and
+/// beats within one heartbeat interval), so a broken connection never fences a live broker.
+fn lost_fences(lost: Option<(Instant, bool)>, since: Instant, now: Instant, session_timeout: Duration) -> bool {
+    lost.is_some_and(|(t, gone)| t > since && (gone || now - t > session_timeout / 2))
+}
+
 /// The leader's fencing loop: fences every live broker whose last heartbeat (or this node's
 /// election, whichever is later) is older than `session_timeout`, or whose heartbeat
-/// connection closed and who has not heartbeated again within half the session timeout (a
-/// live broker reconnects and beats within one heartbeat interval; a crashed one never does,
-/// so crashes are detected in about half the time of silent failures). Runs until `stop`.
+/// connection closed and whose process is gone (its listeners refuse connections) or who has
+/// not heartbeated again within half the session timeout (see [`lost_fences`]). Runs until
+/// `stop`.
 pub(crate) async fn run_fencing(service: Arc<Service>, session_timeout: Duration, stop: CancellationToken) {
     let mut leader_since: Option<Instant> = None;
     // Fences proposed and when, so a slow commit is not proposed again every tick.
@@ -339,6 +427,7 @@ pub(crate) async fn run_fencing(service: Arc<Service>, session_timeout: Duration
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            () = service.liveness.gone.notified() => {}
             Some(_) = fences.join_next(), if !fences.is_empty() => continue,
             () = stop.cancelled() => break,
         }
@@ -359,8 +448,7 @@ pub(crate) async fn run_fencing(service: Arc<Service>, session_timeout: Duration
             let seen = last.map_or(since, |l| l.max(since));
             let lost = service.liveness.lost_since(broker_id, incarnation);
             let expired = now - seen > session_timeout;
-            // Only a loss seen while this node led counts (it was leading when it heard beats).
-            let disconnected = lost.is_some_and(|t| t > since && now - t > session_timeout / 2);
+            let disconnected = lost_fences(lost, since, now, session_timeout);
             if !expired && !disconnected {
                 continue;
             }
@@ -397,4 +485,61 @@ pub(crate) async fn run_fencing(service: Arc<Service>, session_timeout: Duration
     }
     // A fence still in flight at stop is abandoned: the next leader's loop fences again.
     fences.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_fences_at_once_only_when_the_process_is_gone() {
+        let since = skiff_time::system_clock().now();
+        let lost_at = since + Duration::from_millis(10);
+        let ms = |n| lost_at + Duration::from_millis(n);
+        let timeout = Duration::from_secs(1);
+        // Process gone (its listeners refused): fenced at the loss, no wait.
+        assert!(lost_fences(Some((lost_at, true)), since, lost_at, timeout));
+        // Unproven (a live broker whose connection broke): half the session timeout to beat again.
+        assert!(!lost_fences(Some((lost_at, false)), since, lost_at, timeout));
+        assert!(!lost_fences(Some((lost_at, false)), since, ms(499), timeout));
+        assert!(lost_fences(Some((lost_at, false)), since, ms(501), timeout));
+        // A loss from before this node led never counts, gone or not.
+        assert!(!lost_fences(Some((since, true)), lost_at, ms(1), timeout));
+        assert!(!lost_fences(None, since, ms(1), timeout));
+    }
+
+    #[test]
+    fn a_beat_after_the_loss_outruns_a_late_probe() {
+        let liveness = Liveness::default();
+        let (id, inc) = (4, Uuid::from_u128(7));
+        let at = skiff_time::system_clock().now();
+        liveness.connection_lost(id, inc, at);
+        liveness.beat(id, inc, at + Duration::from_millis(5));
+        liveness.process_gone(id, inc, at);
+        assert_eq!(liveness.lost_since(id, inc), None, "the reconnected broker is not suspect");
+        // A second loss: a probe of the first one must not mark it gone.
+        let again = at + Duration::from_millis(6);
+        liveness.connection_lost(id, inc, again);
+        liveness.process_gone(id, inc, at);
+        assert_eq!(liveness.lost_since(id, inc), Some((again, false)));
+        liveness.process_gone(id, inc, again);
+        assert_eq!(liveness.lost_since(id, inc), Some((again, true)));
+        // Another incarnation's loss is not this one's.
+        assert_eq!(liveness.lost_since(id, Uuid::from_u128(8)), None);
+    }
+
+    #[tokio::test]
+    async fn probe_tells_a_closed_port_from_a_listening_one() {
+        let clock = skiff_time::system_clock();
+        let listening = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let open = listening.local_addr().expect("addr").to_string();
+        let closed = {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            l.local_addr().expect("addr").to_string()
+        };
+        assert_eq!(probe_listeners(std::slice::from_ref(&closed), clock.as_ref()).await, Probe::Refused);
+        assert_eq!(probe_listeners(&[closed.clone(), open.clone()], clock.as_ref()).await, Probe::Inconclusive);
+        assert_eq!(probe_listeners(&[open], clock.as_ref()).await, Probe::Inconclusive);
+        assert_eq!(probe_listeners(&[], clock.as_ref()).await, Probe::Inconclusive);
+    }
 }

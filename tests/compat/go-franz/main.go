@@ -124,6 +124,12 @@ func main() {
 		fatalf("BOOTSTRAP and TOPIC must be set")
 	}
 	bootstrap = strings.Split(os.Getenv("BOOTSTRAP"), ",")
+	if mode == "failover" {
+		// Runs until stdin closes (tests/failover_clients.rs); the watchdog still bounds it.
+		handed := runFailover(context.Background())
+		fmt.Printf("compat %s ok produced=%d verified=0\n", clientName, handed)
+		return
+	}
 	if mode != "full" && mode != "produce" && mode != "verify" && mode != "group" && mode != "resubscribe" && mode != "txn" && mode != "txn-rpw" {
 		fatalf("MODE=%q: want full, produce, verify, group, resubscribe, txn or txn-rpw", mode)
 	}

@@ -121,6 +121,12 @@ func main() {
 	if bootstrap == "" || topic == "" {
 		fatalf("BOOTSTRAP and TOPIC must be set")
 	}
+	if mode == "failover" {
+		// Runs until stdin closes (tests/failover_clients.rs); the watchdog still bounds it.
+		handed := runFailover(strings.Split(bootstrap, ","), topic)
+		fmt.Printf("compat %s ok produced=%d verified=0\n", clientName, handed)
+		return
+	}
 	if mode != "full" && mode != "produce" && mode != "verify" && mode != "group" && mode != "resubscribe" {
 		fatalf("MODE=%q: want full, produce, verify, group or resubscribe", mode)
 	}

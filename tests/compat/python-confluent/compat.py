@@ -295,8 +295,8 @@ def main():
     topic = os.environ.get("TOPIC") or fail("TOPIC must be set")
     mode = os.environ.get("MODE", "full")
     records = int(os.environ.get("RECORDS", "20000"))
-    if mode not in ("full", "produce", "verify", "group", "regex", "resubscribe", "txn", "txn-rpw"):
-        fail(f"MODE must be full, produce, verify, group, regex, resubscribe, txn or txn-rpw, not {mode!r}")
+    if mode not in ("full", "produce", "verify", "group", "regex", "resubscribe", "txn", "txn-rpw", "failover"):
+        fail(f"MODE must be full, produce, verify, group, regex, resubscribe, txn, txn-rpw or failover, not {mode!r}")
     if records < 1:
         fail("RECORDS must be >= 1")
 
@@ -320,6 +320,17 @@ def main():
         "txn": ("txn_mode", records),
         "txn-rpw": ("txn_rpw_mode", records),
     }
+    if mode == "failover":
+        # Runs until stdin closes (tests/failover_clients.rs); the watchdog still bounds it.
+        from failover_mode import Scenario as Failover
+        partitions = int(os.environ.get("PARTITIONS", "3"))
+        rate = float(os.environ.get("RATE", "500"))
+        try:
+            handed = Failover(bootstrap, topic, partitions, rate, with_debug({}), log).run()
+        except Exception as e:
+            fail(f"failover scenario: {e}")
+        print(f"compat {CLIENT} ok produced={handed} verified=0", flush=True)
+        os._exit(0)
     if mode in scenarios:
         import importlib
         module, produced = scenarios[mode]
