@@ -33,6 +33,11 @@ fn start(certs: &Certs) -> SkiffProcess {
         ("SKIFF_TLS_CLIENT_CA".into(), certs.file("ca.pem")),
         ("SKIFF_SASL_MECHANISMS".into(), "SCRAM-SHA-512".into()),
         ("SKIFF_SCRAM_BOOTSTRAP_USER".into(), format!("{}={}", ADMIN.0, ADMIN.1)),
+        // The certificate `CN=alice,OU=eng,O=Acme,C=FR` is the principal `User:alice`.
+        ("SKIFF_SSL_PRINCIPAL_MAPPING_RULES".into(), "RULE:^CN=(.*?),OU=eng.*$/$1/L,DEFAULT".into()),
+        // Both principals may do everything once an authorizer is in place (issue #14 point 3:
+        // no ACL means deny when a SASL or mTLS listener exists). Ignored by a build without one.
+        ("SKIFF_SUPER_USERS".into(), format!("User:{},User:alice", ADMIN.0)),
     ])
 }
 
