@@ -8,7 +8,8 @@
 # Env: SKIFF_BIN (default $CARGO_TARGET_DIR/release/skiff, else .../debug/skiff), SKIFF_CACHE,
 #      ROUNDS (default 2; brokers and listeners alternate within each round), KAFKA=0 skips
 #      Apache Kafka, RATE (default 1000) and STORM_SECONDS (default 5; 0 skips the storm),
-#      OUT (a directory for the summary and raw lines; default: only stdout).
+#      OUT (a directory for the summary and raw lines; default: only stdout), PERF=1 profiles
+#      Skiff with `perf record -g` during its first SASL_SSL produce + fetch (report in OUT).
 # Prints one line per run and a summary with medians and the SASL_SSL / PLAINTEXT and Skiff /
 # Kafka ratios. Certificates are made in a temp dir; every process it starts is stopped on exit.
 set -euo pipefail
@@ -77,6 +78,11 @@ for round in $(seq 1 "$ROUNDS"); do
   for b in "${brokers[@]}"; do
     for l in PLAINTEXT SASL_SSL; do
       props="$(echo "$l" | tr 'A-Z' 'a-z').properties"; topic="perf-$l-$round"; addr="${ADDR[$b-$l]}"
+      PERF_PID=""
+      if [ "${PERF:-0}" = 1 ] && [ "$round" = 1 ] && [ "$b-$l" = skiff-SASL_SSL ]; then
+        perf record -F 499 -g -p "$PID" -o "$WORK/perf.data" > /dev/null 2>&1 &
+        PERF_PID=$!
+      fi
       java_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$addr" --command-config "$props" \
         --create --topic "$topic" --partitions 3 --replication-factor 1 > /dev/null
       p="$(java_tool org.apache.kafka.tools.ProducerPerformance --topic "$topic" --num-records "$N" \
@@ -89,6 +95,13 @@ for round in $(seq 1 "$ROUNDS"); do
         --messages "$N" --command-config "$props" --timeout 60000 | tail -1)"
       echo "$b $l consume (start, end, MB, MB/sec, records, records/sec, rebalance ms, fetch ms, fetch MB/sec, fetch records/sec): $c"
       echo -e "$b\t$l\tfetch\t$(echo "$c" | awk -F', *' '{print $9}')" >> results.tsv
+      if [ -n "$PERF_PID" ]; then
+        kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true
+        perf report -i "$WORK/perf.data" --stdio --no-children --sort dso,symbol --percent-limit 1 2>/dev/null \
+          | grep -v '^$' | grep -E '^ +[0-9]' | head -40 > perf-sasl-ssl.txt || true
+        perf report -i "$WORK/perf.data" --stdio --no-children --sort dso --percent-limit 0.5 2>/dev/null \
+          | grep -E '^ +[0-9]' | head -20 > perf-sasl-ssl-dso.txt || true
+      fi
     done
   done
 done
@@ -131,4 +144,5 @@ if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
   { echo "binary: $BIN; $N records of $SIZE bytes; rounds $ROUNDS"; echo; echo "$summary"; echo; echo "$storm"; } > "$OUT/summary.md"
   cp results.tsv "$OUT/results.tsv"
+  if [ -f perf-sasl-ssl.txt ]; then cp perf-sasl-ssl.txt perf-sasl-ssl-dso.txt "$OUT/"; fi
 fi
