@@ -27,18 +27,22 @@ const ADMIN: (&str, &str) = ("admin", "admin-secret-5c1e");
 const RECORDS: &str = "300";
 
 fn start(certs: &Certs) -> SkiffProcess {
-    SkiffProcess::start_with_listeners("SSL://127.0.0.1:0,SASL_SSL://127.0.0.1:0", None, vec![
-        ("SKIFF_TLS_CERT".into(), certs.file("broker.pem")),
-        ("SKIFF_TLS_KEY".into(), certs.file("broker.key")),
-        ("SKIFF_TLS_CLIENT_CA".into(), certs.file("ca.pem")),
-        ("SKIFF_SASL_MECHANISMS".into(), "SCRAM-SHA-512".into()),
-        ("SKIFF_SCRAM_BOOTSTRAP_USER".into(), format!("{}={}", ADMIN.0, ADMIN.1)),
-        // The certificate `CN=alice,OU=eng,O=Acme,C=FR` is the principal `User:alice`.
-        ("SKIFF_SSL_PRINCIPAL_MAPPING_RULES".into(), "RULE:^CN=(.*?),OU=eng.*$/$1/L,DEFAULT".into()),
-        // Both principals may do everything once an authorizer is in place (issue #14 point 3:
-        // no ACL means deny when a SASL or mTLS listener exists). Ignored by a build without one.
-        ("SKIFF_SUPER_USERS".into(), format!("User:{},User:alice", ADMIN.0)),
-    ])
+    SkiffProcess::start_with_listeners(
+        "SSL://127.0.0.1:0,SASL_SSL://127.0.0.1:0",
+        None,
+        vec![
+            ("SKIFF_TLS_CERT".into(), certs.file("broker.pem")),
+            ("SKIFF_TLS_KEY".into(), certs.file("broker.key")),
+            ("SKIFF_TLS_CLIENT_CA".into(), certs.file("ca.pem")),
+            ("SKIFF_SASL_MECHANISMS".into(), "SCRAM-SHA-512".into()),
+            ("SKIFF_SCRAM_BOOTSTRAP_USER".into(), format!("{}={}", ADMIN.0, ADMIN.1)),
+            // The certificate `CN=alice,OU=eng,O=Acme,C=FR` is the principal `User:alice`.
+            ("SKIFF_SSL_PRINCIPAL_MAPPING_RULES".into(), "RULE:^CN=(.*?),OU=eng.*$/$1/L,DEFAULT".into()),
+            // Both principals may do everything once an authorizer is in place (issue #14 point 3:
+            // no ACL means deny when a SASL or mTLS listener exists). Ignored by a build without one.
+            ("SKIFF_SUPER_USERS".into(), format!("User:{},User:alice", ADMIN.0)),
+        ],
+    )
 }
 
 /// `client`'s full scenario over SASL_SSL (SCRAM-SHA-512), then over mutual TLS.
@@ -47,22 +51,36 @@ fn sasl_ssl_and_mutual_tls(client: &str) {
     let certs = Certs::make();
     let broker = start(&certs);
     let ca = certs.file("ca.pem");
-    support::compat::run_client_env(client, &broker, &format!("sasl-ssl-{client}"), "full", RECORDS, &[
-        ("BOOTSTRAP", broker.listener("SASL_SSL")),
-        ("COMPAT_SECURITY_PROTOCOL", "SASL_SSL"),
-        ("COMPAT_SASL_MECHANISM", "SCRAM-SHA-512"),
-        ("COMPAT_SASL_USERNAME", ADMIN.0),
-        ("COMPAT_SASL_PASSWORD", ADMIN.1),
-        ("COMPAT_SSL_CA_LOCATION", &ca),
-    ]);
+    support::compat::run_client_env(
+        client,
+        &broker,
+        &format!("sasl-ssl-{client}"),
+        "full",
+        RECORDS,
+        &[
+            ("BOOTSTRAP", broker.listener("SASL_SSL")),
+            ("COMPAT_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("COMPAT_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("COMPAT_SASL_USERNAME", ADMIN.0),
+            ("COMPAT_SASL_PASSWORD", ADMIN.1),
+            ("COMPAT_SSL_CA_LOCATION", &ca),
+        ],
+    );
     let (cert, key) = (certs.file("client.pem"), certs.file("client.key"));
-    support::compat::run_client_env(client, &broker, &format!("mtls-{client}"), "full", RECORDS, &[
-        ("BOOTSTRAP", broker.listener("SSL")),
-        ("COMPAT_SECURITY_PROTOCOL", "SSL"),
-        ("COMPAT_SSL_CA_LOCATION", &ca),
-        ("COMPAT_SSL_CERT_LOCATION", &cert),
-        ("COMPAT_SSL_KEY_LOCATION", &key),
-    ]);
+    support::compat::run_client_env(
+        client,
+        &broker,
+        &format!("mtls-{client}"),
+        "full",
+        RECORDS,
+        &[
+            ("BOOTSTRAP", broker.listener("SSL")),
+            ("COMPAT_SECURITY_PROTOCOL", "SSL"),
+            ("COMPAT_SSL_CA_LOCATION", &ca),
+            ("COMPAT_SSL_CERT_LOCATION", &cert),
+            ("COMPAT_SSL_KEY_LOCATION", &key),
+        ],
+    );
     let metrics = http_get(broker.http(), "/metrics").expect("metrics");
     let logins = prometheus_value(&metrics, "skiff_authentications_total").unwrap_or(0.0);
     assert!(logins >= 1.0, "no SASL authentication counted\n{metrics}");

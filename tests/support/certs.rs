@@ -20,7 +20,8 @@ impl Certs {
             assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         };
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        let ca_ext = ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"];
+        let ca_ext =
+            ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"];
         openssl(
             &[
                 &["req", "-x509"][..],
@@ -32,7 +33,12 @@ impl Certs {
         );
         let client = "extendedKeyUsage=clientAuth\n";
         for (name, subject, ext, days) in [
-            ("broker", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n", "2"),
+            (
+                "broker",
+                "/CN=localhost",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+                "2",
+            ),
             ("client", "/C=FR/O=Acme/OU=eng/CN=alice", client, "2"),
             // `-days -1`: not after = now - 1 day, so the certificate is expired.
             ("expired", "/C=FR/O=Acme/OU=eng/CN=alice", client, "-1"),
@@ -43,8 +49,21 @@ impl Certs {
                 .expect("ext file");
             openssl(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", subject]].concat());
             openssl(&[
-                "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &pem,
-                "-days", days, "-extfile", &extfile,
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                days,
+                "-extfile",
+                &extfile,
             ]);
         }
         Self { dir }
