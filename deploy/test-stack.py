@@ -4,6 +4,9 @@ with kafka-python (the README's quick-start client).
   python3 deploy/test-stack.py failover STATE   # idempotent produce; docker kill the leader
   python3 deploy/test-stack.py verify STATE     # every acknowledged record is there, once
                                                 # (run with the broker dead, and after a restart)
+  python3 deploy/test-stack.py sasl-ssl CA_PEM  # docker-compose.sasl-ssl.yml: produce and consume
+                                                # over SASL_SSL (SCRAM-SHA-512, user admin,
+                                                # password SKIFF_ADMIN_PASSWORD) at 127.0.0.1:19192
 
 `failover` writes the acknowledged records to STATE (JSON) and prints `failover_ms=N`, the time
 from the kill to the first acknowledgement of a record sent after it. `verify` reads them all
@@ -164,7 +167,47 @@ def verify(state_path):
     print(f"all {len(acked)} acknowledged records read back at their offsets, no duplicates ({end} in {TOPIC}-{partition})")
 
 
+def sasl_ssl(ca_pem):
+    """10 records produced and read back over SASL_SSL; the brokers must advertise their
+    SASL_SSL ports (19192-19194), else the clients could not reach the partition leaders."""
+    import os
+
+    security = dict(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_plain_username="admin",
+        sasl_plain_password=os.environ["SKIFF_ADMIN_PASSWORD"],
+        ssl_cafile=ca_pem,
+    )
+    bootstrap = ["127.0.0.1:19192", "127.0.0.1:19193", "127.0.0.1:19194"]
+    topic = "sasl-ssl"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000, **security)
+    try:
+        admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+    except TopicAlreadyExistsError:
+        pass
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=10000, **security)
+    for i in range(10):
+        producer.send(topic, key=b"k%d" % i, value=b"secure %d" % i, partition=i % PARTITIONS).get(timeout=30)
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **security)
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    got = set()
+    deadline = time.monotonic() + 60
+    while len(got) < 10:
+        if time.monotonic() > deadline:
+            fail(f"read {sorted(got)} of 10 records over SASL_SSL in 60 s")
+        for records in consumer.poll(timeout_ms=1000).values():
+            got.update(r.value for r in records)
+    consumer.close()
+    if got != {b"secure %d" % i for i in range(10)}:
+        fail(f"unexpected records over SASL_SSL: {sorted(got)}")
+    print("10 records produced and consumed over SASL_SSL (SCRAM-SHA-512)")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("failover", "verify"):
+    if len(sys.argv) != 3 or sys.argv[1] not in ("failover", "verify", "sasl-ssl"):
         fail(__doc__)
-    {"failover": failover, "verify": verify}[sys.argv[1]](sys.argv[2])
+    {"failover": failover, "verify": verify, "sasl-ssl": sasl_ssl}[sys.argv[1]](sys.argv[2])

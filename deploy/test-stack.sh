@@ -213,6 +213,20 @@ timeout 120 "$python" deploy/test-stack.py verify "$work/acked.json"
 timeout 60 "$python" "$work/quickstart.py" >"$work/quickstart2.out"
 grep -qx "2 b'k2' b'record 2'" "$work/quickstart2.out" || die "the quick-start records are gone after stop/start"
 
+# The SASL_SSL variant (deploy/docker-compose.sasl-ssl.yml): the brokers are recreated with a
+# SASL_SSL listener, the one-shot certs service makes a CA into $work/certs, and kafka-python
+# produces and consumes over SASL_SSL with SCRAM-SHA-512 as README's "over SASL_SSL" shows.
+t=$SECONDS
+SKIFF_ADMIN_PASSWORD="$(openssl rand -hex 16)"; export SKIFF_ADMIN_PASSWORD
+export SKIFF_CERTS_DIR="$work/certs"
+mkdir -p "$SKIFF_CERTS_DIR"
+sasl=("${compose[@]}" -f deploy/docker-compose.sasl-ssl.yml)
+"${sasl[@]}" up -d --no-build --wait --wait-timeout 180 >"$work/up-sasl.log" 2>&1 \
+  || { cat "$work/up-sasl.log"; die "docker compose up (SASL_SSL variant)"; }
+check_ports
+timeout 120 "$python" deploy/test-stack.py sasl-ssl "$SKIFF_CERTS_DIR/ca.pem"
+sasl_s=$((SECONDS - t))
+
 "${compose[@]}" down -v --remove-orphans --timeout 10 >/dev/null 2>&1
 stack_up=0
 [ -z "$(docker volume ls -q --filter label=com.docker.compose.project=skiff)" ] || die "volumes left after down -v"
@@ -233,4 +247,4 @@ inventory >"$work/after"
 left="$(comm -13 "$work/before" "$work/after")"
 [ -z "$left" ] || die "containers, networks or volumes left behind: $(echo $left)"
 
-say "timings: images $image_s s, stack up $up_s s, failover ${failover_ms} ms (kill -> first ack after), stop+start $restart_s s, testcontainers MinIO tests $tc_s s, total $((SECONDS - started)) s"
+say "timings: images $image_s s, stack up $up_s s, failover ${failover_ms} ms (kill -> first ack after), stop+start $restart_s s, SASL_SSL variant $sasl_s s, testcontainers MinIO tests $tc_s s, total $((SECONDS - started)) s"

@@ -5,7 +5,9 @@
 # DATA_DIR is formatted on first use (random cluster id, --standalone) and reused afterwards.
 # Config files are written to ${KAFKA_CONF_DIR:-DATA_DIR.conf} (not inside log.dirs).
 # Env: KAFKA_VERSION (default: pom version), KAFKA_HEAP (default -Xmx1g -Xms256m),
-#      KAFKA_EXTRA_PROPS (extra server.properties lines, newline separated), KAFKA_LOG_LEVEL.
+#      KAFKA_EXTRA_PROPS (extra server.properties lines, newline separated; a key given again
+#      overrides the default above it), KAFKA_LOG_LEVEL, KAFKA_ADD_SCRAM (a SCRAM credential the
+#      first `StorageTool format` adds, e.g. 'SCRAM-SHA-512=[name=u,password=p]').
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if [[ $# -ne 2 ]]; then echo "usage: $0 PORT DATA_DIR" >&2; exit 2; fi
@@ -55,7 +57,8 @@ if [[ ! -f "$DATA_DIR/meta.properties" ]]; then
   [[ "$CLUSTER_ID" =~ ^[A-Za-z0-9_-]{22}$ ]] || { echo "run-kafka: bad cluster id '$CLUSTER_ID'" >&2; exit 1; }
   echo "run-kafka: formatting $DATA_DIR (cluster id $CLUSTER_ID)" >&2
   "$JAVA" -Xmx256m -cp "$CP" $TOOL_LOG4J kafka.tools.StorageTool format \
-    -t "$CLUSTER_ID" -c "$CONF_DIR/server.properties" --standalone --ignore-formatted
+    -t "$CLUSTER_ID" -c "$CONF_DIR/server.properties" --standalone --ignore-formatted \
+    ${KAFKA_ADD_SCRAM:+--add-scram "$KAFKA_ADD_SCRAM"}
 fi
 
 echo "run-kafka: starting Kafka $(basename "$(dirname "$LIBS")") on 127.0.0.1:$PORT (controller $CPORT), data $DATA_DIR" >&2

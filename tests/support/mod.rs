@@ -8,6 +8,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod compat;

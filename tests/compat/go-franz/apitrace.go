@@ -96,6 +96,10 @@ func dialTraced(ctx context.Context, network, host string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// TLS (security.go) under the trace, so the trace reads plaintext frames.
+	if c, err = secure(c, host); err != nil {
+		return nil, err
+	}
 	return &tracedConn{Conn: c}, nil
 }
 

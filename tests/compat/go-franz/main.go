@@ -82,6 +82,7 @@ func newClient(extra ...kgo.Opt) *kgo.Client {
 		kgo.ClientID("skiff-compat-go-franz"),
 		kgo.Dialer(dialTraced),
 	}
+	opts = append(opts, saslOpts()...)
 	// Optional cap on the protocol versions franz-go may use (default: the highest versions
 	// both franz-go and the broker's ApiVersions support), e.g. FRANZ_MAX_VERSION=3.9.
 	if s := os.Getenv("FRANZ_MAX_VERSION"); s != "" {

@@ -107,6 +107,10 @@ func (t *tracingDialer) Dial(network, addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// TLS (security.go) under the trace, so the trace reads plaintext frames.
+	if c, err = secure(c, addr); err != nil {
+		return nil, err
+	}
 	return &tracedConn{Conn: c}, nil
 }
 

@@ -92,6 +92,7 @@ func baseConfig() *sarama.Config {
 	// topic must fail the run instead of being created with the broker's default partitions.
 	cfg.Metadata.AllowAutoTopicCreation = false
 	cfg.Metadata.Retry.Backoff = 200 * time.Millisecond
+	applySASL(cfg)
 	return cfg
 }
 

@@ -295,6 +295,30 @@ async function verify(kafka, topic, records) {
   }
 }
 
+// Client security from the COMPAT_* environment variables (tests/compat/README.md): kafkajs's
+// `ssl` (tls.connect options: the CA, and for mutual TLS the client certificate and key, PEM)
+// and `sasl` ({ mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512', username, password }).
+function securityFromEnv() {
+  const protocol = (process.env.COMPAT_SECURITY_PROTOCOL || 'PLAINTEXT').toUpperCase()
+  const out = {}
+  if (protocol === 'SSL' || protocol === 'SASL_SSL') {
+    const fs = require('fs')
+    const ssl = {}
+    if (process.env.COMPAT_SSL_CA_LOCATION) ssl.ca = [fs.readFileSync(process.env.COMPAT_SSL_CA_LOCATION, 'utf8')]
+    if (process.env.COMPAT_SSL_CERT_LOCATION) ssl.cert = fs.readFileSync(process.env.COMPAT_SSL_CERT_LOCATION, 'utf8')
+    if (process.env.COMPAT_SSL_KEY_LOCATION) ssl.key = fs.readFileSync(process.env.COMPAT_SSL_KEY_LOCATION, 'utf8')
+    out.ssl = ssl
+  }
+  if (protocol === 'SASL_PLAINTEXT' || protocol === 'SASL_SSL') {
+    out.sasl = {
+      mechanism: (process.env.COMPAT_SASL_MECHANISM || 'PLAIN').toLowerCase(),
+      username: process.env.COMPAT_SASL_USERNAME || '',
+      password: process.env.COMPAT_SASL_PASSWORD || '',
+    }
+  }
+  return out
+}
+
 async function main() {
   const bootstrap = process.env.BOOTSTRAP || '127.0.0.1:9092'
   const topic = process.env.TOPIC
@@ -310,6 +334,7 @@ async function main() {
     logLevel: process.env.COMPAT_DEBUG ? logLevel.DEBUG : logLevel.WARN,
     connectionTimeout: 5000,
     requestTimeout: 30000,
+    ...securityFromEnv(),
   })
   log(`kafkajs ${kafkajsVersion} (codecs: none, gzip built in; snappy via kafkajs-snappy, lz4 via kafkajs-lz4, zstd via zstd-napi)`)
   log(`bootstrap=${bootstrap} topic=${topic} mode=${mode} records=${records}`)

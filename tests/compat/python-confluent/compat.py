@@ -64,6 +64,8 @@ SECURITY = {
     "COMPAT_SASL_USERNAME": "sasl.username",
     "COMPAT_SASL_PASSWORD": "sasl.password",
     "COMPAT_SSL_CA_LOCATION": "ssl.ca.location",
+    "COMPAT_SSL_CERT_LOCATION": "ssl.certificate.location",
+    "COMPAT_SSL_KEY_LOCATION": "ssl.key.location",
     # KIP-392 follower fetching (tests/racks.rs): the consumer's rack.
     "COMPAT_CLIENT_RACK": "client.rack",
 }

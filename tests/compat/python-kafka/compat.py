@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Skiff client-compatibility scenario for kafka-python (pure Python client).
 
-See tests/compat/README.md for the scenario. Environment: BOOTSTRAP, TOPIC, MODE, RECORDS.
+See tests/compat/README.md for the scenario. Environment: BOOTSTRAP, TOPIC, MODE, RECORDS, and the
+COMPAT_SECURITY_PROTOCOL / COMPAT_SASL_* / COMPAT_SSL_* settings (SECURITY below).
 COMPAT_DEBUG=1 turns on kafka-python's DEBUG logging (shows every request and its version).
 """
 import logging
@@ -56,6 +57,37 @@ def codec_of(i, records):
     return CODECS[i * len(CODECS) // records]
 
 
+# Security settings from the environment (tests/security_clients.rs; tests/compat/README.md):
+# each COMPAT_<NAME> variable set becomes the kafka-python keyword argument named here.
+SECURITY = {
+    "COMPAT_SECURITY_PROTOCOL": "security_protocol",
+    "COMPAT_SASL_MECHANISM": "sasl_mechanism",
+    "COMPAT_SASL_USERNAME": "sasl_plain_username",
+    "COMPAT_SASL_PASSWORD": "sasl_plain_password",
+    "COMPAT_SSL_CA_LOCATION": "ssl_cafile",
+    "COMPAT_SSL_CERT_LOCATION": "ssl_certfile",
+    "COMPAT_SSL_KEY_LOCATION": "ssl_keyfile",
+}
+
+
+def security():
+    """The keyword arguments every client of this program gets from the COMPAT_* variables."""
+    kwargs = {kw: os.environ[var] for var, kw in SECURITY.items() if os.environ.get(var)}
+    if "ssl_certfile" in kwargs:
+        # Mutual TLS: in TLS 1.3 the broker's session tickets arrive after the client's
+        # Finished, i.e. after kafka-python considers the connection ready; a ticket read
+        # before its first request is "Socket EVENT_READ without in-flight-requests" and the
+        # connection is dropped (seen in tests/security_clients.rs). TLS 1.2 has no such
+        # post-handshake message, so this client uses it for mutual TLS.
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=kwargs.pop("ssl_cafile", None))
+        ctx.load_cert_chain(kwargs.pop("ssl_certfile"), kwargs.pop("ssl_keyfile", None))
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        kwargs["ssl_context"] = ctx
+    return kwargs
+
+
 def check_codecs():
     missing = [name for name, ok in (
         ("snappy (python-snappy)", kcodec.has_snappy()),
@@ -67,7 +99,7 @@ def check_codecs():
 
 
 def create_topic(bootstrap, topic):
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="skiff-compat-admin")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="skiff-compat-admin", **security())
     # retention.ms=-1: the fixed 2023 create-timestamps would otherwise be past a 7-day
     # time-based retention and could be deleted between `produce` and `verify`.
     nt = NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1, topic_configs={"retention.ms": "-1"})
@@ -104,6 +136,7 @@ def produce(bootstrap, topic, records):
             compression_type=codec,
             linger_ms=5,
             batch_size=256 * 1024,
+            **security(),
         )
         t0 = time.time()
         futures = []
@@ -180,6 +213,7 @@ def verify(bootstrap, topic, records):
         # frames up to fetch_max_bytes plus overhead instead.
         fetch_max_bytes=16 * 1024 * 1024,
         receive_message_max_bytes=17 * 1024 * 1024,
+        **security(),
     )
     expected = {p: partition_count(records, p) for p in range(PARTITIONS)}
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]

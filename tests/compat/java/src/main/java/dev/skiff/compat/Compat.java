@@ -140,7 +140,7 @@ public final class Compat {
         props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, 60_000);
         props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, 30_000);
-        try (Admin admin = Admin.create(props)) {
+        try (Admin admin = Admin.create(Security.apply(props))) {
             try {
                 // retention.ms=-1: the scenario's create times are in 2023, so the broker's default
                 // 7-day time retention would delete the records at its first retention check.
@@ -186,7 +186,7 @@ public final class Compat {
         props.put(ProducerConfig.CLIENT_ID_CONFIG, "compat-java-" + codec);
         props.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
         props.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
-        return new KafkaProducer<>(props);
+        return new KafkaProducer<>(Security.apply(props));
     }
 
     long produce() throws Exception {
@@ -258,7 +258,7 @@ public final class Compat {
         props.put(ConsumerConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, 60_000);
         props.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
         props.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
-        return new KafkaConsumer<>(props);
+        return new KafkaConsumer<>(Security.apply(props));
     }
 
     long verify() {
