@@ -104,10 +104,17 @@ pub fn build(files: &TlsFiles) -> Result<Acceptors, String> {
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
                 .map_err(|e| format!("tls_client_ca {}: {e}", ca.display()))?;
-            let config = builder
+            let mut config = builder
                 .with_client_cert_verifier(verifier)
                 .with_single_cert(certs, key)
                 .map_err(|e| format!("tls_cert/tls_key: {e}"))?;
+            // With client authentication a TLS 1.3 server can only send its session tickets
+            // after the client's Finished, i.e. after the client believes the handshake is over;
+            // kafka-python reads such a ticket before its first request as "Socket EVENT_READ
+            // without in-flight-requests" and drops the connection (half the mutual-TLS runs of
+            // tests/security_clients.rs). Kafka clients keep their connections, so resumption
+            // buys little: mutual-TLS connections get no tickets.
+            config.send_tls13_tickets = 0;
             Some(TlsAcceptor::from(Arc::new(config)))
         }
     };

@@ -73,18 +73,6 @@ SECURITY = {
 def security():
     """The keyword arguments every client of this program gets from the COMPAT_* variables."""
     kwargs = {kw: os.environ[var] for var, kw in SECURITY.items() if os.environ.get(var)}
-    if "ssl_certfile" in kwargs:
-        # Mutual TLS: in TLS 1.3 the broker's session tickets arrive after the client's
-        # Finished, i.e. after kafka-python considers the connection ready; a ticket read
-        # before its first request is "Socket EVENT_READ without in-flight-requests" and the
-        # connection is dropped (seen in tests/security_clients.rs). TLS 1.2 has no such
-        # post-handshake message, so this client uses it for mutual TLS.
-        import ssl
-
-        ctx = ssl.create_default_context(cafile=kwargs.pop("ssl_cafile", None))
-        ctx.load_cert_chain(kwargs.pop("ssl_certfile"), kwargs.pop("ssl_keyfile", None))
-        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-        kwargs["ssl_context"] = ctx
     return kwargs
 
 
