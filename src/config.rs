@@ -125,6 +125,16 @@ pub struct SecurityConfig {
     /// Kafka's `connection.failed.authentication.delay.ms`: a failed authentication is answered
     /// (and its connection closed) this late, slowing password guessing. Default 100 ms (Kafka's).
     pub connection_failed_authentication_delay: Duration,
+    /// Mutual TLS on the controller port (voter ↔ voter and broker → controller): this node's
+    /// PEM certificate chain, presented both when accepting and when dialling, so it needs the
+    /// `serverAuth` and `clientAuth` usages (or none) and must name the node's host as written
+    /// in `controller.voters` (DNS or IP subjectAltName). Set all three or none. Default none:
+    /// plaintext, and anyone who reaches the port can speak Raft. Reloaded when a file changes.
+    pub controller_tls_cert: Option<PathBuf>,
+    /// PEM private key of `controller_tls_cert`.
+    pub controller_tls_key: Option<PathBuf>,
+    /// PEM CA certificates every peer's certificate (controllers' and brokers') must chain to.
+    pub controller_tls_ca: Option<PathBuf>,
 }
 
 impl Default for SecurityConfig {
@@ -138,6 +148,9 @@ impl Default for SecurityConfig {
             connections_max_reauth: None,
             scram_bootstrap_user: None,
             connection_failed_authentication_delay: Duration::from_millis(100),
+            controller_tls_cert: None,
+            controller_tls_key: None,
+            controller_tls_ca: None,
         }
     }
 }
@@ -164,6 +177,15 @@ impl SecurityConfig {
         self.scram_bootstrap_user.as_ref().and_then(|s| s.0.split_once('='))
     }
 
+    /// The controller port's mutual TLS files, when configured (call after [`Config::validate`]).
+    pub fn controller_tls_files(&self) -> Option<skiff_controller::PeerTlsFiles> {
+        Some(skiff_controller::PeerTlsFiles {
+            cert: self.controller_tls_cert.clone()?,
+            key: self.controller_tls_key.clone()?,
+            ca: self.controller_tls_ca.clone()?,
+        })
+    }
+
     /// The enabled mechanisms (call after [`Config::validate`]).
     pub fn mechanisms(&self) -> Vec<crate::security::sasl::Mechanism> {
         self.sasl_mechanisms.iter().filter_map(|m| crate::security::sasl::Mechanism::from_name(m)).collect()
@@ -177,6 +199,13 @@ impl SecurityConfig {
         }
         if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
             problems.push("security.tls_client_ca needs tls_cert and tls_key".into());
+        }
+        let controller_tls = [&self.controller_tls_cert, &self.controller_tls_key, &self.controller_tls_ca];
+        if controller_tls.iter().any(|f| f.is_some()) && !controller_tls.iter().all(|f| f.is_some()) {
+            problems.push(
+                "security: controller_tls_cert, controller_tls_key and controller_tls_ca go together (all three or none)"
+                    .into(),
+            );
         }
         if let Err(e) = crate::security::principal::PrincipalMapper::parse(&self.ssl_principal_mapping_rules) {
             problems.push(format!("security.ssl_principal_mapping_rules: {e}"));

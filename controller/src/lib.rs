@@ -29,6 +29,7 @@ pub mod placement;
 pub mod quorum;
 mod raft;
 pub mod scram;
+pub mod tls;
 pub mod topic_config;
 pub mod trace_context;
 pub mod transactions;
@@ -39,6 +40,7 @@ pub use error::{ControllerError, ErrorKind};
 #[doc(hidden)]
 pub use raft::network::decode_request as fuzz_decode_controller_request;
 pub use raft::{Controller, ControllerConfig, MetadataHandle};
+pub use tls::{PeerTls, PeerTlsFiles};
 
 use metadata::{Command, CommandResult};
 use tracing::Instrument;

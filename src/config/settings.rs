@@ -576,6 +576,24 @@ settings! {
         roles: SERVING,
         help: "connection.failed.authentication.delay.ms: a failed authentication is answered this late",
     }
+    security.controller_tls_cert {
+        env: "SKIFF_CONTROLLER_TLS_CERT", flag: "controller-tls-cert", roles: CONTROLLER | BROKER,
+        default: "none",
+        value: "FILE",
+        help: "PEM certificate of this node on the controller port (mutual TLS between voters and brokers; serverAuth+clientAuth, names the host in --voters)",
+    }
+    security.controller_tls_key {
+        env: "SKIFF_CONTROLLER_TLS_KEY", flag: "controller-tls-key", roles: CONTROLLER | BROKER,
+        default: "none",
+        value: "FILE",
+        help: "PEM private key of --controller-tls-cert",
+    }
+    security.controller_tls_ca {
+        env: "SKIFF_CONTROLLER_TLS_CA", flag: "controller-tls-ca", roles: CONTROLLER | BROKER,
+        default: "none",
+        value: "FILE",
+        help: "PEM CA certificates that every controller's and broker's certificate must chain to",
+    }
     security.scram_bootstrap_user {
         env: "SKIFF_SCRAM_BOOTSTRAP_USER", flag: "scram-bootstrap-user", roles: SERVING,
         default: "none",
