@@ -174,7 +174,9 @@ impl PeerTls {
                         (loaded.acceptor, loaded.connector, loaded.stamps) = (acceptor, connector, stamps);
                     }
                     // Not remembered: retried on the next check (the files may be mid-write).
-                    Err(e) => tracing::warn!("controller TLS files changed but cannot be loaded, keeping the previous ones: {e}"),
+                    Err(e) => tracing::warn!(
+                        "controller TLS files changed but cannot be loaded, keeping the previous ones: {e}"
+                    ),
                 }
             }
         }
