@@ -135,6 +135,23 @@ pub struct SecurityConfig {
     pub controller_tls_key: Option<PathBuf>,
     /// PEM CA certificates every peer's certificate (controllers' and brokers') must chain to.
     pub controller_tls_ca: Option<PathBuf>,
+    /// Kafka's `sasl.oauthbearer.jwks.endpoint.url` for OAUTHBEARER: the JSON Web Key Set the
+    /// tokens' signatures are checked against, as a `file:///path` URL (only local files:
+    /// fetch the IdP's JWKS with a sidecar or cron). Default none (OAUTHBEARER needs it).
+    pub sasl_oauthbearer_jwks_url: Option<String>,
+    /// `sasl.oauthbearer.jwks.endpoint.refresh.ms`: how often the JWKS file is checked for
+    /// changes (new keys are picked up then). Default 1 h (Kafka's); shorter costs a `stat`.
+    pub sasl_oauthbearer_jwks_refresh: Duration,
+    /// `sasl.oauthbearer.expected.issuer`: tokens' `iss` must equal it. Default none (not checked).
+    pub sasl_oauthbearer_expected_issuer: Option<String>,
+    /// `sasl.oauthbearer.expected.audience`: tokens' `aud` must name one of these. Default
+    /// none (not checked).
+    pub sasl_oauthbearer_expected_audience: Vec<String>,
+    /// `sasl.oauthbearer.sub.claim.name`: the claim naming the principal. Default `sub`.
+    pub sasl_oauthbearer_sub_claim_name: String,
+    /// `sasl.oauthbearer.clock.skew.seconds`: tolerance on `exp`, `nbf` and `iat`. Default 30 s
+    /// (Kafka's): larger accepts tokens that long after they expired.
+    pub sasl_oauthbearer_clock_skew: Duration,
 }
 
 impl Default for SecurityConfig {
@@ -151,6 +168,12 @@ impl Default for SecurityConfig {
             controller_tls_cert: None,
             controller_tls_key: None,
             controller_tls_ca: None,
+            sasl_oauthbearer_jwks_url: None,
+            sasl_oauthbearer_jwks_refresh: Duration::from_secs(3600),
+            sasl_oauthbearer_expected_issuer: None,
+            sasl_oauthbearer_expected_audience: Vec::new(),
+            sasl_oauthbearer_sub_claim_name: "sub".into(),
+            sasl_oauthbearer_clock_skew: Duration::from_secs(30),
         }
     }
 }
@@ -186,6 +209,35 @@ impl SecurityConfig {
         })
     }
 
+    /// The JWKS file named by `sasl_oauthbearer_jwks_url`, if set.
+    pub fn oauthbearer_jwks_file(&self) -> Option<Result<PathBuf, String>> {
+        let url = self.sasl_oauthbearer_jwks_url.as_deref()?;
+        Some(match url.strip_prefix("file://") {
+            Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
+            Some(_) => Err(format!("`{url}`: a file URL needs an absolute path (file:///...)")),
+            None => Err(format!("`{url}`: only file:/// JWKS URLs are supported")),
+        })
+    }
+
+    /// The OAUTHBEARER validator's settings when OAUTHBEARER is enabled (call after
+    /// [`Config::validate`]).
+    pub fn oauthbearer(&self) -> Option<crate::security::sasl::oauthbearer::ValidatorSettings> {
+        use crate::security::sasl::oauthbearer::{Expectations, ValidatorSettings};
+        if !self.sasl_mechanisms.iter().any(|m| m == "OAUTHBEARER") {
+            return None;
+        }
+        Some(ValidatorSettings {
+            jwks_file: self.oauthbearer_jwks_file()?.ok()?,
+            refresh: self.sasl_oauthbearer_jwks_refresh,
+            expect: Expectations {
+                issuer: self.sasl_oauthbearer_expected_issuer.clone(),
+                audience: self.sasl_oauthbearer_expected_audience.clone(),
+                sub_claim: self.sasl_oauthbearer_sub_claim_name.clone(),
+                clock_skew: self.sasl_oauthbearer_clock_skew,
+            },
+        })
+    }
+
     /// The enabled mechanisms (call after [`Config::validate`]).
     pub fn mechanisms(&self) -> Vec<crate::security::sasl::Mechanism> {
         self.sasl_mechanisms.iter().filter_map(|m| crate::security::sasl::Mechanism::from_name(m)).collect()
@@ -213,8 +265,18 @@ impl SecurityConfig {
         for m in &self.sasl_mechanisms {
             if crate::security::sasl::Mechanism::from_name(m).is_none() {
                 problems.push(format!(
-                    "security.sasl_mechanisms: `{m}` is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (OAUTHBEARER and GSSAPI are not served)"
+                    "security.sasl_mechanisms: `{m}` is not PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER (GSSAPI is not served)"
                 ));
+            }
+        }
+        if self.sasl_mechanisms.iter().any(|m| m == "OAUTHBEARER") {
+            match self.oauthbearer_jwks_file() {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => problems.push(format!("security.sasl_oauthbearer_jwks_url: {e}")),
+                None => problems.push("security.sasl_mechanisms: OAUTHBEARER needs sasl_oauthbearer_jwks_url".into()),
+            }
+            if self.sasl_oauthbearer_sub_claim_name.is_empty() {
+                problems.push("security.sasl_oauthbearer_sub_claim_name: empty".into());
             }
         }
         if sasl && self.sasl_mechanisms.is_empty() {

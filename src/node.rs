@@ -371,6 +371,13 @@ async fn serve(
         }
         _ => None,
     };
+    let oauth = match config.security.oauthbearer() {
+        Some(settings) => Some(
+            sasl::oauthbearer::Validator::load(settings, process.clock.now_ms())
+                .map_err(|e| anyhow::anyhow!("sasl_oauthbearer_jwks_url: {e}"))?,
+        ),
+        None => None,
+    };
     let sasl = sasl::SaslSettings {
         mechanisms: config.security.mechanisms(),
         max_reauth: config.security.connections_max_reauth.filter(|d| !d.is_zero()),
@@ -518,7 +525,7 @@ async fn serve(
         txns,
         not_served: Default::default(),
         rejected_configs: Default::default(),
-        security: Default::default(),
+        security: crate::security::BrokerSecurity::with_oauth(oauth),
     });
 
     // Compaction, retention and GC: stopped with `shutdown`, joined before the WAL drains.

@@ -75,15 +75,22 @@ pub struct BrokerSecurity {
     pub audit: RateLimitedLog,
     /// Keys the decoy salts of unknown SCRAM users (random per process).
     decoy_key: [u8; 32],
+    /// OAUTHBEARER's token validator, when the mechanism is enabled.
+    pub oauth: Option<sasl::oauthbearer::Validator>,
 }
 
 impl Default for BrokerSecurity {
     fn default() -> Self {
-        Self { audit: RateLimitedLog::new(AUTH_LOG_LINES_PER_MINUTE), decoy_key: rand::random() }
+        Self { audit: RateLimitedLog::new(AUTH_LOG_LINES_PER_MINUTE), decoy_key: rand::random(), oauth: None }
     }
 }
 
 impl BrokerSecurity {
+    /// With OAUTHBEARER's validator (`None`: the mechanism is not enabled).
+    pub fn with_oauth(oauth: Option<sasl::oauthbearer::Validator>) -> Self {
+        Self { oauth, ..Self::default() }
+    }
+
     /// Logs a failed authentication: principal, address and mechanism, never a password.
     pub fn log_failure(&self, now_ms: i64, peer: std::net::SocketAddr, listener: SecurityProtocol, f: &sasl::Failure) {
         if let Some(suppressed) = self.audit.admit(now_ms) {
@@ -122,5 +129,12 @@ impl sasl::Credentials for BrokerCredentials<'_> {
 
     fn now_ms(&self) -> i64 {
         self.0.clock.now_ms()
+    }
+
+    fn bearer(&self, token: &str) -> Result<sasl::oauthbearer::Validated, sasl::oauthbearer::OAuthError> {
+        match &self.0.security.oauth {
+            Some(v) => v.validate(token, self.0.clock.now_ms()),
+            None => Err(sasl::oauthbearer::OAuthError::NotConfigured),
+        }
     }
 }
