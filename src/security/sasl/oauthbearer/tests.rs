@@ -35,12 +35,19 @@ fn es256(key: &EcdsaKeyPair, kid: Option<&str>, claims: &serde_json::Value) -> S
 fn rsa_key() -> RsaKeyPair {
     let dir = tempfile::tempdir().expect("dir");
     let out = std::process::Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-outform", "DER", "-out", "k.der"])
+        .args(["genrsa", "-traditional", "-out", "k.pem", "2048"])
         .current_dir(dir.path())
         .output()
         .expect("run openssl");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    RsaKeyPair::from_pkcs8(&std::fs::read(dir.path().join("k.der")).expect("read key")).expect("load RSA key")
+    // ring reads RSA private keys as PKCS#1 DER.
+    let out = std::process::Command::new("openssl")
+        .args(["rsa", "-in", "k.pem", "-traditional", "-outform", "DER", "-out", "k.der"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    RsaKeyPair::from_der(&std::fs::read(dir.path().join("k.der")).expect("read key")).expect("load RSA key")
 }
 
 fn rs256(key: &RsaKeyPair, kid: &str, claims: &serde_json::Value) -> String {
