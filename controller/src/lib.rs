@@ -9,6 +9,7 @@
 //! * [`metadata`]: the commands and the deterministic state they build (pure, no I/O).
 //! * `raft`: openraft wiring: the durable log store, the state machine with snapshots and the
 //!   network between voters.
+//! * [`tls`]: mutual TLS on the controller port (voters and brokers), when configured.
 //! * [`Controller`]: a running controller node, and [`MetadataHandle`]: the applied
 //!   [`image::MetadataImage`] plus a watch of the applied log index.
 //!

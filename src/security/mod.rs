@@ -3,7 +3,8 @@
 //! * [`listener`]: the `PROTOCOL://host:port` listener list and advertised addresses.
 //! * [`tls`]: rustls acceptors, reloaded when the certificate files change; mutual TLS.
 //! * [`principal`]: a client certificate's subject (RFC 2253) and Kafka's mapping rules.
-//! * [`sasl`]: the per-connection SASL state machine (KIP-152, KIP-368), PLAIN and SCRAM.
+//! * [`sasl`]: the per-connection SASL state machine (KIP-152, KIP-368), PLAIN, SCRAM and
+//!   OAUTHBEARER (JWTs against a JWKS).
 //!
 //! What a connection learns here (its [`Principal`]) is kept on the connection for the
 //! authorizer to come (issue #14); nothing is authorized yet.
