@@ -136,8 +136,9 @@ pub struct SecurityConfig {
     /// PEM CA certificates every peer's certificate (controllers' and brokers') must chain to.
     pub controller_tls_ca: Option<PathBuf>,
     /// Kafka's `sasl.oauthbearer.jwks.endpoint.url` for OAUTHBEARER: the JSON Web Key Set the
-    /// tokens' signatures are checked against, as a `file:///path` URL (only local files:
-    /// fetch the IdP's JWKS with a sidecar or cron). Default none (OAUTHBEARER needs it).
+    /// tokens' signatures are checked against: `https://...` (or `http://`) fetched at start
+    /// and every `sasl_oauthbearer_jwks_refresh`, or a `file:///path` re-read when it changes.
+    /// Default none (OAUTHBEARER needs it).
     pub sasl_oauthbearer_jwks_url: Option<String>,
     /// `sasl.oauthbearer.jwks.endpoint.refresh.ms`: how often the JWKS file is checked for
     /// changes (new keys are picked up then). Default 1 h (Kafka's); shorter costs a `stat`.
@@ -209,13 +210,17 @@ impl SecurityConfig {
         })
     }
 
-    /// The JWKS file named by `sasl_oauthbearer_jwks_url`, if set.
-    pub fn oauthbearer_jwks_file(&self) -> Option<Result<PathBuf, String>> {
+    /// Where `sasl_oauthbearer_jwks_url` points, if set.
+    pub fn oauthbearer_jwks_source(
+        &self,
+    ) -> Option<Result<crate::security::sasl::oauthbearer::JwksSource, String>> {
+        use crate::security::sasl::oauthbearer::JwksSource;
         let url = self.sasl_oauthbearer_jwks_url.as_deref()?;
         Some(match url.strip_prefix("file://") {
-            Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
+            Some(path) if path.starts_with('/') => Ok(JwksSource::File(PathBuf::from(path))),
             Some(_) => Err(format!("`{url}`: a file URL needs an absolute path (file:///...)")),
-            None => Err(format!("`{url}`: only file:/// JWKS URLs are supported")),
+            None if url.starts_with("https://") || url.starts_with("http://") => Ok(JwksSource::Url(url.to_string())),
+            None => Err(format!("`{url}`: expected a file:///, http:// or https:// URL")),
         })
     }
 
@@ -227,7 +232,7 @@ impl SecurityConfig {
             return None;
         }
         Some(ValidatorSettings {
-            jwks_file: self.oauthbearer_jwks_file()?.ok()?,
+            jwks: self.oauthbearer_jwks_source()?.ok()?,
             refresh: self.sasl_oauthbearer_jwks_refresh,
             expect: Expectations {
                 issuer: self.sasl_oauthbearer_expected_issuer.clone(),
@@ -270,7 +275,7 @@ impl SecurityConfig {
             }
         }
         if self.sasl_mechanisms.iter().any(|m| m == "OAUTHBEARER") {
-            match self.oauthbearer_jwks_file() {
+            match self.oauthbearer_jwks_source() {
                 Some(Ok(_)) => {}
                 Some(Err(e)) => problems.push(format!("security.sasl_oauthbearer_jwks_url: {e}")),
                 None => problems.push("security.sasl_mechanisms: OAUTHBEARER needs sasl_oauthbearer_jwks_url".into()),

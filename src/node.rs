@@ -372,12 +372,16 @@ async fn serve(
         _ => None,
     };
     let oauth = match config.security.oauthbearer() {
-        Some(settings) => Some(
+        Some(settings) => Some(Arc::new(
             sasl::oauthbearer::Validator::load(settings, process.clock.now_ms())
+                .await
                 .map_err(|e| anyhow::anyhow!("sasl_oauthbearer_jwks_url: {e}"))?,
-        ),
+        )),
         None => None,
     };
+    if let Some(v) = oauth.clone().filter(|v| v.url().is_some()) {
+        process.supervisor.spawn("jwks-refresh", v.refresh_url(process.clock.clone(), shutdown.clone()));
+    }
     let sasl = sasl::SaslSettings {
         mechanisms: config.security.mechanisms(),
         max_reauth: config.security.connections_max_reauth.filter(|d| !d.is_zero()),

@@ -63,15 +63,20 @@ impl Idp {
 
     /// Writes the JWKS (public keys only) and returns its `file://` URL.
     fn jwks_url(&self) -> String {
+        let path = self.dir.path().join("jwks.json");
+        std::fs::write(&path, self.jwks()).expect("write jwks");
+        format!("file://{}", path.display())
+    }
+
+    /// The JWKS: the public halves of both keys.
+    fn jwks(&self) -> String {
         let point = self.ec.public_key().as_ref();
         let rsa = signature::RsaPublicKeyComponents::<Vec<u8>>::from(self.rsa.public());
         let jwks = serde_json::json!({"keys": [
             {"kty": "EC", "crv": "P-256", "kid": "ec-1", "use": "sig", "x": b64(&point[1..33]), "y": b64(&point[33..65])},
             {"kty": "RSA", "kid": "rsa-1", "alg": "RS256", "n": b64(&rsa.n), "e": b64(&rsa.e)},
         ]});
-        let path = self.dir.path().join("jwks.json");
-        std::fs::write(&path, jwks.to_string()).expect("write jwks");
-        format!("file://{}", path.display())
+        jwks.to_string()
     }
 
     fn claims(sub: &str, exp: i64, aud: &str) -> serde_json::Value {
@@ -95,14 +100,19 @@ impl Idp {
 }
 
 fn start(idp: &Idp) -> SkiffProcess {
-    let env = vec![
+    start_with_jwks(&idp.jwks_url(), &[])
+}
+
+fn start_with_jwks(url: &str, extra: &[(&str, &str)]) -> SkiffProcess {
+    let mut env = vec![
         ("SKIFF_SASL_MECHANISMS".to_string(), "OAUTHBEARER,SCRAM-SHA-512".to_string()),
-        ("SKIFF_SASL_OAUTHBEARER_JWKS_URL".into(), idp.jwks_url()),
+        ("SKIFF_SASL_OAUTHBEARER_JWKS_URL".into(), url.to_string()),
         ("SKIFF_SASL_OAUTHBEARER_EXPECTED_ISSUER".into(), ISSUER.into()),
         ("SKIFF_SASL_OAUTHBEARER_EXPECTED_AUDIENCE".into(), AUDIENCE.into()),
         // Every authentication failure in the log (the default budget is 30 lines a minute).
         ("SKIFF_LOG".into(), "info,openraft=warn".into()),
     ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     SkiffProcess::start_with_listeners("SASL_PLAINTEXT://127.0.0.1:0", None, env)
 }
 
@@ -200,4 +210,64 @@ fn token_lifetime_bounds_the_session_and_bad_tokens_are_refused() {
         assert!(log.contains(why), "`{why}` not logged:\n{}", broker.stderr_tail(30));
     }
     assert!(!log.contains("panicked"), "a panic:\n{log}");
+}
+
+/// A loopback HTTP server answering every request with the current `body` (bounded: it stops
+/// after 200 connections, far more than the test makes).
+fn serve_jwks(body: std::sync::Arc<std::sync::Mutex<String>>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(200) {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = body.lock().expect("body").clone();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body.as_bytes()));
+        }
+    });
+    format!("http://{addr}/.well-known/jwks.json")
+}
+
+/// Whether a token authenticates: the SaslAuthenticate error code.
+async fn login(addr: &str, token: &str) -> i16 {
+    let mut c = Client::connect(addr).await.expect("connect");
+    assert_eq!(c.send(&handshake(), 1).await.expect("handshake").error_code, 0);
+    c.send(&client_first(token), 1).await.expect("authenticate").error_code
+}
+
+/// `sasl_oauthbearer_jwks_url` over HTTP: fetched at start and again every refresh interval, so
+/// a key rotation at the identity provider is followed (the old key refused, the new accepted).
+#[test]
+fn jwks_is_fetched_from_a_url_and_refreshed() {
+    let (old, new) = (Idp::new(), Idp::new());
+    let body = std::sync::Arc::new(std::sync::Mutex::new(old.jwks()));
+    let url = serve_jwks(body.clone());
+    let broker = start_with_jwks(&url, &[("SKIFF_SASL_OAUTHBEARER_JWKS_REFRESH", "500ms")]);
+    let addr = broker.listener("SASL_PLAINTEXT").to_string();
+    let claims = Idp::claims("carol", now_s() + 600, AUDIENCE);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        assert_eq!(login(&addr, &old.es256(&claims)).await, 0, "a token of the served key");
+        assert_eq!(login(&addr, &new.rs256(&claims)).await, 58, "a key not served yet");
+        *body.lock().expect("body") = new.jwks();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while login(&addr, &new.rs256(&claims)).await != 0 {
+            assert!(std::time::Instant::now() < deadline, "the rotated JWKS was not fetched again");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(login(&addr, &old.es256(&claims)).await, 58, "the removed key is refused");
+    });
 }

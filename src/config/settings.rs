@@ -597,12 +597,12 @@ settings! {
     security.sasl_oauthbearer_jwks_url {
         env: "SKIFF_SASL_OAUTHBEARER_JWKS_URL", flag: "sasl-oauthbearer-jwks-url", roles: SERVING,
         default: "none",
-        value: "file:///PATH",
-        help: "sasl.oauthbearer.jwks.endpoint.url: the JWKS (RS256/ES256 keys) OAUTHBEARER tokens are verified with",
+        value: "URL",
+        help: "sasl.oauthbearer.jwks.endpoint.url: the JWKS (RS256/ES256 keys) OAUTHBEARER tokens are verified with (https://, http:// or file:///)",
     }
     security.sasl_oauthbearer_jwks_refresh {
         env: "SKIFF_SASL_OAUTHBEARER_JWKS_REFRESH", flag: "sasl-oauthbearer-jwks-refresh", roles: SERVING,
-        help: "sasl.oauthbearer.jwks.endpoint.refresh.ms: how often the JWKS file is checked for new keys",
+        help: "sasl.oauthbearer.jwks.endpoint.refresh.ms: how often the JWKS is fetched again (or its file checked)",
     }
     security.sasl_oauthbearer_expected_issuer {
         env: "SKIFF_SASL_OAUTHBEARER_EXPECTED_ISSUER", flag: "sasl-oauthbearer-expected-issuer", roles: SERVING,

@@ -77,7 +77,7 @@ pub struct BrokerSecurity {
     /// Keys the decoy salts of unknown SCRAM users (random per process).
     decoy_key: [u8; 32],
     /// OAUTHBEARER's token validator, when the mechanism is enabled.
-    pub oauth: Option<sasl::oauthbearer::Validator>,
+    pub oauth: Option<Arc<sasl::oauthbearer::Validator>>,
 }
 
 impl Default for BrokerSecurity {
@@ -88,7 +88,7 @@ impl Default for BrokerSecurity {
 
 impl BrokerSecurity {
     /// With OAUTHBEARER's validator (`None`: the mechanism is not enabled).
-    pub fn with_oauth(oauth: Option<sasl::oauthbearer::Validator>) -> Self {
+    pub fn with_oauth(oauth: Option<Arc<sasl::oauthbearer::Validator>>) -> Self {
         Self { oauth, ..Self::default() }
     }
 

@@ -6,8 +6,11 @@
 //! * [`Jwks`]: RSA (`RS256`) and EC P-256 (`ES256`) public keys of a JSON Web Key Set.
 //! * [`Validator`]: signature (ring, the crypto library rustls already uses), `exp` (required),
 //!   `nbf` and `iat` with a bounded clock skew, the expected issuer and audiences, the
-//!   principal from a configurable claim (`sasl.oauthbearer.sub.claim.name`). The JWKS file is
-//!   read again when it changes, at most once per refresh interval.
+//!   principal from a configurable claim (`sasl.oauthbearer.sub.claim.name`). A JWKS file is
+//!   read again when it changes, at most once per refresh interval; a JWKS URL (http or https,
+//!   rustls with the system's roots) is fetched at start and then every refresh interval by
+//!   [`Validator::refresh_url`], each fetch bounded in time ([`FETCH_TIMEOUT`]) and size
+//!   ([`MAX_JWKS_BYTES`]); a failed fetch keeps the previous keys.
 //!
 //! Invariants: bytes from the network and the JWKS file are never trusted (errors, never
 //! panics; `fuzz/fuzz_targets/sasl_oauthbearer.rs`); only `RS256` and `ES256` are accepted,
@@ -305,12 +308,26 @@ pub fn validate(token: &str, jwks: &Jwks, expect: &Expectations, now_ms: i64) ->
     Ok(Validated { principal: principal.to_string(), expires_at_ms: exp })
 }
 
-/// Where the JWKS comes from.
+/// A JWKS larger than this is refused (real ones are a few KB).
+pub const MAX_JWKS_BYTES: usize = 1 << 20;
+/// One JWKS fetch over HTTP(S), connection included.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the JWKS comes from (`sasl_oauthbearer_jwks_url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// `file:///path`: re-read when it changes.
+    File(PathBuf),
+    /// `http://` or `https://`: fetched every refresh interval.
+    Url(String),
+}
+
+/// Where the JWKS comes from and what tokens must satisfy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidatorSettings {
-    /// A local JWKS file (`file:///...` in `sasl_oauthbearer_jwks_url`).
-    pub jwks_file: PathBuf,
-    /// How often the file is checked for changes (`sasl.oauthbearer.jwks.endpoint.refresh.ms`).
+    pub jwks: JwksSource,
+    /// How often the file is checked for changes, or the URL fetched
+    /// (`sasl.oauthbearer.jwks.endpoint.refresh.ms`).
     pub refresh: Duration,
     pub expect: Expectations,
 }
@@ -341,31 +358,94 @@ fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
 fn read_jwks(path: &std::path::Path) -> Result<Jwks, String> {
     // Bounded: a JWKS is a few KB.
     let meta = std::fs::metadata(path).map_err(|e| format!("JWKS {}: {e}", path.display()))?;
-    if meta.len() > 1 << 20 {
+    if meta.len() > MAX_JWKS_BYTES as u64 {
         return Err(format!("JWKS {}: larger than 1 MiB", path.display()));
     }
     let text = std::fs::read(path).map_err(|e| format!("JWKS {}: {e}", path.display()))?;
     Jwks::parse(&text).map_err(|e| format!("JWKS {}: {e}", path.display()))
 }
 
+/// Fetches a JWKS over HTTP(S): bounded in time and size; errors name the URL and the cause.
+async fn fetch_jwks(url: &str) -> Result<Jwks, String> {
+    let client = reqwest::Client::builder()
+        .timeout(FETCH_TIMEOUT)
+        .connect_timeout(FETCH_TIMEOUT)
+        .build()
+        .map_err(|e| format!("JWKS {url}: {e}"))?;
+    let mut response = client
+        .get(url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("JWKS {url}: {e}"))?;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| format!("JWKS {url}: {e}"))? {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(format!("JWKS {url}: larger than {MAX_JWKS_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Jwks::parse(&body).map_err(|e| format!("JWKS {url}: {e}"))
+}
+
 impl Validator {
-    /// Reads the JWKS now, so a bad file fails the start with its name.
-    pub fn load(settings: ValidatorSettings, now_ms: i64) -> Result<Validator, String> {
-        let stamp = stamp(&settings.jwks_file);
-        let jwks = Arc::new(read_jwks(&settings.jwks_file)?);
+    /// Reads (or fetches) the JWKS now, so a bad file or URL fails the start with its name.
+    pub async fn load(settings: ValidatorSettings, now_ms: i64) -> Result<Validator, String> {
+        let (jwks, stamp) = match &settings.jwks {
+            JwksSource::File(path) => (read_jwks(path)?, stamp(path)),
+            JwksSource::Url(url) => (fetch_jwks(url).await?, None),
+        };
+        let jwks = Arc::new(jwks);
         Ok(Validator { settings, loaded: Mutex::new(Loaded { jwks, stamp, checked_at_ms: now_ms }) })
+    }
+
+    /// The JWKS URL, when the keys come from one (then [`Self::refresh_url`] must run).
+    pub fn url(&self) -> Option<&str> {
+        match &self.settings.jwks {
+            JwksSource::Url(url) => Some(url),
+            JwksSource::File(_) => None,
+        }
+    }
+
+    /// Fetches the JWKS URL every refresh interval until `stop`; a failed fetch is logged and
+    /// the previous keys stay in use. Returns at once for a file.
+    pub async fn refresh_url(self: Arc<Self>, clock: Arc<dyn skiff_time::Clock>, stop: tokio_util::sync::CancellationToken) {
+        let Some(url) = self.url().map(str::to_string) else { return };
+        loop {
+            tokio::select! {
+                () = clock.sleep(self.settings.refresh) => {}
+                () = stop.cancelled() => return,
+            }
+            let fetched = tokio::select! {
+                r = fetch_jwks(&url) => r,
+                () = stop.cancelled() => return,
+            };
+            match fetched {
+                Ok(jwks) => {
+                    let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+                    if *loaded.jwks != jwks {
+                        tracing::info!(url = %url, keys = jwks.len(), "JWKS changed: reloaded");
+                        loaded.jwks = Arc::new(jwks);
+                    }
+                }
+                Err(e) => tracing::warn!("JWKS refresh failed, keeping the previous keys: {e}"),
+            }
+        }
     }
 
     fn jwks(&self, now_ms: i64) -> Arc<Jwks> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         let refresh_ms = i64::try_from(self.settings.refresh.as_millis()).unwrap_or(i64::MAX);
-        if now_ms.saturating_sub(loaded.checked_at_ms) >= refresh_ms {
+        if let JwksSource::File(path) = &self.settings.jwks
+            && now_ms.saturating_sub(loaded.checked_at_ms) >= refresh_ms
+        {
+            let path = path.clone();
             loaded.checked_at_ms = now_ms;
-            let stamp = stamp(&self.settings.jwks_file);
+            let stamp = stamp(&path);
             if stamp != loaded.stamp {
-                match read_jwks(&self.settings.jwks_file) {
+                match read_jwks(&path) {
                     Ok(jwks) => {
-                        tracing::info!(file = %self.settings.jwks_file.display(), keys = jwks.len(), "JWKS reloaded");
+                        tracing::info!(file = %path.display(), keys = jwks.len(), "JWKS reloaded");
                         loaded.jwks = Arc::new(jwks);
                         loaded.stamp = stamp;
                     }
