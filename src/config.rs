@@ -211,9 +211,7 @@ impl SecurityConfig {
     }
 
     /// Where `sasl_oauthbearer_jwks_url` points, if set.
-    pub fn oauthbearer_jwks_source(
-        &self,
-    ) -> Option<Result<crate::security::sasl::oauthbearer::JwksSource, String>> {
+    pub fn oauthbearer_jwks_source(&self) -> Option<Result<crate::security::sasl::oauthbearer::JwksSource, String>> {
         use crate::security::sasl::oauthbearer::JwksSource;
         let url = self.sasl_oauthbearer_jwks_url.as_deref()?;
         Some(match url.strip_prefix("file://") {

@@ -409,7 +409,11 @@ impl Validator {
 
     /// Fetches the JWKS URL every refresh interval until `stop`; a failed fetch is logged and
     /// the previous keys stay in use. Returns at once for a file.
-    pub async fn refresh_url(self: Arc<Self>, clock: Arc<dyn skiff_time::Clock>, stop: tokio_util::sync::CancellationToken) {
+    pub async fn refresh_url(
+        self: Arc<Self>,
+        clock: Arc<dyn skiff_time::Clock>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
         let Some(url) = self.url().map(str::to_string) else { return };
         loop {
             tokio::select! {
