@@ -131,6 +131,34 @@ pub struct SecurityConfig {
     /// principal. Default false when a SASL listener or mutual TLS is configured (a network-facing
     /// cluster), true otherwise (a PLAINTEXT dev setup keeps working without ACLs).
     pub allow_everyone_if_no_acl_found: Option<bool>,
+    /// Mutual TLS on the controller port (voter ↔ voter and broker → controller): this node's
+    /// PEM certificate chain, presented both when accepting and when dialling, so it needs the
+    /// `serverAuth` and `clientAuth` usages (or none) and must name the node's host as written
+    /// in `controller.voters` (DNS or IP subjectAltName). Set all three or none. Default none:
+    /// plaintext, and anyone who reaches the port can speak Raft. Reloaded when a file changes.
+    pub controller_tls_cert: Option<PathBuf>,
+    /// PEM private key of `controller_tls_cert`.
+    pub controller_tls_key: Option<PathBuf>,
+    /// PEM CA certificates every peer's certificate (controllers' and brokers') must chain to.
+    pub controller_tls_ca: Option<PathBuf>,
+    /// Kafka's `sasl.oauthbearer.jwks.endpoint.url` for OAUTHBEARER: the JSON Web Key Set the
+    /// tokens' signatures are checked against: `https://...` (or `http://`) fetched at start
+    /// and every `sasl_oauthbearer_jwks_refresh`, or a `file:///path` re-read when it changes.
+    /// Default none (OAUTHBEARER needs it).
+    pub sasl_oauthbearer_jwks_url: Option<String>,
+    /// `sasl.oauthbearer.jwks.endpoint.refresh.ms`: how often the JWKS file is checked for
+    /// changes (new keys are picked up then). Default 1 h (Kafka's); shorter costs a `stat`.
+    pub sasl_oauthbearer_jwks_refresh: Duration,
+    /// `sasl.oauthbearer.expected.issuer`: tokens' `iss` must equal it. Default none (not checked).
+    pub sasl_oauthbearer_expected_issuer: Option<String>,
+    /// `sasl.oauthbearer.expected.audience`: tokens' `aud` must name one of these. Default
+    /// none (not checked).
+    pub sasl_oauthbearer_expected_audience: Vec<String>,
+    /// `sasl.oauthbearer.sub.claim.name`: the claim naming the principal. Default `sub`.
+    pub sasl_oauthbearer_sub_claim_name: String,
+    /// `sasl.oauthbearer.clock.skew.seconds`: tolerance on `exp`, `nbf` and `iat`. Default 30 s
+    /// (Kafka's): larger accepts tokens that long after they expired.
+    pub sasl_oauthbearer_clock_skew: Duration,
 }
 
 impl Default for SecurityConfig {
@@ -146,6 +174,15 @@ impl Default for SecurityConfig {
             connection_failed_authentication_delay: Duration::from_millis(100),
             super_users: Vec::new(),
             allow_everyone_if_no_acl_found: None,
+            controller_tls_cert: None,
+            controller_tls_key: None,
+            controller_tls_ca: None,
+            sasl_oauthbearer_jwks_url: None,
+            sasl_oauthbearer_jwks_refresh: Duration::from_secs(3600),
+            sasl_oauthbearer_expected_issuer: None,
+            sasl_oauthbearer_expected_audience: Vec::new(),
+            sasl_oauthbearer_sub_claim_name: "sub".into(),
+            sasl_oauthbearer_clock_skew: Duration::from_secs(30),
         }
     }
 }
@@ -170,6 +207,46 @@ impl SecurityConfig {
     /// The bootstrap user's name and password.
     pub fn bootstrap_user(&self) -> Option<(&str, &str)> {
         self.scram_bootstrap_user.as_ref().and_then(|s| s.0.split_once('='))
+    }
+
+    /// The controller port's mutual TLS files, when configured (call after [`Config::validate`]).
+    pub fn controller_tls_files(&self) -> Option<skiff_controller::PeerTlsFiles> {
+        Some(skiff_controller::PeerTlsFiles {
+            cert: self.controller_tls_cert.clone()?,
+            key: self.controller_tls_key.clone()?,
+            ca: self.controller_tls_ca.clone()?,
+        })
+    }
+
+    /// Where `sasl_oauthbearer_jwks_url` points, if set.
+    pub fn oauthbearer_jwks_source(&self) -> Option<Result<crate::security::sasl::oauthbearer::JwksSource, String>> {
+        use crate::security::sasl::oauthbearer::JwksSource;
+        let url = self.sasl_oauthbearer_jwks_url.as_deref()?;
+        Some(match url.strip_prefix("file://") {
+            Some(path) if path.starts_with('/') => Ok(JwksSource::File(PathBuf::from(path))),
+            Some(_) => Err(format!("`{url}`: a file URL needs an absolute path (file:///...)")),
+            None if url.starts_with("https://") || url.starts_with("http://") => Ok(JwksSource::Url(url.to_string())),
+            None => Err(format!("`{url}`: expected a file:///, http:// or https:// URL")),
+        })
+    }
+
+    /// The OAUTHBEARER validator's settings when OAUTHBEARER is enabled (call after
+    /// [`Config::validate`]).
+    pub fn oauthbearer(&self) -> Option<crate::security::sasl::oauthbearer::ValidatorSettings> {
+        use crate::security::sasl::oauthbearer::{Expectations, ValidatorSettings};
+        if !self.sasl_mechanisms.iter().any(|m| m == "OAUTHBEARER") {
+            return None;
+        }
+        Some(ValidatorSettings {
+            jwks: self.oauthbearer_jwks_source()?.ok()?,
+            refresh: self.sasl_oauthbearer_jwks_refresh,
+            expect: Expectations {
+                issuer: self.sasl_oauthbearer_expected_issuer.clone(),
+                audience: self.sasl_oauthbearer_expected_audience.clone(),
+                sub_claim: self.sasl_oauthbearer_sub_claim_name.clone(),
+                clock_skew: self.sasl_oauthbearer_clock_skew,
+            },
+        })
     }
 
     /// The enabled mechanisms (call after [`Config::validate`]).
@@ -205,14 +282,31 @@ impl SecurityConfig {
         if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
             problems.push("security.tls_client_ca needs tls_cert and tls_key".into());
         }
+        let controller_tls = [&self.controller_tls_cert, &self.controller_tls_key, &self.controller_tls_ca];
+        if controller_tls.iter().any(|f| f.is_some()) && !controller_tls.iter().all(|f| f.is_some()) {
+            problems.push(
+                "security: controller_tls_cert, controller_tls_key and controller_tls_ca go together (all three or none)"
+                    .into(),
+            );
+        }
         if let Err(e) = crate::security::principal::PrincipalMapper::parse(&self.ssl_principal_mapping_rules) {
             problems.push(format!("security.ssl_principal_mapping_rules: {e}"));
         }
         for m in &self.sasl_mechanisms {
             if crate::security::sasl::Mechanism::from_name(m).is_none() {
                 problems.push(format!(
-                    "security.sasl_mechanisms: `{m}` is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (OAUTHBEARER and GSSAPI are not served)"
+                    "security.sasl_mechanisms: `{m}` is not PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER (GSSAPI is not served)"
                 ));
+            }
+        }
+        if self.sasl_mechanisms.iter().any(|m| m == "OAUTHBEARER") {
+            match self.oauthbearer_jwks_source() {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => problems.push(format!("security.sasl_oauthbearer_jwks_url: {e}")),
+                None => problems.push("security.sasl_mechanisms: OAUTHBEARER needs sasl_oauthbearer_jwks_url".into()),
+            }
+            if self.sasl_oauthbearer_sub_claim_name.is_empty() {
+                problems.push("security.sasl_oauthbearer_sub_claim_name: empty".into());
             }
         }
         if sasl && self.sasl_mechanisms.is_empty() {

@@ -182,6 +182,13 @@ pub async fn run_node(
     let controller_token = CancellationToken::new();
     let mut controller = None;
     let mut controller_addr = None;
+    // One identity for both sides of the controller port (this node's listener and its dials).
+    let controller_tls = match config.security.controller_tls_files() {
+        None => None,
+        Some(files) => Some(Arc::new(
+            skiff_controller::PeerTls::load(files, process.clock.clone()).map_err(|e| anyhow::anyhow!(e))?,
+        )),
+    };
     if roles.controller {
         let listen = config.controller.listen.clone().context("the controller role needs --controller-listen")?;
         anyhow::ensure!(!voters.is_empty(), "the controller role needs --voters ID=HOST:PORT,...");
@@ -194,6 +201,7 @@ pub async fn run_node(
         cc.session_timeout = Some(config.controller.session_timeout);
         cc.snapshot_every_entries = config.controller.snapshot_every_entries;
         cc.log_kept_after_snapshot = config.controller.log_kept_after_snapshot;
+        cc.tls = controller_tls.clone();
         let snapshot_storage = storage.clone().filter(|_| controller_uses_storage);
         if config.controller.restore_from_storage {
             let st = snapshot_storage.as_ref().context("--restore-from-storage needs --storage")?;
@@ -215,8 +223,18 @@ pub async fn run_node(
     let result = if roles.broker {
         let storage = storage.context("the broker role opened its storage above")?;
         let shutdown = shutdown.clone();
-        run_cluster_broker(&config, &process, &voters, storage, controller.clone(), controller_addr, shutdown, on_ready)
-            .await
+        run_cluster_broker(
+            &config,
+            &process,
+            &voters,
+            storage,
+            controller.clone(),
+            controller_addr,
+            controller_tls,
+            shutdown,
+            on_ready,
+        )
+        .await
     } else {
         // A block, so a start-up error still stops the controller below.
         async {
@@ -257,6 +275,7 @@ async fn run_cluster_broker(
     storage: skiff_storage::ObjectStorage,
     local: Option<Controller>,
     controller_addr: Option<std::net::SocketAddr>,
+    controller_tls: Option<Arc<skiff_controller::PeerTls>>,
     shutdown: CancellationToken,
     on_ready: impl FnOnce(&NodeBound),
 ) -> anyhow::Result<()> {
@@ -268,11 +287,12 @@ async fn run_cluster_broker(
     anyhow::ensure!(!addrs.is_empty(), "the broker role needs --controllers HOST:PORT,...");
     let replay_token = CancellationToken::new();
     info!(controllers = ?addrs, "connecting to the controller quorum");
-    let remote = RemoteController::connect_with_clock(
+    let remote = RemoteController::connect_with(
         addrs,
         CONTROLLERS_START_TIMEOUT,
         replay_token.clone(),
         process.clock.clone(),
+        controller_tls,
     )
     .await
     .context("reaching the controller quorum")?;
@@ -351,6 +371,17 @@ async fn serve(
         }
         _ => None,
     };
+    let oauth = match config.security.oauthbearer() {
+        Some(settings) => Some(Arc::new(
+            sasl::oauthbearer::Validator::load(settings, process.clock.now_ms())
+                .await
+                .map_err(|e| anyhow::anyhow!("sasl_oauthbearer_jwks_url: {e}"))?,
+        )),
+        None => None,
+    };
+    if let Some(v) = oauth.clone().filter(|v| v.url().is_some()) {
+        process.supervisor.spawn("jwks-refresh", v.refresh_url(process.clock.clone(), shutdown.clone()));
+    }
     let sasl = sasl::SaslSettings {
         mechanisms: config.security.mechanisms(),
         max_reauth: config.security.connections_max_reauth.filter(|d| !d.is_zero()),
@@ -514,9 +545,10 @@ async fn serve(
         txns,
         not_served: Default::default(),
         rejected_configs: Default::default(),
-        security: crate::security::BrokerSecurity::new(crate::security::authorizer::Authorizer::new(
-            config.security.authorizer_settings(&specs),
-        )),
+        security: crate::security::BrokerSecurity::new(
+            crate::security::authorizer::Authorizer::new(config.security.authorizer_settings(&specs)),
+            oauth,
+        ),
         zone: crate::handler::zone_produce::ZoneLink::new(process.ids.uuid()),
     });
 

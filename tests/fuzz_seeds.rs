@@ -230,12 +230,16 @@ fn sasl_seeds() -> Vec<(&'static str, &'static str, Bytes)> {
         )),
         ("sasl_plain", "seed-plain", Bytes::from_static(b"\0alice\0alice-secret")),
         ("sasl_plain", "seed-plain-authzid", Bytes::from_static(b"alice\0alice\0pw")),
+        // A client first message whose token is an ES256 JWT (signed by no key the target knows).
+        ("sasl_oauthbearer", "seed-oauthbearer", Bytes::from_static(
+            b"n,a=alice,\x01auth=Bearer eyJhbGciOiJFUzI1NiIsImtpZCI6ImsifQ.eyJzdWIiOiJhbGljZSIsImV4cCI6MX0.AAAA\x01traceId=1\x01\x01",
+        )),
     ]
 }
 
 #[test]
 fn fuzz_seeds_are_valid() {
-    use skiff::security::sasl::{plain, scram};
+    use skiff::security::sasl::{oauthbearer, plain, scram};
     for (target, name, input) in sasl_seeds() {
         match target {
             "sasl_scram" => {
@@ -243,6 +247,9 @@ fn fuzz_seeds_are_valid() {
                 scram::parse_client_first(first).unwrap_or_else(|e| panic!("{name}: {e}"));
                 let last = input.rsplit(|b| *b == 0).next().expect("a final message");
                 scram::parse_client_final(last).unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+            "sasl_oauthbearer" => {
+                drop(oauthbearer::parse_client_first(&input).unwrap_or_else(|e| panic!("{name}: {e}")))
             }
             _ => drop(plain::parse(&input).unwrap_or_else(|e| panic!("{name}: {e}"))),
         }

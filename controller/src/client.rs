@@ -26,7 +26,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -37,9 +36,12 @@ use crate::metadata::{BrokerId, Command, CommandResult};
 use crate::raft::MetadataHandle;
 use crate::raft::network::{Request, Response, read_frame, write_frame};
 use crate::raft::service::{BrokerRequest, BrokerResponse, RpcError, WatchReply};
+use crate::tls::{Conn, PeerTls};
 
 /// Dialling a controller.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// On top of [`CONNECT_TIMEOUT`] for the TLS handshake, when the controllers use TLS.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(1000);
 /// One submit exchange (commit latency is milliseconds; this covers a slow fsync).
 const SUBMIT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A submit keeps looking for a leader this long (an election takes about a second).
@@ -83,10 +85,12 @@ struct Inner {
     leader: Mutex<Option<String>>,
     /// Rotates through `addrs` when no leader is known.
     next: std::sync::atomic::AtomicUsize,
-    pool: Mutex<HashMap<String, Vec<TcpStream>>>,
+    pool: Mutex<HashMap<String, Vec<Conn>>>,
     /// The heartbeat's own connection (never pooled): the leader treats its closing as a sign
     /// that this broker died, so it is closed only when an exchange on it fails.
-    heartbeat_conn: Mutex<Option<(String, TcpStream)>>,
+    heartbeat_conn: Mutex<Option<(String, Conn)>>,
+    /// Mutual TLS to the controllers, when configured.
+    tls: Option<Arc<PeerTls>>,
     image: Arc<RwLock<MetadataImage>>,
     applied: watch::Sender<u64>,
     metadata: MetadataHandle,
@@ -117,10 +121,21 @@ impl RemoteController {
         stop: CancellationToken,
         clock: Arc<dyn skiff_time::Clock>,
     ) -> Result<RemoteController, ControllerError> {
+        Self::connect_with(addrs, timeout, stop, clock, None).await
+    }
+
+    /// [`Self::connect_with_clock`], over mutual TLS when `tls` is set (`crate::tls`).
+    pub async fn connect_with(
+        addrs: Vec<String>,
+        timeout: Duration,
+        stop: CancellationToken,
+        clock: Arc<dyn skiff_time::Clock>,
+        tls: Option<Arc<PeerTls>>,
+    ) -> Result<RemoteController, ControllerError> {
         if addrs.is_empty() {
             return Err(ControllerError::Unavailable { reason: "no controller addresses given".into() });
         }
-        let client = Self::new(addrs, clock);
+        let client = Self::new(addrs, clock, tls);
         // Detached: the replay only reads from the controllers into this image and ends at
         // `stop`, which its owner (the broker's wiring in src/node.rs) cancels at shutdown.
         tokio::spawn(client.clone().replay(stop.clone()));
@@ -148,7 +163,7 @@ impl RemoteController {
     }
 
     /// A client with an empty image and no replay (the replay is [`Self::connect`]'s).
-    fn new(addrs: Vec<String>, clock: Arc<dyn skiff_time::Clock>) -> RemoteController {
+    fn new(addrs: Vec<String>, clock: Arc<dyn skiff_time::Clock>, tls: Option<Arc<PeerTls>>) -> RemoteController {
         let image = Arc::new(RwLock::new(MetadataImage::default()));
         let (applied, applied_rx) = watch::channel(0);
         let metadata = MetadataHandle::new(image.clone(), applied_rx);
@@ -159,6 +174,7 @@ impl RemoteController {
                 next: Default::default(),
                 pool: Mutex::new(HashMap::new()),
                 heartbeat_conn: Mutex::new(None),
+                tls,
                 image,
                 applied,
                 metadata,
@@ -250,7 +266,7 @@ impl RemoteController {
         let exchange = async {
             let mut stream = match kept {
                 Some(stream) => stream,
-                None => dial(&target).await?,
+                None => dial(&target, self.inner.tls.as_deref()).await?,
             };
             let answer = round_trip(&mut stream, &target, &req, HEARTBEAT_TIMEOUT).await?;
             Ok::<_, CallError>((stream, answer))
@@ -344,7 +360,7 @@ impl RemoteController {
         let pooled = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner()).get_mut(addr).and_then(Vec::pop);
         let mut stream = match pooled {
             Some(s) => s,
-            None => dial(addr).await?,
+            None => dial(addr, self.inner.tls.as_deref()).await?,
         };
         let resp = round_trip(&mut stream, addr, req, timeout).await?;
         let mut pool = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
@@ -487,12 +503,10 @@ impl RemoteController {
 }
 
 /// Dials a controller (nothing sent yet, so a failure is safe to retry elsewhere).
-async fn dial(addr: &str) -> Result<TcpStream, CallError> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok(s)
-        }
+async fn dial(addr: &str, tls: Option<&PeerTls>) -> Result<Conn, CallError> {
+    let timeout = if tls.is_some() { CONNECT_TIMEOUT + TLS_HANDSHAKE_TIMEOUT } else { CONNECT_TIMEOUT };
+    match tokio::time::timeout(timeout, crate::tls::dial(addr, tls)).await {
+        Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => Err(CallError::Unreachable(format!("{addr}: {e}"))),
         Err(_) => Err(CallError::Unreachable(format!("{addr}: connect timed out"))),
     }
@@ -501,7 +515,7 @@ async fn dial(addr: &str) -> Result<TcpStream, CallError> {
 /// Sends `req` on `stream` and reads the broker-service answer within `timeout`. Any failure
 /// after sending is ambiguous; the caller must not reuse the stream then.
 async fn round_trip(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     addr: &str,
     req: &Request,
     timeout: Duration,
@@ -565,7 +579,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (controller, addr) = single_controller(dir.path()).await;
         // No replay task: only `catch_up` moves this image, so the test needs no timing.
-        let remote = RemoteController::new(vec![addr], skiff_time::system_clock());
+        let remote = RemoteController::new(vec![addr], skiff_time::system_clock(), None);
         remote.catch_up().await.expect("the leader answers");
         assert!(remote.metadata().read(|m| !m.cluster_id().is_empty()));
         controller.submit(registration(7)).await.expect("register");
@@ -592,7 +606,7 @@ mod tests {
     async fn catch_up_ends_in_bounded_time_while_entries_keep_arriving() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (controller, addr) = single_controller(dir.path()).await;
-        let remote = RemoteController::new(vec![addr], skiff_time::system_clock());
+        let remote = RemoteController::new(vec![addr], skiff_time::system_clock(), None);
         let stop = CancellationToken::new();
         let writer = tokio::spawn({
             let (controller, stop) = (controller.clone(), stop.clone());
@@ -644,7 +658,7 @@ mod tests {
             Controller::start(config(2), voters.clone(), l2, token.clone()),
         );
         let nodes = [n1.expect("node 1"), n2.expect("node 2")];
-        let probe = RemoteController::new(voters.values().cloned().collect(), skiff_time::system_clock());
+        let probe = RemoteController::new(voters.values().cloned().collect(), skiff_time::system_clock(), None);
         let read_index = Request::Broker(BrokerRequest::ReadIndex);
         let mut leader = None;
         for _ in 0..50 {
@@ -673,7 +687,7 @@ mod tests {
         let answer = probe.exchange(&leader_addr, &watch, CATCH_UP_TIMEOUT).await;
         assert!(matches!(answer, Ok(BrokerResponse::Watch(Ok(_)))), "{answer:?}");
 
-        let remote = RemoteController::new(vec![leader_addr], skiff_time::system_clock());
+        let remote = RemoteController::new(vec![leader_addr], skiff_time::system_clock(), None);
         let started = std::time::Instant::now();
         let e = remote.catch_up().await.expect_err("no quorum confirms the leader");
         assert!(matches!(e, ControllerError::Unavailable { .. }), "{e}");

@@ -9,6 +9,7 @@
 //! * [`metadata`]: the commands and the deterministic state they build (pure, no I/O).
 //! * `raft`: openraft wiring: the durable log store, the state machine with snapshots and the
 //!   network between voters.
+//! * [`tls`]: mutual TLS on the controller port (voters and brokers), when configured.
 //! * [`Controller`]: a running controller node, and [`MetadataHandle`]: the applied
 //!   [`image::MetadataImage`] plus a watch of the applied log index.
 //!
@@ -30,6 +31,7 @@ pub mod placement;
 pub mod quorum;
 mod raft;
 pub mod scram;
+pub mod tls;
 pub mod topic_config;
 pub mod trace_context;
 pub mod transactions;
@@ -40,6 +42,7 @@ pub use error::{ControllerError, ErrorKind};
 #[doc(hidden)]
 pub use raft::network::decode_request as fuzz_decode_controller_request;
 pub use raft::{Controller, ControllerConfig, MetadataHandle};
+pub use tls::{PeerTls, PeerTlsFiles};
 
 use metadata::{Command, CommandResult};
 use tracing::Instrument;

@@ -564,7 +564,7 @@ settings! {
     }
     security.sasl_mechanisms {
         env: "SKIFF_SASL_MECHANISMS", flag: "sasl-mechanisms", roles: SERVING,
-        help: "sasl.enabled.mechanisms of SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+        help: "sasl.enabled.mechanisms of SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER",
     }
     security.connections_max_reauth {
         env: "SKIFF_CONNECTIONS_MAX_REAUTH", flag: "connections-max-reauth", roles: SERVING,
@@ -575,6 +575,52 @@ settings! {
         env: "SKIFF_CONNECTION_FAILED_AUTHENTICATION_DELAY", flag: "connection-failed-authentication-delay",
         roles: SERVING,
         help: "connection.failed.authentication.delay.ms: a failed authentication is answered this late",
+    }
+    security.controller_tls_cert {
+        env: "SKIFF_CONTROLLER_TLS_CERT", flag: "controller-tls-cert", roles: CONTROLLER | BROKER,
+        default: "none",
+        value: "FILE",
+        help: "PEM certificate of this node on the controller port (mutual TLS between voters and brokers; serverAuth+clientAuth, names the host in --voters)",
+    }
+    security.controller_tls_key {
+        env: "SKIFF_CONTROLLER_TLS_KEY", flag: "controller-tls-key", roles: CONTROLLER | BROKER,
+        default: "none",
+        value: "FILE",
+        help: "PEM private key of --controller-tls-cert",
+    }
+    security.controller_tls_ca {
+        env: "SKIFF_CONTROLLER_TLS_CA", flag: "controller-tls-ca", roles: CONTROLLER | BROKER,
+        default: "none",
+        value: "FILE",
+        help: "PEM CA certificates that every controller's and broker's certificate must chain to",
+    }
+    security.sasl_oauthbearer_jwks_url {
+        env: "SKIFF_SASL_OAUTHBEARER_JWKS_URL", flag: "sasl-oauthbearer-jwks-url", roles: SERVING,
+        default: "none",
+        value: "URL",
+        help: "sasl.oauthbearer.jwks.endpoint.url: the JWKS (RS256/ES256 keys) OAUTHBEARER tokens are verified with (https://, http:// or file:///)",
+    }
+    security.sasl_oauthbearer_jwks_refresh {
+        env: "SKIFF_SASL_OAUTHBEARER_JWKS_REFRESH", flag: "sasl-oauthbearer-jwks-refresh", roles: SERVING,
+        help: "sasl.oauthbearer.jwks.endpoint.refresh.ms: how often the JWKS is fetched again (or its file checked)",
+    }
+    security.sasl_oauthbearer_expected_issuer {
+        env: "SKIFF_SASL_OAUTHBEARER_EXPECTED_ISSUER", flag: "sasl-oauthbearer-expected-issuer", roles: SERVING,
+        default: "none (not checked)",
+        help: "sasl.oauthbearer.expected.issuer: the iss claim tokens must carry",
+    }
+    security.sasl_oauthbearer_expected_audience {
+        env: "SKIFF_SASL_OAUTHBEARER_EXPECTED_AUDIENCE", flag: "sasl-oauthbearer-expected-audience", roles: SERVING,
+        default: "none (not checked)",
+        help: "sasl.oauthbearer.expected.audience: tokens' aud claim must name one of these",
+    }
+    security.sasl_oauthbearer_sub_claim_name {
+        env: "SKIFF_SASL_OAUTHBEARER_SUB_CLAIM_NAME", flag: "sasl-oauthbearer-sub-claim-name", roles: SERVING,
+        help: "sasl.oauthbearer.sub.claim.name: the token claim naming the principal",
+    }
+    security.sasl_oauthbearer_clock_skew {
+        env: "SKIFF_SASL_OAUTHBEARER_CLOCK_SKEW", flag: "sasl-oauthbearer-clock-skew", roles: SERVING,
+        help: "sasl.oauthbearer.clock.skew.seconds: tolerance on the exp, nbf and iat claims",
     }
     security.scram_bootstrap_user {
         env: "SKIFF_SCRAM_BOOTSTRAP_USER", flag: "scram-bootstrap-user", roles: SERVING,

@@ -3,7 +3,8 @@
 //! * [`listener`]: the `PROTOCOL://host:port` listener list and advertised addresses.
 //! * [`tls`]: rustls acceptors, reloaded when the certificate files change; mutual TLS.
 //! * [`principal`]: a client certificate's subject (RFC 2253) and Kafka's mapping rules.
-//! * [`sasl`]: the per-connection SASL state machine (KIP-152, KIP-368), PLAIN and SCRAM.
+//! * [`sasl`]: the per-connection SASL state machine (KIP-152, KIP-368), PLAIN, SCRAM and
+//!   OAUTHBEARER (JWTs against a JWKS).
 //!
 //! * [`authorizer`]: ACL decisions for the principal a connection authenticated as.
 //!
@@ -80,17 +81,20 @@ pub struct BrokerSecurity {
     decoy_key: [u8; 32],
     /// ACL decisions and the denial audit (`authorizer.rs`).
     pub authorizer: authorizer::Authorizer,
+    /// OAUTHBEARER's token validator, when the mechanism is enabled.
+    pub oauth: Option<Arc<sasl::oauthbearer::Validator>>,
 }
 
 impl Default for BrokerSecurity {
     fn default() -> Self {
-        Self::new(authorizer::Authorizer::default())
+        Self::new(authorizer::Authorizer::default(), None)
     }
 }
 
 impl BrokerSecurity {
-    pub fn new(authorizer: authorizer::Authorizer) -> Self {
-        Self { audit: RateLimitedLog::new(AUTH_LOG_LINES_PER_MINUTE), decoy_key: rand::random(), authorizer }
+    /// `oauth`: OAUTHBEARER's validator (`None`: the mechanism is not enabled).
+    pub fn new(authorizer: authorizer::Authorizer, oauth: Option<Arc<sasl::oauthbearer::Validator>>) -> Self {
+        Self { audit: RateLimitedLog::new(AUTH_LOG_LINES_PER_MINUTE), decoy_key: rand::random(), authorizer, oauth }
     }
 
     /// Logs a failed authentication: principal, address and mechanism, never a password.
@@ -131,5 +135,12 @@ impl sasl::Credentials for BrokerCredentials<'_> {
 
     fn now_ms(&self) -> i64 {
         self.0.clock.now_ms()
+    }
+
+    fn bearer(&self, token: &str) -> Result<sasl::oauthbearer::Validated, sasl::oauthbearer::OAuthError> {
+        match &self.0.security.oauth {
+            Some(v) => v.validate(token, self.0.clock.now_ms()),
+            None => Err(sasl::oauthbearer::OAuthError::NotConfigured),
+        }
     }
 }

@@ -51,15 +51,11 @@ pub enum StorageError {
     AlreadyExists { operation: Operation, key: String },
 
     /// The backend reported an error. `kind` was decided from the backend error when it was
-    /// wrapped (see [`classify`]).
-    #[error("{operation} {key}: {source}")]
-    Backend {
-        operation: Operation,
-        key: String,
-        kind: ErrorKind,
-        #[source]
-        source: Arc<object_store::Error>,
-    },
+    /// wrapped (see [`classify`]). Shown with its whole cause chain, credentials redacted
+    /// ([`redact_credentials`]); deliberately not a `source()`, so no caller can print the raw
+    /// chain (a store's refusal may echo the signed request, session token included).
+    #[error("{operation} {key}: {}", backend_message(backend))]
+    Backend { operation: Operation, key: String, kind: ErrorKind, backend: Arc<object_store::Error> },
 
     /// One attempt took longer than its bound. The operation may or may not have happened.
     #[error("{operation} {key}: timed out after {timeout:?}")]
@@ -113,7 +109,7 @@ impl StorageError {
         match classify(&source) {
             ErrorKind::NotFound => StorageError::NotFound { operation, key },
             ErrorKind::AlreadyExists => StorageError::AlreadyExists { operation, key },
-            kind => StorageError::Backend { operation, key, kind, source: Arc::new(source) },
+            kind => StorageError::Backend { operation, key, kind, backend: Arc::new(source) },
         }
     }
 
@@ -124,6 +120,51 @@ impl StorageError {
     pub(crate) fn corrupt(key: &str, reason: impl Into<String>) -> Self {
         StorageError::Corrupt { key: key.to_string(), reason: reason.into() }
     }
+}
+
+/// A backend error and its causes, one line, credentials redacted.
+fn backend_message(e: &object_store::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = std::error::Error::source(e);
+    while let Some(cause) = next {
+        let c = cause.to_string();
+        // object_store's messages usually quote their cause already.
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+        next = cause.source();
+    }
+    redact_credentials(&text)
+}
+
+/// Elements of an S3 error body that echo what was signed: AWS's `SignatureDoesNotMatch`
+/// answer quotes the canonical request, whose headers include `x-amz-security-token`.
+const ECHOED_ELEMENTS: [&str; 4] = ["CanonicalRequest", "CanonicalRequestBytes", "StringToSign", "StringToSignBytes"];
+
+/// `text` with the contents of [`ECHOED_ELEMENTS`] and the values of `AWS_SECRET_ACCESS_KEY` and
+/// `AWS_SESSION_TOKEN` replaced by `***`. The environment is read here (not injected) because it
+/// is where object_store itself reads the credentials from; values shorter than 8 characters are
+/// not searched for (they would mangle ordinary text and are no real secret).
+pub fn redact_credentials(text: &str) -> String {
+    let mut out = text.to_string();
+    for name in ECHOED_ELEMENTS {
+        let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+        let mut from = 0;
+        while let Some(start) = out[from..].find(&open).map(|i| from + i + open.len()) {
+            let Some(len) = out[start..].find(&close) else { break };
+            out.replace_range(start..start + len, "***");
+            from = start + 3 + close.len();
+        }
+    }
+    for var in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+        if let Ok(value) = std::env::var(var)
+            && value.len() >= 8
+        {
+            out = out.replace(&value, "***");
+        }
+    }
+    out
 }
 
 /// Decides how an `object_store` error should be treated.
@@ -170,6 +211,23 @@ mod tests {
 
     fn generic(msg: &str) -> object_store::Error {
         object_store::Error::Generic { store: "test", source: msg.to_string().into() }
+    }
+
+    /// AWS answers a bad signature with the canonical request it computed, whose signed headers
+    /// include the session token: the error's text (and its absent source chain) never shows it.
+    #[test]
+    fn a_store_echoing_the_signed_request_is_redacted() {
+        let body = "Client error with status 403 Forbidden: <Error><Code>SignatureDoesNotMatch</Code>\
+            <CanonicalRequest>PUT\n/b/k\nx-amz-security-token:FQoGZXIvYXdzEXAMPLETOKEN\n</CanonicalRequest>\
+            <StringToSign>AWS4-HMAC-SHA256</StringToSign><RequestId>1</RequestId></Error>";
+        let e = StorageError::from_backend(Operation::Put, "b/k", generic(body));
+        let text = e.to_string();
+        assert!(!text.contains("EXAMPLETOKEN"), "{text}");
+        assert!(
+            text.contains("SignatureDoesNotMatch") && text.contains("<CanonicalRequest>***</CanonicalRequest>"),
+            "{text}"
+        );
+        assert!(std::error::Error::source(&e).is_none(), "the raw backend error is reachable as a source");
     }
 
     #[test]

@@ -348,6 +348,11 @@ impl Cluster {
         self.spec.controller_args = args;
     }
 
+    /// The controllers' fixed `HOST:PORT` listeners, in id order.
+    pub fn controller_addrs(&self) -> Vec<String> {
+        self.controllers.iter().filter_map(|c| c.controller_addr.clone()).collect()
+    }
+
     /// The Kafka address of a started broker's current run.
     pub fn kafka_addr(&self, broker: NodeRef) -> Option<String> {
         let n = self.node(broker);

@@ -83,6 +83,9 @@ pub struct ControllerConfig {
     pub log_kept_after_snapshot: u64,
     /// Heartbeat ages, watch deadlines and retry pauses. Default: the system clock.
     pub clock: Arc<dyn skiff_time::Clock>,
+    /// Mutual TLS for the listener and the RPCs to other voters (`crate::tls`). Default none:
+    /// plaintext.
+    pub tls: Option<Arc<crate::tls::PeerTls>>,
 }
 
 impl ControllerConfig {
@@ -95,6 +98,7 @@ impl ControllerConfig {
             session_timeout: None,
             log_kept_after_snapshot: 10_000,
             clock: skiff_time::system_clock(),
+            tls: None,
         }
     }
 
@@ -278,7 +282,12 @@ impl Controller {
         let metadata = MetadataHandle { state: parts.state.clone(), applied: parts.applied.clone() };
 
         let acks = Arc::new(crate::quorum::Acks::default());
-        let network = TcpNetwork { node_id: config.node_id, acks: acks.clone(), clock: config.clock.clone() };
+        let network = TcpNetwork {
+            node_id: config.node_id,
+            acks: acks.clone(),
+            clock: config.clock.clone(),
+            tls: config.tls.clone(),
+        };
         let raft = match Raft::new(config.node_id, raft_config, network, log, sm).await {
             Ok(raft) => raft,
             Err(e) => {
@@ -303,6 +312,7 @@ impl Controller {
             fence_stats: Default::default(),
             clock: config.clock.clone(),
             acks,
+            tls: config.tls.clone(),
         });
         // Each task returns its name: ending before `stop` is a failure (see `Controller::failed`).
         let mut tasks = tokio::task::JoinSet::new();
@@ -471,6 +481,10 @@ impl Controller {
         metric(&mut out, "skiff_cluster_fences_total", "counter", fences);
         metric(&mut out, "skiff_cluster_fence_detect_ms_sum", "counter", [("", f.detect_ms_sum.load(Relaxed))]);
         metric(&mut out, "skiff_cluster_fence_detect_ms_max", "gauge", [("", f.detect_ms_max.load(Relaxed))]);
+        if let Some(tls) = &self.inner.service.tls {
+            // Connections to the controller port whose TLS handshake failed (crate::tls).
+            metric(&mut out, "skiff_controller_tls_refused_total", "counter", [(node.as_str(), tls.refused())]);
+        }
         out
     }
 

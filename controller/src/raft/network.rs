@@ -16,6 +16,9 @@
 //!   arrives as `RemoteError`.
 //!
 //! A single voter never sends RPCs; its membership carries no address and it runs no listener.
+//!
+//! With [`PeerTls`] (`--controller-tls-*`) every connection, accepted or dialled, is mutual TLS
+//! (`crate::tls`): a peer whose handshake fails is refused before a byte reaches the decoder.
 
 use std::io;
 use std::sync::Arc;
@@ -29,14 +32,15 @@ use openraft::raft::{
     VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::raft::TypeConfig;
 use crate::raft::service::{BrokerRequest, BrokerResponse, Service};
+use crate::tls::{Conn, PeerTls};
 
 type NodeId = u64;
 
@@ -84,7 +88,7 @@ pub fn decode_request(body: &[u8]) -> bool {
     }
 }
 
-pub(crate) async fn write_frame(stream: &mut TcpStream, body: &[u8]) -> io::Result<()> {
+pub(crate) async fn write_frame<S: AsyncWrite + Unpin + ?Sized>(stream: &mut S, body: &[u8]) -> io::Result<()> {
     let len = u32::try_from(body.len())
         .ok()
         .filter(|l| *l as usize <= MAX_FRAME_BYTES)
@@ -94,7 +98,7 @@ pub(crate) async fn write_frame(stream: &mut TcpStream, body: &[u8]) -> io::Resu
     stream.flush().await
 }
 
-pub(crate) async fn read_frame(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+pub(crate) async fn read_frame<S: AsyncRead + Unpin + ?Sized>(stream: &mut S) -> io::Result<Vec<u8>> {
     let len = stream.read_u32().await? as usize;
     if len > MAX_FRAME_BYTES {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes")));
@@ -112,6 +116,8 @@ pub(crate) struct TcpNetwork {
     /// Where the peers' replication answers are timed (DescribeQuorum).
     pub(crate) acks: Arc<crate::quorum::Acks>,
     pub(crate) clock: Arc<dyn skiff_time::Clock>,
+    /// Mutual TLS to the peers, when configured.
+    pub(crate) tls: Option<Arc<PeerTls>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
@@ -125,6 +131,7 @@ impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
             conn: None,
             acks: self.acks.clone(),
             clock: self.clock.clone(),
+            tls: self.tls.clone(),
         }
     }
 }
@@ -134,13 +141,14 @@ pub(crate) struct Peer {
     id: NodeId,
     target: NodeId,
     addr: String,
-    conn: Option<TcpStream>,
+    conn: Option<Conn>,
     acks: Arc<crate::quorum::Acks>,
     clock: Arc<dyn skiff_time::Clock>,
+    tls: Option<Arc<PeerTls>>,
 }
 
 /// Writes one request frame on `stream` and reads one response frame.
-async fn exchange(stream: &mut TcpStream, body: &[u8]) -> Result<Response, CallError> {
+async fn exchange(stream: &mut Conn, body: &[u8]) -> Result<Response, CallError> {
     write_frame(stream, body).await.map_err(CallError::Network)?;
     let resp = read_frame(stream).await.map_err(CallError::Network)?;
     serde_json::from_slice(&resp).map_err(|e| CallError::Network(io::Error::new(io::ErrorKind::InvalidData, e)))
@@ -165,14 +173,11 @@ impl Peer {
         let body = serde_json::to_vec(req).map_err(|e| CallError::Network(io::Error::other(e)))?;
         let conn = self.conn.take();
         let addr = self.addr.as_str();
+        let tls = self.tls.as_deref();
         let attempt = async move {
             let mut stream = match conn {
                 Some(s) => s,
-                None => {
-                    let s = TcpStream::connect(addr).await.map_err(CallError::Unreachable)?;
-                    s.set_nodelay(true).map_err(CallError::Unreachable)?;
-                    s
-                }
+                None => crate::tls::dial(addr, tls).await.map_err(CallError::Unreachable)?,
             };
             let resp = exchange(&mut stream, &body).await?;
             Ok((stream, resp))
@@ -263,7 +268,23 @@ pub(crate) async fn serve(listener: TcpListener, service: Arc<Service>, stop: Ca
                     let service = service.clone();
                     let stop = stop.clone();
                     conns.spawn(async move {
-                        if let Err(e) = serve_connection(stream, service, stop).await {
+                        if let Err(e) = stream.set_nodelay(true) {
+                            tracing::debug!(%peer, error = %e, "controller peer connection closed");
+                            return;
+                        }
+                        // The handshake runs in the connection's task, so a slow one holds up
+                        // no other peer.
+                        let conn: Conn = match &service.tls {
+                            None => Box::new(stream),
+                            Some(tls) => match tokio::select! {
+                                conn = tls.accept(stream, peer) => conn,
+                                () = stop.cancelled() => None,
+                            } {
+                                Some(conn) => conn,
+                                None => return,
+                            },
+                        };
+                        if let Err(e) = serve_connection(conn, service, stop).await {
                             tracing::debug!(%peer, error = %e, "controller peer connection closed");
                         }
                     });
@@ -283,7 +304,7 @@ pub(crate) async fn serve(listener: TcpListener, service: Arc<Service>, stop: Ca
     tracing::debug!("controller peer listener stopped");
 }
 
-async fn serve_connection(stream: TcpStream, service: Arc<Service>, stop: CancellationToken) -> io::Result<()> {
+async fn serve_connection(stream: Conn, service: Arc<Service>, stop: CancellationToken) -> io::Result<()> {
     // The broker whose heartbeats arrive on this connection, if any: when the connection
     // closes, its session is suspect (see `service::run_fencing`).
     let mut heartbeats_from = None;
@@ -309,13 +330,12 @@ async fn serve_connection(stream: TcpStream, service: Arc<Service>, stop: Cancel
 }
 
 async fn serve_requests(
-    mut stream: TcpStream,
+    mut stream: Conn,
     service: &Service,
     stop: &CancellationToken,
     heartbeats_from: &mut Option<(i32, uuid::Uuid)>,
 ) -> io::Result<()> {
     let raft = &service.raft;
-    stream.set_nodelay(true)?;
     loop {
         let body = tokio::select! {
             body = read_frame(&mut stream) => match body {
@@ -446,6 +466,7 @@ mod tests {
             node_id: 1,
             acks: Arc::new(crate::quorum::Acks::default()),
             clock: skiff_time::system_clock(),
+            tls: None,
         };
         let mut peer = network.new_client(2, &BasicNode::new(addr)).await;
 

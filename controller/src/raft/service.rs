@@ -250,6 +250,8 @@ pub(crate) struct Service {
     pub(crate) clock: Arc<dyn skiff_time::Clock>,
     /// Each peer's last replication answer (DescribeQuorum).
     pub(crate) acks: Arc<crate::quorum::Acks>,
+    /// Mutual TLS on the listener (`crate::tls`), when configured.
+    pub(crate) tls: Option<Arc<crate::tls::PeerTls>>,
 }
 
 impl Service {

@@ -15,6 +15,7 @@
 //! and a request other than re-authentication after it closes the connection. After a
 //! SaslHandshake v0, the tokens come as raw size-prefixed frames (Kafka's pre-KIP-152 clients).
 
+pub mod oauthbearer;
 pub mod plain;
 pub mod scram;
 
@@ -33,19 +34,23 @@ use crate::protocol::Request;
 pub enum Mechanism {
     Plain,
     Scram(ScramMechanism),
+    /// RFC 7628 / KIP-255: JWT bearer tokens checked against a JWKS ([`oauthbearer`]).
+    OAuthBearer,
 }
 
 impl Mechanism {
-    pub const ALL: [Mechanism; 3] = [
+    pub const ALL: [Mechanism; 4] = [
         Mechanism::Plain,
         Mechanism::Scram(ScramMechanism::ScramSha256),
         Mechanism::Scram(ScramMechanism::ScramSha512),
+        Mechanism::OAuthBearer,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
             Mechanism::Plain => "PLAIN",
             Mechanism::Scram(m) => m.name(),
+            Mechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 
@@ -86,6 +91,11 @@ pub trait Credentials {
     fn decoy_salt(&self, user: &str) -> Vec<u8>;
     /// Wall time in ms (session expiry).
     fn now_ms(&self) -> i64;
+    /// Validates an OAUTHBEARER token (signature, times, issuer, audience) and names its
+    /// principal. Default: OAUTHBEARER is not configured.
+    fn bearer(&self, _token: &str) -> Result<oauthbearer::Validated, oauthbearer::OAuthError> {
+        Err(oauthbearer::OAuthError::NotConfigured)
+    }
 }
 
 /// A SASL listener's settings.
@@ -129,6 +139,7 @@ pub enum Event {
 enum Exchange {
     Plain,
     Scram(Box<ScramServer>),
+    OAuthBearer,
 }
 
 #[derive(Debug)]
@@ -175,6 +186,7 @@ impl Authenticator {
         match mechanism {
             Mechanism::Plain => Exchange::Plain,
             Mechanism::Scram(m) => Exchange::Scram(Box::new(ScramServer::new(m))),
+            Mechanism::OAuthBearer => Exchange::OAuthBearer,
         }
     }
 
@@ -309,7 +321,7 @@ impl Authenticator {
                         .find_map(|m| creds.scram(&p.user, m).map(|c| (m, c)))
                         .is_some_and(|(m, c)| scram::password_matches(m, &c, &p.password));
                     if ok {
-                        Ok(Progress { token: Vec::new(), user: Some(p.user) })
+                        Ok(Progress { token: Vec::new(), user: Some(p.user), expires_at_ms: None })
                     } else {
                         Err(Refusal {
                             user: Some(p.user),
@@ -329,8 +341,10 @@ impl Authenticator {
                 );
                 let user = server.user().map(str::to_string);
                 match step {
-                    Ok(Step::Continue(token)) => Ok(Progress { token, user: None }),
-                    Ok(Step::Done(done)) => Ok(Progress { token: done.server_final, user: Some(done.user) }),
+                    Ok(Step::Continue(token)) => Ok(Progress { token, user: None, expires_at_ms: None }),
+                    Ok(Step::Done(done)) => {
+                        Ok(Progress { token: done.server_final, user: Some(done.user), expires_at_ms: None })
+                    }
                     Err(e) => Err(Refusal {
                         user,
                         reason: e.to_string(),
@@ -341,16 +355,17 @@ impl Authenticator {
                     }),
                 }
             }
+            Exchange::OAuthBearer => oauth_step(token, creds),
         };
         match outcome {
-            Ok(Progress { token: bytes, user: None }) => Gate::Answer {
+            Ok(Progress { token: bytes, user: None, .. }) => Gate::Answer {
                 body: ResponseKind::SaslAuthenticate(
                     SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(bytes)),
                 ),
                 close: false,
                 event: None,
             },
-            Ok(Progress { token: bytes, user: Some(user) }) => {
+            Ok(Progress { token: bytes, user: Some(user), expires_at_ms: credential_expiry }) => {
                 let principal = Principal::user(user);
                 let reauthentication = reauth_expiry.is_some();
                 if let Some(previous) = self.principal.as_ref().filter(|p| **p != principal) {
@@ -358,9 +373,18 @@ impl Authenticator {
                         format!("Cannot change principals during re-authentication from {previous}: {principal}");
                     return self.failed(mechanism, Some(principal.name), message.clone(), message);
                 }
-                let lifetime_ms =
+                let max_reauth_ms =
                     self.settings.max_reauth.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0);
-                let expires_at_ms = (lifetime_ms > 0).then(|| creds.now_ms().saturating_add(lifetime_ms));
+                // Kafka's SaslServerAuthenticator: a credential with a lifetime (an OAUTHBEARER
+                // token's exp) bounds the session whether or not connections.max.reauth.ms is
+                // set; the session lasts the shorter of the two.
+                let now = creds.now_ms();
+                let lifetime_ms = match credential_expiry {
+                    None => max_reauth_ms,
+                    Some(exp) if max_reauth_ms > 0 => exp.saturating_sub(now).min(max_reauth_ms).max(0),
+                    Some(exp) => exp.saturating_sub(now).max(0),
+                };
+                let expires_at_ms = (lifetime_ms > 0).then(|| now.saturating_add(lifetime_ms));
                 self.state = State::Authenticated { mechanism, expires_at_ms };
                 self.principal = Some(principal.clone());
                 let mut response = SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(bytes));
@@ -392,10 +416,30 @@ impl Authenticator {
     }
 }
 
-/// A step that went through: the token to answer with, and the user once authenticated.
+/// A step that went through: the token to answer with, the user once authenticated, and
+/// when the credential expires if it does (an OAUTHBEARER token).
 struct Progress {
     token: Vec<u8>,
     user: Option<String>,
+    expires_at_ms: Option<i64>,
+}
+
+/// OAUTHBEARER's single step: the client's initial response carries the token. A refused token
+/// is answered SASL_AUTHENTICATION_FAILED at once (Kafka first sends an RFC 7628 error
+/// challenge and fails after the client's `%x01`; clients see the same error either way).
+fn oauth_step(token: &[u8], creds: &dyn Credentials) -> Result<Progress, Refusal> {
+    let message =
+        "Authentication failed during authentication due to invalid credentials with SASL mechanism OAUTHBEARER";
+    let refuse = |user: Option<String>, reason: String| Refusal { user, reason, message: message.into() };
+    let first = oauthbearer::parse_client_first(token).map_err(|e| refuse(None, e.to_string()))?;
+    let valid = creds.bearer(&first.token).map_err(|e| refuse(first.authzid.clone(), e.to_string()))?;
+    if let Some(authzid) = first.authzid.filter(|a| *a != valid.principal) {
+        return Err(refuse(
+            Some(valid.principal.clone()),
+            format!("authorization id {authzid:?} differs from the token's principal"),
+        ));
+    }
+    Ok(Progress { token: Vec::new(), user: Some(valid.principal), expires_at_ms: Some(valid.expires_at_ms) })
 }
 
 /// A failed step: the user the client claimed, why (for the log), what the client is told.
@@ -408,7 +452,7 @@ struct Refusal {
 fn server_mech(m: Mechanism) -> ScramMechanism {
     match m {
         Mechanism::Scram(s) => s,
-        Mechanism::Plain => ScramMechanism::ScramSha512,
+        Mechanism::Plain | Mechanism::OAuthBearer => ScramMechanism::ScramSha512,
     }
 }
 

@@ -26,6 +26,15 @@ impl Credentials for Store {
     fn now_ms(&self) -> i64 {
         self.now.get()
     }
+    /// `good.jwt` is alice's token, valid for 90 s from now; anything else is refused.
+    fn bearer(&self, token: &str) -> Result<oauthbearer::Validated, oauthbearer::OAuthError> {
+        match token {
+            "good.jwt" => {
+                Ok(oauthbearer::Validated { principal: "alice".into(), expires_at_ms: self.now.get() + 90_000 })
+            }
+            _ => Err(oauthbearer::OAuthError::InvalidToken("signature does not verify".into())),
+        }
+    }
 }
 
 fn store() -> Store {
@@ -219,4 +228,30 @@ fn handshake_v0_takes_raw_tokens() {
     let mut a = Authenticator::new(settings(None));
     answer(a.admit(&handshake("PLAIN", 0), &s));
     assert_eq!(a.raw_token(b"\0alice\0bad", &s).0, None, "a failure closes the connection");
+}
+
+/// An OAUTHBEARER session ends with its token, whatever `connections.max.reauth.ms` says
+/// (Kafka's SaslServerAuthenticator: the shorter of the two, and the token's alone when unset).
+#[test]
+fn oauthbearer_token_expiry_bounds_the_session() {
+    let s = store();
+    for (reauth, lifetime) in
+        [(None, 90_000), (Some(Duration::from_secs(3600)), 90_000), (Some(Duration::from_secs(10)), 10_000)]
+    {
+        let mut a = Authenticator::new(settings(reauth));
+        let (h, _, _) = answer(a.admit(&handshake("OAUTHBEARER", 1), &s));
+        assert!(matches!(h, ResponseKind::SaslHandshake(ref h) if h.error_code == 0));
+        let (r, close) = auth_response(a.admit(&authenticate(b"n,,\x01auth=Bearer good.jwt\x01\x01"), &s));
+        assert_eq!((r.error_code, close, r.session_lifetime_ms), (0, false, lifetime), "max reauth {reauth:?}");
+        assert_eq!(a.principal(), Some(&Principal::user("alice")));
+    }
+    // A refused token, an authorization id naming someone else, a malformed message: 58, closed.
+    for bad in [&b"n,,\x01auth=Bearer bad.jwt\x01\x01"[..], b"n,a=bob,\x01auth=Bearer good.jwt\x01\x01", b"n,,\x01\x01"]
+    {
+        let mut a = Authenticator::new(settings(None));
+        answer(a.admit(&handshake("OAUTHBEARER", 1), &s));
+        let (r, close) = auth_response(a.admit(&authenticate(bad), &s));
+        assert_eq!((r.error_code, close), (58, true), "{bad:?}");
+        assert!(a.principal().is_none());
+    }
 }

@@ -79,6 +79,13 @@ def with_debug(conf):
     for var, prop in SECURITY.items():
         if os.environ.get(var):
             conf[prop] = os.environ[var]
+    # OAUTHBEARER (tests/oauthbearer.rs): the test signs the token; the callback hands it over
+    # with its expiry (COMPAT_OAUTH_EXPIRY, seconds since the epoch).
+    if os.environ.get("COMPAT_OAUTH_TOKEN"):
+        token = os.environ["COMPAT_OAUTH_TOKEN"]
+        expiry = float(os.environ.get("COMPAT_OAUTH_EXPIRY", time.time() + 3600))
+        principal = os.environ.get("COMPAT_OAUTH_PRINCIPAL", "")
+        conf["oauth_cb"] = lambda _config: (token, expiry, principal)
     return conf
 
 
