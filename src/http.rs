@@ -67,13 +67,15 @@ fn broker_metrics(broker: &Broker) -> String {
         ("skiff_object_bytes", "Bytes of objects still referenced by the index.", object_bytes as f64),
     ];
     let topic_names = broker.metadata.read(|m| m.topic_names().map(|(id, n)| (id, n.to_string())).collect());
-    broker.metrics.render(&Snapshot {
+    let mut out = broker.metrics.render(&Snapshot {
         gauges: &extra,
         storage: broker.reader.storage.stats(),
         blocks: broker.reader.blocks.stats(),
         topic_names: &topic_names,
         prices: broker.settings.prices,
-    })
+    });
+    out.push_str(&broker.quotas.render_metrics(broker.clock.now_ms()));
+    out
 }
 
 async fn health() -> &'static str {

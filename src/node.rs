@@ -499,6 +499,13 @@ async fn serve(
         not_served: Default::default(),
         rejected_configs: Default::default(),
         security: Default::default(),
+        quotas: crate::quota::Quotas::new(
+            crate::quota::rate::Window {
+                samples: b.quota_window_num,
+                window_ms: b.quota_window_size.as_millis().try_into().unwrap_or(i64::MAX),
+            },
+            b.max_connection_creation_rate,
+        ),
     });
 
     // Compaction, retention and GC: stopped with `shutdown`, joined before the WAL drains.

@@ -82,6 +82,9 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     ApiRange { key: ApiKey::SaslAuthenticate, min: 0, max: 2 },
     ApiRange { key: ApiKey::DescribeUserScramCredentials, min: 0, max: 0 },
     ApiRange { key: ApiKey::AlterUserScramCredentials, min: 0, max: 0 },
+    // Client quotas (handler/client_quotas.rs, quota/).
+    ApiRange { key: ApiKey::DescribeClientQuotas, min: 0, max: 1 },
+    ApiRange { key: ApiKey::AlterClientQuotas, min: 0, max: 1 },
 ];
 
 /// The advertised range of `key`, if Skiff serves it.

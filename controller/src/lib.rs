@@ -27,6 +27,7 @@ pub mod intent;
 pub mod metadata;
 pub mod placement;
 pub mod quorum;
+pub mod quotas;
 mod raft;
 pub mod scram;
 pub mod topic_config;

@@ -125,6 +125,8 @@ pub enum Command {
     /// AlterUserScramCredentials (and the bootstrap user): SCRAM credentials set and removed
     /// (`scram.rs`).
     AlterScramCredentials(crate::scram::ScramChange),
+    /// AlterClientQuotas: quota values set and removed per entity (`quotas.rs`).
+    AlterClientQuotas(crate::quotas::QuotaChange),
 }
 
 /// The index swap of one cleaner pass (`docs/rfcs/0003-compacted-topics.md`, section 4).
@@ -698,6 +700,9 @@ pub struct MetadataState {
     /// SCRAM credentials (`scram.rs`). `default` keeps older snapshots readable.
     #[serde(default)]
     pub(crate) scram: crate::scram::ScramState,
+    /// Client quotas (`quotas.rs`). `default` keeps older snapshots readable.
+    #[serde(default)]
+    pub(crate) quotas: crate::quotas::QuotasState,
 }
 
 impl MetadataState {
@@ -833,6 +838,10 @@ impl MetadataState {
             Command::UnregisterBroker { broker_id } => self.unregister_broker(*broker_id),
             Command::AlterScramCredentials(change) => {
                 self.scram.apply(change);
+                Ok(CommandResult::Ok)
+            }
+            Command::AlterClientQuotas(change) => {
+                self.quotas.apply(change);
                 Ok(CommandResult::Ok)
             }
             Command::ForgetObjects { keys } => {

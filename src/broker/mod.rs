@@ -72,6 +72,8 @@ pub struct Broker {
     pub rejected_configs: crate::handler::rejected_configs::RejectedConfigs,
     /// Authentication: the failure log and the decoy-salt key (`security/`).
     pub security: crate::security::BrokerSecurity,
+    /// Client quota sensors and connection-creation rates (`quota/`).
+    pub quotas: crate::quota::Quotas,
 }
 
 /// Why a topic could not be created.

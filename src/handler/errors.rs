@@ -332,6 +332,16 @@ pub fn scram_request(e: &crate::handler::scram_credentials::ScramRequestError) -
     })
 }
 
+/// DescribeClientQuotas / AlterClientQuotas refusals (Kafka's codes: INVALID_REQUEST, and
+/// UNSUPPORTED_VERSION for an unknown entity or match type in a describe filter).
+pub fn quota_request(e: &crate::handler::client_quotas::QuotaRequestError) -> i16 {
+    use crate::handler::client_quotas::QuotaRequestError as E;
+    code(match e {
+        E::UnsupportedEntityType(_) | E::UnknownMatchType(_) => ResponseError::UnsupportedVersion,
+        _ => ResponseError::InvalidRequest,
+    })
+}
+
 #[cfg(test)]
 mod group_controller_tests {
     use super::*;

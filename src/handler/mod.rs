@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod api_versions;
 pub mod broker_loggers;
+pub mod client_quotas;
 pub mod configs;
 pub mod consumer_group;
 pub mod describe_producers;
@@ -172,6 +173,13 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: SocketAddr, li
         }
         RequestKind::AlterUserScramCredentials(r) => {
             Handled::Ready(ResponseKind::AlterUserScramCredentials(scram_credentials::alter(broker, r).await))
+        }
+        // Client quotas (handler/client_quotas.rs, quota/).
+        RequestKind::DescribeClientQuotas(r) => {
+            Handled::Ready(ResponseKind::DescribeClientQuotas(client_quotas::describe(broker, r)))
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            Handled::Ready(ResponseKind::AlterClientQuotas(client_quotas::alter(broker, r).await))
         }
         // `protocol::decode_request` only lets advertised APIs through.
         other => {
