@@ -258,7 +258,15 @@ impl Quotas {
             0
         };
         let close_delay = match resolve_ip(state, ip) {
-            Some(bound) => self.record(SensorKey::Ip(ip), bound, 1.0, now_ms, true),
+            Some(bound) => {
+                let t = self.record(SensorKey::Ip(ip), bound, 1.0, now_ms, true);
+                if t > 0 {
+                    // As Kafka: a throttled connection is not counted, so an address that keeps
+                    // reconnecting is admitted again at the quota's rate.
+                    self.record(SensorKey::Ip(ip), bound, -1.0, now_ms, false);
+                }
+                t
+            }
             None => 0,
         };
         if accept_delay > 0 {

@@ -133,7 +133,14 @@ mod tests {
         r.record(W, 10_000.0, 0);
         assert_eq!(r.window_size_ms(W, 0), 10_000);
         assert!((r.measure(W, 0) - 1_000.0).abs() < 1e-9);
-        assert_eq!(r.window_size_ms(W, 15_500), 11_000, "oldest sample reset after 11 s");
+        assert_eq!(r.window_size_ms(W, 15_500), 10_000, "a sample 11 s old is reset");
+        let mut r = Rate::new(0);
+        for s in 0..=12 {
+            r.record(W, 1.0, s * 1000);
+        }
+        // Eleven live samples, the oldest begun at 2 s: the whole elapsed time counts.
+        assert_eq!(r.window_size_ms(W, 12_500), 10_500);
+        assert!((r.measure(W, 12_500) - 11.0 / 10.5).abs() < 1e-9);
     }
 
     #[test]
