@@ -383,6 +383,24 @@ const SCHEMAS: &[Schema] = &[
             all(Kind::Structs(&[all(Kind::Str), all(I8), all(I32), all(Kind::Bytes), all(Kind::Bytes)])),
         ],
     },
+    // Client quotas: components (type, match type, match), strict.
+    Schema {
+        key: ApiKey::DescribeClientQuotas,
+        flexible: 1,
+        fields: &[all(Kind::Structs(&[all(Kind::Str), all(I8), all(Kind::Str)])), all(BOOL)],
+    },
+    // Entries (entity (type, name), ops (key, float64 value, remove)), validate_only.
+    Schema {
+        key: ApiKey::AlterClientQuotas,
+        flexible: 1,
+        fields: &[
+            all(Kind::Structs(&[
+                all(Kind::Structs(&[all(Kind::Str), all(Kind::Str)])),
+                all(Kind::Structs(&[all(Kind::Str), all(Kind::Fixed(8)), all(BOOL)])),
+            ])),
+            all(BOOL),
+        ],
+    },
 ];
 
 /// Whether [`check_lengths`] knows the body layout of `key`.
@@ -939,6 +957,18 @@ mod tests {
                     .with_deletions(two(d))
                     .with_upsertions(two(u))
                     .encode(&mut body, v)
+            }
+            ApiKey::DescribeClientQuotas => {
+                use describe_client_quotas_request::*;
+                let c = ComponentData::default().with_entity_type(s("user")).with_match(Some(s("alice")));
+                DescribeClientQuotasRequest::default().with_components(two(c)).with_strict(true).encode(&mut body, v)
+            }
+            ApiKey::AlterClientQuotas => {
+                use alter_client_quotas_request::*;
+                let e = EntityData::default().with_entity_type(s("user")).with_entity_name(Some(s("alice")));
+                let o = OpData::default().with_key(s("producer_byte_rate")).with_value(1024.0);
+                let entry = EntryData::default().with_entity(two(e)).with_ops(two(o));
+                AlterClientQuotasRequest::default().with_entries(two(entry)).encode(&mut body, v)
             }
             other => panic!("no populated request for {other:?}"),
         }
