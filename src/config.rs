@@ -661,7 +661,7 @@ impl Config {
         if b.quota_window_size < Duration::from_millis(1) {
             problems.push("broker.quota_window_size must be > 0 (Kafka's quota.window.size.seconds)".into());
         }
-        if !(b.max_connection_creation_rate >= 0.0) {
+        if b.max_connection_creation_rate.is_nan() || b.max_connection_creation_rate < 0.0 {
             problems.push("broker.max_connection_creation_rate must be >= 0 (0: no limit)".into());
         }
         if b.socket_request_max_bytes < 1024 {

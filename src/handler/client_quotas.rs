@@ -23,6 +23,9 @@ use super::errors;
 use crate::broker::Broker;
 use crate::quota::{CLIENT_KEYS, IP_KEYS};
 
+/// An entity as the request names it: `(entity type, name or null for <default>)`.
+type Components = Vec<(String, Option<String>)>;
+
 /// Kafka's `ClientQuotaFilterComponent` match types.
 const MATCH_EXACT: i8 = 0;
 const MATCH_DEFAULT: i8 = 1;
@@ -219,10 +222,10 @@ fn check_op(entity: &QuotaEntity, key: &str, value: Option<f64>) -> Result<(), Q
 }
 
 pub async fn alter(broker: &Arc<Broker>, req: AlterClientQuotasRequest) -> AlterClientQuotasResponse {
-    let mut outcomes: Vec<(Vec<(String, Option<String>)>, Result<(), QuotaRequestError>)> = Vec::new();
+    let mut outcomes: Vec<(Components, Result<(), QuotaRequestError>)> = Vec::new();
     let mut change = QuotaChange { alterations: vec![] };
     for entry in &req.entries {
-        let components: Vec<(String, Option<String>)> = entry
+        let components: Components = entry
             .entity
             .iter()
             .map(|c| (c.entity_type.to_string(), c.entity_name.as_ref().map(|n| n.to_string())))

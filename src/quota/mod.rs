@@ -282,50 +282,50 @@ impl Quotas {
     /// quota exist, and at most [`METRICS_TOP`] per kind (highest rate first) are listed.
     pub fn render_metrics(&self, now_ms: i64) -> String {
         let w = self.window;
-        let mut rows: Vec<(Kind, String, String, f64, f64, u64)> = Vec::new();
+        let mut rows: Vec<Row> = Vec::new();
         {
             let mut sensors = self.sensors();
             sensors.retain(|_, s| !s.rate.idle(w, now_ms));
             for (k, s) in sensors.iter_mut() {
                 if let SensorKey::Client { kind, user, client_id } = k {
-                    rows.push((
-                        *kind,
-                        user.clone(),
-                        client_id.clone(),
-                        s.rate.measure(w, now_ms),
-                        s.bound,
-                        s.throttle_ms_total,
-                    ));
+                    rows.push(Row {
+                        kind: *kind,
+                        user: user.clone(),
+                        client_id: client_id.clone(),
+                        rate: s.rate.measure(w, now_ms),
+                        bound: s.bound,
+                        throttle_ms: s.throttle_ms_total,
+                    });
                 }
             }
         }
-        rows.sort_by(|a, b| a.0.cmp(&b.0).then(b.3.total_cmp(&a.3)));
+        rows.sort_by(|a, b| a.kind.cmp(&b.kind).then(b.rate.total_cmp(&a.rate)));
         let mut out = String::new();
         let _ = writeln!(
             out,
             "# HELP skiff_quota_rate Measured rate of a quota bucket (bytes/s, or request_percentage), top {METRICS_TOP} per kind.\n# TYPE skiff_quota_rate gauge"
         );
-        let mut listed: Vec<&(Kind, String, String, f64, f64, u64)> = Vec::new();
+        let mut listed: Vec<&Row> = Vec::new();
         for kind in [Kind::Produce, Kind::Fetch, Kind::Request] {
-            listed.extend(rows.iter().filter(|r| r.0 == kind).take(METRICS_TOP));
+            listed.extend(rows.iter().filter(|r| r.kind == kind).take(METRICS_TOP));
         }
-        let label = |r: &(Kind, String, String, f64, f64, u64)| {
-            format!("kind=\"{}\",user=\"{}\",client_id=\"{}\"", r.0.label(), escape(&r.1), escape(&r.2))
+        let label = |r: &Row| {
+            format!("kind=\"{}\",user=\"{}\",client_id=\"{}\"", r.kind.label(), escape(&r.user), escape(&r.client_id))
         };
         for r in &listed {
-            let _ = writeln!(out, "skiff_quota_rate{{{}}} {:.3}", label(r), r.3);
+            let _ = writeln!(out, "skiff_quota_rate{{{}}} {:.3}", label(r), r.rate);
         }
         let _ =
             writeln!(out, "# HELP skiff_quota_bound The quota a bucket is held to.\n# TYPE skiff_quota_bound gauge");
         for r in &listed {
-            let _ = writeln!(out, "skiff_quota_bound{{{}}} {}", label(r), r.4);
+            let _ = writeln!(out, "skiff_quota_bound{{{}}} {}", label(r), r.bound);
         }
         let _ = writeln!(
             out,
             "# HELP skiff_quota_throttle_time_ms_total Throttle time given to a bucket.\n# TYPE skiff_quota_throttle_time_ms_total counter"
         );
         for r in &listed {
-            let _ = writeln!(out, "skiff_quota_throttle_time_ms_total{{{}}} {}", label(r), r.5);
+            let _ = writeln!(out, "skiff_quota_throttle_time_ms_total{{{}}} {}", label(r), r.throttle_ms);
         }
         let _ = writeln!(
             out,
@@ -339,6 +339,16 @@ impl Quotas {
         );
         out
     }
+}
+
+/// One bucket's line in `/metrics`.
+struct Row {
+    kind: Kind,
+    user: String,
+    client_id: String,
+    rate: f64,
+    bound: f64,
+    throttle_ms: u64,
 }
 
 fn escape(s: &str) -> String {
@@ -375,9 +385,12 @@ pub async fn handle(
     principal: &Principal,
     mute: &Arc<Mute>,
 ) -> Handled {
-    let state = broker.metadata.read(|m| (!m.quotas().is_empty()).then(|| m.quotas().clone()));
-    let Some(state) = state else {
+    // The image is read under its lock for each look-up rather than cloned per request.
+    if broker.metadata.read(|m| m.quotas().is_empty()) {
         return handler::handle(broker, request, peer, listener).await;
+    }
+    let record = |broker: &Broker, kind, user: &str, client_id: &str, value: f64, now| {
+        broker.metadata.read(|m| broker.quotas.record_client(m.quotas(), kind, user, client_id, value, now))
     };
     let (api_key, version) = (request.api_key, request.version);
     let user = principal.name.clone();
@@ -386,7 +399,7 @@ pub async fn handle(
     let mut acks0 = false;
     match &mut request.body {
         RequestKind::Fetch(f) => {
-            if let Some(max) = quotas.max_fetch_bytes(&state, &user, &client_id) {
+            if let Some(max) = broker.metadata.read(|m| quotas.max_fetch_bytes(m.quotas(), &user, &client_id)) {
                 f.max_bytes = f.max_bytes.min(max);
                 f.min_bytes = f.min_bytes.min(f.max_bytes);
             }
@@ -402,11 +415,10 @@ pub async fn handle(
     let spent = broker.clock.now().saturating_duration_since(started);
     let now = broker.clock.now_ms();
     let percent = spent.as_nanos() as f64 * 100.0 / 1e9;
-    let request_throttle =
-        if acks0 { 0 } else { quotas.record_client(&state, Kind::Request, &user, &client_id, percent, now) };
+    let request_throttle = if acks0 { 0 } else { record(broker, Kind::Request, &user, &client_id, percent, now) };
     match api_key {
         ApiKey::Produce => {
-            let bytes = quotas.record_client(&state, Kind::Produce, &user, &client_id, frame_bytes as f64, now);
+            let bytes = record(broker, Kind::Produce, &user, &client_id, frame_bytes as f64, now);
             let throttle = bytes.max(request_throttle);
             if throttle > 0 {
                 mute.until(now + throttle);
@@ -431,12 +443,20 @@ pub async fn handle(
                             .map(|p| p.records.as_ref().map_or(0, |b| b.len()))
                             .sum();
                         let now = broker.clock.now_ms();
-                        let q = &broker.quotas;
-                        let fetch = q.record_client(&state, Kind::Fetch, &user, &client_id, bytes as f64, now);
+                        let fetch = record(&broker, Kind::Fetch, &user, &client_id, bytes as f64, now);
                         let throttle = fetch.max(request_throttle);
                         if throttle > 0 {
                             // Kafka's throttled fetch: no data, and its bytes are not counted.
-                            q.unrecord_client(&state, Kind::Fetch, &user, &client_id, bytes as f64, now);
+                            broker.metadata.read(|m| {
+                                broker.quotas.unrecord_client(
+                                    m.quotas(),
+                                    Kind::Fetch,
+                                    &user,
+                                    &client_id,
+                                    bytes as f64,
+                                    now,
+                                )
+                            });
                             r.responses.clear();
                             r.throttle_time_ms = throttle as i32;
                             mute.until(now + throttle);
