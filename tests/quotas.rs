@@ -219,10 +219,10 @@ fn consumer_byte_rate_holds_a_real_consumer_within_ten_percent() {
             "--topic",
             "fetch-quota",
             "--num-records",
-            "2900",
+            "3400",
             "--show-detailed-stats",
             "--reporting-interval",
-            "2000",
+            "1000",
             "--timeout",
             "30000",
             "--command-property",
@@ -238,7 +238,8 @@ fn consumer_byte_rate_holds_a_real_consumer_within_ten_percent() {
     .expect("consume");
     let took = started.elapsed();
     let windows = consumer_windows(&out);
-    let rate = steady(&windows, 2, 1);
+    // Start-up, the group join and the burst allowance take the first few seconds.
+    let rate = steady(&windows, 4, 1);
     eprintln!("consumer windows (MiB/s): {windows:?}; steady {rate:.3} MiB/s; run {took:?}");
     assert!(
         (rate / QUOTA_MIB - 1.0).abs() <= 0.10,
