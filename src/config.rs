@@ -572,6 +572,13 @@ pub struct BrokerConfig {
     /// `max.connections.per.ip`: connections from one address beyond this are closed at once
     /// (counted in `/metrics`). Default 0: no per-address limit.
     pub max_connections_per_ip: usize,
+    /// `max.connection.creation.rate`: new connections per second over all listeners; beyond
+    /// it, accepting is delayed (Kafka throttles its acceptor). Default 0: no limit.
+    pub max_connection_creation_rate: f64,
+    /// `quota.window.num`: samples in a client quota's rate window. Default 11 (Kafka's).
+    pub quota_window_num: usize,
+    /// `quota.window.size.seconds`: the length of one sample. Default 1 s (Kafka's).
+    pub quota_window_size: Duration,
     /// `connections.max.idle.ms`: a connection with no request for this long, and no answer
     /// pending, is closed. Default 10 min (Kafka's).
     pub connections_max_idle: Duration,
@@ -641,6 +648,9 @@ impl Default for BrokerConfig {
             socket_request_max_bytes: 100 * 1024 * 1024,
             max_connections: 10_000,
             max_connections_per_ip: 0,
+            max_connection_creation_rate: 0.0,
+            quota_window_num: 11,
+            quota_window_size: Duration::from_secs(1),
             connections_max_idle: Duration::from_secs(600),
             request_read_timeout: Duration::from_secs(30),
             max_inflight_requests_per_connection: 32,
@@ -765,6 +775,15 @@ impl Config {
         }
         if b.max_inflight_flushes == 0 {
             problems.push("broker.max_inflight_flushes must be > 0".into());
+        }
+        if b.quota_window_num == 0 {
+            problems.push("broker.quota_window_num must be >= 1 (Kafka's quota.window.num)".into());
+        }
+        if b.quota_window_size < Duration::from_millis(1) {
+            problems.push("broker.quota_window_size must be > 0 (Kafka's quota.window.size.seconds)".into());
+        }
+        if b.max_connection_creation_rate.is_nan() || b.max_connection_creation_rate < 0.0 {
+            problems.push("broker.max_connection_creation_rate must be >= 0 (0: no limit)".into());
         }
         if b.socket_request_max_bytes < 1024 {
             problems.push("broker.socket_request_max_bytes must be >= 1024".into());

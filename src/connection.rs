@@ -11,7 +11,8 @@
 //! answer pending is closed (`connections.max.idle.ms`). On a SASL listener every request goes
 //! through the connection's [`Authenticator`] first (`security/sasl`), and until the client is
 //! authenticated a frame may be at most [`SASL_MAX_RECEIVE_BYTES`] and the connection may be
-//! idle for at most `read_timeout`.
+//! idle for at most `read_timeout`. A client over a quota (`quota/`) has its connection muted:
+//! the next frame is not read until its throttle time has passed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
 use crate::handler::not_served::Asker;
-use crate::handler::{self, Handled, api_versions};
+use crate::handler::{Handled, api_versions};
 use crate::protocol::{self, DecodeError};
 use crate::security::sasl::{Authenticator, Event, Gate, Principal};
 use crate::security::{BrokerCredentials, ListenerContext};
@@ -115,7 +116,13 @@ pub async fn serve<S>(
     };
     let mut authenticator = listener.sasl.clone().map(Authenticator::new);
     let credentials = BrokerCredentials(&broker);
+    // Set by a quota throttle (KIP-219): the next request is not read before it ends.
+    let mute = Arc::new(crate::quota::Mute::default());
     loop {
+        tokio::select! {
+            () = mute.wait(&broker) => {}
+            _ = shutdown.cancelled() => break,
+        }
         // Until a SASL client is authenticated its frames are small and it may not sit idle
         // longer than a frame may take: an unauthenticated connection costs little and briefly.
         let (max_frame, read_limits) = match &authenticator {
@@ -209,7 +216,7 @@ pub async fn serve<S>(
                 let principal =
                     authenticator.as_ref().and_then(Authenticator::principal).unwrap_or(&transport_principal);
                 tracing::trace!(%peer, %principal, ?api_key, version, correlation_id, "request");
-                match handler::handle(&broker, request, peer, &listener, principal).await {
+                match crate::quota::handle(&broker, request, raw.len(), peer, &listener, principal, &mute).await {
                     Handled::Ready(body) => ready(encode(api_key, version, correlation_id, &body, peer)),
                     Handled::Deferred(fut) => {
                         fut.map(move |body| encode(api_key, version, correlation_id, &body, peer)).boxed()

@@ -75,6 +75,7 @@ fn broker_metrics(broker: &Broker) -> String {
         prices: broker.settings.prices,
     });
     text.push_str(&broker.security.authorizer.render_metrics());
+    text.push_str(&broker.quotas.render_metrics(broker.clock.now_ms()));
     text
 }
 

@@ -40,6 +40,7 @@ pub mod log_levels;
 pub mod metrics;
 pub mod node;
 pub mod protocol;
+pub mod quota;
 pub mod security;
 pub mod server;
 pub mod supervisor;

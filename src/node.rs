@@ -550,6 +550,13 @@ async fn serve(
             oauth,
         ),
         zone: crate::handler::zone_produce::ZoneLink::new(process.ids.uuid()),
+        quotas: crate::quota::Quotas::new(
+            crate::quota::rate::Window {
+                samples: b.quota_window_num,
+                window_ms: b.quota_window_size.as_millis().try_into().unwrap_or(i64::MAX),
+            },
+            b.max_connection_creation_rate,
+        ),
     });
 
     // Compaction, retention and GC: stopped with `shutdown`, joined before the WAL drains.

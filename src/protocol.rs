@@ -86,6 +86,9 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     ApiRange { key: ApiKey::CreateAcls, min: 1, max: 3 },
     ApiRange { key: ApiKey::DescribeAcls, min: 1, max: 3 },
     ApiRange { key: ApiKey::DeleteAcls, min: 1, max: 3 },
+    // Client quotas (handler/client_quotas.rs, quota/).
+    ApiRange { key: ApiKey::DescribeClientQuotas, min: 0, max: 1 },
+    ApiRange { key: ApiKey::AlterClientQuotas, min: 0, max: 1 },
 ];
 
 /// The advertised range of `key`, if Skiff serves it.

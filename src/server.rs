@@ -3,7 +3,10 @@
 //! One accept loop per listener (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL); all share the
 //! connection limits: `max_connections` in total (beyond it, new connections wait in the
 //! listen backlog) and `max_connections_per_ip` per client address (beyond it, a new
-//! connection is closed at once, counted and logged, rate-limited). A TLS handshake runs on
+//! connection is closed at once, counted and logged, rate-limited). Connection creation is
+//! rate-limited as Kafka does it (`quota/`): beyond `max_connection_creation_rate` accepting is
+//! delayed; a connection from an address over its `connection_creation_rate` quota is closed
+//! after the throttle time, unread. A TLS handshake runs on
 //! the connection's own task, bounded by `request_read_timeout`, so a client that stalls it
 //! holds a connection slot for that long at most.
 //!
@@ -139,13 +142,36 @@ async fn accept_loop(listener: TcpListener, context: Arc<ListenerContext>, s: Sh
         }
         broker.metrics.connections_total.fetch_add(1, Relaxed);
         broker.metrics.connections_open.fetch_add(1, Relaxed);
-        let (broker, context, s2) = (broker.clone(), context.clone(), s.clone());
+        let now = broker.clock.now_ms();
+        let (accept_delay, close_delay) =
+            broker.metadata.read(|m| broker.quotas.connection_created(m.quotas(), peer.ip(), now));
+        let (broker2, context, s2) = (broker.clone(), context.clone(), s.clone());
         s.tracker.spawn(async move {
-            serve_one(stream, peer, &broker, context, &s2).await;
+            if close_delay > 0 {
+                // Kafka's ConnectionThrottledException: the connection is closed once the
+                // throttle time has passed, unread, so a flood of reconnects is slowed too.
+                if let Some(suppressed) = broker2.security.audit.admit(now) {
+                    warn!(%peer, close_delay, suppressed, "connection throttled: connection_creation_rate quota of its ip exceeded");
+                }
+                tokio::select! {
+                    () = broker2.clock.sleep(Duration::from_millis(close_delay as u64)) => {}
+                    _ = s2.shutdown.cancelled() => {}
+                }
+                drop(stream);
+            } else {
+                serve_one(stream, peer, &broker2, context, &s2).await;
+            }
             s2.per_ip.close(peer.ip());
-            broker.metrics.connections_open.fetch_sub(1, Relaxed);
+            broker2.metrics.connections_open.fetch_sub(1, Relaxed);
             drop(permit);
         });
+        if accept_delay > 0 {
+            // max_connection_creation_rate: the next connection waits (Kafka throttles accept).
+            tokio::select! {
+                () = broker.clock.sleep(Duration::from_millis(accept_delay as u64)) => {}
+                _ = s.shutdown.cancelled() => break,
+            }
+        }
     }
 }
 

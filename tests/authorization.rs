@@ -616,6 +616,20 @@ async fn probe(c: &mut Client, key: ApiKey, v: i16) -> anyhow::Result<Option<Ver
             let r = c.send(&req, v).await?;
             codes(&[("DeleteAcls", r.filter_results.first().map_or(-1, |r| r.error_code), C31)])
         }
+        ApiKey::DescribeClientQuotas => {
+            let r = c.send(&DescribeClientQuotasRequest::default(), v).await?;
+            codes(&[("DescribeClientQuotas", r.error_code, C31)])
+        }
+        ApiKey::AlterClientQuotas => {
+            use alter_client_quotas_request::*;
+            let entry = EntryData::default()
+                .with_entity(vec![
+                    EntityData::default().with_entity_type(sb("user")).with_entity_name(Some(sb("mallory"))),
+                ])
+                .with_ops(vec![OpData::default().with_key(sb("producer_byte_rate")).with_value(1024.0)]);
+            let r = c.send(&AlterClientQuotasRequest::default().with_entries(vec![entry]), v).await?;
+            codes(&[("AlterClientQuotas", r.entries.first().map_or(-1, |e| e.error_code), C31)])
+        }
         _ => return Ok(None),
     }))
 }

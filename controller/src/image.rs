@@ -233,6 +233,11 @@ impl MetadataImage {
         &self.state.acls
     }
 
+    /// Client quotas (`quotas.rs`).
+    pub fn quotas(&self) -> &crate::quotas::QuotasState {
+        &self.state.quotas
+    }
+
     // ---- consumer groups ----
 
     /// The broker coordinating `group_id`, once its shard is assigned.

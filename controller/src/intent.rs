@@ -35,6 +35,7 @@ pub use crate::metadata::{
     BrokerId, BrokerRegistration, ChunkReplacement, CleanChunks, CleanRun, CreateTopic, ListenerEndpoint, MarkerRow,
     ObjectCommit, PartitionAppend, ProducerBatch, Rejection, ReplacedChunk, SegmentChunk,
 };
+pub use crate::quotas::{EntityName, QuotaAlteration, QuotaChange, QuotaEntity, QuotasState};
 pub use crate::scram::{ScramChange, ScramCredential, ScramDeletion, ScramMechanism, ScramUpsertion};
 pub use crate::transactions::{
     Answer, ProducerIdAndEpoch, TxnCommand, TxnError, TxnLimits, TxnOp, TxnPartition, TxnVersion,
@@ -187,6 +188,11 @@ impl ControllerHandle {
     /// Adds and removes ACL bindings (CreateAcls, DeleteAcls).
     pub async fn alter_acls(&self, change: crate::acls::AclChange) -> Result<(), ControllerError> {
         done(self.submit(Command::AlterAcls(change)).await?)
+    }
+
+    /// Sets and removes client quotas (AlterClientQuotas).
+    pub async fn alter_client_quotas(&self, change: crate::quotas::QuotaChange) -> Result<(), ControllerError> {
+        done(self.submit(Command::AlterClientQuotas(change)).await?)
     }
 
     /// Stores a change to a consumer group, written by the coordinator holding its shard at

@@ -29,6 +29,7 @@ pub mod intent;
 pub mod metadata;
 pub mod placement;
 pub mod quorum;
+pub mod quotas;
 mod raft;
 pub mod scram;
 pub mod tls;

@@ -127,6 +127,8 @@ pub enum Command {
     AlterScramCredentials(crate::scram::ScramChange),
     /// CreateAcls / DeleteAcls: ACL bindings added and removed (`acls.rs`).
     AlterAcls(crate::acls::AclChange),
+    /// AlterClientQuotas: quota values set and removed per entity (`quotas.rs`).
+    AlterClientQuotas(crate::quotas::QuotaChange),
 }
 
 /// The index swap of one cleaner pass (`docs/rfcs/0003-compacted-topics.md`, section 4).
@@ -707,6 +709,9 @@ pub struct MetadataState {
     /// ACL bindings (`acls.rs`). `default` keeps older snapshots readable.
     #[serde(default)]
     pub(crate) acls: crate::acls::AclState,
+    /// Client quotas (`quotas.rs`). `default` keeps older snapshots readable.
+    #[serde(default)]
+    pub(crate) quotas: crate::quotas::QuotasState,
 }
 
 impl MetadataState {
@@ -846,6 +851,10 @@ impl MetadataState {
             }
             Command::AlterAcls(change) => {
                 self.acls.apply(change);
+                Ok(CommandResult::Ok)
+            }
+            Command::AlterClientQuotas(change) => {
+                self.quotas.apply(change);
                 Ok(CommandResult::Ok)
             }
             Command::ForgetObjects { keys } => {

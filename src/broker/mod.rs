@@ -75,6 +75,8 @@ pub struct Broker {
     pub security: crate::security::BrokerSecurity,
     /// Zero cross-zone produce's staging keys (RFC 0005, `handler::zone_produce`).
     pub zone: crate::handler::zone_produce::ZoneLink,
+    /// Client quota sensors and connection-creation rates (`quota/`).
+    pub quotas: crate::quota::Quotas,
 }
 
 /// Why a topic could not be created.

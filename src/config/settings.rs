@@ -496,6 +496,19 @@ settings! {
         env: "SKIFF_MAX_CONNECTIONS_PER_IP", flag: "max-connections-per-ip", roles: SERVING,
         help: "max.connections.per.ip: more connections from one address are closed at once; 0 = no limit",
     }
+    broker.max_connection_creation_rate {
+        env: "SKIFF_MAX_CONNECTION_CREATION_RATE", flag: "max-connection-creation-rate", roles: SERVING,
+        value: "PER_SECOND",
+        help: "max.connection.creation.rate: new connections per second over all listeners, beyond which accepting is delayed; 0 = no limit",
+    }
+    broker.quota_window_num {
+        env: "SKIFF_QUOTA_WINDOW_NUM", flag: "quota-window-num", roles: SERVING,
+        help: "quota.window.num: samples in a client quota's rate window",
+    }
+    broker.quota_window_size {
+        env: "SKIFF_QUOTA_WINDOW_SIZE", flag: "quota-window-size", roles: SERVING,
+        help: "quota.window.size.seconds: the length of one quota sample",
+    }
     broker.connections_max_idle {
         env: "SKIFF_CONNECTIONS_MAX_IDLE", flag: "connections-max-idle", roles: SERVING,
         help: "connections.max.idle.ms: close a connection without requests or pending answers for this long",

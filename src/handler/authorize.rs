@@ -1039,6 +1039,42 @@ pub fn gate(check: &Check, body: RequestKind, version: i16) -> Gate {
                 .collect();
             Gate::Refuse(ResponseKind::DeleteAcls(resp))
         }
+        // Client quotas (Kafka: DESCRIBE_CONFIGS / ALTER_CONFIGS on the cluster).
+        RequestKind::DescribeClientQuotas(r) => {
+            if check.cluster(Op::DescribeConfigs) {
+                return Gate::Pass(RequestKind::DescribeClientQuotas(r), Merge::Nothing);
+            }
+            let mut resp = kafka_protocol::messages::DescribeClientQuotasResponse::default();
+            resp.error_code = cluster_code;
+            Gate::Refuse(ResponseKind::DescribeClientQuotas(resp))
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            use kafka_protocol::messages::alter_client_quotas_response::*;
+            if check.cluster(Op::AlterConfigs) {
+                return Gate::Pass(RequestKind::AlterClientQuotas(r), Merge::Nothing);
+            }
+            let mut resp = AlterClientQuotasResponse::default();
+            resp.entries = r
+                .entries
+                .iter()
+                .map(|e| {
+                    let mut out = EntryData::default();
+                    out.error_code = cluster_code;
+                    out.entity = e
+                        .entity
+                        .iter()
+                        .map(|c| {
+                            let mut d = EntityData::default();
+                            d.entity_type = c.entity_type.clone();
+                            d.entity_name = c.entity_name.clone();
+                            d
+                        })
+                        .collect();
+                    out
+                })
+                .collect();
+            Gate::Refuse(ResponseKind::AlterClientQuotas(resp))
+        }
         // ApiVersions, SaslHandshake and SaslAuthenticate: part of connecting, never authorized
         // (Kafka); an API not listed here is not served (protocol.rs refuses it before).
         other => Gate::Pass(other, Merge::Nothing),

@@ -374,6 +374,16 @@ pub fn zone_staged_corrupt() -> i16 {
     code(ResponseError::CorruptMessage)
 }
 
+/// DescribeClientQuotas / AlterClientQuotas refusals (Kafka's codes: INVALID_REQUEST, and
+/// UNSUPPORTED_VERSION for an unknown entity or match type in a describe filter).
+pub fn quota_request(e: &crate::handler::client_quotas::QuotaRequestError) -> i16 {
+    use crate::handler::client_quotas::QuotaRequestError as E;
+    code(match e {
+        E::UnsupportedEntityType(_) | E::UnknownMatchType(_) => ResponseError::UnsupportedVersion,
+        _ => ResponseError::InvalidRequest,
+    })
+}
+
 #[cfg(test)]
 mod group_controller_tests {
     use super::*;

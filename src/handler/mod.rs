@@ -12,6 +12,7 @@ pub mod admin;
 pub mod api_versions;
 pub mod authorize;
 pub mod broker_loggers;
+pub mod client_quotas;
 pub mod configs;
 pub mod consumer_group;
 pub mod describe_producers;
@@ -206,6 +207,13 @@ async fn dispatch(broker: &Arc<Broker>, request: Request, peer: SocketAddr, list
         RequestKind::CreateAcls(r) => Handled::Ready(ResponseKind::CreateAcls(acls::create(broker, r).await)),
         RequestKind::DescribeAcls(r) => Handled::Ready(ResponseKind::DescribeAcls(acls::describe(broker, r))),
         RequestKind::DeleteAcls(r) => Handled::Ready(ResponseKind::DeleteAcls(acls::delete(broker, r).await)),
+        // Client quotas (handler/client_quotas.rs, quota/).
+        RequestKind::DescribeClientQuotas(r) => {
+            Handled::Ready(ResponseKind::DescribeClientQuotas(client_quotas::describe(broker, r)))
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            Handled::Ready(ResponseKind::AlterClientQuotas(client_quotas::alter(broker, r).await))
+        }
         // `protocol::decode_request` only lets advertised APIs through.
         other => {
             tracing::warn!(request = ?std::mem::discriminant(&other), "request for an API that is not advertised");

@@ -388,6 +388,24 @@ const SCHEMAS: &[Schema] = &[
     Schema { key: ApiKey::CreateAcls, flexible: 2, fields: &[all(Kind::Structs(ACL_FIELDS))] },
     Schema { key: ApiKey::DescribeAcls, flexible: 2, fields: ACL_FIELDS },
     Schema { key: ApiKey::DeleteAcls, flexible: 2, fields: &[all(Kind::Structs(ACL_FIELDS))] },
+    // Client quotas: components (type, match type, match), strict.
+    Schema {
+        key: ApiKey::DescribeClientQuotas,
+        flexible: 1,
+        fields: &[all(Kind::Structs(&[all(Kind::Str), all(I8), all(Kind::Str)])), all(BOOL)],
+    },
+    // Entries (entity (type, name), ops (key, float64 value, remove)), validate_only.
+    Schema {
+        key: ApiKey::AlterClientQuotas,
+        flexible: 1,
+        fields: &[
+            all(Kind::Structs(&[
+                all(Kind::Structs(&[all(Kind::Str), all(Kind::Str)])),
+                all(Kind::Structs(&[all(Kind::Str), all(Kind::Fixed(8)), all(BOOL)])),
+            ])),
+            all(BOOL),
+        ],
+    },
 ];
 
 const ACL_FIELDS: &[Field] = &[all(I8), all(Kind::Str), from(1, I8), all(Kind::Str), all(Kind::Str), all(I8), all(I8)];
@@ -979,6 +997,18 @@ mod tests {
                     .with_operation(1)
                     .with_permission_type(1);
                 DeleteAclsRequest::default().with_filters(two(f)).encode(&mut body, v)
+            }
+            ApiKey::DescribeClientQuotas => {
+                use describe_client_quotas_request::*;
+                let c = ComponentData::default().with_entity_type(s("user")).with_match(Some(s("alice")));
+                DescribeClientQuotasRequest::default().with_components(two(c)).with_strict(true).encode(&mut body, v)
+            }
+            ApiKey::AlterClientQuotas => {
+                use alter_client_quotas_request::*;
+                let e = EntityData::default().with_entity_type(s("user")).with_entity_name(Some(s("alice")));
+                let o = OpData::default().with_key(s("producer_byte_rate")).with_value(1024.0);
+                let entry = EntryData::default().with_entity(two(e)).with_ops(two(o));
+                AlterClientQuotasRequest::default().with_entries(two(entry)).encode(&mut body, v)
             }
             other => panic!("no populated request for {other:?}"),
         }
