@@ -590,6 +590,12 @@ pub struct BrokerConfig {
     pub max_inflight_requests_per_connection: usize,
     /// `auto.create.topics.enable`. Default true.
     pub auto_create_topics: bool,
+    /// Zero cross-zone produce (RFC 0005): with a rack, bind the zone endpoint that takes
+    /// produces forwarded from brokers of other racks, and point clients whose `client.id` names
+    /// a rack at brokers of that rack. Default false: the zone endpoint carries references to
+    /// staged records, so it is opened only when asked for (and speaks mutual TLS with the
+    /// `controller_tls_*` certificates when they are set).
+    pub zone_produce: bool,
     /// `num.partitions` for auto-created topics and CreateTopics with -1. Default 1.
     pub num_partitions: i32,
     /// `message.max.bytes`: the broker default of the topic config `max.message.bytes`.
@@ -655,6 +661,7 @@ impl Default for BrokerConfig {
             request_read_timeout: Duration::from_secs(30),
             max_inflight_requests_per_connection: 32,
             auto_create_topics: true,
+            zone_produce: false,
             num_partitions: 1,
             message_max_bytes: 1_048_588,
             put_price_per_1000: 0.005,

@@ -414,13 +414,22 @@ async fn serve(
     // A broker with a rack takes produces forwarded from brokers of other racks on its zone
     // endpoint (RFC 0005), bound next to its first Kafka listener on a free port and registered
     // as listener `SKIFF_ZONE`, which no client is ever told about.
+    // Only when asked for (`zone_produce`): the endpoint takes references to staged records.
     let zone_listener = match &b.rack {
-        Some(_) => {
+        Some(_) if b.zone_produce => {
             let l = TcpListener::bind((first.ip(), 0)).await.context("binding the zone listener")?;
             let port = i32::from(l.local_addr()?.port());
             Some((l, port))
         }
-        None => None,
+        _ => None,
+    };
+    // With `controller_tls_*`, the zone endpoint and its clients speak mutual TLS with the
+    // cluster's certificates (a second load of the same files: it reloads them on change too).
+    let zone_tls = match (&zone_listener, config.security.controller_tls_files()) {
+        (Some(_), Some(files)) => Some(Arc::new(
+            skiff_controller::PeerTls::load(files, process.clock.clone()).map_err(|e| anyhow::anyhow!(e))?,
+        )),
+        _ => None,
     };
     let incarnation = process.ids.uuid();
     let registration = BrokerRegistration {
@@ -549,7 +558,7 @@ async fn serve(
             crate::security::authorizer::Authorizer::new(config.security.authorizer_settings(&specs)),
             oauth,
         ),
-        zone: crate::handler::zone_produce::ZoneLink::new(process.ids.uuid()),
+        zone: crate::handler::zone_produce::ZoneLink::new(process.ids.uuid(), zone_tls),
         quotas: crate::quota::Quotas::new(
             crate::quota::rate::Window {
                 samples: b.quota_window_num,

@@ -194,9 +194,11 @@ fn registered_brokers(cluster: &Cluster) -> String {
 #[test]
 fn controller_port_mutual_tls() {
     let certs = Certs::make();
-    let mut spec = ClusterSpec::new("ctltls", 3, 2);
+    // Two racks with zero cross-zone produce: its zone endpoints speak the same mutual TLS.
+    let mut spec = ClusterSpec::new("ctltls", 3, 2).with_racks(&["az-a", "az-b"]);
     spec.controller_env = certs.env("node");
     spec.broker_env = certs.env("node");
+    spec.broker_env.push(("SKIFF_ZONE_PRODUCE".into(), "true".into()));
     let started = Instant::now();
     let mut cluster = Cluster::start(spec);
     let topic = "ctltls";
@@ -214,6 +216,28 @@ fn controller_port_mutual_tls() {
     eprintln!("controller {leader} killed, {new_leader} elected; {}", outcome.describe(&cluster));
     assert!(outcome.summary.acked > 0 && outcome.summary.consumed > 0, "{}", outcome.summary);
     assert_eq!(refused_total(&cluster), 0.0, "no refusal among the cluster's own nodes");
+
+    // 1b. A client of rack az-a produces every partition through the az-a broker: those led by
+    //     the az-b broker are forwarded over the zone endpoint's mutual TLS and acknowledged.
+    let meta = ok(cluster.metadata(topic));
+    let rack_a = cluster.broker_refs().into_iter().find(|b| cluster.rack_of(*b) == Some("az-a")).expect("az-a broker");
+    let forwarded = meta.partitions.iter().filter(|p| p.leader_id != rack_a.id()).count();
+    assert!(forwarded > 0, "some partition is led in az-b: {meta:?}");
+    let addr = cluster.kafka_addr(rack_a).expect("az-a broker runs");
+    let zone: anyhow::Result<()> = cluster.block_on(async {
+        let mut c = support::client::Client::connect(&addr).await?;
+        c.set_client_id("tls-zone,skiff_rack=az-a");
+        for p in &meta.partitions {
+            let batch = support::client::encode_batch(
+                &[support::client::TestRecord::new("k", "zoned", 1)],
+                kafka_protocol::records::Compression::None,
+                None,
+            );
+            c.produce_ok(topic, p.partition, batch).await?;
+        }
+        Ok(())
+    });
+    zone.expect("produce through the az-a broker, forwarded over mutual TLS");
 
     // 2. A plaintext client of the controller port, sending a well-formed request frame, gets
     //    no answer: the connection is closed.

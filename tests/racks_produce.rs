@@ -17,6 +17,9 @@
 //!   acknowledged record is stored exactly once, at the offset it was acknowledged with, in each
 //!   producer's order.
 //!
+//! - `without_zone_produce_racks_route_nothing`: the same racks without `zone_produce` (the
+//!   default) route nothing and forward nothing.
+//!
 //! Needs Kafka's tools (tests/support/kafka_cli.rs). One cluster at a time; every wait is
 //! bounded.
 #![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time
@@ -46,7 +49,14 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn start(name: &str) -> Cluster {
-    let mut cluster = Cluster::start(ClusterSpec::new(name, 1, RACKS.len()).with_racks(&RACKS));
+    start_with(name, true)
+}
+
+/// `zone_produce`: the brokers' `SKIFF_ZONE_PRODUCE` (off by default).
+fn start_with(name: &str, zone_produce: bool) -> Cluster {
+    let mut spec = ClusterSpec::new(name, 1, RACKS.len()).with_racks(&RACKS);
+    spec.broker_env.push(("SKIFF_ZONE_PRODUCE".into(), zone_produce.to_string()));
+    let mut cluster = Cluster::start(spec);
     cluster.create_topic(TOPIC, PARTITIONS).expect("create topic");
     cluster.wait_topic_ready(TOPIC, PARTITIONS, Duration::from_secs(30)).expect("topic ready");
     cluster
@@ -129,6 +139,36 @@ fn metadata_routes_a_racked_client_to_its_rack() {
             assert_eq!(plain, all.partitions.iter().map(|p| p.leader_id).collect::<Vec<_>>());
         }
     }
+}
+
+/// Racks alone (KIP-392 follower fetching) open no zone endpoint: without `zone_produce` a
+/// client with the token sees the real leaders and a broker of its rack refuses a produce for
+/// a partition led in another rack, as without racks.
+#[test]
+fn without_zone_produce_racks_route_nothing() {
+    let _one = serial();
+    let cluster = start_with("racks-produce-off", false);
+    let all = cluster.metadata(TOPIC).expect("metadata");
+    let rack_a = brokers_in(&cluster, "az-a");
+    let addr = cluster.kafka_addr(rack_a[0]).expect("up");
+    let partition = all
+        .partitions
+        .iter()
+        .find(|p| !rack_a.iter().any(|b| b.id() == p.leader_id))
+        .expect("a partition led outside rack a")
+        .partition;
+    let result: anyhow::Result<()> = cluster.block_on(async {
+        let mut c = Client::connect(&addr).await?;
+        c.set_client_id(&client_id("az-a"));
+        let routed = c.topic_metadata(TOPIC).await?;
+        let routed: Vec<i32> = routed.partitions.iter().map(|p| p.leader_id).collect();
+        ensure!(routed == all.partitions.iter().map(|p| p.leader_id).collect::<Vec<_>>(), "routed: {routed:?}");
+        let batch = encode_batch(&[TestRecord::new("k", "v", 1)], Compression::None, None);
+        let refused = c.produce(TOPIC, partition, batch).await?;
+        ensure!(refused.error_code == 6, "NOT_LEADER_OR_FOLLOWER: {refused:?}");
+        Ok(())
+    });
+    result.expect("racks without zone_produce");
 }
 
 #[test]

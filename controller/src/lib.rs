@@ -43,7 +43,7 @@ pub use error::{ControllerError, ErrorKind};
 #[doc(hidden)]
 pub use raft::network::decode_request as fuzz_decode_controller_request;
 pub use raft::{Controller, ControllerConfig, MetadataHandle};
-pub use tls::{PeerTls, PeerTlsFiles};
+pub use tls::{Conn as PeerConn, PeerTls, PeerTlsFiles};
 
 use metadata::{Command, CommandResult};
 use tracing::Instrument;

@@ -34,9 +34,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// A controller connection: plain TCP, or TLS over it.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
-pub(crate) type Conn = Box<dyn Io>;
+pub type Conn = Box<dyn Io>;
 
 /// A handshake must complete within this (a plaintext or silent peer is closed by then).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -185,7 +185,7 @@ impl PeerTls {
 
     /// Server side: the handshake with a peer that connected; `None` (counted and logged) when
     /// it fails or takes longer than [`HANDSHAKE_TIMEOUT`].
-    pub(crate) async fn accept(&self, stream: TcpStream, peer: std::net::SocketAddr) -> Option<Conn> {
+    pub async fn accept(&self, stream: TcpStream, peer: std::net::SocketAddr) -> Option<Conn> {
         let (acceptor, _) = self.current();
         let error = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => return Some(Box::new(tls)),
@@ -201,7 +201,7 @@ impl PeerTls {
 
     /// Client side: TLS over a connected `stream` to `addr` (whose host the certificate must
     /// name).
-    pub(crate) async fn connect(&self, addr: &str, stream: TcpStream) -> io::Result<Conn> {
+    pub async fn connect(&self, addr: &str, stream: TcpStream) -> io::Result<Conn> {
         let name = server_name(addr)?;
         let (_, connector) = self.current();
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, stream)).await {

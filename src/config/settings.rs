@@ -526,6 +526,10 @@ settings! {
         env: "SKIFF_AUTO_CREATE_TOPICS", flag: "auto-create-topics", roles: SERVING,
         help: "auto.create.topics.enable: create unknown topics on Metadata requests",
     }
+    broker.zone_produce {
+        env: "SKIFF_ZONE_PRODUCE", flag: "zone-produce", roles: SERVING,
+        help: "With a rack: take produces forwarded from other racks on a zone endpoint and route clients whose client.id has skiff_rack=R to brokers of rack R (RFC 0005)",
+    }
     broker.num_partitions {
         env: "SKIFF_NUM_PARTITIONS", flag: "num-partitions", roles: SERVING,
         help: "num.partitions: partitions of auto-created topics and of CreateTopics with -1",

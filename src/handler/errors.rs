@@ -368,6 +368,11 @@ pub fn zone_staged_read(e: &skiff_storage::StorageError) -> i16 {
     storage(e)
 }
 
+/// A forward naming an object that is not a staging object (RFC 0005): INVALID_REQUEST.
+pub fn zone_not_staged() -> i16 {
+    code(ResponseError::InvalidRequest)
+}
+
 /// A forwarded produce's staged records do not match their CRC-32C (Kafka's
 /// CorruptRecordException, retriable: the producer sends the batch again and it is staged anew).
 pub fn zone_staged_corrupt() -> i16 {

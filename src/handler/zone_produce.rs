@@ -28,8 +28,9 @@ use kafka_protocol::messages::MetadataResponse;
 use kafka_protocol::messages::produce_response::{BatchIndexAndErrorMessage, PartitionProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use serde::{Deserialize, Serialize};
+use skiff_controller::PeerConn;
 use skiff_storage::WalObjectBuilder;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -58,11 +59,13 @@ pub struct ZoneLink {
     /// unique keys per writer), and anything that lists `wal/` tells them apart by the prefix.
     incarnation: String,
     seq: AtomicU64,
+    /// Mutual TLS on zone connections, both ways (`controller_tls_*`); `None`: plain TCP.
+    tls: Option<Arc<skiff_controller::PeerTls>>,
 }
 
 impl ZoneLink {
-    pub fn new(incarnation: Uuid) -> Self {
-        Self { incarnation: format!("{STAGE_PREFIX}{}", incarnation.simple()), seq: AtomicU64::new(0) }
+    pub fn new(incarnation: Uuid, tls: Option<Arc<skiff_controller::PeerTls>>) -> Self {
+        Self { incarnation: format!("{STAGE_PREFIX}{}", incarnation.simple()), seq: AtomicU64::new(0), tls }
     }
 }
 
@@ -283,6 +286,7 @@ pub async fn forward_all(
         };
         let index = it.partition;
         let target = it.target;
+        let tls = broker.zone.tls.clone();
         async move {
             let failed = move |e: ForwardError| -> Forwarded {
                 warn!(partition = index, error = %e, "forwarded produce failed");
@@ -300,7 +304,7 @@ pub async fn forward_all(
                 Ok(r) => r,
                 Err(e) => return failed(e),
             };
-            match tokio::time::timeout(timeout, admit(&target, &request)).await {
+            match tokio::time::timeout(timeout, admit(&target, &request, tls.as_deref())).await {
                 Err(_) => failed(ForwardError::Unknown(format!("no answer from {target} within {timeout:?}"))),
                 Ok(Err(e)) => failed(e),
                 Ok(Ok((first, _))) if first.done => {
@@ -323,9 +327,18 @@ pub async fn forward_all(
 }
 
 /// Sends `request` to the zone endpoint `target` and reads the first answer.
-async fn admit(target: &str, request: &ForwardRequest) -> Result<(ForwardReply, TcpStream), ForwardError> {
-    let mut conn = TcpStream::connect(target).await.map_err(|e| ForwardError::NotSent(format!("{target}: {e}")))?;
-    let _ = conn.set_nodelay(true);
+async fn admit(
+    target: &str,
+    request: &ForwardRequest,
+    tls: Option<&skiff_controller::PeerTls>,
+) -> Result<(ForwardReply, PeerConn), ForwardError> {
+    let stream = TcpStream::connect(target).await.map_err(|e| ForwardError::NotSent(format!("{target}: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let mut conn: PeerConn = match tls {
+        None => Box::new(stream),
+        // Nothing was sent before the handshake completed: a refusal is NotSent.
+        Some(tls) => tls.connect(target, stream).await.map_err(|e| ForwardError::NotSent(format!("{target}: {e}")))?,
+    };
     let body = serde_json::to_vec(request).map_err(|e| ForwardError::NotSent(e.to_string()))?;
     // A write that fails may still have delivered the frame: the outcome is unknown from here.
     write_frame(&mut conn, &body).await.map_err(|e| ForwardError::Unknown(e.to_string()))?;
@@ -333,7 +346,7 @@ async fn admit(target: &str, request: &ForwardRequest) -> Result<(ForwardReply, 
     Ok((first, conn))
 }
 
-async fn write_frame(conn: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
+async fn write_frame(conn: &mut (impl AsyncWrite + Unpin), body: &[u8]) -> std::io::Result<()> {
     let len = u32::try_from(body.len()).map_err(|_| std::io::Error::other("frame too large"))?;
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&len.to_be_bytes());
@@ -341,7 +354,7 @@ async fn write_frame(conn: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
     conn.write_all(&frame).await
 }
 
-async fn read_frame<T: for<'de> Deserialize<'de>>(conn: &mut TcpStream) -> std::io::Result<T> {
+async fn read_frame<T: for<'de> Deserialize<'de>>(conn: &mut (impl AsyncRead + Unpin)) -> std::io::Result<T> {
     let mut len = [0u8; 4];
     conn.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -367,10 +380,20 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener, stop: Cancellatio
                 continue;
             }
         };
+        let _ = conn.set_nodelay(true);
         let broker = broker.clone();
         // Detached: a connection ends when the forwarding broker closes it or goes idle, and
         // each forward it carries ends with the WAL's answer (the WAL drains at shutdown).
         tokio::spawn(async move {
+            // With TLS, a peer without a certificate of the cluster CA is refused here (counted
+            // and logged, rate-limited, by `PeerTls`) before any frame is read.
+            let conn: PeerConn = match &broker.zone.tls {
+                None => Box::new(conn),
+                Some(tls) => match tls.accept(conn, peer).await {
+                    Some(c) => c,
+                    None => return,
+                },
+            };
             if let Err(e) = serve_connection(&broker, conn).await {
                 debug!(%peer, error = %e, "zone connection closed");
             }
@@ -378,8 +401,7 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener, stop: Cancellatio
     }
 }
 
-async fn serve_connection(broker: &Arc<Broker>, mut conn: TcpStream) -> std::io::Result<()> {
-    let _ = conn.set_nodelay(true);
+async fn serve_connection(broker: &Arc<Broker>, mut conn: PeerConn) -> std::io::Result<()> {
     loop {
         let request = match tokio::time::timeout(IDLE, read_frame::<ForwardRequest>(&mut conn)).await {
             Err(_) => return Ok(()),
@@ -410,6 +432,13 @@ async fn append(broker: &Arc<Broker>, req: ForwardRequest) -> (PartitionProduceR
             .with_log_start_offset(-1);
         (r, None)
     };
+    // Only staged sections: a forward never makes the leader re-append a WAL object's bytes
+    // (which another partition's records may be).
+    let staged = req.object.rsplit('/').next().is_some_and(|name| name.starts_with(STAGE_PREFIX));
+    if !staged {
+        warn!(object = %req.object, "forwarded produce refused: not a staging object");
+        return refuse(errors::zone_not_staged(), format!("{} is not a staging object", req.object));
+    }
     let range = req.position..req.position.saturating_add(req.len);
     let records = match broker.reader.storage.get_range(&req.object, range).await {
         Ok(b) => b,
