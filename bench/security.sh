@@ -38,7 +38,10 @@ printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n
 openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile broker.ext \
   -out broker.pem 2>/dev/null
 cat broker.key broker.pem > broker-keystore.pem   # Kafka's PEM keystore: key, then certificate
+# Kafka runs here without an authorizer; Skiff's is always on, so it is told to allow resources
+# without ACLs (with a SASL listener it would refuse them): both brokers authorize everyone.
 SKIFF_SCRAM_BOOTSTRAP_USER='bench=bench-secret' SKIFF_TLS_CERT=broker.pem SKIFF_TLS_KEY=broker.key \
+  SKIFF_ALLOW_EVERYONE_IF_NO_ACL_FOUND=true \
   "$BIN" dev --data-dir data --kafka-listen 'PLAINTEXT://127.0.0.1:0,SASL_SSL://127.0.0.1:0' \
   --http-listen 127.0.0.1:0 > skiff.out 2> skiff.err &
 PID=$!
