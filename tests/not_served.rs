@@ -23,9 +23,9 @@ async fn unserved_api_is_answered_closed_and_logged_once_per_client() {
     let broker = SkiffProcess::start();
     let body = async {
         let addr = broker.bootstrap().to_string();
-        // API key 1000 does not exist; key 48 (DescribeClientQuotas) is Kafka's but not served.
+        // API key 1000 does not exist; key 41 (DescribeDelegationToken) is Kafka's but not served.
         // The header's client id is "probe".
-        for (key, version) in [(1000i16, 0i16), (1000, 0), (48, 0), (48, 0)] {
+        for (key, version) in [(1000i16, 0i16), (1000, 0), (41, 0), (41, 0)] {
             let mut c = Client::connect(&addr).await?;
             // Header v1 by hand: api key, version, correlation id, client id "probe".
             let mut frame = Vec::new();
