@@ -227,7 +227,8 @@ check_ports
 timeout 120 "$python" deploy/test-stack.py sasl-ssl "$SKIFF_CERTS_DIR/ca.pem"
 sasl_s=$((SECONDS - t))
 
-"${compose[@]}" down -v --remove-orphans --timeout 10 >/dev/null 2>&1
+# With the overlay's files, so its one-shot `certs` container goes too.
+"${sasl[@]}" down -v --remove-orphans --timeout 10 >/dev/null 2>&1
 stack_up=0
 [ -z "$(docker volume ls -q --filter label=com.docker.compose.project=skiff)" ] || die "volumes left after down -v"
 [ -z "$(docker network ls -q --filter label=com.docker.compose.project=skiff)" ] || die "networks left after down -v"
