@@ -855,11 +855,21 @@ pub fn gate(check: &Check, body: RequestKind, version: i16) -> Gate {
             Gate::Pass(RequestKind::OffsetDelete(r), Merge::OffsetDelete(denied))
         }
         RequestKind::ConsumerGroupHeartbeat(r) => {
-            if check.group(Op::Read, s(&r.group_id.0)) {
+            // Kafka's `handleConsumerGroupHeartbeat`: READ on the group, then DESCRIBE on every
+            // subscribed topic name (each checked and audited); one refused topic refuses the
+            // whole heartbeat, so a member cannot learn of topics it may not see.
+            let code = if !check.group(Op::Read, s(&r.group_id.0)) {
+                Some(group_code)
+            } else {
+                let names = r.subscribed_topic_names.iter().flatten();
+                let refused = names.filter(|t| !check.topic(Op::Describe, s(&t.0))).count();
+                (refused > 0).then_some(topic_code)
+            };
+            let Some(code) = code else {
                 return Gate::Pass(RequestKind::ConsumerGroupHeartbeat(r), Merge::Nothing);
-            }
+            };
             let mut resp = kafka_protocol::messages::ConsumerGroupHeartbeatResponse::default();
-            resp.error_code = group_code;
+            resp.error_code = code;
             Gate::Refuse(ResponseKind::ConsumerGroupHeartbeat(resp))
         }
         RequestKind::ConsumerGroupDescribe(mut r) => {
@@ -1301,6 +1311,17 @@ impl Merge {
                 ResponseKind::Metadata(r)
             }
             (Merge::CreateTopics(d), ResponseKind::CreateTopics(mut r)) => {
+                // A created topic's configs and counts only for who may DESCRIBE_CONFIGS it;
+                // otherwise Kafka's controller answers TOPIC_AUTHORIZATION_FAILED in the
+                // (v5+ tagged) `topic_config_error_code` and leaves them at their defaults.
+                for t in r.topics.iter_mut().filter(|t| t.error_code == errors::NONE) {
+                    if !check.sees(Op::DescribeConfigs, Rt::Topic, s(&t.name.0)) {
+                        t.topic_config_error_code = errors::denied(Rt::Topic);
+                        t.num_partitions = -1;
+                        t.replication_factor = -1;
+                        t.configs = t.configs.take().map(|_| Vec::new());
+                    }
+                }
                 r.topics.extend(d);
                 ResponseKind::CreateTopics(r)
             }
