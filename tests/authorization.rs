@@ -1018,3 +1018,101 @@ fn kafka_acls_cli_and_java_clients_with_acls() {
     let metrics = http_get(broker.http(), "/metrics").expect("metrics");
     assert!(prometheus_value(&metrics, "skiff_authentications_total").unwrap_or(0.0) >= 1.0);
 }
+
+const CREATE: i8 = 5;
+const DESCRIBE_CONFIGS: i8 = 10;
+
+/// Smaller checks Kafka makes around the per-API operation:
+/// * CreateTopics (v5+): a principal that may create a topic but not DESCRIBE_CONFIGS it gets the
+///   topic created with `topic_config_error_code` TOPIC_AUTHORIZATION_FAILED and neither its
+///   configs nor its partition count and replication factor (Kafka's
+///   `ReplicationControlManager.createTopic`);
+/// * ConsumerGroupHeartbeat: DESCRIBE on every subscribed topic name, else
+///   TOPIC_AUTHORIZATION_FAILED for the whole heartbeat (`KafkaApis.handleConsumerGroupHeartbeat`);
+/// * Fetch of only refused partitions is answered at once, not after `max_wait_ms`.
+#[test]
+fn create_topics_configs_heartbeat_subscriptions_and_refused_fetches() {
+    let _slot = Slot::acquire();
+    let broker = start(&[]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let addr = broker.listener("SASL_PLAINTEXT").to_string();
+        let mut admin = login(&addr, ADMIN).await.expect("admin login");
+        admin.create_topic_ok("secret", 1).await.expect("create");
+        create_user(&mut admin, ALICE).await.expect("alice");
+        create_acls(
+            &mut admin,
+            vec![
+                acl(TOPIC, "made-", PREFIXED, "User:alice", CREATE, ALLOW),
+                acl(TOPIC, "made-", PREFIXED, "User:alice", DESCRIBE, ALLOW),
+                acl(TOPIC, "made-visible", LITERAL, "User:alice", DESCRIBE_CONFIGS, ALLOW),
+                acl(GROUP, "cg-", PREFIXED, "User:alice", READ, ALLOW),
+            ],
+        )
+        .await
+        .expect("acls");
+        let mut alice = login(&addr, ALICE).await.expect("alice login");
+
+        let creatable = |name: &str| {
+            create_topics_request::CreatableTopic::default()
+                .with_name(topic_name(name))
+                .with_num_partitions(3)
+                .with_replication_factor(-1)
+        };
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![creatable("made-hidden"), creatable("made-visible")]);
+        let r = alice.send(&req, 7).await.expect("create topics");
+        let by_name = |n: &str| r.topics.iter().find(|t| t.name.0.as_str() == n).expect("topic in the answer");
+        let hidden = by_name("made-hidden");
+        assert_eq!(
+            (hidden.error_code, hidden.topic_config_error_code, hidden.num_partitions, hidden.replication_factor),
+            (0, T29, -1, -1),
+            "{hidden:?}"
+        );
+        assert!(hidden.configs.as_ref().is_none_or(|c| c.is_empty()), "{hidden:?}");
+        assert!(!hidden.topic_id.is_nil(), "the topic was created");
+        let visible = by_name("made-visible");
+        assert_eq!((visible.error_code, visible.topic_config_error_code, visible.num_partitions), (0, 0, 3));
+        assert!(visible.configs.as_ref().is_some_and(|c| !c.is_empty()), "{visible:?}");
+
+        let heartbeat = |topics: &[&str]| {
+            ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(sb("cg-1")))
+                .with_member_id(sb("m-subscriber-1"))
+                .with_member_epoch(0)
+                .with_rebalance_timeout_ms(10_000)
+                .with_subscribed_topic_names(Some(topics.iter().map(|t| topic_name(t)).collect()))
+                .with_topic_partitions(Some(vec![]))
+        };
+        let r = alice.send(&heartbeat(&["made-visible", "secret"]), 1).await.expect("heartbeat");
+        assert_eq!(r.error_code, T29, "one subscribed topic may not be described: {r:?}");
+        let r = alice.send(&heartbeat(&["made-visible", "made-hidden"]), 1).await.expect("heartbeat");
+        assert_eq!(r.error_code, 0, "every subscribed topic may be described: {r:?}");
+
+        // Fetch of only a topic alice may not read: answered at once, also when the request
+        // names topics to forget (a sessionless fetch ignores them; the partitions left to read
+        // are none).
+        for (v, forget) in [(4, false), (12, false), (12, true)] {
+            let mut req =
+                FetchRequest::default().with_max_wait_ms(10_000).with_min_bytes(1).with_max_bytes(1 << 20).with_topics(
+                    vec![fetch_request::FetchTopic::default().with_topic(topic_name("secret")).with_partitions(vec![
+                        fetch_request::FetchPartition::default().with_partition(0).with_partition_max_bytes(1 << 20),
+                    ])],
+                );
+            if forget {
+                req = req.with_forgotten_topics_data(vec![
+                    fetch_request::ForgottenTopic::default()
+                        .with_topic(topic_name("made-visible"))
+                        .with_partitions(vec![0]),
+                ]);
+            }
+            let started = std::time::Instant::now();
+            let r = alice.send(&req, v).await.unwrap_or_else(|e| panic!("Fetch v{v}: {e:#}"));
+            let took = started.elapsed();
+            let got: Vec<i16> = r.responses.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect();
+            assert_eq!(got, [T29], "Fetch v{v}: {r:?}");
+            assert!(took < Duration::from_secs(3), "Fetch v{v} (forget {forget}) of refused partitions took {took:?}");
+        }
+    });
+}

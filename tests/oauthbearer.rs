@@ -84,7 +84,17 @@ impl Idp {
     }
 
     fn es256(&self, claims: &serde_json::Value) -> String {
-        let header = serde_json::json!({"alg": "ES256", "kid": "ec-1", "typ": "JWT"});
+        self.es256_kid(claims, "ec-1")
+    }
+
+    /// The public half of the EC key as a JWK named `kid`.
+    fn ec_jwk(&self, kid: &str) -> serde_json::Value {
+        let point = self.ec.public_key().as_ref();
+        serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid, "x": b64(&point[1..33]), "y": b64(&point[33..65])})
+    }
+
+    fn es256_kid(&self, claims: &serde_json::Value, kid: &str) -> String {
+        let header = serde_json::json!({"alg": "ES256", "kid": kid, "typ": "JWT"});
         let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
         let sig = self.ec.sign(&SystemRandom::new(), input.as_bytes()).expect("sign");
         format!("{input}.{}", b64(sig.as_ref()))
@@ -218,12 +228,21 @@ fn token_lifetime_bounds_the_session_and_bad_tokens_are_refused() {
 /// A loopback HTTP server answering every request with the current `body` (bounded: it stops
 /// after 200 connections, far more than the test makes).
 fn serve_jwks(body: std::sync::Arc<std::sync::Mutex<String>>) -> String {
+    serve_jwks_counted(body, Default::default())
+}
+
+/// [`serve_jwks`], counting the requests in `served`.
+fn serve_jwks_counted(
+    body: std::sync::Arc<std::sync::Mutex<String>>,
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> String {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     std::thread::spawn(move || {
         for stream in listener.incoming().take(200) {
             let Ok(mut stream) = stream else { continue };
+            served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
             let mut request = Vec::new();
             let mut buf = [0u8; 1024];
@@ -272,5 +291,44 @@ fn jwks_is_fetched_from_a_url_and_refreshed() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert_eq!(login(&addr, &old.es256(&claims)).await, 58, "the removed key is refused");
+    });
+}
+
+/// A token naming a `kid` the fetched JWKS lacks brings the next fetch forward (Kafka's
+/// `RefreshingHttpsJwks.maybeExpediteRefresh`): a key the IdP published after the broker's last
+/// fetch is accepted on the client's retry, long before the 1 h refresh. The token that
+/// triggered it is refused, as in Kafka; the same unknown `kid` brings at most one fetch forward
+/// per minute.
+#[test]
+fn an_unknown_kid_fetches_the_jwks_early_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (idp, next) = (Idp::new(), Idp::new());
+    let body = std::sync::Arc::new(std::sync::Mutex::new(idp.jwks()));
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let url = serve_jwks_counted(body.clone(), served.clone());
+    let broker = start_with_jwks(&url, &[]);
+    let addr = broker.listener("SASL_PLAINTEXT").to_string();
+    let claims = Idp::claims("carol", now_s() + 600, AUDIENCE);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        assert_eq!(login(&addr, &idp.es256(&claims)).await, 0);
+        assert_eq!(served.load(SeqCst), 1, "fetched once at start");
+        // The IdP publishes a second key, ec-2, and signs with it.
+        let keys = serde_json::json!({"keys": [idp.ec_jwk("ec-1"), next.ec_jwk("ec-2")]});
+        *body.lock().expect("body") = keys.to_string();
+        let token = next.es256_kid(&claims, "ec-2");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while login(&addr, &token).await != 0 {
+            assert!(std::time::Instant::now() < deadline, "the unknown kid did not bring the JWKS fetch forward");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(served.load(SeqCst), 2, "one early fetch");
+        // A kid that never appears: one early fetch, then none for a minute however often.
+        let bogus = next.es256_kid(&claims, "never-published");
+        for _ in 0..5 {
+            assert_eq!(login(&addr, &bogus).await, 58);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(served.load(SeqCst), 3, "at most one early fetch per unknown kid");
     });
 }

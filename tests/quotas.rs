@@ -16,8 +16,13 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{AlterClientQuotasRequest, ProduceRequest};
+use kafka_protocol::messages::{
+    AlterClientQuotasRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ProduceRequest,
+};
 use kafka_protocol::protocol::StrBytes;
 use support::SkiffProcess;
 use support::client::{Client, TestRecord, encode_batch, topic_name};
@@ -357,10 +362,14 @@ fn entity(parts: &[(&str, Option<&str>)]) -> Vec<EntityData> {
 }
 
 async fn set_rate(admin: &mut Client, parts: &[(&str, Option<&str>)], rate: f64) {
+    set_quota(admin, parts, "producer_byte_rate", rate).await
+}
+
+async fn set_quota(admin: &mut Client, parts: &[(&str, Option<&str>)], key: &'static str, rate: f64) {
     let req = AlterClientQuotasRequest::default().with_entries(vec![
-        EntryData::default().with_entity(entity(parts)).with_ops(vec![
-            OpData::default().with_key(StrBytes::from_static_str("producer_byte_rate")).with_value(rate),
-        ]),
+        EntryData::default()
+            .with_entity(entity(parts))
+            .with_ops(vec![OpData::default().with_key(StrBytes::from_static_str(key)).with_value(rate)]),
     ]);
     let resp = admin.send(&req, 1).await.expect("AlterClientQuotas");
     assert!(resp.entries.iter().all(|e| e.error_code == 0), "{resp:?}");
@@ -439,4 +448,66 @@ fn connections_over_the_ip_creation_rate_are_throttled() {
     let metrics = http_get(broker.http(), "/metrics").expect("metrics");
     let throttled = prometheus_value(&metrics, "skiff_connections_throttled_total").expect("metric");
     assert!(throttled >= 24.0, "{throttled} throttled: {metrics}");
+}
+
+/// A fresh connection as `client_id` (a throttled connection is muted for its throttle time,
+/// so each step of the mutation test uses its own).
+async fn client_as(addr: &str, client_id: &str) -> Client {
+    let mut c = Client::connect(addr).await.expect("connect");
+    c.set_client_id(client_id);
+    c
+}
+
+async fn create_topics(addr: &str, client_id: &str, topics: &[(&str, i32)], version: i16) -> (Vec<(String, i16)>, i32) {
+    let req = CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(
+        topics
+            .iter()
+            .map(|(n, p)| {
+                CreatableTopic::default().with_name(topic_name(n)).with_num_partitions(*p).with_replication_factor(1)
+            })
+            .collect(),
+    );
+    let resp = client_as(addr, client_id).await.send(&req, version).await.expect("CreateTopics");
+    (resp.topics.iter().map(|t| (t.name.0.to_string(), t.error_code)).collect(), resp.throttle_time_ms)
+}
+
+/// KIP-599 `controller_mutation_rate = 1` (partitions/s) for one client id, with Kafka's
+/// window of 11 × 1 s, so the bucket holds 11 partitions. Strict versions (CreateTopics v6+,
+/// DeleteTopics v5+, CreatePartitions v3+): the topic that takes the bucket below zero is
+/// created, the next ones get THROTTLING_QUOTA_EXCEEDED (89) with the time to refill to zero as
+/// throttle_time_ms; an older CreateTopics is accepted and only throttled; other clients are
+/// not charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_mutation_rate_refuses_strict_versions_and_throttles_older_ones() {
+    const THROTTLED: i16 = 89;
+    let broker = SkiffProcess::start();
+    let addr = broker.bootstrap().to_string();
+    let mut admin = Client::connect(&addr).await.expect("connect");
+    set_quota(&mut admin, &[("client-id", Some("mutator"))], "controller_mutation_rate", 1.0).await;
+
+    let (codes, throttle) = create_topics(&addr, "mutator", &[("mut-a", 10), ("mut-b", 5), ("mut-c", 1)], 6).await;
+    assert_eq!(codes, vec![("mut-a".into(), 0), ("mut-b".into(), 0), ("mut-c".into(), THROTTLED)], "{throttle}");
+    // 11 - 10 - 5 = -4 tokens at 1/s: 4 s, less the time since it was computed.
+    assert!((3_000..=4_000).contains(&throttle), "throttle_time_ms {throttle}");
+
+    let req = DeleteTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![DeleteTopicState::default().with_name(Some(topic_name("mut-a")))]);
+    let resp = client_as(&addr, "mutator").await.send(&req, 6).await.expect("DeleteTopics");
+    assert_eq!(resp.responses.iter().map(|r| r.error_code).collect::<Vec<_>>(), vec![THROTTLED], "{resp:?}");
+    assert!(resp.throttle_time_ms > 0, "{resp:?}");
+
+    let req = CreatePartitionsRequest::default().with_timeout_ms(30_000).with_topics(vec![
+        CreatePartitionsTopic::default().with_name(topic_name("mut-b")).with_count(6).with_assignments(None),
+    ]);
+    let resp = client_as(&addr, "mutator").await.send(&req, 3).await.expect("CreatePartitions");
+    assert_eq!(resp.results.iter().map(|r| r.error_code).collect::<Vec<_>>(), vec![THROTTLED], "{resp:?}");
+
+    // Permissive (v5): created all the same, and throttled for the deeper deficit.
+    let (codes, throttle) = create_topics(&addr, "mutator", &[("mut-d", 2)], 5).await;
+    assert_eq!(codes, vec![("mut-d".into(), 0)]);
+    assert!(throttle > 3_000, "throttle_time_ms {throttle}");
+
+    let (codes, throttle) = create_topics(&addr, "someone-else", &[("mut-e", 20)], 7).await;
+    assert_eq!((codes, throttle), (vec![("mut-e".into(), 0)], 0), "another client id has no quota");
 }

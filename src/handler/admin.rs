@@ -23,9 +23,21 @@ use super::configs::topic_config_entries;
 use super::errors::{self, code};
 use super::not_served::Asker;
 use crate::broker::{Broker, CreateTopicError, internal_topics};
+use crate::quota::mutation::MutationQuota;
 
 fn msg(s: impl Into<String>) -> Option<StrBytes> {
     Some(StrBytes::from_string(s.into()))
+}
+
+/// Charges `partitions` to the request's controller mutation quota (KIP-599), as Kafka's
+/// controller does once a topic passed every other check: `Some((code, message))` when a strict
+/// quota refuses the topic.
+fn charge(broker: &Broker, quota: &mut MutationQuota, partitions: i32) -> Option<(i16, Option<StrBytes>)> {
+    let now = broker.clock.now_ms();
+    broker.quotas.charge_mutation(quota, f64::from(partitions.max(0)), now).err().map(|_| {
+        let e = ResponseError::ThrottlingQuotaExceeded;
+        (code(e), msg("The throttling quota has been exceeded."))
+    })
 }
 
 pub async fn create_topics(
@@ -33,6 +45,7 @@ pub async fn create_topics(
     req: CreateTopicsRequest,
     version: i16,
     asker: &Asker,
+    quota: &mut MutationQuota,
 ) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
@@ -73,6 +86,19 @@ pub async fn create_topics(
         for c in &t.configs {
             if let Some(v) = &c.value {
                 configs.insert(c.name.to_string(), v.to_string());
+            }
+        }
+        // Under a mutation quota the topic is checked first and charged before it is created,
+        // so a topic refused for another reason is not charged (Kafka's order).
+        if quota.applies() {
+            let checked =
+                broker.create_topic_assigned(&name, partitions, configs.clone(), assignments.clone(), true).await;
+            let count = if partitions == -1 { broker.settings.num_partitions } else { partitions };
+            if checked.is_ok()
+                && let Some((error, message)) = charge(broker, quota, count)
+            {
+                results.push(base.with_error_code(error).with_error_message(message));
+                continue;
             }
         }
         match broker.create_topic_assigned(&name, partitions, configs.clone(), assignments, req.validate_only).await {
@@ -117,10 +143,17 @@ pub async fn create_topics(
             }
         }
     }
-    CreateTopicsResponse::default().with_topics(results)
+    CreateTopicsResponse::default()
+        .with_topics(results)
+        .with_throttle_time_ms(quota.throttle_time_ms(broker.clock.now_ms()))
 }
 
-pub async fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub async fn delete_topics(
+    broker: &Arc<Broker>,
+    req: DeleteTopicsRequest,
+    version: i16,
+    quota: &mut MutationQuota,
+) -> DeleteTopicsResponse {
     // v6 names topics by name or id in `topics`; earlier versions use `topic_names`.
     let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
         req.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)).collect()
@@ -151,17 +184,30 @@ pub async fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, versi
             continue;
         }
         let resolved = match &name {
-            Some(n) => broker.metadata.read(|m| m.topic(n).map(|t| (t.name().to_string(), t.id()))),
-            None => broker.metadata.read(|m| m.topic_by_id(&id).map(|t| (t.name().to_string(), t.id()))),
+            Some(n) => {
+                broker.metadata.read(|m| m.topic(n).map(|t| (t.name().to_string(), t.id(), t.partition_count() as i32)))
+            }
+            None => broker
+                .metadata
+                .read(|m| m.topic_by_id(&id).map(|t| (t.name().to_string(), t.id(), t.partition_count() as i32))),
         };
         let base = DeletableTopicResult::default()
             .with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))))
             .with_topic_id(id);
-        let Some((topic, topic_id)) = resolved else {
+        let Some((topic, topic_id, partitions)) = resolved else {
             let e = if name.is_some() { ResponseError::UnknownTopicOrPartition } else { ResponseError::UnknownTopicId };
             responses.push(base.with_error_code(code(e)));
             continue;
         };
+        if let Some((error, message)) = charge(broker, quota, partitions) {
+            responses.push(
+                base.with_error_code(error)
+                    .with_error_message(if version >= 5 { message } else { None })
+                    .with_name(Some(TopicName(StrBytes::from_string(topic))))
+                    .with_topic_id(topic_id),
+            );
+            continue;
+        }
         let r = match broker.controller.delete_topic(&topic).await {
             Ok(()) => {
                 info!(topic = %topic, "deleted topic");
@@ -171,10 +217,16 @@ pub async fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, versi
         };
         responses.push(r.with_name(Some(TopicName(StrBytes::from_string(topic)))).with_topic_id(topic_id));
     }
-    DeleteTopicsResponse::default().with_responses(responses)
+    DeleteTopicsResponse::default()
+        .with_responses(responses)
+        .with_throttle_time_ms(quota.throttle_time_ms(broker.clock.now_ms()))
 }
 
-pub async fn create_partitions(broker: &Arc<Broker>, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn create_partitions(
+    broker: &Arc<Broker>,
+    req: CreatePartitionsRequest,
+    quota: &mut MutationQuota,
+) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
@@ -211,8 +263,11 @@ pub async fn create_partitions(broker: &Arc<Broker>, req: CreatePartitionsReques
                 None => None,
             },
         };
+        // Charged with the partitions added, once every other check passed (Kafka's order).
+        let refused =
+            refused.map(|(e, m)| (e, msg(m))).or_else(|| charge(broker, quota, t.count - current.unwrap_or(0)));
         let r = match refused {
-            Some((error, message)) => base.with_error_code(error).with_error_message(msg(message)),
+            Some((error, message)) => base.with_error_code(error).with_error_message(message),
             None if req.validate_only => base.with_error_code(errors::NONE),
             None => match broker.controller.create_partitions(&name, t.count, assignments.unwrap_or_default()).await {
                 Ok(()) => {
@@ -224,7 +279,9 @@ pub async fn create_partitions(broker: &Arc<Broker>, req: CreatePartitionsReques
         };
         results.push(r);
     }
-    CreatePartitionsResponse::default().with_results(results)
+    CreatePartitionsResponse::default()
+        .with_results(results)
+        .with_throttle_time_ms(quota.throttle_time_ms(broker.clock.now_ms()))
 }
 
 /// The `assignments` of a CreateTopics topic as replica lists in partition order, or Kafka's

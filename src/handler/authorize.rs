@@ -189,6 +189,42 @@ pub enum Merge {
     ListTransactions,
 }
 
+/// The APIs with one check and nothing per entry: the request passes whole, or is answered with
+/// only its top-level `error_code` set to `code`.
+macro_rules! pass_or_refuse {
+    ($allowed:expr, $r:expr, $api:ident, $response:ident, $code:expr) => {{
+        if $allowed {
+            Gate::Pass(RequestKind::$api($r), Merge::Nothing)
+        } else {
+            let mut resp = kafka_protocol::messages::$response::default();
+            resp.error_code = $code;
+            Gate::Refuse(ResponseKind::$api(resp))
+        }
+    }};
+}
+
+/// DescribeConfigs, AlterConfigs and IncrementalAlterConfigs: each resource checked with
+/// [`config_denial`]; a refused one is answered by an `$entry` with its code.
+macro_rules! config_gate {
+    ($check:expr, $r:expr, $op:expr, $api:ident, $entry:ty) => {{
+        let mut r = $r;
+        let mut denied = Vec::new();
+        for res in std::mem::take(&mut r.resources) {
+            match config_denial($check, res.resource_type, s(&res.resource_name), $op) {
+                Some(code) => {
+                    let mut e = <$entry>::default();
+                    e.error_code = code;
+                    e.resource_type = res.resource_type;
+                    e.resource_name = res.resource_name.clone();
+                    denied.push(e);
+                }
+                None => r.resources.push(res),
+            }
+        }
+        Gate::Pass(RequestKind::$api(r), Merge::$api(denied))
+    }};
+}
+
 /// Checks `body` (an `api` request of `version`) for `check`'s principal.
 pub fn gate(check: &Check, body: RequestKind, version: i16) -> Gate {
     if check.open() {
@@ -532,73 +568,32 @@ pub fn gate(check: &Check, body: RequestKind, version: i16) -> Gate {
             r.topics = allowed;
             Gate::Pass(RequestKind::DescribeTopicPartitions(r), Merge::DescribeTopicPartitions { denied, all: false })
         }
-        RequestKind::DescribeConfigs(mut r) => {
-            use kafka_protocol::messages::describe_configs_response::*;
-            let mut denied = Vec::new();
-            let resources = std::mem::take(&mut r.resources);
-            for res in resources {
-                match config_denial(check, res.resource_type, s(&res.resource_name), Op::DescribeConfigs) {
-                    Some(code) => {
-                        let mut e = DescribeConfigsResult::default();
-                        e.error_code = code;
-                        e.resource_type = res.resource_type;
-                        e.resource_name = res.resource_name.clone();
-                        denied.push(e);
-                    }
-                    None => r.resources.push(res),
-                }
-            }
-            Gate::Pass(RequestKind::DescribeConfigs(r), Merge::DescribeConfigs(denied))
-        }
-        RequestKind::AlterConfigs(mut r) => {
-            use kafka_protocol::messages::alter_configs_response::*;
-            let mut denied = Vec::new();
-            for res in std::mem::take(&mut r.resources) {
-                match config_denial(check, res.resource_type, s(&res.resource_name), Op::AlterConfigs) {
-                    Some(code) => {
-                        let mut e = AlterConfigsResourceResponse::default();
-                        e.error_code = code;
-                        e.resource_type = res.resource_type;
-                        e.resource_name = res.resource_name.clone();
-                        denied.push(e);
-                    }
-                    None => r.resources.push(res),
-                }
-            }
-            Gate::Pass(RequestKind::AlterConfigs(r), Merge::AlterConfigs(denied))
-        }
-        RequestKind::IncrementalAlterConfigs(mut r) => {
-            use kafka_protocol::messages::incremental_alter_configs_response::*;
-            let mut denied = Vec::new();
-            for res in std::mem::take(&mut r.resources) {
-                match config_denial(check, res.resource_type, s(&res.resource_name), Op::AlterConfigs) {
-                    Some(code) => {
-                        let mut e = AlterConfigsResourceResponse::default();
-                        e.error_code = code;
-                        e.resource_type = res.resource_type;
-                        e.resource_name = res.resource_name.clone();
-                        denied.push(e);
-                    }
-                    None => r.resources.push(res),
-                }
-            }
-            Gate::Pass(RequestKind::IncrementalAlterConfigs(r), Merge::IncrementalAlterConfigs(denied))
-        }
+        RequestKind::DescribeConfigs(r) => config_gate!(
+            check,
+            r,
+            Op::DescribeConfigs,
+            DescribeConfigs,
+            kafka_protocol::messages::describe_configs_response::DescribeConfigsResult
+        ),
+        RequestKind::AlterConfigs(r) => config_gate!(
+            check,
+            r,
+            Op::AlterConfigs,
+            AlterConfigs,
+            kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse
+        ),
+        RequestKind::IncrementalAlterConfigs(r) => config_gate!(
+            check,
+            r,
+            Op::AlterConfigs,
+            IncrementalAlterConfigs,
+            kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse
+        ),
         RequestKind::DescribeLogDirs(r) => {
-            if check.cluster(Op::Describe) {
-                return Gate::Pass(RequestKind::DescribeLogDirs(r), Merge::Nothing);
-            }
-            let mut resp = kafka_protocol::messages::DescribeLogDirsResponse::default();
-            resp.error_code = cluster_code;
-            Gate::Refuse(ResponseKind::DescribeLogDirs(resp))
+            pass_or_refuse!(check.cluster(Op::Describe), r, DescribeLogDirs, DescribeLogDirsResponse, cluster_code)
         }
         RequestKind::DescribeQuorum(r) => {
-            if check.cluster(Op::Describe) {
-                return Gate::Pass(RequestKind::DescribeQuorum(r), Merge::Nothing);
-            }
-            let mut resp = kafka_protocol::messages::DescribeQuorumResponse::default();
-            resp.error_code = cluster_code;
-            Gate::Refuse(ResponseKind::DescribeQuorum(resp))
+            pass_or_refuse!(check.cluster(Op::Describe), r, DescribeQuorum, DescribeQuorumResponse, cluster_code)
         }
         RequestKind::ElectLeaders(r) => {
             use kafka_protocol::messages::elect_leaders_response::*;
@@ -654,37 +649,25 @@ pub fn gate(check: &Check, body: RequestKind, version: i16) -> Gate {
                 .collect();
             Gate::Pass(RequestKind::DescribeProducers(r), Merge::DescribeProducers(denied))
         }
-        RequestKind::AlterPartitionReassignments(r) => {
-            if check.cluster(Op::Alter) {
-                return Gate::Pass(RequestKind::AlterPartitionReassignments(r), Merge::Nothing);
-            }
-            let mut resp = kafka_protocol::messages::AlterPartitionReassignmentsResponse::default();
-            resp.error_code = cluster_code;
-            Gate::Refuse(ResponseKind::AlterPartitionReassignments(resp))
-        }
-        RequestKind::ListPartitionReassignments(r) => {
-            if check.cluster(Op::Describe) {
-                return Gate::Pass(RequestKind::ListPartitionReassignments(r), Merge::Nothing);
-            }
-            let mut resp = kafka_protocol::messages::ListPartitionReassignmentsResponse::default();
-            resp.error_code = cluster_code;
-            Gate::Refuse(ResponseKind::ListPartitionReassignments(resp))
-        }
+        RequestKind::AlterPartitionReassignments(r) => pass_or_refuse!(
+            check.cluster(Op::Alter),
+            r,
+            AlterPartitionReassignments,
+            AlterPartitionReassignmentsResponse,
+            cluster_code
+        ),
+        RequestKind::ListPartitionReassignments(r) => pass_or_refuse!(
+            check.cluster(Op::Describe),
+            r,
+            ListPartitionReassignments,
+            ListPartitionReassignmentsResponse,
+            cluster_code
+        ),
         RequestKind::UnregisterBroker(r) => {
-            if check.cluster(Op::Alter) {
-                return Gate::Pass(RequestKind::UnregisterBroker(r), Merge::Nothing);
-            }
-            let mut resp = kafka_protocol::messages::UnregisterBrokerResponse::default();
-            resp.error_code = cluster_code;
-            Gate::Refuse(ResponseKind::UnregisterBroker(resp))
+            pass_or_refuse!(check.cluster(Op::Alter), r, UnregisterBroker, UnregisterBrokerResponse, cluster_code)
         }
         RequestKind::UpdateFeatures(r) => {
-            if check.cluster(Op::Alter) {
-                return Gate::Pass(RequestKind::UpdateFeatures(r), Merge::Nothing);
-            }
-            let mut resp = kafka_protocol::messages::UpdateFeaturesResponse::default();
-            resp.error_code = cluster_code;
-            Gate::Refuse(ResponseKind::UpdateFeatures(resp))
+            pass_or_refuse!(check.cluster(Op::Alter), r, UpdateFeatures, UpdateFeaturesResponse, cluster_code)
         }
         RequestKind::FindCoordinator(mut r) => {
             use kafka_protocol::messages::find_coordinator_response::*;
@@ -732,28 +715,13 @@ pub fn gate(check: &Check, body: RequestKind, version: i16) -> Gate {
             Gate::Refuse(ResponseKind::JoinGroup(resp))
         }
         RequestKind::SyncGroup(r) => {
-            if check.group(Op::Read, s(&r.group_id.0)) {
-                return Gate::Pass(RequestKind::SyncGroup(r), Merge::Nothing);
-            }
-            let mut resp = kafka_protocol::messages::SyncGroupResponse::default();
-            resp.error_code = group_code;
-            Gate::Refuse(ResponseKind::SyncGroup(resp))
+            pass_or_refuse!(check.group(Op::Read, s(&r.group_id.0)), r, SyncGroup, SyncGroupResponse, group_code)
         }
         RequestKind::Heartbeat(r) => {
-            if check.group(Op::Read, s(&r.group_id.0)) {
-                return Gate::Pass(RequestKind::Heartbeat(r), Merge::Nothing);
-            }
-            let mut resp = kafka_protocol::messages::HeartbeatResponse::default();
-            resp.error_code = group_code;
-            Gate::Refuse(ResponseKind::Heartbeat(resp))
+            pass_or_refuse!(check.group(Op::Read, s(&r.group_id.0)), r, Heartbeat, HeartbeatResponse, group_code)
         }
         RequestKind::LeaveGroup(r) => {
-            if check.group(Op::Read, s(&r.group_id.0)) {
-                return Gate::Pass(RequestKind::LeaveGroup(r), Merge::Nothing);
-            }
-            let mut resp = kafka_protocol::messages::LeaveGroupResponse::default();
-            resp.error_code = group_code;
-            Gate::Refuse(ResponseKind::LeaveGroup(resp))
+            pass_or_refuse!(check.group(Op::Read, s(&r.group_id.0)), r, LeaveGroup, LeaveGroupResponse, group_code)
         }
         RequestKind::DescribeGroups(mut r) => {
             use kafka_protocol::messages::describe_groups_response::*;
@@ -855,11 +823,21 @@ pub fn gate(check: &Check, body: RequestKind, version: i16) -> Gate {
             Gate::Pass(RequestKind::OffsetDelete(r), Merge::OffsetDelete(denied))
         }
         RequestKind::ConsumerGroupHeartbeat(r) => {
-            if check.group(Op::Read, s(&r.group_id.0)) {
+            // Kafka's `handleConsumerGroupHeartbeat`: READ on the group, then DESCRIBE on every
+            // subscribed topic name (each checked and audited); one refused topic refuses the
+            // whole heartbeat, so a member cannot learn of topics it may not see.
+            let code = if !check.group(Op::Read, s(&r.group_id.0)) {
+                Some(group_code)
+            } else {
+                let names = r.subscribed_topic_names.iter().flatten();
+                let refused = names.filter(|t| !check.topic(Op::Describe, s(&t.0))).count();
+                (refused > 0).then_some(topic_code)
+            };
+            let Some(code) = code else {
                 return Gate::Pass(RequestKind::ConsumerGroupHeartbeat(r), Merge::Nothing);
-            }
+            };
             let mut resp = kafka_protocol::messages::ConsumerGroupHeartbeatResponse::default();
-            resp.error_code = group_code;
+            resp.error_code = code;
             Gate::Refuse(ResponseKind::ConsumerGroupHeartbeat(resp))
         }
         RequestKind::ConsumerGroupDescribe(mut r) => {
@@ -969,14 +947,13 @@ pub fn gate(check: &Check, body: RequestKind, version: i16) -> Gate {
             Gate::Pass(RequestKind::DescribeTransactions(r), Merge::DescribeTransactions(denied))
         }
         RequestKind::ListTransactions(r) => Gate::Pass(RequestKind::ListTransactions(r), Merge::ListTransactions),
-        RequestKind::DescribeUserScramCredentials(r) => {
-            if check.cluster(Op::Describe) {
-                return Gate::Pass(RequestKind::DescribeUserScramCredentials(r), Merge::Nothing);
-            }
-            let mut resp = kafka_protocol::messages::DescribeUserScramCredentialsResponse::default();
-            resp.error_code = cluster_code;
-            Gate::Refuse(ResponseKind::DescribeUserScramCredentials(resp))
-        }
+        RequestKind::DescribeUserScramCredentials(r) => pass_or_refuse!(
+            check.cluster(Op::Describe),
+            r,
+            DescribeUserScramCredentials,
+            DescribeUserScramCredentialsResponse,
+            cluster_code
+        ),
         RequestKind::AlterUserScramCredentials(r) => {
             use kafka_protocol::messages::alter_user_scram_credentials_response::*;
             if check.cluster(Op::Alter) {
@@ -1015,12 +992,7 @@ pub fn gate(check: &Check, body: RequestKind, version: i16) -> Gate {
             Gate::Refuse(ResponseKind::CreateAcls(resp))
         }
         RequestKind::DescribeAcls(r) => {
-            if check.cluster(Op::Describe) {
-                return Gate::Pass(RequestKind::DescribeAcls(r), Merge::Nothing);
-            }
-            let mut resp = kafka_protocol::messages::DescribeAclsResponse::default();
-            resp.error_code = cluster_code;
-            Gate::Refuse(ResponseKind::DescribeAcls(resp))
+            pass_or_refuse!(check.cluster(Op::Describe), r, DescribeAcls, DescribeAclsResponse, cluster_code)
         }
         RequestKind::DeleteAcls(r) => {
             use kafka_protocol::messages::delete_acls_response::*;
@@ -1040,14 +1012,13 @@ pub fn gate(check: &Check, body: RequestKind, version: i16) -> Gate {
             Gate::Refuse(ResponseKind::DeleteAcls(resp))
         }
         // Client quotas (Kafka: DESCRIBE_CONFIGS / ALTER_CONFIGS on the cluster).
-        RequestKind::DescribeClientQuotas(r) => {
-            if check.cluster(Op::DescribeConfigs) {
-                return Gate::Pass(RequestKind::DescribeClientQuotas(r), Merge::Nothing);
-            }
-            let mut resp = kafka_protocol::messages::DescribeClientQuotasResponse::default();
-            resp.error_code = cluster_code;
-            Gate::Refuse(ResponseKind::DescribeClientQuotas(resp))
-        }
+        RequestKind::DescribeClientQuotas(r) => pass_or_refuse!(
+            check.cluster(Op::DescribeConfigs),
+            r,
+            DescribeClientQuotas,
+            DescribeClientQuotasResponse,
+            cluster_code
+        ),
         RequestKind::AlterClientQuotas(r) => {
             use kafka_protocol::messages::alter_client_quotas_response::*;
             if check.cluster(Op::AlterConfigs) {
@@ -1301,6 +1272,17 @@ impl Merge {
                 ResponseKind::Metadata(r)
             }
             (Merge::CreateTopics(d), ResponseKind::CreateTopics(mut r)) => {
+                // A created topic's configs and counts only for who may DESCRIBE_CONFIGS it;
+                // otherwise Kafka's controller answers TOPIC_AUTHORIZATION_FAILED in the
+                // (v5+ tagged) `topic_config_error_code` and leaves them at their defaults.
+                for t in r.topics.iter_mut().filter(|t| t.error_code == errors::NONE) {
+                    if !check.sees(Op::DescribeConfigs, Rt::Topic, s(&t.name.0)) {
+                        t.topic_config_error_code = errors::denied(Rt::Topic);
+                        t.num_partitions = -1;
+                        t.replication_factor = -1;
+                        t.configs = t.configs.take().map(|_| Vec::new());
+                    }
+                }
                 r.topics.extend(d);
                 ResponseKind::CreateTopics(r)
             }

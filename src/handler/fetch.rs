@@ -109,6 +109,9 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Handled 
 
 async fn fetch(broker: &Arc<Broker>, req: &FetchRequest, version: i16) -> FetchResponse {
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    // Nothing to read (every partition was refused by authorization, or none was asked for):
+    // answered at once, as Kafka's ReplicaManager answers an empty `fetchInfos`.
+    let wait = if req.topics.iter().all(|t| t.partitions.is_empty()) { Duration::ZERO } else { wait };
     let deadline = broker.clock.now() + wait;
     let mut watch = broker.metadata.subscribe();
     let mut past_end = PastEnd::Unconfirmed;

@@ -77,15 +77,28 @@ pub async fn handle(
         authorize::Gate::NoResponse => return Handled::NoResponse,
         authorize::Gate::Pass(body, merge) => (body, merge),
     };
-    let handled = dispatch(broker, Request { body, ..request }, peer, listener).await;
+    let handled = dispatch(broker, Request { body, ..request }, peer, listener, principal).await;
     merge.apply(handled, check)
 }
 
-async fn dispatch(broker: &Arc<Broker>, request: Request, peer: SocketAddr, listener: &ListenerContext) -> Handled {
+async fn dispatch(
+    broker: &Arc<Broker>,
+    request: Request,
+    peer: SocketAddr,
+    listener: &ListenerContext,
+    principal: &Principal,
+) -> Handled {
     let here = listener;
     let v = request.version;
     let client_id = request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
     let asker = not_served::Asker { client_id: client_id.clone(), ip: peer.ip() };
+    // KIP-599: strict from CreateTopics v6, DeleteTopics v5, CreatePartitions v3 (Kafka's
+    // `newQuotaFor(request, strictSinceVersion)`), permissive before.
+    let mutation_quota = |strict_since: i16| {
+        broker
+            .metadata
+            .read(|m| broker.quotas.mutation_quota(m.quotas(), &principal.name, &client_id, v >= strict_since))
+    };
     match request.body {
         RequestKind::ApiVersions(r) => Handled::Ready(ResponseKind::ApiVersions(api_versions::handle(&r, v))),
         RequestKind::Metadata(r) => {
@@ -105,13 +118,16 @@ async fn dispatch(broker: &Arc<Broker>, request: Request, peer: SocketAddr, list
             Handled::Ready(ResponseKind::OffsetForLeaderEpoch(list_offsets::offset_for_leader_epoch(broker, r)))
         }
         RequestKind::CreateTopics(r) => {
-            Handled::Ready(ResponseKind::CreateTopics(admin::create_topics(broker, r, v, &asker).await))
+            let mut quota = mutation_quota(6);
+            Handled::Ready(ResponseKind::CreateTopics(admin::create_topics(broker, r, v, &asker, &mut quota).await))
         }
         RequestKind::DeleteTopics(r) => {
-            Handled::Ready(ResponseKind::DeleteTopics(admin::delete_topics(broker, r, v).await))
+            let mut quota = mutation_quota(5);
+            Handled::Ready(ResponseKind::DeleteTopics(admin::delete_topics(broker, r, v, &mut quota).await))
         }
         RequestKind::CreatePartitions(r) => {
-            Handled::Ready(ResponseKind::CreatePartitions(admin::create_partitions(broker, r).await))
+            let mut quota = mutation_quota(3);
+            Handled::Ready(ResponseKind::CreatePartitions(admin::create_partitions(broker, r, &mut quota).await))
         }
         RequestKind::DeleteRecords(r) => {
             Handled::Ready(ResponseKind::DeleteRecords(admin::delete_records(broker, r).await))

@@ -16,6 +16,7 @@
 //! sample expired, so it would measure 0) is dropped, and at [`MAX_SENSORS`] new buckets are
 //! not tracked (logged) until idle ones expire.
 
+pub mod mutation;
 pub mod rate;
 
 use std::collections::HashMap;
@@ -30,6 +31,7 @@ use futures::FutureExt;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use skiff_controller::intent::{EntityName, QuotaEntity, QuotasState};
 
+use self::mutation::{MutationQuota, TokenBucket};
 use self::rate::{Rate, Window};
 use crate::broker::Broker;
 use crate::handler::{self, Handled};
@@ -144,6 +146,8 @@ pub struct Quotas {
     /// `max_connection_creation_rate` (0: none), over all listeners.
     max_connection_creation_rate: f64,
     sensors: Mutex<HashMap<SensorKey, Sensor>>,
+    /// `controller_mutation_rate` buckets by (user, client-id) tags; a full one is forgotten.
+    buckets: Mutex<HashMap<(String, String), TokenBucket>>,
     connections: Mutex<Rate>,
     /// Connections refused by an ip's `connection_creation_rate`; accept delays by the
     /// broker-wide rate, in ms.
@@ -158,6 +162,7 @@ impl Quotas {
             window,
             max_connection_creation_rate,
             sensors: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
             connections: Mutex::new(Rate::new(0)),
             connections_throttled_ip: Default::default(),
             accept_delay_ms: Default::default(),
@@ -233,6 +238,50 @@ impl Quotas {
                 false,
             );
         }
+    }
+
+    /// The controller mutation quota of one request from (`user`, `client_id`): strict or
+    /// permissive by the request's version (see [`mutation`]).
+    pub fn mutation_quota(&self, state: &QuotasState, user: &str, client_id: &str, strict: bool) -> MutationQuota {
+        let bucket = resolve(state, CONTROLLER_MUTATION_RATE, user, client_id).map(|r| (r.user, r.client_id, r.bound));
+        MutationQuota::new(bucket, strict)
+    }
+
+    /// Charges `permits` partitions to `quota`'s bucket at `now_ms`: `Err(throttle ms)` when a
+    /// strict quota refuses them (Kafka's THROTTLING_QUOTA_EXCEEDED for that topic).
+    pub fn charge_mutation(&self, quota: &mut MutationQuota, permits: f64, now_ms: i64) -> mutation::Charge {
+        let Some((user, client_id, rate)) = quota.bucket.clone() else { return Ok(()) };
+        let w = self.window;
+        let result = {
+            let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (user, client_id);
+            if !buckets.contains_key(&key) && buckets.len() >= MAX_SENSORS {
+                buckets.retain(|_, b| !b.full(w, rate, now_ms));
+                if buckets.len() >= MAX_SENSORS {
+                    if self.untracked.admit(now_ms).is_some() {
+                        tracing::warn!(
+                            limit = MAX_SENSORS,
+                            "mutation quota buckets at their limit; a new client is not throttled"
+                        );
+                    }
+                    return Ok(());
+                }
+            }
+            let bucket = buckets.entry(key).or_insert_with(|| TokenBucket::new(w, rate, now_ms));
+            if quota.strict {
+                mutation::charge_strict(bucket, w, rate, permits, now_ms)
+            } else {
+                let t = mutation::charge_permissive(bucket, w, rate, permits, now_ms);
+                if t > 0 {
+                    quota.throttled(t, now_ms);
+                }
+                Ok(())
+            }
+        };
+        if let Err(t) = result {
+            quota.throttled(t, now_ms);
+        }
+        result
     }
 
     /// Kafka's `getMaxValueInQuotaWindow`: the most a fetch may return under the consumer
@@ -471,6 +520,33 @@ pub async fn handle(
             }
             other => other,
         },
+        // The handler answered with its controller mutation throttle (KIP-599); as Kafka's
+        // `sendResponseMaybeThrottleWithControllerQuota`, the larger of it and the request
+        // throttle is answered and waited out.
+        ApiKey::CreateTopics | ApiKey::DeleteTopics | ApiKey::CreatePartitions => {
+            let mutation = match &handled {
+                Handled::Ready(ResponseKind::CreateTopics(r)) => r.throttle_time_ms,
+                Handled::Ready(ResponseKind::DeleteTopics(r)) => r.throttle_time_ms,
+                Handled::Ready(ResponseKind::CreatePartitions(r)) => r.throttle_time_ms,
+                _ => 0,
+            };
+            let throttle = request_throttle.max(i64::from(mutation));
+            if throttle > 0 {
+                mute.until(now + throttle);
+            }
+            // Kafka's `shouldClientThrottle`: the versions whose clients wait out the throttle.
+            let client_throttles = match api_key {
+                ApiKey::CreateTopics => version >= 3,
+                ApiKey::DeleteTopics => version >= 2,
+                _ => version >= 1,
+            };
+            stamp(broker, handled, throttle, client_throttles, |body, t| match body {
+                ResponseKind::CreateTopics(r) => r.throttle_time_ms = t,
+                ResponseKind::DeleteTopics(r) => r.throttle_time_ms = t,
+                ResponseKind::CreatePartitions(r) => r.throttle_time_ms = t,
+                _ => {}
+            })
+        }
         _ => {
             if request_throttle > 0 {
                 mute.until(now + request_throttle);

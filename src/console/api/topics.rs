@@ -25,6 +25,7 @@ use uuid::Uuid;
 use super::{Api, ApiError, ApiPath, ApiResult, MAX_LISTED, asker, body_json, check, json, ok, s};
 use crate::broker::Broker;
 use crate::handler::{admin, configs};
+use crate::quota::mutation::MutationQuota;
 
 /// Kafka's `ConfigResource.Type.TOPIC`.
 const TOPIC_RESOURCE: i8 = 2;
@@ -135,7 +136,8 @@ pub(super) async fn create(State(api): State<Api>, body: Body) -> ApiResult<Resp
         .with_topics(vec![topic])
         .with_timeout_ms(ADMIN_TIMEOUT_MS)
         .with_validate_only(b.validate_only);
-    let resp = admin::create_topics(broker, req, CREATE_TOPICS_VERSION, &asker()).await;
+    let resp =
+        admin::create_topics(broker, req, CREATE_TOPICS_VERSION, &asker(), &mut MutationQuota::unbounded()).await;
     let r = resp.topics.first().ok_or_else(|| ApiError::kafka(-1, "CreateTopics answered no topic."))?;
     check(r.error_code, r.error_message.as_ref())?;
     if b.validate_only {
@@ -295,7 +297,7 @@ pub(super) async fn delete(State(api): State<Api>, ApiPath(topic): ApiPath<Strin
     let req = DeleteTopicsRequest::default()
         .with_topics(vec![DeleteTopicState::default().with_name(Some(TopicName(s(topic.clone()))))])
         .with_timeout_ms(ADMIN_TIMEOUT_MS);
-    let resp = admin::delete_topics(broker, req, DELETE_TOPICS_VERSION).await;
+    let resp = admin::delete_topics(broker, req, DELETE_TOPICS_VERSION, &mut MutationQuota::unbounded()).await;
     let r = resp.responses.first().ok_or_else(|| ApiError::kafka(-1, "DeleteTopics answered no topic."))?;
     check(r.error_code, r.error_message.as_ref())?;
     Ok(ok(&serde_json::json!({ "name": topic, "deleted": true })))
@@ -405,7 +407,7 @@ pub(super) async fn add_partitions(
         ])
         .with_timeout_ms(ADMIN_TIMEOUT_MS)
         .with_validate_only(b.validate_only);
-    let resp = admin::create_partitions(broker, req).await;
+    let resp = admin::create_partitions(broker, req, &mut MutationQuota::unbounded()).await;
     let r = resp.results.first().ok_or_else(|| ApiError::kafka(-1, "CreatePartitions answered no topic."))?;
     check(r.error_code, r.error_message.as_ref())?;
     Ok(ok(&detail(broker, &api, &topic)?))

@@ -10,7 +10,10 @@
 //!   read again when it changes, at most once per refresh interval; a JWKS URL (http or https,
 //!   rustls with the system's roots) is fetched at start and then every refresh interval by
 //!   [`Validator::refresh_url`], each fetch bounded in time ([`FETCH_TIMEOUT`]) and size
-//!   ([`MAX_JWKS_BYTES`]); a failed fetch keeps the previous keys.
+//!   ([`MAX_JWKS_BYTES`]); a failed fetch keeps the previous keys. A token naming a `kid` the
+//!   fetched set lacks is refused and brings the next fetch forward, at most once per
+//!   [`MISSING_KID_RETRY`] for that `kid` (Kafka's `RefreshingHttpsJwks.maybeExpediteRefresh`),
+//!   so a key the IdP starts signing with is accepted on the client's retry.
 //!
 //! Invariants: bytes from the network and the JWKS file are never trusted (errors, never
 //! panics; `fuzz/fuzz_targets/sasl_oauthbearer.rs`); only `RS256` and `ES256` are accepted,
@@ -52,6 +55,9 @@ pub enum OAuthError {
     InvalidToken(String),
     #[error("OAUTHBEARER is not configured (no JWKS)")]
     NotConfigured,
+    /// The JWKS has no key of the token's type with its `kid` (or, without one, no single key).
+    #[error("invalid token: no {kind} key {} in the JWKS", .kid.as_deref().unwrap_or("(no kid)"))]
+    UnknownKey { kind: &'static str, kid: Option<String> },
 }
 
 fn malformed(why: &'static str) -> OAuthError {
@@ -241,13 +247,13 @@ pub fn validate(token: &str, jwks: &Jwks, expect: &Expectations, now_ms: i64) ->
             Some(Key::Rsa { n, e }) => signature::RsaPublicKeyComponents { n, e }
                 .verify(&signature::RSA_PKCS1_2048_8192_SHA256, signed, &sig)
                 .is_ok(),
-            _ => return Err(invalid(format!("no RSA key {} in the JWKS", kid.unwrap_or("(no kid)")))),
+            _ => return Err(OAuthError::UnknownKey { kind: "RSA", kid: kid.map(str::to_string) }),
         },
         "ES256" => match jwks.find(kid, false) {
             Some(Key::P256(point)) => signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
                 .verify(signed, &sig)
                 .is_ok(),
-            _ => return Err(invalid(format!("no P-256 key {} in the JWKS", kid.unwrap_or("(no kid)")))),
+            _ => return Err(OAuthError::UnknownKey { kind: "P-256", kid: kid.map(str::to_string) }),
         },
         // `none`, HMAC (whose "key" would be the public key) and everything else.
         _ => return Err(invalid("alg is not RS256 or ES256")),
@@ -312,6 +318,14 @@ pub fn validate(token: &str, jwks: &Jwks, expect: &Expectations, now_ms: i64) ->
 pub const MAX_JWKS_BYTES: usize = 1 << 20;
 /// One JWKS fetch over HTTP(S), connection included.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// An unknown `kid` brings a JWKS fetch forward at most this often (Kafka's
+/// `MISSING_KEY_ID_CACHE_IN_FLIGHT_MS`), so tokens naming keys that do not exist cannot make the
+/// broker hammer the IdP.
+pub const MISSING_KID_RETRY: Duration = Duration::from_secs(60);
+/// Unknown `kid`s remembered for [`MISSING_KID_RETRY`] (Kafka's 16; the oldest is forgotten),
+/// and the longest one that may bring a fetch forward (Kafka's 1000 characters).
+const MISSING_KIDS: usize = 16;
+const MAX_KID_LEN: usize = 1000;
 
 /// Where the JWKS comes from (`sasl_oauthbearer_jwks_url`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,6 +356,10 @@ struct Loaded {
 pub struct Validator {
     settings: ValidatorSettings,
     loaded: Mutex<Loaded>,
+    /// Unknown `kid`s and when each may next bring a fetch forward (clock ms), oldest first.
+    missing_kids: Mutex<Vec<(String, i64)>>,
+    /// Wakes [`Self::refresh_url`] for an early fetch.
+    expedite: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Validator {
@@ -396,7 +414,12 @@ impl Validator {
             JwksSource::Url(url) => (fetch_jwks(url).await?, None),
         };
         let jwks = Arc::new(jwks);
-        Ok(Validator { settings, loaded: Mutex::new(Loaded { jwks, stamp, checked_at_ms: now_ms }) })
+        Ok(Validator {
+            settings,
+            loaded: Mutex::new(Loaded { jwks, stamp, checked_at_ms: now_ms }),
+            missing_kids: Mutex::new(Vec::new()),
+            expedite: tokio::sync::Notify::new(),
+        })
     }
 
     /// The JWKS URL, when the keys come from one (then [`Self::refresh_url`] must run).
@@ -418,6 +441,7 @@ impl Validator {
         loop {
             tokio::select! {
                 () = clock.sleep(self.settings.refresh) => {}
+                () = self.expedite.notified() => {}
                 () = stop.cancelled() => return,
             }
             let fetched = tokio::select! {
@@ -461,7 +485,38 @@ impl Validator {
     }
 
     pub fn validate(&self, token: &str, now_ms: i64) -> Result<Validated, OAuthError> {
-        validate(token, &self.jwks(now_ms), &self.settings.expect, now_ms)
+        let result = validate(token, &self.jwks(now_ms), &self.settings.expect, now_ms);
+        if let Err(OAuthError::UnknownKey { kid: Some(kid), .. }) = &result
+            && let Some(url) = self.url()
+            && self.may_expedite(kid, now_ms)
+        {
+            tracing::info!(url = %url, "a token names a key the JWKS lacks: fetching the JWKS early");
+            self.expedite.notify_one();
+        }
+        result
+    }
+
+    /// Kafka's `maybeExpediteRefresh`: true at most once per [`MISSING_KID_RETRY`] per `kid`.
+    fn may_expedite(&self, kid: &str, now_ms: i64) -> bool {
+        if kid.len() > MAX_KID_LEN {
+            return false;
+        }
+        let mut missing = self.missing_kids.lock().unwrap_or_else(|e| e.into_inner());
+        let retry_ms = i64::try_from(MISSING_KID_RETRY.as_millis()).unwrap_or(i64::MAX);
+        match missing.iter().position(|(k, _)| k == kid) {
+            Some(i) if missing[i].1 > now_ms => false,
+            Some(i) => {
+                missing[i].1 = now_ms.saturating_add(retry_ms);
+                true
+            }
+            None => {
+                if missing.len() >= MISSING_KIDS {
+                    missing.remove(0);
+                }
+                missing.push((kid.to_string(), now_ms.saturating_add(retry_ms)));
+                true
+            }
+        }
     }
 }
 
