@@ -16,10 +16,11 @@
 //! fetch at v7+ gets a session id; the client's incremental fetches then name only changed
 //! partitions, the broker reads every partition of the session and answers only those with
 //! records, a changed high watermark, LSO or log start, a preferred read replica or an error
-//! (an idle session long-polls to `max_wait_ms` and answers no partition). An offset past the high watermark gets OFFSET_OUT_OF_RANGE (the consumer then
-//! resets its position) only once the broker's image is confirmed current with the controller;
-//! unconfirmed (a frozen broker resumed in an old epoch, no controller reachable) it gets the
-//! retriable NOT_LEADER_OR_FOLLOWER.
+//! (an idle session long-polls to `max_wait_ms` and answers no partition). An offset past the
+//! high watermark gets OFFSET_OUT_OF_RANGE (the consumer then resets its position) only once
+//! the broker's image is confirmed current with the controller; unconfirmed (a frozen broker
+//! resumed in an old epoch, no controller reachable) it gets the retriable
+//! NOT_LEADER_OR_FOLLOWER.
 //!
 //! Follower fetching (KIP-392, RFC 0005): a consumer's fetch at v11+ may be served by any
 //! broker Metadata lists among the partition's in-sync replicas (with racks: every live

@@ -241,6 +241,8 @@ pub struct SessionCache {
     evictable_by_privileged: BTreeSet<EvictableKey>,
     partitions: usize,
     evictions: u64,
+    /// Incremental fetches accepted since start.
+    incremental: u64,
     ids: Arc<dyn Ids>,
 }
 
@@ -268,6 +270,7 @@ impl SessionCache {
             evictable_by_privileged: BTreeSet::new(),
             partitions: 0,
             evictions: 0,
+            incremental: 0,
             ids,
         }
     }
@@ -289,6 +292,11 @@ impl SessionCache {
     /// Sessions evicted to make room for new ones since start.
     pub fn evictions(&self) -> u64 {
         self.evictions
+    }
+
+    /// Incremental fetches accepted since start.
+    pub fn incremental_fetches(&self) -> u64 {
+        self.incremental
     }
 
     /// The context for `req` (Kafka's `FetchManager.newContext`); `follower` for a replica's
@@ -316,6 +324,7 @@ impl SessionCache {
         session.epoch = next_epoch(session.epoch);
         let topics = session.topics();
         self.touch(id, now_ms);
+        self.incremental += 1;
         let mut request = req.clone();
         request.topics = topics;
         request.forgotten_topics_data = Vec::new();
@@ -383,16 +392,16 @@ impl SessionCache {
         Ok(())
     }
 
-    /// The topic names of session `id` (for authorizing what an incremental fetch reads).
-    pub fn topics_of(&self, id: i32) -> Vec<TopicName> {
-        let Some(s) = self.sessions.get(&id) else { return Vec::new() };
-        let mut names: Vec<TopicName> = Vec::new();
-        for p in &s.partitions {
-            if !names.contains(&p.topic) {
-                names.push(p.topic.clone());
-            }
+    /// An answer for session `id` is being throttled (KIP-219: sent without partitions). If a
+    /// full fetch just created the session (it is still at its first epoch), it is removed and
+    /// true returned: Kafka creates no session for a throttled full fetch, and the client starts
+    /// over. An incremental fetch's session stays (its epoch has moved on already).
+    pub fn throttled(&mut self, id: i32) -> bool {
+        if self.sessions.get(&id).is_some_and(|s| s.epoch == next_epoch(INITIAL_EPOCH)) {
+            self.remove(id);
+            return true;
         }
-        names
+        false
     }
 
     /// Kafka's `maybeCreateSession`: a slot if one is free or can be had by eviction.
@@ -507,9 +516,11 @@ impl FetchSessions {
     }
 
     /// Prometheus text: Kafka's `NumIncrementalFetchSessions`,
-    /// `NumIncrementalFetchPartitionsCached` and `IncrementalFetchSessionEvictionsPerSec`.
+    /// `NumIncrementalFetchPartitionsCached` and `IncrementalFetchSessionEvictionsPerSec`, and
+    /// how many fetches were incremental.
     pub fn render_metrics(&self) -> String {
-        let (sessions, partitions, evictions) = self.with(|c| (c.len(), c.partitions(), c.evictions()));
+        let (sessions, partitions, evictions, incremental) =
+            self.with(|c| (c.len(), c.partitions(), c.evictions(), c.incremental_fetches()));
         let mut out = String::new();
         let _ = write!(
             out,
@@ -518,7 +529,9 @@ impl FetchSessions {
              # HELP skiff_fetch_session_partitions Partitions held in this broker's fetch sessions.\n\
              # TYPE skiff_fetch_session_partitions gauge\nskiff_fetch_session_partitions {partitions}\n\
              # HELP skiff_fetch_session_evictions_total Fetch sessions evicted to make room for new ones.\n\
-             # TYPE skiff_fetch_session_evictions_total counter\nskiff_fetch_session_evictions_total {evictions}\n"
+             # TYPE skiff_fetch_session_evictions_total counter\nskiff_fetch_session_evictions_total {evictions}\n\
+             # HELP skiff_fetch_session_incremental_total Incremental fetches served from a session.\n\
+             # TYPE skiff_fetch_session_incremental_total counter\nskiff_fetch_session_incremental_total {incremental}\n"
         );
         out
     }

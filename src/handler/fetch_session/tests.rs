@@ -282,6 +282,19 @@ fn log_start_and_last_stable_offset_changes_are_news() {
 }
 
 #[test]
+fn a_throttled_full_fetch_leaves_no_session_but_a_throttled_incremental_one_keeps_it() {
+    let mut c = cache(10);
+    let id = full(&mut c, &[("t", 0, 0)], false, 0);
+    assert!(c.throttled(id));
+    assert!(c.is_empty());
+    let id = full(&mut c, &[("t", 0, 0)], false, 0);
+    assert!(incremental(&mut c, &request_for(id, 1), 10, &[]).is_ok());
+    assert!(!c.throttled(id));
+    assert!(!c.throttled(INVALID_SESSION_ID));
+    assert_eq!(c.len(), 1);
+}
+
+#[test]
 fn no_slot_no_session() {
     let mut c = cache(0);
     assert_eq!(full(&mut c, &[("t", 0, 0)], false, 0), INVALID_SESSION_ID);
