@@ -361,3 +361,56 @@ fn cpu_ms(pid: u32) -> anyhow::Result<f64> {
     // USER_HZ is 100 on Linux.
     Ok(ticks * 10.0)
 }
+
+/// KIP-392 inside sessions, on 3 brokers in 3 racks (`support::cluster`, MinIO): the leader's
+/// session answers a consumer of another rack with `preferred_read_replica` on every fetch, full
+/// and incremental (Kafka always sends a computed preferred replica); that rack's broker serves
+/// the partition in its own session, whose incremental fetches answer only new records.
+#[test]
+fn preferred_read_replica_and_follower_fetching_inside_sessions() {
+    use support::cluster::{Cluster, ClusterSpec, NodeRef};
+    let mut cluster =
+        Cluster::start(ClusterSpec::new("fetch-sessions-racks", 3, 3).with_racks(&["az-a", "az-b", "az-c"]));
+    let topic = "racked";
+    cluster.create_topic(topic, 3).expect("create topic");
+    let addr = |id: i32| cluster.kafka_addr(NodeRef::Broker(id)).expect("running broker");
+    let rack = |id: i32| cluster.rack_of(NodeRef::Broker(id)).expect("a rack").to_string();
+    let brokers: Vec<i32> = cluster.broker_refs().into_iter().map(|b| b.id()).collect();
+    let any = addr(brokers[0]);
+    let checked: anyhow::Result<()> = cluster.block_on(async {
+        let mut c = Client::connect(&any).await?;
+        let m = c.metadata(Some(&[topic])).await?;
+        let t = m.topics.into_iter().next().context("no topic")?;
+        let p = t.partitions.first().context("no partition")?;
+        let (partition, leader) = (p.partition_index, p.leader_id.0);
+        let follower = *brokers.iter().find(|b| **b != leader).context("another broker")?;
+        let consumer_rack = rack(follower);
+        let with_rack =
+            |r: FetchRequest| r.with_rack_id(kafka_protocol::protocol::StrBytes::from_string(consumer_rack.clone()));
+        let mut l = Client::connect(&addr(leader)).await?;
+        l.produce_ok(topic, partition, record(1)).await?;
+
+        // At the leader: redirected in the full fetch and again in the incremental one.
+        let r = l.send(&with_rack(fetch(0, 0, topic, &[(partition, 0)], 0)), FETCH_VERSION).await?;
+        ensure!(r.session_id != 0, "no session at the leader");
+        let redirect = r.responses[0].partitions[0].preferred_read_replica.0;
+        ensure!(redirect == follower, "full: preferred_read_replica {redirect}, expected {follower}");
+        let r = l.send(&with_rack(fetch(r.session_id, 1, topic, &[], 0)), FETCH_VERSION).await?;
+        ensure!(answered(&r) == vec![(partition, false)], "incremental at the leader: {:?}", answered(&r));
+        ensure!(r.responses[0].partitions[0].preferred_read_replica.0 == follower, "incremental: not redirected");
+
+        // At the rack's broker: served in a session; idle is empty; a new record alone.
+        let mut f = Client::connect(&addr(follower)).await?;
+        let r = f.send(&with_rack(fetch(0, 0, topic, &[(partition, 0)], 5_000)), FETCH_VERSION).await?;
+        ensure!(r.session_id != 0 && answered(&r) == vec![(partition, true)], "follower full: {:?}", answered(&r));
+        let id = r.session_id;
+        let r = f.send(&with_rack(fetch(id, 1, topic, &[(partition, 1)], 300)), FETCH_VERSION).await?;
+        ensure!(r.error_code == 0 && answered(&r).is_empty(), "follower idle: {:?}", answered(&r));
+        l.produce_ok(topic, partition, record(2)).await?;
+        let r = f.send(&with_rack(fetch(id, 2, topic, &[], 10_000)), FETCH_VERSION).await?;
+        ensure!(answered(&r) == vec![(partition, true)], "follower after produce: {:?}", answered(&r));
+        ensure!(r.responses[0].partitions[0].high_watermark == 2, "follower high watermark");
+        Ok(())
+    });
+    checked.unwrap_or_else(|e| panic!("{e:#}"));
+}
