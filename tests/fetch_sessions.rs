@@ -1,6 +1,7 @@
 //! Incremental fetch sessions (KIP-227) against `skiff dev`: the raw protocol (session ids,
 //! epochs, errors 70 and 71, forgotten partitions, answers holding only partitions with news,
-//! the long poll of an idle session), real clients consuming many partitions through sessions
+//! the long poll of an idle session, authorization of the session's partitions, KIP-392
+//! preferred read replica and follower fetching inside sessions), real clients consuming many partitions through sessions
 //! (Java kafka-clients and librdkafka), and what sessions save for a consumer of 1,000
 //! partitions (bytes per fetch and broker CPU per fetch, printed).
 //!
@@ -413,4 +414,48 @@ fn preferred_read_replica_and_follower_fetching_inside_sessions() {
         Ok(())
     });
     checked.unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// Authorization covers the whole session: a partition the incremental request does not name
+/// is still checked on every fetch (Kafka's `fetchContext.foreachPartition`), so a topic whose
+/// Read is taken away mid-session answers TOPIC_AUTHORIZATION_FAILED (29), not its records.
+#[tokio::test]
+async fn a_session_partition_that_becomes_unreadable_is_refused() {
+    use kafka_protocol::messages::CreateAclsRequest;
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    let broker = SkiffProcess::start();
+    run(&broker, async {
+        let mut c = Client::connect(broker.bootstrap()).await?;
+        for t in ["readable", "revoked"] {
+            c.create_topic_ok(t, 1).await?;
+            c.produce_ok(t, 0, record(0)).await?;
+        }
+        let mut full = fetch(0, 0, "readable", &[(0, 0)], 0);
+        full.topics.extend(fetch(0, 0, "revoked", &[(0, 0)], 0).topics);
+        let r = c.send(&full, FETCH_VERSION).await?;
+        ensure!(r.session_id != 0 && r.responses.len() == 2, "full: {:?}", answered(&r));
+        // An ACL naming the topic for someone else: User:ANONYMOUS may no longer read it.
+        let acl = AclCreation::default()
+            .with_resource_type(2) // TOPIC
+            .with_resource_name("revoked".to_string().into())
+            .with_resource_pattern_type(3) // LITERAL
+            .with_principal("User:someone".to_string().into())
+            .with_host("*".to_string().into())
+            .with_operation(3) // READ
+            .with_permission_type(3); // ALLOW
+        let created = c.send(&CreateAclsRequest::default().with_creations(vec![acl]), 3).await?;
+        ensure!(created.results.iter().all(|r| r.error_code == 0), "CreateAcls: {:?}", created.results);
+        let r = c.send(&fetch(r.session_id, 1, "readable", &[], 0).with_min_bytes(0), FETCH_VERSION).await?;
+        ensure!(r.error_code == 0, "incremental: {}", r.error_code);
+        let revoked = r
+            .responses
+            .iter()
+            .find(|t| t.topic.0.as_str() == "revoked")
+            .and_then(|t| t.partitions.first())
+            .context("the revoked topic's partition is not answered")?;
+        ensure!(revoked.error_code == 29, "revoked: error {}", revoked.error_code);
+        ensure!(revoked.records.as_ref().is_none_or(|b| b.is_empty()), "revoked: records served");
+        Ok(())
+    })
+    .await;
 }
