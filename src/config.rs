@@ -578,7 +578,7 @@ pub struct BrokerConfig {
     /// `max.incremental.fetch.session.cache.slots`: fetch sessions (KIP-227) this broker keeps.
     /// Each lets a consumer send and receive only changed partitions; beyond it new clients
     /// fetch without one (full requests each time) unless Kafka's eviction rules free a slot.
-    /// Costs about 100 bytes per partition in a session. Default 1,000 (Kafka's).
+    /// Costs about 200 bytes per partition in a session. Default 1,000 (Kafka's).
     pub max_incremental_fetch_session_cache_slots: usize,
     /// `quota.window.num`: samples in a client quota's rate window. Default 11 (Kafka's).
     pub quota_window_num: usize,
