@@ -575,6 +575,11 @@ pub struct BrokerConfig {
     /// `max.connection.creation.rate`: new connections per second over all listeners; beyond
     /// it, accepting is delayed (Kafka throttles its acceptor). Default 0: no limit.
     pub max_connection_creation_rate: f64,
+    /// `max.incremental.fetch.session.cache.slots`: fetch sessions (KIP-227) this broker keeps.
+    /// Each lets a consumer send and receive only changed partitions; beyond it new clients
+    /// fetch without one (full requests each time) unless Kafka's eviction rules free a slot.
+    /// Costs about 200 bytes per partition in a session. Default 1,000 (Kafka's).
+    pub max_incremental_fetch_session_cache_slots: usize,
     /// `quota.window.num`: samples in a client quota's rate window. Default 11 (Kafka's).
     pub quota_window_num: usize,
     /// `quota.window.size.seconds`: the length of one sample. Default 1 s (Kafka's).
@@ -655,6 +660,7 @@ impl Default for BrokerConfig {
             max_connections: 10_000,
             max_connections_per_ip: 0,
             max_connection_creation_rate: 0.0,
+            max_incremental_fetch_session_cache_slots: crate::handler::fetch_session::DEFAULT_CACHE_SLOTS,
             quota_window_num: 11,
             quota_window_size: Duration::from_secs(1),
             connections_max_idle: Duration::from_secs(600),

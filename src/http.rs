@@ -76,6 +76,7 @@ fn broker_metrics(broker: &Broker) -> String {
     });
     text.push_str(&broker.security.authorizer.render_metrics());
     text.push_str(&broker.quotas.render_metrics(broker.clock.now_ms()));
+    text.push_str(&broker.fetch_sessions.render_metrics());
     text
 }
 

@@ -566,6 +566,10 @@ async fn serve(
             },
             b.max_connection_creation_rate,
         ),
+        fetch_sessions: crate::handler::fetch_session::FetchSessions::new(
+            b.max_incremental_fetch_session_cache_slots,
+            process.ids.clone(),
+        ),
     });
 
     // Compaction, retention and GC: stopped with `shutdown`, joined before the WAL drains.

@@ -77,6 +77,8 @@ pub struct Broker {
     pub zone: crate::handler::zone_produce::ZoneLink,
     /// Client quota sensors and connection-creation rates (`quota/`).
     pub quotas: crate::quota::Quotas,
+    /// Incremental fetch sessions (KIP-227, `handler::fetch_session`).
+    pub fetch_sessions: crate::handler::fetch_session::FetchSessions,
 }
 
 /// Why a topic could not be created.

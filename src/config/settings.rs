@@ -501,6 +501,10 @@ settings! {
         value: "PER_SECOND",
         help: "max.connection.creation.rate: new connections per second over all listeners, beyond which accepting is delayed; 0 = no limit",
     }
+    broker.max_incremental_fetch_session_cache_slots {
+        env: "SKIFF_MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS", flag: "max-incremental-fetch-session-cache-slots", roles: SERVING,
+        help: "max.incremental.fetch.session.cache.slots: fetch sessions (KIP-227) kept; 0 = none, every fetch is full",
+    }
     broker.quota_window_num {
         env: "SKIFF_QUOTA_WINDOW_NUM", flag: "quota-window-num", roles: SERVING,
         help: "quota.window.num: samples in a client quota's rate window",

@@ -150,6 +150,9 @@ pub enum Merge {
     Nothing,
     Produce(Vec<kafka_protocol::messages::produce_response::TopicProduceResponse>),
     Fetch(Vec<kafka_protocol::messages::fetch_response::FetchableTopicResponse>),
+    /// An incremental fetch's refused topics; the answer's other topics (from its session) are
+    /// checked when it is merged.
+    FetchSession(Vec<kafka_protocol::messages::fetch_response::FetchableTopicResponse>),
     ListOffsets(Vec<kafka_protocol::messages::list_offsets_response::ListOffsetsTopicResponse>),
     OffsetForLeaderEpoch(Vec<kafka_protocol::messages::offset_for_leader_epoch_response::OffsetForLeaderTopicResult>),
     Metadata {
@@ -306,14 +309,21 @@ pub fn gate(check: &Check, body: RequestKind, version: i16) -> Gate {
                     e
                 })
                 .collect();
+            // An incremental fetch (KIP-227) also reads its session's partitions the request does
+            // not name: those are checked on the answer (`Merge::FetchSession`), and the fetch
+            // goes on even when every partition it names is refused.
+            let incremental = r.session_id != 0 && r.session_epoch > 0;
             // Nothing left to read: answer now rather than long-poll on nothing, as Kafka does.
-            if allowed.is_empty() && !denied.is_empty() && r.forgotten_topics_data.is_empty() {
+            if !incremental && allowed.is_empty() && !denied.is_empty() && r.forgotten_topics_data.is_empty() {
                 let mut resp = FetchResponse::default();
                 resp.responses = denied;
                 return Gate::Refuse(ResponseKind::Fetch(resp));
             }
             r.topics = allowed;
-            Gate::Pass(RequestKind::Fetch(r), Merge::Fetch(denied))
+            Gate::Pass(
+                RequestKind::Fetch(r),
+                if incremental { Merge::FetchSession(denied) } else { Merge::Fetch(denied) },
+            )
         }
         RequestKind::ListOffsets(mut r) => {
             use kafka_protocol::messages::list_offsets_response::*;
@@ -1244,6 +1254,43 @@ impl Merge {
             }
             (Merge::Fetch(d), ResponseKind::Fetch(mut r)) => {
                 r.responses.extend(d);
+                ResponseKind::Fetch(r)
+            }
+            (Merge::FetchSession(d), ResponseKind::Fetch(mut r)) => {
+                // A session error answers no partition (Kafka's SessionErrorContext).
+                if r.error_code != errors::NONE {
+                    return ResponseKind::Fetch(r);
+                }
+                // Kafka checks every partition of the session on every fetch: one whose topic is
+                // no longer readable gets the error instead of its records.
+                let topic_code = errors::denied(Rt::Topic);
+                for t in &mut r.responses {
+                    if check.topic(Op::Read, s(&t.topic.0)) {
+                        continue;
+                    }
+                    for p in &mut t.partitions {
+                        *p = kafka_protocol::messages::fetch_response::PartitionData::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(topic_code)
+                            .with_high_watermark(-1)
+                            .with_last_stable_offset(-1)
+                            .with_log_start_offset(-1)
+                            .with_records(Some(Default::default()));
+                    }
+                }
+                for denied in d {
+                    let answered: Vec<i32> = r
+                        .responses
+                        .iter()
+                        .filter(|t| t.topic == denied.topic)
+                        .flat_map(|t| t.partitions.iter().map(|p| p.partition_index))
+                        .collect();
+                    let mut denied = denied;
+                    denied.partitions.retain(|p| !answered.contains(&p.partition_index));
+                    if !denied.partitions.is_empty() {
+                        r.responses.push(denied);
+                    }
+                }
                 ResponseKind::Fetch(r)
             }
             (Merge::ListOffsets(d), ResponseKind::ListOffsets(mut r)) => {

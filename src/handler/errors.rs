@@ -389,6 +389,15 @@ pub fn quota_request(e: &crate::handler::client_quotas::QuotaRequestError) -> i1
     })
 }
 
+/// An incremental fetch without a usable session (KIP-227): the client starts a full one.
+pub fn fetch_session(e: &crate::handler::fetch_session::SessionError) -> i16 {
+    use crate::handler::fetch_session::SessionError;
+    code(match e {
+        SessionError::IdNotFound(_) => ResponseError::FetchSessionIdNotFound,
+        SessionError::InvalidEpoch { .. } => ResponseError::InvalidFetchSessionEpoch,
+    })
+}
+
 #[cfg(test)]
 mod group_controller_tests {
     use super::*;

@@ -12,11 +12,15 @@
 //! (the first offset of the oldest open transaction, or the high watermark) and carries the
 //! aborted transactions of the returned range from the partition's aborted index (no scan).
 //! Both get `last_stable_offset`, and control batches (transaction markers) are returned as
-//! Kafka returns them: clients skip them. Fetch sessions are not kept (session id 0), so clients
-//! send full fetches. An offset past the high watermark gets OFFSET_OUT_OF_RANGE (the consumer then
-//! resets its position) only once the broker's image is confirmed current with the controller;
-//! unconfirmed (a frozen broker resumed in an old epoch, no controller reachable) it gets the
-//! retriable NOT_LEADER_OR_FOLLOWER.
+//! Kafka returns them: clients skip them. Fetch sessions (KIP-227, `fetch_session.rs`): a full
+//! fetch at v7+ gets a session id; the client's incremental fetches then name only changed
+//! partitions, the broker reads every partition of the session and answers only those with
+//! records, a changed high watermark, LSO or log start, a preferred read replica or an error
+//! (an idle session long-polls to `max_wait_ms` and answers no partition). An offset past the
+//! high watermark gets OFFSET_OUT_OF_RANGE (the consumer then resets its position) only once
+//! the broker's image is confirmed current with the controller; unconfirmed (a frozen broker
+//! resumed in an old epoch, no controller reachable) it gets the retriable
+//! NOT_LEADER_OR_FOLLOWER.
 //!
 //! Follower fetching (KIP-392, RFC 0005): a consumer's fetch at v11+ may be served by any
 //! broker Metadata lists among the partition's in-sync replicas (with racks: every live
@@ -41,10 +45,11 @@ use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopi
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, ResponseKind};
 use skiff_controller::image::{Chunk, MetadataImage, check_leader_epoch};
 use tracing::field::Empty;
-use tracing::{Instrument, debug_span, warn};
+use tracing::{Instrument, debug, debug_span, warn};
 
 use super::Handled;
 use super::errors::{self, code};
+use super::fetch_session::{self, Context};
 use crate::broker::internal_topics::{self, InternalTopic, Leadership};
 use crate::broker::{Broker, batch};
 use crate::group::offsets_topic;
@@ -96,10 +101,38 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Handled 
     if !span.is_disabled() {
         span.record("partitions", req.topics.iter().map(|t| t.partitions.len()).sum::<usize>());
     }
+    // KIP-227: the session decides which partitions are read and which are answered.
+    let replica_id = if version >= 15 { req.replica_state.replica_id.0 } else { req.replica_id.0 };
+    let now_ms = broker.clock.now_ms();
+    let context = broker.fetch_sessions.with(|c| c.open(&req, replica_id >= 0, now_ms));
+    let (req, context) = match context {
+        Context::Error(e) => {
+            debug!(error = %e, "fetch session error");
+            return Handled::Ready(ResponseKind::Fetch(fetch_session::error_response(errors::fetch_session(&e))));
+        }
+        Context::Incremental { id, epoch, request } => {
+            (*request, Context::Incremental { id, epoch, request: Box::default() })
+        }
+        other => (req, other),
+    };
     Handled::Deferred(
         async move {
+            let mut response = fetch(&broker, &req, version).await;
+            let now_ms = broker.clock.now_ms();
+            match context {
+                Context::Full { privileged } => {
+                    broker.fetch_sessions.with(|c| c.complete_full(&req, &mut response, privileged, now_ms));
+                }
+                Context::Incremental { id, epoch, .. } => {
+                    if let Err(e) = broker.fetch_sessions.with(|c| c.complete_incremental(id, epoch, &mut response)) {
+                        // Kafka's IncrementalFetchContext answers a raced session with its id.
+                        debug!(error = %e, "fetch session moved on while this fetch waited");
+                        response = fetch_session::error_response(errors::fetch_session(&e)).with_session_id(id);
+                    }
+                }
+                Context::Sessionless | Context::Error(_) => {}
+            }
             // KIP-951: NOT_LEADER_OR_FOLLOWER partitions name the current leader (leader_hints.rs).
-            let response = fetch(&broker, &req, version).await;
             ResponseKind::Fetch(super::leader_hints::fetch(&broker, response, version))
         }
         .instrument(span)

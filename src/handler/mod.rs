@@ -22,6 +22,7 @@ pub mod elect_leaders;
 pub mod errors;
 pub mod features;
 pub mod fetch;
+pub mod fetch_session;
 pub mod groups;
 pub mod leader_hints;
 pub mod list_offsets;

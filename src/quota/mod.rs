@@ -507,6 +507,11 @@ pub async fn handle(
                                 )
                             });
                             r.responses.clear();
+                            // A throttled full fetch creates no session (Kafka's
+                            // FetchContext.getThrottledResponse answers id 0).
+                            if broker.fetch_sessions.with(|c| c.throttled(r.session_id)) {
+                                r.session_id = 0;
+                            }
                             r.throttle_time_ms = throttle as i32;
                             mute.until(now + throttle);
                             if version < 8 {
