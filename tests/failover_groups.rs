@@ -196,16 +196,22 @@ fn ms_since(us: i64, since_us: i64) -> i64 {
     (us - since_us) / 1000
 }
 
+/// The client under test and what it consumes.
+struct Subject<'a> {
+    client: &'a str,
+    topic: &'a str,
+    group: &'a str,
+}
+
 fn run_trial(
     cluster: &mut Cluster,
     member: &mut ClientProcess,
     load: &Load,
-    client: &str,
-    topic: &str,
-    group: &str,
+    subject: &Subject<'_>,
     case: Case,
     trial: usize,
 ) -> Trial {
+    let Subject { client, topic, group } = *subject;
     let ctx = |what: &str| format!("{client} {} trial {trial}: {what}", case.name());
     // The member's events are printed from here on (a rebalance under way before the kill shows).
     let trial_line = member.line_count();
@@ -387,7 +393,8 @@ fn run_client(client: &str) {
         for _ in 0..run {
             let n = trials.len();
             let case = if n % 2 == 0 { Case::Leader } else { Case::Coordinator };
-            trials.push(run_trial(&mut cluster, &mut member, l, client, topic, &group, case, n));
+            let subject = Subject { client, topic, group: &group };
+            trials.push(run_trial(&mut cluster, &mut member, l, &subject, case, n));
         }
         if trials.len() == total {
             // Last run: stop producing and let the member read everything acknowledged.
