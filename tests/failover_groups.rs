@@ -340,7 +340,8 @@ fn bottleneck(client: &str, case: Case) -> &'static str {
             "sarama ends the group session when heartbeats to the dead coordinator fail (transport errors are \
              retried Metadata.Retry.Max times against the cached coordinator, never refreshed), at its next \
              heartbeat tick (Heartbeat.Interval 3 s), then rejoins with a new generation (JoinGroup, SyncGroup) \
-             and restarts every partition consumer from the committed offsets"
+             and restarts every partition consumer from the committed offsets; without a tick first, the moved \
+             partition waits out Consumer.Retry.Backoff (2 s)"
         }
         ("python-confluent", _) => {
             "librdkafka's 1 s topic scan for the moved partition (its Metadata at the disconnect still names \
@@ -392,7 +393,7 @@ fn run_client(client: &str) {
         let run = TRIALS_PER_RUN.min(total - trials.len());
         for _ in 0..run {
             let n = trials.len();
-            let case = if n % 2 == 0 { Case::Leader } else { Case::Coordinator };
+            let case = if n.is_multiple_of(2) { Case::Leader } else { Case::Coordinator };
             let subject = Subject { client, topic, group: &group };
             trials.push(run_trial(&mut cluster, &mut member, l, &subject, case, n));
         }
