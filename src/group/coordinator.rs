@@ -488,6 +488,13 @@ impl Driver {
             }
         }
         for id in due {
+            // A group whose shard moved to another broker since it was loaded is not ours to
+            // tick: its members heartbeat elsewhere, so its sessions would run out here and the
+            // emptied group be stored over the live one. Drop it (reloaded if the shard returns).
+            let epoch = self.forget_if_moved(&id);
+            if self.consumer.loaded_at(&id).is_some_and(|e| e != epoch) {
+                self.forget_consumer_group(&id, "The coordinator moved.");
+            }
             if let Some(g) = self.groups.get_mut(&id)
                 && g.next_deadline().is_some_and(|d| d <= now)
             {
@@ -509,7 +516,13 @@ impl Driver {
 
     fn spawn_store(&mut self, group_id: String, membership: GroupMembership) {
         let controller = self.controller.clone();
-        let epoch = GroupCoordinator::coordinator_epoch(&self.metadata, &group_id);
+        // The epoch the group was loaded at, not the shard's current one: a copy that is no
+        // longer the coordinator's must be refused (StaleCoordinator), never stored.
+        let epoch = self
+            .loaded_at
+            .get(&group_id)
+            .copied()
+            .unwrap_or_else(|| GroupCoordinator::coordinator_epoch(&self.metadata, &group_id));
         let generation = membership.generation;
         self.stores.spawn(async move {
             let ok = match controller.store_group(group_id.clone(), epoch, GroupOp::StoreMembership(membership)).await {

@@ -12,6 +12,7 @@ pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod compat;
+pub mod failover;
 pub mod invariants;
 pub mod kafka_cli;
 pub mod load;

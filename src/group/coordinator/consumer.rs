@@ -45,6 +45,13 @@ pub(super) struct ConsumerGroups {
     incarnations: u64,
 }
 
+impl ConsumerGroups {
+    /// The shard epoch the in-memory consumer group `group_id` was loaded at, if it is loaded.
+    pub(super) fn loaded_at(&self, group_id: &str) -> Option<i32> {
+        self.loaded_at.get(group_id).copied()
+    }
+}
+
 /// The stores of one group's updates, and the answers waiting for them.
 struct Pipeline {
     /// Distinguishes this pipeline from one of an earlier, dropped copy of the group.
@@ -368,7 +375,13 @@ impl Driver {
 
     fn spawn_consumer_store(&mut self, group_id: String, incarnation: u64, version: u64, update: ConsumerGroupUpdate) {
         let controller = self.controller.clone();
-        let epoch = GroupCoordinator::coordinator_epoch(&self.metadata, &group_id);
+        // The epoch the group was loaded at (see `Driver::spawn_store`).
+        let epoch = self
+            .consumer
+            .loaded_at
+            .get(&group_id)
+            .copied()
+            .unwrap_or_else(|| GroupCoordinator::coordinator_epoch(&self.metadata, &group_id));
         self.consumer.stores.spawn(async move {
             let ok = match controller.store_group(group_id.clone(), epoch, GroupOp::UpdateConsumerGroup(update)).await {
                 Ok(()) => true,

@@ -128,6 +128,12 @@ func main() {
 		fmt.Printf("compat %s ok produced=%d verified=0\n", clientName, handed)
 		return
 	}
+	if mode == "failover-group" {
+		// Runs until stdin closes (tests/failover_groups.rs); the watchdog still bounds it.
+		consumed := runFailoverGroup(strings.Split(bootstrap, ","), topic)
+		fmt.Printf("compat %s ok produced=0 verified=%d\n", clientName, consumed)
+		return
+	}
 	if mode != "full" && mode != "produce" && mode != "verify" && mode != "group" && mode != "resubscribe" {
 		fatalf("MODE=%q: want full, produce, verify, group or resubscribe", mode)
 	}

@@ -304,8 +304,9 @@ def main():
     topic = os.environ.get("TOPIC") or fail("TOPIC must be set")
     mode = os.environ.get("MODE", "full")
     records = int(os.environ.get("RECORDS", "20000"))
-    if mode not in ("full", "produce", "verify", "group", "regex", "resubscribe", "txn", "txn-rpw", "failover"):
-        fail(f"MODE must be full, produce, verify, group, regex, resubscribe, txn, txn-rpw or failover, not {mode!r}")
+    if mode not in ("full", "produce", "verify", "group", "regex", "resubscribe", "txn", "txn-rpw", "failover",
+                    "failover-group"):
+        fail(f"MODE must be full, produce, verify, group, regex, resubscribe, txn, txn-rpw, failover or failover-group, not {mode!r}")
     if records < 1:
         fail("RECORDS must be >= 1")
 
@@ -339,6 +340,15 @@ def main():
         except Exception as e:
             fail(f"failover scenario: {e}")
         print(f"compat {CLIENT} ok produced={handed} verified=0", flush=True)
+        os._exit(0)
+    if mode == "failover-group":
+        # Runs until stdin closes (tests/failover_groups.rs); the watchdog still bounds it.
+        from failover_group_mode import Scenario as FailoverGroup
+        try:
+            consumed = FailoverGroup(bootstrap, topic, with_debug({}), log).run()
+        except Exception as e:
+            fail(f"failover-group scenario: {e}")
+        print(f"compat {CLIENT} ok produced=0 verified={consumed}", flush=True)
         os._exit(0)
     if mode in scenarios:
         import importlib

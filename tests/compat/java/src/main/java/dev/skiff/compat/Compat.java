@@ -465,7 +465,7 @@ public final class Compat {
         }
         if (bootstrap == null || topic == null || records < 0
                 || !(mode.equals("full") || mode.equals("produce") || mode.equals("verify") || mode.equals("group")
-                        || mode.equals("regex") || mode.equals("failover-consume") || mode.equals("failover") || mode.equals("resubscribe")
+                        || mode.equals("regex") || mode.equals("failover-consume") || mode.equals("failover") || mode.equals("failover-group") || mode.equals("resubscribe")
                         || mode.equals("txn") || mode.equals("txn-rpw"))) {
             System.err.println("compat " + CLIENT + ": FAIL: need BOOTSTRAP, TOPIC, MODE=full|produce|verify|group|regex|resubscribe|txn|txn-rpw, RECORDS>=0");
             System.exit(2);
@@ -479,6 +479,14 @@ public final class Compat {
             log("bootstrap=" + bootstrap + " topic=" + topic + " mode=" + mode + " records=" + records);
             if (mode.equals("failover-consume")) {
                 System.exit(new FailoverConsume(bootstrap, topic).run());
+                return;
+            }
+            if (mode.equals("failover-group")) {
+                // Runs until stdin closes (tests/failover_groups.rs); the watchdog still bounds it.
+                long consumed = new FailoverGroup(bootstrap, topic).run();
+                System.out.println("compat " + CLIENT + " ok produced=0 verified=" + consumed);
+                System.out.flush();
+                System.exit(0);
                 return;
             }
             if (mode.equals("failover")) {
