@@ -114,6 +114,9 @@ fn start_with_jwks(url: &str, extra: &[(&str, &str)]) -> SkiffProcess {
         // These tests are about authentication: the token's principal may do everything
         // (with a SASL listener nothing is open without ACLs; tests/authorization.rs).
         ("SKIFF_SUPER_USERS".into(), "User:alice".into()),
+        // These tests read /metrics without credentials; with a SASL listener the HTTP
+        // listener would ask for them (tests/http_auth.rs covers that).
+        ("SKIFF_HTTP_METRICS_OPEN".into(), "true".into()),
     ];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     SkiffProcess::start_with_listeners("SASL_PLAINTEXT://127.0.0.1:0", None, env)

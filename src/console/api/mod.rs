@@ -23,6 +23,7 @@
 //! broker (a produce to the partition's leader, group state and offset commits to the group's
 //! coordinator) answers 503 `NOT_LEADER_OR_FOLLOWER` / `NOT_COORDINATOR` on another broker.
 
+mod access;
 mod cluster;
 mod error;
 mod groups;
