@@ -285,7 +285,10 @@ impl SecurityConfig {
     }
 
     /// The HTTP listener's authentication rules for `listeners` (call after [`Config::validate`]).
-    pub fn http_auth_settings(&self, listeners: &[crate::security::listener::ListenerSpec]) -> crate::http::auth::HttpAuth {
+    pub fn http_auth_settings(
+        &self,
+        listeners: &[crate::security::listener::ListenerSpec],
+    ) -> crate::http::auth::HttpAuth {
         let authenticated = listeners.iter().any(|l| l.protocol.sasl())
             || (self.tls_client_ca.is_some() && listeners.iter().any(|l| l.protocol.tls()));
         crate::http::auth::HttpAuth {

@@ -244,13 +244,10 @@ pub async fn run_node(
             let http_addr = http_listener.local_addr()?;
             let http_token = CancellationToken::new();
             let roles = crate::http::Roles { broker: None, controller: controller.clone() };
-            let http =
-                process.supervisor.spawn_critical("http", crate::http::run(
-                http_listener,
-                roles,
-                crate::http::HttpSecurity::default(),
-                http_token.clone(),
-            ));
+            let http = process.supervisor.spawn_critical(
+                "http",
+                crate::http::run(http_listener, roles, crate::http::HttpSecurity::default(), http_token.clone()),
+            );
             info!(controller = ?controller_addr, http = %http_addr, "controller is ready");
             on_ready(&NodeBound { kafka: None, listeners: Vec::new(), http: http_addr, controller: controller_addr });
             shutdown.cancelled().await;

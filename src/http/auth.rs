@@ -153,7 +153,11 @@ pub async fn authenticate(State(auth): State<Authenticator>, mut req: Request, n
             req.extensions_mut().insert(Caller { principal, peer });
             next.run(req).await
         }
-        Err(Refusal::Missing) => unauthorized(&auth, "AUTHENTICATION_REQUIRED", "This listener needs a user name and password (HTTP Basic) or a bearer token."),
+        Err(Refusal::Missing) => unauthorized(
+            &auth,
+            "AUTHENTICATION_REQUIRED",
+            "This listener needs a user name and password (HTTP Basic) or a bearer token.",
+        ),
         Err(Refusal::Failed { scheme, user, reason }) => {
             if let Some(broker) = &auth.broker {
                 broker.metrics.auth_failures.fetch_add(1, Relaxed);
@@ -220,7 +224,8 @@ fn failed(scheme: &'static str, user: Option<String>, reason: &str) -> Refusal {
 
 /// `base64(user:password)` (RFC 7617; the user name holds no colon, the password may).
 fn parse_basic(encoded: &str) -> Result<(String, String), &'static str> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| "Basic credentials are not base64")?;
+    let bytes =
+        base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| "Basic credentials are not base64")?;
     let text = String::from_utf8(bytes).map_err(|_| "Basic credentials are not UTF-8")?;
     let (user, password) = text.split_once(':').ok_or("Basic credentials hold no ':'")?;
     if user.is_empty() {
@@ -257,7 +262,8 @@ async fn verify_password(auth: &Authenticator, broker: &Arc<Broker>, user: &str,
         Some((m, c)) => scram::password_matches(m, &c, &password),
         None => {
             // Same work as a known user, so the answer's timing does not tell.
-            let _ = scram::salted_password(ScramMechanism::ScramSha512, password.as_bytes(), &decoy_salt, DECOY_ITERATIONS);
+            let _ =
+                scram::salted_password(ScramMechanism::ScramSha512, password.as_bytes(), &decoy_salt, DECOY_ITERATIONS);
             false
         }
     })

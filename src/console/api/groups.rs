@@ -329,7 +329,11 @@ fn not_found(group_id: &str) -> ApiError {
     ApiError::of(ResponseError::GroupIdNotFound, format!("Consumer group '{group_id}' does not exist."))
 }
 
-pub(super) async fn describe(State(api): State<Api>, who: Who, ApiPath(group_id): ApiPath<String>) -> ApiResult<Response> {
+pub(super) async fn describe(
+    State(api): State<Api>,
+    who: Who,
+    ApiPath(group_id): ApiPath<String>,
+) -> ApiResult<Response> {
     let broker = api.broker()?;
     let access = who.on(broker, ApiKey::DescribeGroups);
     access.require(Op::Describe, Rt::Group, &group_id)?;
