@@ -170,7 +170,7 @@ impl Http {
         if write {
             req = req.header("Content-Type", "application/json").body(body.unwrap_or(json!({})).to_string());
         }
-        let resp = req.send().await.with_context(|| format!("{path}"))?;
+        let resp = req.send().await.with_context(|| path.to_string())?;
         let status = resp.status().as_u16();
         let challenges = resp
             .headers()

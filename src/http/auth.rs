@@ -36,7 +36,7 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
 use hmac::Mac;
 use skiff_controller::intent::ScramMechanism;
@@ -189,7 +189,7 @@ fn unauthorized(auth: &Authenticator, code: &str, message: &str) -> Response {
     if auth.broker.as_ref().is_some_and(|b| b.security.oauth.is_some()) {
         headers.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"skiff\""));
     }
-    response.into_response()
+    response
 }
 
 /// The principal of an `Authorization` header value.
