@@ -64,13 +64,20 @@ async function main() {
   };
   let page = null;
   try {
-    // No credentials: the listener answers 401 with the challenge that makes a browser prompt.
+    // No credentials: the listener answers 401 with the challenge that makes a browser prompt
+    // (headless Chromium cannot show the prompt: Playwright fails such a navigation with
+    // ERR_INVALID_AUTH_CREDENTIALS, so the browser context's own request API looks at it).
     page = await open(undefined);
-    const first = await page.goto(`${base}/`);
-    const challenge = (await first.headerValue("www-authenticate")) ?? "";
+    const first = await page.context().request.get(`${base}/`);
+    const challenge = first.headers()["www-authenticate"] ?? "";
     if (first.status() !== 401 || !challenge.startsWith('Basic realm="skiff"')) {
       throw new Error(`without credentials: ${first.status()} ${challenge}`);
     }
+    const refused = await page.goto(`${base}/`).then(
+      (r) => `answered ${r.status()}`,
+      (e) => (String(e.message).includes("ERR_INVALID_AUTH_CREDENTIALS") ? null : e.message),
+    );
+    if (refused !== null) throw new Error(`a navigation without credentials was not refused: ${refused}`);
     log("ok: 401 with the Basic challenge without credentials");
 
     // The super user: the console as usual, the topic listed.

@@ -43,8 +43,8 @@ export async function api(method, path, body) {
     if (response.status === 401) {
       message = `${message} Reload the page to sign in again.`;
     } else if (response.status === 403 && error && error.operation) {
-      // An ACL refusal: say which permission is missing, as kafka-acls would name it.
-      message = `Not allowed: ${message} Ask an administrator for ${error.operation} on ${error.resource_type} '${error.resource_name}'.`;
+      // An ACL refusal: the message names the missing operation and resource.
+      message = `Not allowed: ${message}`;
     }
     throw new ApiError(response.status, code, message);
   }
