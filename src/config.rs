@@ -276,12 +276,18 @@ impl SecurityConfig {
         &self,
         listeners: &[crate::security::listener::ListenerSpec],
     ) -> crate::security::authorizer::AuthorizerSettings {
-        let authenticated = listeners.iter().any(|l| l.protocol.sasl())
-            || (self.tls_client_ca.is_some() && listeners.iter().any(|l| l.protocol.tls()));
+        let authenticated = self.authenticates(listeners);
         crate::security::authorizer::AuthorizerSettings {
             super_users: self.super_users.iter().map(|u| u.trim().to_string()).collect(),
             allow_everyone_if_no_acl_found: self.allow_everyone_if_no_acl_found.unwrap_or(!authenticated),
         }
+    }
+
+    /// Whether clients of `listeners` authenticate (a SASL listener, or mutual TLS): the
+    /// network-facing defaults of `allow_everyone_if_no_acl_found` and `http_auth` follow it.
+    fn authenticates(&self, listeners: &[crate::security::listener::ListenerSpec]) -> bool {
+        listeners.iter().any(|l| l.protocol.sasl())
+            || (self.tls_client_ca.is_some() && listeners.iter().any(|l| l.protocol.tls()))
     }
 
     /// The HTTP listener's authentication rules for `listeners` (call after [`Config::validate`]).
@@ -289,10 +295,8 @@ impl SecurityConfig {
         &self,
         listeners: &[crate::security::listener::ListenerSpec],
     ) -> crate::http::auth::HttpAuth {
-        let authenticated = listeners.iter().any(|l| l.protocol.sasl())
-            || (self.tls_client_ca.is_some() && listeners.iter().any(|l| l.protocol.tls()));
         crate::http::auth::HttpAuth {
-            required: self.http_auth.unwrap_or(authenticated),
+            required: self.http_auth.unwrap_or_else(|| self.authenticates(listeners)),
             metrics_open: self.http_metrics_open,
             failed_delay: self.connection_failed_authentication_delay,
         }

@@ -174,7 +174,9 @@ pub async fn authenticate(State(auth): State<Authenticator>, mut req: Request, n
                     );
                 }
             }
-            tokio::time::sleep(auth.settings.failed_delay).await;
+            if let Some(broker) = &auth.broker {
+                broker.clock.sleep(auth.settings.failed_delay).await;
+            }
             unauthorized(&auth, "AUTHENTICATION_FAILED", "Authentication failed: invalid user name, password or token.")
         }
     }

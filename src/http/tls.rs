@@ -66,7 +66,7 @@ impl axum::serve::Listener for TlsListener {
                     // Out of file descriptors and the like: back off as axum's own listener does.
                     Err(e) => {
                         tracing::warn!(error = %e, "HTTP listener: accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        self.clock.sleep(Duration::from_millis(100)).await;
                     }
                 },
                 Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
