@@ -159,6 +159,20 @@ pub struct SecurityConfig {
     /// `sasl.oauthbearer.clock.skew.seconds`: tolerance on `exp`, `nbf` and `iat`. Default 30 s
     /// (Kafka's): larger accepts tokens that long after they expired.
     pub sasl_oauthbearer_clock_skew: Duration,
+    /// Serve the HTTP listener (`/metrics`, `/health`, the console) over TLS with `tls_cert` /
+    /// `tls_key` (reloaded like the Kafka listeners'). Default false: a probe or scraper that
+    /// speaks plain HTTP keeps working; with authentication on, Basic credentials then cross
+    /// the network in the clear, so turn this on when the listener is not on loopback.
+    pub http_tls: bool,
+    /// Require HTTP Basic (SCRAM users' passwords) or a Bearer JWT (OAUTHBEARER's validator) on
+    /// the HTTP listener, and authorize the console as the authenticated `User:<name>`.
+    /// Default: true when a SASL listener or mutual TLS is configured (as
+    /// `allow_everyone_if_no_acl_found` turns false), else false (`User:ANONYMOUS`, ACLs still apply).
+    pub http_auth: Option<bool>,
+    /// Serve `/metrics` without authentication even when `http_auth` is on (a Prometheus that
+    /// scrapes without credentials). Default false: the metrics name topics, users and client ids.
+    /// `/health` is always open (liveness and readiness probes).
+    pub http_metrics_open: bool,
 }
 
 impl Default for SecurityConfig {
@@ -183,6 +197,9 @@ impl Default for SecurityConfig {
             sasl_oauthbearer_expected_audience: Vec::new(),
             sasl_oauthbearer_sub_claim_name: "sub".into(),
             sasl_oauthbearer_clock_skew: Duration::from_secs(30),
+            http_tls: false,
+            http_auth: None,
+            http_metrics_open: false,
         }
     }
 }
@@ -259,15 +276,36 @@ impl SecurityConfig {
         &self,
         listeners: &[crate::security::listener::ListenerSpec],
     ) -> crate::security::authorizer::AuthorizerSettings {
-        let authenticated = listeners.iter().any(|l| l.protocol.sasl())
-            || (self.tls_client_ca.is_some() && listeners.iter().any(|l| l.protocol.tls()));
+        let authenticated = self.authenticates(listeners);
         crate::security::authorizer::AuthorizerSettings {
             super_users: self.super_users.iter().map(|u| u.trim().to_string()).collect(),
             allow_everyone_if_no_acl_found: self.allow_everyone_if_no_acl_found.unwrap_or(!authenticated),
         }
     }
 
+    /// Whether clients of `listeners` authenticate (a SASL listener, or mutual TLS): the
+    /// network-facing defaults of `allow_everyone_if_no_acl_found` and `http_auth` follow it.
+    fn authenticates(&self, listeners: &[crate::security::listener::ListenerSpec]) -> bool {
+        listeners.iter().any(|l| l.protocol.sasl())
+            || (self.tls_client_ca.is_some() && listeners.iter().any(|l| l.protocol.tls()))
+    }
+
+    /// The HTTP listener's authentication rules for `listeners` (call after [`Config::validate`]).
+    pub fn http_auth_settings(
+        &self,
+        listeners: &[crate::security::listener::ListenerSpec],
+    ) -> crate::http::auth::HttpAuth {
+        crate::http::auth::HttpAuth {
+            required: self.http_auth.unwrap_or_else(|| self.authenticates(listeners)),
+            metrics_open: self.http_metrics_open,
+            failed_delay: self.connection_failed_authentication_delay,
+        }
+    }
+
     fn validate(&self, listeners: &[crate::security::listener::ListenerSpec], problems: &mut Vec<String>) {
+        if self.http_tls && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            problems.push("security.http_tls needs tls_cert and tls_key".into());
+        }
         for u in &self.super_users {
             match u.trim().split_once(':') {
                 Some(("User", name)) if !name.is_empty() => {}

@@ -1,5 +1,12 @@
 //! The HTTP listener: `/metrics` (Prometheus text), `/health`, the console's JSON API
 //! (`/api/v1/`, `crate::console::api`) and its pages (`/`, `crate::console::web`).
+//!
+//! Optionally over TLS ([`tls`], `http_tls`); every request passes [`auth::authenticate`]
+//! first, which names its caller (or answers 401), and the console API authorizes that caller
+//! with the broker's ACLs.
+
+pub mod auth;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -19,6 +26,14 @@ use crate::metrics::Snapshot;
 pub struct Roles {
     pub broker: Option<Arc<Broker>>,
     pub controller: Option<skiff_controller::Controller>,
+}
+
+/// How the HTTP listener is secured: its authentication rules and, with `http_tls`, the TLS
+/// identity it serves.
+#[derive(Clone, Default)]
+pub struct HttpSecurity {
+    pub auth: auth::HttpAuth,
+    pub tls: Option<Arc<crate::security::tls::Tls>>,
 }
 
 async fn metrics(State(roles): State<Roles>) -> impl IntoResponse {
@@ -84,13 +99,28 @@ async fn health() -> &'static str {
     "ok\n"
 }
 
-pub async fn run(listener: TcpListener, roles: Roles, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    roles: Roles,
+    security: HttpSecurity,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let api = crate::console::api::router(&roles);
+    let authenticator = auth::Authenticator::new(security.auth, roles.broker.clone());
+    let clock = roles.broker.as_ref().map(|b| b.clock.clone());
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .nest("/api/v1", api)
         .merge(crate::console::web::router())
-        .with_state(roles);
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+        .layer(axum::middleware::from_fn_with_state(authenticator, auth::authenticate))
+        .with_state(roles)
+        .into_make_service_with_connect_info::<auth::Peer>();
+    let stop = async move { shutdown.cancelled().await };
+    match (security.tls, clock) {
+        (Some(tls), Some(clock)) => {
+            axum::serve(tls::TlsListener::new(listener, tls, clock), app).with_graceful_shutdown(stop).await
+        }
+        _ => axum::serve(listener, app).with_graceful_shutdown(stop).await,
+    }
 }

@@ -104,8 +104,9 @@ fn main() -> anyhow::Result<()> {
                     // The one line tools and tests wait for.
                     println!("Kafka bootstrap: {}", bootstrap.kafka_bootstrap(bound.kafka));
                     print_listeners(&bound.listeners);
-                    println!("HTTP: http://{}/metrics", bound.http);
-                    println!("Console: http://{}/", bound.http);
+                    let scheme = if bootstrap.security.http_tls { "https" } else { "http" };
+                    println!("HTTP: {scheme}://{}/metrics", bound.http);
+                    println!("Console: {scheme}://{}/", bound.http);
                     let _ = std::io::stdout().flush();
                 })
                 .await
@@ -119,10 +120,12 @@ fn main() -> anyhow::Result<()> {
                         println!("Kafka bootstrap: {}", bootstrap.kafka_bootstrap(k));
                     }
                     print_listeners(&bound.listeners);
-                    println!("HTTP: http://{}/metrics", bound.http);
+                    // `http_tls` applies to a node with the broker role (whose TLS identity it is).
+                    let scheme = if bootstrap.security.http_tls && bound.kafka.is_some() { "https" } else { "http" };
+                    println!("HTTP: {scheme}://{}/metrics", bound.http);
                     if bound.kafka.is_some() {
                         // The console's API answers from a broker's metadata image.
-                        println!("Console: http://{}/", bound.http);
+                        println!("Console: {scheme}://{}/", bound.http);
                     }
                     let _ = std::io::stdout().flush();
                 })

@@ -92,6 +92,8 @@ pub struct Metrics {
     /// Failed authentications: SASL failures, requests breaking the SASL order (the connection
     /// is closed), client certificates no mapping rule accepts.
     pub auth_failures: AtomicU64,
+    /// Of `auth_failures`, those on the HTTP listener (wrong Basic password, refused token).
+    pub http_auth_failures: AtomicU64,
     pub produced_bytes: AtomicU64,
     pub produced_batches: AtomicU64,
     pub fetched_bytes: AtomicU64,
@@ -332,6 +334,12 @@ impl Metrics {
             "skiff_authentication_failures_total",
             "Failed authentications: SASL failures, requests breaking the SASL order, client certificates no mapping rule accepts.",
             self.auth_failures.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "skiff_http_authentication_failures_total",
+            "Failed authentications on the HTTP listener (also counted in skiff_authentication_failures_total).",
+            self.http_auth_failures.load(Relaxed),
         );
         counter(
             &mut out,

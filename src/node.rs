@@ -244,8 +244,10 @@ pub async fn run_node(
             let http_addr = http_listener.local_addr()?;
             let http_token = CancellationToken::new();
             let roles = crate::http::Roles { broker: None, controller: controller.clone() };
-            let http =
-                process.supervisor.spawn_critical("http", crate::http::run(http_listener, roles, http_token.clone()));
+            let http = process.supervisor.spawn_critical(
+                "http",
+                crate::http::run(http_listener, roles, crate::http::HttpSecurity::default(), http_token.clone()),
+            );
             info!(controller = ?controller_addr, http = %http_addr, "controller is ready");
             on_ready(&NodeBound { kafka: None, listeners: Vec::new(), http: http_addr, controller: controller_addr });
             shutdown.cancelled().await;
@@ -358,7 +360,7 @@ async fn serve(
     let specs = config.listeners().map_err(|e| anyhow::anyhow!("kafka_listen: {e}"))?;
     let advertised = config.advertised().map_err(|e| anyhow::anyhow!("kafka_advertise: {e}"))?;
     let tls = match (&config.security.tls_cert, &config.security.tls_key) {
-        (Some(cert), Some(key)) if specs.iter().any(|l| l.protocol.tls()) => {
+        (Some(cert), Some(key)) if specs.iter().any(|l| l.protocol.tls()) || config.security.http_tls => {
             let files = tls::TlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
@@ -587,7 +589,13 @@ async fn serve(
 
     let http_token = CancellationToken::new();
     let roles = crate::http::Roles { broker: Some(broker.clone()), controller: local };
-    let http = process.supervisor.spawn_critical("http", crate::http::run(http_listener, roles, http_token.clone()));
+    let http_security = crate::http::HttpSecurity {
+        auth: config.security.http_auth_settings(&specs),
+        tls: tls.clone().filter(|_| config.security.http_tls),
+    };
+    let http = process
+        .supervisor
+        .spawn_critical("http", crate::http::run(http_listener, roles, http_security, http_token.clone()));
     for (protocol, addr, adv) in &bound.listeners {
         info!(listener = %protocol, bound = %addr, advertised = %adv, "Kafka listener");
     }

@@ -270,3 +270,92 @@ fn click_through() -> anyhow::Result<()> {
     eprintln!("console screenshots: {}", shots.display());
     Ok(())
 }
+
+/// The console on a broker whose HTTP listener asks for credentials (a SASL listener, so
+/// `http_auth` is on): `tests/console/auth.cjs` checks the 401 challenge, the super user's
+/// console and a user without ACLs seeing the refusal with the missing permission.
+#[test]
+fn console_asks_for_credentials_and_shows_refusals() {
+    if let Err(e) = with_credentials() {
+        panic!("{e:#}");
+    }
+}
+
+fn with_credentials() -> anyhow::Result<()> {
+    const ADMIN: (&str, &str) = ("admin", "admin-secret-browser-41");
+    const BOB: (&str, &str) = ("bob", "bob-secret-browser-77");
+    let browser = browser_setup()?;
+    let skiff = SkiffProcess::start_with_listeners(
+        "SASL_PLAINTEXT://127.0.0.1:0",
+        None,
+        vec![
+            ("SKIFF_SASL_MECHANISMS".into(), "PLAIN,SCRAM-SHA-512".into()),
+            ("SKIFF_SCRAM_BOOTSTRAP_USER".into(), format!("{}={}", ADMIN.0, ADMIN.1)),
+            ("SKIFF_SUPER_USERS".into(), format!("User:{}", ADMIN.0)),
+        ],
+    );
+    runtime().block_on(async {
+        use bytes::Bytes;
+        use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
+        use kafka_protocol::messages::create_topics_request::CreatableTopic;
+        use kafka_protocol::messages::*;
+        use kafka_protocol::protocol::StrBytes;
+        let sb = |s: &str| StrBytes::from_string(s.to_string());
+        let mut c = Client::connect(skiff.bootstrap()).await?;
+        let h = c.send(&SaslHandshakeRequest::default().with_mechanism(sb("PLAIN")), 1).await?;
+        ensure!(h.error_code == 0, "handshake: {}", h.error_code);
+        let token = Bytes::from(format!("\0{}\0{}", ADMIN.0, ADMIN.1).into_bytes());
+        let r = c.send(&SaslAuthenticateRequest::default().with_auth_bytes(token), 2).await?;
+        ensure!(r.error_code == 0, "login: {:?}", r.error_message);
+        let salt = b"console-browser-salt";
+        let salted = skiff::security::sasl::scram::salted_password(
+            skiff_controller::scram::ScramMechanism::ScramSha512,
+            BOB.1.as_bytes(),
+            salt,
+            4096,
+        );
+        let user = ScramCredentialUpsertion::default()
+            .with_name(sb(BOB.0))
+            .with_mechanism(2)
+            .with_iterations(4096)
+            .with_salt(Bytes::from_static(salt))
+            .with_salted_password(Bytes::from(salted));
+        let r = c.send(&AlterUserScramCredentialsRequest::default().with_upsertions(vec![user]), 0).await?;
+        ensure!(r.results.iter().all(|r| r.error_code == 0), "creating bob: {:?}", r.results);
+        let topic = CreatableTopic::default()
+            .with_name(TopicName(sb(TOPIC)))
+            .with_num_partitions(1)
+            .with_replication_factor(-1);
+        let r = c.send(&CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(30_000), 7).await?;
+        ensure!(r.topics.iter().all(|t| t.error_code == 0), "CreateTopics: {:?}", r.topics);
+        anyhow::Ok(())
+    })?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/auth.cjs");
+    let mut child = Command::new("node")
+        .arg(&script)
+        .env("SKIFF_CONSOLE_URL", skiff.http())
+        .env("SKIFF_CHROMIUM", &browser.chromium)
+        .env("SKIFF_NODE_MODULES", &browser.node_modules)
+        .env("SKIFF_SCREENSHOTS", screenshot_dir())
+        .env("SKIFF_TOPIC", TOPIC)
+        .env("SKIFF_ADMIN", format!("{}:{}", ADMIN.0, ADMIN.1))
+        .env("SKIFF_USER", format!("{}:{}", BOB.0, BOB.1))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("start node (scripts/test.sh checks it is installed)")?;
+    let mut stdout = child.stdout.take().context("piped stdout")?;
+    let driver = Driver(Some(child));
+    // Bounded: the script's own steps are 20 s each; a hung browser is killed by the driver.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+        let _ = tx.send(out);
+    });
+    let out = rx.recv_timeout(Duration::from_secs(120)).context("the browser script did not finish within 120 s")?;
+    drop(driver);
+    ensure!(out.lines().any(|l| l == "PASS"), "the browser script failed (its stderr is above)");
+    Ok(())
+}

@@ -124,6 +124,9 @@ fn start_with_jwks(url: &str, extra: &[(&str, &str)]) -> SkiffProcess {
         // These tests are about authentication: the token's principal may do everything
         // (with a SASL listener nothing is open without ACLs; tests/authorization.rs).
         ("SKIFF_SUPER_USERS".into(), "User:alice".into()),
+        // These tests read /metrics without credentials; with a SASL listener the HTTP
+        // listener would ask for them (tests/http_auth.rs covers that).
+        ("SKIFF_HTTP_METRICS_OPEN".into(), "true".into()),
     ];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     SkiffProcess::start_with_listeners("SASL_PLAINTEXT://127.0.0.1:0", None, env)
@@ -331,4 +334,65 @@ fn an_unknown_kid_fetches_the_jwks_early_once() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(served.load(SeqCst), 3, "at most one early fetch per unknown kid");
     });
+}
+
+/// The HTTP listener takes the same tokens (`Authorization: Bearer`, docs/security.md "The HTTP
+/// listener") with the same checks: a valid token is its `sub`'s principal (alice, a super user,
+/// lists topics; bob, without ACLs, may not create one); no token, an expired one or one signed
+/// by another key is 401 with both challenges, and no token is logged.
+#[test]
+fn http_listener_takes_bearer_tokens() {
+    let idp = Idp::new();
+    let broker = start(&idp);
+    let now = now_s();
+    let alice = idp.es256(&Idp::claims("alice", now + 3600, AUDIENCE));
+    let bob = idp.rs256(&Idp::claims("bob", now + 3600, AUDIENCE));
+    let expired = idp.es256(&Idp::claims("alice", now - 3600, AUDIENCE));
+    let forged = Idp::new().es256(&Idp::claims("alice", now + 3600, AUDIENCE));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build()?;
+        let base = broker.http().to_string();
+        let call = |method: reqwest::Method, path: &str, token: Option<&str>| {
+            let mut req = client.request(method.clone(), format!("{base}{path}"));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            if method != reqwest::Method::GET {
+                req = req.header("Content-Type", "application/json").body(r#"{"name":"bobs"}"#);
+            }
+            async move {
+                let resp = req.send().await?;
+                let challenges: Vec<String> = resp
+                    .headers()
+                    .get_all("www-authenticate")
+                    .iter()
+                    .map(|v| v.to_str().unwrap_or_default().to_string())
+                    .collect();
+                anyhow::Ok((resp.status().as_u16(), challenges, resp.text().await?))
+            }
+        };
+        let (status, challenges, _) = call(reqwest::Method::GET, "/api/v1/topics", None).await?;
+        anyhow::ensure!(status == 401, "no token: {status}");
+        anyhow::ensure!(
+            challenges.iter().any(|c| c.starts_with("Basic realm=\"skiff\""))
+                && challenges.iter().any(|c| c.starts_with("Bearer realm=\"skiff\"")),
+            "challenges {challenges:?}"
+        );
+        let (status, _, body) = call(reqwest::Method::GET, "/api/v1/topics", Some(&alice)).await?;
+        anyhow::ensure!(status == 200, "alice's token: {status} {body}");
+        let (status, _, body) = call(reqwest::Method::POST, "/api/v1/topics", Some(&bob)).await?;
+        anyhow::ensure!(status == 403 && body.contains("TOPIC_AUTHORIZATION_FAILED"), "bob's create: {status} {body}");
+        for (what, token) in [("expired", &expired), ("forged", &forged), ("garbage", &"a.b.c".to_string())] {
+            let (status, _, body) = call(reqwest::Method::GET, "/api/v1/topics", Some(token)).await?;
+            anyhow::ensure!(status == 401, "{what} token: {status} {body}");
+        }
+        anyhow::Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", broker.stderr_tail(30)));
+    let log = std::fs::read_to_string(broker.stderr_path()).expect("log");
+    for token in [&alice, &bob, &expired, &forged] {
+        assert!(!log.contains(token.as_str()), "a token is logged");
+    }
+    assert!(log.contains("authentication failed") && log.contains("scheme=\"Bearer\""), "no Bearer failure logged");
 }

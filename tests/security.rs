@@ -120,6 +120,9 @@ impl Certs {
             // These tests are about authentication; with a SASL listener the default would refuse
             // every resource without an ACL (authorization is tests/authorization.rs).
             ("SKIFF_ALLOW_EVERYONE_IF_NO_ACL_FOUND".into(), "true".into()),
+            // These tests read /metrics without credentials; with a SASL listener the HTTP
+            // listener would ask for them (tests/http_auth.rs covers that).
+            ("SKIFF_HTTP_METRICS_OPEN".into(), "true".into()),
         ]
     }
 

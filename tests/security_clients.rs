@@ -41,6 +41,9 @@ fn start(certs: &Certs) -> SkiffProcess {
             // Both principals may do everything once an authorizer is in place (issue #14 point 3:
             // no ACL means deny when a SASL or mTLS listener exists). Ignored by a build without one.
             ("SKIFF_SUPER_USERS".into(), format!("User:{},User:alice", ADMIN.0)),
+            // These tests read /metrics without credentials; with a SASL listener the HTTP
+            // listener would ask for them (tests/http_auth.rs covers that).
+            ("SKIFF_HTTP_METRICS_OPEN".into(), "true".into()),
         ],
     )
 }

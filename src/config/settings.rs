@@ -660,6 +660,19 @@ settings! {
         default: "false with a SASL listener or mutual TLS, else true",
         help: "allow.everyone.if.no.acl.found: a resource without any ACL is open to every principal",
     }
+    security.http_tls {
+        env: "SKIFF_HTTP_TLS", flag: "http-tls", roles: SERVING,
+        help: "Serve the HTTP listener (/metrics, /health, the console) over TLS with --tls-cert/--tls-key",
+    }
+    security.http_auth {
+        env: "SKIFF_HTTP_AUTH", flag: "http-auth", roles: SERVING,
+        default: "true with a SASL listener or mutual TLS, else false",
+        help: "Require HTTP Basic (SCRAM users) or Bearer JWT (OAUTHBEARER) on the HTTP listener; the console is then authorized as that user",
+    }
+    security.http_metrics_open {
+        env: "SKIFF_HTTP_METRICS_OPEN", flag: "http-metrics-open", roles: SERVING,
+        help: "Serve /metrics without authentication even with --http-auth (/health is always open)",
+    }
 
     // Controller.
     controller.node_id {

@@ -9,6 +9,10 @@ use axum::extract::State;
 use axum::response::Response;
 use serde::Serialize;
 
+use kafka_protocol::messages::ApiKey;
+use skiff_controller::acls::AclOperation;
+
+use super::access::Who;
 use super::rates::RateView;
 use super::{Api, ApiResult, ok};
 use crate::broker::Broker;
@@ -134,8 +138,11 @@ struct Security {
     enabled: bool,
 }
 
-pub(super) async fn cluster(State(api): State<Api>) -> ApiResult<Response> {
+pub(super) async fn cluster(State(api): State<Api>, who: Who) -> ApiResult<Response> {
     let broker = api.broker()?;
+    // The quorum's state is DescribeQuorum's (DESCRIBE on the cluster); so are cluster-wide
+    // counts and the object store's cost.
+    who.on(broker, ApiKey::DescribeQuorum).require_cluster(AclOperation::Describe)?;
     let quorum = broker.controller.describe_quorum().await;
     let applied_index = broker.metadata.applied_index();
     let controllers = match quorum {
@@ -282,8 +289,11 @@ struct BrokerRow {
     coordinator_shards: usize,
 }
 
-pub(super) async fn brokers(State(api): State<Api>) -> ApiResult<Response> {
+pub(super) async fn brokers(State(api): State<Api>, who: Who) -> ApiResult<Response> {
     let broker = api.broker()?;
+    // Leadership and coordinator load per broker: DescribeCluster's details, which the
+    // console keeps to principals that may describe the cluster.
+    who.on(broker, ApiKey::DescribeCluster).require_cluster(AclOperation::Describe)?;
     let rows = broker.metadata.read(|m| {
         m.registered_brokers()
             .into_iter()

@@ -25,6 +25,14 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     /// A write a browser sent from another site (`mod.rs`'s cross-site write guard).
     Forbidden(String),
+    /// The ACLs refuse the caller `operation` on the resource (`access.rs`): 403 with Kafka's
+    /// `*_AUTHORIZATION_FAILED` code for the resource type.
+    Denied {
+        principal: String,
+        operation: skiff_controller::acls::AclOperation,
+        resource_type: skiff_controller::acls::ResourceType,
+        name: String,
+    },
 }
 
 /// The API's result type.
@@ -55,6 +63,7 @@ impl ApiError {
             ApiError::NoBroker => "BROKER_NOT_AVAILABLE".into(),
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE".into(),
             ApiError::Forbidden(_) => "FORBIDDEN".into(),
+            ApiError::Denied { resource_type, .. } => kafka_name(crate::handler::errors::denied(*resource_type)),
         }
     }
 
@@ -67,6 +76,11 @@ impl ApiError {
             | ApiError::Forbidden(message) => message.clone(),
             ApiError::PayloadTooLarge(limit) => format!("The request body is larger than {limit} bytes."),
             ApiError::NoBroker => "This node runs no broker; ask a broker's HTTP listener.".into(),
+            ApiError::Denied { principal, operation, resource_type, name } => format!(
+                "{principal} is not authorized to {} {} '{name}' (an ACL must allow it).",
+                operation.name(),
+                resource_type.name()
+            ),
         }
     }
 
@@ -78,7 +92,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NoBroker => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::Denied { .. } => StatusCode::FORBIDDEN,
         }
     }
 }
@@ -91,7 +105,13 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.name(), "message": self.message() } });
+        let mut body = serde_json::json!({ "error": { "code": self.name(), "message": self.message() } });
+        if let ApiError::Denied { operation, resource_type, name, .. } = &self {
+            // For pages and scripts: which permission is missing, without parsing the message.
+            body["error"]["operation"] = operation.name().into();
+            body["error"]["resource_type"] = resource_type.name().into();
+            body["error"]["resource_name"] = name.as_str().into();
+        }
         super::json(self.status(), &body)
     }
 }

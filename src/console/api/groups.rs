@@ -20,6 +20,10 @@ use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartiti
 use kafka_protocol::messages::{GroupId, OffsetCommitRequest, ResponseKind, TopicName};
 use serde::{Deserialize, Serialize};
 
+use kafka_protocol::messages::ApiKey;
+use skiff_controller::acls::{AclOperation as Op, ResourceType as Rt};
+
+use super::access::{Access, Who};
 use super::messages::{EARLIEST, LATEST, list_offset};
 use super::{Api, ApiError, ApiPath, ApiResult, MAX_LISTED, body_json, check, ok, s};
 use crate::broker::Broker;
@@ -263,15 +267,41 @@ fn offsets_of(broker: &Broker, group_id: &str, members: &[Member]) -> (Vec<Parti
     })
 }
 
+/// [`offsets_of`] without the topics `access` may not describe (as OffsetFetch leaves them
+/// out), the total lag over what is left.
+fn visible_offsets(
+    broker: &Broker,
+    group_id: &str,
+    members: &[Member],
+    access: &Access<'_>,
+) -> (Vec<PartitionOffset>, Option<i64>) {
+    let (mut offsets, total) = offsets_of(broker, group_id, members);
+    let before = offsets.len();
+    offsets.retain(|o| access.sees(Op::Describe, Rt::Topic, &o.topic));
+    if offsets.len() == before {
+        return (offsets, total);
+    }
+    let total = offsets.iter().filter_map(|o| o.lag).fold(None, |sum: Option<i64>, l| Some(sum.unwrap_or(0) + l));
+    (offsets, total)
+}
+
 fn coordinator_id(broker: &Broker, group_id: &str) -> i32 {
     broker.metadata.read(|m| m.coordinator(group_id).map_or(broker.settings.node_id, |c| c.broker_id))
 }
 
-pub(super) async fn list(State(api): State<Api>) -> ApiResult<Response> {
+pub(super) async fn list(State(api): State<Api>, who: Who) -> ApiResult<Response> {
     let broker = api.broker()?;
+    // ListGroups: DESCRIBE on the cluster lists every group, else the groups the caller may
+    // describe; the others are left out silently.
+    let access = who.on(broker, ApiKey::ListGroups);
+    let all = access.sees_cluster(Op::Describe);
     let listed = broker.groups.list().await.map_err(|e| coordinator_error(e, ""))?;
-    let mut ids: Vec<String> =
-        listed.into_iter().filter(|g| is_coordinator(broker, &g.group_id)).map(|g| g.group_id).collect();
+    let mut ids: Vec<String> = listed
+        .into_iter()
+        .filter(|g| is_coordinator(broker, &g.group_id))
+        .filter(|g| all || access.sees(Op::Describe, Rt::Group, &g.group_id))
+        .map(|g| g.group_id)
+        .collect();
     ids.sort();
     let truncated = ids.len() > MAX_LISTED;
     ids.truncate(MAX_LISTED);
@@ -279,7 +309,7 @@ pub(super) async fn list(State(api): State<Api>) -> ApiResult<Response> {
     for id in ids {
         // A group deleted since the list is simply left out.
         let Some(d) = describe_group(broker, &id).await? else { continue };
-        let (offsets, total_lag) = offsets_of(broker, &id, &d.members);
+        let (offsets, total_lag) = visible_offsets(broker, &id, &d.members, &access);
         groups.push(GroupSummary {
             coordinator: coordinator_id(broker, &id),
             topics: offsets.iter().map(|o| o.topic.clone()).collect(),
@@ -299,10 +329,16 @@ fn not_found(group_id: &str) -> ApiError {
     ApiError::of(ResponseError::GroupIdNotFound, format!("Consumer group '{group_id}' does not exist."))
 }
 
-pub(super) async fn describe(State(api): State<Api>, ApiPath(group_id): ApiPath<String>) -> ApiResult<Response> {
+pub(super) async fn describe(
+    State(api): State<Api>,
+    who: Who,
+    ApiPath(group_id): ApiPath<String>,
+) -> ApiResult<Response> {
     let broker = api.broker()?;
+    let access = who.on(broker, ApiKey::DescribeGroups);
+    access.require(Op::Describe, Rt::Group, &group_id)?;
     let d = describe_group(broker, &group_id).await?.ok_or_else(|| not_found(&group_id))?;
-    let (offsets, total_lag) = offsets_of(broker, &group_id, &d.members);
+    let (offsets, total_lag) = visible_offsets(broker, &group_id, &d.members, &access);
     Ok(ok(&GroupDetail {
         coordinator: coordinator_id(broker, &group_id),
         group_id,
@@ -356,11 +392,16 @@ struct ResetPartition {
 /// `POST /groups/{g}/reset-offsets`: `kafka-consumer-groups.sh --reset-offsets` for one topic.
 pub(super) async fn reset_offsets(
     State(api): State<Api>,
+    who: Who,
     ApiPath(group_id): ApiPath<String>,
     body: Body,
 ) -> ApiResult<Response> {
     let broker = api.broker()?;
     let b: ResetBody = body_json(body).await?;
+    // The tool's OffsetCommit: READ on the group, then READ on the topic.
+    let access = who.on(broker, ApiKey::OffsetCommit);
+    access.require(Op::Read, Rt::Group, &group_id)?;
+    access.require(Op::Read, Rt::Topic, &b.topic)?;
     if matches!(b.to, ResetTo::Timestamp | ResetTo::Offset) && b.value.is_none() {
         return Err(ApiError::BadRequest(format!("Resetting to {:?} needs a value.", b.to).to_lowercase()));
     }

@@ -26,6 +26,10 @@ use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEnc
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use kafka_protocol::messages::ApiKey;
+use skiff_controller::acls::{AclOperation as Op, ResourceType as Rt};
+
+use super::access::Who;
 use super::payload::{Encoding, Payload};
 use super::{Api, ApiError, ApiPath, ApiResult, body_json, check, json, ok, param, query, s};
 
@@ -124,10 +128,13 @@ pub(super) async fn list_offset(
 
 pub(super) async fn browse(
     State(api): State<Api>,
+    who: Who,
     ApiPath((topic, partition)): ApiPath<(String, i32)>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let broker = api.broker()?;
+    // Fetch: READ on the topic (which implies the DESCRIBE its ListOffsets needs).
+    who.on(broker, ApiKey::Fetch).require(Op::Read, Rt::Topic, &topic)?;
     let q = query(raw.as_deref())?;
     let limit = param::<usize>(&q, "limit")?.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let max_bytes = param::<usize>(&q, "max_bytes")?.unwrap_or(DEFAULT_BYTES).clamp(1, MAX_BYTES);
@@ -400,10 +407,12 @@ struct Produced {
 /// `POST /topics/{t}/messages`: one record through the Produce handler, acks=all.
 pub(super) async fn produce(
     State(api): State<Api>,
+    who: Who,
     ApiPath(topic): ApiPath<String>,
     body: Body,
 ) -> ApiResult<Response> {
     let broker = api.broker()?;
+    who.on(broker, ApiKey::Produce).require(Op::Write, Rt::Topic, &topic)?;
     let b: ProduceBody = body_json(body).await?;
     let bad = |what: &str, e: String| ApiError::BadRequest(format!("The {what} is not valid {:?}: {e}.", b.encoding));
     let key = b.key.as_deref().map(|k| b.encoding.decode(k).map_err(|e| bad("key", e))).transpose()?;

@@ -16,6 +16,10 @@
 //! the same image and coordinator calls the handlers read. Errors: [`error`], the one mapping to
 //! HTTP statuses and Kafka error names.
 //!
+//! Who may do what: the HTTP listener authenticates the caller (`http/auth.rs`) and every
+//! endpoint asks the broker's authorizer first ([`access`], with the operation Kafka requires
+//! for the equivalent API); listings leave out what the caller may not describe.
+//!
 //! Everything is bounded: request bodies ([`MAX_BODY_BYTES`]), records per page and their
 //! bytes (`messages.rs`), listed topics and groups ([`MAX_LISTED`]).
 //!
@@ -23,6 +27,7 @@
 //! broker (a produce to the partition's leader, group state and offset commits to the group's
 //! coordinator) answers 503 `NOT_LEADER_OR_FOLLOWER` / `NOT_COORDINATOR` on another broker.
 
+mod access;
 mod cluster;
 mod error;
 mod groups;
@@ -115,9 +120,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(roles: &Roles) -> Router<S> {
         .with_state(Api::new(roles))
 }
 
-/// Refuses cross-site writes (CSRF), for every mutating route in one place. The API has no
-/// authentication, so any page a user opens could otherwise write through the user's browser
-/// to a listener it can reach (loopback included): a `<form enctype="text/plain">` or a
+/// Refuses cross-site writes (CSRF), for every mutating route in one place. Without
+/// authentication (a PLAINTEXT dev broker), and with it too since a browser sends remembered
+/// Basic credentials with any request, any page a user opens could otherwise write through the
+/// user's browser to a listener it can reach (loopback included): a `<form enctype="text/plain">` or a
 /// `no-cors` fetch sends a POST without asking. Every method but GET and HEAD must declare
 /// `Content-Type: application/json`, which a browser sends cross-site only after a CORS
 /// preflight that this server never grants; and a browser's `Sec-Fetch-Site` or `Origin`

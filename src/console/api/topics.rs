@@ -22,6 +22,10 @@ use kafka_protocol::messages::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use kafka_protocol::messages::ApiKey;
+use skiff_controller::acls::{AclOperation as Op, ResourceType as Rt};
+
+use super::access::{Access, Who};
 use super::{Api, ApiError, ApiPath, ApiResult, MAX_LISTED, asker, body_json, check, json, ok, s};
 use crate::broker::Broker;
 use crate::handler::{admin, configs};
@@ -84,10 +88,17 @@ fn summary(
     }
 }
 
-pub(super) async fn list(State(api): State<Api>) -> ApiResult<Response> {
+pub(super) async fn list(State(api): State<Api>, who: Who) -> ApiResult<Response> {
     let broker = api.broker()?;
+    let access = who.on(broker, ApiKey::Metadata);
     let rates = api.observe(broker);
-    let mut topics: Vec<TopicSummary> = broker.metadata.read(|m| m.topics().map(|t| summary(broker, m, t)).collect());
+    // As Metadata of all topics: what the caller may not describe is left out, silently.
+    let names: Vec<String> = broker.metadata.read(|m| m.topics().map(|t| t.name().to_string()).collect());
+    let visible: std::collections::HashSet<String> =
+        names.into_iter().filter(|n| access.sees(Op::Describe, Rt::Topic, n)).collect();
+    let mut topics: Vec<TopicSummary> = broker
+        .metadata
+        .read(|m| m.topics().filter(|t| visible.contains(t.name())).map(|t| summary(broker, m, t)).collect());
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     let truncated = topics.len() > MAX_LISTED;
     topics.truncate(MAX_LISTED);
@@ -119,9 +130,14 @@ fn minus_one_i16() -> i16 {
     -1
 }
 
-pub(super) async fn create(State(api): State<Api>, body: Body) -> ApiResult<Response> {
+pub(super) async fn create(State(api): State<Api>, who: Who, body: Body) -> ApiResult<Response> {
     let broker = api.broker()?;
     let b: CreateBody = body_json(body).await?;
+    // Kafka's CreateTopics: CREATE on the cluster (not audited when missing), else on the topic.
+    let access = who.on(broker, ApiKey::CreateTopics);
+    if !access.sees_cluster(Op::Create) {
+        access.require(Op::Create, Rt::Topic, &b.name)?;
+    }
     let topic = CreatableTopic::default()
         .with_name(TopicName(s(b.name.clone())))
         .with_num_partitions(b.partitions)
@@ -144,7 +160,12 @@ pub(super) async fn create(State(api): State<Api>, body: Body) -> ApiResult<Resp
         let body = serde_json::json!({ "name": b.name, "partitions": r.num_partitions, "validate_only": true });
         return Ok(ok(&body));
     }
-    Ok(json(StatusCode::CREATED, &detail(broker, &api, &b.name)?))
+    // CREATE does not imply DESCRIBE: without it the answer says no more than CreateTopics'.
+    if !access.sees(Op::Describe, Rt::Topic, &b.name) {
+        let body = serde_json::json!({ "name": b.name, "partitions": r.num_partitions });
+        return Ok(json(StatusCode::CREATED, &body));
+    }
+    Ok(json(StatusCode::CREATED, &detail(broker, &api, &b.name, &access)?))
 }
 
 #[derive(Serialize)]
@@ -218,7 +239,9 @@ fn type_name(t: i8) -> &'static str {
 }
 
 /// Topic `name` with its partitions and its configs (DescribeConfigs' answer).
-fn detail(broker: &std::sync::Arc<Broker>, api: &Api, name: &str) -> ApiResult<TopicDetail> {
+/// Its configs only when `access` allows DESCRIBE_CONFIGS (else none, as DescribeConfigs
+/// would refuse them).
+fn detail(broker: &std::sync::Arc<Broker>, api: &Api, name: &str, access: &Access<'_>) -> ApiResult<TopicDetail> {
     let found = broker.metadata.read(|m| {
         let t = m.topic(name)?;
         let partitions = t
@@ -245,7 +268,11 @@ fn detail(broker: &std::sync::Arc<Broker>, api: &Api, name: &str) -> ApiResult<T
     };
     Ok(TopicDetail {
         message_rate: api.observe(broker).topics.get(&t.id).map_or(0.0, |r| r.records),
-        configs: describe_configs(broker, name)?,
+        configs: if access.sees(Op::DescribeConfigs, Rt::Topic, name) {
+            describe_configs(broker, name)?
+        } else {
+            Vec::new()
+        },
         name: t.name,
         id: t.id,
         internal: t.internal,
@@ -287,13 +314,16 @@ fn describe_configs(broker: &std::sync::Arc<Broker>, name: &str) -> ApiResult<Ve
         .collect())
 }
 
-pub(super) async fn describe(State(api): State<Api>, ApiPath(topic): ApiPath<String>) -> ApiResult<Response> {
+pub(super) async fn describe(State(api): State<Api>, who: Who, ApiPath(topic): ApiPath<String>) -> ApiResult<Response> {
     let broker = api.broker()?;
-    Ok(ok(&detail(broker, &api, &topic)?))
+    let access = who.on(broker, ApiKey::Metadata);
+    access.require(Op::Describe, Rt::Topic, &topic)?;
+    Ok(ok(&detail(broker, &api, &topic, &access)?))
 }
 
-pub(super) async fn delete(State(api): State<Api>, ApiPath(topic): ApiPath<String>) -> ApiResult<Response> {
+pub(super) async fn delete(State(api): State<Api>, who: Who, ApiPath(topic): ApiPath<String>) -> ApiResult<Response> {
     let broker = api.broker()?;
+    who.on(broker, ApiKey::DeleteTopics).require(Op::Delete, Rt::Topic, &topic)?;
     let req = DeleteTopicsRequest::default()
         .with_topics(vec![DeleteTopicState::default().with_name(Some(TopicName(s(topic.clone()))))])
         .with_timeout_ms(ADMIN_TIMEOUT_MS);
@@ -317,11 +347,13 @@ struct IncrementalBody {
 /// `PATCH /topics/{t}/configs`: IncrementalAlterConfigs (SET and DELETE).
 pub(super) async fn alter_incremental(
     State(api): State<Api>,
+    who: Who,
     ApiPath(topic): ApiPath<String>,
     body: Body,
 ) -> ApiResult<Response> {
     use incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
     let broker = api.broker()?;
+    who.on(broker, ApiKey::IncrementalAlterConfigs).require(Op::AlterConfigs, Rt::Topic, &topic)?;
     let b: IncrementalBody = body_json(body).await?;
     let mut ops: Vec<AlterableConfig> = b
         .set
@@ -359,9 +391,15 @@ struct AlterBody {
 }
 
 /// `PUT /topics/{t}/configs`: AlterConfigs (the whole set of topic overrides).
-pub(super) async fn alter(State(api): State<Api>, ApiPath(topic): ApiPath<String>, body: Body) -> ApiResult<Response> {
+pub(super) async fn alter(
+    State(api): State<Api>,
+    who: Who,
+    ApiPath(topic): ApiPath<String>,
+    body: Body,
+) -> ApiResult<Response> {
     use alter_configs_request::{AlterConfigsResource, AlterableConfig};
     let broker = api.broker()?;
+    who.on(broker, ApiKey::AlterConfigs).require(Op::AlterConfigs, Rt::Topic, &topic)?;
     let b: AlterBody = body_json(body).await?;
     let req = AlterConfigsRequest::default()
         .with_resources(vec![
@@ -393,10 +431,13 @@ struct PartitionsBody {
 /// `POST /topics/{t}/partitions`: CreatePartitions to `count` in all.
 pub(super) async fn add_partitions(
     State(api): State<Api>,
+    who: Who,
     ApiPath(topic): ApiPath<String>,
     body: Body,
 ) -> ApiResult<Response> {
     let broker = api.broker()?;
+    let access = who.on(broker, ApiKey::CreatePartitions);
+    access.require(Op::Alter, Rt::Topic, &topic)?;
     let b: PartitionsBody = body_json(body).await?;
     let req = CreatePartitionsRequest::default()
         .with_topics(vec![
@@ -410,5 +451,5 @@ pub(super) async fn add_partitions(
     let resp = admin::create_partitions(broker, req, &mut MutationQuota::unbounded()).await;
     let r = resp.results.first().ok_or_else(|| ApiError::kafka(-1, "CreatePartitions answered no topic."))?;
     check(r.error_code, r.error_message.as_ref())?;
-    Ok(ok(&detail(broker, &api, &topic)?))
+    Ok(ok(&detail(broker, &api, &topic, &access)?))
 }

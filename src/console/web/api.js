@@ -15,7 +15,10 @@ export class ApiError extends Error {
 }
 
 export async function api(method, path, body) {
-  const init = { method, headers: { Accept: "application/json" } };
+  // Same-origin credentials: on a listener with authentication the browser asks for a user
+  // name and password once (the 401's `WWW-Authenticate: Basic`) and sends them with every
+  // call after; `same-origin` is fetch's default, spelled out so no change of default drops it.
+  const init = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
   // Every write declares JSON, a DELETE without a body too: the API refuses writes without it
   // (a cross-site page cannot send it without a CORS preflight the server never grants).
   if (method !== "GET" && method !== "HEAD") init.headers["Content-Type"] = "application/json";
@@ -36,7 +39,13 @@ export async function api(method, path, body) {
   if (!response.ok) {
     const error = data && typeof data === "object" ? data.error ?? data : null;
     const code = (error && error.code) || `HTTP_${response.status}`;
-    const message = (error && (error.message || (typeof error === "string" ? error : ""))) || text || response.statusText;
+    let message = (error && (error.message || (typeof error === "string" ? error : ""))) || text || response.statusText;
+    if (response.status === 401) {
+      message = `${message} Reload the page to sign in again.`;
+    } else if (response.status === 403 && error && error.operation) {
+      // An ACL refusal: the message names the missing operation and resource.
+      message = `Not allowed: ${message}`;
+    }
     throw new ApiError(response.status, code, message);
   }
   return data;
