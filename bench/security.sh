@@ -9,9 +9,15 @@
 #      ROUNDS (default 2; brokers and listeners alternate within each round), KAFKA=0 skips
 #      Apache Kafka, RATE (default 1000) and STORM_SECONDS (default 5; 0 skips the storm),
 #      OUT (a directory for the summary and raw lines; default: only stdout), PERF=1 profiles
-#      Skiff with `perf record -g` during its first SASL_SSL produce + fetch (report in OUT).
+#      Skiff with `perf record -g -F PERF_FREQ` (default 499) during its first PLAINTEXT and its
+#      first SASL_SSL produce + fetch (reports perf-plaintext*.txt, perf-sasl-ssl*.txt in OUT).
+#      SYSCALLS=1 counts Skiff's socket read and write system calls per MB in each run
+#      (`perf stat` on the syscalls tracepoints; syscalls.tsv in OUT).
 # Prints one line per run and a summary with medians and the SASL_SSL / PLAINTEXT and Skiff /
-# Kafka ratios. Certificates are made in a temp dir; every process it starts is stopped on exit.
+# Kafka ratios, and the CPU each run cost: the broker's (utime + stime of its process, from
+# /proc/PID/stat) and the client tool's (user + sys), in CPU milliseconds per MB of records.
+# CPU per MB barely moves with the machine's load, unlike MB/s. Certificates are made in a temp
+# dir; every process it starts is stopped on exit.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${SKIFF_CACHE:-$HOME/.cache/skiff}"
@@ -47,7 +53,8 @@ SKIFF_SCRAM_BOOTSTRAP_USER='bench=bench-secret' SKIFF_TLS_CERT=broker.pem SKIFF_
 PID=$!
 for _ in $(seq 1 150); do grep -q '^HTTP' skiff.out && break; sleep 0.2; done
 grep -q '^HTTP' skiff.out || { echo "skiff did not start" >&2; tail skiff.err >&2; exit 1; }
-declare -A ADDR
+declare -A ADDR BPID
+BPID[skiff]="$PID"
 ADDR[skiff-PLAINTEXT]="$(grep 'Kafka listener PLAINTEXT:' skiff.out | awk '{print $4}')"
 ADDR[skiff-SASL_SSL]="$(grep 'Kafka listener SASL_SSL:' skiff.out | awk '{print $4}')"
 brokers=(skiff)
@@ -63,6 +70,9 @@ ssl.keystore.type=PEM
 ssl.keystore.location=$WORK/broker-keystore.pem" \
     KAFKA_CONF_DIR="$WORK/kafka.conf" bash "$HERE/kafka/start-background.sh" "$KPORT" "$WORK/kafka" "$WORK/kafka.log" > kafka.pid
   KPID="$(cat kafka.pid)"
+  # run-kafka.sh execs java, so this is the broker's JVM (else its java child).
+  BPID[kafka]="$KPID"
+  [ "$(cat "/proc/$KPID/comm")" = java ] || BPID[kafka]="$(pgrep -P "$KPID" -x java | head -1)"
   ADDR[kafka-PLAINTEXT]="127.0.0.1:$KPORT"; ADDR[kafka-SASL_SSL]="127.0.0.1:$KSSL"
   brokers+=(kafka)
 fi
@@ -75,35 +85,67 @@ ssl.truststore.location=$WORK/ca.pem
 P
 : > plaintext.properties
 java_tool() { java -Xmx512m -cp "$LIBS/*" -Dlog4j2.configurationFile="$HERE/kafka/log4j2-tools.properties" "$@" 2>/dev/null; }
+# CPU seconds (user + system, all threads) the process has used so far.
+cpu_s() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
+MB="$(awk -v n="$N" -v s="$SIZE" 'BEGIN {print n * s / 1e6}')"
+# CPU milliseconds per MB of records between two cpu_s readings.
+ms_per_mb() { awk -v a="$1" -v b="$2" -v mb="$MB" 'BEGIN {printf "%.1f", (b - a) * 1000 / mb}'; }
+# Skiff's socket system calls during one phase: `count_syscalls start` / `count_syscalls stop LABEL`.
+SC_PID=""
+count_syscalls() {
+  [ "${SYSCALLS:-0}" = 1 ] && [ "$b" = skiff ] || return 0
+  if [ "$1" = start ]; then
+    perf stat -x, -o "$WORK/syscalls.csv" -p "$PID" -e syscalls:sys_enter_read,syscalls:sys_enter_recvfrom \
+      -e syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto > /dev/null 2>&1 &
+    SC_PID=$!; sleep 0.5
+  else
+    kill -INT "$SC_PID"; wait "$SC_PID" 2>/dev/null || true
+    awk -F, -v label="$2" -v mb="$MB" '/syscalls:/ {sub("syscalls:sys_enter_", "", $3); printf "%s\t%s\t%.1f\n", label, $3, $1 / mb}' \
+      "$WORK/syscalls.csv" >> syscalls.tsv
+  fi
+}
+# Runs a client tool, its stdout's last line into $OUTPUT, its CPU ms/MB into $CLIENT_CPU.
+TIMEFORMAT='%U %S'
+timed_tool() {
+  local t
+  t="$( { time java_tool "$@" | tail -1 > tool.out; } 2>&1 )"
+  OUTPUT="$(cat tool.out)"
+  CLIENT_CPU="$(echo "$t" | awk -v mb="$MB" '{printf "%.1f", ($1 + $2) * 1000 / mb}')"
+}
 echo "binary: $BIN; $N records of $SIZE bytes; brokers: ${brokers[*]}; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-: > results.tsv
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+: > results.tsv; : > syscalls.tsv
 for round in $(seq 1 "$ROUNDS"); do
   for b in "${brokers[@]}"; do
     for l in PLAINTEXT SASL_SSL; do
       props="$(echo "$l" | tr 'A-Z' 'a-z').properties"; topic="perf-$l-$round"; addr="${ADDR[$b-$l]}"
-      PERF_PID=""
-      if [ "${PERF:-0}" = 1 ] && [ "$round" = 1 ] && [ "$b-$l" = skiff-SASL_SSL ]; then
-        perf record -F 499 -g -p "$PID" -o "$WORK/perf.data" > /dev/null 2>&1 &
+      PERF_PID=""; perf_name=""
+      if [ "${PERF:-0}" = 1 ] && [ "$round" = 1 ] && [ "$b" = skiff ]; then
+        perf_name="perf-$(echo "$l" | tr 'A-Z_' 'a-z-')"
+        perf record -F "${PERF_FREQ:-499}" -g -p "$PID" -o "$WORK/perf.data" > /dev/null 2>&1 &
         PERF_PID=$!
       fi
       java_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$addr" --command-config "$props" \
         --create --topic "$topic" --partitions 3 --replication-factor 1 > /dev/null
-      p="$(java_tool org.apache.kafka.tools.ProducerPerformance --topic "$topic" --num-records "$N" \
+      c0="$(cpu_s "${BPID[$b]}")"; count_syscalls start
+      timed_tool org.apache.kafka.tools.ProducerPerformance --topic "$topic" --num-records "$N" \
         --record-size "$SIZE" --throughput -1 --producer-props bootstrap.servers="$addr" acks=all linger.ms=5 \
-        batch.size=262144 --producer.config "$props" | tail -1)"
-      echo "$b $l produce: $p"
+        batch.size=262144 --producer.config "$props"
+      p="$OUTPUT"; c1="$(cpu_s "${BPID[$b]}")"; count_syscalls stop "$b $l produce"; count_syscalls start
+      echo "$b $l produce: $p (broker CPU $(ms_per_mb "$c0" "$c1") ms/MB, client $CLIENT_CPU ms/MB)"
       # "N records sent, R records/sec (M MB/sec), ..."
-      echo -e "$b\t$l\tproduce\t$(echo "$p" | sed -n 's/.*(\([0-9.]*\) MB\/sec).*/\1/p')" >> results.tsv
-      c="$(java_tool org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$addr" --topic "$topic" \
-        --messages "$N" --command-config "$props" --timeout 60000 | tail -1)"
-      echo "$b $l consume (start, end, MB, MB/sec, records, records/sec, rebalance ms, fetch ms, fetch MB/sec, fetch records/sec): $c"
-      echo -e "$b\t$l\tfetch\t$(echo "$c" | awk -F', *' '{print $9}')" >> results.tsv
+      echo -e "$b\t$l\tproduce\t$(echo "$p" | sed -n 's/.*(\([0-9.]*\) MB\/sec).*/\1/p')\t$(ms_per_mb "$c0" "$c1")\t$CLIENT_CPU" >> results.tsv
+      timed_tool org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$addr" --topic "$topic" \
+        --messages "$N" --command-config "$props" --timeout 60000
+      c="$OUTPUT"; c2="$(cpu_s "${BPID[$b]}")"; count_syscalls stop "$b $l fetch"
+      echo "$b $l consume (start, end, MB, MB/sec, records, records/sec, rebalance ms, fetch ms, fetch MB/sec, fetch records/sec): $c (broker CPU $(ms_per_mb "$c1" "$c2") ms/MB, client $CLIENT_CPU ms/MB)"
+      echo -e "$b\t$l\tfetch\t$(echo "$c" | awk -F', *' '{print $9}')\t$(ms_per_mb "$c1" "$c2")\t$CLIENT_CPU" >> results.tsv
       if [ -n "$PERF_PID" ]; then
         kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true
         perf report -i "$WORK/perf.data" --stdio --no-children --sort dso,symbol --percent-limit 1 2>/dev/null \
-          | grep -v '^$' | grep -E '^ +[0-9]' | head -40 > perf-sasl-ssl.txt || true
+          | grep -v '^$' | grep -E '^ +[0-9]|^# Samples' | head -40 > "$perf_name.txt" || true
         perf report -i "$WORK/perf.data" --stdio --no-children --sort dso --percent-limit 0.5 2>/dev/null \
-          | grep -E '^ +[0-9]' | head -20 > perf-sasl-ssl-dso.txt || true
+          | grep -E '^ +[0-9]' | head -20 > "$perf_name-dso.txt" || true
       fi
     done
   done
@@ -111,17 +153,22 @@ done
 summary="$(python3 - results.tsv <<'PY'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
-m = {}
-for b, l, k, v in rows:
+m, cpu = {}, {}
+for b, l, k, v, broker_cpu, client_cpu in rows:
     if v:
         m.setdefault((b, l, k), []).append(float(v))
+    cpu.setdefault((b, l, k), []).append((float(broker_cpu), float(client_cpu)))
 med = {key: statistics.median(v) for key, v in m.items()}
-print("| broker | listener | produce MB/s | fetch MB/s |")
-print("|---|---|---|---|")
+def c(b, l, k, i):
+    v = cpu.get((b, l, k))
+    return f"{statistics.median(x[i] for x in v):.1f}" if v else "n/a"
+print("| broker | listener | produce MB/s | fetch MB/s | broker CPU ms/MB produce / fetch | client CPU ms/MB produce / fetch |")
+print("|---|---|---|---|---|---|")
 for b in ("skiff", "kafka"):
     for l in ("PLAINTEXT", "SASL_SSL"):
         if (b, l, "produce") in med:
-            print(f"| {b} | {l} | {med[(b, l, 'produce')]:.1f} | {med.get((b, l, 'fetch'), float('nan')):.1f} |")
+            print(f"| {b} | {l} | {med[(b, l, 'produce')]:.1f} | {med.get((b, l, 'fetch'), float('nan')):.1f} "
+                  f"| {c(b, l, 'produce', 0)} / {c(b, l, 'fetch', 0)} | {c(b, l, 'produce', 1)} / {c(b, l, 'fetch', 1)} |")
 for k in ("produce", "fetch"):
     s, p, kf = med.get(("skiff", "SASL_SSL", k)), med.get(("skiff", "PLAINTEXT", k)), med.get(("kafka", "SASL_SSL", k))
     line = f"{k}: skiff SASL_SSL / PLAINTEXT = {s / p:.2f} (target >= 0.8)" if s and p else f"{k}: n/a"
@@ -130,6 +177,7 @@ for k in ("produce", "fetch"):
     print(line)
 PY
 )"
+summary+=$'\n'"load average at start: $LOAD_START; at end of the throughput runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "$summary"
 storm=""
 if [ "$STORM_SECONDS" != 0 ]; then
@@ -147,5 +195,6 @@ if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
   { echo "binary: $BIN; $N records of $SIZE bytes; rounds $ROUNDS"; echo; echo "$summary"; echo; echo "$storm"; } > "$OUT/summary.md"
   cp results.tsv "$OUT/results.tsv"
-  if [ -f perf-sasl-ssl.txt ]; then cp perf-sasl-ssl.txt perf-sasl-ssl-dso.txt "$OUT/"; fi
+  for f in perf-*.txt; do [ -f "$f" ] && cp "$f" "$OUT/"; done
+  if [ -s syscalls.tsv ]; then cp syscalls.tsv "$OUT/"; fi
 fi

@@ -510,8 +510,8 @@ fn sasl_order_wrong_passwords_and_garbage_close_the_connection() {
     assert!(prometheus_value(&metrics, "skiff_authentication_failures_total").unwrap_or(0.0) >= 6.0, "{metrics}");
 }
 
-/// The broker's certificate as a TLS client sees it (DER), trusting `ca`.
-async fn served_certificate(addr: &str, ca: &Path) -> Vec<u8> {
+/// A TLS connection to `addr` (as 127.0.0.1), trusting `ca`.
+async fn tls_connect(addr: &str, ca: &Path) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("ca") {
@@ -525,12 +525,124 @@ async fn served_certificate(addr: &str, ca: &Path) -> Vec<u8> {
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
-    let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+    tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
         .await
         .expect("handshake in time")
-        .expect("handshake");
+        .expect("handshake")
+}
+
+/// The broker's certificate as a TLS client sees it (DER), trusting `ca`.
+async fn served_certificate(addr: &str, ca: &Path) -> Vec<u8> {
+    let tls = tls_connect(addr, ca).await;
     tls.get_ref().1.peer_certificates().and_then(|c| c.first()).expect("a certificate").to_vec()
+}
+
+/// Frames larger than any TLS record or buffer, both ways, over SASL_SSL: a 1.4 MiB produce,
+/// a 1.4 MiB fetch response, then three fetches sent back to back before any answer is read
+/// (so one read from the socket holds several requests, and answers queue behind each other).
+/// Every answer comes back whole, in order, with the records produced and the three pipelined
+/// record sets byte-identical to the first (the TLS read-ahead and write path of
+/// src/server.rs and src/connection.rs).
+#[test]
+fn large_frames_over_sasl_ssl_come_back_whole_and_in_order() {
+    use bytes::{Buf, BufMut, BytesMut};
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    use kafka_protocol::records::Compression;
+    use support::client::{FETCH_VERSION, TestRecord, decode_batches, encode_batch, raw_request, topic_name};
+
+    let certs = Certs::make();
+    let broker = start(&certs, &[]);
+    let addr = broker.listener("SASL_SSL").to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let mut c = Client::over(tls_connect(&addr, &certs.path("ca.pem")).await);
+        assert_eq!(c.send(&handshake("PLAIN"), 1).await.expect("handshake").error_code, 0);
+        let login = format!("\0{}\0{}", ADMIN.0, ADMIN.1);
+        assert_eq!(c.send(&token(login.as_bytes()), 2).await.expect("authenticate").error_code, 0);
+        c.create_topic_ok("large", 2).await.expect("create topic");
+
+        // Incompressible values (xorshift), 64 KiB each: 11 per batch, about 704 KiB a batch.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut value = || {
+            let mut v = Vec::with_capacity(64 << 10);
+            while v.len() < 64 << 10 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                v.extend_from_slice(&x.to_le_bytes());
+            }
+            Bytes::from(v)
+        };
+        let mut batch = |n: usize| -> (Vec<Bytes>, Bytes) {
+            let values: Vec<Bytes> = (0..n).map(|_| value()).collect();
+            let records: Vec<TestRecord> =
+                values.iter().enumerate().map(|(i, v)| TestRecord::new(format!("k{i}"), v.clone(), 1)).collect();
+            (values, encode_batch(&records, Compression::None, None))
+        };
+        let (first, b0) = batch(11);
+        let (other, b1) = batch(11);
+        let (second, b2) = batch(11);
+        // One produce request of two batches (about 1.4 MiB), then a third batch.
+        for r in c.produce_many("large", &[(0, b0), (1, b1)]).await.expect("produce 1.4 MiB") {
+            assert_eq!(r.error_code, 0, "{r:?}");
+        }
+        assert_eq!(c.produce_ok("large", 0, b2).await.expect("produce"), 11);
+        let expected: Vec<Bytes> = first.into_iter().chain(second).collect();
+
+        // Partition 0 holds two batches: one fetch answers about 1.4 MiB.
+        let p = c.fetch("large", 0, 0, 1000, 1).await.expect("fetch");
+        assert_eq!(p.error_code, 0);
+        let records = p.records.expect("records");
+        assert!(records.len() > 1 << 20, "the fetch answered {} bytes, not more than 1 MiB", records.len());
+        let values = |records: Bytes| -> Vec<Bytes> {
+            decode_batches(records)
+                .expect("decode")
+                .into_iter()
+                .flat_map(|b| b.records)
+                .map(|r| r.record.value.expect("value"))
+                .collect()
+        };
+        assert_eq!(values(records.clone()), expected, "partition 0's records, fetched over SASL_SSL");
+        let p1 = c.fetch("large", 1, 0, 1000, 1).await.expect("fetch partition 1");
+        assert_eq!(values(p1.records.expect("records")), other, "partition 1's records");
+
+        // Three fetches of both partitions written at once, then their answers read.
+        let fetch = FetchRequest::default()
+            .with_max_wait_ms(1000)
+            .with_min_bytes(1)
+            .with_max_bytes(16 << 20)
+            .with_topics(vec![FetchTopic::default().with_topic(topic_name("large")).with_partitions(
+                (0..2).map(|p| FetchPartition::default().with_partition(p).with_partition_max_bytes(4 << 20)).collect(),
+            )]);
+        let mut body = BytesMut::new();
+        fetch.encode(&mut body, FETCH_VERSION).expect("encode fetch");
+        let mut frames = BytesMut::new();
+        for correlation_id in 100..103 {
+            let frame = raw_request(1, FETCH_VERSION, correlation_id, 2, &body);
+            frames.put_i32(i32::try_from(frame.len()).expect("frame size"));
+            frames.put_slice(&frame);
+        }
+        c.write_raw(&frames).await.expect("write three fetches");
+        for correlation_id in 100..103 {
+            let mut frame = tokio::time::timeout(Duration::from_secs(30), c.read_frame())
+                .await
+                .expect("answer in time")
+                .expect("read")
+                .expect("an answer, not a close");
+            assert!(frame.len() > 2 << 20, "answer {correlation_id} is {} bytes", frame.len());
+            let header = ResponseHeader::decode(&mut frame, 1).expect("response header");
+            assert_eq!(header.correlation_id, correlation_id, "answers in request order");
+            let r = FetchResponse::decode(&mut frame, FETCH_VERSION).expect("fetch response");
+            assert!(!frame.has_remaining(), "trailing bytes");
+            let parts = &r.responses[0].partitions;
+            assert_eq!(parts[0].records.as_ref(), Some(&records), "partition 0's bytes, pipelined {correlation_id}");
+            assert_eq!(values(parts[1].records.clone().expect("records")), other);
+        }
+    });
 }
 
 fn pem_der(path: &Path) -> Vec<u8> {

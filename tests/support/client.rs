@@ -216,9 +216,13 @@ pub fn decode_records(mut data: Bytes) -> anyhow::Result<Vec<FetchedRecord>> {
     Ok(out)
 }
 
+/// A connection's byte stream: TCP, or TLS over TCP ([`Client::over`]).
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for S {}
+
 /// One connection to a broker.
 pub struct Client {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     next_correlation_id: i32,
     request_timeout: Duration,
     client_id: StrBytes,
@@ -231,12 +235,17 @@ impl Client {
             .with_context(|| format!("connect to {addr} timed out"))?
             .with_context(|| format!("connect to {addr}"))?;
         stream.set_nodelay(true)?;
-        Ok(Self {
-            stream,
+        Ok(Self::over(stream))
+    }
+
+    /// A client over an established stream (a TLS stream, for SSL and SASL_SSL listeners).
+    pub fn over(stream: impl Stream + 'static) -> Self {
+        Self {
+            stream: Box::new(stream),
             next_correlation_id: 1,
             request_timeout: REQUEST_TIMEOUT,
             client_id: StrBytes::from_static_str("skiff-tests"),
-        })
+        }
     }
 
     /// Bounds each later round trip on this connection ([`REQUEST_TIMEOUT`] by default). Cluster
