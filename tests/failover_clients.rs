@@ -226,8 +226,117 @@ impl Profile {
     }
 }
 
-/// Runs `trials` kills against `client`; returns kill → first ack on partition 0 per trial.
-fn measure(cluster: &mut Cluster, client: &str, topic: &str, trials: usize) -> Vec<Duration> {
+/// Where one trial's time went, in ms after the kill, from the `unix_ms` fields of the
+/// processes' log lines (same machine, same clock).
+#[derive(Debug, Default, Clone)]
+struct Timeline {
+    /// A surviving broker's peer watch found the victim's listener refusing connections.
+    broker_saw_gone: Option<i64>,
+    /// The controller leader's probe after the heartbeat connection closed was refused.
+    controller_saw_gone: Option<i64>,
+    /// The fence (which moves the partitions) committed.
+    fence_committed: Option<i64>,
+    /// A surviving broker's image applied the fence.
+    image_fenced: Option<i64>,
+    /// Metadata requests held for the fence: (arrived, answered).
+    held: Vec<(i64, i64)>,
+    first_ack: i64,
+}
+
+/// `name=123` in a log line.
+fn log_field(line: &str, name: &str) -> Option<i64> {
+    let at = line.find(&format!(" {name}="))? + name.len() + 2;
+    let digits: String = line[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+impl Timeline {
+    fn read(cluster: &Cluster, victim: i32, killed_us: i64, acked_us: i64) -> Timeline {
+        let kill_ms = killed_us / 1000;
+        let mut t = Timeline { first_ack: (acked_us - killed_us) / 1000, ..Timeline::default() };
+        let after = |line: &str| log_field(line, "unix_ms").filter(|ms| *ms >= kill_ms).map(|ms| ms - kill_ms);
+        let earliest = |slot: &mut Option<i64>, v: Option<i64>| {
+            if let Some(v) = v {
+                *slot = Some(slot.map_or(v, |s| s.min(v)));
+            }
+        };
+        for node in cluster.controller_refs() {
+            for line in cluster.log_tail(node, 3_000).lines() {
+                if log_field(line, "broker_id") != Some(i64::from(victim)) {
+                    continue;
+                }
+                if line.contains("process gone") {
+                    earliest(&mut t.controller_saw_gone, after(line));
+                } else if line.contains("broker fenced") {
+                    earliest(&mut t.fence_committed, after(line));
+                }
+            }
+        }
+        for node in cluster.broker_refs().into_iter().filter(|b| b.id() != victim) {
+            for line in cluster.log_tail(node, 3_000).lines() {
+                if line.contains("Metadata answer held") {
+                    if let (Some(done), Some(held)) = (after(line), log_field(line, "held_ms")) {
+                        if done <= t.first_ack + 1_000 {
+                            t.held.push((done - held, done));
+                        }
+                    }
+                    continue;
+                }
+                if log_field(line, "peer") != Some(i64::from(victim)) {
+                    continue;
+                }
+                if line.contains("listener refuses connections") {
+                    earliest(&mut t.broker_saw_gone, after(line));
+                } else if line.contains("image shows the gone peer broker fenced") {
+                    earliest(&mut t.image_fenced, after(line));
+                }
+            }
+        }
+        t.held.sort();
+        t
+    }
+
+    fn line(&self) -> String {
+        let at = |v: Option<i64>| v.map_or("?".to_string(), |v| format!("+{v}"));
+        let held = match (self.held.first(), self.held.len()) {
+            (Some((arrived, answered)), n) => {
+                format!("{n} held Metadata (first arrived +{arrived}, answered +{answered})")
+            }
+            (None, _) => "no Metadata held".to_string(),
+        };
+        format!(
+            "brokers saw it gone {}, controller saw it gone {}, fence committed {}, brokers' images fenced {}, {held}, first ack +{} (ms after the kill)",
+            at(self.broker_saw_gone),
+            at(self.controller_saw_gone),
+            at(self.fence_committed),
+            at(self.image_fenced),
+            self.first_ack
+        )
+    }
+}
+
+/// The median of each stage over the trials that logged it.
+fn timeline_summary(client: &str, timelines: &[Timeline]) -> String {
+    let median = |f: &dyn Fn(&Timeline) -> Option<i64>| {
+        let mut v: Vec<i64> = timelines.iter().filter_map(f).collect();
+        v.sort_unstable();
+        v.get(v.len() / 2).map_or("?".to_string(), |m| format!("{m}ms (n={})", v.len()))
+    };
+    format!(
+        "failover {client} timeline medians after the kill: brokers saw it gone {}, controller saw it gone {}, fence committed {}, brokers' images fenced {}, first held Metadata answered {}, first ack {}",
+        median(&|t| t.broker_saw_gone),
+        median(&|t| t.controller_saw_gone),
+        median(&|t| t.fence_committed),
+        median(&|t| t.image_fenced),
+        median(&|t| t.held.first().map(|h| h.1)),
+        median(&|t| Some(t.first_ack)),
+    )
+}
+
+/// Runs `trials` kills against `client`; returns kill → first ack on partition 0 per trial,
+/// and each trial's timeline.
+fn measure(cluster: &mut Cluster, client: &str, topic: &str, trials: usize) -> (Vec<Duration>, Vec<Timeline>) {
+    let mut timelines = Vec::new();
     let mut samples = Vec::new();
     while samples.len() < trials {
         let mut producer = Producer::start(client, &cluster.bootstrap(), topic);
@@ -257,11 +366,17 @@ fn measure(cluster: &mut Cluster, client: &str, topic: &str, trials: usize) -> V
                 .first_ack(0, killed_us, TRIAL_TIMEOUT)
                 .unwrap_or_else(|e| panic!("{client} trial {trial}: after SIGKILL of broker {victim}: {e:#}"));
             let took = Duration::from_micros((ack.acked_us - killed_us).max(0) as u64);
+            // Give the logs a moment to hold the last stages (a fence may commit after the ack
+            // of a record another way, never in practice; and writes are buffered by line).
+            std::thread::sleep(Duration::from_millis(100));
+            let timeline = Timeline::read(cluster, victim, killed_us, ack.acked_us);
             eprintln!(
-                "failover {client} trial {trial}: SIGKILL broker {victim} (leading partition 0) -> first ack of a later record after {} ms",
-                ms(took)
+                "failover {client} trial {trial}: SIGKILL broker {victim} (leading partition 0) -> first ack of a later record after {} ms; {}",
+                ms(took),
+                timeline.line()
             );
             samples.push(took);
+            timelines.push(timeline);
             cluster.start_node(NodeRef::Broker(victim));
             // The restarted broker receives partitions back (placement): let that settle.
             let back = Instant::now() + Duration::from_secs(5);
@@ -271,7 +386,7 @@ fn measure(cluster: &mut Cluster, client: &str, topic: &str, trials: usize) -> V
         }
         producer.finish().unwrap_or_else(|e| panic!("{client}: {e:#}"));
     }
-    samples
+    (samples, timelines)
 }
 
 /// (p50, p99, max) and the printed line.
@@ -347,9 +462,10 @@ fn run_client(client: &str) {
     let topic = name.as_str();
     cluster.create_topic(topic, PARTITIONS).unwrap_or_else(|e| panic!("{e:#}"));
     let started = Instant::now();
-    let samples = measure(&mut cluster, client, topic, profile.trials);
+    let (samples, timelines) = measure(&mut cluster, client, topic, profile.trials);
     let (line, p99) = distribution(client, &samples);
     eprintln!("{line} (profile {}, {:.1?})", profile.name, started.elapsed());
+    eprintln!("{}", timeline_summary(client, &timelines));
     let goal = target(client);
     if p99 <= goal {
         eprintln!("failover {client}: p99 {}ms meets the issue's target {}ms", ms(p99), ms(goal));

@@ -200,6 +200,26 @@ impl MetadataImage {
         b.listeners.iter().find(|l| l.name == name).map(|l| (l.host.clone(), l.port))
     }
 
+    /// Every live broker's id, process incarnation and Kafka listener addresses (`host:port`, the
+    /// PLAINTEXT one first when it has one): what a broker watches its peers through
+    /// (`src/broker/peer_watch.rs`).
+    pub fn live_broker_processes(&self) -> Vec<(BrokerId, uuid::Uuid, Vec<String>)> {
+        self.state
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| {
+                let mut listeners: Vec<_> = b.listeners.iter().collect();
+                listeners.sort_by_key(|l| l.name != "PLAINTEXT");
+                let mut addrs: Vec<String> = listeners.iter().map(|l| format!("{}:{}", l.host, l.port)).collect();
+                if addrs.is_empty() {
+                    addrs.push(format!("{}:{}", b.host, b.port));
+                }
+                (b.broker_id, b.incarnation, addrs)
+            })
+            .collect()
+    }
+
     /// The listeners of every live broker, by id.
     pub fn live_broker_endpoints(&self) -> Vec<BrokerEndpoint> {
         self.state.live_brokers().into_iter().filter_map(|id| self.live_broker(id)).collect()

@@ -16,6 +16,7 @@ pub mod batch;
 pub mod client_rack;
 pub mod dynamic_config;
 pub mod internal_topics;
+pub mod peer_watch;
 pub mod records;
 pub mod topic_config;
 
@@ -77,6 +78,8 @@ pub struct Broker {
     pub zone: crate::handler::zone_produce::ZoneLink,
     /// Client quota sensors and connection-creation rates (`quota/`).
     pub quotas: crate::quota::Quotas,
+    /// Which peer brokers' processes this broker saw go, before their fence (`peer_watch.rs`).
+    pub peers: peer_watch::PeerWatch,
 }
 
 /// Why a topic could not be created.
