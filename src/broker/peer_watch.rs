@@ -49,6 +49,13 @@ pub const SUSPECT_MAX: Duration = Duration::from_millis(200);
 /// process's listener may still accept for a moment after its other sockets closed, then
 /// resets what it accepted.
 pub const SETTLE: Duration = Duration::from_millis(20);
+/// The longest a Metadata answer waits for a probe of a leader's listener: a refusal or an
+/// acceptance takes one round trip; no answer at all proves nothing.
+pub const PROBE_WAIT: Duration = Duration::from_millis(20);
+/// How long a probe's connection must stay open to prove a peer alive.
+pub const PROBE_SETTLE: Duration = Duration::from_millis(5);
+/// A probe's result serves Metadata requests for this long after it.
+const PROBE_REUSE: Duration = Duration::from_millis(5);
 /// Pause between reconnection attempts while a peer refuses or does not answer.
 const RETRY: Duration = Duration::from_millis(20);
 /// Bound on one connection attempt (a refusal answers at once).
@@ -85,13 +92,22 @@ pub struct PeerWatch {
 
 struct Inner {
     lost: Mutex<HashMap<i32, Lost>>,
+    /// Per peer: when its listener was last probed for a Metadata answer (single flight: a
+    /// request arriving while a probe runs waits for it and uses its result).
+    probes: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
     /// Bumped on every change of `lost`, to wake held answers.
     changed: watch::Sender<u64>,
 }
 
 impl Default for PeerWatch {
     fn default() -> Self {
-        Self { inner: Arc::new(Inner { lost: Mutex::new(HashMap::new()), changed: watch::channel(0).0 }) }
+        Self {
+            inner: Arc::new(Inner {
+                lost: Mutex::new(HashMap::new()),
+                probes: Mutex::new(HashMap::new()),
+                changed: watch::channel(0).0,
+            }),
+        }
     }
 }
 
@@ -100,6 +116,36 @@ impl PeerWatch {
     pub fn judge(&self, id: i32, incarnation: Uuid, now: Instant) -> Verdict {
         let lost = self.inner.lost.lock().unwrap_or_else(|e| e.into_inner());
         verdict(lost.get(&id).filter(|l| l.incarnation == incarnation).copied(), now)
+    }
+
+    /// Probes the listeners of the peers `leaders` (id, incarnation, address) that are not
+    /// already known lost, concurrently, and records a refusal; at most [`PROBE_WAIT`].
+    ///
+    /// Why on the Metadata path: a dying process's sockets close one after another, newest
+    /// first as measured (the listener, bound at start-up, last; the idle connection [`run`]
+    /// holds, opened when the peer registered, after the clients' connections), and a client
+    /// that asks for Metadata as soon as its own connection broke (franz-go within a
+    /// millisecond) would be answered before this broker noticed anything. See [`probe_gone`].
+    /// One probe per peer serves all requests arriving while it runs and for [`PROBE_REUSE`]
+    /// after; a probe of a live peer delays the answer by [`PROBE_SETTLE`].
+    pub async fn probe_leaders(&self, leaders: &[(i32, Uuid, String)], clock: &dyn Clock) {
+        let probes = leaders.iter().filter(|(id, inc, _)| self.judge(*id, *inc, clock.now()) == Verdict::Leads).map(
+            |(id, incarnation, addr)| async move {
+                let slot = {
+                    let mut probes = self.inner.probes.lock().unwrap_or_else(|e| e.into_inner());
+                    probes.entry(*id).or_default().clone()
+                };
+                let mut last = slot.lock().await;
+                if last.is_some_and(|t| clock.now() < t + PROBE_REUSE) {
+                    return;
+                }
+                if probe_gone(addr, clock).await {
+                    self.refused(*id, *incarnation, clock.now(), clock.now_ms());
+                }
+                *last = Some(clock.now());
+            },
+        );
+        futures::future::join_all(probes).await;
     }
 
     /// Wakes when any peer's state changes.
@@ -177,6 +223,36 @@ fn verdict(lost: Option<Lost>, now: Instant) -> Verdict {
         (true, _) => Verdict::Hold(bound),
         (false, true) => Verdict::Unavailable,
         (false, false) => Verdict::Leads,
+    }
+}
+
+/// Whether the process listening at `addr` is gone: its listener refuses a connection, or
+/// resets each one it accepted (a dying listener still accepts until it is closed, then resets
+/// what it queued) until it refuses. A connection that stays open for [`PROBE_SETTLE`] is life;
+/// no answer within [`PROBE_WAIT`], or a listener that keeps accepting and closing (a live
+/// broker at its connection limit), proves nothing.
+async fn probe_gone(addr: &str, clock: &dyn Clock) -> bool {
+    let deadline = clock.now() + PROBE_WAIT;
+    let mut buf = [0u8; 16];
+    loop {
+        let attempt = tokio::select! {
+            r = tokio::net::TcpStream::connect(addr) => r,
+            () = clock.sleep_until(deadline) => return false,
+        };
+        let mut stream = match attempt {
+            Ok(stream) => stream,
+            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionRefused,
+        };
+        let settled = (clock.now() + PROBE_SETTLE).min(deadline);
+        tokio::select! {
+            r = stream.read(&mut buf) => match r {
+                // A peer never speaks first; bytes are life.
+                Ok(n) if n > 0 => return false,
+                // Closed or reset: try again, until refused or out of time.
+                _ => continue,
+            },
+            () = clock.sleep_until(settled) => return false,
+        }
     }
 }
 
@@ -319,6 +395,20 @@ mod tests {
         assert!(matches!(w.judge(6, old, now), Verdict::Hold(_)));
         w.connected(6);
         assert_eq!(w.judge(6, old, now), Verdict::Leads);
+    }
+
+    #[tokio::test]
+    async fn a_probe_tells_a_live_listener_from_a_closed_one() {
+        let clock = skiff_time::system_clock();
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let live_addr = live.local_addr().expect("addr").to_string();
+        let closed = {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            l.local_addr().expect("addr").to_string()
+        };
+        assert!(probe_gone(&closed, clock.as_ref()).await, "refused: gone");
+        assert!(!probe_gone(&live_addr, clock.as_ref()).await, "accepted and kept open: alive");
+        drop(live);
     }
 
     #[tokio::test]

@@ -96,8 +96,19 @@ pub fn mark_unavailable(broker: &Broker, answer: &mut MetadataResponse, now: ski
     }
 }
 
-/// The peer watch's verdict on each broker (not this one) that `answer` names as a leader.
-fn verdicts(broker: &Broker, answer: &MetadataResponse, now: skiff_time::Instant) -> Vec<(i32, peer_watch::Verdict)> {
+/// Probes the listener of every other broker `answer` names as a leader (see
+/// [`peer_watch::PeerWatch::probe_leaders`]), so a leader whose process just died is caught even
+/// before this broker's own connection to it closes.
+pub async fn probe_leaders(broker: &Broker, answer: &MetadataResponse) {
+    let leaders = named_leaders(broker, answer);
+    if !leaders.is_empty() {
+        broker.peers.probe_leaders(&leaders, broker.clock.as_ref()).await;
+    }
+}
+
+/// Every live broker other than this one that `answer` names as a leader: (id, incarnation,
+/// listener address).
+fn named_leaders(broker: &Broker, answer: &MetadataResponse) -> Vec<(i32, Uuid, String)> {
     let me = broker.settings.node_id;
     let mut leaders: Vec<i32> = answer
         .topics
@@ -114,9 +125,17 @@ fn verdicts(broker: &Broker, answer: &MetadataResponse, now: skiff_time::Instant
     leaders
         .into_iter()
         .filter_map(|id| {
-            let (_, incarnation, _) = processes.iter().find(|(b, ..)| *b == id)?;
-            Some((id, broker.peers.judge(id, *incarnation, now)))
+            let (_, incarnation, addrs) = processes.iter().find(|(b, ..)| *b == id)?;
+            Some((id, *incarnation, addrs.first()?.clone()))
         })
+        .collect()
+}
+
+/// The peer watch's verdict on each broker (not this one) that `answer` names as a leader.
+fn verdicts(broker: &Broker, answer: &MetadataResponse, now: skiff_time::Instant) -> Vec<(i32, peer_watch::Verdict)> {
+    named_leaders(broker, answer)
+        .into_iter()
+        .map(|(id, incarnation, _)| (id, broker.peers.judge(id, incarnation, now)))
         .collect()
 }
 

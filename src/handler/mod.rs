@@ -90,6 +90,7 @@ async fn dispatch(broker: &Arc<Broker>, request: Request, peer: SocketAddr, list
         RequestKind::ApiVersions(r) => Handled::Ready(ResponseKind::ApiVersions(api_versions::handle(&r, v))),
         RequestKind::Metadata(r) => {
             let mut answer = metadata::handle(broker, r.clone(), v, here).await;
+            metadata::probe_leaders(broker, &answer).await;
             let now = broker.clock.now();
             if metadata::hold_until(broker, &answer, now).is_some() {
                 // It names a leader whose process this broker saw go: answered once the fence
