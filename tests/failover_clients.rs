@@ -277,10 +277,10 @@ impl Timeline {
         for node in cluster.broker_refs().into_iter().filter(|b| b.id() != victim) {
             for line in cluster.log_tail(node, 3_000).lines() {
                 if line.contains("Metadata answer held") {
-                    if let (Some(done), Some(held)) = (after(line), log_field(line, "held_ms")) {
-                        if done <= t.first_ack + 1_000 {
-                            t.held.push((done - held, done));
-                        }
+                    if let (Some(done), Some(held)) = (after(line), log_field(line, "held_ms"))
+                        && done <= t.first_ack + 1_000
+                    {
+                        t.held.push((done - held, done));
                     }
                     continue;
                 }
