@@ -200,19 +200,23 @@ impl MetadataImage {
         b.listeners.iter().find(|l| l.name == name).map(|l| (l.host.clone(), l.port))
     }
 
-    /// Every live broker's id, process incarnation and Kafka listener addresses (`host:port`, the
-    /// PLAINTEXT one first when it has one): what a broker watches its peers through
-    /// (`src/broker/peer_watch.rs`).
+    /// Every live broker's id, process incarnation and PLAINTEXT listener address (`host:port`;
+    /// its one address if it registered no listeners, before they existed): what a broker
+    /// watches its peers through (`src/broker/peer_watch.rs`). Empty for a broker with only
+    /// TLS or SASL listeners: a bare connection there would count as a failed handshake.
     pub fn live_broker_processes(&self) -> Vec<(BrokerId, uuid::Uuid, Vec<String>)> {
         self.state
             .brokers
             .values()
             .filter(|b| !b.fenced)
             .map(|b| {
-                let mut listeners: Vec<_> = b.listeners.iter().collect();
-                listeners.sort_by_key(|l| l.name != "PLAINTEXT");
-                let mut addrs: Vec<String> = listeners.iter().map(|l| format!("{}:{}", l.host, l.port)).collect();
-                if addrs.is_empty() {
+                let mut addrs: Vec<String> = b
+                    .listeners
+                    .iter()
+                    .filter(|l| l.name == "PLAINTEXT")
+                    .map(|l| format!("{}:{}", l.host, l.port))
+                    .collect();
+                if b.listeners.is_empty() {
                     addrs.push(format!("{}:{}", b.host, b.port));
                 }
                 (b.broker_id, b.incarnation, addrs)
