@@ -572,7 +572,20 @@ async fn serve(
             b.max_incremental_fetch_session_cache_slots,
             process.ids.clone(),
         ),
+        peers: Default::default(),
     });
+    // Peer watch: every other broker's process, for Metadata answers during a failover.
+    let peers_token = shutdown.child_token();
+    let peers_task = process.supervisor.spawn(
+        "peer-watch",
+        crate::broker::peer_watch::run(
+            broker.peers.clone(),
+            b.node_id,
+            broker.metadata.clone(),
+            broker.clock.clone(),
+            peers_token.clone(),
+        ),
+    );
 
     // Compaction, retention and GC: stopped with `shutdown`, joined before the WAL drains.
     let lifecycle_token = shutdown.child_token();
@@ -650,6 +663,8 @@ async fn serve(
     if let Some(h) = heartbeat {
         let _ = h.await;
     }
+    peers_token.cancel();
+    let _ = peers_task.await;
     groups_token.cancel();
     if let Err(e) = groups_task.await {
         error!("group coordinator task failed: {e}");

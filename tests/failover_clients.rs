@@ -213,9 +213,11 @@ struct Profile {
 }
 
 impl Profile {
-    fn from_env() -> Profile {
+    fn from_env(client: &str) -> Profile {
         let mut p = match std::env::var("SKIFF_FAILOVER_PROFILE").as_deref() {
             Ok("long") => Profile { name: "long", trials: 100 },
+            // franz-go's trials each wait 10 s first ([`quiet_before_kill`]): fewer in CI.
+            _ if client == "go-franz" => Profile { name: "short", trials: 12 },
             _ => Profile { name: "short", trials: 20 },
         };
         // SKIFF_FAILOVER_TRIALS overrides the count (a quick look; the targets need ≥ 20).
@@ -226,8 +228,117 @@ impl Profile {
     }
 }
 
-/// Runs `trials` kills against `client`; returns kill → first ack on partition 0 per trial.
-fn measure(cluster: &mut Cluster, client: &str, topic: &str, trials: usize) -> Vec<Duration> {
+/// Where one trial's time went, in ms after the kill, from the `unix_ms` fields of the
+/// processes' log lines (same machine, same clock).
+#[derive(Debug, Default, Clone)]
+struct Timeline {
+    /// A surviving broker's peer watch found the victim's listener refusing connections.
+    broker_saw_gone: Option<i64>,
+    /// The controller leader's probe after the heartbeat connection closed was refused.
+    controller_saw_gone: Option<i64>,
+    /// The fence (which moves the partitions) committed.
+    fence_committed: Option<i64>,
+    /// A surviving broker's image applied the fence.
+    image_fenced: Option<i64>,
+    /// Metadata requests held for the fence: (arrived, answered).
+    held: Vec<(i64, i64)>,
+    first_ack: i64,
+}
+
+/// `name=123` in a log line.
+fn log_field(line: &str, name: &str) -> Option<i64> {
+    let at = line.find(&format!(" {name}="))? + name.len() + 2;
+    let digits: String = line[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+impl Timeline {
+    fn read(cluster: &Cluster, victim: i32, killed_us: i64, acked_us: i64) -> Timeline {
+        let kill_ms = killed_us / 1000;
+        let mut t = Timeline { first_ack: (acked_us - killed_us) / 1000, ..Timeline::default() };
+        let after = |line: &str| log_field(line, "unix_ms").filter(|ms| *ms >= kill_ms).map(|ms| ms - kill_ms);
+        let earliest = |slot: &mut Option<i64>, v: Option<i64>| {
+            if let Some(v) = v {
+                *slot = Some(slot.map_or(v, |s| s.min(v)));
+            }
+        };
+        for node in cluster.controller_refs() {
+            for line in cluster.log_tail(node, 3_000).lines() {
+                if log_field(line, "broker_id") != Some(i64::from(victim)) {
+                    continue;
+                }
+                if line.contains("process gone") {
+                    earliest(&mut t.controller_saw_gone, after(line));
+                } else if line.contains("broker fenced") {
+                    earliest(&mut t.fence_committed, after(line));
+                }
+            }
+        }
+        for node in cluster.broker_refs().into_iter().filter(|b| b.id() != victim) {
+            for line in cluster.log_tail(node, 3_000).lines() {
+                if line.contains("Metadata answer held") {
+                    if let (Some(done), Some(held)) = (after(line), log_field(line, "held_ms"))
+                        && done <= t.first_ack + 1_000
+                    {
+                        t.held.push((done - held, done));
+                    }
+                    continue;
+                }
+                if log_field(line, "peer") != Some(i64::from(victim)) {
+                    continue;
+                }
+                if line.contains("listener refuses connections") {
+                    earliest(&mut t.broker_saw_gone, after(line));
+                } else if line.contains("image shows the gone peer broker fenced") {
+                    earliest(&mut t.image_fenced, after(line));
+                }
+            }
+        }
+        t.held.sort();
+        t
+    }
+
+    fn line(&self) -> String {
+        let at = |v: Option<i64>| v.map_or("?".to_string(), |v| format!("+{v}"));
+        let held = match (self.held.first(), self.held.len()) {
+            (Some((arrived, answered)), n) => {
+                format!("{n} held Metadata (first arrived +{arrived}, answered +{answered})")
+            }
+            (None, _) => "no Metadata held".to_string(),
+        };
+        format!(
+            "brokers saw it gone {}, controller saw it gone {}, fence committed {}, brokers' images fenced {}, {held}, first ack +{} (ms after the kill)",
+            at(self.broker_saw_gone),
+            at(self.controller_saw_gone),
+            at(self.fence_committed),
+            at(self.image_fenced),
+            self.first_ack
+        )
+    }
+}
+
+/// The median of each stage over the trials that logged it.
+fn timeline_summary(client: &str, timelines: &[Timeline]) -> String {
+    let median = |f: &dyn Fn(&Timeline) -> Option<i64>| {
+        let mut v: Vec<i64> = timelines.iter().filter_map(f).collect();
+        v.sort_unstable();
+        v.get(v.len() / 2).map_or("?".to_string(), |m| format!("{m}ms (n={})", v.len()))
+    };
+    format!(
+        "failover {client} timeline medians after the kill: brokers saw it gone {}, controller saw it gone {}, fence committed {}, brokers' images fenced {}, first held Metadata answered {}, first ack {}",
+        median(&|t| t.broker_saw_gone),
+        median(&|t| t.controller_saw_gone),
+        median(&|t| t.fence_committed),
+        median(&|t| t.image_fenced),
+        median(&|t| t.held.first().map(|h| h.1)),
+        median(&|t| Some(t.first_ack)),
+    )
+}
+
+/// Runs `trials` kills against `client`; returns kill → first ack on partition 0 per trial,
+/// and each trial's timeline.
+fn measure(cluster: &mut Cluster, client: &str, topic: &str, trials: usize) -> (Vec<Duration>, Vec<Timeline>) {
+    let mut timelines = Vec::new();
     let mut samples = Vec::new();
     while samples.len() < trials {
         let mut producer = Producer::start(client, &cluster.bootstrap(), topic);
@@ -251,17 +362,26 @@ fn measure(cluster: &mut Cluster, client: &str, topic: &str, trials: usize) -> V
                     .first_ack(p, settled, Duration::from_secs(30))
                     .unwrap_or_else(|e| panic!("{client} trial {trial}: load not flowing before the kill: {e:#}"));
             }
+            // A failure in steady state, not within the client's minimum refresh interval of
+            // the previous trial's move back (see [`quiet_before_kill`]).
+            std::thread::sleep(quiet_before_kill(client));
             let killed_us = unix_us();
             cluster.kill(NodeRef::Broker(victim));
             let ack = producer
                 .first_ack(0, killed_us, TRIAL_TIMEOUT)
                 .unwrap_or_else(|e| panic!("{client} trial {trial}: after SIGKILL of broker {victim}: {e:#}"));
             let took = Duration::from_micros((ack.acked_us - killed_us).max(0) as u64);
+            // Give the logs a moment to hold the last stages (a fence may commit after the ack
+            // of a record another way, never in practice; and writes are buffered by line).
+            std::thread::sleep(Duration::from_millis(100));
+            let timeline = Timeline::read(cluster, victim, killed_us, ack.acked_us);
             eprintln!(
-                "failover {client} trial {trial}: SIGKILL broker {victim} (leading partition 0) -> first ack of a later record after {} ms",
-                ms(took)
+                "failover {client} trial {trial}: SIGKILL broker {victim} (leading partition 0) -> first ack of a later record after {} ms; {}",
+                ms(took),
+                timeline.line()
             );
             samples.push(took);
+            timelines.push(timeline);
             cluster.start_node(NodeRef::Broker(victim));
             // The restarted broker receives partitions back (placement): let that settle.
             let back = Instant::now() + Duration::from_secs(5);
@@ -271,7 +391,24 @@ fn measure(cluster: &mut Cluster, client: &str, topic: &str, trials: usize) -> V
         }
         producer.finish().unwrap_or_else(|e| panic!("{client}: {e:#}"));
     }
-    samples
+    (samples, timelines)
+}
+
+/// How long the cluster stays unchanged before a kill. franz-go refreshes metadata at most once
+/// per `MetadataMinAge` (5 s by default), whatever the trigger; the previous trial's restart
+/// moved partitions back moments ago, which made it refresh, and the refresh that move queued
+/// runs up to 5 s later, so a kill within 10 s would measure that floor, not failover. A failure
+/// in steady state (franz-go's last refresh ≥ 5 s old) is what this measures;
+/// `SKIFF_FAILOVER_QUIET_MS=0` measures back-to-back failures instead (franz-go then waits out
+/// its min age: p50 ≈ 5 s, docs/cluster.md). The other clients have no such floor.
+fn quiet_before_kill(client: &str) -> Duration {
+    if let Some(ms) = std::env::var("SKIFF_FAILOVER_QUIET_MS").ok().and_then(|v| v.parse().ok()) {
+        return Duration::from_millis(ms);
+    }
+    match client {
+        "go-franz" => Duration::from_millis(10_200),
+        _ => Duration::ZERO,
+    }
 }
 
 /// (p50, p99, max) and the printed line.
@@ -299,29 +436,35 @@ fn target(client: &str) -> Duration {
 }
 
 /// What this test asserts, per client: the figure Skiff reaches today with some margin (not the
-/// issue's target, which is printed alongside, met or missed, with the client-side timer that
-/// bounds it; docs/cluster.md "Failover as clients see it").
-/// `python-confluent`'s p50 was 2.2 s before crash detection by probe and the fenced-broker
-/// listing grace (two 1 s topic scans), about 1 s after (one scan at most).
+/// issue's target, which is printed alongside, met or missed, with what bounds it;
+/// docs/cluster.md "Failover as clients see it"). The first two fail without surviving brokers
+/// holding Metadata that names a dead leader (`src/broker/peer_watch.rs`): librdkafka's p99 was
+/// 1.2-1.9 s (its 1 s topic scan), franz-go's p50 5 s (`MetadataMinAge`).
 fn asserted(client: &str) -> (&'static str, Duration) {
     match client {
-        "python-confluent" => ("p50", Duration::from_millis(1_500)),
-        // MetadataMinAge (5 s): one refresh right at the disconnect, the next 5 s later.
-        "go-franz" => ("p99", Duration::from_secs(10)),
+        "python-confluent" => ("p99", Duration::from_millis(1_000)),
+        "go-franz" => ("p50", Duration::from_millis(1_500)),
         _ => ("p99", Duration::from_secs(5)),
     }
 }
 
-/// The client-side timer that bounds a client's figure once Skiff has moved the partition.
+/// What bounds a client's figure once Skiff has moved the partition (printed when the target is
+/// missed).
 fn bottleneck(client: &str) -> &'static str {
     match client {
         "python-confluent" => {
-            "librdkafka's metadata answers at the disconnect still name the dead leader (the fence lands 10-150 ms later), \
-             so it waits for its 1 s topic scan (rd_kafka_topic_scan_all: 'broker is down: re-query')"
+            "the produce round trips of the retried in-flight batches on the new leader (one PUT + one Raft commit each, \
+             slow on a loaded machine), or a Metadata request answered before any broker saw the leader go"
         }
-        "go-franz" => "franz-go's MetadataMinAge (5 s): its refresh at the disconnect still names the dead leader",
-        "go-sarama" => "sarama's Producer.Retry.Backoff / Metadata.Retry.Backoff after the refresh at the disconnect",
-        _ => "the client's metadata refresh backoff after its refresh at the disconnect",
+        "go-franz" => {
+            "a Metadata request answered before any broker saw the leader go (then MetadataMinAge, 5 s), \
+             or a Metadata retry on a dead connection (franz-go's request backoff)"
+        }
+        "java" => {
+            "Java retries the batches that were in flight one at a time after a leader change; \
+             each is a produce round trip (one PUT + one Raft commit, slow on a loaded machine)"
+        }
+        _ => "the client's retry backoff after the move",
     }
 }
 
@@ -339,7 +482,7 @@ fn run_client(client: &str) {
         eprintln!("failover {client}: skipped (SKIFF_FAILOVER_CLIENTS={only})");
         return;
     }
-    let profile = Profile::from_env();
+    let profile = Profile::from_env(client);
     let name = format!("failover-{client}");
     let mut spec = ClusterSpec::new(&name, 3, 3);
     spec.fixed_broker_ports = true;
@@ -347,9 +490,10 @@ fn run_client(client: &str) {
     let topic = name.as_str();
     cluster.create_topic(topic, PARTITIONS).unwrap_or_else(|e| panic!("{e:#}"));
     let started = Instant::now();
-    let samples = measure(&mut cluster, client, topic, profile.trials);
+    let (samples, timelines) = measure(&mut cluster, client, topic, profile.trials);
     let (line, p99) = distribution(client, &samples);
     eprintln!("{line} (profile {}, {:.1?})", profile.name, started.elapsed());
+    eprintln!("{}", timeline_summary(client, &timelines));
     let goal = target(client);
     if p99 <= goal {
         eprintln!("failover {client}: p99 {}ms meets the issue's target {}ms", ms(p99), ms(goal));

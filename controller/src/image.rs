@@ -200,6 +200,30 @@ impl MetadataImage {
         b.listeners.iter().find(|l| l.name == name).map(|l| (l.host.clone(), l.port))
     }
 
+    /// Every live broker's id, process incarnation and PLAINTEXT listener address (`host:port`;
+    /// its one address if it registered no listeners, before they existed): what a broker
+    /// watches its peers through (`src/broker/peer_watch.rs`). Empty for a broker with only
+    /// TLS or SASL listeners: a bare connection there would count as a failed handshake.
+    pub fn live_broker_processes(&self) -> Vec<(BrokerId, uuid::Uuid, Vec<String>)> {
+        self.state
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| {
+                let mut addrs: Vec<String> = b
+                    .listeners
+                    .iter()
+                    .filter(|l| l.name == "PLAINTEXT")
+                    .map(|l| format!("{}:{}", l.host, l.port))
+                    .collect();
+                if b.listeners.is_empty() {
+                    addrs.push(format!("{}:{}", b.host, b.port));
+                }
+                (b.broker_id, b.incarnation, addrs)
+            })
+            .collect()
+    }
+
     /// The listeners of every live broker, by id.
     pub fn live_broker_endpoints(&self) -> Vec<BrokerEndpoint> {
         self.state.live_brokers().into_iter().filter_map(|id| self.live_broker(id)).collect()

@@ -16,6 +16,7 @@ pub mod batch;
 pub mod client_rack;
 pub mod dynamic_config;
 pub mod internal_topics;
+pub mod peer_watch;
 pub mod records;
 pub mod topic_config;
 
@@ -79,6 +80,8 @@ pub struct Broker {
     pub quotas: crate::quota::Quotas,
     /// Incremental fetch sessions (KIP-227, `handler::fetch_session`).
     pub fetch_sessions: crate::handler::fetch_session::FetchSessions,
+    /// Which peer brokers' processes this broker saw go, before their fence (`peer_watch.rs`).
+    pub peers: peer_watch::PeerWatch,
 }
 
 /// Why a topic could not be created.

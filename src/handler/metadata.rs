@@ -18,7 +18,126 @@ use uuid::Uuid;
 
 use super::errors::{self, code};
 use crate::broker::internal_topics;
+use crate::broker::peer_watch;
 use crate::broker::{Broker, validate_topic_name};
+
+/// Answers Metadata, holding the answer while a partition it names is led by a broker whose
+/// process this broker saw go (`broker/peer_watch.rs`): until the controller's fence reaches the
+/// image (the answer then names the new leader), at most until [`peer_watch::HOLD_MAX`] after the
+/// loss; past that, a leader whose listener still refuses connections is reported as
+/// LEADER_NOT_AVAILABLE. A client asking right after its connection to a dead leader broke so
+/// gets the new leader in one round instead of the dead one and its own refresh backoff.
+pub async fn handle_held(
+    broker: &Arc<Broker>,
+    req: MetadataRequest,
+    version: i16,
+    protocol: crate::security::listener::SecurityProtocol,
+    advertised: crate::security::listener::Advertised,
+) -> MetadataResponse {
+    let here = crate::security::ListenerContext { protocol, advertised, tls: None, sasl: None };
+    let started = broker.clock.now();
+    let mut peers = broker.peers.subscribe();
+    let mut applied = broker.metadata.subscribe();
+    loop {
+        peers.borrow_and_update();
+        applied.borrow_and_update();
+        let mut answer = handle(broker, req.clone(), version, &here).await;
+        let now = broker.clock.now();
+        match hold_until(broker, &answer, now) {
+            Some(until) if now < until && now < started + peer_watch::HOLD_MAX => {
+                tokio::select! {
+                    _ = peers.changed() => {}
+                    _ = applied.changed() => {}
+                    () = broker.clock.sleep_until(until.min(started + peer_watch::HOLD_MAX)) => {}
+                }
+            }
+            _ => {
+                let held = now - started;
+                if held >= std::time::Duration::from_millis(1) {
+                    info!(
+                        held_ms = held.as_millis() as u64,
+                        unix_ms = broker.clock.now_ms(),
+                        "Metadata answer held for a lost leader's fence"
+                    );
+                }
+                mark_unavailable(broker, &mut answer, now);
+                return answer;
+            }
+        }
+    }
+}
+
+/// Whether an answer must wait: the latest instant any leader it names is held until.
+pub fn hold_until(broker: &Broker, answer: &MetadataResponse, now: skiff_time::Instant) -> Option<skiff_time::Instant> {
+    verdicts(broker, answer, now)
+        .into_iter()
+        .filter_map(|(_, v)| match v {
+            peer_watch::Verdict::Hold(until) => Some(until),
+            _ => None,
+        })
+        .max()
+}
+
+/// Reports the partitions of leaders judged unavailable as LEADER_NOT_AVAILABLE with no leader.
+pub fn mark_unavailable(broker: &Broker, answer: &mut MetadataResponse, now: skiff_time::Instant) {
+    let gone: Vec<i32> = verdicts(broker, answer, now)
+        .into_iter()
+        .filter(|(_, v)| *v == peer_watch::Verdict::Unavailable)
+        .map(|(id, _)| id)
+        .collect();
+    if gone.is_empty() {
+        return;
+    }
+    for p in answer.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+        if gone.contains(&p.leader_id.0) {
+            p.error_code = code(ResponseError::LeaderNotAvailable);
+            p.leader_id = BrokerId(-1);
+        }
+    }
+}
+
+/// Probes the listener of every other broker `answer` names as a leader (see
+/// [`peer_watch::PeerWatch::probe_leaders`]), so a leader whose process just died is caught even
+/// before this broker's own connection to it closes.
+pub async fn probe_leaders(broker: &Broker, answer: &MetadataResponse) {
+    let leaders = named_leaders(broker, answer);
+    if !leaders.is_empty() {
+        broker.peers.probe_leaders(&leaders, broker.clock.as_ref()).await;
+    }
+}
+
+/// Every live broker other than this one that `answer` names as a leader: (id, incarnation,
+/// listener address).
+fn named_leaders(broker: &Broker, answer: &MetadataResponse) -> Vec<(i32, Uuid, String)> {
+    let me = broker.settings.node_id;
+    let mut leaders: Vec<i32> = answer
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.leader_id.0))
+        .filter(|l| *l >= 0 && *l != me)
+        .collect();
+    leaders.sort_unstable();
+    leaders.dedup();
+    if leaders.is_empty() {
+        return Vec::new();
+    }
+    let processes = broker.metadata.read(|m| m.live_broker_processes());
+    leaders
+        .into_iter()
+        .filter_map(|id| {
+            let (_, incarnation, addrs) = processes.iter().find(|(b, ..)| *b == id)?;
+            Some((id, *incarnation, addrs.first()?.clone()))
+        })
+        .collect()
+}
+
+/// The peer watch's verdict on each broker (not this one) that `answer` names as a leader.
+fn verdicts(broker: &Broker, answer: &MetadataResponse, now: skiff_time::Instant) -> Vec<(i32, peer_watch::Verdict)> {
+    named_leaders(broker, answer)
+        .into_iter()
+        .map(|(id, incarnation, _)| (id, broker.peers.judge(id, incarnation, now)))
+        .collect()
+}
 
 /// "Authorized operations" were not requested (Kafka's INT32_MIN).
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;

@@ -103,7 +103,23 @@ async fn dispatch(
     match request.body {
         RequestKind::ApiVersions(r) => Handled::Ready(ResponseKind::ApiVersions(api_versions::handle(&r, v))),
         RequestKind::Metadata(r) => {
-            let mut answer = metadata::handle(broker, r, v, here).await;
+            let mut answer = metadata::handle(broker, r.clone(), v, here).await;
+            metadata::probe_leaders(broker, &answer).await;
+            let now = broker.clock.now();
+            if metadata::hold_until(broker, &answer, now).is_some() {
+                // It names a leader whose process this broker saw go: answered once the fence
+                // arrives, without blocking the connection meanwhile (`broker/peer_watch.rs`).
+                let (broker, protocol, advertised) = (broker.clone(), here.protocol, here.advertised.clone());
+                let client_id = client_id.clone();
+                return Handled::Deferred(Box::pin(async move {
+                    let mut answer = metadata::handle_held(&broker, r, v, protocol, advertised).await;
+                    if let Some(rack) = crate::broker::client_rack::from_client_id(&client_id) {
+                        zone_produce::route_metadata(&broker, rack, &mut answer);
+                    }
+                    ResponseKind::Metadata(answer)
+                }));
+            }
+            metadata::mark_unavailable(broker, &mut answer, now);
             // A client that declared its rack is pointed at brokers of its rack (RFC 0005).
             if let Some(rack) = crate::broker::client_rack::from_client_id(&client_id) {
                 zone_produce::route_metadata(broker, rack, &mut answer);

@@ -442,6 +442,15 @@ async fn append_partition(
             }
         };
     }
+    if matches!(appended, Err(AppendError::NotLeader)) {
+        // During a failover a client may learn that this broker leads from a broker whose image
+        // applied the fence first; bounced back, it must refresh metadata, which some clients do
+        // only after a floor (franz-go: MetadataMinAge, 5 s). Decide again on an image
+        // confirmed current (one ReadIndex, shared by concurrent checks).
+        if broker.controller.catch_up().await.is_ok() {
+            appended = append().await;
+        }
+    }
     if let Ok((a, _)) = &appended {
         span.record("base_offset", a.base_offset);
     }

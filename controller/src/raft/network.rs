@@ -322,7 +322,7 @@ async fn serve_connection(stream: Conn, service: Arc<Service>, stop: Cancellatio
             super::service::Liveness::listener_addrs(&state, broker_id, incarnation)
         };
         if super::service::probe_until_refused(&addrs, service.clock.as_ref()).await {
-            tracing::info!(broker_id, %incarnation, "heartbeat connection closed and the broker's listeners refuse connections: process gone");
+            tracing::info!(broker_id, %incarnation, unix_ms = service.clock.now_ms(), "heartbeat connection closed and the broker's listeners refuse connections: process gone");
             service.liveness.process_gone(broker_id, incarnation, at);
         }
     }

@@ -144,8 +144,10 @@ pub(crate) enum Probe {
 
 /// Pauses between probes after a heartbeat connection closed. A dying process's kernel closes
 /// its sockets one by one: the heartbeat connection may close a moment before the listener,
-/// which meanwhile still accepts. Some 200 ms in all, well inside half a session timeout.
-const PROBE_PAUSES_MS: [u64; 5] = [0, 10, 20, 50, 100];
+/// which meanwhile still accepts. Some 200 ms in all, well inside half a session timeout. The
+/// first retries come fast: clients see the same closed connections and ask for Metadata at
+/// once, and surviving brokers hold those answers until this fence reaches them.
+const PROBE_PAUSES_MS: [u64; 8] = [0, 2, 5, 10, 20, 40, 60, 100];
 
 /// Probes `addrs` a few times ([`PROBE_PAUSES_MS`]); true as soon as one probe is refused.
 pub(crate) async fn probe_until_refused(addrs: &[String], clock: &dyn skiff_time::Clock) -> bool {
@@ -478,7 +480,8 @@ pub(crate) async fn run_fencing(service: Arc<Service>, session_timeout: Duration
                         stats.fenced_timeout.fetch_add(1, Relaxed);
                         stats.detect_ms_sum.fetch_add(detect, Relaxed);
                         stats.detect_ms_max.fetch_max(detect, Relaxed);
-                        tracing::info!(broker_id, detect_ms = detect, "broker fenced");
+                        // unix_ms: when the fence committed, for failover timelines across processes.
+                        tracing::info!(broker_id, detect_ms = detect, unix_ms = clock.now_ms(), "broker fenced");
                     }
                     Err(e) => tracing::warn!(broker_id, error = %e, "fencing failed; will retry"),
                 }
