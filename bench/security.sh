@@ -11,6 +11,8 @@
 #      OUT (a directory for the summary and raw lines; default: only stdout), PERF=1 profiles
 #      Skiff with `perf record -g -F PERF_FREQ` (default 499) during its first PLAINTEXT and its
 #      first SASL_SSL produce + fetch (reports perf-plaintext*.txt, perf-sasl-ssl*.txt in OUT).
+#      CLIENT=librdkafka drives produce and fetch with librdkafka + OpenSSL (security_librdkafka.py)
+#      instead of Kafka's Java tools, whose JSSE makes them the bottleneck on a small machine.
 #      SYSCALLS=1 counts Skiff's socket read and write system calls per MB in each run
 #      (`perf stat` on the syscalls tracepoints; syscalls.tsv in OUT).
 # Prints one line per run and a summary with medians and the SASL_SSL / PLAINTEXT and Skiff /
@@ -25,7 +27,9 @@ TARGET="${CARGO_TARGET_DIR:-$CACHE/target}"
 BIN="${SKIFF_BIN:-$TARGET/release/skiff}"
 [ -x "$BIN" ] || BIN="$TARGET/debug/skiff"
 N="${1:-100000}"; SIZE="${2:-1024}"; ROUNDS="${ROUNDS:-2}"; RATE="${RATE:-1000}"
-STORM_SECONDS="${STORM_SECONDS:-5}"
+STORM_SECONDS="${STORM_SECONDS:-5}"; CLIENT="${CLIENT:-java}"
+PY="$CACHE/compat/python-confluent/venv/bin/python"   # made by tests/compat/setup.sh
+[ "$CLIENT" != librdkafka ] || [ -x "$PY" ] || { echo "CLIENT=librdkafka needs tests/compat/setup.sh" >&2; exit 1; }
 LIBS="$(bash "$HERE/kafka/setup.sh" | tail -1)"
 WORK="$(mktemp -d /tmp/skiff-bench-security.XXXXXX)"
 PID=""; KPID=""
@@ -125,21 +129,35 @@ for round in $(seq 1 "$ROUNDS"); do
         perf record -F "${PERF_FREQ:-499}" -g -p "$PID" -o "$WORK/perf.data" > /dev/null 2>&1 &
         PERF_PID=$!
       fi
-      java_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$addr" --command-config "$props" \
-        --create --topic "$topic" --partitions 3 --replication-factor 1 > /dev/null
+      [ "$CLIENT" = librdkafka ] || java_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$addr" \
+        --command-config "$props" --create --topic "$topic" --partitions 3 --replication-factor 1 > /dev/null
       c0="$(cpu_s "${BPID[$b]}")"; count_syscalls start
-      timed_tool org.apache.kafka.tools.ProducerPerformance --topic "$topic" --num-records "$N" \
-        --record-size "$SIZE" --throughput -1 --producer-props bootstrap.servers="$addr" acks=all linger.ms=5 \
-        batch.size=262144 --producer.config "$props"
-      p="$OUTPUT"; c1="$(cpu_s "${BPID[$b]}")"; count_syscalls stop "$b $l produce"; count_syscalls start
-      echo "$b $l produce: $p (broker CPU $(ms_per_mb "$c0" "$c1") ms/MB, client $CLIENT_CPU ms/MB)"
-      # "N records sent, R records/sec (M MB/sec), ..."
-      echo -e "$b\t$l\tproduce\t$(echo "$p" | sed -n 's/.*(\([0-9.]*\) MB\/sec).*/\1/p')\t$(ms_per_mb "$c0" "$c1")\t$CLIENT_CPU" >> results.tsv
-      timed_tool org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$addr" --topic "$topic" \
-        --messages "$N" --command-config "$props" --timeout 60000
-      c="$OUTPUT"; c2="$(cpu_s "${BPID[$b]}")"; count_syscalls stop "$b $l fetch"
-      echo "$b $l consume (start, end, MB, MB/sec, records, records/sec, rebalance ms, fetch ms, fetch MB/sec, fetch records/sec): $c (broker CPU $(ms_per_mb "$c1" "$c2") ms/MB, client $CLIENT_CPU ms/MB)"
-      echo -e "$b\t$l\tfetch\t$(echo "$c" | awk -F', *' '{print $9}')\t$(ms_per_mb "$c1" "$c2")\t$CLIENT_CPU" >> results.tsv
+      if [ "$CLIENT" = librdkafka ]; then
+        # One line "<MB/s> <client CPU ms/MB>" per phase (security_librdkafka.py).
+        read -r p_mbs CLIENT_CPU < <("$PY" "$HERE/security_librdkafka.py" "$addr" "$l" "$topic-rdk" "$N" "$SIZE" produce)
+        [ -n "${p_mbs:-}" ] || { echo "$b $l: librdkafka produce failed" >&2; exit 1; }
+        c1="$(cpu_s "${BPID[$b]}")"; count_syscalls stop "$b $l produce"; count_syscalls start
+        echo "$b $l produce (librdkafka): $p_mbs MB/s (broker CPU $(ms_per_mb "$c0" "$c1") ms/MB, client $CLIENT_CPU ms/MB)"
+        echo -e "$b\t$l\tproduce\t$p_mbs\t$(ms_per_mb "$c0" "$c1")\t$CLIENT_CPU" >> results.tsv
+        read -r f_mbs CLIENT_CPU < <("$PY" "$HERE/security_librdkafka.py" "$addr" "$l" "$topic-rdk" "$N" "$SIZE" consume)
+        [ -n "${f_mbs:-}" ] || { echo "$b $l: librdkafka consume failed" >&2; exit 1; }
+        c2="$(cpu_s "${BPID[$b]}")"; count_syscalls stop "$b $l fetch"
+        echo "$b $l fetch (librdkafka): $f_mbs MB/s (broker CPU $(ms_per_mb "$c1" "$c2") ms/MB, client $CLIENT_CPU ms/MB)"
+        echo -e "$b\t$l\tfetch\t$f_mbs\t$(ms_per_mb "$c1" "$c2")\t$CLIENT_CPU" >> results.tsv
+      else
+        timed_tool org.apache.kafka.tools.ProducerPerformance --topic "$topic" --num-records "$N" \
+          --record-size "$SIZE" --throughput -1 --producer-props bootstrap.servers="$addr" acks=all linger.ms=5 \
+          batch.size=262144 --producer.config "$props"
+        p="$OUTPUT"; c1="$(cpu_s "${BPID[$b]}")"; count_syscalls stop "$b $l produce"; count_syscalls start
+        echo "$b $l produce: $p (broker CPU $(ms_per_mb "$c0" "$c1") ms/MB, client $CLIENT_CPU ms/MB)"
+        # "N records sent, R records/sec (M MB/sec), ..."
+        echo -e "$b\t$l\tproduce\t$(echo "$p" | sed -n 's/.*(\([0-9.]*\) MB\/sec).*/\1/p')\t$(ms_per_mb "$c0" "$c1")\t$CLIENT_CPU" >> results.tsv
+        timed_tool org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$addr" --topic "$topic" \
+          --messages "$N" --command-config "$props" --timeout 60000
+        c="$OUTPUT"; c2="$(cpu_s "${BPID[$b]}")"; count_syscalls stop "$b $l fetch"
+        echo "$b $l consume (start, end, MB, MB/sec, records, records/sec, rebalance ms, fetch ms, fetch MB/sec, fetch records/sec): $c (broker CPU $(ms_per_mb "$c1" "$c2") ms/MB, client $CLIENT_CPU ms/MB)"
+        echo -e "$b\t$l\tfetch\t$(echo "$c" | awk -F', *' '{print $9}')\t$(ms_per_mb "$c1" "$c2")\t$CLIENT_CPU" >> results.tsv
+      fi
       if [ -n "$PERF_PID" ]; then
         kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true
         perf report -i "$WORK/perf.data" --stdio --no-children --sort dso,symbol --percent-limit 1 2>/dev/null \
@@ -193,7 +211,7 @@ if [ "$STORM_SECONDS" != 0 ]; then
 fi
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
-  { echo "binary: $BIN; $N records of $SIZE bytes; rounds $ROUNDS"; echo; echo "$summary"; echo; echo "$storm"; } > "$OUT/summary.md"
+  { echo "binary: $BIN; $N records of $SIZE bytes; rounds $ROUNDS; client $CLIENT"; echo; echo "$summary"; echo; echo "$storm"; } > "$OUT/summary.md"
   cp results.tsv "$OUT/results.tsv"
   for f in perf-*.txt; do [ -f "$f" ] && cp "$f" "$OUT/"; done
   if [ -s syscalls.tsv ]; then cp syscalls.tsv "$OUT/"; fi
