@@ -1119,3 +1119,54 @@ fn create_topics_configs_heartbeat_subscriptions_and_refused_fetches() {
         }
     });
 }
+
+/// A KIP-848 regex subscription resolves only to topics the member's principal may DESCRIBE
+/// (Kafka's `GroupMetadataManager.filterTopicDescribeAuthorizedTopics`): alice, with DESCRIBE
+/// and READ on `rx-allowed*` only, subscribing to `rx-.*` is assigned rx-allowed-1 and never
+/// rx-secret-1.
+#[test]
+fn regex_subscription_resolves_only_to_describable_topics() {
+    let _slot = Slot::acquire();
+    let broker = start(&[]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let addr = broker.listener("SASL_PLAINTEXT").to_string();
+        let mut admin = login(&addr, ADMIN).await.expect("admin login");
+        admin.create_topic_ok("rx-allowed-1", 2).await.expect("create");
+        admin.create_topic_ok("rx-secret-1", 2).await.expect("create");
+        create_user(&mut admin, ALICE).await.expect("alice");
+        create_acls(
+            &mut admin,
+            vec![
+                acl(TOPIC, "rx-allowed", PREFIXED, "User:alice", DESCRIBE, ALLOW),
+                acl(TOPIC, "rx-allowed", PREFIXED, "User:alice", READ, ALLOW),
+                acl(GROUP, "cg-rx", PREFIXED, "User:alice", READ, ALLOW),
+            ],
+        )
+        .await
+        .expect("acls");
+        let md = admin.metadata(Some(&["rx-allowed-1", "rx-secret-1"])).await.expect("metadata");
+        let id_of =
+            |n: &str| md.topics.iter().find(|t| t.name.as_ref().is_some_and(|x| x.0.as_str() == n)).expect(n).topic_id;
+        let (allowed, secret) = (id_of("rx-allowed-1"), id_of("rx-secret-1"));
+        assert!(!allowed.is_nil() && !secret.is_nil(), "{md:?}");
+
+        let mut alice = login(&addr, ALICE).await.expect("alice login");
+        let join = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(sb("cg-rx-1")))
+            .with_member_id(sb("m-regex-1"))
+            .with_member_epoch(0)
+            .with_rebalance_timeout_ms(10_000)
+            .with_subscribed_topic_regex(Some(sb("rx-.*")))
+            .with_topic_partitions(Some(vec![]));
+        let r = alice.send(&join, 1).await.expect("heartbeat");
+        assert_eq!(r.error_code, 0, "{r:?}");
+        let assigned: Vec<(uuid::Uuid, Vec<i32>)> = r
+            .assignment
+            .iter()
+            .flat_map(|a| a.topic_partitions.iter().map(|tp| (tp.topic_id, tp.partitions.clone())))
+            .collect();
+        assert!(!assigned.iter().any(|(t, _)| *t == secret), "a topic alice may not describe: {r:?}");
+        assert_eq!(assigned, [(allowed, vec![0, 1])], "{r:?}");
+    });
+}

@@ -31,6 +31,8 @@
 //! * a request that fails changes nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
 
 use regex::Regex;
 use skiff_controller::intent::{
@@ -104,6 +106,38 @@ pub struct HeartbeatRequest {
     pub owned: Option<Vec<(Uuid, Vec<i32>)>>,
     pub client_id: String,
     pub client_host: String,
+    /// The topics the member's principal may DESCRIBE, which alone its regex may resolve to.
+    pub visible: TopicVisibility,
+}
+
+/// Which topics a member's subscription regex may resolve to (Kafka's
+/// `filterTopicDescribeAuthorizedTopics`): the handler builds it from the authorizer and the
+/// member's principal, so the group's state machine stays free of security.
+#[derive(Clone, Default)]
+pub enum TopicVisibility {
+    /// No authorization applies (no ACLs, or a super user).
+    #[default]
+    All,
+    /// Only the topics this returns true for, asked at each resolution so ACL changes apply.
+    Only(Arc<dyn Fn(&str) -> bool + Send + Sync>),
+}
+
+impl TopicVisibility {
+    fn admits(&self, topic: &str) -> bool {
+        match self {
+            TopicVisibility::All => true,
+            TopicVisibility::Only(f) => f(topic),
+        }
+    }
+}
+
+impl fmt::Debug for TopicVisibility {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TopicVisibility::All => "All",
+            TopicVisibility::Only(_) => "Only(..)",
+        })
+    }
 }
 
 /// An error with Kafka's message for it.
@@ -237,6 +271,10 @@ struct Member {
     topic_names: BTreeSet<String>,
     /// The regular expression as sent, and compiled (anchored: Kafka matches whole names).
     regex: Option<(String, Regex)>,
+    /// Who may see what, from the member's latest heartbeat; `None` for a member loaded from
+    /// storage and not heard from since, whose regex keeps only the topics it already has
+    /// (its principal is not stored, and what it holds was authorized when it was resolved).
+    visible: Option<TopicVisibility>,
     server_assignor: Option<String>,
     epoch: i32,
     previous_epoch: i32,
@@ -260,6 +298,7 @@ impl Member {
             rebalance_timeout_ms: 0,
             topic_names: BTreeSet::new(),
             regex: None,
+            visible: None,
             server_assignor: None,
             epoch: 0,
             previous_epoch: 0,
@@ -276,8 +315,17 @@ impl Member {
         self.regex.as_ref().map(|(s, _)| s.as_str())
     }
 
-    fn subscribes(&self, topic: &str) -> bool {
-        self.topic_names.contains(topic) || self.regex.as_ref().is_some_and(|(_, r)| r.is_match(topic))
+    fn subscribes(&self, topic: &str, topic_id: Uuid) -> bool {
+        self.topic_names.contains(topic) || self.regex_resolves_to(topic, topic_id)
+    }
+
+    /// Whether the member's regex matches `topic` and its principal may DESCRIBE it.
+    fn regex_resolves_to(&self, topic: &str, topic_id: Uuid) -> bool {
+        self.regex.as_ref().is_some_and(|(_, r)| r.is_match(topic))
+            && match &self.visible {
+                Some(v) => v.admits(topic),
+                None => self.target.contains_key(&topic_id) || self.assigned.contains_key(&topic_id),
+            }
     }
 
     fn reconciled_to(&self, epoch: i32) -> bool {
@@ -335,6 +383,7 @@ impl Member {
             topic_names: s.subscribed_topic_names.iter().cloned().collect(),
             // Stored regexes were compiled when they came in.
             regex: s.subscribed_topic_regex.as_ref().and_then(|r| compile(r).ok().map(|c| (r.clone(), c))),
+            visible: None,
             server_assignor: s.server_assignor.clone(),
             epoch: s.member_epoch,
             previous_epoch: s.previous_member_epoch,
@@ -614,6 +663,7 @@ impl ConsumerGroup {
         }
         updated.client_id = req.client_id.clone();
         updated.client_host = req.client_host.clone();
+        updated.visible = Some(req.visible.clone());
         let subscription_changed =
             created || updated.topic_names != existing.topic_names || updated.regex_str() != existing.regex_str();
 
@@ -898,10 +948,12 @@ impl ConsumerGroup {
                 }
             }
         }
-        let regexes: Vec<&Regex> = self.members.values().filter_map(|m| m.regex.as_ref().map(|(_, r)| r)).collect();
-        if !regexes.is_empty() {
+        // Each regex resolves with its own member's authorization: a topic one member may not
+        // DESCRIBE is never assigned to it, even when another member's regex brings it in.
+        let regex_members: Vec<&Member> = self.members.values().filter(|m| m.regex.is_some()).collect();
+        if !regex_members.is_empty() {
             topics.for_each_topic(&mut |name, t| {
-                if regexes.iter().any(|r| r.is_match(name)) {
+                if regex_members.iter().any(|m| m.regex_resolves_to(name, t.topic_id)) {
                     out.insert(name.to_string(), t);
                 }
             });
@@ -922,7 +974,7 @@ impl ConsumerGroup {
                 topics: self
                     .subscribed_topics
                     .iter()
-                    .filter(|(name, _)| m.subscribes(name))
+                    .filter(|(name, t)| m.subscribes(name, t.topic_id))
                     .map(|(_, t)| t.topic_id)
                     .collect(),
                 current: m.target.clone(),

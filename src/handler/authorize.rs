@@ -116,6 +116,30 @@ impl Check {
         ops.iter().filter(|op| self.sees(**op, resource_type, name)).fold(0, |bits, op| bits | (1 << op.code()))
     }
 
+    /// The topics this principal may DESCRIBE, which alone a KIP-848 regex subscription may
+    /// resolve to (Kafka's `filterTopicDescribeAuthorizedTopics`, unaudited). Worked out here,
+    /// under one metadata read, because the group coordinator resolves while it holds one.
+    pub fn topic_visibility(&self) -> crate::group::consumer::TopicVisibility {
+        use crate::group::consumer::TopicVisibility;
+        if self.open() {
+            return TopicVisibility::All;
+        }
+        let session = Session { principal: &self.principal, peer: self.peer, api: self.api };
+        let authorizer = &self.broker.security.authorizer;
+        let now = self.broker.clock.now_ms();
+        let visible: std::collections::HashSet<String> = self.broker.metadata.read(|m| {
+            m.topics()
+                .map(|t| t.name())
+                .filter(|name| {
+                    let resource = Resource { resource_type: Rt::Topic, name };
+                    authorizer.authorize(m.acls(), &session, Op::Describe, resource, false, now)
+                })
+                .map(str::to_string)
+                .collect()
+        });
+        TopicVisibility::Only(std::sync::Arc::new(move |t: &str| visible.contains(t)))
+    }
+
     fn topic_exists(&self, name: &str) -> bool {
         self.broker.metadata.read(|m| m.topic(name).is_some())
     }

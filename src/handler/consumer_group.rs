@@ -26,7 +26,7 @@ use super::groups::{GROUP_OPERATIONS_ALL, is_coordinator};
 use crate::broker::Broker;
 use crate::group::GroupError;
 use crate::group::assignor::Assignment as PartitionAssignment;
-use crate::group::consumer::{self, HeartbeatRequest, HeartbeatResponse};
+use crate::group::consumer::{self, HeartbeatRequest, HeartbeatResponse, TopicVisibility};
 
 /// ConsumerGroupDescribe's member type of a member using the consumer protocol.
 const MEMBER_TYPE_CONSUMER: i8 = 1;
@@ -62,6 +62,7 @@ pub async fn heartbeat(
     version: i16,
     peer: SocketAddr,
     client_id: String,
+    visible: TopicVisibility,
 ) -> Handled {
     let group_id = req.group_id.0.to_string();
     let hb = HeartbeatRequest {
@@ -76,6 +77,7 @@ pub async fn heartbeat(
         owned: req.topic_partitions.map(|tps| tps.into_iter().map(|tp| (tp.topic_id, tp.partitions)).collect()),
         client_id,
         client_host: format!("/{}", peer.ip()),
+        visible,
     };
     let ready = |r: HeartbeatResponse| Handled::Ready(ResponseKind::ConsumerGroupHeartbeat(heartbeat_response(r)));
     if let Err((e, m)) = consumer::validate(&group_id, &hb, version) {

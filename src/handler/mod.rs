@@ -209,7 +209,11 @@ async fn dispatch(
             Handled::Ready(ResponseKind::OffsetDelete(offsets::offset_delete(broker, r).await))
         }
         // KIP-848 consumer groups (handler/consumer_group.rs).
-        RequestKind::ConsumerGroupHeartbeat(r) => consumer_group::heartbeat(broker, r, v, peer, client_id).await,
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            // A regex subscription resolves only to topics the principal may DESCRIBE.
+            let visible = authorize::Check::new(broker, principal, peer, request.api_key).topic_visibility();
+            consumer_group::heartbeat(broker, r, v, peer, client_id, visible).await
+        }
         RequestKind::ConsumerGroupDescribe(r) => {
             Handled::Ready(ResponseKind::ConsumerGroupDescribe(consumer_group::describe(broker, r, v).await))
         }

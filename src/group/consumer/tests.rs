@@ -640,3 +640,40 @@ pub(crate) fn seed() -> u64 {
 fn stored_member_state_defaults_to_stable() {
     assert_eq!(MemberState::default(), MemberState::Stable);
 }
+
+/// Each member's regex resolves only to topics its principal may DESCRIBE (Kafka's
+/// `filterTopicDescribeAuthorizedTopics`), even when another member's regex brings the topic
+/// into the group; a member loaded from storage and not heard from since keeps only what it had.
+#[test]
+fn regex_subscriptions_resolve_to_visible_topics_per_member() {
+    let mut topics = image(&[("t-a", T1, 2), ("t-b", T2, 2)]);
+    let mut g = ConsumerGroup::new("g", settings());
+    let regex_join = |id: &str, visible: TopicVisibility| HeartbeatRequest {
+        subscribed_topic_names: None,
+        subscribed_topic_regex: Some("t-.*".into()),
+        visible,
+        ..join(id, &[])
+    };
+    let only_a = TopicVisibility::Only(Arc::new(|t: &str| t == "t-a"));
+    let r = g.heartbeat(0, &regex_join("a", only_a.clone()), &topics, "x");
+    assert_eq!(r.assignment.expect("assignment"), parts(T1, &[0, 1]));
+    let r = g.heartbeat(1, &regex_join("b", TopicVisibility::All), &topics, "x");
+    assert!(r.error.is_none(), "{r:?}");
+    let (b_epoch, b_owned) = (r.member_epoch, r.assignment.expect("assignment"));
+    let targets = |g: &ConsumerGroup| -> BTreeMap<String, Assignment> {
+        g.describe().members.into_iter().map(|m| (m.member_id, m.target)).collect()
+    };
+    let t = targets(&g);
+    assert!(!t["a"].contains_key(&tid(T2)), "a may not describe t-b: {t:?}");
+    assert_eq!(t["b"].get(&tid(T2)), Some(&BTreeSet::from([0, 1])), "{t:?}");
+
+    // Loaded elsewhere: a's principal is unknown until it heartbeats, so a new matching topic
+    // goes to b only, and a keeps t-a.
+    let mut moved = ConsumerGroup::load("g", settings(), &g.to_stored(), 100);
+    topics.insert("t-c".into(), SubscribedTopic { topic_id: tid(3), partitions: 2 });
+    let r = moved.heartbeat(101, &heartbeat("b", b_epoch, &b_owned), &topics, "x");
+    assert!(r.error.is_none(), "{r:?}");
+    let t = targets(&moved);
+    assert!(t["a"].contains_key(&tid(T1)) && t["a"].keys().all(|k| *k == tid(T1)), "{t:?}");
+    assert_eq!(t["b"].get(&tid(3)), Some(&BTreeSet::from([0, 1])), "{t:?}");
+}
