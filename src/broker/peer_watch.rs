@@ -27,7 +27,7 @@
 //! connection merely broke (or timed out idle) reconnects within [`SETTLE`] and is judged a
 //! leader again; without proof (no answer at all) a loss stops counting after [`SUSPECT_MAX`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,6 +92,12 @@ pub struct PeerWatch {
 
 struct Inner {
     lost: Mutex<HashMap<i32, Lost>>,
+    /// Peer incarnations whose listener this broker has connected to at least once. A refusal
+    /// from a peer never reached proves nothing: it may still be binding its listener, or its
+    /// advertised address may not be reachable from here at all (a compose stack advertises
+    /// host-published ports, `127.0.0.1:1909x`, which inside a container is the container
+    /// itself). Only a peer once reached can be judged gone.
+    reached: Mutex<HashSet<(i32, Uuid)>>,
     /// Per peer: when its listener was last probed for a Metadata answer (single flight: a
     /// request arriving while a probe runs waits for it and uses its result).
     probes: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
@@ -104,6 +110,7 @@ impl Default for PeerWatch {
         Self {
             inner: Arc::new(Inner {
                 lost: Mutex::new(HashMap::new()),
+                reached: Mutex::new(HashSet::new()),
                 probes: Mutex::new(HashMap::new()),
                 changed: watch::channel(0).0,
             }),
@@ -129,8 +136,10 @@ impl PeerWatch {
     /// One probe per peer serves all requests arriving while it runs and for [`PROBE_REUSE`]
     /// after; a probe of a live peer delays the answer by [`PROBE_SETTLE`].
     pub async fn probe_leaders(&self, leaders: &[(i32, Uuid, String)], clock: &dyn Clock) {
-        let probes = leaders.iter().filter(|(id, inc, _)| self.judge(*id, *inc, clock.now()) == Verdict::Leads).map(
-            |(id, incarnation, addr)| async move {
+        let probes = leaders
+            .iter()
+            .filter(|(id, inc, _)| self.was_reached(*id, *inc) && self.judge(*id, *inc, clock.now()) == Verdict::Leads)
+            .map(|(id, incarnation, addr)| async move {
                 let slot = {
                     let mut probes = self.inner.probes.lock().unwrap_or_else(|e| e.into_inner());
                     probes.entry(*id).or_default().clone()
@@ -143,8 +152,7 @@ impl PeerWatch {
                     self.refused(*id, *incarnation, clock.now(), clock.now_ms());
                 }
                 *last = Some(clock.now());
-            },
-        );
+            });
         futures::future::join_all(probes).await;
     }
 
@@ -172,8 +180,22 @@ impl PeerWatch {
         });
     }
 
-    /// A connection to `id` was refused at `now`.
+    /// Whether this broker has connected to peer `id`'s incarnation `incarnation` at least once.
+    fn was_reached(&self, id: i32, incarnation: Uuid) -> bool {
+        self.inner.reached.lock().unwrap_or_else(|e| e.into_inner()).contains(&(id, incarnation))
+    }
+
+    /// A connection to `id`'s listener opened.
+    fn reached(&self, id: i32, incarnation: Uuid) {
+        self.inner.reached.lock().unwrap_or_else(|e| e.into_inner()).insert((id, incarnation));
+    }
+
+    /// A connection to `id` was refused at `now`; ignored for a peer never reached.
     fn refused(&self, id: i32, incarnation: Uuid, now: Instant, unix_ms: i64) {
+        if !self.was_reached(id, incarnation) {
+            debug!(peer = id, "peer's listener refuses connections, but was never reached from here: no verdict");
+            return;
+        }
         self.update(id, |lost| {
             let entry = lost.entry(id).or_insert(Lost { incarnation, since: now, gone: false });
             if entry.incarnation != incarnation {
@@ -199,6 +221,7 @@ impl PeerWatch {
 
     /// Forgets every peer not in `live` (id → incarnation): the image has the last word.
     fn retain(&self, live: &HashMap<i32, Uuid>, unix_ms: i64) {
+        self.inner.reached.lock().unwrap_or_else(|e| e.into_inner()).retain(|(id, inc)| live.get(id) == Some(inc));
         let mut lost = self.inner.lost.lock().unwrap_or_else(|e| e.into_inner());
         let before = lost.len();
         lost.retain(|id, l| {
@@ -312,7 +335,10 @@ async fn watch_peer(
             () = stop.cancelled() => return,
         };
         let mut stream = match attempt {
-            Some(Ok(stream)) => stream,
+            Some(Ok(stream)) => {
+                watch.reached(id, incarnation);
+                stream
+            }
             Some(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 watch.refused(id, incarnation, clock.now(), clock.now_ms());
                 tokio::select! {
@@ -382,6 +408,7 @@ mod tests {
         let w = PeerWatch::default();
         let (old, new) = (Uuid::from_u128(1), Uuid::from_u128(2));
         let now = clock.now();
+        w.reached(5, old);
         w.connection_lost(5, old, now);
         w.refused(5, old, now, 0);
         assert!(matches!(w.judge(5, old, now), Verdict::Hold(_)));
@@ -395,6 +422,27 @@ mod tests {
         assert!(matches!(w.judge(6, old, now), Verdict::Hold(_)));
         w.connected(6);
         assert_eq!(w.judge(6, old, now), Verdict::Leads);
+    }
+
+    /// A peer this broker never reached (still binding its listener, or advertising an address
+    /// that is not reachable from here, as a compose stack's host-published ports are from inside
+    /// a container) is never judged gone: its partitions are answered as the image says.
+    #[tokio::test]
+    async fn a_peer_never_reached_is_never_judged_gone() {
+        let clock = skiff_time::system_clock();
+        let w = PeerWatch::default();
+        let inc = Uuid::from_u128(4);
+        let closed = {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            l.local_addr().expect("addr").to_string()
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(watch_peer(w.clone(), 8, inc, closed.clone(), clock.clone(), stop.clone()));
+        w.probe_leaders(&[(8, inc, closed)], clock.as_ref()).await;
+        clock.sleep(RETRY * 3).await;
+        assert_eq!(w.judge(8, inc, clock.now()), Verdict::Leads);
+        stop.cancel();
+        task.await.expect("watcher ends at stop");
     }
 
     #[tokio::test]
