@@ -32,7 +32,8 @@ def cpu():
 
 
 if phase == "produce":
-    AdminClient(conf).create_topics([NewTopic(topic, 3, 1)])[topic].result()
+    admin = AdminClient(conf)  # kept referenced until the result: a dropped handle fails it
+    admin.create_topics([NewTopic(topic, 3, 1)])[topic].result()
     p = Producer({**conf, "linger.ms": 5, "batch.size": 262144, "acks": "all"})
     value = os.urandom(size)
     t0, c0 = time.time(), cpu()
