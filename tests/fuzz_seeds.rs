@@ -230,6 +230,9 @@ fn sasl_seeds() -> Vec<(&'static str, &'static str, Bytes)> {
         )),
         ("sasl_plain", "seed-plain", Bytes::from_static(b"\0alice\0alice-secret")),
         ("sasl_plain", "seed-plain-authzid", Bytes::from_static(b"alice\0alice\0pw")),
+        // HTTP `Authorization` header values (`http_authorization`): Basic alice:alice-secret, Bearer.
+        ("http_authorization", "seed-basic", Bytes::from_static(b"Basic YWxpY2U6YWxpY2Utc2VjcmV0")),
+        ("http_authorization", "seed-bearer", Bytes::from_static(b"Bearer eyJhbGciOiJFUzI1NiJ9.e30.AAAA")),
         // A client first message whose token is an ES256 JWT (signed by no key the target knows).
         ("sasl_oauthbearer", "seed-oauthbearer", Bytes::from_static(
             b"n,a=alice,\x01auth=Bearer eyJhbGciOiJFUzI1NiIsImtpZCI6ImsifQ.eyJzdWIiOiJhbGljZSIsImV4cCI6MX0.AAAA\x01traceId=1\x01\x01",
@@ -250,6 +253,9 @@ fn fuzz_seeds_are_valid() {
             }
             "sasl_oauthbearer" => {
                 drop(oauthbearer::parse_client_first(&input).unwrap_or_else(|e| panic!("{name}: {e}")))
+            }
+            "http_authorization" => {
+                drop(skiff::http::auth::parse_authorization(&input).unwrap_or_else(|e| panic!("{name}: {e:?}")))
             }
             _ => drop(plain::parse(&input).unwrap_or_else(|e| panic!("{name}: {e}"))),
         }

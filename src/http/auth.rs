@@ -196,27 +196,67 @@ fn unauthorized(auth: &Authenticator, code: &str, message: &str) -> Response {
 
 /// The principal of an `Authorization` header value.
 async fn verify(auth: &Authenticator, broker: &Arc<Broker>, value: &[u8]) -> Result<Principal, Refusal> {
-    let text = std::str::from_utf8(value).map_err(|_| failed("unknown", None, "Authorization is not UTF-8"))?;
+    match parse_authorization(value) {
+        Err(AuthorizationError { scheme, reason }) => Err(failed(scheme, None, reason)),
+        Ok(Credentials::Basic { user, password }) => {
+            if verify_password(auth, broker, &user, &password).await {
+                Ok(Principal::user(user))
+            } else {
+                Err(failed("Basic", Some(user), "invalid user name or password"))
+            }
+        }
+        Ok(Credentials::Bearer(token)) => {
+            let Some(validator) = &broker.security.oauth else {
+                return Err(failed("Bearer", None, "bearer tokens need OAUTHBEARER (sasl_oauthbearer_jwks_url)"));
+            };
+            // The reason names the check that failed, never the token.
+            match validator.validate(token, broker.clock.now_ms()) {
+                Ok(v) => Ok(Principal::user(v.principal)),
+                Err(e) => Err(failed("Bearer", None, &e.to_string())),
+            }
+        }
+    }
+}
+
+/// What an `Authorization` header presents (its `Debug` shows neither password nor token).
+#[derive(PartialEq, Eq)]
+pub enum Credentials<'a> {
+    /// RFC 7617: a user name (non-empty, no colon) and a password.
+    Basic { user: String, password: String },
+    /// RFC 6750: the token, unchecked.
+    Bearer(&'a str),
+}
+
+impl std::fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Basic { user, .. } => write!(f, "Basic {{ user: {user:?}, password: <redacted> }}"),
+            Credentials::Bearer(_) => write!(f, "Bearer(<redacted>)"),
+        }
+    }
+}
+
+/// Why an `Authorization` header was not understood: the scheme it claimed and a reason that
+/// never quotes the credentials.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AuthorizationError {
+    pub scheme: &'static str,
+    pub reason: &'static str,
+}
+
+/// Parses an `Authorization` header value from the network (fuzz target `http_authorization`).
+pub fn parse_authorization(value: &[u8]) -> Result<Credentials<'_>, AuthorizationError> {
+    let err = |scheme, reason| AuthorizationError { scheme, reason };
+    let text = std::str::from_utf8(value).map_err(|_| err("unknown", "Authorization is not UTF-8"))?;
     let (scheme, rest) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("basic") {
-        let (user, password) = parse_basic(rest).map_err(|why| failed("Basic", None, why))?;
-        if verify_password(auth, broker, &user, &password).await {
-            Ok(Principal::user(user))
-        } else {
-            Err(failed("Basic", Some(user), "invalid user name or password"))
-        }
+        let (user, password) = parse_basic(rest).map_err(|why| err("Basic", why))?;
+        Ok(Credentials::Basic { user, password })
     } else if scheme.eq_ignore_ascii_case("bearer") {
-        let Some(validator) = &broker.security.oauth else {
-            return Err(failed("Bearer", None, "bearer tokens need OAUTHBEARER (sasl_oauthbearer_jwks_url)"));
-        };
-        // The reason names the check that failed, never the token.
-        match validator.validate(rest, broker.clock.now_ms()) {
-            Ok(v) => Ok(Principal::user(v.principal)),
-            Err(e) => Err(failed("Bearer", None, &e.to_string())),
-        }
+        Ok(Credentials::Bearer(rest))
     } else {
-        Err(failed("unknown", None, "unsupported Authorization scheme (Basic or Bearer)"))
+        Err(err("unknown", "unsupported Authorization scheme (Basic or Bearer)"))
     }
 }
 
@@ -284,6 +324,18 @@ async fn verify_password(auth: &Authenticator, broker: &Arc<Broker>, user: &str,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authorization_headers() {
+        let basic = parse_authorization(b"basic  YWxpY2U6cHc= ").expect("basic");
+        assert_eq!(basic, Credentials::Basic { user: "alice".into(), password: "pw".into() });
+        assert!(!format!("{basic:?}").contains("pw"), "Debug hides the password");
+        assert_eq!(parse_authorization(b"Bearer a.b.c"), Ok(Credentials::Bearer("a.b.c")));
+        assert_eq!(parse_authorization(b"Digest x").map_err(|e| e.scheme), Err("unknown"));
+        assert_eq!(parse_authorization(b"Basic %%").map_err(|e| e.scheme), Err("Basic"));
+        assert!(parse_authorization(&[0xff, 0xfe]).is_err());
+        assert!(parse_authorization(b"").is_err());
+    }
 
     #[test]
     fn basic_credentials() {
