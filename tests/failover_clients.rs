@@ -27,10 +27,11 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use support::cluster::{Cluster, ClusterSpec, NodeRef, percentile};
 use support::compat::run_sh;
+use support::failover::{Profile, client_selected, unix_us};
 
 const PARTITIONS: i32 = 3;
 /// Records handed to the client per second (round-robin over the partitions).
@@ -39,10 +40,6 @@ const RATE: u32 = 300;
 const TRIALS_PER_RUN: usize = 20;
 /// The longest any one trial may wait for its first acknowledgement.
 const TRIAL_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn unix_us() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_micros() as i64
-}
 
 /// One `ack <partition> <index> <handed_us> <acked_us>` line.
 #[derive(Debug, Clone, Copy)]
@@ -205,27 +202,6 @@ fn parse_ack(line: &str) -> Option<Ack> {
 
 fn ms(d: Duration) -> u128 {
     d.as_millis()
-}
-
-struct Profile {
-    name: &'static str,
-    trials: usize,
-}
-
-impl Profile {
-    fn from_env(client: &str) -> Profile {
-        let mut p = match std::env::var("SKIFF_FAILOVER_PROFILE").as_deref() {
-            Ok("long") => Profile { name: "long", trials: 100 },
-            // franz-go's trials each wait 10 s first ([`quiet_before_kill`]): fewer in CI.
-            _ if client == "go-franz" => Profile { name: "short", trials: 12 },
-            _ => Profile { name: "short", trials: 20 },
-        };
-        // SKIFF_FAILOVER_TRIALS overrides the count (a quick look; the targets need ≥ 20).
-        if let Some(n) = std::env::var("SKIFF_FAILOVER_TRIALS").ok().and_then(|v| v.parse().ok()) {
-            p.trials = n;
-        }
-        p
-    }
 }
 
 /// Where one trial's time went, in ms after the kill, from the `unix_ms` fields of the
@@ -476,13 +452,13 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 
 fn run_client(client: &str) {
     let _serial = one_at_a_time();
-    if let Ok(only) = std::env::var("SKIFF_FAILOVER_CLIENTS")
-        && !only.split(',').any(|c| c.trim() == client)
-    {
-        eprintln!("failover {client}: skipped (SKIFF_FAILOVER_CLIENTS={only})");
+    if !client_selected(client) {
+        eprintln!("failover {client}: skipped (SKIFF_FAILOVER_CLIENTS)");
         return;
     }
-    let profile = Profile::from_env(client);
+    // franz-go's trials each wait 10 s first ([`quiet_before_kill`]): fewer in CI (the
+    // targets need >= 20: the long profile; SKIFF_FAILOVER_TRIALS overrides, a quick look).
+    let profile = Profile::from_env(if client == "go-franz" { 12 } else { 20 }, 100);
     let name = format!("failover-{client}");
     let mut spec = ClusterSpec::new(&name, 3, 3);
     spec.fixed_broker_ports = true;
