@@ -60,6 +60,7 @@ class Runner:
         self.cp = f"{a.libs}/*:{a.benchtool}"
         self.rate_est = {}  # (size, partitions, producers) -> records/s, for sizing the next run
         self.slow = a.target.endswith("s3")
+        self.key_range = KEY_RANGE  # partitions.py raises it so every partition of a large topic gets keys
 
     # ---- process helpers -------------------------------------------------------------------
     def java(self, cls, args, heap="512m"):
@@ -188,7 +189,7 @@ class Runner:
         return self.java("org.apache.kafka.tools.ProducerPerformance", extra + [
             "--bootstrap-server", self.a.bootstrap, "--topic", topic, "--num-records", records,
             "--record-size", size, "--throughput", rate, "--key-distribution", "range",
-            "--record-key-range", KEY_RANGE, "--reporting-interval", 1000,
+            "--record-key-range", self.key_range, "--reporting-interval", 1000,
             "--command-property", "acks=all"])
 
     def pilot(self, size, partitions):
