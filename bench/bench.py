@@ -53,7 +53,7 @@ SCALE_PARTITION_RATE = 2000  # records/s of 1 KiB for the partition-scaling runs
 class Runner:
     def __init__(self, a):
         self.a = a
-        self.p = PROFILES[a.profile]
+        self.p = PROFILES.get(a.profile, {})  # partitions.py has no profile: it sets every knob itself
         self.raw = os.path.join(a.out, "raw", a.target)
         os.makedirs(self.raw, exist_ok=True)
         self.jsonl = open(os.path.join(self.raw, "runs.jsonl"), "a")
@@ -222,6 +222,7 @@ class Runner:
             "records_per_s": sum(r["records_per_s"] for r in results),
             "mb_per_s": sum(r["mb_per_s"] for r in results),
             "avg_ms": sum(r["avg_ms"] for r in results) / len(results),
+            "max_ms": max(r["max_ms"] for r in results),
             # several producers: the worst producer's percentile (conservative)
             "p50_ms": max(r["p50_ms"] for r in done) if done else None,
             "p99_ms": max(r["p99_ms"] for r in done) if done else None,
