@@ -82,7 +82,7 @@ class SweepReport(Report):
                 for t, (xs, ys) in self.series("sweep", "partitions", y).items():
                     ax.plot(xs, ys, marker="o", label=LABEL[t], color=COLORS[t])
                 if y.startswith("vm_hwm") or y.startswith("rss"):
-                    ax.axhline(RSS_BUDGET_MIB, color="gray", linestyle="--", linewidth=0.8, label="issue #18 budget")
+                    ax.axhline(RSS_BUDGET_MIB, color="gray", linestyle="--", linewidth=0.8, label="Skiff budget (issue #18)")
                 ax.set_xscale("log")
                 if logy:
                     ax.set_yscale("log")
