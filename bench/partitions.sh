@@ -71,7 +71,8 @@ measure_point() {
   local name="$1" bootstrap="$2" pid="$3" parts="$4" rep="$5" data="$6"; shift 6
   local keys=$((parts * 10 > 4096 ? parts * 10 : 4096)) warm_records warm_s
   warm_records=$((RATE * WARMUP > keys ? RATE * WARMUP : keys)); warm_s=$(((warm_records + RATE - 1) / RATE))
-  local limit=$((120 + parts / 50 + 3 * warm_s + 60 + 3 * DURATION + 90 + 180))
+  # = the sum of partitions.py's timeouts() (topic creation, warm-up, measured run) + slack
+  local limit=$((120 + parts / 50 + 3 * warm_s + 60 + parts / 20 + 3 * DURATION + 90 + 180))
   log "$name: $parts partitions, rep $rep (pid $pid, $bootstrap, limit ${limit}s)"
   # In the background + wait, so a SIGTERM/SIGINT to this script is handled at once (the trap stops
   # partitions.py, which kills its tool JVMs, then the brokers).
