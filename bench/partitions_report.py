@@ -66,6 +66,7 @@ class SweepReport(Report):
             import matplotlib
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
+            import matplotlib.ticker
         except ImportError:
             self.md += ["(matplotlib missing: no plots)", ""]
             return []
@@ -79,11 +80,15 @@ class SweepReport(Report):
         ]:
             fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
             for ax, (y, ylabel) in zip(axes, panels):
+                ticks = set()
                 for t, (xs, ys) in self.series("sweep", "partitions", y).items():
                     ax.plot(xs, ys, marker="o", label=LABEL[t], color=COLORS[t])
+                    ticks.update(xs)
                 if y.startswith("vm_hwm") or y.startswith("rss"):
                     ax.axhline(RSS_BUDGET_MIB, color="gray", linestyle="--", linewidth=0.8, label="Skiff budget (issue #18)")
                 ax.set_xscale("log")
+                ax.set_xticks(sorted(ticks), [f"{x:,}" for x in sorted(ticks)])  # the swept counts, not powers of 10
+                ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
                 if logy:
                     ax.set_yscale("log")
                 ax.set_xlabel("partitions")
