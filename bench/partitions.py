@@ -21,6 +21,9 @@ import bench
 import parse
 
 
+CREATE_STEP = 5000  # partitions per CreateTopics / CreatePartitions request (see main)
+
+
 def timeouts(partitions, rate, duration, warmup_s):
     """(create, warm-up, measured) timeouts in seconds; partitions.sh sums the same formula (+ slack)."""
     # Kafka answers CreateTopics before its broker has created every log, and answers produces to
@@ -57,7 +60,20 @@ def main():
     t_create, t_warm, t_run = timeouts(parts, rate, a.duration, -(-warm_records // rate))
 
     t0 = time.monotonic()
-    r.create_topics(parts, [name])
+    # Kafka's controller refuses a user operation of more than 10,000 metadata records
+    # (QuorumController.MAX_RECORDS_PER_USER_OP: "Unable to perform excessively large batch
+    # operation"), so a topic of 10,000 partitions cannot be created in one request: every target
+    # gets the topic the same way, created with up to CREATE_STEP partitions, then grown by
+    # CreatePartitions in steps of CREATE_STEP.
+    r.create_topics(min(parts, CREATE_STEP), [name])
+    have = min(parts, CREATE_STEP)
+    while have < parts:
+        have = min(parts, have + CREATE_STEP)
+        text, to = r.run(r.java("org.apache.kafka.tools.TopicCommand", [
+            "--bootstrap-server", a.bootstrap, "--alter", "--topic", name, "--partitions", have]),
+            f"create-partitions-{have}-{name}", t_create)
+        if to or "Error" in text or "Exception" in text:
+            raise SystemExit(f"[{a.target}] growing {name} to {have} partitions failed:\n{text[-2000:]}")
     create_s = time.monotonic() - t0
     print(f"[{a.target}] {parts} partitions created in {create_s:.1f} s", file=sys.stderr, flush=True)
 
