@@ -82,7 +82,16 @@ measure_point() {
      2> >(tee -a "$OUT/raw/$name.sweep.log" >&2) &
   local bpid=$!
   PIDS=("$bpid" "${PIDS[@]}")
-  wait "$bpid" || log "$name: partitions.py failed or timed out (rc $?)"
+  local rc=0
+  wait "$bpid" || rc=$?
+  if (( rc != 0 )); then
+    log "$name: partitions.py failed or timed out (rc $rc)"
+    # so that results.md lists the point under "Incomplete runs" instead of leaving it out
+    mkdir -p "$OUT/raw/$name"
+    python3 -c 'import json,sys,time; print(json.dumps({"target": sys.argv[1], "kind": "sweep", "partitions": int(sys.argv[2]),
+      "rep": int(sys.argv[3]), "complete": False, "error": "partitions.py rc " + sys.argv[4], "t": time.time()}))' \
+      "$name" "$parts" "$rep" "$rc" >> "$OUT/raw/$name/runs.jsonl"
+  fi
 }
 
 started=$SECONDS
