@@ -11,6 +11,7 @@ Reuses bench.py's Runner (tool processes with timeouts, CPU / RSS sampling, coun
 """
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,31 @@ import parse
 
 
 CREATE_STEP = 5000  # partitions per CreateTopics / CreatePartitions request (see main)
+
+
+_CLIENT_LOG = re.compile(r"^\[[0-9-]+ [0-9:,]+\] (WARN|ERROR) ")
+_CLIENT_ERR = re.compile(r"Error: ([A-Z_]+)|due to ([A-Za-z0-9_.$]+)|([A-Za-z0-9_.$]+(?:Exception|Error))")
+
+
+def compact_log(path, keep=20):
+    """Keep a tool's output small: a producer retrying against 10,000 partitions that Kafka has not
+    created yet logs a WARN per partition and attempt (~90 MB). Keeps every other line, the first KEEP
+    WARN/ERROR lines, and a count of the rest by error."""
+    with open(path, errors="replace") as f:
+        lines = f.readlines()
+    noisy = [i for i, line in enumerate(lines) if _CLIENT_LOG.match(line)]
+    if len(noisy) <= keep:
+        return
+    counts = {}
+    for i in noisy[keep:]:
+        m = _CLIENT_ERR.search(lines[i])
+        k = next((g for g in m.groups() if g), "other") if m else "other"
+        counts[k] = counts.get(k, 0) + 1
+    drop = set(noisy[keep:])
+    with open(path, "w") as f:
+        f.writelines(line for i, line in enumerate(lines) if i not in drop)
+        f.write(f"[partitions.py] {len(drop)} more client WARN/ERROR lines dropped: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])) + "\n")
 
 
 def timeouts(partitions, rate, duration, warmup_s):
@@ -81,6 +107,7 @@ def main():
     text, warm_to = r.run(r.pp_cmd(name, warm_records, size, rate), f"{name}-warmup", t_warm)
     warm_s = time.monotonic() - t0
     warm = parse.producer_perf(text) or parse.producer_perf_partial(text) or {}
+    compact_log(os.path.join(r.raw, f"{name}-warmup.txt"))
     print(f"[{a.target}] warm-up: {warm_records} records in {warm_s:.1f} s, {warm.get('records_per_s', 0):.0f} records/s",
           file=sys.stderr, flush=True)
 
@@ -89,6 +116,7 @@ def main():
     # are also reported apart as ProducerPerformance's steady-state line.
     steady_after = min(2 * rate, records // 5)
     res = r.measured(lambda: r.produce(name, size, 1, records, rate, name, t_run, warmup=steady_after))
+    compact_log(os.path.join(r.raw, f"{name}.txt"))
     res["vm_hwm_mib"] = (parse.proc_status_kib(a.pid, "VmHWM") or 0) / 1024
     res["rss_after_mib"] = (parse.proc_status_kib(a.pid, "VmRSS") or 0) / 1024
     if res.get("wall_s"):
