@@ -50,7 +50,7 @@ def compact_log(path, keep=20):
                 + ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])) + "\n")
 
 
-def timeouts(partitions, rate, duration, warmup_s):
+def timeouts(partitions, duration, warmup_s):
     """(create, warm-up, measured) timeouts in seconds; partitions.sh sums the same formula (+ slack)."""
     # Kafka answers CreateTopics before its broker has created every log, and answers produces to
     # the missing ones with NOT_LEADER_OR_FOLLOWER (the producer retries): the warm-up absorbs that,
@@ -83,7 +83,7 @@ def main():
     # The warm-up writes every key once at the measured rate (Kafka opens every log, Skiff creates
     # every partition's writer), and at least `warmup` seconds.
     warm_records = max(rate * a.warmup, r.key_range)
-    t_create, t_warm, t_run = timeouts(parts, rate, a.duration, -(-warm_records // rate))
+    t_create, t_warm, t_run = timeouts(parts, a.duration, -(-warm_records // rate))
 
     t0 = time.monotonic()
     # Kafka's controller refuses a user operation of more than 10,000 metadata records
