@@ -61,6 +61,7 @@ class Runner:
         self.rate_est = {}  # (size, partitions, producers) -> records/s, for sizing the next run
         self.slow = a.target.endswith("s3")
         self.key_range = KEY_RANGE  # partitions.py raises it so every partition of a large topic gets keys
+        self.producer_props = []  # extra KEY=VALUE producer properties (partitions.py's PRODUCER_PROPS)
 
     # ---- process helpers -------------------------------------------------------------------
     def java(self, cls, args, heap="512m"):
@@ -190,7 +191,7 @@ class Runner:
             "--bootstrap-server", self.a.bootstrap, "--topic", topic, "--num-records", records,
             "--record-size", size, "--throughput", rate, "--key-distribution", "range",
             "--record-key-range", self.key_range, "--reporting-interval", 1000,
-            "--command-property", "acks=all"])
+            "--command-property", "acks=all"] + self.producer_props)
 
     def pilot(self, size, partitions):
         """~4 s unthrottled run: warms the broker up and estimates the rate used to size the real runs."""

@@ -68,6 +68,7 @@ def main():
     ap.add_argument("--metrics-url")
     ap.add_argument("--minio-metrics-url")
     ap.add_argument("--data-dir")
+    ap.add_argument("--producer-props", default="", help="extra KEY=VALUE producer properties, space separated")
     a = ap.parse_args()
     a.profile = None
     signal.signal(signal.SIGTERM, bench._stop)
@@ -79,6 +80,7 @@ def main():
     # with ten keys per partition every partition gets traffic (4,096 keys would leave most of a
     # 10,000-partition topic idle).
     r.key_range = a.key_range or max(bench.KEY_RANGE, 10 * parts)
+    r.producer_props = a.producer_props.split()
     name = f"sweep-{parts}p-r{a.rep}"
     # The warm-up writes every key once at the measured rate (Kafka opens every log, Skiff creates
     # every partition's writer), and at least `warmup` seconds.
@@ -135,7 +137,7 @@ def main():
         if du.returncode == 0:
             res["data_dir_mib"] = float(du.stdout.split()[0])
     r.log(dict(res, kind="sweep", partitions=parts, rate=rate, size=size, duration=a.duration, rep=a.rep,
-               topic=name, key_range=r.key_range, create_s=create_s, warmup_s=warm_s, warmup_records=warm_records,
+               topic=name, key_range=r.key_range, producer_props=a.producer_props, create_s=create_s, warmup_s=warm_s, warmup_records=warm_records,
                warmup_records_per_s=warm.get("records_per_s"), warmup_timed_out=warm_to))
 
 

@@ -14,7 +14,7 @@
 #
 # Env: PARTITIONS (default 100,1000,2000,10000), RATE (10000 records/s), SIZE (1024 bytes),
 #      DURATION (60 s of measured producing per point), WARMUP (10 s), REPS (1; repetitions of the
-#      whole sweep), BENCH_TARGETS (default "kafka skiff-local skiff-s3"), SKIFF_BIN (skip the
+#      whole sweep), PRODUCER_PROPS (extra producer properties, e.g. "buffer.memory=268435456"), BENCH_TARGETS (default "kafka skiff-local skiff-s3"), SKIFF_BIN (skip the
 #      release build), MINIO_BIN (~/go/bin/minio), CARGO_TARGET_DIR, SKIFF_CACHE, BENCH_OUT
 #      (results dir). Same harness conventions as bench/run.sh: loopback ports, every process
 #      stopped on exit, every step under a timeout. Run it on an otherwise idle machine.
@@ -25,6 +25,7 @@ CACHE="${SKIFF_CACHE:-$HOME/.cache/skiff}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 PARTITIONS="${PARTITIONS:-100,1000,2000,10000}"
 RATE="${RATE:-10000}"; SIZE="${SIZE:-1024}"; DURATION="${DURATION:-60}"; WARMUP="${WARMUP:-10}"; REPS="${REPS:-1}"
+PRODUCER_PROPS="${PRODUCER_PROPS:-}"
 TARGETS="${BENCH_TARGETS:-kafka skiff-local skiff-s3}"
 OUT="${BENCH_OUT:-$HERE/results/$(date +%F)-partitions}"
 MINIO_BIN="${MINIO_BIN:-$HOME/go/bin/minio}"
@@ -57,7 +58,7 @@ rm -rf "$OUT"; mkdir -p "$OUT/raw"
 log "partitions $PARTITIONS, $RATE records/s x $SIZE B, ${DURATION}s per point (+${WARMUP}s warm-up), reps $REPS; results in $OUT"
 {
   echo "date: $(date -Is)"
-  echo "profile: partitions $PARTITIONS; $RATE records/s of $SIZE B for $DURATION s per point after a $WARMUP s warm-up; reps $REPS; targets $TARGETS"
+  echo "profile: partitions $PARTITIONS; $RATE records/s of $SIZE B for $DURATION s per point after a $WARMUP s warm-up; reps $REPS; targets $TARGETS; producer props: acks=all${PRODUCER_PROPS:+ $PRODUCER_PROPS}"
   echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) $(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l) changed files"
   echo "skiff: $SKIFF_BIN (binary built $(date -r "$SKIFF_BIN" -Is))"; echo "kafka libs: $LIBS"; echo "cpus: $(nproc)"; echo "kernel: $(uname -r)"
   echo "java: $(java -version 2>&1 | head -1)"; echo "minio: $([[ $HAVE_MINIO == 1 ]] && "$MINIO_BIN" --version 2>/dev/null | head -1)"
@@ -78,7 +79,7 @@ measure_point() {
   # partitions.py, which kills its tool JVMs, then the brokers).
   (cd "$HERE" && exec timeout "$limit" "$PY" partitions.py --target "$name" --bootstrap "$bootstrap" --pid "$pid" \
      --out "$OUT" --libs "$LIBS" --benchtool "$BT" --partitions "$parts" --rate "$RATE" --size "$SIZE" \
-     --duration "$DURATION" --warmup "$WARMUP" --rep "$rep" --data-dir "$data" "$@") \
+     --duration "$DURATION" --warmup "$WARMUP" --rep "$rep" --data-dir "$data" --producer-props "$PRODUCER_PROPS" "$@") \
      2> >(tee -a "$OUT/raw/$name.sweep.log" >&2) &
   local bpid=$!
   PIDS=("$bpid" "${PIDS[@]}")
