@@ -65,9 +65,11 @@ setup_venv() {
 # DIR; waits until clients can connect. Sets KAFKA_PID (the broker's JVM) and KAFKA_BOOT.
 start_kafka() {
   local port pid; port="$(free_port)"
-  pid="$(KAFKA_READY_TIMEOUT="${KAFKA_READY_TIMEOUT:-120}" "$HERE/kafka/start-background.sh" "$port" "$1" "$2" | tail -1)"
+  # (explicit returns: a caller may test the status, where `set -e` does not apply)
+  pid="$(KAFKA_READY_TIMEOUT="${KAFKA_READY_TIMEOUT:-120}" "$HERE/kafka/start-background.sh" "$port" "$1" "$2" | tail -1)" || return 1
   # run-kafka.sh execs java, so this is the JVM; if setsid had to fork, it is the child.
   [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == java ]] || pid="$(pgrep -P "$pid" -x java | head -1)"
+  [[ -n "$pid" ]] || return 1
   KAFKA_PID="$pid"; KAFKA_BOOT="127.0.0.1:$port"; PIDS+=("$pid")
 }
 
@@ -80,8 +82,8 @@ start_skiff() {
     --http-listen "127.0.0.1:$hport" "$@" >"$OUT/raw/$name.broker.log" 2>&1 </dev/null &
   SKIFF_PID=$!; PIDS+=("$SKIFF_PID")
   SKIFF_BOOT="127.0.0.1:$kport"; SKIFF_HTTP="http://127.0.0.1:$hport"
-  wait_http "$SKIFF_HTTP/health" 60
-  "$HERE/kafka/wait-ready.sh" "$SKIFF_BOOT" 60
+  wait_http "$SKIFF_HTTP/health" 60 || return 1
+  "$HERE/kafka/wait-ready.sh" "$SKIFF_BOOT" 60 || return 1
 }
 
 # A single-drive MinIO under $WORK/minio with bucket `bench`, its URL in MINIO_URL (node metrics
@@ -96,7 +98,7 @@ start_minio() {
     nohup "$MINIO_BIN" server "$WORK/minio" --address "127.0.0.1:$port" \
     --console-address "127.0.0.1:$(free_port)" >>"$OUT/raw/minio.log" 2>&1 </dev/null &
   MINIO_PID=$!; PIDS+=("$MINIO_PID")
-  wait_http "$MINIO_URL/minio/health/live" 60
+  wait_http "$MINIO_URL/minio/health/live" 60 || return 1
   curl -fsS --aws-sigv4 "aws:amz:us-east-1:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
     -X PUT "$MINIO_URL/bench" >/dev/null
 }

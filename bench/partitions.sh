@@ -85,14 +85,16 @@ measure_point() {
   PIDS=("$bpid" "${PIDS[@]}")
   local rc=0
   wait "$bpid" || rc=$?
-  if (( rc != 0 )); then
-    log "$name: partitions.py failed or timed out (rc $rc)"
-    # so that results.md lists the point under "Incomplete runs" instead of leaving it out
-    mkdir -p "$OUT/raw/$name"
-    python3 -c 'import json,sys,time; print(json.dumps({"target": sys.argv[1], "kind": "sweep", "partitions": int(sys.argv[2]),
-      "rep": int(sys.argv[3]), "complete": False, "error": "partitions.py rc " + sys.argv[4], "t": time.time()}))' \
-      "$name" "$parts" "$rep" "$rc" >> "$OUT/raw/$name/runs.jsonl"
-  fi
+  (( rc == 0 )) || point_failed "$name" "$parts" "$rep" "partitions.py rc $rc"
+}
+
+# point_failed NAME PARTITIONS REP WHY: a JSON line, so that results.md lists the point under
+# "Incomplete runs" instead of leaving it out; the sweep goes on with the next point.
+point_failed() {
+  log "$1 ${2}p rep $3: $4"
+  mkdir -p "$OUT/raw/$1"
+  python3 -c 'import json,sys,time; print(json.dumps({"target": sys.argv[1], "kind": "sweep", "partitions": int(sys.argv[2]),
+    "rep": int(sys.argv[3]), "complete": False, "error": sys.argv[4], "t": time.time()}))' "$@" >> "$OUT/raw/$1/runs.jsonl"
 }
 
 started=$SECONDS
@@ -103,24 +105,38 @@ for rep in $(seq 1 "$REPS"); do
       t0=$SECONDS
       case "$target" in
         kafka)
-          start_kafka "$WORK/kafka" "$OUT/raw/kafka-${parts}p-r$rep.broker.log"
-          measure_point kafka "$KAFKA_BOOT" "$KAFKA_PID" "$parts" "$rep" "$WORK/kafka"
-          stop_pid "$KAFKA_PID" ;;
+          if start_kafka "$WORK/kafka" "$OUT/raw/kafka-${parts}p-r$rep.broker.log"; then
+            measure_point kafka "$KAFKA_BOOT" "$KAFKA_PID" "$parts" "$rep" "$WORK/kafka"
+            stop_pid "$KAFKA_PID"
+          else
+            point_failed kafka "$parts" "$rep" "broker did not start"
+            [[ -f "$WORK/kafka.conf/kafka.pid" ]] && stop_pid "$(cat "$WORK/kafka.conf/kafka.pid")"
+          fi ;;
         skiff-local)
-          start_skiff "skiff-local-${parts}p-r$rep"
-          measure_point skiff-local "$SKIFF_BOOT" "$SKIFF_PID" "$parts" "$rep" "$WORK/skiff-local-${parts}p-r$rep" \
-            --metrics-url "$SKIFF_HTTP/metrics"
+          if start_skiff "skiff-local-${parts}p-r$rep"; then
+            measure_point skiff-local "$SKIFF_BOOT" "$SKIFF_PID" "$parts" "$rep" "$WORK/skiff-local-${parts}p-r$rep" \
+              --metrics-url "$SKIFF_HTTP/metrics"
+          else
+            point_failed skiff-local "$parts" "$rep" "broker did not start"
+          fi
           stop_pid "$SKIFF_PID" ;;
         skiff-s3)
           if [[ $HAVE_MINIO != 1 ]]; then log "skiff-s3: no minio binary at $MINIO_BIN; skipped"; continue; fi
-          start_minio
-          start_skiff "skiff-s3-${parts}p-r$rep" --storage s3://bench/skiff --s3-endpoint "$MINIO_URL" --s3-region us-east-1
-          measure_point skiff-s3 "$SKIFF_BOOT" "$SKIFF_PID" "$parts" "$rep" "$WORK/skiff-s3-${parts}p-r$rep" \
-            --metrics-url "$SKIFF_HTTP/metrics" --minio-metrics-url "$MINIO_URL/minio/v2/metrics/node"
-          stop_pid "$SKIFF_PID"; stop_minio ;;
+          SKIFF_PID=""
+          if start_minio && start_skiff "skiff-s3-${parts}p-r$rep" --storage s3://bench/skiff --s3-endpoint "$MINIO_URL" \
+               --s3-region us-east-1; then
+            measure_point skiff-s3 "$SKIFF_BOOT" "$SKIFF_PID" "$parts" "$rep" "$WORK/skiff-s3-${parts}p-r$rep" \
+              --metrics-url "$SKIFF_HTTP/metrics" --minio-metrics-url "$MINIO_URL/minio/v2/metrics/node"
+          else
+            point_failed skiff-s3 "$parts" "$rep" "MinIO or broker did not start"
+          fi
+          [[ -n "$SKIFF_PID" ]] && stop_pid "$SKIFF_PID"
+          stop_minio ;;
         *) log "unknown target $target"; continue ;;
       esac
       rm -rf "$WORK"/kafka "$WORK"/kafka.conf "$WORK"/skiff-* "$WORK"/minio  # keep the disk from filling up
+      # A broker's log at 10,000 partitions is ~14 MB of per-partition INFO lines: kept, compressed.
+      find "$OUT/raw" -maxdepth 1 -name '*.broker.log' -size +1M -exec gzip -9 {} +
       log "$target ${parts}p rep $rep: $((SECONDS - t0)) s (total $((SECONDS - started)) s)"
     done
   done
