@@ -147,7 +147,7 @@ class SweepReport(Report):
                         "throughput then comes from interval lines, without percentiles):", ""]
             self.md += [f"- {r['target']} {r['partitions']} partitions rep {r.get('rep')}: "
                         f"{'warm-up timed out; ' if r.get('warmup_timed_out') else ''}"
-                        f"{r['error'] + ' (see raw/<target>.sweep.log); ' if r.get('error') else ''}"
+                        f"{r['error'] + ' (see raw/); ' if r.get('error') else ''}"
                         f"{'measured run incomplete' if r.get('complete') is False else 'measured run complete'}"
                         for r in bad] + [""]
         with open(os.path.join(self.d, "results.md"), "w") as f:
