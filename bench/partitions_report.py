@@ -89,6 +89,8 @@ class SweepReport(Report):
              [("vm_hwm_mib", "peak RSS, VmHWM (MiB)"), ("rss_max_mib", "RSS max during run (MiB)"),
               ("cpu_pct", "broker CPU during run (%)")], False),
         ]:
+            if not any(self.series("sweep", "partitions", y) for y, _ in panels):
+                continue  # every point failed: nothing to draw
             fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
             for ax, (y, ylabel) in zip(axes, panels):
                 ticks = set()
