@@ -53,13 +53,15 @@ SCALE_PARTITION_RATE = 2000  # records/s of 1 KiB for the partition-scaling runs
 class Runner:
     def __init__(self, a):
         self.a = a
-        self.p = PROFILES[a.profile]
+        self.p = PROFILES.get(a.profile, {})  # partitions.py has no profile: it sets every knob itself
         self.raw = os.path.join(a.out, "raw", a.target)
         os.makedirs(self.raw, exist_ok=True)
         self.jsonl = open(os.path.join(self.raw, "runs.jsonl"), "a")
         self.cp = f"{a.libs}/*:{a.benchtool}"
         self.rate_est = {}  # (size, partitions, producers) -> records/s, for sizing the next run
         self.slow = a.target.endswith("s3")
+        self.key_range = KEY_RANGE  # partitions.py raises it so every partition of a large topic gets keys
+        self.producer_props = []  # extra KEY=VALUE producer properties (partitions.py's PRODUCER_PROPS)
 
     # ---- process helpers -------------------------------------------------------------------
     def java(self, cls, args, heap="512m"):
@@ -188,8 +190,8 @@ class Runner:
         return self.java("org.apache.kafka.tools.ProducerPerformance", extra + [
             "--bootstrap-server", self.a.bootstrap, "--topic", topic, "--num-records", records,
             "--record-size", size, "--throughput", rate, "--key-distribution", "range",
-            "--record-key-range", KEY_RANGE, "--reporting-interval", 1000,
-            "--command-property", "acks=all"])
+            "--record-key-range", self.key_range, "--reporting-interval", 1000,
+            "--command-property", "acks=all"] + self.producer_props)
 
     def pilot(self, size, partitions):
         """~4 s unthrottled run: warms the broker up and estimates the rate used to size the real runs."""
@@ -221,6 +223,7 @@ class Runner:
             "records_per_s": sum(r["records_per_s"] for r in results),
             "mb_per_s": sum(r["mb_per_s"] for r in results),
             "avg_ms": sum(r["avg_ms"] for r in results) / len(results),
+            "max_ms": max(r["max_ms"] for r in results),
             # several producers: the worst producer's percentile (conservative)
             "p50_ms": max(r["p50_ms"] for r in done) if done else None,
             "p99_ms": max(r["p99_ms"] for r in done) if done else None,

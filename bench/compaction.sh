@@ -44,16 +44,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 
-if [[ -z "${SKIFF_BIN:-}" ]]; then
-  log "building skiff (release) into $CARGO_TARGET_DIR"
-  (cd "$ROOT" && timeout 3600 cargo build --release -p skiff)
-  SKIFF_BIN="$CARGO_TARGET_DIR/release/skiff"
-fi
-LIBS="$("$HERE/kafka/setup.sh")"
-BT="$CACHE/bench/benchtool"
-if [[ ! -f "$BT/BenchTool.class" || "$HERE/java/BenchTool.java" -nt "$BT/BenchTool.class" ]]; then
-  mkdir -p "$BT"; javac -d "$BT" -cp "$LIBS/*" "$HERE/java/BenchTool.java"
-fi
+setup_tools   # SKIFF_BIN, LIBS, BT (bench/lib.sh)
 java_tool() { timeout "$1" java -Xmx1g -cp "$BT:$LIBS/*" "${@:2}"; }
 
 rm -rf "$OUT"; mkdir -p "$OUT/raw"

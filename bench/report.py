@@ -14,6 +14,7 @@ from collections import defaultdict
 
 TARGETS = ["kafka", "skiff-local", "skiff-s3"]
 LABEL = {"kafka": "Kafka 4.4", "skiff-local": "Skiff (local dir)", "skiff-s3": "Skiff (MinIO)"}
+COLORS = {"kafka": "tab:blue", "skiff-local": "tab:orange", "skiff-s3": "tab:green"}
 
 
 def load(d):
@@ -105,6 +106,19 @@ class Report:
             self.md.append("| " + " | ".join(row) + " |")
         self.md.append("")
 
+    def series(self, kind, x, y):
+        """{target: (xs, medians of y)} over the runs of KIND, for a plot."""
+        out = {}
+        for t in self.targets:
+            pts = defaultdict(list)
+            for r in self.runs:
+                if r["target"] == t and r.get("kind") == kind and r.get(y) is not None:
+                    pts[r[x]].append(r[y])
+            if pts:
+                xs = sorted(pts)
+                out[t] = (xs, [statistics.median(pts[v]) for v in xs])
+        return out
+
     def raw_limits(self):
         p = os.path.join(self.d, "raw_limits.json")
         if not os.path.exists(p):
@@ -137,19 +151,7 @@ class Report:
             self.md += ["(matplotlib missing: no plots)", ""]
             return []
         made = []
-        colors = {"kafka": "tab:blue", "skiff-local": "tab:orange", "skiff-s3": "tab:green"}
-
-        def series(kind, x, y):
-            out = {}
-            for t in self.targets:
-                pts = defaultdict(list)
-                for r in self.runs:
-                    if r["target"] == t and r.get("kind") == kind and r.get(y) is not None:
-                        pts[r[x]].append(r[y])
-                if pts:
-                    xs = sorted(pts)
-                    out[t] = (xs, [statistics.median(pts[v]) for v in xs])
-            return out
+        colors, series = COLORS, self.series
 
         for kind, x, panels, fname, title in [
             ("scale_partitions", "partitions", [("cpu_s_per_gb", "broker CPU s / GB"), ("steady_p99_ms", "produce p99 (ms, steady)"),

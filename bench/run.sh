@@ -42,43 +42,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {  # a free 127.0.0.1 port whose successor is free too (Kafka's controller listener)
-  python3 - <<'PY'
-import socket
-while True:
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
-    t = socket.socket()
-    try:
-        t.bind(("127.0.0.1", p + 1)); print(p); break
-    except OSError:
-        pass
-    finally:
-        s.close(); t.close()
-PY
-}
-
-
 # ---- setup ---------------------------------------------------------------------------------
-if [[ -z "${SKIFF_BIN:-}" ]]; then
-  log "building skiff (release) into $CARGO_TARGET_DIR"
-  (cd "$ROOT" && timeout 3600 cargo build --release -p skiff)
-  SKIFF_BIN="$CARGO_TARGET_DIR/release/skiff"
-fi
-LIBS="$("$HERE/kafka/setup.sh")"
-
-VENV="$CACHE/bench/venv"
-if [[ ! -f "$VENV/.complete" ]]; then
-  log "creating $VENV (matplotlib, boto3)"
-  python3 -m venv "$VENV"
-  timeout 600 "$VENV/bin/pip" install -q matplotlib boto3
-  touch "$VENV/.complete"
-fi
-PY="$VENV/bin/python"
-
-BT="$CACHE/bench/benchtool"
-if [[ ! -f "$BT/BenchTool.class" || "$HERE/java/BenchTool.java" -nt "$BT/BenchTool.class" ]]; then
-  mkdir -p "$BT"; javac -d "$BT" -cp "$LIBS/*" "$HERE/java/BenchTool.java"
-fi
+setup_tools   # SKIFF_BIN, LIBS, BT (bench/lib.sh)
+setup_venv    # PY
 
 if [[ ! -x "$MINIO_BIN" ]] && command -v go >/dev/null; then
   log "installing minio with go install (Go module proxy)"
@@ -95,25 +61,8 @@ log "profile $PROFILE, results in $OUT, scratch $WORK"
   echo "load before start: $(cat /proc/loadavg)"
 } > "$OUT/environment.txt"
 
-# ---- MinIO ---------------------------------------------------------------------------------
+# ---- MinIO (start_minio / stop_minio of bench/lib.sh) ----------------------------------------
 export AWS_ACCESS_KEY_ID=benchadmin AWS_SECRET_ACCESS_KEY=benchadmin-secret AWS_REGION=us-east-1
-MINIO_PID=""; MINIO_URL=""
-start_minio() {
-  local port; port="$(free_port)"
-  MINIO_URL="http://127.0.0.1:$port"
-  MINIO_ROOT_USER=$AWS_ACCESS_KEY_ID MINIO_ROOT_PASSWORD=$AWS_SECRET_ACCESS_KEY MINIO_PROMETHEUS_AUTH_TYPE=public \
-    MINIO_BROWSER=off nohup "$MINIO_BIN" server "$WORK/minio" --address "127.0.0.1:$port" \
-    --console-address "127.0.0.1:$(free_port)" >>"$OUT/raw/minio.log" 2>&1 </dev/null &
-  MINIO_PID=$!; PIDS+=("$MINIO_PID")
-  wait_http "$MINIO_URL/minio/health/live" 60
-  "$PY" - "$MINIO_URL" <<'PY'
-import sys, boto3
-c = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1")
-if "bench" not in [b["Name"] for b in c.list_buckets().get("Buckets", [])]:
-    c.create_bucket(Bucket="bench")
-PY
-}
-stop_minio() { [[ -n "$MINIO_PID" ]] && stop_pid "$MINIO_PID"; MINIO_PID=""; }
 
 # ---- raw limits ----------------------------------------------------------------------------
 log "raw limits: disk, fsync, loopback TCP$([[ $HAVE_MINIO == 1 ]] && echo ", MinIO")"
@@ -138,25 +87,12 @@ bench_target() {  # bench_target NAME BOOTSTRAP PID [extra bench.py args]
   wait "$bpid" || log "$name: bench.py failed or timed out (rc $?)"
 }
 
-start_skiff() {  # start_skiff NAME [extra skiff args]; sets SKIFF_PID SKIFF_BOOT SKIFF_HTTP
-  local name="$1"; shift
-  local kport hport; kport="$(free_port)"; hport="$(free_port)"
-  nohup "$SKIFF_BIN" dev --data-dir "$WORK/$name" --kafka-listen "127.0.0.1:$kport" \
-    --http-listen "127.0.0.1:$hport" "$@" >"$OUT/raw/$name.broker.log" 2>&1 </dev/null &
-  SKIFF_PID=$!; PIDS+=("$SKIFF_PID")
-  SKIFF_BOOT="127.0.0.1:$kport"; SKIFF_HTTP="http://127.0.0.1:$hport"
-  wait_http "$SKIFF_HTTP/health" 60
-  "$HERE/kafka/wait-ready.sh" "$SKIFF_BOOT" 60
-}
-
 for target in $TARGETS; do
   case "$target" in
     kafka)
-      port="$(free_port)"
-      pid="$(KAFKA_READY_TIMEOUT=120 "$HERE/kafka/start-background.sh" "$port" "$WORK/kafka" "$OUT/raw/kafka.broker.log" | tail -1)"
-      PIDS+=("$pid")
-      bench_target kafka "127.0.0.1:$port" "$pid" --scaling
-      stop_pid "$pid" ;;
+      start_kafka "$WORK/kafka" "$OUT/raw/kafka.broker.log"
+      bench_target kafka "$KAFKA_BOOT" "$KAFKA_PID" --scaling
+      stop_pid "$KAFKA_PID" ;;
     skiff-local)
       start_skiff skiff-local
       bench_target skiff-local "$SKIFF_BOOT" "$SKIFF_PID" --metrics-url "$SKIFF_HTTP/metrics" --scaling

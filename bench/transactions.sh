@@ -47,16 +47,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 
-if [[ -z "${SKIFF_BIN:-}" ]]; then
-  log "building skiff (release) into $CARGO_TARGET_DIR"
-  (cd "$ROOT" && timeout 3600 cargo build --release -p skiff)
-  SKIFF_BIN="$CARGO_TARGET_DIR/release/skiff"
-fi
-LIBS="$("$HERE/kafka/setup.sh")"
-BT="$CACHE/bench/benchtool"
-if [[ ! -f "$BT/BenchTool.class" || "$HERE/java/BenchTool.java" -nt "$BT/BenchTool.class" ]]; then
-  mkdir -p "$BT"; javac -d "$BT" -cp "$LIBS/*" "$HERE/java/BenchTool.java"
-fi
+setup_tools   # SKIFF_BIN, LIBS, BT (bench/lib.sh)
 java_tool() { timeout "$1" java -Xmx1g -Dlog4j2.configurationFile="$HERE/kafka/log4j2-tools.properties" -cp "$BT:$LIBS/*" "${@:2}"; }
 
 rm -rf "$OUT"; mkdir -p "$OUT/raw"
@@ -103,11 +94,9 @@ bench_target() {
 }
 
 run_kafka() {
-  local port pid; port="$(free_port)"
-  pid="$(KAFKA_READY_TIMEOUT=120 "$HERE/kafka/start-background.sh" "$port" "$WORK/kafka" "$OUT/raw/kafka.broker.log" | tail -1)"
-  PIDS+=("$pid")
-  bench_target kafka "127.0.0.1:$port"
-  stop_pid "$pid"; rm -rf "$WORK/kafka" "$WORK/kafka.conf"
+  start_kafka "$WORK/kafka" "$OUT/raw/kafka.broker.log"
+  bench_target kafka "$KAFKA_BOOT"
+  stop_pid "$KAFKA_PID"; rm -rf "$WORK/kafka" "$WORK/kafka.conf"
 }
 
 run_skiff_dev() {  # run_skiff_dev TARGET [extra skiff args]
