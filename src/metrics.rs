@@ -802,6 +802,51 @@ mod tests {
         }
     }
 
+    /// The index gauges and the partitions-per-flush histogram (issue #18).
+    #[test]
+    fn renders_index_size_and_flush_partitions() {
+        let m = Metrics::default();
+        for n in [1, 3, 3, 40] {
+            m.flush_partitions(n);
+        }
+        assert_eq!(m.flushed_chunks(), 47);
+        m.set_compaction_pace(CompactionPace {
+            hot_chunks: 9,
+            chunks_per_second: 2.5,
+            period: Duration::from_secs(2),
+            min_age: Duration::from_millis(1500),
+        });
+        let index = IndexSize { uncompacted_chunks: 7, chunks: 10, objects: 4, object_key_bytes: 200 };
+        assert_eq!(index.estimated_bytes(), 10 * CHUNK_INDEX_BYTES + 4 * OBJECT_INDEX_BYTES + 200);
+        let text = m.render(&Snapshot {
+            gauges: &index.gauges(),
+            storage: &StorageStats::default(),
+            blocks: &BlockCacheStats::default(),
+            topic_names: &HashMap::new(),
+            prices: Prices::default(),
+        });
+        for line in [
+            "skiff_flush_partitions_bucket{le=\"1\"} 1",
+            "skiff_flush_partitions_bucket{le=\"2\"} 1",
+            "skiff_flush_partitions_bucket{le=\"4\"} 3",
+            "skiff_flush_partitions_bucket{le=\"32\"} 3",
+            "skiff_flush_partitions_bucket{le=\"64\"} 4",
+            "skiff_flush_partitions_bucket{le=\"+Inf\"} 4",
+            "skiff_flush_partitions_sum 47",
+            "skiff_flush_partitions_count 4",
+            "skiff_index_uncompacted_chunks 7",
+            "skiff_index_chunks 10",
+            "skiff_index_objects 4",
+            "skiff_index_bytes 1720",
+            "skiff_compaction_hot_chunks 9",
+            "skiff_compaction_chunk_rate 2.5",
+            "skiff_compaction_period_seconds 2",
+            "skiff_compaction_min_age_seconds 1.5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+    }
+
     #[test]
     fn renders_prometheus_text_with_costs() {
         let m = Metrics::default();

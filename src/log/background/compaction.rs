@@ -49,8 +49,11 @@ pub(crate) struct Pace {
 /// The pace for `hot_chunks` un-compacted chunks arriving at `chunks_per_second` (pure; see
 /// the module docs).
 pub(crate) fn pace(s: &LifecycleSettings, hot_chunks: u64, chunks_per_second: f64) -> Pace {
-    let fixed =
-        Pace { period: s.compaction_interval, min_age_ms: s.compaction_min_age_ms, min_chunks: s.compaction_min_chunks };
+    let fixed = Pace {
+        period: s.compaction_interval,
+        min_age_ms: s.compaction_min_age_ms,
+        min_chunks: s.compaction_min_chunks,
+    };
     if s.compaction_hot_chunks_budget == 0 {
         return fixed;
     }
@@ -249,6 +252,12 @@ impl Lifecycle {
         }
         drop(results);
         drop(claims);
+        // What the pass left hot, for the next wake-up's pace (each segment is one entry, in
+        // a segment object, so no longer hot).
+        {
+            let mut st = lock(&self.pace);
+            st.hot_chunks = st.hot_chunks.saturating_sub(report.chunks_replaced);
+        }
         if report.segments > 0 || report.rejected > 0 || report.failed > 0 {
             debug!(?report, "compaction pass");
         }

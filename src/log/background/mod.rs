@@ -259,8 +259,10 @@ impl Lifecycle {
         let compactor = s.compaction_enabled.then(|| {
             let me = self.clone();
             let shutdown = shutdown.clone();
-            supervisor
-                .spawn_critical("compactor", async move { me.run_compactor(shutdown).await }.instrument(info_span!("compactor")))
+            supervisor.spawn_critical(
+                "compactor",
+                async move { me.run_compactor(shutdown).await }.instrument(info_span!("compactor")),
+            )
         });
         let cleaner = s.cleaner_enabled.then(|| {
             let me = self.clone();

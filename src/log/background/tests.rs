@@ -816,7 +816,8 @@ async fn tailing_reader_hits_the_tail_cache_across_compaction() {
     assert_eq!(planned.len(), 1);
     assert!(h.storage.is_segment_key(&planned[0].object), "{planned:?}");
     let metrics = Arc::new(Metrics::default());
-    let reader = Reader::new(h.tail.clone(), skiff_storage::BlockCache::new(1 << 20, 4096), h.storage.clone(), metrics.clone());
+    let reader =
+        Reader::new(h.tail.clone(), skiff_storage::BlockCache::new(1 << 20, 4096), h.storage.clone(), metrics.clone());
     let got = reader.records(topic, &planned, newest, 1 << 20, true).await.expect("read");
     assert!(!got.is_empty());
     let stats = metrics.render(&crate::metrics::Snapshot {
