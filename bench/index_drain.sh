@@ -4,8 +4,8 @@
 # For each hot-chunks budget (default: "0 20000"; 0 = the fixed pace of before the adaptive
 # one), starts `skiff dev` on a local directory, creates a topic of PARTS partitions, runs
 # Kafka's ProducerPerformance for SECS at RATE records/s of SIZE bytes (acks=all), and samples
-# /metrics and the controller directory every 2 s. Prints, per budget, the peak and the steady
-# (mean of the last 30 s) un-compacted chunk count, object-table size, index-bytes estimate and
+# /metrics and the controller directory every 2 s. Prints, per budget, the peak and the
+# mean over the last 30 s of SECS un-compacted chunk count, object-table size, index-bytes estimate and
 # controller directory size, plus the produce latencies the tool reported. Loopback ports only;
 # every process is stopped on exit, every step under a timeout.
 #
@@ -64,7 +64,7 @@ $(du -sk "$dir/controller" 2>/dev/null | cut -f1) $(gauge skiff_compaction_perio
     NF >= 5 { t=$1; if ($2>pc) pc=$2; if ($3>po) po=$3; if ($4>pb) pb=$4; if ($5>pd) pd=$5;
               if (t > secs - 30 && t <= secs) { n++; sc+=$2; so+=$3; sb+=$4; sd+=$5 } }
     END { printf "peak: uncompacted chunks %d, objects %d, index %.1f MB, controller dir %.1f MB\n", pc, po, pb/1e6, pd/1024;
-          if (n) printf "steady (last 30 s): uncompacted chunks %d, objects %d, index %.1f MB, controller dir %.1f MB\n", sc/n, so/n, sb/n/1e6, sd/n/1024 }' \
+          if (n) printf "mean over (SECS-30, SECS]: uncompacted chunks %d, objects %d, index %.1f MB, controller dir %.1f MB\n", sc/n, so/n, sb/n/1e6, sd/n/1024 }' \
     "$WORK/samples.txt"
   tail -1 "$WORK/perf.txt"
   cp "$WORK/samples.txt" "${OUT_DIR:-/tmp}/index_drain_samples_b$budget.txt" 2>/dev/null || true
