@@ -529,6 +529,13 @@ pub struct LifecycleConfig {
     pub compaction_max_segment_bytes: u64,
     /// Partitions compacted at once. Default 2.
     pub compaction_concurrency: usize,
+    /// Un-compacted WAL chunks of the partitions a broker leads that it aims to hold: when
+    /// its flush rate would exceed this over `compaction_min_age + compaction_interval`, the
+    /// compactor's period and minimum age shrink (RFC 0002, "Adaptive pace"). 0 = fixed pace.
+    /// Default 20,000 (~2 MB of index on the controller and on every broker).
+    pub compaction_hot_chunks_budget: usize,
+    /// The shortest period the adaptive pace may reach. Default 2 s.
+    pub compaction_min_interval: Duration,
     /// How often retention.ms / retention.bytes are enforced. Default 60 s.
     pub retention_check_interval: Duration,
     /// How often garbage collection runs (one LIST of wal/ and seg/ per run). Default 60 s.
@@ -563,6 +570,8 @@ impl Default for LifecycleConfig {
             compaction_min_age: Duration::from_secs(60),
             compaction_max_segment_bytes: 64 * 1024 * 1024,
             compaction_concurrency: 2,
+            compaction_hot_chunks_budget: 20_000,
+            compaction_min_interval: Duration::from_secs(2),
             retention_check_interval: Duration::from_secs(60),
             gc_interval: Duration::from_secs(60),
             gc_grace: Duration::from_secs(300),
@@ -883,6 +892,9 @@ impl Config {
                 "lifecycle: compaction_concurrency, compaction_min_chunks and compaction_max_segment_bytes must be > 0"
                     .into(),
             );
+        }
+        if l.compaction_min_interval.is_zero() {
+            problems.push("lifecycle.compaction_min_interval must be > 0".into());
         }
         if l.cleaner_backoff.is_zero() || l.cleaner_concurrency == 0 {
             problems.push("lifecycle: cleaner_backoff and cleaner_concurrency must be > 0".into());

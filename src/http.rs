@@ -66,7 +66,21 @@ fn broker_metrics(broker: &Broker) -> String {
         (led, !m.is_live(me), broker.metadata.applied_index())
     });
     let shards = broker.metadata.read(|m| m.shards_of(me));
-    let extra = [
+    // The index this broker holds (issue #18): one pass over the object table, whose
+    // reference counts give the chunk counts without walking every partition.
+    let storage = &broker.reader.storage;
+    let index = broker.metadata.read(|m| {
+        m.objects().fold(crate::metrics::IndexSize::default(), |mut i, o| {
+            i.objects += 1;
+            i.object_key_bytes += o.key.len() as u64;
+            i.chunks += o.live_chunks;
+            if !storage.is_segment_key(&o.key) {
+                i.uncompacted_chunks += o.live_chunks;
+            }
+            i
+        })
+    });
+    let mut extra = vec![
         ("skiff_partitions_led", "Partitions this broker leads.", led as f64),
         ("skiff_coordinator_shards", "Consumer-group coordinator shards this broker owns.", shards as f64),
         (
@@ -81,6 +95,7 @@ fn broker_metrics(broker: &Broker) -> String {
         ("skiff_objects", "Objects still referenced by the index.", objects as f64),
         ("skiff_object_bytes", "Bytes of objects still referenced by the index.", object_bytes as f64),
     ];
+    extra.extend(index.gauges());
     let topic_names = broker.metadata.read(|m| m.topic_names().map(|(id, n)| (id, n.to_string())).collect());
     let mut text = broker.metrics.render(&Snapshot {
         gauges: &extra,

@@ -22,6 +22,39 @@ use uuid::Uuid;
 /// Flush sizes, in bytes.
 const SIZE_BUCKETS: [u64; 9] = [16 << 10, 64 << 10, 256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 20, 16 << 20];
 
+/// Partitions per flush (RFC 0002's k: index entries one flush commits).
+const PARTITION_BUCKETS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+#[derive(Default)]
+struct CountHistogram {
+    buckets: [AtomicU64; PARTITION_BUCKETS.len()],
+    count: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl CountHistogram {
+    fn observe(&self, n: u64) {
+        for (i, le) in PARTITION_BUCKETS.iter().enumerate() {
+            if n <= *le {
+                self.buckets[i].fetch_add(1, Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum.fetch_add(n, Relaxed);
+    }
+}
+
+/// The compactor's adaptive pace at its last pass (RFC 0002, "Adaptive pace").
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct CompactionPace {
+    /// Un-compacted WAL chunks of the partitions this broker leads.
+    pub hot_chunks: u64,
+    /// Chunks this broker's flushes added per second since the previous pass.
+    pub chunks_per_second: f64,
+    pub period: Duration,
+    pub min_age: Duration,
+}
+
 #[derive(Default)]
 struct SizeHistogram {
     buckets: [AtomicU64; SIZE_BUCKETS.len()],
@@ -72,6 +105,56 @@ impl Prices {
     }
 }
 
+/// Estimated memory of one chunk in the metadata image: a 56-byte `Chunk` plus its `i64` key
+/// in a `BTreeMap` whose nodes are about half full under appends (RFC 0002's cost model uses
+/// 100 bytes).
+pub const CHUNK_INDEX_BYTES: u64 = 112;
+/// Estimated memory of one object-table entry, besides its key: `Arc<str>` and `ObjectInfo` in
+/// a half-full `BTreeMap` node, plus the key's allocation header.
+pub const OBJECT_INDEX_BYTES: u64 = 100;
+
+/// The chunk index this broker's metadata image holds (every partition's, as replayed).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IndexSize {
+    /// Chunks in WAL objects (not yet compacted into segments).
+    pub uncompacted_chunks: u64,
+    /// All chunks.
+    pub chunks: u64,
+    /// Object-table entries, referenced or waiting for garbage collection.
+    pub objects: u64,
+    /// Bytes of the object keys.
+    pub object_key_bytes: u64,
+}
+
+impl IndexSize {
+    /// An estimate of the index's memory in bytes (structs, not measured).
+    pub fn estimated_bytes(&self) -> u64 {
+        self.chunks * CHUNK_INDEX_BYTES + self.objects * OBJECT_INDEX_BYTES + self.object_key_bytes
+    }
+
+    /// The gauges `/metrics` shows for it.
+    pub fn gauges(&self) -> [(&'static str, &'static str, f64); 4] {
+        [
+            (
+                "skiff_index_uncompacted_chunks",
+                "Index entries (chunks) in WAL objects, not yet compacted into segments, in this broker's metadata image.",
+                self.uncompacted_chunks as f64,
+            ),
+            ("skiff_index_chunks", "Index entries (chunks) in this broker's metadata image.", self.chunks as f64),
+            (
+                "skiff_index_objects",
+                "Object-table entries in this broker's metadata image (referenced or awaiting garbage collection).",
+                self.objects as f64,
+            ),
+            (
+                "skiff_index_bytes",
+                "Estimated memory of the chunk index and object table in this broker's metadata image.",
+                self.estimated_bytes() as f64,
+            ),
+        ]
+    }
+}
+
 /// Everything Skiff counts.
 #[derive(Default)]
 pub struct Metrics {
@@ -103,6 +186,8 @@ pub struct Metrics {
     flushes_idle: AtomicU64,
     flush_failures: AtomicU64,
     flush_sizes: SizeHistogram,
+    flush_partitions: CountHistogram,
+    compaction_pace: Mutex<CompactionPace>,
     tail_hits: AtomicU64,
     tail_misses: AtomicU64,
     compactions: AtomicU64,
@@ -214,6 +299,18 @@ impl Metrics {
         }
         .fetch_add(1, Relaxed);
         self.flush_sizes.observe(bytes as u64);
+    }
+    /// One flush built with `n` partitions (each one index entry once committed).
+    pub fn flush_partitions(&self, n: usize) {
+        self.flush_partitions.observe(n as u64);
+    }
+    /// Index entries (chunks) this broker's flushes have added so far: the compactor's rate.
+    pub fn flushed_chunks(&self) -> u64 {
+        self.flush_partitions.sum.load(Relaxed)
+    }
+    /// The compactor's pace, set after each pass.
+    pub fn set_compaction_pace(&self, pace: CompactionPace) {
+        *self.compaction_pace.lock().unwrap_or_else(|p| p.into_inner()) = pace;
     }
     pub fn flush_failed(&self) {
         self.flush_failures.fetch_add(1, Relaxed);
@@ -386,6 +483,26 @@ impl Metrics {
 
         help(
             &mut out,
+            "skiff_flush_partitions",
+            "histogram",
+            "Partitions per flushed object (index entries each flush commits).",
+        );
+        for (i, le) in PARTITION_BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "skiff_flush_partitions_bucket{{le=\"{le}\"}} {}",
+                self.flush_partitions.buckets[i].load(Relaxed)
+            );
+        }
+        let n = self.flush_partitions.count.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "skiff_flush_partitions_bucket{{le=\"+Inf\"}} {n}\nskiff_flush_partitions_sum {}\nskiff_flush_partitions_count {n}",
+            self.flush_partitions.sum.load(Relaxed)
+        );
+
+        help(
+            &mut out,
             "skiff_flush_commit_seconds",
             "histogram",
             "First byte buffered to commit applied (produce latency floor).",
@@ -507,6 +624,33 @@ impl Metrics {
             "Record-batch bytes rewritten by compaction.",
             self.compacted_bytes.load(Relaxed),
         );
+        {
+            let pace = *self.compaction_pace.lock().unwrap_or_else(|p| p.into_inner());
+            for (name, text, v) in [
+                (
+                    "skiff_compaction_hot_chunks",
+                    "Un-compacted WAL chunks of the partitions this broker leads, at the compactor's last pass.",
+                    pace.hot_chunks as f64,
+                ),
+                (
+                    "skiff_compaction_chunk_rate",
+                    "Index entries per second this broker's flushes added, as the compactor last measured it.",
+                    pace.chunks_per_second,
+                ),
+                (
+                    "skiff_compaction_period_seconds",
+                    "The compactor's current period (adaptive: shrinks as the un-compacted index grows).",
+                    pace.period.as_secs_f64(),
+                ),
+                (
+                    "skiff_compaction_min_age_seconds",
+                    "The age a WAL chunk must reach before the compactor rewrites it (adaptive).",
+                    pace.min_age.as_secs_f64(),
+                ),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} gauge\n{name} {v}");
+            }
+        }
         {
             let c = self.cleaner.lock().unwrap_or_else(|p| p.into_inner());
             help(&mut out, "skiff_cleaner_passes_total", "counter", "Log cleaner passes by result.");
@@ -653,6 +797,51 @@ mod tests {
             r#"skiff_client_bytes_total{direction="in",client_rack="",same_rack="unknown"} 5"#,
             r#"skiff_client_bytes_total{direction="out",client_rack="a\"b\n",same_rack="unknown"} 1"#,
             r#"skiff_client_bytes_total{direction="out",client_rack="(other)",same_rack="false"} 4"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+    }
+
+    /// The index gauges and the partitions-per-flush histogram (issue #18).
+    #[test]
+    fn renders_index_size_and_flush_partitions() {
+        let m = Metrics::default();
+        for n in [1, 3, 3, 40] {
+            m.flush_partitions(n);
+        }
+        assert_eq!(m.flushed_chunks(), 47);
+        m.set_compaction_pace(CompactionPace {
+            hot_chunks: 9,
+            chunks_per_second: 2.5,
+            period: Duration::from_secs(2),
+            min_age: Duration::from_millis(1500),
+        });
+        let index = IndexSize { uncompacted_chunks: 7, chunks: 10, objects: 4, object_key_bytes: 200 };
+        assert_eq!(index.estimated_bytes(), 10 * CHUNK_INDEX_BYTES + 4 * OBJECT_INDEX_BYTES + 200);
+        let text = m.render(&Snapshot {
+            gauges: &index.gauges(),
+            storage: &StorageStats::default(),
+            blocks: &BlockCacheStats::default(),
+            topic_names: &HashMap::new(),
+            prices: Prices::default(),
+        });
+        for line in [
+            "skiff_flush_partitions_bucket{le=\"1\"} 1",
+            "skiff_flush_partitions_bucket{le=\"2\"} 1",
+            "skiff_flush_partitions_bucket{le=\"4\"} 3",
+            "skiff_flush_partitions_bucket{le=\"32\"} 3",
+            "skiff_flush_partitions_bucket{le=\"64\"} 4",
+            "skiff_flush_partitions_bucket{le=\"+Inf\"} 4",
+            "skiff_flush_partitions_sum 47",
+            "skiff_flush_partitions_count 4",
+            "skiff_index_uncompacted_chunks 7",
+            "skiff_index_chunks 10",
+            "skiff_index_objects 4",
+            "skiff_index_bytes 1720",
+            "skiff_compaction_hot_chunks 9",
+            "skiff_compaction_chunk_rate 2.5",
+            "skiff_compaction_period_seconds 2",
+            "skiff_compaction_min_age_seconds 1.5",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }

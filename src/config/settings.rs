@@ -751,6 +751,14 @@ settings! {
         env: "SKIFF_COMPACTION_CONCURRENCY", flag: "compaction-concurrency", roles: SERVING,
         help: "Runs compacted at once",
     }
+    lifecycle.compaction_hot_chunks_budget {
+        env: "SKIFF_COMPACTION_HOT_CHUNKS_BUDGET", flag: "compaction-hot-chunks-budget", roles: SERVING,
+        help: "Un-compacted WAL chunks a broker aims to hold; compaction speeds up past it (0: fixed pace)",
+    }
+    lifecycle.compaction_min_interval {
+        env: "SKIFF_COMPACTION_MIN_INTERVAL", flag: "compaction-min-interval", roles: SERVING,
+        help: "Shortest compaction period the adaptive pace may reach",
+    }
     lifecycle.retention_check_interval {
         env: "SKIFF_RETENTION_CHECK_INTERVAL", flag: "retention-check-interval", roles: SERVING,
         legacy: Legacy::file("lifecycle.retention_check_interval_ms"),

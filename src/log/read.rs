@@ -2,7 +2,11 @@
 //!
 //! Two separate byte budgets so catch-up readers never evict the tail:
 //! * the tail cache holds each chunk this broker flushed, inserted before its commit, keyed by
-//!   its location (object, position): tailing consumers read from memory without decoding;
+//!   its location (object, position): tailing consumers read from memory without decoding.
+//!   A compaction that rewrites cached chunks into a segment inserts the segment's section
+//!   before its swap commits and drops the replaced entries after, so the hot tail never
+//!   misses because of it (RFC 0002, "Adaptive pace"). Eviction is plain LRU: the newest data
+//!   is what tailing readers want;
 //! * the block cache (storage crate) holds ranged GETs of objects for everything else.
 //!
 //! Only committed data is ever read: callers find chunks through the applied metadata, and the
@@ -29,7 +33,12 @@ pub struct TailCache {
 
 impl TailCache {
     pub fn new(capacity_bytes: u64) -> Self {
+        // LRU, not moka's default TinyLFU: TinyLFU admits a new entry into a full cache only
+        // if it was read more often than the entries it would evict, and a section just
+        // flushed has never been read, so once the cache filled up the newest sections (the
+        // ones tailing consumers fetch next) were rejected in favour of older ones.
         let cache = Cache::builder()
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .max_capacity(capacity_bytes)
             .weigher(|_k: &(Arc<str>, u64), v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
             .build();
@@ -42,6 +51,17 @@ impl TailCache {
 
     pub fn get(&self, object: &Arc<str>, position: u64) -> Option<Bytes> {
         self.cache.get(&(object.clone(), position))
+    }
+
+    /// Drops one entry (a chunk that compaction replaced).
+    pub fn remove(&self, object: &Arc<str>, position: u64) {
+        self.cache.invalidate(&(object.clone(), position));
+    }
+
+    /// Applies pending admissions and evictions now (moka applies them lazily).
+    #[cfg(test)]
+    pub(crate) fn settle(&self) {
+        self.cache.run_pending_tasks();
     }
 }
 
@@ -178,5 +198,31 @@ impl Reader {
             return Ok(None);
         }
         Ok(Some(batch::whole_batches_within(&joined, max_bytes, min_one)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Once full, the tail cache still takes each new section, evicting the oldest even if
+    /// tailing readers read it several times (moka's default TinyLFU rejected the new one).
+    #[test]
+    fn full_tail_cache_keeps_the_newest_sections() {
+        let tail = TailCache::new(1000);
+        let key = |i: u64| Arc::<str>::from(format!("wal/1/x-{i}").as_str());
+        for i in 0..10 {
+            tail.insert(key(i), 0, Bytes::from(vec![0u8; 100]));
+            tail.settle();
+            for _ in 0..3 {
+                assert!(tail.get(&key(i), 0).is_some(), "section {i} cached");
+            }
+        }
+        for i in 10..20 {
+            tail.insert(key(i), 0, Bytes::from(vec![1u8; 100]));
+            tail.settle();
+            assert!(tail.get(&key(i), 0).is_some(), "newest section {i} cached");
+        }
+        assert!(tail.get(&key(0), 0).is_none(), "oldest evicted");
     }
 }

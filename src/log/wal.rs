@@ -718,6 +718,7 @@ impl Wal {
         slot: OwnedSemaphorePermit,
     ) -> PendingFlush {
         let span = flush_span(&open.traced, seq, reason, open.bytes, open.runs.len(), open.waiters.len());
+        self.metrics.flush_partitions(open.runs.len());
         let mut builder = WalObjectBuilder::new();
         for (key, run) in &open.runs {
             builder

@@ -94,6 +94,11 @@ pub struct LifecycleSettings {
     pub compaction_max_segment_bytes: u64,
     /// Partitions compacted concurrently.
     pub compaction_concurrency: usize,
+    /// Un-compacted chunks (of the partitions this broker leads) the adaptive pace aims to
+    /// hold; 0 = the fixed pace above ([`compaction::pace`]).
+    pub compaction_hot_chunks_budget: u64,
+    /// The shortest period the adaptive pace may reach.
+    pub compaction_min_interval: Duration,
     pub retention_interval: Duration,
     pub gc_interval: Duration,
     /// How long an unreferenced or orphaned object is kept before it is deleted.
@@ -153,6 +158,8 @@ pub struct Lifecycle {
     first_seen: Mutex<HashMap<Arc<str>, i64>>,
     /// When GC first saw each object unreferenced.
     unreferenced_since: Mutex<HashMap<Arc<str>, i64>>,
+    /// The compactor's last pass: when, the flush counter then, and the pace it chose.
+    pace: Mutex<compaction::PaceState>,
     /// Partitions a task is working on, and how many of its jobs hold each (several compaction
     /// runs of one partition may run at once; different tasks never do).
     claims: Mutex<HashMap<(Uuid, i32), (Work, usize)>>,
@@ -203,6 +210,7 @@ impl Lifecycle {
                 "gc grace period is below 60 s: an object whose PUT is retried for longer could be collected before its commit"
             );
         }
+        let now_ms = clock.now_ms();
         Arc::new(Self {
             metadata: controller.metadata(),
             controller,
@@ -214,6 +222,7 @@ impl Lifecycle {
             settings,
             first_seen: Mutex::new(HashMap::new()),
             unreferenced_since: Mutex::new(HashMap::new()),
+            pace: Mutex::new(compaction::PaceState::new(now_ms)),
             claims: Mutex::new(HashMap::new()),
             #[cfg(test)]
             cleaner_failpoint: Mutex::new(None),
@@ -249,15 +258,10 @@ impl Lifecycle {
         let clock = &self.clock;
         let compactor = s.compaction_enabled.then(|| {
             let me = self.clone();
+            let shutdown = shutdown.clone();
             supervisor.spawn_critical(
                 "compactor",
-                periodic(clock.clone(), s.compaction_interval, shutdown.clone(), move || {
-                    let me = me.clone();
-                    async move {
-                        me.compact_once().await;
-                    }
-                })
-                .instrument(info_span!("compactor")),
+                async move { me.run_compactor(shutdown).await }.instrument(info_span!("compactor")),
             )
         });
         let cleaner = s.cleaner_enabled.then(|| {
@@ -342,6 +346,8 @@ impl LifecycleSettings {
             compaction_min_age_ms: ms(c.compaction_min_age),
             compaction_max_segment_bytes: c.compaction_max_segment_bytes,
             compaction_concurrency: c.compaction_concurrency,
+            compaction_hot_chunks_budget: c.compaction_hot_chunks_budget as u64,
+            compaction_min_interval: c.compaction_min_interval,
             retention_interval: c.retention_check_interval,
             gc_interval: c.gc_interval,
             gc_grace_ms: ms(c.gc_grace),

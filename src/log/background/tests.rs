@@ -70,6 +70,8 @@ pub(crate) fn settings() -> LifecycleSettings {
         compaction_min_age_ms: 0,
         compaction_max_segment_bytes: 1 << 20,
         compaction_concurrency: 2,
+        compaction_hot_chunks_budget: 0,
+        compaction_min_interval: Duration::from_millis(25),
         retention_interval: Duration::from_millis(30),
         gc_interval: Duration::from_millis(20),
         gc_grace_ms: 500,
@@ -507,7 +509,7 @@ async fn stale_compaction_is_rejected_and_its_segment_removed() {
     }
     let candidates = {
         let seen = HashMap::new();
-        h.controller.metadata().read(|m| h.lifecycle.plan_compaction(m, &seen, 0))
+        h.controller.metadata().read(|m| h.lifecycle.plan_compaction(m, &seen, 0, &h.lifecycle.current_pace()))
     };
     assert_eq!(candidates.len(), 1);
     // Retention (DeleteRecords) removes the first chunk before the swap is committed.
@@ -711,4 +713,127 @@ async fn randomized_background_work_never_deletes_referenced_data() {
         Ok(h) => h.stop().await,
         Err(_) => panic!("harness still shared"),
     }
+}
+
+/// The adaptive pace as plain values (RFC 0002, "Adaptive pace"): the configured pace while
+/// the flush rate fits the budget, then a period and minimum age shrinking with it, never
+/// below the floor.
+#[test]
+fn compaction_pace_shrinks_as_the_index_grows() {
+    use super::compaction::{Pace, pace};
+    let s = LifecycleSettings {
+        compaction_interval: Duration::from_secs(30),
+        compaction_min_age_ms: 60_000,
+        compaction_min_chunks: 64,
+        compaction_hot_chunks_budget: 20_000,
+        compaction_min_interval: Duration::from_secs(2),
+        ..settings()
+    };
+    let fixed = Pace { period: Duration::from_secs(30), min_age_ms: 60_000, min_chunks: 64 };
+    // Idle, or a rate whose 90 s of chunks fit the budget.
+    assert_eq!(pace(&s, 0, 0.0), fixed);
+    assert_eq!(pace(&s, 5_000, 200.0), fixed);
+    // No budget: the configured pace whatever the load.
+    assert_eq!(pace(&LifecycleSettings { compaction_hot_chunks_budget: 0, ..s.clone() }, 1_000_000, 1e6), fixed);
+    // 1,000 chunks/s: chunks are held T_H = 20 s instead of 90 s, so everything scales by 2/9.
+    let p = pace(&s, 10_000, 1_000.0);
+    assert_eq!(p.min_chunks, 2);
+    assert_eq!(p.min_age_ms, 13_333);
+    assert!((p.period.as_secs_f64() - 20.0 / 3.0).abs() < 0.01, "{p:?}");
+    // A large index with no flushes (a burst ended, or a restart) counts as hot / 90 s.
+    let p = pace(&s, 200_000, 0.0);
+    assert_eq!(p.min_age_ms, 6_000, "{p:?}");
+    // Never more often than the floor.
+    let p = pace(&s, 10_000, 100_000.0);
+    assert_eq!(p.period, Duration::from_secs(2));
+    assert_eq!(p.min_age_ms, 133);
+}
+
+/// With a hot-chunks budget, a partition whose chunks exceed it is compacted 31 s after they
+/// were first seen, long before `compaction_min_age` (60 s), which alone decides without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_index_is_compacted_before_min_age() {
+    for (budget, segments) in [(0, 0), (10, 1)] {
+        let t0 = 1_000_000;
+        let clock = TestClock::fixed(t0);
+        let s = LifecycleSettings {
+            compaction_interval: Duration::from_secs(30),
+            compaction_min_age_ms: 60_000,
+            compaction_min_chunks: 64,
+            compaction_max_age_ms: 600_000,
+            compaction_hot_chunks_budget: budget,
+            compaction_min_interval: Duration::from_secs(2),
+            gc_grace_ms: 600_000,
+            ..settings()
+        };
+        let h = Harness::start(s, clock.clone()).await;
+        let topic = h.create_topic("t", 1, &[]).await;
+        let key = PartitionKey { topic_id: topic, partition: 0 };
+        let mut exp = Expected::new();
+        for r in 0..20 {
+            produce_recorded(&h, key, &format!("r{r}"), 1, t0, &mut exp).await;
+        }
+        let chunks = h.controller.metadata().read(|m| m.partition(&topic, 0).expect("p").chunks().count());
+        assert_eq!(chunks, 20, "one chunk per acknowledged produce");
+        // First pass: every chunk was just seen.
+        assert_eq!(h.lifecycle.compact_once().await.segments, 0);
+        if budget > 0 {
+            // 20 hot chunks, budget 10: held ~45 s instead of 90 s.
+            let p = h.lifecycle.current_pace();
+            assert!(p.min_age_ms <= 31_000 && p.period < Duration::from_secs(30), "{p:?}");
+        }
+        clock.set(t0 + 31_000);
+        let report = h.lifecycle.compact_once().await;
+        assert_eq!(report.segments, segments, "budget {budget}: {report:?}");
+        assert_eq!(report.chunks_replaced, 20 * segments, "budget {budget}: {report:?}");
+        assert_eq!(report.rejected + report.failed, 0);
+        verify_partition(&h, topic, 0, &exp).await.expect("readable");
+        h.stop().await;
+    }
+}
+
+/// A compaction that rewrites the newest chunks keeps them in the tail cache under the
+/// segment's location: a tailing reader planning from the new index still reads from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tailing_reader_hits_the_tail_cache_across_compaction() {
+    use crate::log::read::Reader;
+    let h = Harness::start(settings(), TestClock::real()).await;
+    let topic = h.create_topic("t", 1, &[]).await;
+    let key = PartitionKey { topic_id: topic, partition: 0 };
+    let mut exp = Expected::new();
+    for r in 0..4 {
+        produce_recorded(&h, key, &format!("r{r}"), 2, 0, &mut exp).await;
+    }
+    let before: Vec<Chunk> =
+        h.controller.metadata().read(|m| m.partition(&topic, 0).expect("p").chunks().cloned().collect());
+    assert_eq!(before.len(), 4);
+    assert!(before.iter().all(|c| h.tail.get(&c.object, c.position).is_some()), "just flushed: cached");
+    let report = h.lifecycle.compact_once().await;
+    assert_eq!((report.segments, report.chunks_replaced), (1, 4), "{report:?}");
+
+    let newest = *exp.keys().last().expect("records");
+    let planned = h.controller.metadata().read(|m| m.partition(&topic, 0).expect("p").chunks_from(newest, 1 << 20));
+    assert_eq!(planned.len(), 1);
+    assert!(h.storage.is_segment_key(&planned[0].object), "{planned:?}");
+    let metrics = Arc::new(Metrics::default());
+    let reader =
+        Reader::new(h.tail.clone(), skiff_storage::BlockCache::new(1 << 20, 4096), h.storage.clone(), metrics.clone());
+    let got = reader.records(topic, &planned, newest, 1 << 20, true).await.expect("read");
+    assert!(!got.is_empty());
+    let stats = metrics.render(&crate::metrics::Snapshot {
+        gauges: &[],
+        storage: h.storage.stats(),
+        blocks: reader.blocks.stats(),
+        topic_names: &HashMap::new(),
+        prices: Default::default(),
+    });
+    assert!(stats.contains("skiff_cache_reads_total{cache=\"tail\",result=\"hit\"} 1\n"), "{stats}");
+    assert!(stats.contains("skiff_cache_reads_total{cache=\"tail\",result=\"miss\"} 0\n"), "{stats}");
+    // The cached section is the stored one, and the replaced chunks left the cache.
+    let seg = &planned[0];
+    let stored = h.storage.get_range(&seg.object, seg.position..seg.position + seg.len).await.expect("stored");
+    assert_eq!(h.tail.get(&seg.object, seg.position), Some(stored));
+    assert!(before.iter().all(|c| h.tail.get(&c.object, c.position).is_none()), "replaced entries dropped");
+    verify_partition(&h, topic, 0, &exp).await.expect("readable");
+    h.stop().await;
 }
