@@ -570,7 +570,7 @@ impl Default for LifecycleConfig {
             compaction_min_age: Duration::from_secs(60),
             compaction_max_segment_bytes: 64 * 1024 * 1024,
             compaction_concurrency: 2,
-            compaction_hot_chunks_budget: 20_000,
+            compaction_hot_chunks_budget: 200_000,
             compaction_min_interval: Duration::from_secs(2),
             retention_check_interval: Duration::from_secs(60),
             gc_interval: Duration::from_secs(60),
