@@ -43,6 +43,16 @@ impl TailCache {
     pub fn get(&self, object: &Arc<str>, position: u64) -> Option<Bytes> {
         self.cache.get(&(object.clone(), position))
     }
+
+    /// Bytes the cache holds by its own weighing (for `/metrics`; pending inserts may not be
+    /// counted yet).
+    pub fn weighted_size_bytes(&self) -> u64 {
+        self.cache.weighted_size()
+    }
+
+    pub fn capacity_bytes(&self) -> u64 {
+        self.cache.policy().max_capacity().unwrap_or(0)
+    }
 }
 
 /// Chunks of one partition read at once (each a different object when the data is still in
