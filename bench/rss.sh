@@ -52,6 +52,7 @@ wait_http "$HTTP/health" 120
 # With a wrapper (heaptrack, env) the broker is the wrapper's child or the wrapper itself.
 PID="$(pgrep -n -f -- "--kafka-listen 127.0.0.1:$kport" | head -1)"
 "$HERE/kafka/wait-ready.sh" "127.0.0.1:$kport" 60
+PIDS=("$PID" "${PIDS[@]}")  # the broker first, then its wrapper (heaptrack writes its file after)
 log "broker pid $PID, results in $OUT"
 
 ( while kill -0 "$PID" 2>/dev/null; do
@@ -73,7 +74,7 @@ volume() {  # volume MIB
   timeout 300 java -cp "$cp" org.apache.kafka.tools.ProducerPerformance --bootstrap-server "$boot" --topic vol1000 \
     --num-records 20000 --record-size 1024 --throughput 2000 --key-distribution range --record-key-range 4096 \
     --command-property acks=all > "$OUT/raw/produce1000.txt" 2>&1 || log "1,000-partition produce failed"
-  tail -1 "$OUT/raw/produce.txt" "$OUT/raw/consume.txt" "$OUT/raw/produce1000.txt" >&2
+  tail -n 1 "$OUT/raw/produce.txt" "$OUT/raw/consume.txt" "$OUT/raw/produce1000.txt" >&2 || true
 }
 
 if [[ "$PROFILE" == volume ]]; then
