@@ -12,7 +12,8 @@
 #
 # Env: SKIFF_BIN (default $CARGO_TARGET_DIR/release/skiff, no build), SKIFF_WRAP (a command that
 #      runs the broker, e.g. "heaptrack -o /tmp/skiff" or "env MALLOC_ARENA_MAX=2"),
-#      RSS_OUT (results dir; default a mktemp dir, kept), SKIFF_CACHE (~/.cache/skiff).
+#      RSS_OUT (results dir; default a mktemp dir, kept), SKIFF_CACHE (~/.cache/skiff),
+#      RSS_BROKER=kafka (Apache Kafka 4.4 with bench/kafka's settings instead, same workload).
 # Prints one line: peak VmRSS, VmHWM and the budget of the configured defaults.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,16 +44,31 @@ fi
 mkdir -p "$OUT/raw"
 
 kport="$(free_port)"; hport="$(free_port)"
-# shellcheck disable=SC2086 # SKIFF_WRAP is a command prefix, split on purpose
-nohup ${SKIFF_WRAP:-} "$SKIFF_BIN" dev --data-dir "$WORK/skiff" --kafka-listen "127.0.0.1:$kport" \
-  --http-listen "127.0.0.1:$hport" >"$OUT/raw/broker.log" 2>&1 </dev/null &
-PIDS+=("$!")
-HTTP="http://127.0.0.1:$hport"
-wait_http "$HTTP/health" 120
-# With a wrapper (heaptrack, env) the broker is the wrapper's child or the wrapper itself.
-PID="$(pgrep -n -f -- "--kafka-listen 127.0.0.1:$kport" | head -1)"
-"$HERE/kafka/wait-ready.sh" "127.0.0.1:$kport" 60
-PIDS=("$PID" "${PIDS[@]}")  # the broker first, then its wrapper (heaptrack writes its file after)
+if [[ "${RSS_BROKER:-skiff}" == kafka ]]; then
+  # Apache Kafka with bench/kafka's settings, for the same workload's peak RSS (its controller
+  # listener takes the next port: pick one whose successor is free too).
+  kport="$(python3 -c 'import socket
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; t = socket.socket()
+    try:
+        t.bind(("127.0.0.1", p + 1)); print(p); break
+    except OSError: pass
+    finally: s.close(); t.close()')"
+  PID="$(KAFKA_READY_TIMEOUT=120 "$HERE/kafka/start-background.sh" "$kport" "$WORK/kafka" "$OUT/raw/broker.log" | tail -n 1)"
+  PIDS+=("$PID")
+  HTTP="http://127.0.0.1:1"  # no /metrics
+else
+  # shellcheck disable=SC2086 # SKIFF_WRAP is a command prefix, split on purpose
+  nohup ${SKIFF_WRAP:-} "$SKIFF_BIN" dev --data-dir "$WORK/skiff" --kafka-listen "127.0.0.1:$kport" \
+    --http-listen "127.0.0.1:$hport" >"$OUT/raw/broker.log" 2>&1 </dev/null &
+  PIDS+=("$!")
+  HTTP="http://127.0.0.1:$hport"
+  wait_http "$HTTP/health" 120
+  # With a wrapper (heaptrack, env) the broker is the wrapper's child or the wrapper itself.
+  PID="$(pgrep -n -f -- "--kafka-listen 127.0.0.1:$kport" | head -1)"
+  "$HERE/kafka/wait-ready.sh" "127.0.0.1:$kport" 60
+  PIDS=("$PID" "${PIDS[@]}")  # the broker first, then its wrapper (heaptrack writes its file after)
+fi
 log "broker pid $PID, results in $OUT"
 
 ( while kill -0 "$PID" 2>/dev/null; do
@@ -84,7 +100,7 @@ else (cd "$HERE" && timeout 1200 python3 bench.py --target skiff-local --bootstr
    2>"$OUT/raw/bench.log" || log "bench.py failed (rc $?; see $OUT/raw/bench.log)"
 fi
 
-curl -fsS "$HTTP/metrics" > "$OUT/metrics.txt" || true
+curl -fsS "$HTTP/metrics" > "$OUT/metrics.txt" 2>/dev/null || true
 hwm_kib="$(awk '/^VmHWM/{print $2}' "/proc/$PID/status")"
 kill "$SAMPLER" 2>/dev/null || true
 peak_kib="$(awk '$2 > m {m = $2} END {print m + 0}' "$OUT/rss.txt")"
