@@ -93,6 +93,18 @@ fn broker_metrics(broker: &Broker) -> String {
         ("skiff_topics", "Topics.", topics as f64),
         ("skiff_partitions", "Partitions.", partitions as f64),
         ("skiff_objects", "Objects still referenced by the index.", objects as f64),
+        // Memory (docs/observability.md, "Memory"): the budget is these capacities plus fixed
+        // headroom; the resident size is what the process really holds.
+        (
+            "skiff_process_resident_bytes",
+            "Resident set size of this process (VmRSS).",
+            crate::metrics::process_resident_bytes().unwrap_or(0) as f64,
+        ),
+        ("skiff_tail_cache_bytes", "Bytes in the tail cache.", broker.reader.tail.weighted_size_bytes() as f64),
+        ("skiff_tail_cache_capacity_bytes", "tail_cache_bytes.", broker.reader.tail.capacity_bytes() as f64),
+        ("skiff_block_cache_bytes", "Bytes in the block cache.", broker.reader.blocks.cached_bytes() as f64),
+        ("skiff_block_cache_capacity_bytes", "block_cache_bytes.", broker.reader.blocks.capacity_bytes() as f64),
+        ("skiff_buffer_max_bytes", "buffer_max_bytes.", broker.wal.buffer_max_bytes() as f64),
         ("skiff_object_bytes", "Bytes of objects still referenced by the index.", object_bytes as f64),
     ];
     extra.extend(index.gauges());

@@ -766,6 +766,21 @@ impl Metrics {
 }
 
 /// `v` escaped as a Prometheus label value (backslash, double quote, newline).
+/// This process's resident set size (`VmRSS` of `/proc/self/status`), for
+/// `skiff_process_resident_bytes`: the figure the memory budget (docs/observability.md, "Memory")
+/// is about. `None` where there is no procfs (not Linux).
+pub fn process_resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_vm_rss_bytes(&status)
+}
+
+/// `VmRSS:  1234 kB` → 1234 × 1024.
+fn parse_vm_rss_bytes(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.trim_start_matches("VmRSS:").trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 fn label_value(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
@@ -916,5 +931,16 @@ mod tests {
         assert!(text.contains("skiff_cleaner_max_dirty_ratio 0.75"));
         // Cleaner requests count in the topic's cost: 1.75 PUTs from flushes + 2 from the cleaner.
         assert!(text.contains("skiff_topic_object_requests{topic=\"alpha\",op=\"put\"} 3.750"));
+    }
+
+    #[test]
+    fn resident_bytes_come_from_vm_rss() {
+        let status = "Name:\tskiff\nVmHWM:\t  900 kB\nVmRSS:\t  1234 kB\nRssAnon:\t 1000 kB\n";
+        assert_eq!(parse_vm_rss_bytes(status), Some(1234 * 1024));
+        assert_eq!(parse_vm_rss_bytes("VmRSS: x kB\n"), None);
+        assert_eq!(parse_vm_rss_bytes("Name: skiff\n"), None);
+        if cfg!(target_os = "linux") {
+            assert!(process_resident_bytes().is_some_and(|b| b > 0));
+        }
     }
 }

@@ -25,7 +25,18 @@ use uuid::Uuid;
 use crate::broker::batch;
 use crate::metrics::Metrics;
 
+/// What one tail-cache entry keeps alive besides its bytes: the section's footer entry in the
+/// object the bytes are a slice of (64 bytes, `skiff_storage::format::ENTRY_LEN`) and the cache's
+/// own bookkeeping (key, node, queue links: ~150 bytes in moka 0.12), rounded up. With 1 KiB
+/// chunks (1,000 partitions at a few records per flush) this is a fifth of the memory, which
+/// a weigher of the slice length alone did not count.
+const ENTRY_OVERHEAD_BYTES: u32 = 256;
+
 /// Recently flushed chunks by (object key, position).
+///
+/// Each entry is a slice of its WAL object (no copy), so the object's allocation lives while
+/// any of its chunks is cached: objects are built at their exact size
+/// (`WalObjectBuilder::for_sections`), so the chunks of an object weigh what it holds.
 #[derive(Clone)]
 pub struct TailCache {
     cache: Cache<(Arc<str>, u64), Bytes>,
@@ -40,7 +51,9 @@ impl TailCache {
         let cache = Cache::builder()
             .eviction_policy(moka::policy::EvictionPolicy::lru())
             .max_capacity(capacity_bytes)
-            .weigher(|_k: &(Arc<str>, u64), v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
+            .weigher(|_k: &(Arc<str>, u64), v: &Bytes| {
+                u32::try_from(v.len()).unwrap_or(u32::MAX).saturating_add(ENTRY_OVERHEAD_BYTES)
+            })
             .build();
         Self { cache }
     }
@@ -62,6 +75,16 @@ impl TailCache {
     #[cfg(test)]
     pub(crate) fn settle(&self) {
         self.cache.run_pending_tasks();
+    }
+
+    /// Bytes the cache holds by its own weighing (for `/metrics`; pending inserts may not be
+    /// counted yet).
+    pub fn weighted_size_bytes(&self) -> u64 {
+        self.cache.weighted_size()
+    }
+
+    pub fn capacity_bytes(&self) -> u64 {
+        self.cache.policy().max_capacity().unwrap_or(0)
     }
 }
 
@@ -224,5 +247,25 @@ mod tests {
             assert!(tail.get(&key(i), 0).is_some(), "newest section {i} cached");
         }
         assert!(tail.get(&key(0), 0).is_none(), "oldest evicted");
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    /// The tail cache's weight is what its entries keep in memory: a 1 KiB chunk costs its
+    /// bytes plus a footer entry and the cache's bookkeeping, so 1,000 partitions of small
+    /// chunks cannot hold a fifth more than `tail_cache_bytes`.
+    #[test]
+    fn the_tail_cache_weighs_entry_overhead() {
+        let tail = TailCache::new(1 << 20);
+        let object: Arc<str> = Arc::from("wal/1");
+        for i in 0..10u64 {
+            tail.insert(object.clone(), i * 1024, Bytes::from(vec![0u8; 1024]));
+        }
+        tail.cache.run_pending_tasks();
+        // 10 × (1 KiB + 256): on main the weigher counted 10 KiB.
+        assert_eq!(tail.cache.weighted_size(), 10 * (1024 + 256));
     }
 }

@@ -493,6 +493,11 @@ impl Wal {
         Ok((Appended { base_offset, log_append_time: log_append_time.unwrap_or(-1), duplicate: false }, Some(rx)))
     }
 
+    /// The bound of [`Self::buffered_bytes`] (`buffer_max_bytes`).
+    pub fn buffer_max_bytes(&self) -> usize {
+        self.settings.buffer_max_bytes
+    }
+
     /// Bytes currently buffered or in flight (for metrics).
     pub fn buffered_bytes(&self) -> usize {
         self.settings.buffer_max_bytes - self.buffer_bytes.available_permits()
@@ -719,7 +724,7 @@ impl Wal {
     ) -> PendingFlush {
         let span = flush_span(&open.traced, seq, reason, open.bytes, open.runs.len(), open.waiters.len());
         self.metrics.flush_partitions(open.runs.len());
-        let mut builder = WalObjectBuilder::new();
+        let mut builder = WalObjectBuilder::for_sections(open.bytes, open.runs.len());
         for (key, run) in &open.runs {
             builder
                 .add_section(

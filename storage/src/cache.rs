@@ -77,6 +77,16 @@ impl BlockCache {
         &self.stats
     }
 
+    /// Bytes currently cached by the cache's own weighing, without waiting for pending
+    /// maintenance (for `/metrics`).
+    pub fn cached_bytes(&self) -> u64 {
+        self.cache.weighted_size()
+    }
+
+    pub fn capacity_bytes(&self) -> u64 {
+        self.cache.policy().max_capacity().unwrap_or(0)
+    }
+
     /// Bytes currently cached (after pending maintenance).
     pub async fn weighted_size_bytes(&self) -> u64 {
         self.cache.run_pending_tasks().await;

@@ -59,6 +59,11 @@ impl SectionMeta {
     }
 }
 
+/// Size of a WAL object of `sections` sections holding `data_bytes` in all.
+pub fn object_len_bytes(data_bytes: usize, sections: usize) -> usize {
+    HEADER_LEN + data_bytes + FOOTER_FIXED_LEN + ENTRY_LEN * sections + TRAILER_LEN
+}
+
 /// Builds one WAL object in a single buffer: section bytes are copied exactly once, from the
 /// caller's pieces into the final buffer.
 #[derive(Debug)]
@@ -77,6 +82,14 @@ impl Default for WalObjectBuilder {
 impl WalObjectBuilder {
     pub fn new() -> Self {
         Self::with_capacity(0)
+    }
+
+    /// A builder whose buffer is exactly the object's size when `sections` sections holding
+    /// `data_bytes` in all are added: the object (and every tail-cache slice of it, which keeps
+    /// the whole allocation alive) then holds no spare capacity. Growing from empty doubles the
+    /// buffer, so up to half of it was unused capacity that no cache weigher saw.
+    pub fn for_sections(data_bytes: usize, sections: usize) -> Self {
+        Self::with_capacity(object_len_bytes(data_bytes, sections))
     }
 
     /// Pre-sizes the buffer for an object of about `capacity_bytes`.
@@ -373,6 +386,24 @@ mod tests {
             verify_section(bytes, s).expect("crc ok");
         }
         assert_eq!(validate_object(&obj).expect("valid"), metas);
+    }
+
+    /// A flush knows its data size and section count up front: its object is built in one
+    /// allocation of exactly its size, never regrown (a regrown buffer carries up to 2x spare
+    /// capacity that tail-cache slices of the object keep alive).
+    #[test]
+    fn a_presized_object_is_one_exact_allocation() {
+        let parts: [&[u8]; 3] = [&[1; 1000], &[2; 3000], &[3; 5]];
+        let mut b = WalObjectBuilder::for_sections(4005, 3);
+        let capacity = b.buf.capacity();
+        for (i, p) in parts.iter().enumerate() {
+            b.add_section([i as u8; 16], 0, 0, 0, 0, &[Bytes::copy_from_slice(p)]).expect("add");
+        }
+        assert_eq!(b.buf.capacity(), capacity, "never regrown");
+        assert_eq!(b.len_bytes(), capacity);
+        let (obj, _) = b.finish();
+        assert_eq!(obj.len(), capacity);
+        assert_eq!(object_len_bytes(4005, 3), obj.len());
     }
 
     #[test]
