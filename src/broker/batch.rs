@@ -123,6 +123,13 @@ pub fn peek_batch(buf: &[u8]) -> Option<(i64, usize)> {
 
 /// Parses the header of the batch at the start of `buf`. Checks the framing, not the CRC.
 pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    parse_header_prefix(&buf[..buf.len().min(HEADER_LEN)], buf.len())
+}
+
+/// [`parse_header`] from the first `min(HEADER_LEN, available)` bytes of a batch that has
+/// `available` bytes from its start to the end of the data: the read path walks batches whose
+/// bytes lie in several cached blocks without joining them (`log::read`).
+pub fn parse_header_prefix(buf: &[u8], available: usize) -> Result<BatchHeader, BatchError> {
     if buf.len() < MAGIC + 1 {
         return Err(BatchError::Corrupt(format!("{} bytes is too short for a batch header", buf.len())));
     }
@@ -134,8 +141,12 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     if size < HEADER_LEN {
         return Err(BatchError::Corrupt(format!("batch length {size} is shorter than its header")));
     }
-    if size > buf.len() {
-        return Err(BatchError::Corrupt(format!("batch of {size} bytes but only {} present", buf.len())));
+    if size > available {
+        return Err(BatchError::Corrupt(format!("batch of {size} bytes but only {available} present")));
+    }
+    // size >= HEADER_LEN and size <= available, so `buf` holds the whole header.
+    if buf.len() < HEADER_LEN {
+        return Err(BatchError::Corrupt(format!("{} header bytes given for a batch of {size}", buf.len())));
     }
     Ok(BatchHeader {
         base_offset: i64_at(buf, 0),

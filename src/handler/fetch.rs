@@ -495,7 +495,7 @@ async fn build(
                     if total >= response_max || chunks.is_empty() {
                         base.with_records(Some(Bytes::new()))
                     } else {
-                        let cold = chunks.iter().any(|c| broker.reader.tail.get(&c.object, c.position).is_none());
+                        let cold = chunks.iter().any(|c| !broker.reader.tail.contains(&c.object, c.position));
                         let at = Position {
                             topic: &name,
                             topic_id,

@@ -2,8 +2,10 @@
 //! cold read path (ranged GETs of WAL objects and segments).
 //!
 //! Objects never change once written, so a cached block never goes stale and needs no
-//! invalidation; entries leave only by eviction (TinyLFU, by weight = block bytes). Concurrent
-//! misses on the same block share one GET. The leader's tail cache of recent batches lives in
+//! invalidation; entries leave only by eviction (least recently used first, by weight = block
+//! bytes). Concurrent misses on the same block share one GET. Reads hand out slices of the
+//! cached blocks ([`BlockCache::read_pieces`]) so a caller that walks them copies only what it
+//! keeps. The leader's tail cache of recent batches lives in
 //! the broker, separately, so catch-up reads here cannot evict it.
 
 use std::ops::Range;
@@ -13,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use moka::future::Cache;
+use moka::policy::EvictionPolicy;
 
 use crate::error::{Operation, StorageError};
 use crate::store::ObjectStorage;
@@ -57,8 +60,13 @@ impl BlockCache {
     /// Block sizes are clamped to `1..=u32::MAX`.
     pub fn new(capacity_bytes: u64, block_size_bytes: u64) -> Self {
         let block_size_bytes = block_size_bytes.clamp(1, u64::from(u32::MAX));
+        // LRU, not moka's default TinyLFU: TinyLFU admits a new block only if it was looked up
+        // more often than the blocks it would evict, so once the cache was full a catch-up
+        // reader's read-ahead blocks (never read yet) were refused and every fetch paid a
+        // synchronous GET of blocks it had just fetched ahead.
         let cache = Cache::builder()
             .max_capacity(capacity_bytes)
+            .eviction_policy(EvictionPolicy::lru())
             .weigher(|_key: &BlockKey, block: &Bytes| u32::try_from(block.len()).unwrap_or(u32::MAX))
             .build();
         BlockCache { cache, block_size_bytes, stats: Arc::new(BlockCacheStats::default()) }
@@ -97,7 +105,8 @@ impl BlockCache {
     /// with ranged GETs. Pass `object_len` when known (the index knows it): missing blocks are
     /// then fetched concurrently. Without it, blocks are fetched in order and a short block
     /// marks the end of the object. A range extending past the object's end is
-    /// [`ErrorKind::Invalid`](crate::ErrorKind).
+    /// [`ErrorKind::Invalid`](crate::ErrorKind). A range within one block is a slice of it; a
+    /// longer one is copied into one buffer ([`Self::read_pieces`] does not copy).
     pub async fn read(
         &self,
         storage: &ObjectStorage,
@@ -105,6 +114,29 @@ impl BlockCache {
         object_len: Option<u64>,
         range: Range<u64>,
     ) -> Result<Bytes, StorageError> {
+        let pieces = self.read_pieces(storage, key, object_len, range).await?;
+        Ok(match pieces.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            many => {
+                let mut out = BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
+                for p in many {
+                    out.extend_from_slice(p);
+                }
+                out.freeze()
+            }
+        })
+    }
+
+    /// Like [`Self::read`], but the range as consecutive slices of the cached blocks (one per
+    /// block it spans, none empty), without copying.
+    pub async fn read_pieces(
+        &self,
+        storage: &ObjectStorage,
+        key: &str,
+        object_len: Option<u64>,
+        range: Range<u64>,
+    ) -> Result<Vec<Bytes>, StorageError> {
         if range.start > range.end {
             return Err(StorageError::invalid(Operation::Get, key, format!("inverted range {range:?}")));
         }
@@ -116,7 +148,7 @@ impl BlockCache {
             ));
         }
         if range.is_empty() {
-            return Ok(Bytes::new());
+            return Ok(Vec::new());
         }
         let bs = self.block_size_bytes;
         let first = range.start / bs;
@@ -146,8 +178,8 @@ impl BlockCache {
         };
 
         // Slice the requested range out of the blocks.
-        let mut out = BytesMut::new();
-        let mut single = None;
+        let mut pieces = Vec::with_capacity(blocks.len());
+        let mut got = 0u64;
         for (i, block) in blocks.iter().enumerate() {
             let block_start = (first + i as u64) * bs;
             let from = range.start.saturating_sub(block_start);
@@ -155,22 +187,47 @@ impl BlockCache {
             if from >= to {
                 continue;
             }
-            let piece = block.slice(from as usize..to as usize);
-            if blocks.len() == 1 {
-                single = Some(piece);
-            } else {
-                out.extend_from_slice(&piece);
-            }
+            got += to - from;
+            pieces.push(block.slice(from as usize..to as usize));
         }
-        let result = single.unwrap_or_else(|| out.freeze());
-        if result.len() as u64 != range.end - range.start {
+        if got != range.end - range.start {
             return Err(StorageError::invalid(
                 Operation::Get,
                 &key,
-                format!("range {range:?} extends past the end of the object (got {} bytes)", result.len()),
+                format!("range {range:?} extends past the end of the object (got {got} bytes)"),
             ));
         }
-        Ok(result)
+        Ok(pieces)
+    }
+
+    /// Whether every block of `range` of `key` is cached (no lookup is recorded).
+    pub fn is_cached(&self, key: &str, range: Range<u64>) -> bool {
+        if range.is_empty() {
+            return true;
+        }
+        let key: Arc<str> = Arc::from(key);
+        let bs = self.block_size_bytes;
+        (range.start / bs..=(range.end - 1) / bs).all(|b| self.cache.contains_key(&(key.clone(), b)))
+    }
+
+    /// Fetches the blocks of `range` of `key` that are not cached, in order, without
+    /// assembling anything (read-ahead). Blocks already cached are not touched, so warming
+    /// neither counts as a hit nor refreshes them. Stops at the first error or short block.
+    pub async fn warm(&self, storage: &ObjectStorage, key: &str, range: Range<u64>) -> Result<(), StorageError> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        let key: Arc<str> = Arc::from(key);
+        let bs = self.block_size_bytes;
+        for b in range.start / bs..=(range.end - 1) / bs {
+            if self.cache.contains_key(&(key.clone(), b)) {
+                continue;
+            }
+            if (self.block(storage, &key, b, None).await?.len() as u64) < bs {
+                break;
+            }
+        }
+        Ok(())
     }
 
     async fn block(
@@ -275,6 +332,65 @@ mod tests {
         faults.set_down(false);
         let got = cache.read(&storage, "p/obj", Some(100), 0..10).await.expect("up again");
         assert_eq!(&got[..], &data[..10]);
+    }
+
+    /// A sequential reader's next block is kept once the cache is full (least recently used
+    /// blocks go). moka's default TinyLFU refused it: a block looked up once never beats the
+    /// blocks already read once, so every read of it was a GET again. Each block is read
+    /// twice, as consecutive fetches of a catch-up consumer read the block they stopped in.
+    #[tokio::test]
+    async fn a_full_cache_still_admits_the_next_block() {
+        let (storage, faults, data) = setup(16 * 1024).await;
+        let cache = BlockCache::new(4 * 1024, 1024);
+        let before = faults.counts().gets;
+        for b in 0..16u64 {
+            for _ in 0..2 {
+                let range = b * 1024..(b + 1) * 1024;
+                let read = cache.read(&storage, "p/obj", Some(16 * 1024), range.clone()).await.expect("read");
+                assert_eq!(&read[..], &data[range.start as usize..range.end as usize]);
+                // Admission and eviction settle between reads.
+                assert!(cache.weighted_size_bytes().await <= 4 * 1024, "bounded");
+            }
+        }
+        assert_eq!(faults.counts().gets - before, 16, "each block fetched once");
+    }
+
+    /// `read_pieces` hands out slices of the cached blocks: nothing is copied, and the pieces
+    /// are exactly the range.
+    #[tokio::test]
+    async fn pieces_are_slices_of_the_cached_blocks() {
+        let (storage, faults, data) = setup(1000).await;
+        let cache = BlockCache::new(1 << 20, 64);
+        let pieces = cache.read_pieces(&storage, "p/obj", None, 100..300).await.expect("read");
+        assert_eq!(pieces.iter().map(Bytes::len).collect::<Vec<_>>(), [28, 64, 64, 44]);
+        assert_eq!(pieces.concat(), &data[100..300]);
+        let gets = faults.counts().gets;
+        let again = cache.read_pieces(&storage, "p/obj", None, 100..300).await.expect("read");
+        assert_eq!(faults.counts().gets, gets, "all cached");
+        for (a, b) in pieces.iter().zip(&again) {
+            assert_eq!(a.as_ptr(), b.as_ptr(), "the same cached memory, not a copy");
+        }
+        let e = cache.read_pieces(&storage, "p/obj", None, 990..1001).await.expect_err("past end");
+        assert_eq!(e.kind(), crate::ErrorKind::Invalid);
+    }
+
+    /// Warming fetches only the missing blocks and records no hit; a read after it needs no GET.
+    #[tokio::test]
+    async fn warm_fetches_only_missing_blocks() {
+        let (storage, faults, data) = setup(1000).await;
+        let cache = BlockCache::new(1 << 20, 64);
+        cache.read(&storage, "p/obj", None, 0..64).await.expect("read");
+        assert!(cache.is_cached("p/obj", 0..64));
+        assert!(!cache.is_cached("p/obj", 0..65));
+        let gets = faults.counts().gets;
+        cache.warm(&storage, "p/obj", 0..1000).await.expect("warm");
+        assert_eq!(faults.counts().gets - gets, 15, "blocks 1..=15");
+        assert_eq!(cache.stats().hits.load(Ordering::Relaxed), 0);
+        assert!(cache.is_cached("p/obj", 0..1000));
+        let gets = faults.counts().gets;
+        let all = cache.read(&storage, "p/obj", None, 0..1000).await.expect("read");
+        assert_eq!(&all[..], &data[..]);
+        assert_eq!(faults.counts().gets, gets);
     }
 
     #[tokio::test]
