@@ -85,12 +85,6 @@ impl TailCache {
         self.cache.invalidate(&(object.clone(), position));
     }
 
-    /// Applies pending admissions and evictions now (moka applies them lazily).
-    #[cfg(test)]
-    pub(crate) fn settle(&self) {
-        self.cache.run_pending_tasks();
-    }
-
     /// Bytes the cache holds by its own weighing (for `/metrics`; pending inserts may not be
     /// counted yet).
     pub fn weighted_size_bytes(&self) -> u64 {
