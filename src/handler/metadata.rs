@@ -96,11 +96,11 @@ pub fn mark_unavailable(broker: &Broker, answer: &mut MetadataResponse, now: ski
     }
 }
 
-/// Probes the listener of every other broker `answer` names as a leader (see
+/// Has every other broker `answer` names as a leader answer a ping sent now (see
 /// [`peer_watch::PeerWatch::probe_leaders`]), so a leader whose process just died is caught even
-/// before this broker's own connection to it closes.
+/// before this broker's own connection to it closes: a dead process never answers.
 pub async fn probe_leaders(broker: &Broker, answer: &MetadataResponse) {
-    let leaders = named_leaders(broker, answer);
+    let leaders: Vec<(i32, Uuid)> = named_leaders(broker, answer).into_iter().map(|(id, inc, _)| (id, inc)).collect();
     if !leaders.is_empty() {
         broker.peers.probe_leaders(&leaders, broker.clock.as_ref()).await;
     }
