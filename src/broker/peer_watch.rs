@@ -172,7 +172,9 @@ impl PeerWatch {
             let waiting: Vec<(i32, Uuid)> = asked
                 .iter()
                 .copied()
-                .filter(|(id, inc)| self.judge(*id, *inc, now) == Verdict::Leads && !self.proven_since(*id, *inc, asked_at))
+                .filter(|(id, inc)| {
+                    self.judge(*id, *inc, now) == Verdict::Leads && !self.proven_since(*id, *inc, asked_at)
+                })
                 .collect();
             if waiting.is_empty() {
                 return;
@@ -597,10 +599,23 @@ mod tests {
     }
 
     /// A watcher of peer `id` at `addr` (as `run` spawns one), until the token is cancelled.
-    fn spawn_watcher(w: &PeerWatch, id: i32, inc: Uuid, addr: &str) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    fn spawn_watcher(
+        w: &PeerWatch,
+        id: i32,
+        inc: Uuid,
+        addr: &str,
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
         let stop = CancellationToken::new();
         let asks = w.link(id, inc);
-        let task = tokio::spawn(watch_peer(w.clone(), id, inc, addr.to_string(), asks, skiff_time::system_clock(), stop.clone()));
+        let task = tokio::spawn(watch_peer(
+            w.clone(),
+            id,
+            inc,
+            addr.to_string(),
+            asks,
+            skiff_time::system_clock(),
+            stop.clone(),
+        ));
         (stop, task)
     }
 
