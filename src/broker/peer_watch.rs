@@ -99,6 +99,10 @@ struct Lost {
     gone: bool,
 }
 
+/// Where Metadata asks a peer's watcher for a ping: the latest instant a proof of life must
+/// postdate.
+type Asks = watch::Sender<Option<Instant>>;
+
 /// Shared between the watch tasks and the Metadata handler; cheap to clone.
 #[derive(Clone)]
 pub struct PeerWatch {
@@ -117,7 +121,7 @@ struct Inner {
     proven: Mutex<HashMap<i32, (Uuid, Instant)>>,
     /// Per peer with a running watcher: its incarnation and where Metadata asks for a ping (the
     /// latest instant a proof of life must postdate).
-    links: Mutex<HashMap<i32, (Uuid, watch::Sender<Option<Instant>>)>>,
+    links: Mutex<HashMap<i32, (Uuid, Asks)>>,
     /// Bumped on every change of `lost` and every answered ping, to wake waiting answers.
     changed: watch::Sender<u64>,
 }
@@ -563,7 +567,7 @@ mod tests {
                     let correlation = [buf[8], buf[9], buf[10], buf[11]];
                     buf.advance(4 + size);
                     tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(delay_ms.load(Ordering::SeqCst))) => {}
+                        () = skiff_time::system_clock().sleep(Duration::from_millis(delay_ms.load(Ordering::SeqCst))) => {}
                         () = dead.cancelled() => return,
                     }
                     // Size 10: correlation id, error code 0, an empty api_keys array.
@@ -592,7 +596,7 @@ mod tests {
                     Ok(l) => return drop(l),
                     Err(l) => listener = l,
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                skiff_time::system_clock().sleep(Duration::from_millis(5)).await;
             }
             panic!("the fake peer's listener is still shared");
         }
@@ -622,9 +626,10 @@ mod tests {
     /// Waits (≤ 5 s) until `cond` holds, re-checking on every change of the watch.
     async fn until(w: &PeerWatch, what: &str, cond: impl Fn() -> bool) {
         let mut changes = w.subscribe();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let clock = skiff_time::system_clock();
+        let deadline = clock.now() + Duration::from_secs(5);
         while !cond() {
-            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            assert!(clock.now() < deadline, "never: {what}");
             let _ = tokio::time::timeout(Duration::from_millis(20), changes.changed()).await;
         }
     }
