@@ -17,8 +17,8 @@
 //! NodeEndpoints in NOT_LEADER_OR_FOLLOWER answers (no client program needed).
 //!
 //! Profiles (`SKIFF_FAILOVER_PROFILE`): `short` (default, CI): 20 trials per client, one client
-//! process each; `long`: 100 trials per client, in client runs of 20 (each run is bounded by
-//! the programs' 240 s watchdog). `SKIFF_FAILOVER_CLIENTS=java,go-franz` picks clients.
+//! process each (franz-go: two of 10); `long`: 100 trials per client, in client runs of 20
+//! (franz-go 10; each run is bounded by the programs' 240 s watchdog). `SKIFF_FAILOVER_CLIENTS=java,go-franz` picks clients.
 
 #![allow(clippy::disallowed_methods)] // black-box tests wait and measure in real time (wall clock too)
 
@@ -36,8 +36,11 @@ use support::failover::{Profile, client_selected, unix_us};
 const PARTITIONS: i32 = 3;
 /// Records handed to the client per second (round-robin over the partitions).
 const RATE: u32 = 300;
-/// Trials per client process.
-const TRIALS_PER_RUN: usize = 20;
+/// Trials per client process: the programs' watchdog ends a run at 240 s, and franz-go's
+/// trials each take ~16 s ([`quiet_before_kill`]).
+fn trials_per_run(client: &str) -> usize {
+    if client == "go-franz" { 10 } else { 20 }
+}
 /// The longest any one trial may wait for its first acknowledgement.
 const TRIAL_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -324,7 +327,7 @@ fn measure(cluster: &mut Cluster, client: &str, topic: &str, trials: usize) -> (
                 .first_ack(p, 0, Duration::from_secs(60))
                 .unwrap_or_else(|e| panic!("{client}: no first acknowledgement: {e:#}"));
         }
-        let run_trials = TRIALS_PER_RUN.min(trials - samples.len());
+        let run_trials = trials_per_run(client).min(trials - samples.len());
         for _ in 0..run_trials {
             let trial = samples.len();
             let md = cluster
@@ -415,11 +418,13 @@ fn target(client: &str) -> Duration {
 /// issue's target, which is printed alongside, met or missed, with what bounds it;
 /// docs/cluster.md "Failover as clients see it"). The first two fail without surviving brokers
 /// holding Metadata that names a dead leader (`src/broker/peer_watch.rs`): librdkafka's p99 was
-/// 1.2-1.9 s (its 1 s topic scan), franz-go's p50 5 s (`MetadataMinAge`).
+/// 1.2-1.9 s (its 1 s topic scan), franz-go's p50 5 s (`MetadataMinAge`); franz-go's p99 was
+/// still 5.3 s while a dying leader's listener backlog, accepting connections, counted as alive
+/// (a quarter of its trials; 0.4-0.9 s since only an answer to a ping counts).
 fn asserted(client: &str) -> (&'static str, Duration) {
     match client {
         "python-confluent" => ("p99", Duration::from_millis(1_000)),
-        "go-franz" => ("p50", Duration::from_millis(1_500)),
+        "go-franz" => ("p99", Duration::from_millis(3_000)),
         _ => ("p99", Duration::from_secs(5)),
     }
 }
@@ -433,8 +438,8 @@ fn bottleneck(client: &str) -> &'static str {
              slow on a loaded machine), or a Metadata request answered before any broker saw the leader go"
         }
         "go-franz" => {
-            "a Metadata request answered before any broker saw the leader go (then MetadataMinAge, 5 s), \
-             or a Metadata retry on a dead connection (franz-go's request backoff)"
+            "franz-go's Metadata retry backoff (250 ms, growing) when its Metadata request went to the dead broker or \
+             over a connection to one killed earlier, then MetadataMinAge (5 s) if all four tries failed"
         }
         "java" => {
             "Java retries the batches that were in flight one at a time after a leader change; \
@@ -456,9 +461,8 @@ fn run_client(client: &str) {
         eprintln!("failover {client}: skipped (SKIFF_FAILOVER_CLIENTS)");
         return;
     }
-    // franz-go's trials each wait 10 s first ([`quiet_before_kill`]): fewer in CI (the
-    // targets need >= 20: the long profile; SKIFF_FAILOVER_TRIALS overrides, a quick look).
-    let profile = Profile::from_env(if client == "go-franz" { 12 } else { 20 }, 100);
+    // Long profile: 100 trials per client (franz-go's in runs of 10, see [`trials_per_run`]).
+    let profile = Profile::from_env(20, 100);
     let name = format!("failover-{client}");
     let mut spec = ClusterSpec::new(&name, 3, 3);
     spec.fixed_broker_ports = true;

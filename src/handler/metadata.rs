@@ -38,10 +38,16 @@ pub async fn handle_held(
     let started = broker.clock.now();
     let mut peers = broker.peers.subscribe();
     let mut applied = broker.metadata.subscribe();
+    let mut rebuilt = 0;
     loop {
         peers.borrow_and_update();
         applied.borrow_and_update();
         let mut answer = handle(broker, req.clone(), version, &here).await;
+        if names_a_leader_not_live(broker, &answer) && rebuilt < STALE_REBUILDS {
+            // The image moved on (a fence) while the answer was built: build it again.
+            rebuilt += 1;
+            continue;
+        }
         let now = broker.clock.now();
         match hold_until(broker, &answer, now) {
             Some(until) if now < until && now < started + peer_watch::HOLD_MAX => {
@@ -65,6 +71,26 @@ pub async fn handle_held(
             }
         }
     }
+}
+
+/// How often a held answer is built again because the image fenced a leader it names while it
+/// was being built (each time the image moved on; a bound, not a retry policy).
+const STALE_REBUILDS: u32 = 3;
+
+/// Whether `answer` names as a leader a broker that is not live in the image as it is now:
+/// the answer was built from an image that has since fenced that broker (and moved its
+/// partitions). The peer watch has no verdict on a fenced broker (the image has the last word),
+/// so without this check such an answer would go out naming the dead leader, which is what a
+/// loaded broker did when a fence landed between building an answer and judging it (franz-go
+/// then waited out its 5 s `MetadataMinAge`).
+pub fn names_a_leader_not_live(broker: &Broker, answer: &MetadataResponse) -> bool {
+    let me = broker.settings.node_id;
+    let live: Vec<i32> = broker.metadata.read(|m| m.live_broker_processes().into_iter().map(|(id, ..)| id).collect());
+    answer
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.leader_id.0))
+        .any(|l| l >= 0 && l != me && !live.contains(&l))
 }
 
 /// Whether an answer must wait: the latest instant any leader it names is held until.
@@ -96,11 +122,11 @@ pub fn mark_unavailable(broker: &Broker, answer: &mut MetadataResponse, now: ski
     }
 }
 
-/// Probes the listener of every other broker `answer` names as a leader (see
+/// Has every other broker `answer` names as a leader answer a ping sent now (see
 /// [`peer_watch::PeerWatch::probe_leaders`]), so a leader whose process just died is caught even
-/// before this broker's own connection to it closes.
+/// before this broker's own connection to it closes: a dead process never answers.
 pub async fn probe_leaders(broker: &Broker, answer: &MetadataResponse) {
-    let leaders = named_leaders(broker, answer);
+    let leaders: Vec<(i32, Uuid)> = named_leaders(broker, answer).into_iter().map(|(id, inc, _)| (id, inc)).collect();
     if !leaders.is_empty() {
         broker.peers.probe_leaders(&leaders, broker.clock.as_ref()).await;
     }

@@ -106,9 +106,12 @@ async fn dispatch(
             let mut answer = metadata::handle(broker, r.clone(), v, here).await;
             metadata::probe_leaders(broker, &answer).await;
             let now = broker.clock.now();
-            if metadata::hold_until(broker, &answer, now).is_some() {
-                // It names a leader whose process this broker saw go: answered once the fence
-                // arrives, without blocking the connection meanwhile (`broker/peer_watch.rs`).
+            if metadata::hold_until(broker, &answer, now).is_some()
+                || metadata::names_a_leader_not_live(broker, &answer)
+            {
+                // It names a leader whose process this broker saw go (or one fenced since the
+                // answer was built): answered once the fence arrives (built again from the image
+                // that has it), without blocking the connection meanwhile (`broker/peer_watch.rs`).
                 let (broker, protocol, advertised) = (broker.clone(), here.protocol, here.advertised.clone());
                 let client_id = client_id.clone();
                 return Handled::Deferred(Box::pin(async move {

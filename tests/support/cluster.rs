@@ -802,6 +802,13 @@ impl Drop for Cluster {
         for n in self.controllers.iter_mut().chain(self.brokers.iter_mut()) {
             n.kill();
         }
+        // SKIFF_KEEP_CLUSTER=1 keeps the logs and data of a passing run too, for study.
+        if !std::thread::panicking()
+            && std::env::var_os("SKIFF_KEEP_CLUSTER").is_some()
+            && let Some(dir) = self.root_dir.take()
+        {
+            eprintln!("---- kept cluster directory: {} ----", dir.keep().display());
+        }
         if std::thread::panicking() {
             eprintln!("---- cluster {} timeline ----\n{}", self.spec.name, self.timeline.join("\n"));
             for n in self.controllers.iter().chain(self.brokers.iter()) {

@@ -93,7 +93,10 @@ func newClient(extra ...kgo.Opt) *kgo.Client {
 		opts = append(opts, kgo.MaxVersions(v))
 	}
 	if os.Getenv("FRANZ_DEBUG") != "" {
-		opts = append(opts, kgo.WithLogger(kgo.BasicLogger(os.Stderr, kgo.LogLevelDebug, nil)))
+		// Each line starts with the wall-clock time (µs), to line up with the brokers' unix_ms
+		// log fields (tests/failover_clients.rs timelines).
+		stamp := func() string { return fmt.Sprintf("%d ", time.Now().UnixMicro()) }
+		opts = append(opts, kgo.WithLogger(kgo.BasicLogger(os.Stderr, kgo.LogLevelDebug, stamp)))
 	}
 	cl, err := kgo.NewClient(append(opts, extra...)...)
 	if err != nil {
