@@ -67,7 +67,13 @@ step "deploy: Helm chart (helm lint, helm template + kubeconform -strict against
 deploy/helm/validate.sh
 
 step "cargo test (unit, in-process, black-box, durability, six client families, Kafka Connect and Streams, _schemas)"
+# The failover tests append their per-client distributions here (cargo hides a passing test's
+# output); printed below so every run's log has them.
+export SKIFF_FAILOVER_REPORT="$(mktemp /tmp/skiff-failover-report.XXXXXX)"
 cargo test --workspace --locked -- --test-threads=4
+
+step "failover as clients see it: kill -> first acknowledged produce / first record consumed (short profile)"
+cat "$SKIFF_FAILOVER_REPORT"; rm -f "$SKIFF_FAILOVER_REPORT"
 
 step "storage with the aws-profile feature (AWS profiles and SSO)"
 cargo test -p skiff-storage --features aws-profile --locked --lib

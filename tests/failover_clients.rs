@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use support::cluster::{Cluster, ClusterSpec, NodeRef, percentile};
 use support::compat::run_sh;
-use support::failover::{Profile, client_selected, unix_us};
+use support::failover::{Profile, client_selected, report, unix_us};
 
 const PARTITIONS: i32 = 3;
 /// Records handed to the client per second (round-robin over the partitions).
@@ -472,18 +472,18 @@ fn run_client(client: &str) {
     let started = Instant::now();
     let (samples, timelines) = measure(&mut cluster, client, topic, profile.trials);
     let (line, p99) = distribution(client, &samples);
-    eprintln!("{line} (profile {}, {:.1?})", profile.name, started.elapsed());
+    report(&format!("{line} (profile {}, {:.1?})", profile.name, started.elapsed()));
     eprintln!("{}", timeline_summary(client, &timelines));
     let goal = target(client);
     if p99 <= goal {
-        eprintln!("failover {client}: p99 {}ms meets the issue's target {}ms", ms(p99), ms(goal));
+        report(&format!("failover {client}: p99 {}ms meets the issue's target {}ms", ms(p99), ms(goal)));
     } else {
-        eprintln!(
+        report(&format!(
             "failover {client}: TARGET MISSED: p99 {}ms > the issue's target {}ms; bottleneck: {}",
             ms(p99),
             ms(goal),
             bottleneck(client)
-        );
+        ));
     }
     let mut sorted = samples.clone();
     sorted.sort();

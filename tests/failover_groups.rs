@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use skiff_controller::groups::shard_for;
 use support::cluster::{Cluster, ClusterSpec, NodeRef};
-use support::failover::{ClientProcess, Distribution, Profile, client_selected, coordinator_of, unix_us};
+use support::failover::{ClientProcess, Distribution, Profile, client_selected, coordinator_of, report, unix_us};
 use support::load::{self, ProducerReport};
 
 const PARTITIONS: i32 = 3;
@@ -454,11 +454,11 @@ fn run_client(client: &str) {
             .filter(|t| t.case == case)
             .map(|t| format!("{}:{}ms{:?}", t.victim, t.all.as_millis(), t.moved))
             .collect();
-        eprintln!(
+        report(&format!(
             "failover-group {client} {} kill->all-partitions-consumed: {d} (victim:figure[moved partitions] {})",
             case.name(),
             victims.join(" ")
-        );
+        ));
         if d.p99 > Duration::from_secs(1) {
             eprintln!(
                 "failover-group {client} {}: p99 {}ms is above a second; bottleneck: {}",

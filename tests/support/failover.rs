@@ -18,6 +18,22 @@ use super::cluster::percentile;
 use super::compat::run_sh;
 use super::load::Routing;
 
+/// Prints a summary line of a failover test (stderr, shown with `--nocapture`) and, when
+/// `SKIFF_FAILOVER_REPORT` names a file, appends it there: `scripts/test.sh` prints that file
+/// after the tests, so every CI log carries the per-client distributions even though cargo
+/// hides a passing test's output.
+pub fn report(line: &str) {
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os("SKIFF_FAILOVER_REPORT") {
+        use std::io::Write;
+        let appended =
+            std::fs::OpenOptions::new().create(true).append(true).open(&path).and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = appended {
+            eprintln!("SKIFF_FAILOVER_REPORT {}: {e}", path.to_string_lossy());
+        }
+    }
+}
+
 /// Wall-clock µs since the Unix epoch (the unit of the programs' timestamps).
 pub fn unix_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_micros() as i64
