@@ -34,14 +34,7 @@ PIDS=()
 WORK="$(mktemp -d /tmp/skiff-compaction.XXXXXX)"
 # shellcheck source=bench/lib.sh
 source "$HERE/lib.sh"
-cleanup() {
-  local rc=$?
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+stop_on_exit   # bench/lib.sh: every pid in PIDS stopped, WORK removed
 
 
 setup_tools   # SKIFF_BIN, LIBS, BT (bench/lib.sh)

@@ -21,14 +21,7 @@ PIDS=()
 WORK="$(mktemp -d /tmp/skiff-index-drain.XXXXXX)"
 # shellcheck source=bench/lib.sh
 source "$HERE/lib.sh"
-cleanup() {
-  local rc=$?
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+stop_on_exit   # bench/lib.sh: every pid in PIDS stopped, WORK removed
 LIBS="$("$HERE/kafka/setup.sh")"
 java_tool() { timeout "$1" java -Xmx512m -cp "$LIBS/*" "${@:2}"; }
 gauge() { awk -v n="$1" '$1 == n { print $2 }' "$2"; }

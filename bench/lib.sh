@@ -11,6 +11,17 @@ stop_pid() {  # stop_pid PID: SIGTERM, wait up to 30 s, then SIGKILL
   log "pid $pid did not stop after SIGTERM; SIGKILL"; kill -KILL "$pid" 2>/dev/null || true
 }
 
+cleanup_started() {  # the EXIT trap of stop_on_exit
+  local rc=$?
+  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+  rm -rf "$WORK"
+  exit "$rc"
+}
+stop_on_exit() {  # on exit (also INT/TERM): stop every pid the script put in PIDS, remove WORK
+  trap cleanup_started EXIT
+  trap 'exit 130' INT TERM
+}
+
 wait_http() {  # wait_http URL SECONDS
   local deadline=$((SECONDS + $2))
   until curl -fsS -o /dev/null "$1" 2>/dev/null; do

@@ -27,20 +27,9 @@ log() { echo "[rss $(date +%T)] $*" >&2; }
 source "$HERE/lib.sh"
 
 PIDS=()
-cleanup() {
-  local rc=$?
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+stop_on_exit   # bench/lib.sh: every pid in PIDS stopped, WORK removed
 
-LIBS="$("$HERE/kafka/setup.sh")"
-BT="$CACHE/bench/benchtool"
-if [[ ! -f "$BT/BenchTool.class" || "$HERE/java/BenchTool.java" -nt "$BT/BenchTool.class" ]]; then
-  mkdir -p "$BT"; javac -d "$BT" -cp "$LIBS/*" "$HERE/java/BenchTool.java"
-fi
+setup_tools   # LIBS, BT (bench/lib.sh)
 mkdir -p "$OUT/raw"
 
 kport="$(free_port)"; hport="$(free_port)"
